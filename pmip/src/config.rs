@@ -1,0 +1,917 @@
+//! Configuration of a PMIPv6 domain, its LMA and its MAGs.
+//!
+//! One schema, shared by the daemons (which read it from a YAML file) and the operator (which
+//! writes it into a ConfigMap), so the two can never disagree on a field. Every protocol
+//! variable of RFC 5213 §9, RFC 5847 §5 and RFC 5846 §11 is here with its RFC default.
+//! Durations carry their unit in the field name.
+//!
+//! [`LmaConfig::validate`] and [`MagConfig::validate`] check what serde cannot, and name the
+//! offending field in the error.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{LinkLayerAddress, Nai};
+
+/// A configuration value that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `prefix_pools[1].prefix_length`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn check(ok: bool, field: &str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, reason()))
+    }
+}
+
+/// How the LMA orders Proxy Binding Updates (RFC 5213 §5.5, §9.3 TimestampBasedApproachInUse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplayProtection {
+    /// The Timestamp option (the RFC default).
+    #[default]
+    Timestamp,
+    /// Sequence numbers compared modulo 2^16.
+    SequenceNumber,
+}
+
+/// Where the link-local address the MAGs use on access links comes from (RFC 5213 §6.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode", deny_unknown_fields)]
+pub enum LinkLocalMode {
+    /// Every MAG uses the same link-local and link-layer address on every access link
+    /// (FixedMAGLinkLocalAddressOnAllAccessLinks / FixedMAGLinkLayerAddressOnAllAccessLinks),
+    /// so a mobile node never sees its default router change.
+    Fixed {
+        address: Ipv6Addr,
+        link_layer_address: LinkLayerAddress,
+    },
+    /// The LMA generates the link-local address at the first registration and hands it to
+    /// every MAG in the Link-local Address option (RFC 5213 §6.8 second approach).
+    LmaGenerated {
+        /// Link-layer address every MAG uses on access links.
+        link_layer_address: LinkLayerAddress,
+    },
+}
+
+impl Default for LinkLocalMode {
+    fn default() -> Self {
+        LinkLocalMode::Fixed {
+            address: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+            link_layer_address: LinkLayerAddress::mac([0x02, 0x00, 0x5e, 0x00, 0x53, 0x01]),
+        }
+    }
+}
+
+impl LinkLocalMode {
+    pub fn link_layer_address(&self) -> LinkLayerAddress {
+        match self {
+            LinkLocalMode::Fixed {
+                link_layer_address, ..
+            }
+            | LinkLocalMode::LmaGenerated { link_layer_address } => *link_layer_address,
+        }
+    }
+}
+
+/// RFC 5847 heartbeat between the LMA and its MAGs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// HEARTBEAT_INTERVAL; 0 disables heartbeats. RFC 5847 §5: 60 s, SHOULD be 30..=3600 s.
+    /// Values below 30 s are accepted for labs.
+    pub interval_s: u32,
+    /// MISSING_HEARTBEATS_ALLOWED (RFC 5847 §5): 3.
+    pub missing_allowed: u32,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 60,
+            missing_allowed: 3,
+        }
+    }
+}
+
+/// PFMIPv6 (RFC 5949) mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FastHandoverMode {
+    /// Plain RFC 5213 handovers.
+    #[default]
+    Off,
+    /// RFC 5949 §5.1: the previous MAG starts on a handover indication.
+    Predictive,
+    /// RFC 5949 §5.2: the new MAG starts when the node attaches.
+    Reactive,
+}
+
+/// Fast handover settings of a domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FastHandoverConfig {
+    pub mode: FastHandoverMode,
+    /// Access point name (as named in a handover indication) -> the proxy-CoA of its MAG.
+    pub access_points: BTreeMap<String, Ipv6Addr>,
+    /// Packets buffered per node at the new MAG before the oldest is dropped.
+    pub buffer_packets: u32,
+    /// Bytes buffered per node at the new MAG before the oldest packet is dropped.
+    pub buffer_bytes: u32,
+    /// A handover that has not completed after this long is abandoned and its buffer freed.
+    pub handover_timeout_ms: u32,
+}
+
+impl Default for FastHandoverConfig {
+    fn default() -> Self {
+        Self {
+            mode: FastHandoverMode::Off,
+            access_points: BTreeMap::new(),
+            buffer_packets: 2048,
+            buffer_bytes: 4 << 20,
+            handover_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Variables that must be the same on every entity of a domain (RFC 5213 §9.3), and the
+/// domain-wide options built on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DomainConfig {
+    /// TimestampBasedApproachInUse (RFC 5213 §9.3): `timestamp` (default) or `sequence-number`.
+    pub replay_protection: ReplayProtection,
+    /// MobileNodeGeneratedTimestampInUse (RFC 5213 §9.3). Default false; must be false with
+    /// sequence numbers.
+    pub mobile_node_generated_timestamp: bool,
+    /// The link-local address mode of RFC 5213 §6.8.
+    pub link_local: LinkLocalMode,
+    /// EnableMAGLocalRouting (RFC 5213 §9.2), applied domain-wide; a node's profile can
+    /// override it.
+    pub enable_mag_local_routing: bool,
+    pub heartbeat: HeartbeatConfig,
+    pub fast_handover: FastHandoverConfig,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        Self {
+            replay_protection: ReplayProtection::Timestamp,
+            mobile_node_generated_timestamp: false,
+            link_local: LinkLocalMode::default(),
+            enable_mag_local_routing: false,
+            heartbeat: HeartbeatConfig::default(),
+            fast_handover: FastHandoverConfig::default(),
+        }
+    }
+}
+
+impl DomainConfig {
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        check(
+            !(self.mobile_node_generated_timestamp
+                && self.replay_protection == ReplayProtection::SequenceNumber),
+            &format!("{at}.mobile_node_generated_timestamp"),
+            || "must be false when replay_protection is sequence-number (RFC 5213 §9.3)".into(),
+        )?;
+        check(
+            !self.mobile_node_generated_timestamp,
+            &format!("{at}.mobile_node_generated_timestamp"),
+            || "mobile-node-generated timestamps are not supported".into(),
+        )?;
+        if let LinkLocalMode::Fixed { address, .. } = &self.link_local {
+            check(
+                address.segments()[0] & 0xffc0 == 0xfe80,
+                &format!("{at}.link_local.address"),
+                || format!("{address} is not a link-local (fe80::/10) address"),
+            )?;
+        }
+        check(
+            self.link_local.link_layer_address().as_bytes() != [0u8; 6].as_slice(),
+            &format!("{at}.link_local.link_layer_address"),
+            || "must not be all zero".into(),
+        )?;
+        let hb = &self.heartbeat;
+        check(
+            hb.interval_s <= 3600,
+            &format!("{at}.heartbeat.interval_s"),
+            || {
+                format!(
+                    "{} is above 3600 s, the RFC 5847 §5 upper bound",
+                    hb.interval_s
+                )
+            },
+        )?;
+        check(
+            hb.interval_s == 0 || hb.missing_allowed >= 1,
+            &format!("{at}.heartbeat.missing_allowed"),
+            || "must be at least 1".into(),
+        )?;
+        let fh = &self.fast_handover;
+        check(
+            fh.buffer_packets >= 1,
+            &format!("{at}.fast_handover.buffer_packets"),
+            || "must be at least 1".into(),
+        )?;
+        check(
+            fh.buffer_bytes >= 1500,
+            &format!("{at}.fast_handover.buffer_bytes"),
+            || "must hold at least one 1500-byte packet".into(),
+        )?;
+        check(
+            (100..=60_000).contains(&fh.handover_timeout_ms),
+            &format!("{at}.fast_handover.handover_timeout_ms"),
+            || "must be between 100 and 60000".into(),
+        )?;
+        for (name, addr) in &fh.access_points {
+            check(
+                !name.is_empty(),
+                &format!("{at}.fast_handover.access_points"),
+                || "an access point name is empty".into(),
+            )?;
+            check(
+                is_global_unicast(addr),
+                &format!("{at}.fast_handover.access_points.{name}"),
+                || format!("{addr} is not a unicast address a MAG can have"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A mobile node's policy profile (RFC 5213 §6.2), the unit of authorization at the LMA and
+/// of identification at the MAG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MobileNodeProfile {
+    /// The Mobile Node Identifier, an NAI (RFC 4283).
+    pub mn_id: Nai,
+    /// Link-layer addresses the node attaches with; the MAG maps them to `mn_id`.
+    #[serde(default)]
+    pub link_layer_addresses: Vec<LinkLayerAddress>,
+    /// Pinned home network prefixes. Empty: the LMA allocates one from its pools.
+    #[serde(default)]
+    pub home_network_prefixes: Vec<Ipv6Net>,
+    /// Proxy-CoAs of the MAGs this node may register through. Empty: any authorized MAG.
+    #[serde(default)]
+    pub allowed_mags: Vec<Ipv6Addr>,
+    /// Access technology type (RFC 5213 §8.5) used when the access link does not say.
+    #[serde(default)]
+    pub access_technology_type: Option<u8>,
+    /// Overrides the domain's EnableMAGLocalRouting for this node (RFC 5213 §9.2).
+    #[serde(default)]
+    pub local_routing: Option<bool>,
+}
+
+impl MobileNodeProfile {
+    pub fn new(mn_id: Nai) -> Self {
+        Self {
+            mn_id,
+            link_layer_addresses: Vec::new(),
+            home_network_prefixes: Vec::new(),
+            allowed_mags: Vec::new(),
+            access_technology_type: None,
+            local_routing: None,
+        }
+    }
+
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        for (i, p) in self.home_network_prefixes.iter().enumerate() {
+            check(
+                p.prefix_len() <= 64,
+                &format!("{at}.home_network_prefixes[{i}]"),
+                || format!("{p}: a home network prefix must be /64 or shorter for SLAAC"),
+            )?;
+            check(
+                p.network() == p.addr(),
+                &format!("{at}.home_network_prefixes[{i}]"),
+                || format!("{p} has host bits set; did you mean {}?", p.trunc()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One pool the LMA allocates home network prefixes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixPool {
+    /// The aggregate, e.g. `2001:db8:100::/48`.
+    pub prefix: Ipv6Net,
+    /// Length of each allocated prefix; 64 by default.
+    #[serde(default = "default_prefix_length")]
+    pub prefix_length: u8,
+}
+
+fn default_prefix_length() -> u8 {
+    64
+}
+
+/// LMA protocol timers (RFC 5213 §9.1) and binding lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LmaTimers {
+    /// MinDelayBeforeBCEDelete (RFC 5213 §9.1): 10000 ms.
+    pub min_delay_before_bce_delete_ms: u32,
+    /// MaxDelayBeforeNewBCEAssign (RFC 5213 §9.1): 1500 ms.
+    pub max_delay_before_new_bce_assign_ms: u32,
+    /// TimestampValidityWindow (RFC 5213 §9.1): 300 ms.
+    pub timestamp_validity_window_ms: u32,
+    /// Longest lifetime granted in a PBA; a longer request is cut down to this.
+    pub max_binding_lifetime_s: u32,
+}
+
+impl Default for LmaTimers {
+    fn default() -> Self {
+        Self {
+            min_delay_before_bce_delete_ms: 10_000,
+            max_delay_before_new_bce_assign_ms: 1_500,
+            timestamp_validity_window_ms: 300,
+            max_binding_lifetime_s: 3_600,
+        }
+    }
+}
+
+/// Binding revocation (RFC 5846 §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// BRIMaxRetriesNumber: 1.
+    pub max_retries: u32,
+    /// InitMINDelayBRIs: 1000 ms, not below 500 ms.
+    pub initial_delay_ms: u32,
+    /// MAX_BRACK_TIMEOUT: 2000 ms.
+    pub max_timeout_ms: u32,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 1,
+            initial_delay_ms: 1_000,
+            max_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Which kernel mechanism carries the RFC 2473 IPv6-in-IPv6 tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatapathMode {
+    /// `ip6tnl` when the kernel has it, `seg6` otherwise.
+    #[default]
+    Auto,
+    /// seg6 lightweight tunnels in reduced encapsulation mode.
+    Seg6,
+    /// One ip6tnl link per peer.
+    Ip6tnl,
+    /// Signalling only: no routes, no tunnels (for benchmarks and tests).
+    None,
+}
+
+/// Datapath settings of a daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatapathConfig {
+    pub mode: DatapathMode,
+    /// Interface towards the transport network. Default: the one holding the signalling address.
+    pub transport_interface: Option<String>,
+    /// MTU of the transport link; the tunnel MTU is this minus 40 (RFC 2473 §6.7).
+    /// Default: read from the transport interface.
+    pub link_mtu: Option<u32>,
+    /// Routing protocol number that marks the routes this daemon owns.
+    pub route_protocol: u8,
+    /// First of the routing tables this daemon owns.
+    pub table_base: u32,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self {
+            mode: DatapathMode::Auto,
+            transport_interface: None,
+            link_mtu: None,
+            route_protocol: 135,
+            table_base: 13500,
+        }
+    }
+}
+
+impl DatapathConfig {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if let Some(mtu) = self.link_mtu {
+            check(
+                (1320..=65535).contains(&mtu),
+                &format!("{at}.link_mtu"),
+                || format!("{mtu}: IPv6 needs 1280 plus 40 for the tunnel header"),
+            )?;
+        }
+        // Protocol numbers the kernel and routing daemons use (rtnetlink.h: 0..=4 kernel,
+        // 186+ routing daemons) are refused so we never adopt someone else's routes.
+        check(
+            (5..=185).contains(&self.route_protocol),
+            &format!("{at}.route_protocol"),
+            || {
+                format!(
+                    "{} is reserved by the kernel or a routing daemon; use 5..=185",
+                    self.route_protocol
+                )
+            },
+        )?;
+        check(
+            (256..=u32::MAX - 16).contains(&self.table_base),
+            &format!("{at}.table_base"),
+            || "must be between 256 and 2^32-17 (0-255 are the kernel's tables)".into(),
+        )?;
+        Ok(())
+    }
+}
+
+/// TLS for the gRPC API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// gRPC API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 50051)),
+            tls: None,
+        }
+    }
+}
+
+/// Prometheus metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `None` disables the endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 9464))),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Logging and tracing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// An `EnvFilter` directive, e.g. `info` or `info,pmip=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+    /// OTLP/gRPC endpoint to export spans to, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// The LMA daemon's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmaConfig {
+    /// A name for logs and metrics.
+    #[serde(default = "default_lma_name")]
+    pub name: String,
+    /// The LMA address (LMAA): where MAGs send PBUs and the LMA end of every tunnel.
+    pub address: Ipv6Addr,
+    #[serde(default)]
+    pub domain: DomainConfig,
+    /// Pools that home network prefixes are allocated from, in order.
+    pub prefix_pools: Vec<PrefixPool>,
+    #[serde(default)]
+    pub timers: LmaTimers,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+    /// MAGs (proxy-CoAs) allowed to send PBUs, in addition to those added over the API.
+    #[serde(default)]
+    pub authorized_mags: Vec<Ipv6Addr>,
+    /// Mobile node profiles, in addition to those added over the API.
+    #[serde(default)]
+    pub mobile_nodes: Vec<MobileNodeProfile>,
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+    /// Directory of the durable binding and policy store.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+fn default_lma_name() -> String {
+    "lma".into()
+}
+
+fn default_mag_name() -> String {
+    "mag".into()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/pmip")
+}
+
+fn is_global_unicast(a: &Ipv6Addr) -> bool {
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_multicast()
+        || a.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+impl LmaConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(is_global_unicast(&self.address), "address", || {
+            format!(
+                "{} cannot be an LMA address (unspecified, loopback, multicast or link-local)",
+                self.address
+            )
+        })?;
+        self.domain.validate("domain")?;
+        check(!self.prefix_pools.is_empty(), "prefix_pools", || {
+            "at least one pool is needed to allocate home network prefixes".into()
+        })?;
+        for (i, pool) in self.prefix_pools.iter().enumerate() {
+            let at = format!("prefix_pools[{i}]");
+            check(
+                pool.prefix.network() == pool.prefix.addr(),
+                &format!("{at}.prefix"),
+                || {
+                    format!(
+                        "{} has host bits set; did you mean {}?",
+                        pool.prefix,
+                        pool.prefix.trunc()
+                    )
+                },
+            )?;
+            check(
+                (pool.prefix.prefix_len()..=64).contains(&pool.prefix_length),
+                &format!("{at}.prefix_length"),
+                || {
+                    format!(
+                        "{} must be between the pool's own length ({}) and 64",
+                        pool.prefix_length,
+                        pool.prefix.prefix_len()
+                    )
+                },
+            )?;
+            for (j, other) in self.prefix_pools.iter().enumerate().take(i) {
+                check(
+                    !(other.prefix.contains(&pool.prefix) || pool.prefix.contains(&other.prefix)),
+                    &format!("{at}.prefix"),
+                    || format!("{} overlaps prefix_pools[{j}] ({})", pool.prefix, other.prefix),
+                )?;
+            }
+        }
+        let t = &self.timers;
+        check(
+            t.min_delay_before_bce_delete_ms <= 600_000,
+            "timers.min_delay_before_bce_delete_ms",
+            || "must be at most 600000".into(),
+        )?;
+        check(
+            t.max_delay_before_new_bce_assign_ms <= 60_000,
+            "timers.max_delay_before_new_bce_assign_ms",
+            || "must be at most 60000".into(),
+        )?;
+        check(
+            (1..=60_000).contains(&t.timestamp_validity_window_ms),
+            "timers.timestamp_validity_window_ms",
+            || "must be between 1 and 60000".into(),
+        )?;
+        check(
+            (4..=262_140).contains(&t.max_binding_lifetime_s),
+            "timers.max_binding_lifetime_s",
+            || "must be between 4 and 262140 (the 16-bit lifetime field in 4 s units)".into(),
+        )?;
+        check(
+            self.revocation.initial_delay_ms >= 500,
+            "revocation.initial_delay_ms",
+            || "must be at least 500 (RFC 5846 §11 InitMINDelayBRIs)".into(),
+        )?;
+        check(
+            self.revocation.max_timeout_ms >= self.revocation.initial_delay_ms,
+            "revocation.max_timeout_ms",
+            || "must be at least revocation.initial_delay_ms".into(),
+        )?;
+        for (i, m) in self.authorized_mags.iter().enumerate() {
+            check(
+                is_global_unicast(m),
+                &format!("authorized_mags[{i}]"),
+                || format!("{m} cannot be a proxy-CoA"),
+            )?;
+        }
+        for (i, p) in self.mobile_nodes.iter().enumerate() {
+            p.validate(&format!("mobile_nodes[{i}]"))?;
+        }
+        self.datapath.validate("datapath")?;
+        Ok(())
+    }
+}
+
+/// MAG protocol timers (RFC 5213 §6.9.4, RFC 6275 §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MagTimers {
+    /// INITIAL_BINDACK_TIMEOUT (RFC 6275 §12): 1000 ms.
+    pub initial_bindack_timeout_ms: u32,
+    /// MAX_BINDACK_TIMEOUT (RFC 6275 §12): 32000 ms.
+    pub max_bindack_timeout_ms: u32,
+    /// PBU transmissions before the MAG gives up on a registration.
+    pub max_pbu_transmissions: u32,
+    /// Lifetime requested in PBUs.
+    pub requested_lifetime_s: u32,
+    /// A binding is refreshed when this share (per cent) of its granted lifetime has passed.
+    pub refresh_at_percent: u8,
+}
+
+impl Default for MagTimers {
+    fn default() -> Self {
+        Self {
+            initial_bindack_timeout_ms: 1_000,
+            max_bindack_timeout_ms: 32_000,
+            max_pbu_transmissions: 8,
+            requested_lifetime_s: 3_600,
+            refresh_at_percent: 80,
+        }
+    }
+}
+
+/// Router Advertisements the MAG sends on access links (RFC 4861 §6.2.1, RFC 5213 §6.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterAdvertisementConfig {
+    /// Interval of unsolicited RAs to each attached node; 0 disables them.
+    pub interval_s: u32,
+    /// Router Lifetime field.
+    pub router_lifetime_s: u16,
+    /// MTU option value. Default: the access link's MTU, capped at the tunnel MTU.
+    pub mtu: Option<u32>,
+    /// Valid and preferred lifetime of the prefix. Default: the binding's lifetime.
+    pub prefix_lifetime_s: Option<u32>,
+}
+
+impl Default for RouterAdvertisementConfig {
+    fn default() -> Self {
+        Self {
+            interval_s: 30,
+            router_lifetime_s: 1_800,
+            mtu: None,
+            prefix_lifetime_s: None,
+        }
+    }
+}
+
+/// The MAG daemon's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MagConfig {
+    #[serde(default = "default_mag_name")]
+    pub name: String,
+    /// This MAG's address on the transport network: the proxy-CoA.
+    pub proxy_coa: Ipv6Addr,
+    /// The LMA address.
+    pub lma_address: Ipv6Addr,
+    #[serde(default)]
+    pub domain: DomainConfig,
+    /// Access interfaces by name or by a pattern with `*` (e.g. `wlan*`).
+    pub access_interfaces: Vec<String>,
+    #[serde(default)]
+    pub timers: MagTimers,
+    #[serde(default)]
+    pub router_advertisement: RouterAdvertisementConfig,
+    /// Mobile node profiles known locally.
+    #[serde(default)]
+    pub mobile_nodes: Vec<MobileNodeProfile>,
+    /// gRPC address of the LMA's Policy service (e.g. `http://[2001:db8::1]:50051`): profiles
+    /// are fetched from there and kept current. Local `mobile_nodes` win on conflict.
+    #[serde(default)]
+    pub policy_server: Option<String>,
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+    /// Directory for the MAG's small durable state (restart counter, binding update list).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+impl MagConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(is_global_unicast(&self.proxy_coa), "proxy_coa", || {
+            format!("{} cannot be a proxy-CoA", self.proxy_coa)
+        })?;
+        check(is_global_unicast(&self.lma_address), "lma_address", || {
+            format!("{} cannot be an LMA address", self.lma_address)
+        })?;
+        check(self.proxy_coa != self.lma_address, "lma_address", || {
+            "equals proxy_coa".into()
+        })?;
+        self.domain.validate("domain")?;
+        check(!self.access_interfaces.is_empty(), "access_interfaces", || {
+            "at least one access interface name or pattern is needed".into()
+        })?;
+        for (i, name) in self.access_interfaces.iter().enumerate() {
+            check(
+                !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ']),
+                &format!("access_interfaces[{i}]"),
+                || format!("{name:?} is not an interface name or pattern"),
+            )?;
+        }
+        let t = &self.timers;
+        check(
+            t.initial_bindack_timeout_ms >= 10,
+            "timers.initial_bindack_timeout_ms",
+            || "must be at least 10".into(),
+        )?;
+        check(
+            t.max_bindack_timeout_ms >= t.initial_bindack_timeout_ms,
+            "timers.max_bindack_timeout_ms",
+            || "must be at least timers.initial_bindack_timeout_ms".into(),
+        )?;
+        check(
+            t.max_pbu_transmissions >= 1,
+            "timers.max_pbu_transmissions",
+            || "must be at least 1".into(),
+        )?;
+        check(
+            (4..=262_140).contains(&t.requested_lifetime_s),
+            "timers.requested_lifetime_s",
+            || "must be between 4 and 262140 (the 16-bit lifetime field in 4 s units)".into(),
+        )?;
+        check(
+            (10..=95).contains(&t.refresh_at_percent),
+            "timers.refresh_at_percent",
+            || "must be between 10 and 95".into(),
+        )?;
+        if let Some(mtu) = self.router_advertisement.mtu {
+            check(
+                mtu >= 1280,
+                "router_advertisement.mtu",
+                || format!("{mtu} is below the IPv6 minimum of 1280"),
+            )?;
+        }
+        for (i, p) in self.mobile_nodes.iter().enumerate() {
+            p.validate(&format!("mobile_nodes[{i}]"))?;
+        }
+        self.datapath.validate("datapath")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LMA: &str = r#"
+address: 2001:db8:ffff::1
+prefix_pools:
+  - prefix: 2001:db8:100::/48
+mobile_nodes:
+  - mn_id: mn1@example.org
+    link_layer_addresses: ["02:00:00:00:01:01"]
+"#;
+
+    #[test]
+    fn lma_defaults_are_the_rfc_defaults() {
+        let c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.timers.min_delay_before_bce_delete_ms, 10_000);
+        assert_eq!(c.timers.max_delay_before_new_bce_assign_ms, 1_500);
+        assert_eq!(c.timers.timestamp_validity_window_ms, 300);
+        assert_eq!(c.domain.replay_protection, ReplayProtection::Timestamp);
+        assert!(!c.domain.mobile_node_generated_timestamp);
+        assert!(!c.domain.enable_mag_local_routing);
+        assert_eq!(c.domain.heartbeat.interval_s, 60);
+        assert_eq!(c.domain.heartbeat.missing_allowed, 3);
+        assert_eq!(c.revocation.max_retries, 1);
+        assert_eq!(c.prefix_pools[0].prefix_length, 64);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let bad = format!("{LMA}\nprefix_pool: []\n");
+        let err = serde_saphyr::from_str::<LmaConfig>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix_pool"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let mut c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        c.prefix_pools[0].prefix_length = 72;
+        assert_eq!(c.validate().unwrap_err().field, "prefix_pools[0].prefix_length");
+        c.prefix_pools[0].prefix_length = 64;
+        c.prefix_pools.push(PrefixPool {
+            prefix: "2001:db8:100:8000::/49".parse().unwrap(),
+            prefix_length: 64,
+        });
+        assert_eq!(c.validate().unwrap_err().field, "prefix_pools[1].prefix");
+        c.prefix_pools.pop();
+        c.domain.replay_protection = ReplayProtection::SequenceNumber;
+        c.domain.mobile_node_generated_timestamp = true;
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "domain.mobile_node_generated_timestamp"
+        );
+        c.domain.mobile_node_generated_timestamp = false;
+        c.address = "fe80::1".parse().unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "address");
+    }
+
+    #[test]
+    fn mag_config_parses_and_validates() {
+        let c: MagConfig = serde_saphyr::from_str(
+            r#"
+proxy_coa: 2001:db8::10
+lma_address: 2001:db8:ffff::1
+access_interfaces: ["acc*"]
+domain:
+  link_local: { mode: fixed, address: "fe80::1", link_layer_address: "02:00:5e:00:53:01" }
+  fast_handover:
+    mode: predictive
+    access_points: { ap2: "2001:db8::20" }
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.timers.initial_bindack_timeout_ms, 1_000);
+        assert_eq!(c.timers.max_bindack_timeout_ms, 32_000);
+        assert_eq!(c.domain.fast_handover.mode, FastHandoverMode::Predictive);
+        let mut bad = c.clone();
+        bad.timers.max_bindack_timeout_ms = 10;
+        assert_eq!(bad.validate().unwrap_err().field, "timers.max_bindack_timeout_ms");
+        let mut bad = c;
+        bad.access_interfaces.clear();
+        assert_eq!(bad.validate().unwrap_err().field, "access_interfaces");
+    }
+
+    #[test]
+    fn config_round_trips_through_yaml() {
+        let c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        let y = serde_saphyr::to_string(&c).unwrap();
+        let back: LmaConfig = serde_saphyr::from_str(&y).unwrap();
+        assert_eq!(c, back);
+    }
+}

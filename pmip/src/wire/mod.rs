@@ -1,0 +1,1 @@
+//! The Mobility Header wire format.
