@@ -528,6 +528,9 @@ pub struct LmaConfig {
     #[serde(default = "default_lma_name")]
     pub name: String,
     /// The LMA address (LMAA): where MAGs send PBUs and the LMA end of every tunnel.
+    /// May be left out when the daemon is given it with `--address` or `PMIP_LMA_ADDRESS`
+    /// (how a Kubernetes pod learns its host's address).
+    #[serde(default = "unspecified")]
     pub address: Ipv6Addr,
     #[serde(default)]
     pub domain: DomainConfig,
@@ -564,6 +567,10 @@ fn default_mag_name() -> String {
     "mag".into()
 }
 
+fn unspecified() -> Ipv6Addr {
+    Ipv6Addr::UNSPECIFIED
+}
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/pmip")
 }
@@ -577,6 +584,9 @@ fn is_global_unicast(a: &Ipv6Addr) -> bool {
 
 impl LmaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(!self.address.is_unspecified(), "address", || {
+            "missing: set it in the file, with --address or with PMIP_LMA_ADDRESS".into()
+        })?;
         check(is_global_unicast(&self.address), "address", || {
             format!(
                 "{} cannot be an LMA address (unspecified, loopback, multicast or link-local)",
@@ -724,7 +734,9 @@ impl Default for RouterAdvertisementConfig {
 pub struct MagConfig {
     #[serde(default = "default_mag_name")]
     pub name: String,
-    /// This MAG's address on the transport network: the proxy-CoA.
+    /// This MAG's address on the transport network: the proxy-CoA. May be left out when the
+    /// daemon is given it with `--proxy-coa` or `PMIP_PROXY_COA`.
+    #[serde(default = "unspecified")]
     pub proxy_coa: Ipv6Addr,
     /// The LMA address.
     pub lma_address: Ipv6Addr,
@@ -758,6 +770,9 @@ pub struct MagConfig {
 
 impl MagConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check(!self.proxy_coa.is_unspecified(), "proxy_coa", || {
+            "missing: set it in the file, with --proxy-coa or with PMIP_PROXY_COA".into()
+        })?;
         check(is_global_unicast(&self.proxy_coa), "proxy_coa", || {
             format!("{} cannot be a proxy-CoA", self.proxy_coa)
         })?;
