@@ -625,7 +625,12 @@ impl LmaConfig {
                 check(
                     !(other.prefix.contains(&pool.prefix) || pool.prefix.contains(&other.prefix)),
                     &format!("{at}.prefix"),
-                    || format!("{} overlaps prefix_pools[{j}] ({})", pool.prefix, other.prefix),
+                    || {
+                        format!(
+                            "{} overlaps prefix_pools[{j}] ({})",
+                            pool.prefix, other.prefix
+                        )
+                    },
                 )?;
             }
         }
@@ -783,9 +788,11 @@ impl MagConfig {
             "equals proxy_coa".into()
         })?;
         self.domain.validate("domain")?;
-        check(!self.access_interfaces.is_empty(), "access_interfaces", || {
-            "at least one access interface name or pattern is needed".into()
-        })?;
+        check(
+            !self.access_interfaces.is_empty(),
+            "access_interfaces",
+            || "at least one access interface name or pattern is needed".into(),
+        )?;
         for (i, name) in self.access_interfaces.iter().enumerate() {
             check(
                 !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ']),
@@ -820,11 +827,9 @@ impl MagConfig {
             || "must be between 10 and 95".into(),
         )?;
         if let Some(mtu) = self.router_advertisement.mtu {
-            check(
-                mtu >= 1280,
-                "router_advertisement.mtu",
-                || format!("{mtu} is below the IPv6 minimum of 1280"),
-            )?;
+            check(mtu >= 1280, "router_advertisement.mtu", || {
+                format!("{mtu} is below the IPv6 minimum of 1280")
+            })?;
         }
         for (i, p) in self.mobile_nodes.iter().enumerate() {
             p.validate(&format!("mobile_nodes[{i}]"))?;
@@ -876,7 +881,10 @@ mobile_nodes:
     fn semantic_errors_name_the_field() {
         let mut c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
         c.prefix_pools[0].prefix_length = 72;
-        assert_eq!(c.validate().unwrap_err().field, "prefix_pools[0].prefix_length");
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "prefix_pools[0].prefix_length"
+        );
         c.prefix_pools[0].prefix_length = 64;
         c.prefix_pools.push(PrefixPool {
             prefix: "2001:db8:100:8000::/49".parse().unwrap(),
@@ -916,7 +924,10 @@ domain:
         assert_eq!(c.domain.fast_handover.mode, FastHandoverMode::Predictive);
         let mut bad = c.clone();
         bad.timers.max_bindack_timeout_ms = 10;
-        assert_eq!(bad.validate().unwrap_err().field, "timers.max_bindack_timeout_ms");
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "timers.max_bindack_timeout_ms"
+        );
         let mut bad = c;
         bad.access_interfaces.clear();
         assert_eq!(bad.validate().unwrap_err().field, "access_interfaces");

@@ -1,0 +1,125 @@
+use core::fmt;
+
+use super::option::OptionType;
+
+/// A malformed Mobility Header: what was wrong and at which byte offset from the start of the
+/// Mobility Header (the Payload Proto octet is offset 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    pub offset: usize,
+    pub kind: ErrorKind,
+}
+
+/// What was wrong. Each variant lets the receiver pick the RFC's answer (for example a PBA
+/// status for a missing option) instead of dropping the message blindly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The buffer ends before a field that must be there.
+    Truncated { needed: usize, available: usize },
+    /// Header Len says the message is `declared` octets but the buffer holds `available`.
+    BadHeaderLength { declared: usize, available: usize },
+    /// The message is too short for its MH Type's fixed fields.
+    TooShortForType {
+        mh_type: u8,
+        minimum: usize,
+        length: usize,
+    },
+    /// The Mobility Header checksum over the pseudo-header does not match.
+    BadChecksum { found: u16, expected: u16 },
+    /// An option's length field runs past the end of the message.
+    OptionOverrun {
+        option: u8,
+        length: u8,
+        remaining: usize,
+    },
+    /// An option's length is not the one its RFC fixes.
+    BadOptionLength { option: u8, length: u8 },
+    /// A field holds a value the RFC does not allow.
+    BadValue { field: &'static str, value: u32 },
+    /// A mandatory option is absent.
+    MissingOption(OptionType),
+    /// An option that may appear once appears again.
+    DuplicateOption(OptionType),
+    /// A mandatory flag is clear (for instance P in a Proxy Binding Update).
+    MissingFlag { flag: &'static str },
+    /// The message does not fit in the output buffer.
+    BufferTooSmall { needed: usize, available: usize },
+    /// The encoded message would be longer than Header Len can say (2048 octets).
+    MessageTooLong { length: usize },
+}
+
+impl Error {
+    pub const fn new(offset: usize, kind: ErrorKind) -> Self {
+        Self { offset, kind }
+    }
+
+    pub(crate) const fn truncated(offset: usize, needed: usize, available: usize) -> Self {
+        Self::new(offset, ErrorKind::Truncated { needed, available })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: {}", self.offset, self.kind)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ErrorKind::Truncated { needed, available } => write!(
+                f,
+                "truncated: {needed} more octets needed, {available} available"
+            ),
+            ErrorKind::BadHeaderLength {
+                declared,
+                available,
+            } => write!(
+                f,
+                "Header Len declares {declared} octets but {available} are present"
+            ),
+            ErrorKind::TooShortForType {
+                mh_type,
+                minimum,
+                length,
+            } => write!(
+                f,
+                "MH Type {mh_type} needs at least {minimum} octets, the message has {length}"
+            ),
+            ErrorKind::BadChecksum { found, expected } => {
+                write!(f, "bad checksum 0x{found:04x}, expected 0x{expected:04x}")
+            }
+            ErrorKind::OptionOverrun {
+                option,
+                length,
+                remaining,
+            } => write!(
+                f,
+                "option {option} ({}) has length {length} but only {remaining} octets remain in the message",
+                OptionType::from(option)
+            ),
+            ErrorKind::BadOptionLength { option, length } => write!(
+                f,
+                "option {option} ({}) has length {length}, which its RFC does not allow",
+                OptionType::from(option)
+            ),
+            ErrorKind::BadValue { field, value } => write!(f, "{field} = {value} is not allowed"),
+            ErrorKind::MissingOption(t) => write!(f, "mandatory {t} option is missing"),
+            ErrorKind::DuplicateOption(t) => {
+                write!(f, "{t} option appears more than once")
+            }
+            ErrorKind::MissingFlag { flag } => write!(f, "mandatory flag {flag} is not set"),
+            ErrorKind::BufferTooSmall { needed, available } => write!(
+                f,
+                "output buffer too small: {needed} octets needed, {available} available"
+            ),
+            ErrorKind::MessageTooLong { length } => write!(
+                f,
+                "message of {length} octets is longer than Header Len can express (2048)"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
