@@ -121,7 +121,7 @@ fn opt() -> impl Strategy<Value = Opt> {
                 enc.push(d.len() as u8);
                 enc.extend(d);
             }
-            Opt::Ctx(reqs, enc)
+            Opt::Ctx(enc)
         }),
         v6().prop_map(Opt::Lma6),
         v4().prop_map(Opt::Lma4),
