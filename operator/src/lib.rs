@@ -1,1 +1,6 @@
-//! Filled in by its issue.
+//! The pmip Kubernetes operator. See `README.md` beside this crate for the contract with the
+//! daemons.
+
+pub mod crd;
+
+pub use crd::crd_yaml;

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Render and lint charts/pmip with the real Helm engine (helm-python-sdk) and validate every
+rendered manifest and the CRDs with kubernetes-validate, for each Kubernetes version in
+KUBE_VERSIONS. MobilityDomain objects the chart renders are validated against the chart's own
+CRD schema. Exits 0 when everything passes, 1 on a failed check, 2 when a tool is missing.
+
+Run from anywhere: python3 charts/pmip/ci/check_chart.py
+"""
+
+import json
+import pathlib
+import sys
+
+KUBE_VERSIONS = ["1.33.0", "1.37.0"]
+CHART = pathlib.Path(__file__).resolve().parent.parent
+REQUIREMENTS = CHART / "ci-requirements.txt"
+
+try:
+    import helm_python as helm
+    import jsonschema
+    import kubernetes_validate
+    import yaml
+except ImportError as e:  # pragma: no cover - the message is the point
+    print(
+        f"missing Python tool ({e.name}): install with\n"
+        f"  python3 -m pip install -r {REQUIREMENTS.relative_to(CHART.parent.parent)}",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+# Value sets the chart must render and lint cleanly with; each is also validated.
+VALUE_SETS = {
+    "defaults": {},
+    "default-domain": {
+        "defaultDomain": {
+            "enabled": True,
+            "name": "lab",
+            "spec": {
+                "lma": {
+                    "prefixPools": [{"prefix": "2001:db8:100::/48", "prefixLength": 64}],
+                    "fastHandover": {"mode": "Predictive", "accessPoints": {"ap1": "kind-worker"}},
+                },
+                "mags": {"lab": True, "nodeSelector": {"pmip.io/mag": "true"}},
+            },
+        },
+        "operator": {"otlpEndpoint": "http://otel-collector:4317", "jsonLogs": True},
+    },
+    "minimal": {
+        "admissionPolicy": {"enabled": False},
+        "metrics": {"service": {"enabled": False}},
+        "serviceAccount": {"create": False, "name": "existing"},
+        "tests": {"domain": "other"},
+    },
+}
+
+# Values the schema must refuse.
+BAD_VALUES = {
+    "pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "unknown key": {"operatr": {}},
+    "port": {"metrics": {"port": 70000}},
+    "domain name": {"defaultDomain": {"enabled": True, "name": "Not_A_Name"}},
+    "empty pools": {"defaultDomain": {"enabled": True, "name": "x", "spec": {"lma": {"prefixPools": []}}}},
+}
+
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print(f"FAIL {msg}")
+
+
+def docs_of(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def crd_schemas():
+    schemas = {}
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for crd in docs_of(path.read_text()):
+            kind = crd["spec"]["names"]["kind"]
+            for v in crd["spec"]["versions"]:
+                api = f'{crd["spec"]["group"]}/{v["name"]}'
+                schemas[(api, kind)] = v["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def openapi_to_jsonschema(s):
+    """OpenAPI v3 `nullable` and the x-kubernetes extensions, as JSON Schema understands them."""
+    if isinstance(s, dict):
+        out = {k: openapi_to_jsonschema(v) for k, v in s.items() if not k.startswith("x-kubernetes")}
+        if out.pop("nullable", False) and "type" in out:
+            out["type"] = [out["type"], "null"]
+        return out
+    if isinstance(s, list):
+        return [openapi_to_jsonschema(x) for x in s]
+    return s
+
+
+def validate_object(where, doc, schemas):
+    api, kind = doc.get("apiVersion"), doc.get("kind")
+    if (api, kind) in schemas:
+        try:
+            jsonschema.validate(doc, openapi_to_jsonschema(schemas[(api, kind)]))
+            print(f"ok   {where}: {kind} against its CRD schema")
+        except jsonschema.ValidationError as e:
+            fail(f"{where}: {kind} {doc['metadata'].get('name')}: {e.message}")
+        return
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{where}: {kind} {doc['metadata'].get('name')} (Kubernetes {version}): {e.message} at {list(e.path)}")
+        except Exception as e:  # unknown kind/version for this Kubernetes release
+            fail(f"{where}: {kind} {doc['metadata'].get('name')} (Kubernetes {version}): {e}")
+    print(f"ok   {where}: {kind} {doc['metadata'].get('name')} for Kubernetes {', '.join(KUBE_VERSIONS)}")
+
+
+def main():
+    print(f"helm-c-sdk {helm.helm_c_version()}, Helm SDK {helm.helm_sdk_version()}")
+    schemas = crd_schemas()
+    if {k for (_, k) in schemas} != {"MobilityDomain", "MobileNode"}:
+        fail(f"chart CRDs: expected MobilityDomain and MobileNode, found {sorted(schemas)}")
+
+    # The CRDs themselves.
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for crd in docs_of(path.read_text()):
+            validate_object(f"crds/{path.name}", crd, {})
+
+    for name, values in VALUE_SETS.items():
+        for version in KUBE_VERSIONS:
+            report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{version}")
+            problems = [m for m in report.get("messages") or [] if m.get("severity", 0) >= 2]
+            problems += report.get("errors") or []
+            if problems:
+                fail(f"lint [{name}] Kubernetes {version}: {json.dumps(problems, indent=1)}")
+            else:
+                print(f"ok   lint [{name}] Kubernetes {version}")
+        with helm.Chart.load(str(CHART)) as chart:
+            chart.validate_schema(values)
+            manifests = chart.render(values, name="pmip", namespace="pmip-system", is_install=True)
+        kinds = []
+        for template, text in sorted(manifests.items()):
+            if not template.endswith((".yaml", ".yml")):
+                continue
+            for doc in docs_of(text):
+                kinds.append(doc["kind"])
+                validate_object(f"[{name}] {template}", doc, schemas)
+        for required in ["Deployment", "ServiceAccount" if name != "minimal" else "Deployment", "ClusterRole", "ClusterRoleBinding"]:
+            if required not in kinds:
+                fail(f"[{name}] renders no {required}: {kinds}")
+        if name == "default-domain":
+            for required in ["MobilityDomain", "Pod", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]:
+                if required not in kinds:
+                    fail(f"[{name}] renders no {required}: {kinds}")
+        if name == "defaults" and ("MobilityDomain" in kinds or "Pod" in kinds):
+            fail(f"[defaults] must not render a MobilityDomain or a test pod: {kinds}")
+
+    with helm.Chart.load(str(CHART)) as chart:
+        for what, values in BAD_VALUES.items():
+            try:
+                chart.validate_schema(values)
+                fail(f"values.schema.json accepts bad values ({what}): {values}")
+            except helm.HelmError:
+                print(f"ok   values.schema.json refuses {what}")
+
+    if failures:
+        print(f"\n{len(failures)} chart check(s) failed", file=sys.stderr)
+        return 1
+    print("\nall chart checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
