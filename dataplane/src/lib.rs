@@ -1,1 +1,503 @@
-//! Filled in by its issue.
+//! The kernel datapath of the PMIPv6 LMA and MAGs (RFC 5213), over rtnetlink.
+//!
+//! The daemons tunnel a mobile node's traffic IPv6-in-IPv6 (RFC 2473) between the LMA and
+//! its MAGs. This crate programs the Linux kernel for that, and nothing else: no protocol,
+//! no timers. It never runs `ip`; every change is a netlink request.
+//!
+//! # Using it from a daemon
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), dataplane::Error> {
+//! use dataplane::{Dataplane, Mode, Netlink, Settings, Termination};
+//! let lma: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+//! let nl = Netlink::connect()?;
+//! // From the daemon's DatapathConfig: transport_interface, link_mtu, route_protocol,
+//! // table_base, and the mode.
+//! let mut settings = Settings::resolve(&nl, None, lma, None).await?;
+//! settings.route_protocol = 135;
+//! settings.table_base = 13500;
+//! let dp = Dataplane::open(Mode::Auto, nl, settings).await?;
+//! dp.reconcile(&dataplane::DesiredState::new()).await?; // or the state rebuilt from its store
+//! dp.prepare_termination(Termination { local: lma, ifindex: dp.settings().transport_ifindex }).await?;
+//! dp.add_downlink("2001:db8:100::/64".parse().unwrap(), "2001:db8::10".parse().unwrap()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Dataplane`] is an enum over the backends, picked at run time by [`Mode`] (the daemon's
+//! `DatapathConfig::mode`, one to one): [`Mode::Seg6`], [`Mode::Ip6tnl`], [`Mode::None`]
+//! (signalling only) and [`Mode::Auto`] (ip6tnl when [`probe_ip6tnl`] says the kernel can
+//! make such a link, seg6 otherwise). Tests of a daemon use [`Dataplane::Fake`] and look at
+//! the recorded [`DesiredState`].
+//!
+//! Every operation is idempotent: an add replaces what the same key had, a removal of
+//! something absent succeeds. Each is also a [`Change`], and [`Dataplane::apply`] sends a
+//! batch of them pipelined (128 requests per datagram, several datagrams in flight): at the
+//! LMA one binding is one route, one request.
+//!
+//! # What is owned
+//!
+//! The kernel backends own the routes and rules marked with [`Settings::route_protocol`] in
+//! the main table and in their own tables ([`Settings::table_base`] and the next
+//! `2 + max_peers`), the addresses marked with it (IFA_PROTO), and the ip6tnl links named
+//! [`Settings::tunnel_name_prefix`]`N`. [`Dataplane::reconcile`] compares exactly those with a
+//! complete [`DesiredState`]; it never touches anything else, with one exception the recipe
+//! needs: while tunnels terminate here, the kernel's `0: from all lookup local` rule is
+//! replaced by the backend's own at [`RulePriorities::local`] (and put back by
+//! [`Dataplane::cleanup`]). Sysctls it turns on (forwarding, seg6_enabled) stay on.
+//!
+//! # seg6 (verified here) and ip6tnl (not run against a kernel)
+//!
+//! The seg6 backend uses seg6 lightweight tunnels in reduced encapsulation mode with one
+//! segment: the outer header is a plain IPv6 header with Next Header 41 and no routing
+//! header, which is RFC 2473 on the wire. Decapsulation is a seg6local End.DT6 route reached
+//! by a `to <local> ipproto 41` rule placed before the `local` table. This is tested end to
+//! end in network namespaces, with real traffic, by this crate's tests.
+//!
+//! The ip6tnl backend makes one `ip6tnl` link (mode ip6ip6, no encapsulation limit option)
+//! per peer and routes into it. Its netlink messages are unit tested attribute by attribute,
+//! but **it has not been run against a kernel**: the development and CI machine has no
+//! ip6_tunnel module.
+//!
+//! # MTU
+//!
+//! The tunnel MTU is the transport link MTU minus 40 ([`Settings::tunnel_mtu`]). seg6 routes
+//! carry it as their MTU, which the kernel applies to packets the node itself sends. Packets
+//! it *forwards* into a seg6 tunnel are encapsulated on input, before any MTU check, and an
+//! oversize one is dropped with a Packet Too Big sent to the tunnel entry itself, not to the
+//! sender (measured on Linux 6.18). So the MAG must advertise the tunnel MTU in its Router
+//! Advertisements, or the transport links must carry 40 bytes more than the access links.
+//!
+//! # Network namespaces
+//!
+//! [`netns`] makes named namespaces the way iproute2 does and runs code, sockets, netlink
+//! connections and processes inside them; with [`Netlink`]'s link helpers that is what a lab
+//! or an end-to-end test needs.
+
+mod error;
+mod fake;
+mod kernel;
+mod model;
+mod msg;
+mod netlink;
+pub mod netns;
+mod plan;
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+pub use error::{Error, Result};
+pub use fake::Fake;
+pub use kernel::{Kernel, probe_ip6tnl};
+pub use model::{
+    AccessLink, Change, Counts, DesiredState, PrefixRoute, ReconcileReport, Termination,
+};
+pub use msg::{LOCAL_TABLE, MAIN_TABLE};
+pub use netlink::Netlink;
+pub use plan::Tunnel;
+
+/// Which backend to run; one to one with the daemons' `DatapathConfig::mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// ip6tnl when the kernel can make the link ([`probe_ip6tnl`]), seg6 otherwise.
+    #[default]
+    Auto,
+    Seg6,
+    Ip6tnl,
+    /// Signalling only: every call succeeds and does nothing.
+    None,
+}
+
+/// Priorities of the policy rules the kernel backends add. Lower is looked up first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RulePriorities {
+    /// `to <local> ipproto 41 lookup <termination table>` (seg6).
+    pub termination: u32,
+    /// `lookup local`, moved here from 0 (seg6, while a tunnel terminates here).
+    pub local: u32,
+    /// `lookup <local-routing table>`: prefixes routed locally with local routing on.
+    pub local_routing: u32,
+    /// `from <prefix> lookup <peer table>`: uplinks.
+    pub uplink: u32,
+}
+
+impl Default for RulePriorities {
+    fn default() -> Self {
+        Self {
+            termination: 100,
+            local: 1000,
+            local_routing: 1100,
+            uplink: 1200,
+        }
+    }
+}
+
+/// What a kernel backend needs to know: the transport link, and what marks its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The link towards the transport network; tunnels leave by it.
+    pub transport_ifindex: u32,
+    /// MTU of the transport link; the tunnel MTU is 40 less (RFC 2473 §6.7).
+    pub link_mtu: u32,
+    /// Routing protocol number that marks this backend's routes, rules and addresses.
+    pub route_protocol: u8,
+    /// First of this backend's tables: `table_base` terminates tunnels (seg6 End.DT6),
+    /// `table_base + 1` holds locally routed prefixes, `table_base + 2 + i` is the uplink
+    /// table of the peer in slot `i`.
+    pub table_base: u32,
+    /// Peers (LMA, other MAGs) that uplinks (and for ip6tnl, any tunnel) can go to at once.
+    pub max_peers: u32,
+    pub priorities: RulePriorities,
+    /// ip6tnl link names are this and the peer's slot number.
+    pub tunnel_name_prefix: String,
+}
+
+impl Settings {
+    /// Defaults of the daemons' `DatapathConfig` for the rest: protocol 135, tables from
+    /// 13500, 14 peers (tables 13500..=13515).
+    pub fn new(transport_ifindex: u32, link_mtu: u32) -> Self {
+        Self {
+            transport_ifindex,
+            link_mtu,
+            route_protocol: 135,
+            table_base: 13500,
+            max_peers: 14,
+            priorities: RulePriorities::default(),
+            tunnel_name_prefix: "pmip6t".into(),
+        }
+    }
+
+    /// Finds the transport link like the daemons' config says: by name when given,
+    /// otherwise the link holding `local` (the LMA address or proxy-CoA); its MTU unless
+    /// `link_mtu` is given.
+    pub async fn resolve(
+        nl: &Netlink,
+        transport_interface: Option<&str>,
+        local: Ipv6Addr,
+        link_mtu: Option<u32>,
+    ) -> Result<Self> {
+        let ifindex = match transport_interface {
+            Some(name) => nl.link_index(name).await?,
+            None => nl.link_with_address(local).await?,
+        };
+        let mtu = match link_mtu {
+            Some(m) => m,
+            None => nl.link_mtu(ifindex).await?,
+        };
+        Ok(Self::new(ifindex, mtu))
+    }
+
+    /// Transport MTU minus the 40-byte outer header.
+    pub fn tunnel_mtu(&self) -> u32 {
+        self.link_mtu.saturating_sub(40)
+    }
+
+    /// The table of the End.DT6 routes (seg6).
+    pub fn termination_table(&self) -> u32 {
+        self.table_base
+    }
+
+    /// The table of the locally routed prefixes.
+    pub fn local_routing_table(&self) -> u32 {
+        self.table_base.saturating_add(1)
+    }
+
+    /// The uplink table of the peer in `slot`.
+    pub fn peer_table(&self, slot: u32) -> u32 {
+        self.table_base.saturating_add(2).saturating_add(slot)
+    }
+
+    pub(crate) fn slot_of_table(&self, table: u32) -> Option<u32> {
+        let slot = table.checked_sub(self.peer_table(0))?;
+        (slot < self.max_peers).then_some(slot)
+    }
+
+    pub(crate) fn owns_table(&self, table: u32) -> bool {
+        table == self.termination_table()
+            || table == self.local_routing_table()
+            || self.slot_of_table(table).is_some()
+    }
+
+    pub(crate) fn tunnel_name(&self, slot: u32) -> String {
+        format!("{}{slot}", self.tunnel_name_prefix)
+    }
+
+    pub(crate) fn slot_of_tunnel_name(&self, name: &str) -> Option<u32> {
+        let slot: u32 = name.strip_prefix(&self.tunnel_name_prefix)?.parse().ok()?;
+        (slot < self.max_peers && self.tunnel_name(slot) == name).then_some(slot)
+    }
+
+    /// Checks what the kernel would otherwise refuse half-way.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::Invalid {
+                op: "datapath settings",
+                reason,
+            })
+        };
+        if self.tunnel_mtu() < 1280 {
+            return bad(format!(
+                "link MTU {} leaves a tunnel MTU below the IPv6 minimum of 1280",
+                self.link_mtu
+            ));
+        }
+        if self.route_protocol < 5 {
+            return bad(format!(
+                "route protocol {} belongs to the kernel",
+                self.route_protocol
+            ));
+        }
+        if self.max_peers == 0 {
+            return bad("max_peers must be at least 1".into());
+        }
+        if self.table_base < 256
+            || self
+                .table_base
+                .checked_add(2)
+                .and_then(|t| t.checked_add(self.max_peers))
+                .is_none()
+        {
+            return bad(format!(
+                "tables {}..{}+{} do not fit between 256 and 2^32-1",
+                self.table_base,
+                self.table_base,
+                2 + u64::from(self.max_peers)
+            ));
+        }
+        let p = self.priorities;
+        if !(p.termination < p.local && p.local < p.local_routing && p.local_routing < p.uplink) {
+            return bad(format!(
+                "rule priorities must increase: termination < local < local_routing < uplink, got {p:?}"
+            ));
+        }
+        if self.tunnel_name(self.max_peers - 1).len() > 15 || self.tunnel_name_prefix.is_empty() {
+            return bad(format!(
+                "tunnel link names {:?} do not fit 15 characters",
+                self.tunnel_name(self.max_peers - 1)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The datapath of a daemon, whichever backend it runs. Clones share the backend.
+#[derive(Debug, Clone)]
+pub enum Dataplane {
+    /// seg6 or ip6tnl tunnels in the kernel.
+    Kernel(Kernel),
+    /// Records the state in memory (daemon tests).
+    Fake(Fake),
+    /// Does nothing ([`Mode::None`]).
+    None,
+}
+
+impl Dataplane {
+    /// Opens the backend `mode` asks for; for [`Mode::Auto`] probes for ip6tnl first.
+    pub async fn open(mode: Mode, nl: Netlink, settings: Settings) -> Result<Self> {
+        let tunnel = match mode {
+            Mode::None => return Ok(Dataplane::None),
+            Mode::Seg6 => Tunnel::Seg6,
+            Mode::Ip6tnl => Tunnel::Ip6tnl,
+            Mode::Auto => {
+                if probe_ip6tnl(&nl).await? {
+                    Tunnel::Ip6tnl
+                } else {
+                    Tunnel::Seg6
+                }
+            }
+        };
+        Ok(Dataplane::Kernel(Kernel::open(nl, settings, tunnel).await?))
+    }
+
+    /// `seg6`, `ip6tnl`, `fake` or `none`, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Dataplane::Kernel(k) => match k.tunnel() {
+                Tunnel::Seg6 => "seg6",
+                Tunnel::Ip6tnl => "ip6tnl",
+            },
+            Dataplane::Fake(_) => "fake",
+            Dataplane::None => "none",
+        }
+    }
+
+    /// The kernel backend's settings (defaults for the others).
+    pub fn settings(&self) -> Settings {
+        match self {
+            Dataplane::Kernel(k) => k.settings().clone(),
+            _ => Settings::new(0, 1500),
+        }
+    }
+
+    /// Applies changes in order; for the kernel backends pipelined. Each change is applied
+    /// even when an earlier one failed; the error then counts the failed ones and carries
+    /// the first failure (a single change's failure is returned as it is).
+    pub async fn apply(&self, changes: &[Change]) -> Result<()> {
+        match self {
+            Dataplane::Kernel(k) => k.apply(changes).await,
+            Dataplane::Fake(f) => f.apply(changes),
+            Dataplane::None => Ok(()),
+        }
+    }
+
+    async fn one(&self, change: Change) -> Result<()> {
+        self.apply(std::slice::from_ref(&change)).await
+    }
+
+    /// Terminates tunnels on a local address (the LMA address, or a MAG's proxy-CoA)
+    /// arriving on a transport link. seg6: forwarding and seg6_enabled on (all, and the
+    /// link), the `ipproto 41` rule, the `local` rule moved down, the End.DT6 route.
+    pub async fn prepare_termination(&self, t: Termination) -> Result<()> {
+        self.one(Change::PrepareTermination(t)).await
+    }
+
+    /// Stops terminating tunnels on `local`; after the last one, puts the `local` rule back.
+    pub async fn remove_termination(&self, local: Ipv6Addr) -> Result<()> {
+        self.one(Change::RemoveTermination { local }).await
+    }
+
+    /// Tunnels traffic destined to `prefix` to `peer` (LMA: home network prefix to the
+    /// proxy-CoA; MAG: forwarding to another MAG). Replaces any route of the prefix, so a
+    /// handover from one proxy-CoA to another is one atomic route replace.
+    pub async fn add_downlink(&self, prefix: Ipv6Net, peer: Ipv6Addr) -> Result<()> {
+        self.one(Change::AddDownlink { prefix, peer }).await
+    }
+
+    /// Removes the route of `prefix` if it is a tunnel.
+    pub async fn remove_downlink(&self, prefix: Ipv6Net) -> Result<()> {
+        self.one(Change::RemoveDownlink { prefix }).await
+    }
+
+    /// Tunnels traffic sourced from `prefix` to `peer` (MAG uplink to the LMA, or reverse
+    /// tunnel to another MAG): a `from <prefix>` rule into the peer's table, whose default
+    /// route enters the tunnel.
+    pub async fn add_uplink(&self, prefix: Ipv6Net, peer: Ipv6Addr) -> Result<()> {
+        self.one(Change::AddUplink { prefix, peer }).await
+    }
+
+    /// Stops tunnelling traffic sourced from `prefix`.
+    pub async fn remove_uplink(&self, prefix: Ipv6Net) -> Result<()> {
+        self.one(Change::RemoveUplink { prefix }).await
+    }
+
+    /// Routes `prefix` onto link `ifindex` (a node's access link, or a buffering TUN
+    /// device). With `local_routing` (RFC 5213 EnableMAGLocalRouting), traffic to the
+    /// prefix from nodes on this MAG stays local instead of going through the LMA.
+    pub async fn add_local_route(
+        &self,
+        prefix: Ipv6Net,
+        ifindex: u32,
+        local_routing: bool,
+    ) -> Result<()> {
+        self.one(Change::AddLocalRoute {
+            prefix,
+            ifindex,
+            local_routing,
+        })
+        .await
+    }
+
+    /// Removes the route of `prefix` if it goes onto link `ifindex`.
+    pub async fn remove_local_route(&self, prefix: Ipv6Net, ifindex: u32) -> Result<()> {
+        self.one(Change::RemoveLocalRoute { prefix, ifindex }).await
+    }
+
+    /// Sets the access link's link-layer address and adds its fixed link-local address, so
+    /// every MAG looks like the same router to a node.
+    pub async fn prepare_access_link(&self, ifindex: u32, link: AccessLink) -> Result<()> {
+        self.one(Change::PrepareAccessLink { ifindex, link }).await
+    }
+
+    /// Removes the access link's link-local address (the link-layer address stays).
+    pub async fn remove_access_link(&self, ifindex: u32) -> Result<()> {
+        self.one(Change::RemoveAccessLink { ifindex }).await
+    }
+
+    /// Makes the backend hold exactly `desired`: what it owns and `desired` lacks is
+    /// removed, what is missing or different is added; nothing it does not own is touched.
+    pub async fn reconcile(&self, desired: &DesiredState) -> Result<ReconcileReport> {
+        match self {
+            Dataplane::Kernel(k) => k.reconcile(desired).await,
+            Dataplane::Fake(f) => f.reconcile(desired),
+            Dataplane::None => Ok(ReconcileReport::default()),
+        }
+    }
+
+    /// Removes everything the backend owns (a reconcile to the empty state).
+    pub async fn cleanup(&self) -> Result<ReconcileReport> {
+        self.reconcile(&DesiredState::new()).await
+    }
+
+    /// What the backend believes it has programmed.
+    pub async fn state(&self) -> DesiredState {
+        match self {
+            Dataplane::Kernel(k) => k.state().await,
+            Dataplane::Fake(f) => f.state(),
+            Dataplane::None => DesiredState::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_layout_and_validation() {
+        let s = Settings::new(3, 1500);
+        s.validate().unwrap();
+        assert_eq!(s.tunnel_mtu(), 1460);
+        assert_eq!(s.termination_table(), 13500);
+        assert_eq!(s.local_routing_table(), 13501);
+        assert_eq!(s.peer_table(13), 13515);
+        assert_eq!(s.slot_of_table(13515), Some(13));
+        assert_eq!(s.slot_of_table(13516), None);
+        assert!(s.owns_table(13500) && s.owns_table(13515) && !s.owns_table(13516));
+        assert_eq!(s.slot_of_tunnel_name("pmip6t13"), Some(13));
+        assert_eq!(s.slot_of_tunnel_name("pmip6t013"), None);
+        assert_eq!(s.slot_of_tunnel_name("pmip6t14"), None);
+        assert_eq!(s.slot_of_tunnel_name("eth0"), None);
+
+        let err = |f: fn(&mut Settings)| {
+            let mut s = Settings::new(3, 1500);
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(err(|s| s.link_mtu = 1300).contains("1280"));
+        assert!(err(|s| s.route_protocol = 2).contains("kernel"));
+        assert!(err(|s| s.table_base = u32::MAX - 3).contains("do not fit"));
+        assert!(err(|s| s.priorities.local = 50).contains("increase"));
+        assert!(err(|s| s.tunnel_name_prefix = "averylongprefix".into()).contains("15"));
+    }
+
+    #[tokio::test]
+    async fn fake_records_changes_and_reconciles() {
+        let fake = Fake::new();
+        let dp = Dataplane::Fake(fake.clone());
+        let p: Ipv6Net = "2001:db8:1::/64".parse().unwrap();
+        let a: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::3".parse().unwrap();
+        dp.add_downlink(p, a).await.unwrap();
+        dp.add_downlink(p, b).await.unwrap();
+        assert_eq!(fake.state().routes[&p], PrefixRoute::Tunnel { peer: b });
+        assert_eq!(fake.take_changes().len(), 2);
+        let report = dp.cleanup().await.unwrap();
+        assert_eq!(report.routes.removed, 1);
+        assert!(fake.state().is_empty());
+        fake.fail_with(Some(libc::EPERM));
+        let e = dp.add_uplink(p, a).await.unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EPERM));
+        assert!(e.to_string().contains("Operation not permitted"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn none_backend_does_nothing() {
+        let dp = Dataplane::None;
+        dp.add_downlink("2001:db8::/64".parse().unwrap(), Ipv6Addr::LOCALHOST)
+            .await
+            .unwrap();
+        assert!(dp.state().await.is_empty());
+        assert!(dp.cleanup().await.unwrap().is_noop());
+        assert_eq!(dp.backend_name(), "none");
+    }
+}

@@ -1,0 +1,690 @@
+//! The kernel backends (seg6 and ip6tnl): the model's changes as netlink requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv6Net;
+use tokio::sync::Mutex;
+
+use crate::Settings;
+use crate::error::{Error, Result};
+use crate::model::{Change, DesiredState, PrefixRoute, Previous, ReconcileReport};
+use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, Via};
+use crate::netlink::{Netlink, Outcome, Request};
+use crate::plan::{self, Actual, Layout, Tunnel};
+
+/// A kernel backend: seg6 or ip6tnl tunnels programmed over one netlink connection.
+///
+/// It keeps what it believes is programmed (read back from the kernel when opened) so that
+/// every change is only the requests it needs. Clones share everything; calls are serialized.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    nl: Netlink,
+    layout: Layout,
+    shadow: Mutex<Shadow>,
+}
+
+/// What is programmed, as the model says it, plus the per-peer bookkeeping.
+#[derive(Debug, Default)]
+struct Shadow {
+    state: DesiredState,
+    /// Per-peer slot: table `peer_table(slot)` and (ip6tnl) link `tunnel_name(slot)`.
+    slots: BTreeMap<Ipv6Addr, u32>,
+    /// ip6tnl link index per peer.
+    tunnels: BTreeMap<Ipv6Addr, u32>,
+    /// Peers whose table has its default route.
+    defaults: BTreeSet<Ipv6Addr>,
+    uplink_refs: BTreeMap<Ipv6Addr, usize>,
+    downlink_refs: BTreeMap<Ipv6Addr, usize>,
+}
+
+impl Shadow {
+    fn from_state(
+        state: DesiredState,
+        slots: BTreeMap<Ipv6Addr, u32>,
+        tunnels: BTreeMap<Ipv6Addr, u32>,
+    ) -> Self {
+        let mut s = Shadow {
+            slots,
+            tunnels,
+            ..Shadow::default()
+        };
+        for peer in state.uplinks.values() {
+            *s.uplink_refs.entry(*peer).or_default() += 1;
+            s.defaults.insert(*peer);
+        }
+        for r in state.routes.values() {
+            if let PrefixRoute::Tunnel { peer } = r {
+                *s.downlink_refs.entry(*peer).or_default() += 1;
+            }
+        }
+        s.state = state;
+        s
+    }
+}
+
+fn inc(refs: &mut BTreeMap<Ipv6Addr, usize>, peer: Ipv6Addr) {
+    *refs.entry(peer).or_default() += 1;
+}
+
+fn dec(refs: &mut BTreeMap<Ipv6Addr, usize>, peer: Ipv6Addr) {
+    if let Some(n) = refs.get_mut(&peer) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            refs.remove(&peer);
+        }
+    }
+}
+
+/// Requests collected for one `apply`, each remembering the change it is for.
+#[derive(Default)]
+struct Batch {
+    requests: Vec<Request>,
+    owners: Vec<usize>,
+    failures: Vec<(usize, Error)>,
+    current: usize,
+}
+
+impl Batch {
+    fn push(&mut self, r: Request) {
+        self.requests.push(r);
+        self.owners.push(self.current);
+    }
+
+    /// Sends what is queued (before an ip6tnl link is made: the queue may delete one of the
+    /// same name).
+    async fn flush(&mut self, nl: &Netlink) {
+        let requests = std::mem::take(&mut self.requests);
+        let owners = std::mem::take(&mut self.owners);
+        for (owner, result) in owners.into_iter().zip(nl.execute(&requests).await) {
+            if let Err(e) = result {
+                self.failures.push((owner, e));
+            }
+        }
+    }
+}
+
+impl Kernel {
+    /// Opens a backend of `kind` on `nl` and reads back what an earlier run programmed.
+    pub async fn open(nl: Netlink, settings: Settings, kind: Tunnel) -> Result<Self> {
+        settings.validate()?;
+        let layout = Layout { s: settings, kind };
+        let k = Kernel {
+            inner: Arc::new(Inner {
+                nl,
+                layout,
+                shadow: Mutex::new(Shadow::default()),
+            }),
+        };
+        let actual = k.read_actual().await?;
+        let (state, slots, tunnels) = plan::read_back(&k.inner.layout, &actual);
+        *k.inner.shadow.lock().await = Shadow::from_state(state, slots, tunnels);
+        Ok(k)
+    }
+
+    /// Which tunnels this backend makes.
+    pub fn tunnel(&self) -> Tunnel {
+        self.inner.layout.kind
+    }
+
+    /// The settings it was opened with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.layout.s
+    }
+
+    /// The connection it programs through.
+    pub fn netlink(&self) -> &Netlink {
+        &self.inner.nl
+    }
+
+    /// What the backend believes is programmed.
+    pub async fn state(&self) -> DesiredState {
+        self.inner.shadow.lock().await.state.clone()
+    }
+
+    /// What the kernel has that this backend owns, read back into the model (a fresh dump).
+    pub async fn read_back(&self) -> Result<DesiredState> {
+        let actual = self.read_actual().await?;
+        Ok(plan::read_back(&self.inner.layout, &actual).0)
+    }
+
+    async fn read_actual(&self) -> Result<Actual> {
+        let nl = &self.inner.nl;
+        let l = &self.inner.layout;
+        let (routes, rules, addresses, links) = futures::try_join!(
+            nl.dump_routes(),
+            nl.dump_rules(),
+            nl.dump_addresses(),
+            nl.dump_links()
+        )?;
+        let mut a = Actual {
+            links,
+            ..Actual::default()
+        };
+        for r in routes.iter().filter_map(KRoute::parse) {
+            if l.owns_route(&r) {
+                a.routes.insert(r.key, r);
+            }
+        }
+        for r in rules.iter().filter_map(KRule::parse) {
+            if l.owns_rule(&r) {
+                a.rules.insert(r);
+            } else if r.table == LOCAL_TABLE {
+                a.foreign_local_rules.push(r);
+            }
+        }
+        for (addr, proto) in addresses.iter().filter_map(KAddr::parse) {
+            if proto == Some(l.s.route_protocol) {
+                a.addresses.insert(addr);
+            }
+        }
+        Ok(a)
+    }
+
+    /// Applies the changes in order, pipelined: requests go `CHUNK` per datagram and the
+    /// kernel's answers are read as they come. Changes after a failed one are still applied.
+    pub async fn apply(&self, changes: &[Change]) -> Result<()> {
+        let mut sh = self.inner.shadow.lock().await;
+        let mut batch = Batch::default();
+        for (i, c) in changes.iter().enumerate() {
+            batch.current = i;
+            if let Err(e) = self.plan_change(&mut sh, &mut batch, c).await {
+                batch.failures.push((i, e));
+            }
+        }
+        batch.flush(&self.inner.nl).await;
+        drop(sh);
+        batch_result(changes.len(), batch.failures)
+    }
+
+    async fn enable_termination(&self, ifindex: u32) -> Result<()> {
+        let nl = &self.inner.nl;
+        nl.set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        if self.inner.layout.kind == Tunnel::Seg6 {
+            // The kernel drops SRv6 (and so End.DT6) input unless seg6 is on for the
+            // ingress link; `all` alone is not enough.
+            nl.set_sysctl("net/ipv6/conf/all/seg6_enabled", "1")?;
+            let name = nl.link_name(ifindex).await?;
+            nl.set_sysctl(&format!("net/ipv6/conf/{name}/seg6_enabled"), "1")?;
+        }
+        Ok(())
+    }
+
+    /// The way into the tunnel to `peer`, making its ip6tnl link first if needed.
+    async fn via(&self, sh: &mut Shadow, batch: &mut Batch, peer: Ipv6Addr) -> Result<Via> {
+        let l = &self.inner.layout;
+        if l.kind == Tunnel::Ip6tnl && !sh.tunnels.contains_key(&peer) {
+            let slot = self.slot(sh, peer)?;
+            let local = first_termination(&sh.state)?;
+            batch.flush(&self.inner.nl).await;
+            let index = self
+                .create_tunnel(&l.tunnel_link(slot, local, peer))
+                .await?;
+            sh.tunnels.insert(peer, index);
+        }
+        l.tunnel_via(peer, &sh.tunnels)
+            .ok_or_else(|| Error::Invalid {
+                op: "tunnel",
+                reason: format!("no ip6tnl link to {peer}"),
+            })
+    }
+
+    async fn create_tunnel(&self, t: &KTunnel) -> Result<u32> {
+        let nl = &self.inner.nl;
+        nl.execute_all(&[Request::new_link(t.new_message())])
+            .await?;
+        nl.link_index(&t.name).await
+    }
+
+    fn slot(&self, sh: &mut Shadow, peer: Ipv6Addr) -> Result<u32> {
+        if let Some(&s) = sh.slots.get(&peer) {
+            return Ok(s);
+        }
+        let s = &self.inner.layout.s;
+        let used: BTreeSet<u32> = sh.slots.values().copied().collect();
+        let free = (0..s.max_peers)
+            .find(|i| !used.contains(i))
+            .ok_or(Error::PeersExhausted {
+                peer,
+                slots: s.max_peers,
+                first_table: s.peer_table(0),
+            })?;
+        sh.slots.insert(peer, free);
+        Ok(free)
+    }
+
+    /// Removes what `peer` no longer needs: its table's default route once no uplink uses
+    /// it, its slot (and ip6tnl link) once nothing does.
+    fn settle(&self, sh: &mut Shadow, batch: &mut Batch, peer: Ipv6Addr) {
+        let l = &self.inner.layout;
+        let up = sh.uplink_refs.contains_key(&peer);
+        let down = sh.downlink_refs.contains_key(&peer);
+        if !up
+            && sh.defaults.remove(&peer)
+            && let (Some(&slot), Some(via)) = (sh.slots.get(&peer), l.tunnel_via(peer, &sh.tunnels))
+        {
+            batch.push(Request::delete_route(&l.peer_default(slot, via)));
+        }
+        let needed = match l.kind {
+            Tunnel::Seg6 => up,
+            Tunnel::Ip6tnl => up || down,
+        };
+        if !needed {
+            sh.slots.remove(&peer);
+            if let Some(index) = sh.tunnels.remove(&peer) {
+                batch.push(Request::delete_link(index));
+            }
+        }
+    }
+
+    fn local_routing_gone(&self, sh: &Shadow, batch: &mut Batch) {
+        if !sh.state.any_local_routing() {
+            batch.push(Request::delete_rule(
+                &self.inner.layout.local_routing_rule(),
+            ));
+        }
+    }
+
+    async fn plan_change(&self, sh: &mut Shadow, batch: &mut Batch, c: &Change) -> Result<()> {
+        let l = &self.inner.layout;
+        match *c {
+            Change::PrepareTermination(t) => {
+                self.enable_termination(t.ifindex).await?;
+                sh.state.apply(c);
+                if l.kind == Tunnel::Seg6 {
+                    batch.push(Request::add_rule(&l.termination_rule(t.local)));
+                    batch.push(Request::replace_route(
+                        &l.termination_route(t.local, t.ifindex),
+                    ));
+                    batch.push(Request::add_rule(&l.local_rule()));
+                    // Only once ours is in: the kernel's `0: lookup local` would deliver
+                    // protocol 41 to the local address before the termination rule.
+                    batch.push(Request::delete_rule(&KRule {
+                        protocol: 0,
+                        ..KRule::boot_local()
+                    }));
+                }
+            }
+            Change::RemoveTermination { local } => {
+                if let Previous::Termination(Some(ifindex)) = sh.state.apply_returning_previous(c)
+                    && l.kind == Tunnel::Seg6
+                {
+                    batch.push(Request::delete_rule(&l.termination_rule(local)));
+                    batch.push(Request::delete_route(&l.termination_route(local, ifindex)));
+                    if sh.state.terminations.is_empty() {
+                        batch.push(Request::add_rule(&KRule::boot_local()));
+                        batch.push(Request::delete_rule(&l.local_rule()));
+                    }
+                }
+            }
+            Change::AddDownlink { prefix, peer } => {
+                let via = self.via(sh, batch, peer).await?;
+                let prev = sh.state.apply_returning_previous(c);
+                batch.push(Request::replace_route(&l.downlink(prefix, via)));
+                if prev != Previous::Route(Some(PrefixRoute::Tunnel { peer })) {
+                    inc(&mut sh.downlink_refs, peer);
+                }
+                self.after_route_replaced(sh, batch, prefix.trunc(), prev, Some(peer));
+            }
+            Change::RemoveDownlink { prefix } => {
+                if let Previous::Route(Some(PrefixRoute::Tunnel { peer })) =
+                    sh.state.apply_returning_previous(c)
+                {
+                    if let Some(via) = l.tunnel_via(peer, &sh.tunnels) {
+                        batch.push(Request::delete_route(&l.downlink(prefix, via)));
+                    }
+                    dec(&mut sh.downlink_refs, peer);
+                    self.settle(sh, batch, peer);
+                }
+            }
+            Change::AddLocalRoute {
+                prefix,
+                ifindex,
+                local_routing,
+            } => {
+                let prev = sh.state.apply_returning_previous(c);
+                batch.push(Request::replace_route(&l.local_route(prefix, ifindex)));
+                if local_routing {
+                    batch.push(Request::replace_route(
+                        &l.local_routing_route(prefix, ifindex),
+                    ));
+                    batch.push(Request::add_rule(&l.local_routing_rule()));
+                }
+                self.after_route_replaced(sh, batch, prefix.trunc(), prev, None);
+            }
+            Change::RemoveLocalRoute { prefix, ifindex } => {
+                if let Previous::Route(Some(PrefixRoute::Link { local_routing, .. })) =
+                    sh.state.apply_returning_previous(c)
+                {
+                    batch.push(Request::delete_route(&l.local_route(prefix, ifindex)));
+                    if local_routing {
+                        batch.push(Request::delete_route(
+                            &l.local_routing_route(prefix, ifindex),
+                        ));
+                        self.local_routing_gone(sh, batch);
+                    }
+                }
+            }
+            Change::AddUplink { prefix, peer } => {
+                let prefix = prefix.trunc();
+                let old = sh.state.uplinks.get(&prefix).copied();
+                let slot = self.slot(sh, peer)?;
+                if !sh.defaults.contains(&peer) {
+                    let via = self.via(sh, batch, peer).await?;
+                    batch.push(Request::replace_route(&l.peer_default(slot, via)));
+                    sh.defaults.insert(peer);
+                }
+                // The new rule goes in before the old one goes, so the prefix's traffic is
+                // never looked up in the main table untunnelled.
+                batch.push(Request::add_rule(&l.uplink_rule(prefix, Some(slot))));
+                sh.state.apply(c);
+                if old != Some(peer) {
+                    inc(&mut sh.uplink_refs, peer);
+                }
+                if let Some(old) = old.filter(|o| *o != peer) {
+                    let old_slot = sh.slots.get(&old).copied();
+                    batch.push(Request::delete_rule(&l.uplink_rule(prefix, old_slot)));
+                    dec(&mut sh.uplink_refs, old);
+                    self.settle(sh, batch, old);
+                }
+            }
+            Change::RemoveUplink { prefix } => {
+                if let Previous::Uplink(Some(peer)) = sh.state.apply_returning_previous(c) {
+                    let slot = sh.slots.get(&peer).copied();
+                    batch.push(Request::delete_rule(&l.uplink_rule(prefix, slot)));
+                    dec(&mut sh.uplink_refs, peer);
+                    self.settle(sh, batch, peer);
+                }
+            }
+            Change::PrepareAccessLink { ifindex, link } => {
+                let prev = sh.state.apply_returning_previous(c);
+                batch.push(Request::set_link(msg::set_mac_message(
+                    ifindex,
+                    link.link_layer_address,
+                )));
+                batch.push(Request::replace_address(
+                    &l.link_local(ifindex, &link),
+                    l.s.route_protocol,
+                ));
+                if let Previous::AccessLink(Some(old)) = prev
+                    && old.link_local != link.link_local
+                {
+                    batch.push(Request::delete_address(&l.link_local(ifindex, &old)));
+                }
+            }
+            Change::RemoveAccessLink { ifindex } => {
+                if let Previous::AccessLink(Some(old)) = sh.state.apply_returning_previous(c) {
+                    batch.push(Request::delete_address(&l.link_local(ifindex, &old)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the main-table route of `prefix` was replaced: undo what the previous route
+    /// had besides (its local-routing entry, its reference to a peer).
+    fn after_route_replaced(
+        &self,
+        sh: &mut Shadow,
+        batch: &mut Batch,
+        prefix: Ipv6Net,
+        prev: Previous,
+        new_peer: Option<Ipv6Addr>,
+    ) {
+        let l = &self.inner.layout;
+        match prev {
+            Previous::Route(Some(PrefixRoute::Link {
+                ifindex,
+                local_routing: true,
+            })) if !matches!(
+                sh.state.routes.get(&prefix),
+                Some(PrefixRoute::Link {
+                    local_routing: true,
+                    ..
+                })
+            ) =>
+            {
+                batch.push(Request::delete_route(
+                    &l.local_routing_route(prefix, ifindex),
+                ));
+                self.local_routing_gone(sh, batch);
+            }
+            Previous::Route(Some(PrefixRoute::Tunnel { peer })) if Some(peer) != new_peer => {
+                dec(&mut sh.downlink_refs, peer);
+                self.settle(sh, batch, peer);
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes the kernel hold exactly what `desired` needs among the objects this backend
+    /// owns (routes and rules of its protocol in the main table and its own tables,
+    /// addresses of its protocol, its ip6tnl links), and nothing else of its own.
+    pub async fn reconcile(&self, desired: &DesiredState) -> Result<ReconcileReport> {
+        let l = &self.inner.layout;
+        let nl = &self.inner.nl;
+        let desired = normalized(desired);
+        let mut sh = self.inner.shadow.lock().await;
+        for &ifindex in desired.terminations.values() {
+            self.enable_termination(ifindex).await?;
+        }
+        let actual = self.read_actual().await?;
+        let (_, existing, _) = plan::read_back(l, &actual);
+        let mut existing = existing;
+        for (peer, slot) in &sh.slots {
+            existing.entry(*peer).or_insert(*slot);
+        }
+        let slots = plan::assign_slots(&l.s, &existing, &l.peers_needing_slots(&desired))?;
+        let mut report = ReconcileReport::default();
+        let mut tunnels = BTreeMap::new();
+        if l.kind == Tunnel::Ip6tnl {
+            tunnels = self
+                .reconcile_tunnels(&desired, &actual, &slots, &mut report)
+                .await?;
+        }
+        let want = plan::objects(l, &desired, &slots, &tunnels)?;
+        let d = plan::diff(l, &actual, &want);
+
+        #[derive(Clone, Copy)]
+        enum Kind {
+            RouteAdd,
+            RouteDel,
+            RuleAdd,
+            RuleDel,
+            AddrAdd,
+            AddrDel,
+            LinkSet,
+        }
+        let mut requests = Vec::new();
+        let mut kinds = Vec::new();
+        let mut push = |k: Kind, r: Request| {
+            kinds.push(k);
+            requests.push(r);
+        };
+        for r in &d.routes_to_replace {
+            push(Kind::RouteAdd, Request::replace_route(r));
+        }
+        for (index, mac) in &d.macs_to_set {
+            push(
+                Kind::LinkSet,
+                Request::set_link(msg::set_mac_message(*index, *mac)),
+            );
+        }
+        for a in &d.addresses_to_replace {
+            push(
+                Kind::AddrAdd,
+                Request::replace_address(a, l.s.route_protocol),
+            );
+        }
+        for r in &d.rules_to_add {
+            push(Kind::RuleAdd, Request::add_rule(r));
+        }
+        for r in &d.foreign_local_rules_to_delete {
+            push(Kind::RuleDel, Request::delete_rule(r));
+        }
+        if d.restore_boot_local {
+            push(Kind::RuleAdd, Request::add_rule(&KRule::boot_local()));
+        }
+        for r in &d.rules_to_delete {
+            push(Kind::RuleDel, Request::delete_rule(r));
+        }
+        for r in &d.routes_to_delete {
+            push(Kind::RouteDel, Request::delete_route(r));
+        }
+        for a in &d.addresses_to_delete {
+            push(Kind::AddrDel, Request::delete_address(a));
+        }
+        let mut failures = Vec::new();
+        for (kind, result) in kinds.into_iter().zip(nl.execute(&requests).await) {
+            let counts = match kind {
+                Kind::RouteAdd => &mut report.routes.added,
+                Kind::RouteDel => &mut report.routes.removed,
+                Kind::RuleAdd => &mut report.rules.added,
+                Kind::RuleDel => &mut report.rules.removed,
+                Kind::AddrAdd => &mut report.addresses.added,
+                Kind::AddrDel => &mut report.addresses.removed,
+                Kind::LinkSet => &mut report.links.added,
+            };
+            match result {
+                Ok(Outcome::Done) => *counts += 1,
+                Ok(Outcome::Unchanged) => {}
+                Err(e) => failures.push((failures.len(), e)),
+            }
+        }
+        let total = requests.len();
+        *sh = Shadow::from_state(desired, slots, tunnels);
+        drop(sh);
+        match failures.len() {
+            0 => Ok(report),
+            failed => Err(Error::Batch {
+                failed,
+                total,
+                first: Box::new(failures.swap_remove(0).1),
+            }),
+        }
+    }
+
+    /// ip6tnl: keeps the owned links that are right, removes the others, makes the missing
+    /// ones; returns the link index per peer.
+    async fn reconcile_tunnels(
+        &self,
+        desired: &DesiredState,
+        actual: &Actual,
+        slots: &BTreeMap<Ipv6Addr, u32>,
+        report: &mut ReconcileReport,
+    ) -> Result<BTreeMap<Ipv6Addr, u32>> {
+        let l = &self.inner.layout;
+        let nl = &self.inner.nl;
+        let local = if slots.is_empty() {
+            Ipv6Addr::UNSPECIFIED
+        } else {
+            first_termination(desired)?
+        };
+        let by_slot: BTreeMap<u32, Ipv6Addr> = slots.iter().map(|(p, s)| (*s, *p)).collect();
+        let mut tunnels = BTreeMap::new();
+        let mut stale = Vec::new();
+        for (slot, link) in actual.tunnels(l) {
+            let right = by_slot.get(&slot).is_some_and(|&peer| {
+                link.ip6tnl == Some((l.s.transport_ifindex, local, peer))
+                    && link.mtu == l.s.tunnel_mtu()
+            });
+            match (right, by_slot.get(&slot)) {
+                (true, Some(&peer)) => {
+                    tunnels.insert(peer, link.index);
+                }
+                _ => stale.push(Request::delete_link(link.index)),
+            }
+        }
+        report.links.removed += stale.len();
+        nl.execute_all(&stale).await?;
+        for (&peer, &slot) in slots {
+            if let std::collections::btree_map::Entry::Vacant(e) = tunnels.entry(peer) {
+                let index = self
+                    .create_tunnel(&l.tunnel_link(slot, local, peer))
+                    .await?;
+                e.insert(index);
+                report.links.added += 1;
+            }
+        }
+        Ok(tunnels)
+    }
+}
+
+fn first_termination(state: &DesiredState) -> Result<Ipv6Addr> {
+    state
+        .terminations
+        .keys()
+        .next()
+        .copied()
+        .ok_or_else(|| Error::Invalid {
+            op: "tunnel",
+            reason: "an ip6tnl link needs a local address: prepare a termination first".into(),
+        })
+}
+
+fn normalized(d: &DesiredState) -> DesiredState {
+    DesiredState {
+        terminations: d.terminations.clone(),
+        routes: d.routes.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
+        uplinks: d.uplinks.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
+        access_links: d.access_links.clone(),
+    }
+}
+
+pub(crate) fn batch_result(total: usize, mut failures: Vec<(usize, Error)>) -> Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    if total == 1 {
+        return Err(failures.swap_remove(0).1);
+    }
+    let failed = failures
+        .iter()
+        .map(|(i, _)| *i)
+        .collect::<BTreeSet<_>>()
+        .len();
+    Err(Error::Batch {
+        failed,
+        total,
+        first: Box::new(failures.swap_remove(0).1),
+    })
+}
+
+/// Whether the kernel of `nl`'s namespace can make ip6tnl links: makes one (down, to a
+/// documentation address) and deletes it.
+pub async fn probe_ip6tnl(nl: &Netlink) -> Result<bool> {
+    let name = format!("pmprobe{}", std::process::id() % 100_000_000);
+    let probe = KTunnel {
+        name: name.clone(),
+        underlay: 0,
+        local: Ipv6Addr::UNSPECIFIED,
+        remote: Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0xffff, 0, 0, 0, 0x7e57),
+        mtu: 1280,
+    };
+    let mut m = probe.new_message();
+    m.header.flags = Default::default();
+    m.header.change_mask = Default::default();
+    match nl.execute_all(&[Request::new_link(m)]).await {
+        Ok(_) => {
+            let index = nl.link_index(&name).await?;
+            nl.delete_link(index).await?;
+            Ok(true)
+        }
+        // No ip6_tunnel: "Unknown device type" (EOPNOTSUPP), or no module to load.
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(libc::EOPNOTSUPP | libc::ENODEV | libc::ENOENT)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,307 @@
+//! What a daemon asks of the datapath, as values: the [`Change`]s it makes one at a time and
+//! the [`DesiredState`] they add up to. Pure code; [`DesiredState::apply`] defines what every
+//! change means, for the kernel backends and the fake alike.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+/// A local tunnel end: packets tunnelled to `local` (the LMA address, or a MAG's proxy-CoA)
+/// arriving on link `ifindex` are decapsulated and routed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Termination {
+    pub local: Ipv6Addr,
+    /// The transport link the tunnelled packets come in by.
+    pub ifindex: u32,
+}
+
+/// Where traffic destined to a prefix goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrefixRoute {
+    /// Into the RFC 2473 tunnel to `peer`: at the LMA a home network prefix to its proxy-CoA
+    /// (downlink); at a MAG a prefix forwarded to another MAG during a fast handover.
+    Tunnel { peer: Ipv6Addr },
+    /// Onto a local link: at a MAG a mobile node's prefix on its access link, or a TUN device
+    /// that buffers its packets during a handover.
+    Link {
+        ifindex: u32,
+        /// EnableMAGLocalRouting (RFC 5213 §9.2, §6.10.3): traffic to this prefix from a
+        /// mobile node on the same MAG stays local instead of going through the LMA.
+        local_routing: bool,
+    },
+}
+
+/// How a MAG presents itself on an access link so that every MAG looks like the same router
+/// to a mobile node (RFC 5213 §6.8, §6.9.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccessLink {
+    /// Link-layer address set on the link (FixedMAGLinkLayerAddressOnAllAccessLinks).
+    pub link_layer_address: [u8; 6],
+    /// Link-local address added on the link as a /64, without duplicate address detection
+    /// (every MAG has the same one), e.g. `fe80::1`.
+    pub link_local: Ipv6Addr,
+}
+
+/// The complete state a backend should have programmed. Prefixes are kept truncated to their
+/// length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Local tunnel ends, by local address; the value is the ingress link.
+    pub terminations: BTreeMap<Ipv6Addr, u32>,
+    /// Traffic destined to each prefix.
+    pub routes: BTreeMap<Ipv6Net, PrefixRoute>,
+    /// Traffic sourced from each prefix goes into the tunnel to this peer (MAG uplink to the
+    /// LMA; MAG to MAG reverse tunnel during a fast handover).
+    pub uplinks: BTreeMap<Ipv6Net, Ipv6Addr>,
+    /// Prepared access links, by link index.
+    pub access_links: BTreeMap<u32, AccessLink>,
+}
+
+/// One change to the datapath. Every change is idempotent: an add replaces what the same
+/// key had, a removal of something absent does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Terminate tunnels on a local address.
+    PrepareTermination(Termination),
+    /// Stop terminating tunnels on `local`.
+    RemoveTermination { local: Ipv6Addr },
+    /// Tunnel traffic destined to `prefix` to `peer` ([`PrefixRoute::Tunnel`]); replaces any
+    /// route of the prefix, so a handover is one atomic replace.
+    AddDownlink { prefix: Ipv6Net, peer: Ipv6Addr },
+    /// Removes the route of `prefix` if it is a tunnel route.
+    RemoveDownlink { prefix: Ipv6Net },
+    /// Tunnel traffic sourced from `prefix` to `peer`.
+    AddUplink { prefix: Ipv6Net, peer: Ipv6Addr },
+    /// Stop tunnelling traffic sourced from `prefix`.
+    RemoveUplink { prefix: Ipv6Net },
+    /// Route `prefix` onto link `ifindex` ([`PrefixRoute::Link`]); replaces any route of the
+    /// prefix.
+    AddLocalRoute {
+        prefix: Ipv6Net,
+        ifindex: u32,
+        local_routing: bool,
+    },
+    /// Removes the route of `prefix` if it goes onto link `ifindex`.
+    RemoveLocalRoute { prefix: Ipv6Net, ifindex: u32 },
+    /// Set the link-layer address of access link `ifindex` and add the link-local address.
+    PrepareAccessLink { ifindex: u32, link: AccessLink },
+    /// Remove the link-local address added by [`Change::PrepareAccessLink`] (the link-layer
+    /// address is left as it is).
+    RemoveAccessLink { ifindex: u32 },
+}
+
+/// What a change replaced or removed: the value its key had before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Previous {
+    None,
+    Termination(Option<u32>),
+    Route(Option<PrefixRoute>),
+    Uplink(Option<Ipv6Addr>),
+    AccessLink(Option<AccessLink>),
+}
+
+impl DesiredState {
+    /// Nothing at all: what [`crate::Dataplane::cleanup`] reconciles to.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True when nothing is desired.
+    pub fn is_empty(&self) -> bool {
+        self.terminations.is_empty()
+            && self.routes.is_empty()
+            && self.uplinks.is_empty()
+            && self.access_links.is_empty()
+    }
+
+    /// Applies one change, as every backend does.
+    pub fn apply(&mut self, change: &Change) {
+        self.apply_returning_previous(change);
+    }
+
+    pub(crate) fn apply_returning_previous(&mut self, change: &Change) -> Previous {
+        match *change {
+            Change::PrepareTermination(t) => {
+                Previous::Termination(self.terminations.insert(t.local, t.ifindex))
+            }
+            Change::RemoveTermination { local } => {
+                Previous::Termination(self.terminations.remove(&local))
+            }
+            Change::AddDownlink { prefix, peer } => Previous::Route(
+                self.routes
+                    .insert(prefix.trunc(), PrefixRoute::Tunnel { peer }),
+            ),
+            Change::RemoveDownlink { prefix } => {
+                let prefix = prefix.trunc();
+                match self.routes.get(&prefix) {
+                    Some(PrefixRoute::Tunnel { .. }) => {
+                        Previous::Route(self.routes.remove(&prefix))
+                    }
+                    _ => Previous::None,
+                }
+            }
+            Change::AddUplink { prefix, peer } => {
+                Previous::Uplink(self.uplinks.insert(prefix.trunc(), peer))
+            }
+            Change::RemoveUplink { prefix } => {
+                Previous::Uplink(self.uplinks.remove(&prefix.trunc()))
+            }
+            Change::AddLocalRoute {
+                prefix,
+                ifindex,
+                local_routing,
+            } => Previous::Route(self.routes.insert(
+                prefix.trunc(),
+                PrefixRoute::Link {
+                    ifindex,
+                    local_routing,
+                },
+            )),
+            Change::RemoveLocalRoute { prefix, ifindex } => {
+                let prefix = prefix.trunc();
+                match self.routes.get(&prefix) {
+                    Some(PrefixRoute::Link { ifindex: i, .. }) if *i == ifindex => {
+                        Previous::Route(self.routes.remove(&prefix))
+                    }
+                    _ => Previous::None,
+                }
+            }
+            Change::PrepareAccessLink { ifindex, link } => {
+                Previous::AccessLink(self.access_links.insert(ifindex, link))
+            }
+            Change::RemoveAccessLink { ifindex } => {
+                Previous::AccessLink(self.access_links.remove(&ifindex))
+            }
+        }
+    }
+
+    /// Peers some prefix is tunnelled to, either way.
+    pub fn peers(&self) -> std::collections::BTreeSet<Ipv6Addr> {
+        let down = self.routes.values().filter_map(|r| match r {
+            PrefixRoute::Tunnel { peer } => Some(*peer),
+            PrefixRoute::Link { .. } => None,
+        });
+        down.chain(self.uplinks.values().copied()).collect()
+    }
+
+    /// Whether any prefix is routed locally with local routing on.
+    pub(crate) fn any_local_routing(&self) -> bool {
+        self.routes.values().any(|r| {
+            matches!(
+                r,
+                PrefixRoute::Link {
+                    local_routing: true,
+                    ..
+                }
+            )
+        })
+    }
+}
+
+/// How many kernel objects (or, for the fake backend, state entries) a reconcile added
+/// (or replaced) and removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// What [`crate::Dataplane::reconcile`] did.
+///
+/// For the kernel backends: routes, policy rules, addresses and links (ip6tnl links created
+/// or removed, and link-layer addresses set). For the fake backend: prefix routes as
+/// `routes`, uplinks and terminations as `rules`, access links as `addresses`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub routes: Counts,
+    pub rules: Counts,
+    pub addresses: Counts,
+    pub links: Counts,
+}
+
+impl ReconcileReport {
+    /// True when the reconcile found everything as desired.
+    pub fn is_noop(&self) -> bool {
+        *self == ReconcileReport::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv6Net {
+        s.parse().unwrap()
+    }
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn downlink_replaces_local_route_and_removals_check_the_kind() {
+        let mut s = DesiredState::new();
+        let p = net("2001:db8:1::/64");
+        s.apply(&Change::AddLocalRoute {
+            prefix: p,
+            ifindex: 4,
+            local_routing: true,
+        });
+        assert!(s.any_local_routing());
+        let prev = s.apply_returning_previous(&Change::AddDownlink {
+            prefix: p,
+            peer: a("2001:db8::2"),
+        });
+        assert_eq!(
+            prev,
+            Previous::Route(Some(PrefixRoute::Link {
+                ifindex: 4,
+                local_routing: true
+            }))
+        );
+        assert!(!s.any_local_routing());
+        // Not a local route any more: removing it as one does nothing.
+        s.apply(&Change::RemoveLocalRoute {
+            prefix: p,
+            ifindex: 4,
+        });
+        assert_eq!(s.routes.len(), 1);
+        s.apply(&Change::RemoveDownlink { prefix: p });
+        assert!(s.is_empty());
+        // Absent: still fine.
+        s.apply(&Change::RemoveDownlink { prefix: p });
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn prefixes_are_truncated() {
+        let mut s = DesiredState::new();
+        s.apply(&Change::AddUplink {
+            prefix: net("2001:db8:1::5/64"),
+            peer: a("2001:db8::1"),
+        });
+        assert!(s.uplinks.contains_key(&net("2001:db8:1::/64")));
+        s.apply(&Change::RemoveUplink {
+            prefix: net("2001:db8:1::/64"),
+        });
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn peers_cover_both_directions() {
+        let mut s = DesiredState::new();
+        s.apply(&Change::AddDownlink {
+            prefix: net("2001:db8:1::/64"),
+            peer: a("2001:db8::2"),
+        });
+        s.apply(&Change::AddUplink {
+            prefix: net("2001:db8:1::/64"),
+            peer: a("2001:db8::3"),
+        });
+        assert_eq!(
+            s.peers().into_iter().collect::<Vec<_>>(),
+            [a("2001:db8::2"), a("2001:db8::3")]
+        );
+    }
+}

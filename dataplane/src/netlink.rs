@@ -1,0 +1,632 @@
+//! A route netlink connection, bound to one network namespace, that sends many requests in
+//! few system calls and names the object of every failure.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ipnet::Ipv6Net;
+use netlink_packet_route::address::AddressMessage;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::rule::RuleMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::proto::{Connection, ConnectionHandle};
+use rtnetlink::sys::AsyncSocket;
+
+use crate::error::{Error, Result};
+use crate::msg::{self, KAddr, KLink, KRoute, RouteKey, Via};
+use crate::netns::{self, NetNs};
+
+/// Requests per datagram: one `sendmsg` carries this many, the kernel answers each with its
+/// own acknowledgement. Small enough for the default socket send buffer.
+const CHUNK: usize = 128;
+/// Datagrams in flight before the oldest one's answers are awaited.
+const WINDOW: usize = 8;
+/// Receive buffer asked for (as root, beyond `rmem_max`): a window of acknowledgements.
+const RCVBUF: usize = 4 << 20;
+/// A kernel that has not answered by then is not going to.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at a dump that the kernel reports as interrupted by a concurrent change.
+const DUMP_ATTEMPTS: usize = 5;
+
+/// What a request may find that still counts as success, for idempotent adds and deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tolerate {
+    Nothing,
+    /// EEXIST: the object is already there (rules and addresses have no replace).
+    Exists,
+    /// ENOENT, ESRCH, ENODEV, EADDRNOTAVAIL: the object to delete is not there.
+    Absent,
+}
+
+/// One request: a message, its create/replace flags and what failure is fine.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub msg: RouteNetlinkMessage,
+    pub flags: u16,
+    pub tolerate: Tolerate,
+}
+
+impl Request {
+    pub(crate) fn replace_route(r: &KRoute) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::NewRoute(r.new_message()),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        }
+    }
+    pub(crate) fn delete_route(r: &KRoute) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::DelRoute(r.del_message()),
+            flags: 0,
+            tolerate: Tolerate::Absent,
+        }
+    }
+    /// Rules have no replace: without NLM_F_EXCL the kernel would add a duplicate.
+    pub(crate) fn add_rule(r: &msg::KRule) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::NewRule(r.message()),
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+            tolerate: Tolerate::Exists,
+        }
+    }
+    pub(crate) fn delete_rule(r: &msg::KRule) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::DelRule(r.message()),
+            flags: 0,
+            tolerate: Tolerate::Absent,
+        }
+    }
+    pub(crate) fn replace_address(a: &KAddr, protocol: u8) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::NewAddress(a.new_message(Some(protocol))),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        }
+    }
+    pub(crate) fn delete_address(a: &KAddr) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::DelAddress(a.del_message()),
+            flags: 0,
+            tolerate: Tolerate::Absent,
+        }
+    }
+    pub(crate) fn set_link(m: LinkMessage) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::SetLink(m),
+            flags: 0,
+            tolerate: Tolerate::Nothing,
+        }
+    }
+    pub(crate) fn new_link(m: LinkMessage) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::NewLink(m),
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+            tolerate: Tolerate::Nothing,
+        }
+    }
+    pub(crate) fn delete_link(index: u32) -> Self {
+        Self {
+            msg: RouteNetlinkMessage::DelLink(msg::del_link_message(index)),
+            flags: 0,
+            tolerate: Tolerate::Absent,
+        }
+    }
+}
+
+/// How a request ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Done,
+    /// Tolerated EEXIST / ENOENT: nothing changed.
+    Unchanged,
+}
+
+/// A route netlink connection in one network namespace.
+///
+/// Cloning is cheap and shares the socket. Requests from clones are answered independently.
+/// The connection runs as a task on the tokio runtime it was made on and ends when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: ConnectionHandle<RouteNetlinkMessage>,
+    netns: Option<NetNs>,
+}
+
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Netlink")
+            .field("netns", &self.netns.as_ref().map(NetNs::name))
+            .finish_non_exhaustive()
+    }
+}
+
+type Parts = (
+    Connection<RouteNetlinkMessage>,
+    ConnectionHandle<RouteNetlinkMessage>,
+);
+
+fn open_socket() -> io::Result<Parts> {
+    let (mut conn, handle, _unsolicited) =
+        rtnetlink::proto::new_connection(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
+    // Successful requests are answered with an acknowledgement; the answers of a datagram
+    // are matched to its requests by their order, so every one is needed.
+    conn.set_forward_ack(true);
+    let socket = conn.socket_mut().socket_mut();
+    // A window of acknowledgements must fit; as root the buffer may exceed rmem_max.
+    if nix::sys::socket::setsockopt(&*socket, nix::sys::socket::sockopt::RcvBufForce, &RCVBUF)
+        .is_err()
+    {
+        socket.set_rx_buf_sz(RCVBUF)?;
+    }
+    // Error answers without a copy of the request: less to read back.
+    socket.set_cap_ack(true)?;
+    Ok((conn, handle))
+}
+
+impl Netlink {
+    /// Connects in the current network namespace. Needs a tokio runtime.
+    pub fn connect() -> Result<Self> {
+        let rt = netns::runtime(None)?;
+        let (conn, handle) = {
+            let _entered = rt.enter();
+            open_socket().map_err(|source| Error::Socket {
+                netns: None,
+                source,
+            })?
+        };
+        rt.spawn(conn);
+        Ok(Self {
+            handle,
+            netns: None,
+        })
+    }
+
+    /// Connects inside `netns` (the socket is made on a thread that entered it). Needs a
+    /// tokio runtime.
+    pub fn connect_in(netns: &NetNs) -> Result<Self> {
+        let rt = netns::runtime(Some(netns))?;
+        let enter = rt.clone();
+        let (conn, handle) = netns
+            .run(move || {
+                let _entered = enter.enter();
+                open_socket()
+            })?
+            .map_err(|source| Error::Socket {
+                netns: Some(netns.name().to_owned()),
+                source,
+            })?;
+        rt.spawn(conn);
+        Ok(Self {
+            handle,
+            netns: Some(netns.clone()),
+        })
+    }
+
+    /// The namespace this connection lives in; `None` for the process's own.
+    pub fn netns(&self) -> Option<&NetNs> {
+        self.netns.as_ref()
+    }
+
+    /// Sends every request, `CHUNK` per datagram with up to `WINDOW` datagrams unanswered,
+    /// in order (the kernel handles a socket's requests in the order sent), and returns one
+    /// result per request, in the same order.
+    pub(crate) async fn execute(&self, requests: &[Request]) -> Vec<Result<Outcome>> {
+        let mut results = Vec::with_capacity(requests.len());
+        let mut in_flight = VecDeque::new();
+        for chunk in requests.chunks(CHUNK) {
+            if in_flight.len() == WINDOW
+                && let Some((sent, answers)) = in_flight.pop_front()
+            {
+                results.extend(collect_answers(sent, answers).await);
+            }
+            let messages: Vec<_> = chunk
+                .iter()
+                .map(|r| {
+                    let mut m = NetlinkMessage::from(r.msg.clone());
+                    m.header.flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
+                    m
+                })
+                .collect();
+            match self
+                .handle
+                .request_batch(messages, rtnetlink::sys::SocketAddr::new(0, 0))
+            {
+                Ok(answers) => in_flight.push_back((chunk, answers.boxed())),
+                Err(e) => {
+                    results.extend(chunk.iter().map(|r| {
+                        let (op, object) = msg::describe(&r.msg);
+                        Err(Error::Protocol {
+                            op,
+                            object,
+                            detail: format!("netlink connection closed: {e}"),
+                        })
+                    }));
+                }
+            }
+        }
+        while let Some((sent, answers)) = in_flight.pop_front() {
+            results.extend(collect_answers(sent, answers).await);
+        }
+        results
+    }
+
+    /// Sends the requests and fails with the first failure (all are sent regardless).
+    pub(crate) async fn execute_all(&self, requests: &[Request]) -> Result<Vec<Outcome>> {
+        self.execute(requests).await.into_iter().collect()
+    }
+
+    /// Dumps every object of one kind (`msg` is the GET request), retrying when the kernel
+    /// says a concurrent change interrupted the dump.
+    pub(crate) async fn dump(&self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+        let (op, object) = msg::describe(&msg);
+        'attempt: for _ in 0..DUMP_ATTEMPTS {
+            let mut req = NetlinkMessage::from(msg.clone());
+            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+            let mut answers = self
+                .handle
+                .request(req, rtnetlink::sys::SocketAddr::new(0, 0))
+                .map_err(|e| Error::Protocol {
+                    op,
+                    object: object.clone(),
+                    detail: format!("netlink connection closed: {e}"),
+                })?;
+            let mut out = Vec::new();
+            loop {
+                let next = tokio::time::timeout(ANSWER_TIMEOUT, answers.next()).await;
+                let Ok(next) = next else {
+                    return Err(Error::Timeout {
+                        op,
+                        object,
+                        seconds: ANSWER_TIMEOUT.as_secs(),
+                    });
+                };
+                let Some(m) = next else { break };
+                if m.header.flags & NLM_F_DUMP_INTR != 0 {
+                    continue 'attempt;
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(Error::Kernel {
+                            op,
+                            object,
+                            source: e.to_io(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(out);
+        }
+        Err(Error::Protocol {
+            op,
+            object,
+            detail: format!("interrupted by concurrent changes {DUMP_ATTEMPTS} times"),
+        })
+    }
+
+    pub(crate) async fn dump_routes(&self) -> Result<Vec<RouteMessage>> {
+        let mut get = RouteMessage::default();
+        get.header.address_family = AddressFamily::Inet6;
+        Ok(self
+            .dump(RouteNetlinkMessage::GetRoute(get))
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn dump_rules(&self) -> Result<Vec<RuleMessage>> {
+        let mut get = RuleMessage::default();
+        get.header.family = AddressFamily::Inet6;
+        Ok(self
+            .dump(RouteNetlinkMessage::GetRule(get))
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn dump_addresses(&self) -> Result<Vec<AddressMessage>> {
+        let mut get = AddressMessage::default();
+        get.header.family = AddressFamily::Inet6;
+        Ok(self
+            .dump(RouteNetlinkMessage::GetAddress(get))
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn dump_links(&self) -> Result<Vec<KLink>> {
+        Ok(self
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+            .await?
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(KLink::parse(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn one(&self, request: Request) -> Result<Outcome> {
+        self.execute(std::slice::from_ref(&request))
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| {
+                Err(Error::Protocol {
+                    op: "netlink request",
+                    object: String::new(),
+                    detail: "no answer".into(),
+                })
+            })
+    }
+
+    /// The index of the link named `name`.
+    pub async fn link_index(&self, name: &str) -> Result<u32> {
+        self.dump_links()
+            .await?
+            .into_iter()
+            .find(|l| l.name == name)
+            .map(|l| l.index)
+            .ok_or_else(|| Error::NoSuchLink(self.where_(name)))
+    }
+
+    /// The name of link `index`.
+    pub async fn link_name(&self, index: u32) -> Result<String> {
+        Ok(self.link(index).await?.name)
+    }
+
+    /// The MTU of link `index`.
+    pub async fn link_mtu(&self, index: u32) -> Result<u32> {
+        Ok(self.link(index).await?.mtu)
+    }
+
+    /// The link-layer address of link `index` (empty for links without one).
+    pub async fn link_address(&self, index: u32) -> Result<Vec<u8>> {
+        Ok(self.link(index).await?.mac)
+    }
+
+    async fn link(&self, index: u32) -> Result<KLink> {
+        self.dump_links()
+            .await?
+            .into_iter()
+            .find(|l| l.index == index)
+            .ok_or_else(|| Error::NoSuchLink(self.where_(&format!("#{index}"))))
+    }
+
+    fn where_(&self, link: &str) -> String {
+        match &self.netns {
+            Some(ns) => format!("{link} in network namespace {}", ns.name()),
+            None => link.to_owned(),
+        }
+    }
+
+    /// The index of the link holding `address`.
+    pub async fn link_with_address(&self, address: Ipv6Addr) -> Result<u32> {
+        self.dump_addresses()
+            .await?
+            .iter()
+            .filter_map(KAddr::parse)
+            .find(|(a, _)| a.addr == address)
+            .map(|(a, _)| a.ifindex)
+            .ok_or_else(|| Error::NoSuchLink(self.where_(&format!("holding {address}"))))
+    }
+
+    /// Sets link `index` up or down.
+    pub async fn set_link_up(&self, index: u32, up: bool) -> Result<()> {
+        self.one(Request::set_link(msg::set_link_message(
+            index,
+            Some(up),
+            None,
+        )))
+        .await
+        .map(drop)
+    }
+
+    /// Sets the MTU of link `index`.
+    pub async fn set_link_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.one(Request::set_link(msg::set_link_message(
+            index,
+            None,
+            Some(mtu),
+        )))
+        .await
+        .map(drop)
+    }
+
+    /// Sets the link-layer (MAC) address of link `index`.
+    pub async fn set_link_address(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.one(Request::set_link(msg::set_mac_message(index, mac)))
+            .await
+            .map(drop)
+    }
+
+    /// Adds (or replaces) `address/prefix_len` on link `index`, without duplicate address
+    /// detection so it is usable at once.
+    pub async fn add_address(&self, index: u32, address: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let a = KAddr {
+            ifindex: index,
+            addr: address,
+            prefix_len,
+        };
+        self.one(Request {
+            msg: RouteNetlinkMessage::NewAddress(a.new_message(None)),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Adds (or replaces) a route in the main table to `dst` out of link `index`, through
+    /// `gateway` when given (as `ip -6 route replace DST [via GW] dev IF`).
+    pub async fn add_route(
+        &self,
+        dst: Ipv6Net,
+        gateway: Option<Ipv6Addr>,
+        index: u32,
+    ) -> Result<()> {
+        let r = KRoute {
+            key: RouteKey::new(msg::MAIN_TABLE, dst),
+            protocol: 4, // RTPROT_STATIC, like `ip route add`
+            via: Via::Dev { oif: index },
+            mtu: None,
+        };
+        let mut m = r.new_message();
+        if let Some(gw) = gateway {
+            m.attributes
+                .push(netlink_packet_route::route::RouteAttribute::Gateway(
+                    netlink_packet_route::route::RouteAddress::Inet6(gw),
+                ));
+        }
+        self.one(Request {
+            msg: RouteNetlinkMessage::NewRoute(m),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Creates a veth pair: `name` in this connection's namespace and `peer_name` in
+    /// `peer_netns` (as `ip link add NAME type veth peer name PEER netns NS`). Both ends
+    /// start down.
+    pub async fn add_veth(&self, name: &str, peer_name: &str, peer_netns: &NetNs) -> Result<()> {
+        let ns_file = File::open(peer_netns.path()).map_err(|source| Error::NetNs {
+            op: "open",
+            name: peer_netns.name().to_owned(),
+            source,
+        })?;
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(peer_name.to_owned()));
+        peer.attributes
+            .push(LinkAttribute::NetNsFd(ns_file.as_raw_fd()));
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        // The file must stay open until the kernel has read the descriptor.
+        let done = self.one(Request::new_link(m)).await.map(drop);
+        drop(ns_file);
+        done
+    }
+
+    /// Deletes link `index` (and, for a veth, its peer). Absent is fine.
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        self.one(Request::delete_link(index)).await.map(drop)
+    }
+
+    /// Writes `value` to `/proc/sys/KEY` in this connection's namespace, where `key` is the
+    /// path below `/proc/sys` with `/` separators (e.g. `net/ipv6/conf/all/forwarding`; an
+    /// interface name may contain dots, so dotted keys are not accepted).
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let path = PathBuf::from("/proc/sys").join(key.trim_start_matches('/'));
+        let write = {
+            let path = path.clone();
+            let value = value.to_owned();
+            move || std::fs::write(&path, value.as_bytes())
+        };
+        let written = match &self.netns {
+            // /proc/sys/net shows the network namespace of the thread that opens it.
+            Some(ns) => ns.run(write)?,
+            None => write(),
+        };
+        written.map_err(|source| Error::Sysctl {
+            path,
+            value: value.to_owned(),
+            netns: self.netns.as_ref().map(|n| n.name().to_owned()),
+            source,
+        })
+    }
+}
+
+async fn collect_answers(
+    sent: &[Request],
+    mut answers: futures::stream::BoxStream<'static, NetlinkMessage<RouteNetlinkMessage>>,
+) -> Vec<Result<Outcome>> {
+    let mut out = Vec::with_capacity(sent.len());
+    while out.len() < sent.len() {
+        let Some(request) = sent.get(out.len()) else {
+            break;
+        };
+        let next = match tokio::time::timeout(ANSWER_TIMEOUT, answers.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                let (op, object) = msg::describe(&request.msg);
+                out.push(Err(Error::Timeout {
+                    op,
+                    object,
+                    seconds: ANSWER_TIMEOUT.as_secs(),
+                }));
+                break;
+            }
+        };
+        let NetlinkPayload::Error(e) = next.payload else {
+            // Requests here are acknowledged, never answered with data.
+            continue;
+        };
+        let Some(code) = e.code else {
+            out.push(Ok(Outcome::Done));
+            continue;
+        };
+        let errno = code.get().abs();
+        let tolerated = match request.tolerate {
+            Tolerate::Nothing => false,
+            Tolerate::Exists => errno == libc::EEXIST,
+            Tolerate::Absent => matches!(
+                errno,
+                libc::ENOENT | libc::ESRCH | libc::ENODEV | libc::EADDRNOTAVAIL
+            ),
+        };
+        out.push(if tolerated {
+            Ok(Outcome::Unchanged)
+        } else {
+            let (op, object) = msg::describe(&request.msg);
+            Err(Error::Kernel {
+                op,
+                object,
+                source: io::Error::from_raw_os_error(errno),
+            })
+        });
+    }
+    // Whatever was not answered (the connection died, or a timeout) fails.
+    while let Some(request) = sent.get(out.len()) {
+        let (op, object) = msg::describe(&request.msg);
+        out.push(Err(Error::Protocol {
+            op,
+            object,
+            detail: "no answer: the netlink connection closed".into(),
+        }));
+    }
+    out
+}

@@ -1,0 +1,721 @@
+//! From the model to kernel objects and back, and the difference between two sets of kernel
+//! objects. Pure code: the kernel backends feed it dumps and send what it returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use crate::Settings;
+use crate::error::{Error, Result};
+use crate::model::{AccessLink, DesiredState, PrefixRoute};
+use crate::msg::{
+    IPPROTO_IPV6, KAddr, KLink, KRoute, KRule, KTunnel, LOCAL_TABLE, MAIN_TABLE, RouteKey, Via,
+};
+
+/// Which kernel mechanism carries the RFC 2473 tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tunnel {
+    /// seg6 lightweight tunnels in reduced encapsulation mode (one segment, so no routing
+    /// header) and seg6local End.DT6 to decapsulate.
+    Seg6,
+    /// One ip6tnl link (mode ip6ip6) per peer.
+    Ip6tnl,
+}
+
+/// Prefix length of the link-local address on access links.
+pub(crate) const LINK_LOCAL_PREFIX_LEN: u8 = 64;
+
+/// The settings and the tunnel kind: everything that decides which kernel objects a state is.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub s: Settings,
+    pub kind: Tunnel,
+}
+
+impl Layout {
+    pub(crate) fn owns_route(&self, r: &KRoute) -> bool {
+        r.protocol == self.s.route_protocol
+            && (r.key.table == MAIN_TABLE || self.s.owns_table(r.key.table))
+    }
+
+    pub(crate) fn owns_rule(&self, r: &KRule) -> bool {
+        r.protocol == self.s.route_protocol
+    }
+
+    /// How traffic enters the tunnel to `peer`; `None` for ip6tnl before its link exists.
+    pub(crate) fn tunnel_via(
+        &self,
+        peer: Ipv6Addr,
+        tunnels: &BTreeMap<Ipv6Addr, u32>,
+    ) -> Option<Via> {
+        match self.kind {
+            Tunnel::Seg6 => Some(Via::Seg6 {
+                peer,
+                oif: self.s.transport_ifindex,
+            }),
+            Tunnel::Ip6tnl => tunnels.get(&peer).map(|&oif| Via::Dev { oif }),
+        }
+    }
+
+    /// seg6 needs the MTU on the route (its output drops oversize packets without a Packet
+    /// Too Big); an ip6tnl link has the tunnel MTU itself.
+    fn tunnel_route_mtu(&self) -> Option<u32> {
+        match self.kind {
+            Tunnel::Seg6 => Some(self.s.tunnel_mtu()),
+            Tunnel::Ip6tnl => None,
+        }
+    }
+
+    fn route(&self, table: u32, dst: Ipv6Net, via: Via, mtu: Option<u32>) -> KRoute {
+        KRoute {
+            key: RouteKey::new(table, dst),
+            protocol: self.s.route_protocol,
+            via,
+            mtu,
+        }
+    }
+
+    fn rule(&self, priority: u32, table: u32) -> KRule {
+        KRule {
+            priority,
+            src: None,
+            dst: None,
+            ipproto: None,
+            table,
+            protocol: self.s.route_protocol,
+        }
+    }
+
+    pub(crate) fn tunnel_route(&self, table: u32, dst: Ipv6Net, via: Via) -> KRoute {
+        self.route(table, dst, via, self.tunnel_route_mtu())
+    }
+
+    pub(crate) fn downlink(&self, prefix: Ipv6Net, via: Via) -> KRoute {
+        self.tunnel_route(MAIN_TABLE, prefix, via)
+    }
+
+    pub(crate) fn peer_default(&self, slot: u32, via: Via) -> KRoute {
+        self.tunnel_route(self.s.peer_table(slot), Ipv6Net::default(), via)
+    }
+
+    pub(crate) fn local_route(&self, prefix: Ipv6Net, ifindex: u32) -> KRoute {
+        self.route(MAIN_TABLE, prefix, Via::Dev { oif: ifindex }, None)
+    }
+
+    pub(crate) fn local_routing_route(&self, prefix: Ipv6Net, ifindex: u32) -> KRoute {
+        self.route(
+            self.s.local_routing_table(),
+            prefix,
+            Via::Dev { oif: ifindex },
+            None,
+        )
+    }
+
+    /// Looked up before the uplink rules: a prefix routed locally with local routing on is
+    /// found there, so traffic to it from another node on this MAG does not go to the LMA.
+    pub(crate) fn local_routing_rule(&self) -> KRule {
+        self.rule(
+            self.s.priorities.local_routing,
+            self.s.local_routing_table(),
+        )
+    }
+
+    /// `lookup local`, moved below the termination rule (the kernel's is at 0).
+    pub(crate) fn local_rule(&self) -> KRule {
+        self.rule(self.s.priorities.local, LOCAL_TABLE)
+    }
+
+    /// Protocol 41 to a local tunnel end goes to the End.DT6 route before the local table
+    /// would deliver it (a seg6local route never sees packets for a local address).
+    pub(crate) fn termination_rule(&self, local: Ipv6Addr) -> KRule {
+        KRule {
+            dst: Some(Ipv6Net::from(local)),
+            ipproto: Some(IPPROTO_IPV6),
+            ..self.rule(self.s.priorities.termination, self.s.termination_table())
+        }
+    }
+
+    pub(crate) fn termination_route(&self, local: Ipv6Addr, ifindex: u32) -> KRoute {
+        self.route(
+            self.s.termination_table(),
+            Ipv6Net::from(local),
+            Via::EndDt6 {
+                lookup: MAIN_TABLE,
+                oif: ifindex,
+            },
+            None,
+        )
+    }
+
+    pub(crate) fn uplink_rule(&self, prefix: Ipv6Net, slot: Option<u32>) -> KRule {
+        KRule {
+            src: Some(prefix.trunc()),
+            // Table 0 in a delete matches any table.
+            ..self.rule(
+                self.s.priorities.uplink,
+                slot.map_or(0, |s| self.s.peer_table(s)),
+            )
+        }
+    }
+
+    pub(crate) fn link_local(&self, ifindex: u32, link: &AccessLink) -> KAddr {
+        KAddr {
+            ifindex,
+            addr: link.link_local,
+            prefix_len: LINK_LOCAL_PREFIX_LEN,
+        }
+    }
+
+    pub(crate) fn tunnel_link(&self, slot: u32, local: Ipv6Addr, remote: Ipv6Addr) -> KTunnel {
+        KTunnel {
+            name: self.s.tunnel_name(slot),
+            underlay: self.s.transport_ifindex,
+            local,
+            remote,
+            mtu: self.s.tunnel_mtu(),
+        }
+    }
+
+    /// Whether `peer` needs a slot (a table, and for ip6tnl a link) in `state`.
+    pub(crate) fn peers_needing_slots(&self, state: &DesiredState) -> BTreeSet<Ipv6Addr> {
+        match self.kind {
+            Tunnel::Seg6 => state.uplinks.values().copied().collect(),
+            Tunnel::Ip6tnl => state.peers(),
+        }
+    }
+}
+
+/// Keeps the slots of peers still needed, gives the lowest free slots to new ones.
+pub(crate) fn assign_slots(
+    s: &Settings,
+    existing: &BTreeMap<Ipv6Addr, u32>,
+    needed: &BTreeSet<Ipv6Addr>,
+) -> Result<BTreeMap<Ipv6Addr, u32>> {
+    let mut slots = BTreeMap::new();
+    let mut used = BTreeSet::new();
+    for (&peer, &slot) in existing {
+        if needed.contains(&peer) && slot < s.max_peers && used.insert(slot) {
+            slots.insert(peer, slot);
+        }
+    }
+    for peer in needed {
+        if slots.contains_key(peer) {
+            continue;
+        }
+        let free = (0..s.max_peers)
+            .find(|i| !used.contains(i))
+            .ok_or(Error::PeersExhausted {
+                peer: *peer,
+                slots: s.max_peers,
+                first_table: s.peer_table(0),
+            })?;
+        used.insert(free);
+        slots.insert(*peer, free);
+    }
+    Ok(slots)
+}
+
+/// The kernel objects a state is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Objects {
+    pub routes: BTreeMap<RouteKey, KRoute>,
+    pub rules: BTreeSet<KRule>,
+    pub addresses: BTreeSet<KAddr>,
+    pub macs: BTreeMap<u32, [u8; 6]>,
+}
+
+impl Objects {
+    fn route(&mut self, r: KRoute) {
+        self.routes.insert(r.key, r);
+    }
+}
+
+/// The objects `state` needs, given each peer's slot and (ip6tnl) the index of its link.
+pub(crate) fn objects(
+    l: &Layout,
+    state: &DesiredState,
+    slots: &BTreeMap<Ipv6Addr, u32>,
+    tunnels: &BTreeMap<Ipv6Addr, u32>,
+) -> Result<Objects> {
+    let mut o = Objects::default();
+    let via = |peer: Ipv6Addr| {
+        l.tunnel_via(peer, tunnels).ok_or_else(|| Error::Invalid {
+            op: "tunnel",
+            reason: format!("no ip6tnl link to {peer}"),
+        })
+    };
+    if l.kind == Tunnel::Seg6 && !state.terminations.is_empty() {
+        o.rules.insert(l.local_rule());
+        for (&local, &ifindex) in &state.terminations {
+            o.rules.insert(l.termination_rule(local));
+            o.route(l.termination_route(local, ifindex));
+        }
+    }
+    for (&prefix, route) in &state.routes {
+        match *route {
+            PrefixRoute::Tunnel { peer } => o.route(l.downlink(prefix, via(peer)?)),
+            PrefixRoute::Link {
+                ifindex,
+                local_routing,
+            } => {
+                o.route(l.local_route(prefix, ifindex));
+                if local_routing {
+                    o.route(l.local_routing_route(prefix, ifindex));
+                    o.rules.insert(l.local_routing_rule());
+                }
+            }
+        }
+    }
+    let uplink_peers: BTreeSet<Ipv6Addr> = state.uplinks.values().copied().collect();
+    for peer in uplink_peers {
+        let slot = slot_of(slots, peer)?;
+        o.route(l.peer_default(slot, via(peer)?));
+    }
+    for (&prefix, &peer) in &state.uplinks {
+        o.rules
+            .insert(l.uplink_rule(prefix, Some(slot_of(slots, peer)?)));
+    }
+    for (&ifindex, link) in &state.access_links {
+        o.addresses.insert(l.link_local(ifindex, link));
+        o.macs.insert(ifindex, link.link_layer_address);
+    }
+    Ok(o)
+}
+
+fn slot_of(slots: &BTreeMap<Ipv6Addr, u32>, peer: Ipv6Addr) -> Result<u32> {
+    slots.get(&peer).copied().ok_or_else(|| Error::Invalid {
+        op: "uplink",
+        reason: format!("no table assigned to {peer}"),
+    })
+}
+
+/// What a dump found that this backend owns, plus what it needs to know about the rest.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Actual {
+    pub routes: BTreeMap<RouteKey, KRoute>,
+    pub rules: BTreeSet<KRule>,
+    /// Rules of other owners that look the local table up (the kernel's at 0, usually).
+    pub foreign_local_rules: Vec<KRule>,
+    pub addresses: BTreeSet<KAddr>,
+    pub links: Vec<KLink>,
+}
+
+impl Actual {
+    /// The owned ip6tnl links, by slot.
+    pub(crate) fn tunnels(&self, l: &Layout) -> BTreeMap<u32, &KLink> {
+        self.links
+            .iter()
+            .filter(|k| k.ip6tnl.is_some())
+            .filter_map(|k| l.s.slot_of_tunnel_name(&k.name).map(|slot| (slot, k)))
+            .collect()
+    }
+}
+
+/// What the owned objects in `actual` say the state is (the inverse of [`objects`]), with
+/// each peer's slot and (ip6tnl) link index. Objects that fit no model entry are left out,
+/// so a reconcile removes them.
+pub(crate) fn read_back(
+    l: &Layout,
+    actual: &Actual,
+) -> (
+    DesiredState,
+    BTreeMap<Ipv6Addr, u32>,
+    BTreeMap<Ipv6Addr, u32>,
+) {
+    let mut state = DesiredState::new();
+    let mut slots = BTreeMap::new();
+    let mut tunnels = BTreeMap::new();
+    let mut peer_of_link = BTreeMap::new();
+    for (slot, link) in actual.tunnels(l) {
+        if let Some((_, local, remote)) = link.ip6tnl {
+            slots.insert(remote, slot);
+            tunnels.insert(remote, link.index);
+            peer_of_link.insert(link.index, remote);
+            state.terminations.insert(local, l.s.transport_ifindex);
+        }
+    }
+    let mut peer_of_slot: BTreeMap<u32, Ipv6Addr> = slots.iter().map(|(p, s)| (*s, *p)).collect();
+    // Default routes of the per-peer tables name the peers (seg6).
+    for r in actual.routes.values() {
+        if let Some(slot) = l.s.slot_of_table(r.key.table)
+            && r.key.dst.prefix_len() == 0
+            && let Via::Seg6 { peer, .. } = r.via
+        {
+            slots.insert(peer, slot);
+            peer_of_slot.insert(slot, peer);
+        }
+    }
+    let local_routed: BTreeSet<Ipv6Net> = actual
+        .routes
+        .values()
+        .filter(|r| r.key.table == l.s.local_routing_table())
+        .map(|r| r.key.dst)
+        .collect();
+    for r in actual.routes.values() {
+        if r.key.table == MAIN_TABLE {
+            let route = match r.via {
+                Via::Seg6 { peer, .. } => Some(PrefixRoute::Tunnel { peer }),
+                Via::Dev { oif } => Some(match peer_of_link.get(&oif) {
+                    Some(&peer) => PrefixRoute::Tunnel { peer },
+                    None => PrefixRoute::Link {
+                        ifindex: oif,
+                        local_routing: local_routed.contains(&r.key.dst),
+                    },
+                }),
+                _ => None,
+            };
+            if let Some(route) = route {
+                state.routes.insert(r.key.dst, route);
+            }
+        } else if r.key.table == l.s.termination_table()
+            && let Via::EndDt6 { oif, .. } = r.via
+        {
+            state.terminations.insert(r.key.dst.addr(), oif);
+        }
+    }
+    for rule in &actual.rules {
+        if rule.priority == l.s.priorities.uplink
+            && let Some(src) = rule.src
+            && let Some(slot) = l.s.slot_of_table(rule.table)
+            && let Some(&peer) = peer_of_slot.get(&slot)
+        {
+            state.uplinks.insert(src, peer);
+        }
+    }
+    let macs: BTreeMap<u32, &Vec<u8>> = actual.links.iter().map(|k| (k.index, &k.mac)).collect();
+    for a in &actual.addresses {
+        if a.prefix_len == LINK_LOCAL_PREFIX_LEN
+            && let Some(mac) = macs.get(&a.ifindex)
+            && let Ok(mac) = <[u8; 6]>::try_from(mac.as_slice())
+        {
+            state.access_links.insert(
+                a.ifindex,
+                AccessLink {
+                    link_layer_address: mac,
+                    link_local: a.addr,
+                },
+            );
+        }
+    }
+    slots.retain(|p, _| l.peers_needing_slots(&state).contains(p));
+    (state, slots, tunnels)
+}
+
+/// What to send to turn `actual` into `want`, in a safe order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Diff {
+    pub routes_to_replace: Vec<KRoute>,
+    pub routes_to_delete: Vec<KRoute>,
+    pub rules_to_add: Vec<KRule>,
+    pub rules_to_delete: Vec<KRule>,
+    /// The kernel's `0: lookup local`, to remove once ours is in (tunnels terminate here).
+    pub foreign_local_rules_to_delete: Vec<KRule>,
+    /// Put back the kernel's `0: lookup local` before ours goes (no tunnel ends any more).
+    pub restore_boot_local: bool,
+    pub addresses_to_replace: Vec<KAddr>,
+    pub addresses_to_delete: Vec<KAddr>,
+    pub macs_to_set: Vec<(u32, [u8; 6])>,
+}
+
+pub(crate) fn diff(l: &Layout, actual: &Actual, want: &Objects) -> Diff {
+    let mut d = Diff::default();
+    for (key, r) in &want.routes {
+        if actual.routes.get(key) != Some(r) {
+            d.routes_to_replace.push(r.clone());
+        }
+    }
+    for (key, r) in &actual.routes {
+        if !want.routes.contains_key(key) {
+            d.routes_to_delete.push(r.clone());
+        }
+    }
+    d.rules_to_add = want.rules.difference(&actual.rules).cloned().collect();
+    d.rules_to_delete = actual.rules.difference(&want.rules).cloned().collect();
+    let ours = l.local_rule();
+    if want.rules.contains(&ours) {
+        d.foreign_local_rules_to_delete = actual
+            .foreign_local_rules
+            .iter()
+            .filter(|r| r.same_match(&KRule::boot_local()))
+            .cloned()
+            .collect();
+    } else {
+        // Never leave the namespace without a local table lookup.
+        let ours_goes = actual.rules.contains(&ours);
+        d.restore_boot_local = ours_goes && actual.foreign_local_rules.is_empty();
+    }
+    d.addresses_to_replace = want
+        .addresses
+        .difference(&actual.addresses)
+        .copied()
+        .collect();
+    d.addresses_to_delete = actual
+        .addresses
+        .difference(&want.addresses)
+        .copied()
+        .collect();
+    let macs: BTreeMap<u32, &Vec<u8>> = actual.links.iter().map(|k| (k.index, &k.mac)).collect();
+    d.macs_to_set = want
+        .macs
+        .iter()
+        .filter(|(i, m)| {
+            macs.get(i)
+                .is_none_or(|have| have.as_slice() != m.as_slice())
+        })
+        .map(|(i, m)| (*i, *m))
+        .collect();
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Change;
+
+    fn net(s: &str) -> Ipv6Net {
+        s.parse().unwrap()
+    }
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn layout(kind: Tunnel) -> Layout {
+        Layout {
+            s: Settings::new(3, 1500),
+            kind,
+        }
+    }
+
+    fn mag_state() -> DesiredState {
+        let mut s = DesiredState::new();
+        for c in [
+            Change::PrepareTermination(crate::Termination {
+                local: a("2001:db8::2"),
+                ifindex: 3,
+            }),
+            Change::AddLocalRoute {
+                prefix: net("2001:db8:100::/64"),
+                ifindex: 5,
+                local_routing: true,
+            },
+            Change::AddLocalRoute {
+                prefix: net("2001:db8:101::/64"),
+                ifindex: 5,
+                local_routing: false,
+            },
+            Change::AddUplink {
+                prefix: net("2001:db8:100::/64"),
+                peer: a("2001:db8::1"),
+            },
+            Change::AddUplink {
+                prefix: net("2001:db8:101::/64"),
+                peer: a("2001:db8::1"),
+            },
+            Change::AddDownlink {
+                prefix: net("2001:db8:102::/64"),
+                peer: a("2001:db8::3"),
+            },
+            Change::PrepareAccessLink {
+                ifindex: 5,
+                link: AccessLink {
+                    link_layer_address: [2, 0, 0x5e, 0, 0x53, 1],
+                    link_local: a("fe80::1"),
+                },
+            },
+        ] {
+            s.apply(&c);
+        }
+        s
+    }
+
+    fn as_actual(o: &Objects, links: Vec<KLink>) -> Actual {
+        Actual {
+            routes: o.routes.clone(),
+            rules: o.rules.clone(),
+            foreign_local_rules: vec![],
+            addresses: o.addresses.clone(),
+            links,
+        }
+    }
+
+    #[test]
+    fn seg6_mag_objects_follow_the_recipe() {
+        let l = layout(Tunnel::Seg6);
+        let st = mag_state();
+        let slots = assign_slots(&l.s, &BTreeMap::new(), &l.peers_needing_slots(&st)).unwrap();
+        assert_eq!(slots, BTreeMap::from([(a("2001:db8::1"), 0)]));
+        let o = objects(&l, &st, &slots, &BTreeMap::new()).unwrap();
+        let rules: Vec<String> = o.rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            rules,
+            [
+                "pref 100 to 2001:db8::2/128 ipproto 41 lookup 13500 proto 135",
+                "pref 1000 lookup local proto 135",
+                "pref 1100 lookup 13501 proto 135",
+                "pref 1200 from 2001:db8:100::/64 lookup 13502 proto 135",
+                "pref 1200 from 2001:db8:101::/64 lookup 13502 proto 135",
+            ]
+        );
+        let routes: Vec<String> = o.routes.values().map(|r| r.to_string()).collect();
+        assert_eq!(
+            routes,
+            [
+                "2001:db8:100::/64 dev #5 table main metric 1024 proto 135",
+                "2001:db8:101::/64 dev #5 table main metric 1024 proto 135",
+                "2001:db8:102::/64 encap seg6 mode encap.red segs 2001:db8::3 dev #3 table main \
+                 metric 1024 mtu 1460 proto 135",
+                "2001:db8::2/128 encap seg6local action End.DT6 table main dev #3 table 13500 \
+                 metric 1024 proto 135",
+                "2001:db8:100::/64 dev #5 table 13501 metric 1024 proto 135",
+                "::/0 encap seg6 mode encap.red segs 2001:db8::1 dev #3 table 13502 metric 1024 \
+                 mtu 1460 proto 135",
+            ]
+        );
+        assert_eq!(o.addresses.len(), 1);
+        assert_eq!(o.macs.get(&5), Some(&[2, 0, 0x5e, 0, 0x53, 1]));
+    }
+
+    #[test]
+    fn read_back_inverts_objects() {
+        for kind in [Tunnel::Seg6, Tunnel::Ip6tnl] {
+            let l = layout(kind);
+            let mut st = mag_state();
+            if kind == Tunnel::Ip6tnl {
+                // ip6tnl terminations are only visible through their links.
+                st.terminations.clear();
+                st.terminations.insert(a("2001:db8::2"), 3);
+            }
+            let slots = assign_slots(&l.s, &BTreeMap::new(), &l.peers_needing_slots(&st)).unwrap();
+            let mut links = vec![KLink {
+                index: 5,
+                name: "acc0".into(),
+                mac: vec![2, 0, 0x5e, 0, 0x53, 1],
+                ..KLink::default()
+            }];
+            let mut tunnels = BTreeMap::new();
+            if kind == Tunnel::Ip6tnl {
+                for (peer, slot) in &slots {
+                    let index = 100 + slot;
+                    tunnels.insert(*peer, index);
+                    links.push(KLink {
+                        index,
+                        name: l.s.tunnel_name(*slot),
+                        ip6tnl: Some((3, a("2001:db8::2"), *peer)),
+                        ..KLink::default()
+                    });
+                }
+            }
+            let o = objects(&l, &st, &slots, &tunnels).unwrap();
+            let (back, back_slots, back_tunnels) = read_back(&l, &as_actual(&o, links));
+            assert_eq!(back, st, "{kind:?}");
+            assert_eq!(back_slots, slots);
+            assert_eq!(back_tunnels, tunnels);
+        }
+    }
+
+    #[test]
+    fn diff_of_equal_states_is_empty_and_stale_objects_go() {
+        let l = layout(Tunnel::Seg6);
+        let st = mag_state();
+        let slots = assign_slots(&l.s, &BTreeMap::new(), &l.peers_needing_slots(&st)).unwrap();
+        let o = objects(&l, &st, &slots, &BTreeMap::new()).unwrap();
+        let links = vec![KLink {
+            index: 5,
+            mac: vec![2, 0, 0x5e, 0, 0x53, 1],
+            ..KLink::default()
+        }];
+        let mut actual = as_actual(&o, links);
+        assert_eq!(diff(&l, &actual, &o), Diff::default());
+
+        let stale = l.downlink(
+            net("2001:db8:1::/64"),
+            Via::Seg6 {
+                peer: a("2001:db8::9"),
+                oif: 3,
+            },
+        );
+        actual.routes.insert(stale.key, stale.clone());
+        let d = diff(&l, &actual, &o);
+        assert_eq!(d.routes_to_delete, [stale]);
+        assert!(d.routes_to_replace.is_empty());
+    }
+
+    #[test]
+    fn handover_is_one_replace() {
+        let l = layout(Tunnel::Seg6);
+        let p = net("2001:db8:1::/64");
+        let mut st = DesiredState::new();
+        st.apply(&Change::AddDownlink {
+            prefix: p,
+            peer: a("2001:db8::2"),
+        });
+        let before = objects(&l, &st, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        st.apply(&Change::AddDownlink {
+            prefix: p,
+            peer: a("2001:db8::3"),
+        });
+        let after = objects(&l, &st, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let d = diff(&l, &as_actual(&before, vec![]), &after);
+        assert_eq!(d.routes_to_replace.len(), 1);
+        assert!(d.routes_to_delete.is_empty());
+    }
+
+    #[test]
+    fn boot_local_rule_goes_with_the_first_termination_and_comes_back_after_the_last() {
+        let l = layout(Tunnel::Seg6);
+        let mut st = DesiredState::new();
+        st.apply(&Change::PrepareTermination(crate::Termination {
+            local: a("2001:db8::1"),
+            ifindex: 3,
+        }));
+        let want = objects(&l, &st, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let fresh = Actual {
+            foreign_local_rules: vec![KRule::boot_local()],
+            ..Actual::default()
+        };
+        let d = diff(&l, &fresh, &want);
+        assert_eq!(d.foreign_local_rules_to_delete, [KRule::boot_local()]);
+        assert!(d.rules_to_add.contains(&l.local_rule()));
+        assert!(!d.restore_boot_local);
+
+        let programmed = as_actual(&want, vec![]);
+        let d = diff(&l, &programmed, &Objects::default());
+        assert!(d.restore_boot_local);
+        assert!(d.rules_to_delete.contains(&l.local_rule()));
+    }
+
+    #[test]
+    fn slots_are_kept_and_exhaustion_is_an_error() {
+        let mut s = Settings::new(3, 1500);
+        s.max_peers = 2;
+        let existing = BTreeMap::from([(a("2001:db8::2"), 1)]);
+        let needed = BTreeSet::from([a("2001:db8::1"), a("2001:db8::2")]);
+        let slots = assign_slots(&s, &existing, &needed).unwrap();
+        assert_eq!(slots[&a("2001:db8::2")], 1);
+        assert_eq!(slots[&a("2001:db8::1")], 0);
+        let needed = BTreeSet::from([a("2001:db8::1"), a("2001:db8::2"), a("2001:db8::3")]);
+        let err = assign_slots(&s, &existing, &needed).unwrap_err();
+        assert!(
+            matches!(err, Error::PeersExhausted { slots: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ownership_is_protocol_and_table_range() {
+        let l = layout(Tunnel::Seg6);
+        let mine = l.local_route(net("2001:db8:1::/64"), 4);
+        assert!(l.owns_route(&mine));
+        let foreign = KRoute {
+            protocol: 4,
+            ..mine.clone()
+        };
+        assert!(!l.owns_route(&foreign));
+        let elsewhere = KRoute {
+            key: RouteKey::new(100, net("2001:db8:1::/64")),
+            ..mine
+        };
+        assert!(!l.owns_route(&elsewhere));
+    }
+}
