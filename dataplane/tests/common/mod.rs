@@ -1,0 +1,216 @@
+//! Namespaces, links, sockets and a packet capture for the tests (run as root).
+#![allow(dead_code)]
+
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::Netlink;
+use dataplane::netns::{NetNs, OwnedNetNs};
+use nix::sys::socket::{self, sockopt};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace name no other test (or test process) uses.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "dptest-{}-{}-{tag}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn a(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+pub fn net(s: &str) -> ipnet::Ipv6Net {
+    s.parse().unwrap()
+}
+
+/// A namespace (deleted on drop, also when the test fails) and a netlink connection in it.
+pub struct Node {
+    pub nl: Netlink,
+    pub ns: OwnedNetNs,
+}
+
+impl Node {
+    pub async fn new(tag: &str) -> Node {
+        let ns = NetNs::create(&unique(tag)).expect("create namespace");
+        let nl = Netlink::connect_in(&ns).expect("netlink in namespace");
+        nl.set_link_up(1, true).await.expect("lo up");
+        // Addresses are usable at once: no duplicate address detection anywhere.
+        nl.set_sysctl("net/ipv6/conf/all/accept_dad", "0").unwrap();
+        nl.set_sysctl("net/ipv6/conf/default/accept_dad", "0")
+            .unwrap();
+        Node { nl, ns }
+    }
+
+    pub async fn index(&self, link: &str) -> u32 {
+        self.nl.link_index(link).await.expect("link index")
+    }
+
+    pub async fn addr(&self, link: &str, addr: &str, len: u8) {
+        let i = self.index(link).await;
+        self.nl
+            .add_address(i, a(addr), len)
+            .await
+            .expect("add address");
+    }
+
+    pub async fn route(&self, dst: &str, via: Option<&str>, link: &str) {
+        let i = self.index(link).await;
+        self.nl
+            .add_route(net(dst), via.map(a), i)
+            .await
+            .expect("add route");
+    }
+
+    pub fn udp(&self, addr: &str, port: u16) -> UdpSocket {
+        udp(&self.ns, a(addr), port)
+    }
+}
+
+/// A veth pair `an` in `a` and `bn` in `b`, both ends at `mtu` and up.
+pub async fn link(a: &Node, an: &str, b: &Node, bn: &str, mtu: u32) {
+    a.nl.add_veth(an, bn, &b.ns).await.expect("veth");
+    for (node, name) in [(a, an), (b, bn)] {
+        let i = node.index(name).await;
+        node.nl.set_link_mtu(i, mtu).await.expect("mtu");
+        node.nl.set_link_up(i, true).await.expect("up");
+    }
+}
+
+/// A UDP socket bound in `ns`, that never fragments (an oversize send fails instead).
+pub fn udp(ns: &NetNs, addr: Ipv6Addr, port: u16) -> UdpSocket {
+    let s = ns
+        .run(move || UdpSocket::bind(SocketAddrV6::new(addr, port, 0, 0)))
+        .unwrap()
+        .expect("bind");
+    socket::setsockopt(&s, sockopt::Ipv6DontFrag, &true).unwrap();
+    socket::setsockopt(&s, sockopt::Ipv6RecvPacketInfo, &true).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+/// A datagram received: payload, source, and the link it came in by.
+#[derive(Debug)]
+pub struct Received {
+    pub payload: Vec<u8>,
+    pub from: SocketAddr,
+    pub ifindex: u32,
+}
+
+/// Sends `len` payload bytes (retrying while neighbour discovery settles) until `to`
+/// receives them or 3 s pass.
+pub fn send_and_receive(from: &UdpSocket, to: &UdpSocket, len: usize) -> Option<Received> {
+    let dst = to.local_addr().unwrap();
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        from.send_to(&payload, dst).expect("send");
+        if let Some(r) = receive(to)
+            && r.payload == payload
+        {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// One datagram, or `None` after the socket's read timeout.
+pub fn receive(s: &UdpSocket) -> Option<Received> {
+    let mut buf = vec![0u8; 65536];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let msg = socket::recvmsg::<socket::SockaddrIn6>(
+        std::os::fd::AsRawFd::as_raw_fd(s),
+        &mut iov,
+        Some(&mut cmsg),
+        socket::MsgFlags::empty(),
+    )
+    .ok()?;
+    let mut ifindex = 0;
+    for c in msg.cmsgs().ok()? {
+        if let socket::ControlMessageOwned::Ipv6PacketInfo(info) = c {
+            ifindex = info.ipi6_ifindex;
+        }
+    }
+    let from = SocketAddr::V6(SocketAddrV6::from(msg.address?));
+    let n = msg.bytes;
+    Some(Received {
+        payload: buf[..n].to_vec(),
+        from,
+        ifindex,
+    })
+}
+
+/// Everything that crosses one link of a namespace (both directions), read with AF_PACKET.
+pub struct Capture {
+    fd: OwnedFd,
+    ifindex: usize,
+}
+
+impl Capture {
+    pub async fn start(node: &Node, link: &str) -> Capture {
+        let ifindex = node.index(link).await as usize;
+        let fd = node
+            .ns
+            .run(|| {
+                socket::socket(
+                    socket::AddressFamily::Packet,
+                    socket::SockType::Raw,
+                    socket::SockFlag::empty(),
+                    socket::SockProtocol::EthAll,
+                )
+            })
+            .unwrap()
+            .expect("AF_PACKET socket");
+        socket::setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 200_000),
+        )
+        .unwrap();
+        Capture { fd, ifindex }
+    }
+
+    /// The IPv6 packets (Ethernet payloads) seen so far on the link.
+    pub fn ipv6_packets(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, Some(addr))) = socket::recvfrom::<socket::LinkAddr>(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd.as_fd()),
+            &mut buf,
+        ) {
+            if addr.ifindex() == self.ifindex && n > 14 && buf[12..14] == [0x86, 0xdd] {
+                out.push(buf[14..n].to_vec());
+            }
+        }
+        out
+    }
+}
+
+/// An IPv6 header's fields the tests look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Header {
+    pub payload_len: usize,
+    pub next_header: u8,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+}
+
+pub fn ipv6_header(p: &[u8]) -> Option<Ipv6Header> {
+    if p.len() < 40 || p[0] >> 4 != 6 {
+        return None;
+    }
+    let addr = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&p[at..at + 16]).unwrap());
+    Some(Ipv6Header {
+        payload_len: usize::from(u16::from_be_bytes([p[4], p[5]])),
+        next_header: p[6],
+        src: addr(8),
+        dst: addr(24),
+    })
+}

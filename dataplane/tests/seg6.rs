@@ -1,0 +1,578 @@
+//! The seg6 backend end to end, in network namespaces, with real traffic (run as root).
+//!
+//! ```text
+//!  mn ──m0/a0── mag ──t0/t0── lma ──c0/c0── cn
+//!  2001:db8:100::2   2001:db8::2   2001:db8::1    2001:db8:200::2
+//!                (fe80::1 on a0)               (2001:db8:200::1 on c0)
+//! ```
+
+mod common;
+
+use common::*;
+use dataplane::{
+    AccessLink, Change, Dataplane, DesiredState, Mode, PrefixRoute, Settings, Termination,
+};
+
+const LMA: &str = "2001:db8::1";
+const MAG: &str = "2001:db8::2";
+const HNP: &str = "2001:db8:100::/64";
+const MN: &str = "2001:db8:100::2";
+const CN: &str = "2001:db8:200::2";
+const MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
+
+struct Lab {
+    mn: Node,
+    mag: Node,
+    lma: Node,
+    cn: Node,
+    lma_dp: Dataplane,
+    mag_dp: Dataplane,
+}
+
+async fn open(node: &Node, local: &str) -> Dataplane {
+    open_on(node, "t0", local).await
+}
+
+async fn open_on(node: &Node, transport: &str, local: &str) -> Dataplane {
+    let settings = Settings::resolve(&node.nl, Some(transport), a(local), None)
+        .await
+        .unwrap();
+    Dataplane::open(Mode::Seg6, node.nl.clone(), settings)
+        .await
+        .unwrap()
+}
+
+/// The four namespaces, linked and addressed, with both backends open but nothing
+/// programmed. The transport link has `transport_mtu`, the others 1500.
+async fn lab(transport_mtu: u32) -> Lab {
+    let (mn, mag, lma, cn) = (
+        Node::new("mn").await,
+        Node::new("mag").await,
+        Node::new("lma").await,
+        Node::new("cn").await,
+    );
+    link(&mn, "m0", &mag, "a0", 1500).await;
+    link(&mag, "t0", &lma, "t0", transport_mtu).await;
+    link(&lma, "c0", &cn, "c0", 1500).await;
+    mn.addr("m0", MN, 64).await;
+    mn.route("::/0", Some("fe80::1"), "m0").await;
+    mag.addr("t0", MAG, 64).await;
+    lma.addr("t0", LMA, 64).await;
+    lma.addr("c0", "2001:db8:200::1", 64).await;
+    cn.addr("c0", CN, 64).await;
+    cn.route("::/0", Some("2001:db8:200::1"), "c0").await;
+    let lma_dp = open(&lma, LMA).await;
+    let mag_dp = open(&mag, MAG).await;
+    Lab {
+        mn,
+        mag,
+        lma,
+        cn,
+        lma_dp,
+        mag_dp,
+    }
+}
+
+impl Lab {
+    /// One mobile node attached to the MAG, registered at the LMA: both tunnel ends.
+    async fn program(&self) {
+        let lma_t0 = self.lma.index("t0").await;
+        self.lma_dp
+            .apply(&[
+                Change::PrepareTermination(Termination {
+                    local: a(LMA),
+                    ifindex: lma_t0,
+                }),
+                Change::AddDownlink {
+                    prefix: net(HNP),
+                    peer: a(MAG),
+                },
+            ])
+            .await
+            .unwrap();
+        let mag_t0 = self.mag.index("t0").await;
+        let a0 = self.mag.index("a0").await;
+        self.mag_dp
+            .prepare_termination(Termination {
+                local: a(MAG),
+                ifindex: mag_t0,
+            })
+            .await
+            .unwrap();
+        self.mag_dp
+            .prepare_access_link(
+                a0,
+                AccessLink {
+                    link_layer_address: MAC,
+                    link_local: a("fe80::1"),
+                },
+            )
+            .await
+            .unwrap();
+        self.mag_dp
+            .add_local_route(net(HNP), a0, false)
+            .await
+            .unwrap();
+        self.mag_dp.add_uplink(net(HNP), a(LMA)).await.unwrap();
+    }
+}
+
+/// Checks that `packets` holds an RFC 2473 packet from `outer_src` to `outer_dst` carrying
+/// a `len`-byte UDP datagram from `inner_src` to `inner_dst`: Next Header 41 right after the
+/// outer header (no routing header), the inner header right behind it.
+fn assert_tunnelled(
+    packets: &[Vec<u8>],
+    (outer_src, outer_dst): (&str, &str),
+    (inner_src, inner_dst): (&str, &str),
+    len: usize,
+) {
+    let found = packets.iter().any(|p| {
+        let (Some(outer), Some(inner)) = (ipv6_header(p), p.get(40..).and_then(ipv6_header)) else {
+            return false;
+        };
+        outer.next_header == 41
+            && outer.src == a(outer_src)
+            && outer.dst == a(outer_dst)
+            && outer.payload_len == 40 + 8 + len
+            && inner.next_header == 17
+            && inner.src == a(inner_src)
+            && inner.dst == a(inner_dst)
+            && inner.payload_len == 8 + len
+    });
+    let seen: Vec<_> = packets
+        .iter()
+        .filter_map(|p| ipv6_header(p))
+        .map(|h| {
+            format!(
+                "{} -> {} nh {} len {}",
+                h.src, h.dst, h.next_header, h.payload_len
+            )
+        })
+        .collect();
+    assert!(
+        found,
+        "no {outer_src} -> {outer_dst} (41) carrying {inner_src} -> {inner_dst} with {len} bytes; saw {seen:?}"
+    );
+}
+
+/// Full-size (1500-byte) packets on the node's link pass both ways when the transport link
+/// carries 40 bytes more, and on the transport link they are IPv6-in-IPv6 without a routing
+/// header.
+#[tokio::test]
+async fn traffic_crosses_both_tunnel_ends_at_full_size() {
+    let lab = lab(1540).await;
+    lab.program().await;
+    let mn = lab.mn.udp(MN, 7000);
+    let cn = lab.cn.udp(CN, 7000);
+    let capture = Capture::start(&lab.lma, "t0").await;
+    // 1452 bytes of UDP payload make a 1500-byte IPv6 packet on the node's link.
+    for len in [100, 1452] {
+        let up = send_and_receive(&mn, &cn, len).unwrap_or_else(|| panic!("uplink {len} lost"));
+        assert_eq!(up.from.ip(), a(MN), "the node's own source address arrives");
+        let down = send_and_receive(&cn, &mn, len).unwrap_or_else(|| panic!("downlink {len} lost"));
+        assert_eq!(down.from.ip(), a(CN));
+        let packets = capture.ipv6_packets();
+        assert_tunnelled(&packets, (MAG, LMA), (MN, CN), len);
+        assert_tunnelled(&packets, (LMA, MAG), (CN, MN), len);
+    }
+    // The access link looks like the shared router: its MAC and fe80::1.
+    let a0 = lab.mag.index("a0").await;
+    assert_eq!(lab.mag.nl.link_address(a0).await.unwrap(), MAC);
+}
+
+/// With a 1500-byte transport link the tunnel MTU is 1460 and the routes say so: forwarded
+/// packets of 1460 bytes get through both ways, and the LMA's own packets above the route
+/// MTU are refused with EMSGSIZE instead of vanishing in the seg6 output path.
+#[tokio::test]
+async fn tunnel_mtu_is_the_transport_mtu_minus_40() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    assert_eq!(lab.lma_dp.settings().tunnel_mtu(), 1460);
+    let mn = lab.mn.udp(MN, 7001);
+    let cn = lab.cn.udp(CN, 7001);
+    assert!(
+        send_and_receive(&mn, &cn, 1460 - 48).is_some(),
+        "uplink 1460"
+    );
+    assert!(
+        send_and_receive(&cn, &mn, 1460 - 48).is_some(),
+        "downlink 1460"
+    );
+    let lma = lab.lma.udp(LMA, 7001);
+    let dst = mn.local_addr().unwrap();
+    let err = lma.send_to(&vec![0u8; 1461 - 48], dst).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{err}");
+    // The kernel also subtracts the seg6 headroom it reserves (outer header and a routing
+    // header that reduced mode leaves out) from the route MTU for the node's own packets.
+    let largest = (1280..=1460)
+        .rev()
+        .find(|n| lma.send_to(&vec![0u8; n - 48], dst).is_ok())
+        .expect("some size fits");
+    eprintln!("largest packet the LMA itself sends into a 1460 tunnel: {largest}");
+    assert!(largest <= 1460);
+    let got = receive_until(&mn, largest - 48);
+    assert!(got, "the LMA's own {largest}-byte packet arrived");
+}
+
+fn receive_until(s: &std::net::UdpSocket, len: usize) -> bool {
+    (0..15).any(|_| receive(s).is_some_and(|r| r.payload.len() == len))
+}
+
+/// Applying the same changes twice leaves the same kernel state; a reconcile to that state
+/// then changes nothing, and a backend opened afresh reads the same state back.
+#[tokio::test]
+async fn changes_are_idempotent_and_read_back() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+        panic!("seg6 is a kernel backend")
+    };
+    let first = mag.read_back().await.unwrap();
+    assert_eq!(first, lab.mag_dp.state().await);
+    lab.program().await;
+    let second = mag.read_back().await.unwrap();
+    assert_eq!(first, second);
+    let a0 = lab.mag.index("a0").await;
+    assert_eq!(
+        second.routes.get(&net(HNP)),
+        Some(&PrefixRoute::Link {
+            ifindex: a0,
+            local_routing: false
+        })
+    );
+    assert_eq!(second.uplinks.get(&net(HNP)), Some(&a(LMA)));
+    let report = lab.mag_dp.reconcile(&second).await.unwrap();
+    assert!(report.is_noop(), "{report:?}");
+    let report = lab
+        .lma_dp
+        .reconcile(&lab.lma_dp.state().await)
+        .await
+        .unwrap();
+    assert!(report.is_noop(), "{report:?}");
+
+    let reopened = open(&lab.mag, MAG).await;
+    assert_eq!(reopened.state().await, second);
+    // Removals of what is not there succeed.
+    reopened
+        .remove_downlink(net("2001:db8:999::/64"))
+        .await
+        .unwrap();
+    reopened
+        .remove_uplink(net("2001:db8:999::/64"))
+        .await
+        .unwrap();
+}
+
+/// A reconcile removes an owned route nobody wants, leaves a route of another protocol
+/// alone, and a cleanup leaves nothing owned and the kernel's local rule back at 0.
+#[tokio::test]
+async fn reconcile_and_cleanup_touch_only_what_is_owned() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let desired = lab.lma_dp.state().await;
+    let stale = net("2001:db8:101::/64");
+    lab.lma_dp.add_downlink(stale, a(MAG)).await.unwrap();
+    let t0 = lab.lma.index("t0").await;
+    let foreign = net("2001:db8:102::/64");
+    lab.lma
+        .nl
+        .add_route(foreign, Some(a(MAG)), t0)
+        .await
+        .unwrap();
+
+    let report = lab.lma_dp.reconcile(&desired).await.unwrap();
+    assert_eq!(report.routes.removed, 1, "{report:?}");
+    assert_eq!(report.routes.added, 0, "{report:?}");
+    let Dataplane::Kernel(lma) = &lab.lma_dp else {
+        panic!()
+    };
+    let back = lma.read_back().await.unwrap();
+    assert_eq!(back, desired);
+    assert!(!back.routes.contains_key(&stale));
+
+    // Traffic still flows after the reconcile.
+    let mn = lab.mn.udp(MN, 7002);
+    let cn = lab.cn.udp(CN, 7002);
+    assert!(send_and_receive(&cn, &mn, 64).is_some());
+
+    let report = lab.lma_dp.cleanup().await.unwrap();
+    assert_eq!(report.routes.removed, 2, "downlink and End.DT6: {report:?}");
+    assert_eq!(report.rules.removed, 2, "termination and local: {report:?}");
+    assert!(lma.read_back().await.unwrap().is_empty());
+    let report = lab.mag_dp.cleanup().await.unwrap();
+    assert!(report.routes.removed >= 3, "{report:?}");
+    assert_eq!(report.addresses.removed, 1, "{report:?}");
+    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+        panic!()
+    };
+    assert!(mag.read_back().await.unwrap().is_empty());
+    // Nothing of protocol 135 is left, the foreign route is, and so is a local lookup at 0.
+    for node in [&lab.lma, &lab.mag] {
+        let (routes, rules) = routes_and_rules(node).await;
+        assert!(
+            !routes.iter().any(|r| r.contains("proto 135")),
+            "{routes:?}"
+        );
+        assert!(!rules.iter().any(|r| r.contains("proto 135")), "{rules:?}");
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.starts_with("pref 0 ") && r.contains("lookup local")),
+            "{rules:?}"
+        );
+    }
+    let (routes, _) = routes_and_rules(&lab.lma).await;
+    assert!(
+        routes.iter().any(|r| r.starts_with("2001:db8:102::/64")),
+        "{routes:?}"
+    );
+    // Cleaning up again finds nothing.
+    assert!(lab.lma_dp.cleanup().await.unwrap().is_noop());
+}
+
+/// The routes and rules of a namespace, as text, read through a fresh fake-free backend with
+/// a protocol nothing uses (so it owns nothing and only lists).
+async fn routes_and_rules(node: &Node) -> (Vec<String>, Vec<String>) {
+    dataplane_dump(node).await
+}
+
+async fn dataplane_dump(node: &Node) -> (Vec<String>, Vec<String>) {
+    let h = node.ns.rtnetlink().unwrap();
+    use futures::TryStreamExt;
+    use netlink_packet_route::route::{RouteAttribute, RouteMessage};
+    use netlink_packet_route::rule::RuleAttribute;
+    let mut routes = Vec::new();
+    let mut get = RouteMessage::default();
+    get.header.address_family = netlink_packet_route::AddressFamily::Inet6;
+    let mut s = h.route().get(get).execute();
+    while let Some(r) = s.try_next().await.unwrap() {
+        let dst = r
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Destination(netlink_packet_route::route::RouteAddress::Inet6(
+                    d,
+                )) => Some(*d),
+                _ => None,
+            })
+            .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+        routes.push(format!(
+            "{dst}/{} proto {}",
+            r.header.destination_prefix_length,
+            u8::from(r.header.protocol)
+        ));
+    }
+    let mut rules = Vec::new();
+    let mut s = h.rule().get(rtnetlink::IpVersion::V6).execute();
+    while let Some(r) = s.try_next().await.unwrap() {
+        let mut pref = 0;
+        let mut table = u32::from(r.header.table);
+        let mut proto = 0;
+        for a in &r.attributes {
+            match a {
+                RuleAttribute::Priority(p) => pref = *p,
+                RuleAttribute::Table(t) => table = *t,
+                RuleAttribute::Protocol(p) => proto = u8::from(*p),
+                _ => {}
+            }
+        }
+        let table = if table == 255 {
+            "local".to_string()
+        } else {
+            table.to_string()
+        };
+        rules.push(format!("pref {pref} lookup {table} proto {proto}"));
+    }
+    (routes, rules)
+}
+
+/// A handover at the LMA is one route replace: the node's traffic then arrives through
+/// the other MAG.
+#[tokio::test]
+async fn handover_moves_the_downlink_to_the_new_mag() {
+    let (mn, mag_a, mag_b, lma, cn) = (
+        Node::new("mn").await,
+        Node::new("maga").await,
+        Node::new("magb").await,
+        Node::new("lma").await,
+        Node::new("cn").await,
+    );
+    // The node hangs off both MAGs (one link each) with its address on both, so the link a
+    // packet arrives by tells which MAG delivered it.
+    link(&mn, "ma", &mag_a, "a0", 1500).await;
+    link(&mn, "mb", &mag_b, "a0", 1500).await;
+    link(&mag_a, "t0", &lma, "ta", 1500).await;
+    link(&mag_b, "t0", &lma, "tb", 1500).await;
+    link(&lma, "c0", &cn, "c0", 1500).await;
+    mn.addr("ma", MN, 128).await;
+    mn.addr("mb", MN, 128).await;
+    mag_a.addr("t0", "2001:db8:a::2", 64).await;
+    mag_b.addr("t0", "2001:db8:b::2", 64).await;
+    lma.addr("ta", "2001:db8:a::1", 64).await;
+    lma.addr("tb", "2001:db8:b::1", 64).await;
+    lma.addr("c0", "2001:db8:200::1", 64).await;
+    cn.addr("c0", CN, 64).await;
+    cn.route("::/0", Some("2001:db8:200::1"), "c0").await;
+    for (mag, local) in [(&mag_a, "2001:db8:a::2"), (&mag_b, "2001:db8:b::2")] {
+        let dp = open(mag, local).await;
+        let a0 = mag.index("a0").await;
+        dp.prepare_termination(Termination {
+            local: a(local),
+            ifindex: mag.index("t0").await,
+        })
+        .await
+        .unwrap();
+        dp.prepare_access_link(
+            a0,
+            AccessLink {
+                link_layer_address: MAC,
+                link_local: a("fe80::1"),
+            },
+        )
+        .await
+        .unwrap();
+        dp.add_local_route(net(HNP), a0, false).await.unwrap();
+    }
+    let lma_dp = open_on(&lma, "ta", "2001:db8:a::1").await;
+    lma_dp
+        .prepare_termination(Termination {
+            local: a("2001:db8:a::1"),
+            ifindex: lma.index("ta").await,
+        })
+        .await
+        .unwrap();
+    let mn_sock = mn.udp(MN, 7003);
+    let cn_sock = cn.udp(CN, 7003);
+
+    lma_dp
+        .add_downlink(net(HNP), a("2001:db8:a::2"))
+        .await
+        .unwrap();
+    let got = send_and_receive(&cn_sock, &mn_sock, 200).expect("via MAG A");
+    assert_eq!(got.ifindex, mn.index("ma").await, "arrived through MAG A");
+
+    lma_dp
+        .add_downlink(net(HNP), a("2001:db8:b::2"))
+        .await
+        .unwrap();
+    let got = send_and_receive(&cn_sock, &mn_sock, 200).expect("via MAG B");
+    assert_eq!(got.ifindex, mn.index("mb").await, "arrived through MAG B");
+    assert_eq!(
+        lma_dp.state().await.routes[&net(HNP)],
+        PrefixRoute::Tunnel {
+            peer: a("2001:db8:b::2")
+        }
+    );
+    let Dataplane::Kernel(k) = &lma_dp else {
+        panic!()
+    };
+    assert_eq!(k.read_back().await.unwrap(), lma_dp.state().await);
+}
+
+/// With local routing on, traffic between two nodes of the same MAG never reaches the
+/// transport link; with it off, it goes through the LMA and back.
+#[tokio::test]
+async fn local_routing_keeps_traffic_between_nodes_on_the_mag() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let mn2 = Node::new("mn2").await;
+    link(&mn2, "m0", &lab.mag, "a1", 1500).await;
+    let hnp2 = "2001:db8:110::/64";
+    let mn2_addr = "2001:db8:110::2";
+    mn2.addr("m0", mn2_addr, 64).await;
+    mn2.route("::/0", Some("fe80::1"), "m0").await;
+    let a1 = lab.mag.index("a1").await;
+    lab.mag_dp
+        .prepare_access_link(
+            a1,
+            AccessLink {
+                link_layer_address: MAC,
+                link_local: a("fe80::1"),
+            },
+        )
+        .await
+        .unwrap();
+    lab.mag_dp.add_uplink(net(hnp2), a(LMA)).await.unwrap();
+    lab.lma_dp.add_downlink(net(hnp2), a(MAG)).await.unwrap();
+    let s1 = lab.mn.udp(MN, 7004);
+    let s2 = mn2.udp(mn2_addr, 7004);
+
+    // Off: node 1 to node 2 goes up the tunnel to the LMA and back down.
+    lab.mag_dp
+        .add_local_route(net(hnp2), a1, false)
+        .await
+        .unwrap();
+    let capture = Capture::start(&lab.lma, "t0").await;
+    assert!(send_and_receive(&s1, &s2, 300).is_some(), "through the LMA");
+    let packets = capture.ipv6_packets();
+    assert_tunnelled(&packets, (MAG, LMA), (MN, mn2_addr), 300);
+    assert_tunnelled(&packets, (LMA, MAG), (MN, mn2_addr), 300);
+
+    // On: it stays on the MAG.
+    lab.mag_dp
+        .add_local_route(net(hnp2), a1, true)
+        .await
+        .unwrap();
+    let capture = Capture::start(&lab.lma, "t0").await;
+    assert!(send_and_receive(&s1, &s2, 301).is_some(), "locally");
+    let tunnelled = capture
+        .ipv6_packets()
+        .iter()
+        .filter_map(|p| ipv6_header(p))
+        .filter(|h| h.next_header == 41)
+        .count();
+    assert_eq!(tunnelled, 0, "local routing sent packets to the LMA");
+    // And back off again removes the local-routing route and rule.
+    lab.mag_dp
+        .add_local_route(net(hnp2), a1, false)
+        .await
+        .unwrap();
+    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+        panic!()
+    };
+    let back = mag.read_back().await.unwrap();
+    assert_eq!(back, lab.mag_dp.state().await);
+    assert!(back.routes.values().all(|r| !matches!(
+        r,
+        PrefixRoute::Link {
+            local_routing: true,
+            ..
+        }
+    )));
+    let (_, rules) = routes_and_rules(&lab.mag).await;
+    assert!(
+        !rules.iter().any(|r| r.starts_with("pref 1100")),
+        "{rules:?}"
+    );
+}
+
+/// A reverse tunnel moves from one peer to another (fast handover) without a gap and the
+/// first peer's table is emptied.
+#[tokio::test]
+async fn uplink_moves_between_peers_and_frees_the_old_table() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let other_mag = a("2001:db8::3");
+    lab.mag_dp.add_uplink(net(HNP), other_mag).await.unwrap();
+    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+        panic!()
+    };
+    let back = mag.read_back().await.unwrap();
+    assert_eq!(back.uplinks[&net(HNP)], other_mag);
+    assert_eq!(back, lab.mag_dp.state().await);
+    // Back to the LMA: traffic flows again.
+    lab.mag_dp.add_uplink(net(HNP), a(LMA)).await.unwrap();
+    let mn = lab.mn.udp(MN, 7005);
+    let cn = lab.cn.udp(CN, 7005);
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+    let (routes, _) = routes_and_rules(&lab.mag).await;
+    // One default route (the LMA's table), not two.
+    let defaults = routes
+        .iter()
+        .filter(|r| r.starts_with(":: /0") || r.starts_with("::/0 proto 135"))
+        .count();
+    assert_eq!(defaults, 1, "{routes:?}");
+    let mut desired = DesiredState::new();
+    desired.uplinks.insert(net(HNP), a(LMA));
+    assert_eq!(back.uplinks.len(), 1);
+}
