@@ -65,6 +65,11 @@ impl fmt::Display for Error {
     }
 }
 
+/// The RFC name of an option type, without its number (the messages print that already).
+fn option_name(option: u8) -> &'static str {
+    OptionType::from(option).rfc_name().unwrap_or("unknown")
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -97,17 +102,27 @@ impl fmt::Display for ErrorKind {
             } => write!(
                 f,
                 "option {option} ({}) has length {length} but only {remaining} octets remain in the message",
-                OptionType::from(option)
+                option_name(option)
             ),
             ErrorKind::BadOptionLength { option, length } => write!(
                 f,
                 "option {option} ({}) has length {length}, which its RFC does not allow",
-                OptionType::from(option)
+                option_name(option)
             ),
             ErrorKind::BadValue { field, value } => write!(f, "{field} = {value} is not allowed"),
-            ErrorKind::MissingOption(t) => write!(f, "mandatory {t} option is missing"),
+            ErrorKind::MissingOption(t) => write!(
+                f,
+                "mandatory option {} ({}) is missing",
+                t.value(),
+                option_name(t.value())
+            ),
             ErrorKind::DuplicateOption(t) => {
-                write!(f, "{t} option appears more than once")
+                write!(
+                    f,
+                    "option {} ({}) appears more than once",
+                    t.value(),
+                    option_name(t.value())
+                )
             }
             ErrorKind::MissingFlag { flag } => write!(f, "mandatory flag {flag} is not set"),
             ErrorKind::BufferTooSmall { needed, available } => write!(
@@ -123,3 +138,40 @@ impl fmt::Display for ErrorKind {
 }
 
 impl core::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_errors_name_the_option_once() {
+        let e = Error::new(
+            13,
+            ErrorKind::BadOptionLength {
+                option: 22,
+                length: 17,
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "at byte 13: option 22 (Home Network Prefix) has length 17, which its RFC does not allow"
+        );
+        let e = ErrorKind::OptionOverrun {
+            option: 200,
+            length: 9,
+            remaining: 2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "option 200 (unknown) has length 9 but only 2 octets remain in the message"
+        );
+        assert_eq!(
+            ErrorKind::MissingOption(OptionType::HandoffIndicator).to_string(),
+            "mandatory option 23 (Handoff Indicator) is missing"
+        );
+        assert_eq!(
+            ErrorKind::DuplicateOption(OptionType::Timestamp).to_string(),
+            "option 27 (Timestamp) appears more than once"
+        );
+    }
+}
