@@ -60,12 +60,20 @@
 //!
 //! # MTU
 //!
-//! The tunnel MTU is the transport link MTU minus 40 ([`Settings::tunnel_mtu`]). seg6 routes
-//! carry it as their MTU, which the kernel applies to packets the node itself sends. Packets
-//! it *forwards* into a seg6 tunnel are encapsulated on input, before any MTU check, and an
-//! oversize one is dropped with a Packet Too Big sent to the tunnel entry itself, not to the
-//! sender (measured on Linux 6.18). So the MAG must advertise the tunnel MTU in its Router
-//! Advertisements, or the transport links must carry 40 bytes more than the access links.
+//! The tunnel MTU is the transport link MTU minus 40 ([`Settings::tunnel_mtu`]), and the
+//! seg6 routes carry it as their MTU. What the kernel does with it (measured on Linux 6.18,
+//! and asserted by the tests):
+//!
+//! - packets the node itself sends into the tunnel are refused with EMSGSIZE above the route
+//!   MTU minus the headroom seg6 reserves, which counts a 24-byte routing header that reduced
+//!   mode leaves out: with a 1500-byte transport link the largest is 1396, not 1460;
+//! - packets it *forwards* into a seg6 tunnel are encapsulated on input, before any MTU
+//!   check: an oversize one is dropped, with the Packet Too Big going to the tunnel entry
+//!   itself rather than to the sender. Forwarded packets up to the tunnel MTU pass.
+//!
+//! So the MAG must advertise the tunnel MTU in its Router Advertisements (or the transport
+//! links must carry 40 bytes more than the access links: then full 1500-byte packets pass,
+//! as the tests show).
 //!
 //! # Network namespaces
 //!

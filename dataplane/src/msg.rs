@@ -372,7 +372,7 @@ impl KAddr {
         m.header.family = AddressFamily::Inet6;
         m.header.prefix_len = self.prefix_len;
         m.header.index = self.ifindex;
-        m.header.scope = if self.addr.segments()[0] & 0xffc0 == 0xfe80 {
+        m.header.scope = if self.addr.is_unicast_link_local() {
             AddressScope::Link
         } else {
             AddressScope::Universe
@@ -549,6 +549,26 @@ pub(crate) fn describe(msg: &RouteNetlinkMessage) -> (&'static str, String) {
         M::DelLink(l) => ("delete link", link_text(l)),
         M::GetLink(l) => ("get link", link_text(l)),
         _ => ("netlink request", String::new()),
+    }
+}
+
+/// What a request acts on, to tell whether two requests touch the same object (routes by
+/// table, destination and metric; rules by everything but protocol; addresses by link and
+/// address; links by index or name).
+pub(crate) fn object_key(msg: &RouteNetlinkMessage) -> String {
+    use RouteNetlinkMessage as M;
+    match msg {
+        M::NewRoute(r) | M::DelRoute(r) => match KRoute::parse(r) {
+            Some(k) => format!("route {:?}", k.key),
+            None => format!("route {:?}", r.header),
+        },
+        M::NewRule(r) | M::DelRule(r) => match KRule::parse(r) {
+            Some(k) => format!("rule {}", KRule { protocol: 0, ..k }),
+            None => format!("rule {:?}", r.header),
+        },
+        M::NewAddress(a) | M::DelAddress(a) => format!("address {}", addr_text(a)),
+        M::NewLink(l) | M::SetLink(l) | M::DelLink(l) => format!("link {}", link_text(l)),
+        other => format!("{:?}", other.message_type()),
     }
 }
 

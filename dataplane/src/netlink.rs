@@ -39,6 +39,8 @@ const WINDOW: usize = 8;
 const RCVBUF: usize = 4 << 20;
 /// A kernel that has not answered by then is not going to.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Repeats of requests refused with ENOMEM.
+const RETRIES: u32 = 5;
 /// Attempts at a dump that the kernel reports as interrupted by a concurrent change.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -224,7 +226,7 @@ impl Netlink {
     /// Sends every request, `CHUNK` per datagram with up to `WINDOW` datagrams unanswered,
     /// in order (the kernel handles a socket's requests in the order sent), and returns one
     /// result per request, in the same order.
-    pub(crate) async fn execute(&self, requests: &[Request]) -> Vec<Result<Outcome>> {
+    async fn send(&self, requests: &[Request]) -> Vec<Result<Outcome>> {
         let mut results = Vec::with_capacity(requests.len());
         let mut in_flight = VecDeque::new();
         for chunk in requests.chunks(CHUNK) {
@@ -260,6 +262,51 @@ impl Netlink {
         }
         while let Some((sent, answers)) = in_flight.pop_front() {
             results.extend(collect_answers(sent, answers).await);
+        }
+        results
+    }
+
+    /// [`Netlink::send`], then the requests the kernel refused for lack of memory are sent
+    /// again after a pause, a few times. seg6 routes take per-CPU memory that the kernel
+    /// allocates without waiting and refills in the background: a burst of thousands of
+    /// routes sees a few transient ENOMEM. Only requests whose object no later request of
+    /// the batch touches are repeated (all are idempotent), so the outcome stays the one of
+    /// the batch in order.
+    pub(crate) async fn execute(&self, requests: &[Request]) -> Vec<Result<Outcome>> {
+        let mut results = self.send(requests).await;
+        for attempt in 1..=RETRIES {
+            let retry: Vec<usize> = results
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r, Err(e) if e.errno() == Some(libc::ENOMEM)))
+                .map(|(i, _)| i)
+                .filter(|&i| {
+                    let (Some(request), Some(later)) = (requests.get(i), requests.get(i + 1..))
+                    else {
+                        return false;
+                    };
+                    let key = msg::object_key(&request.msg);
+                    later.iter().all(|l| msg::object_key(&l.msg) != key)
+                })
+                .collect();
+            if retry.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                count = retry.len(),
+                attempt,
+                "netlink: retrying after ENOMEM"
+            );
+            tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            let again: Vec<Request> = retry
+                .iter()
+                .filter_map(|&i| requests.get(i).cloned())
+                .collect();
+            for (i, r) in retry.into_iter().zip(self.send(&again).await) {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = r;
+                }
+            }
         }
         results
     }

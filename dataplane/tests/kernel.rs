@@ -1,0 +1,295 @@
+//! Namespaces, backend selection, errors and speed, against the kernel (run as root).
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use dataplane::netns::NetNs;
+use dataplane::{Change, Dataplane, Error, Kernel, Mode, Settings, Termination, Tunnel};
+
+/// The namespace file's inode: two handles to the same namespace have the same one.
+fn ns_inode(path: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+}
+
+#[tokio::test]
+async fn named_namespaces_work_like_iproute2s() {
+    let name = unique("ns");
+    let ns = NetNs::create(&name).unwrap();
+    assert!(ns.path().starts_with("/run/netns"));
+    // Taken names are refused.
+    let again = NetNs::create(&name).unwrap_err();
+    assert!(
+        matches!(again, Error::NetNs { op: "create", .. }),
+        "{again}"
+    );
+
+    // A closure runs inside it, on a thread whose namespace is the named one.
+    let inside = ns
+        .run(|| ns_inode(std::path::Path::new("/proc/thread-self/ns/net")))
+        .unwrap();
+    assert_eq!(inside, ns_inode(ns.path()));
+    assert_ne!(inside, ns_inode(std::path::Path::new("/proc/self/ns/net")));
+
+    // A child process is in it too (and sees only its loopback).
+    let out = ns
+        .command("cat")
+        .unwrap()
+        .arg("/proc/net/dev")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("lo:"), "{text}");
+    assert_eq!(text.lines().count(), 3, "header lines and lo only: {text}");
+
+    // An rtnetlink handle made for it lists its links, not ours.
+    let nl = dataplane::Netlink::connect_in(&ns).unwrap();
+    assert_eq!(nl.link_index("lo").await.unwrap(), 1);
+    assert!(matches!(
+        nl.link_index("nonexistent0").await,
+        Err(Error::NoSuchLink(_))
+    ));
+
+    let path = ns.path().to_owned();
+    ns.delete().unwrap();
+    assert!(!path.exists());
+    assert!(NetNs::delete(&name).is_err(), "deleting twice fails");
+
+    // Dropping the guard deletes the namespace.
+    let dropped = NetNs::create(&unique("drop")).unwrap();
+    let path = dropped.path().to_owned();
+    assert!(path.exists());
+    drop(dropped);
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn veth_addresses_mtu_and_sysctls() {
+    let x = Node::new("x").await;
+    let y = Node::new("y").await;
+    link(&x, "vx", &y, "vy", 1540).await;
+    let vx = x.index("vx").await;
+    assert_eq!(x.nl.link_mtu(vx).await.unwrap(), 1540);
+    x.addr("vx", "2001:db8:7::1", 64).await;
+    assert_eq!(
+        x.nl.link_with_address(a("2001:db8:7::1")).await.unwrap(),
+        vx
+    );
+    x.nl.set_sysctl("net/ipv6/conf/vx/hop_limit", "33").unwrap();
+    let read =
+        x.ns.run(|| std::fs::read_to_string("/proc/sys/net/ipv6/conf/vx/hop_limit"))
+            .unwrap()
+            .unwrap();
+    assert_eq!(read.trim(), "33");
+    let e =
+        x.nl.set_sysctl("net/ipv6/conf/nosuch/hop_limit", "1")
+            .unwrap_err();
+    assert!(e.to_string().contains("No such file"), "{e}");
+    x.nl.delete_link(vx).await.unwrap();
+    assert!(
+        y.nl.link_index("vy").await.is_err(),
+        "the peer went with it"
+    );
+}
+
+/// This kernel has no ip6_tunnel: auto falls back to seg6 and leaves no probe link behind.
+/// (Where ip6tnl exists, auto must pick it.)
+#[tokio::test]
+async fn auto_mode_probes_for_ip6tnl() {
+    let n = Node::new("auto").await;
+    let peer = Node::new("peer").await;
+    link(&n, "t0", &peer, "t0", 1500).await;
+    let has_ip6tnl = dataplane::probe_ip6tnl(&n.nl).await.unwrap();
+    let settings = Settings::resolve(&n.nl, Some("t0"), a("::1"), None)
+        .await
+        .unwrap();
+    let dp = Dataplane::open(Mode::Auto, n.nl.clone(), settings)
+        .await
+        .unwrap();
+    let want = if has_ip6tnl { "ip6tnl" } else { "seg6" };
+    assert_eq!(dp.backend_name(), want);
+    assert!(
+        n.nl.link_index(&format!("pmprobe{}", std::process::id() % 100_000_000))
+            .await
+            .is_err()
+    );
+    let none = Dataplane::open(Mode::None, n.nl.clone(), Settings::new(0, 1500))
+        .await
+        .unwrap();
+    assert_eq!(none.backend_name(), "none");
+}
+
+/// A refusal says what was done to what, and the kernel's errno.
+#[tokio::test]
+async fn errors_name_operation_object_and_errno() {
+    let n = Node::new("err").await;
+    // Link 999 does not exist.
+    let k = Kernel::open(n.nl.clone(), Settings::new(999, 1500), Tunnel::Seg6)
+        .await
+        .unwrap();
+    let dp = Dataplane::Kernel(k);
+    let e = dp
+        .add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.errno(), Some(libc::ENODEV), "{text}");
+    assert!(
+        text.starts_with(
+            "add route 2001:db8:100::/64 encap seg6 mode encap.red segs 2001:db8::2 dev #999"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("No such device (os error 19)"), "{text}");
+
+    // In a batch, the others still go in and the error counts the failed ones.
+    let lo_route = Change::AddLocalRoute {
+        prefix: net("2001:db8:1::/64"),
+        ifindex: 1,
+        local_routing: false,
+    };
+    let e = dp
+        .apply(&[
+            Change::AddDownlink {
+                prefix: net("2001:db8:2::/64"),
+                peer: a("2001:db8::2"),
+            },
+            lo_route,
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Batch {
+                failed: 1,
+                total: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let Dataplane::Kernel(k) = &dp else { panic!() };
+    assert!(
+        k.read_back()
+            .await
+            .unwrap()
+            .routes
+            .contains_key(&net("2001:db8:1::/64"))
+    );
+
+    // Bad settings are refused before anything is sent.
+    let e = Kernel::open(n.nl.clone(), Settings::new(1, 1300), Tunnel::Seg6)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("below the IPv6 minimum"), "{e}");
+}
+
+/// Run here, the ip6tnl backend fails cleanly where the kernel lacks ip6_tunnel, naming the
+/// link it tried to make; where the kernel has it, the link is made and the route uses it.
+#[tokio::test]
+async fn ip6tnl_backend_makes_a_link_per_peer_or_says_why_not() {
+    let n = Node::new("ip6tnl").await;
+    let peer = Node::new("peer").await;
+    link(&n, "t0", &peer, "t0", 1500).await;
+    n.addr("t0", "2001:db8::1", 64).await;
+    let settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
+        .await
+        .unwrap();
+    let t0 = settings.transport_ifindex;
+    let has_ip6tnl = dataplane::probe_ip6tnl(&n.nl).await.unwrap();
+    let dp = Dataplane::open(Mode::Ip6tnl, n.nl.clone(), settings)
+        .await
+        .unwrap();
+    // Without a local tunnel end there is no address to make the link with.
+    let e = dp
+        .add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("prepare a termination first"), "{e}");
+    dp.prepare_termination(Termination {
+        local: a("2001:db8::1"),
+        ifindex: t0,
+    })
+    .await
+    .unwrap();
+    let added = dp
+        .add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
+        .await;
+    if has_ip6tnl {
+        added.unwrap();
+        let index = n.nl.link_index("pmip6t0").await.unwrap();
+        assert_eq!(n.nl.link_mtu(index).await.unwrap(), 1460);
+        dp.cleanup().await.unwrap();
+        assert!(n.nl.link_index("pmip6t0").await.is_err());
+    } else {
+        let e = added.unwrap_err();
+        assert!(e.to_string().starts_with("add link pmip6t0: "), "{e}");
+        assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{e}");
+    }
+}
+
+/// Routes programmed per second at the LMA, N = 10000 bindings: pipelined in one batch, and
+/// one call per binding. Printed; the floor asserted is far below what a quiet machine does.
+#[tokio::test]
+async fn downlink_programming_rate() {
+    const N: u32 = 10_000;
+    let n = Node::new("bench").await;
+    let peer = Node::new("peer").await;
+    link(&n, "t0", &peer, "t0", 1500).await;
+    n.addr("t0", "2001:db8::1", 64).await;
+    let settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
+        .await
+        .unwrap();
+    let dp = Dataplane::open(Mode::Seg6, n.nl.clone(), settings)
+        .await
+        .unwrap();
+    let prefix = |i: u32, hi: u16| {
+        ipnet::Ipv6Net::new(
+            std::net::Ipv6Addr::new(0x2001, 0xdb8, hi, i as u16, 0, 0, 0, 0),
+            64,
+        )
+        .unwrap()
+    };
+    let mag = |i: u32| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, (i % 50) as u16);
+    let batch: Vec<Change> = (0..N)
+        .map(|i| Change::AddDownlink {
+            prefix: prefix(i, 0x1000),
+            peer: mag(i),
+        })
+        .collect();
+    let t = Instant::now();
+    dp.apply(&batch).await.unwrap();
+    let batched = f64::from(N) / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for i in 0..N {
+        dp.add_downlink(prefix(i, 0x2000), mag(i)).await.unwrap();
+    }
+    let single = f64::from(N) / t.elapsed().as_secs_f64();
+
+    // A handover of every binding, batched: replace, not add.
+    let moved: Vec<Change> = (0..N)
+        .map(|i| Change::AddDownlink {
+            prefix: prefix(i, 0x1000),
+            peer: mag(i + 1),
+        })
+        .collect();
+    let t = Instant::now();
+    dp.apply(&moved).await.unwrap();
+    let replaced = f64::from(N) / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let report = dp.cleanup().await.unwrap();
+    let removed = f64::from(2 * N) / t.elapsed().as_secs_f64();
+    assert_eq!(report.routes.removed, 2 * N as usize);
+
+    eprintln!(
+        "downlink routes per second, N={N}: batched {batched:.0}, one call each {single:.0}, \
+         batched replace {replaced:.0}; cleanup removed {removed:.0}/s"
+    );
+    assert!(batched > 2_000.0, "batched {batched:.0}/s");
+    assert!(single > 1_000.0, "single {single:.0}/s");
+}
