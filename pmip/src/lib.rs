@@ -4,12 +4,42 @@
 //! Nothing in this crate does IO or reads a clock: bytes, time and randomness come in as
 //! arguments, and what the protocol wants done comes out as data. The daemons (`lma-cnf`,
 //! `mag-cnf`) move those in and out of the kernel.
+//!
+//! - [`wire`]: the Mobility Header and every message and option, parse and emit.
+//! - [`lma::Lma`] and [`mag::Mag`]: the two state machines.
+//! - [`cache`], [`prefix`], [`policy`]: the binding cache, prefix pools, policy store.
+//! - [`sim`]: a simulator with one LMA, N MAGs, virtual time and lossy links.
 
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod cache;
 pub mod config;
+pub mod heartbeat;
+pub mod lma;
+pub mod mag;
+pub mod output;
+pub mod policy;
+pub mod prefix;
+pub mod rng;
+pub mod sim;
+pub mod time;
 pub mod types;
 pub mod wire;
+
+pub use time::Instant;
+
+use std::net::Ipv6Addr;
+
+use output::Transmit;
+use wire::Message;
+
+/// Encodes `m` with its checksum for `src` -> `dst`. `None` when the message cannot be
+/// encoded (an option too long), which the callers' own messages never are.
+pub(crate) fn emit(m: &Message<'_>, src: Ipv6Addr, dst: Ipv6Addr) -> Option<Transmit> {
+    let mut payload = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut payload, &src, &dst).ok()?;
+    Some(Transmit { src, dst, payload })
+}

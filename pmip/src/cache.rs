@@ -1,0 +1,406 @@
+//! The LMA's binding cache (RFC 5213 §5.1): one entry per mobility session, found by MN-ID
+//! and by home network prefix in O(1), with each entry's deadline kept in a timer heap.
+//!
+//! Entries live in a slab addressed by [`SessionId`]; the two indexes are hash tables of slab
+//! indices hashed by the entry's own MN-ID or prefix, so no key is stored twice.
+
+use core::hash::BuildHasher;
+use core::time::Duration;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::Ipv6Addr;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use crate::time::Instant;
+use crate::types::LinkLayerAddress;
+use crate::wire::{AccessTechnologyType, HandoffIndicator, SequenceNumber, Timestamp};
+
+/// Index of a binding cache entry. Reused after the entry is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub u32);
+
+/// The home network prefixes of a session; one, the usual case, without a heap allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Prefixes {
+    One(Ipv6Net),
+    Many(Box<[Ipv6Net]>),
+}
+
+impl Prefixes {
+    pub fn from_slice(p: &[Ipv6Net]) -> Self {
+        match p {
+            [one] => Prefixes::One(*one),
+            many => Prefixes::Many(many.into()),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Ipv6Net] {
+        match self {
+            Prefixes::One(p) => core::slice::from_ref(p),
+            Prefixes::Many(v) => v,
+        }
+    }
+
+    pub fn contains(&self, p: &Ipv6Net) -> bool {
+        self.as_slice().contains(p)
+    }
+
+    /// Same prefixes, in any order (RFC 5213 §5.4.1.1 rule 4).
+    pub fn same_set(&self, other: &[Ipv6Net]) -> bool {
+        let mine = self.as_slice();
+        mine.len() == other.len() && other.iter().all(|p| mine.contains(p))
+    }
+}
+
+/// What the last accepted PBU was ordered by (RFC 5213 §5.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ordering {
+    /// The Timestamp of the last accepted PBU, when it carried one.
+    pub timestamp: Option<Timestamp>,
+    /// Its Sequence Number.
+    pub sequence: SequenceNumber,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingState {
+    /// Registered; expires at the entry's `expires_at` unless refreshed.
+    Active,
+    /// De-registered; deleted at `delete_at` (MinDelayBeforeBCEDelete, RFC 5213 §5.3.5)
+    /// unless a new registration arrives first. Traffic to the node is dropped meanwhile.
+    Deregistering { since: Instant, delete_at: Instant },
+}
+
+/// A binding cache entry (RFC 5213 §5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingCacheEntry {
+    pub mn_id: Box<str>,
+    pub prefixes: Prefixes,
+    pub proxy_coa: Ipv6Addr,
+    pub access_technology_type: AccessTechnologyType,
+    pub handoff_indicator: HandoffIndicator,
+    pub mn_link_layer_id: Option<LinkLayerAddress>,
+    pub link_local_address: Option<Ipv6Addr>,
+    /// Lifetime granted in the last PBA.
+    pub lifetime: Duration,
+    pub registered_at: Instant,
+    pub updated_at: Instant,
+    pub expires_at: Instant,
+    pub ordering: Ordering,
+    pub state: BindingState,
+    /// Handoffs to another MAG since the session was created.
+    pub handover_count: u32,
+    /// Signalling gap of the last handoff: from the old MAG's de-registration to the new
+    /// MAG's registration, when the old MAG de-registered first.
+    pub last_handover_gap: Option<Duration>,
+}
+
+impl BindingCacheEntry {
+    /// The instant the entry's timer must fire: expiry, or the end of the de-registration wait.
+    pub fn deadline(&self) -> Instant {
+        match self.state {
+            BindingState::Active => self.expires_at,
+            BindingState::Deregistering { delete_at, .. } => delete_at,
+        }
+    }
+}
+
+struct Slot {
+    entry: Option<BindingCacheEntry>,
+    /// Bumped whenever the slot's deadline changes or the slot is reused, so stale heap
+    /// entries are recognised.
+    generation: u32,
+}
+
+/// The binding cache.
+pub struct BindingCache {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    len: usize,
+    by_mn_id: HashTable<u32>,
+    /// Slot index in the low 32 bits, position of the prefix in the entry above.
+    by_prefix: HashTable<u64>,
+    hasher: DefaultHashBuilder,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+}
+
+impl core::fmt::Debug for BindingCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BindingCache")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Default for BindingCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BindingCache {
+    pub fn new() -> Self {
+        BindingCache {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            by_mn_id: HashTable::new(),
+            by_prefix: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    /// Pre-sizes the cache for `n` sessions.
+    pub fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        let (slots, h) = (&self.slots, &self.hasher);
+        self.by_mn_id.reserve(n, |i| {
+            entry_of(slots, *i).map_or(0, |e| h.hash_one(&*e.mn_id))
+        });
+        self.by_prefix.reserve(n, |v| rehash_prefix(slots, h, *v));
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<&BindingCacheEntry> {
+        entry_of(&self.slots, id.0)
+    }
+
+    /// Mutable access for fields that no index or timer depends on. Change prefixes or
+    /// MN-ID through [`BindingCache::set_prefixes`], deadlines through
+    /// [`BindingCache::reschedule`].
+    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut BindingCacheEntry> {
+        self.slots.get_mut(id.0 as usize)?.entry.as_mut()
+    }
+
+    /// Every session of a mobile node (more than one when it is multihomed).
+    pub fn sessions_of<'a>(&'a self, mn_id: &'a str) -> impl Iterator<Item = SessionId> + 'a {
+        let h = self.hasher.hash_one(mn_id);
+        self.by_mn_id
+            .iter_hash(h)
+            .copied()
+            .filter(move |i| entry_of(&self.slots, *i).is_some_and(|e| &*e.mn_id == mn_id))
+            .map(SessionId)
+    }
+
+    /// The session holding `prefix`.
+    pub fn by_prefix(&self, prefix: &Ipv6Net) -> Option<SessionId> {
+        let h = self.hasher.hash_one(prefix);
+        self.by_prefix
+            .find(h, |v| prefix_at(&self.slots, *v) == Some(prefix))
+            .map(|v| SessionId(*v as u32))
+    }
+
+    /// The session whose home network prefix covers `addr` (a mobile node's address).
+    pub fn by_address(&self, addr: &Ipv6Addr, prefix_len: u8) -> Option<SessionId> {
+        let net = Ipv6Net::new(*addr, prefix_len).ok()?.trunc();
+        self.by_prefix(&net)
+    }
+
+    /// Inserts a new session. Its prefixes must not be held by another session.
+    pub fn insert(&mut self, entry: BindingCacheEntry) -> SessionId {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    entry: None,
+                    generation: 0,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let mn_hash = self.hasher.hash_one(&*entry.mn_id);
+        let prefix_hashes: Vec<u64> = entry
+            .prefixes
+            .as_slice()
+            .iter()
+            .map(|p| self.hasher.hash_one(p))
+            .collect();
+        let deadline = entry.deadline();
+        let slot = &mut self.slots[idx as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
+        slot.entry = Some(entry);
+        let (slots, h) = (&self.slots, &self.hasher);
+        self.by_mn_id.insert_unique(mn_hash, idx, |i| {
+            entry_of(slots, *i).map_or(0, |e| h.hash_one(&*e.mn_id))
+        });
+        for (pos, ph) in prefix_hashes.into_iter().enumerate() {
+            self.by_prefix
+                .insert_unique(ph, pack(idx, pos), |v| rehash_prefix(slots, h, *v));
+        }
+        self.timers.push(Reverse((deadline, idx, generation)));
+        self.len += 1;
+        SessionId(idx)
+    }
+
+    /// Removes a session and returns its entry.
+    pub fn remove(&mut self, id: SessionId) -> Option<BindingCacheEntry> {
+        let idx = id.0;
+        let entry = self.slots.get_mut(idx as usize)?.entry.take()?;
+        let h = self.hasher.hash_one(&*entry.mn_id);
+        if let Ok(e) = self.by_mn_id.find_entry(h, |i| *i == idx) {
+            e.remove();
+        }
+        for p in entry.prefixes.as_slice() {
+            let h = self.hasher.hash_one(p);
+            if let Ok(e) = self.by_prefix.find_entry(h, |v| *v as u32 == idx) {
+                e.remove();
+            }
+        }
+        let slot = &mut self.slots[idx as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(idx);
+        self.len -= 1;
+        self.compact_timers();
+        Some(entry)
+    }
+
+    /// Replaces a session's prefixes, keeping the prefix index right.
+    pub fn set_prefixes(&mut self, id: SessionId, prefixes: Prefixes) {
+        let idx = id.0;
+        let Some(old) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.entry.as_mut())
+            .map(|e| core::mem::replace(&mut e.prefixes, prefixes))
+        else {
+            return;
+        };
+        for p in old.as_slice() {
+            let h = self.hasher.hash_one(p);
+            if let Ok(e) = self.by_prefix.find_entry(h, |v| *v as u32 == idx) {
+                e.remove();
+            }
+        }
+        let new: Vec<u64> = entry_of(&self.slots, idx)
+            .map(|e| {
+                e.prefixes
+                    .as_slice()
+                    .iter()
+                    .map(|p| self.hasher.hash_one(p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (slots, h) = (&self.slots, &self.hasher);
+        for (pos, ph) in new.into_iter().enumerate() {
+            self.by_prefix
+                .insert_unique(ph, pack(idx, pos), |v| rehash_prefix(slots, h, *v));
+        }
+    }
+
+    /// Re-arms the session's timer after its `expires_at` or `state` changed.
+    pub fn reschedule(&mut self, id: SessionId) {
+        let Some(slot) = self.slots.get_mut(id.0 as usize) else {
+            return;
+        };
+        let Some(deadline) = slot.entry.as_ref().map(BindingCacheEntry::deadline) else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.timers.push(Reverse((deadline, id.0, slot.generation)));
+        self.compact_timers();
+    }
+
+    /// The earliest pending deadline.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.drop_stale_timers();
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Pops one session whose deadline is at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<SessionId> {
+        self.drop_stale_timers();
+        match self.timers.peek() {
+            Some(Reverse((t, idx, _))) if *t <= now => {
+                let idx = *idx;
+                self.timers.pop();
+                // The slot stays armed only through a new `reschedule`.
+                if let Some(slot) = self.slots.get_mut(idx as usize) {
+                    slot.generation = slot.generation.wrapping_add(1);
+                }
+                Some(SessionId(idx))
+            }
+            _ => None,
+        }
+    }
+
+    fn drop_stale_timers(&mut self) {
+        while let Some(Reverse((_, idx, generation))) = self.timers.peek() {
+            let live = self
+                .slots
+                .get(*idx as usize)
+                .is_some_and(|s| s.entry.is_some() && s.generation == *generation);
+            if live {
+                break;
+            }
+            self.timers.pop();
+        }
+    }
+
+    /// Rebuilds the heap without stale entries when they outnumber live ones.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.len + 1024 {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers.retain(|Reverse((_, idx, generation))| {
+            slots
+                .get(*idx as usize)
+                .is_some_and(|s| s.entry.is_some() && s.generation == *generation)
+        });
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SessionId, &BindingCacheEntry)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.entry.as_ref().map(|e| (SessionId(i as u32), e)))
+    }
+
+    /// Bytes of heap and inline storage the cache holds (capacity, not just length).
+    pub fn memory_bytes(&self) -> usize {
+        let slots = self.slots.capacity() * core::mem::size_of::<Slot>();
+        let strings: usize = self.iter().map(|(_, e)| e.mn_id.len()).sum();
+        let many: usize = self
+            .iter()
+            .map(|(_, e)| match &e.prefixes {
+                Prefixes::One(_) => 0,
+                Prefixes::Many(v) => v.len() * core::mem::size_of::<Ipv6Net>(),
+            })
+            .sum();
+        let tables = self.by_mn_id.allocation_size() + self.by_prefix.allocation_size();
+        let heap = self.timers.capacity() * core::mem::size_of::<Reverse<(Instant, u32, u32)>>();
+        slots + strings + many + tables + heap + self.free.capacity() * 4
+    }
+}
+
+fn entry_of(slots: &[Slot], i: u32) -> Option<&BindingCacheEntry> {
+    slots.get(i as usize)?.entry.as_ref()
+}
+
+fn pack(idx: u32, pos: usize) -> u64 {
+    u64::from(idx) | ((pos as u64) << 32)
+}
+
+/// The prefix a prefix-table value stands for.
+fn prefix_at(slots: &[Slot], v: u64) -> Option<&Ipv6Net> {
+    entry_of(slots, v as u32)?
+        .prefixes
+        .as_slice()
+        .get((v >> 32) as usize)
+}
+
+fn rehash_prefix(slots: &[Slot], h: &DefaultHashBuilder, v: u64) -> u64 {
+    prefix_at(slots, v).map_or(0, |p| h.hash_one(p))
+}

@@ -1,0 +1,1540 @@
+//! The local mobility anchor as a pure state machine (RFC 5213 §5, RFC 5846 §8.1,
+//! RFC 5847).
+//!
+//! Feed it messages with [`Lma::handle_message`], clock ticks with [`Lma::handle_timeout`]
+//! and administrative commands; drain [`Lma::poll_output`] after each call and sleep until
+//! [`Lma::poll_timeout`]. Time and wall-clock time always come in as arguments.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{BindingCache, BindingCacheEntry, BindingState, Ordering, Prefixes, SessionId};
+use crate::config::{LinkLocalMode, LmaConfig, MobileNodeProfile};
+use crate::heartbeat::{Heartbeats, PeerEvent};
+use crate::output::{DataplaneCommand, Transmit};
+use crate::policy::{PolicyError, PolicyStore};
+use crate::prefix::PrefixAllocator;
+use crate::rng::Rng;
+use crate::time::{Instant, ms, secs};
+use crate::types::LinkLayerAddress;
+use crate::wire::{
+    AccessTechnologyType, BaFlags, BindingAck, BindingError, BindingErrorStatus, BindingRevocation,
+    BindingRevocationAck, BindingRevocationIndication, BraStatus, BuFlags, ErrorKind,
+    HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption, OptionType, Options,
+    ProxyBindingUpdate, RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp,
+    WallClock,
+};
+
+/// What happened, for logs, metrics, the gRPC Watch stream and the durable store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmaEvent {
+    /// A new mobility session (RFC 5213 §5.3.2).
+    BindingCreated { session: SessionId },
+    /// Lifetime extended by the same MAG (§5.3.3), or re-registered during the
+    /// de-registration wait.
+    BindingRefreshed { session: SessionId },
+    /// The session moved to another MAG (§5.3.4).
+    BindingHandedOff { session: SessionId, from: Ipv6Addr },
+    /// De-registered: waiting MinDelayBeforeBCEDelete before deletion (§5.3.5).
+    BindingDeregistered { session: SessionId },
+    /// The entry is gone.
+    BindingRemoved {
+        record: BindingRecord,
+        reason: RemovalReason,
+    },
+    /// A PBU was refused with a PBA status >= 128.
+    Rejected {
+        mn_id: String,
+        mag: Ipv6Addr,
+        status: Status,
+    },
+    /// Heartbeat news about a MAG.
+    Peer(PeerEvent),
+    /// A MAG answered a Binding Revocation Indication.
+    RevocationAcknowledged { mn_id: String, status: BraStatus },
+    /// No Binding Revocation Acknowledgement came; the binding was removed anyway.
+    RevocationTimedOut { mn_id: String },
+    /// A message was dropped: malformed, bad checksum, or not for an LMA.
+    Dropped { from: Ipv6Addr, reason: String },
+}
+
+/// Why a binding cache entry went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovalReason {
+    /// The lifetime ran out without a refresh.
+    Expired,
+    /// MinDelayBeforeBCEDelete passed after a de-registration.
+    Deregistered,
+    /// Revoked (RFC 5846).
+    Revoked,
+}
+
+/// One thing for the daemon to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmaOutput {
+    Transmit(Transmit),
+    Dataplane(DataplaneCommand),
+    Event(LmaEvent),
+}
+
+/// A binding cache entry in serialisable form, with wall-clock times: the unit of the durable
+/// store and of snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub mn_id: String,
+    pub home_network_prefixes: Vec<Ipv6Net>,
+    pub proxy_coa: Ipv6Addr,
+    pub access_technology_type: u8,
+    pub handoff_indicator: u8,
+    pub mn_link_layer_id: Option<LinkLayerAddress>,
+    pub link_local_address: Option<Ipv6Addr>,
+    pub lifetime_s: u32,
+    /// Milliseconds since the Unix epoch.
+    pub registered_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub expires_at_ms: u64,
+    /// Set while waiting out MinDelayBeforeBCEDelete: when the entry is deleted.
+    pub delete_at_ms: Option<u64>,
+    pub last_timestamp: Option<u64>,
+    pub last_sequence: u16,
+    pub handover_count: u32,
+    pub last_handover_gap_ms: Option<u64>,
+}
+
+impl BindingRecord {
+    /// A key that names the session for as long as it lives: its first prefix.
+    pub fn key(&self) -> String {
+        self.home_network_prefixes
+            .first()
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Everything the LMA must find again after a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LmaSnapshot {
+    pub restart_counter: u32,
+    pub bindings: Vec<BindingRecord>,
+    pub profiles: Vec<MobileNodeProfile>,
+    pub authorized_mags: Vec<Ipv6Addr>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct LmaStats {
+    pub pbu_received: u64,
+    pub pba_sent: u64,
+    /// PBAs sent, by status value.
+    pub pba_by_status: BTreeMap<u8, u64>,
+    pub pbu_ignored: u64,
+    pub dropped: u64,
+    pub bri_sent: u64,
+    pub handoffs: u64,
+}
+
+/// Why a revocation could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    #[error("no binding for mobile node {0}")]
+    NoBinding(String),
+}
+
+#[derive(Debug, Clone)]
+struct Revocation {
+    session: SessionId,
+    mn_id: String,
+    mag: Ipv6Addr,
+    payload: Vec<u8>,
+    retries_left: u32,
+    timeout: Duration,
+    next_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct PendingPbu {
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    bytes: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Where a PBU being processed comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Just received.
+    Received,
+    /// Held for the previous MAG's de-registration (handoff state unknown), which came:
+    /// its ordering was checked on arrival and the de-registration's newer timestamp must not
+    /// refuse it now.
+    AfterDeregistration,
+    /// Held, and MaxDelayBeforeNewBCEAssign passed: a new mobility session.
+    NewSessionAfterWait,
+}
+
+/// How a PBU relates to the binding cache (RFC 5213 §5.4.1).
+enum Lookup {
+    Existing(SessionId),
+    New,
+    /// Handoff state unknown: wait for the previous MAG's de-registration.
+    Wait(SessionId),
+    Reject(Status),
+}
+
+/// The local mobility anchor.
+#[derive(Debug)]
+pub struct Lma {
+    config: LmaConfig,
+    cache: BindingCache,
+    prefixes: PrefixAllocator,
+    policy: PolicyStore,
+    heartbeats: Heartbeats,
+    mag_sessions: HashMap<Ipv6Addr, u32>,
+    revocations: HashMap<u16, Revocation>,
+    pending: HashMap<SessionId, PendingPbu>,
+    outputs: VecDeque<LmaOutput>,
+    rng: Rng,
+    stats: LmaStats,
+}
+
+/// The PBA fields that come from the request (RFC 5213 §5.3.6).
+struct Reply<'a> {
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sequence: SequenceNumber,
+    proxy: bool,
+    mn_id: &'a [u8],
+    request_prefixes: Options<'a>,
+    handoff_indicator: HandoffIndicator,
+    access_technology_type: AccessTechnologyType,
+    timestamp: Option<Timestamp>,
+    mn_link_layer_id: Option<&'a [u8]>,
+    link_local_address: Option<Ipv6Addr>,
+}
+
+impl Lma {
+    /// A fresh LMA: no bindings; profiles and authorized MAGs from the configuration.
+    /// `restart_counter` is the daemon's persistent counter (RFC 5847 §3.2), `seed` feeds
+    /// sequence numbers and generated link-local addresses.
+    pub fn new(config: LmaConfig, restart_counter: u32, seed: u64) -> Result<Self, PolicyError> {
+        let mut rng = Rng::new(seed);
+        let hb = &config.domain.heartbeat;
+        let heartbeats = Heartbeats::new(
+            config.address,
+            secs(hb.interval_s),
+            hb.missing_allowed,
+            restart_counter,
+            rng.next_u32(),
+        );
+        let mut policy = PolicyStore::new();
+        for p in &config.mobile_nodes {
+            policy.upsert(p.clone())?;
+        }
+        policy.set_authorized_mags(config.authorized_mags.iter().copied());
+        Ok(Lma {
+            prefixes: PrefixAllocator::new(&config.prefix_pools),
+            config,
+            cache: BindingCache::new(),
+            policy,
+            heartbeats,
+            mag_sessions: HashMap::new(),
+            revocations: HashMap::new(),
+            pending: HashMap::new(),
+            outputs: VecDeque::new(),
+            rng,
+            stats: LmaStats::default(),
+        })
+    }
+
+    /// An LMA restarted from a snapshot: bindings, allocations and policy as they were, with
+    /// `restart_counter` (the caller bumps it, RFC 5847 §3.2). Bindings that expired while
+    /// the LMA was down are dropped; the others are reprogrammed (Dataplane outputs) and every
+    /// MAG is told of the restart with an unsolicited Heartbeat Response, so that it
+    /// re-registers its nodes. A binding gets at least `grace` of lifetime so that its MAG has
+    /// time to do so.
+    pub fn restore(
+        config: LmaConfig,
+        snapshot: &LmaSnapshot,
+        restart_counter: u32,
+        seed: u64,
+        now: Instant,
+        wall: WallClock,
+        grace: Duration,
+    ) -> Result<Self, PolicyError> {
+        let mut lma = Lma::new(config, restart_counter, seed)?;
+        for p in &snapshot.profiles {
+            lma.policy.upsert(p.clone())?;
+        }
+        for m in &snapshot.authorized_mags {
+            lma.policy.authorize_mag(*m);
+        }
+        lma.cache.reserve(snapshot.bindings.len());
+        let wall_ms = to_ms(wall);
+        for r in &snapshot.bindings {
+            let Some(entry) = lma.entry_from_record(r, now, wall_ms, grace) else {
+                continue;
+            };
+            if entry
+                .prefixes
+                .as_slice()
+                .iter()
+                .any(|p| lma.cache.by_prefix(p).is_some())
+            {
+                continue;
+            }
+            for p in entry.prefixes.as_slice() {
+                lma.prefixes.claim(p);
+            }
+            let coa = entry.proxy_coa;
+            let deregistering = matches!(entry.state, BindingState::Deregistering { .. });
+            let prefixes = entry.prefixes.clone();
+            lma.cache.insert(entry);
+            lma.mag_gained(coa, now);
+            for p in prefixes.as_slice() {
+                lma.push(LmaOutput::Dataplane(if deregistering {
+                    DataplaneCommand::DropDownlink { prefix: *p }
+                } else {
+                    DataplaneCommand::SetDownlink {
+                        prefix: *p,
+                        proxy_coa: coa,
+                    }
+                }));
+            }
+        }
+        let mags: Vec<Ipv6Addr> = lma.mag_sessions.keys().copied().collect();
+        for t in lma.heartbeats.announce_restart(mags) {
+            lma.push(LmaOutput::Transmit(t));
+        }
+        Ok(lma)
+    }
+
+    fn entry_from_record(
+        &self,
+        r: &BindingRecord,
+        now: Instant,
+        wall_ms: u64,
+        grace: Duration,
+    ) -> Option<BindingCacheEntry> {
+        let at = |t_ms: u64| -> Instant {
+            if t_ms >= wall_ms {
+                now + Duration::from_millis(t_ms - wall_ms)
+            } else {
+                Instant::from_nanos(
+                    now.as_nanos()
+                        .saturating_sub((wall_ms - t_ms).saturating_mul(1_000_000)),
+                )
+            }
+        };
+        if r.home_network_prefixes.is_empty() {
+            return None;
+        }
+        let state = match r.delete_at_ms {
+            Some(d) if d <= wall_ms => return None,
+            Some(d) => BindingState::Deregistering {
+                since: at(r.updated_at_ms),
+                delete_at: at(d),
+            },
+            None => {
+                // Expired longer ago than the grace period: its MAG has given up on it.
+                if r.expires_at_ms + grace.as_millis() as u64 <= wall_ms {
+                    return None;
+                }
+                BindingState::Active
+            }
+        };
+        Some(BindingCacheEntry {
+            mn_id: r.mn_id.clone().into_boxed_str(),
+            prefixes: Prefixes::from_slice(&r.home_network_prefixes),
+            proxy_coa: r.proxy_coa,
+            access_technology_type: r.access_technology_type.into(),
+            handoff_indicator: r.handoff_indicator.into(),
+            mn_link_layer_id: r.mn_link_layer_id,
+            link_local_address: r.link_local_address,
+            lifetime: secs(r.lifetime_s),
+            registered_at: at(r.registered_at_ms),
+            updated_at: at(r.updated_at_ms),
+            expires_at: at(r.expires_at_ms).max(now + grace),
+            ordering: Ordering {
+                timestamp: r.last_timestamp.map(Timestamp),
+                sequence: SequenceNumber(r.last_sequence),
+            },
+            state,
+            handover_count: r.handover_count,
+            last_handover_gap: r.last_handover_gap_ms.map(Duration::from_millis),
+        })
+    }
+
+    pub fn config(&self) -> &LmaConfig {
+        &self.config
+    }
+
+    pub fn address(&self) -> Ipv6Addr {
+        self.config.address
+    }
+
+    pub fn restart_counter(&self) -> u32 {
+        self.heartbeats.restart_counter()
+    }
+
+    pub fn cache(&self) -> &BindingCache {
+        &self.cache
+    }
+
+    pub fn policy(&self) -> &PolicyStore {
+        &self.policy
+    }
+
+    pub fn stats(&self) -> &LmaStats {
+        &self.stats
+    }
+
+    /// Prefixes the pools can still hand out.
+    pub fn prefixes_available(&self) -> u64 {
+        self.prefixes.available()
+    }
+
+    /// Bytes held by the binding cache and the allocator.
+    pub fn memory_bytes(&self) -> usize {
+        self.cache.memory_bytes() + self.prefixes.heap_bytes()
+    }
+
+    pub fn poll_output(&mut self) -> Option<LmaOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Lma::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.cache.next_deadline(),
+            self.heartbeats.next_deadline(),
+            self.pending.values().map(|p| p.deadline).min(),
+            self.revocations.values().map(|r| r.next_at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn push(&mut self, o: LmaOutput) {
+        self.outputs.push_back(o);
+    }
+
+    fn event(&mut self, e: LmaEvent) {
+        self.push(LmaOutput::Event(e));
+    }
+
+    /// The durable form of a session, with wall-clock times computed from `now` / `wall`.
+    pub fn record(
+        &self,
+        session: SessionId,
+        now: Instant,
+        wall: WallClock,
+    ) -> Option<BindingRecord> {
+        self.cache
+            .get(session)
+            .map(|e| record_of(e, now, to_ms(wall)))
+    }
+
+    /// Everything needed to restart (see [`Lma::restore`]).
+    pub fn snapshot(&self, now: Instant, wall: WallClock) -> LmaSnapshot {
+        let w = to_ms(wall);
+        LmaSnapshot {
+            restart_counter: self.restart_counter(),
+            bindings: self
+                .cache
+                .iter()
+                .map(|(_, e)| record_of(e, now, w))
+                .collect(),
+            profiles: self.policy.profiles().cloned().collect(),
+            authorized_mags: self.policy.authorized_mags().copied().collect(),
+        }
+    }
+
+    // ---------------------------------------------------------------- policy administration
+
+    pub fn upsert_profile(&mut self, p: MobileNodeProfile) -> Result<(), PolicyError> {
+        for prefix in &p.home_network_prefixes {
+            if let Some(s) = self.cache.by_prefix(prefix) {
+                let holder = self.cache.get(s).map(|e| &*e.mn_id);
+                if holder != Some(p.mn_id.as_str()) {
+                    return Err(PolicyError::PrefixPinnedElsewhere {
+                        prefix: *prefix,
+                        owner: holder.unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+        }
+        let old = self.policy.upsert(p)?;
+        self.release_unpinned(old);
+        Ok(())
+    }
+
+    /// Removes a profile; with `revoke`, every binding of the node is revoked (RFC 5846).
+    pub fn remove_profile(&mut self, now: Instant, mn_id: &str, revoke: bool) -> bool {
+        let old = self.policy.remove(mn_id);
+        let found = old.is_some();
+        self.release_unpinned(old);
+        if revoke {
+            let _ = self.revoke(now, mn_id, RevocationTrigger::AdministrativeReason);
+        }
+        found
+    }
+
+    /// Pinned prefixes of a replaced or removed profile go back to their pool unless a
+    /// binding still holds them.
+    fn release_unpinned(&mut self, old: Option<MobileNodeProfile>) {
+        for p in old.into_iter().flat_map(|o| o.home_network_prefixes) {
+            if !self.policy.is_pinned(&p) && self.cache.by_prefix(&p).is_none() {
+                self.prefixes.release(&p);
+            }
+        }
+    }
+
+    pub fn authorize_mag(&mut self, mag: Ipv6Addr) -> bool {
+        self.policy.authorize_mag(mag)
+    }
+
+    pub fn deauthorize_mag(&mut self, mag: &Ipv6Addr) -> bool {
+        self.policy.deauthorize_mag(mag)
+    }
+
+    pub fn set_authorized_mags(&mut self, mags: impl IntoIterator<Item = Ipv6Addr>) {
+        self.policy.set_authorized_mags(mags);
+    }
+
+    // ---------------------------------------------------------------- revocation (RFC 5846)
+
+    /// Revokes every binding of `mn_id`: a Binding Revocation Indication to its MAG, retried
+    /// per RFC 5846 §6.3; the binding is removed on the acknowledgement or after the retries.
+    pub fn revoke(
+        &mut self,
+        now: Instant,
+        mn_id: &str,
+        trigger: RevocationTrigger,
+    ) -> Result<usize, RevokeError> {
+        let sessions: Vec<SessionId> = self.cache.sessions_of(mn_id).collect();
+        if sessions.is_empty() {
+            return Err(RevokeError::NoBinding(mn_id.to_owned()));
+        }
+        for s in &sessions {
+            self.start_revocation(now, *s, trigger);
+        }
+        Ok(sessions.len())
+    }
+
+    fn start_revocation(&mut self, now: Instant, session: SessionId, trigger: RevocationTrigger) {
+        if self.revocations.values().any(|r| r.session == session) {
+            return;
+        }
+        let Some(e) = self.cache.get(session) else {
+            return;
+        };
+        let mut seq = self.rng.next_u16();
+        while self.revocations.contains_key(&seq) {
+            seq = seq.wrapping_add(1);
+        }
+        let mut opts: Vec<MobilityOption<'_>> = vec![MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: e.mn_id.as_bytes(),
+        }];
+        opts.extend(
+            e.prefixes
+                .as_slice()
+                .iter()
+                .map(|p| MobilityOption::HomeNetworkPrefix(*p)),
+        );
+        let m = Message::BindingRevocation(BindingRevocation::Indication(
+            BindingRevocationIndication {
+                trigger,
+                sequence: SequenceNumber(seq),
+                flags: RevocationFlags::P,
+                options: Options::List(&opts),
+            },
+        ));
+        let Some(t) = crate::emit(&m, self.config.address, e.proxy_coa) else {
+            return;
+        };
+        let rev = &self.config.revocation;
+        let timeout = ms(rev.initial_delay_ms);
+        self.revocations.insert(
+            seq,
+            Revocation {
+                session,
+                mn_id: e.mn_id.to_string(),
+                mag: e.proxy_coa,
+                payload: t.payload.clone(),
+                retries_left: rev.max_retries,
+                timeout,
+                next_at: now + timeout,
+            },
+        );
+        self.stats.bri_sent += 1;
+        self.push(LmaOutput::Transmit(t));
+    }
+
+    fn on_bra(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        bra: &BindingRevocationAck<'_>,
+    ) {
+        let Some(r) = self.revocations.get(&bra.sequence.0) else {
+            // RFC 5846 §6.2.2: no outstanding BRI with that number: discard.
+            return;
+        };
+        if r.mag != src {
+            return;
+        }
+        let Some(r) = self.revocations.remove(&bra.sequence.0) else {
+            return;
+        };
+        self.event(LmaEvent::RevocationAcknowledged {
+            mn_id: r.mn_id.clone(),
+            status: bra.status,
+        });
+        // Success, or the MAG no longer has it: either way the binding goes. Any other
+        // status is left to local policy (§6.2.2); ours is that an administrative revocation
+        // always completes.
+        self.remove_session(r.session, RemovalReason::Revoked, now, wall);
+    }
+
+    // ---------------------------------------------------------------- messages
+
+    /// Handles a Mobility Header received from `src` for `dst`, verifying its checksum.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bytes: &[u8],
+    ) {
+        match Message::parse_verified(bytes, &src, &dst) {
+            Ok(m) => self.dispatch(now, wall, src, dst, m),
+            Err(e) => self.drop_message(src, e.to_string()),
+        }
+    }
+
+    /// Like [`Lma::handle_message`] for a checksum already verified by the kernel (or zero,
+    /// as in RFC 5844 UDP framing).
+    pub fn handle_message_trusted(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bytes: &[u8],
+    ) {
+        match Message::parse_bytes(bytes) {
+            Ok(m) => self.dispatch(now, wall, src, dst, m),
+            Err(e) => self.drop_message(src, e.to_string()),
+        }
+    }
+
+    fn drop_message(&mut self, from: Ipv6Addr, reason: String) {
+        self.stats.dropped += 1;
+        self.event(LmaEvent::Dropped { from, reason });
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        m: Message<'_>,
+    ) {
+        match m {
+            Message::BindingUpdate(bu) => {
+                self.on_binding_update(now, wall, src, dst, &bu, Origin::Received)
+            }
+            Message::Heartbeat(hb) => {
+                let mut tx = Vec::new();
+                let mut ev = Vec::new();
+                self.heartbeats
+                    .on_message(src, &hb, &mut |t| tx.push(t), &mut |e| ev.push(e));
+                for t in tx {
+                    self.push(LmaOutput::Transmit(t));
+                }
+                for e in ev {
+                    self.event(LmaEvent::Peer(e));
+                }
+            }
+            Message::BindingRevocation(BindingRevocation::Acknowledgement(bra)) => {
+                self.on_bra(now, wall, src, &bra);
+            }
+            Message::Unknown { mh_type, .. } => {
+                // RFC 6275 §9.2: an unrecognised MH Type is answered with a Binding Error,
+                // status 2.
+                let m = Message::BindingError(BindingError {
+                    status: BindingErrorStatus::UnrecognizedMhType,
+                    home_address: Ipv6Addr::UNSPECIFIED,
+                    options: Options::EMPTY,
+                });
+                if let Some(t) = crate::emit(&m, dst, src) {
+                    self.push(LmaOutput::Transmit(t));
+                }
+                self.drop_message(src, format!("unrecognized MH Type {mh_type}"));
+            }
+            other => {
+                self.drop_message(src, format!("{} is not for an LMA", other.mh_type()));
+            }
+        }
+    }
+
+    /// RFC 5213 §5.3.1: every check, in the RFC's order, then §5.4.1 and §5.3.2-§5.3.5.
+    fn on_binding_update(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bu: &crate::wire::BindingUpdate<'_>,
+        origin: Origin,
+    ) {
+        self.stats.pbu_received += 1;
+        let pbu = match ProxyBindingUpdate::new(bu) {
+            Ok(p) => p,
+            Err(e) => {
+                let status = match e.kind {
+                    ErrorKind::DuplicateOption(OptionType::Ipv4HomeAddressRequest) => {
+                        Status::MultipleIpv4HomeAddressAssignmentNotSupported
+                    }
+                    _ => Status::ReasonUnspecified,
+                };
+                let reply = lenient_reply(bu, src, dst);
+                self.reject(&reply, status, None, src);
+                return;
+            }
+        };
+        let o = &pbu.opts;
+        let proxy_coa = o.alternate_care_of_address.unwrap_or(src);
+        let reply = Reply {
+            src,
+            dst,
+            sequence: pbu.sequence,
+            proxy: pbu.flags.contains(BuFlags::P),
+            mn_id: o.mn_id.map(|(_, id)| id).unwrap_or(&[]),
+            request_prefixes: pbu.options,
+            handoff_indicator: o.handoff_indicator.unwrap_or(HandoffIndicator::Reserved),
+            access_technology_type: o
+                .access_technology_type
+                .unwrap_or(AccessTechnologyType::Reserved),
+            timestamp: o.timestamp,
+            mn_link_layer_id: o.mn_link_layer_id,
+            link_local_address: o.link_local_address,
+        };
+        // A Binding Update without P: this is not a home agent (RFC 5213 §5.3.1).
+        if !reply.proxy {
+            return self.reject(&reply, Status::ProxyRegNotEnabled, None, proxy_coa);
+        }
+        // Rule 4.
+        let Some(nai) = o.nai() else {
+            return self.reject(&reply, Status::MissingMnIdentifierOption, None, proxy_coa);
+        };
+        // Rule 5 and 6.
+        if !self.policy.is_mag_authorized(&proxy_coa) {
+            return self.reject(&reply, Status::MagNotAuthorizedForProxyReg, None, proxy_coa);
+        }
+        // Rule 7.
+        let Some(profile) = core::str::from_utf8(nai)
+            .ok()
+            .and_then(|id| self.policy.lookup(id))
+        else {
+            return self.reject(&reply, Status::NotLmaForThisMobileNode, None, proxy_coa);
+        };
+        if !profile.allowed_mags.is_empty() && !profile.allowed_mags.contains(&proxy_coa) {
+            return self.reject(&reply, Status::MagNotAuthorizedForProxyReg, None, proxy_coa);
+        }
+        let mn_id = core::str::from_utf8(nai).unwrap_or_default();
+        // Rule 9, timestamps (RFC 5213 §5.5). Without a Timestamp option the sequence number
+        // is checked after the lookup, against the session it belongs to.
+        if let Some(ts) = o.timestamp.filter(|_| origin == Origin::Received) {
+            let lma_now = Timestamp::from_wall_clock(wall);
+            let window = ms(self.config.timers.timestamp_validity_window_ms);
+            if ts.abs_diff(lma_now) > window {
+                return self.reject(&reply, Status::TimestampMismatch, Some(lma_now), proxy_coa);
+            }
+            let newest = self
+                .cache
+                .sessions_of(mn_id)
+                .filter_map(|s| self.cache.get(s).and_then(|e| e.ordering.timestamp))
+                .max();
+            if newest.is_some_and(|n| ts <= n) {
+                return self.reject(
+                    &reply,
+                    Status::TimestampLowerThanPrevAccepted,
+                    Some(lma_now),
+                    proxy_coa,
+                );
+            }
+        }
+        // Rules 10-12 (with RFC 5844 §3.1.2: an IPv4 request alone is not "missing HNP").
+        if o.hnp_count == 0 {
+            let status = if o.ipv4_home_address_request.is_some() {
+                Status::NotAuthorizedForIpv4MobilityService
+            } else {
+                Status::MissingHomeNetworkPrefixOption
+            };
+            return self.reject(&reply, status, None, proxy_coa);
+        }
+        if o.handoff_indicator.is_none() {
+            return self.reject(
+                &reply,
+                Status::MissingHandoffIndicatorOption,
+                None,
+                proxy_coa,
+            );
+        }
+        if o.access_technology_type.is_none() {
+            return self.reject(&reply, Status::MissingAccessTechTypeOption, None, proxy_coa);
+        }
+        // IPv4 home address mobility (RFC 5844) is not offered by this domain.
+        if o.ipv4_home_address_request.is_some() {
+            return self.reject(
+                &reply,
+                Status::NotAuthorizedForIpv4MobilityService,
+                None,
+                proxy_coa,
+            );
+        }
+        // RFC 5213 §6.9.1.1 rule 3: ALL_ZERO must be the only prefix option.
+        let requested: Vec<Ipv6Net> = pbu.home_network_prefixes().collect();
+        let all_zero = requested
+            .iter()
+            .any(|p| p.prefix_len() == 0 && p.addr().is_unspecified());
+        if all_zero && requested.len() > 1 {
+            return self.reject(&reply, Status::ReasonUnspecified, None, proxy_coa);
+        }
+        let pinned = profile.home_network_prefixes.clone();
+        let local_ll = o.mn_link_layer_id.and_then(LinkLayerAddress::new);
+        // Rule 13: §5.4.1.
+        let lookup = if origin == Origin::NewSessionAfterWait {
+            Lookup::New
+        } else {
+            self.lookup(mn_id, &requested, all_zero, &pbu, local_ll, proxy_coa)
+        };
+        let session = match lookup {
+            Lookup::Reject(status) => return self.reject(&reply, status, None, proxy_coa),
+            Lookup::Wait(s) => {
+                if !pbu.is_deregistration() {
+                    let deadline = now + ms(self.config.timers.max_delay_before_new_bce_assign_ms);
+                    let mut bytes = vec![0u8; Message::BindingUpdate(*bu).buffer_len()];
+                    if Message::BindingUpdate(*bu).emit(&mut bytes).is_ok() {
+                        self.pending.insert(
+                            s,
+                            PendingPbu {
+                                src,
+                                dst,
+                                bytes,
+                                deadline,
+                            },
+                        );
+                    }
+                }
+                return;
+            }
+            Lookup::New => None,
+            Lookup::Existing(s) => Some(s),
+        };
+        // RFC 6275 §9.5.1 through RFC 5213 §5.5: sequence numbers when no timestamp.
+        if o.timestamp.is_none()
+            && origin == Origin::Received
+            && let Some(s) = session
+            && let Some(e) = self.cache.get(s)
+            && !pbu.sequence.is_newer_than(e.ordering.sequence)
+        {
+            let last = e.ordering.sequence;
+            let r = Reply {
+                sequence: last,
+                ..reply
+            };
+            return self.reject(&r, Status::SequenceNumberOutOfWindow, None, proxy_coa);
+        }
+        let granted = Lifetime::from_secs(
+            pbu.lifetime
+                .as_secs()
+                .min(self.config.timers.max_binding_lifetime_s),
+        );
+        match session {
+            None if pbu.is_deregistration() => {
+                // §5.4.1: a de-registration for no session is silently ignored.
+                self.stats.pbu_ignored += 1;
+            }
+            None => self.create_session(
+                now,
+                &reply,
+                mn_id,
+                &requested,
+                all_zero,
+                &pinned,
+                local_ll,
+                proxy_coa,
+                granted,
+                o.gre_key.is_some(),
+            ),
+            Some(s) if pbu.is_deregistration() => self.deregister(now, wall, &reply, s, proxy_coa),
+            Some(s) => self.update_session(
+                now,
+                &reply,
+                s,
+                proxy_coa,
+                granted,
+                local_ll,
+                o.gre_key.is_some(),
+            ),
+        }
+    }
+
+    /// RFC 5213 §5.4.1: which session a PBU belongs to.
+    fn lookup(
+        &self,
+        mn_id: &str,
+        requested: &[Ipv6Net],
+        all_zero: bool,
+        pbu: &ProxyBindingUpdate<'_>,
+        ll: Option<LinkLayerAddress>,
+        proxy_coa: Ipv6Addr,
+    ) -> Lookup {
+        let att = pbu
+            .opts
+            .access_technology_type
+            .unwrap_or(AccessTechnologyType::Reserved);
+        let hi = pbu
+            .opts
+            .handoff_indicator
+            .unwrap_or(HandoffIndicator::Reserved);
+        if !all_zero {
+            // §5.4.1.1.
+            let Some(s) = requested.iter().find_map(|p| self.cache.by_prefix(p)) else {
+                return Lookup::New;
+            };
+            let Some(e) = self.cache.get(s) else {
+                return Lookup::New;
+            };
+            if &*e.mn_id != mn_id {
+                return Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix);
+            }
+            if !e.prefixes.same_set(requested) {
+                return Lookup::Reject(Status::BcePbuPrefixSetDoNotMatch);
+            }
+            let same_att = e.access_technology_type == att;
+            let update = (ll.is_some() && ll == e.mn_link_layer_id && same_att)
+                || hi == HandoffIndicator::HandoffBetweenInterfaces
+                || (ll.is_none()
+                    && e.mn_link_layer_id.is_none()
+                    && same_att
+                    && hi == HandoffIndicator::HandoffBetweenMags)
+                || (e.proxy_coa == proxy_coa && same_att);
+            return if update {
+                Lookup::Existing(s)
+            } else {
+                // Rule 6 makes this a new session, but its prefixes are held by the existing
+                // one: the node is not authorized for them in a second session.
+                Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix)
+            };
+        }
+        let sessions: Vec<SessionId> = self.cache.sessions_of(mn_id).collect();
+        let only_one = match sessions.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        let wait_or_update = |s: SessionId| -> Lookup {
+            match self.cache.get(s).map(|e| e.state) {
+                // Already de-registered by the previous MAG: nothing to wait for.
+                Some(BindingState::Deregistering { .. }) => Lookup::Existing(s),
+                _ if self.config.timers.max_delay_before_new_bce_assign_ms == 0 => Lookup::New,
+                _ => Lookup::Wait(s),
+            }
+        };
+        if let Some(ll) = ll {
+            // §5.4.1.2.
+            let matching = sessions.iter().copied().find(|s| {
+                self.cache.get(*s).is_some_and(|e| {
+                    e.mn_link_layer_id == Some(ll) && e.access_technology_type == att
+                })
+            });
+            if let Some(s) = matching {
+                return Lookup::Existing(s);
+            }
+            return match (hi, only_one) {
+                (HandoffIndicator::HandoffBetweenInterfaces, Some(s)) => Lookup::Existing(s),
+                (HandoffIndicator::HandoffStateUnknown, Some(s)) => wait_or_update(s),
+                _ => Lookup::New,
+            };
+        }
+        // §5.4.1.3.
+        match (hi, only_one) {
+            (
+                HandoffIndicator::HandoffBetweenInterfaces | HandoffIndicator::HandoffBetweenMags,
+                Some(s),
+            ) => Lookup::Existing(s),
+            (HandoffIndicator::HandoffStateUnknown, Some(s)) => wait_or_update(s),
+            _ => Lookup::New,
+        }
+    }
+
+    /// RFC 5213 §5.3.2.
+    #[allow(clippy::too_many_arguments)]
+    fn create_session(
+        &mut self,
+        now: Instant,
+        reply: &Reply<'_>,
+        mn_id: &str,
+        requested: &[Ipv6Net],
+        all_zero: bool,
+        pinned: &[Ipv6Net],
+        ll: Option<LinkLayerAddress>,
+        proxy_coa: Ipv6Addr,
+        granted: Lifetime,
+        gre_requested: bool,
+    ) {
+        let prefixes: Vec<Ipv6Net> = if !all_zero {
+            // Rule 3: the prefixes must be ours and the node must be entitled to them.
+            for p in requested {
+                let pinned_to = self.policy.pinned_owner(p);
+                let ok = match pinned_to {
+                    Some(owner) => owner == mn_id,
+                    None => self.prefixes.owns(p),
+                } && self.cache.by_prefix(p).is_none();
+                if !ok {
+                    return self.reject(
+                        reply,
+                        Status::NotAuthorizedForHomeNetworkPrefix,
+                        None,
+                        proxy_coa,
+                    );
+                }
+            }
+            requested.to_vec()
+        } else {
+            let free_pinned: Vec<Ipv6Net> = pinned
+                .iter()
+                .copied()
+                .filter(|p| self.cache.by_prefix(p).is_none())
+                .collect();
+            if !free_pinned.is_empty() {
+                free_pinned
+            } else {
+                // Rules 1-2.
+                let (policy, cache) = (&self.policy, &self.cache);
+                match self
+                    .prefixes
+                    .allocate(|p| policy.is_pinned(p) || cache.by_prefix(p).is_some())
+                {
+                    Some(p) => vec![p],
+                    None => {
+                        return self.reject(reply, Status::InsufficientResources, None, proxy_coa);
+                    }
+                }
+            }
+        };
+        for p in &prefixes {
+            self.prefixes.claim(p);
+        }
+        let link_local = self.link_local_for(reply.link_local_address, None);
+        let lifetime = Duration::from_secs(u64::from(granted.as_secs()));
+        let entry = BindingCacheEntry {
+            mn_id: mn_id.into(),
+            prefixes: Prefixes::from_slice(&prefixes),
+            proxy_coa,
+            access_technology_type: reply.access_technology_type,
+            handoff_indicator: reply.handoff_indicator,
+            mn_link_layer_id: ll,
+            link_local_address: link_local,
+            lifetime,
+            registered_at: now,
+            updated_at: now,
+            expires_at: now + lifetime,
+            ordering: Ordering {
+                timestamp: reply.timestamp,
+                sequence: reply.sequence,
+            },
+            state: BindingState::Active,
+            handover_count: 0,
+            last_handover_gap: None,
+        };
+        let session = self.cache.insert(entry);
+        for p in &prefixes {
+            self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
+                prefix: *p,
+                proxy_coa,
+            }));
+        }
+        self.mag_gained(proxy_coa, now);
+        self.accept(reply, session, granted, gre_requested);
+        self.event(LmaEvent::BindingCreated { session });
+    }
+
+    /// RFC 5213 §5.3.3 and §5.3.4: lifetime extension, with or without a handoff.
+    #[allow(clippy::too_many_arguments)]
+    fn update_session(
+        &mut self,
+        now: Instant,
+        reply: &Reply<'_>,
+        session: SessionId,
+        proxy_coa: Ipv6Addr,
+        granted: Lifetime,
+        ll: Option<LinkLayerAddress>,
+        gre_requested: bool,
+    ) {
+        let link_local = self.link_local_for(
+            reply.link_local_address,
+            self.cache.get(session).and_then(|e| e.link_local_address),
+        );
+        let Some(e) = self.cache.get_mut(session) else {
+            return;
+        };
+        let old_coa = e.proxy_coa;
+        let was_deregistering = match e.state {
+            BindingState::Deregistering { since, .. } => Some(since),
+            BindingState::Active => None,
+        };
+        let handoff = old_coa != proxy_coa;
+        let lifetime = Duration::from_secs(u64::from(granted.as_secs()));
+        e.lifetime = lifetime;
+        e.updated_at = now;
+        e.expires_at = now + lifetime;
+        e.state = BindingState::Active;
+        e.ordering = Ordering {
+            timestamp: reply.timestamp.max(e.ordering.timestamp),
+            sequence: reply.sequence,
+        };
+        e.handoff_indicator = reply.handoff_indicator;
+        e.access_technology_type = reply.access_technology_type;
+        if ll.is_some() {
+            e.mn_link_layer_id = ll;
+        }
+        if link_local.is_some() {
+            e.link_local_address = link_local;
+        }
+        if handoff {
+            e.proxy_coa = proxy_coa;
+            e.handover_count = e.handover_count.saturating_add(1);
+            e.last_handover_gap = was_deregistering.map(|since| now - since);
+        }
+        let prefixes = e.prefixes.clone();
+        self.cache.reschedule(session);
+        if handoff || was_deregistering.is_some() {
+            for p in prefixes.as_slice() {
+                self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
+                    prefix: *p,
+                    proxy_coa,
+                }));
+            }
+        }
+        if handoff {
+            self.stats.handoffs += 1;
+            self.mag_gained(proxy_coa, now);
+            self.mag_lost(&old_coa);
+        }
+        // A PBU that was waiting for this session's de-registration is now moot.
+        self.pending.remove(&session);
+        self.accept(reply, session, granted, gre_requested);
+        self.event(if handoff {
+            LmaEvent::BindingHandedOff {
+                session,
+                from: old_coa,
+            }
+        } else {
+            LmaEvent::BindingRefreshed { session }
+        });
+    }
+
+    /// RFC 5213 §5.3.5.
+    fn deregister(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        reply: &Reply<'_>,
+        session: SessionId,
+        proxy_coa: Ipv6Addr,
+    ) {
+        let delay = ms(self.config.timers.min_delay_before_bce_delete_ms);
+        let Some(e) = self.cache.get_mut(session) else {
+            return;
+        };
+        // Rule 1: only the MAG holding the binding may de-register it. This is what keeps a
+        // late de-registration from the previous MAG from removing the new MAG's binding.
+        if e.proxy_coa != proxy_coa {
+            self.stats.pbu_ignored += 1;
+            return;
+        }
+        let fresh = matches!(e.state, BindingState::Active);
+        if fresh {
+            e.state = BindingState::Deregistering {
+                since: now,
+                delete_at: now + delay,
+            };
+            e.updated_at = now;
+        }
+        e.ordering = Ordering {
+            timestamp: reply.timestamp.max(e.ordering.timestamp),
+            sequence: reply.sequence,
+        };
+        let prefixes = e.prefixes.clone();
+        if fresh {
+            self.cache.reschedule(session);
+            for p in prefixes.as_slice() {
+                self.push(LmaOutput::Dataplane(DataplaneCommand::DropDownlink {
+                    prefix: *p,
+                }));
+            }
+        }
+        self.accept(reply, session, Lifetime::ZERO, false);
+        if fresh {
+            self.event(LmaEvent::BindingDeregistered { session });
+        }
+        if delay.is_zero() {
+            self.remove_session(session, RemovalReason::Deregistered, now, wall);
+            return;
+        }
+        // A PBU waiting for this de-registration (handoff state unknown) goes ahead now.
+        if let Some(p) = self.pending.remove(&session) {
+            self.replay_pending(now, wall, p, Origin::AfterDeregistration);
+        }
+    }
+
+    fn replay_pending(&mut self, now: Instant, wall: WallClock, p: PendingPbu, origin: Origin) {
+        if let Ok(Message::BindingUpdate(bu)) = Message::parse_bytes(&p.bytes) {
+            // The stored copy has a zero checksum; it was verified when it arrived.
+            self.on_binding_update(now, wall, p.src, p.dst, &bu, origin);
+        }
+    }
+
+    /// The link-local address for the PBA's option (RFC 5213 §5.3.6, §6.8): the requested
+    /// non-zero one; for ALL_ZERO, the entry's, or a new one generated here.
+    fn link_local_for(
+        &mut self,
+        requested: Option<Ipv6Addr>,
+        existing: Option<Ipv6Addr>,
+    ) -> Option<Ipv6Addr> {
+        match requested {
+            None => None,
+            Some(a) if !a.is_unspecified() => Some(a),
+            Some(_) => Some(existing.unwrap_or_else(|| {
+                if let LinkLocalMode::Fixed { address, .. } = self.config.domain.link_local {
+                    address
+                } else {
+                    let iid = self.rng.next_u64() & !0x0200_0000_0000_0000;
+                    Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid))
+                }
+            })),
+        }
+    }
+
+    fn accept(
+        &mut self,
+        reply: &Reply<'_>,
+        session: SessionId,
+        granted: Lifetime,
+        gre_requested: bool,
+    ) {
+        // RFC 5845 §6.4: GRE is not used here; the PBU is accepted and says so.
+        let status = if gre_requested {
+            Status::GreKeyOptionNotRequired
+        } else {
+            Status::Accepted
+        };
+        let (prefixes, lla) = match self.cache.get(session) {
+            Some(e) => (e.prefixes.clone(), e.link_local_address),
+            None => return,
+        };
+        let lla = reply
+            .link_local_address
+            .map(|_| lla.unwrap_or(Ipv6Addr::UNSPECIFIED));
+        let opts = pba_options(reply, prefixes.as_slice(), reply.timestamp, lla);
+        self.send_pba(reply, status, granted, &opts);
+    }
+
+    fn reject(
+        &mut self,
+        reply: &Reply<'_>,
+        status: Status,
+        lma_time: Option<Timestamp>,
+        mag: Ipv6Addr,
+    ) {
+        let requested: Vec<Ipv6Net> = reply
+            .request_prefixes
+            .iter()
+            .filter_map(|o| match o {
+                MobilityOption::HomeNetworkPrefix(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let prefixes = if requested.is_empty() {
+            vec![Ipv6Net::default()]
+        } else {
+            requested
+        };
+        let ts = lma_time.or(reply.timestamp);
+        let opts = pba_options(reply, &prefixes, ts, reply.link_local_address);
+        self.send_pba(reply, status, Lifetime::ZERO, &opts);
+        self.event(LmaEvent::Rejected {
+            mn_id: String::from_utf8_lossy(reply.mn_id).into_owned(),
+            mag,
+            status,
+        });
+    }
+
+    fn send_pba(
+        &mut self,
+        reply: &Reply<'_>,
+        status: Status,
+        lifetime: Lifetime,
+        opts: &[MobilityOption<'_>],
+    ) {
+        let m = Message::BindingAck(BindingAck {
+            status,
+            flags: if reply.proxy {
+                BaFlags::P
+            } else {
+                BaFlags::empty()
+            },
+            sequence: reply.sequence,
+            lifetime,
+            options: Options::List(opts),
+        });
+        if let Some(t) = crate::emit(&m, reply.dst, reply.src) {
+            self.stats.pba_sent += 1;
+            *self.stats.pba_by_status.entry(status.value()).or_default() += 1;
+            self.push(LmaOutput::Transmit(t));
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    pub fn handle_timeout(&mut self, now: Instant, wall: WallClock) {
+        while let Some(s) = self.cache.pop_due(now) {
+            let reason = match self.cache.get(s).map(|e| e.state) {
+                Some(BindingState::Deregistering { .. }) => RemovalReason::Deregistered,
+                Some(BindingState::Active) => RemovalReason::Expired,
+                None => continue,
+            };
+            self.remove_session(s, reason, now, wall);
+        }
+        let due: Vec<SessionId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in due {
+            if let Some(p) = self.pending.remove(&s) {
+                // MaxDelayBeforeNewBCEAssign passed without a de-registration: a new
+                // mobility session (RFC 5213 §5.4.1.2 rule 4, §5.4.1.3 rule 3).
+                self.replay_pending(now, wall, p, Origin::NewSessionAfterWait);
+            }
+        }
+        self.revocation_timeouts(now, wall);
+        let mut tx = Vec::new();
+        let mut ev = Vec::new();
+        self.heartbeats
+            .on_timeout(now, &mut |t| tx.push(t), &mut |e| ev.push(e));
+        for t in tx {
+            self.push(LmaOutput::Transmit(t));
+        }
+        for e in ev {
+            self.event(LmaEvent::Peer(e));
+        }
+    }
+
+    fn revocation_timeouts(&mut self, now: Instant, wall: WallClock) {
+        let due: Vec<u16> = self
+            .revocations
+            .iter()
+            .filter(|(_, r)| r.next_at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let max = ms(self.config.revocation.max_timeout_ms);
+        for seq in due {
+            let Some(r) = self.revocations.get_mut(&seq) else {
+                continue;
+            };
+            if r.retries_left > 0 {
+                r.retries_left -= 1;
+                r.timeout = (r.timeout * 2).min(max);
+                r.next_at = now + r.timeout;
+                let t = Transmit {
+                    src: self.config.address,
+                    dst: r.mag,
+                    payload: r.payload.clone(),
+                };
+                self.stats.bri_sent += 1;
+                self.push(LmaOutput::Transmit(t));
+            } else if let Some(r) = self.revocations.remove(&seq) {
+                self.event(LmaEvent::RevocationTimedOut {
+                    mn_id: r.mn_id.clone(),
+                });
+                self.remove_session(r.session, RemovalReason::Revoked, now, wall);
+            }
+        }
+    }
+
+    fn remove_session(
+        &mut self,
+        s: SessionId,
+        reason: RemovalReason,
+        now: Instant,
+        wall: WallClock,
+    ) {
+        let Some(e) = self.cache.remove(s) else {
+            return;
+        };
+        let record = record_of(&e, now, to_ms(wall));
+        for p in e.prefixes.as_slice() {
+            self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                prefix: *p,
+            }));
+            if !self.policy.is_pinned(p) {
+                self.prefixes.release(p);
+            }
+        }
+        self.pending.remove(&s);
+        self.revocations.retain(|_, r| r.session != s);
+        self.mag_lost(&e.proxy_coa);
+        self.event(LmaEvent::BindingRemoved { record, reason });
+    }
+
+    fn mag_gained(&mut self, mag: Ipv6Addr, now: Instant) {
+        let n = self.mag_sessions.entry(mag).or_default();
+        *n += 1;
+        if *n == 1 {
+            self.heartbeats.add_peer(mag, now);
+        }
+    }
+
+    fn mag_lost(&mut self, mag: &Ipv6Addr) {
+        if let Some(n) = self.mag_sessions.get_mut(mag) {
+            *n -= 1;
+            if *n == 0 {
+                self.mag_sessions.remove(mag);
+                self.heartbeats.remove_peer(mag);
+            }
+        }
+    }
+
+    /// MAGs with sessions, and how many each has.
+    pub fn mags(&self) -> impl Iterator<Item = (&Ipv6Addr, &u32)> {
+        self.mag_sessions.iter()
+    }
+
+    pub fn is_mag_reachable(&self, mag: &Ipv6Addr) -> bool {
+        self.heartbeats.is_reachable(mag)
+    }
+}
+
+/// The PBA's options (RFC 5213 §5.3.6).
+fn pba_options<'a>(
+    reply: &Reply<'a>,
+    prefixes: &'a [Ipv6Net],
+    timestamp: Option<Timestamp>,
+    link_local: Option<Ipv6Addr>,
+) -> Vec<MobilityOption<'a>> {
+    let mut o = Vec::with_capacity(6 + prefixes.len());
+    o.push(MobilityOption::MobileNodeIdentifier {
+        subtype: MN_ID_SUBTYPE_NAI,
+        id: reply.mn_id,
+    });
+    o.extend(
+        prefixes
+            .iter()
+            .map(|p| MobilityOption::HomeNetworkPrefix(*p)),
+    );
+    o.push(MobilityOption::HandoffIndicator(reply.handoff_indicator));
+    o.push(MobilityOption::AccessTechnologyType(
+        reply.access_technology_type,
+    ));
+    if let Some(ts) = timestamp {
+        o.push(MobilityOption::Timestamp(ts));
+    }
+    if let Some(ll) = reply.mn_link_layer_id {
+        o.push(MobilityOption::MnLinkLayerIdentifier(ll));
+    }
+    if let Some(a) = link_local {
+        o.push(MobilityOption::LinkLocalAddress(a));
+    }
+    o
+}
+
+/// Reply fields for a PBU whose options could not be picked out cleanly (a repeated option):
+/// the first instance of each.
+fn lenient_reply<'a>(
+    bu: &crate::wire::BindingUpdate<'a>,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) -> Reply<'a> {
+    let find = |t| bu.options.find(t);
+    Reply {
+        src,
+        dst,
+        sequence: bu.sequence,
+        proxy: bu.flags.contains(BuFlags::P),
+        mn_id: match find(OptionType::MobileNodeIdentifier) {
+            Some(MobilityOption::MobileNodeIdentifier { id, .. }) => id,
+            _ => &[],
+        },
+        request_prefixes: bu.options,
+        handoff_indicator: match find(OptionType::HandoffIndicator) {
+            Some(MobilityOption::HandoffIndicator(h)) => h,
+            _ => HandoffIndicator::Reserved,
+        },
+        access_technology_type: match find(OptionType::AccessTechnologyType) {
+            Some(MobilityOption::AccessTechnologyType(a)) => a,
+            _ => AccessTechnologyType::Reserved,
+        },
+        timestamp: match find(OptionType::Timestamp) {
+            Some(MobilityOption::Timestamp(t)) => Some(t),
+            _ => None,
+        },
+        mn_link_layer_id: match find(OptionType::MnLinkLayerIdentifier) {
+            Some(MobilityOption::MnLinkLayerIdentifier(l)) => Some(l),
+            _ => None,
+        },
+        link_local_address: match find(OptionType::LinkLocalAddress) {
+            Some(MobilityOption::LinkLocalAddress(a)) => Some(a),
+            _ => None,
+        },
+    }
+}
+
+fn to_ms(w: WallClock) -> u64 {
+    u64::try_from(w.since_epoch().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn record_of(e: &BindingCacheEntry, now: Instant, wall_ms: u64) -> BindingRecord {
+    let wall_of = |t: Instant| -> u64 {
+        if t >= now {
+            wall_ms.saturating_add((t - now).as_millis() as u64)
+        } else {
+            wall_ms.saturating_sub((now - t).as_millis() as u64)
+        }
+    };
+    BindingRecord {
+        mn_id: e.mn_id.to_string(),
+        home_network_prefixes: e.prefixes.as_slice().to_vec(),
+        proxy_coa: e.proxy_coa,
+        access_technology_type: e.access_technology_type.value(),
+        handoff_indicator: e.handoff_indicator.value(),
+        mn_link_layer_id: e.mn_link_layer_id,
+        link_local_address: e.link_local_address,
+        lifetime_s: e.lifetime.as_secs() as u32,
+        registered_at_ms: wall_of(e.registered_at),
+        updated_at_ms: wall_of(e.updated_at),
+        expires_at_ms: wall_of(e.expires_at),
+        delete_at_ms: match e.state {
+            BindingState::Deregistering { delete_at, .. } => Some(wall_of(delete_at)),
+            BindingState::Active => None,
+        },
+        last_timestamp: e.ordering.timestamp.map(|t| t.0),
+        last_sequence: e.ordering.sequence.0,
+        handover_count: e.handover_count,
+        last_handover_gap_ms: e.last_handover_gap.map(|d| d.as_millis() as u64),
+    }
+}

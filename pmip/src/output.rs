@@ -1,0 +1,79 @@
+//! What the state machines ask their daemon to do: send bytes, program the datapath, send a
+//! Router Advertisement, or report an event. All of it is plain data the tests assert on.
+
+use core::time::Duration;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use crate::types::LinkLayerAddress;
+
+/// A Mobility Header to send over IPv6 (next header 135) from `src` to `dst`, checksum filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub payload: Vec<u8>,
+}
+
+/// An access interface, as the daemon numbers it (the kernel's ifindex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessLink(pub u32);
+
+/// A change to the kernel datapath. Each command is idempotent: `Set*` replaces whatever was
+/// there for the prefix, `Remove*` tolerates absence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneCommand {
+    /// LMA: tunnel traffic for `prefix` to the MAG at `proxy_coa` (RFC 5213 §5.6.1, §5.6.2).
+    SetDownlink {
+        prefix: Ipv6Net,
+        proxy_coa: Ipv6Addr,
+    },
+    /// LMA: drop traffic for `prefix` (a de-registered session waiting to be deleted,
+    /// RFC 5213 §5.3.5).
+    DropDownlink {
+        prefix: Ipv6Net,
+    },
+    /// LMA: forget `prefix`.
+    RemoveDownlink {
+        prefix: Ipv6Net,
+    },
+    /// MAG: tunnel traffic from `prefix` to the LMA (RFC 5213 §6.10.5).
+    SetUplink {
+        prefix: Ipv6Net,
+        lma: Ipv6Addr,
+    },
+    RemoveUplink {
+        prefix: Ipv6Net,
+    },
+    /// MAG: `prefix` is on-link on `link`; with `local_routing`, traffic between nodes of
+    /// this MAG stays local (EnableMAGLocalRouting, RFC 5213 §6.10.3).
+    SetAccessRoute {
+        prefix: Ipv6Net,
+        link: AccessLink,
+        local_routing: bool,
+    },
+    RemoveAccessRoute {
+        prefix: Ipv6Net,
+    },
+}
+
+/// A Router Advertisement the MAG must send to one mobile node (RFC 4861 §6.2.3, RFC 5213
+/// §6.7, §6.9.3): unicast to `mn_link_layer`, from the domain's link-local and link-layer
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterAdvertisement {
+    pub link: AccessLink,
+    pub mn_link_layer: LinkLayerAddress,
+    /// Source: the fixed MAG link-local address, or the one the LMA generated.
+    pub src_link_local: Ipv6Addr,
+    pub src_link_layer: LinkLayerAddress,
+    /// Prefix Information options (on-link, autonomous). Empty with `router_lifetime` zero:
+    /// the withdrawal sent when a node is denied or leaves.
+    pub prefixes: Vec<Ipv6Net>,
+    /// Valid and preferred lifetime of the prefixes.
+    pub prefix_lifetime: Duration,
+    pub router_lifetime: Duration,
+    /// MTU option value.
+    pub mtu: u32,
+}

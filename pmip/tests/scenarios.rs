@@ -1,0 +1,1069 @@
+//! Scenario tests of the LMA and MAG state machines in the simulator: virtual time, lossy
+//! links, one LMA and several MAGs.
+
+use core::time::Duration;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use pmip::cache::BindingState;
+use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile, PrefixPool};
+use pmip::lma::{LmaEvent, RemovalReason};
+use pmip::mag::{BulState, MagEvent};
+use pmip::sim::{Downlink, Packet, Sim};
+use pmip::types::{LinkLayerAddress, Nai};
+use pmip::wire::*;
+
+const LMA: &str = "2001:db8:ffff::1";
+
+fn mag_addr(i: usize) -> Ipv6Addr {
+    format!("2001:db8:{}::10", i + 1).parse().unwrap()
+}
+
+fn ll(n: u16) -> LinkLayerAddress {
+    LinkLayerAddress::mac([2, 0, 0, 0, (n >> 8) as u8, n as u8])
+}
+
+fn nai(n: u16) -> String {
+    format!("mn{n}@example.org")
+}
+
+fn profile(n: u16) -> MobileNodeProfile {
+    let mut p = MobileNodeProfile::new(Nai::new(nai(n)).unwrap());
+    p.link_layer_addresses = vec![ll(n)];
+    p
+}
+
+fn lma_config(mags: usize, nodes: u16) -> LmaConfig {
+    let mut c: LmaConfig = serde_saphyr::from_str(&format!(
+        "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
+    ))
+    .unwrap();
+    c.authorized_mags = (0..mags).map(mag_addr).collect();
+    c.mobile_nodes = (1..=nodes).map(profile).collect();
+    c.domain.heartbeat.interval_s = 30;
+    c
+}
+
+fn mag_config(i: usize, nodes: u16) -> MagConfig {
+    let mut c: MagConfig = serde_saphyr::from_str(&format!(
+        "proxy_coa: '{}'\nlma_address: '{LMA}'\naccess_interfaces: ['acc*']\n",
+        mag_addr(i)
+    ))
+    .unwrap();
+    c.mobile_nodes = (1..=nodes).map(profile).collect();
+    c.domain.heartbeat.interval_s = 30;
+    c
+}
+
+fn domain(mags: usize, nodes: u16) -> Sim {
+    let cfgs = (0..mags).map(|i| mag_config(i, nodes)).collect();
+    Sim::new(lma_config(mags, nodes), cfgs, 42)
+}
+
+fn statuses(sim: &Sim) -> Vec<u8> {
+    sim.sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingAck(ba)) => Some(ba.status.value()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prefix_of(sim: &Sim, n: u16) -> Ipv6Net {
+    let s = sim
+        .lma
+        .cache()
+        .sessions_of(&nai(n))
+        .next()
+        .expect("a session");
+    sim.lma.cache().get(s).unwrap().prefixes.as_slice()[0]
+}
+
+fn bound_at(sim: &Sim, mag: usize, n: u16) -> bool {
+    sim.mags[mag].binding(&nai(n)).is_some_and(|e| e.is_bound())
+}
+
+#[test]
+fn first_attach_registers_programs_both_ends_and_advertises() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    assert!(bound_at(&sim, 0, 1));
+    let p = prefix_of(&sim, 1);
+    assert_eq!(p.to_string(), "2001:db8:100::/64");
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+    assert_eq!(
+        sim.mag_datapaths[0].uplinks.get(&p),
+        Some(&LMA.parse().unwrap())
+    );
+    assert!(sim.mag_datapaths[0].access_routes.contains_key(&p));
+    let (_, _, ra) = sim.router_advertisements.last().unwrap();
+    assert_eq!(ra.prefixes, vec![p]);
+    assert_eq!(ra.mn_link_layer, ll(1));
+    assert_eq!(ra.src_link_local, "fe80::1".parse::<Ipv6Addr>().unwrap());
+    assert!(ra.router_lifetime > Duration::ZERO);
+    // Two messages: one PBU, one PBA (status 0), 2 ms apart.
+    assert_eq!(statuses(&sim), vec![0]);
+    match sim
+        .mag_events_of(0)
+        .find(|e| matches!(e, MagEvent::Registered { .. }))
+    {
+        Some(MagEvent::Registered { after, .. }) => assert_eq!(*after, Duration::from_millis(2)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn refresh_over_days_keeps_one_binding_and_the_prefix() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let p = prefix_of(&sim, 1);
+    sim.run_for(Duration::from_secs(3 * 24 * 3600));
+    assert!(bound_at(&sim, 0, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(sim.lma.cache().len(), 1);
+    // 3600 s lifetime refreshed at 80 %: 2880 s (plus a 2 ms round trip) apart, so 89
+    // refreshes in 3 days.
+    let refreshes = sim
+        .mag_events_of(0)
+        .filter(|e| matches!(e, MagEvent::Refreshed { .. }))
+        .count();
+    assert_eq!(refreshes, 89);
+    assert!(
+        !sim.lma_events
+            .iter()
+            .any(|(_, e)| matches!(e, LmaEvent::BindingRemoved { .. }))
+    );
+}
+
+#[test]
+fn lost_pbus_are_retransmitted_with_exponential_backoff() {
+    let mut sim = domain(1, 1);
+    let mut dropped = 0;
+    sim.drop = Some(Box::new(move |p: &Packet| {
+        let pbu = matches!(p.message(), Some(Message::BindingUpdate(_)));
+        if pbu && dropped < 3 {
+            dropped += 1;
+            return true;
+        }
+        false
+    }));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(60));
+    assert!(bound_at(&sim, 0, 1));
+    let times: Vec<Duration> = sim
+        .sent
+        .iter()
+        .filter(|(_, p)| matches!(p.message(), Some(Message::BindingUpdate(_))))
+        .map(|(t, _)| *t - pmip::Instant::ZERO)
+        .collect();
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect();
+    // INITIAL_BINDACK_TIMEOUT 1 s, doubling (RFC 5213 §6.9.4).
+    assert_eq!(gaps, vec![1000, 2000, 4000]);
+    // Each retransmission is a new message: a new sequence number and timestamp.
+    let seqs: Vec<u16> = sim
+        .sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingUpdate(bu)) => Some(bu.sequence.0),
+            _ => None,
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+}
+
+#[test]
+fn a_lost_pba_is_recovered_by_the_retransmitted_pbu() {
+    let mut sim = domain(1, 1);
+    let mut dropped = false;
+    sim.drop = Some(Box::new(move |p: &Packet| {
+        if !dropped && matches!(p.message(), Some(Message::BindingAck(_))) {
+            dropped = true;
+            return true;
+        }
+        false
+    }));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(10));
+    assert!(bound_at(&sim, 0, 1));
+    // The LMA saw two PBUs but created one session: the second refreshed it.
+    assert_eq!(sim.lma.cache().len(), 1);
+    assert_eq!(statuses(&sim), vec![0, 0]);
+}
+
+#[test]
+fn giving_up_after_max_transmissions_is_reported() {
+    let mut sim = domain(1, 1);
+    sim.drop = Some(Box::new(|p: &Packet| {
+        matches!(p.message(), Some(Message::BindingUpdate(_)))
+    }));
+    sim.attach(0, ll(1));
+    sim.run_for(Duration::from_secs(600));
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::GaveUp { .. }))
+    );
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    // 8 transmissions, the backoff capped at MAX_BINDACK_TIMEOUT (32 s).
+    let n = sim
+        .sent
+        .iter()
+        .filter(|(_, p)| matches!(p.message(), Some(Message::BindingUpdate(_))))
+        .count();
+    assert_eq!(n, 8);
+    assert!(sim.router_advertisements.is_empty());
+}
+
+#[test]
+fn lifetime_expiry_removes_the_binding_at_both_ends() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let p = prefix_of(&sim, 1);
+    // The MAG goes silent (its refreshes are lost).
+    sim.drop = Some(Box::new(|p: &Packet| {
+        matches!(p.message(), Some(Message::BindingUpdate(_)))
+    }));
+    sim.run_for(Duration::from_secs(3700));
+    assert!(sim.lma.cache().is_empty());
+    assert!(!sim.lma_datapath.contains_key(&p));
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        LmaEvent::BindingRemoved {
+            reason: RemovalReason::Expired,
+            ..
+        }
+    )));
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::Expired { .. }))
+    );
+    assert!(sim.mag_datapaths[0].uplinks.is_empty());
+    // The MAG withdrew the prefix from the node.
+    let (_, _, ra) = sim.router_advertisements.last().unwrap();
+    assert_eq!(ra.router_lifetime, Duration::ZERO);
+    assert_eq!(ra.prefix_lifetime, Duration::ZERO);
+}
+
+#[test]
+fn reattach_within_min_delay_keeps_the_prefix_and_after_it_the_entry_is_gone() {
+    let mut sim = domain(1, 2);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.detach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    assert!(matches!(
+        sim.lma.cache().get(s).unwrap().state,
+        BindingState::Deregistering { .. }
+    ));
+    assert_eq!(sim.lma_datapath.get(&p), Some(&Downlink::Drop));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    // Back within MinDelayBeforeBCEDelete (10 s): same prefix.
+    sim.run_for(Duration::from_secs(5));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+    // Detach again and stay away: the entry goes after 10 s.
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_secs(11));
+    assert!(sim.lma.cache().is_empty());
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        LmaEvent::BindingRemoved {
+            reason: RemovalReason::Deregistered,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_late_deregistration_from_the_previous_mag_does_not_remove_the_new_binding() {
+    let mut sim = domain(2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    // MAG1's de-registration is held in the network for 200 ms (within the 300 ms
+    // TimestampValidityWindow); MAG2 registers meanwhile.
+    sim.latency = Duration::from_millis(200);
+    sim.detach(0, ll(1));
+    sim.latency = Duration::from_millis(1);
+    sim.run_for(Duration::from_millis(10));
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    assert!(bound_at(&sim, 1, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    let e = sim.lma.cache().get(s).unwrap();
+    assert_eq!(e.proxy_coa, mag_addr(1));
+    assert_eq!(e.state, BindingState::Active);
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    assert_eq!(e.handover_count, 1);
+    // The late de-registration was refused (its timestamp is older than the accepted one)
+    // and nothing changed.
+    assert!(statuses(&sim).contains(&157));
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(sim.lma.cache().len(), 1);
+}
+
+#[test]
+fn a_deregistration_from_a_mag_that_no_longer_holds_the_binding_is_ignored() {
+    // Same race with sequence numbers: no timestamp to refuse it, so RFC 5213 §5.3.5 rule 1
+    // (the source is not the binding's proxy-CoA) is what protects the new binding.
+    let mut lc = lma_config(2, 1);
+    lc.domain.replay_protection = pmip::config::ReplayProtection::SequenceNumber;
+    let mags = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, 1);
+            c.domain.replay_protection = pmip::config::ReplayProtection::SequenceNumber;
+            c
+        })
+        .collect();
+    let mut sim = Sim::new(lc, mags, 5);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.latency = Duration::from_millis(500);
+    sim.detach(0, ll(1));
+    sim.latency = Duration::from_millis(1);
+    sim.run_for(Duration::from_millis(10));
+    sim.attach(1, ll(1));
+    sim.run_for(Duration::from_secs(5));
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    let e = sim.lma.cache().get(s).unwrap();
+    assert_eq!(e.proxy_coa, mag_addr(1));
+    assert_eq!(e.state, BindingState::Active);
+    assert!(bound_at(&sim, 1, 1));
+    // A de-registration from MAG1 whose sequence number is newer than anything accepted:
+    // the ordering check passes, and only rule 1 stands between it and the binding.
+    let last = e.ordering.sequence.0;
+    let id = nai(1);
+    let l = ll(1);
+    let opts = [
+        MobilityOption::MobileNodeIdentifier {
+            subtype: 1,
+            id: id.as_bytes(),
+        },
+        MobilityOption::HomeNetworkPrefix(p),
+        MobilityOption::HandoffIndicator(HandoffIndicator::HandoffStateUnknown),
+        MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
+        MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+    ];
+    let sent_before = sim.sent.len();
+    sim.inject(pbu_bytes(mag_addr(0), last.wrapping_add(100), 0, &opts));
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.lma.stats().pbu_ignored, 1);
+    // Ignored means no answer at all (RFC 5213 §5.3.5 rule 1).
+    assert_eq!(sim.sent.len(), sent_before + 1);
+    let e = sim.lma.cache().get(s).unwrap();
+    assert_eq!(e.state, BindingState::Active);
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+}
+
+#[test]
+fn a_thousand_handoffs_keep_the_prefix() {
+    let mut sim = domain(2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    for i in 0..1000 {
+        let (from, to) = if i % 2 == 0 { (0, 1) } else { (1, 0) };
+        sim.detach(from, ll(1));
+        sim.run_for(Duration::from_millis(5));
+        sim.attach(to, ll(1));
+        sim.run_for(Duration::from_millis(20));
+        assert!(bound_at(&sim, to, 1), "handoff {i}");
+        assert_eq!(prefix_of(&sim, 1), p, "handoff {i}");
+        assert_eq!(
+            sim.lma_datapath.get(&p),
+            Some(&Downlink::Tunnel(mag_addr(to)))
+        );
+    }
+    assert_eq!(sim.lma.cache().len(), 1);
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    let e = sim.lma.cache().get(s).unwrap();
+    assert_eq!(e.handover_count, 1000);
+    // The signalling gap: the de-registration is seen 1 ms after the detach, the new
+    // registration 5 + 1 ms after it.
+    assert_eq!(e.last_handover_gap, Some(Duration::from_millis(5)));
+}
+
+#[test]
+fn handoff_without_deregistration_moves_the_binding() {
+    // The old MAG never notices the node left (no link event): the new MAG's PBU moves the
+    // binding anyway, matched by MN-ID, ATT and link-layer identifier.
+    let mut sim = domain(2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+}
+
+/// A PBU from `mag` for node `n` with the given options, as raw bytes.
+fn pbu_bytes(mag: Ipv6Addr, seq: u16, lifetime_s: u32, opts: &[MobilityOption<'_>]) -> Packet {
+    let m = Message::BindingUpdate(BindingUpdate {
+        sequence: SequenceNumber(seq),
+        flags: BuFlags::A | BuFlags::P,
+        lifetime: Lifetime::from_secs(lifetime_s),
+        options: Options::List(opts),
+    });
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &mag, &lma).unwrap();
+    Packet {
+        src: mag,
+        dst: lma,
+        bytes: b,
+    }
+}
+
+fn last_pba(sim: &Sim) -> (Status, u16, Vec<Ipv6Net>, Option<Timestamp>) {
+    sim.sent
+        .iter()
+        .rev()
+        .find_map(|(_, p)| match p.message() {
+            Some(Message::BindingAck(ba)) => {
+                let v = ProxyBindingAck::new(&ba).unwrap();
+                if ba.flags.contains(BaFlags::P) {
+                    v.check_mandatory().unwrap();
+                }
+                Some((
+                    ba.status,
+                    ba.sequence.0,
+                    v.home_network_prefixes().collect(),
+                    v.opts.timestamp,
+                ))
+            }
+            _ => None,
+        })
+        .expect("a PBA")
+}
+
+fn std_opts<'a>(id: &'a [u8], ts: Timestamp, hnp: Ipv6Net) -> Vec<MobilityOption<'a>> {
+    vec![
+        MobilityOption::MobileNodeIdentifier { subtype: 1, id },
+        MobilityOption::HomeNetworkPrefix(hnp),
+        MobilityOption::HandoffIndicator(HandoffIndicator::AttachmentOverNewInterface),
+        MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
+        MobilityOption::Timestamp(ts),
+    ]
+}
+
+#[test]
+fn timestamps_outside_the_window_or_older_than_accepted_are_refused() {
+    let mut sim = domain(1, 1);
+    // The MAG's clock is 400 ms ahead: beyond the 300 ms TimestampValidityWindow.
+    sim.mag_clock_skew_ms[0] = 400;
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let (status, _, _, ts) = last_pba(&sim);
+    assert_eq!(status, Status::TimestampMismatch);
+    // The PBA carries the LMA's own time (RFC 5213 §5.5 rule 9), not the MAG's.
+    let lma_now = Timestamp::from_wall_clock(sim.wall());
+    assert!(ts.unwrap().abs_diff(lma_now) < Duration::from_millis(5));
+    assert!(matches!(
+        sim.mags[0].binding(&nai(1)).unwrap().state,
+        BulState::Denied {
+            status: Status::TimestampMismatch,
+            ..
+        }
+    ));
+    assert!(sim.router_advertisements.is_empty());
+    // Within the window it works.
+    sim.mag_clock_skew_ms[0] = 200;
+    sim.run_for(Duration::from_secs(31));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert!(bound_at(&sim, 0, 1));
+}
+
+#[test]
+fn a_replayed_old_pbu_is_refused_and_changes_nothing() {
+    let mut sim = domain(2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    let original = sim
+        .sent
+        .iter()
+        .find(|(_, p)| matches!(p.message(), Some(Message::BindingUpdate(_))))
+        .unwrap()
+        .1
+        .clone();
+    sim.run_for(Duration::from_millis(100));
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    // Replay MAG1's first PBU 100 ms later: within the window, but older than accepted.
+    sim.inject(original);
+    sim.settle(Duration::from_secs(1));
+    assert_eq!(last_pba(&sim).0, Status::TimestampLowerThanPrevAccepted);
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    // A replay much later falls outside the window.
+    sim.run_for(Duration::from_secs(10));
+    let replay = sim
+        .sent
+        .iter()
+        .find(|(_, p)| matches!(p.message(), Some(Message::BindingUpdate(_))))
+        .unwrap()
+        .1
+        .clone();
+    sim.inject(replay);
+    sim.settle(Duration::from_secs(1));
+    assert_eq!(last_pba(&sim).0, Status::TimestampMismatch);
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+}
+
+#[test]
+fn an_unauthorized_mag_gets_154_and_nothing_changes() {
+    let mut sim = domain(2, 1);
+    sim.lma.set_authorized_mags([mag_addr(0)]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(last_pba(&sim).0, Status::MagNotAuthorizedForProxyReg);
+    assert!(matches!(
+        sim.mags[1].binding(&nai(1)).unwrap().state,
+        BulState::Denied { .. }
+    ));
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+    assert!(sim.mag_datapaths[1].uplinks.is_empty());
+    assert!(sim.router_advertisements.iter().all(|(_, m, _)| *m == 0));
+}
+
+#[test]
+fn an_unknown_node_is_refused_and_gets_no_prefix() {
+    let mut sim = domain(1, 1);
+    // The MAG knows the node, the LMA does not.
+    sim.mags[0].upsert_profile(profile(7)).unwrap();
+    sim.attach(0, ll(7));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(last_pba(&sim).0, Status::NotLmaForThisMobileNode);
+    assert!(sim.lma.cache().is_empty());
+    assert!(sim.router_advertisements.is_empty());
+    // A node neither knows: the MAG does not even ask.
+    sim.attach(0, ll(8));
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::UnknownNode { .. }))
+    );
+}
+
+#[test]
+fn pool_exhaustion_gets_130() {
+    let mut lc = lma_config(1, 5);
+    lc.prefix_pools = vec![PrefixPool {
+        prefix: "2001:db8:100::/63".parse().unwrap(),
+        prefix_length: 64,
+    }];
+    let mut sim = Sim::new(lc, vec![mag_config(0, 5)], 1);
+    for n in 1..=3 {
+        sim.attach(0, ll(n));
+    }
+    sim.settle(Duration::from_secs(2));
+    assert!(bound_at(&sim, 0, 1) && bound_at(&sim, 0, 2));
+    assert_eq!(last_pba(&sim).0, Status::InsufficientResources);
+    assert!(!bound_at(&sim, 0, 3));
+    assert_eq!(sim.lma.cache().len(), 2);
+}
+
+#[test]
+fn lma_restart_from_a_snapshot_re_registers_every_node_with_the_same_prefix() {
+    let mut sim = domain(2, 20);
+    for n in 1..=20 {
+        sim.attach((n % 2) as usize, ll(n));
+    }
+    sim.settle(Duration::from_secs(2));
+    let before: Vec<Ipv6Net> = (1..=20).map(|n| prefix_of(&sim, n)).collect();
+    let snap = sim.lma.snapshot(sim.now, sim.wall());
+    // The snapshot survives a round trip through JSON, as the daemon's store would do.
+    let snap: pmip::lma::LmaSnapshot =
+        serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+    sim.run_for(Duration::from_secs(3));
+    sim.restart_lma(&snap);
+    assert_eq!(sim.lma.restart_counter(), 2);
+    // Restored: datapath reprogrammed before any signalling.
+    assert_eq!(sim.lma_datapath.len(), 20);
+    sim.settle(Duration::from_secs(5));
+    // The unsolicited heartbeat response told both MAGs; each re-registered its nodes.
+    for m in 0..2 {
+        assert!(sim.mag_events_of(m).any(|e| matches!(
+            e,
+            MagEvent::Peer(pmip::heartbeat::PeerEvent::Restarted {
+                old: Some(1),
+                new: 2,
+                ..
+            })
+        )));
+    }
+    let refreshes = sim
+        .mag_events
+        .iter()
+        .filter(|(t, _, e)| *t > pmip::Instant::ZERO && matches!(e, MagEvent::Refreshed { .. }))
+        .count();
+    assert_eq!(refreshes, 20);
+    let after: Vec<Ipv6Net> = (1..=20).map(|n| prefix_of(&sim, n)).collect();
+    assert_eq!(before, after);
+    for n in 1..=20u16 {
+        assert!(bound_at(&sim, (n % 2) as usize, n));
+    }
+}
+
+#[test]
+fn lma_restart_is_also_found_by_periodic_heartbeats() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    let snap = sim.lma.snapshot(sim.now, sim.wall());
+    // The unsolicited announcement is lost.
+    sim.drop = Some(Box::new(
+        |p: &Packet| matches!(p.message(), Some(Message::Heartbeat(h)) if h.flags.contains(HeartbeatFlags::U)),
+    ));
+    sim.run_for(Duration::from_secs(40));
+    sim.restart_lma(&snap);
+    sim.run_for(Duration::from_secs(40));
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::Peer(pmip::heartbeat::PeerEvent::Restarted { .. })
+    )));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert!(bound_at(&sim, 0, 1));
+}
+
+#[test]
+fn an_unreachable_lma_is_detected_by_missing_heartbeats() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.drop = Some(Box::new(|p: &Packet| {
+        matches!(p.message(), Some(Message::Heartbeat(_)))
+    }));
+    sim.run_for(Duration::from_secs(200));
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::Peer(pmip::heartbeat::PeerEvent::Unreachable { .. })
+    )));
+    sim.drop = None;
+    sim.run_for(Duration::from_secs(40));
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::Peer(pmip::heartbeat::PeerEvent::Reachable { .. })
+    )));
+}
+
+#[test]
+fn revocation_tears_down_both_ends() {
+    let mut sim = domain(1, 2);
+    sim.attach(0, ll(1));
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    assert!(sim.lma_do(|lma, now, _| lma.remove_profile(now, &nai(1), true)));
+    sim.settle(Duration::from_secs(2));
+    assert!(sim.lma.cache().sessions_of(&nai(1)).next().is_none());
+    assert!(!sim.lma_datapath.contains_key(&p));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::Revoked { .. }))
+    );
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        LmaEvent::RevocationAcknowledged {
+            status: BraStatus::Success,
+            ..
+        }
+    )));
+    // The node is told its prefix is gone, the other node is untouched.
+    let (_, _, ra) = sim.router_advertisements.last().unwrap();
+    assert_eq!(ra.mn_link_layer, ll(1));
+    assert_eq!(ra.router_lifetime, Duration::ZERO);
+    assert!(bound_at(&sim, 0, 2));
+    // Re-attaching now fails: the profile is gone.
+    sim.mags[0].upsert_profile(profile(1)).unwrap();
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(last_pba(&sim).0, Status::NotLmaForThisMobileNode);
+}
+
+#[test]
+fn revocation_without_answer_is_retried_then_completed() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.drop = Some(Box::new(|p: &Packet| {
+        matches!(p.message(), Some(Message::BindingRevocation(_)))
+    }));
+    sim.lma_do(|lma, now, _| lma.revoke(now, &nai(1), RevocationTrigger::AdministrativeReason))
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    let bris: Vec<_> = sim
+        .sent
+        .iter()
+        .filter(|(_, p)| matches!(p.message(), Some(Message::BindingRevocation(_))))
+        .map(|(t, _)| *t)
+        .collect();
+    // BRIMaxRetriesNumber = 1 retransmission after InitMINDelayBRIs (1 s).
+    assert_eq!(bris.len(), 2);
+    assert_eq!(bris[1] - bris[0], Duration::from_secs(1));
+    assert!(sim.lma.cache().is_empty());
+    assert!(
+        sim.lma_events
+            .iter()
+            .any(|(_, e)| matches!(e, LmaEvent::RevocationTimedOut { .. }))
+    );
+}
+
+#[test]
+fn handoff_state_unknown_waits_for_the_deregistration() {
+    // No link-layer identifier on these links: the LMA matches by MN-ID alone and, with
+    // "handoff state unknown", waits MaxDelayBeforeNewBCEAssign for the old MAG.
+    let mut sim = domain(2, 1);
+    let id = nai(1);
+    let mag1 = mag_addr(0);
+    let mag2 = mag_addr(1);
+    let wall = sim.wall();
+    let opts = std_opts(
+        id.as_bytes(),
+        Timestamp::from_wall_clock(wall),
+        Ipv6Net::default(),
+    );
+    sim.inject(pbu_bytes(mag1, 1, 3600, &opts));
+    sim.settle(Duration::from_secs(1));
+    let p = prefix_of(&sim, 1);
+    // MAG2: same node, HI = 4, no LL-ID.
+    let mut o2 = std_opts(
+        id.as_bytes(),
+        Timestamp::from_wall_clock(sim.wall()),
+        Ipv6Net::default(),
+    );
+    o2[2] = MobilityOption::HandoffIndicator(HandoffIndicator::HandoffStateUnknown);
+    sim.inject(pbu_bytes(mag2, 1, 3600, &o2));
+    sim.run_for(Duration::from_millis(500));
+    // Nothing yet: waiting.
+    assert_eq!(sim.lma_datapath.get(&p), Some(&Downlink::Tunnel(mag1)));
+    // MAG1 de-registers: the waiting PBU goes ahead as a handoff, prefix kept.
+    let mut o1 = std_opts(id.as_bytes(), Timestamp::from_wall_clock(sim.wall()), p);
+    o1[2] = MobilityOption::HandoffIndicator(HandoffIndicator::HandoffStateUnknown);
+    sim.inject(pbu_bytes(mag1, 2, 0, &o1));
+    sim.settle(Duration::from_secs(1));
+    assert_eq!(sim.lma.cache().len(), 1);
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(sim.lma_datapath.get(&p), Some(&Downlink::Tunnel(mag2)));
+
+    // And without a de-registration, MaxDelayBeforeNewBCEAssign (1.5 s) later, a new session.
+    let mut sim = domain(2, 1);
+    sim.inject(pbu_bytes(
+        mag1,
+        1,
+        3600,
+        &std_opts(
+            id.as_bytes(),
+            Timestamp::from_wall_clock(sim.wall()),
+            Ipv6Net::default(),
+        ),
+    ));
+    sim.settle(Duration::from_secs(1));
+    let mut o2 = std_opts(
+        id.as_bytes(),
+        Timestamp::from_wall_clock(sim.wall()),
+        Ipv6Net::default(),
+    );
+    o2[2] = MobilityOption::HandoffIndicator(HandoffIndicator::HandoffStateUnknown);
+    sim.inject(pbu_bytes(mag2, 1, 3600, &o2));
+    sim.run_for(Duration::from_millis(1400));
+    assert_eq!(sim.lma.cache().len(), 1);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.lma.cache().len(), 2);
+}
+
+/// Every status the LMA sends, each from the message that earns it.
+#[test]
+fn every_lma_status_code_is_produced() {
+    let mut sim = domain(2, 3);
+    let mag = mag_addr(0);
+    let id = nai(1);
+    let id2 = nai(2);
+    let all_zero = Ipv6Net::default();
+    let seq = std::cell::Cell::new(100u16);
+    let send =
+        |sim: &mut Sim, opts: &[MobilityOption<'_>], lifetime: u32, flags: BuFlags| -> Status {
+            seq.set(seq.get().wrapping_add(1));
+            let m = Message::BindingUpdate(BindingUpdate {
+                sequence: SequenceNumber(seq.get()),
+                flags,
+                lifetime: Lifetime::from_secs(lifetime),
+                options: Options::List(opts),
+            });
+            let lma: Ipv6Addr = LMA.parse().unwrap();
+            let mut b = vec![0u8; m.buffer_len()];
+            m.emit_with_checksum(&mut b, &mag, &lma).unwrap();
+            sim.inject(Packet {
+                src: mag,
+                dst: lma,
+                bytes: b,
+            });
+            sim.settle(Duration::from_millis(100));
+            last_pba(sim).0
+        };
+    let ap = BuFlags::A | BuFlags::P;
+    let ts = |sim: &Sim| Timestamp::from_wall_clock(sim.wall());
+    let hi = MobilityOption::HandoffIndicator(HandoffIndicator::AttachmentOverNewInterface);
+    let att = MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023);
+    let mnid = MobilityOption::MobileNodeIdentifier {
+        subtype: 1,
+        id: id.as_bytes(),
+    };
+    let hnp0 = MobilityOption::HomeNetworkPrefix(all_zero);
+
+    // 0
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp0, hi, att, t], 3600, ap),
+        Status::Accepted
+    );
+    let p = prefix_of(&sim, 1);
+    // 2: a GRE Key option; GRE is not used here.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    let hnp = MobilityOption::HomeNetworkPrefix(p);
+    assert_eq!(
+        send(
+            &mut sim,
+            &[mnid, hnp, hi, att, t, MobilityOption::GreKey(None)],
+            3600,
+            ap
+        ),
+        Status::GreKeyOptionNotRequired
+    );
+    // 128: a repeated single-instance option.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, hi, hi, att, t], 3600, ap),
+        Status::ReasonUnspecified
+    );
+    // 152: no P flag.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, hi, att, t], 3600, BuFlags::A),
+        Status::ProxyRegNotEnabled
+    );
+    // 160: no MN-ID; the PBA carries a zero-length identifier.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[hnp, hi, att, t], 3600, ap),
+        Status::MissingMnIdentifierOption
+    );
+    // 153: an identifier nobody knows.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    let stranger = MobilityOption::MobileNodeIdentifier {
+        subtype: 1,
+        id: b"nobody@example.org",
+    };
+    assert_eq!(
+        send(&mut sim, &[stranger, hnp0, hi, att, t], 3600, ap),
+        Status::NotLmaForThisMobileNode
+    );
+    // 156 and 157.
+    let old =
+        Timestamp::from_wall_clock(WallClock(sim.wall().since_epoch() - Duration::from_secs(1)));
+    assert_eq!(
+        send(
+            &mut sim,
+            &[mnid, hnp, hi, att, MobilityOption::Timestamp(old)],
+            3600,
+            ap
+        ),
+        Status::TimestampMismatch
+    );
+    let accepted = sim
+        .lma
+        .cache()
+        .get(sim.lma.cache().sessions_of(&id).next().unwrap())
+        .unwrap()
+        .ordering
+        .timestamp
+        .unwrap();
+    let older = Timestamp(accepted.0 - 1);
+    assert_eq!(
+        send(
+            &mut sim,
+            &[mnid, hnp, hi, att, MobilityOption::Timestamp(older)],
+            3600,
+            ap
+        ),
+        Status::TimestampLowerThanPrevAccepted
+    );
+    // 158, 161, 162.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hi, att, t], 3600, ap),
+        Status::MissingHomeNetworkPrefixOption
+    );
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, att, t], 3600, ap),
+        Status::MissingHandoffIndicatorOption
+    );
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, hi, t], 3600, ap),
+        Status::MissingAccessTechTypeOption
+    );
+    // 155: another node's prefix.
+    let mnid2 = MobilityOption::MobileNodeIdentifier {
+        subtype: 1,
+        id: id2.as_bytes(),
+    };
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid2, hnp, hi, att, t], 3600, ap),
+        Status::NotAuthorizedForHomeNetworkPrefix
+    );
+    // 159: the right prefix plus one more.
+    let extra = MobilityOption::HomeNetworkPrefix("2001:db8:100:ff::/64".parse().unwrap());
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, extra, hi, att, t], 3600, ap),
+        Status::BcePbuPrefixSetDoNotMatch
+    );
+    // 170 and 173: IPv4 home addresses are not offered.
+    let v4 = MobilityOption::Ipv4HomeAddressRequest {
+        prefix_len: 0,
+        address: std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, hi, att, t, v4], 3600, ap),
+        Status::NotAuthorizedForIpv4MobilityService
+    );
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid, hnp, hi, att, t, v4, v4], 3600, ap),
+        Status::MultipleIpv4HomeAddressAssignmentNotSupported
+    );
+    // 154: a node limited to another MAG.
+    let mut limited = profile(3);
+    limited.allowed_mags = vec![mag_addr(1)];
+    sim.lma.upsert_profile(limited).unwrap();
+    let id3 = nai(3);
+    let mnid3 = MobilityOption::MobileNodeIdentifier {
+        subtype: 1,
+        id: id3.as_bytes(),
+    };
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid3, hnp0, hi, att, t], 3600, ap),
+        Status::MagNotAuthorizedForProxyReg
+    );
+    // 135: sequence numbers (no Timestamp option), not newer than the last accepted.
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid2, hnp0, hi, att, t], 3600, ap),
+        Status::Accepted
+    );
+    let p2 = prefix_of(&sim, 2);
+    let hnp2 = MobilityOption::HomeNetworkPrefix(p2);
+    let s2 = sim.lma.cache().sessions_of(&id2).next().unwrap();
+    let last = sim.lma.cache().get(s2).unwrap().ordering.sequence;
+    seq.set(last.0.wrapping_sub(2));
+    assert_eq!(
+        send(&mut sim, &[mnid2, hnp2, hi, att], 3600, ap),
+        Status::SequenceNumberOutOfWindow
+    );
+    assert_eq!(
+        last_pba(&sim).1,
+        last.0,
+        "the PBA carries the last accepted sequence number"
+    );
+    // 130: pool exhausted.
+    let mut lc = lma_config(1, 2);
+    lc.prefix_pools = vec![PrefixPool {
+        prefix: "2001:db8:100::/64".parse().unwrap(),
+        prefix_length: 64,
+    }];
+    let mut small = Sim::new(lc, vec![mag_config(0, 2)], 3);
+    small.attach(0, ll(1));
+    small.attach(0, ll(2));
+    small.settle(Duration::from_secs(1));
+    assert_eq!(last_pba(&small).0, Status::InsufficientResources);
+}
+
+#[test]
+fn pinned_prefixes_win_and_are_never_handed_to_others() {
+    let mut lc = lma_config(1, 3);
+    let pinned: Ipv6Net = "2001:db8:100::/64".parse().unwrap();
+    lc.mobile_nodes[1].home_network_prefixes = vec![pinned];
+    let mut sim = Sim::new(lc, vec![mag_config(0, 3)], 9);
+    sim.attach(0, ll(1));
+    sim.attach(0, ll(3));
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(prefix_of(&sim, 2), pinned);
+    assert_ne!(prefix_of(&sim, 1), pinned);
+    assert_ne!(prefix_of(&sim, 3), pinned);
+}
+
+#[test]
+fn lma_generated_link_local_addresses_are_kept_across_handoffs() {
+    let mut lc = lma_config(2, 1);
+    let lmode = pmip::config::LinkLocalMode::LmaGenerated {
+        link_layer_address: "02:00:5e:00:53:01".parse().unwrap(),
+    };
+    lc.domain.link_local = lmode.clone();
+    let mags = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, 1);
+            c.domain.link_local = lmode.clone();
+            c
+        })
+        .collect();
+    let mut sim = Sim::new(lc, mags, 11);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let lla = sim.mags[0].binding(&nai(1)).unwrap().link_local;
+    assert!(lla.segments()[0] == 0xfe80 && lla != "fe80::1".parse::<Ipv6Addr>().unwrap());
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(sim.mags[1].binding(&nai(1)).unwrap().link_local, lla);
+    let (_, m, ra) = sim.router_advertisements.last().unwrap();
+    assert_eq!(*m, 1);
+    assert_eq!(ra.src_link_local, lla);
+}
