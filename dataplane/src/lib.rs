@@ -149,6 +149,11 @@ pub struct Settings {
     pub link_mtu: u32,
     /// Routing protocol number that marks this backend's routes, rules and addresses.
     pub route_protocol: u8,
+    /// Metric of this backend's routes. A route replace swaps the route of the same table,
+    /// prefix and metric whoever owns it, so this differs from the 1024 that `ip route` and
+    /// most tools use: a route someone else made for the same prefix is left alone (and
+    /// loses to this one).
+    pub route_metric: u32,
     /// First of this backend's tables: `table_base` terminates tunnels (seg6 End.DT6),
     /// `table_base + 1` holds locally routed prefixes, `table_base + 2 + i` is the uplink
     /// table of the peer in slot `i`.
@@ -162,12 +167,13 @@ pub struct Settings {
 
 impl Settings {
     /// Defaults of the daemons' `DatapathConfig` for the rest: protocol 135, tables from
-    /// 13500, 14 peers (tables 13500..=13515).
+    /// 13500, 14 peers (tables 13500..=13515); route metric 1000.
     pub fn new(transport_ifindex: u32, link_mtu: u32) -> Self {
         Self {
             transport_ifindex,
             link_mtu,
             route_protocol: 135,
+            route_metric: 1000,
             table_base: 13500,
             max_peers: 14,
             priorities: RulePriorities::default(),

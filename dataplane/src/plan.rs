@@ -69,7 +69,10 @@ impl Layout {
 
     fn route(&self, table: u32, dst: Ipv6Net, via: Via, mtu: Option<u32>) -> KRoute {
         KRoute {
-            key: RouteKey::new(table, dst),
+            key: RouteKey {
+                metric: self.s.route_metric,
+                ..RouteKey::new(table, dst)
+            },
             protocol: self.s.route_protocol,
             via,
             mtu,
@@ -561,14 +564,14 @@ mod tests {
         assert_eq!(
             routes,
             [
-                "2001:db8:100::/64 dev #5 table main metric 1024 proto 135",
-                "2001:db8:101::/64 dev #5 table main metric 1024 proto 135",
+                "2001:db8:100::/64 dev #5 table main metric 1000 proto 135",
+                "2001:db8:101::/64 dev #5 table main metric 1000 proto 135",
                 "2001:db8:102::/64 encap seg6 mode encap.red segs 2001:db8::3 dev #3 table main \
-                 metric 1024 mtu 1460 proto 135",
+                 metric 1000 mtu 1460 proto 135",
                 "2001:db8::2/128 encap seg6local action End.DT6 table main dev #3 table 13500 \
-                 metric 1024 proto 135",
-                "2001:db8:100::/64 dev #5 table 13501 metric 1024 proto 135",
-                "::/0 encap seg6 mode encap.red segs 2001:db8::1 dev #3 table 13502 metric 1024 \
+                 metric 1000 proto 135",
+                "2001:db8:100::/64 dev #5 table 13501 metric 1000 proto 135",
+                "::/0 encap seg6 mode encap.red segs 2001:db8::1 dev #3 table 13502 metric 1000 \
                  mtu 1460 proto 135",
             ]
         );

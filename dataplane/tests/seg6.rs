@@ -277,6 +277,14 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
         .add_route(foreign, Some(a(MAG)), t0)
         .await
         .unwrap();
+    // Someone else's route for the node's own prefix (protocol static, metric 1024) stays
+    // next to the backend's, which is programmed again.
+    lab.lma
+        .nl
+        .add_route(net(HNP), Some(a(MAG)), t0)
+        .await
+        .unwrap();
+    lab.lma_dp.add_downlink(net(HNP), a(MAG)).await.unwrap();
 
     let report = lab.lma_dp.reconcile(&desired).await.unwrap();
     assert_eq!(report.routes.removed, 1, "{report:?}");
@@ -320,10 +328,9 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
         );
     }
     let (routes, _) = routes_and_rules(&lab.lma).await;
-    assert!(
-        routes.iter().any(|r| r.starts_with("2001:db8:102::/64")),
-        "{routes:?}"
-    );
+    for foreign in ["2001:db8:102::/64 proto 4", "2001:db8:100::/64 proto 4"] {
+        assert!(routes.iter().any(|r| r == foreign), "{foreign}: {routes:?}");
+    }
     // Cleaning up again finds nothing.
     assert!(lab.lma_dp.cleanup().await.unwrap().is_noop());
 }
