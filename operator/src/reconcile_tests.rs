@@ -1,0 +1,512 @@
+//! Every reconcile branch against the mocked API server and the fake LMA/MAG, and status
+//! mirroring through LMA restarts and out-of-order events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::v1::binding_event::Event;
+use proto::v1::{Binding, BindingState, BindingUpdated, UpdateReason};
+use serde_json::json;
+
+use crate::crd::{MobileNodeState, MobileNodeStatus};
+use crate::fixtures::*;
+use crate::{domain, node};
+
+const MD_PATH: &str = "/apis/pmip.io/v1alpha1/namespaces/pmip/mobilitydomains/lab";
+const PODS: &str = "/api/v1/namespaces/pmip/pods";
+
+fn mn_path(name: &str) -> String {
+    format!("/apis/pmip.io/v1alpha1/namespaces/pmip/mobilenodes/{name}")
+}
+
+fn status_of(api: &ApiServer, name: &str) -> MobileNodeStatus {
+    let patches = api.find("PATCH", &format!("{}/status", mn_path(name)));
+    let last = patches.last().expect("a status patch");
+    serde_json::from_value(last.body["status"].clone()).unwrap()
+}
+
+fn binding(mag: &str, coa: &str, handovers: u64, state: BindingState) -> Binding {
+    Binding {
+        mn_id: "mn1@example.org".into(),
+        proxy_coa: coa.into(),
+        mag_name: Some(mag.into()),
+        home_network_prefixes: vec!["2001:db8:100:1::/64".into()],
+        lifetime_granted_seconds: 3600,
+        handover_count: handovers,
+        last_handover_interruption_ms: (handovers > 0).then_some(35),
+        state: state as i32,
+        ..Binding::default()
+    }
+}
+
+/// Stores the object as the API server would have it, then reconciles it.
+async fn run_node(
+    api: &ApiServer,
+    mn: crate::crd::MobileNode,
+    ctx: Arc<crate::Context>,
+) -> crate::Result<kube::runtime::controller::Action> {
+    api.put(
+        &mn_path(&mn.metadata.name.clone().unwrap()),
+        serde_json::to_value(&mn).unwrap(),
+    );
+    node::reconcile(Arc::new(mn), ctx).await
+}
+
+async fn run_domain(
+    api: &ApiServer,
+    md: crate::crd::MobilityDomain,
+    ctx: Arc<crate::Context>,
+) -> crate::Result<kube::runtime::controller::Action> {
+    api.put(MD_PATH, serde_json::to_value(&md).unwrap());
+    domain::reconcile(Arc::new(md), ctx).await
+}
+
+async fn wait_for(mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn node_without_finalizer_gets_one_first() {
+    let (ctx, api, lma, _rx) = context().await;
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.metadata.finalizers = None;
+    api.put(&mn_path("mn1"), serde_json::to_value(&mn).unwrap());
+    run_node(&api, mn, ctx).await.unwrap();
+    let p = api.find("PATCH", &mn_path("mn1"));
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].body.to_string().contains(node::FINALIZER),
+        "{:?}",
+        p[0].body
+    );
+    assert!(
+        lma.calls().is_empty(),
+        "no LMA call before the finalizer is in place"
+    );
+}
+
+#[tokio::test]
+async fn node_of_missing_domain_says_so() {
+    let (ctx, api, lma, _rx) = context().await;
+    run_node(&api, node("mn1", "mn1@example.org"), ctx)
+        .await
+        .unwrap();
+    let st = status_of(&api, "mn1");
+    assert_eq!(st.conditions[0].reason, "DomainNotFound");
+    assert!(lma.calls().is_empty());
+}
+
+#[tokio::test]
+async fn node_profile_is_upserted_with_mag_names_resolved() {
+    let (ctx, api, lma, _rx) = context().await;
+    let mut md = serde_json::to_value(domain("lab")).unwrap();
+    md["status"] = json!({"authorizedMags": [{"node": "w1", "proxyCoa": "2001:db8::10"}]});
+    api.put(MD_PATH, md);
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.spec.allowed_mags = vec!["w1".into(), "2001:db8::99".into(), "unknown-node".into()];
+    mn.spec.home_network_prefix = Some("2001:db8:100:7::/64".into());
+    run_node(&api, mn.clone(), ctx.clone()).await.unwrap();
+    assert_eq!(lma.calls(), vec!["Upsert(mn1@example.org)"]);
+    let p = lma.state.lock().unwrap().profiles["mn1@example.org"].clone();
+    assert_eq!(p.allowed_mags, vec!["2001:db8::10", "2001:db8::99"]);
+    assert_eq!(p.home_network_prefixes, vec!["2001:db8:100:7::/64"]);
+    let st = status_of(&api, "mn1");
+    assert_eq!(st.state, MobileNodeState::Detached);
+    assert_eq!(st.conditions[0].reason, "ProfileSynced");
+    // A second reconcile of the same generation does not resend the profile.
+    run_node(&api, mn, ctx).await.unwrap();
+    assert_eq!(lma.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn node_with_prefix_outside_the_pools_is_refused_without_lma_call() {
+    let (ctx, api, lma, _rx) = context().await;
+    api.put(MD_PATH, serde_json::to_value(domain("lab")).unwrap());
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.spec.home_network_prefix = Some("2001:db8:999:1::/64".into());
+    run_node(&api, mn, ctx).await.unwrap();
+    assert_eq!(status_of(&api, "mn1").conditions[0].reason, "InvalidSpec");
+    assert_eq!(api.events(), vec!["InvalidSpec"]);
+    assert!(lma.calls().is_empty());
+}
+
+#[tokio::test]
+async fn unreachable_lma_is_an_error_with_a_condition_and_backoff() {
+    let (ctx, api, lma, _rx) = context().await;
+    api.put(MD_PATH, serde_json::to_value(domain("lab")).unwrap());
+    lma.state.lock().unwrap().down = true;
+    let mn = Arc::new(node("mn1", "mn1@example.org"));
+    let err = run_node(&api, (*mn).clone(), ctx.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not reachable"), "{err}");
+    let st = status_of(&api, "mn1");
+    assert_eq!(st.conditions[0].reason, "LmaUnreachable");
+    let first = ctx.next_backoff("x");
+    let second = ctx.next_backoff("x");
+    assert!(second > first);
+    // Once the LMA answers, the profile goes through.
+    lma.state.lock().unwrap().down = false;
+    run_node(&api, (*mn).clone(), ctx).await.unwrap();
+    assert!(
+        lma.calls()
+            .ends_with(&["Upsert(mn1@example.org)".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn lab_attach_then_handover_by_patching_attach_to() {
+    let (ctx, api, lma, _rx) = context().await;
+    let mut md = domain("lab");
+    md.spec.mags.lab = true;
+    api.put(MD_PATH, serde_json::to_value(&md).unwrap());
+    api.put_list(
+        PODS,
+        vec![
+            pod("mag-a", "mag", "w1", "2001:db8::10"),
+            pod("mag-b", "mag", "w2", "2001:db8::20"),
+        ],
+    );
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.spec.lab = Some(crate::crd::LabSpec {
+        attach_to: Some("w1".into()),
+    });
+    run_node(&api, mn.clone(), ctx.clone()).await.unwrap();
+    assert!(
+        lma.calls()
+            .contains(&"LabAttach(mn1@example.org,02:00:00:00:01:01)".to_string())
+    );
+    let st = status_of(&api, "mn1");
+    assert_eq!(st.lab_attached_to.as_deref(), Some("w1"));
+    assert_eq!(st.state, MobileNodeState::Registering);
+    // kubectl patch ... attachTo: w2
+    mn.status = Some(st);
+    mn.spec.lab = Some(crate::crd::LabSpec {
+        attach_to: Some("w2".into()),
+    });
+    mn.metadata.generation = Some(2);
+    run_node(&api, mn, ctx).await.unwrap();
+    let calls = lma.calls();
+    let n = calls.len();
+    assert_eq!(
+        &calls[n - 2..],
+        &[
+            "LabDetach(mn1@example.org)".to_string(),
+            "LabAttach(mn1@example.org,02:00:00:00:01:01)".to_string()
+        ]
+    );
+    assert_eq!(
+        status_of(&api, "mn1").lab_attached_to.as_deref(),
+        Some("w2")
+    );
+    assert!(api.events().contains(&"HandoverRequested".to_string()));
+    // The MAG pods were looked up by node.
+    assert!(
+        api.find("GET", PODS)
+            .iter()
+            .any(|c| c.query.contains("spec.nodeName%3Dw2"))
+    );
+}
+
+#[tokio::test]
+async fn lab_mode_off_in_the_domain_is_a_condition() {
+    let (ctx, api, lma, _rx) = context().await;
+    api.put(MD_PATH, serde_json::to_value(domain("lab")).unwrap());
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.spec.lab = Some(crate::crd::LabSpec {
+        attach_to: Some("w1".into()),
+    });
+    run_node(&api, mn, ctx).await.unwrap();
+    let st = status_of(&api, "mn1");
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "LabReady" && c.reason == "LabModeDisabled")
+    );
+    assert!(!lma.calls().iter().any(|c| c.starts_with("LabAttach")));
+}
+
+#[tokio::test]
+async fn deletion_revokes_the_binding_and_removes_the_profile() {
+    let (ctx, api, lma, _rx) = context().await;
+    api.put(MD_PATH, serde_json::to_value(domain("lab")).unwrap());
+    lma.change(Event::Added(binding(
+        "w1",
+        "2001:db8::10",
+        0,
+        BindingState::Active,
+    )));
+    lma.state
+        .lock()
+        .unwrap()
+        .profiles
+        .insert("mn1@example.org".into(), Default::default());
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    api.put(&mn_path("mn1"), serde_json::to_value(&mn).unwrap());
+    run_node(&api, mn, ctx).await.unwrap();
+    assert_eq!(
+        lma.calls(),
+        vec![
+            "Revoke(mn1@example.org,1)",
+            "DeleteProfile(mn1@example.org)"
+        ]
+    );
+    let p = api.find("PATCH", &mn_path("mn1"));
+    assert!(
+        p.last().unwrap().body.to_string().contains("remove"),
+        "finalizer removed"
+    );
+    assert_eq!(api.events(), vec!["Deleted"]);
+}
+
+#[tokio::test]
+async fn deletion_with_the_lma_down_keeps_the_finalizer() {
+    let (ctx, api, lma, _rx) = context().await;
+    api.put(MD_PATH, serde_json::to_value(domain("lab")).unwrap());
+    lma.state.lock().unwrap().down = true;
+    let mut mn = node("mn1", "mn1@example.org");
+    mn.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    assert!(run_node(&api, mn, ctx).await.is_err());
+    assert!(
+        api.find("PATCH", &mn_path("mn1")).is_empty(),
+        "finalizer stays until revoked"
+    );
+}
+
+#[tokio::test]
+async fn domain_creates_lma_first_then_mags_once_the_lma_has_an_address() {
+    let (ctx, api, lma, _rx) = context().await;
+    let md = Arc::new(domain("lab"));
+    // No pods yet: the LMA address is unknown.
+    run_domain(&api, (*md).clone(), ctx.clone()).await.unwrap();
+    let kinds: Vec<String> = api
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PATCH")
+        .map(|c| c.path.clone())
+        .collect();
+    assert!(kinds.iter().any(|p| p.ends_with("/configmaps/pmip-lab")));
+    assert!(
+        kinds
+            .iter()
+            .any(|p| p.ends_with("/persistentvolumeclaims/pmip-lab-lma-state"))
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|p| p.ends_with("/deployments/pmip-lab-lma"))
+    );
+    assert!(kinds.iter().any(|p| p.ends_with("/services/pmip-lab-lma")));
+    assert!(
+        !kinds.iter().any(|p| p.contains("daemonsets")),
+        "no MAGs without an LMA address"
+    );
+    let cm = api.find("PATCH", "/configmaps/pmip-lab")[0].body.clone();
+    assert!(
+        cm["data"]["lma.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("min_delay_before_bce_delete_ms: 10000")
+    );
+    assert!(cm["data"].get("mag.yaml").is_none());
+    assert!(cm["metadata"]["ownerReferences"][0]["uid"] == "uid-md");
+    let st = api
+        .find("PATCH", "/mobilitydomains/lab/status")
+        .last()
+        .unwrap()
+        .body["status"]
+        .clone();
+    let conds = st["conditions"].as_array().unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "MAGsReady" && c["reason"] == "WaitingForLma")
+    );
+    assert!(lma.calls().contains(&"Stats".to_string()));
+
+    // The LMA and two MAGs are scheduled: MAGs get their config and are authorized.
+    api.put_list(
+        PODS,
+        vec![
+            pod("lma", "lma", "cp", "2001:db8::1"),
+            pod("mag-a", "mag", "w1", "2001:db8::10"),
+            pod("mag-b", "mag", "w2", "2001:db8::20"),
+        ],
+    );
+    run_domain(&api, (*md).clone(), ctx.clone()).await.unwrap();
+    let cm = api
+        .find("PATCH", "/configmaps/pmip-lab")
+        .last()
+        .unwrap()
+        .body
+        .clone();
+    let mag_yaml = cm["data"]["mag.yaml"].as_str().unwrap();
+    assert!(mag_yaml.contains("lma_address: 2001:db8::1"), "{mag_yaml}");
+    assert!(mag_yaml.contains("policy_server: http://pmip-lab-lma.pmip.svc:50051"));
+    assert_eq!(api.find("PATCH", "/daemonsets/pmip-lab-mag").len(), 1);
+    assert!(
+        lma.calls()
+            .contains(&"SetAuthorizedMags(w1=2001:db8::10,w2=2001:db8::20)".to_string())
+    );
+    let st = api
+        .find("PATCH", "/mobilitydomains/lab/status")
+        .last()
+        .unwrap()
+        .body["status"]
+        .clone();
+    assert_eq!(st["lmaAddress"], "2001:db8::1");
+    assert_eq!(st["authorizedMags"].as_array().unwrap().len(), 2);
+    assert!(
+        ctx.watchers
+            .lock()
+            .unwrap()
+            .contains_key(&("pmip".into(), "lab".into()))
+    );
+}
+
+#[tokio::test]
+async fn domain_with_invalid_spec_creates_nothing() {
+    let (ctx, api, _lma, _rx) = context().await;
+    let mut md = domain("lab");
+    md.spec.lma.prefix_pools[0].prefix_length = 40; // shorter than the /48 pool
+    run_domain(&api, md, ctx).await.unwrap();
+    assert!(
+        api.calls()
+            .iter()
+            .all(|c| c.method != "PATCH" || c.path.ends_with("/status"))
+    );
+    let st = api.find("PATCH", "/mobilitydomains/lab/status")[0].body["status"].clone();
+    assert_eq!(st["conditions"][0]["reason"], "InvalidSpec");
+    assert_eq!(api.events(), vec!["InvalidSpec"]);
+}
+
+#[tokio::test]
+async fn domain_with_lma_down_reports_why_and_errors() {
+    let (ctx, api, lma, _rx) = context().await;
+    lma.state.lock().unwrap().down = true;
+    assert!(run_domain(&api, domain("lab"), ctx).await.is_err());
+    let st = api.find("PATCH", "/mobilitydomains/lab/status")[0].body["status"].clone();
+    let c = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "LMAReady")
+        .unwrap()
+        .clone();
+    assert_eq!(c["reason"], "LmaUnreachable");
+    assert!(c["message"].as_str().unwrap().contains("LMA starting"));
+}
+
+#[tokio::test]
+async fn status_mirrors_handovers_through_an_lma_restart() {
+    let (ctx, api, lma, mut changed) = context().await;
+    api.put(MD_PATH, serde_json::to_value(domain("lab")).unwrap());
+    lma.change(Event::Added(binding(
+        "w1",
+        "2001:db8::10",
+        0,
+        BindingState::Active,
+    )));
+    crate::domain::ensure_watch(&ctx, "pmip", "lab");
+    assert_eq!(changed.recv().await.unwrap().2, "mn1@example.org");
+    let mn = Arc::new(node("mn1", "mn1@example.org"));
+    run_node(&api, (*mn).clone(), ctx.clone()).await.unwrap();
+    let st = status_of(&api, "mn1");
+    assert_eq!(
+        (st.state, st.mag.as_deref(), st.handovers),
+        (MobileNodeState::Attached, Some("w1"), 0)
+    );
+    assert!(api.events().contains(&"Attached".to_string()));
+
+    // A burst of handovers: the view keeps the last.
+    for i in 1..=5u64 {
+        let (mag, coa) = if i % 2 == 1 {
+            ("w2", "2001:db8::20")
+        } else {
+            ("w1", "2001:db8::10")
+        };
+        lma.change(Event::Updated(BindingUpdated {
+            binding: Some(binding(mag, coa, i, BindingState::Active)),
+            reason: UpdateReason::Handoff as i32,
+        }));
+    }
+    wait_for(|| {
+        ctx.view("pmip", "lab")
+            .lock()
+            .unwrap()
+            .observe("mn1@example.org")
+            .binding
+            .map(|b| b.handover_count)
+            == Some(5)
+    })
+    .await;
+    let mut mn2 = (*mn).clone();
+    mn2.status = Some(st);
+    run_node(&api, mn2.clone(), ctx.clone()).await.unwrap();
+    let st = status_of(&api, "mn1");
+    assert_eq!(
+        (
+            st.mag.as_deref(),
+            st.handovers,
+            st.last_handover_interruption_ms
+        ),
+        (Some("w2"), 5, Some(35))
+    );
+    assert_eq!(
+        api.events().iter().filter(|e| *e == "HandedOver").count(),
+        1,
+        "one event for the burst"
+    );
+
+    // The LMA restarts (new epoch, no history) and the node moved meanwhile: the watch task
+    // reconnects, gets RESET + snapshot, and the status follows.
+    lma.restart();
+    lma.state.lock().unwrap().bindings.insert(
+        "mn1@example.org".into(),
+        binding("w1", "2001:db8::10", 6, BindingState::Active),
+    );
+    lma.live_restart();
+    wait_for(|| {
+        ctx.view("pmip", "lab")
+            .lock()
+            .unwrap()
+            .resume_from()
+            .map(|c| c.epoch)
+            == Some(2)
+    })
+    .await;
+    mn2.status = Some(st);
+    run_node(&api, mn2, ctx.clone()).await.unwrap();
+    let st = status_of(&api, "mn1");
+    assert_eq!((st.mag.as_deref(), st.handovers), (Some("w1"), 6));
+    assert!(st.lma_revision.unwrap().starts_with("2/"));
+    let watches: Vec<String> = lma
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("Watch"))
+        .collect();
+    assert!(watches.len() >= 2, "reconnected: {watches:?}");
+    assert!(
+        watches[1].contains("epoch: 1"),
+        "resumed with its epoch-1 cursor: {watches:?}"
+    );
+    // The profile is sent again to the restarted LMA (new epoch).
+    assert_eq!(
+        lma.calls()
+            .iter()
+            .filter(|c| c.starts_with("Upsert"))
+            .count(),
+        2
+    );
+}
