@@ -198,8 +198,15 @@ impl Kernel {
                 batch.failures.push((i, e));
             }
         }
+        let requests = batch.requests.len();
         batch.flush(&self.inner.nl).await;
         drop(sh);
+        tracing::debug!(
+            changes = changes.len(),
+            requests,
+            failed = batch.failures.len(),
+            "dataplane: applied"
+        );
         batch_result(changes.len(), batch.failures)
     }
 
@@ -560,6 +567,7 @@ impl Kernel {
         let total = requests.len();
         *sh = Shadow::from_state(desired, slots, tunnels);
         drop(sh);
+        tracing::info!(?report, failed = failures.len(), "dataplane: reconciled");
         match failures.len() {
             0 => Ok(report),
             failed => Err(Error::Batch {
