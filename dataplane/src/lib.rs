@@ -32,7 +32,10 @@
 //! Every operation is idempotent: an add replaces what the same key had, a removal of
 //! something absent succeeds. Each is also a [`Change`], and [`Dataplane::apply`] sends a
 //! batch of them pipelined (128 requests per datagram, several datagrams in flight): at the
-//! LMA one binding is one route, one request.
+//! LMA one binding is one route, one request. Calls are serialized per backend; a daemon
+//! that must program thousands of bindings a second collects the changes of one turn of its
+//! loop and applies them together (measured in a namespace here: about 40,000 downlink
+//! routes a second batched, 11,000 one call at a time).
 //!
 //! # What is owned
 //!
