@@ -456,7 +456,7 @@ pub fn lma_deployment(md: &MobilityDomain, image: &Image, config_hash: &str) -> 
         "dnsPolicy": "ClusterFirstWithHostNet",
         "enableServiceLinks": false,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": n.config_map, "items": [{"key": "lma.yaml", "path": "lma.yaml"}]}},
@@ -519,7 +519,7 @@ pub fn mag_daemonset(md: &MobilityDomain, image: &Image, config_hash: &str) -> V
         "dnsPolicy": "ClusterFirstWithHostNet",
         "enableServiceLinks": false,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
     });
