@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use common::*;
 use dataplane::netns::NetNs;
 use dataplane::{Change, Dataplane, Error, Kernel, Mode, Settings, Termination, Tunnel};
@@ -229,67 +227,4 @@ async fn ip6tnl_backend_makes_a_link_per_peer_or_says_why_not() {
         assert!(e.to_string().starts_with("add link pmip6t0: "), "{e}");
         assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{e}");
     }
-}
-
-/// Routes programmed per second at the LMA, N = 10000 bindings: pipelined in one batch, and
-/// one call per binding. Printed; the floor asserted is far below what a quiet machine does.
-#[tokio::test]
-async fn downlink_programming_rate() {
-    const N: u32 = 10_000;
-    let n = Node::new("bench").await;
-    let peer = Node::new("peer").await;
-    link(&n, "t0", &peer, "t0", 1500).await;
-    n.addr("t0", "2001:db8::1", 64).await;
-    let settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
-        .await
-        .unwrap();
-    let dp = Dataplane::open(Mode::Seg6, n.nl.clone(), settings)
-        .await
-        .unwrap();
-    let prefix = |i: u32, hi: u16| {
-        ipnet::Ipv6Net::new(
-            std::net::Ipv6Addr::new(0x2001, 0xdb8, hi, i as u16, 0, 0, 0, 0),
-            64,
-        )
-        .unwrap()
-    };
-    let mag = |i: u32| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, (i % 50) as u16);
-    let batch: Vec<Change> = (0..N)
-        .map(|i| Change::AddDownlink {
-            prefix: prefix(i, 0x1000),
-            peer: mag(i),
-        })
-        .collect();
-    let t = Instant::now();
-    dp.apply(&batch).await.unwrap();
-    let batched = f64::from(N) / t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    for i in 0..N {
-        dp.add_downlink(prefix(i, 0x2000), mag(i)).await.unwrap();
-    }
-    let single = f64::from(N) / t.elapsed().as_secs_f64();
-
-    // A handover of every binding, batched: replace, not add.
-    let moved: Vec<Change> = (0..N)
-        .map(|i| Change::AddDownlink {
-            prefix: prefix(i, 0x1000),
-            peer: mag(i + 1),
-        })
-        .collect();
-    let t = Instant::now();
-    dp.apply(&moved).await.unwrap();
-    let replaced = f64::from(N) / t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let report = dp.cleanup().await.unwrap();
-    let removed = f64::from(2 * N) / t.elapsed().as_secs_f64();
-    assert_eq!(report.routes.removed, 2 * N as usize);
-
-    eprintln!(
-        "downlink routes per second, N={N}: batched {batched:.0}, one call each {single:.0}, \
-         batched replace {replaced:.0}; cleanup removed {removed:.0}/s"
-    );
-    assert!(batched > 2_000.0, "batched {batched:.0}/s");
-    assert!(single > 1_000.0, "single {single:.0}/s");
 }
