@@ -8,6 +8,8 @@
 //! CIDR libraries); a pinned prefix inside one of its domain's pools spans two objects and is
 //! checked by the chart's ValidatingAdmissionPolicy and again by the reconciler.
 
+#![allow(clippy::duplicated_attributes)] // kube-derive printcolumn(...) repeats `type_ =` by design
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};

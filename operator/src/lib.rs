@@ -63,6 +63,7 @@ pub type NodeKey = (String, String, String);
 
 /// State shared by the controllers.
 #[derive(Clone)]
+#[allow(clippy::type_complexity)]
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,

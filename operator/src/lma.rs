@@ -34,7 +34,7 @@ impl Connector {
     /// In the cluster: the LMA through its Service, a MAG at its pod (host) address.
     pub fn in_cluster() -> Self {
         Self::new(
-            |ns, domain| crate::render::lma_service_url(ns, domain),
+            crate::render::lma_service_url,
             |_ns, ip| match ip.parse::<std::net::IpAddr>() {
                 Ok(std::net::IpAddr::V6(a)) => format!("http://[{a}]:{}", proto::GRPC_PORT),
                 _ => format!("http://{ip}:{}", proto::GRPC_PORT),

@@ -144,10 +144,10 @@ async fn publish(ctx: &Context, mn: &MobileNode, warning: bool, reason: &str, no
 }
 
 async fn write_status(ctx: &Context, mn: &MobileNode, new: MobileNodeStatus) -> Result<()> {
-    if let Some(old) = &mn.status {
-        if status::same_ignoring_times(old, &new) {
-            return Ok(());
-        }
+    if let Some(old) = &mn.status
+        && status::same_ignoring_times(old, &new)
+    {
+        return Ok(());
     }
     let api: Api<MobileNode> =
         Api::namespaced(ctx.client.clone(), &mn.namespace().unwrap_or_default());
@@ -432,22 +432,22 @@ async fn lab_move(
         mag: mag.into(),
         message,
     };
-    if let Some(old) = from {
-        if let Some(ip) = mag_on(ctx, ns, domain, old).await? {
-            let mut g = ctx
-                .grpc
-                .gateway(ns, &ip)
-                .map_err(|s| mag_err(old, s.to_string()))?;
-            match g
-                .lab_detach(LabDetachRequest {
-                    mn_id: mn.spec.mn_id.clone(),
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(mag_err(old, format!("LabDetach: {}", s.message()))),
-            }
+    if let Some(old) = from
+        && let Some(ip) = mag_on(ctx, ns, domain, old).await?
+    {
+        let mut g = ctx
+            .grpc
+            .gateway(ns, &ip)
+            .map_err(|s| mag_err(old, s.to_string()))?;
+        match g
+            .lab_detach(LabDetachRequest {
+                mn_id: mn.spec.mn_id.clone(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(mag_err(old, format!("LabDetach: {}", s.message()))),
         }
     }
     if let Some(new) = to {
@@ -495,10 +495,10 @@ async fn cleanup(mn: &MobileNode, ctx: &Context) -> Result<Action> {
         // The LMA goes with its domain: nothing to revoke.
         return Ok(Action::await_change());
     };
-    if let Some(at) = mn.status.as_ref().and_then(|s| s.lab_attached_to.clone()) {
-        if md.spec.mags.lab {
-            lab_move(ctx, mn, &ns, &domain, Some(&at), None).await?;
-        }
+    if let Some(at) = mn.status.as_ref().and_then(|s| s.lab_attached_to.clone())
+        && md.spec.mags.lab
+    {
+        lab_move(ctx, mn, &ns, &domain, Some(&at), None).await?;
     }
     let mut bc = ctx
         .grpc

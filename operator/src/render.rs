@@ -382,6 +382,7 @@ fn field_env(name: &str, path: &str) -> Value {
     json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
 }
 
+#[allow(clippy::too_many_arguments)]
 fn daemon_container(
     component: &str,
     image: &Image,

@@ -48,24 +48,22 @@ pub fn from_observation(
         s.reason =
             Some("attached to its MAG, waiting for the LMA to accept the registration".into());
     }
-    if rejected_later {
-        if let Some((_, r)) = &obs.rejection {
-            let mag = r.mag_name.clone().unwrap_or_else(|| r.proxy_coa.clone());
-            s.state = MobileNodeState::Rejected;
-            let mut reason = format!("PBA status {} ({}) to MAG {mag}", r.status, r.status_name);
-            if !r.detail.is_empty() {
-                reason.push_str(": ");
-                reason.push_str(&r.detail);
-            }
-            s.reason = Some(reason);
+    if rejected_later && let Some((_, r)) = &obs.rejection {
+        let mag = r.mag_name.clone().unwrap_or_else(|| r.proxy_coa.clone());
+        s.state = MobileNodeState::Rejected;
+        let mut reason = format!("PBA status {} ({}) to MAG {mag}", r.status, r.status_name);
+        if !r.detail.is_empty() {
+            reason.push_str(": ");
+            reason.push_str(&r.detail);
         }
+        s.reason = Some(reason);
     }
     // Without a binding, keep the counters of the last session for people to read.
-    if obs.binding.is_none() {
-        if let Some(p) = previous {
-            s.handovers = p.handovers;
-            s.last_handover_interruption_ms = p.last_handover_interruption_ms;
-        }
+    if obs.binding.is_none()
+        && let Some(p) = previous
+    {
+        s.handovers = p.handovers;
+        s.last_handover_interruption_ms = p.last_handover_interruption_ms;
     }
     s
 }
