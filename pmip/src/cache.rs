@@ -37,6 +37,21 @@ impl Prefixes {
         }
     }
 
+    /// Collects prefixes; a single one without allocating.
+    pub fn collect(mut it: impl Iterator<Item = Ipv6Net>) -> Self {
+        let Some(first) = it.next() else {
+            return Prefixes::Many(Box::new([]));
+        };
+        match it.next() {
+            None => Prefixes::One(first),
+            Some(second) => {
+                let mut v = vec![first, second];
+                v.extend(it);
+                Prefixes::Many(v.into_boxed_slice())
+            }
+        }
+    }
+
     pub fn as_slice(&self) -> &[Ipv6Net] {
         match self {
             Prefixes::One(p) => core::slice::from_ref(p),
@@ -58,10 +73,24 @@ impl Prefixes {
 /// What the last accepted PBU was ordered by (RFC 5213 §5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ordering {
-    /// The Timestamp of the last accepted PBU, when it carried one.
-    pub timestamp: Option<Timestamp>,
+    /// The Timestamp of the last accepted PBU; 0 when it carried none (the value 0, the
+    /// epoch itself, is never a real timestamp).
+    timestamp: u64,
     /// Its Sequence Number.
     pub sequence: SequenceNumber,
+}
+
+impl Ordering {
+    pub fn new(timestamp: Option<Timestamp>, sequence: SequenceNumber) -> Self {
+        Ordering {
+            timestamp: timestamp.map_or(0, |t| t.0),
+            sequence,
+        }
+    }
+
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        (self.timestamp != 0).then_some(Timestamp(self.timestamp))
+    }
 }
 
 /// Where a session is in its life.
@@ -69,12 +98,16 @@ pub struct Ordering {
 pub enum BindingState {
     /// Registered; expires at the entry's `expires_at` unless refreshed.
     Active,
-    /// De-registered; deleted at `delete_at` (MinDelayBeforeBCEDelete, RFC 5213 §5.3.5)
-    /// unless a new registration arrives first. Traffic to the node is dropped meanwhile.
-    Deregistering { since: Instant, delete_at: Instant },
+    /// De-registered at `updated_at`; deleted at `expires_at` (MinDelayBeforeBCEDelete,
+    /// RFC 5213 §5.3.5) unless a new registration arrives first. Traffic to the node is
+    /// dropped meanwhile.
+    Deregistering,
 }
 
-/// A binding cache entry (RFC 5213 §5.1).
+const NO_GAP: u32 = u32::MAX;
+
+/// A binding cache entry (RFC 5213 §5.1). Kept small: a million of them must fit in 256 MB
+/// together with the indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingCacheEntry {
     pub mn_id: Box<str>,
@@ -84,27 +117,76 @@ pub struct BindingCacheEntry {
     pub handoff_indicator: HandoffIndicator,
     pub mn_link_layer_id: Option<LinkLayerAddress>,
     pub link_local_address: Option<Ipv6Addr>,
-    /// Lifetime granted in the last PBA.
-    pub lifetime: Duration,
+    /// Lifetime granted in the last PBA, in seconds.
+    pub lifetime_s: u32,
     pub registered_at: Instant,
+    /// Last accepted PBU; for a de-registered entry, the de-registration.
     pub updated_at: Instant,
+    /// Expiry; for a de-registered entry, the deletion.
     pub expires_at: Instant,
     pub ordering: Ordering,
     pub state: BindingState,
     /// Handoffs to another MAG since the session was created.
     pub handover_count: u32,
-    /// Signalling gap of the last handoff: from the old MAG's de-registration to the new
-    /// MAG's registration, when the old MAG de-registered first.
-    pub last_handover_gap: Option<Duration>,
+    last_handover_gap_ms: u32,
 }
 
 impl BindingCacheEntry {
+    /// A new active entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mn_id: Box<str>,
+        prefixes: Prefixes,
+        proxy_coa: Ipv6Addr,
+        access_technology_type: AccessTechnologyType,
+        handoff_indicator: HandoffIndicator,
+        mn_link_layer_id: Option<LinkLayerAddress>,
+        link_local_address: Option<Ipv6Addr>,
+        lifetime_s: u32,
+        now: Instant,
+        ordering: Ordering,
+    ) -> Self {
+        BindingCacheEntry {
+            mn_id,
+            prefixes,
+            proxy_coa,
+            access_technology_type,
+            handoff_indicator,
+            mn_link_layer_id,
+            link_local_address,
+            lifetime_s,
+            registered_at: now,
+            updated_at: now,
+            expires_at: now + Duration::from_secs(u64::from(lifetime_s)),
+            ordering,
+            state: BindingState::Active,
+            handover_count: 0,
+            last_handover_gap_ms: NO_GAP,
+        }
+    }
+
     /// The instant the entry's timer must fire: expiry, or the end of the de-registration wait.
     pub fn deadline(&self) -> Instant {
-        match self.state {
-            BindingState::Active => self.expires_at,
-            BindingState::Deregistering { delete_at, .. } => delete_at,
-        }
+        self.expires_at
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(u64::from(self.lifetime_s))
+    }
+
+    /// Signalling gap of the last handoff: from the old MAG's de-registration to the new
+    /// MAG's registration, when the old MAG de-registered first.
+    pub fn last_handover_gap(&self) -> Option<Duration> {
+        (self.last_handover_gap_ms != NO_GAP)
+            .then(|| Duration::from_millis(u64::from(self.last_handover_gap_ms)))
+    }
+
+    pub fn set_last_handover_gap(&mut self, gap: Option<Duration>) {
+        self.last_handover_gap_ms = gap.map_or(NO_GAP, |g| {
+            u32::try_from(g.as_millis())
+                .unwrap_or(NO_GAP - 1)
+                .min(NO_GAP - 1)
+        });
     }
 }
 

@@ -6,7 +6,7 @@
 //! [`Lma::poll_timeout`]. Time and wall-clock time always come in as arguments.
 
 use core::time::Duration;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
@@ -126,16 +126,30 @@ pub struct LmaSnapshot {
 }
 
 /// Counters for metrics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LmaStats {
     pub pbu_received: u64,
     pub pba_sent: u64,
     /// PBAs sent, by status value.
-    pub pba_by_status: BTreeMap<u8, u64>,
+    pub pba_by_status: [u64; 256],
     pub pbu_ignored: u64,
     pub dropped: u64,
     pub bri_sent: u64,
     pub handoffs: u64,
+}
+
+impl Default for LmaStats {
+    fn default() -> Self {
+        LmaStats {
+            pbu_received: 0,
+            pba_sent: 0,
+            pba_by_status: [0; 256],
+            pbu_ignored: 0,
+            dropped: 0,
+            bri_sent: 0,
+            handoffs: 0,
+        }
+    }
 }
 
 /// Why a revocation could not start.
@@ -291,7 +305,7 @@ impl Lma {
                 lma.prefixes.claim(p);
             }
             let coa = entry.proxy_coa;
-            let deregistering = matches!(entry.state, BindingState::Deregistering { .. });
+            let deregistering = entry.state == BindingState::Deregistering;
             let prefixes = entry.prefixes.clone();
             lma.cache.insert(entry);
             lma.mag_gained(coa, now);
@@ -333,40 +347,40 @@ impl Lma {
         if r.home_network_prefixes.is_empty() {
             return None;
         }
-        let state = match r.delete_at_ms {
+        let ordering = Ordering::new(
+            r.last_timestamp.map(Timestamp),
+            SequenceNumber(r.last_sequence),
+        );
+        let mut e = BindingCacheEntry::new(
+            r.mn_id.clone().into_boxed_str(),
+            Prefixes::from_slice(&r.home_network_prefixes),
+            r.proxy_coa,
+            r.access_technology_type.into(),
+            r.handoff_indicator.into(),
+            r.mn_link_layer_id,
+            r.link_local_address,
+            r.lifetime_s,
+            at(r.registered_at_ms),
+            ordering,
+        );
+        e.updated_at = at(r.updated_at_ms);
+        e.handover_count = r.handover_count;
+        e.set_last_handover_gap(r.last_handover_gap_ms.map(Duration::from_millis));
+        match r.delete_at_ms {
             Some(d) if d <= wall_ms => return None,
-            Some(d) => BindingState::Deregistering {
-                since: at(r.updated_at_ms),
-                delete_at: at(d),
-            },
+            Some(d) => {
+                e.state = BindingState::Deregistering;
+                e.expires_at = at(d);
+            }
             None => {
                 // Expired longer ago than the grace period: its MAG has given up on it.
                 if r.expires_at_ms + grace.as_millis() as u64 <= wall_ms {
                     return None;
                 }
-                BindingState::Active
+                e.expires_at = at(r.expires_at_ms).max(now + grace);
             }
-        };
-        Some(BindingCacheEntry {
-            mn_id: r.mn_id.clone().into_boxed_str(),
-            prefixes: Prefixes::from_slice(&r.home_network_prefixes),
-            proxy_coa: r.proxy_coa,
-            access_technology_type: r.access_technology_type.into(),
-            handoff_indicator: r.handoff_indicator.into(),
-            mn_link_layer_id: r.mn_link_layer_id,
-            link_local_address: r.link_local_address,
-            lifetime: secs(r.lifetime_s),
-            registered_at: at(r.registered_at_ms),
-            updated_at: at(r.updated_at_ms),
-            expires_at: at(r.expires_at_ms).max(now + grace),
-            ordering: Ordering {
-                timestamp: r.last_timestamp.map(Timestamp),
-                sequence: SequenceNumber(r.last_sequence),
-            },
-            state,
-            handover_count: r.handover_count,
-            last_handover_gap: r.last_handover_gap_ms.map(Duration::from_millis),
-        })
+        }
+        Some(e)
     }
 
     pub fn config(&self) -> &LmaConfig {
@@ -764,7 +778,7 @@ impl Lma {
             let newest = self
                 .cache
                 .sessions_of(mn_id)
-                .filter_map(|s| self.cache.get(s).and_then(|e| e.ordering.timestamp))
+                .filter_map(|s| self.cache.get(s).and_then(|e| e.ordering.timestamp()))
                 .max();
             if newest.is_some_and(|n| ts <= n) {
                 return self.reject(
@@ -805,7 +819,8 @@ impl Lma {
             );
         }
         // RFC 5213 §6.9.1.1 rule 3: ALL_ZERO must be the only prefix option.
-        let requested: Vec<Ipv6Net> = pbu.home_network_prefixes().collect();
+        let requested = Prefixes::collect(pbu.home_network_prefixes());
+        let requested = requested.as_slice();
         let all_zero = requested
             .iter()
             .any(|p| p.prefix_len() == 0 && p.addr().is_unspecified());
@@ -818,7 +833,7 @@ impl Lma {
         let lookup = if origin == Origin::NewSessionAfterWait {
             Lookup::New
         } else {
-            self.lookup(mn_id, &requested, all_zero, &pbu, local_ll, proxy_coa)
+            self.lookup(mn_id, requested, all_zero, &pbu, local_ll, proxy_coa)
         };
         let session = match lookup {
             Lookup::Reject(status) => return self.reject(&reply, status, None, proxy_coa),
@@ -871,7 +886,7 @@ impl Lma {
                 now,
                 &reply,
                 mn_id,
-                &requested,
+                requested,
                 all_zero,
                 &pinned,
                 local_ll,
@@ -948,7 +963,7 @@ impl Lma {
         let wait_or_update = |s: SessionId| -> Lookup {
             match self.cache.get(s).map(|e| e.state) {
                 // Already de-registered by the previous MAG: nothing to wait for.
-                Some(BindingState::Deregistering { .. }) => Lookup::Existing(s),
+                Some(BindingState::Deregistering) => Lookup::Existing(s),
                 _ if self.config.timers.max_delay_before_new_bce_assign_ms == 0 => Lookup::New,
                 _ => Lookup::Wait(s),
             }
@@ -1039,27 +1054,18 @@ impl Lma {
             self.prefixes.claim(p);
         }
         let link_local = self.link_local_for(reply.link_local_address, None);
-        let lifetime = Duration::from_secs(u64::from(granted.as_secs()));
-        let entry = BindingCacheEntry {
-            mn_id: mn_id.into(),
-            prefixes: Prefixes::from_slice(&prefixes),
+        let entry = BindingCacheEntry::new(
+            mn_id.into(),
+            Prefixes::from_slice(&prefixes),
             proxy_coa,
-            access_technology_type: reply.access_technology_type,
-            handoff_indicator: reply.handoff_indicator,
-            mn_link_layer_id: ll,
-            link_local_address: link_local,
-            lifetime,
-            registered_at: now,
-            updated_at: now,
-            expires_at: now + lifetime,
-            ordering: Ordering {
-                timestamp: reply.timestamp,
-                sequence: reply.sequence,
-            },
-            state: BindingState::Active,
-            handover_count: 0,
-            last_handover_gap: None,
-        };
+            reply.access_technology_type,
+            reply.handoff_indicator,
+            ll,
+            link_local,
+            granted.as_secs(),
+            now,
+            Ordering::new(reply.timestamp, reply.sequence),
+        );
         let session = self.cache.insert(entry);
         for p in &prefixes {
             self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
@@ -1093,19 +1099,15 @@ impl Lma {
         };
         let old_coa = e.proxy_coa;
         let was_deregistering = match e.state {
-            BindingState::Deregistering { since, .. } => Some(since),
+            BindingState::Deregistering => Some(e.updated_at),
             BindingState::Active => None,
         };
         let handoff = old_coa != proxy_coa;
-        let lifetime = Duration::from_secs(u64::from(granted.as_secs()));
-        e.lifetime = lifetime;
+        e.lifetime_s = granted.as_secs();
         e.updated_at = now;
-        e.expires_at = now + lifetime;
+        e.expires_at = now + e.lifetime();
         e.state = BindingState::Active;
-        e.ordering = Ordering {
-            timestamp: reply.timestamp.max(e.ordering.timestamp),
-            sequence: reply.sequence,
-        };
+        e.ordering = Ordering::new(reply.timestamp.max(e.ordering.timestamp()), reply.sequence);
         e.handoff_indicator = reply.handoff_indicator;
         e.access_technology_type = reply.access_technology_type;
         if ll.is_some() {
@@ -1117,7 +1119,7 @@ impl Lma {
         if handoff {
             e.proxy_coa = proxy_coa;
             e.handover_count = e.handover_count.saturating_add(1);
-            e.last_handover_gap = was_deregistering.map(|since| now - since);
+            e.set_last_handover_gap(was_deregistering.map(|since| now - since));
         }
         let prefixes = e.prefixes.clone();
         self.cache.reschedule(session);
@@ -1168,16 +1170,11 @@ impl Lma {
         }
         let fresh = matches!(e.state, BindingState::Active);
         if fresh {
-            e.state = BindingState::Deregistering {
-                since: now,
-                delete_at: now + delay,
-            };
+            e.state = BindingState::Deregistering;
             e.updated_at = now;
+            e.expires_at = now + delay;
         }
-        e.ordering = Ordering {
-            timestamp: reply.timestamp.max(e.ordering.timestamp),
-            sequence: reply.sequence,
-        };
+        e.ordering = Ordering::new(reply.timestamp.max(e.ordering.timestamp()), reply.sequence);
         let prefixes = e.prefixes.clone();
         if fresh {
             self.cache.reschedule(session);
@@ -1250,7 +1247,7 @@ impl Lma {
             .link_local_address
             .map(|_| lla.unwrap_or(Ipv6Addr::UNSPECIFIED));
         let opts = pba_options(reply, prefixes.as_slice(), reply.timestamp, lla);
-        self.send_pba(reply, status, granted, &opts);
+        self.send_pba(reply, status, granted, opts.as_slice());
     }
 
     fn reject(
@@ -1275,7 +1272,7 @@ impl Lma {
         };
         let ts = lma_time.or(reply.timestamp);
         let opts = pba_options(reply, &prefixes, ts, reply.link_local_address);
-        self.send_pba(reply, status, Lifetime::ZERO, &opts);
+        self.send_pba(reply, status, Lifetime::ZERO, opts.as_slice());
         self.event(LmaEvent::Rejected {
             mn_id: String::from_utf8_lossy(reply.mn_id).into_owned(),
             mag,
@@ -1303,7 +1300,7 @@ impl Lma {
         });
         if let Some(t) = crate::emit(&m, reply.dst, reply.src) {
             self.stats.pba_sent += 1;
-            *self.stats.pba_by_status.entry(status.value()).or_default() += 1;
+            self.stats.pba_by_status[usize::from(status.value())] += 1;
             self.push(LmaOutput::Transmit(t));
         }
     }
@@ -1313,7 +1310,7 @@ impl Lma {
     pub fn handle_timeout(&mut self, now: Instant, wall: WallClock) {
         while let Some(s) = self.cache.pop_due(now) {
             let reason = match self.cache.get(s).map(|e| e.state) {
-                Some(BindingState::Deregistering { .. }) => RemovalReason::Deregistered,
+                Some(BindingState::Deregistering) => RemovalReason::Deregistered,
                 Some(BindingState::Active) => RemovalReason::Expired,
                 None => continue,
             };
@@ -1430,23 +1427,54 @@ impl Lma {
     }
 }
 
+/// Options of one PBA, on the stack for the usual handful of prefixes.
+struct PbaOptions<'a> {
+    inline: [MobilityOption<'a>; 12],
+    len: usize,
+    spill: Vec<MobilityOption<'a>>,
+}
+
+impl<'a> PbaOptions<'a> {
+    fn push(&mut self, o: MobilityOption<'a>) {
+        if self.spill.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = o;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.push(o);
+        }
+    }
+
+    fn as_slice(&self) -> &[MobilityOption<'a>] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
 /// The PBA's options (RFC 5213 §5.3.6).
 fn pba_options<'a>(
     reply: &Reply<'a>,
     prefixes: &'a [Ipv6Net],
     timestamp: Option<Timestamp>,
     link_local: Option<Ipv6Addr>,
-) -> Vec<MobilityOption<'a>> {
-    let mut o = Vec::with_capacity(6 + prefixes.len());
+) -> PbaOptions<'a> {
+    let mut o = PbaOptions {
+        inline: [MobilityOption::RestartCounter(0); 12],
+        len: 0,
+        spill: Vec::new(),
+    };
     o.push(MobilityOption::MobileNodeIdentifier {
         subtype: MN_ID_SUBTYPE_NAI,
         id: reply.mn_id,
     });
-    o.extend(
-        prefixes
-            .iter()
-            .map(|p| MobilityOption::HomeNetworkPrefix(*p)),
-    );
+    for p in prefixes {
+        o.push(MobilityOption::HomeNetworkPrefix(*p));
+    }
     o.push(MobilityOption::HandoffIndicator(reply.handoff_indicator));
     o.push(MobilityOption::AccessTechnologyType(
         reply.access_technology_type,
@@ -1524,17 +1552,17 @@ fn record_of(e: &BindingCacheEntry, now: Instant, wall_ms: u64) -> BindingRecord
         handoff_indicator: e.handoff_indicator.value(),
         mn_link_layer_id: e.mn_link_layer_id,
         link_local_address: e.link_local_address,
-        lifetime_s: e.lifetime.as_secs() as u32,
+        lifetime_s: e.lifetime_s,
         registered_at_ms: wall_of(e.registered_at),
         updated_at_ms: wall_of(e.updated_at),
         expires_at_ms: wall_of(e.expires_at),
         delete_at_ms: match e.state {
-            BindingState::Deregistering { delete_at, .. } => Some(wall_of(delete_at)),
+            BindingState::Deregistering => Some(wall_of(e.expires_at)),
             BindingState::Active => None,
         },
-        last_timestamp: e.ordering.timestamp.map(|t| t.0),
+        last_timestamp: e.ordering.timestamp().map(|t| t.0),
         last_sequence: e.ordering.sequence.0,
         handover_count: e.handover_count,
-        last_handover_gap_ms: e.last_handover_gap.map(|d| d.as_millis() as u64),
+        last_handover_gap_ms: e.last_handover_gap().map(|d| d.as_millis() as u64),
     }
 }

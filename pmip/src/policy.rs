@@ -5,7 +5,7 @@
 //! NAI, each with a dynamically allocated prefix. That is how a carrier admits a million
 //! subscribers without a million profiles.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
@@ -35,7 +35,9 @@ pub struct PolicyStore {
     profiles: HashMap<String, MobileNodeProfile>,
     by_link_layer: HashMap<LinkLayerAddress, String>,
     pinned: HashMap<Ipv6Net, String>,
-    authorized_mags: BTreeSet<Ipv6Addr>,
+    /// Realm -> the key of its `*@realm` profile, so a wildcard lookup allocates nothing.
+    realms: HashMap<String, String>,
+    authorized_mags: HashSet<Ipv6Addr>,
 }
 
 fn is_wildcard(mn_id: &str) -> bool {
@@ -84,6 +86,9 @@ impl PolicyStore {
         for ll in &p.link_layer_addresses {
             self.by_link_layer.insert(*ll, id.to_owned());
         }
+        if let Some(realm) = id.strip_prefix("*@") {
+            self.realms.insert(realm.to_owned(), id.to_owned());
+        }
         self.profiles.insert(id.to_owned(), p);
         Ok(old)
     }
@@ -96,6 +101,9 @@ impl PolicyStore {
         for ll in &old.link_layer_addresses {
             self.by_link_layer.remove(ll);
         }
+        if let Some(realm) = mn_id.strip_prefix("*@") {
+            self.realms.remove(realm);
+        }
         Some(old)
     }
 
@@ -104,13 +112,10 @@ impl PolicyStore {
         if let Some(p) = self.profiles.get(mn_id) {
             return Some(p);
         }
-        if let Some((_, realm)) = mn_id.rsplit_once('@') {
-            let mut key = String::with_capacity(realm.len() + 2);
-            key.push_str("*@");
-            key.push_str(realm);
-            if let Some(p) = self.profiles.get(&key) {
-                return Some(p);
-            }
+        if let Some((_, realm)) = mn_id.rsplit_once('@')
+            && let Some(key) = self.realms.get(realm)
+        {
+            return self.profiles.get(key);
         }
         self.profiles.get("*")
     }

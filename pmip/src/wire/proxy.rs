@@ -36,6 +36,9 @@ pub struct CommonOptions<'a> {
     /// Identifier octets of the Mobile Node Identifier option, with its subtype.
     pub mn_id: Option<(u8, &'a [u8])>,
     pub hnp_count: usize,
+    /// The first Home Network Prefix option, so that the usual single prefix needs no second
+    /// pass over the options.
+    pub first_hnp: Option<Ipv6Net>,
     pub handoff_indicator: Option<HandoffIndicator>,
     pub access_technology_type: Option<AccessTechnologyType>,
     pub timestamp: Option<Timestamp>,
@@ -63,7 +66,10 @@ impl<'a> CommonOptions<'a> {
                 O::MobileNodeIdentifier { subtype, id } => {
                     once(&mut c.mn_id, (subtype, id), t, at)?
                 }
-                O::HomeNetworkPrefix(_) => c.hnp_count += 1,
+                O::HomeNetworkPrefix(p) => {
+                    c.hnp_count += 1;
+                    c.first_hnp.get_or_insert(p);
+                }
                 O::HandoffIndicator(v) => once(&mut c.handoff_indicator, v, t, at)?,
                 O::AccessTechnologyType(v) => once(&mut c.access_technology_type, v, t, at)?,
                 O::Timestamp(v) => once(&mut c.timestamp, v, t, at)?,
@@ -169,7 +175,11 @@ impl<'a> ProxyBindingUpdate<'a> {
 
     /// The Home Network Prefix options, in order.
     pub fn home_network_prefixes(&self) -> impl Iterator<Item = Ipv6Net> + use<'a> {
-        prefixes(self.options)
+        let single = (self.opts.hnp_count == 1)
+            .then_some(self.opts.first_hnp)
+            .flatten();
+        let rest = (self.opts.hnp_count != 1).then(|| prefixes(self.options));
+        single.into_iter().chain(rest.into_iter().flatten())
     }
 
     /// True when the PBU carries only the ALL_ZERO prefix: the MAG asks for an allocation.
