@@ -382,9 +382,10 @@ impl Mag {
         match e.state {
             BulState::Bound | BulState::Refreshing => {
                 let prefixes = e.prefixes.clone();
+                let link = e.link;
                 e.state = BulState::Deregistering;
                 e.transmissions = 0;
-                self.remove_routes(&prefixes);
+                self.remove_routes(link, &prefixes);
                 self.send_pbu(now, wall, &mn_id, true);
             }
             BulState::Registering => {
@@ -720,7 +721,7 @@ impl Mag {
                 .copied()
                 .collect();
             if !first {
-                self.remove_routes(&stale);
+                self.remove_routes(link, &stale);
             }
             for p in &prefixes {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
@@ -798,11 +799,12 @@ impl Mag {
         };
         let was_bound = e.is_bound();
         let prefixes = core::mem::take(&mut e.prefixes);
+        let link = e.link;
         e.state = BulState::Denied { status, until };
         e.expires_at = None;
         e.next_ra_at = None;
         if was_bound {
-            self.remove_routes(&prefixes);
+            self.remove_routes(link, &prefixes);
             self.send_withdrawal(now, mn_id, &prefixes);
         }
         self.set_deadline(mn_id, until);
@@ -869,8 +871,9 @@ impl Mag {
     fn revoked(&mut self, now: Instant, mn_id: &str, trigger: RevocationTrigger) {
         if let Some(e) = self.bul.get(mn_id) {
             let prefixes = e.prefixes.clone();
+            let link = e.link;
             if e.is_bound() {
-                self.remove_routes(&prefixes);
+                self.remove_routes(link, &prefixes);
                 self.send_withdrawal(now, mn_id, &prefixes);
             }
         }
@@ -965,7 +968,8 @@ impl Mag {
             BulState::Refreshing => {
                 if e.expires_at.is_some_and(|x| x <= now) {
                     let prefixes = e.prefixes.clone();
-                    self.remove_routes(&prefixes);
+                    let link = e.link;
+                    self.remove_routes(link, &prefixes);
                     self.send_withdrawal(now, mn_id, &prefixes);
                     self.forget(mn_id);
                     self.event(MagEvent::Expired {
@@ -1052,13 +1056,14 @@ impl Mag {
         }
     }
 
-    fn remove_routes(&mut self, prefixes: &[Ipv6Net]) {
+    fn remove_routes(&mut self, link: AccessLink, prefixes: &[Ipv6Net]) {
         for p in prefixes {
             self.push(MagOutput::Dataplane(DataplaneCommand::RemoveUplink {
                 prefix: *p,
             }));
             self.push(MagOutput::Dataplane(DataplaneCommand::RemoveAccessRoute {
                 prefix: *p,
+                link,
             }));
         }
     }

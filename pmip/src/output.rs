@@ -55,6 +55,7 @@ pub enum DataplaneCommand {
     },
     RemoveAccessRoute {
         prefix: Ipv6Net,
+        link: AccessLink,
     },
 }
 

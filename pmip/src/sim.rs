@@ -370,7 +370,7 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
         } => {
             d.access_routes.insert(prefix, (link, local_routing));
         }
-        DataplaneCommand::RemoveAccessRoute { prefix } => {
+        DataplaneCommand::RemoveAccessRoute { prefix, .. } => {
             d.access_routes.remove(&prefix);
         }
         _ => {}

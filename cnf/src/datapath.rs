@@ -1,0 +1,56 @@
+//! From the daemons' configuration and the state machines' [`DataplaneCommand`]s to the
+//! `dataplane` crate.
+
+use std::net::Ipv6Addr;
+
+use dataplane::{Change, Dataplane, Mode, Netlink, Settings};
+use pmip::config::{DatapathConfig, DatapathMode};
+use pmip::output::DataplaneCommand;
+
+/// Opens the datapath the configuration asks for, on the transport link of `local`.
+pub async fn open(cfg: &DatapathConfig, local: Ipv6Addr) -> dataplane::Result<Dataplane> {
+    let mode = match cfg.mode {
+        DatapathMode::Auto => Mode::Auto,
+        DatapathMode::Seg6 => Mode::Seg6,
+        DatapathMode::Ip6tnl => Mode::Ip6tnl,
+        DatapathMode::None => Mode::None,
+    };
+    let nl = Netlink::connect()?;
+    let mut s = if mode == Mode::None {
+        Settings::new(0, cfg.link_mtu.unwrap_or(1500))
+    } else {
+        Settings::resolve(&nl, cfg.transport_interface.as_deref(), local, cfg.link_mtu).await?
+    };
+    s.route_protocol = cfg.route_protocol;
+    s.table_base = cfg.table_base;
+    Dataplane::open(mode, nl, s).await
+}
+
+/// The change a command stands for.
+pub fn change(c: &DataplaneCommand) -> Change {
+    match *c {
+        DataplaneCommand::SetDownlink { prefix, proxy_coa } => Change::AddDownlink {
+            prefix,
+            peer: proxy_coa,
+        },
+        // De-registered sessions lose their route: traffic to them is not delivered.
+        DataplaneCommand::DropDownlink { prefix } | DataplaneCommand::RemoveDownlink { prefix } => {
+            Change::RemoveDownlink { prefix }
+        }
+        DataplaneCommand::SetUplink { prefix, lma } => Change::AddUplink { prefix, peer: lma },
+        DataplaneCommand::RemoveUplink { prefix } => Change::RemoveUplink { prefix },
+        DataplaneCommand::SetAccessRoute {
+            prefix,
+            link,
+            local_routing,
+        } => Change::AddLocalRoute {
+            prefix,
+            ifindex: link.0,
+            local_routing,
+        },
+        DataplaneCommand::RemoveAccessRoute { prefix, link } => Change::RemoveLocalRoute {
+            prefix,
+            ifindex: link.0,
+        },
+    }
+}

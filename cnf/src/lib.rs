@@ -1,0 +1,12 @@
+//! What the pmip daemons (`pmip-lma`, `pmip-mag`) share. Each piece is thin: the protocol is in
+//! `pmip`, the kernel programming in `dataplane`, the API in `proto`.
+
+pub mod clock;
+pub mod config;
+pub mod datapath;
+pub mod grpc;
+pub mod signal;
+pub mod telemetry;
+pub mod transport;
+
+pub use clock::Clock;
