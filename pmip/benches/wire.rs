@@ -45,16 +45,20 @@ fn pba<'a>(options: &'a [MobilityOption<'a>]) -> Message<'a> {
     })
 }
 
-/// What the LMA does with a received PBU before any policy: parse, pick out the options,
-/// run the RFC 5213 §5.3.1 message checks, read the identifier and prefixes.
-fn parse_and_view(bytes: &[u8]) -> (usize, SequenceNumber) {
-    let Ok(Message::BindingUpdate(bu)) = Message::parse_bytes(bytes) else {
+/// What the LMA does with a received PBU before any policy: pick out the options, run the
+/// RFC 5213 §5.3.1 message checks, read the identifier and prefixes.
+fn view(m: Message<'_>) -> (usize, SequenceNumber) {
+    let Message::BindingUpdate(bu) = m else {
         panic!("not a BU")
     };
     let pbu = ProxyBindingUpdate::new(&bu).unwrap();
     pbu.check_mandatory().unwrap();
     let nai_len = pbu.opts.nai().map_or(0, <[u8]>::len);
     (nai_len + pbu.home_network_prefixes().count(), pbu.sequence)
+}
+
+fn parse_and_view(bytes: &[u8]) -> (usize, SequenceNumber) {
+    view(Message::parse_bytes(bytes).unwrap())
 }
 
 fn report_allocations(bytes: &[u8]) {
@@ -92,11 +96,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| parse_and_view(black_box(&bytes)))
     });
     c.bench_function("wire/parse_verified+view PBU", |b| {
-        b.iter(|| {
-            let m = Message::parse_verified(black_box(&bytes), &MAG, &LMA).unwrap();
-            black_box(m);
-            parse_and_view(black_box(&bytes))
-        })
+        b.iter(|| view(Message::parse_verified(black_box(&bytes), &MAG, &LMA).unwrap()))
     });
     let mut out = [0u8; 128];
     c.bench_function("wire/emit PBU", |b| {
