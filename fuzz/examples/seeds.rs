@@ -1,0 +1,210 @@
+//! Writes a seed corpus for the fuzz targets: one message of every kind the crate emits, with
+//! every option, as a bare Mobility Header, inside IPv6 and IPv4-UDP packets, in Ethernet
+//! frames, as hex text and as a pcap file.
+//!
+//! `cargo run --release --example seeds` (from `fuzz/`) fills `corpus/mh/` and
+//! `corpus/pmipctl_decode/`.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use pmip::wire::packet::{build_ipv4_udp, build_ipv6};
+use pmip::wire::*;
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn messages(emit_one: &mut dyn FnMut(&Message<'_>)) {
+    let mut cr = [0u8; 4];
+    let ctx = ContextRequest::encode_types(
+        &[
+            OptionType::HomeNetworkPrefix,
+            OptionType::MnLinkLayerIdentifier,
+        ],
+        &mut cr,
+    )
+    .unwrap();
+    let all = [
+        MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: b"mn1@example.org",
+        },
+        MobilityOption::HomeNetworkPrefix("2001:db8:1:1::/64".parse().unwrap()),
+        MobilityOption::HomeNetworkPrefix("::/0".parse().unwrap()),
+        MobilityOption::HandoffIndicator(HandoffIndicator::AttachmentOverNewInterface),
+        MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
+        MobilityOption::Timestamp(Timestamp(0x6553_f100_4000)),
+        MobilityOption::MnLinkLayerIdentifier(&[2, 0, 0x5e, 0, 0x53, 1]),
+        MobilityOption::LinkLocalAddress(v6("fe80::1")),
+        MobilityOption::AlternateCareOfAddress(v6("2001:db8:a::2")),
+        MobilityOption::RestartCounter(3),
+        MobilityOption::GreKey(Some(0x1234_5678)),
+        MobilityOption::GreKey(None),
+        MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len: 24,
+            address: Ipv4Addr::new(10, 1, 2, 3),
+        },
+        MobilityOption::Ipv4HomeAddressReply {
+            status: Ipv4HoaStatus::Success,
+            prefix_len: 24,
+            address: Ipv4Addr::new(10, 1, 2, 3),
+        },
+        MobilityOption::Ipv4DefaultRouterAddress(Ipv4Addr::new(10, 1, 2, 1)),
+        MobilityOption::Ipv4DhcpSupportMode { server: true },
+        MobilityOption::VendorSpecific {
+            vendor_id: 32473,
+            sub_type: 7,
+            data: &[1, 2, 3, 4],
+        },
+        MobilityOption::ContextRequest(ctx),
+        MobilityOption::LmaAddress(LmaAddress::V6(v6("2001:db8:b::1"))),
+        MobilityOption::LmaAddress(LmaAddress::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        MobilityOption::MnLinkLocalInterfaceId([2, 0, 0x5e, 0xff, 0xfe, 0, 0x53, 1]),
+        MobilityOption::Unknown {
+            option_type: 200,
+            data: &[0xde, 0xad],
+        },
+    ];
+    // The typical PBU, and each option alone in a PBU, then every kind with all options.
+    let typical = &all[..6];
+    let bu = |o: &[MobilityOption<'_>], f: &mut dyn FnMut(&Message<'_>)| {
+        f(&Message::BindingUpdate(BindingUpdate {
+            sequence: SequenceNumber(4711),
+            flags: BuFlags::A | BuFlags::P,
+            lifetime: Lifetime::from_secs(3600),
+            options: Options::List(o),
+        }))
+    };
+    bu(typical, emit_one);
+    for o in &all {
+        bu(std::slice::from_ref(o), emit_one);
+    }
+    let opts = Options::List(&all);
+    let seq = SequenceNumber(9);
+    for m in [
+        Message::BindingUpdate(BindingUpdate {
+            sequence: seq,
+            flags: BuFlags::A | BuFlags::P,
+            lifetime: Lifetime(1),
+            options: opts,
+        }),
+        Message::BindingAck(BindingAck {
+            status: Status::MagNotAuthorizedForProxyReg,
+            flags: BaFlags::P,
+            sequence: seq,
+            lifetime: Lifetime(0),
+            options: opts,
+        }),
+        Message::BindingError(BindingError {
+            status: BindingErrorStatus::UnrecognizedMhType,
+            home_address: v6("2001:db8::99"),
+            options: Options::EMPTY,
+        }),
+        Message::Heartbeat(Heartbeat {
+            flags: HeartbeatFlags::R,
+            sequence: 7,
+            options: Options::List(&all[9..10]),
+        }),
+        Message::HandoverInitiate(HandoverInitiate {
+            sequence: seq,
+            flags: HiFlags::P | HiFlags::U,
+            code: HiCode::Default,
+            options: opts,
+        }),
+        Message::HandoverAck(HandoverAck {
+            sequence: seq,
+            flags: HackFlags::P,
+            code: HackCode::ContextTransferAccepted,
+            options: opts,
+        }),
+        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
+            trigger: RevocationTrigger::AdministrativeReason,
+            sequence: seq,
+            flags: RevocationFlags::P,
+            options: Options::List(&all[..1]),
+        })),
+        Message::BindingRevocation(BindingRevocation::Acknowledgement(BindingRevocationAck {
+            status: BraStatus::Success,
+            sequence: seq,
+            flags: RevocationFlags::P,
+            options: Options::List(&all[..1]),
+        })),
+        Message::UpdateNotification(UpdateNotification {
+            sequence: seq,
+            reason: NotificationReason::ForceReregistration,
+            flags: UpnFlags::A,
+            options: Options::List(&all[..1]),
+        }),
+        Message::UpdateNotificationAck(UpdateNotificationAck {
+            sequence: seq,
+            status: UpaStatus::Success,
+            options: Options::List(&all[..1]),
+        }),
+    ] {
+        emit_one(&m);
+    }
+}
+
+fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(0xa1b2_c3d4u32.to_le_bytes());
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend([0u8; 8]);
+    out.extend(65535u32.to_le_bytes());
+    out.extend(packet::linktype::ETHERNET.to_le_bytes());
+    for f in frames {
+        out.extend([0u8; 8]);
+        out.extend((f.len() as u32).to_le_bytes());
+        out.extend((f.len() as u32).to_le_bytes());
+        out.extend(f);
+    }
+    out
+}
+
+fn main() {
+    let (src, dst) = (v6("2001:db8:a::1"), v6("2001:db8:b::1"));
+    let mut mhs: Vec<Vec<u8>> = Vec::new();
+    messages(&mut |m| {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+        mhs.push(b);
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let (mh_dir, ctl_dir) = (root.join("mh"), root.join("pmipctl_decode"));
+    std::fs::create_dir_all(&mh_dir).unwrap();
+    std::fs::create_dir_all(&ctl_dir).unwrap();
+    let mut frames = Vec::new();
+    for (i, mh) in mhs.iter().enumerate() {
+        let ip6 = build_ipv6(src, dst, 64, mh);
+        let mut udp_mh = mh.clone();
+        udp_mh[4..6].fill(0);
+        let ip4 = build_ipv4_udp(
+            Ipv4Addr::new(192, 0, 2, 10),
+            Ipv4Addr::new(192, 0, 2, 1),
+            64,
+            &udp_mh,
+        );
+        let mut eth = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd];
+        eth.extend(&ip6);
+        // Selector octet of the `mh` target: 0 bare header, 2 IP packet, 3 + 4k link type k.
+        let seeds: [(u8, &[u8]); 4] = [(0, mh), (2, &ip6), (2, &ip4), (3 + 4, &eth)];
+        for (j, (sel, body)) in seeds.iter().enumerate() {
+            let mut s = vec![*sel];
+            s.extend_from_slice(body);
+            std::fs::write(mh_dir.join(format!("seed-{i:03}-{j}")), s).unwrap();
+        }
+        std::fs::write(ctl_dir.join(format!("seed-{i:03}-mh")), mh).unwrap();
+        let hex: String = mh.iter().map(|b| format!("{b:02x} ")).collect();
+        std::fs::write(ctl_dir.join(format!("seed-{i:03}-hex")), hex).unwrap();
+        frames.push(eth);
+    }
+    std::fs::write(ctl_dir.join("seed-capture.pcap"), pcap(&frames)).unwrap();
+    println!(
+        "{} messages: seeds in {} and {}",
+        mhs.len(),
+        mh_dir.display(),
+        ctl_dir.display()
+    );
+}
