@@ -316,10 +316,7 @@ pub fn message_name(m: &Message<'_>) -> String {
         Message::BindingRevocation(BindingRevocation::Acknowledgement(_)) => {
             "Binding Revocation Acknowledgement".into()
         }
-        m => m
-            .mh_type()
-            .rfc_name()
-            .map_or_else(|| format!("MH Type {}", m.mh_type().value()), String::from),
+        m => m.mh_type().rfc_name().unwrap_or("Unknown message").into(),
     }
 }
 
@@ -559,6 +556,17 @@ mod tests {
             rfc3339(Timestamp(951_782_400u64 << 16)),
             "2000-02-29T00:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn an_unknown_mh_type_keeps_its_data() {
+        let r = decode_mh(&[59, 0, 99, 0, 0, 0, 0xaa, 0xbb]).unwrap();
+        assert_eq!(
+            crate::render::message_text(&r),
+            "Unknown message (MH Type 99)\n  payload proto: 59\n  header len: 0\n  length: 8\n  \
+             checksum: 0x0000\n  message data: aa:bb\n"
+        );
+        assert_eq!(r.get("mh_type"), Some(&named(99u8, None)));
     }
 
     #[test]

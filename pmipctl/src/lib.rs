@@ -6,6 +6,15 @@
 //! The decoder is a library ([`decode`], [`render`]) so that it is tested without the binary;
 //! `main.rs` only parses the command line and maps errors to exit codes: 0 ok, 2 malformed
 //! input or bad usage, 1 anything else.
+//!
+//! JSON output (`-o json`): one message is an object with `message` (what it is, in words),
+//! `mh_type`, `payload_proto`, `header_len`, `length`, `checksum`, the message's fixed fields
+//! (`sequence`, `flags`, `lifetime`, `status`, ...), `options` (each with `type`, `offset`,
+//! `length` and its fields) and `warnings`. Coded values are `{"value": 154, "name":
+//! "MAG_NOT_AUTHORIZED_FOR_PROXY_REG"}` (`name` null when no RFC names the value), flags a list
+//! of letters. `--ip` wraps the message as `{"src", "dst", "transport", "mh_offset", "message"}`;
+//! `--pcap` prints a list of those with `frame`, and `error` (`offset`, `frame_offset`,
+//! `description`) in place of `message` for a malformed one.
 
 use std::io::{Read, Write};
 
