@@ -1,1 +1,9 @@
-//! Filled in by its issue.
+//! `pmip-lma`, the local mobility anchor daemon: a thin shell that moves Mobility Headers,
+//! clock ticks, datapath changes, durable state and API calls in and out of
+//! [`pmip::lma::Lma`].
+
+pub mod api;
+pub mod core;
+pub mod hub;
+pub mod metrics;
+pub mod store;

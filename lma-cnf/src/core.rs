@@ -1,0 +1,911 @@
+//! The LMA daemon's one task that owns the protocol state: it `select!`s over the signalling
+//! socket, the state machine's next timeout and the API's commands, and after every input
+//! moves the state machine's outputs out, in this order: datapath changes, one durable store
+//! commit, then the messages. A PBA therefore never leaves before its route exists and its
+//! binding is on disk.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cnf::transport::{RecvBatch, SignallingTransport};
+use cnf::{Clock, datapath};
+use dataplane::{Change, Dataplane, DesiredState, PrefixRoute, Termination};
+use ipnet::Ipv6Net;
+use pmip::Instant;
+use pmip::cache::{BindingState, SessionId};
+use pmip::config::{LmaConfig, MobileNodeProfile};
+use pmip::heartbeat::PeerEvent;
+use pmip::lma::{Lma, LmaEvent, LmaOutput, RemovalReason};
+use pmip::output::Transmit;
+use pmip::wire::{BraStatus, RevocationTrigger, Status, WallClock};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::hub::{
+    BindingChange, BindingView, DeleteReason, Hub, ProfileChange, Rejection, UpdateReason,
+    ViewState, WatchStart,
+};
+use crate::metrics::{KindLabel, Metrics, StatusLabel};
+use crate::store::{Batch, Loaded, Store};
+
+/// How long a binding restored from the store lives at least, so its MAG can re-register it
+/// after hearing of the restart.
+pub const RESTORE_GRACE: Duration = Duration::from_secs(120);
+/// Changes kept for Watch clients that reconnect.
+pub const WATCH_HISTORY: usize = 65_536;
+
+/// How a revocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The MAG acknowledged, with this status.
+    Acknowledged(BraStatus),
+    /// No acknowledgement after the retries; the binding was removed anyway.
+    TimedOut,
+    /// The node has no binding.
+    NoBinding,
+}
+
+/// Counters and facts for the Stats RPC.
+#[derive(Debug, Clone)]
+pub struct StatsView {
+    pub bindings: usize,
+    pub prefixes_available: u64,
+    pub pba_by_status: Vec<(Status, u64)>,
+    pub pbu_received: u64,
+    pub restart_counter: u32,
+    pub uptime: Duration,
+    pub authorized_mags: usize,
+    pub mags_with_bindings: usize,
+    pub handovers: u64,
+    pub revocations: u64,
+    pub profiles: usize,
+    pub datapath: &'static str,
+}
+
+/// An authorized MAG as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MagView {
+    pub address: Ipv6Addr,
+    pub name: String,
+    /// From the configuration file (not changeable over the API).
+    pub from_config: bool,
+    pub sessions: u32,
+    pub reachable: bool,
+}
+
+/// A profile as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileView {
+    pub profile: MobileNodeProfile,
+    pub from_config: bool,
+}
+
+/// A request from the API to the core.
+#[derive(Debug)]
+pub enum Command {
+    ListBindings {
+        /// Slot after which to continue (the page token).
+        after: Option<u32>,
+        limit: usize,
+        proxy_coa: Option<Ipv6Addr>,
+        reply: oneshot::Sender<(Vec<BindingView>, Option<u32>)>,
+    },
+    BindingsOf {
+        mn_id: String,
+        reply: oneshot::Sender<Vec<BindingView>>,
+    },
+    /// The binding holding a prefix, or the one whose prefix covers an address (/128).
+    BindingByPrefix {
+        prefix: Ipv6Net,
+        reply: oneshot::Sender<Option<BindingView>>,
+    },
+    WatchBindings {
+        cursor: Option<(u64, u64)>,
+        reply: oneshot::Sender<WatchStart<BindingChange, BindingChange>>,
+    },
+    Revoke {
+        mn_id: String,
+        trigger: RevocationTrigger,
+        reply: oneshot::Sender<RevokeOutcome>,
+    },
+    Stats {
+        reply: oneshot::Sender<StatsView>,
+    },
+    UpsertProfile {
+        profile: MobileNodeProfile,
+        /// `Ok(true)` when the profile is new.
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+    DeleteProfile {
+        mn_id: String,
+        /// Also revoke the node's bindings (RFC 5846).
+        revoke: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    GetProfile {
+        mn_id: String,
+        reply: oneshot::Sender<Option<ProfileView>>,
+    },
+    ListProfiles {
+        reply: oneshot::Sender<Vec<ProfileView>>,
+    },
+    WatchProfiles {
+        cursor: Option<(u64, u64)>,
+        reply: oneshot::Sender<WatchStart<ProfileChange, MobileNodeProfile>>,
+    },
+    AddMag {
+        address: Ipv6Addr,
+        name: String,
+        reply: oneshot::Sender<bool>,
+    },
+    RemoveMag {
+        address: Ipv6Addr,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+    /// Replaces the MAGs added over the API (those from the configuration stay).
+    SetMags {
+        mags: BTreeMap<Ipv6Addr, String>,
+        reply: oneshot::Sender<()>,
+    },
+    ListMags {
+        reply: oneshot::Sender<Vec<MagView>>,
+    },
+}
+
+/// The API's way in.
+#[derive(Debug, Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The core task has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the LMA is shutting down")]
+pub struct CoreGone;
+
+impl CoreHandle {
+    /// Sends a command and waits for its reply.
+    pub async fn call<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> Command,
+    ) -> Result<R, CoreGone> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| CoreGone)?;
+        rx.await.map_err(|_| CoreGone)
+    }
+}
+
+/// What [`Core::new`] needs.
+#[derive(Debug)]
+pub struct Parts<T> {
+    pub config: LmaConfig,
+    pub store: Store,
+    pub loaded: Loaded,
+    pub restart_counter: u32,
+    pub dataplane: Dataplane,
+    pub transport: T,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    pub seed: u64,
+}
+
+/// The core task.
+#[derive(Debug)]
+pub struct Core<T> {
+    lma: Lma,
+    clock: Clock,
+    started: std::time::Instant,
+    transport: T,
+    dataplane: Dataplane,
+    store: Arc<Store>,
+    metrics: Metrics,
+    commands: mpsc::Receiver<Command>,
+    bindings_hub: Hub<BindingChange>,
+    profiles_hub: Hub<ProfileChange>,
+    /// Per binding key: revision of its last change, and the MAG before the last handoff.
+    revisions: HashMap<String, u64>,
+    previous_coa: HashMap<String, Ipv6Addr>,
+    rejections: BTreeMap<String, Rejection>,
+    config_profiles: BTreeSet<String>,
+    config_mags: BTreeSet<Ipv6Addr>,
+    api_mags: BTreeMap<Ipv6Addr, String>,
+    revokes: HashMap<String, Vec<oneshot::Sender<RevokeOutcome>>>,
+    revoking: BTreeSet<String>,
+    // Per loop turn.
+    tx: Vec<Transmit>,
+    changes: Vec<Change>,
+    batch: Batch,
+    pbu_arrivals: Vec<std::time::Instant>,
+}
+
+impl<T: SignallingTransport> Core<T> {
+    /// Restores the state machine from what the store held, reconciles the datapath with it
+    /// and returns the core and the API's handle.
+    pub async fn new(p: Parts<T>) -> anyhow::Result<(Core<T>, CoreHandle)> {
+        let now = p.clock.now();
+        let wall = p.clock.wall();
+        let config_profiles: BTreeSet<String> = p
+            .config
+            .mobile_nodes
+            .iter()
+            .map(|m| m.mn_id.to_string())
+            .collect();
+        let config_mags: BTreeSet<Ipv6Addr> = p.config.authorized_mags.iter().copied().collect();
+        let api_mags = p.loaded.mag_names.clone();
+        let mut lma = Lma::restore(
+            p.config.clone(),
+            &p.loaded.snapshot,
+            p.restart_counter,
+            p.seed,
+            now,
+            wall,
+            RESTORE_GRACE,
+        )?;
+        lma.set_authorized_mags(config_mags.iter().chain(api_mags.keys()).copied());
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let epoch = u64::from(p.restart_counter);
+        let mut core = Core {
+            lma,
+            clock: p.clock,
+            started: std::time::Instant::now(),
+            transport: p.transport,
+            dataplane: p.dataplane,
+            store: Arc::new(p.store),
+            metrics: p.metrics,
+            commands: cmd_rx,
+            bindings_hub: Hub::new(epoch, WATCH_HISTORY),
+            profiles_hub: Hub::new(epoch, WATCH_HISTORY),
+            revisions: HashMap::new(),
+            previous_coa: HashMap::new(),
+            rejections: BTreeMap::new(),
+            config_profiles,
+            config_mags,
+            api_mags,
+            revokes: HashMap::new(),
+            revoking: BTreeSet::new(),
+            tx: Vec::new(),
+            changes: Vec::new(),
+            batch: Batch::default(),
+            pbu_arrivals: Vec::new(),
+        };
+        core.start(&p.loaded).await?;
+        Ok((core, CoreHandle { tx: cmd_tx }))
+    }
+
+    /// Reconciles the datapath with the restored bindings and forgets stored bindings that
+    /// did not survive (expired while the LMA was down).
+    async fn start(&mut self, loaded: &Loaded) -> anyhow::Result<()> {
+        let settings = self.dataplane.settings();
+        let mut desired = DesiredState::new();
+        desired
+            .terminations
+            .insert(self.lma.address(), settings.transport_ifindex);
+        let mut kept = BTreeSet::new();
+        for (_, e) in self.lma.cache().iter() {
+            if let Some(p) = e.prefixes.as_slice().first() {
+                kept.insert(p.to_string());
+            }
+            if e.state == BindingState::Active {
+                for p in e.prefixes.as_slice() {
+                    desired
+                        .routes
+                        .insert(*p, PrefixRoute::Tunnel { peer: e.proxy_coa });
+                }
+            }
+        }
+        let t = std::time::Instant::now();
+        let report = self.dataplane.reconcile(&desired).await?;
+        info!(
+            bindings = self.lma.cache().len(),
+            ?report,
+            took_ms = t.elapsed().as_millis() as u64,
+            backend = self.dataplane.backend_name(),
+            "datapath reconciled"
+        );
+        for r in &loaded.snapshot.bindings {
+            if !kept.contains(&r.key()) {
+                self.batch.delete_binding(r.key());
+            }
+        }
+        // The restore's own route commands are what the reconcile just did; its heartbeat
+        // announcements still go out.
+        while let Some(o) = self.lma.poll_output() {
+            if let LmaOutput::Transmit(t) = o {
+                self.tx.push(t);
+            }
+        }
+        self.metrics.bindings.set(self.lma.cache().len() as i64);
+        self.flush().await;
+        Ok(())
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut batch = RecvBatch::default();
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.lma.poll_timeout().map(|t| self.clock.to_std(t));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                r = self.transport.recv_batch(&mut batch) => match r {
+                    Ok(n) => {
+                        self.metrics.batch_size.observe(n as f64);
+                        let arrived = std::time::Instant::now();
+                        for (m, bytes) in batch.iter() {
+                            let (now, wall) = (self.clock.now(), self.clock.wall());
+                            self.pbu_arrivals.push(arrived);
+                            self.lma.handle_message_trusted(now, wall, m.src, m.dst, bytes);
+                            self.drain(now, wall);
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "receiving on the signalling socket");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(cmd) = self.commands.recv() => {
+                    self.command(cmd);
+                    // Take whatever else is queued in the same turn.
+                    while let Ok(cmd) = self.commands.try_recv() {
+                        self.command(cmd);
+                    }
+                }
+                _ = sleep => {
+                    let (now, wall) = (self.clock.now(), self.clock.wall());
+                    self.lma.handle_timeout(now, wall);
+                    self.drain(now, wall);
+                }
+            }
+            self.flush().await;
+        }
+        info!("shutting down");
+        self.flush().await;
+    }
+
+    /// Moves the state machine's outputs into this turn's datapath, store and send queues.
+    fn drain(&mut self, now: Instant, wall: WallClock) {
+        while let Some(o) = self.lma.poll_output() {
+            match o {
+                LmaOutput::Transmit(t) => self.tx.push(t),
+                LmaOutput::Dataplane(c) => self.changes.push(datapath::change(&c)),
+                LmaOutput::Event(e) => self.event(e, now, wall),
+            }
+        }
+    }
+
+    fn view(&self, session: SessionId, now: Instant, wall: WallClock) -> Option<BindingView> {
+        let e = self.lma.cache().get(session)?;
+        let record = self.lma.record(session, now, wall)?;
+        let key = record.key();
+        Some(BindingView {
+            state: if self.revoking.contains(&*e.mn_id) {
+                ViewState::Revoking
+            } else if e.state == BindingState::Deregistering {
+                ViewState::Deregistering
+            } else {
+                ViewState::Active
+            },
+            revision: self.revisions.get(&key).copied().unwrap_or(0),
+            previous_proxy_coa: self.previous_coa.get(&key).copied(),
+            mag_name: self.mag_name(&e.proxy_coa),
+            remaining_s: match e.state {
+                BindingState::Active => (e.expires_at - now).as_secs() as u32,
+                BindingState::Deregistering => 0,
+            },
+            record,
+        })
+    }
+
+    fn mag_name(&self, a: &Ipv6Addr) -> Option<String> {
+        self.api_mags.get(a).filter(|n| !n.is_empty()).cloned()
+    }
+
+    fn publish_binding(
+        &mut self,
+        session: SessionId,
+        now: Instant,
+        wall: WallClock,
+        make: impl FnOnce(BindingView) -> BindingChange,
+    ) {
+        let Some(mut v) = self.view(session, now, wall) else {
+            return;
+        };
+        self.batch.put_binding(v.record.clone());
+        let key = v.record.key();
+        v.revision = self.bindings_hub.revision() + 1;
+        self.revisions.insert(key, v.revision);
+        self.rejections.remove(&v.record.mn_id);
+        self.bindings_hub.publish(wall, make(v));
+    }
+
+    fn event(&mut self, e: LmaEvent, now: Instant, wall: WallClock) {
+        match e {
+            LmaEvent::BindingCreated { session } => {
+                self.publish_binding(session, now, wall, BindingChange::Added);
+            }
+            LmaEvent::BindingRefreshed { session } => {
+                self.publish_binding(session, now, wall, |v| {
+                    BindingChange::Updated(v, UpdateReason::Refresh)
+                });
+            }
+            LmaEvent::BindingHandedOff { session, from } => {
+                self.metrics.handovers.inc();
+                if let Some(key) = self.lma.record(session, now, wall).map(|r| r.key()) {
+                    self.previous_coa.insert(key, from);
+                }
+                self.publish_binding(session, now, wall, |v| {
+                    BindingChange::Updated(v, UpdateReason::Handoff)
+                });
+            }
+            LmaEvent::BindingDeregistered { session } => {
+                self.publish_binding(session, now, wall, |v| {
+                    BindingChange::Updated(v, UpdateReason::Deregistered)
+                });
+            }
+            LmaEvent::BindingRemoved { record, reason } => {
+                let key = record.key();
+                self.batch.delete_binding(key.clone());
+                self.revisions.remove(&key);
+                let previous = self.previous_coa.remove(&key);
+                let mag_name = self.mag_name(&record.proxy_coa);
+                let view = BindingView {
+                    record,
+                    state: ViewState::Active,
+                    revision: self.bindings_hub.revision() + 1,
+                    previous_proxy_coa: previous,
+                    mag_name,
+                    remaining_s: 0,
+                };
+                let reason = match reason {
+                    RemovalReason::Expired => DeleteReason::Expired,
+                    RemovalReason::Deregistered => DeleteReason::Deregistered,
+                    RemovalReason::Revoked => DeleteReason::Revoked,
+                };
+                self.bindings_hub
+                    .publish(wall, BindingChange::Deleted(view, reason));
+            }
+            LmaEvent::Rejected { mn_id, mag, status } => {
+                debug!(%mn_id, %mag, %status, "PBU rejected");
+                let mag_name = self.mag_name(&mag);
+                let count = self.rejections.get(&mn_id).map_or(0, |r| r.count) + 1;
+                let r = Rejection {
+                    mn_id: mn_id.clone(),
+                    mag,
+                    mag_name,
+                    status,
+                    count,
+                };
+                self.rejections.insert(mn_id, r.clone());
+                // Cap what a flood of refusals can cost.
+                if self.rejections.len() > 100_000
+                    && let Some(k) = self.rejections.keys().next().cloned()
+                {
+                    self.rejections.remove(&k);
+                }
+                self.bindings_hub.publish(wall, BindingChange::Rejected(r));
+            }
+            LmaEvent::Peer(p) => {
+                let (kind, peer) = match p {
+                    PeerEvent::Unreachable { peer } => ("unreachable", peer),
+                    PeerEvent::Reachable { peer } => ("reachable", peer),
+                    PeerEvent::Restarted { peer, .. } => ("restarted", peer),
+                };
+                warn!(%peer, kind, "MAG heartbeat");
+                self.metrics
+                    .peer_events
+                    .get_or_create(&KindLabel { kind: kind.into() })
+                    .inc();
+            }
+            LmaEvent::RevocationAcknowledged { mn_id, status } => {
+                self.revoked(&mn_id, RevokeOutcome::Acknowledged(status), "acknowledged");
+            }
+            LmaEvent::RevocationTimedOut { mn_id } => {
+                self.revoked(&mn_id, RevokeOutcome::TimedOut, "timed-out");
+            }
+            LmaEvent::Dropped { from, reason } => {
+                debug!(%from, %reason, "message dropped");
+                self.metrics.dropped.inc();
+            }
+        }
+    }
+
+    fn revoked(&mut self, mn_id: &str, outcome: RevokeOutcome, kind: &str) {
+        self.revoking.remove(mn_id);
+        self.metrics
+            .revocations
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+        for r in self.revokes.remove(mn_id).unwrap_or_default() {
+            let _ = r.send(outcome.clone());
+        }
+    }
+
+    /// Datapath, then store, then messages.
+    async fn flush(&mut self) {
+        if !self.changes.is_empty() {
+            let t = std::time::Instant::now();
+            for c in &self.changes {
+                let kind = match c {
+                    Change::AddDownlink { .. } => "add-downlink",
+                    Change::RemoveDownlink { .. } => "remove-downlink",
+                    _ => "other",
+                };
+                self.metrics
+                    .dataplane_changes
+                    .get_or_create(&KindLabel { kind: kind.into() })
+                    .inc();
+            }
+            if let Err(e) = self.dataplane.apply(&self.changes).await {
+                // The binding state stays as the protocol says; the next change of the same
+                // prefix, or the next start, reconciles the kernel.
+                error!(error = %e, changes = self.changes.len(), "datapath");
+                self.metrics.dataplane_failures.inc();
+            }
+            self.metrics
+                .dataplane_seconds
+                .observe(t.elapsed().as_secs_f64());
+            self.changes.clear();
+        }
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            let store = self.store.clone();
+            let t = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || store.commit(&batch)).await;
+            self.metrics
+                .store_commit_seconds
+                .observe(t.elapsed().as_secs_f64());
+            match r {
+                Ok(Ok(())) => {
+                    self.metrics.store_commits.inc();
+                }
+                Ok(Err(e)) => {
+                    error!(error = %e, "durable store commit failed");
+                    self.metrics.store_failures.inc();
+                }
+                Err(e) => {
+                    error!(error = %e, "durable store task failed");
+                    self.metrics.store_failures.inc();
+                }
+            }
+        }
+        if !self.tx.is_empty() {
+            match self.transport.send_batch(&self.tx).await {
+                Ok(n) if n < self.tx.len() => {
+                    warn!(sent = n, of = self.tx.len(), "some messages were not sent")
+                }
+                Ok(_) => {}
+                Err(e) => error!(error = %e, "sending on the signalling socket"),
+            }
+            let done = std::time::Instant::now();
+            for a in self.pbu_arrivals.drain(..) {
+                self.metrics
+                    .registration_seconds
+                    .observe((done - a).as_secs_f64());
+            }
+            self.tx.clear();
+        }
+        self.pbu_arrivals.clear();
+        self.sync_counters();
+    }
+
+    fn sync_counters(&mut self) {
+        let s = self.lma.stats();
+        self.metrics.bindings.set(self.lma.cache().len() as i64);
+        self.metrics.mags.set(self.lma.mags().count() as i64);
+        let received = s.pbu_received;
+        let already = self.metrics.pbu_received.get();
+        if received > already {
+            self.metrics.pbu_received.inc_by(received - already);
+        }
+        for (status, n) in s.pba_by_status.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let st = Status::from(status as u8);
+            let c = self.metrics.pba_sent.get_or_create(&StatusLabel {
+                status: status as u8,
+                name: st.rfc_name().unwrap_or("unknown").to_owned(),
+            });
+            let seen = c.get();
+            if *n > seen {
+                c.inc_by(n - seen);
+            }
+        }
+        let bri = s.bri_sent;
+        if bri > self.metrics.bri_sent.get() {
+            self.metrics
+                .bri_sent
+                .inc_by(bri - self.metrics.bri_sent.get());
+        }
+    }
+
+    fn authorized(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.config_mags.iter().chain(self.api_mags.keys()).copied()
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let (now, wall) = (self.clock.now(), self.clock.wall());
+        match cmd {
+            Command::ListBindings {
+                after,
+                limit,
+                proxy_coa,
+                reply,
+            } => {
+                let start = after.map_or(0, |a| a + 1);
+                let mut out = Vec::with_capacity(limit.min(1024));
+                let mut next = None;
+                for (s, e) in self.lma.cache().iter() {
+                    if s.0 < start || proxy_coa.is_some_and(|c| c != e.proxy_coa) {
+                        continue;
+                    }
+                    if out.len() == limit {
+                        next = out.last().map(|(s, _): &(u32, BindingView)| *s);
+                        break;
+                    }
+                    if let Some(v) = self.view(s, now, wall) {
+                        out.push((s.0, v));
+                    }
+                }
+                let _ = reply.send((out.into_iter().map(|(_, v)| v).collect(), next));
+            }
+            Command::BindingsOf { mn_id, reply } => {
+                let sessions: Vec<SessionId> = self.lma.cache().sessions_of(&mn_id).collect();
+                let views = sessions
+                    .into_iter()
+                    .filter_map(|s| self.view(s, now, wall))
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::BindingByPrefix { prefix, reply } => {
+                let c = self.lma.cache();
+                let s = c.by_prefix(&prefix.trunc()).or_else(|| {
+                    // An address: find the /64 (or any configured length) covering it.
+                    self.lma
+                        .config()
+                        .prefix_pools
+                        .iter()
+                        .map(|p| p.prefix_length)
+                        .chain([64])
+                        .find_map(|len| c.by_address(&prefix.addr(), len))
+                });
+                let _ = reply.send(s.and_then(|s| self.view(s, now, wall)));
+            }
+            Command::WatchBindings { cursor, reply } => {
+                let rx = self.bindings_hub.subscribe();
+                let start = match self.bindings_hub.since(cursor) {
+                    Ok(events) => WatchStart::Resume {
+                        epoch: self.bindings_hub.epoch(),
+                        events,
+                        rx,
+                    },
+                    Err(reason) => {
+                        let sessions: Vec<SessionId> =
+                            self.lma.cache().iter().map(|(s, _)| s).collect();
+                        let mut snapshot: Vec<BindingChange> = sessions
+                            .into_iter()
+                            .filter_map(|s| self.view(s, now, wall))
+                            .map(BindingChange::Added)
+                            .collect();
+                        snapshot.extend(
+                            self.rejections
+                                .values()
+                                .cloned()
+                                .map(BindingChange::Rejected),
+                        );
+                        WatchStart::Reset {
+                            reason,
+                            epoch: self.bindings_hub.epoch(),
+                            revision: self.bindings_hub.revision(),
+                            snapshot,
+                            rx,
+                        }
+                    }
+                };
+                let _ = reply.send(start);
+            }
+            Command::Revoke {
+                mn_id,
+                trigger,
+                reply,
+            } => match self.lma.revoke(now, &mn_id, trigger) {
+                Ok(_) => {
+                    self.revoking.insert(mn_id.clone());
+                    self.revokes.entry(mn_id).or_default().push(reply);
+                    self.drain(now, wall);
+                }
+                Err(_) => {
+                    let _ = reply.send(RevokeOutcome::NoBinding);
+                }
+            },
+            Command::Stats { reply } => {
+                let s = self.lma.stats();
+                let _ = reply.send(StatsView {
+                    bindings: self.lma.cache().len(),
+                    prefixes_available: self.lma.prefixes_available(),
+                    pba_by_status: s
+                        .pba_by_status
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(st, n)| (Status::from(st as u8), *n))
+                        .collect(),
+                    pbu_received: s.pbu_received,
+                    restart_counter: self.lma.restart_counter(),
+                    uptime: self.started.elapsed(),
+                    authorized_mags: self.authorized().count(),
+                    mags_with_bindings: self.lma.mags().count(),
+                    handovers: s.handoffs,
+                    revocations: self
+                        .metrics
+                        .revocations
+                        .get_or_create(&KindLabel {
+                            kind: "acknowledged".into(),
+                        })
+                        .get()
+                        + self
+                            .metrics
+                            .revocations
+                            .get_or_create(&KindLabel {
+                                kind: "timed-out".into(),
+                            })
+                            .get(),
+                    profiles: self.lma.policy().len(),
+                    datapath: self.dataplane.backend_name(),
+                });
+            }
+            Command::UpsertProfile { profile, reply } => {
+                let id = profile.mn_id.to_string();
+                let new = self
+                    .lma
+                    .policy()
+                    .lookup(&id)
+                    .is_none_or(|p| p.mn_id.as_str() != id);
+                match self.lma.upsert_profile(profile.clone()) {
+                    Ok(()) => {
+                        self.batch.put_profile(profile.clone());
+                        self.profiles_hub
+                            .publish(wall, ProfileChange::Upserted(profile));
+                        let _ = reply.send(Ok(new));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Command::DeleteProfile {
+                mn_id,
+                revoke,
+                reply,
+            } => {
+                if self.config_profiles.contains(&mn_id) {
+                    let _ = reply.send(Err(format!(
+                        "{mn_id} comes from the configuration file; change it there"
+                    )));
+                    return;
+                }
+                if self.lma.remove_profile(now, &mn_id, revoke) {
+                    if revoke && self.lma.cache().sessions_of(&mn_id).next().is_some() {
+                        self.revoking.insert(mn_id.clone());
+                    }
+                    self.batch.delete_profile(&mn_id);
+                    self.profiles_hub
+                        .publish(wall, ProfileChange::Deleted(mn_id));
+                    self.drain(now, wall);
+                    let _ = reply.send(Ok(()));
+                } else {
+                    let _ = reply.send(Err(format!("no profile for {mn_id}")));
+                }
+            }
+            Command::GetProfile { mn_id, reply } => {
+                let p = self
+                    .lma
+                    .policy()
+                    .profiles()
+                    .find(|p| p.mn_id.as_str() == mn_id)
+                    .cloned()
+                    .map(|profile| ProfileView {
+                        from_config: self.config_profiles.contains(&mn_id),
+                        profile,
+                    });
+                let _ = reply.send(p);
+            }
+            Command::ListProfiles { reply } => {
+                let mut v: Vec<ProfileView> = self
+                    .lma
+                    .policy()
+                    .profiles()
+                    .map(|p| ProfileView {
+                        from_config: self.config_profiles.contains(p.mn_id.as_str()),
+                        profile: p.clone(),
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.profile.mn_id.cmp(&b.profile.mn_id));
+                let _ = reply.send(v);
+            }
+            Command::WatchProfiles { cursor, reply } => {
+                let rx = self.profiles_hub.subscribe();
+                let start = match self.profiles_hub.since(cursor) {
+                    Ok(events) => WatchStart::Resume {
+                        epoch: self.profiles_hub.epoch(),
+                        events,
+                        rx,
+                    },
+                    Err(reason) => WatchStart::Reset {
+                        reason,
+                        epoch: self.profiles_hub.epoch(),
+                        revision: self.profiles_hub.revision(),
+                        snapshot: self.lma.policy().profiles().cloned().collect(),
+                        rx,
+                    },
+                };
+                let _ = reply.send(start);
+            }
+            Command::AddMag {
+                address,
+                name,
+                reply,
+            } => {
+                let added = self.api_mags.insert(address, name).is_none();
+                self.lma.authorize_mag(address);
+                self.batch.set_mags(self.api_mags.clone());
+                let _ = reply.send(added);
+            }
+            Command::RemoveMag { address, reply } => {
+                if self.config_mags.contains(&address) {
+                    let _ = reply.send(Err(format!(
+                        "{address} comes from the configuration file; change it there"
+                    )));
+                    return;
+                }
+                let removed = self.api_mags.remove(&address).is_some();
+                if removed {
+                    self.lma.deauthorize_mag(&address);
+                    self.batch.set_mags(self.api_mags.clone());
+                }
+                let _ = reply.send(Ok(removed));
+            }
+            Command::SetMags { mags, reply } => {
+                self.api_mags = mags;
+                let all: Vec<Ipv6Addr> = self.authorized().collect();
+                self.lma.set_authorized_mags(all);
+                self.batch.set_mags(self.api_mags.clone());
+                let _ = reply.send(());
+            }
+            Command::ListMags { reply } => {
+                let sessions: HashMap<Ipv6Addr, u32> =
+                    self.lma.mags().map(|(a, n)| (*a, *n)).collect();
+                let v = self
+                    .authorized()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .map(|a| MagView {
+                        address: a,
+                        name: self.api_mags.get(&a).cloned().unwrap_or_default(),
+                        from_config: self.config_mags.contains(&a),
+                        sessions: sessions.get(&a).copied().unwrap_or(0),
+                        reachable: sessions.contains_key(&a) && self.lma.is_mag_reachable(&a),
+                    })
+                    .collect();
+                let _ = reply.send(v);
+            }
+        }
+    }
+}
+
+/// The termination the LMA needs: tunnels to its address arrive on the transport link.
+pub fn termination(dp: &Dataplane, address: Ipv6Addr) -> Termination {
+    Termination {
+        local: address,
+        ifindex: dp.settings().transport_ifindex,
+    }
+}
