@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod convert;
 pub mod datapath;
 pub mod grpc;
 pub mod signal;

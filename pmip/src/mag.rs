@@ -136,6 +136,10 @@ pub struct BulEntry {
     pub expires_at: Option<Instant>,
     /// Sequence number of the outstanding or last PBU.
     pub sequence: SequenceNumber,
+    /// Status of the last PBA for this node.
+    pub last_status: Option<Status>,
+    /// Handoff Indicator of the last PBU sent.
+    pub last_handoff_indicator: HandoffIndicator,
     handoff_hint: HandoffIndicator,
     transmissions: u32,
     retransmit_timeout: Duration,
@@ -148,16 +152,50 @@ impl BulEntry {
     pub fn is_bound(&self) -> bool {
         matches!(self.state, BulState::Bound | BulState::Refreshing)
     }
+
+    /// Retransmissions of the current PBU transaction.
+    pub fn retransmissions(&self) -> u32 {
+        self.transmissions.saturating_sub(1)
+    }
+}
+
+/// A registered node as the MAG keeps it across its own restarts: enough to take the binding
+/// back without the node noticing (an upgrade is not a detach).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedBinding {
+    pub mn_id: String,
+    pub link_layer: LinkLayerAddress,
+    /// Access link index when saved.
+    pub link: u32,
+    pub access_technology_type: u8,
+    pub prefixes: Vec<Ipv6Net>,
+    pub link_local: Ipv6Addr,
+    pub local_routing: bool,
 }
 
 /// Counters for metrics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MagStats {
     pub pbu_sent: u64,
     pub pbu_retransmitted: u64,
     pub pba_received: u64,
+    /// PBAs received, by status value.
+    pub pba_by_status: [u64; 256],
     pub ra_sent: u64,
     pub dropped: u64,
+}
+
+impl Default for MagStats {
+    fn default() -> Self {
+        MagStats {
+            pbu_sent: 0,
+            pbu_retransmitted: 0,
+            pba_received: 0,
+            pba_by_status: [0; 256],
+            ra_sent: 0,
+            dropped: 0,
+        }
+    }
 }
 
 /// The mobile access gateway.
@@ -356,6 +394,8 @@ impl Mag {
             registered_at: None,
             expires_at: None,
             sequence: SequenceNumber(self.rng.next_u16()),
+            last_status: None,
+            last_handoff_indicator: HandoffIndicator::Reserved,
             handoff_hint: a
                 .handoff_hint
                 .unwrap_or(HandoffIndicator::HandoffStateUnknown),
@@ -462,6 +502,7 @@ impl Mag {
             BulState::Bound | BulState::Refreshing => HandoffIndicator::HandoffStateNotChanged,
             _ => e.handoff_hint,
         };
+        e.last_handoff_indicator = hi;
         let all_zero = [Ipv6Net::default()];
         let prefixes: &[Ipv6Net] = if e.prefixes.is_empty() {
             &all_zero
@@ -670,10 +711,89 @@ impl Mag {
             self.event(MagEvent::Deregistered { mn_id });
             return;
         }
+        self.stats.pba_by_status[usize::from(pba.status.value())] += 1;
+        if let Some(e) = self.bul.get_mut(&mn_id) {
+            e.last_status = Some(pba.status);
+        }
         if pba.status.is_accepted() {
             return self.accepted(now, wall, &mn_id, pba);
         }
         self.refused(now, wall, &mn_id, pba);
+    }
+
+    /// The registered nodes, to save across a restart of the MAG.
+    pub fn save(&self) -> Vec<SavedBinding> {
+        let mut v: Vec<SavedBinding> = self
+            .bul
+            .values()
+            .filter(|e| e.is_bound())
+            .map(|e| SavedBinding {
+                mn_id: e.mn_id.clone(),
+                link_layer: e.link_layer,
+                link: e.link.0,
+                access_technology_type: e.access_technology_type.value(),
+                prefixes: e.prefixes.clone(),
+                link_local: e.link_local,
+                local_routing: e.local_routing,
+            })
+            .collect();
+        v.sort_by(|a, b| a.mn_id.cmp(&b.mn_id));
+        v
+    }
+
+    /// Takes back bindings saved before a restart: each node is served at once (routes and
+    /// a Router Advertisement, so it never notices) and re-registered with the LMA (Handoff
+    /// Indicator 5). A node whose profile is gone is skipped. Returns how many were restored.
+    pub fn restore(&mut self, now: Instant, wall: WallClock, saved: &[SavedBinding]) -> usize {
+        let lma = self.config.lma_address;
+        let mut n = 0;
+        for s in saved {
+            if self.policy.by_link_layer(&s.link_layer).is_none() || s.prefixes.is_empty() {
+                continue;
+            }
+            let entry = BulEntry {
+                mn_id: s.mn_id.clone(),
+                link_layer: s.link_layer,
+                link: AccessLink(s.link),
+                access_technology_type: s.access_technology_type.into(),
+                prefixes: s.prefixes.clone(),
+                link_local: s.link_local,
+                local_routing: s.local_routing,
+                state: BulState::Bound,
+                lifetime: Duration::ZERO,
+                attached_at: now,
+                registered_at: Some(now),
+                // Until the LMA confirms, the binding is assumed to last a retransmission
+                // cycle.
+                expires_at: Some(now + ms(self.config.timers.max_bindack_timeout_ms) * 2),
+                sequence: SequenceNumber(self.rng.next_u16()),
+                last_status: None,
+                last_handoff_indicator: HandoffIndicator::HandoffStateNotChanged,
+                handoff_hint: HandoffIndicator::HandoffStateNotChanged,
+                transmissions: 0,
+                retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
+                deadline: None,
+                next_ra_at: None,
+            };
+            self.by_link_layer.insert(s.link_layer, s.mn_id.clone());
+            self.bul.insert(s.mn_id.clone(), entry);
+            for p in &s.prefixes {
+                self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+                    prefix: *p,
+                    lma,
+                }));
+                self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                    prefix: *p,
+                    link: AccessLink(s.link),
+                    local_routing: s.local_routing,
+                }));
+            }
+            self.send_ra(now, &s.mn_id);
+            self.heartbeats.add_peer(lma, now);
+            self.start_refresh(now, wall, &s.mn_id);
+            n += 1;
+        }
+        n
     }
 
     fn accepted(&mut self, now: Instant, _wall: WallClock, mn_id: &str, pba: &ProxyBindingAck<'_>) {

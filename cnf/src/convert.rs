@@ -1,0 +1,125 @@
+//! Conversions between the gRPC messages of `pmip.v1` and the protocol's types, shared by the
+//! daemons and `pmipctl`. Text in, typed values out; every failure names the field.
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use pmip::config::MobileNodeProfile;
+use pmip::types::{LinkLayerAddress, Nai};
+use proto::v1;
+
+/// A field that did not parse: `field` is its path in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+pub fn ipv6(field: &str, s: &str) -> Result<Ipv6Addr, FieldError> {
+    s.parse()
+        .map_err(|_| err(field, format!("{s:?} is not an IPv6 address")))
+}
+
+pub fn prefix(field: &str, s: &str) -> Result<Ipv6Net, FieldError> {
+    s.parse()
+        .map_err(|_| err(field, format!("{s:?} is not an IPv6 prefix")))
+}
+
+pub fn nai(field: &str, s: &str) -> Result<Nai, FieldError> {
+    Nai::new(s).map_err(|e| err(field, e.to_string()))
+}
+
+pub fn link_layer(field: &str, s: &str) -> Result<LinkLayerAddress, FieldError> {
+    s.parse()
+        .map_err(|e: pmip::types::BadLinkLayerAddress| err(field, e.to_string()))
+}
+
+/// A profile from its message, checked like a configuration file's.
+pub fn profile_from_proto(p: &v1::MobileNodeProfile) -> Result<MobileNodeProfile, FieldError> {
+    let mut out = MobileNodeProfile::new(nai("mn_id", &p.mn_id)?);
+    for (i, l) in p.link_layer_addresses.iter().enumerate() {
+        out.link_layer_addresses
+            .push(link_layer(&format!("link_layer_addresses[{i}]"), l)?);
+    }
+    for (i, h) in p.home_network_prefixes.iter().enumerate() {
+        out.home_network_prefixes
+            .push(prefix(&format!("home_network_prefixes[{i}]"), h)?);
+    }
+    for (i, m) in p.allowed_mags.iter().enumerate() {
+        out.allowed_mags
+            .push(ipv6(&format!("allowed_mags[{i}]"), m)?);
+    }
+    out.access_technology_type = p
+        .access_technology_type
+        .filter(|v| *v != 0)
+        .map(|v| {
+            u8::try_from(v).map_err(|_| {
+                err(
+                    "access_technology_type",
+                    format!("{v} is not an 8-bit value"),
+                )
+            })
+        })
+        .transpose()?;
+    out.local_routing = p.local_routing;
+    out.validate("profile")
+        .map_err(|e| err(e.field.trim_start_matches("profile."), e.reason))?;
+    Ok(out)
+}
+
+/// The message of a profile.
+pub fn profile_to_proto(p: &MobileNodeProfile) -> v1::MobileNodeProfile {
+    v1::MobileNodeProfile {
+        mn_id: p.mn_id.to_string(),
+        link_layer_addresses: p
+            .link_layer_addresses
+            .iter()
+            .map(|l| l.to_string())
+            .collect(),
+        home_network_prefixes: p
+            .home_network_prefixes
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+        allowed_mags: p.allowed_mags.iter().map(|m| m.to_string()).collect(),
+        access_technology_type: p.access_technology_type.map(i32::from),
+        local_routing: p.local_routing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_round_trip_and_field_errors() {
+        let m = v1::MobileNodeProfile {
+            mn_id: "mn1@example.org".into(),
+            link_layer_addresses: vec!["02:00:00:00:00:01".into()],
+            home_network_prefixes: vec!["2001:db8:100:1::/64".into()],
+            allowed_mags: vec!["2001:db8::10".into()],
+            access_technology_type: Some(4),
+            local_routing: Some(true),
+        };
+        let p = profile_from_proto(&m).unwrap();
+        assert_eq!(profile_to_proto(&p), m);
+        let mut bad = m.clone();
+        bad.home_network_prefixes.push("2001:db8::/129".into());
+        let e = profile_from_proto(&bad).unwrap_err();
+        assert_eq!(e.field, "home_network_prefixes[1]");
+        let mut bad = m;
+        bad.link_layer_addresses = vec!["02:00".into(), "zz".into()];
+        assert_eq!(
+            profile_from_proto(&bad).unwrap_err().field,
+            "link_layer_addresses[1]"
+        );
+    }
+}
