@@ -26,9 +26,10 @@ pub async fn open(cfg: &DatapathConfig, local: Ipv6Addr) -> dataplane::Result<Da
     Dataplane::open(mode, nl, s).await
 }
 
-/// The change a command stands for.
-pub fn change(c: &DataplaneCommand) -> Change {
-    match *c {
+/// The change a command stands for; `None` for the buffer commands of fast handovers, which
+/// the MAG daemon's buffer carries out.
+pub fn change(c: &DataplaneCommand) -> Option<Change> {
+    Some(match *c {
         DataplaneCommand::SetDownlink { prefix, proxy_coa } => Change::AddDownlink {
             prefix,
             peer: proxy_coa,
@@ -37,7 +38,7 @@ pub fn change(c: &DataplaneCommand) -> Change {
         DataplaneCommand::DropDownlink { prefix } | DataplaneCommand::RemoveDownlink { prefix } => {
             Change::RemoveDownlink { prefix }
         }
-        DataplaneCommand::SetUplink { prefix, lma } => Change::AddUplink { prefix, peer: lma },
+        DataplaneCommand::SetUplink { prefix, peer } => Change::AddUplink { prefix, peer },
         DataplaneCommand::RemoveUplink { prefix } => Change::RemoveUplink { prefix },
         DataplaneCommand::SetAccessRoute {
             prefix,
@@ -52,5 +53,10 @@ pub fn change(c: &DataplaneCommand) -> Change {
             prefix,
             ifindex: link.0,
         },
-    }
+        DataplaneCommand::ForwardDownlink { prefix, peer } => Change::AddDownlink { prefix, peer },
+        DataplaneCommand::RemoveForward { prefix } => Change::RemoveDownlink { prefix },
+        DataplaneCommand::Buffer { .. }
+        | DataplaneCommand::FlushBuffer { .. }
+        | DataplaneCommand::DiscardBuffer { .. } => return None,
+    })
 }

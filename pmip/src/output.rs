@@ -38,10 +38,11 @@ pub enum DataplaneCommand {
     RemoveDownlink {
         prefix: Ipv6Net,
     },
-    /// MAG: tunnel traffic from `prefix` to the LMA (RFC 5213 §6.10.5).
+    /// MAG: tunnel traffic from `prefix` to `peer`: the LMA (RFC 5213 §6.10.5), or during a
+    /// fast handover the previous MAG (RFC 5949 §4.1 step (j)).
     SetUplink {
         prefix: Ipv6Net,
-        lma: Ipv6Addr,
+        peer: Ipv6Addr,
     },
     RemoveUplink {
         prefix: Ipv6Net,
@@ -56,6 +57,31 @@ pub enum DataplaneCommand {
     RemoveAccessRoute {
         prefix: Ipv6Net,
         link: AccessLink,
+    },
+    /// MAG, fast handover: tunnel traffic for `prefix` to the MAG at `peer` (the previous MAG
+    /// forwards to the new one, RFC 5949 §4.2).
+    ForwardDownlink {
+        prefix: Ipv6Net,
+        peer: Ipv6Addr,
+    },
+    /// MAG, fast handover: stop forwarding `prefix`.
+    RemoveForward {
+        prefix: Ipv6Net,
+    },
+    /// MAG, fast handover: hold traffic for `prefix` in the buffer (RFC 5949 §4.1: "packets
+    /// ... MAY be buffered"), bounded by `fast_handover.buffer_packets` / `buffer_bytes`.
+    Buffer {
+        prefix: Ipv6Net,
+    },
+    /// MAG, fast handover: release what the buffer holds for `prefix`, in arrival order, along
+    /// the prefix's route as it is now (the new access link, or the tunnel to the new MAG),
+    /// and stop buffering it.
+    FlushBuffer {
+        prefix: Ipv6Net,
+    },
+    /// MAG, fast handover: drop what the buffer holds for `prefix` (the handover failed).
+    DiscardBuffer {
+        prefix: Ipv6Net,
     },
 }
 

@@ -40,11 +40,17 @@ pub enum Downlink {
     Drop,
 }
 
-/// A MAG's datapath as the commands left it.
+/// A MAG's datapath as the commands left it. A prefix has one route: onto an access link,
+/// into the tunnel to another MAG, or into the buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MagDatapath {
     pub uplinks: BTreeMap<Ipv6Net, Ipv6Addr>,
     pub access_routes: BTreeMap<Ipv6Net, (AccessLink, bool)>,
+    pub forwards: BTreeMap<Ipv6Net, Ipv6Addr>,
+    pub buffering: std::collections::BTreeSet<Ipv6Net>,
+    /// Every buffer flush and discard, in order.
+    pub flushed: Vec<Ipv6Net>,
+    pub discarded: Vec<Ipv6Net>,
 }
 
 /// What a drop filter decides for a packet.
@@ -172,6 +178,15 @@ impl Sim {
     pub fn lma_do<R>(&mut self, f: impl FnOnce(&mut Lma, Instant, WallClock) -> R) -> R {
         let (now, wall) = (self.now, self.wall());
         let r = f(&mut self.lma, now, wall);
+        self.drain();
+        r
+    }
+
+    /// Runs `f` on MAG `i` (an indication from its access network, say) and sends what it
+    /// produced.
+    pub fn mag_do<R>(&mut self, i: usize, f: impl FnOnce(&mut Mag, Instant, WallClock) -> R) -> R {
+        let (now, wall) = (self.now, self.mag_wall(i));
+        let r = f(&mut self.mags[i], now, wall);
         self.drain();
         r
     }
@@ -357,8 +372,8 @@ impl Sim {
 
 fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
     match c {
-        DataplaneCommand::SetUplink { prefix, lma } => {
-            d.uplinks.insert(prefix, lma);
+        DataplaneCommand::SetUplink { prefix, peer } => {
+            d.uplinks.insert(prefix, peer);
         }
         DataplaneCommand::RemoveUplink { prefix } => {
             d.uplinks.remove(&prefix);
@@ -368,7 +383,26 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
             link,
             local_routing,
         } => {
+            d.forwards.remove(&prefix);
             d.access_routes.insert(prefix, (link, local_routing));
+        }
+        DataplaneCommand::ForwardDownlink { prefix, peer } => {
+            d.access_routes.remove(&prefix);
+            d.forwards.insert(prefix, peer);
+        }
+        DataplaneCommand::RemoveForward { prefix } => {
+            d.forwards.remove(&prefix);
+        }
+        DataplaneCommand::Buffer { prefix } => {
+            d.buffering.insert(prefix);
+        }
+        DataplaneCommand::FlushBuffer { prefix } => {
+            d.buffering.remove(&prefix);
+            d.flushed.push(prefix);
+        }
+        DataplaneCommand::DiscardBuffer { prefix } => {
+            d.buffering.remove(&prefix);
+            d.discarded.push(prefix);
         }
         DataplaneCommand::RemoveAccessRoute { prefix, .. } => {
             d.access_routes.remove(&prefix);

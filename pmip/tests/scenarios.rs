@@ -1067,3 +1067,232 @@ fn lma_generated_link_local_addresses_are_kept_across_handoffs() {
     assert_eq!(*m, 1);
     assert_eq!(ra.src_link_local, lla);
 }
+
+fn fast_domain(mode: pmip::config::FastHandoverMode) -> Sim {
+    let mags = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, 1);
+            c.domain.fast_handover.mode = mode;
+            c
+        })
+        .collect();
+    let mut lc = lma_config(2, 1);
+    lc.domain.fast_handover.mode = mode;
+    Sim::new(lc, mags, 77)
+}
+
+#[test]
+fn predictive_fast_handover_buffers_forwards_and_hands_over() {
+    use pmip::config::FastHandoverMode;
+    use pmip::mag::FastRole;
+    let mut sim = fast_domain(FastHandoverMode::Predictive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    // The access network announces the move: MAG1 sends HI, MAG2 answers and buffers.
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    assert!(sim.mag_datapaths[1].buffering.contains(&p), "NMAG buffers");
+    assert_eq!(
+        sim.mag_datapaths[0].forwards.get(&p),
+        Some(&mag_addr(1)),
+        "PMAG forwards"
+    );
+    assert!(!sim.mag_datapaths[0].access_routes.contains_key(&p));
+    assert_eq!(
+        sim.mags[1].binding(&nai(1)).unwrap().state,
+        pmip::mag::BulState::Expected
+    );
+    // The LMA knows nothing yet: the binding still points at MAG1.
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+    let ras_before = sim.router_advertisements.len();
+    // The node moves. At MAG2 it is served from the context before the PBA returns: the
+    // buffer is flushed onto its link and it gets its RA in the same instant it attaches.
+    sim.detach(0, ll(1));
+    let t_attach = sim.now;
+    sim.attach(1, ll(1));
+    assert!(sim.mag_datapaths[1].flushed.contains(&p));
+    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert_eq!(
+        sim.mag_datapaths[1].uplinks.get(&p),
+        Some(&mag_addr(0)),
+        "uplink via the PMAG"
+    );
+    let (t_ra, m, ra) = sim.router_advertisements[ras_before].clone();
+    assert_eq!((t_ra, m), (t_attach, 1));
+    assert_eq!(ra.prefixes, vec![p]);
+    // MAG1 did not de-register: no PBU with lifetime 0.
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(50));
+    let deregs = sim
+        .sent
+        .iter()
+        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
+        .count();
+    assert_eq!(deregs, 0);
+    // The PBA switched everything to the normal path and the tunnel between MAGs is gone.
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    assert_eq!(
+        sim.mag_datapaths[1].uplinks.get(&p),
+        Some(&LMA.parse().unwrap())
+    );
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert!(bound_at(&sim, 1, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    for (mag, role) in [(0, FastRole::Previous), (1, FastRole::New)] {
+        assert!(
+            sim.mag_events_of(mag)
+                .any(|e| matches!(e, MagEvent::HandoverCompleted { role: r, .. } if *r == role)),
+            "MAG{} completes as {role:?}",
+            mag + 1
+        );
+    }
+    // The LMA saw a handoff, not a new session.
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    assert_eq!(sim.lma.cache().get(s).unwrap().handover_count, 1);
+}
+
+#[test]
+fn reactive_fast_handover_recovers_the_previous_mags_packets() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    // MAG2's access network knows the node comes from MAG1.
+    sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
+    // The node leaves MAG1 unannounced: MAG1 buffers instead of de-registering.
+    sim.detach(0, ll(1));
+    assert!(sim.mag_datapaths[0].buffering.contains(&p));
+    sim.run_for(Duration::from_millis(30));
+    // It appears at MAG2: HI to MAG1 (and a PBU to the LMA); MAG1 flushes into the tunnel.
+    sim.attach(1, ll(1));
+    // The HI reaches MAG1 1 ms later; the completion comes 2 ms after that.
+    sim.run_for(Duration::from_micros(1500));
+    assert_eq!(sim.mag_datapaths[0].forwards.get(&p), Some(&mag_addr(1)));
+    assert!(sim.mag_datapaths[0].flushed.contains(&p));
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(20));
+    assert!(bound_at(&sim, 1, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    assert!(
+        sim.mag_events_of(1)
+            .any(|e| matches!(e, MagEvent::HandoverCompleted { .. }))
+    );
+    let deregs = sim
+        .sent
+        .iter()
+        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
+        .count();
+    assert_eq!(deregs, 0);
+}
+
+#[test]
+fn a_departed_node_nobody_claims_is_deregistered_after_the_handover_timeout() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_secs(4));
+    assert!(
+        sim.mags[0].binding(&nai(1)).is_some(),
+        "still waiting (5 s timeout)"
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.mag_datapaths[0].discarded.contains(&p));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::HandoverFailed { .. }))
+    );
+    // ... and de-registered as without PFMIPv6.
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    assert_eq!(
+        sim.lma.cache().get(s).unwrap().state,
+        BindingState::Deregistering
+    );
+}
+
+#[test]
+fn a_predictive_handover_to_a_silent_mag_fails_cleanly() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Predictive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.drop = Some(Box::new(|pk: &Packet| {
+        matches!(pk.message(), Some(Message::HandoverInitiate(_)))
+    }));
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_secs(6));
+    let his = sim
+        .sent
+        .iter()
+        .filter(|(_, pk)| matches!(pk.message(), Some(Message::HandoverInitiate(_))))
+        .count();
+    assert_eq!(his, 4, "HI retransmitted, then given up");
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::HandoverFailed {
+            reason: "no Handover Acknowledge",
+            ..
+        }
+    )));
+    // Nothing changed for the node: still served by MAG1.
+    assert!(bound_at(&sim, 0, 1));
+    assert!(sim.mag_datapaths[0].access_routes.contains_key(&p));
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+}
+
+#[test]
+fn a_mag_restart_keeps_its_nodes_without_a_detach() {
+    let mut sim = domain(1, 3);
+    for n in 1..=3 {
+        sim.attach(0, ll(n));
+    }
+    sim.settle(Duration::from_secs(2));
+    let before: Vec<Ipv6Net> = (1..=3).map(|n| prefix_of(&sim, n)).collect();
+    let saved = sim.mags[0].save();
+    assert_eq!(saved.len(), 3);
+    // A new process: empty state machine, same configuration, then the saved nodes.
+    sim.mags[0] = pmip::mag::Mag::new(mag_config(0, 3), 2, 99).unwrap();
+    let n = sim.mag_do(0, |m, now, wall| m.restore(now, wall, &saved));
+    assert_eq!(n, 3);
+    sim.settle(Duration::from_secs(2));
+    for (i, n) in (1..=3).enumerate() {
+        assert!(bound_at(&sim, 0, n));
+        assert_eq!(prefix_of(&sim, n), before[i]);
+    }
+    // Re-registered as refreshes (Handoff Indicator 5), never de-registered.
+    assert_eq!(sim.lma.cache().len(), 3);
+    let hi5 = sim
+        .sent
+        .iter()
+        .filter(|(_, pk)| match pk.message() {
+            Some(Message::BindingUpdate(bu)) => {
+                ProxyBindingUpdate::new(&bu).unwrap().opts.handoff_indicator
+                    == Some(HandoffIndicator::HandoffStateNotChanged)
+            }
+            _ => false,
+        })
+        .count();
+    assert_eq!(hi5, 3);
+    assert!(sim.mag_datapaths[0].uplinks.len() == 3);
+}

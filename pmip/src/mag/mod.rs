@@ -26,6 +26,12 @@ use crate::wire::{
     UpdateNotificationAck, UpnFlags, WallClock,
 };
 
+mod fast;
+
+pub use fast::{FastError, FastHandover, FastPhase, FastRole};
+
+use crate::config::FastHandoverMode;
+
 /// A mobile node appeared on an access link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attach {
@@ -84,6 +90,29 @@ pub enum MagEvent {
         reason: &'static str,
     },
     Peer(PeerEvent),
+    /// A fast handover (RFC 5949) began.
+    HandoverStarted {
+        mn_id: String,
+        mode: FastHandoverMode,
+        role: FastRole,
+        peer: Ipv6Addr,
+    },
+    /// A fast handover completed: as NMAG, the LMA accepted the registration; as PMAG, the
+    /// NMAG said so.
+    HandoverCompleted {
+        mn_id: String,
+        mode: FastHandoverMode,
+        role: FastRole,
+        peer: Ipv6Addr,
+        took: Duration,
+    },
+    /// A fast handover was abandoned; the node is served as without PFMIPv6.
+    HandoverFailed {
+        mn_id: String,
+        mode: FastHandoverMode,
+        role: FastRole,
+        reason: &'static str,
+    },
     /// A message was dropped: malformed, bad checksum, or not for a MAG.
     Dropped {
         from: Ipv6Addr,
@@ -111,6 +140,9 @@ pub enum BulState {
     Refreshing,
     /// De-registration sent; the entry goes on its PBA or after INITIAL_BINDACK_TIMEOUT.
     Deregistering,
+    /// New MAG of a predictive fast handover: the node's context came in a Handover Initiate;
+    /// its packets are buffered until it attaches (RFC 5949 §4.1 step (f)).
+    Expected,
     /// Refused by the LMA; no service until `until` (or an administrative change).
     Denied {
         status: Status,
@@ -140,6 +172,8 @@ pub struct BulEntry {
     pub last_status: Option<Status>,
     /// Handoff Indicator of the last PBU sent.
     pub last_handoff_indicator: HandoffIndicator,
+    /// A fast handover (RFC 5949) in progress.
+    pub fast: Option<FastHandover>,
     handoff_hint: HandoffIndicator,
     transmissions: u32,
     retransmit_timeout: Duration,
@@ -212,6 +246,12 @@ pub struct Mag {
     /// The per-MAG counter used as Sequence Number with timestamps (RFC 5213 §6.9.1.1 r. 6).
     next_sequence: SequenceNumber,
     stats: MagStats,
+    /// Fast-handover timers, by node.
+    fast_schedule: BTreeSet<(Instant, String)>,
+    /// Reactive fast handover: nodes announced by the access network, with their previous
+    /// MAG, until when the announcement holds.
+    expected: HashMap<LinkLayerAddress, (Ipv6Addr, Instant)>,
+    next_hi_seq: SequenceNumber,
 }
 
 /// Hold-down after a TIMESTAMP_MISMATCH or a give-up before a node may try again.
@@ -235,6 +275,7 @@ impl Mag {
             policy.upsert(p.clone())?;
         }
         let next_sequence = SequenceNumber(rng.next_u16());
+        let next_hi_seq = SequenceNumber(rng.next_u16());
         Ok(Mag {
             config,
             policy,
@@ -246,6 +287,9 @@ impl Mag {
             rng,
             next_sequence,
             stats: MagStats::default(),
+            fast_schedule: BTreeSet::new(),
+            expected: HashMap::new(),
+            next_hi_seq,
         })
     }
 
@@ -285,6 +329,7 @@ impl Mag {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.schedule.first().map(|(t, _)| *t),
+            self.fast_schedule.first().map(|(t, _)| *t),
             self.heartbeats.next_deadline(),
             self.next_ra_at(),
         ]
@@ -322,6 +367,15 @@ impl Mag {
     /// A node attached (link up, association, or an API call): identify it and register it
     /// (RFC 5213 §6.9.1.1).
     pub fn handle_attach(&mut self, now: Instant, wall: WallClock, a: Attach) {
+        if let Some(id) = self.by_link_layer.get(&a.link_layer).cloned()
+            && self
+                .bul
+                .get(&id)
+                .is_some_and(|e| e.state == BulState::Expected)
+        {
+            self.arrived_with_context(now, wall, &id, a.link);
+            return;
+        }
         let Some(profile) = self.policy.by_link_layer(&a.link_layer) else {
             self.event(MagEvent::UnknownNode {
                 link_layer: a.link_layer,
@@ -380,12 +434,52 @@ impl Mag {
             LinkLocalMode::LmaGenerated { .. } => Ipv6Addr::UNSPECIFIED,
         };
         let requested = profile.home_network_prefixes.clone();
-        let entry = BulEntry {
-            mn_id: mn_id.clone(),
-            link_layer: a.link_layer,
-            link: a.link,
+        let mut entry = self.new_entry(&mn_id, a.link_layer, a.link, att, local_routing, now);
+        entry.prefixes = requested;
+        entry.link_local = link_local;
+        let previous_mag = self
+            .expected
+            .remove(&a.link_layer)
+            .filter(|(_, until)| *until > now)
+            .map(|(m, _)| m)
+            .filter(|_| self.config.domain.fast_handover.mode != FastHandoverMode::Off);
+        entry.handoff_hint = match (previous_mag, a.handoff_hint) {
+            // The access network knows the node comes from another MAG (RFC 5213 §6.9.1.1
+            // rule 4).
+            (Some(_), _) => HandoffIndicator::HandoffBetweenMags,
+            (None, Some(h)) => h,
+            (None, None) => HandoffIndicator::HandoffStateUnknown,
+        };
+        self.unschedule(&mn_id);
+        self.by_link_layer.insert(a.link_layer, mn_id.clone());
+        self.bul.insert(mn_id.clone(), entry);
+        self.heartbeats.add_peer(self.config.lma_address, now);
+        self.send_pbu(now, wall, &mn_id, false);
+        if let Some(pmag) = previous_mag {
+            self.start_reactive(now, &mn_id, pmag);
+        }
+    }
+
+    /// A fresh entry in state Registering.
+    fn new_entry(
+        &mut self,
+        mn_id: &str,
+        link_layer: LinkLayerAddress,
+        link: AccessLink,
+        att: AccessTechnologyType,
+        local_routing: bool,
+        now: Instant,
+    ) -> BulEntry {
+        let link_local = match &self.config.domain.link_local {
+            LinkLocalMode::Fixed { address, .. } => *address,
+            LinkLocalMode::LmaGenerated { .. } => Ipv6Addr::UNSPECIFIED,
+        };
+        BulEntry {
+            mn_id: mn_id.to_owned(),
+            link_layer,
+            link,
             access_technology_type: att,
-            prefixes: requested,
+            prefixes: Vec::new(),
             link_local,
             local_routing,
             state: BulState::Registering,
@@ -396,23 +490,28 @@ impl Mag {
             sequence: SequenceNumber(self.rng.next_u16()),
             last_status: None,
             last_handoff_indicator: HandoffIndicator::Reserved,
-            handoff_hint: a
-                .handoff_hint
-                .unwrap_or(HandoffIndicator::HandoffStateUnknown),
+            fast: None,
+            handoff_hint: HandoffIndicator::HandoffStateUnknown,
             transmissions: 0,
             retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
             deadline: None,
             next_ra_at: None,
-        };
-        self.unschedule(&mn_id);
-        self.by_link_layer.insert(a.link_layer, mn_id.clone());
-        self.bul.insert(mn_id.clone(), entry);
-        self.heartbeats.add_peer(self.config.lma_address, now);
-        self.send_pbu(now, wall, &mn_id, false);
+        }
     }
 
-    /// The node left the access link: de-register it (RFC 5213 §6.9.1.4).
+    /// The node left the access link: de-register it (RFC 5213 §6.9.1.4), unless a fast
+    /// handover takes it over (see [`fast`]).
     pub fn handle_detach(&mut self, now: Instant, wall: WallClock, ll: &LinkLayerAddress) {
+        let Some(mn_id) = self.by_link_layer.get(ll).cloned() else {
+            return;
+        };
+        if self.departed(now, &mn_id) {
+            return;
+        }
+        self.detach_now(now, wall, ll);
+    }
+
+    fn detach_now(&mut self, now: Instant, wall: WallClock, ll: &LinkLayerAddress) {
         let Some(mn_id) = self.by_link_layer.get(ll).cloned() else {
             return;
         };
@@ -435,7 +534,7 @@ impl Mag {
                 e.transmissions = 0;
                 self.send_pbu(now, wall, &mn_id, true);
             }
-            BulState::Deregistering => {}
+            BulState::Deregistering | BulState::Expected => {}
             BulState::Denied { .. } => self.forget(&mn_id),
         }
     }
@@ -629,6 +728,8 @@ impl Mag {
                 self.on_bri(now, src, dst, &bri);
             }
             Message::UpdateNotification(upn) if from_lma => self.on_upn(now, wall, src, dst, &upn),
+            Message::HandoverInitiate(hi) if !from_lma => self.on_hi(now, wall, src, dst, &hi),
+            Message::HandoverAck(hack) if !from_lma => self.on_hack(now, src, &hack),
             other => self.drop_message(src, format!("{} is not for this MAG", other.mh_type())),
         }
     }
@@ -648,7 +749,7 @@ impl Mag {
         let ids: Vec<String> = self
             .bul
             .values()
-            .filter(|e| e.is_bound())
+            .filter(|e| e.is_bound() && !is_leaving(e))
             .map(|e| e.mn_id.clone())
             .collect();
         for id in ids {
@@ -769,6 +870,7 @@ impl Mag {
                 sequence: SequenceNumber(self.rng.next_u16()),
                 last_status: None,
                 last_handoff_indicator: HandoffIndicator::HandoffStateNotChanged,
+                fast: None,
                 handoff_hint: HandoffIndicator::HandoffStateNotChanged,
                 transmissions: 0,
                 retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
@@ -780,7 +882,7 @@ impl Mag {
             for p in &s.prefixes {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
                     prefix: *p,
-                    lma,
+                    peer: lma,
                 }));
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
                     prefix: *p,
@@ -846,7 +948,7 @@ impl Mag {
             for p in &prefixes {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
                     prefix: *p,
-                    lma,
+                    peer: lma,
                 }));
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
                     prefix: *p,
@@ -867,6 +969,15 @@ impl Mag {
                 mn_id: mn_id.to_owned(),
             }
         });
+        if first
+            && self
+                .bul
+                .get(mn_id)
+                .and_then(|e| e.fast.as_ref())
+                .is_some_and(|f| f.role == FastRole::New)
+        {
+            self.complete_as_new(now, mn_id);
+        }
     }
 
     fn refused(&mut self, now: Instant, wall: WallClock, mn_id: &str, pba: &ProxyBindingAck<'_>) {
@@ -1055,6 +1166,13 @@ impl Mag {
             }
             self.entry_timer(now, wall, &id);
         }
+        while let Some((at, id)) = self.fast_schedule.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.fast_schedule.pop_first();
+            self.fast_timer(now, wall, &id);
+        }
         self.periodic_ras(now);
         let mut tx = Vec::new();
         let mut ev = Vec::new();
@@ -1084,6 +1202,8 @@ impl Mag {
                     self.send_pbu(now, wall, mn_id, false);
                 }
             }
+            // A node handed over by a fast handover is refreshed by its new MAG now.
+            BulState::Bound if is_leaving(e) => {}
             BulState::Bound => self.start_refresh(now, wall, mn_id),
             BulState::Refreshing => {
                 if e.expires_at.is_some_and(|x| x <= now) {
@@ -1120,6 +1240,8 @@ impl Mag {
                 // The hold-down is over: the node may try again when it next shows up.
                 self.forget(mn_id);
             }
+            // Its fast-handover timer governs it.
+            BulState::Expected => {}
         }
     }
 
@@ -1131,7 +1253,7 @@ impl Mag {
         let due: Vec<String> = self
             .bul
             .values()
-            .filter(|e| e.is_bound() && e.next_ra_at.is_some_and(|t| t <= now))
+            .filter(|e| e.is_bound() && !is_leaving(e) && e.next_ra_at.is_some_and(|t| t <= now))
             .map(|e| e.mn_id.clone())
             .collect();
         for id in due {
@@ -1168,6 +1290,7 @@ impl Mag {
 
     fn forget(&mut self, mn_id: &str) {
         self.unschedule(mn_id);
+        self.clear_fast(mn_id);
         if let Some(e) = self.bul.remove(mn_id) {
             self.by_link_layer.remove(&e.link_layer);
         }
@@ -1219,7 +1342,13 @@ impl Mag {
     }
 
     fn send_ra(&mut self, now: Instant, mn_id: &str) {
-        let Some(e) = self.bul.get(mn_id).filter(|e| e.is_bound()) else {
+        // Registered, or a fast handover's new MAG that has the prefixes from the context.
+        let Some(e) = self.bul.get(mn_id).filter(|e| {
+            (e.is_bound() && !is_leaving(e))
+                || (e.fast.as_ref().is_some_and(|f| f.role == FastRole::New)
+                    && e.state == BulState::Registering
+                    && !e.prefixes.is_empty())
+        }) else {
             return;
         };
         let ra = self.ra_for(e, e.prefixes.clone(), false, now);
@@ -1235,4 +1364,12 @@ impl Mag {
         let ra = self.ra_for(e, prefixes.to_vec(), true, now);
         self.push(MagOutput::RouterAdvertisement(ra));
     }
+}
+
+/// A node a fast handover is taking away from this MAG: it is refreshed and advertised by its
+/// new MAG from now on.
+fn is_leaving(e: &BulEntry) -> bool {
+    e.fast
+        .as_ref()
+        .is_some_and(|f| f.role == FastRole::Previous && f.node_left)
 }
