@@ -376,7 +376,7 @@ impl<T: SignallingTransport> Core<T> {
         while let Some(o) = self.lma.poll_output() {
             match o {
                 LmaOutput::Transmit(t) => self.tx.push(t),
-                LmaOutput::Dataplane(c) => self.changes.push(datapath::change(&c)),
+                LmaOutput::Dataplane(c) => self.changes.extend(datapath::change(&c)),
                 LmaOutput::Event(e) => self.event(e, now, wall),
             }
         }
