@@ -3,6 +3,7 @@
 //! [`pmip::lma::Lma`].
 
 pub mod api;
+pub mod cli;
 pub mod core;
 pub mod hub;
 pub mod metrics;

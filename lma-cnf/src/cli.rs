@@ -1,0 +1,165 @@
+//! `pmip-lma --config FILE`: the command line of the Proxy Mobile IPv6 local mobility anchor.
+//! A library function, so that the namespace lab can run the same daemon from its own
+//! executable when `pmip-lma` is not installed next to it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::core::{Core, Parts};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use anyhow::Context;
+use clap::Parser;
+use cnf::config::{EXIT_BAD_CONFIG, first_global_ipv6};
+use cnf::transport::MhSocket;
+use pmip::config::LmaConfig;
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmip-lma",
+    version,
+    about = "Proxy Mobile IPv6 local mobility anchor (RFC 5213)"
+)]
+struct Args {
+    /// The configuration file (YAML; every field is described in the README).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The LMA address, overriding the file (also `PMIP_LMA_ADDRESS`, a comma-separated list
+    /// whose first global IPv6 address is used).
+    #[arg(long, env = "PMIP_LMA_ADDRESS")]
+    address: Option<String>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Remove every route, rule and address this LMA owns, then exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+/// Runs `pmip-lma` with these arguments (the first is the program name).
+pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_BAD_CONFIG as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let cfg = match cnf::config::load::<LmaConfig>(
+        &args.config,
+        |c| {
+            if let Some(a) = args.address.as_deref().and_then(first_global_ipv6) {
+                c.address = a;
+            }
+        },
+        LmaConfig::validate,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pmip-lma: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let _guard = match cnf::telemetry::init(&cfg.tracing, "pmip-lma") {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("pmip-lma: {e:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pmip-lma: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, args.cleanup)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("pmip-lma: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
+    let dataplane = cnf::datapath::open(&cfg.datapath, cfg.address)
+        .await
+        .context("datapath")?;
+    if cleanup {
+        let r = dataplane.cleanup().await.context("cleanup")?;
+        info!(?r, "removed everything this LMA owned");
+        return Ok(());
+    }
+    let store = Store::open(&cfg.state_dir)?;
+    let restart_counter = store.bump_restart_counter()?;
+    let t = std::time::Instant::now();
+    let loaded = store.load()?;
+    info!(
+        restart_counter,
+        bindings = loaded.snapshot.bindings.len(),
+        profiles = loaded.snapshot.profiles.len(),
+        took_ms = t.elapsed().as_millis() as u64,
+        store = %store.path().display(),
+        "state loaded"
+    );
+    let transport = MhSocket::bind(cfg.address)
+        .with_context(|| format!("signalling socket on {} (needs CAP_NET_RAW)", cfg.address))?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let registry = Arc::new(registry);
+    let api_cfg = cfg.api.clone();
+    let metrics_addr = cfg.metrics.listen;
+    let seed =
+        u64::from(restart_counter).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
+    let (core, handle) = Core::new(Parts {
+        config: cfg,
+        store,
+        loaded,
+        restart_counter,
+        dataplane,
+        transport,
+        metrics,
+        clock: cnf::Clock::new(),
+        seed,
+    })
+    .await?;
+    if let Some(addr) = metrics_addr {
+        let r = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cnf::telemetry::serve_metrics(addr, r).await {
+                error!(%addr, error = %e, "metrics endpoint");
+            }
+        });
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = crate::api::serve(api_cfg, handle, stop_rx.clone()).await?;
+    info!("running");
+    let mut core_stop = stop_rx.clone();
+    let core_task = tokio::spawn(core.run(async move {
+        let _ = core_stop.wait_for(|s| *s).await;
+    }));
+    let why = cnf::signal::terminated().await;
+    info!(signal = why, "draining");
+    let _ = stop_tx.send(true);
+    let _ = core_task.await;
+    let _ = api.await;
+    info!("stopped");
+    Ok(())
+}
