@@ -587,6 +587,28 @@ impl Netlink {
         done
     }
 
+    /// Moves link `index` into `netns`, renamed to `new_name` when given (as `ip link set
+    /// dev IF netns NS name NEW`). The link arrives down; how a lab hands a node over from one
+    /// MAG to another.
+    pub async fn move_link(&self, index: u32, netns: &NetNs, new_name: Option<&str>) -> Result<()> {
+        let ns_file = File::open(netns.path()).map_err(|source| Error::NetNs {
+            op: "open",
+            name: netns.name().to_owned(),
+            source,
+        })?;
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes
+            .push(LinkAttribute::NetNsFd(ns_file.as_raw_fd()));
+        if let Some(n) = new_name {
+            m.attributes.push(LinkAttribute::IfName(n.to_owned()));
+        }
+        // The file must stay open until the kernel has read the descriptor.
+        let done = self.one(Request::set_link(m)).await.map(drop);
+        drop(ns_file);
+        done
+    }
+
     /// Deletes link `index` (and, for a veth, its peer). Absent is fine.
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         self.one(Request::delete_link(index)).await.map(drop)
