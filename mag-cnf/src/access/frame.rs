@@ -251,6 +251,19 @@ pub(crate) mod tests {
         upper: &[u8],
         hop_limit: u8,
     ) -> Vec<u8> {
+        frame_from(NODE, src, dst, hbh, nh, upper, hop_limit)
+    }
+
+    /// [`frame`] from Ethernet source `mac`.
+    pub(crate) fn frame_from(
+        mac: [u8; 6],
+        src: &str,
+        dst: &str,
+        hbh: bool,
+        nh: u8,
+        upper: &[u8],
+        hop_limit: u8,
+    ) -> Vec<u8> {
         let src: Ipv6Addr = src.parse().unwrap();
         let dst: Ipv6Addr = dst.parse().unwrap();
         let mut upper = upper.to_vec();
@@ -267,7 +280,7 @@ pub(crate) mod tests {
             &[]
         };
         let mut f = vec![0x33, 0x33, 0, 0, 0, 2];
-        f.extend_from_slice(&NODE);
+        f.extend_from_slice(&mac);
         f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
         f.extend_from_slice(&((ext.len() + upper.len()) as u16).to_be_bytes());
         f.push(if hbh { 0 } else { nh });

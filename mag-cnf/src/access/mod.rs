@@ -77,6 +77,8 @@
 //! separate `AF_PACKET` socket that receives nothing.
 
 mod frame;
+#[cfg(test)]
+mod kernel_tests;
 pub mod lab;
 mod links;
 mod monitor;

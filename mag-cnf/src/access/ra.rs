@@ -198,9 +198,10 @@ mod tests {
         }
     }
 
-    /// The frame of an RA with one prefix, byte by byte. The checksum was computed by hand
-    /// from the pseudo-header and cross-checked by `tests/access_tshark.rs` (Wireshark shows
-    /// "Checksum: 0x... [correct]" for frames built by this function).
+    /// The frame of an RA with one prefix, byte by byte; the checksum is checked by summing
+    /// (below, and `checksum_matches_a_hand_computed_sum` checks the sum). Wireshark decodes
+    /// frames of this function field by field and verifies their checksum in
+    /// `tests/access_tshark.rs`.
     #[test]
     fn one_prefix_byte_layout() {
         let f = router_advertisement_frame(&ra(
