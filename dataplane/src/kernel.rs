@@ -157,12 +157,12 @@ impl Kernel {
     async fn read_actual(&self) -> Result<Actual> {
         let nl = &self.inner.nl;
         let l = &self.inner.layout;
-        let (routes, rules, addresses, links) = futures::try_join!(
-            nl.dump_routes(),
-            nl.dump_rules(),
-            nl.dump_addresses(),
-            nl.dump_links()
-        )?;
+        // One after the other: a netlink socket runs one dump at a time, and a second dump
+        // requested while the first is still being read is refused with EBUSY.
+        let routes = nl.dump_routes().await?;
+        let rules = nl.dump_rules().await?;
+        let addresses = nl.dump_addresses().await?;
+        let links = nl.dump_links().await?;
         let mut a = Actual {
             links,
             ..Actual::default()
