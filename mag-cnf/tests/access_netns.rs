@@ -327,7 +327,8 @@ async fn node_link_up_is_seen_at_once_and_its_solicitations_are_reported() {
     );
     assert_eq!(before, vec![], "a node is seen once");
     println!(
-        "node link-up -> LinkUp {link_up_after:?}, -> NodeSeen {seen_after:?}, -> first RouterSolicitation {rs_after:?} (node without DAD)"
+        "node link-up -> LinkUp {link_up_after:?}, -> NodeSeen {seen_after:?}, \
+         -> first RouterSolicitation {rs_after:?} (node without DAD)"
     );
     assert!(
         seen_after < Duration::from_millis(500),
@@ -377,7 +378,8 @@ async fn router_advertisement_gives_the_node_its_address_default_route_and_route
     .await;
     let usable_after = t0.elapsed();
     println!(
-        "send_ra -> SLAAC address {address} usable (no tentative flag; node without DAD): {usable_after:?}"
+        "send_ra -> SLAAC address {address} usable (no tentative flag; node without DAD): \
+         {usable_after:?}"
     );
     // Usable: the node can bind to it.
     p.node

@@ -166,7 +166,8 @@ fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Lab(format!(
-            "node name {name:?}: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', not starting with '.'"
+            "node name {name:?}: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', \
+             not starting with '.'"
         )))
     }
 }

@@ -36,9 +36,9 @@
 //!
 //! - [`Access::start`] opens its sockets in the calling thread's network namespace (the
 //!   daemon's) and spawns one task on the current tokio runtime; [`Access::start_in`] does
-//!   the same in another namespace (tests, labs). The first events are a [`AccessEvent::LinkUp`]
-//!   for every access link that is up at start. The receiver yields `None` once the task
-//!   ends: when [`Access`] is dropped, or after a socket failed (logged).
+//!   the same in another namespace (tests, labs). The first events are an
+//!   [`AccessEvent::LinkUp`] for every access link that is up at start. The receiver yields
+//!   `None` once the task ends: when [`Access`] is dropped, or after a socket failed (logged).
 //! - [`Access::send_ra`] sends one [`RouterAdvertisement`] as built by [`ra`] (the frame
 //!   alone: [`router_advertisement_frame`]).
 //! - [`Access::stats`] counts frames and RAs, for metrics.
@@ -56,9 +56,9 @@
 //! - `NodeSeen { ifindex, link_layer }`: the first frame from a MAC on an up access link,
 //!   once per (link, MAC) until the link goes down. Frames that count are the ones a host
 //!   sends when its link comes up or while it talks to its router: MLD reports, Neighbor
-//!   Solicitations and Advertisements, Router Solicitations (see [`frame`]). A node that only
-//!   ever sends other traffic is not seen. Access links are point-to-point (RFC 5213 §6.2):
-//!   one node per link is expected, a second MAC is reported all the same.
+//!   Solicitations and Advertisements, Router Solicitations (`frame.rs` says why). A node
+//!   that only ever sends other traffic is not seen. Access links are point-to-point
+//!   (RFC 5213 §6.3): one node per link is expected, a second MAC is reported all the same.
 //! - `RouterSolicitation { ifindex, link_layer }`: every valid Router Solicitation
 //!   (RFC 4861 §6.1.1), after the `NodeSeen` of its sender. `link_layer` is the frame's
 //!   Ethernet source: an RS from `::` carries no source link-layer address option.
@@ -217,7 +217,8 @@ fn open_sockets() -> Result<Sockets> {
 impl Access {
     /// Starts watching the links of the current network namespace whose names match
     /// `patterns` (exact names, or with `*`); `own_mac` is the domain's fixed MAG link-layer
-    /// address, whose frames are not a node's. Needs a tokio runtime (and CAP_NET_RAW).
+    /// address, whose frames are not a node's. Needs a tokio runtime and CAP_NET_RAW
+    /// (CAP_NET_ADMIN lets the receive buffers grow beyond `rmem_max`).
     pub async fn start(
         patterns: &[String],
         own_mac: [u8; 6],
