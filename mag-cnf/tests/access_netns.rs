@@ -336,6 +336,33 @@ async fn node_link_up_is_seen_at_once_and_its_solicitations_are_reported() {
     );
     let stats = access.stats();
     assert!(stats.frames_read >= 2, "{stats:?}");
+
+    // Carrier lost when the node's end goes down; back up, the node is seen anew.
+    p.node_nl.set_link_up(p.node_if, false).await.unwrap();
+    let (down, _) = until(&mut events, Duration::from_secs(2), |e| {
+        matches!(e, AccessEvent::LinkDown { .. })
+    })
+    .await;
+    assert_eq!(down, AccessEvent::LinkDown { ifindex: p.access });
+    p.node_nl.set_link_up(p.node_if, true).await.unwrap();
+    let (up, before) = until(&mut events, Duration::from_secs(2), |e| {
+        matches!(e, AccessEvent::LinkUp { .. })
+    })
+    .await;
+    assert!(matches!(up, AccessEvent::LinkUp { ifindex, .. } if ifindex == p.access));
+    assert!(
+        before
+            .iter()
+            .all(|e| matches!(e, AccessEvent::RouterSolicitation { .. })),
+        "{before:?}"
+    );
+    assert_eq!(
+        next(&mut events, Duration::from_secs(2)).await,
+        AccessEvent::NodeSeen {
+            ifindex: p.access,
+            link_layer: node
+        }
+    );
 }
 
 #[tokio::test]
