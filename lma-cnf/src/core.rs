@@ -745,20 +745,15 @@ impl<T: SignallingTransport> Core<T> {
                     authorized_mags: self.authorized().count(),
                     mags_with_bindings: self.lma.mags().count(),
                     handovers: s.handoffs,
-                    revocations: self
-                        .metrics
-                        .revocations
-                        .get_or_create(&KindLabel {
-                            kind: "acknowledged".into(),
+                    revocations: ["acknowledged", "timed-out"]
+                        .into_iter()
+                        .map(|kind| {
+                            // One guard at a time: a family's guard holds its lock, and
+                            // creating a second label under it would wait for ever.
+                            let kind = KindLabel { kind: kind.into() };
+                            self.metrics.revocations.get_or_create(&kind).get()
                         })
-                        .get()
-                        + self
-                            .metrics
-                            .revocations
-                            .get_or_create(&KindLabel {
-                                kind: "timed-out".into(),
-                            })
-                            .get(),
+                        .sum(),
                     profiles: self.lma.policy().len(),
                     datapath: self.dataplane.backend_name(),
                 });
