@@ -19,6 +19,7 @@ use pmip::config::{LmaConfig, MobileNodeProfile};
 use pmip::heartbeat::PeerEvent;
 use pmip::lma::{Lma, LmaEvent, LmaOutput, RemovalReason};
 use pmip::output::Transmit;
+use pmip::policy::PolicyError;
 use pmip::wire::{BraStatus, RevocationTrigger, Status, WallClock};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -50,7 +51,18 @@ pub enum RevokeOutcome {
 /// Counters and facts for the Stats RPC.
 #[derive(Debug, Clone)]
 pub struct StatsView {
+    /// The configured name and the LMA address.
+    pub name: String,
+    pub address: Ipv6Addr,
+    /// Latest revision of the binding change stream.
+    pub revision: u64,
     pub bindings: usize,
+    pub active_bindings: usize,
+    /// Home network prefixes held by bindings.
+    pub allocated_prefixes: usize,
+    pub expirations: u64,
+    /// MAGs with bindings that answer heartbeats (0 with heartbeats off).
+    pub mags_reachable: usize,
     pub prefixes_available: u64,
     pub pba_by_status: Vec<(Status, u64)>,
     pub pbu_received: u64,
@@ -80,6 +92,57 @@ pub struct MagView {
 pub struct ProfileView {
     pub profile: MobileNodeProfile,
     pub from_config: bool,
+    /// Profile revision of its last change in this epoch; 0 when unchanged since the start.
+    pub revision: u64,
+    /// When it last changed in this epoch.
+    pub updated_at: Option<WallClock>,
+}
+
+/// One page of the binding cache.
+#[derive(Debug, Clone)]
+pub struct BindingPage {
+    pub bindings: Vec<BindingView>,
+    /// Slot to continue after; `None` on the last page.
+    pub next: Option<u32>,
+    /// Entries matching the filter in the whole cache.
+    pub total: usize,
+    /// Binding revision the page reflects.
+    pub revision: u64,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub view: ProfileView,
+    /// No profile with this MN-ID existed.
+    pub created: bool,
+    /// False when the stored profile was already equal (no revision used).
+    pub changed: bool,
+}
+
+/// Why the policy store refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRefusal {
+    #[error("{0} comes from the configuration file; change it there")]
+    FromConfig(String),
+    #[error("no profile for {0}")]
+    NotFound(String),
+    /// A link-layer address or prefix belongs to another node.
+    #[error(transparent)]
+    Conflict(PolicyError),
+    /// A pinned prefix the pools cannot hold.
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What replacing the API-authorized MAGs changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MagChanges {
+    pub added: Vec<Ipv6Addr>,
+    pub removed: Vec<Ipv6Addr>,
+    pub renamed: Vec<Ipv6Addr>,
 }
 
 /// A request from the API to the core.
@@ -90,7 +153,7 @@ pub enum Command {
         after: Option<u32>,
         limit: usize,
         proxy_coa: Option<Ipv6Addr>,
-        reply: oneshot::Sender<(Vec<BindingView>, Option<u32>)>,
+        reply: oneshot::Sender<BindingPage>,
     },
     BindingsOf {
         mn_id: String,
@@ -115,14 +178,13 @@ pub enum Command {
     },
     UpsertProfile {
         profile: MobileNodeProfile,
-        /// `Ok(true)` when the profile is new.
-        reply: oneshot::Sender<Result<bool, String>>,
+        reply: oneshot::Sender<Result<Upserted, PolicyRefusal>>,
     },
     DeleteProfile {
         mn_id: String,
         /// Also revoke the node's bindings (RFC 5846).
         revoke: bool,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), PolicyRefusal>>,
     },
     GetProfile {
         mn_id: String,
@@ -133,7 +195,7 @@ pub enum Command {
     },
     WatchProfiles {
         cursor: Option<(u64, u64)>,
-        reply: oneshot::Sender<WatchStart<ProfileChange, MobileNodeProfile>>,
+        reply: oneshot::Sender<WatchStart<ProfileChange, ProfileView>>,
     },
     AddMag {
         address: Ipv6Addr,
@@ -147,10 +209,18 @@ pub enum Command {
     /// Replaces the MAGs added over the API (those from the configuration stay).
     SetMags {
         mags: BTreeMap<Ipv6Addr, String>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<MagChanges>,
     },
     ListMags {
         reply: oneshot::Sender<Vec<MagView>>,
+    },
+    /// A Mobility Header that reached the daemon by another way than its transport (a
+    /// test's simulated MAG): handled like a received one, its checksum verified.
+    Receive {
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -158,6 +228,7 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct CoreHandle {
     tx: mpsc::Sender<Command>,
+    epoch: u64,
 }
 
 /// The core task has stopped.
@@ -166,6 +237,11 @@ pub struct CoreHandle {
 pub struct CoreGone;
 
 impl CoreHandle {
+    /// The LMA epoch (its restart counter) of this process.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Sends a command and waits for its reply.
     pub async fn call<R>(
         &self,
@@ -213,6 +289,9 @@ pub struct Core<T> {
     api_mags: BTreeMap<Ipv6Addr, String>,
     revokes: HashMap<String, Vec<oneshot::Sender<RevokeOutcome>>>,
     revoking: BTreeSet<String>,
+    /// Per profile changed in this epoch: its revision and when.
+    profile_changes: HashMap<String, (u64, WallClock)>,
+    expirations: u64,
     // Per loop turn.
     tx: Vec<Transmit>,
     changes: Vec<Change>,
@@ -265,13 +344,15 @@ impl<T: SignallingTransport> Core<T> {
             api_mags,
             revokes: HashMap::new(),
             revoking: BTreeSet::new(),
+            profile_changes: HashMap::new(),
+            expirations: 0,
             tx: Vec::new(),
             changes: Vec::new(),
             batch: Batch::default(),
             pbu_arrivals: Vec::new(),
         };
         core.start(&p.loaded).await?;
-        Ok((core, CoreHandle { tx: cmd_tx }))
+        Ok((core, CoreHandle { tx: cmd_tx, epoch }))
     }
 
     /// Reconciles the datapath with the restored bindings and forgets stored bindings that
@@ -465,6 +546,7 @@ impl<T: SignallingTransport> Core<T> {
                     mag_name,
                     remaining_s: 0,
                 };
+                self.expirations += u64::from(reason == RemovalReason::Expired);
                 let reason = match reason {
                     RemovalReason::Expired => DeleteReason::Expired,
                     RemovalReason::Deregistered => DeleteReason::Deregistered,
@@ -656,7 +738,20 @@ impl<T: SignallingTransport> Core<T> {
                         out.push((s.0, v));
                     }
                 }
-                let _ = reply.send((out.into_iter().map(|(_, v)| v).collect(), next));
+                let total = match proxy_coa {
+                    None => self.lma.cache().len(),
+                    Some(c) => self
+                        .lma
+                        .mags()
+                        .find(|(a, _)| **a == c)
+                        .map_or(0, |(_, n)| *n as usize),
+                };
+                let _ = reply.send(BindingPage {
+                    bindings: out.into_iter().map(|(_, v)| v).collect(),
+                    next,
+                    total,
+                    revision: self.bindings_hub.revision(),
+                });
             }
             Command::BindingsOf { mn_id, reply } => {
                 let sessions: Vec<SessionId> = self.lma.cache().sessions_of(&mn_id).collect();
@@ -685,6 +780,7 @@ impl<T: SignallingTransport> Core<T> {
                 let start = match self.bindings_hub.since(cursor) {
                     Ok(events) => WatchStart::Resume {
                         epoch: self.bindings_hub.epoch(),
+                        objects: self.lma.cache().len() as u64,
                         events,
                         rx,
                     },
@@ -729,8 +825,28 @@ impl<T: SignallingTransport> Core<T> {
             },
             Command::Stats { reply } => {
                 let s = self.lma.stats();
+                let (mut active, mut allocated) = (0, 0);
+                for (_, e) in self.lma.cache().iter() {
+                    active += usize::from(e.state == BindingState::Active);
+                    allocated += e.prefixes.as_slice().len();
+                }
+                let heartbeats = self.lma.config().domain.heartbeat.interval_s > 0;
                 let _ = reply.send(StatsView {
+                    name: self.lma.config().name.clone(),
+                    address: self.lma.address(),
+                    revision: self.bindings_hub.revision(),
                     bindings: self.lma.cache().len(),
+                    active_bindings: active,
+                    allocated_prefixes: allocated,
+                    expirations: self.expirations,
+                    mags_reachable: if heartbeats {
+                        self.lma
+                            .mags()
+                            .filter(|(a, _)| self.lma.is_mag_reachable(a))
+                            .count()
+                    } else {
+                        0
+                    },
                     prefixes_available: self.lma.prefixes_available(),
                     pba_by_status: s
                         .pba_by_status
@@ -759,23 +875,7 @@ impl<T: SignallingTransport> Core<T> {
                 });
             }
             Command::UpsertProfile { profile, reply } => {
-                let id = profile.mn_id.to_string();
-                let new = self
-                    .lma
-                    .policy()
-                    .lookup(&id)
-                    .is_none_or(|p| p.mn_id.as_str() != id);
-                match self.lma.upsert_profile(profile.clone()) {
-                    Ok(()) => {
-                        self.batch.put_profile(profile.clone());
-                        self.profiles_hub
-                            .publish(wall, ProfileChange::Upserted(profile));
-                        let _ = reply.send(Ok(new));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
+                let _ = reply.send(self.upsert_profile(profile, wall));
             }
             Command::DeleteProfile {
                 mn_id,
@@ -783,9 +883,7 @@ impl<T: SignallingTransport> Core<T> {
                 reply,
             } => {
                 if self.config_profiles.contains(&mn_id) {
-                    let _ = reply.send(Err(format!(
-                        "{mn_id} comes from the configuration file; change it there"
-                    )));
+                    let _ = reply.send(Err(PolicyRefusal::FromConfig(mn_id)));
                     return;
                 }
                 if self.lma.remove_profile(now, &mn_id, revoke) {
@@ -793,12 +891,13 @@ impl<T: SignallingTransport> Core<T> {
                         self.revoking.insert(mn_id.clone());
                     }
                     self.batch.delete_profile(&mn_id);
+                    self.profile_changes.remove(&mn_id);
                     self.profiles_hub
                         .publish(wall, ProfileChange::Deleted(mn_id));
                     self.drain(now, wall);
                     let _ = reply.send(Ok(()));
                 } else {
-                    let _ = reply.send(Err(format!("no profile for {mn_id}")));
+                    let _ = reply.send(Err(PolicyRefusal::NotFound(mn_id)));
                 }
             }
             Command::GetProfile { mn_id, reply } => {
@@ -807,11 +906,7 @@ impl<T: SignallingTransport> Core<T> {
                     .policy()
                     .profiles()
                     .find(|p| p.mn_id.as_str() == mn_id)
-                    .cloned()
-                    .map(|profile| ProfileView {
-                        from_config: self.config_profiles.contains(&mn_id),
-                        profile,
-                    });
+                    .map(|p| self.profile_view(p));
                 let _ = reply.send(p);
             }
             Command::ListProfiles { reply } => {
@@ -819,10 +914,7 @@ impl<T: SignallingTransport> Core<T> {
                     .lma
                     .policy()
                     .profiles()
-                    .map(|p| ProfileView {
-                        from_config: self.config_profiles.contains(p.mn_id.as_str()),
-                        profile: p.clone(),
-                    })
+                    .map(|p| self.profile_view(p))
                     .collect();
                 v.sort_by(|a, b| a.profile.mn_id.cmp(&b.profile.mn_id));
                 let _ = reply.send(v);
@@ -832,6 +924,7 @@ impl<T: SignallingTransport> Core<T> {
                 let start = match self.profiles_hub.since(cursor) {
                     Ok(events) => WatchStart::Resume {
                         epoch: self.profiles_hub.epoch(),
+                        objects: self.lma.policy().len() as u64,
                         events,
                         rx,
                     },
@@ -839,7 +932,12 @@ impl<T: SignallingTransport> Core<T> {
                         reason,
                         epoch: self.profiles_hub.epoch(),
                         revision: self.profiles_hub.revision(),
-                        snapshot: self.lma.policy().profiles().cloned().collect(),
+                        snapshot: self
+                            .lma
+                            .policy()
+                            .profiles()
+                            .map(|p| self.profile_view(p))
+                            .collect(),
                         rx,
                     },
                 };
@@ -870,11 +968,28 @@ impl<T: SignallingTransport> Core<T> {
                 let _ = reply.send(Ok(removed));
             }
             Command::SetMags { mags, reply } => {
-                self.api_mags = mags;
-                let all: Vec<Ipv6Addr> = self.authorized().collect();
-                self.lma.set_authorized_mags(all);
-                self.batch.set_mags(self.api_mags.clone());
-                let _ = reply.send(());
+                let mut changes = MagChanges::default();
+                for (a, name) in &mags {
+                    match self.api_mags.get(a) {
+                        Some(old) if old != name => changes.renamed.push(*a),
+                        None if self.config_mags.contains(a) && !name.is_empty() => {
+                            changes.renamed.push(*a)
+                        }
+                        None if !self.config_mags.contains(a) => changes.added.push(*a),
+                        _ => {}
+                    }
+                }
+                changes.removed = (self.api_mags.keys())
+                    .filter(|a| !mags.contains_key(a) && !self.config_mags.contains(a))
+                    .copied()
+                    .collect();
+                if self.api_mags != mags {
+                    self.api_mags = mags;
+                    let all: Vec<Ipv6Addr> = self.authorized().collect();
+                    self.lma.set_authorized_mags(all);
+                    self.batch.set_mags(self.api_mags.clone());
+                }
+                let _ = reply.send(changes);
             }
             Command::ListMags { reply } => {
                 let sessions: HashMap<Ipv6Addr, u32> =
@@ -893,7 +1008,85 @@ impl<T: SignallingTransport> Core<T> {
                     .collect();
                 let _ = reply.send(v);
             }
+            Command::Receive {
+                src,
+                dst,
+                bytes,
+                reply,
+            } => {
+                self.lma.handle_message(now, wall, src, dst, &bytes);
+                self.drain(now, wall);
+                let _ = reply.send(());
+            }
         }
+    }
+
+    fn profile_view(&self, p: &MobileNodeProfile) -> ProfileView {
+        let changed = self.profile_changes.get(p.mn_id.as_str());
+        ProfileView {
+            from_config: self.config_profiles.contains(p.mn_id.as_str()),
+            revision: changed.map_or(0, |c| c.0),
+            updated_at: changed.map(|c| c.1),
+            profile: p.clone(),
+        }
+    }
+
+    fn upsert_profile(
+        &mut self,
+        profile: MobileNodeProfile,
+        wall: WallClock,
+    ) -> Result<Upserted, PolicyRefusal> {
+        let id = profile.mn_id.to_string();
+        if self.config_profiles.contains(&id) {
+            return Err(PolicyRefusal::FromConfig(id));
+        }
+        for (i, p) in profile.home_network_prefixes.iter().enumerate() {
+            let pools = &self.lma.config().prefix_pools;
+            if !pools
+                .iter()
+                .any(|pool| pool.prefix.contains(p) && pool.prefix_length == p.prefix_len())
+            {
+                let pools_text: BTreeSet<String> = pools
+                    .iter()
+                    .map(|pool| format!("{} (/{})", pool.prefix, pool.prefix_length))
+                    .collect();
+                return Err(PolicyRefusal::OutOfRange(format!(
+                    "home_network_prefixes[{i}]: {p} is not a prefix the LMA's pools \
+                     allocate: {}",
+                    pools_text.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let old = self
+            .lma
+            .policy()
+            .profiles()
+            .find(|p| p.mn_id.as_str() == id)
+            .cloned();
+        if old.as_ref() == Some(&profile) {
+            return Ok(Upserted {
+                view: self.profile_view(&profile),
+                created: false,
+                changed: false,
+            });
+        }
+        self.lma
+            .upsert_profile(profile.clone())
+            .map_err(|e| match e {
+                PolicyError::Invalid(m) => PolicyRefusal::Invalid(m),
+                PolicyError::WildcardWithPinnedValues(_) => PolicyRefusal::Invalid(e.to_string()),
+                e => PolicyRefusal::Conflict(e),
+            })?;
+        self.batch.put_profile(profile.clone());
+        let revision = self
+            .profiles_hub
+            .publish(wall, ProfileChange::Upserted(profile.clone()));
+        self.profile_changes.insert(id, (revision, wall));
+        Ok(Upserted {
+            view: self.profile_view(&profile),
+            created: old.is_none(),
+            changed: true,
+        })
     }
 }
 

@@ -176,6 +176,8 @@ pub enum WatchStart<T, S> {
     /// Resumed: the missed changes, then live ones.
     Resume {
         epoch: u64,
+        /// Objects in the state now (for SYNCED).
+        objects: u64,
         events: Vec<Arc<Stamped<T>>>,
         rx: broadcast::Receiver<Arc<Stamped<T>>>,
     },
