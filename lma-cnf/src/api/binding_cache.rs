@@ -1,0 +1,352 @@
+//! `pmip.v1.BindingCache`: list, get, watch and revoke binding cache entries; the LMA's
+//! counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pmip::wire::WallClock;
+use proto::v1 as pb;
+use proto::v1::binding_cache_server::BindingCache;
+use proto::v1::binding_event::Event;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, invalid};
+use super::watch::{Feed, core_gone, spawn};
+use crate::core::{BindingPage, Command, CoreGone, CoreHandle, RevokeOutcome};
+use crate::hub::{BindingChange, ResetReason, Stamped, WatchStart};
+
+/// The BindingCache service.
+#[derive(Debug, Clone)]
+pub struct BindingCacheService {
+    core: CoreHandle,
+    stop: watch::Receiver<bool>,
+    watchers: Arc<AtomicU64>,
+}
+
+impl BindingCacheService {
+    pub fn new(core: CoreHandle, stop: watch::Receiver<bool>, watchers: Arc<AtomicU64>) -> Self {
+        Self {
+            core,
+            stop,
+            watchers,
+        }
+    }
+}
+
+pub(super) fn gone(_: CoreGone) -> Status {
+    core_gone()
+}
+
+pub(super) fn wall_now() -> WallClock {
+    WallClock(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// The Watch stream of bindings, optionally of one node.
+struct Bindings {
+    core: CoreHandle,
+    mn_id: Option<String>,
+}
+
+impl Bindings {
+    fn wants(&self, c: &BindingChange) -> bool {
+        let Some(want) = &self.mn_id else {
+            return true;
+        };
+        let mn = match c {
+            BindingChange::Added(v)
+            | BindingChange::Updated(v, _)
+            | BindingChange::Deleted(v, _) => &v.record.mn_id,
+            BindingChange::Rejected(r) => &r.mn_id,
+        };
+        mn == want
+    }
+
+    fn event(epoch: u64, revision: u64, time: WallClock, event: Event) -> pb::BindingEvent {
+        pb::BindingEvent {
+            epoch,
+            revision,
+            time: Some(convert::timestamp(time)),
+            event: Some(event),
+        }
+    }
+}
+
+impl Feed for Bindings {
+    type Change = BindingChange;
+    type Item = BindingChange;
+    type Event = pb::BindingEvent;
+
+    async fn start(
+        &self,
+        cursor: Option<(u64, u64)>,
+    ) -> Result<WatchStart<BindingChange, BindingChange>, CoreGone> {
+        self.core
+            .call(|reply| Command::WatchBindings { cursor, reply })
+            .await
+    }
+
+    fn reset(&self, epoch: u64, revision: u64, reason: ResetReason) -> pb::BindingEvent {
+        Self::event(
+            epoch,
+            revision,
+            wall_now(),
+            Event::Reset(pb::Reset {
+                reason: convert::reset_reason(reason) as i32,
+            }),
+        )
+    }
+
+    fn synced(&self, epoch: u64, revision: u64, objects: u64) -> pb::BindingEvent {
+        Self::event(
+            epoch,
+            revision,
+            wall_now(),
+            Event::Synced(pb::Synced {
+                object_count: objects,
+            }),
+        )
+    }
+
+    fn item(
+        &self,
+        epoch: u64,
+        revision: u64,
+        item: &BindingChange,
+    ) -> Option<(pb::BindingEvent, bool)> {
+        if !self.wants(item) {
+            return None;
+        }
+        let object = matches!(item, BindingChange::Added(_));
+        let ev = Self::event(epoch, revision, wall_now(), convert::binding_event(item));
+        Some((ev, object))
+    }
+
+    fn change(&self, c: &Stamped<BindingChange>) -> Option<pb::BindingEvent> {
+        if !self.wants(&c.item) {
+            return None;
+        }
+        Some(Self::event(
+            c.epoch,
+            c.revision,
+            c.time,
+            convert::binding_event(&c.item),
+        ))
+    }
+
+    async fn resumed_objects(&self, objects: u64) -> u64 {
+        match &self.mn_id {
+            None => objects,
+            Some(mn_id) => {
+                let mn_id = mn_id.clone();
+                self.core
+                    .call(|reply| Command::BindingsOf { mn_id, reply })
+                    .await
+                    .map_or(0, |v| v.len() as u64)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl BindingCache for BindingCacheService {
+    async fn list(
+        &self,
+        request: Request<pb::ListBindingsRequest>,
+    ) -> Result<Response<pb::ListBindingsResponse>, Status> {
+        let r = request.into_inner();
+        let epoch = self.core.epoch();
+        let after = convert::parse_slot(epoch, &r.page_token)?;
+        let proxy_coa = match r.proxy_coa.as_str() {
+            "" => None,
+            s => Some(convert::address("proxy_coa", s)?),
+        };
+        let limit = convert::page_size(r.page_size);
+        let BindingPage {
+            bindings,
+            next,
+            total,
+            revision,
+        } = self
+            .core
+            .call(|reply| Command::ListBindings {
+                after,
+                limit,
+                proxy_coa,
+                reply,
+            })
+            .await
+            .map_err(gone)?;
+        Ok(Response::new(pb::ListBindingsResponse {
+            bindings: bindings.iter().map(convert::binding).collect(),
+            next_page_token: next
+                .map(|s| convert::page_token(epoch, &s.to_string()))
+                .unwrap_or_default(),
+            total_size: total as u64,
+            cursor: Some(pb::WatchCursor { epoch, revision }),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetBindingRequest>,
+    ) -> Result<Response<pb::Binding>, Status> {
+        use pb::get_binding_request::Key;
+        match request.into_inner().key {
+            None => Err(invalid("key", "give either mn_id or home_network_prefix")),
+            Some(Key::MnId(s)) => {
+                let mn_id = convert::mn_id("mn_id", &s)?.to_string();
+                let views = self
+                    .core
+                    .call(|reply| Command::BindingsOf {
+                        mn_id: mn_id.clone(),
+                        reply,
+                    })
+                    .await
+                    .map_err(gone)?;
+                // A multihomed node has a session per interface: the one that changed last.
+                views
+                    .iter()
+                    .max_by_key(|v| (v.record.updated_at_ms, v.revision))
+                    .map(|v| Response::new(convert::binding(v)))
+                    .ok_or_else(|| Status::not_found(format!("{mn_id} has no binding")))
+            }
+            Some(Key::HomeNetworkPrefix(s)) => {
+                let prefix = convert::prefix_or_address("home_network_prefix", &s)?;
+                self.core
+                    .call(|reply| Command::BindingByPrefix { prefix, reply })
+                    .await
+                    .map_err(gone)?
+                    .map(|v| Response::new(convert::binding(&v)))
+                    .ok_or_else(|| {
+                        Status::not_found(format!("no binding holds or covers {prefix}"))
+                    })
+            }
+        }
+    }
+
+    type WatchStream = ReceiverStream<Result<pb::BindingEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchBindingsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let mn_id = match r.mn_id.as_str() {
+            "" => None,
+            s => Some(convert::mn_id("mn_id", s)?.to_string()),
+        };
+        let cursor = r.resume_from.map(|c| (c.epoch, c.revision));
+        let feed = Bindings {
+            core: self.core.clone(),
+            mn_id,
+        };
+        let first = feed.start(cursor).await.map_err(gone)?;
+        Ok(Response::new(spawn(
+            feed,
+            first,
+            cursor,
+            self.stop.clone(),
+            self.watchers.clone(),
+        )))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let r = request.into_inner();
+        let mn_id = convert::mn_id("mn_id", &r.mn_id)?.to_string();
+        let trigger = convert::revocation_trigger(r.trigger)?;
+        let before = self
+            .core
+            .call(|reply| Command::BindingsOf {
+                mn_id: mn_id.clone(),
+                reply,
+            })
+            .await
+            .map_err(gone)?;
+        let binding = before
+            .iter()
+            .max_by_key(|v| (v.record.updated_at_ms, v.revision))
+            .map(convert::binding);
+        let outcome = self
+            .core
+            .call(|reply| Command::Revoke {
+                mn_id: mn_id.clone(),
+                trigger,
+                reply,
+            })
+            .await
+            .map_err(gone)?;
+        let (outcome, status) = match outcome {
+            RevokeOutcome::NoBinding => {
+                return Err(Status::not_found(format!(
+                    "{mn_id} has no binding: nothing to revoke"
+                )));
+            }
+            RevokeOutcome::TimedOut => (pb::RevocationOutcome::NoAcknowledgement, None),
+            RevokeOutcome::Acknowledged(s) if s.value() < 128 => {
+                (pb::RevocationOutcome::Acknowledged, Some(s))
+            }
+            RevokeOutcome::Acknowledged(s) => (pb::RevocationOutcome::RefusedByMag, Some(s)),
+        };
+        Ok(Response::new(pb::RevokeResponse {
+            outcome: outcome as i32,
+            bra_status: status.map(|s| u32::from(s.value())),
+            bra_status_name: status
+                .map(|s| s.rfc_name().unwrap_or("unknown").to_owned())
+                .unwrap_or_default(),
+            binding,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::LmaStatsRequest>,
+    ) -> Result<Response<pb::LmaStats>, Status> {
+        let s = self
+            .core
+            .call(|reply| Command::Stats { reply })
+            .await
+            .map_err(gone)?;
+        let now = wall_now();
+        let started = WallClock(now.0.checked_sub(s.uptime).unwrap_or(Duration::ZERO));
+        Ok(Response::new(pb::LmaStats {
+            name: s.name,
+            lma_address: s.address.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            restart_counter: u64::from(s.restart_counter),
+            revision: s.revision,
+            started_at: Some(convert::timestamp(started)),
+            uptime: Some(convert::duration(s.uptime)),
+            bindings: s.bindings as u64,
+            active_bindings: s.active_bindings as u64,
+            allocated_prefixes: s.allocated_prefixes as u64,
+            free_prefixes: s.prefixes_available,
+            mobile_node_profiles: s.profiles as u64,
+            authorized_mags: s.authorized_mags as u64,
+            pbus_received: s.pbu_received,
+            pbas_by_status: s
+                .pba_by_status
+                .iter()
+                .map(|(st, n)| pb::PbaStatusCount {
+                    status: u32::from(st.value()),
+                    status_name: convert::status_name(*st),
+                    count: *n,
+                })
+                .collect(),
+            handovers: s.handovers,
+            revocations: s.revocations,
+            expirations: s.expirations,
+            mags_reachable: s.mags_reachable as u64,
+            watchers: self.watchers.load(Ordering::Relaxed),
+        }))
+    }
+}
