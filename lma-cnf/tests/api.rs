@@ -1,0 +1,1581 @@
+//! The LMA's gRPC API end to end: a real core (redb store in a temporary directory, the
+//! recording datapath), a signalling transport made of channels, and a tonic client over a
+//! local TCP port. The test plays the MAGs: it builds PBUs and BRAs with `pmip::wire`, hands
+//! them to the core, and reads the PBAs and BRIs the core sends.
+
+use std::io;
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use cnf::Clock;
+use cnf::transport::{RecvBatch, SignallingTransport};
+use dataplane::{Dataplane, PrefixRoute};
+use ipnet::Ipv6Net;
+use lma_cnf::core::{Command, Core, CoreHandle, Parts};
+use lma_cnf::metrics::Metrics;
+use lma_cnf::store::Store;
+use pmip::config::{ApiConfig, LmaConfig};
+use pmip::output::Transmit;
+use pmip::types::LinkLayerAddress;
+use pmip::wire::{
+    AccessTechnologyType, BindingRevocation, BindingRevocationAck, BindingUpdate, BraStatus,
+    BuFlags, HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption, Options,
+    ProxyBindingAck, RevocationTrigger, SequenceNumber, Status, Timestamp,
+};
+use proto::v1 as pb;
+use proto::v1::binding_cache_client::BindingCacheClient;
+use proto::v1::binding_event::Event;
+use proto::v1::get_binding_request::Key;
+use proto::v1::mobile_node_event::Event as ProfileEvent;
+use proto::v1::policy_client::PolicyClient;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+const LMA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// Authorized in the configuration file.
+const MAG1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+const MAG2: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10);
+/// Not authorized until a test says so.
+const MAG3: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn nai(n: u8) -> String {
+    format!("mn{n}@example.org")
+}
+
+fn ll(n: u8) -> LinkLayerAddress {
+    LinkLayerAddress::mac([2, 0, 0, 0, 0, n])
+}
+
+fn all_zero() -> Ipv6Net {
+    "::/0".parse().unwrap()
+}
+
+/// Profiles mn1..=mn8 with their link-layer addresses; MAG1 and MAG2 authorized; short
+/// de-registration and revocation timers so the tests see them pass.
+fn config(state_dir: &std::path::Path) -> LmaConfig {
+    let nodes: Vec<serde_json::Value> = (1..=8)
+        .map(|n| serde_json::json!({"mn_id": nai(n), "link_layer_addresses": [ll(n).to_string()]}))
+        .collect();
+    let c: LmaConfig = serde_json::from_value(serde_json::json!({
+        "name": "lma-test",
+        "address": LMA.to_string(),
+        "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
+        "authorized_mags": [MAG1.to_string(), MAG2.to_string()],
+        "mobile_nodes": nodes,
+        "timers": {
+            "min_delay_before_bce_delete_ms": 300,
+            "timestamp_validity_window_ms": 60000,
+        },
+        "revocation": {"max_retries": 0, "initial_delay_ms": 500, "max_timeout_ms": 500},
+        "domain": {"heartbeat": {"interval_s": 0}},
+        "datapath": {"mode": "none"},
+        "state_dir": state_dir,
+        "metrics": {"listen": null},
+    }))
+    .unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// The signalling transport of the test: what the core sends goes into a channel. Received
+/// messages reach the core as [`Command::Receive`]: a `RecvBatch` can only be filled by the
+/// raw socket in `cnf`, so `recv_batch` never returns.
+#[derive(Debug)]
+struct Wire {
+    sent: mpsc::UnboundedSender<Transmit>,
+}
+
+impl SignallingTransport for Wire {
+    fn local(&self) -> Ipv6Addr {
+        LMA
+    }
+
+    async fn recv_batch(&self, _batch: &mut RecvBatch) -> io::Result<usize> {
+        std::future::pending().await
+    }
+
+    async fn send_batch(&self, out: &[Transmit]) -> io::Result<usize> {
+        for t in out {
+            let _ = self.sent.send(t.clone());
+        }
+        Ok(out.len())
+    }
+}
+
+/// A PBA as the MAG reads it.
+#[derive(Debug)]
+struct Pba {
+    status: Status,
+    prefixes: Vec<Ipv6Net>,
+}
+
+/// One LMA with its API.
+struct Lab {
+    core: CoreHandle,
+    sent: mpsc::UnboundedReceiver<Transmit>,
+    datapath: dataplane::Fake,
+    channel: Channel,
+    stop_api: watch::Sender<bool>,
+    stop_core: watch::Sender<bool>,
+    api: JoinHandle<()>,
+    core_task: JoinHandle<()>,
+    dir: TempDir,
+    seq: u16,
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        Lab::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    async fn start_in(dir: TempDir) -> Lab {
+        let config = config(dir.path());
+        let store = Store::open(&config.state_dir).unwrap();
+        let restart_counter = store.bump_restart_counter().unwrap();
+        let loaded = store.load().unwrap();
+        let (tx, sent) = mpsc::unbounded_channel();
+        let datapath = dataplane::Fake::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (core, handle) = Core::new(Parts {
+            config,
+            store,
+            loaded,
+            restart_counter,
+            dataplane: Dataplane::Fake(datapath.clone()),
+            transport: Wire { sent: tx },
+            metrics: Metrics::new(&mut registry),
+            clock: Clock::new(),
+            seed: 7,
+        })
+        .await
+        .unwrap();
+        let (stop_api, api_rx) = watch::channel(false);
+        let (stop_core, mut core_rx) = watch::channel(false);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = lma_cnf::api::serve_on(&ApiConfig::default(), listener, handle.clone(), api_rx)
+            .await
+            .unwrap();
+        let core_task = tokio::spawn(core.run(async move {
+            let _ = core_rx.wait_for(|s| *s).await;
+        }));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Lab {
+            core: handle,
+            sent,
+            datapath,
+            channel,
+            stop_api,
+            stop_core,
+            api,
+            core_task,
+            dir,
+            seq: 0,
+        }
+    }
+
+    /// Stops the API and the core; the state directory stays for a restart.
+    async fn stop(self) -> TempDir {
+        let Lab {
+            channel,
+            stop_api,
+            stop_core,
+            api,
+            core_task,
+            dir,
+            ..
+        } = self;
+        drop(channel);
+        let _ = stop_api.send(true);
+        let _ = stop_core.send(true);
+        timeout(WAIT, core_task).await.unwrap().unwrap();
+        timeout(WAIT, api).await.unwrap().unwrap();
+        dir
+    }
+
+    fn bc(&self) -> BindingCacheClient<Channel> {
+        BindingCacheClient::new(self.channel.clone())
+    }
+
+    fn policy(&self) -> PolicyClient<Channel> {
+        PolicyClient::new(self.channel.clone())
+    }
+
+    /// Hands a Mobility Header from `src` to the core.
+    async fn deliver(&self, src: Ipv6Addr, bytes: Vec<u8>) {
+        self.core
+            .call(|reply| Command::Receive {
+                src,
+                dst: LMA,
+                bytes,
+                reply,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn next_sent(&mut self) -> Transmit {
+        timeout(WAIT, self.sent.recv())
+            .await
+            .expect("the core sends something")
+            .expect("the transport is open")
+    }
+
+    /// Sends a PBU from `mag` and returns the PBA.
+    async fn pbu(
+        &mut self,
+        mag: Ipv6Addr,
+        n: u8,
+        hnp: Ipv6Net,
+        hi: HandoffIndicator,
+        lifetime_s: u32,
+    ) -> Pba {
+        self.seq = self.seq.wrapping_add(1);
+        let id = nai(n);
+        let link = ll(n);
+        let ts = Timestamp::from_wall_clock(Clock::new().wall());
+        let opts = [
+            MobilityOption::MobileNodeIdentifier {
+                subtype: MN_ID_SUBTYPE_NAI,
+                id: id.as_bytes(),
+            },
+            MobilityOption::HomeNetworkPrefix(hnp),
+            MobilityOption::HandoffIndicator(hi),
+            MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
+            MobilityOption::MnLinkLayerIdentifier(link.as_bytes()),
+            MobilityOption::Timestamp(ts),
+        ];
+        let m = Message::BindingUpdate(BindingUpdate {
+            sequence: SequenceNumber(self.seq),
+            flags: BuFlags::A | BuFlags::P,
+            lifetime: Lifetime::from_secs(lifetime_s),
+            options: Options::List(&opts),
+        });
+        let mut bytes = vec![0u8; m.buffer_len()];
+        m.emit_with_checksum(&mut bytes, &mag, &LMA).unwrap();
+        self.deliver(mag, bytes).await;
+        let t = self.next_sent().await;
+        assert_eq!((t.src, t.dst), (LMA, mag));
+        match Message::parse_verified(&t.payload, &t.src, &t.dst).unwrap() {
+            Message::BindingAck(ba) => {
+                let v = ProxyBindingAck::new(&ba).unwrap();
+                Pba {
+                    status: ba.status,
+                    prefixes: v.home_network_prefixes().collect(),
+                }
+            }
+            other => panic!("expected a PBA, got {other:?}"),
+        }
+    }
+
+    /// Registers node `n` at `mag` for the first time; returns its prefix.
+    async fn attach(&mut self, mag: Ipv6Addr, n: u8) -> Ipv6Net {
+        let pba = self
+            .pbu(
+                mag,
+                n,
+                all_zero(),
+                HandoffIndicator::AttachmentOverNewInterface,
+                3600,
+            )
+            .await;
+        assert_eq!(pba.status, Status::Accepted, "{pba:?}");
+        assert_eq!(pba.prefixes.len(), 1);
+        pba.prefixes[0]
+    }
+
+    /// Answers the next BRI the core sends with a BRA of `status`; returns the BRI's trigger
+    /// and the MAG it went to.
+    async fn answer_bri(&mut self, status: BraStatus) -> (RevocationTrigger, Ipv6Addr) {
+        let t = self.next_sent().await;
+        let (trigger, bra) = match Message::parse_verified(&t.payload, &t.src, &t.dst).unwrap() {
+            Message::BindingRevocation(BindingRevocation::Indication(bri)) => {
+                let m = Message::BindingRevocation(BindingRevocation::Acknowledgement(
+                    BindingRevocationAck {
+                        status,
+                        sequence: bri.sequence,
+                        flags: bri.flags,
+                        options: Options::EMPTY,
+                    },
+                ));
+                let mut b = vec![0u8; m.buffer_len()];
+                m.emit_with_checksum(&mut b, &t.dst, &LMA).unwrap();
+                (bri.trigger, b)
+            }
+            other => panic!("expected a BRI, got {other:?}"),
+        };
+        self.deliver(t.dst, bra).await;
+        (trigger, t.dst)
+    }
+
+    async fn stats(&self) -> pb::LmaStats {
+        self.bc()
+            .stats(pb::LmaStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn watch(
+        &self,
+        resume_from: Option<(u64, u64)>,
+        mn_id: &str,
+    ) -> Streaming<pb::BindingEvent> {
+        self.bc()
+            .watch(pb::WatchBindingsRequest {
+                resume_from: resume_from
+                    .map(|(epoch, revision)| pb::WatchCursor { epoch, revision }),
+                mn_id: mn_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn get(&self, key: Key) -> Result<pb::Binding, tonic::Status> {
+        self.bc()
+            .get(pb::GetBindingRequest { key: Some(key) })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+async fn next<T>(s: &mut Streaming<T>) -> T {
+    timeout(WAIT, s.message())
+        .await
+        .expect("an event in time")
+        .expect("the stream is healthy")
+        .expect("the stream goes on")
+}
+
+/// Reads until SYNCED; returns the events before it and SYNCED.
+async fn until_synced(
+    s: &mut Streaming<pb::BindingEvent>,
+) -> (Vec<pb::BindingEvent>, pb::BindingEvent) {
+    let mut before = Vec::new();
+    loop {
+        let e = next(s).await;
+        if matches!(e.event, Some(Event::Synced(_))) {
+            return (before, e);
+        }
+        before.push(e);
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
+    let e = r.expect_err("an error");
+    (e.code(), e.message().to_owned())
+}
+
+fn added(e: &pb::BindingEvent) -> &pb::Binding {
+    match &e.event {
+        Some(Event::Added(b)) => b,
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+}
+
+fn updated(e: &pb::BindingEvent) -> (&pb::Binding, pb::UpdateReason) {
+    match &e.event {
+        Some(Event::Updated(u)) => (u.binding.as_ref().unwrap(), u.reason()),
+        other => panic!("expected UPDATED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn list_pages_through_the_cache_and_filters_by_proxy_coa() {
+    let mut lab = Lab::start().await;
+    for n in 1..=3 {
+        lab.attach(MAG1, n).await;
+    }
+    for n in 4..=5 {
+        lab.attach(MAG2, n).await;
+    }
+    let stats = lab.stats().await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let r = lab
+            .bc()
+            .list(pb::ListBindingsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                proxy_coa: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(r.bindings.len() <= 2);
+        assert_eq!(r.total_size, 5);
+        assert_eq!(
+            r.cursor,
+            Some(pb::WatchCursor {
+                epoch: stats.restart_counter,
+                revision: stats.revision
+            })
+        );
+        seen.extend(r.bindings.into_iter().map(|b| b.mn_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    seen.sort();
+    assert_eq!(seen, (1..=5).map(nai).collect::<Vec<_>>());
+
+    // The default page holds everything; the filter keeps MAG2's.
+    let all = lab
+        .bc()
+        .list(pb::ListBindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.bindings.len(), 5);
+    assert!(all.next_page_token.is_empty());
+    let at2 = lab
+        .bc()
+        .list(pb::ListBindingsRequest {
+            proxy_coa: "2001:db8:2:0::10".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(at2.total_size, 2);
+    assert_eq!(at2.bindings.len(), 1);
+    assert_eq!(at2.bindings[0].proxy_coa, MAG2.to_string());
+    let rest = lab
+        .bc()
+        .list(pb::ListBindingsRequest {
+            proxy_coa: MAG2.to_string(),
+            page_size: 1,
+            page_token: at2.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.bindings.len(), 1);
+    assert_ne!(rest.bindings[0].mn_id, at2.bindings[0].mn_id);
+    assert!(rest.next_page_token.is_empty());
+
+    for (token, proxy_coa, field) in [
+        ("garbage", "", "page_token: "),
+        ("99.0", "", "page_token: the token is from LMA epoch 99"),
+        ("", "mag-2", "proxy_coa: \"mag-2\" is not an IPv6 address"),
+    ] {
+        let (c, m) = code(
+            lab.bc()
+                .list(pb::ListBindingsRequest {
+                    page_token: token.into(),
+                    proxy_coa: proxy_coa.into(),
+                    page_size: 0,
+                })
+                .await,
+        );
+        assert_eq!(c, Code::InvalidArgument);
+        assert!(m.starts_with(field), "{m}");
+    }
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn get_finds_a_binding_by_mn_id_prefix_or_address() {
+    let mut lab = Lab::start().await;
+    let before = Clock::new().wall();
+    let p = lab.attach(MAG1, 1).await;
+    lab.attach(MAG1, 2).await;
+    // The datapath tunnels the prefix to the MAG before the PBA left.
+    assert_eq!(
+        lab.datapath.state().routes.get(&p),
+        Some(&PrefixRoute::Tunnel { peer: MAG1 })
+    );
+
+    let b = lab.get(Key::MnId(nai(1))).await.unwrap();
+    assert_eq!(b.mn_id, nai(1));
+    assert_eq!(b.home_network_prefixes, vec![p.to_string()]);
+    assert_eq!(b.proxy_coa, MAG1.to_string());
+    assert_eq!(b.state(), pb::BindingState::Active);
+    assert_eq!(
+        b.access_technology_type(),
+        pb::AccessTechnologyType::Ieee8023
+    );
+    assert_eq!(b.handoff_indicator(), pb::HandoffIndicator::NewInterface);
+    assert_eq!(b.mn_link_layer_id, "02:00:00:00:00:01");
+    assert_eq!(b.lifetime_granted_seconds, 3600);
+    assert!((3590..=3600).contains(&b.lifetime_remaining_seconds));
+    assert_eq!(b.handover_count, 0);
+    assert!(b.previous_proxy_coa.is_empty());
+    assert!(b.revision > 0);
+    let registered = b.registered_at.unwrap();
+    assert!(registered.seconds as u64 >= before.0.as_secs() - 1);
+    assert!(b.last_pbu_timestamp.is_some());
+
+    let by_prefix = lab
+        .get(Key::HomeNetworkPrefix(p.to_string()))
+        .await
+        .unwrap();
+    // The same entry; its wall-clock times are recomputed from the monotonic clock at every
+    // read, to the millisecond.
+    assert_eq!(
+        (
+            &by_prefix.mn_id,
+            &by_prefix.home_network_prefixes,
+            by_prefix.revision
+        ),
+        (&b.mn_id, &b.home_network_prefixes, b.revision)
+    );
+    let again = by_prefix.registered_at.unwrap();
+    let ms = |t: &prost_types::Timestamp| t.seconds * 1000 + i64::from(t.nanos / 1_000_000);
+    assert!((ms(&again) - ms(&registered)).abs() <= 5);
+    let inside = Ipv6Addr::from(u128::from(p.addr()) | 0x42);
+    let by_address = lab
+        .get(Key::HomeNetworkPrefix(inside.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(by_address.mn_id, nai(1));
+
+    assert_eq!(
+        code(lab.get(Key::MnId(nai(3))).await),
+        (Code::NotFound, format!("{} has no binding", nai(3)))
+    );
+    assert_eq!(
+        code(
+            lab.get(Key::HomeNetworkPrefix("2001:db8:200::/64".into()))
+                .await
+        )
+        .0,
+        Code::NotFound
+    );
+    let (c, m) = code(lab.bc().get(pb::GetBindingRequest { key: None }).await);
+    assert_eq!((c, m.starts_with("key: ")), (Code::InvalidArgument, true));
+    let (c, m) = code(lab.get(Key::MnId("no one@example.org".into())).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(
+        m.starts_with("mn_id: the mobile node identifier contains a space"),
+        "{m}"
+    );
+    let (c, m) = code(
+        lab.get(Key::HomeNetworkPrefix("2001:db8::/129".into()))
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert_eq!(
+        m,
+        "home_network_prefix: 2001:db8::/129 is not an IPv6 prefix"
+    );
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn watch_sends_a_snapshot_then_every_change_live() {
+    let mut lab = Lab::start().await;
+    let p1 = lab.attach(MAG1, 1).await;
+    let epoch = lab.stats().await.restart_counter;
+
+    let mut all = lab.watch(None, "").await;
+    let mut only2 = lab.watch(None, &nai(2)).await;
+    let reset = next(&mut all).await;
+    assert_eq!(reset.epoch, epoch);
+    match reset.event {
+        Some(Event::Reset(r)) => assert_eq!(r.reason(), pb::ResetReason::NoCursor),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    let (snapshot, synced) = until_synced(&mut all).await;
+    assert_eq!(snapshot.len(), 1);
+    let b = added(&snapshot[0]);
+    assert_eq!(
+        (b.mn_id.as_str(), b.home_network_prefixes[0].as_str()),
+        (nai(1).as_str(), p1.to_string().as_str())
+    );
+    assert_eq!(snapshot[0].revision, reset.revision);
+    assert_eq!(synced.revision, reset.revision);
+    match synced.event {
+        Some(Event::Synced(s)) => assert_eq!(s.object_count, 1),
+        _ => unreachable!(),
+    }
+    // The filtered stream's snapshot has nothing of mn2 yet.
+    assert!(matches!(
+        next(&mut only2).await.event,
+        Some(Event::Reset(_))
+    ));
+    let (snap2, _) = until_synced(&mut only2).await;
+    assert!(snap2.is_empty());
+    assert_eq!(lab.stats().await.watchers, 2);
+
+    // A new registration, a handoff, a de-registration, the deletion after
+    // MinDelayBeforeBCEDelete: each live, in revision order.
+    let p2 = lab.attach(MAG1, 2).await;
+    let e = next(&mut all).await;
+    assert_eq!(added(&e).mn_id, nai(2));
+    assert_eq!(added(&e).revision, e.revision);
+    let mut last = e.revision;
+    assert!(last > synced.revision);
+    assert!(e.time.is_some());
+
+    let pba = lab
+        .pbu(MAG2, 2, p2, HandoffIndicator::HandoffBetweenMags, 3600)
+        .await;
+    assert_eq!(pba.status, Status::Accepted);
+    let e = next(&mut all).await;
+    let (b, why) = updated(&e);
+    assert_eq!(why, pb::UpdateReason::Handoff);
+    assert_eq!(b.proxy_coa, MAG2.to_string());
+    assert_eq!(b.previous_proxy_coa, MAG1.to_string());
+    assert_eq!(b.handover_count, 1);
+    assert!(e.revision > last);
+    last = e.revision;
+    assert_eq!(
+        lab.datapath.state().routes.get(&p2),
+        Some(&PrefixRoute::Tunnel { peer: MAG2 })
+    );
+
+    let pba = lab
+        .pbu(MAG2, 2, p2, HandoffIndicator::HandoffStateNotChanged, 0)
+        .await;
+    assert_eq!(pba.status, Status::Accepted);
+    let e = next(&mut all).await;
+    let (b, why) = updated(&e);
+    assert_eq!(why, pb::UpdateReason::Deregistered);
+    assert_eq!(b.state(), pb::BindingState::Deregistering);
+    assert_eq!(b.lifetime_remaining_seconds, 0);
+    assert!(e.revision > last);
+    last = e.revision;
+
+    let e = next(&mut all).await;
+    match &e.event {
+        Some(Event::Deleted(d)) => {
+            assert_eq!(d.reason(), pb::DeleteReason::Deregistered);
+            assert_eq!(d.binding.as_ref().unwrap().mn_id, nai(2));
+        }
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+    assert!(e.revision > last);
+
+    // A PBU from a MAG nobody authorized is refused, and the watchers hear why.
+    let pba = lab
+        .pbu(
+            MAG3,
+            3,
+            all_zero(),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    assert_eq!(pba.status, Status::MagNotAuthorizedForProxyReg);
+    let e = next(&mut all).await;
+    match &e.event {
+        Some(Event::Rejected(r)) => {
+            assert_eq!(r.mn_id, nai(3));
+            assert_eq!(r.proxy_coa, MAG3.to_string());
+            assert_eq!(
+                (r.status, r.status_name.as_str()),
+                (154, "MAG_NOT_AUTHORIZED_FOR_PROXY_REG")
+            );
+            assert_eq!(r.count, 1);
+            assert!(r.detail.contains("not an authorized MAG"), "{}", r.detail);
+        }
+        other => panic!("expected REJECTED, got {other:?}"),
+    }
+
+    // The filtered stream saw mn2's four changes and nothing else.
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let e = next(&mut only2).await;
+        kinds.push(match e.event {
+            Some(Event::Added(b)) => format!("added {}", b.mn_id),
+            Some(Event::Updated(u)) => format!("updated {}", u.binding.unwrap().mn_id),
+            Some(Event::Deleted(d)) => format!("deleted {}", d.binding.unwrap().mn_id),
+            other => format!("{other:?}"),
+        });
+    }
+    let n2 = nai(2);
+    assert_eq!(
+        kinds,
+        vec![
+            format!("added {n2}"),
+            format!("updated {n2}"),
+            format!("updated {n2}"),
+            format!("deleted {n2}")
+        ]
+    );
+    assert!(
+        timeout(Duration::from_millis(300), only2.message())
+            .await
+            .is_err()
+    );
+
+    // The snapshot of a new watcher shows the remembered refusal.
+    let mut fresh = lab.watch(None, "").await;
+    next(&mut fresh).await;
+    let (snap, _) = until_synced(&mut fresh).await;
+    let kinds: Vec<&str> = snap
+        .iter()
+        .map(|e| match &e.event {
+            Some(Event::Added(_)) => "added",
+            Some(Event::Rejected(_)) => "rejected",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["added", "rejected"]);
+
+    let (c, m) = code(
+        lab.bc()
+            .watch(pb::WatchBindingsRequest {
+                resume_from: None,
+                mn_id: "a b".into(),
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.starts_with("mn_id: "));
+    drop((all, only2, fresh));
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn watch_resumes_with_only_the_missed_events() {
+    let mut lab = Lab::start().await;
+    let p1 = lab.attach(MAG1, 1).await;
+    let mut w = lab.watch(None, "").await;
+    next(&mut w).await;
+    let (_, synced) = until_synced(&mut w).await;
+    let cursor = (synced.epoch, synced.revision);
+    drop(w);
+
+    // Missed while disconnected: a new node and a refresh of the first.
+    lab.attach(MAG1, 2).await;
+    let pba = lab
+        .pbu(MAG1, 1, p1, HandoffIndicator::HandoffStateNotChanged, 3600)
+        .await;
+    assert_eq!(pba.status, Status::Accepted);
+
+    let mut w = lab.watch(Some(cursor), "").await;
+    let (missed, synced) = until_synced(&mut w).await;
+    assert_eq!(missed.len(), 2, "{missed:?}");
+    assert_eq!(added(&missed[0]).mn_id, nai(2));
+    let (b, why) = updated(&missed[1]);
+    assert_eq!(
+        (b.mn_id.as_str(), why),
+        (nai(1).as_str(), pb::UpdateReason::Refresh)
+    );
+    assert_eq!(missed[0].revision, cursor.1 + 1);
+    assert_eq!(missed[1].revision, cursor.1 + 2);
+    assert_eq!(synced.revision, missed[1].revision);
+    match synced.event {
+        Some(Event::Synced(s)) => assert_eq!(s.object_count, 2),
+        _ => unreachable!(),
+    }
+    // Then live.
+    lab.attach(MAG2, 3).await;
+    let e = next(&mut w).await;
+    assert_eq!(added(&e).mn_id, nai(3));
+    assert_eq!(e.revision, synced.revision + 1);
+
+    // Up to date: nothing replayed, SYNCED at once.
+    let mut w2 = lab.watch(Some((e.epoch, e.revision)), "").await;
+    let (missed, synced) = until_synced(&mut w2).await;
+    assert!(missed.is_empty());
+    assert_eq!(synced.revision, e.revision);
+
+    // A cursor ahead of the server starts over.
+    let mut w3 = lab.watch(Some((e.epoch, e.revision + 10)), "").await;
+    match next(&mut w3).await.event {
+        Some(Event::Reset(r)) => assert_eq!(r.reason(), pb::ResetReason::CursorInFuture),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    let (snap, _) = until_synced(&mut w3).await;
+    assert_eq!(snap.len(), 3);
+    drop((w, w2, w3));
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_restart_an_old_cursor_gets_a_reset_and_the_restored_state() {
+    let mut lab = Lab::start().await;
+    let p = lab.attach(MAG1, 1).await;
+    let mut w = lab.watch(None, "").await;
+    next(&mut w).await;
+    let (_, synced) = until_synced(&mut w).await;
+    let old = (synced.epoch, synced.revision);
+    let page = lab
+        .bc()
+        .list(pb::ListBindingsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    drop(w);
+    let dir = lab.stop().await;
+
+    let lab = Lab::start_in(dir).await;
+    let stats = lab.stats().await;
+    assert_eq!(stats.restart_counter, old.0 + 1);
+    let mut w = lab.watch(Some(old), "").await;
+    let reset = next(&mut w).await;
+    assert_eq!(reset.epoch, old.0 + 1);
+    match reset.event {
+        Some(Event::Reset(r)) => assert_eq!(r.reason(), pb::ResetReason::NewEpoch),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    let (snap, synced) = until_synced(&mut w).await;
+    assert_eq!(snap.len(), 1);
+    assert_eq!(added(&snap[0]).home_network_prefixes, vec![p.to_string()]);
+    assert_eq!(synced.epoch, old.0 + 1);
+
+    // A page token of the previous epoch is refused, even one for a page that exists.
+    let token = format!("{}.0", old.0);
+    assert!(page.next_page_token.is_empty() || page.next_page_token == token);
+    let (c, m) = code(
+        lab.bc()
+            .list(pb::ListBindingsRequest {
+                page_token: token,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.contains("the LMA restarted"), "{m}");
+    drop(w);
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn revoke_waits_for_the_mags_answer_or_its_absence() {
+    let mut lab = Lab::start().await;
+    let p1 = lab.attach(MAG1, 1).await;
+    lab.attach(MAG2, 2).await;
+    lab.attach(MAG1, 3).await;
+    let mut w = lab.watch(None, &nai(1)).await;
+    next(&mut w).await;
+    until_synced(&mut w).await;
+
+    // Acknowledged.
+    let mut bc = lab.bc();
+    let call = tokio::spawn(async move {
+        bc.revoke(pb::RevokeRequest {
+            mn_id: nai(1),
+            trigger: pb::RevocationTrigger::AdministrativeReason as i32,
+        })
+        .await
+    });
+    let (trigger, to) = lab.answer_bri(BraStatus::Success).await;
+    assert_eq!(
+        (trigger, to),
+        (RevocationTrigger::AdministrativeReason, MAG1)
+    );
+    let r = timeout(WAIT, call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome(), pb::RevocationOutcome::Acknowledged);
+    assert_eq!(
+        (r.bra_status, r.bra_status_name.as_str()),
+        (Some(0), "success")
+    );
+    let b = r.binding.unwrap();
+    assert_eq!(
+        (b.mn_id.as_str(), b.home_network_prefixes[0].as_str()),
+        (nai(1).as_str(), p1.to_string().as_str())
+    );
+    assert_eq!(code(lab.get(Key::MnId(nai(1))).await).0, Code::NotFound);
+    assert!(!lab.datapath.state().routes.contains_key(&p1));
+    let e = next(&mut w).await;
+    match e.event {
+        Some(Event::Deleted(d)) => assert_eq!(d.reason(), pb::DeleteReason::Revoked),
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+
+    // The MAG refuses: the entry goes anyway.
+    let mut bc = lab.bc();
+    let call = tokio::spawn(async move {
+        bc.revoke(pb::RevokeRequest {
+            mn_id: nai(3),
+            trigger: pb::RevocationTrigger::PossibleOutOfSyncBceState as i32,
+        })
+        .await
+    });
+    let (trigger, _) = lab
+        .answer_bri(BraStatus::RevocationFailedMnIsAttached)
+        .await;
+    assert_eq!(trigger, RevocationTrigger::PossibleOutOfSyncBceState);
+    let r = timeout(WAIT, call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome(), pb::RevocationOutcome::RefusedByMag);
+    assert_eq!(r.bra_status, Some(132));
+    assert_eq!(r.bra_status_name, "Revocation Failed - MN is Attached");
+
+    // Nobody answers: the retries run out (500 ms here) and the entry goes.
+    let started = std::time::Instant::now();
+    let r = lab
+        .bc()
+        .revoke(pb::RevokeRequest {
+            mn_id: nai(2),
+            trigger: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    assert_eq!(r.outcome(), pb::RevocationOutcome::NoAcknowledgement);
+    assert_eq!((r.bra_status, r.bra_status_name.as_str()), (None, ""));
+    assert_eq!(r.binding.unwrap().proxy_coa, MAG2.to_string());
+    assert_eq!(code(lab.get(Key::MnId(nai(2))).await).0, Code::NotFound);
+
+    // Nothing left to revoke; a global trigger is not for one node.
+    let (c, m) = code(
+        lab.bc()
+            .revoke(pb::RevokeRequest {
+                mn_id: nai(1),
+                trigger: 1,
+            })
+            .await,
+    );
+    assert_eq!(
+        (c, m),
+        (
+            Code::NotFound,
+            format!("{} has no binding: nothing to revoke", nai(1))
+        )
+    );
+    let (c, m) = code(
+        lab.bc()
+            .revoke(pb::RevokeRequest {
+                mn_id: nai(1),
+                trigger: 128,
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(
+        m.starts_with("trigger: 128 is not a per-node revocation trigger"),
+        "{m}"
+    );
+    assert_eq!(lab.stats().await.revocations, 3);
+    drop(w);
+    lab.stop().await;
+}
+
+fn api_profile(mn_id: &str) -> pb::MobileNodeProfile {
+    pb::MobileNodeProfile {
+        mn_id: mn_id.into(),
+        link_layer_addresses: vec!["02-00-00-00-01-01".into()],
+        home_network_prefixes: vec!["2001:db8:100:ff::/64".into()],
+        allowed_mags: vec![MAG1.to_string()],
+        access_technology_type: Some(pb::AccessTechnologyType::Ieee80211 as i32),
+        local_routing: None,
+    }
+}
+
+async fn upsert(
+    lab: &Lab,
+    p: pb::MobileNodeProfile,
+) -> Result<pb::UpsertMobileNodeResponse, tonic::Status> {
+    lab.policy()
+        .upsert_mobile_node(pb::UpsertMobileNodeRequest { profile: Some(p) })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn profiles_are_upserted_listed_and_deleted_with_clear_refusals() {
+    let mut lab = Lab::start().await;
+    let r = upsert(&lab, api_profile("api1@example.org")).await.unwrap();
+    assert!(r.created && r.changed);
+    let entry = r.entry.unwrap();
+    assert_eq!(entry.source(), pb::PolicySource::Api);
+    assert!(entry.revision > 0);
+    assert!(entry.updated_at.is_some());
+    let stored = entry.profile.unwrap();
+    assert_eq!(stored.link_layer_addresses, vec!["02:00:00:00:01:01"]);
+    assert_eq!(stored.access_technology_type, Some(4));
+
+    // The same again changes nothing; a change keeps the entry and moves its revision.
+    let again = upsert(&lab, api_profile("api1@example.org")).await.unwrap();
+    assert!(!again.created && !again.changed);
+    assert_eq!(again.entry.unwrap().revision, entry.revision);
+    let mut changed = api_profile("api1@example.org");
+    changed.local_routing = Some(true);
+    let r = upsert(&lab, changed).await.unwrap();
+    assert!(!r.created && r.changed);
+    assert!(r.entry.unwrap().revision > entry.revision);
+
+    // Refusals, each with the code the proto promises and a message naming the problem.
+    let cases: Vec<(pb::MobileNodeProfile, Code, &str)> = vec![
+        (
+            pb::MobileNodeProfile {
+                home_network_prefixes: vec!["2001:db8:100:fe::/64".into(), "2001:db8::/129".into()],
+                ..api_profile("api2@example.org")
+            },
+            Code::InvalidArgument,
+            "home_network_prefixes[1]: 2001:db8::/129 is not an IPv6 prefix",
+        ),
+        (
+            pb::MobileNodeProfile {
+                home_network_prefixes: vec!["2001:db8:100:fe::1/64".into()],
+                ..api_profile("api2@example.org")
+            },
+            Code::InvalidArgument,
+            "home_network_prefixes[0]: 2001:db8:100:fe::1/64 has host bits set",
+        ),
+        (
+            pb::MobileNodeProfile {
+                link_layer_addresses: vec![ll(1).to_string()],
+                home_network_prefixes: vec![],
+                ..api_profile("api2@example.org")
+            },
+            Code::AlreadyExists,
+            "link-layer address 02:00:00:00:00:01 already belongs to mn1@example.org",
+        ),
+        (
+            pb::MobileNodeProfile {
+                link_layer_addresses: vec![],
+                ..api_profile("api2@example.org")
+            },
+            Code::AlreadyExists,
+            "prefix 2001:db8:100:ff::/64 is already pinned to api1@example.org",
+        ),
+        (
+            pb::MobileNodeProfile {
+                link_layer_addresses: vec![],
+                home_network_prefixes: vec!["2001:db8:200::/64".into()],
+                ..api_profile("api2@example.org")
+            },
+            Code::OutOfRange,
+            "home_network_prefixes[0]: 2001:db8:200::/64 is not a prefix the LMA's pools allocate: 2001:db8:100::/48 (/64)",
+        ),
+        (
+            pb::MobileNodeProfile {
+                link_layer_addresses: vec![],
+                home_network_prefixes: vec!["2001:db8:100::/56".into()],
+                ..api_profile("api2@example.org")
+            },
+            Code::OutOfRange,
+            "home_network_prefixes[0]: 2001:db8:100::/56 is not a prefix",
+        ),
+        (
+            pb::MobileNodeProfile {
+                mn_id: nai(1),
+                link_layer_addresses: vec![ll(1).to_string()],
+                home_network_prefixes: vec![],
+                ..Default::default()
+            },
+            Code::FailedPrecondition,
+            "mn1@example.org comes from the configuration file; change it there",
+        ),
+    ];
+    for (p, want, msg) in cases {
+        let (c, m) = code(upsert(&lab, p).await);
+        assert_eq!(c, want, "{m}");
+        assert!(m.starts_with(msg), "{m} does not start with {msg}");
+    }
+    let (c, m) = code(
+        lab.policy()
+            .upsert_mobile_node(pb::UpsertMobileNodeRequest { profile: None })
+            .await,
+    );
+    assert_eq!((c, m.as_str()), (Code::InvalidArgument, "profile: missing"));
+
+    // Get and list, with their source.
+    let got = lab
+        .policy()
+        .get_mobile_node(pb::GetMobileNodeRequest { mn_id: nai(1) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.source(), pb::PolicySource::Config);
+    assert_eq!(
+        got.profile.unwrap().link_layer_addresses,
+        vec![ll(1).to_string()]
+    );
+    let got = lab
+        .policy()
+        .get_mobile_node(pb::GetMobileNodeRequest {
+            mn_id: "api1@example.org".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.source(), pb::PolicySource::Api);
+    assert_eq!(got.profile.unwrap().local_routing, Some(true));
+    assert_eq!(
+        code(
+            lab.policy()
+                .get_mobile_node(pb::GetMobileNodeRequest {
+                    mn_id: "nobody@example.org".into()
+                })
+                .await
+        ),
+        (Code::NotFound, "no profile for nobody@example.org".into())
+    );
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = lab
+            .policy()
+            .list_mobile_nodes(pb::ListMobileNodesRequest {
+                page_size: 4,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.total_size, 9);
+        assert!(r.entries.len() <= 4);
+        ids.extend(r.entries.into_iter().map(|e| e.profile.unwrap().mn_id));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    assert_eq!(ids.len(), 9);
+    assert_eq!(ids[0], "api1@example.org");
+    let (c, _) = code(
+        lab.policy()
+            .list_mobile_nodes(pb::ListMobileNodesRequest {
+                page_size: 4,
+                page_token: "x".into(),
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+
+    // A registration under the API profile, then its deletion: the binding stays.
+    let pba = lab
+        .pbu(
+            MAG1,
+            0,
+            all_zero(),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    // Node 0 (mn0@example.org) has no profile.
+    assert_eq!(pba.status, Status::NotLmaForThisMobileNode);
+    let policy = lab.policy();
+    let delete = |mn_id: &str| {
+        let mut c = policy.clone();
+        let mn_id = mn_id.to_owned();
+        async move {
+            c.delete_mobile_node(pb::DeleteMobileNodeRequest { mn_id })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let p1 = lab.attach(MAG1, 1).await;
+    assert_eq!(
+        code(delete(&nai(1)).await),
+        (
+            Code::FailedPrecondition,
+            "mn1@example.org comes from the configuration file; change it there".into()
+        )
+    );
+    delete("api1@example.org").await.unwrap();
+    assert_eq!(
+        code(delete("api1@example.org").await),
+        (Code::NotFound, "no profile for api1@example.org".into())
+    );
+    assert_eq!(code(delete("").await).0, Code::InvalidArgument);
+    assert_eq!(
+        lab.get(Key::MnId(nai(1)))
+            .await
+            .unwrap()
+            .home_network_prefixes,
+        vec![p1.to_string()]
+    );
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn authorized_mags_are_set_added_and_removed() {
+    let mut lab = Lab::start().await;
+    let list = |lab: &Lab| {
+        let mut c = lab.policy();
+        async move {
+            c.list_authorized_mags(pb::ListAuthorizedMagsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .mags
+                .into_iter()
+                .map(|m| (m.proxy_coa.clone(), m.name.clone(), m.source()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let set = |lab: &Lab, mags: &[(Ipv6Addr, &str)]| {
+        let mut c = lab.policy();
+        let mags = mags
+            .iter()
+            .map(|(a, n)| pb::AuthorizedMag {
+                proxy_coa: a.to_string(),
+                name: (*n).into(),
+                source: 0,
+            })
+            .collect();
+        async move {
+            c.set_authorized_mags(pb::SetAuthorizedMagsRequest { mags })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let config = pb::PolicySource::Config;
+    assert_eq!(
+        list(&lab).await,
+        vec![
+            (MAG1.to_string(), String::new(), config),
+            (MAG2.to_string(), String::new(), config)
+        ]
+    );
+    assert_eq!(
+        lab.pbu(
+            MAG3,
+            1,
+            all_zero(),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600
+        )
+        .await
+        .status,
+        Status::MagNotAuthorizedForProxyReg
+    );
+
+    let r = set(&lab, &[(MAG3, "node-c")]).await.unwrap();
+    assert_eq!(
+        (r.added, r.removed, r.renamed),
+        (vec![MAG3.to_string()], vec![], vec![])
+    );
+    let r = set(&lab, &[(MAG3, "node-c")]).await.unwrap();
+    assert!(r.added.is_empty() && r.removed.is_empty() && r.renamed.is_empty());
+    let r = set(&lab, &[(MAG3, "node-c2")]).await.unwrap();
+    assert_eq!(r.renamed, vec![MAG3.to_string()]);
+    assert_eq!(
+        list(&lab).await[2],
+        (MAG3.to_string(), "node-c2".into(), pb::PolicySource::Api)
+    );
+    // Now MAG3 may register nodes, and the binding carries its name.
+    lab.attach(MAG3, 1).await;
+    assert_eq!(
+        lab.get(Key::MnId(nai(1)))
+            .await
+            .unwrap()
+            .mag_name
+            .as_deref(),
+        Some("node-c2")
+    );
+
+    // A set with a mistake changes nothing.
+    let (c, m) = code(set(&lab, &[(MAG2, "b"), (MAG3, "c"), (MAG3, "d")]).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert_eq!(
+        m,
+        format!("mags[2].proxy_coa: {MAG3} is given twice; nothing was changed")
+    );
+    let (c, m) = code(set(&lab, &[("fe80::1".parse().unwrap(), "x")]).await);
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(
+        m.starts_with("mags[0].proxy_coa: fe80::1 cannot be a proxy-CoA"),
+        "{m}"
+    );
+    assert_eq!(list(&lab).await.len(), 3);
+
+    let r = set(&lab, &[]).await.unwrap();
+    assert_eq!(r.removed, vec![MAG3.to_string()]);
+    assert_eq!(list(&lab).await.len(), 2);
+    // The binding stays; new registrations through MAG3 are refused.
+    assert!(lab.get(Key::MnId(nai(1))).await.is_ok());
+    assert_eq!(
+        lab.pbu(
+            MAG3,
+            2,
+            all_zero(),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600
+        )
+        .await
+        .status,
+        Status::MagNotAuthorizedForProxyReg
+    );
+
+    // One at a time.
+    let mut p = lab.policy();
+    let m = p
+        .add_authorized_mag(pb::AddAuthorizedMagRequest {
+            mag: Some(pb::AuthorizedMag {
+                proxy_coa: "2001:db8:3:0:0:0:0:10".into(),
+                name: "node-c".into(),
+                source: pb::PolicySource::Config as i32,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (m.proxy_coa.as_str(), m.name.as_str(), m.source()),
+        ("2001:db8:3::10", "node-c", pb::PolicySource::Api)
+    );
+    let (c, m) = code(
+        p.add_authorized_mag(pb::AddAuthorizedMagRequest {
+            mag: Some(pb::AuthorizedMag {
+                proxy_coa: "ff02::2".into(),
+                ..Default::default()
+            }),
+        })
+        .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(
+        m.starts_with("mag.proxy_coa: ff02::2 cannot be a proxy-CoA"),
+        "{m}"
+    );
+    p.remove_authorized_mag(pb::RemoveAuthorizedMagRequest {
+        proxy_coa: MAG3.to_string(),
+    })
+    .await
+    .unwrap();
+    let (c, _) = code(
+        p.remove_authorized_mag(pb::RemoveAuthorizedMagRequest {
+            proxy_coa: MAG3.to_string(),
+        })
+        .await,
+    );
+    assert_eq!(c, Code::NotFound);
+    let (c, m) = code(
+        p.remove_authorized_mag(pb::RemoveAuthorizedMagRequest {
+            proxy_coa: MAG1.to_string(),
+        })
+        .await,
+    );
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(m.contains("configuration file"), "{m}");
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn watch_mobile_nodes_snapshots_resumes_and_follows_changes() {
+    let lab = Lab::start().await;
+    let watch = |resume_from: Option<pb::WatchCursor>| {
+        let mut c = lab.policy();
+        async move {
+            c.watch_mobile_nodes(pb::WatchMobileNodesRequest { resume_from })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut w = watch(None).await;
+    let reset = next(&mut w).await;
+    match reset.event {
+        Some(ProfileEvent::Reset(r)) => assert_eq!(r.reason(), pb::ResetReason::NoCursor),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    let mut snapshot = Vec::new();
+    let synced = loop {
+        let e = next(&mut w).await;
+        match e.event {
+            Some(ProfileEvent::Upserted(entry)) => {
+                assert_eq!(entry.source(), pb::PolicySource::Config);
+                snapshot.push(entry.profile.unwrap().mn_id);
+            }
+            Some(ProfileEvent::Synced(s)) => {
+                assert_eq!(s.object_count, 8);
+                break e;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    snapshot.sort();
+    assert_eq!(snapshot, (1..=8).map(nai).collect::<Vec<_>>());
+    assert_eq!(synced.revision, reset.revision);
+
+    upsert(&lab, api_profile("api1@example.org")).await.unwrap();
+    let e = next(&mut w).await;
+    match &e.event {
+        Some(ProfileEvent::Upserted(entry)) => {
+            assert_eq!(entry.source(), pb::PolicySource::Api);
+            assert_eq!(entry.revision, e.revision);
+            assert_eq!(entry.profile.as_ref().unwrap().mn_id, "api1@example.org");
+        }
+        other => panic!("expected UPSERTED, got {other:?}"),
+    }
+    assert_eq!(e.revision, synced.revision + 1);
+    let cursor = pb::WatchCursor {
+        epoch: e.epoch,
+        revision: e.revision,
+    };
+    drop(w);
+
+    // Missed: a second profile and the first's removal.
+    upsert(
+        &lab,
+        pb::MobileNodeProfile {
+            mn_id: "api2@example.org".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    lab.policy()
+        .delete_mobile_node(pb::DeleteMobileNodeRequest {
+            mn_id: "api1@example.org".into(),
+        })
+        .await
+        .unwrap();
+    let mut w = watch(Some(cursor)).await;
+    let e = next(&mut w).await;
+    assert!(
+        matches!(&e.event, Some(ProfileEvent::Upserted(x)) if x.profile.as_ref().unwrap().mn_id == "api2@example.org"),
+        "{e:?}"
+    );
+    let e = next(&mut w).await;
+    assert_eq!(
+        e.event,
+        Some(ProfileEvent::DeletedMnId("api1@example.org".into()))
+    );
+    let s = next(&mut w).await;
+    match s.event {
+        Some(ProfileEvent::Synced(x)) => assert_eq!(x.object_count, 9),
+        other => panic!("expected SYNCED, got {other:?}"),
+    }
+    assert_eq!(s.revision, e.revision);
+
+    // From another epoch: start over.
+    let mut w2 = watch(Some(pb::WatchCursor {
+        epoch: cursor.epoch + 5,
+        revision: 1,
+    }))
+    .await;
+    match next(&mut w2).await.event {
+        Some(ProfileEvent::Reset(r)) => assert_eq!(r.reason(), pb::ResetReason::NewEpoch),
+        other => panic!("expected RESET, got {other:?}"),
+    }
+    drop((w, w2));
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn stats_count_what_happened() {
+    let mut lab = Lab::start().await;
+    let before = lab.stats().await;
+    assert_eq!(before.name, "lma-test");
+    assert_eq!(before.lma_address, LMA.to_string());
+    assert_eq!(before.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(before.restart_counter, 1);
+    assert_eq!(
+        (
+            before.bindings,
+            before.mobile_node_profiles,
+            before.authorized_mags
+        ),
+        (0, 8, 2)
+    );
+    assert!(before.started_at.is_some() && before.uptime.is_some());
+
+    let p1 = lab.attach(MAG1, 1).await;
+    lab.attach(MAG1, 2).await;
+    lab.pbu(MAG2, 1, p1, HandoffIndicator::HandoffBetweenMags, 3600)
+        .await;
+    lab.pbu(
+        MAG3,
+        3,
+        all_zero(),
+        HandoffIndicator::AttachmentOverNewInterface,
+        3600,
+    )
+    .await;
+    let s = lab.stats().await;
+    assert_eq!(s.bindings, 2);
+    assert_eq!(s.active_bindings, 2);
+    assert_eq!(s.allocated_prefixes, 2);
+    assert_eq!(s.free_prefixes, before.free_prefixes - 2);
+    assert_eq!(s.pbus_received, 4);
+    assert_eq!(s.handovers, 1);
+    // Two ADDED, one handoff UPDATED, one REJECTED.
+    assert_eq!(s.revision, before.revision + 4);
+    let by_status: Vec<(u32, &str, u64)> = s
+        .pbas_by_status
+        .iter()
+        .map(|c| (c.status, c.status_name.as_str(), c.count))
+        .collect();
+    assert_eq!(
+        by_status,
+        vec![
+            (0, "PBU_ACCEPTED", 3),
+            (154, "MAG_NOT_AUTHORIZED_FOR_PROXY_REG", 1)
+        ]
+    );
+    assert_eq!(
+        (s.revocations, s.expirations, s.mags_reachable, s.watchers),
+        (0, 0, 0, 0)
+    );
+    lab.stop().await;
+}
+
+#[tokio::test]
+async fn health_follows_the_server_and_a_stopped_core_is_unavailable() {
+    let lab = Lab::start().await;
+    let mut health = HealthClient::new(lab.channel.clone());
+    for service in ["", "pmip.v1.BindingCache", "pmip.v1.Policy"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let mut hw = health
+        .watch(HealthCheckRequest {
+            service: "pmip.v1.BindingCache".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first: HealthCheckResponse = next(&mut hw).await;
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    // The core stops first: calls and open streams say UNAVAILABLE.
+    let mut w = lab.watch(None, "").await;
+    next(&mut w).await;
+    until_synced(&mut w).await;
+    let _ = lab.stop_core.send(true);
+    let e = timeout(WAIT, w.message()).await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(e.message(), "the LMA is shutting down");
+    let (c, _) = code(lab.bc().stats(pb::LmaStatsRequest {}).await);
+    assert_eq!(c, Code::Unavailable);
+
+    // Then the server: NOT_SERVING for those still watching its health.
+    let _ = lab.stop_api.send(true);
+    let next_status: HealthCheckResponse = next(&mut hw).await;
+    assert_eq!(next_status.status(), ServingStatus::NotServing);
+    drop(hw);
+    timeout(WAIT, lab.core_task).await.unwrap().unwrap();
+    timeout(WAIT, lab.api).await.unwrap().unwrap();
+}
