@@ -73,11 +73,15 @@ pub enum DataplaneCommand {
     Buffer {
         prefix: Ipv6Net,
     },
-    /// MAG, fast handover: release what the buffer holds for `prefix`, in arrival order, along
-    /// the prefix's route as it is now (the new access link, or the tunnel to the new MAG),
-    /// and stop buffering it.
+    /// MAG, fast handover: release what the buffer holds for `prefix`, in arrival order.
+    /// Without `deliver`, along the prefix's route as it is now (the tunnel to the new MAG) and
+    /// buffering stops. With `deliver`, straight to the node on its link (its link-layer
+    /// address), and whatever else reaches the buffer for the prefix follows the same way
+    /// until the prefix's route changes: so nothing that arrives meanwhile can overtake the
+    /// buffered packets.
     FlushBuffer {
         prefix: Ipv6Net,
+        deliver: Option<(AccessLink, LinkLayerAddress)>,
     },
     /// MAG, fast handover: drop what the buffer holds for `prefix` (the handover failed).
     DiscardBuffer {

@@ -48,6 +48,8 @@ pub struct MagDatapath {
     pub access_routes: BTreeMap<Ipv6Net, (AccessLink, bool)>,
     pub forwards: BTreeMap<Ipv6Net, Ipv6Addr>,
     pub buffering: std::collections::BTreeSet<Ipv6Net>,
+    /// Prefixes whose buffer delivers straight to the node until their route changes.
+    pub delivering: BTreeMap<Ipv6Net, (AccessLink, LinkLayerAddress)>,
     /// Every buffer flush and discard, in order.
     pub flushed: Vec<Ipv6Net>,
     pub discarded: Vec<Ipv6Net>,
@@ -384,6 +386,7 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
             local_routing,
         } => {
             d.forwards.remove(&prefix);
+            d.delivering.remove(&prefix);
             d.access_routes.insert(prefix, (link, local_routing));
         }
         DataplaneCommand::ForwardDownlink { prefix, peer } => {
@@ -396,9 +399,12 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
         DataplaneCommand::Buffer { prefix } => {
             d.buffering.insert(prefix);
         }
-        DataplaneCommand::FlushBuffer { prefix } => {
+        DataplaneCommand::FlushBuffer { prefix, deliver } => {
             d.buffering.remove(&prefix);
             d.flushed.push(prefix);
+            if let Some(link) = deliver {
+                d.delivering.insert(prefix, link);
+            }
         }
         DataplaneCommand::DiscardBuffer { prefix } => {
             d.buffering.remove(&prefix);

@@ -1118,7 +1118,12 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     let t_attach = sim.now;
     sim.attach(1, ll(1));
     assert!(sim.mag_datapaths[1].flushed.contains(&p));
-    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    // The buffer delivers straight to the node until the PBA switches the route.
+    assert_eq!(
+        sim.mag_datapaths[1].delivering.get(&p),
+        Some(&(pmip::output::AccessLink(1), ll(1)))
+    );
+    assert!(!sim.mag_datapaths[1].access_routes.contains_key(&p));
     assert_eq!(
         sim.mag_datapaths[1].uplinks.get(&p),
         Some(&mag_addr(0)),
@@ -1145,6 +1150,8 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
         sim.mag_datapaths[1].uplinks.get(&p),
         Some(&LMA.parse().unwrap())
     );
+    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert!(sim.mag_datapaths[1].delivering.is_empty());
     assert!(sim.mag_datapaths[0].forwards.is_empty());
     assert!(sim.mags[0].binding(&nai(1)).is_none());
     assert!(bound_at(&sim, 1, 1));

@@ -486,16 +486,15 @@ impl Mag {
         e.attached_at = now;
         e.state = BulState::Registering;
         let prefixes = e.prefixes.clone();
-        let local_routing = e.local_routing;
+        let ll = e.link_layer;
         let pmag = e.fast.as_ref().and_then(|f| f.peer);
         for p in &prefixes {
-            self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                prefix: *p,
-                link,
-                local_routing,
-            }));
+            // The buffer hands the node its packets, and keeps doing so for what still comes
+            // through the previous MAG, until the PBA switches the route to the access link
+            // (see `accepted`): nothing overtakes what was buffered.
             self.push(MagOutput::Dataplane(DataplaneCommand::FlushBuffer {
                 prefix: *p,
+                deliver: Some((link, ll)),
             }));
             if let Some(pmag) = pmag {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
@@ -578,6 +577,7 @@ impl Mag {
                 if left {
                     self.push(MagOutput::Dataplane(DataplaneCommand::FlushBuffer {
                         prefix: *p,
+                        deliver: None,
                     }));
                 }
             }
