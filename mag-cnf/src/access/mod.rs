@@ -84,7 +84,7 @@ mod links;
 mod monitor;
 pub mod pattern;
 pub mod ra;
-mod sys;
+pub(crate) mod sys;
 
 use std::io;
 use std::sync::Arc;

@@ -1,0 +1,310 @@
+//! Where a MAG holds a node's downlink during a fast handover (RFC 5949 §4.1: "packets ...
+//! MAY be buffered at the new MAG"): a TUN device owned by the daemon. A buffered prefix is
+//! routed into the TUN device; the daemon reads each packet and queues it per prefix, bounded
+//! in packets and bytes (the oldest is dropped first, and counted). A flush writes the queue
+//! back into the TUN device in arrival order, and the kernel routes the packets along the
+//! prefix's route as it is by then: the node's new access link, or the tunnel to the new MAG.
+//!
+//! A flush can instead hand the packets straight to the node on its link (an Ethernet frame
+//! to its MAC, sent on the access link), and keep doing that for whatever else still reaches
+//! the device, until the prefix gets its own route: then nothing that arrives during the flush
+//! can overtake what was held.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
+
+use ipnet::Ipv6Net;
+use tokio::io::unix::AsyncFd;
+
+/// Name of the buffer device.
+pub const DEVICE: &str = "pmipbuf0";
+/// MTU of the buffer device: large enough for anything routed into it.
+const MTU: u32 = 65_000;
+
+/// Bounds of one node's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub packets: usize,
+    pub bytes: usize,
+}
+
+/// Counters, for metrics and the Stats RPC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Packets held right now.
+    pub held: u64,
+    pub buffered: u64,
+    pub flushed: u64,
+    /// Dropped to stay within the limits (oldest first).
+    pub dropped_overflow: u64,
+    /// Dropped on a discard (a failed handover).
+    pub discarded: u64,
+    /// Packets that reached the device for no buffered prefix.
+    pub stray: u64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    packets: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Packets go straight to this node (link index, MAC) instead of waiting.
+    deliver: Option<(u32, [u8; 6])>,
+}
+
+/// The buffer device and its queues.
+#[derive(Debug)]
+pub struct Buffer {
+    fd: AsyncFd<File>,
+    ifindex: u32,
+    /// Sends frames to nodes; `own_mac` is their source (the domain's fixed MAG MAC).
+    packet: socket2::Socket,
+    own_mac: [u8; 6],
+    limits: Limits,
+    queues: HashMap<Ipv6Net, Queue>,
+    stats: BufferStats,
+}
+
+#[allow(unsafe_code)]
+fn tun(name: &str) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    let n = name.len().min(libc::IFNAMSIZ - 1);
+    req.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `IfReq` lays out (name, flags,
+    // padding to its 40 bytes); `f` is an open /dev/net/tun descriptor.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain fcntl on our descriptor.
+    let r = unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+#[allow(unsafe_code)]
+fn register(f: File) -> io::Result<AsyncFd<File>> {
+    // SAFETY: `File` owns its descriptor until dropped and always returns the same one.
+    unsafe { AsyncFd::register(f) }.map_err(|e| e.into_parts().1)
+}
+
+impl Buffer {
+    /// Creates (or takes over) the buffer device and brings it up. Needs CAP_NET_ADMIN.
+    pub async fn open(limits: Limits, own_mac: [u8; 6]) -> anyhow::Result<Buffer> {
+        let f = tun(DEVICE).map_err(|e| anyhow::anyhow!("buffer device {DEVICE}: {e}"))?;
+        let nl = dataplane::Netlink::connect()?;
+        let ifindex = nl.link_index(DEVICE).await?;
+        nl.set_link_mtu(ifindex, MTU).await?;
+        nl.set_link_up(ifindex, true).await?;
+        Ok(Buffer {
+            fd: register(f)?,
+            ifindex,
+            packet: crate::access::sys::send_socket()?,
+            own_mac,
+            limits,
+            queues: HashMap::new(),
+            stats: BufferStats::default(),
+        })
+    }
+
+    /// The device's link index: buffered prefixes are routed onto it.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    pub fn stats(&self) -> BufferStats {
+        let mut s = self.stats;
+        s.held = self.queues.values().map(|q| q.packets.len() as u64).sum();
+        s
+    }
+
+    /// Starts holding packets for `prefix` (its route must point at the device).
+    pub fn start(&mut self, prefix: Ipv6Net) {
+        self.queues.entry(prefix).or_default();
+    }
+
+    pub fn is_buffering(&self, prefix: &Ipv6Net) -> bool {
+        self.queues.contains_key(prefix)
+    }
+
+    /// Waits until the device has packets.
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut g = self.fd.readable().await?;
+        g.clear_ready();
+        Ok(())
+    }
+
+    /// Reads every packet the device holds into the queues.
+    pub fn drain(&mut self) -> io::Result<usize> {
+        let mut n = 0;
+        let mut buf = vec![0u8; MTU as usize];
+        loop {
+            let r = self.fd.get_mut().read(&mut buf);
+            match r {
+                Ok(0) => break,
+                Ok(len) => {
+                    n += 1;
+                    self.hold(&buf[..len]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    fn hold(&mut self, pkt: &[u8]) {
+        let Some(dst) = ipv6_destination(pkt) else {
+            self.stats.stray += 1;
+            return;
+        };
+        let Some((_, q)) = self.queues.iter_mut().find(|(p, _)| p.contains(&dst)) else {
+            self.stats.stray += 1;
+            return;
+        };
+        if let Some((ifindex, mac)) = q.deliver {
+            match send_to_node(&self.packet, ifindex, mac, self.own_mac, pkt) {
+                Ok(()) => self.stats.flushed += 1,
+                Err(_) => self.stats.dropped_overflow += 1,
+            }
+            return;
+        }
+        q.bytes += pkt.len();
+        q.packets.push_back(pkt.to_vec());
+        self.stats.buffered += 1;
+        while q.packets.len() > self.limits.packets || q.bytes > self.limits.bytes {
+            if let Some(old) = q.packets.pop_front() {
+                q.bytes -= old.len();
+                self.stats.dropped_overflow += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Releases `prefix`'s packets in order through the kernel (along the prefix's current
+    /// route) and stops holding it. Returns how many went out.
+    pub fn flush(&mut self, prefix: &Ipv6Net) -> io::Result<usize> {
+        // Whatever already reached the device belongs to the queue, in order.
+        let _ = self.drain();
+        let Some(q) = self.queues.remove(prefix) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for p in q.packets {
+            match self.fd.get_mut().write(&p) {
+                Ok(_) => n += 1,
+                // A full device queue: the rest is lost, and counted.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.stats.dropped_overflow += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.stats.flushed += n as u64;
+        Ok(n)
+    }
+
+    /// Hands `prefix`'s packets to the node (`ifindex`, `mac`) in order, and what else arrives
+    /// for it after them, until [`Buffer::end_delivery`].
+    pub fn deliver(&mut self, prefix: &Ipv6Net, ifindex: u32, mac: [u8; 6]) -> io::Result<usize> {
+        let _ = self.drain();
+        let q = self.queues.entry(*prefix).or_default();
+        q.deliver = Some((ifindex, mac));
+        let packets: Vec<Vec<u8>> = q.packets.drain(..).collect();
+        q.bytes = 0;
+        let mut n = 0;
+        for p in packets {
+            match send_to_node(&self.packet, ifindex, mac, self.own_mac, &p) {
+                Ok(()) => n += 1,
+                Err(_) => self.stats.dropped_overflow += 1,
+            }
+        }
+        self.stats.flushed += n as u64;
+        Ok(n)
+    }
+
+    /// The prefix has its own route now: what is left in the device goes to the node, then
+    /// the prefix is forgotten.
+    pub fn end_delivery(&mut self, prefix: &Ipv6Net) {
+        if self.queues.get(prefix).is_some_and(|q| q.deliver.is_some()) {
+            let _ = self.drain();
+            self.queues.remove(prefix);
+        }
+    }
+
+    /// Prefixes being handed straight to their node.
+    pub fn delivering(&self) -> impl Iterator<Item = &Ipv6Net> {
+        self.queues
+            .iter()
+            .filter(|(_, q)| q.deliver.is_some())
+            .map(|(p, _)| p)
+    }
+
+    /// Drops `prefix`'s packets and stops holding it.
+    pub fn discard(&mut self, prefix: &Ipv6Net) -> usize {
+        let n = self.queues.remove(prefix).map_or(0, |q| q.packets.len());
+        self.stats.discarded += n as u64;
+        n
+    }
+}
+
+/// One IPv6 packet as an Ethernet frame to `mac` on link `ifindex`.
+fn send_to_node(
+    s: &socket2::Socket,
+    ifindex: u32,
+    mac: [u8; 6],
+    own: [u8; 6],
+    pkt: &[u8],
+) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(14 + pkt.len());
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&own);
+    frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+    frame.extend_from_slice(pkt);
+    crate::access::sys::send_frame(s, ifindex, &frame)
+}
+
+fn ipv6_destination(pkt: &[u8]) -> Option<Ipv6Addr> {
+    if pkt.first()? >> 4 != 6 {
+        return None;
+    }
+    let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+    Some(Ipv6Addr::from(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_of_an_ipv6_packet() {
+        let mut p = vec![0x60u8; 40];
+        p[24..40].copy_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(ipv6_destination(&p), Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(ipv6_destination(&[0x45; 40]), None);
+        assert_eq!(ipv6_destination(&[0x60; 10]), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! `pmip-mag --config FILE`: the command line of the Proxy Mobile IPv6 mobile access gateway.
+//! A library function, so that the namespace lab can run the same daemon from its own
+//! executable when `pmip-mag` is not installed next to it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::core::{Core, Parts, load_saved};
+use crate::metrics::Metrics;
+use anyhow::Context;
+use clap::Parser;
+use cnf::config::{EXIT_BAD_CONFIG, first_global_ipv6};
+use cnf::transport::MhSocket;
+use pmip::config::MagConfig;
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmip-mag",
+    version,
+    about = "Proxy Mobile IPv6 mobile access gateway (RFC 5213)"
+)]
+struct Args {
+    /// The configuration file (YAML; every field is described in the README).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The proxy-CoA, overriding the file (also `PMIP_PROXY_COA`, a comma-separated list whose
+    /// first global IPv6 address is used).
+    #[arg(long, env = "PMIP_PROXY_COA")]
+    proxy_coa: Option<String>,
+    /// This MAG's name, overriding the file (also `PMIP_NODE_NAME`).
+    #[arg(long, env = "PMIP_NODE_NAME")]
+    name: Option<String>,
+    /// De-register every node on SIGTERM. Without it a restart keeps the nodes' bindings:
+    /// an upgrade is not a detach.
+    #[arg(long)]
+    deregister_on_exit: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Remove every route, rule and address this MAG owns, then exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+/// Runs `pmip-mag` with these arguments (the first is the program name).
+pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_BAD_CONFIG as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let cfg = match cnf::config::load::<MagConfig>(
+        &args.config,
+        |c| {
+            if let Some(a) = args.proxy_coa.as_deref().and_then(first_global_ipv6) {
+                c.proxy_coa = a;
+            }
+            if let Some(n) = args.name.clone().filter(|n| !n.is_empty()) {
+                c.name = n;
+            }
+        },
+        MagConfig::validate,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pmip-mag: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let _guard = match cnf::telemetry::init(&cfg.tracing, "pmip-mag") {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("pmip-mag: {e:#}");
+            return ExitCode::from(EXIT_BAD_CONFIG as u8);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pmip-mag: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, args.cleanup, args.deregister_on_exit)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("pmip-mag: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> anyhow::Result<()> {
+    let dataplane = cnf::datapath::open(&cfg.datapath, cfg.proxy_coa)
+        .await
+        .context("datapath")?;
+    if cleanup {
+        let r = dataplane.cleanup().await.context("cleanup")?;
+        info!(?r, "removed everything this MAG owned");
+        return Ok(());
+    }
+    // Router Advertisements announce the tunnel MTU unless the file says otherwise
+    // (KERNEL-DATAPATH: the encapsulation drops oversize packets silently).
+    if cfg.router_advertisement.mtu.is_none() {
+        cfg.router_advertisement.mtu = Some(dataplane.settings().tunnel_mtu());
+    }
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("state_dir {}", cfg.state_dir.display()))?;
+    let state_file = cfg.state_dir.join("mag-bindings.json");
+    let saved = load_saved(&state_file)?;
+    let counter_file = cfg.state_dir.join("mag-restart-counter");
+    let restart_counter = crate::bump_restart_counter(&counter_file)?;
+    let transport = MhSocket::bind(cfg.proxy_coa)
+        .with_context(|| format!("signalling socket on {} (needs CAP_NET_RAW)", cfg.proxy_coa))?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let registry = Arc::new(registry);
+    let fixed_mac = cfg.domain.link_local.link_layer_address();
+    let (access, access_rx) = crate::access_glue::start(&cfg.access_interfaces, fixed_mac)
+        .await
+        .context("access interfaces")?;
+    let buffer = if cfg.domain.fast_handover.mode == pmip::config::FastHandoverMode::Off {
+        None
+    } else {
+        let fh = &cfg.domain.fast_handover;
+        Some(
+            crate::buffer::Buffer::open(
+                crate::buffer::Limits {
+                    packets: fh.buffer_packets as usize,
+                    bytes: fh.buffer_bytes as usize,
+                },
+                fixed_mac_bytes(&cfg),
+            )
+            .await
+            .context("fast-handover buffer")?,
+        )
+    };
+    let seed =
+        u64::from(restart_counter).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
+    let api_cfg = cfg.api.clone();
+    let fast_cfg = cfg.domain.fast_handover.clone();
+    let metrics_addr = cfg.metrics.listen;
+    let policy_server = cfg.policy_server.clone();
+    let (core, handle) = Core::new(
+        Parts {
+            config: cfg,
+            restart_counter,
+            dataplane,
+            transport,
+            ra: access.clone(),
+            access: access_rx,
+            buffer,
+            metrics,
+            clock: cnf::Clock::new(),
+            seed,
+            state_file,
+        },
+        &saved,
+    )
+    .await?;
+    if let Some(addr) = metrics_addr {
+        let r = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cnf::telemetry::serve_metrics(addr, r).await {
+                error!(%addr, error = %e, "metrics endpoint");
+            }
+        });
+    }
+    if let Some(url) = policy_server {
+        tokio::spawn(crate::policy::follow(url, handle.clone()));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = crate::api::serve(api_cfg, fast_cfg, handle, access, stop_rx.clone()).await?;
+    info!("running");
+    let mut core_stop = stop_rx.clone();
+    let core_task = tokio::spawn(core.run(
+        async move {
+            let _ = core_stop.wait_for(|s| *s).await;
+        },
+        deregister_on_exit,
+    ));
+    let why = cnf::signal::terminated().await;
+    info!(signal = why, "draining");
+    let _ = stop_tx.send(true);
+    let _ = core_task.await;
+    let _ = api.await;
+    Ok(())
+}
+
+fn fixed_mac_bytes(cfg: &MagConfig) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    let ll = cfg.domain.link_local.link_layer_address();
+    if ll.as_bytes().len() == 6 {
+        mac.copy_from_slice(ll.as_bytes());
+    }
+    mac
+}

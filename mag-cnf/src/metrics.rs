@@ -1,0 +1,120 @@
+//! Prometheus metrics of the MAG (served on `metrics.listen`, `/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u8,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every metric of the MAG daemon.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub pbu_sent: Counter,
+    pub pbu_retransmitted: Counter,
+    pub pba_received: Counter,
+    pub pba_received_by_status: Family<StatusLabel, Counter>,
+    pub registration_seconds: Histogram,
+    pub events: Family<KindLabel, Counter>,
+    pub ra_sent: Counter,
+    pub ra_failures: Counter,
+    pub bul_entries: Gauge,
+    pub registered: Gauge,
+    pub dataplane_changes: Counter,
+    pub dataplane_failures: Counter,
+    pub dataplane_seconds: Histogram,
+    pub handovers: Family<KindLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let latency = || Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        let m = Metrics {
+            pbu_sent: Counter::default(),
+            pbu_retransmitted: Counter::default(),
+            pba_received: Counter::default(),
+            pba_received_by_status: Family::default(),
+            registration_seconds: latency(),
+            events: Family::default(),
+            ra_sent: Counter::default(),
+            ra_failures: Counter::default(),
+            bul_entries: Gauge::default(),
+            registered: Gauge::default(),
+            dataplane_changes: Counter::default(),
+            dataplane_failures: Counter::default(),
+            dataplane_seconds: latency(),
+            handovers: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("pmip_mag");
+        r.register(
+            "pbu_sent",
+            "Proxy Binding Updates sent, retransmissions included",
+            m.pbu_sent.clone(),
+        );
+        r.register(
+            "pbu_retransmitted",
+            "PBU retransmissions",
+            m.pbu_retransmitted.clone(),
+        );
+        r.register(
+            "pba_received",
+            "Proxy Binding Acknowledgements received",
+            m.pba_received.clone(),
+        );
+        r.register(
+            "pba_received_by_status",
+            "PBAs received, by status",
+            m.pba_received_by_status.clone(),
+        );
+        r.register(
+            "registration_seconds",
+            "From a node's attachment to the accepting PBA",
+            m.registration_seconds.clone(),
+        );
+        r.register("events", "State machine events, by kind", m.events.clone());
+        r.register("ra_sent", "Router Advertisements sent", m.ra_sent.clone());
+        r.register(
+            "ra_failures",
+            "Router Advertisements that could not be sent",
+            m.ra_failures.clone(),
+        );
+        r.register(
+            "bul_entries",
+            "Binding update list entries",
+            m.bul_entries.clone(),
+        );
+        r.register("registered", "Registered nodes", m.registered.clone());
+        r.register(
+            "dataplane_changes",
+            "Datapath changes applied",
+            m.dataplane_changes.clone(),
+        );
+        r.register(
+            "dataplane_failures",
+            "Datapath batches that failed",
+            m.dataplane_failures.clone(),
+        );
+        r.register(
+            "dataplane_seconds",
+            "Time to apply one datapath batch",
+            m.dataplane_seconds.clone(),
+        );
+        r.register(
+            "handovers",
+            "Handovers, by mode and outcome",
+            m.handovers.clone(),
+        );
+        m
+    }
+}
