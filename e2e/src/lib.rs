@@ -1,1 +1,7 @@
-//! Filled in by its issue.
+//! The namespace lab (`pmip-lab`) and the end-to-end tests' building blocks: a PMIPv6 domain
+//! in network namespaces with the real daemons ([`lab`]), traffic made with sockets inside the
+//! namespaces ([`traffic`]).
+
+pub mod demo;
+pub mod lab;
+pub mod traffic;

@@ -1,0 +1,317 @@
+//! The demo a newcomer runs first: a node attaches, a TCP stream runs to the correspondent
+//! node, the node is handed over between MAGs several times while it runs, and a report says
+//! what it was like: attach time, each handover's interruption and loss measured from the
+//! traffic itself, whether TCP survived and whether the address stayed the same.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use pmip::config::FastHandoverMode;
+use serde::Serialize;
+
+use crate::lab::{self, CN_ADDRESS, Lab};
+use crate::traffic::{Gap, StreamReport, TcpFlow, TcpReport, UdpStream};
+
+/// How a node is handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandoverMode {
+    /// RFC 5213: the node leaves, the old MAG de-registers, the new MAG registers.
+    Plain,
+    /// RFC 5949 predictive: the old MAG is told first and the new one buffers.
+    Predictive,
+    /// RFC 5949 reactive: the new MAG fetches the node's context and packets after it moved.
+    Reactive,
+}
+
+impl HandoverMode {
+    pub fn domain_mode(self) -> FastHandoverMode {
+        match self {
+            HandoverMode::Plain => FastHandoverMode::Off,
+            HandoverMode::Predictive => FastHandoverMode::Predictive,
+            HandoverMode::Reactive => FastHandoverMode::Reactive,
+        }
+    }
+}
+
+/// One handover as the traffic saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandoverResult {
+    pub from_mag: usize,
+    pub to_mag: usize,
+    /// Longest silence of the downlink stream around the handover, beyond its normal spacing.
+    pub interruption_ms: f64,
+    pub lost_packets: u64,
+    pub reordered_packets: u64,
+    pub duplicated_packets: u64,
+}
+
+/// The demo's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: HandoverMode,
+    pub mags: usize,
+    /// From the node's link coming up to its address being usable (the MAG registered it and
+    /// advertised its prefix, and the kernel configured the address).
+    pub attach_ms: f64,
+    pub address: String,
+    pub handovers: Vec<HandoverResult>,
+    pub tcp_survived: bool,
+    pub tcp_bytes: u64,
+    pub tcp_error: Option<String>,
+    pub address_unchanged: bool,
+    /// The downlink probe stream: packets per second, sent, lost, reordered in total.
+    pub probe_rate_pps: u32,
+    pub probe_sent: u64,
+    pub probe_lost: u64,
+    pub probe_reordered: u64,
+    /// Where the daemons came from: the installed binaries, or the lab running their code.
+    pub daemons: String,
+    #[serde(skip)]
+    pub tcp_samples: Vec<u64>,
+    #[serde(skip)]
+    pub handover_times: Vec<Duration>,
+}
+
+/// Knobs of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoSpec {
+    pub handovers: usize,
+    pub interval: Duration,
+    pub mode: HandoverMode,
+    pub probe_rate_pps: u32,
+    pub tcp_rate_bps: u64,
+}
+
+impl Default for DemoSpec {
+    fn default() -> Self {
+        DemoSpec {
+            handovers: 6,
+            interval: Duration::from_millis(1500),
+            mode: HandoverMode::Plain,
+            probe_rate_pps: 1000,
+            tcp_rate_bps: 20_000_000,
+        }
+    }
+}
+
+/// Hands node `n` over to MAG `to` in the given mode and returns when the move was made.
+pub async fn hand_over(
+    lab: &mut Lab,
+    n: usize,
+    to: usize,
+    mode: HandoverMode,
+) -> anyhow::Result<()> {
+    let from = lab.nodes[n].at.context("the node is not attached")?;
+    match mode {
+        HandoverMode::Plain => {}
+        HandoverMode::Predictive => {
+            let mn_id = lab.nodes[n].mn_id.clone();
+            lab::handover_indication(&lab.mag_ns[from], &mn_id, &format!("ap{}", to + 1), "")
+                .await?;
+        }
+        HandoverMode::Reactive => {
+            let mn_id = lab.nodes[n].mn_id.clone();
+            lab::handover_indication(&lab.mag_ns[to], &mn_id, "", &format!("ap{}", from + 1))
+                .await?;
+        }
+    }
+    lab.move_node(n, to).await
+}
+
+/// Runs the demo on a lab that is up, with node 0 not yet attached.
+pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
+    let t = Instant::now();
+    lab.attach(0).await?;
+    let address = lab.wait_node_address(0, Duration::from_secs(10)).await?;
+    let attach_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mn = lab.nodes[0].ns.clone();
+    let tcp = TcpFlow::start(&mn, &lab.cn, CN_ADDRESS, 7000, spec.tcp_rate_bps)?;
+    let probe = UdpStream::start(&lab.cn, &mn, address, 7001, spec.probe_rate_pps, 64)?;
+    tokio::time::sleep(spec.interval).await;
+    let mut times = Vec::new();
+    let mut moves = Vec::new();
+    for h in 0..spec.handovers {
+        let from = lab.nodes[0].at.unwrap_or(0);
+        let to = (from + 1) % lab.spec.mags;
+        times.push(probe.now());
+        hand_over(lab, 0, to, spec.mode).await?;
+        moves.push((from, to));
+        let _ = h;
+        tokio::time::sleep(spec.interval).await;
+    }
+    let still = lab.node_address(0);
+    let tcp: TcpReport = tcp.finish();
+    let probe: StreamReport = probe.finish();
+    if let Some(f) = std::env::var_os("PMIP_LAB_DUMP") {
+        let mut out = String::new();
+        for a in &probe.arrivals {
+            out.push_str(&format!(
+                "{} {} {}\n",
+                a.seq,
+                a.sent.as_micros(),
+                a.received.as_micros()
+            ));
+        }
+        for t in &times {
+            out.push_str(&format!("# handover at {}\n", t.as_micros()));
+        }
+        let _ = std::fs::write(f, out);
+    }
+    let window = spec.interval.min(Duration::from_millis(1000));
+    let handovers = times
+        .iter()
+        .zip(&moves)
+        .map(|(t, (from, to))| {
+            let g: Gap = probe.gap(t.saturating_sub(Duration::from_millis(50)), *t + window);
+            HandoverResult {
+                from_mag: from + 1,
+                to_mag: to + 1,
+                interruption_ms: (g.interruption_ms * 10.0).round() / 10.0,
+                lost_packets: g.lost_packets,
+                reordered_packets: g.reordered,
+                duplicated_packets: g.duplicated,
+            }
+        })
+        .collect();
+    Ok(Report {
+        mode: spec.mode,
+        mags: lab.spec.mags,
+        attach_ms: (attach_ms * 10.0).round() / 10.0,
+        address: address.to_string(),
+        handovers,
+        tcp_survived: tcp.survived,
+        tcp_bytes: tcp.bytes,
+        tcp_error: tcp.error.clone(),
+        address_unchanged: still == Some(address),
+        probe_rate_pps: spec.probe_rate_pps,
+        probe_sent: probe.sent,
+        probe_lost: probe.lost(),
+        probe_reordered: probe.reordered(),
+        daemons: String::new(),
+        tcp_samples: tcp.samples,
+        handover_times: times,
+    })
+}
+
+impl Report {
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "PMIPv6 demo: 1 LMA, {} MAGs, 1 mobile node, {:?} handovers\n",
+            self.mags, self.mode
+        ));
+        s.push_str(&format!(
+            "  attach:            {:.1} ms to a usable address ({})\n",
+            self.attach_ms, self.address
+        ));
+        s.push_str("  handovers (downlink probe at 1 packet/ms):\n");
+        for (i, h) in self.handovers.iter().enumerate() {
+            s.push_str(&format!(
+                "    #{:<2} MAG{} -> MAG{}   interruption {:>7.1} ms   lost {:>4}   reordered {}\n",
+                i + 1,
+                h.from_mag,
+                h.to_mag,
+                h.interruption_ms,
+                h.lost_packets,
+                h.reordered_packets
+            ));
+        }
+        s.push_str(&format!(
+            "  TCP stream:        {} ({} MB carried{})\n",
+            if self.tcp_survived {
+                "survived every handover"
+            } else {
+                "BROKE"
+            },
+            self.tcp_bytes / 1_000_000,
+            self.tcp_error
+                .as_ref()
+                .map(|e| format!(", {e}"))
+                .unwrap_or_default()
+        ));
+        s.push_str(&format!(
+            "  address:           {}\n",
+            if self.address_unchanged {
+                "unchanged"
+            } else {
+                "CHANGED"
+            }
+        ));
+        s
+    }
+
+    /// A timeline of the TCP stream's throughput, with the handovers marked (SVG).
+    pub fn svg(&self) -> String {
+        let w = 900.0;
+        let h = 320.0;
+        let (l, r, t, b) = (60.0, 20.0, 30.0, 40.0);
+        let sample_s = crate::traffic::SAMPLE.as_secs_f64();
+        let mbps: Vec<f64> = self
+            .tcp_samples
+            .iter()
+            .map(|b| *b as f64 * 8.0 / sample_s / 1e6)
+            .collect();
+        let max = mbps.iter().copied().fold(1.0, f64::max) * 1.1;
+        let n = mbps.len().max(2) as f64;
+        let x = |i: f64| l + (w - l - r) * i / (n - 1.0);
+        let y = |v: f64| t + (h - t - b) * (1.0 - v / max);
+        let mut path = String::new();
+        for (i, v) in mbps.iter().enumerate() {
+            path.push_str(&format!(
+                "{}{:.1},{:.1} ",
+                if i == 0 { "M" } else { "L" },
+                x(i as f64),
+                y(*v)
+            ));
+        }
+        let mut marks = String::new();
+        for (i, ht) in self.handover_times.iter().enumerate() {
+            let xi = x(ht.as_secs_f64() / sample_s);
+            let label = self
+                .handovers
+                .get(i)
+                .map(|h| {
+                    format!(
+                        "MAG{}→MAG{} {:.0} ms",
+                        h.from_mag, h.to_mag, h.interruption_ms
+                    )
+                })
+                .unwrap_or_default();
+            marks.push_str(&format!(
+                r##"<line x1="{xi:.1}" y1="{t}" x2="{xi:.1}" y2="{yb}" stroke="#d33" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="10" fill="#d33" transform="rotate(-90 {tx:.1} {ty})">{label}</text>"##,
+                yb = h - b,
+                tx = xi - 3.0,
+                ty = t + 120.0,
+            ));
+        }
+        let secs = n * sample_s;
+        let mut ticks = String::new();
+        let mut s = 0.0;
+        while s <= secs {
+            let xi = x(s / sample_s);
+            ticks.push_str(&format!(
+                r##"<text x="{xi:.1}" y="{ty}" font-size="10" text-anchor="middle">{s:.0} s</text>"##,
+                ty = h - b + 14.0
+            ));
+            s += 1.0;
+        }
+        format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">
+<rect width="{w}" height="{h}" fill="white"/>
+<text x="{l}" y="18" font-size="13">TCP throughput through the tunnel ({:?} handovers); red: a handover and its interruption</text>
+<line x1="{l}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="black"/><line x1="{l}" y1="{t}" x2="{l}" y2="{yb}" stroke="black"/>
+<text x="{lt}" y="{t}" font-size="10" text-anchor="end">{max:.0} Mbit/s</text><text x="{lt}" y="{yb}" font-size="10" text-anchor="end">0</text>
+{ticks}
+<path d="{path}" fill="none" stroke="#2266cc" stroke-width="1.5"/>
+{marks}
+</svg>
+"##,
+            self.mode,
+            yb = h - b,
+            xr = w - r,
+            lt = l - 4.0,
+        )
+    }
+}

@@ -1,0 +1,950 @@
+//! A PMIPv6 domain in network namespaces: one LMA, N MAGs, M mobile nodes and a correspondent
+//! node, wired through a routed transport network, with the real daemons running inside.
+//!
+//! ```text
+//!                     +-----------------------------+
+//!   CN --tr0----------|  <lab>-net (router)         |----tr0-- LMA (2001:db8:ffff::1)
+//!  2001:db8:cc::1     |  routes 2001:db8:100::/48   |----tr0-- MAG1 (2001:db8:ff01::1)
+//!                     |  to the LMA                 |----tr0-- MAG2 (2001:db8:ff02::1)
+//!                     +-----------------------------+
+//!   MN1 --eth0===acc1-- MAG1      (a veth; handing a node over moves the MAG end of its veth
+//!                                  into the other MAG's namespace)
+//! ```
+//!
+//! Every name starts with the lab's name, so several labs (and tests) run side by side, and
+//! `pmip-lab down` finds what a crashed lab left. Topology, addresses and sysctls are set with
+//! netlink and `/proc/sys`; nothing here runs `ip` or `ping`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use dataplane::Netlink;
+use dataplane::netns::NetNs;
+use ipnet::Ipv6Net;
+use pmip::config::{DatapathMode, FastHandoverMode, LmaConfig, MagConfig, MobileNodeProfile};
+use pmip::types::{LinkLayerAddress, Nai};
+
+/// The pool the LMA allocates home network prefixes from.
+pub const POOL: &str = "2001:db8:100::/48";
+/// The LMA address.
+pub const LMA_ADDRESS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// The correspondent node's address.
+pub const CN_ADDRESS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xcc, 0, 0, 0, 0, 1);
+
+/// A MAG's proxy-CoA.
+pub fn mag_address(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xff01 + i as u16, 0, 0, 0, 0, 1)
+}
+
+/// A node's link-layer address.
+pub fn node_mac(n: usize) -> [u8; 6] {
+    [0x02, 0x00, 0x00, 0x10, (n >> 8) as u8, n as u8]
+}
+
+/// A node's MN-ID.
+pub fn node_id(n: usize) -> String {
+    format!("mn{n}@lab.example")
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Prefix of every namespace name (at most 8 characters).
+    pub name: String,
+    pub mags: usize,
+    pub nodes: usize,
+    pub fast_handover: FastHandoverMode,
+    pub local_routing: bool,
+    pub datapath: DatapathMode,
+    /// MTU of the transport links: 40 more than the access links, so that full-size packets
+    /// fit in the tunnel (KERNEL-DATAPATH.md, MTU).
+    pub transport_mtu: u32,
+    pub access_mtu: u32,
+    pub heartbeat_interval_s: u32,
+    /// Where configurations, state and logs go; a temporary directory when `None`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Spec {
+    pub fn new(name: &str, mags: usize, nodes: usize) -> Self {
+        Spec {
+            name: name.to_owned(),
+            mags,
+            nodes,
+            fast_handover: FastHandoverMode::Off,
+            local_routing: false,
+            datapath: DatapathMode::Seg6,
+            transport_mtu: 1540,
+            access_mtu: 1500,
+            heartbeat_interval_s: 5,
+            dir: None,
+        }
+    }
+}
+
+/// How to start the daemons.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub lma: Vec<PathBuf>,
+    pub mag: Vec<PathBuf>,
+}
+
+impl Binaries {
+    /// `pmip-lma` and `pmip-mag` next to `lab_exe` (how `cargo build` leaves them), else
+    /// `lab_exe` itself running the same daemon code (`pmip-lab __lma` / `__mag`).
+    pub fn locate(lab_exe: &Path) -> Binaries {
+        let dirs: Vec<PathBuf> = lab_exe
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(Path::to_path_buf)
+            .collect();
+        let find = |name: &str, sub: &str| -> Vec<PathBuf> {
+            for d in &dirs {
+                let p = d.join(name);
+                if p.is_file() {
+                    return vec![p];
+                }
+            }
+            vec![lab_exe.to_path_buf(), PathBuf::from(sub)]
+        };
+        Binaries {
+            lma: find("pmip-lma", "__lma"),
+            mag: find("pmip-mag", "__mag"),
+        }
+    }
+
+    /// True when the daemons are the installed binaries, not the lab running their code.
+    pub fn standalone(&self) -> bool {
+        self.lma.len() == 1 && self.mag.len() == 1
+    }
+}
+
+/// A mobile node of the lab.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub index: usize,
+    pub mn_id: String,
+    pub mac: [u8; 6],
+    pub ns: NetNs,
+    /// The MAG it is attached to, if any.
+    pub at: Option<usize>,
+    /// Name of the MAG end of its veth (the same in every MAG).
+    pub access_if: String,
+}
+
+/// A running lab. Dropping it stops the daemons and removes every namespace.
+#[derive(Debug)]
+pub struct Lab {
+    pub spec: Spec,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub net: NetNs,
+    pub lma_ns: NetNs,
+    pub cn: NetNs,
+    pub mag_ns: Vec<NetNs>,
+    pub nodes: Vec<Node>,
+    binaries: Binaries,
+    lma: Option<Child>,
+    mags: Vec<Option<Child>>,
+    namespaces: Vec<String>,
+    keep: bool,
+    /// Netlink connections by namespace: opening one takes a thread and a runtime, too slow
+    /// to do in the middle of a handover.
+    netlink: std::sync::Mutex<BTreeMap<String, Netlink>>,
+}
+
+/// Namespace names of a lab.
+pub fn namespace_names(name: &str, mags: usize, nodes: usize) -> Vec<String> {
+    let mut v = vec![
+        format!("{name}-net"),
+        format!("{name}-lma"),
+        format!("{name}-cn"),
+    ];
+    v.extend((0..mags).map(|i| format!("{name}-mag{}", i + 1)));
+    v.extend((0..nodes).map(|n| format!("{name}-mn{}", n + 1)));
+    v
+}
+
+/// Every namespace whose name starts with `prefix-` (what `pmip-lab down` removes).
+pub fn existing_namespaces(prefix: &str) -> Vec<String> {
+    let want = format!("{prefix}-");
+    let mut v: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&want))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Stops the processes running in the namespaces and removes them.
+pub fn remove_namespaces(names: &[String]) {
+    for n in names {
+        let ns = NetNs::named(n);
+        kill_processes_in(&ns);
+        let _ = NetNs::delete(n);
+    }
+}
+
+/// Kills every process whose network namespace is `ns` (left by a crashed lab).
+fn kill_processes_in(ns: &NetNs) {
+    let Ok(target) = std::fs::metadata(ns.path()) else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            && m.ino() == target.ino()
+            && m.dev() == target.dev()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn sysctl(nl: &Netlink, key: &str, value: &str) -> anyhow::Result<()> {
+    nl.set_sysctl(key, value)
+        .with_context(|| format!("sysctl {key}={value}"))
+}
+
+impl Lab {
+    /// Builds the lab and starts the daemons. Needs root.
+    pub async fn up(spec: Spec, binaries: Binaries) -> anyhow::Result<Lab> {
+        if !nix::unistd::geteuid().is_root() {
+            bail!("the lab builds network namespaces and needs root (run it with sudo)");
+        }
+        if spec.name.is_empty() || spec.name.len() > 8 {
+            bail!("lab name {:?}: 1 to 8 characters", spec.name);
+        }
+        if spec.mags == 0 || spec.mags > 200 {
+            bail!("--mags: 1 to 200");
+        }
+        let leftovers = existing_namespaces(&spec.name);
+        if !leftovers.is_empty() {
+            bail!(
+                "namespaces of a lab named {:?} exist already ({}); run `pmip-lab down --name {}` first",
+                spec.name,
+                leftovers.join(", "),
+                spec.name
+            );
+        }
+        let (tmp, dir) = match &spec.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("pmip-lab-").tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let names = namespace_names(&spec.name, spec.mags, spec.nodes);
+        let mut lab = Lab {
+            net: NetNs::named(&names[0]),
+            lma_ns: NetNs::named(&names[1]),
+            cn: NetNs::named(&names[2]),
+            mag_ns: (0..spec.mags)
+                .map(|i| NetNs::named(&names[3 + i]))
+                .collect(),
+            nodes: Vec::new(),
+            binaries,
+            lma: None,
+            mags: (0..spec.mags).map(|_| None).collect(),
+            namespaces: Vec::new(),
+            keep: false,
+            netlink: Default::default(),
+            dir,
+            _tmp: tmp,
+            spec,
+        };
+        for n in &names {
+            NetNs::create(n)
+                .with_context(|| format!("namespace {n}"))?
+                .keep();
+            lab.namespaces.push(n.clone());
+        }
+        lab.wire().await?;
+        lab.warm_up()?;
+        lab.write_configs()?;
+        lab.start_lma()?;
+        lab.wait_ready(&lab.lma_ns.clone(), "LMA").await?;
+        for i in 0..lab.spec.mags {
+            lab.start_mag(i)?;
+        }
+        for i in 0..lab.spec.mags {
+            let ns = lab.mag_ns[i].clone();
+            lab.wait_ready(&ns, &format!("MAG{}", i + 1)).await?;
+        }
+        for ns in lab.mag_ns.iter().chain(lab.nodes.iter().map(|n| &n.ns)) {
+            lab.nl(ns)?;
+        }
+        Ok(lab)
+    }
+
+    /// Leaves the namespaces and daemons running when the lab is dropped (`pmip-lab up`).
+    pub fn keep_running(&mut self) {
+        self.keep = true;
+    }
+
+    /// The transport network, the correspondent node and the mobile nodes' links.
+    async fn wire(&mut self) -> anyhow::Result<()> {
+        let mtu = self.spec.transport_mtu;
+        // No duplicate address detection anywhere: every address of the lab is unique by
+        // construction, and DAD of the links' own link-local addresses would hold the first
+        // neighbor discovery (and so the first packet) for a second or two.
+        for n in &self.namespaces {
+            let nl = Netlink::connect_in(&NetNs::named(n))?;
+            sysctl(&nl, "net/ipv6/conf/default/accept_dad", "0")?;
+            sysctl(&nl, "net/ipv6/conf/all/accept_dad", "0")?;
+        }
+        let net = Netlink::connect_in(&self.net)?;
+        sysctl(&net, "net/ipv6/conf/all/forwarding", "1")?;
+        let lo = net.link_index("lo").await?;
+        net.set_link_up(lo, true).await?;
+        // Transport links: one per LMA, MAG and CN, each a /64 with the router at ::2.
+        let mut ends: Vec<(NetNs, Ipv6Addr, u16)> = vec![
+            (self.lma_ns.clone(), LMA_ADDRESS, 0xffff),
+            (self.cn.clone(), CN_ADDRESS, 0x00cc),
+        ];
+        for i in 0..self.spec.mags {
+            ends.push((self.mag_ns[i].clone(), mag_address(i), 0xff01 + i as u16));
+        }
+        for (k, (ns, addr, subnet)) in ends.iter().enumerate() {
+            let side = format!("p{k}");
+            net.add_veth(&side, "tr0", ns).await?;
+            let si = net.link_index(&side).await?;
+            net.set_link_mtu(si, mtu).await?;
+            let router = Ipv6Addr::new(0x2001, 0xdb8, *subnet, 0, 0, 0, 0, 2);
+            net.add_address(si, router, 64).await?;
+            net.set_link_up(si, true).await?;
+            let nl = Netlink::connect_in(ns)?;
+            let lo = nl.link_index("lo").await?;
+            nl.set_link_up(lo, true).await?;
+            sysctl(&nl, "net/ipv6/conf/all/forwarding", "1")?;
+            sysctl(&nl, "net/ipv6/conf/all/accept_dad", "0")?;
+            let ti = nl.link_index("tr0").await?;
+            sysctl(&nl, "net/ipv6/conf/tr0/accept_dad", "0")?;
+            nl.set_link_mtu(ti, mtu).await?;
+            nl.add_address(ti, *addr, 64).await?;
+            nl.set_link_up(ti, true).await?;
+            nl.add_route("::/0".parse()?, Some(router), ti).await?;
+        }
+        // The mobile nodes' prefixes live behind the LMA.
+        let to_lma = net.link_index("p0").await?;
+        net.add_route(
+            POOL.parse()?,
+            Some(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1)),
+            to_lma,
+        )
+        .await?;
+        for n in 0..self.spec.nodes {
+            let node = Node {
+                index: n + 1,
+                mn_id: node_id(n + 1),
+                mac: node_mac(n + 1),
+                ns: NetNs::named(&format!("{}-mn{}", self.spec.name, n + 1)),
+                at: None,
+                access_if: format!("acc{}", n + 1),
+            };
+            self.nodes.push(node);
+        }
+        for n in 0..self.spec.nodes {
+            self.create_node_link(n, n % self.spec.mags).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves every transport neighbor before the daemons start, so that no signalling
+    /// waits for neighbor discovery: every transport end pings every other, all at once.
+    fn warm_up(&self) -> anyhow::Result<()> {
+        let mut ends: Vec<(NetNs, Ipv6Addr)> = vec![
+            (self.lma_ns.clone(), LMA_ADDRESS),
+            (self.cn.clone(), CN_ADDRESS),
+        ];
+        ends.extend((0..self.spec.mags).map(|i| (self.mag_ns[i].clone(), mag_address(i))));
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = ends
+                .iter()
+                .flat_map(|(from, a)| {
+                    ends.iter()
+                        .filter(move |(_, b)| b != a)
+                        .map(move |(_, b)| (from, *b))
+                })
+                .map(|(from, to)| {
+                    s.spawn(move || {
+                        match crate::traffic::ping(from, to, 64, 1, Duration::from_secs(5)) {
+                            Ok(1) => None,
+                            _ => Some(format!("{} cannot reach {to}", from.name())),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        if !failures.is_empty() {
+            bail!("transport network: {}", failures.join("; "));
+        }
+        Ok(())
+    }
+
+    /// The node's veth: `eth0` in its namespace (a phone's configuration), `acc<n>` at the MAG.
+    async fn create_node_link(&mut self, n: usize, mag: usize) -> anyhow::Result<()> {
+        let node = self.nodes[n].clone();
+        let nl = Netlink::connect_in(&node.ns)?;
+        let lo = nl.link_index("lo").await?;
+        nl.set_link_up(lo, true).await?;
+        nl.add_veth("eth0", &node.access_if, &self.mag_ns[mag])
+            .await?;
+        let e = nl.link_index("eth0").await?;
+        nl.set_link_address(e, node.mac).await?;
+        nl.set_link_mtu(e, self.spec.access_mtu).await?;
+        for (k, v) in [
+            ("forwarding", "0"),
+            ("accept_ra", "1"),
+            ("autoconf", "1"),
+            ("router_solicitation_delay", "0"),
+            ("router_solicitation_interval", "1"),
+            ("accept_dad", "0"),
+            ("use_tempaddr", "0"),
+            ("addr_gen_mode", "0"),
+        ] {
+            sysctl(&nl, &format!("net/ipv6/conf/all/{k}"), v).ok();
+            sysctl(&nl, &format!("net/ipv6/conf/eth0/{k}"), v)?;
+        }
+        let m = Netlink::connect_in(&self.mag_ns[mag])?;
+        let a = m.link_index(&node.access_if).await?;
+        m.set_link_mtu(a, self.spec.access_mtu).await?;
+        self.nodes[n].at = Some(mag);
+        Ok(())
+    }
+
+    fn profiles(&self) -> Vec<MobileNodeProfile> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let mut p =
+                    MobileNodeProfile::new(Nai::new(n.mn_id.clone()).unwrap_or_else(|_| {
+                        Nai::new("invalid@lab.example").unwrap_or_else(|e| unreachable!("{e}"))
+                    }));
+                p.link_layer_addresses = vec![LinkLayerAddress::mac(n.mac)];
+                p
+            })
+            .collect()
+    }
+
+    pub fn config_path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{what}.yaml"))
+    }
+
+    pub fn log_path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{what}.log"))
+    }
+
+    /// The LMA configuration the lab writes.
+    pub fn lma_config(&self) -> anyhow::Result<LmaConfig> {
+        let mut c: LmaConfig = serde_saphyr::from_str(&format!(
+            "address: '{LMA_ADDRESS}'\nprefix_pools: [{{prefix: '{POOL}'}}]\n"
+        ))?;
+        c.name = "lma".into();
+        c.authorized_mags = (0..self.spec.mags).map(mag_address).collect();
+        c.mobile_nodes = self.profiles();
+        c.datapath.mode = self.spec.datapath;
+        c.datapath.transport_interface = Some("tr0".into());
+        c.state_dir = self.dir.join("lma-state");
+        c.api.listen = "[::]:50051".parse()?;
+        c.metrics.listen = Some("[::]:9464".parse()?);
+        c.domain.heartbeat.interval_s = self.spec.heartbeat_interval_s;
+        c.domain.enable_mag_local_routing = self.spec.local_routing;
+        c.domain.fast_handover.mode = self.spec.fast_handover;
+        c.domain.fast_handover.access_points = self.access_points();
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn access_points(&self) -> BTreeMap<String, Ipv6Addr> {
+        (0..self.spec.mags)
+            .map(|i| (format!("ap{}", i + 1), mag_address(i)))
+            .collect()
+    }
+
+    /// The configuration of MAG `i`.
+    pub fn mag_config(&self, i: usize) -> anyhow::Result<MagConfig> {
+        let mut c: MagConfig = serde_saphyr::from_str(&format!(
+            "proxy_coa: '{}'\nlma_address: '{LMA_ADDRESS}'\naccess_interfaces: ['acc*']\n",
+            mag_address(i)
+        ))?;
+        c.name = format!("mag{}", i + 1);
+        c.mobile_nodes = self.profiles();
+        c.policy_server = Some(format!("http://[{LMA_ADDRESS}]:50051"));
+        c.datapath.mode = self.spec.datapath;
+        c.datapath.transport_interface = Some("tr0".into());
+        c.state_dir = self.dir.join(format!("mag{}-state", i + 1));
+        c.api.listen = "[::]:50051".parse()?;
+        c.metrics.listen = Some("[::]:9464".parse()?);
+        c.domain.heartbeat.interval_s = self.spec.heartbeat_interval_s;
+        c.domain.enable_mag_local_routing = self.spec.local_routing;
+        c.domain.fast_handover.mode = self.spec.fast_handover;
+        c.domain.fast_handover.access_points = self.access_points();
+        // Nodes come back quickly in the lab: a periodic RA every 2 s keeps them current.
+        c.router_advertisement.interval_s = 2;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn write_configs(&self) -> anyhow::Result<()> {
+        std::fs::write(
+            self.config_path("lma"),
+            serde_saphyr::to_string(&self.lma_config()?)?,
+        )?;
+        for i in 0..self.spec.mags {
+            std::fs::write(
+                self.config_path(&format!("mag{}", i + 1)),
+                serde_saphyr::to_string(&self.mag_config(i)?)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        ns: &NetNs,
+        cmd: &[PathBuf],
+        config: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Child> {
+        let (prog, rest) = cmd
+            .split_first()
+            .ok_or_else(|| anyhow!("no daemon binary"))?;
+        let mut c = ns.command(prog)?;
+        c.args(rest)
+            .arg("--config")
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                std::env::var("PMIP_LAB_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(log)?))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(log)?,
+            ));
+        c.spawn()
+            .with_context(|| format!("starting {} in {}", prog.display(), ns.name()))
+    }
+
+    pub fn start_lma(&mut self) -> anyhow::Result<()> {
+        let c = self.spawn(
+            &self.lma_ns,
+            &self.binaries.lma,
+            &self.config_path("lma"),
+            &self.log_path("lma"),
+        )?;
+        self.lma = Some(c);
+        Ok(())
+    }
+
+    pub fn start_mag(&mut self, i: usize) -> anyhow::Result<()> {
+        let name = format!("mag{}", i + 1);
+        let c = self.spawn(
+            &self.mag_ns[i],
+            &self.binaries.mag,
+            &self.config_path(&name),
+            &self.log_path(&name),
+        )?;
+        self.mags[i] = Some(c);
+        Ok(())
+    }
+
+    /// `kill -9` of the LMA.
+    pub fn kill_lma(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.lma.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9` of MAG `i`.
+    pub fn kill_mag(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut c) = self.mags[i].take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the daemon in `ns` answers its gRPC health check.
+    pub async fn wait_ready(&self, ns: &NetNs, what: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if grpc_serving(ns).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.log_path(&what.to_lowercase()))
+                    .unwrap_or_default();
+                bail!("{what} did not come up; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A (cached) netlink connection in `ns`.
+    pub fn nl(&self, ns: &NetNs) -> anyhow::Result<Netlink> {
+        let mut m = self
+            .netlink
+            .lock()
+            .map_err(|_| anyhow!("netlink cache poisoned"))?;
+        if let Some(n) = m.get(ns.name()) {
+            return Ok(n.clone());
+        }
+        let n = Netlink::connect_in(ns)?;
+        m.insert(ns.name().to_owned(), n.clone());
+        Ok(n)
+    }
+
+    /// Brings node `n`'s link up at its MAG (it attaches).
+    pub async fn attach(&self, n: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[n];
+        let mag = node
+            .at
+            .ok_or_else(|| anyhow!("node {} has no link", node.index))?;
+        let m = self.nl(&self.mag_ns[mag])?;
+        let a = m.link_index(&node.access_if).await?;
+        m.set_link_up(a, true).await?;
+        let nl = self.nl(&node.ns)?;
+        let e = nl.link_index("eth0").await?;
+        nl.set_link_up(e, true).await?;
+        Ok(())
+    }
+
+    /// Takes node `n`'s link down at its MAG (it detaches).
+    pub async fn detach(&self, n: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[n];
+        let mag = node
+            .at
+            .ok_or_else(|| anyhow!("node {} has no link", node.index))?;
+        let m = self.nl(&self.mag_ns[mag])?;
+        let a = m.link_index(&node.access_if).await?;
+        m.set_link_up(a, false).await?;
+        Ok(())
+    }
+
+    /// Hands node `n` over to MAG `to`: the MAG end of its veth moves into that MAG's
+    /// namespace and comes up there. The node sees its link go down and up, as when it moves
+    /// between access points.
+    pub async fn move_node(&mut self, n: usize, to: usize) -> anyhow::Result<()> {
+        let from = self.nodes[n]
+            .at
+            .ok_or_else(|| anyhow!("node has no link"))?;
+        if from == to {
+            return Ok(());
+        }
+        let name = self.nodes[n].access_if.clone();
+        let m = self.nl(&self.mag_ns[from])?;
+        let a = m.link_index(&name).await?;
+        m.move_link(a, &self.mag_ns[to], None).await?;
+        let m2 = self.nl(&self.mag_ns[to])?;
+        let b = m2.link_index(&name).await?;
+        m2.set_link_mtu(b, self.spec.access_mtu).await?;
+        m2.set_link_up(b, true).await?;
+        self.nodes[n].at = Some(to);
+        Ok(())
+    }
+
+    /// The node's global address from the lab's pool, once usable (not tentative).
+    pub fn node_address(&self, n: usize) -> Option<Ipv6Addr> {
+        let pool: Ipv6Net = POOL.parse().ok()?;
+        self.nodes[n]
+            .ns
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/if_inet6"))
+            .ok()?
+            .ok()?
+            .lines()
+            .filter_map(parse_if_inet6)
+            .find(|(a, _, flags)| pool.contains(a) && flags & 0x40 == 0)
+            .map(|(a, _, _)| a)
+    }
+
+    /// Waits for the node's address (SLAAC after the MAG's Router Advertisement).
+    pub async fn wait_node_address(&self, n: usize, timeout: Duration) -> anyhow::Result<Ipv6Addr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(a) = self.node_address(n) {
+                return Ok(a);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} got no address from {POOL} within {timeout:?}",
+                    self.nodes[n].index
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// True when the node has a default route (through the MAG's fe80::1).
+    pub fn node_has_default_route(&self, n: usize) -> bool {
+        self.nodes[n]
+            .ns
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/ipv6_route"))
+            .ok()
+            .and_then(|r| r.ok())
+            .is_some_and(|t| {
+                t.lines().any(|l| {
+                    l.starts_with("00000000000000000000000000000000 00 ")
+                        && l.contains("eth0")
+                        && l.contains("fe800000000000000000000000000001")
+                })
+            })
+    }
+
+    /// The gRPC address of a daemon, from inside the lab.
+    pub fn grpc_url(ns_addr: Ipv6Addr) -> String {
+        format!("http://[{ns_addr}]:50051")
+    }
+}
+
+/// (address, ifindex, flags) of one line of `/proc/net/if_inet6`.
+fn parse_if_inet6(line: &str) -> Option<(Ipv6Addr, u32, u32)> {
+    let mut f = line.split_whitespace();
+    let hex = f.next()?;
+    let ifindex = u32::from_str_radix(f.next()?, 16).ok()?;
+    let _plen = f.next()?;
+    let _scope = f.next()?;
+    let flags = u32::from_str_radix(f.next()?, 16).ok()?;
+    let v = u128::from_str_radix(hex, 16).ok()?;
+    Some((Ipv6Addr::from(v), ifindex, flags))
+}
+
+/// Runs an async client inside `ns`: a thread enters the namespace and drives `make()` on its
+/// own runtime, so every socket the client opens lives in the namespace.
+pub async fn in_ns<T, F, Fut>(ns: &NetNs, make: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let ns = ns.clone();
+    tokio::task::spawn_blocking(move || {
+        ns.run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(make())
+        })?
+    })
+    .await?
+}
+
+/// Whether the gRPC health service in `ns` (port 50051 on loopback) says SERVING.
+pub async fn grpc_serving(ns: &NetNs) -> bool {
+    in_ns(ns, || async {
+        let ch = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await?;
+        let mut c = tonic_health::pb::health_client::HealthClient::new(ch);
+        let r = c
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        Ok(r.get_ref().status == tonic_health::ServingStatus::Serving as i32)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let _ = self.kill_lma();
+        for i in 0..self.mags.len() {
+            let _ = self.kill_mag(i);
+        }
+        remove_namespaces(&self.namespaces);
+    }
+}
+
+/// Tells the MAG in `mag_ns` about a fast handover (its gRPC `Gateway.HandoverIndication`):
+/// predictive with `new_ap` (at the previous MAG), reactive with `previous_ap` (at the new).
+pub async fn handover_indication(
+    mag_ns: &NetNs,
+    mn_id: &str,
+    new_ap: &str,
+    previous_ap: &str,
+) -> anyhow::Result<()> {
+    let req = proto::v1::HandoverIndicationRequest {
+        mn_id: mn_id.to_owned(),
+        new_access_point: new_ap.to_owned(),
+        previous_access_point: previous_ap.to_owned(),
+    };
+    in_ns(mag_ns, move || async move {
+        let ch = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+            .connect()
+            .await?;
+        let mut c = proto::v1::gateway_client::GatewayClient::new(ch);
+        c.handover_indication(req)
+            .await
+            .map_err(|s| anyhow!("HandoverIndication: {}", s.message()))?;
+        Ok(())
+    })
+    .await
+}
+
+/// What `pmip-lab up` leaves behind for the later commands.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedLab {
+    name: String,
+    mags: usize,
+    nodes: usize,
+    fast_handover: FastHandoverMode,
+    local_routing: bool,
+    dir: PathBuf,
+    /// Each node's MAG (0-based).
+    at: Vec<Option<usize>>,
+}
+
+/// Where a running lab's description is kept.
+pub fn state_file(name: &str) -> PathBuf {
+    PathBuf::from(format!("/run/pmip-lab/{name}.json"))
+}
+
+impl Lab {
+    /// Records the running lab for `pmip-lab status|attach|detach|handover|down`.
+    pub fn save_state(&self) -> anyhow::Result<()> {
+        let s = SavedLab {
+            name: self.spec.name.clone(),
+            mags: self.spec.mags,
+            nodes: self.spec.nodes,
+            fast_handover: self.spec.fast_handover,
+            local_routing: self.spec.local_routing,
+            dir: self.dir.clone(),
+            at: self.nodes.iter().map(|n| n.at).collect(),
+        };
+        let f = state_file(&self.spec.name);
+        if let Some(d) = f.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&f, serde_json::to_vec_pretty(&s)?)?;
+        Ok(())
+    }
+
+    /// A handle on a lab that `pmip-lab up` left running. Dropping it leaves the lab alone.
+    pub fn load(name: &str, binaries: Binaries) -> anyhow::Result<Lab> {
+        let f = state_file(name);
+        let s: SavedLab = serde_json::from_slice(
+            &std::fs::read(&f)
+                .with_context(|| format!("no running lab {name:?} ({})", f.display()))?,
+        )?;
+        let names = namespace_names(&s.name, s.mags, s.nodes);
+        let mut spec = Spec::new(&s.name, s.mags, s.nodes);
+        spec.fast_handover = s.fast_handover;
+        spec.local_routing = s.local_routing;
+        spec.dir = Some(s.dir.clone());
+        let nodes = (0..s.nodes)
+            .map(|n| Node {
+                index: n + 1,
+                mn_id: node_id(n + 1),
+                mac: node_mac(n + 1),
+                ns: NetNs::named(&names[3 + s.mags + n]),
+                at: s.at.get(n).copied().flatten(),
+                access_if: format!("acc{}", n + 1),
+            })
+            .collect();
+        Ok(Lab {
+            net: NetNs::named(&names[0]),
+            lma_ns: NetNs::named(&names[1]),
+            cn: NetNs::named(&names[2]),
+            mag_ns: (0..s.mags).map(|i| NetNs::named(&names[3 + i])).collect(),
+            nodes,
+            binaries,
+            lma: None,
+            mags: (0..s.mags).map(|_| None).collect(),
+            namespaces: names,
+            keep: true,
+            netlink: Default::default(),
+            dir: s.dir,
+            _tmp: None,
+            spec,
+        })
+    }
+
+    /// Node number (1-based, as people count) to index.
+    pub fn node_index(&self, node: usize) -> anyhow::Result<usize> {
+        if node == 0 || node > self.nodes.len() {
+            bail!("--node: from 1 to {}", self.nodes.len());
+        }
+        Ok(node - 1)
+    }
+
+    /// Where everything is and how to reach it.
+    pub fn status(&self) -> String {
+        let mut s = format!(
+            "lab {}: 1 LMA, {} MAGs, {} mobile nodes, fast handover {:?}; files in {}\n",
+            self.spec.name,
+            self.spec.mags,
+            self.nodes.len(),
+            self.spec.fast_handover,
+            self.dir.display()
+        );
+        s.push_str(&format!(
+            "  LMA   {LMA_ADDRESS:<22} namespace {:<16} gRPC [::1]:50051, metrics [::1]:9464 inside it\n",
+            self.lma_ns.name()
+        ));
+        for (i, ns) in self.mag_ns.iter().enumerate() {
+            s.push_str(&format!(
+                "  MAG{} {:<22} namespace {:<16}\n",
+                i + 1,
+                mag_address(i).to_string(),
+                ns.name()
+            ));
+        }
+        s.push_str(&format!(
+            "  CN    {CN_ADDRESS:<22} namespace {}\n",
+            self.cn.name()
+        ));
+        for (n, node) in self.nodes.iter().enumerate() {
+            let addr = self
+                .node_address(n)
+                .map_or_else(|| "(no address)".to_owned(), |a| a.to_string());
+            s.push_str(&format!(
+                "  MN{}   {:<22} namespace {:<16} {} at MAG{}\n",
+                node.index,
+                addr,
+                node.ns.name(),
+                node.mn_id,
+                node.at.map_or(0, |m| m + 1)
+            ));
+        }
+        s.push_str(&format!(
+            "try: ip netns exec {} pmipctl bindings list\n",
+            self.lma_ns.name()
+        ));
+        s
+    }
+}

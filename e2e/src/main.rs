@@ -1,0 +1,296 @@
+//! `pmip-lab`: a PMIPv6 domain in network namespaces, running the real daemons.
+//!
+//! ```text
+//! pmip-lab demo [--fast-handover predictive] [--json] [--report timeline.svg]
+//! pmip-lab up --mags 3 --nodes 5      # leaves a domain running
+//! pmip-lab status | attach --node 2 | detach --node 2 | handover --node 2 --to 3
+//! pmip-lab down
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use e2e::demo::{self, DemoSpec, HandoverMode};
+use e2e::lab::{self, Binaries, Lab, Spec};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pmip-lab",
+    version,
+    about = "A Proxy Mobile IPv6 domain in network namespaces (needs root)"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Plain,
+    Predictive,
+    Reactive,
+}
+
+impl From<Mode> for HandoverMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Plain => HandoverMode::Plain,
+            Mode::Predictive => HandoverMode::Predictive,
+            Mode::Reactive => HandoverMode::Reactive,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Attach a node, run a TCP stream to the correspondent node, hand the node over between
+    /// MAGs several times, and report what the traffic saw.
+    Demo {
+        #[arg(long, default_value_t = 2)]
+        mags: usize,
+        #[arg(long, default_value_t = 6)]
+        handovers: usize,
+        /// Time between handovers.
+        #[arg(long, default_value_t = 1500)]
+        interval_ms: u64,
+        /// Fast handovers (RFC 5949), or plain RFC 5213 handovers.
+        #[arg(long, value_enum, default_value_t = Mode::Plain)]
+        fast_handover: Mode,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write a timeline of the TCP throughput around each handover (SVG).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Prefix of the namespaces.
+        #[arg(long, default_value = "pmipdemo")]
+        name: String,
+        /// Keep configurations and daemon logs in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build a domain and leave it running (see `status`).
+    Up {
+        #[arg(long, default_value_t = 2)]
+        mags: usize,
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        #[arg(long, value_enum, default_value_t = Mode::Plain)]
+        fast_handover: Mode,
+        /// EnableMAGLocalRouting (RFC 5213 §9.2).
+        #[arg(long)]
+        local_routing: bool,
+        #[arg(long, default_value = "pmiplab")]
+        name: String,
+        /// Where configurations, state and logs go.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop the daemons and remove every namespace of a lab (also after a crash).
+    Down {
+        #[arg(long, default_value = "pmiplab")]
+        name: String,
+    },
+    /// Where everything is and how to reach it.
+    Status {
+        #[arg(long, default_value = "pmiplab")]
+        name: String,
+    },
+    /// Bring a node's link up at its MAG.
+    Attach {
+        #[arg(long)]
+        node: usize,
+        #[arg(long, default_value = "pmiplab")]
+        name: String,
+    },
+    /// Take a node's link down at its MAG.
+    Detach {
+        #[arg(long)]
+        node: usize,
+        #[arg(long, default_value = "pmiplab")]
+        name: String,
+    },
+    /// Move a node to another MAG.
+    Handover {
+        #[arg(long)]
+        node: usize,
+        /// The MAG to move to (1-based).
+        #[arg(long)]
+        to: usize,
+        #[arg(long, value_enum, default_value_t = Mode::Plain)]
+        mode: Mode,
+        #[arg(long, default_value = "pmiplab")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The daemons' own code, for when pmip-lma / pmip-mag are not installed next to the lab.
+    match argv.get(1).and_then(|a| a.to_str()) {
+        Some("__lma") => {
+            argv.remove(1);
+            return lma_cnf::cli::main_from(argv);
+        }
+        Some("__mag") => {
+            argv.remove(1);
+            return mag_cnf::cli::main_from(argv);
+        }
+        _ => {}
+    }
+    let args = Args::parse_from(argv);
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("pmip-lab: the lab builds network namespaces and needs root; run it with sudo");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pmip-lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pmip-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn binaries() -> anyhow::Result<Binaries> {
+    Ok(Binaries::locate(&std::env::current_exe()?))
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Demo {
+            mags,
+            handovers,
+            interval_ms,
+            fast_handover,
+            json,
+            report,
+            name,
+            dir,
+        } => {
+            let mode: HandoverMode = fast_handover.into();
+            let mut spec = Spec::new(&name, mags.max(2), 1);
+            spec.fast_handover = mode.domain_mode();
+            spec.dir = dir;
+            let bins = binaries()?;
+            let standalone = bins.standalone();
+            // Ctrl-C removes everything: the lab is dropped when the run future is.
+            let mut lab = Lab::up(spec, bins).await?;
+            let d = DemoSpec {
+                handovers,
+                interval: Duration::from_millis(interval_ms),
+                mode,
+                ..DemoSpec::default()
+            };
+            let r = tokio::select! {
+                r = demo::run(&mut lab, &d) => r?,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            };
+            let mut r = r;
+            r.daemons = if standalone {
+                "pmip-lma and pmip-mag binaries".into()
+            } else {
+                "the daemons' code run by pmip-lab".into()
+            };
+            if let Some(path) = report {
+                std::fs::write(&path, r.svg()).with_context(|| path.display().to_string())?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.text());
+            }
+            Ok(if r.tcp_survived && r.address_unchanged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Up {
+            mags,
+            nodes,
+            fast_handover,
+            local_routing,
+            name,
+            dir,
+        } => {
+            let mode: HandoverMode = fast_handover.into();
+            let mut spec = Spec::new(&name, mags, nodes);
+            spec.fast_handover = mode.domain_mode();
+            spec.local_routing = local_routing;
+            spec.dir = Some(dir.unwrap_or_else(|| PathBuf::from(format!("/run/pmip-lab/{name}"))));
+            let mut lab = Lab::up(spec, binaries()?).await?;
+            for n in 0..lab.nodes.len() {
+                lab.attach(n).await?;
+            }
+            for n in 0..lab.nodes.len() {
+                lab.wait_node_address(n, Duration::from_secs(10)).await?;
+            }
+            lab.save_state()?;
+            lab.keep_running();
+            print!("{}", lab.status());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down { name } => {
+            let ns = lab::existing_namespaces(&name);
+            lab::remove_namespaces(&ns);
+            let _ = std::fs::remove_file(lab::state_file(&name));
+            println!("removed {} namespaces of lab {name}", ns.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { name } => {
+            let lab = Lab::load(&name, binaries()?)?;
+            print!("{}", lab.status());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Attach { node, name } => {
+            let lab = Lab::load(&name, binaries()?)?;
+            let n = lab.node_index(node)?;
+            lab.attach(n).await?;
+            let a = lab.wait_node_address(n, Duration::from_secs(10)).await?;
+            println!("node {node} attached: {a}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Detach { node, name } => {
+            let lab = Lab::load(&name, binaries()?)?;
+            lab.detach(lab.node_index(node)?).await?;
+            println!("node {node} detached");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Handover {
+            node,
+            to,
+            mode,
+            name,
+        } => {
+            let mut lab = Lab::load(&name, binaries()?)?;
+            let n = lab.node_index(node)?;
+            if to == 0 || to > lab.spec.mags {
+                bail!("--to: a MAG from 1 to {}", lab.spec.mags);
+            }
+            let t = std::time::Instant::now();
+            demo::hand_over(&mut lab, n, to - 1, mode.into()).await?;
+            let a = lab.wait_node_address(n, Duration::from_secs(10)).await?;
+            lab.save_state()?;
+            println!(
+                "node {node} now at MAG{to} ({a}), moved in {:?}",
+                t.elapsed()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
