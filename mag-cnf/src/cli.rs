@@ -200,7 +200,13 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     info!(signal = why, "draining");
     let _ = stop_tx.send(true);
     let _ = core_task.await;
-    let _ = api.await;
+    // A client holding a stream open (a health or binding Watch) must not hold the process.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), api)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the gRPC server did not stop within 5 s; leaving its streams behind");
+    }
     Ok(())
 }
 
