@@ -690,6 +690,9 @@ pub struct MagTimers {
     pub max_bindack_timeout_ms: u32,
     /// PBU transmissions before the MAG gives up on a registration.
     pub max_pbu_transmissions: u32,
+    /// After giving up, the MAG tries again after this many seconds for as long as the node
+    /// stays on its link (an LMA that was unreachable comes back); 0: never again.
+    pub registration_retry_s: u32,
     /// Lifetime requested in PBUs.
     pub requested_lifetime_s: u32,
     /// A binding is refreshed when this share (per cent) of its granted lifetime has passed.
@@ -702,6 +705,7 @@ impl Default for MagTimers {
             initial_bindack_timeout_ms: 1_000,
             max_bindack_timeout_ms: 32_000,
             max_pbu_transmissions: 8,
+            registration_retry_s: 60,
             requested_lifetime_s: 3_600,
             refresh_at_percent: 80,
         }

@@ -200,8 +200,39 @@ fn a_lost_pba_is_recovered_by_the_retransmitted_pbu() {
 }
 
 #[test]
-fn giving_up_after_max_transmissions_is_reported() {
+fn after_giving_up_the_mag_tries_again_while_the_node_stays() {
     let mut sim = domain(1, 1);
+    let lma_down = std::rc::Rc::new(std::cell::Cell::new(true));
+    let down = lma_down.clone();
+    sim.drop = Some(Box::new(move |p: &Packet| {
+        down.get() && matches!(p.message(), Some(Message::BindingUpdate(_)))
+    }));
+    sim.attach(0, ll(1));
+    // 8 transmissions take 127 s; the LMA is back after 150 s, during the 60 s hold-down.
+    sim.run_for(Duration::from_secs(150));
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::GaveUp { .. }))
+    );
+    assert!(sim.router_advertisements.is_empty());
+    lma_down.set(false);
+    sim.run_for(Duration::from_secs(60));
+    assert!(bound_at(&sim, 0, 1), "registered on the retry round");
+    assert!(!sim.router_advertisements.is_empty());
+    // The retry round started from INITIAL_BINDACK_TIMEOUT again: one more PBU did it.
+    let n = sim
+        .sent
+        .iter()
+        .filter(|(_, p)| matches!(p.message(), Some(Message::BindingUpdate(_))))
+        .count();
+    assert_eq!(n, 9);
+}
+
+#[test]
+fn giving_up_after_max_transmissions_is_reported() {
+    let mut cfg = mag_config(0, 1);
+    cfg.timers.registration_retry_s = 0;
+    let mut sim = Sim::new(lma_config(1, 1), vec![cfg], 42);
     sim.drop = Some(Box::new(|p: &Packet| {
         matches!(p.message(), Some(Message::BindingUpdate(_)))
     }));

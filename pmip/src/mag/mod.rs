@@ -1194,7 +1194,15 @@ impl Mag {
         match e.state {
             BulState::Registering => {
                 if e.transmissions >= max_tx {
-                    self.forget(mn_id);
+                    let retry = self.config.timers.registration_retry_s;
+                    if retry == 0 {
+                        self.forget(mn_id);
+                    } else if let Some(e) = self.bul.get_mut(mn_id) {
+                        // Hold down, then a fresh round of transmissions while the node stays.
+                        e.transmissions = 0;
+                        e.retransmit_timeout = ms(self.config.timers.initial_bindack_timeout_ms);
+                        self.set_deadline(mn_id, Some(now + Duration::from_secs(retry.into())));
+                    }
                     self.event(MagEvent::GaveUp {
                         mn_id: mn_id.to_owned(),
                     });
