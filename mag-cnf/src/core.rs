@@ -219,6 +219,10 @@ pub struct Core<T, R> {
     changes: Vec<Change>,
     ras: Vec<RouterAdvertisement>,
     dirty: bool,
+    /// When each node was last seen arriving on an access link: for the attach → RA and
+    /// attach → first delivered packet histograms.
+    seen_at: HashMap<LinkLayerAddress, std::time::Instant>,
+    awaiting_delivery: HashMap<LinkLayerAddress, std::time::Instant>,
 }
 
 /// Reads the nodes saved by the previous run (none when the file does not exist).
@@ -270,6 +274,8 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             changes: Vec::new(),
             ras: Vec::new(),
             dirty: false,
+            seen_at: HashMap::new(),
+            awaiting_delivery: HashMap::new(),
         };
         let local = core.config.proxy_coa;
         let t = termination(&core.dataplane, local);
@@ -417,6 +423,8 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     .map(|e| e.link_layer)
                     .collect();
                 for ll in gone {
+                    self.seen_at.remove(&ll);
+                    self.awaiting_delivery.remove(&ll);
                     self.mag.handle_detach(now, wall, &ll);
                 }
             }
@@ -424,6 +432,11 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                 ifindex,
                 link_layer,
             } => {
+                let t = std::time::Instant::now();
+                self.seen_at.entry(link_layer).or_insert(t);
+                if self.buffer.is_some() {
+                    self.awaiting_delivery.entry(link_layer).or_insert(t);
+                }
                 self.mag.handle_attach(
                     now,
                     wall,
@@ -706,7 +719,21 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     prefix,
                     deliver: None,
                 } => match b.flush(&prefix) {
-                    Ok(n) => debug!(%prefix, packets = n, "buffer flushed"),
+                    Ok(n) => {
+                        debug!(%prefix, packets = n, "buffer flushed");
+                        let node = self
+                            .mag
+                            .bindings()
+                            .find(|e| e.prefixes.contains(&prefix))
+                            .map(|e| e.link_layer);
+                        if n > 0
+                            && let Some(t) = node.and_then(|ll| self.awaiting_delivery.remove(&ll))
+                        {
+                            self.metrics
+                                .attach_to_first_delivery_seconds
+                                .observe(t.elapsed().as_secs_f64());
+                        }
+                    }
                     Err(e) => warn!(%prefix, error = %e, "flushing the buffer"),
                 },
                 D::FlushBuffer {
@@ -718,7 +745,16 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                         mac.copy_from_slice(ll.as_bytes());
                     }
                     match b.deliver(&prefix, link.0, mac) {
-                        Ok(n) => debug!(%prefix, packets = n, "buffer delivered to the node"),
+                        Ok(n) => {
+                            debug!(%prefix, packets = n, "buffer delivered to the node");
+                            if n > 0
+                                && let Some(t) = self.awaiting_delivery.remove(&ll)
+                            {
+                                self.metrics
+                                    .attach_to_first_delivery_seconds
+                                    .observe(t.elapsed().as_secs_f64());
+                            }
+                        }
                         Err(e) => warn!(%prefix, error = %e, "delivering the buffer"),
                     }
                 }
@@ -733,6 +769,13 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             match self.ra.send_ra(&ra).await {
                 Ok(()) => {
                     self.metrics.ra_sent.inc();
+                    if !ra.prefixes.is_empty()
+                        && let Some(t) = self.seen_at.remove(&ra.mn_link_layer)
+                    {
+                        self.metrics
+                            .attach_to_ra_seconds
+                            .observe(t.elapsed().as_secs_f64());
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, link = ra.link.0, "sending a Router Advertisement");
@@ -766,6 +809,24 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         sync(&self.metrics.pba_received, s.pba_received);
         let bul = self.mag.bindings().count();
         self.metrics.bul_entries.set(bul as i64);
+        if let Some(b) = &self.buffer {
+            let st = b.stats();
+            self.metrics.buffer_held.set(st.held as i64);
+            for (kind, v) in [
+                ("buffered", st.buffered),
+                ("flushed", st.flushed),
+                ("dropped", st.dropped_overflow),
+                ("discarded", st.discarded),
+            ] {
+                sync(
+                    &self
+                        .metrics
+                        .buffer_packets
+                        .get_or_create(&KindLabel { kind: kind.into() }),
+                    v,
+                );
+            }
+        }
         self.metrics
             .registered
             .set(self.mag.bindings().filter(|e| e.is_bound()).count() as i64);

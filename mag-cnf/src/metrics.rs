@@ -35,6 +35,10 @@ pub struct Metrics {
     pub dataplane_failures: Counter,
     pub dataplane_seconds: Histogram,
     pub handovers: Family<KindLabel, Counter>,
+    pub attach_to_ra_seconds: Histogram,
+    pub attach_to_first_delivery_seconds: Histogram,
+    pub buffer_packets: Family<KindLabel, Counter>,
+    pub buffer_held: Gauge,
 }
 
 impl Metrics {
@@ -55,6 +59,10 @@ impl Metrics {
             dataplane_failures: Counter::default(),
             dataplane_seconds: latency(),
             handovers: Family::default(),
+            attach_to_ra_seconds: latency(),
+            attach_to_first_delivery_seconds: latency(),
+            buffer_packets: Family::default(),
+            buffer_held: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("pmip_mag");
         r.register(
@@ -114,6 +122,29 @@ impl Metrics {
             "handovers",
             "Handovers, by mode and outcome",
             m.handovers.clone(),
+        );
+        r.register(
+            "attach_to_ra_seconds",
+            "The L3 handover time: from a node seen on an access link to the Router Advertisement \
+             with its prefix",
+            m.attach_to_ra_seconds.clone(),
+        );
+        r.register(
+            "attach_to_first_delivery_seconds",
+            "Fast handover: from a node seen on an access link to the first buffered packet \
+             delivered to it",
+            m.attach_to_first_delivery_seconds.clone(),
+        );
+        r.register(
+            "buffer_packets",
+            "Fast-handover buffer: packets buffered, flushed, dropped (over the limits) and \
+             discarded (failed handover)",
+            m.buffer_packets.clone(),
+        );
+        r.register(
+            "buffer_held",
+            "Packets held in the fast-handover buffer now",
+            m.buffer_held.clone(),
         );
         m
     }
