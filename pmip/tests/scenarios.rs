@@ -1213,12 +1213,39 @@ fn reactive_fast_handover_recovers_the_previous_mags_packets() {
     sim.detach(0, ll(1));
     assert!(sim.mag_datapaths[0].buffering.contains(&p));
     sim.run_for(Duration::from_millis(30));
-    // It appears at MAG2: HI to MAG1 (and a PBU to the LMA); MAG1 flushes into the tunnel.
+    // It appears at MAG2: HI with 'U' to MAG1 (keep buffering, send the context), and a PBU
+    // to the LMA.
     sim.attach(1, ll(1));
-    // The HI reaches MAG1 1 ms later; the completion comes 2 ms after that.
     sim.run_for(Duration::from_micros(1500));
+    assert!(
+        sim.mag_datapaths[0].buffering.contains(&p),
+        "still buffering"
+    );
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    // The HAck brings the context: MAG2 routes the prefix to the node, advertises it, and
+    // only then asks for the packets (HI with 'F'); MAG1 flushes into the tunnel.
+    sim.run_for(Duration::from_millis(1));
+    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert!(
+        sim.mag_datapaths[0].flushed.is_empty(),
+        "not before MAG2 is ready"
+    );
+    sim.run_for(Duration::from_millis(1));
     assert_eq!(sim.mag_datapaths[0].forwards.get(&p), Some(&mag_addr(1)));
     assert!(sim.mag_datapaths[0].flushed.contains(&p));
+    let hi_flags: Vec<_> = sim
+        .sent
+        .iter()
+        .filter_map(|(_, pk)| match pk.message() {
+            Some(Message::HandoverInitiate(hi)) => Some(hi.flags),
+            _ => None,
+        })
+        .collect();
+    use pmip::wire::HiFlags;
+    assert_eq!(
+        &hi_flags[..2],
+        &[HiFlags::P | HiFlags::U, HiFlags::P | HiFlags::F]
+    );
     sim.settle(Duration::from_secs(2));
     sim.run_for(Duration::from_millis(20));
     assert!(bound_at(&sim, 1, 1));

@@ -70,6 +70,10 @@ pub struct FastHandover {
     pub(super) sequence: SequenceNumber,
     pub(super) tries: u32,
     pub(super) deadline: Instant,
+    /// NMAG, reactive: the context came and the HI with the 'F' flag went out (RFC 5949
+    /// §4.2: an HI with 'U' first, "followed by another HI message with the 'F' flag set at an
+    /// appropriate time").
+    pub(super) forward_asked: bool,
 }
 
 /// Why a handover indication was refused.
@@ -164,6 +168,7 @@ impl Mag {
                 sequence: seq,
                 tries: 0,
                 deadline: now,
+                forward_asked: false,
             });
         }
         self.send_context_hi(now, mn_id);
@@ -228,7 +233,8 @@ impl Mag {
         }
     }
 
-    /// NMAG, reactive: (re)sends the HI asking the PMAG for the node's context and packets.
+    /// NMAG, reactive: (re)sends the HI asking the PMAG for the node's context and to keep
+    /// buffering its packets ('U'), or, once the context is in place, for the packets ('F').
     fn send_request_hi(&mut self, now: Instant, mn_id: &str) {
         let src = self.config.proxy_coa;
         let Some(e) = self.bul.get(mn_id) else {
@@ -257,11 +263,16 @@ impl Mag {
             },
             MobilityOption::ContextRequest(cr),
         ];
+        let (flags, opts) = if f.forward_asked {
+            (HiFlags::P | HiFlags::F, &opts[..1])
+        } else {
+            (HiFlags::P | HiFlags::U, &opts[..])
+        };
         let m = Message::HandoverInitiate(HandoverInitiate {
             sequence: f.sequence,
-            flags: HiFlags::P | HiFlags::F,
+            flags,
             code: HiCode::Default,
-            options: Options::List(&opts),
+            options: Options::List(opts),
         });
         let t = crate::emit(&m, src, peer);
         self.arm_hi_retransmission(now, mn_id);
@@ -310,6 +321,11 @@ impl Mag {
                 flags: HackFlags::P
                     | if hi.flags.contains(HiFlags::F) {
                         HackFlags::F
+                    } else {
+                        HackFlags::empty()
+                    }
+                    | if hi.flags.contains(HiFlags::U) {
+                        HackFlags::U
                     } else {
                         HackFlags::empty()
                     },
@@ -374,6 +390,8 @@ impl Mag {
                 if forward {
                     let mode = fast.map_or(FastHandoverMode::Reactive, |f| f.mode);
                     self.start_forwarding(now, &mn_id, src, &prefixes, mode);
+                } else if hi.flags.contains(HiFlags::U) {
+                    self.hold_for_peer(now, &mn_id, src, &prefixes);
                 }
                 let _ = wall;
             }
@@ -452,6 +470,7 @@ impl Mag {
             sequence: SequenceNumber(0),
             tries: 0,
             deadline: now,
+            forward_asked: false,
         });
         self.by_link_layer.insert(ll, mn_id.to_owned());
         self.bul.insert(mn_id.to_owned(), e);
@@ -523,6 +542,7 @@ impl Mag {
                 sequence: seq,
                 tries: 0,
                 deadline: now,
+                forward_asked: false,
             });
         }
         self.send_request_hi(now, mn_id);
@@ -532,6 +552,49 @@ impl Mag {
             role: FastRole::New,
             peer: pmag,
         });
+    }
+
+    /// PMAG, reactive: the NMAG has the node and asks to keep its packets ('U') until it is
+    /// ready for them. Buffer them if that has not started (the node's departure may not have
+    /// been seen here yet).
+    fn hold_for_peer(&mut self, now: Instant, mn_id: &str, nmag: Ipv6Addr, prefixes: &[Ipv6Net]) {
+        let mode = self.fast_mode();
+        let Some(e) = self.bul.get_mut(mn_id) else {
+            return;
+        };
+        let buffering = match e.fast.as_mut() {
+            Some(f) if f.phase == FastPhase::Forwarding => return,
+            Some(f) => {
+                let was = f.node_left;
+                f.node_left = true;
+                f.peer = Some(nmag);
+                was
+            }
+            None => {
+                e.fast = Some(FastHandover {
+                    mode,
+                    role: FastRole::Previous,
+                    phase: FastPhase::AwaitingPeer,
+                    peer: Some(nmag),
+                    started: now,
+                    node_left: true,
+                    sequence: SequenceNumber(0),
+                    tries: 0,
+                    deadline: now,
+                    forward_asked: false,
+                });
+                false
+            }
+        };
+        if !buffering {
+            for p in prefixes {
+                self.push(MagOutput::Dataplane(DataplaneCommand::Buffer {
+                    prefix: *p,
+                }));
+            }
+        }
+        let until = now + self.handover_timeout();
+        self.set_fast_deadline(mn_id, until);
     }
 
     /// PMAG: forward the node's downlink to the NMAG (and flush what was buffered).
@@ -564,6 +627,7 @@ impl Mag {
                 sequence: SequenceNumber(0),
                 tries: 0,
                 deadline: now,
+                forward_asked: false,
             });
             f.phase = FastPhase::Forwarding;
             f.peer = Some(nmag);
@@ -629,15 +693,34 @@ impl Mag {
                     .unwrap_or_default();
                 self.start_forwarding(now, &mn_id, src, &prefixes, f.mode);
             }
-            FastRole::New => {
-                // Reactive: the context. If the PBA has not come yet, the node is served from
-                // it now (RFC 5949 §4.1: the NMAG "can create ... the routes for the whole
-                // HNP(s), even before the mobile node performs Neighbor Discovery").
-                let prefixes: Vec<Ipv6Net> = ctx.home_network_prefixes().collect();
+            FastRole::New if f.forward_asked => {
+                // Reactive, second HAck: the PMAG forwards now. If the PBA came meanwhile, the
+                // handover is complete.
                 let until = now + self.handover_timeout();
-                if let Some(e) = self.bul.get_mut(&mn_id) {
+                let bound = self.bul.get_mut(&mn_id).is_some_and(|e| {
                     if let Some(fh) = e.fast.as_mut() {
                         fh.phase = FastPhase::Forwarding;
+                    }
+                    e.is_bound()
+                });
+                self.set_fast_deadline(&mn_id, until);
+                if bound {
+                    self.complete_as_new(now, &mn_id);
+                }
+            }
+            FastRole::New => {
+                // Reactive, first HAck: the context. If the PBA has not come yet, the node is
+                // served from it now (RFC 5949 §4.1: the NMAG "can create ... the routes for
+                // the whole HNP(s), even before the mobile node performs Neighbor
+                // Discovery"). With the routes in place, ask for the packets (HI with 'F'):
+                // none of them arrives before there is a route to the node.
+                let prefixes: Vec<Ipv6Net> = ctx.home_network_prefixes().collect();
+                let seq = self.next_hi_sequence();
+                if let Some(e) = self.bul.get_mut(&mn_id) {
+                    if let Some(fh) = e.fast.as_mut() {
+                        fh.forward_asked = true;
+                        fh.sequence = seq;
+                        fh.tries = 0;
                     }
                     if e.state == BulState::Registering && !prefixes.is_empty() {
                         e.prefixes = prefixes.clone();
@@ -656,7 +739,7 @@ impl Mag {
                         self.send_ra(now, &mn_id);
                     }
                 }
-                self.set_fast_deadline(&mn_id, until);
+                self.send_request_hi(now, &mn_id);
             }
         }
     }
@@ -768,6 +851,7 @@ impl Mag {
                     sequence: SequenceNumber(0),
                     tries: 0,
                     deadline: now,
+                    forward_asked: false,
                 });
                 for p in &prefixes {
                     self.push(MagOutput::Dataplane(DataplaneCommand::Buffer {
@@ -804,6 +888,9 @@ impl Mag {
         let state = e.state;
         let reason = match (f.role, f.phase) {
             (_, FastPhase::Initiating) => "no Handover Acknowledge",
+            (FastRole::Previous, FastPhase::AwaitingPeer) if f.peer.is_some() => {
+                "the new MAG did not ask for the packets"
+            }
             (FastRole::Previous, FastPhase::AwaitingPeer) => "no new MAG asked for the node",
             _ => "the handover did not complete in time",
         };

@@ -974,8 +974,9 @@ impl Mag {
                 .bul
                 .get(mn_id)
                 .and_then(|e| e.fast.as_ref())
-                .is_some_and(|f| f.role == FastRole::New)
+                .is_some_and(|f| f.role == FastRole::New && f.phase == FastPhase::Forwarding)
         {
+            // (A reactive NMAG still waiting for the PMAG's packets completes when they come.)
             self.complete_as_new(now, mn_id);
         }
     }
