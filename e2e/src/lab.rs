@@ -67,6 +67,15 @@ pub struct Spec {
     pub heartbeat_interval_s: u32,
     /// Where configurations, state and logs go; a temporary directory when `None`.
     pub dir: Option<PathBuf>,
+    /// MAGs (0-based) left out of the LMA's authorized list.
+    pub unauthorized_mags: Vec<usize>,
+    /// Nodes (0-based) the LMA has no profile for; their MAG still knows them, so it asks and
+    /// the LMA refuses.
+    pub lma_unknown_nodes: Vec<usize>,
+    /// Nodes (0-based) nobody has a profile for.
+    pub unknown_nodes: Vec<usize>,
+    /// The MAGs' PBU timers.
+    pub mag_timers: pmip::config::MagTimers,
 }
 
 impl Spec {
@@ -82,6 +91,10 @@ impl Spec {
             access_mtu: 1500,
             heartbeat_interval_s: 5,
             dir: None,
+            unauthorized_mags: Vec::new(),
+            lma_unknown_nodes: Vec::new(),
+            unknown_nodes: Vec::new(),
+            mag_timers: Default::default(),
         }
     }
 }
@@ -439,10 +452,17 @@ impl Lab {
         Ok(())
     }
 
-    fn profiles(&self) -> Vec<MobileNodeProfile> {
+    /// The profiles the LMA (`lma`) or the MAGs know.
+    fn profiles(&self, lma: bool) -> Vec<MobileNodeProfile> {
         self.nodes
             .iter()
-            .map(|n| {
+            .enumerate()
+            .filter(|(i, _)| {
+                let unknown = self.spec.unknown_nodes.contains(i)
+                    || (lma && self.spec.lma_unknown_nodes.contains(i));
+                !unknown
+            })
+            .map(|(_, n)| {
                 let mut p =
                     MobileNodeProfile::new(Nai::new(n.mn_id.clone()).unwrap_or_else(|_| {
                         Nai::new("invalid@lab.example").unwrap_or_else(|e| unreachable!("{e}"))
@@ -467,8 +487,11 @@ impl Lab {
             "address: '{LMA_ADDRESS}'\nprefix_pools: [{{prefix: '{POOL}'}}]\n"
         ))?;
         c.name = "lma".into();
-        c.authorized_mags = (0..self.spec.mags).map(mag_address).collect();
-        c.mobile_nodes = self.profiles();
+        c.authorized_mags = (0..self.spec.mags)
+            .filter(|i| !self.spec.unauthorized_mags.contains(i))
+            .map(mag_address)
+            .collect();
+        c.mobile_nodes = self.profiles(true);
         c.datapath.mode = self.spec.datapath;
         c.datapath.transport_interface = Some("tr0".into());
         c.state_dir = self.dir.join("lma-state");
@@ -495,7 +518,8 @@ impl Lab {
             mag_address(i)
         ))?;
         c.name = format!("mag{}", i + 1);
-        c.mobile_nodes = self.profiles();
+        c.mobile_nodes = self.profiles(false);
+        c.timers = self.spec.mag_timers;
         c.policy_server = Some(format!("http://[{LMA_ADDRESS}]:50051"));
         c.datapath.mode = self.spec.datapath;
         c.datapath.transport_interface = Some("tr0".into());
@@ -724,6 +748,90 @@ impl Lab {
     pub fn grpc_url(ns_addr: Ipv6Addr) -> String {
         format!("http://[{ns_addr}]:50051")
     }
+}
+
+impl Lab {
+    /// Every binding in the LMA's cache (its gRPC `BindingCache.List`, every page).
+    pub async fn bindings(&self) -> anyhow::Result<Vec<proto::v1::Binding>> {
+        in_ns(&self.lma_ns, || async {
+            let ch = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await?;
+            let mut c = proto::v1::binding_cache_client::BindingCacheClient::new(ch);
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let r = c
+                    .list(proto::v1::ListBindingsRequest {
+                        page_size: 1000,
+                        page_token: token,
+                        proxy_coa: String::new(),
+                    })
+                    .await
+                    .map_err(|s| anyhow!("BindingCache.List: {}", s.message()))?
+                    .into_inner();
+                all.extend(r.bindings);
+                if r.next_page_token.is_empty() {
+                    return Ok(all);
+                }
+                token = r.next_page_token;
+            }
+        })
+        .await
+    }
+
+    /// The Prometheus text of the daemon in `ns` (its `/metrics` on `[::1]:9464`).
+    pub fn metrics(&self, ns: &NetNs) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        ns.run(|| -> anyhow::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(
+                &"[::1]:9464".parse()?,
+                Duration::from_secs(2),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            let body = out
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .ok_or_else(|| anyhow!("not an HTTP response from {}", ns.name()))?;
+            Ok(body)
+        })?
+    }
+
+    /// Packets received and sent on `ifname` in `ns` (`/proc/net/dev`).
+    pub fn link_packets(ns: &NetNs, ifname: &str) -> anyhow::Result<(u64, u64)> {
+        let text = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))??;
+        let want = format!("{ifname}:");
+        let line = text
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(&want))
+            .ok_or_else(|| anyhow!("no link {ifname} in {}", ns.name()))?;
+        let f: Vec<u64> = line[want.len()..]
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit.
+        match (f.get(1), f.get(9)) {
+            (Some(rx), Some(tx)) => Ok((*rx, *tx)),
+            _ => bail!("unreadable /proc/net/dev line for {ifname}: {line}"),
+        }
+    }
+}
+
+/// The value of one sample of a Prometheus text exposition: `name` with the labels as they
+/// are written (`pmip_mag_events_total{kind="rejected"}`); 0 when the sample is absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == sample).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
 
 /// (address, ifindex, flags) of one line of `/proc/net/if_inet6`.

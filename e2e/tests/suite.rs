@@ -1,0 +1,514 @@
+//! The end-to-end suite: every scenario builds its own lab (namespaces named after the
+//! scenario and the test process, so scenarios run in parallel and beside a lab someone left
+//! up), runs the real `pmip-lma` and `pmip-mag` in it, and prints what it measured. Needs root.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use dataplane::netns::NetNs;
+use e2e::lab::{Binaries, CN_ADDRESS, Lab, Spec, mag_address, metric, node_id};
+use e2e::traffic::{TcpFlow, UdpStream, ping};
+
+/// Prints a scenario's figures on the test's stderr even when the harness captures output
+/// (`eprintln!` would be captured and shown only on failure).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "[e2e] {}", format!($($t)*));
+    }};
+}
+
+/// A lab name: the scenario's tag and the test process (at most 8 characters).
+fn name(tag: &str) -> String {
+    assert!(tag.len() <= 3);
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+fn binaries() -> Binaries {
+    Binaries::locate(std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")))
+}
+
+async fn up(spec: Spec) -> Lab {
+    let n = spec.name.clone();
+    Lab::up(spec, binaries())
+        .await
+        .unwrap_or_else(|e| panic!("lab {n}: {e:#}"))
+}
+
+/// Sends one echo at a time from `from` to `to` until one comes back; how long that took.
+fn reachable(from: &NetNs, to: Ipv6Addr, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if ping(from, to, 64, 1, Duration::from_millis(100)).unwrap_or(0) == 1 {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
+/// Pings every address from `from` in parallel until each answered once; the addresses that
+/// never did within `within`, and the time the last one took.
+fn all_reachable(from: &NetNs, addrs: &[Ipv6Addr], within: Duration) -> (Vec<Ipv6Addr>, Duration) {
+    let t = Instant::now();
+    let silent: Vec<Ipv6Addr> = std::thread::scope(|s| {
+        let hs: Vec<_> = addrs
+            .iter()
+            .map(|a| s.spawn(move || (*a, reachable(from, *a, within).is_some())))
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().ok())
+            .filter(|(_, ok)| !ok)
+            .map(|(a, _)| a)
+            .collect()
+    });
+    (silent, t.elapsed())
+}
+
+/// Attaches nodes `0..n` all at once and waits for every address.
+async fn attach_all(lab: &Lab, n: usize, within: Duration) -> (Vec<Ipv6Addr>, Duration) {
+    let t = Instant::now();
+    for i in 0..n {
+        lab.attach(i).await.unwrap();
+    }
+    let mut addrs = vec![None; n];
+    while t.elapsed() < within && addrs.iter().any(Option::is_none) {
+        for (i, a) in addrs.iter_mut().enumerate() {
+            if a.is_none() {
+                *a = lab.node_address(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let missing: Vec<usize> = (0..n).filter(|i| addrs[*i].is_none()).collect();
+    assert!(
+        missing.is_empty(),
+        "nodes without an address after {within:?}: {:?}",
+        missing.iter().map(|i| i + 1).collect::<Vec<_>>()
+    );
+    (addrs.into_iter().flatten().collect(), t.elapsed())
+}
+
+/// The LMA's bindings by MN-ID: (prefixes, proxy-CoA).
+async fn bindings(lab: &Lab) -> BTreeMap<String, (Vec<String>, String)> {
+    let all = lab.bindings().await.unwrap();
+    let mut m = BTreeMap::new();
+    for b in all {
+        let dup = m.insert(
+            b.mn_id.clone(),
+            (b.home_network_prefixes.clone(), b.proxy_coa.clone()),
+        );
+        assert!(dup.is_none(), "two bindings for {}", b.mn_id);
+    }
+    m
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_slaac_ping_and_tcp_both_ways() {
+    let mut lab = up(Spec::new(&name("as"), 2, 1)).await;
+    let t = Instant::now();
+    lab.attach(0).await.unwrap();
+    let addr = lab
+        .wait_node_address(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let attach_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert!(lab.node_has_default_route(0));
+    // The LMA holds one binding, at MAG1, whose prefix the node configured its address from.
+    let b = bindings(&lab).await;
+    let (prefixes, coa) = &b[&node_id(1)];
+    assert_eq!(coa, &mag_address(0).to_string());
+    let prefix: ipnet::Ipv6Net = prefixes[0].parse().unwrap();
+    assert!(prefix.contains(&addr), "{addr} in {prefix}");
+    let mn = lab.nodes[0].ns.clone();
+    assert_eq!(
+        ping(&mn, CN_ADDRESS, 64, 20, Duration::from_secs(3)).unwrap(),
+        20
+    );
+    assert_eq!(
+        ping(&lab.cn, addr, 64, 20, Duration::from_secs(3)).unwrap(),
+        20
+    );
+    // TCP opened from each side, 1 s each.
+    let up_flow = TcpFlow::start(&mn, &lab.cn, CN_ADDRESS, 7100, 50_000_000).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let up_r = up_flow.finish();
+    let down_flow = TcpFlow::start(&lab.cn, &mn, addr, 7101, 50_000_000).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down_r = down_flow.finish();
+    assert!(up_r.survived, "MN -> CN: {:?}", up_r.error);
+    assert!(down_r.survived, "CN -> MN: {:?}", down_r.error);
+    assert!(up_r.bytes > 1_000_000 && down_r.bytes > 1_000_000);
+    say!(
+        "attach+SLAAC: {attach_ms:.1} ms; 20/20 echoes each way; TCP MN->CN {:.1} Mbit/s, CN->MN {:.1} Mbit/s (paced at 50)",
+        up_r.bytes as f64 * 8.0 / 1e6,
+        down_r.bytes as f64 * 8.0 / 1e6
+    );
+    lab.move_node(0, 1).await.unwrap();
+    assert!(reachable(&mn, CN_ADDRESS, Duration::from_secs(10)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_size_packets_cross_the_tunnel_both_ways_without_loss() {
+    let lab = up(Spec::new(&name("fs"), 1, 1)).await;
+    lab.attach(0).await.unwrap();
+    let addr = lab
+        .wait_node_address(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mn = lab.nodes[0].ns.clone();
+    // 1500-octet echoes, never fragmented, each way.
+    let n = 200;
+    assert_eq!(
+        ping(&mn, CN_ADDRESS, 1500, n, Duration::from_secs(5)).unwrap(),
+        n
+    );
+    assert_eq!(
+        ping(&lab.cn, addr, 1500, n, Duration::from_secs(5)).unwrap(),
+        n
+    );
+    // A stream of 1500-octet datagrams (1452 octets of payload) each way.
+    let down = UdpStream::start(&lab.cn, &mn, addr, 7200, 500, 1452).unwrap();
+    let upw = UdpStream::start(&mn, &lab.cn, CN_ADDRESS, 7201, 500, 1452).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (d, u) = (down.finish(), upw.finish());
+    assert!(d.sent > 500 && u.sent > 500);
+    assert_eq!(d.lost(), 0, "CN -> MN lost {} of {}", d.lost(), d.sent);
+    assert_eq!(u.lost(), 0, "MN -> CN lost {} of {}", u.lost(), u.sent);
+    say!(
+        "full size: {n}/{n} 1500-octet echoes each way; UDP 1500-octet datagrams: {} down, {} up, 0 lost",
+        d.sent,
+        u.sent
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_handovers_keep_the_tcp_connection_and_the_address() {
+    let mut lab = up(Spec::new(&name("ho"), 2, 1)).await;
+    lab.attach(0).await.unwrap();
+    let addr = lab
+        .wait_node_address(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mn = lab.nodes[0].ns.clone();
+    let flow = TcpFlow::start(&mn, &lab.cn, CN_ADDRESS, 7300, 5_000_000).unwrap();
+    let mut back_ms = Vec::new();
+    for h in 0..50 {
+        let to = (h + 1) % 2;
+        lab.move_node(0, to).await.unwrap();
+        let t = reachable(&mn, CN_ADDRESS, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("handover {}: the node never reached the CN", h + 1));
+        back_ms.push(t.as_secs_f64() * 1e3);
+        assert_eq!(lab.node_address(0), Some(addr), "handover {}", h + 1);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let r = flow.finish();
+    assert!(r.survived, "TCP: {:?}", r.error);
+    let b = bindings(&lab).await;
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[&node_id(1)].1, mag_address(0).to_string(), "back at MAG1");
+    let served = lab.bindings().await.unwrap();
+    assert_eq!(served[0].handover_count, 50);
+    say!(
+        "50 handovers: reachable again after p50 {:.1} ms, max {:.1} ms; TCP carried {} bytes and survived; address unchanged",
+        percentile(&mut back_ms.clone(), 0.5),
+        percentile(&mut back_ms, 1.0),
+        r.bytes
+    );
+}
+
+/// Pings node 2 from node 1 (both on MAG1) and returns the packets the LMA's transport link
+/// received meanwhile.
+async fn local_path(local_routing: bool) -> (u64, u64) {
+    let mut spec = Spec::new(&name(if local_routing { "lr1" } else { "lr0" }), 1, 2);
+    spec.local_routing = local_routing;
+    let lab = up(spec).await;
+    let (addrs, _) = attach_all(&lab, 2, Duration::from_secs(10)).await;
+    let mn1 = lab.nodes[0].ns.clone();
+    assert!(reachable(&mn1, addrs[1], Duration::from_secs(5)).is_some());
+    let (lma_before, _) = Lab::link_packets(&lab.lma_ns, "tr0").unwrap();
+    let n = 200;
+    assert_eq!(
+        ping(&mn1, addrs[1], 100, n, Duration::from_secs(5)).unwrap(),
+        n
+    );
+    let (lma_after, _) = Lab::link_packets(&lab.lma_ns, "tr0").unwrap();
+    (lma_after - lma_before, u64::from(n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localized_routing_keeps_traffic_between_nodes_of_one_mag_off_the_lma() {
+    let (via_lma_off, n) = local_path(false).await;
+    let (via_lma_on, _) = local_path(true).await;
+    say!(
+        "localized routing: {n} echoes between two nodes of one MAG; packets through the LMA: {via_lma_off} when off, {via_lma_on} when on"
+    );
+    // Off: every request and every reply enters the LMA.
+    assert!(via_lma_off >= 2 * n, "off: {via_lma_off}");
+    // On: none does (a few heartbeats may).
+    assert!(via_lma_on < 10, "on: {via_lma_on}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_lma_with_100_nodes_loses_nothing() {
+    let nodes = 100;
+    let mut lab = up(Spec::new(&name("lk"), 2, nodes)).await;
+    let (addrs, took) = attach_all(&lab, nodes, Duration::from_secs(60)).await;
+    let before = bindings(&lab).await;
+    assert_eq!(before.len(), nodes);
+    let pba = |lab: &Lab| -> f64 {
+        (0..2)
+            .map(|i| {
+                metric(
+                    &lab.metrics(&lab.mag_ns[i]).unwrap(),
+                    "pmip_mag_pba_received_total",
+                )
+            })
+            .sum()
+    };
+    let pba_before = pba(&lab);
+    lab.kill_lma().unwrap();
+    let t = Instant::now();
+    lab.start_lma().unwrap();
+    let lma_ns = lab.lma_ns.clone();
+    lab.wait_ready(&lma_ns, "LMA").await.unwrap();
+    let serving = t.elapsed();
+    let after = bindings(&lab).await;
+    assert_eq!(
+        after, before,
+        "every binding, prefix and proxy-CoA restored"
+    );
+    let (silent, _) = all_reachable(&lab.cn, &addrs, Duration::from_secs(20));
+    assert!(
+        silent.is_empty(),
+        "unreachable after the restart: {silent:?}"
+    );
+    let reachable_after = t.elapsed();
+    // The MAGs see the new restart counter in a heartbeat and re-register every node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pba(&lab) < pba_before + nodes as f64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reregistered = t.elapsed();
+    assert!(
+        pba(&lab) >= pba_before + nodes as f64,
+        "the MAGs re-registered every node"
+    );
+    assert_eq!(bindings(&lab).await, before);
+    for (i, a) in addrs.iter().enumerate() {
+        assert_eq!(lab.node_address(i), Some(*a));
+    }
+    say!(
+        "LMA kill -9 with {nodes} nodes (attached in {:.0} ms): serving again {:.0} ms after restart, all {nodes} reachable at {:.0} ms, all re-registered at {:.0} ms; no prefix changed",
+        took.as_secs_f64() * 1e3,
+        serving.as_secs_f64() * 1e3,
+        reachable_after.as_secs_f64() * 1e3,
+        reregistered.as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_of_a_mag_keeps_its_nodes() {
+    let mut lab = up(Spec::new(&name("mk"), 2, 4)).await;
+    let (addrs, _) = attach_all(&lab, 4, Duration::from_secs(10)).await;
+    let before = bindings(&lab).await;
+    let mn1 = lab.nodes[0].ns.clone();
+    // A downlink stream to node 1 (at MAG1) across the crash and the restart.
+    let stream = UdpStream::start(&lab.cn, &mn1, addrs[0], 7400, 500, 64).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lab.kill_mag(0).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    lab.start_mag(0).unwrap();
+    let ns = lab.mag_ns[0].clone();
+    lab.wait_ready(&ns, "MAG1").await.unwrap();
+    let ready = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = stream.finish();
+    // The binding stayed (an upgrade is not a detach), and so did the datapath.
+    assert_eq!(bindings(&lab).await, before);
+    let (silent, _) = all_reachable(&lab.cn, &addrs, Duration::from_secs(10));
+    assert!(silent.is_empty(), "{silent:?}");
+    for (i, a) in addrs.iter().enumerate() {
+        assert_eq!(lab.node_address(i), Some(*a));
+    }
+    assert!(
+        r.lost() <= 5,
+        "lost {} of {} across the MAG's crash and restart",
+        r.lost(),
+        r.sent
+    );
+    // The restarted MAG still serves its nodes: node 1 moves to MAG2 and back.
+    lab.move_node(0, 1).await.unwrap();
+    assert!(reachable(&mn1, CN_ADDRESS, Duration::from_secs(10)).is_some());
+    lab.move_node(0, 0).await.unwrap();
+    assert!(reachable(&mn1, CN_ADDRESS, Duration::from_secs(10)).is_some());
+    assert_eq!(
+        bindings(&lab).await[&node_id(1)].1,
+        mag_address(0).to_string()
+    );
+    say!(
+        "MAG kill -9: gRPC ready {:.0} ms after the restart; downlink lost {} of {} across crash and restart; bindings unchanged; handover after restart ok",
+        ready.as_secs_f64() * 1e3,
+        r.lost(),
+        r.sent
+    );
+}
+
+/// Runs `nft -f -` with `rules` inside `ns`.
+fn nft(ns: &NetNs, rules: &str) -> String {
+    use std::io::Write;
+    let mut c = ns.command("nft").unwrap();
+    c.arg("-f").arg("-");
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("nft (nftables) is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_signalling_loss_still_registers_every_node_once() {
+    let nodes = 20;
+    let mut spec = Spec::new(&name("sl"), 2, nodes);
+    spec.mag_timers.initial_bindack_timeout_ms = 200;
+    spec.mag_timers.max_bindack_timeout_ms = 1_600;
+    spec.mag_timers.registration_retry_s = 2;
+    let lab = up(spec).await;
+    // Every Mobility Header packet crossing the transport router is dropped with p = 0.3.
+    nft(
+        &lab.net,
+        "table ip6 pmiploss {\n chain lossy {\n  type filter hook forward priority 0; policy accept;\n  meta l4proto 135 numgen random mod 100 < 30 counter drop\n  meta l4proto 135 counter accept\n }\n}\n",
+    );
+    let (_, took) = attach_all(&lab, nodes, Duration::from_secs(90)).await;
+    let b = bindings(&lab).await;
+    assert_eq!(b.len(), nodes, "one binding per node");
+    let prefixes: BTreeSet<&String> = b.values().flat_map(|(p, _)| p).collect();
+    assert_eq!(prefixes.len(), nodes, "no prefix given twice");
+    for (n, node) in lab.nodes.iter().enumerate() {
+        let at = node.at.unwrap();
+        assert_eq!(b[&node_id(n + 1)].1, mag_address(at).to_string());
+    }
+    let listing = String::from_utf8(
+        lab.net
+            .command("nft")
+            .unwrap()
+            .args(["list", "table", "ip6", "pmiploss"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let counts: Vec<u64> = listing
+        .lines()
+        .filter_map(|l| l.split("packets ").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect();
+    let (dropped, passed) = (counts[0], counts[1]);
+    assert!(dropped > 0, "the rule dropped something");
+    let retx: f64 = (0..2)
+        .map(|i| {
+            metric(
+                &lab.metrics(&lab.mag_ns[i]).unwrap(),
+                "pmip_mag_pbu_retransmitted_total",
+            )
+        })
+        .sum();
+    say!(
+        "30 % signalling loss: {nodes} nodes registered in {:.1} s; {dropped} MH packets dropped, {passed} passed; {retx} PBU retransmissions; {} bindings, all distinct",
+        took.as_secs_f64(),
+        b.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_mag_and_unknown_nodes_get_no_service() {
+    // MAG2 is not authorized; node 1 (at MAG1) is unknown to the LMA only, node 3 (at MAG3)
+    // unknown to everyone; node 4 (at MAG1) is a regular node.
+    let mut spec = Spec::new(&name("ua"), 3, 4);
+    spec.unauthorized_mags = vec![1];
+    spec.lma_unknown_nodes = vec![0];
+    spec.unknown_nodes = vec![2];
+    let lab = up(spec).await;
+    lab.attach(3).await.unwrap();
+    lab.wait_node_address(3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let before = lab.bindings().await.unwrap();
+    assert_eq!(before.len(), 1);
+    for n in 0..3 {
+        lab.attach(n).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in 0..3 {
+        assert_eq!(lab.node_address(n), None, "node {} got an address", n + 1);
+        assert!(
+            !lab.node_has_default_route(n),
+            "node {} got a router",
+            n + 1
+        );
+    }
+    // Nothing changed at the LMA, down to the binding's revision.
+    let after = lab.bindings().await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].mn_id, node_id(4));
+    assert_eq!(after[0].revision, before[0].revision);
+    let m2 = lab.metrics(&lab.mag_ns[1]).unwrap();
+    let refused_154 = m2.lines().any(|l| {
+        l.starts_with("pmip_mag_pba_received_by_status_total{") && l.contains("status=\"154\"")
+    });
+    assert!(refused_154, "MAG2 got PBA 154:\n{m2}");
+    let m1 = lab.metrics(&lab.mag_ns[0]).unwrap();
+    let rejected = metric(&m1, "pmip_mag_events_total{kind=\"rejected\"}");
+    assert!(rejected >= 1.0, "MAG1 saw node 1 rejected:\n{m1}");
+    let m3 = lab.metrics(&lab.mag_ns[2]).unwrap();
+    assert!(metric(&m3, "pmip_mag_events_total{kind=\"unknown-node\"}") >= 1.0);
+    assert_eq!(
+        metric(&m3, "pmip_mag_pbu_sent_total"),
+        0.0,
+        "no PBU for an unknown node"
+    );
+    say!(
+        "refusals: unauthorized MAG -> PBA 154; node unknown to the LMA -> rejected ({rejected} rejections at MAG1); unknown node -> no PBU; no address, no router, the LMA's one binding untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_nodes_attach_at_once() {
+    let nodes = 200;
+    let lab = up(Spec::new(&name("nd"), 2, nodes)).await;
+    let (addrs, took) = attach_all(&lab, nodes, Duration::from_secs(90)).await;
+    let b = bindings(&lab).await;
+    assert_eq!(b.len(), nodes);
+    let distinct: BTreeSet<&Ipv6Addr> = addrs.iter().collect();
+    assert_eq!(distinct.len(), nodes);
+    let (silent, all_in) = all_reachable(&lab.cn, &addrs, Duration::from_secs(20));
+    assert!(silent.is_empty(), "unreachable: {silent:?}");
+    let m = lab.metrics(&lab.mag_ns[0]).unwrap();
+    say!(
+        "{nodes} nodes at once: all addressed in {:.0} ms, all reachable from the CN {:.0} ms later; MAG1 registered {}",
+        took.as_secs_f64() * 1e3,
+        all_in.as_secs_f64() * 1e3,
+        metric(&m, "pmip_mag_registered")
+    );
+}
