@@ -138,26 +138,10 @@ pub fn hex_colons(b: &[u8]) -> String {
 /// RFC 3339 text of a Timestamp option's value (RFC 5213 §8.8), to the nanosecond.
 pub fn rfc3339(ts: Timestamp) -> String {
     let wall = ts.to_wall_clock().since_epoch();
-    let secs = wall.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level Date
-    // Algorithms").
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        wall.subsec_nanos()
+    crate::show::rfc3339(
+        i64::try_from(wall.as_secs()).unwrap_or(i64::MAX),
+        wall.subsec_nanos(),
+        9,
     )
 }
 

@@ -9,7 +9,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdin = io::stdin().lock();
     let mut stdout = io::stdout().lock();
-    match pmipctl::run(cli, &mut stdin, &mut stdout) {
+    let mut stderr = io::stderr();
+    match pmipctl::run(cli, &mut stdin, &mut stdout, &mut stderr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {

@@ -106,11 +106,10 @@ fn write_one(
     text: impl Fn(&Record) -> String,
 ) -> Result<(), CliError> {
     match io.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *io.stdout, r).context("cannot write JSON")?;
-            writeln!(io.stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::show::emit(io, r, String::new)?;
         }
-        OutputFormat::Text => write!(io.stdout, "{}", text(r))?,
+        OutputFormat::Table => write!(io.stdout, "{}", text(r))?,
     }
     Ok(())
 }
@@ -188,12 +187,11 @@ fn decode_capture(path: &std::path::Path, io: &mut Io<'_>) -> Result<(), CliErro
 
     let malformed = entries.iter().filter(|(_, e)| e.is_some()).count();
     match io.output {
-        OutputFormat::Json => {
+        OutputFormat::Json | OutputFormat::Yaml => {
             let list: Vec<&Record> = entries.iter().map(|(r, _)| r).collect();
-            serde_json::to_writer_pretty(&mut *io.stdout, &list).context("cannot write JSON")?;
-            writeln!(io.stdout)?;
+            crate::show::emit(io, &list, String::new)?;
         }
-        OutputFormat::Text => {
+        OutputFormat::Table => {
             for (r, err) in &entries {
                 let n = match r.get("frame") {
                     Some(Value::Number(n)) => Some(*n),
