@@ -57,6 +57,7 @@ pub fn change(c: &DataplaneCommand) -> Option<Change> {
         DataplaneCommand::RemoveForward { prefix } => Change::RemoveDownlink { prefix },
         DataplaneCommand::Buffer { .. }
         | DataplaneCommand::FlushBuffer { .. }
+        | DataplaneCommand::ForwardBuffer { .. }
         | DataplaneCommand::DiscardBuffer { .. } => return None,
     })
 }

@@ -83,6 +83,14 @@ pub enum DataplaneCommand {
         prefix: Ipv6Net,
         deliver: Option<(AccessLink, LinkLayerAddress)>,
     },
+    /// MAG, fast handover: send what the buffer holds for `prefix` to the MAG at `peer`
+    /// through the tunnel, in arrival order, and whatever else reaches the buffer for the
+    /// prefix after it, until `RemoveForward`: the prefix's route stays on the buffer, so
+    /// nothing that arrives meanwhile can overtake what was held (the reactive PMAG).
+    ForwardBuffer {
+        prefix: Ipv6Net,
+        peer: Ipv6Addr,
+    },
     /// MAG, fast handover: drop what the buffer holds for `prefix` (the handover failed).
     DiscardBuffer {
         prefix: Ipv6Net,

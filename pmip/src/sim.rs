@@ -406,6 +406,11 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
                 d.delivering.insert(prefix, link);
             }
         }
+        DataplaneCommand::ForwardBuffer { prefix, peer } => {
+            d.buffering.remove(&prefix);
+            d.flushed.push(prefix);
+            d.forwards.insert(prefix, peer);
+        }
         DataplaneCommand::DiscardBuffer { prefix } => {
             d.buffering.remove(&prefix);
             d.discarded.push(prefix);

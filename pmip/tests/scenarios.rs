@@ -1249,6 +1249,22 @@ fn reactive_fast_handover_recovers_the_previous_mags_packets() {
     sim.settle(Duration::from_secs(2));
     sim.run_for(Duration::from_millis(20));
     assert!(bound_at(&sim, 1, 1));
+    // RFC 5949 Figure 3: MAG2's PBU follows the HI / HAck exchange, so the LMA turns to MAG2
+    // only after MAG1 has sent it the packets it held.
+    let pos = |f: &dyn Fn(&Packet) -> bool| sim.sent.iter().position(|(_, pk)| f(pk));
+    let first_pbu_of_mag2 =
+        pos(&|pk| pk.src == mag_addr(1) && matches!(pk.message(), Some(Message::BindingUpdate(_))))
+            .expect("MAG2 registers");
+    let second_hack = sim
+        .sent
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, pk))| matches!(pk.message(), Some(Message::HandoverAck(_))))
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("two HAcks");
+    assert!(first_pbu_of_mag2 > second_hack);
+
     assert_eq!(prefix_of(&sim, 1), p);
     assert!(sim.mags[0].binding(&nai(1)).is_none());
     assert!(sim.mag_datapaths[0].forwards.is_empty());

@@ -634,16 +634,18 @@ impl Mag {
         }
         if fresh {
             for p in prefixes {
-                self.push(MagOutput::Dataplane(DataplaneCommand::ForwardDownlink {
-                    prefix: *p,
-                    peer: nmag,
-                }));
-                if left {
-                    self.push(MagOutput::Dataplane(DataplaneCommand::FlushBuffer {
+                // What the buffer holds goes first, and what follows goes the same way.
+                self.push(MagOutput::Dataplane(if left {
+                    DataplaneCommand::ForwardBuffer {
                         prefix: *p,
-                        deliver: None,
-                    }));
-                }
+                        peer: nmag,
+                    }
+                } else {
+                    DataplaneCommand::ForwardDownlink {
+                        prefix: *p,
+                        peer: nmag,
+                    }
+                }));
             }
         }
         let until = now + self.handover_timeout();
@@ -651,7 +653,13 @@ impl Mag {
     }
 
     /// A Handover Acknowledge from another MAG.
-    pub(super) fn on_hack(&mut self, now: Instant, src: Ipv6Addr, hack: &HandoverAck<'_>) {
+    pub(super) fn on_hack(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        hack: &HandoverAck<'_>,
+    ) {
         let ctx = match HandoverContext::of_hack(hack) {
             Ok(c) => c,
             Err(e) => {
@@ -676,6 +684,7 @@ impl Mag {
         let accepted = hack.code.value() < 128;
         if !accepted {
             self.clear_fast(&mn_id);
+            self.register_if_waiting(now, wall, &mn_id);
             self.event(MagEvent::HandoverFailed {
                 mn_id,
                 mode: f.mode,
@@ -706,6 +715,8 @@ impl Mag {
                 self.set_fast_deadline(&mn_id, until);
                 if bound {
                     self.complete_as_new(now, &mn_id);
+                } else {
+                    self.register_if_waiting(now, wall, &mn_id);
                 }
             }
             FastRole::New => {
@@ -873,7 +884,12 @@ impl Mag {
         if f.phase == FastPhase::Initiating && f.tries < HI_TRIES {
             match f.role {
                 FastRole::Previous => self.send_context_hi(now, mn_id),
-                FastRole::New => self.send_request_hi(now, mn_id),
+                FastRole::New => {
+                    // A silent PMAG must not hold the registration: the PBU goes at the first
+                    // HI timeout.
+                    self.register_if_waiting(now, wall, mn_id);
+                    self.send_request_hi(now, mn_id);
+                }
             }
             return;
         }
@@ -881,6 +897,7 @@ impl Mag {
         let Some(f) = self.clear_fast(mn_id) else {
             return;
         };
+        self.register_if_waiting(now, wall, mn_id);
         let Some(e) = self.bul.get(mn_id) else {
             return;
         };

@@ -454,9 +454,22 @@ impl Mag {
         self.by_link_layer.insert(a.link_layer, mn_id.clone());
         self.bul.insert(mn_id.clone(), entry);
         self.heartbeats.add_peer(self.config.lma_address, now);
-        self.send_pbu(now, wall, &mn_id, false);
-        if let Some(pmag) = previous_mag {
-            self.start_reactive(now, &mn_id, pmag);
+        match previous_mag {
+            // RFC 5949 Figure 3: HI / HAck first, then the PBU (steps (g)-(h)), so that the
+            // previous MAG's packets reach the node before the LMA sends it new ones.
+            Some(pmag) => self.start_reactive(now, &mn_id, pmag),
+            None => self.send_pbu(now, wall, &mn_id, false),
+        }
+    }
+
+    /// A reactive NMAG registers once the PMAG forwards (or does not answer).
+    pub(super) fn register_if_waiting(&mut self, now: Instant, wall: WallClock, mn_id: &str) {
+        if self
+            .bul
+            .get(mn_id)
+            .is_some_and(|e| e.state == BulState::Registering && e.transmissions == 0)
+        {
+            self.send_pbu(now, wall, mn_id, false);
         }
     }
 
@@ -729,7 +742,7 @@ impl Mag {
             }
             Message::UpdateNotification(upn) if from_lma => self.on_upn(now, wall, src, dst, &upn),
             Message::HandoverInitiate(hi) if !from_lma => self.on_hi(now, wall, src, dst, &hi),
-            Message::HandoverAck(hack) if !from_lma => self.on_hack(now, src, &hack),
+            Message::HandoverAck(hack) if !from_lma => self.on_hack(now, wall, src, &hack),
             other => self.drop_message(src, format!("{} is not for this MAG", other.mh_type())),
         }
     }
