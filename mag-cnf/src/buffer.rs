@@ -52,6 +52,8 @@ struct Queue {
     bytes: usize,
     /// Packets go straight to this node (link index, MAC) instead of waiting.
     deliver: Option<(u32, [u8; 6])>,
+    /// Packets go through the tunnel to this MAG instead of waiting.
+    relay: Option<Ipv6Addr>,
 }
 
 /// The buffer device and its queues.
@@ -61,6 +63,8 @@ pub struct Buffer {
     ifindex: u32,
     /// Sends frames to nodes; `own_mac` is their source (the domain's fixed MAG MAC).
     packet: socket2::Socket,
+    /// Sends IPv6-in-IPv6 (RFC 2473) to another MAG: the kernel adds the outer header.
+    tunnel: socket2::Socket,
     own_mac: [u8; 6],
     limits: Limits,
     queues: HashMap<Ipv6Net, Queue>,
@@ -111,7 +115,7 @@ fn register(f: File) -> io::Result<AsyncFd<File>> {
 
 impl Buffer {
     /// Creates (or takes over) the buffer device and brings it up. Needs CAP_NET_ADMIN.
-    pub async fn open(limits: Limits, own_mac: [u8; 6]) -> anyhow::Result<Buffer> {
+    pub async fn open(limits: Limits, own_mac: [u8; 6], local: Ipv6Addr) -> anyhow::Result<Buffer> {
         let f = tun(DEVICE).map_err(|e| anyhow::anyhow!("buffer device {DEVICE}: {e}"))?;
         let nl = dataplane::Netlink::connect()?;
         let ifindex = nl.link_index(DEVICE).await?;
@@ -121,6 +125,8 @@ impl Buffer {
             fd: register(f)?,
             ifindex,
             packet: crate::access::sys::send_socket()?,
+            tunnel: tunnel_socket(local)
+                .map_err(|e| anyhow::anyhow!("IPv6-in-IPv6 socket from {local}: {e}"))?,
             own_mac,
             limits,
             queues: HashMap::new(),
@@ -184,6 +190,13 @@ impl Buffer {
             self.stats.stray += 1;
             return;
         };
+        if let Some(peer) = q.relay {
+            match relay_to(&self.tunnel, peer, pkt) {
+                Ok(()) => self.stats.flushed += 1,
+                Err(_) => self.stats.dropped_overflow += 1,
+            }
+            return;
+        }
         if let Some((ifindex, mac)) = q.deliver {
             match send_to_node(&self.packet, ifindex, mac, self.own_mac, pkt) {
                 Ok(()) => self.stats.flushed += 1,
@@ -246,6 +259,38 @@ impl Buffer {
         Ok(n)
     }
 
+    /// Sends `prefix`'s packets to the MAG at `peer` through the tunnel, in order, and what
+    /// else arrives for it after them, until [`Buffer::end_relay`].
+    pub fn relay(&mut self, prefix: &Ipv6Net, peer: Ipv6Addr) -> io::Result<usize> {
+        let _ = self.drain();
+        let q = self.queues.entry(*prefix).or_default();
+        q.relay = Some(peer);
+        let packets: Vec<Vec<u8>> = q.packets.drain(..).collect();
+        q.bytes = 0;
+        let mut n = 0;
+        for p in packets {
+            match relay_to(&self.tunnel, peer, &p) {
+                Ok(()) => n += 1,
+                Err(_) => self.stats.dropped_overflow += 1,
+            }
+        }
+        self.stats.flushed += n as u64;
+        Ok(n)
+    }
+
+    /// Whether `prefix` is being sent to another MAG.
+    pub fn is_relaying(&self, prefix: &Ipv6Net) -> bool {
+        self.queues.get(prefix).is_some_and(|q| q.relay.is_some())
+    }
+
+    /// Stops relaying `prefix` after sending what is left in the device.
+    pub fn end_relay(&mut self, prefix: &Ipv6Net) {
+        if self.is_relaying(prefix) {
+            let _ = self.drain();
+            self.queues.remove(prefix);
+        }
+    }
+
     /// The prefix has its own route now: what is left in the device goes to the node, then
     /// the prefix is forgotten.
     pub fn end_delivery(&mut self, prefix: &Ipv6Net) {
@@ -269,6 +314,35 @@ impl Buffer {
         self.stats.discarded += n as u64;
         n
     }
+}
+
+/// A raw socket that sends IPv6-in-IPv6 from `local`. It never reads: its receive buffer
+/// is kept at the minimum so that the copies of incoming tunnel packets it is given cost
+/// nothing.
+fn tunnel_socket(local: Ipv6Addr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let s = Socket::new(
+        Domain::IPV6,
+        Type::RAW.nonblocking().cloexec(),
+        Some(Protocol::from(libc::IPPROTO_IPV6)),
+    )?;
+    s.set_recv_buffer_size(0)?;
+    if !local.is_unspecified() {
+        s.bind(&SockAddr::from(std::net::SocketAddrV6::new(local, 0, 0, 0)))?;
+    }
+    Ok(s)
+}
+
+fn relay_to(s: &socket2::Socket, peer: Ipv6Addr, pkt: &[u8]) -> io::Result<()> {
+    let to = socket2::SockAddr::from(std::net::SocketAddrV6::new(peer, 0, 0, 0));
+    let sent = s.send_to(pkt, &to)?;
+    if sent != pkt.len() {
+        return Err(io::Error::other(format!(
+            "sent {sent} of {} bytes",
+            pkt.len()
+        )));
+    }
+    Ok(())
 }
 
 /// One IPv6 packet as an Ethernet frame to `mac` on link `ifindex`.

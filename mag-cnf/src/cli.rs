@@ -147,6 +147,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
                     bytes: fh.buffer_bytes as usize,
                 },
                 fixed_mac_bytes(&cfg),
+                cfg.proxy_coa,
             )
             .await
             .context("fast-handover buffer")?,

@@ -475,6 +475,16 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
     fn dataplane_command(&mut self, c: pmip::output::DataplaneCommand) {
         use pmip::output::DataplaneCommand as D;
         if let Some(ch) = datapath::change(&c) {
+            // The end of a relay: the prefix's route was the buffer's, not a tunnel.
+            if let (D::RemoveForward { prefix }, Some(b)) = (&c, self.buffer.as_mut())
+                && b.is_relaying(prefix)
+            {
+                b.end_relay(prefix);
+                self.changes.push(Change::RemoveLocalRoute {
+                    prefix: *prefix,
+                    ifindex: b.ifindex(),
+                });
+            }
             self.changes.push(ch);
             return;
         }
@@ -495,7 +505,9 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                 });
             }
             // After this turn's routes are in place.
-            D::FlushBuffer { .. } | D::DiscardBuffer { .. } => self.buffer_ops.push(c),
+            D::FlushBuffer { .. } | D::ForwardBuffer { .. } | D::DiscardBuffer { .. } => {
+                self.buffer_ops.push(c)
+            }
             _ => {}
         }
     }
@@ -679,7 +691,30 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
     async fn flush(&mut self) {
         if !self.changes.is_empty() {
             let t = std::time::Instant::now();
-            if let Err(e) = self.dataplane.apply(&self.changes).await {
+            // The buffer keeps handing packets to their nodes while the kernel is being
+            // changed: a packet that reached the device just before its prefix's route moved
+            // to the access link must not wait for the netlink round trip, or the packets
+            // after it, now delivered by the kernel directly, would overtake it.
+            let applied = {
+                let (dataplane, changes, buffer) =
+                    (&self.dataplane, &self.changes, self.buffer.as_mut());
+                let pump = async move {
+                    match buffer {
+                        Some(b) => loop {
+                            if b.readable().await.is_ok() {
+                                let _ = b.drain();
+                            }
+                        },
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    r = dataplane.apply(changes) => r,
+                    () = pump => unreachable!("the pump never ends"),
+                }
+            };
+            if let Err(e) = applied {
                 error!(error = %e, changes = self.changes.len(), "datapath");
                 self.metrics.dataplane_failures.inc();
             }
@@ -758,6 +793,10 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                         Err(e) => warn!(%prefix, error = %e, "delivering the buffer"),
                     }
                 }
+                D::ForwardBuffer { prefix, peer } => match b.relay(&prefix, peer) {
+                    Ok(n) => debug!(%prefix, %peer, packets = n, "buffer sent to the new MAG"),
+                    Err(e) => warn!(%prefix, %peer, error = %e, "sending the buffer on"),
+                },
                 D::DiscardBuffer { prefix } => {
                     let n = b.discard(&prefix);
                     debug!(%prefix, packets = n, "buffer discarded");
