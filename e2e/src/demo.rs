@@ -106,13 +106,11 @@ pub async fn hand_over(
     match mode {
         HandoverMode::Plain => {}
         HandoverMode::Predictive => {
-            let mn_id = lab.nodes[n].mn_id.clone();
-            lab::handover_indication(&lab.mag_ns[from], &mn_id, &format!("ap{}", to + 1), "")
+            lab.handover_indication(from, n, &format!("ap{}", to + 1), "")
                 .await?;
         }
         HandoverMode::Reactive => {
-            let mn_id = lab.nodes[n].mn_id.clone();
-            lab::handover_indication(&lab.mag_ns[to], &mn_id, "", &format!("ap{}", from + 1))
+            lab.handover_indication(to, n, "", &format!("ap{}", from + 1))
                 .await?;
         }
     }
@@ -314,4 +312,110 @@ impl Report {
             lt = l - 4.0,
         )
     }
+}
+
+/// One mode's handovers, summed up for the side-by-side comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeSummary {
+    pub mode: HandoverMode,
+    pub handovers: usize,
+    pub lost_packets: u64,
+    pub reordered_packets: u64,
+    pub duplicated_packets: u64,
+    /// Largest loss in one handover.
+    pub max_lost_per_handover: u64,
+    pub interruption_p50_ms: f64,
+    pub interruption_max_ms: f64,
+    pub tcp_survived: bool,
+    pub address_unchanged: bool,
+}
+
+impl ModeSummary {
+    pub fn of(r: &Report) -> ModeSummary {
+        let mut gaps: Vec<f64> = r.handovers.iter().map(|h| h.interruption_ms).collect();
+        gaps.sort_by(f64::total_cmp);
+        let p50 = gaps.get(gaps.len() / 2).copied().unwrap_or(0.0);
+        ModeSummary {
+            mode: r.mode,
+            handovers: r.handovers.len(),
+            lost_packets: r.handovers.iter().map(|h| h.lost_packets).sum(),
+            reordered_packets: r.handovers.iter().map(|h| h.reordered_packets).sum(),
+            duplicated_packets: r.handovers.iter().map(|h| h.duplicated_packets).sum(),
+            max_lost_per_handover: r
+                .handovers
+                .iter()
+                .map(|h| h.lost_packets)
+                .max()
+                .unwrap_or(0),
+            interruption_p50_ms: p50,
+            interruption_max_ms: gaps.last().copied().unwrap_or(0.0),
+            tcp_survived: r.tcp_survived,
+            address_unchanged: r.address_unchanged,
+        }
+    }
+}
+
+/// The modes side by side, for people.
+pub fn side_by_side(rows: &[ModeSummary], rate_pps: u32) -> String {
+    let mut s = format!(
+        "handovers with a {rate_pps} packet/s downlink UDP stream (totals over every handover)\n\
+         {:<11} {:>9} {:>6} {:>9} {:>10} {:>13} {:>17} {:>4} {:>8}\n",
+        "mode",
+        "handovers",
+        "lost",
+        "reordered",
+        "duplicated",
+        "max lost/one",
+        "interruption ms",
+        "TCP",
+        "address"
+    );
+    s.push_str(&format!(
+        "{:<11} {:>9} {:>6} {:>9} {:>10} {:>13} {:>17} {:>4} {:>8}\n",
+        "", "", "", "", "", "", "p50 / max", "", ""
+    ));
+    for r in rows {
+        s.push_str(&format!(
+            "{:<11} {:>9} {:>6} {:>9} {:>10} {:>13} {:>17} {:>4} {:>8}\n",
+            format!("{:?}", r.mode).to_lowercase(),
+            r.handovers,
+            r.lost_packets,
+            r.reordered_packets,
+            r.duplicated_packets,
+            r.max_lost_per_handover,
+            format!(
+                "{:.1} / {:.1}",
+                r.interruption_p50_ms, r.interruption_max_ms
+            ),
+            if r.tcp_survived { "ok" } else { "BROKE" },
+            if r.address_unchanged {
+                "same"
+            } else {
+                "CHANGED"
+            },
+        ));
+    }
+    s
+}
+
+/// Runs the demo once per mode, each in a fresh lab named `name` plus a digit.
+pub async fn compare(
+    name: &str,
+    modes: &[HandoverMode],
+    spec: &DemoSpec,
+    binaries: &lab::Binaries,
+) -> anyhow::Result<Vec<Report>> {
+    let base: String = name.chars().take(7).collect();
+    let mut out = Vec::new();
+    for (i, m) in modes.iter().enumerate() {
+        let mut ls = lab::Spec::new(&format!("{base}{i}"), 2, 1);
+        ls.fast_handover = m.domain_mode();
+        let mut l = Lab::up(ls, binaries.clone()).await?;
+        let d = DemoSpec {
+            mode: *m,
+            ..spec.clone()
+        };
+        out.push(run(&mut l, &d).await?);
+    }
+    Ok(out)
 }

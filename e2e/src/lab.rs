@@ -169,6 +169,8 @@ pub struct Lab {
     /// Netlink connections by namespace: opening one takes a thread and a runtime, too slow
     /// to do in the middle of a handover.
     netlink: std::sync::Mutex<BTreeMap<String, Netlink>>,
+    /// gRPC channels by namespace, for the same reason.
+    channels: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
 }
 
 /// Namespace names of a lab.
@@ -284,6 +286,7 @@ impl Lab {
             namespaces: Vec::new(),
             keep: false,
             netlink: Default::default(),
+            channels: Default::default(),
             dir,
             _tmp: tmp,
             spec,
@@ -308,6 +311,9 @@ impl Lab {
         }
         for ns in lab.mag_ns.iter().chain(lab.nodes.iter().map(|n| &n.ns)) {
             lab.nl(ns)?;
+        }
+        for ns in lab.mag_ns.clone() {
+            lab.channel(&ns).await?;
         }
         Ok(lab)
     }
@@ -648,6 +654,46 @@ impl Lab {
         Ok(n)
     }
 
+    /// A (cached) gRPC channel to the daemon in `ns`.
+    pub async fn channel(&self, ns: &NetNs) -> anyhow::Result<tonic::transport::Channel> {
+        if let Some(c) = self
+            .channels
+            .lock()
+            .map_err(|_| anyhow!("channel cache poisoned"))?
+            .get(ns.name())
+        {
+            return Ok(c.clone());
+        }
+        let c = channel_in(ns).await?;
+        self.channels
+            .lock()
+            .map_err(|_| anyhow!("channel cache poisoned"))?
+            .insert(ns.name().to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Tells MAG `mag` about a fast handover of node `n` (its `Gateway.HandoverIndication`):
+    /// predictive with `new_ap` (at the previous MAG), reactive with `previous_ap` (at the
+    /// new one).
+    pub async fn handover_indication(
+        &self,
+        mag: usize,
+        n: usize,
+        new_ap: &str,
+        previous_ap: &str,
+    ) -> anyhow::Result<()> {
+        let ch = self.channel(&self.mag_ns[mag]).await?;
+        let mut c = proto::v1::gateway_client::GatewayClient::new(ch);
+        c.handover_indication(proto::v1::HandoverIndicationRequest {
+            mn_id: self.nodes[n].mn_id.clone(),
+            new_access_point: new_ap.to_owned(),
+            previous_access_point: previous_ap.to_owned(),
+        })
+        .await
+        .map_err(|s| anyhow!("HandoverIndication: {}", s.message()))?;
+        Ok(())
+    }
+
     /// Brings node `n`'s link up at its MAG (it attaches).
     pub async fn attach(&self, n: usize) -> anyhow::Result<()> {
         let node = &self.nodes[n];
@@ -866,6 +912,37 @@ where
     .await?
 }
 
+/// A gRPC channel to `[::1]:50051` in `ns`: every connection (and reconnection) is opened
+/// inside the namespace, then driven by the caller's runtime like any other.
+pub async fn channel_in(ns: &NetNs) -> anyhow::Result<tonic::transport::Channel> {
+    let ns = ns.clone();
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let ns = ns.clone();
+        async move {
+            let s = tokio::task::spawn_blocking(move || {
+                ns.run(|| {
+                    std::net::TcpStream::connect_timeout(
+                        &std::net::SocketAddr::from((Ipv6Addr::LOCALHOST, 50051)),
+                        Duration::from_secs(2),
+                    )
+                })
+                .map_err(std::io::Error::other)?
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            s.set_nodelay(true)?;
+            s.set_nonblocking(true)?;
+            let s = tokio::net::TcpStream::from_std(s)?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+        }
+    });
+    Ok(
+        tonic::transport::Endpoint::from_static("http://[::1]:50051")
+            .connect_with_connector(connector)
+            .await?,
+    )
+}
+
 /// Whether the gRPC health service in `ns` (port 50051 on loopback) says SERVING.
 pub async fn grpc_serving(ns: &NetNs) -> bool {
     in_ns(ns, || async {
@@ -996,6 +1073,7 @@ impl Lab {
             namespaces: names,
             keep: true,
             netlink: Default::default(),
+            channels: Default::default(),
             dir: s.dir,
             _tmp: None,
             spec,

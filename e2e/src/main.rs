@@ -72,6 +72,21 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run the demo once in each handover mode (plain, predictive, reactive) and print them
+    /// side by side.
+    Compare {
+        #[arg(long, default_value_t = 20)]
+        handovers: usize,
+        #[arg(long, default_value_t = 800)]
+        interval_ms: u64,
+        /// Downlink UDP probe rate.
+        #[arg(long, default_value_t = 1000)]
+        rate_pps: u32,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "pmipcmp")]
+        name: String,
+    },
     /// Build a domain and leave it running (see `status`).
     Up {
         #[arg(long, default_value_t = 2)]
@@ -219,6 +234,38 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Cmd::Compare {
+            handovers,
+            interval_ms,
+            rate_pps,
+            json,
+            name,
+        } => {
+            let d = DemoSpec {
+                handovers,
+                interval: Duration::from_millis(interval_ms),
+                probe_rate_pps: rate_pps,
+                tcp_rate_bps: 2_000_000,
+                ..DemoSpec::default()
+            };
+            let modes = [
+                HandoverMode::Plain,
+                HandoverMode::Predictive,
+                HandoverMode::Reactive,
+            ];
+            let bins = binaries()?;
+            let reports = tokio::select! {
+                r = demo::compare(&name, &modes, &d, &bins) => r?,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            };
+            let rows: Vec<demo::ModeSummary> = reports.iter().map(demo::ModeSummary::of).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", demo::side_by_side(&rows, rate_pps));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Up {
             mags,
