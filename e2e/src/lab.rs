@@ -104,6 +104,7 @@ impl Spec {
 pub struct Binaries {
     pub lma: Vec<PathBuf>,
     pub mag: Vec<PathBuf>,
+    pub pmipctl: Vec<PathBuf>,
 }
 
 impl Binaries {
@@ -128,6 +129,7 @@ impl Binaries {
         Binaries {
             lma: find("pmip-lma", "__lma"),
             mag: find("pmip-mag", "__mag"),
+            pmipctl: find("pmipctl", "__pmipctl"),
         }
     }
 
@@ -1086,6 +1088,31 @@ impl Lab {
             bail!("--node: from 1 to {}", self.nodes.len());
         }
         Ok(node - 1)
+    }
+
+    /// Runs `pmipctl` with `args` inside `ns` and returns its standard output; an error with
+    /// its standard error when it fails.
+    pub fn pmipctl(&self, ns: &NetNs, args: &[&str]) -> anyhow::Result<String> {
+        let (prog, rest) = self
+            .binaries
+            .pmipctl
+            .split_first()
+            .ok_or_else(|| anyhow!("no pmipctl"))?;
+        let out = ns
+            .command(prog)?
+            .args(rest)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", prog.display()))?;
+        if !out.status.success() {
+            bail!(
+                "pmipctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     /// Where everything is and how to reach it.

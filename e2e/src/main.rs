@@ -154,6 +154,10 @@ fn main() -> ExitCode {
             argv.remove(1);
             return mag_cnf::cli::main_from(argv);
         }
+        Some("__pmipctl") => {
+            argv.remove(1);
+            return pmipctl_main(argv);
+        }
         _ => {}
     }
     let args = Args::parse_from(argv);
@@ -177,6 +181,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("pmip-lab: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pmipctl` itself, for labs where it is not installed.
+fn pmipctl_main(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    let cli = <pmipctl::Cli as Parser>::parse_from(argv);
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    match pmipctl::run(cli, &mut stdin, &mut stdout, &mut stderr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
         }
     }
 }

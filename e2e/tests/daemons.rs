@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::lab::{Binaries, CN_ADDRESS, Lab, Spec};
+use e2e::lab::{Binaries, CN_ADDRESS, Lab, Spec, mag_address};
 use e2e::traffic::{TcpFlow, ping};
 
 fn name(tag: &str) -> String {
@@ -26,6 +26,33 @@ async fn a_node_attaches_reaches_the_cn_moves_and_survives_an_lma_crash() {
         .unwrap();
     eprintln!("node address {addr} after {:?}", t.elapsed());
     assert!(lab.node_has_default_route(0), "default route via fe80::1");
+
+    // `pmipctl bindings list -o json` in the LMA's namespace: the binding at MAG1.
+    let at = |lab: &Lab| -> (String, Vec<String>) {
+        let out = lab
+            .pmipctl(&lab.lma_ns, &["bindings", "list", "-o", "json"])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let b = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["mn_id"] == "mn1@lab.example")
+            .expect("mn1's binding");
+        (
+            b["proxy_coa"].as_str().unwrap().to_owned(),
+            b["home_network_prefixes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned())
+                .collect(),
+        )
+    };
+    let (coa, prefixes) = at(&lab);
+    assert_eq!(coa, mag_address(0).to_string());
+    let prefix: ipnet::Ipv6Net = prefixes[0].parse().unwrap();
+    assert!(prefix.contains(&addr), "{addr} from {prefix}");
 
     // Small and full-size packets, both directions, through the tunnel.
     let mn = lab.nodes[0].ns.clone();
@@ -58,6 +85,7 @@ async fn a_node_attaches_reaches_the_cn_moves_and_survives_an_lma_crash() {
     assert!(back, "the node reaches the CN again after the move");
     eprintln!("reachable again {:?} after the move", t.elapsed());
     assert_eq!(lab.node_address(0), Some(addr), "same address at MAG2");
+    assert_eq!(at(&lab), (mag_address(1).to_string(), prefixes.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = flow.finish();
     assert!(r.survived, "TCP survived the handover: {:?}", r.error);
@@ -79,4 +107,5 @@ async fn a_node_attaches_reaches_the_cn_moves_and_survives_an_lma_crash() {
     assert!(back, "the node reaches the CN after the LMA restarted");
     eprintln!("LMA restart: traffic back after {:?}", t.elapsed());
     assert_eq!(lab.node_address(0), Some(addr));
+    assert_eq!(at(&lab), (mag_address(1).to_string(), prefixes));
 }
