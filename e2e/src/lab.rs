@@ -133,10 +133,98 @@ impl Binaries {
         }
     }
 
+    /// The lab's own copy of the daemons' code: `lab_exe __lma`, `lab_exe __mag`,
+    /// `lab_exe __pmipctl`. Always the same build as the lab.
+    pub fn embedded(lab_exe: &Path) -> Binaries {
+        let run = |sub: &str| vec![lab_exe.to_path_buf(), PathBuf::from(sub)];
+        Binaries {
+            lma: run("__lma"),
+            mag: run("__mag"),
+            pmipctl: run("__pmipctl"),
+        }
+    }
+
+    /// `pmip-lma`, `pmip-mag` and `pmipctl` from `dir` (an installation); an error naming
+    /// what is missing.
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Binaries> {
+        let get = |name: &str| -> anyhow::Result<Vec<PathBuf>> {
+            let p = dir.join(name);
+            if !p.is_file() {
+                bail!(
+                    "{} not found (PMIP_LAB_DAEMONS={})",
+                    p.display(),
+                    dir.display()
+                );
+            }
+            Ok(vec![p])
+        };
+        Ok(Binaries {
+            lma: get("pmip-lma")?,
+            mag: get("pmip-mag")?,
+            pmipctl: get("pmipctl")?,
+        })
+    }
+
+    /// For tests run from the source tree: the separately built binaries next to `lab_exe`
+    /// when each is newer than every source file of the crates it is built from, else the
+    /// lab's own copy of their code (a stale binary left by an earlier build never runs).
+    pub fn fresh(lab_exe: &Path, workspace: &Path) -> Binaries {
+        let newest = [
+            "pmip",
+            "cnf",
+            "dataplane",
+            "proto",
+            "lma-cnf",
+            "mag-cnf",
+            "pmipctl",
+        ]
+        .iter()
+        .filter_map(|c| newest_mtime(&workspace.join(c)))
+        .max();
+        let located = Binaries::locate(lab_exe);
+        let embedded = Binaries::embedded(lab_exe);
+        let pick = |found: Vec<PathBuf>, fallback: Vec<PathBuf>| -> Vec<PathBuf> {
+            let fresh = found.len() == 1
+                && std::fs::metadata(&found[0])
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| newest.is_none_or(|n| t >= n));
+            if fresh { found } else { fallback }
+        };
+        Binaries {
+            lma: pick(located.lma, embedded.lma),
+            mag: pick(located.mag, embedded.mag),
+            pmipctl: pick(located.pmipctl, embedded.pmipctl),
+        }
+    }
+
     /// True when the daemons are the installed binaries, not the lab running their code.
     pub fn standalone(&self) -> bool {
         self.lma.len() == 1 && self.mag.len() == 1
     }
+}
+
+/// The newest modification time of the files under `dir` (its `src`, `proto` and
+/// `Cargo.toml`).
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    fn walk(p: &Path, best: &mut Option<std::time::SystemTime>) {
+        let Ok(m) = std::fs::metadata(p) else {
+            return;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    walk(&e.path(), best);
+                }
+            }
+        } else if let Ok(t) = m.modified() {
+            *best = Some(best.map_or(t, |b| b.max(t)));
+        }
+    }
+    let mut best = None;
+    for sub in ["src", "pmip", "Cargo.toml", "build.rs"] {
+        walk(&dir.join(sub), &mut best);
+    }
+    best
 }
 
 /// A mobile node of the lab.

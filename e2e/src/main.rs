@@ -202,7 +202,12 @@ fn pmipctl_main(argv: Vec<std::ffi::OsString>) -> ExitCode {
 }
 
 fn binaries() -> anyhow::Result<Binaries> {
-    Ok(Binaries::locate(&std::env::current_exe()?))
+    // The lab's own copy of the daemons, so that the daemons are always the same build as
+    // the lab; PMIP_LAB_DAEMONS=DIR runs installed binaries instead.
+    match std::env::var_os("PMIP_LAB_DAEMONS") {
+        Some(dir) => Binaries::from_dir(std::path::Path::new(&dir)),
+        None => Ok(Binaries::embedded(&std::env::current_exe()?)),
+    }
 }
 
 async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {

@@ -13,7 +13,10 @@ fn name(tag: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_attaches_reaches_the_cn_moves_and_survives_an_lma_crash() {
-    let bins = Binaries::locate(std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")));
+    let bins = Binaries::fresh(
+        std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    );
     eprintln!("daemons: {:?}", bins);
     let mut spec = Spec::new(&name("d"), 2, 1);
     spec.dir = std::env::var_os("PMIP_LAB_DIR").map(Into::into);

@@ -10,7 +10,10 @@ use e2e::lab::Binaries;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_handovers_in_each_mode_side_by_side() {
-    let bins = Binaries::locate(std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")));
+    let bins = Binaries::fresh(
+        std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    );
     let spec = DemoSpec {
         handovers: 20,
         interval: Duration::from_millis(800),

@@ -26,7 +26,10 @@ fn name(tag: &str) -> String {
 }
 
 fn binaries() -> Binaries {
-    Binaries::locate(std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")))
+    Binaries::fresh(
+        std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    )
 }
 
 async fn up(spec: Spec) -> Lab {
