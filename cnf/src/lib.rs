@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod convert;
+pub mod daemon;
 pub mod datapath;
 pub mod grpc;
 pub mod signal;

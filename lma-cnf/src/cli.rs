@@ -51,51 +51,21 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             };
         }
     };
-    let cfg = match cnf::config::load::<LmaConfig>(
-        &args.config,
-        |c| {
-            if let Some(a) = args.address.as_deref().and_then(first_global_ipv6) {
-                c.address = a;
-            }
+    cnf::daemon::main(
+        cnf::daemon::Start {
+            program: "pmip-lma",
+            config: &args.config,
+            check_only: args.check_config,
+            adjust: Box::new(|c: &mut LmaConfig| {
+                if let Some(a) = args.address.as_deref().and_then(first_global_ipv6) {
+                    c.address = a;
+                }
+            }),
+            validate: LmaConfig::validate,
+            tracing: |c| &c.tracing,
         },
-        LmaConfig::validate,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pmip-lma: {e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
-    let _guard = match cnf::telemetry::init(&cfg.tracing, "pmip-lma") {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("pmip-lma: {e:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pmip-lma: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cfg, args.cleanup)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("pmip-lma: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        |cfg| run(cfg, args.cleanup),
+    )
 }
 
 async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {

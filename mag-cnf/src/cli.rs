@@ -57,54 +57,24 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             };
         }
     };
-    let cfg = match cnf::config::load::<MagConfig>(
-        &args.config,
-        |c| {
-            if let Some(a) = args.proxy_coa.as_deref().and_then(first_global_ipv6) {
-                c.proxy_coa = a;
-            }
-            if let Some(n) = args.name.clone().filter(|n| !n.is_empty()) {
-                c.name = n;
-            }
+    cnf::daemon::main(
+        cnf::daemon::Start {
+            program: "pmip-mag",
+            config: &args.config,
+            check_only: args.check_config,
+            adjust: Box::new(|c: &mut MagConfig| {
+                if let Some(a) = args.proxy_coa.as_deref().and_then(first_global_ipv6) {
+                    c.proxy_coa = a;
+                }
+                if let Some(n) = args.name.clone().filter(|n| !n.is_empty()) {
+                    c.name = n;
+                }
+            }),
+            validate: MagConfig::validate,
+            tracing: |c| &c.tracing,
         },
-        MagConfig::validate,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pmip-mag: {e}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
-    let _guard = match cnf::telemetry::init(&cfg.tracing, "pmip-mag") {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("pmip-mag: {e:#}");
-            return ExitCode::from(EXIT_BAD_CONFIG as u8);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pmip-mag: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(cfg, args.cleanup, args.deregister_on_exit)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("pmip-mag: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        |cfg| run(cfg, args.cleanup, args.deregister_on_exit),
+    )
 }
 
 async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> anyhow::Result<()> {

@@ -1,0 +1,61 @@
+//! The command line of `pmip-mag`: a bad configuration names the field and exits with code 2
+//! before anything starts; `--check-config` accepts a good one.
+
+use std::process::Command;
+
+fn run(yaml: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("mag.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pmip-mag"))
+        .arg("--config")
+        .arg(&f)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_good_file_passes_the_check() {
+    let (code, out, err) = run(
+        "proxy_coa: '2001:db8:1::1'\nlma_address: '2001:db8::1'\naccess_interfaces: ['acc*']\n",
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with(": ok\n"), "{out}");
+}
+
+#[test]
+fn a_bad_field_is_named_and_exits_2() {
+    let (code, _, err) = run(
+        "proxy_coa: '2001:db8:1::1'\nlma_address: '2001:db8::1'\naccess_interfaces: ['acc*']\ntimers: {max_pbu_transmissions: 0}\n",
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("max_pbu_transmissions"), "{err}");
+}
+
+#[test]
+fn an_unknown_field_is_named_and_exits_2() {
+    let (code, _, err) = run(
+        "proxy_coa: '2001:db8:1::1'\nlma_address: '2001:db8::1'\naccess_interfaces: ['acc*']\nno_such_field: 1\n",
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no_such_field"), "{err}");
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pmip-mag"))
+        .args(["--config", "/nonexistent/mag.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mag.yaml"));
+}
