@@ -44,6 +44,18 @@ impl Clock {
         let since = Duration::from_nanos(t.as_nanos()).saturating_sub(Duration::from_secs(1));
         self.origin + since
     }
+
+    /// Sleeps until the protocol instant `t`, or forever without one: a state machine's
+    /// `poll_timeout()` as a future.
+    pub fn sleep_until(&self, t: Option<Instant>) -> impl std::future::Future<Output = ()> + use<> {
+        let at = t.map(|t| self.to_std(t));
+        async move {
+            match at {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

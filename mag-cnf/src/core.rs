@@ -309,13 +309,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         let mut batch = RecvBatch::default();
         tokio::pin!(shutdown);
         loop {
-            let deadline = self.mag.poll_timeout().map(|t| self.clock.to_std(t));
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = self.clock.sleep_until(self.mag.poll_timeout());
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
