@@ -784,16 +784,22 @@ impl Lab {
         Ok(())
     }
 
-    /// Brings node `n`'s link up at its MAG (it attaches).
-    pub async fn attach(&self, n: usize) -> anyhow::Result<()> {
+    /// Sets the MAG end of node `n`'s link up or down.
+    async fn set_access_link(&self, n: usize, up: bool) -> anyhow::Result<()> {
         let node = &self.nodes[n];
         let mag = node
             .at
             .ok_or_else(|| anyhow!("node {} has no link", node.index))?;
         let m = self.nl(&self.mag_ns[mag])?;
         let a = m.link_index(&node.access_if).await?;
-        m.set_link_up(a, true).await?;
-        let nl = self.nl(&node.ns)?;
+        m.set_link_up(a, up).await?;
+        Ok(())
+    }
+
+    /// Brings node `n`'s link up at its MAG (it attaches).
+    pub async fn attach(&self, n: usize) -> anyhow::Result<()> {
+        self.set_access_link(n, true).await?;
+        let nl = self.nl(&self.nodes[n].ns)?;
         let e = nl.link_index("eth0").await?;
         nl.set_link_up(e, true).await?;
         Ok(())
@@ -801,14 +807,7 @@ impl Lab {
 
     /// Takes node `n`'s link down at its MAG (it detaches).
     pub async fn detach(&self, n: usize) -> anyhow::Result<()> {
-        let node = &self.nodes[n];
-        let mag = node
-            .at
-            .ok_or_else(|| anyhow!("node {} has no link", node.index))?;
-        let m = self.nl(&self.mag_ns[mag])?;
-        let a = m.link_index(&node.access_if).await?;
-        m.set_link_up(a, false).await?;
-        Ok(())
+        self.set_access_link(n, false).await
     }
 
     /// Hands node `n` over to MAG `to`: the MAG end of its veth moves into that MAG's
