@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use crate::Settings;
 use crate::error::{Error, Result};
 use crate::model::{Change, DesiredState, PrefixRoute, Previous, ReconcileReport};
-use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, Via};
+use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, RouteKey, Via};
 use crate::netlink::{Netlink, Outcome, Request};
 use crate::plan::{self, Actual, Layout, Tunnel};
 
@@ -662,6 +662,39 @@ pub(crate) fn batch_result(total: usize, mut failures: Vec<(usize, Error)>) -> R
         total,
         first: Box::new(failures.swap_remove(0).1),
     })
+}
+
+/// Whether the kernel of `nl`'s namespace can make seg6 lightweight tunnels: adds a seg6
+/// route to a documentation prefix in a table nothing uses (on the loopback link) and deletes
+/// it.
+pub async fn probe_seg6(nl: &Netlink) -> Result<bool> {
+    let lo = nl.link_index("lo").await?;
+    let doc = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0xffff, 0, 0, 0, 0x7e57);
+    let probe = KRoute {
+        key: RouteKey::new(
+            0x7e57_0000 + std::process::id() % 0xffff,
+            Ipv6Net::from(doc),
+        ),
+        protocol: crate::Settings::new(0, 1500).route_protocol,
+        via: Via::Seg6 { peer: doc, oif: lo },
+        mtu: None,
+    };
+    match nl.execute_all(&[Request::replace_route(&probe)]).await {
+        Ok(_) => {
+            nl.execute_all(&[Request::delete_route(&probe)]).await?;
+            Ok(true)
+        }
+        // No seg6 lightweight tunnels: the encap type is unknown.
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the kernel of `nl`'s namespace can make ip6tnl links: makes one (down, to a

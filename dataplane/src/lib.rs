@@ -25,8 +25,8 @@
 //!
 //! [`Dataplane`] is an enum over the backends, picked at run time by [`Mode`] (the daemon's
 //! `DatapathConfig::mode`, one to one): [`Mode::Seg6`], [`Mode::Ip6tnl`], [`Mode::None`]
-//! (signalling only) and [`Mode::Auto`] (ip6tnl when [`probe_ip6tnl`] says the kernel can
-//! make such a link, seg6 otherwise). Tests of a daemon use [`Dataplane::Fake`] and look at
+//! (signalling only) and [`Mode::Auto`] (seg6 when [`probe_seg6`] says the kernel can make
+//! such routes, else ip6tnl when [`probe_ip6tnl`] says it can make such links). Tests of a daemon use [`Dataplane::Fake`] and look at
 //! the recorded [`DesiredState`].
 //!
 //! Every operation is idempotent: an add replaces what the same key had, a removal of
@@ -99,7 +99,7 @@ use ipnet::Ipv6Net;
 
 pub use error::{Error, Result};
 pub use fake::Fake;
-pub use kernel::{Kernel, probe_ip6tnl};
+pub use kernel::{Kernel, probe_ip6tnl, probe_seg6};
 pub use model::{
     AccessLink, Change, Counts, DesiredState, PrefixRoute, ReconcileReport, Termination,
 };
@@ -110,7 +110,7 @@ pub use plan::Tunnel;
 /// Which backend to run; one to one with the daemons' `DatapathConfig::mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// ip6tnl when the kernel can make the link ([`probe_ip6tnl`]), seg6 otherwise.
+    /// seg6 when the kernel can ([`probe_seg6`]), else ip6tnl ([`probe_ip6tnl`]).
     #[default]
     Auto,
     Seg6,
@@ -309,17 +309,19 @@ pub enum Dataplane {
 }
 
 impl Dataplane {
-    /// Opens the backend `mode` asks for; for [`Mode::Auto`] probes for ip6tnl first.
+    /// Opens the backend `mode` asks for; for [`Mode::Auto`] seg6 when the kernel can make
+    /// such routes (the backend this project runs in its tests), else ip6tnl when it can make
+    /// such links.
     pub async fn open(mode: Mode, nl: Netlink, settings: Settings) -> Result<Self> {
         let tunnel = match mode {
             Mode::None => return Ok(Dataplane::None),
             Mode::Seg6 => Tunnel::Seg6,
             Mode::Ip6tnl => Tunnel::Ip6tnl,
             Mode::Auto => {
-                if probe_ip6tnl(&nl).await? {
-                    Tunnel::Ip6tnl
-                } else {
+                if probe_seg6(&nl).await? || !probe_ip6tnl(&nl).await? {
                     Tunnel::Seg6
+                } else {
+                    Tunnel::Ip6tnl
                 }
             }
         };

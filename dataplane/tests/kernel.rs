@@ -92,22 +92,33 @@ async fn veth_addresses_mtu_and_sysctls() {
     );
 }
 
-/// This kernel has no ip6_tunnel: auto falls back to seg6 and leaves no probe link behind.
-/// (Where ip6tnl exists, auto must pick it.)
+/// Auto prefers seg6, which this kernel has; the probe leaves no route behind (and no ip6tnl
+/// probe link, where ip6tnl exists).
 #[tokio::test]
-async fn auto_mode_probes_for_ip6tnl() {
+async fn auto_mode_prefers_seg6_and_cleans_up_its_probes() {
     let n = Node::new("auto").await;
     let peer = Node::new("peer").await;
     link(&n, "t0", &peer, "t0", 1500).await;
-    let has_ip6tnl = dataplane::probe_ip6tnl(&n.nl).await.unwrap();
+    assert!(
+        dataplane::probe_seg6(&n.nl).await.unwrap(),
+        "this kernel has seg6"
+    );
     let settings = Settings::resolve(&n.nl, Some("t0"), a("::1"), None)
         .await
         .unwrap();
     let dp = Dataplane::open(Mode::Auto, n.nl.clone(), settings)
         .await
         .unwrap();
-    let want = if has_ip6tnl { "ip6tnl" } else { "seg6" };
-    assert_eq!(dp.backend_name(), want);
+    assert_eq!(dp.backend_name(), "seg6");
+    let routes =
+        n.ns.run(|| std::fs::read_to_string("/proc/thread-self/net/ipv6_route"))
+            .unwrap()
+            .unwrap();
+    assert!(
+        !routes.contains("20010db8ffffffff0000000000007e57"),
+        "the probe route is gone:\n{routes}"
+    );
+    let _ = dataplane::probe_ip6tnl(&n.nl).await.unwrap();
     assert!(
         n.nl.link_index(&format!("pmprobe{}", std::process::id() % 100_000_000))
             .await

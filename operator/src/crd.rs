@@ -276,7 +276,7 @@ impl Default for LinkLocalSpec {
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
 )]
 pub enum DatapathMode {
-    /// ip6tnl when the kernel has it, seg6 otherwise.
+    /// seg6 when the kernel has it, else ip6tnl when the kernel has it.
     #[default]
     Auto,
     /// seg6 lightweight tunnels.

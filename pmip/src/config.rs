@@ -377,7 +377,7 @@ impl Default for RevocationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatapathMode {
-    /// `ip6tnl` when the kernel has it, `seg6` otherwise.
+    /// `seg6` when the kernel has it, else `ip6tnl` when the kernel has it.
     #[default]
     Auto,
     /// seg6 lightweight tunnels in reduced encapsulation mode.
