@@ -1,4 +1,4 @@
-//! Keeps `docs/configuration.md` true to the configuration schema of `pmip::config`.
+//! Keeps `the README's configuration reference` true to the configuration schema of `pmip::config`.
 //!
 //! - every field of a fully populated `LmaConfig` / `MagConfig` has a row in the reference, and
 //!   every row (and every dotted field path written in a table) names a field that exists;
@@ -15,11 +15,19 @@ use pmip::types::{LinkLayerAddress, Nai};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-const DOC: &str = include_str!("../../docs/configuration.md");
+const README: &str = include_str!("../../README.md");
 
-const LMA_PART: &str = "## LMA configuration file";
-const MAG_PART: &str = "## MAG configuration file";
-const DOMAIN_PART: &str = "## The shared `domain` section";
+/// The README's configuration reference: from its `## Configuration` heading to the end.
+static DOC: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    let start = README
+        .find("\n## Configuration\n")
+        .expect("a `## Configuration` section in the README");
+    &README[start..]
+});
+
+const LMA_PART: &str = "### LMA configuration file";
+const MAG_PART: &str = "### MAG configuration file";
+const DOMAIN_PART: &str = "### The shared `domain` section";
 
 /// Fields whose value is a map keyed by names the user chooses: one row documents the map.
 const MAP_FIELDS: &[&str] = &["domain.fast_handover.access_points"];
@@ -202,17 +210,18 @@ fn mag_paths() -> BTreeSet<String> {
 
 // ------------------------------------------------------------------ the reference's tables
 
-/// The text of the `## ` section whose heading starts with `heading`, up to the next one.
+/// The text of the `### ` section whose heading starts with `heading`, up to the next one.
 fn part(heading: &str) -> &'static str {
-    let start = DOC
-        .match_indices("\n## ")
+    let doc: &'static str = &DOC;
+    let start = doc
+        .match_indices("\n### ")
         .map(|(i, _)| i + 1)
-        .find(|&i| DOC[i..].starts_with(heading))
+        .find(|&i| doc[i..].starts_with(heading))
         .unwrap_or_else(|| panic!("no section {heading:?} in the reference"));
-    let end = DOC[start + 3..]
-        .find("\n## ")
-        .map_or(DOC.len(), |i| start + 3 + i);
-    &DOC[start..end]
+    let end = doc[start + 4..]
+        .find("\n### ")
+        .map_or(doc.len(), |i| start + 4 + i);
+    &doc[start..end]
 }
 
 #[derive(Debug)]
@@ -283,7 +292,7 @@ fn every_field_of_the_schema_has_a_row() {
         let missing: Vec<&String> = paths.difference(&documented).collect();
         assert!(
             missing.is_empty(),
-            "{what} fields without a row in docs/configuration.md: {missing:?}"
+            "{what} fields without a row in the README's configuration reference: {missing:?}"
         );
     }
 }
@@ -385,11 +394,11 @@ fn yaml_example(heading: &str) -> &'static str {
 }
 
 fn minimal_lma() -> LmaConfig {
-    serde_saphyr::from_str(yaml_example("## Minimal LMA configuration")).unwrap()
+    serde_saphyr::from_str(yaml_example("### Minimal LMA configuration")).unwrap()
 }
 
 fn minimal_mag() -> MagConfig {
-    serde_saphyr::from_str(yaml_example("## Minimal MAG configuration")).unwrap()
+    serde_saphyr::from_str(yaml_example("### Minimal MAG configuration")).unwrap()
 }
 
 #[test]
@@ -419,7 +428,7 @@ fn minimal_examples_parse_validate_and_fit_together() {
 
 #[test]
 fn error_messages_in_the_reference_are_the_real_ones() {
-    let intro = part("## How a bad file is reported");
+    let intro = part("### How a bad file is reported");
 
     let mut lma = minimal_lma();
     lma.prefix_pools.push(PrefixPool {
@@ -431,7 +440,7 @@ fn error_messages_in_the_reference_are_the_real_ones() {
     let line = format!("pmip-lma: lma.yaml: {e}\n");
     assert!(intro.contains(&line), "{line}");
 
-    let yaml: String = yaml_example("## Minimal MAG configuration")
+    let yaml: String = yaml_example("### Minimal MAG configuration")
         .lines()
         .filter(|l| !l.starts_with("proxy_coa:"))
         .map(|l| format!("{l}\n"))
@@ -443,7 +452,7 @@ fn error_messages_in_the_reference_are_the_real_ones() {
 
     let yaml = format!(
         "{}timers:\n  min_delay_before_bce_delete: 3\n",
-        yaml_example("## Minimal LMA configuration")
+        yaml_example("### Minimal LMA configuration")
     );
     let e = serde_saphyr::from_str::<LmaConfig>(&yaml)
         .unwrap_err()
@@ -851,7 +860,7 @@ fn documented_ranges_are_enforced() {
 
 #[test]
 fn yaml_notes_in_the_reference_hold() {
-    let lma = yaml_example("## Minimal LMA configuration");
+    let lma = yaml_example("### Minimal LMA configuration");
     let with = |extra: &str| parse::<LmaConfig>(&format!("{lma}{extra}"));
 
     // Unquoted link-layer addresses, dashes and capitals.
