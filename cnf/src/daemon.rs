@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
 
-use pmip::config::{ConfigError, TracingConfig};
+use pmip::config::{ApiConfig, ConfigError, TracingConfig};
 use serde::de::DeserializeOwned;
 
 use crate::config::EXIT_BAD_CONFIG;
@@ -22,6 +22,7 @@ pub struct Start<'a, C> {
     pub adjust: Box<dyn FnOnce(&mut C) + 'a>,
     pub validate: fn(&C) -> Result<(), ConfigError>,
     pub tracing: fn(&C) -> &TracingConfig,
+    pub api: fn(&C) -> &ApiConfig,
 }
 
 impl<C> std::fmt::Debug for Start<'_, C> {
@@ -49,6 +50,15 @@ where
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
+    // What only shows when it is used (the TLS files, the tracing filter): before anything
+    // starts, and by --check-config too.
+    let api = (s.api)(&cfg);
+    if let Err(e) = crate::telemetry::check((s.tracing)(&cfg))
+        .and_then(|()| crate::grpc::server(api).map(drop).map_err(Into::into))
+    {
+        eprintln!("{program}: {}: {e:#}", s.config.display());
+        return ExitCode::from(EXIT_BAD_CONFIG as u8);
+    }
     if s.check_only {
         println!("{}: ok", s.config.display());
         return ExitCode::SUCCESS;

@@ -22,6 +22,24 @@ impl Drop for Guard {
     }
 }
 
+/// Checks what [`init`] would refuse, without installing anything: the filter of
+/// `tracing.level` and the URL of `tracing.otlp_endpoint`.
+pub fn check(cfg: &TracingConfig) -> anyhow::Result<()> {
+    EnvFilter::try_new(&cfg.level)
+        .map_err(|e| anyhow::anyhow!("tracing.level {:?}: {e}", cfg.level))?;
+    if let Some(ep) = cfg.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        let uri: tonic::transport::Uri = ep
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tracing.otlp_endpoint {ep:?}: {e}"))?;
+        if uri.scheme().is_none() || uri.host().is_none() {
+            anyhow::bail!(
+                "tracing.otlp_endpoint {ep:?}: needs a scheme and a host (http://collector:4317)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Installs the global subscriber. `service` names the spans' service in OTLP.
 pub fn init(cfg: &TracingConfig, service: &'static str) -> anyhow::Result<Guard> {
     use opentelemetry::trace::TracerProvider as _;

@@ -63,6 +63,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             }),
             validate: LmaConfig::validate,
             tracing: |c| &c.tracing,
+            api: |c| &c.api,
         },
         |cfg| run(cfg, args.cleanup),
     )

@@ -59,3 +59,22 @@ fn a_missing_file_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lma.yaml"));
 }
+
+#[test]
+fn what_only_shows_when_used_is_checked_before_the_start() {
+    let base = "address: '2001:db8::1'\nprefix_pools: [{prefix: '2001:db8:100::/48'}]\n";
+    let (code, _, err) = run(
+        &format!("{base}tracing: {{level: 'info,[[['}}\n"),
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tracing.level"), "{err}");
+    let (code, _, err) = run(
+        &format!(
+            "{base}api: {{tls: {{cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}}}}\n"
+        ),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cert.pem"), "{err}");
+}

@@ -72,6 +72,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             }),
             validate: MagConfig::validate,
             tracing: |c| &c.tracing,
+            api: |c| &c.api,
         },
         |cfg| run(cfg, args.cleanup, args.deregister_on_exit),
     )

@@ -43,6 +43,25 @@ fn check(ok: bool, field: &str, reason: impl FnOnce() -> String) -> Result<(), C
     }
 }
 
+/// Each profile, and the profiles together: one MN-ID once, a link-layer address or a pinned
+/// prefix for one node only, no pinned values in a wildcard profile (what the policy store
+/// would refuse when the daemon starts).
+fn validate_profiles(profiles: &[MobileNodeProfile]) -> Result<(), ConfigError> {
+    let mut store = crate::policy::PolicyStore::new();
+    let mut ids = std::collections::HashSet::new();
+    for (i, p) in profiles.iter().enumerate() {
+        let at = format!("mobile_nodes[{i}]");
+        p.validate(&at)?;
+        check(ids.insert(p.mn_id.as_str()), &format!("{at}.mn_id"), || {
+            format!("{} has another profile above", p.mn_id)
+        })?;
+        store
+            .upsert(p.clone())
+            .map_err(|e| ConfigError::new(&at, e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// How the LMA orders Proxy Binding Updates (RFC 5213 §5.5, §9.3 TimestampBasedApproachInUse).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -672,9 +691,7 @@ impl LmaConfig {
                 || format!("{m} cannot be a proxy-CoA"),
             )?;
         }
-        for (i, p) in self.mobile_nodes.iter().enumerate() {
-            p.validate(&format!("mobile_nodes[{i}]"))?;
-        }
+        validate_profiles(&self.mobile_nodes)?;
         self.datapath.validate("datapath")?;
         Ok(())
     }
@@ -835,9 +852,7 @@ impl MagConfig {
                 format!("{mtu} is below the IPv6 minimum of 1280")
             })?;
         }
-        for (i, p) in self.mobile_nodes.iter().enumerate() {
-            p.validate(&format!("mobile_nodes[{i}]"))?;
-        }
+        validate_profiles(&self.mobile_nodes)?;
         self.datapath.validate("datapath")?;
         Ok(())
     }
@@ -905,6 +920,28 @@ mobile_nodes:
         c.domain.mobile_node_generated_timestamp = false;
         c.address = "fe80::1".parse().unwrap();
         assert_eq!(c.validate().unwrap_err().field, "address");
+    }
+
+    #[test]
+    fn profiles_that_clash_are_refused_by_validate() {
+        let mut c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        let mut a = MobileNodeProfile::new(Nai::new("a@x.example").unwrap());
+        a.link_layer_addresses = vec![LinkLayerAddress::mac([2, 0, 0, 0, 0, 1])];
+        let mut b = MobileNodeProfile::new(Nai::new("b@x.example").unwrap());
+        b.link_layer_addresses = a.link_layer_addresses.clone();
+        c.mobile_nodes = vec![a.clone(), b.clone()];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "mobile_nodes[1]");
+        assert!(e.to_string().contains("a@x.example"), "{e}");
+        b.link_layer_addresses = vec![LinkLayerAddress::mac([2, 0, 0, 0, 0, 2])];
+        c.mobile_nodes = vec![a.clone(), b.clone()];
+        c.validate().unwrap();
+        c.mobile_nodes = vec![a.clone(), a.clone()];
+        assert_eq!(c.validate().unwrap_err().field, "mobile_nodes[1].mn_id");
+        let mut w = MobileNodeProfile::new(Nai::new("*@x.example").unwrap());
+        w.home_network_prefixes = vec!["2001:db8:100:1::/64".parse().unwrap()];
+        c.mobile_nodes = vec![w];
+        assert_eq!(c.validate().unwrap_err().field, "mobile_nodes[0]");
     }
 
     #[test]
