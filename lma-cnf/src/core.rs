@@ -12,6 +12,7 @@ use std::time::Duration;
 use cnf::transport::{RecvBatch, SignallingTransport};
 use cnf::{Clock, datapath};
 use dataplane::{Change, Dataplane, DesiredState, PrefixRoute, Termination};
+use futures::FutureExt;
 use ipnet::Ipv6Net;
 use pmip::Instant;
 use pmip::cache::{BindingState, SessionId};
@@ -34,6 +35,11 @@ use crate::store::{Batch, Loaded, Store};
 /// How long a binding restored from the store lives at least, so its MAG can re-register it
 /// after hearing of the restart.
 pub const RESTORE_GRACE: Duration = Duration::from_secs(120);
+/// Receive batches (of up to [`cnf::transport::BATCH`] messages) handled in one loop turn
+/// before its datapath batch, store commit and replies. Measured with `pmip-bench signalling`:
+/// at one batch a turn, a turn was one fsync for 64 PBUs and the control plane reached 21 %
+/// of the raw-socket echo ceiling.
+pub const MAX_BATCHES_PER_TURN: usize = 16;
 /// Changes kept for Watch clients that reconnect.
 pub const WATCH_HISTORY: usize = 65_536;
 
@@ -413,13 +419,14 @@ impl<T: SignallingTransport> Core<T> {
                 _ = &mut shutdown => break,
                 r = self.transport.recv_batch(&mut batch) => match r {
                     Ok(n) => {
-                        self.metrics.batch_size.observe(n as f64);
-                        let arrived = std::time::Instant::now();
-                        for (m, bytes) in batch.iter() {
-                            let (now, wall) = (self.clock.now(), self.clock.wall());
-                            self.pbu_arrivals.push(arrived);
-                            self.lma.handle_message_trusted(now, wall, m.src, m.dst, bytes);
-                            self.drain(now, wall);
+                        self.receive(n, &batch);
+                        // Whatever else is queued joins this turn, so that one store commit
+                        // (an fsync) and one datapath batch serve many messages.
+                        for _ in 1..MAX_BATCHES_PER_TURN {
+                            match self.transport.recv_batch(&mut batch).now_or_never() {
+                                Some(Ok(n)) if n > 0 => self.receive(n, &batch),
+                                _ => break,
+                            }
                         }
                     }
                     Err(e) => {
@@ -444,6 +451,18 @@ impl<T: SignallingTransport> Core<T> {
         }
         info!("shutting down");
         self.flush().await;
+    }
+
+    fn receive(&mut self, n: usize, batch: &RecvBatch) {
+        self.metrics.batch_size.observe(n as f64);
+        let arrived = std::time::Instant::now();
+        for (m, bytes) in batch.iter() {
+            let (now, wall) = (self.clock.now(), self.clock.wall());
+            self.pbu_arrivals.push(arrived);
+            self.lma
+                .handle_message_trusted(now, wall, m.src, m.dst, bytes);
+            self.drain(now, wall);
+        }
     }
 
     /// Moves the state machine's outputs into this turn's datapath, store and send queues.
