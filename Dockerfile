@@ -13,7 +13,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --workspace --bins \
  && mkdir -p /out \
- && for b in crdgen pmip-lab pmip-lma pmip-mag pmip-operator pmipctl; do cp "target/release/$b" /out/; done
+ && for b in crdgen pmip-bench pmip-lab pmip-lma pmip-mag pmip-operator pmipctl; do cp "target/release/$b" /out/; done
 
 FROM debian:bookworm-slim AS runtime
 # iproute2: the daemons' lab mode and troubleshooting; ca-certificates: OTLP over TLS.
@@ -26,7 +26,7 @@ LABEL org.opencontainers.image.title="pmip" \
       org.opencontainers.image.source="https://github.com/pmip-io/pmip" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
-ENV PMIP_BINARIES="crdgen pmip-lab pmip-lma pmip-mag pmip-operator pmipctl"
+ENV PMIP_BINARIES="crdgen pmip-bench pmip-lab pmip-lma pmip-mag pmip-operator pmipctl"
 COPY --from=build /out/ /usr/local/bin/
 # The operator, crdgen and pmipctl run as this user; pmip-lma and pmip-mag need root in the host network
 # namespace (with NET_ADMIN/NET_RAW only) and their pods set runAsUser: 0 themselves.

@@ -1,0 +1,287 @@
+//! Many bindings in one LMA: resident memory per binding, the time to register them all, the
+//! refresh load they make at the default lifetimes against the refresh rate measured at that
+//! size, and the time to serve them all again after `kill -9`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use pmip::config::{DatapathMode, MagTimers};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bed::{self, Bed};
+use crate::generator::{self, GenSpec, Phase, PhaseResult};
+use crate::report::{Report, Table, Verdict, int};
+use crate::signalling::mode_name;
+use crate::stats::round;
+
+/// Knobs of the scale benchmark.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub nodes: usize,
+    pub mags: usize,
+    pub window: usize,
+    pub datapaths: Vec<DatapathMode>,
+    /// Refresh PBUs sent at full size to measure the capacity there.
+    pub refresh_sample: usize,
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+/// What one datapath mode measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub datapath: String,
+    pub nodes: usize,
+    pub register: PhaseResult,
+    pub refresh: PhaseResult,
+    pub rss_idle_bytes: u64,
+    pub rss_bytes: u64,
+    pub rss_per_binding_bytes: f64,
+    pub bindings: u64,
+    pub routes: Option<usize>,
+    /// Size of the durable store file.
+    pub store_bytes: u64,
+    /// Refresh PBUs per second the bindings need at the default lifetimes.
+    pub refresh_needed_pbu_s: f64,
+    /// After `kill -9`: from the restart to gRPC serving, and to Stats showing every binding.
+    pub restart_to_serving_s: f64,
+    pub restart_to_all_bindings_s: Option<f64>,
+    pub recovered_bindings: u64,
+    pub rss_after_recovery_bytes: u64,
+    /// The LMA's own account of its start (its log): store load and datapath reconcile.
+    pub restart_log: Vec<String>,
+}
+
+/// The refresh interval of a MAG at the default timers: the requested lifetime times the
+/// share of it after which the MAG refreshes.
+pub fn default_refresh_interval() -> Duration {
+    let t = MagTimers::default();
+    Duration::from_secs_f64(
+        f64::from(t.requested_lifetime_s) * f64::from(t.refresh_at_percent) / 100.0,
+    )
+}
+
+/// One datapath mode, on a bed of its own.
+pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run> {
+    let tag = mode_name(datapath);
+    let dir = spec.dir.join(format!("scale-{tag}"));
+    let mut bed = Bed::up(&spec.name, spec.mags, &dir, bed::binaries()?).await?;
+    let state = dir.join("lma-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let cfg = bed.lma_config(datapath, &state)?;
+    bed.start_lma(&cfg, tag)?;
+    bed.wait_serving(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = bed.rss()?;
+    let g = GenSpec {
+        lma: bed::LMA,
+        mags: bed.mags.clone(),
+        nodes: spec.nodes,
+        window: spec.window,
+        lifetime_s: 3600,
+        echo: false,
+        timeout: Duration::from_secs(2),
+        server_pid: bed.server_pid(),
+    };
+    let ns = bed.gen_ns.clone();
+    let phases = [
+        Phase::Register,
+        Phase::Refresh {
+            rounds: 1,
+            limit: Some(spec.refresh_sample.min(spec.nodes)),
+        },
+    ];
+    let mut r = tokio::task::spawn_blocking(move || generator::run(&ns, g, &phases)).await??;
+    let refresh = r.pop().context("refresh phase")?;
+    let register = r.pop().context("register phase")?;
+    let stats = bed.stats().await?;
+    let rss = bed.rss()?;
+    let routes = if datapath == DatapathMode::None {
+        None
+    } else {
+        bed.lma_routes().await.ok()
+    };
+    let store_bytes = std::fs::metadata(state.join(lma_cnf::store::FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    // kill -9, then the same daemon on the same store.
+    bed.stop();
+    let t = Instant::now();
+    bed.start_lma(&cfg, &format!("{tag}-restart"))?;
+    bed.wait_serving(Duration::from_secs(300)).await?;
+    let serving = t.elapsed();
+    let mut all = None;
+    let mut recovered = 0;
+    while t.elapsed() < Duration::from_secs(300) {
+        let s = bed.stats().await?;
+        recovered = s.bindings;
+        if s.bindings >= stats.bindings {
+            all = Some(t.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss_after = bed.rss()?;
+    let log =
+        std::fs::read_to_string(dir.join(format!("lma-{tag}-restart.log"))).unwrap_or_default();
+    let restart_log = log
+        .lines()
+        .filter(|l| l.contains("state loaded") || l.contains("datapath reconciled"))
+        .map(|l| l.split_once("pmip").map_or(l, |(_, r)| r).trim().to_owned())
+        .map(|l| strip_ansi(&l))
+        .collect();
+    let n = spec.nodes as f64;
+    Ok(Run {
+        datapath: tag.into(),
+        nodes: spec.nodes,
+        rss_per_binding_bytes: round(rss.saturating_sub(rss_idle) as f64 / n.max(1.0), 1),
+        register,
+        refresh,
+        rss_idle_bytes: rss_idle,
+        rss_bytes: rss,
+        bindings: stats.bindings,
+        routes,
+        store_bytes,
+        refresh_needed_pbu_s: round(n / default_refresh_interval().as_secs_f64(), 1),
+        restart_to_serving_s: round(serving.as_secs_f64(), 3),
+        restart_to_all_bindings_s: all.map(|d| round(d.as_secs_f64(), 3)),
+        recovered_bindings: recovered,
+        rss_after_recovery_bytes: rss_after,
+        restart_log,
+    })
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1 << 20) as f64)
+}
+
+/// Runs the benchmark.
+pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
+    let mut runs = Vec::new();
+    for dp in &spec.datapaths {
+        runs.push(run_one(spec, *dp).await?);
+    }
+    let mut t = Table::new(
+        &format!(
+            "scale: {} bindings in one LMA ({} MAG addresses)",
+            int(spec.nodes as f64),
+            spec.mags
+        ),
+        &[
+            "datapath",
+            "register s",
+            "new/s",
+            "RSS idle MiB",
+            "RSS MiB",
+            "B/binding",
+            "refresh needed/s",
+            "refresh capacity/s",
+            "restart->serving s",
+            "restart->all s",
+            "recovered",
+        ],
+    );
+    for r in &runs {
+        t.row(vec![
+            r.datapath.clone(),
+            format!("{:.2}", r.register.seconds),
+            int(r.register.rate),
+            mib(r.rss_idle_bytes),
+            mib(r.rss_bytes),
+            format!("{:.0}", r.rss_per_binding_bytes),
+            int(r.refresh_needed_pbu_s),
+            int(r.refresh.rate),
+            format!("{:.2}", r.restart_to_serving_s),
+            r.restart_to_all_bindings_s
+                .map_or("never".into(), |s| format!("{s:.2}")),
+            format!("{}/{}", r.recovered_bindings, r.bindings),
+        ]);
+    }
+    let mut verdicts = Vec::new();
+    let mut notes = Vec::new();
+    let full = spec.nodes >= 1_000_000;
+    let at = if full {
+        String::new()
+    } else {
+        format!(
+            " (measured at {}; the target is at 1,000,000)",
+            int(spec.nodes as f64)
+        )
+    };
+    for r in &runs {
+        verdicts.push(Verdict::new(
+            format!("{}: <= 1 KiB resident memory per binding", r.datapath),
+            format!("{:.0} B/binding{at}", r.rss_per_binding_bytes),
+            Some(r.rss_per_binding_bytes <= 1024.0),
+        ));
+        let ok = r
+            .restart_to_all_bindings_s
+            .is_some_and(|s| s <= 10.0 && r.recovered_bindings >= r.nodes as u64);
+        verdicts.push(Verdict::new(
+            format!(
+                "{}: every binding recovered after kill -9 within 10 s",
+                r.datapath
+            ),
+            format!(
+                "{}/{} in {}{at}",
+                r.recovered_bindings,
+                r.nodes,
+                r.restart_to_all_bindings_s
+                    .map_or("never".into(), |s| format!("{s:.2} s"))
+            ),
+            Some(ok),
+        ));
+        if r.bindings != r.nodes as u64 {
+            notes.push(format!(
+                "{}: {} bindings in the LMA for {} nodes",
+                r.datapath, r.bindings, r.nodes
+            ));
+        }
+        for l in &r.restart_log {
+            notes.push(format!("{} restart: {l}", r.datapath));
+        }
+        notes.push(format!(
+            "{}: at the default lifetimes ({} s, refreshed every {:.0} s) {} bindings need {} \
+             refresh PBU/s, {:.2} % of the {} PBU/s measured at that size",
+            r.datapath,
+            MagTimers::default().requested_lifetime_s,
+            default_refresh_interval().as_secs_f64(),
+            int(r.nodes as f64),
+            int(r.refresh_needed_pbu_s),
+            if r.refresh.rate > 0.0 {
+                r.refresh_needed_pbu_s / r.refresh.rate * 100.0
+            } else {
+                f64::INFINITY
+            },
+            int(r.refresh.rate)
+        ));
+    }
+    Ok(Report {
+        bench: "scale".into(),
+        setup: json!({
+            "nodes": spec.nodes, "mags": spec.mags, "window": spec.window,
+            "refresh_sample": spec.refresh_sample,
+            "datapaths": runs.iter().map(|r| r.datapath.clone()).collect::<Vec<_>>(),
+        }),
+        tables: vec![t],
+        verdicts,
+        notes,
+        figures: json!({ "runs": runs }),
+    })
+}

@@ -1,0 +1,310 @@
+//! Signalling throughput and latency of the real `pmip-lma`: the generator registers `nodes`
+//! nodes through `mags` MAG addresses, refreshes them, then sends PBUs one at a time; once
+//! against a raw-socket echo on the LMA address (the ceiling of the sockets and namespaces:
+//! the same generator, the same batches, no protocol), then against the LMA with the datapath
+//! `none` (control plane only) and `seg6` (a kernel route per binding, through netlink).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use pmip::config::DatapathMode;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bed::{self, Bed};
+use crate::generator::{self, GenSpec, Phase, PhaseResult};
+use crate::report::{Report, Table, Verdict, int};
+use crate::stats::round;
+
+/// Knobs of the signalling benchmark.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub nodes: usize,
+    pub mags: usize,
+    pub window: usize,
+    pub refresh_rounds: usize,
+    pub light: usize,
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+/// One server under load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// `echo`, `none` or `seg6`.
+    pub path: String,
+    pub phases: Vec<PhaseResult>,
+    /// Bindings the LMA's Stats reported at the end (LMA runs only).
+    pub bindings: Option<u64>,
+    /// Routes in the LMA namespace's main table at the end.
+    pub routes: Option<usize>,
+    /// The LMA's own account of its loop turns (its metrics), over the whole run.
+    pub lma_turns: Option<Turns>,
+}
+
+/// Means of the LMA's per-turn histograms: messages handled per turn, and the time of the
+/// datapath batch and of the durable store commit each turn waits for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Turns {
+    pub turns: u64,
+    pub messages_per_turn: f64,
+    pub store_commits: u64,
+    pub store_commit_ms: f64,
+    pub dataplane_batches: u64,
+    pub dataplane_ms: f64,
+}
+
+impl Turns {
+    pub fn of(metrics: &str) -> Turns {
+        use crate::handover::histogram;
+        let (bs, bc) = histogram(metrics, "pmip_lma_batch_size");
+        let (ss, sc) = histogram(metrics, "pmip_lma_store_commit_seconds");
+        let (ds, dc) = histogram(metrics, "pmip_lma_dataplane_seconds");
+        let mean = |s: f64, c: u64| if c > 0 { round(s / c as f64, 3) } else { 0.0 };
+        Turns {
+            turns: bc,
+            messages_per_turn: mean(bs, bc),
+            store_commits: sc,
+            store_commit_ms: mean(ss * 1e3, sc),
+            dataplane_batches: dc,
+            dataplane_ms: mean(ds * 1e3, dc),
+        }
+    }
+}
+
+impl Run {
+    pub fn phase(&self, name: &str) -> Option<&PhaseResult> {
+        self.phases.iter().find(|p| p.phase == name)
+    }
+}
+
+fn phases(spec: &Spec) -> Vec<Phase> {
+    vec![
+        Phase::Register,
+        Phase::Refresh {
+            rounds: spec.refresh_rounds,
+            limit: None,
+        },
+        Phase::Light { count: spec.light },
+    ]
+}
+
+fn gen_spec(bed: &Bed, spec: &Spec, echo: bool) -> GenSpec {
+    GenSpec {
+        lma: bed::LMA,
+        mags: bed.mags.clone(),
+        nodes: spec.nodes,
+        window: spec.window,
+        lifetime_s: 3600,
+        echo,
+        timeout: Duration::from_secs(1),
+        server_pid: bed.server_pid(),
+    }
+}
+
+/// The raw-socket echo on the LMA address: the ceiling of the path.
+pub async fn echo_run(spec: &Spec, tag: &str) -> anyhow::Result<Run> {
+    let mut bed = Bed::up(&spec.name, spec.mags, &spec.dir.join(tag), bed::binaries()?).await?;
+    bed.start_echo()?;
+    wait_echo(&bed).await?;
+    let g = gen_spec(&bed, spec, true);
+    let ns = bed.gen_ns.clone();
+    let ph = phases(spec);
+    let phases = tokio::task::spawn_blocking(move || generator::run(&ns, g, &ph)).await??;
+    Ok(Run {
+        path: "echo".into(),
+        phases,
+        bindings: None,
+        routes: None,
+        lma_turns: None,
+    })
+}
+
+/// Waits until the echo server answers.
+async fn wait_echo(bed: &Bed) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        let g = GenSpec {
+            lma: bed::LMA,
+            mags: vec![bed.mags[0]],
+            nodes: 1,
+            window: 1,
+            lifetime_s: 3600,
+            echo: true,
+            timeout: Duration::from_millis(50),
+            server_pid: None,
+        };
+        let ns = bed.gen_ns.clone();
+        let r = tokio::task::spawn_blocking(move || generator::run(&ns, g, &[Phase::Register]))
+            .await??;
+        if r.first()
+            .is_some_and(|p| p.answered == 1 && p.retransmitted == 0)
+        {
+            return Ok(());
+        }
+    }
+    bail!("the echo server did not answer")
+}
+
+/// The real LMA with `datapath`.
+pub async fn lma_run(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run> {
+    let tag = mode_name(datapath);
+    let dir = spec.dir.join(tag);
+    let mut bed = Bed::up(&spec.name, spec.mags, &dir, bed::binaries()?).await?;
+    let cfg = bed.lma_config(datapath, &dir.join("lma-state"))?;
+    bed.start_lma(&cfg, tag)?;
+    bed.wait_serving(Duration::from_secs(30)).await?;
+    let g = gen_spec(&bed, spec, false);
+    let ns = bed.gen_ns.clone();
+    let ph = phases(spec);
+    let phases = tokio::task::spawn_blocking(move || generator::run(&ns, g, &ph)).await??;
+    let stats = bed.stats().await?;
+    let routes = bed.lma_routes().await.ok();
+    let lma_turns = crate::handover::scrape(&bed.lma_ns)
+        .ok()
+        .map(|m| Turns::of(&m));
+    Ok(Run {
+        path: tag.into(),
+        phases,
+        bindings: Some(stats.bindings),
+        routes,
+        lma_turns,
+    })
+}
+
+pub fn mode_name(m: DatapathMode) -> &'static str {
+    match m {
+        DatapathMode::None => "none",
+        DatapathMode::Seg6 => "seg6",
+        DatapathMode::Ip6tnl => "ip6tnl",
+        DatapathMode::Auto => "auto",
+    }
+}
+
+fn ms(p: Option<&PhaseResult>, f: impl Fn(&crate::stats::Dist) -> f64) -> String {
+    p.and_then(|p| p.latency_ms.as_ref())
+        .map_or_else(|| "-".into(), |d| format!("{:.3}", f(d)))
+}
+
+/// Rows of a run for the table.
+pub fn rows(t: &mut Table, r: &Run) {
+    for p in &r.phases {
+        t.row(vec![
+            r.path.clone(),
+            p.phase.clone(),
+            p.answered.to_string(),
+            int(p.rate),
+            ms(Some(p), |d| d.p50),
+            ms(Some(p), |d| d.p99),
+            format!("{}/{}/{}", p.rejected, p.retransmitted, p.unanswered),
+            p.server_cores.map_or("-".into(), |c| format!("{c:.2}")),
+            format!("{:.2}", p.generator_cores),
+        ]);
+    }
+}
+
+pub fn table(title: &str) -> Table {
+    Table::new(
+        title,
+        &[
+            "path",
+            "phase",
+            "PBUs",
+            "PBU/s",
+            "p50 ms",
+            "p99 ms",
+            "rej/retx/lost",
+            "server cores",
+            "gen cores",
+        ],
+    )
+}
+
+/// Runs the benchmark.
+pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
+    let echo = echo_run(spec, "echo").await?;
+    let none = lma_run(spec, DatapathMode::None).await?;
+    let seg6 = lma_run(spec, DatapathMode::Seg6).await?;
+    let mut t = table(&format!(
+        "signalling: {} nodes through {} MAG addresses, {} PBUs outstanding, {} refresh rounds",
+        spec.nodes, spec.mags, spec.window, spec.refresh_rounds
+    ));
+    for r in [&echo, &none, &seg6] {
+        rows(&mut t, r);
+    }
+    let rate = |r: &Run, p: &str| r.phase(p).map_or(0.0, |p| p.rate);
+    let ceiling = rate(&echo, "refresh");
+    let cp = rate(&none, "refresh");
+    let ratio = if ceiling > 0.0 { cp / ceiling } else { 0.0 };
+    let seg6_new = rate(&seg6, "register");
+    let registered = |r: &Run| {
+        r.phase("register")
+            .is_some_and(|p| p.accepted == spec.nodes as u64)
+            && r.bindings == Some(spec.nodes as u64)
+    };
+    let all_registered = registered(&none) && registered(&seg6);
+    let netlink_cost = if rate(&seg6, "register") > 0.0 {
+        rate(&none, "register") / rate(&seg6, "register")
+    } else {
+        0.0
+    };
+    let mut notes = Vec::new();
+    if !all_registered {
+        notes.push(format!(
+            "not every node was registered: none {:?}/{}, seg6 {:?}/{} bindings",
+            none.bindings, spec.nodes, seg6.bindings, spec.nodes
+        ));
+    }
+    for r in [&none, &seg6] {
+        if let Some(t) = &r.lma_turns {
+            notes.push(format!(
+                "{}: the LMA handled {:.1} messages per loop turn; each turn waited {:.3} ms for \
+                 its durable store commit ({} commits) and {:.3} ms for its datapath batch",
+                r.path, t.messages_per_turn, t.store_commit_ms, t.store_commits, t.dataplane_ms
+            ));
+        }
+    }
+    notes.push(format!(
+        "new registrations: control plane only {} /s, with seg6 routes {} /s ({:.2}x slower: \
+         the cost of a kernel route per binding)",
+        int(rate(&none, "register")),
+        int(seg6_new),
+        netlink_cost
+    ));
+    let verdicts = vec![
+        Verdict::new(
+            "control-plane-only PBU rate >= 50 % of the raw-socket echo ceiling",
+            format!(
+                "{} / {} PBU/s = {:.0} %",
+                int(cp),
+                int(ceiling),
+                ratio * 100.0
+            ),
+            Some(ratio >= 0.5),
+        ),
+        Verdict::new(
+            "seg6 datapath: >= 20,000 new bindings/s",
+            format!("{} /s", int(seg6_new)),
+            Some(seg6_new >= 20_000.0),
+        ),
+    ];
+    Ok(Report {
+        bench: "signalling".into(),
+        setup: json!({
+            "nodes": spec.nodes, "mags": spec.mags, "window": spec.window,
+            "refresh_rounds": spec.refresh_rounds, "unloaded_pbus": spec.light,
+        }),
+        tables: vec![t],
+        verdicts,
+        notes,
+        figures: json!({
+            "runs": [echo, none, seg6],
+            "echo_ceiling_pbu_s": ceiling,
+            "control_plane_pbu_s": cp,
+            "control_plane_share_of_ceiling": round(ratio, 3),
+            "seg6_new_bindings_s": seg6_new,
+            "none_over_seg6_register": round(netlink_cost, 3),
+            "all_registered": all_registered,
+        }),
+    })
+}

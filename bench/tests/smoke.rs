@@ -1,0 +1,116 @@
+//! The benchmarks run end to end at tiny sizes and their figures are present and sane: every
+//! node registered, rates and latencies positive, every binding recovered after `kill -9`,
+//! every handover completed. Not timed: the targets are not checked here. Needs root (the
+//! test suite runs as root); skipped otherwise.
+
+use std::process::Command;
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let name = format!("t{}", std::process::id() % 1000);
+    let out = Command::new(env!("CARGO_BIN_EXE_pmip-bench"))
+        .args(args)
+        .args(["--json", "--name", &name])
+        .output()
+        .expect("pmip-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Exit 3: figures measured, a target missed (sizes this small say nothing of targets).
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "pmip-bench {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn signalling_registers_every_node_and_measures_all_three_paths() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let r = bench(&[
+        "signalling",
+        "--nodes",
+        "200",
+        "--mags",
+        "4",
+        "--window",
+        "64",
+        "--refresh-rounds",
+        "1",
+        "--unloaded",
+        "20",
+    ]);
+    let fig = &r["figures"];
+    assert_eq!(fig["all_registered"], true, "{fig:#}");
+    assert!(f(&fig["echo_ceiling_pbu_s"]) > 0.0);
+    assert!(f(&fig["control_plane_pbu_s"]) > 0.0);
+    assert!(f(&fig["seg6_new_bindings_s"]) > 0.0);
+    for run in fig["runs"].as_array().unwrap() {
+        for p in run["phases"].as_array().unwrap() {
+            assert_eq!(p["unanswered"], 0, "{p:#}");
+            let l = &p["latency_ms"];
+            assert!(f(&l["p50"]) > 0.0 && f(&l["p99"]) >= f(&l["p50"]), "{p:#}");
+        }
+    }
+    // seg6: a route per binding in the LMA's namespace.
+    let seg6 = &fig["runs"][2];
+    assert_eq!(seg6["path"], "seg6");
+    assert!(seg6["routes"].as_u64().unwrap() >= 200, "{seg6:#}");
+    assert_eq!(r["verdicts"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn scale_recovers_every_binding_after_kill_9() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let r = bench(&[
+        "scale",
+        "--nodes",
+        "300",
+        "--mags",
+        "4",
+        "--window",
+        "64",
+        "--refresh-sample",
+        "100",
+    ]);
+    let runs = r["figures"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert_eq!(run["bindings"], 300, "{run:#}");
+        assert_eq!(run["recovered_bindings"], 300, "{run:#}");
+        assert!(run["restart_to_all_bindings_s"].is_number(), "{run:#}");
+        assert!(f(&run["rss_bytes"]) > 0.0);
+        assert!(f(&run["register"]["rate"]) > 0.0);
+        assert_eq!(run["refresh"]["answered"], 100, "{run:#}");
+    }
+}
+
+#[test]
+fn handovers_complete_in_every_mode() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let r = bench(&["handover", "--handovers", "4", "--settle-ms", "100"]);
+    let runs = r["figures"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        assert_eq!(run["incomplete"], 0, "{run:#}");
+        assert_eq!(run["l3_ms"]["count"], 4, "{run:#}");
+        assert!(f(&run["l3_ms"]["p50"]) > 0.0, "{run:#}");
+        assert_eq!(run["gap_ms"]["count"], 4, "{run:#}");
+    }
+}
