@@ -148,7 +148,9 @@ mod tests {
         let mut t = Table::new("t", &["a", "bb"]);
         t.row(vec!["xyz".into(), "1".into()]);
         let s = t.text();
-        assert!(s.contains("  a     bb"), "{s}");
-        assert!(s.contains("  xyz    1"), "{s}");
+        // The first column is left-aligned, the others right-aligned to the widest cell.
+        assert!(s.contains("\n  a    bb\n"), "{s}");
+        assert!(s.contains("\n  xyz   1\n"), "{s}");
+        assert!(s.contains("\n  --------\n"), "{s}");
     }
 }
