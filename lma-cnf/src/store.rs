@@ -30,6 +30,11 @@ const RESTART_COUNTER: &str = "restart_counter";
 const SCHEMA: &str = "schema_version";
 const SCHEMA_VERSION: u64 = 1;
 
+/// redb's page cache. Its default (1 GiB) kept every written page resident: at 1,000,000
+/// bindings `pmip-bench scale` measured 1207 B of RSS per binding with it. The store is read
+/// in full only at start, and the kernel's page cache holds the file anyway.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// File name of the database inside the state directory.
 pub const FILE: &str = "lma.redb";
 
@@ -81,6 +86,12 @@ impl Batch {
         self.bindings.insert(r.key(), Some(r));
     }
 
+    /// [`Batch::put_binding`] with the record's key already at hand.
+    pub fn put_keyed(&mut self, key: String, r: BindingRecord) {
+        debug_assert_eq!(key, r.key());
+        self.bindings.insert(key, Some(r));
+    }
+
     pub fn delete_binding(&mut self, key: String) {
         self.bindings.insert(key, None);
     }
@@ -105,6 +116,15 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.bindings.len() + self.profiles.len() + usize::from(self.mags.is_some())
     }
+
+    /// Adds `later`'s changes on top of these: where both change the same key, `later` wins.
+    pub fn absorb(&mut self, later: Batch) {
+        self.bindings.extend(later.bindings);
+        self.profiles.extend(later.profiles);
+        if later.mags.is_some() {
+            self.mags = later.mags;
+        }
+    }
 }
 
 /// The open store.
@@ -122,10 +142,13 @@ impl Store {
             source,
         })?;
         let path = dir.join(FILE);
-        let db = Database::create(&path).map_err(|e| StoreError::Open {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         let s = Store { db, path };
         s.init()?;
         Ok(s)
