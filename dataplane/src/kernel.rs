@@ -42,6 +42,9 @@ struct Shadow {
     defaults: BTreeSet<Ipv6Addr>,
     uplink_refs: BTreeMap<Ipv6Addr, usize>,
     downlink_refs: BTreeMap<Ipv6Addr, usize>,
+    /// What `open` read, kept for a `reconcile` that follows before any change: the dump of
+    /// a million routes takes seconds, and a restarted daemon reconciles right after opening.
+    opened: Option<(std::time::Instant, Actual)>,
 }
 
 impl Shadow {
@@ -110,6 +113,9 @@ impl Batch {
     }
 }
 
+/// How long what `open` read stands for the kernel's state in the first `reconcile`.
+const OPENED_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Kernel {
     /// Opens a backend of `kind` on `nl` and reads back what an earlier run programmed.
     pub async fn open(nl: Netlink, settings: Settings, kind: Tunnel) -> Result<Self> {
@@ -124,7 +130,9 @@ impl Kernel {
         };
         let actual = k.read_actual().await?;
         let (state, slots, tunnels) = plan::read_back(&k.inner.layout, &actual);
-        *k.inner.shadow.lock().await = Shadow::from_state(state, slots, tunnels);
+        let mut shadow = Shadow::from_state(state, slots, tunnels);
+        shadow.opened = Some((std::time::Instant::now(), actual));
+        *k.inner.shadow.lock().await = shadow;
         Ok(k)
     }
 
@@ -191,6 +199,7 @@ impl Kernel {
     /// kernel's answers are read as they come. Changes after a failed one are still applied.
     pub async fn apply(&self, changes: &[Change]) -> Result<()> {
         let mut sh = self.inner.shadow.lock().await;
+        sh.opened = None;
         let mut batch = Batch::default();
         for (i, c) in changes.iter().enumerate() {
             batch.current = i;
@@ -481,7 +490,10 @@ impl Kernel {
         for &ifindex in desired.terminations.values() {
             self.enable_termination(ifindex).await?;
         }
-        let actual = self.read_actual().await?;
+        let actual = match sh.opened.take() {
+            Some((at, actual)) if at.elapsed() < OPENED_FRESH => actual,
+            _ => self.read_actual().await?,
+        };
         let (_, existing, _) = plan::read_back(l, &actual);
         let mut existing = existing;
         for (peer, slot) in &sh.slots {

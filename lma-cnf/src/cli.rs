@@ -70,23 +70,32 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 }
 
 async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
-    let dataplane = cnf::datapath::open(&cfg.datapath, cfg.address)
-        .await
-        .context("datapath")?;
     if cleanup {
+        let dataplane = cnf::datapath::open(&cfg.datapath, cfg.address)
+            .await
+            .context("datapath")?;
         let r = dataplane.cleanup().await.context("cleanup")?;
         info!(?r, "removed everything this LMA owned");
         return Ok(());
     }
-    let store = Store::open(&cfg.state_dir)?;
-    let restart_counter = store.bump_restart_counter()?;
-    let t = std::time::Instant::now();
-    let loaded = store.load()?;
+    // The store is read while the datapath reads back the kernel: after a restart with many
+    // bindings both take seconds.
+    let state_dir = cfg.state_dir.clone();
+    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let t = std::time::Instant::now();
+        let store = Store::open(&state_dir)?;
+        let restart_counter = store.bump_restart_counter()?;
+        let loaded = store.load()?;
+        Ok((store, restart_counter, loaded, t.elapsed()))
+    });
+    let (dataplane, read) = tokio::join!(cnf::datapath::open(&cfg.datapath, cfg.address), reading);
+    let (store, restart_counter, loaded, took) = read.context("reading the store")??;
+    let dataplane = dataplane.context("datapath")?;
     info!(
         restart_counter,
         bindings = loaded.snapshot.bindings.len(),
         profiles = loaded.snapshot.profiles.len(),
-        took_ms = t.elapsed().as_millis() as u64,
+        took_ms = took.as_millis() as u64,
         store = %store.path().display(),
         "state loaded"
     );
