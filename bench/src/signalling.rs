@@ -39,16 +39,17 @@ pub struct Run {
     pub bindings: Option<u64>,
     /// Routes in the LMA namespace's main table at the end.
     pub routes: Option<usize>,
-    /// The LMA's own account of its loop turns (its metrics), over the whole run.
+    /// The LMA's own account of its receive batches, commits and datapath batches (its
+    /// metrics), over the whole run.
     pub lma_turns: Option<Turns>,
 }
 
-/// Means of the LMA's per-turn histograms: messages handled per turn, and the time of the
-/// datapath batch and of the durable store commit each turn waits for.
+/// Means of the LMA's histograms: messages per receive batch (one `recvmmsg`; a loop turn
+/// takes up to 16), and the time of a durable store commit and of a datapath batch.
 #[derive(Debug, Clone, Serialize)]
 pub struct Turns {
-    pub turns: u64,
-    pub messages_per_turn: f64,
+    pub receive_batches: u64,
+    pub messages_per_receive: f64,
     pub store_commits: u64,
     pub store_commit_ms: f64,
     pub dataplane_batches: u64,
@@ -63,8 +64,8 @@ impl Turns {
         let (ds, dc) = histogram(metrics, "pmip_lma_dataplane_seconds");
         let mean = |s: f64, c: u64| if c > 0 { round(s / c as f64, 3) } else { 0.0 };
         Turns {
-            turns: bc,
-            messages_per_turn: mean(bs, bc),
+            receive_batches: bc,
+            messages_per_receive: mean(bs, bc),
             store_commits: sc,
             store_commit_ms: mean(ss * 1e3, sc),
             dataplane_batches: dc,
@@ -258,9 +259,15 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     for r in [&none, &seg6] {
         if let Some(t) = &r.lma_turns {
             notes.push(format!(
-                "{}: the LMA handled {:.1} messages per loop turn; each turn waited {:.3} ms for \
-                 its durable store commit ({} commits) and {:.3} ms for its datapath batch",
-                r.path, t.messages_per_turn, t.store_commit_ms, t.store_commits, t.dataplane_ms
+                "{}: the LMA received {:.1} messages per recvmmsg; a durable store commit took \
+                 {:.3} ms ({} commits: refreshes are written in the background) and a datapath \
+                 batch {:.3} ms ({} batches)",
+                r.path,
+                t.messages_per_receive,
+                t.store_commit_ms,
+                t.store_commits,
+                t.dataplane_ms,
+                t.dataplane_batches
             ));
         }
     }

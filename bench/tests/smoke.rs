@@ -114,3 +114,19 @@ fn handovers_complete_in_every_mode() {
         assert_eq!(run["gap_ms"]["count"], 4, "{run:#}");
     }
 }
+
+#[test]
+fn datapath_measures_tunnel_and_plain_both_ways() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let r = bench(&["datapath", "--seconds", "1", "--rounds", "1", "--builtin"]);
+    let dirs = r["figures"]["directions"].as_array().unwrap();
+    assert_eq!(dirs.len(), 2, "{r:#}");
+    for d in dirs {
+        assert!(f(&d["tunnel_median"]) > 0.0, "{d:#}");
+        assert!(f(&d["plain_median"]) > 0.0, "{d:#}");
+        assert!(f(&d["ratio"]) > 0.0, "{d:#}");
+    }
+}
