@@ -129,8 +129,13 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
     let restart_log = log
         .lines()
         .filter(|l| l.contains("state loaded") || l.contains("datapath reconciled"))
-        .map(|l| l.split_once("pmip").map_or(l, |(_, r)| r).trim().to_owned())
-        .map(|l| strip_ansi(&l))
+        .map(strip_ansi)
+        .map(|l| {
+            l.find("lma_cnf::")
+                .map_or(l.as_str(), |i| &l[i..])
+                .trim()
+                .to_owned()
+        })
         .collect();
     let n = spec.nodes as f64;
     Ok(Run {
