@@ -147,16 +147,8 @@ enum Cmd {
 fn main() -> ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The daemons' own code, for when pmip-lma / pmip-mag are not installed next to this.
-    match argv.get(1).and_then(|a| a.to_str()) {
-        Some("__lma") => {
-            argv.remove(1);
-            return lma_cnf::cli::main_from(argv);
-        }
-        Some("__mag") => {
-            argv.remove(1);
-            return mag_cnf::cli::main_from(argv);
-        }
-        _ => {}
+    if let Some(code) = e2e::lab::Binaries::run_embedded(&mut argv) {
+        return code;
     }
     let args = Args::parse_from(argv);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -133,6 +133,20 @@ impl Binaries {
         }
     }
 
+    /// Runs the daemon that `argv[1]` names (`__lma` or `__mag`) with the rest of `argv`:
+    /// how an executable that embeds the daemons' code answers for them (see
+    /// [`Binaries::embedded`]). `None`, and `argv` untouched, when it names no daemon.
+    pub fn run_embedded(argv: &mut Vec<std::ffi::OsString>) -> Option<std::process::ExitCode> {
+        let main_from: fn(Vec<std::ffi::OsString>) -> std::process::ExitCode =
+            match argv.get(1).and_then(|a| a.to_str()) {
+                Some("__lma") => |a| lma_cnf::cli::main_from(a),
+                Some("__mag") => |a| mag_cnf::cli::main_from(a),
+                _ => return None,
+            };
+        argv.remove(1);
+        Some(main_from(std::mem::take(argv)))
+    }
+
     /// The lab's own copy of the daemons' code: `lab_exe __lma`, `lab_exe __mag`,
     /// `lab_exe __pmipctl`. Always the same build as the lab.
     pub fn embedded(lab_exe: &Path) -> Binaries {

@@ -145,20 +145,12 @@ enum Cmd {
 fn main() -> ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // The daemons' own code, for when pmip-lma / pmip-mag are not installed next to the lab.
-    match argv.get(1).and_then(|a| a.to_str()) {
-        Some("__lma") => {
-            argv.remove(1);
-            return lma_cnf::cli::main_from(argv);
-        }
-        Some("__mag") => {
-            argv.remove(1);
-            return mag_cnf::cli::main_from(argv);
-        }
-        Some("__pmipctl") => {
-            argv.remove(1);
-            return pmipctl_main(argv);
-        }
-        _ => {}
+    if let Some(code) = Binaries::run_embedded(&mut argv) {
+        return code;
+    }
+    if argv.get(1).and_then(|a| a.to_str()) == Some("__pmipctl") {
+        argv.remove(1);
+        return pmipctl_main(argv);
     }
     let args = Args::parse_from(argv);
     if !nix::unistd::geteuid().is_root() {
