@@ -435,6 +435,18 @@ fn common_env(config_hash: &str) -> Vec<Value> {
     ]
 }
 
+/// Keeps a pod of `component` off the nodes that run `other` of the same domain. The LMA and
+/// a MAG of one domain both use the host's network: on one node they would have the same
+/// address (LMA address = proxy-CoA), the same ports and the same route tables. The scheduler
+/// honours the rule from both sides, so whichever comes second waits (Pending, "didn't match
+/// pod anti-affinity rules") instead of breaking the other.
+fn apart_from(domain: &str, other: &str) -> Value {
+    json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {DOMAIN_LABEL: domain, COMPONENT_LABEL: other}},
+        "topologyKey": "kubernetes.io/hostname",
+    }]}})
+}
+
 /// The LMA: one replica on the host network, its state on a PVC.
 pub fn lma_deployment(md: &MobilityDomain, image: &Image, config_hash: &str) -> Value {
     let d = domain_name(md);
@@ -463,6 +475,7 @@ pub fn lma_deployment(md: &MobilityDomain, image: &Image, config_hash: &str) -> 
             {"name": "config", "configMap": {"name": n.config_map, "items": [{"key": "lma.yaml", "path": "lma.yaml"}]}},
             {"name": "state", "persistentVolumeClaim": {"claimName": n.lma_state}},
         ],
+        "affinity": apart_from(d, "mag"),
     });
     if !md.spec.lma.node_selector.is_empty() {
         pod_spec["nodeSelector"] = json!(md.spec.lma.node_selector);
@@ -523,6 +536,7 @@ pub fn mag_daemonset(md: &MobilityDomain, image: &Image, config_hash: &str) -> V
         "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
+        "affinity": apart_from(d, "lma"),
     });
     if !md.spec.mags.node_selector.is_empty() {
         pod_spec["nodeSelector"] = json!(md.spec.mags.node_selector);
@@ -614,6 +628,7 @@ mod tests {
         assert_eq!(img.reference, "ghcr.io/pmip-io/pmip:0.1.0");
         let dep: Deployment = serde_json::from_value(lma_deployment(&md, &img, "abc")).unwrap();
         let pod = dep.spec.template.spec.unwrap();
+        let lma_pod = pod.clone();
         assert_eq!(pod.host_network, Some(true));
         let c = &pod.containers[0];
         let sc = c.security_context.as_ref().unwrap();
@@ -662,6 +677,28 @@ mod tests {
                 .contains(&"SYS_ADMIN".to_string()),
             "lab mode"
         );
+        // The LMA and a MAG of the domain never share a node, from either side.
+        for (pod, other) in [(&lma_pod, "mag"), (&pod, "lma")] {
+            let terms = pod
+                .affinity
+                .as_ref()
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .unwrap();
+            assert_eq!(terms.len(), 1);
+            assert_eq!(terms[0].topology_key, "kubernetes.io/hostname");
+            let sel = terms[0].label_selector.as_ref().unwrap();
+            assert_eq!(
+                sel.match_labels.as_ref().unwrap(),
+                &BTreeMap::from([
+                    (DOMAIN_LABEL.to_string(), "lab".to_string()),
+                    (COMPONENT_LABEL.to_string(), other.to_string()),
+                ])
+            );
+        }
         let _: ConfigMap = serde_json::from_value(config_map(&md, "a: 1", Some("b: 2"))).unwrap();
         let _: PersistentVolumeClaim = serde_json::from_value(lma_pvc(&md)).unwrap();
         let svc: Service = serde_json::from_value(lma_service(&md)).unwrap();
