@@ -555,11 +555,14 @@ impl<T: SignallingTransport> Core<T> {
         let Some((key, mut v)) = self.keyed_view(session, now, wall) else {
             return;
         };
-        if refresh_only {
+        // One place per binding: a refresh of a binding this turn writes anyway joins that
+        // write, and a write before the replies takes over a deferred refresh.
+        if refresh_only && !self.batch.has_binding(&key) {
             self.deferred.put_keyed(key.clone(), v.record.clone());
             self.deferred_since
                 .get_or_insert_with(tokio::time::Instant::now);
         } else {
+            self.deferred.forget_binding(&key);
             self.batch.put_keyed(key.clone(), v.record.clone());
         }
         v.revision = self.bindings_hub.revision() + 1;
@@ -696,6 +699,9 @@ impl<T: SignallingTransport> Core<T> {
                 .dataplane_seconds
                 .observe(t.elapsed().as_secs_f64());
             self.changes.clear();
+        }
+        if self.deferred.is_empty() {
+            self.deferred_since = None;
         }
         let deferred_due = self
             .deferred_since

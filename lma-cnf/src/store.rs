@@ -86,6 +86,16 @@ impl Batch {
         self.bindings.insert(r.key(), Some(r));
     }
 
+    /// Whether this batch writes or deletes the binding of `key`.
+    pub fn has_binding(&self, key: &str) -> bool {
+        self.bindings.contains_key(key)
+    }
+
+    /// Forgets what this batch would write for `key` (a later batch carries it instead).
+    pub fn forget_binding(&mut self, key: &str) {
+        self.bindings.remove(key);
+    }
+
     /// [`Batch::put_binding`] with the record's key already at hand.
     pub fn put_keyed(&mut self, key: String, r: BindingRecord) {
         debug_assert_eq!(key, r.key());
@@ -327,6 +337,31 @@ mod tests {
             handover_count: 0,
             last_handover_gap_ms: None,
         }
+    }
+
+    #[test]
+    fn a_later_batch_wins_where_both_change_a_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (a, b, c) = (record(1), record(2), record(3));
+        let mut earlier = Batch::default();
+        earlier.put_binding(BindingRecord {
+            lifetime_s: 100,
+            ..a.clone()
+        });
+        earlier.put_binding(b.clone());
+        earlier.put_binding(c.clone());
+        let mut later = Batch::default();
+        later.put_binding(a.clone());
+        later.delete_binding(b.key());
+        assert!(earlier.has_binding(&c.key()));
+        earlier.forget_binding(&c.key());
+        assert!(!earlier.has_binding(&c.key()));
+        earlier.absorb(later);
+        assert_eq!(earlier.len(), 2);
+        s.commit(&earlier).unwrap();
+        let got = s.load().unwrap().snapshot.bindings;
+        assert_eq!(got, vec![a], "a's later record; b deleted; c forgotten");
     }
 
     #[test]
