@@ -737,7 +737,8 @@ pub struct RouterAdvertisementConfig {
     pub interval_s: u32,
     /// Router Lifetime field.
     pub router_lifetime_s: u16,
-    /// MTU option value. Default: the access link's MTU, capped at the tunnel MTU.
+    /// MTU option value. Default: the tunnel MTU (the transport link's MTU minus the 40-octet
+    /// tunnel header), which the MAG daemon fills in at start.
     pub mtu: Option<u32>,
     /// Valid and preferred lifetime of the prefix. Default: the binding's lifetime.
     pub prefix_lifetime_s: Option<u32>,

@@ -200,24 +200,7 @@ pub fn profile_from_proto(p: &pb::MobileNodeProfile) -> Result<MobileNodeProfile
     Ok(out)
 }
 
-pub fn profile_to_proto(p: &MobileNodeProfile) -> pb::MobileNodeProfile {
-    pb::MobileNodeProfile {
-        mn_id: p.mn_id.to_string(),
-        link_layer_addresses: p
-            .link_layer_addresses
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        home_network_prefixes: p
-            .home_network_prefixes
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        allowed_mags: p.allowed_mags.iter().map(ToString::to_string).collect(),
-        access_technology_type: p.access_technology_type.map(i32::from),
-        local_routing: p.local_routing,
-    }
-}
+pub use cnf::convert::profile_to_proto;
 
 pub fn source(from_config: bool) -> pb::PolicySource {
     if from_config {
