@@ -11,6 +11,20 @@ use serde::de::DeserializeOwned;
 
 use crate::config::EXIT_BAD_CONFIG;
 
+/// A daemon's command line, or the exit code to leave with: 0 after `--help` or `--version`
+/// (printed), 2 after a usage error (printed), like a bad configuration.
+pub fn parse_args<A: clap::Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<A, ExitCode> {
+    A::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_BAD_CONFIG as u8)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
 /// What [`main`] needs to know about one daemon's configuration.
 pub struct Start<'a, C> {
     /// The program's name, for messages and traces.

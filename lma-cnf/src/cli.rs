@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
-use cnf::config::{EXIT_BAD_CONFIG, first_global_ipv6};
+use cnf::config::first_global_ipv6;
 use cnf::transport::MhSocket;
 use pmip::config::LmaConfig;
 use tracing::{error, info};
@@ -40,16 +40,9 @@ struct Args {
 
 /// Runs `pmip-lma` with these arguments (the first is the program name).
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let args = match Args::try_parse_from(args) {
+    let args: Args = match cnf::daemon::parse_args(args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_BAD_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     cnf::daemon::main(
         cnf::daemon::Start {
