@@ -78,6 +78,11 @@ pub fn ping(
                 .with_context(|| format!("echo request of {ip_len} octets to {dst}"))?;
             next += 1;
         }
+        // Wait no longer than the deadline: the caller's timeout is the probe's resolution.
+        let left = deadline.saturating_duration_since(Instant::now());
+        s.set_read_timeout(Some(
+            left.clamp(Duration::from_millis(1), Duration::from_millis(50)),
+        ))?;
         if let Ok(n) = (&s).read(&mut buf) {
             let b = &buf[..n];
             if b.len() >= 8 && b[0] == 129 && b[4..6] == id.to_be_bytes() && b.len() == ip_len - 40
