@@ -354,6 +354,29 @@ impl Mag {
         ))
     }
 
+    /// Sends `p` again with a new sequence number; its latency still counts from the first.
+    fn resend(
+        &mut self,
+        p: Pending,
+        phase: Phase,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+        r: &mut PhaseResult,
+    ) -> anyhow::Result<()> {
+        let (seq, t) = self.transmit(p.local, phase)?;
+        out.push(t);
+        r.retransmitted += 1;
+        self.pending.insert(
+            seq,
+            Pending {
+                last: now,
+                tries: p.tries + 1,
+                ..p
+            },
+        );
+        Ok(())
+    }
+
     async fn run_phase(
         &mut self,
         items: &[usize],
@@ -372,17 +395,7 @@ impl Mag {
             out.clear();
             let now = Instant::now();
             for p in std::mem::take(&mut self.retry) {
-                let (seq, t) = self.transmit(p.local, phase)?;
-                out.push(t);
-                r.retransmitted += 1;
-                self.pending.insert(
-                    seq,
-                    Pending {
-                        last: now,
-                        tries: p.tries + 1,
-                        ..p
-                    },
-                );
+                self.resend(p, phase, now, &mut out, &mut r)?;
             }
             while self.pending.len() < window && next < items.len() {
                 let local = items[next];
@@ -418,17 +431,7 @@ impl Mag {
                         r.unanswered += 1;
                         continue;
                     }
-                    let (seq, t) = self.transmit(p.local, phase)?;
-                    out.push(t);
-                    r.retransmitted += 1;
-                    self.pending.insert(
-                        seq,
-                        Pending {
-                            last: now,
-                            tries: p.tries + 1,
-                            ..p
-                        },
-                    );
+                    self.resend(p, phase, now, &mut out, &mut r)?;
                 }
             }
             if !out.is_empty() {
