@@ -1,5 +1,6 @@
 //! Conversions between the gRPC messages of `pmip.v1` and the protocol's types, shared by the
-//! daemons and `pmipctl`. Text in, typed values out; every failure names the field.
+//! daemons and `pmipctl`. Text in (surrounding blanks ignored), typed values out; every failure
+//! names the field, and a server answers it as INVALID_ARGUMENT "field: reason".
 
 use std::net::Ipv6Addr;
 
@@ -16,6 +17,12 @@ pub struct FieldError {
     pub reason: String,
 }
 
+impl From<FieldError> for tonic::Status {
+    fn from(e: FieldError) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
 fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
@@ -23,22 +30,40 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
     }
 }
 
+/// An IPv6 address in any text form the standard library reads.
 pub fn ipv6(field: &str, s: &str) -> Result<Ipv6Addr, FieldError> {
-    s.parse()
+    s.trim()
+        .parse()
         .map_err(|_| err(field, format!("{s:?} is not an IPv6 address")))
 }
 
-pub fn prefix(field: &str, s: &str) -> Result<Ipv6Net, FieldError> {
-    s.parse()
-        .map_err(|_| err(field, format!("{s:?} is not an IPv6 prefix")))
+/// A proxy-CoA: a global unicast IPv6 address (the source of a MAG's PBUs).
+pub fn proxy_coa(field: &str, s: &str) -> Result<Ipv6Addr, FieldError> {
+    let a = ipv6(field, s)?;
+    if !pmip::config::is_global_unicast(&a) {
+        return Err(err(
+            field,
+            format!("{a} cannot be a proxy-CoA (unspecified, loopback, multicast or link-local)"),
+        ));
+    }
+    Ok(a)
 }
 
+/// An IPv6 prefix ("2001:db8::/64").
+pub fn prefix(field: &str, s: &str) -> Result<Ipv6Net, FieldError> {
+    s.trim()
+        .parse()
+        .map_err(|_| err(field, format!("{s} is not an IPv6 prefix")))
+}
+
+/// A Mobile Node Identifier (RFC 4283 NAI).
 pub fn nai(field: &str, s: &str) -> Result<Nai, FieldError> {
     Nai::new(s).map_err(|e| err(field, e.to_string()))
 }
 
 pub fn link_layer(field: &str, s: &str) -> Result<LinkLayerAddress, FieldError> {
-    s.parse()
+    s.trim()
+        .parse()
         .map_err(|e: pmip::types::BadLinkLayerAddress| err(field, e.to_string()))
 }
 
@@ -57,6 +82,7 @@ pub fn profile_from_proto(p: &v1::MobileNodeProfile) -> Result<MobileNodeProfile
         out.allowed_mags
             .push(ipv6(&format!("allowed_mags[{i}]"), m)?);
     }
+    // 0 (UNSPECIFIED, Reserved in RFC 5213 §8.5) means "not given", like an unset field.
     out.access_technology_type = p
         .access_technology_type
         .filter(|v| *v != 0)
@@ -64,7 +90,7 @@ pub fn profile_from_proto(p: &v1::MobileNodeProfile) -> Result<MobileNodeProfile
             u8::try_from(v).map_err(|_| {
                 err(
                     "access_technology_type",
-                    format!("{v} is not an 8-bit value"),
+                    format!("{v} is not a value from 0 to 255"),
                 )
             })
         })

@@ -48,10 +48,6 @@ fn call_error(e: CallError) -> Status {
     }
 }
 
-fn field(e: cnf::convert::FieldError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     prost_types::Timestamp {
@@ -170,8 +166,7 @@ impl Gateway for GatewayService {
         req: Request<pb::AttachRequest>,
     ) -> Result<Response<pb::AttachResponse>, Status> {
         let r = req.into_inner();
-        let ll =
-            cnf::convert::link_layer("link_layer_address", &r.link_layer_address).map_err(field)?;
+        let ll = cnf::convert::link_layer("link_layer_address", &r.link_layer_address)?;
         if r.access_interface.is_empty() {
             return Err(Status::invalid_argument("access_interface: empty"));
         }
@@ -203,9 +198,9 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::DetachResponse>, Status> {
         let r = req.into_inner();
         let node = match r.node {
-            Some(pb::detach_request::Node::LinkLayerAddress(l)) => NodeKey::LinkLayer(
-                cnf::convert::link_layer("link_layer_address", &l).map_err(field)?,
-            ),
+            Some(pb::detach_request::Node::LinkLayerAddress(l)) => {
+                NodeKey::LinkLayer(cnf::convert::link_layer("link_layer_address", &l)?)
+            }
             Some(pb::detach_request::Node::MnId(id)) => NodeKey::MnId(id),
             None => {
                 return Err(Status::invalid_argument(
@@ -323,9 +318,8 @@ impl Gateway for GatewayService {
         req: Request<pb::LabAttachRequest>,
     ) -> Result<Response<pb::LabAttachResponse>, Status> {
         let r = req.into_inner();
-        let id = cnf::convert::nai("mn_id", &r.mn_id).map_err(field)?;
-        let ll =
-            cnf::convert::link_layer("link_layer_address", &r.link_layer_address).map_err(field)?;
+        let id = cnf::convert::nai("mn_id", &r.mn_id)?;
+        let ll = cnf::convert::link_layer("link_layer_address", &r.link_layer_address)?;
         if ll.as_bytes().len() != 6 {
             return Err(Status::invalid_argument(
                 "link_layer_address: 6 bytes (a MAC)",

@@ -326,6 +326,17 @@ impl MobileNodeProfile {
                 || format!("{p} has host bits set; did you mean {}?", p.trunc()),
             )?;
         }
+        for (i, m) in self.allowed_mags.iter().enumerate() {
+            check(
+                is_global_unicast(m),
+                &format!("{at}.allowed_mags[{i}]"),
+                || {
+                    format!(
+                        "{m} cannot be a proxy-CoA (unspecified, loopback, multicast or link-local)"
+                    )
+                },
+            )?;
+        }
         Ok(())
     }
 }
@@ -594,7 +605,9 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/pmip")
 }
 
-fn is_global_unicast(a: &Ipv6Addr) -> bool {
+/// An address a MAG can use as its proxy-CoA (and an LMA as its address): not unspecified,
+/// loopback, multicast or link-local.
+pub fn is_global_unicast(a: &Ipv6Addr) -> bool {
     !(a.is_unspecified()
         || a.is_loopback()
         || a.is_multicast()
@@ -943,6 +956,11 @@ mobile_nodes:
         w.home_network_prefixes = vec!["2001:db8:100:1::/64".parse().unwrap()];
         c.mobile_nodes = vec![w];
         assert_eq!(c.validate().unwrap_err().field, "mobile_nodes[0]");
+        a.allowed_mags = vec!["2001:db8::10".parse().unwrap(), "fe80::10".parse().unwrap()];
+        c.mobile_nodes = vec![a];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "mobile_nodes[0].allowed_mags[1]");
+        assert!(e.reason.contains("cannot be a proxy-CoA"), "{e}");
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl BindingCache for BindingCacheService {
         let after = convert::parse_slot(epoch, &r.page_token)?;
         let proxy_coa = match r.proxy_coa.as_str() {
             "" => None,
-            s => Some(convert::address("proxy_coa", s)?),
+            s => Some(convert::ipv6("proxy_coa", s)?),
         };
         let limit = convert::page_size(r.page_size);
         let BindingPage {
@@ -201,7 +201,7 @@ impl BindingCache for BindingCacheService {
         match request.into_inner().key {
             None => Err(invalid("key", "give either mn_id or home_network_prefix")),
             Some(Key::MnId(s)) => {
-                let mn_id = convert::mn_id("mn_id", &s)?.to_string();
+                let mn_id = convert::nai("mn_id", &s)?.to_string();
                 let views = self
                     .core
                     .call(|reply| Command::BindingsOf {
@@ -240,7 +240,7 @@ impl BindingCache for BindingCacheService {
         let r = request.into_inner();
         let mn_id = match r.mn_id.as_str() {
             "" => None,
-            s => Some(convert::mn_id("mn_id", s)?.to_string()),
+            s => Some(convert::nai("mn_id", s)?.to_string()),
         };
         let cursor = r.resume_from.map(|c| (c.epoch, c.revision));
         let feed = Bindings {
@@ -262,7 +262,7 @@ impl BindingCache for BindingCacheService {
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         let r = request.into_inner();
-        let mn_id = convert::mn_id("mn_id", &r.mn_id)?.to_string();
+        let mn_id = convert::nai("mn_id", &r.mn_id)?.to_string();
         let trigger = convert::revocation_trigger(r.trigger)?;
         let before = self
             .core

@@ -9,8 +9,6 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use ipnet::Ipv6Net;
-use pmip::config::MobileNodeProfile;
-use pmip::types::{LinkLayerAddress, Nai};
 use pmip::wire::{RevocationTrigger, Status as PbaStatus, Timestamp, WallClock};
 use proto::v1 as pb;
 use tonic::Status;
@@ -22,66 +20,17 @@ use crate::hub::{self, BindingView, Rejection, ViewState};
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
+pub use cnf::convert::{ipv6, nai, prefix, profile_from_proto, profile_to_proto, proxy_coa};
+
 /// INVALID_ARGUMENT about `field`.
 pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
-/// A Mobile Node Identifier (RFC 4283 NAI).
-pub fn mn_id(field: &str, s: &str) -> Result<Nai, Status> {
-    Nai::new(s).map_err(|e| invalid(field, e))
-}
-
-/// An IPv6 address in any text form the standard library reads.
-pub fn address(field: &str, s: &str) -> Result<Ipv6Addr, Status> {
-    s.trim()
-        .parse()
-        .map_err(|_| invalid(field, format_args!("{s:?} is not an IPv6 address")))
-}
-
-/// A proxy-CoA: a global unicast IPv6 address (the source of a MAG's PBUs).
-pub fn proxy_coa(field: &str, s: &str) -> Result<Ipv6Addr, Status> {
-    let a = address(field, s)?;
-    if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_unicast_link_local() {
-        return Err(invalid(
-            field,
-            format_args!(
-                "{a} cannot be a proxy-CoA (unspecified, loopback, multicast or link-local)"
-            ),
-        ));
-    }
-    Ok(a)
-}
-
-/// An IPv6 prefix ("2001:db8::/64").
-pub fn prefix(field: &str, s: &str) -> Result<Ipv6Net, Status> {
-    s.trim()
-        .parse()
-        .map_err(|_| invalid(field, format_args!("{s} is not an IPv6 prefix")))
-}
-
-/// A home network prefix: /64 or shorter (SLAAC), no host bits.
-pub fn home_network_prefix(field: &str, s: &str) -> Result<Ipv6Net, Status> {
-    let p = prefix(field, s)?;
-    if p.prefix_len() > 64 {
-        return Err(invalid(
-            field,
-            format_args!("{p}: a home network prefix must be /64 or shorter for SLAAC"),
-        ));
-    }
-    if p.network() != p.addr() {
-        return Err(invalid(
-            field,
-            format_args!("{p} has host bits set; did you mean {}?", p.trunc()),
-        ));
-    }
-    Ok(p)
-}
-
 /// A prefix, or an address as its /128.
 pub fn prefix_or_address(field: &str, s: &str) -> Result<Ipv6Net, Status> {
     if s.contains('/') {
-        return prefix(field, s);
+        return Ok(prefix(field, s)?);
     }
     let a: Ipv6Addr = s.trim().parse().map_err(|_| {
         invalid(
@@ -90,10 +39,6 @@ pub fn prefix_or_address(field: &str, s: &str) -> Result<Ipv6Net, Status> {
         )
     })?;
     Ok(Ipv6Net::from(a))
-}
-
-pub fn link_layer_address(field: &str, s: &str) -> Result<LinkLayerAddress, Status> {
-    s.trim().parse().map_err(|e| invalid(field, e))
 }
 
 /// The `page_size` rule of `common.proto`.
@@ -164,43 +109,6 @@ pub fn revocation_trigger(v: i32) -> Result<RevocationTrigger, Status> {
         )),
     }
 }
-
-/// A protocol enum value (proto3 enums are open) as its one-octet wire value.
-fn octet(field: &str, v: i32) -> Result<u8, Status> {
-    u8::try_from(v).map_err(|_| invalid(field, format_args!("{v} is not a value from 0 to 255")))
-}
-
-/// The proto profile as the policy store keeps it.
-pub fn profile_from_proto(p: &pb::MobileNodeProfile) -> Result<MobileNodeProfile, Status> {
-    let mut out = MobileNodeProfile::new(mn_id("mn_id", &p.mn_id)?);
-    out.link_layer_addresses = p
-        .link_layer_addresses
-        .iter()
-        .enumerate()
-        .map(|(i, s)| link_layer_address(&format!("link_layer_addresses[{i}]"), s))
-        .collect::<Result<_, _>>()?;
-    out.home_network_prefixes = p
-        .home_network_prefixes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| home_network_prefix(&format!("home_network_prefixes[{i}]"), s))
-        .collect::<Result<_, _>>()?;
-    out.allowed_mags = p
-        .allowed_mags
-        .iter()
-        .enumerate()
-        .map(|(i, s)| proxy_coa(&format!("allowed_mags[{i}]"), s))
-        .collect::<Result<_, _>>()?;
-    // 0 (UNSPECIFIED, Reserved in RFC 5213 §8.5) means "not given", like an unset field.
-    out.access_technology_type = match p.access_technology_type {
-        None | Some(0) => None,
-        Some(v) => Some(octet("access_technology_type", v)?),
-    };
-    out.local_routing = p.local_routing;
-    Ok(out)
-}
-
-pub use cnf::convert::profile_to_proto;
 
 pub fn source(from_config: bool) -> pb::PolicySource {
     if from_config {
@@ -386,8 +294,8 @@ mod tests {
 
     use super::*;
 
-    fn message(r: Result<impl std::fmt::Debug, Status>) -> String {
-        let e = r.expect_err("refused");
+    fn message(r: Result<impl std::fmt::Debug, impl Into<Status>>) -> String {
+        let e: Status = r.expect_err("refused").into();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         e.message().to_owned()
     }
@@ -558,7 +466,9 @@ mod tests {
                 proxy_coa: "2001:db8::20".parse().unwrap(),
                 access_technology_type: 3,
                 handoff_indicator: 3,
-                mn_link_layer_id: Some(LinkLayerAddress::mac([2, 0, 0x5e, 0x10, 0, 1])),
+                mn_link_layer_id: Some(pmip::types::LinkLayerAddress::mac([
+                    2, 0, 0x5e, 0x10, 0, 1,
+                ])),
                 link_local_address: Some("fe80::1".parse().unwrap()),
                 lifetime_s: 3600,
                 registered_at_ms: 1_700_000_000_250,

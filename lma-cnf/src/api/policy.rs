@@ -157,7 +157,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::DeleteMobileNodeRequest>,
     ) -> Result<Response<pb::DeleteMobileNodeResponse>, Status> {
-        let mn_id = convert::mn_id("mn_id", &request.into_inner().mn_id)?.to_string();
+        let mn_id = convert::nai("mn_id", &request.into_inner().mn_id)?.to_string();
         // The binding stays (policy.proto): BindingCache.Revoke ends it.
         self.core
             .call(|reply| Command::DeleteProfile {
@@ -175,7 +175,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::GetMobileNodeRequest>,
     ) -> Result<Response<pb::MobileNodeEntry>, Status> {
-        let mn_id = convert::mn_id("mn_id", &request.into_inner().mn_id)?.to_string();
+        let mn_id = convert::nai("mn_id", &request.into_inner().mn_id)?.to_string();
         self.core
             .call(|reply| Command::GetProfile {
                 mn_id: mn_id.clone(),
@@ -280,7 +280,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::RemoveAuthorizedMagRequest>,
     ) -> Result<Response<pb::RemoveAuthorizedMagResponse>, Status> {
-        let address = convert::address("proxy_coa", &request.into_inner().proxy_coa)?;
+        let address = convert::ipv6("proxy_coa", &request.into_inner().proxy_coa)?;
         let removed = self
             .core
             .call(|reply| Command::RemoveMag { address, reply })
