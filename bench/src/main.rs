@@ -151,16 +151,9 @@ fn main() -> ExitCode {
         return code;
     }
     let args = Args::parse_from(argv);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match cnf::daemon::runtime("pmip-bench") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pmip-bench: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Cmd::Echo { address } = args.command {
         return match rt.block_on(pmip_bench::bed::echo(address)) {

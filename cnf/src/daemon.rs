@@ -49,6 +49,19 @@ impl<C> std::fmt::Debug for Start<'_, C> {
     }
 }
 
+/// The two-worker Tokio runtime the programs run on; when it cannot start, the reason is
+/// printed under `program`'s name and the exit code to return comes back.
+pub fn runtime(program: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{program}: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// Runs `daemon` with the configuration on a two-thread runtime.
 pub fn main<C, F, Fut>(s: Start<'_, C>, daemon: F) -> ExitCode
 where
@@ -84,16 +97,9 @@ where
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(program) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{program}: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(daemon(cfg)) {
         Ok(()) => ExitCode::SUCCESS,

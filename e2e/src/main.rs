@@ -157,16 +157,9 @@ fn main() -> ExitCode {
         eprintln!("pmip-lab: the lab builds network namespaces and needs root; run it with sudo");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match cnf::daemon::runtime("pmip-lab") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pmip-lab: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(run(args.command)) {
         Ok(code) => code,
