@@ -22,12 +22,17 @@ use crate::rng::Rng;
 use crate::time::{Instant, ms, secs};
 use crate::types::LinkLayerAddress;
 use crate::wire::{
-    AccessTechnologyType, BaFlags, BindingAck, BindingError, BindingErrorStatus, BindingRevocation,
-    BindingRevocationAck, BindingRevocationIndication, BraStatus, BuFlags, ErrorKind,
-    HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption, OptionType, Options,
-    ProxyBindingUpdate, RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp,
-    WallClock,
+    BaFlags, BindingAck, BindingError, BindingErrorStatus, BindingRevocation, BindingRevocationAck,
+    BindingRevocationIndication, BraStatus, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption,
+    Options, RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp, WallClock,
 };
+
+mod lookup;
+mod registration;
+
+pub use lookup::{Lookup, lookup};
+use registration::Reply;
+pub use registration::{MnLinkLayerId, Registration, RequestedPrefixes};
 
 /// What happened, for logs, metrics, the gRPC Watch stream and the durable store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,10 +176,10 @@ struct Revocation {
 }
 
 #[derive(Debug, Clone)]
+/// A registration held for the previous MAG's de-registration (RFC 5213 §5.4.1.2 rule 4,
+/// §5.4.1.3 rule 3), until `deadline` (MaxDelayBeforeNewBCEAssign).
 struct PendingPbu {
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    bytes: Vec<u8>,
+    reg: Registration,
     deadline: Instant,
 }
 
@@ -191,15 +196,6 @@ enum Origin {
     NewSessionAfterWait,
 }
 
-/// How a PBU relates to the binding cache (RFC 5213 §5.4.1).
-enum Lookup {
-    Existing(SessionId),
-    New,
-    /// Handoff state unknown: wait for the previous MAG's de-registration.
-    Wait(SessionId),
-    Reject(Status),
-}
-
 /// The local mobility anchor.
 #[derive(Debug)]
 pub struct Lma {
@@ -214,21 +210,6 @@ pub struct Lma {
     outputs: VecDeque<LmaOutput>,
     rng: Rng,
     stats: LmaStats,
-}
-
-/// The PBA fields that come from the request (RFC 5213 §5.3.6).
-struct Reply<'a> {
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    sequence: SequenceNumber,
-    proxy: bool,
-    mn_id: &'a [u8],
-    request_prefixes: Options<'a>,
-    handoff_indicator: HandoffIndicator,
-    access_technology_type: AccessTechnologyType,
-    timestamp: Option<Timestamp>,
-    mn_link_layer_id: Option<&'a [u8]>,
-    link_local_address: Option<Ipv6Addr>,
 }
 
 impl Lma {
@@ -665,9 +646,7 @@ impl Lma {
         m: Message<'_>,
     ) {
         match m {
-            Message::BindingUpdate(bu) => {
-                self.on_binding_update(now, wall, src, dst, &bu, Origin::Received)
-            }
+            Message::BindingUpdate(bu) => self.on_binding_update(now, wall, src, dst, &bu),
             Message::Heartbeat(hb) => {
                 let mut tx = Vec::new();
                 let mut ev = Vec::new();
@@ -702,7 +681,8 @@ impl Lma {
         }
     }
 
-    /// RFC 5213 §5.3.1: every check, in the RFC's order, then §5.4.1 and §5.3.2-§5.3.5.
+    /// RFC 5213 §5.3.1: validate (rules 4-12), then look up (rule 13, §5.4.1) and apply
+    /// (§5.3.2-§5.3.5).
     fn on_binding_update(
         &mut self,
         now: Instant,
@@ -710,148 +690,32 @@ impl Lma {
         src: Ipv6Addr,
         dst: Ipv6Addr,
         bu: &crate::wire::BindingUpdate<'_>,
-        origin: Origin,
     ) {
         self.stats.pbu_received += 1;
-        let pbu = match ProxyBindingUpdate::new(bu) {
-            Ok(p) => p,
-            Err(e) => {
-                let status = match e.kind {
-                    ErrorKind::DuplicateOption(OptionType::Ipv4HomeAddressRequest) => {
-                        Status::MultipleIpv4HomeAddressAssignmentNotSupported
-                    }
-                    _ => Status::ReasonUnspecified,
-                };
-                let reply = lenient_reply(bu, src, dst);
-                self.reject(&reply, status, None, src);
-                return;
+        match self.validate(wall, src, dst, bu) {
+            Ok(reg) => self.register(now, wall, reg, Origin::Received),
+            Err(r) => self.reject(&Reply::of(bu, src, dst), r.status, r.lma_time, r.mag),
+        }
+    }
+
+    /// §5.3.1 rule 13: the lookup of §5.4.1, then the rules of the case it finds.
+    fn register(&mut self, now: Instant, wall: WallClock, reg: Registration, origin: Origin) {
+        let found = match origin {
+            Origin::NewSessionAfterWait => Lookup::New,
+            Origin::Received | Origin::AfterDeregistration => lookup(
+                &self.cache,
+                &reg,
+                self.config.timers.max_delay_before_new_bce_assign_ms != 0,
+            ),
+        };
+        let session = match found {
+            Lookup::Reject(status) => {
+                return self.reject(&reg.reply(), status, None, reg.proxy_coa);
             }
-        };
-        let o = &pbu.opts;
-        let proxy_coa = o.alternate_care_of_address.unwrap_or(src);
-        let reply = Reply {
-            src,
-            dst,
-            sequence: pbu.sequence,
-            proxy: pbu.flags.contains(BuFlags::P),
-            mn_id: o.mn_id.map(|(_, id)| id).unwrap_or(&[]),
-            request_prefixes: pbu.options,
-            handoff_indicator: o.handoff_indicator.unwrap_or(HandoffIndicator::Reserved),
-            access_technology_type: o
-                .access_technology_type
-                .unwrap_or(AccessTechnologyType::Reserved),
-            timestamp: o.timestamp,
-            mn_link_layer_id: o.mn_link_layer_id,
-            link_local_address: o.link_local_address,
-        };
-        // A Binding Update without P: this is not a home agent (RFC 5213 §5.3.1).
-        if !reply.proxy {
-            return self.reject(&reply, Status::ProxyRegNotEnabled, None, proxy_coa);
-        }
-        // Rule 4.
-        let Some(nai) = o.nai() else {
-            return self.reject(&reply, Status::MissingMnIdentifierOption, None, proxy_coa);
-        };
-        // Rule 5 and 6.
-        if !self.policy.is_mag_authorized(&proxy_coa) {
-            return self.reject(&reply, Status::MagNotAuthorizedForProxyReg, None, proxy_coa);
-        }
-        // Rule 7.
-        let Some(profile) = core::str::from_utf8(nai)
-            .ok()
-            .and_then(|id| self.policy.lookup(id))
-        else {
-            return self.reject(&reply, Status::NotLmaForThisMobileNode, None, proxy_coa);
-        };
-        if !profile.allowed_mags.is_empty() && !profile.allowed_mags.contains(&proxy_coa) {
-            return self.reject(&reply, Status::MagNotAuthorizedForProxyReg, None, proxy_coa);
-        }
-        let mn_id = core::str::from_utf8(nai).unwrap_or_default();
-        // Rule 9, timestamps (RFC 5213 §5.5). Without a Timestamp option the sequence number
-        // is checked after the lookup, against the session it belongs to.
-        if let Some(ts) = o.timestamp.filter(|_| origin == Origin::Received) {
-            let lma_now = Timestamp::from_wall_clock(wall);
-            let window = ms(self.config.timers.timestamp_validity_window_ms);
-            if ts.abs_diff(lma_now) > window {
-                return self.reject(&reply, Status::TimestampMismatch, Some(lma_now), proxy_coa);
-            }
-            let newest = self
-                .cache
-                .sessions_of(mn_id)
-                .filter_map(|s| self.cache.get(s).and_then(|e| e.ordering.timestamp()))
-                .max();
-            if newest.is_some_and(|n| ts <= n) {
-                return self.reject(
-                    &reply,
-                    Status::TimestampLowerThanPrevAccepted,
-                    Some(lma_now),
-                    proxy_coa,
-                );
-            }
-        }
-        // Rules 10-12 (with RFC 5844 §3.1.2: an IPv4 request alone is not "missing HNP").
-        if o.hnp_count == 0 {
-            let status = if o.ipv4_home_address_request.is_some() {
-                Status::NotAuthorizedForIpv4MobilityService
-            } else {
-                Status::MissingHomeNetworkPrefixOption
-            };
-            return self.reject(&reply, status, None, proxy_coa);
-        }
-        if o.handoff_indicator.is_none() {
-            return self.reject(
-                &reply,
-                Status::MissingHandoffIndicatorOption,
-                None,
-                proxy_coa,
-            );
-        }
-        if o.access_technology_type.is_none() {
-            return self.reject(&reply, Status::MissingAccessTechTypeOption, None, proxy_coa);
-        }
-        // IPv4 home address mobility (RFC 5844) is not offered by this domain.
-        if o.ipv4_home_address_request.is_some() {
-            return self.reject(
-                &reply,
-                Status::NotAuthorizedForIpv4MobilityService,
-                None,
-                proxy_coa,
-            );
-        }
-        // RFC 5213 §6.9.1.1 rule 3: ALL_ZERO must be the only prefix option.
-        let requested = Prefixes::collect(pbu.home_network_prefixes());
-        let requested = requested.as_slice();
-        let all_zero = requested
-            .iter()
-            .any(|p| p.prefix_len() == 0 && p.addr().is_unspecified());
-        if all_zero && requested.len() > 1 {
-            return self.reject(&reply, Status::ReasonUnspecified, None, proxy_coa);
-        }
-        let pinned = profile.home_network_prefixes.clone();
-        let local_ll = o.mn_link_layer_id.and_then(LinkLayerAddress::new);
-        // Rule 13: §5.4.1.
-        let lookup = if origin == Origin::NewSessionAfterWait {
-            Lookup::New
-        } else {
-            self.lookup(mn_id, requested, all_zero, &pbu, local_ll, proxy_coa)
-        };
-        let session = match lookup {
-            Lookup::Reject(status) => return self.reject(&reply, status, None, proxy_coa),
             Lookup::Wait(s) => {
-                if !pbu.is_deregistration() {
+                if !reg.is_deregistration() {
                     let deadline = now + ms(self.config.timers.max_delay_before_new_bce_assign_ms);
-                    let mut bytes = vec![0u8; Message::BindingUpdate(*bu).buffer_len()];
-                    if Message::BindingUpdate(*bu).emit(&mut bytes).is_ok() {
-                        self.pending.insert(
-                            s,
-                            PendingPbu {
-                                src,
-                                dst,
-                                bytes,
-                                deadline,
-                            },
-                        );
-                    }
+                    self.pending.insert(s, PendingPbu { reg, deadline });
                 }
                 return;
             }
@@ -859,239 +723,128 @@ impl Lma {
             Lookup::Existing(s) => Some(s),
         };
         // RFC 6275 §9.5.1 through RFC 5213 §5.5: sequence numbers when no timestamp.
-        if o.timestamp.is_none()
+        if reg.timestamp.is_none()
             && origin == Origin::Received
             && let Some(s) = session
             && let Some(e) = self.cache.get(s)
-            && !pbu.sequence.is_newer_than(e.ordering.sequence)
+            && !reg.sequence.is_newer_than(e.ordering.sequence)
         {
-            let last = e.ordering.sequence;
             let r = Reply {
-                sequence: last,
-                ..reply
+                sequence: e.ordering.sequence,
+                ..reg.reply()
             };
-            return self.reject(&r, Status::SequenceNumberOutOfWindow, None, proxy_coa);
+            return self.reject(&r, Status::SequenceNumberOutOfWindow, None, reg.proxy_coa);
         }
         let granted = Lifetime::from_secs(
-            pbu.lifetime
+            reg.lifetime
                 .as_secs()
                 .min(self.config.timers.max_binding_lifetime_s),
         );
         match session {
-            None if pbu.is_deregistration() => {
+            None if reg.is_deregistration() => {
                 // §5.4.1: a de-registration for no session is silently ignored.
                 self.stats.pbu_ignored += 1;
             }
-            None => self.create_session(
-                now,
-                &reply,
-                mn_id,
-                requested,
-                all_zero,
-                &pinned,
-                local_ll,
-                proxy_coa,
-                granted,
-                o.gre_key.is_some(),
-            ),
-            Some(s) if pbu.is_deregistration() => self.deregister(now, wall, &reply, s, proxy_coa),
-            Some(s) => self.update_session(
-                now,
-                &reply,
-                s,
-                proxy_coa,
-                granted,
-                local_ll,
-                o.gre_key.is_some(),
-            ),
-        }
-    }
-
-    /// RFC 5213 §5.4.1: which session a PBU belongs to.
-    fn lookup(
-        &self,
-        mn_id: &str,
-        requested: &[Ipv6Net],
-        all_zero: bool,
-        pbu: &ProxyBindingUpdate<'_>,
-        ll: Option<LinkLayerAddress>,
-        proxy_coa: Ipv6Addr,
-    ) -> Lookup {
-        let att = pbu
-            .opts
-            .access_technology_type
-            .unwrap_or(AccessTechnologyType::Reserved);
-        let hi = pbu
-            .opts
-            .handoff_indicator
-            .unwrap_or(HandoffIndicator::Reserved);
-        if !all_zero {
-            // §5.4.1.1.
-            let Some(s) = requested.iter().find_map(|p| self.cache.by_prefix(p)) else {
-                return Lookup::New;
-            };
-            let Some(e) = self.cache.get(s) else {
-                return Lookup::New;
-            };
-            if &*e.mn_id != mn_id {
-                return Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix);
-            }
-            if !e.prefixes.same_set(requested) {
-                return Lookup::Reject(Status::BcePbuPrefixSetDoNotMatch);
-            }
-            let same_att = e.access_technology_type == att;
-            let update = (ll.is_some() && ll == e.mn_link_layer_id && same_att)
-                || hi == HandoffIndicator::HandoffBetweenInterfaces
-                || (ll.is_none()
-                    && e.mn_link_layer_id.is_none()
-                    && same_att
-                    && hi == HandoffIndicator::HandoffBetweenMags)
-                || (e.proxy_coa == proxy_coa && same_att);
-            return if update {
-                Lookup::Existing(s)
-            } else {
-                // Rule 6 makes this a new session, but its prefixes are held by the existing
-                // one: the node is not authorized for them in a second session.
-                Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix)
-            };
-        }
-        let sessions: Vec<SessionId> = self.cache.sessions_of(mn_id).collect();
-        let only_one = match sessions.as_slice() {
-            [one] => Some(*one),
-            _ => None,
-        };
-        let wait_or_update = |s: SessionId| -> Lookup {
-            match self.cache.get(s).map(|e| e.state) {
-                // Already de-registered by the previous MAG: nothing to wait for.
-                Some(BindingState::Deregistering) => Lookup::Existing(s),
-                _ if self.config.timers.max_delay_before_new_bce_assign_ms == 0 => Lookup::New,
-                _ => Lookup::Wait(s),
-            }
-        };
-        if let Some(ll) = ll {
-            // §5.4.1.2.
-            let matching = sessions.iter().copied().find(|s| {
-                self.cache.get(*s).is_some_and(|e| {
-                    e.mn_link_layer_id == Some(ll) && e.access_technology_type == att
-                })
-            });
-            if let Some(s) = matching {
-                return Lookup::Existing(s);
-            }
-            return match (hi, only_one) {
-                (HandoffIndicator::HandoffBetweenInterfaces, Some(s)) => Lookup::Existing(s),
-                (HandoffIndicator::HandoffStateUnknown, Some(s)) => wait_or_update(s),
-                _ => Lookup::New,
-            };
-        }
-        // §5.4.1.3.
-        match (hi, only_one) {
-            (
-                HandoffIndicator::HandoffBetweenInterfaces | HandoffIndicator::HandoffBetweenMags,
-                Some(s),
-            ) => Lookup::Existing(s),
-            (HandoffIndicator::HandoffStateUnknown, Some(s)) => wait_or_update(s),
-            _ => Lookup::New,
+            None => self.create_session(now, &reg, granted),
+            Some(s) if reg.is_deregistration() => self.deregister(now, wall, &reg, s),
+            Some(s) => self.update_session(now, &reg, s, granted),
         }
     }
 
     /// RFC 5213 §5.3.2.
-    #[allow(clippy::too_many_arguments)]
-    fn create_session(
-        &mut self,
-        now: Instant,
-        reply: &Reply<'_>,
-        mn_id: &str,
-        requested: &[Ipv6Net],
-        all_zero: bool,
-        pinned: &[Ipv6Net],
-        ll: Option<LinkLayerAddress>,
-        proxy_coa: Ipv6Addr,
-        granted: Lifetime,
-        gre_requested: bool,
-    ) {
-        let prefixes: Vec<Ipv6Net> = if !all_zero {
-            // Rule 3: the prefixes must be ours and the node must be entitled to them.
-            for p in requested {
-                let pinned_to = self.policy.pinned_owner(p);
-                let ok = match pinned_to {
-                    Some(owner) => owner == mn_id,
-                    None => self.prefixes.owns(p),
-                } && self.cache.by_prefix(p).is_none();
-                if !ok {
-                    return self.reject(
-                        reply,
-                        Status::NotAuthorizedForHomeNetworkPrefix,
-                        None,
-                        proxy_coa,
-                    );
+    fn create_session(&mut self, now: Instant, reg: &Registration, granted: Lifetime) {
+        let mn_id = &*reg.mn_id;
+        let reply = reg.reply();
+        let prefixes: Prefixes = match &reg.prefixes {
+            RequestedPrefixes::Named(requested) => {
+                // Rule 3: the prefixes must be ours and the node must be entitled to them.
+                for p in requested.as_slice() {
+                    let pinned_to = self.policy.pinned_owner(p);
+                    let ok = match pinned_to {
+                        Some(owner) => owner == mn_id,
+                        None => self.prefixes.owns(p),
+                    } && self.cache.by_prefix(p).is_none();
+                    if !ok {
+                        return self.reject(
+                            &reply,
+                            Status::NotAuthorizedForHomeNetworkPrefix,
+                            None,
+                            reg.proxy_coa,
+                        );
+                    }
                 }
+                requested.clone()
             }
-            requested.to_vec()
-        } else {
-            let free_pinned: Vec<Ipv6Net> = pinned
-                .iter()
-                .copied()
-                .filter(|p| self.cache.by_prefix(p).is_none())
-                .collect();
-            if !free_pinned.is_empty() {
-                free_pinned
-            } else {
-                // Rules 1-2.
+            RequestedPrefixes::Allocate => {
                 let (policy, cache) = (&self.policy, &self.cache);
-                match self
-                    .prefixes
-                    .allocate(|p| policy.is_pinned(p) || cache.by_prefix(p).is_some())
-                {
-                    Some(p) => vec![p],
-                    None => {
-                        return self.reject(reply, Status::InsufficientResources, None, proxy_coa);
+                let free_pinned = Prefixes::collect(
+                    policy
+                        .lookup(mn_id)
+                        .map_or(&[][..], |p| &p.home_network_prefixes)
+                        .iter()
+                        .copied()
+                        .filter(|p| cache.by_prefix(p).is_none()),
+                );
+                if !free_pinned.as_slice().is_empty() {
+                    free_pinned
+                } else {
+                    // Rules 1-2.
+                    match self
+                        .prefixes
+                        .allocate(|p| policy.is_pinned(p) || cache.by_prefix(p).is_some())
+                    {
+                        Some(p) => Prefixes::One(p),
+                        None => {
+                            return self.reject(
+                                &reply,
+                                Status::InsufficientResources,
+                                None,
+                                reg.proxy_coa,
+                            );
+                        }
                     }
                 }
             }
         };
-        for p in &prefixes {
+        for p in prefixes.as_slice() {
             self.prefixes.claim(p);
         }
-        let link_local = self.link_local_for(reply.link_local_address, None);
+        let link_local = self.link_local_for(reg.link_local_address, None);
         let entry = BindingCacheEntry::new(
             mn_id.into(),
-            Prefixes::from_slice(&prefixes),
-            proxy_coa,
-            reply.access_technology_type,
-            reply.handoff_indicator,
-            ll,
+            prefixes.clone(),
+            reg.proxy_coa,
+            reg.access_technology_type,
+            reg.handoff_indicator,
+            reg.link_layer_address(),
             link_local,
             granted.as_secs(),
             now,
-            Ordering::new(reply.timestamp, reply.sequence),
+            Ordering::new(reg.timestamp, reg.sequence),
         );
         let session = self.cache.insert(entry);
-        for p in &prefixes {
+        for p in prefixes.as_slice() {
             self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
                 prefix: *p,
-                proxy_coa,
+                proxy_coa: reg.proxy_coa,
             }));
         }
-        self.mag_gained(proxy_coa, now);
-        self.accept(reply, session, granted, gre_requested);
+        self.mag_gained(reg.proxy_coa, now);
+        self.accept(&reply, session, granted, reg.gre_key);
         self.event(LmaEvent::BindingCreated { session });
     }
 
     /// RFC 5213 §5.3.3 and §5.3.4: lifetime extension, with or without a handoff.
-    #[allow(clippy::too_many_arguments)]
     fn update_session(
         &mut self,
         now: Instant,
-        reply: &Reply<'_>,
+        reg: &Registration,
         session: SessionId,
-        proxy_coa: Ipv6Addr,
         granted: Lifetime,
-        ll: Option<LinkLayerAddress>,
-        gre_requested: bool,
     ) {
+        let proxy_coa = reg.proxy_coa;
         let link_local = self.link_local_for(
-            reply.link_local_address,
+            reg.link_local_address,
             self.cache.get(session).and_then(|e| e.link_local_address),
         );
         let Some(e) = self.cache.get_mut(session) else {
@@ -1107,11 +860,11 @@ impl Lma {
         e.updated_at = now;
         e.expires_at = now + e.lifetime();
         e.state = BindingState::Active;
-        e.ordering = Ordering::new(reply.timestamp.max(e.ordering.timestamp()), reply.sequence);
-        e.handoff_indicator = reply.handoff_indicator;
-        e.access_technology_type = reply.access_technology_type;
-        if ll.is_some() {
-            e.mn_link_layer_id = ll;
+        e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
+        e.handoff_indicator = reg.handoff_indicator;
+        e.access_technology_type = reg.access_technology_type;
+        if let Some(ll) = reg.link_layer_address() {
+            e.mn_link_layer_id = Some(ll);
         }
         if link_local.is_some() {
             e.link_local_address = link_local;
@@ -1138,7 +891,7 @@ impl Lma {
         }
         // A PBU that was waiting for this session's de-registration is now moot.
         self.pending.remove(&session);
-        self.accept(reply, session, granted, gre_requested);
+        self.accept(&reg.reply(), session, granted, reg.gre_key);
         self.event(if handoff {
             LmaEvent::BindingHandedOff {
                 session,
@@ -1154,9 +907,8 @@ impl Lma {
         &mut self,
         now: Instant,
         wall: WallClock,
-        reply: &Reply<'_>,
+        reg: &Registration,
         session: SessionId,
-        proxy_coa: Ipv6Addr,
     ) {
         let delay = ms(self.config.timers.min_delay_before_bce_delete_ms);
         let Some(e) = self.cache.get_mut(session) else {
@@ -1164,7 +916,7 @@ impl Lma {
         };
         // Rule 1: only the MAG holding the binding may de-register it. This is what keeps a
         // late de-registration from the previous MAG from removing the new MAG's binding.
-        if e.proxy_coa != proxy_coa {
+        if e.proxy_coa != reg.proxy_coa {
             self.stats.pbu_ignored += 1;
             return;
         }
@@ -1174,7 +926,7 @@ impl Lma {
             e.updated_at = now;
             e.expires_at = now + delay;
         }
-        e.ordering = Ordering::new(reply.timestamp.max(e.ordering.timestamp()), reply.sequence);
+        e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
         let prefixes = e.prefixes.clone();
         if fresh {
             self.cache.reschedule(session);
@@ -1184,7 +936,7 @@ impl Lma {
                 }));
             }
         }
-        self.accept(reply, session, Lifetime::ZERO, false);
+        self.accept(&reg.reply(), session, Lifetime::ZERO, false);
         if fresh {
             self.event(LmaEvent::BindingDeregistered { session });
         }
@@ -1194,15 +946,17 @@ impl Lma {
         }
         // A PBU waiting for this de-registration (handoff state unknown) goes ahead now.
         if let Some(p) = self.pending.remove(&session) {
-            self.replay_pending(now, wall, p, Origin::AfterDeregistration);
+            self.replay_pending(now, wall, p.reg, Origin::AfterDeregistration);
         }
     }
 
-    fn replay_pending(&mut self, now: Instant, wall: WallClock, p: PendingPbu, origin: Origin) {
-        if let Ok(Message::BindingUpdate(bu)) = Message::parse_bytes(&p.bytes) {
-            // The stored copy has a zero checksum; it was verified when it arrived.
-            self.on_binding_update(now, wall, p.src, p.dst, &bu, origin);
+    /// A held PBU goes ahead. Its ordering was checked on arrival; the policy is checked
+    /// again (rules 5-8), since it may have changed while the PBU waited.
+    fn replay_pending(&mut self, now: Instant, wall: WallClock, reg: Registration, origin: Origin) {
+        if let Err(status) = self.authorize(reg.proxy_coa, Some(&reg.mn_id)) {
+            return self.reject(&reg.reply(), status, None, reg.proxy_coa);
         }
+        self.register(now, wall, reg, origin);
     }
 
     /// The link-local address for the PBA's option (RFC 5213 §5.3.6, §6.8): the requested
@@ -1257,19 +1011,10 @@ impl Lma {
         lma_time: Option<Timestamp>,
         mag: Ipv6Addr,
     ) {
-        let requested: Vec<Ipv6Net> = reply
-            .request_prefixes
-            .iter()
-            .filter_map(|o| match o {
-                MobilityOption::HomeNetworkPrefix(p) => Some(p),
-                _ => None,
-            })
-            .collect();
-        let prefixes = if requested.is_empty() {
-            vec![Ipv6Net::default()]
-        } else {
-            requested
-        };
+        let mut prefixes = reply.requested.to_vec();
+        if prefixes.is_empty() {
+            prefixes.push(Ipv6Net::default());
+        }
         let ts = lma_time.or(reply.timestamp);
         let opts = pba_options(reply, &prefixes, ts, reply.link_local_address);
         self.send_pba(reply, status, Lifetime::ZERO, opts.as_slice());
@@ -1326,7 +1071,7 @@ impl Lma {
             if let Some(p) = self.pending.remove(&s) {
                 // MaxDelayBeforeNewBCEAssign passed without a de-registration: a new
                 // mobility session (RFC 5213 §5.4.1.2 rule 4, §5.4.1.3 rule 3).
-                self.replay_pending(now, wall, p, Origin::NewSessionAfterWait);
+                self.replay_pending(now, wall, p.reg, Origin::NewSessionAfterWait);
             }
         }
         self.revocation_timeouts(now, wall);
@@ -1489,47 +1234,6 @@ fn pba_options<'a>(
         o.push(MobilityOption::LinkLocalAddress(a));
     }
     o
-}
-
-/// Reply fields for a PBU whose options could not be picked out cleanly (a repeated option):
-/// the first instance of each.
-fn lenient_reply<'a>(
-    bu: &crate::wire::BindingUpdate<'a>,
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-) -> Reply<'a> {
-    let find = |t| bu.options.find(t);
-    Reply {
-        src,
-        dst,
-        sequence: bu.sequence,
-        proxy: bu.flags.contains(BuFlags::P),
-        mn_id: match find(OptionType::MobileNodeIdentifier) {
-            Some(MobilityOption::MobileNodeIdentifier { id, .. }) => id,
-            _ => &[],
-        },
-        request_prefixes: bu.options,
-        handoff_indicator: match find(OptionType::HandoffIndicator) {
-            Some(MobilityOption::HandoffIndicator(h)) => h,
-            _ => HandoffIndicator::Reserved,
-        },
-        access_technology_type: match find(OptionType::AccessTechnologyType) {
-            Some(MobilityOption::AccessTechnologyType(a)) => a,
-            _ => AccessTechnologyType::Reserved,
-        },
-        timestamp: match find(OptionType::Timestamp) {
-            Some(MobilityOption::Timestamp(t)) => Some(t),
-            _ => None,
-        },
-        mn_link_layer_id: match find(OptionType::MnLinkLayerIdentifier) {
-            Some(MobilityOption::MnLinkLayerIdentifier(l)) => Some(l),
-            _ => None,
-        },
-        link_local_address: match find(OptionType::LinkLocalAddress) {
-            Some(MobilityOption::LinkLocalAddress(a)) => Some(a),
-            _ => None,
-        },
-    }
 }
 
 fn to_ms(w: WallClock) -> u64 {
