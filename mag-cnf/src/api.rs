@@ -61,7 +61,7 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 fn entry_to_proto(v: &EntryView, lma: Ipv6Addr) -> pb::BindingUpdateListEntry {
     let e = &v.entry;
     let state = match e.state {
-        _ if e.fast.is_some() => pb::BulState::Handover,
+        _ if v.handover => pb::BulState::Handover,
         BulState::Registering | BulState::Expected => pb::BulState::Registering,
         BulState::Bound | BulState::Refreshing => pb::BulState::Registered,
         BulState::Deregistering => pb::BulState::Deregistering,

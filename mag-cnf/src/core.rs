@@ -34,6 +34,8 @@ pub trait RaSender {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryView {
     pub entry: BulEntry,
+    /// A fast handover is in progress for the entry.
+    pub handover: bool,
     pub access_interface: String,
     pub remaining_s: u32,
     /// How long ago the node attached, and registered.
@@ -460,6 +462,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                 MagOutput::Dataplane(c) => self.dataplane_command(c),
                 MagOutput::RouterAdvertisement(ra) => self.ras.push(ra),
                 MagOutput::Event(e) => self.event(e),
+                MagOutput::BindingUpdateList(_) => {}
             }
         }
         self.answer_waiting();
@@ -512,7 +515,11 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             return;
         }
         for (mn_id, reply) in std::mem::take(&mut self.indications) {
-            let fast = self.mag.binding(&mn_id).and_then(|e| e.fast.clone());
+            let fast = self
+                .mag
+                .binding(&mn_id)
+                .and_then(|e| self.mag.handover(&e.link_layer))
+                .cloned();
             match fast {
                 Some(f) if f.phase == pmip::mag::FastPhase::Initiating => {
                     self.indications.push((mn_id, reply));
@@ -602,6 +609,10 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                 info!(%mn_id, ?mode, ?role, %peer, "fast handover started");
                 "handover-started"
             }
+            MagEvent::HandoverAcknowledged { mn_id, peer } => {
+                info!(%mn_id, %peer, "fast handover acknowledged: forwarding to the new MAG");
+                "handover-acknowledged"
+            }
             MagEvent::HandoverCompleted {
                 mn_id,
                 mode,
@@ -654,6 +665,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             attached_ago: now - e.attached_at,
             registered_ago: e.registered_at.map(|r| now - r),
             lab: self.lab.contains_key(&e.mn_id),
+            handover: self.mag.handover(&e.link_layer).is_some(),
             entry: e.clone(),
         }
     }

@@ -12,7 +12,7 @@ use ipnet::Ipv6Net;
 
 use crate::config::{LmaConfig, MagConfig};
 use crate::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot};
-use crate::mag::{Attach, BulState, Mag, MagEvent, MagOutput};
+use crate::mag::{Attach, BulChange, BulState, Mag, MagEvent, MagOutput};
 use crate::output::{AccessLink, DataplaneCommand, RouterAdvertisement, Transmit};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
@@ -80,6 +80,8 @@ pub struct Sim {
     pub lma_events: Vec<(Instant, LmaEvent)>,
     pub mag_events: Vec<(Instant, usize, MagEvent)>,
     pub router_advertisements: Vec<(Instant, usize, RouterAdvertisement)>,
+    /// Every binding update list change each MAG reported.
+    pub bul_changes: Vec<(Instant, usize, BulChange)>,
     /// Every packet sent, in order (before the drop filter).
     pub sent: Vec<(Instant, Packet)>,
     pub dropped: usize,
@@ -127,6 +129,7 @@ impl Sim {
             lma_events: Vec::new(),
             mag_events: Vec::new(),
             router_advertisements: Vec::new(),
+            bul_changes: Vec::new(),
             sent: Vec::new(),
             dropped: 0,
         }
@@ -259,6 +262,7 @@ impl Sim {
                             self.router_advertisements.push((self.now, i, ra))
                         }
                         MagOutput::Event(e) => self.mag_events.push((self.now, i, e)),
+                        MagOutput::BindingUpdateList(c) => self.bul_changes.push((self.now, i, c)),
                     }
                 }
             }

@@ -2,37 +2,47 @@
 //! node's context, forwarding from the previous MAG (PMAG) to the new one (NMAG), and
 //! buffering until the node shows up.
 //!
+//! [`FastHandovers`] owns every piece of RFC 5949 state: the handover in progress per binding
+//! update list entry, the arrivals the access network announced, the HI sequence numbers. It
+//! never calls into the [`Mag`](super::Mag): it reads the binding update list and returns
+//! [`FastAction`]s (send this, program that, register this node, forget that one), which the
+//! MAG carries out in order.
+//!
 //! - Predictive (RFC 5949 §4.1, Figure 2): the access network tells the PMAG that a node is
-//!   about to move ([`Mag::handle_handover_indication`]). The PMAG sends HI with the context;
-//!   the NMAG answers HAck and buffers the node's prefixes; the PMAG forwards the node's
-//!   downlink to it. When the node attaches at the NMAG, the buffer is flushed to it at once,
-//!   it gets its Router Advertisement before any signalling with the LMA, and its uplink goes
-//!   through the PMAG until the NMAG's own PBA is accepted. Then the NMAG tells the PMAG that
-//!   forwarding is complete (HI, Code 2) and the inter-MAG tunnel goes.
+//!   about to move ([`Mag::handle_handover_indication`](super::Mag::handle_handover_indication)).
+//!   The PMAG sends HI with the context; the NMAG answers HAck and buffers the node's
+//!   prefixes; the PMAG forwards the node's downlink to it. When the node attaches at the
+//!   NMAG, the buffer is flushed to it at once, it gets its Router Advertisement before any
+//!   signalling with the LMA, and its uplink goes through the PMAG until the NMAG's own PBA is
+//!   accepted. Then the NMAG tells the PMAG that forwarding is complete (HI, Code 2) and the
+//!   inter-MAG tunnel goes.
 //! - Reactive (Figure 3): the node moves unannounced. The PMAG, seeing it leave, buffers its
 //!   downlink instead of de-registering it at once. The NMAG, told by its access network
-//!   which MAG the node comes from ([`Mag::expect_arrival`]), sends HI when the node
-//!   attaches (and its PBU in parallel); the PMAG answers HAck with the context, flushes its
-//!   buffer into the tunnel to the NMAG and forwards what still arrives.
+//!   which MAG the node comes from ([`Mag::expect_arrival`](super::Mag::expect_arrival)),
+//!   sends HI when the node attaches; the PMAG answers HAck with the context, flushes its
+//!   buffer into the tunnel to the NMAG and forwards what still arrives. The NMAG registers
+//!   once the packets are on their way (or the PMAG stays silent).
 //!
 //! One deviation, so that the two ends tear the tunnel down together: RFC 5949 lets the PMAG
 //! send the HI with Code 2; here the NMAG sends it, because only the NMAG knows when its
 //! registration with the LMA completed and the LMA stopped sending to the PMAG.
 
 use core::time::Duration;
+use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
-use super::{BulEntry, BulState, Mag, MagEvent, MagOutput};
-use crate::config::FastHandoverMode;
-use crate::output::{AccessLink, DataplaneCommand};
+use super::MagEvent;
+use super::bul::{BindingUpdateList, BulEntry, BulState};
+use crate::config::{FastHandoverMode, MagConfig};
+use crate::output::{DataplaneCommand, Transmit};
 use crate::time::{Instant, ms};
 use crate::types::LinkLayerAddress;
 use crate::wire::{
-    AccessTechnologyType, ContextRequest, HackCode, HackFlags, HandoffIndicator, HandoverAck,
-    HandoverContext, HandoverInitiate, HiCode, HiFlags, LmaAddress, MN_ID_SUBTYPE_NAI, Message,
-    MobilityOption, OptionType, Options, SequenceNumber, WallClock,
+    AccessTechnologyType, ContextRequest, HackCode, HackFlags, HandoverAck, HandoverContext,
+    HandoverInitiate, HiCode, HiFlags, LmaAddress, MN_ID_SUBTYPE_NAI, Message, MobilityOption,
+    OptionType, Options, SequenceNumber,
 };
 
 /// Which side of a fast handover this MAG is on.
@@ -55,7 +65,7 @@ pub enum FastPhase {
     Forwarding,
 }
 
-/// A fast handover in progress for one node.
+/// A fast handover in progress for one binding update list entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastHandover {
     pub mode: FastHandoverMode,
@@ -69,11 +79,26 @@ pub struct FastHandover {
     /// Sequence number of the outstanding HI.
     pub(super) sequence: SequenceNumber,
     pub(super) tries: u32,
-    pub(super) deadline: Instant,
     /// NMAG, reactive: the context came and the HI with the 'F' flag went out (RFC 5949
     /// §4.2: an HI with 'U' first, "followed by another HI message with the 'F' flag set at an
     /// appropriate time").
     pub(super) forward_asked: bool,
+}
+
+impl FastHandover {
+    fn new(mode: FastHandoverMode, role: FastRole, phase: FastPhase, now: Instant) -> Self {
+        FastHandover {
+            mode,
+            role,
+            phase,
+            peer: None,
+            started: now,
+            node_left: false,
+            sequence: SequenceNumber(0),
+            tries: 0,
+            forward_asked: false,
+        }
+    }
 }
 
 /// Why a handover indication was refused.
@@ -88,6 +113,46 @@ pub enum FastError {
     #[error("the new MAG is this MAG")]
     SameMag,
 }
+
+/// What the fast-handover owner asks the MAG to do, in order. Node actions name the entry by
+/// its link-layer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum FastAction {
+    Transmit(Transmit),
+    Dataplane(DataplaneCommand),
+    Event(MagEvent),
+    /// A message from another MAG that could not be used.
+    Dropped {
+        from: Ipv6Addr,
+        reason: String,
+    },
+    /// Arms (or with `None` disarms) the node's handover timer.
+    Timer(LinkLayerAddress, Option<Instant>),
+    /// Sends the node's first PBU unless its registration has begun.
+    Register(LinkLayerAddress),
+    /// NMAG, reactive: the context came before the PBA; serve the node from it (RFC 5949
+    /// §5.2): its prefixes on its link, its uplink through the PMAG, a Router Advertisement.
+    ServeFromContext {
+        link_layer: LinkLayerAddress,
+        prefixes: Vec<Ipv6Net>,
+        pmag: Ipv6Addr,
+    },
+    /// NMAG, predictive: the context came; create the node's entry (state `Expected`) and
+    /// hand it back through [`FastHandovers::adopted`].
+    Expect {
+        mn_id: String,
+        link_layer: LinkLayerAddress,
+        prefixes: Vec<Ipv6Net>,
+        access_technology_type: Option<AccessTechnologyType>,
+        pmag: Ipv6Addr,
+    },
+    /// PMAG: the node left and no MAG took it over: de-register it as without PFMIPv6.
+    Deregister(LinkLayerAddress),
+    /// The entry goes, without a de-registration.
+    Forget(LinkLayerAddress),
+}
+
+type Out = Vec<FastAction>;
 
 /// First wait for a HAck; doubled at every retransmission.
 const HI_TIMEOUT: Duration = Duration::from_millis(250);
@@ -124,123 +189,167 @@ fn context_options<'a>(
     o
 }
 
-impl Mag {
-    fn fast_mode(&self) -> FastHandoverMode {
-        self.config.domain.fast_handover.mode
+/// The owner of every fast handover of one MAG.
+#[derive(Debug)]
+pub(super) struct FastHandovers {
+    mode: FastHandoverMode,
+    timeout: Duration,
+    proxy_coa: Ipv6Addr,
+    lma: Ipv6Addr,
+    handovers: BTreeMap<LinkLayerAddress, FastHandover>,
+    /// Reactive: nodes announced by the access network, with their previous MAG, until when
+    /// the announcement holds.
+    expected: BTreeMap<LinkLayerAddress, (Ipv6Addr, Instant)>,
+    next_hi_seq: SequenceNumber,
+}
+
+impl FastHandovers {
+    pub(super) fn new(config: &MagConfig, first_hi_sequence: SequenceNumber) -> Self {
+        FastHandovers {
+            mode: config.domain.fast_handover.mode,
+            timeout: ms(config.domain.fast_handover.handover_timeout_ms),
+            proxy_coa: config.proxy_coa,
+            lma: config.lma_address,
+            handovers: BTreeMap::new(),
+            expected: BTreeMap::new(),
+            next_hi_seq: first_hi_sequence,
+        }
     }
 
-    fn handover_timeout(&self) -> Duration {
-        ms(self.config.domain.fast_handover.handover_timeout_ms)
+    pub(super) fn get(&self, ll: &LinkLayerAddress) -> Option<&FastHandover> {
+        self.handovers.get(ll)
     }
 
-    /// Predictive fast handover (RFC 5949 §4.1 steps (b)-(c)): the access network says that
-    /// `mn_id`, attached here, is about to move to the MAG at `new_mag`. Sends the HI.
-    pub fn handle_handover_indication(
-        &mut self,
-        now: Instant,
-        mn_id: &str,
-        new_mag: Ipv6Addr,
-    ) -> Result<(), FastError> {
-        if self.fast_mode() == FastHandoverMode::Off {
-            return Err(FastError::Disabled);
-        }
-        if new_mag == self.config.proxy_coa {
-            return Err(FastError::SameMag);
-        }
-        let e = self
-            .bul
-            .get(mn_id)
-            .filter(|e| e.is_bound())
-            .ok_or_else(|| FastError::NotRegistered(mn_id.to_owned()))?;
-        if e.fast.is_some() {
-            return Err(FastError::InProgress(mn_id.to_owned()));
-        }
-        let seq = self.next_hi_sequence();
-        let mode = self.fast_mode();
-        if let Some(e) = self.bul.get_mut(mn_id) {
-            e.fast = Some(FastHandover {
-                mode,
-                role: FastRole::Previous,
-                phase: FastPhase::Initiating,
-                peer: Some(new_mag),
-                started: now,
-                node_left: false,
-                sequence: seq,
-                tries: 0,
-                deadline: now,
-                forward_asked: false,
-            });
-        }
-        self.send_context_hi(now, mn_id);
-        self.event(MagEvent::HandoverStarted {
-            mn_id: mn_id.to_owned(),
-            mode: FastHandoverMode::Predictive,
-            role: FastRole::Previous,
-            peer: new_mag,
-        });
-        Ok(())
+    /// A node a fast handover is taking away from this MAG: it is refreshed and advertised by
+    /// its new MAG from now on.
+    pub(super) fn is_leaving(&self, ll: &LinkLayerAddress) -> bool {
+        self.handovers
+            .get(ll)
+            .is_some_and(|f| f.role == FastRole::Previous && f.node_left)
     }
 
-    /// Reactive fast handover (RFC 5949 §4.1, Figure 3 step (b)): the access network says the
-    /// node with `link_layer` is coming from the MAG at `previous_mag` (its Old AP ID). When it
-    /// attaches, this MAG asks that MAG for its context and packets.
-    pub fn expect_arrival(
-        &mut self,
-        now: Instant,
-        link_layer: LinkLayerAddress,
-        previous_mag: Ipv6Addr,
-    ) {
-        if previous_mag == self.config.proxy_coa {
-            return;
-        }
-        let until = now + self.handover_timeout();
-        self.expected.retain(|_, (_, u)| *u > now);
-        self.expected.insert(link_layer, (previous_mag, until));
+    /// This MAG is the node's new MAG and holds its context.
+    pub(super) fn is_new_mag_of(&self, ll: &LinkLayerAddress) -> bool {
+        self.handovers
+            .get(ll)
+            .is_some_and(|f| f.role == FastRole::New)
     }
 
-    pub(super) fn next_hi_sequence(&mut self) -> SequenceNumber {
+    /// Drops the entry's handover without a word (the entry itself goes).
+    pub(super) fn forget(&mut self, ll: &LinkLayerAddress) {
+        self.handovers.remove(ll);
+    }
+
+    fn clear(&mut self, ll: LinkLayerAddress, out: &mut Out) -> Option<FastHandover> {
+        let f = self.handovers.remove(&ll)?;
+        out.push(FastAction::Timer(ll, None));
+        Some(f)
+    }
+
+    fn next_hi_sequence(&mut self) -> SequenceNumber {
         let s = self.next_hi_seq;
         self.next_hi_seq = s.next();
         s
     }
 
+    fn arm(&self, ll: LinkLayerAddress, at: Instant, out: &mut Out) {
+        out.push(FastAction::Timer(ll, Some(at)));
+    }
+
+    /// Predictive fast handover (RFC 5949 §4.1 steps (b)-(c)): the access network says that
+    /// the node of entry `e`, attached here, is about to move to the MAG at `new_mag`. Sends
+    /// the HI.
+    pub(super) fn start_predictive(
+        &mut self,
+        now: Instant,
+        mn_id: &str,
+        e: Option<&BulEntry>,
+        new_mag: Ipv6Addr,
+        out: &mut Out,
+    ) -> Result<(), FastError> {
+        if self.mode == FastHandoverMode::Off {
+            return Err(FastError::Disabled);
+        }
+        if new_mag == self.proxy_coa {
+            return Err(FastError::SameMag);
+        }
+        let e = e
+            .filter(|e| e.is_bound())
+            .ok_or_else(|| FastError::NotRegistered(mn_id.to_owned()))?;
+        if self.handovers.contains_key(&e.link_layer) {
+            return Err(FastError::InProgress(mn_id.to_owned()));
+        }
+        let mut f = FastHandover::new(self.mode, FastRole::Previous, FastPhase::Initiating, now);
+        f.peer = Some(new_mag);
+        f.sequence = self.next_hi_sequence();
+        self.handovers.insert(e.link_layer, f);
+        self.send_context_hi(now, e, out);
+        out.push(FastAction::Event(MagEvent::HandoverStarted {
+            mn_id: e.mn_id.clone(),
+            mode: FastHandoverMode::Predictive,
+            role: FastRole::Previous,
+            peer: new_mag,
+        }));
+        Ok(())
+    }
+
+    /// Reactive fast handover (RFC 5949 §4.1, Figure 3 step (b)): the access network says the
+    /// node with `link_layer` is coming from the MAG at `previous_mag` (its Old AP ID).
+    pub(super) fn expect_arrival(
+        &mut self,
+        now: Instant,
+        link_layer: LinkLayerAddress,
+        previous_mag: Ipv6Addr,
+    ) {
+        if previous_mag == self.proxy_coa {
+            return;
+        }
+        let until = now + self.timeout;
+        self.expected.retain(|_, (_, u)| *u > now);
+        self.expected.insert(link_layer, (previous_mag, until));
+    }
+
+    /// The previous MAG of a node that attaches now, if the access network announced it.
+    pub(super) fn take_expected(
+        &mut self,
+        now: Instant,
+        ll: &LinkLayerAddress,
+    ) -> Option<Ipv6Addr> {
+        self.expected
+            .remove(ll)
+            .filter(|(_, until)| *until > now)
+            .map(|(m, _)| m)
+            .filter(|_| self.mode != FastHandoverMode::Off)
+    }
+
     /// PMAG, predictive: (re)sends the HI with the node's context (F and U set: forward, and
     /// buffer at the NMAG until the node arrives).
-    fn send_context_hi(&mut self, now: Instant, mn_id: &str) {
-        let lma = self.config.lma_address;
-        let src = self.config.proxy_coa;
-        let Some(e) = self.bul.get(mn_id) else {
-            return;
-        };
-        let Some(f) = e.fast.as_ref() else {
+    fn send_context_hi(&mut self, now: Instant, e: &BulEntry, out: &mut Out) {
+        let Some(f) = self.handovers.get(&e.link_layer) else {
             return;
         };
         let Some(peer) = f.peer else {
             return;
         };
         let iid = e.link_layer.eui64_interface_id().unwrap_or([0; 8]);
-        let opts = context_options(e, lma, &iid);
+        let opts = context_options(e, self.lma, &iid);
         let m = Message::HandoverInitiate(HandoverInitiate {
             sequence: f.sequence,
             flags: HiFlags::P | HiFlags::F | HiFlags::U,
             code: HiCode::AllAvailableContextTransferred,
             options: Options::List(&opts),
         });
-        let t = crate::emit(&m, src, peer);
-        self.arm_hi_retransmission(now, mn_id);
+        let t = crate::emit(&m, self.proxy_coa, peer);
+        self.arm_hi_retransmission(now, e.link_layer, out);
         if let Some(t) = t {
-            self.push(MagOutput::Transmit(t));
+            out.push(FastAction::Transmit(t));
         }
     }
 
     /// NMAG, reactive: (re)sends the HI asking the PMAG for the node's context and to keep
     /// buffering its packets ('U'), or, once the context is in place, for the packets ('F').
-    fn send_request_hi(&mut self, now: Instant, mn_id: &str) {
-        let src = self.config.proxy_coa;
-        let Some(e) = self.bul.get(mn_id) else {
-            return;
-        };
-        let Some(f) = e.fast.as_ref() else {
+    fn send_request_hi(&mut self, now: Instant, e: &BulEntry, out: &mut Out) {
+        let Some(f) = self.handovers.get(&e.link_layer) else {
             return;
         };
         let Some(peer) = f.peer else {
@@ -274,46 +383,31 @@ impl Mag {
             code: HiCode::Default,
             options: Options::List(opts),
         });
-        let t = crate::emit(&m, src, peer);
-        self.arm_hi_retransmission(now, mn_id);
+        let t = crate::emit(&m, self.proxy_coa, peer);
+        self.arm_hi_retransmission(now, e.link_layer, out);
         if let Some(t) = t {
-            self.push(MagOutput::Transmit(t));
+            out.push(FastAction::Transmit(t));
         }
     }
 
-    fn arm_hi_retransmission(&mut self, now: Instant, mn_id: &str) {
-        let Some(f) = self.bul.get_mut(mn_id).and_then(|e| e.fast.as_mut()) else {
+    fn arm_hi_retransmission(&mut self, now: Instant, ll: LinkLayerAddress, out: &mut Out) {
+        let Some(f) = self.handovers.get_mut(&ll) else {
             return;
         };
         let wait = HI_TIMEOUT * (1 << f.tries.min(4));
         f.tries += 1;
-        let at = now + wait;
-        self.set_fast_deadline(mn_id, at);
-    }
-
-    pub(super) fn set_fast_deadline(&mut self, mn_id: &str, at: Instant) {
-        let Some(f) = self.bul.get_mut(mn_id).and_then(|e| e.fast.as_mut()) else {
-            return;
-        };
-        self.fast_schedule.remove(&(f.deadline, mn_id.to_owned()));
-        f.deadline = at;
-        self.fast_schedule.insert((at, mn_id.to_owned()));
-    }
-
-    pub(super) fn clear_fast(&mut self, mn_id: &str) -> Option<FastHandover> {
-        let f = self.bul.get_mut(mn_id).and_then(|e| e.fast.take())?;
-        self.fast_schedule.remove(&(f.deadline, mn_id.to_owned()));
-        Some(f)
+        self.arm(ll, now + wait, out);
     }
 
     /// A Handover Initiate from another MAG.
     pub(super) fn on_hi(
         &mut self,
         now: Instant,
-        wall: WallClock,
         src: Ipv6Addr,
         dst: Ipv6Addr,
         hi: &HandoverInitiate<'_>,
+        bul: &BindingUpdateList,
+        out: &mut Out,
     ) {
         let ack = |code: HackCode, opts: &[MobilityOption<'_>]| {
             let m = Message::HandoverAck(HandoverAck {
@@ -332,12 +426,15 @@ impl Mag {
                 code,
                 options: Options::List(opts),
             });
-            crate::emit(&m, dst, src)
+            crate::emit(&m, dst, src).map(FastAction::Transmit)
         };
         let ctx = match HandoverContext::of_hi(hi) {
             Ok(c) => c,
             Err(e) => {
-                self.drop_message(src, format!("Handover Initiate: {e}"));
+                out.push(FastAction::Dropped {
+                    from: src,
+                    reason: format!("Handover Initiate: {e}"),
+                });
                 return;
             }
         };
@@ -347,222 +444,152 @@ impl Mag {
             .and_then(|b| core::str::from_utf8(b).ok())
             .map(str::to_owned)
         else {
-            self.drop_message(src, "Handover Initiate without an NAI".into());
+            out.push(FastAction::Dropped {
+                from: src,
+                reason: "Handover Initiate without an NAI".into(),
+            });
             return;
         };
         let id_opt = [MobilityOption::MobileNodeIdentifier {
             subtype: MN_ID_SUBTYPE_NAI,
             id: mn_id.as_bytes(),
         }];
-        if self.fast_mode() == FastHandoverMode::Off {
-            if let Some(t) = ack(HackCode::AdministrativelyProhibited, &id_opt) {
-                self.push(MagOutput::Transmit(t));
-            }
+        if self.mode == FastHandoverMode::Off {
+            out.extend(ack(HackCode::AdministrativelyProhibited, &id_opt));
             return;
         }
         // Code 2: the NMAG says forwarding is complete (see the module docs).
         if hi.code == HiCode::CompletionOfForwarding {
-            if let Some(t) = ack(HackCode::HandoverAccepted, &id_opt) {
-                self.push(MagOutput::Transmit(t));
-            }
-            self.forwarding_complete(now, &mn_id, src);
+            out.extend(ack(HackCode::HandoverAccepted, &id_opt));
+            self.forwarding_complete(now, &mn_id, src, bul, out);
             return;
         }
-        let here = self.bul.get(&mn_id).map(|e| (e.is_bound(), e.fast.clone()));
+        let ctx_ll = ctx.opts.mn_link_layer_id.and_then(LinkLayerAddress::new);
+        let here = ctx_ll
+            .and_then(|l| bul.get(&l).filter(|e| e.mn_id == mn_id))
+            .or_else(|| bul.of_mn_id(&mn_id).next());
         match here {
             // We are the PMAG and the NMAG asks (reactive, or a predictive HI crossing).
-            Some((true, fast)) => {
-                let iid = self
-                    .bul
-                    .get(&mn_id)
-                    .and_then(|e| e.link_layer.eui64_interface_id())
-                    .unwrap_or([0; 8]);
-                let lma = self.config.lma_address;
-                let forward = hi.flags.contains(HiFlags::F);
-                let (opts, prefixes): (Vec<MobilityOption<'_>>, Vec<Ipv6Net>) =
-                    match self.bul.get(&mn_id) {
-                        Some(e) => (context_options(e, lma, &iid), e.prefixes.clone()),
-                        None => return,
-                    };
-                if let Some(t) = ack(HackCode::AllAvailableContextTransferred, &opts) {
-                    self.push(MagOutput::Transmit(t));
-                }
-                if forward {
-                    let mode = fast.map_or(FastHandoverMode::Reactive, |f| f.mode);
-                    self.start_forwarding(now, &mn_id, src, &prefixes, mode);
+            Some(e) if e.is_bound() => {
+                let iid = e.link_layer.eui64_interface_id().unwrap_or([0; 8]);
+                let opts = context_options(e, self.lma, &iid);
+                out.extend(ack(HackCode::AllAvailableContextTransferred, &opts));
+                if hi.flags.contains(HiFlags::F) {
+                    let mode = self
+                        .handovers
+                        .get(&e.link_layer)
+                        .map_or(FastHandoverMode::Reactive, |f| f.mode);
+                    self.start_forwarding(now, e, src, mode, out);
                 } else if hi.flags.contains(HiFlags::U) {
-                    self.hold_for_peer(now, &mn_id, src, &prefixes);
+                    self.hold_for_peer(now, e, src, out);
                 }
-                let _ = wall;
             }
             // We are the NMAG of a predictive handover: take the context, buffer.
             _ => {
                 let prefixes: Vec<Ipv6Net> = ctx.home_network_prefixes().collect();
-                let Some(ll) = ctx.opts.mn_link_layer_id.and_then(LinkLayerAddress::new) else {
-                    if let Some(t) = ack(HackCode::RequestedContextNotAvailable, &id_opt) {
-                        self.push(MagOutput::Transmit(t));
-                    }
+                let Some(ll) = ctx_ll else {
+                    out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
                     return;
                 };
                 if prefixes.is_empty() {
-                    if let Some(t) = ack(HackCode::RequestedContextNotAvailable, &id_opt) {
-                        self.push(MagOutput::Transmit(t));
-                    }
+                    out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
                     return;
                 }
-                if let Some(t) = ack(HackCode::HandoverAccepted, &id_opt) {
-                    self.push(MagOutput::Transmit(t));
-                }
-                if self
-                    .bul
-                    .get(&mn_id)
-                    .is_some_and(|e| e.state == BulState::Expected)
-                {
+                out.extend(ack(HackCode::HandoverAccepted, &id_opt));
+                if here.is_some_and(|e| e.state == BulState::Expected) {
                     // A retransmitted HI: the context is already here.
                     return;
                 }
-                self.expect_with_context(
-                    now,
-                    &mn_id,
-                    ll,
+                out.push(FastAction::Expect {
+                    mn_id,
+                    link_layer: ll,
                     prefixes,
-                    ctx.opts.access_technology_type,
-                    src,
-                );
+                    access_technology_type: ctx.opts.access_technology_type,
+                    pmag: src,
+                });
             }
         }
     }
 
-    /// NMAG, predictive: the node's context arrived; buffer its prefixes until it attaches.
-    fn expect_with_context(
-        &mut self,
-        now: Instant,
-        mn_id: &str,
-        ll: LinkLayerAddress,
-        prefixes: Vec<Ipv6Net>,
-        att: Option<AccessTechnologyType>,
-        pmag: Ipv6Addr,
-    ) {
-        self.forget(mn_id);
-        let local_routing = self
-            .policy
-            .by_link_layer(&ll)
-            .and_then(|p| p.local_routing)
-            .unwrap_or(self.config.domain.enable_mag_local_routing);
-        let mut e = self.new_entry(
-            mn_id,
-            ll,
-            AccessLink(0),
-            att.unwrap_or(AccessTechnologyType::Ieee8023),
-            local_routing,
+    /// NMAG, predictive: the MAG created the entry `e` of an expected node from its context:
+    /// buffer its prefixes until it attaches.
+    pub(super) fn adopted(&mut self, now: Instant, e: &BulEntry, pmag: Ipv6Addr, out: &mut Out) {
+        let mut f = FastHandover::new(
+            FastHandoverMode::Predictive,
+            FastRole::New,
+            FastPhase::Forwarding,
             now,
         );
-        e.state = BulState::Expected;
-        e.prefixes = prefixes.clone();
-        e.handoff_hint = HandoffIndicator::HandoffBetweenMags;
-        e.fast = Some(FastHandover {
-            mode: FastHandoverMode::Predictive,
-            role: FastRole::New,
-            phase: FastPhase::Forwarding,
-            peer: Some(pmag),
-            started: now,
-            node_left: false,
-            sequence: SequenceNumber(0),
-            tries: 0,
-            deadline: now,
-            forward_asked: false,
-        });
-        self.by_link_layer.insert(ll, mn_id.to_owned());
-        self.bul.insert(mn_id.to_owned(), e);
-        for p in &prefixes {
-            self.push(MagOutput::Dataplane(DataplaneCommand::Buffer {
+        f.peer = Some(pmag);
+        self.handovers.insert(e.link_layer, f);
+        for p in &e.prefixes {
+            out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
                 prefix: *p,
             }));
         }
-        let until = now + self.handover_timeout();
-        self.set_fast_deadline(mn_id, until);
-        self.event(MagEvent::HandoverStarted {
-            mn_id: mn_id.to_owned(),
+        self.arm(e.link_layer, now + self.timeout, out);
+        out.push(FastAction::Event(MagEvent::HandoverStarted {
+            mn_id: e.mn_id.clone(),
             mode: FastHandoverMode::Predictive,
             role: FastRole::New,
             peer: pmag,
-        });
+        }));
     }
 
-    /// NMAG, predictive: the expected node attached. Flush its buffer to it, advertise its
-    /// prefixes at once, send uplink through the PMAG and register with the LMA.
-    pub(super) fn arrived_with_context(
-        &mut self,
-        now: Instant,
-        wall: WallClock,
-        mn_id: &str,
-        link: AccessLink,
-    ) {
-        let Some(e) = self.bul.get_mut(mn_id) else {
-            return;
-        };
-        e.link = link;
-        e.attached_at = now;
-        e.state = BulState::Registering;
-        let prefixes = e.prefixes.clone();
-        let ll = e.link_layer;
-        let pmag = e.fast.as_ref().and_then(|f| f.peer);
-        for p in &prefixes {
+    /// NMAG, predictive: the expected node of entry `e` attached (the MAG has put it on its
+    /// link). Flush its buffer to it and send its uplink through the PMAG until the PBA.
+    pub(super) fn arrived(&mut self, e: &BulEntry, out: &mut Out) {
+        let pmag = self.handovers.get(&e.link_layer).and_then(|f| f.peer);
+        for p in &e.prefixes {
             // The buffer hands the node its packets, and keeps doing so for what still comes
-            // through the previous MAG, until the PBA switches the route to the access link
-            // (see `accepted`): nothing overtakes what was buffered.
-            self.push(MagOutput::Dataplane(DataplaneCommand::FlushBuffer {
+            // through the previous MAG, until the PBA switches the route to the access link:
+            // nothing overtakes what was buffered.
+            out.push(FastAction::Dataplane(DataplaneCommand::FlushBuffer {
                 prefix: *p,
-                deliver: Some((link, ll)),
+                deliver: Some((e.link, e.link_layer)),
             }));
             if let Some(pmag) = pmag {
-                self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+                out.push(FastAction::Dataplane(DataplaneCommand::SetUplink {
                     prefix: *p,
                     peer: pmag,
                 }));
             }
         }
-        self.send_ra(now, mn_id);
-        self.heartbeats.add_peer(self.config.lma_address, now);
-        self.send_pbu(now, wall, mn_id, false);
     }
 
-    /// NMAG, reactive: the node attached and its previous MAG is known: ask it for the
-    /// context and the packets (the PBU has gone out already).
-    pub(super) fn start_reactive(&mut self, now: Instant, mn_id: &str, pmag: Ipv6Addr) {
-        let seq = self.next_hi_sequence();
-        if let Some(e) = self.bul.get_mut(mn_id) {
-            e.fast = Some(FastHandover {
-                mode: FastHandoverMode::Reactive,
-                role: FastRole::New,
-                phase: FastPhase::Initiating,
-                peer: Some(pmag),
-                started: now,
-                node_left: false,
-                sequence: seq,
-                tries: 0,
-                deadline: now,
-                forward_asked: false,
-            });
-        }
-        self.send_request_hi(now, mn_id);
-        self.event(MagEvent::HandoverStarted {
-            mn_id: mn_id.to_owned(),
+    /// NMAG, reactive: the node of entry `e` attached and its previous MAG is known: ask it
+    /// for the context and the packets.
+    pub(super) fn start_reactive(
+        &mut self,
+        now: Instant,
+        e: &BulEntry,
+        pmag: Ipv6Addr,
+        out: &mut Out,
+    ) {
+        let mut f = FastHandover::new(
+            FastHandoverMode::Reactive,
+            FastRole::New,
+            FastPhase::Initiating,
+            now,
+        );
+        f.peer = Some(pmag);
+        f.sequence = self.next_hi_sequence();
+        self.handovers.insert(e.link_layer, f);
+        self.send_request_hi(now, e, out);
+        out.push(FastAction::Event(MagEvent::HandoverStarted {
+            mn_id: e.mn_id.clone(),
             mode: FastHandoverMode::Reactive,
             role: FastRole::New,
             peer: pmag,
-        });
+        }));
     }
 
     /// PMAG, reactive: the NMAG has the node and asks to keep its packets ('U') until it is
     /// ready for them. Buffer them if that has not started (the node's departure may not have
     /// been seen here yet).
-    fn hold_for_peer(&mut self, now: Instant, mn_id: &str, nmag: Ipv6Addr, prefixes: &[Ipv6Net]) {
-        let mode = self.fast_mode();
-        let Some(e) = self.bul.get_mut(mn_id) else {
-            return;
-        };
-        let buffering = match e.fast.as_mut() {
+    fn hold_for_peer(&mut self, now: Instant, e: &BulEntry, nmag: Ipv6Addr, out: &mut Out) {
+        let ll = e.link_layer;
+        let buffering = match self.handovers.get_mut(&ll) {
             Some(f) if f.phase == FastPhase::Forwarding => return,
             Some(f) => {
                 let was = f.node_left;
@@ -571,71 +598,47 @@ impl Mag {
                 was
             }
             None => {
-                e.fast = Some(FastHandover {
-                    mode,
-                    role: FastRole::Previous,
-                    phase: FastPhase::AwaitingPeer,
-                    peer: Some(nmag),
-                    started: now,
-                    node_left: true,
-                    sequence: SequenceNumber(0),
-                    tries: 0,
-                    deadline: now,
-                    forward_asked: false,
-                });
+                let mut f =
+                    FastHandover::new(self.mode, FastRole::Previous, FastPhase::AwaitingPeer, now);
+                f.peer = Some(nmag);
+                f.node_left = true;
+                self.handovers.insert(ll, f);
                 false
             }
         };
         if !buffering {
-            for p in prefixes {
-                self.push(MagOutput::Dataplane(DataplaneCommand::Buffer {
+            for p in &e.prefixes {
+                out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
                     prefix: *p,
                 }));
             }
         }
-        let until = now + self.handover_timeout();
-        self.set_fast_deadline(mn_id, until);
+        self.arm(ll, now + self.timeout, out);
     }
 
     /// PMAG: forward the node's downlink to the NMAG (and flush what was buffered).
     fn start_forwarding(
         &mut self,
         now: Instant,
-        mn_id: &str,
+        e: &BulEntry,
         nmag: Ipv6Addr,
-        prefixes: &[Ipv6Net],
         mode: FastHandoverMode,
+        out: &mut Out,
     ) {
-        let fresh = self
-            .bul
-            .get(mn_id)
-            .and_then(|e| e.fast.as_ref())
-            .is_none_or(|f| f.phase != FastPhase::Forwarding);
-        let left = self
-            .bul
-            .get(mn_id)
-            .and_then(|e| e.fast.as_ref())
-            .is_some_and(|f| f.node_left);
-        if let Some(e) = self.bul.get_mut(mn_id) {
-            let f = e.fast.get_or_insert(FastHandover {
-                mode,
-                role: FastRole::Previous,
-                phase: FastPhase::Forwarding,
-                peer: Some(nmag),
-                started: now,
-                node_left: false,
-                sequence: SequenceNumber(0),
-                tries: 0,
-                deadline: now,
-                forward_asked: false,
-            });
-            f.phase = FastPhase::Forwarding;
-            f.peer = Some(nmag);
-        }
+        let ll = e.link_layer;
+        let current = self.handovers.get(&ll);
+        let fresh = current.is_none_or(|f| f.phase != FastPhase::Forwarding);
+        let left = current.is_some_and(|f| f.node_left);
+        let acknowledged = current.is_some_and(|f| f.phase == FastPhase::Initiating);
+        let f = self.handovers.entry(ll).or_insert_with(|| {
+            FastHandover::new(mode, FastRole::Previous, FastPhase::Forwarding, now)
+        });
+        f.phase = FastPhase::Forwarding;
+        f.peer = Some(nmag);
         if fresh {
-            for p in prefixes {
+            for p in &e.prefixes {
                 // What the buffer holds goes first, and what follows goes the same way.
-                self.push(MagOutput::Dataplane(if left {
+                out.push(FastAction::Dataplane(if left {
                     DataplaneCommand::ForwardBuffer {
                         prefix: *p,
                         peer: nmag,
@@ -648,75 +651,75 @@ impl Mag {
                 }));
             }
         }
-        let until = now + self.handover_timeout();
-        self.set_fast_deadline(mn_id, until);
+        self.arm(ll, now + self.timeout, out);
+        if acknowledged {
+            out.push(FastAction::Event(MagEvent::HandoverAcknowledged {
+                mn_id: e.mn_id.clone(),
+                peer: nmag,
+            }));
+        }
     }
 
     /// A Handover Acknowledge from another MAG.
     pub(super) fn on_hack(
         &mut self,
         now: Instant,
-        wall: WallClock,
         src: Ipv6Addr,
         hack: &HandoverAck<'_>,
+        bul: &BindingUpdateList,
+        out: &mut Out,
     ) {
         let ctx = match HandoverContext::of_hack(hack) {
             Ok(c) => c,
             Err(e) => {
-                self.drop_message(src, format!("Handover Acknowledge: {e}"));
+                out.push(FastAction::Dropped {
+                    from: src,
+                    reason: format!("Handover Acknowledge: {e}"),
+                });
                 return;
             }
         };
-        let Some(mn_id) = ctx
-            .opts
-            .nai()
-            .and_then(|b| core::str::from_utf8(b).ok())
-            .map(str::to_owned)
-        else {
+        let Some(mn_id) = ctx.opts.nai().and_then(|b| core::str::from_utf8(b).ok()) else {
             return;
         };
-        let Some(f) = self.bul.get(&mn_id).and_then(|e| e.fast.clone()) else {
+        // The entry whose outstanding HI this answers.
+        let Some(e) = bul.of_mn_id(mn_id).find(|e| {
+            self.handovers.get(&e.link_layer).is_some_and(|f| {
+                f.peer == Some(src)
+                    && f.sequence == hack.sequence
+                    && f.phase == FastPhase::Initiating
+            })
+        }) else {
             return;
         };
-        if f.peer != Some(src) || f.sequence != hack.sequence || f.phase != FastPhase::Initiating {
+        let ll = e.link_layer;
+        let Some(f) = self.handovers.get(&ll).cloned() else {
             return;
-        }
-        let accepted = hack.code.value() < 128;
-        if !accepted {
-            self.clear_fast(&mn_id);
-            self.register_if_waiting(now, wall, &mn_id);
-            self.event(MagEvent::HandoverFailed {
-                mn_id,
+        };
+        if hack.code.value() >= 128 {
+            self.clear(ll, out);
+            out.push(FastAction::Register(ll));
+            out.push(FastAction::Event(MagEvent::HandoverFailed {
+                mn_id: e.mn_id.clone(),
                 mode: f.mode,
                 role: f.role,
                 reason: "refused by the peer MAG",
-            });
+            }));
             return;
         }
         match f.role {
-            FastRole::Previous => {
-                let prefixes = self
-                    .bul
-                    .get(&mn_id)
-                    .map(|e| e.prefixes.clone())
-                    .unwrap_or_default();
-                self.start_forwarding(now, &mn_id, src, &prefixes, f.mode);
-            }
+            FastRole::Previous => self.start_forwarding(now, e, src, f.mode, out),
             FastRole::New if f.forward_asked => {
                 // Reactive, second HAck: the PMAG forwards now. If the PBA came meanwhile, the
                 // handover is complete.
-                let until = now + self.handover_timeout();
-                let bound = self.bul.get_mut(&mn_id).is_some_and(|e| {
-                    if let Some(fh) = e.fast.as_mut() {
-                        fh.phase = FastPhase::Forwarding;
-                    }
-                    e.is_bound()
-                });
-                self.set_fast_deadline(&mn_id, until);
-                if bound {
-                    self.complete_as_new(now, &mn_id);
+                if let Some(fh) = self.handovers.get_mut(&ll) {
+                    fh.phase = FastPhase::Forwarding;
+                }
+                self.arm(ll, now + self.timeout, out);
+                if e.is_bound() {
+                    self.complete_as_new(now, e, out);
                 } else {
-                    self.register_if_waiting(now, wall, &mn_id);
+                    out.push(FastAction::Register(ll));
                 }
             }
             FastRole::New => {
@@ -727,182 +730,166 @@ impl Mag {
                 // none of them arrives before there is a route to the node.
                 let prefixes: Vec<Ipv6Net> = ctx.home_network_prefixes().collect();
                 let seq = self.next_hi_sequence();
-                if let Some(e) = self.bul.get_mut(&mn_id) {
-                    if let Some(fh) = e.fast.as_mut() {
-                        fh.forward_asked = true;
-                        fh.sequence = seq;
-                        fh.tries = 0;
-                    }
-                    if e.state == BulState::Registering && !prefixes.is_empty() {
-                        e.prefixes = prefixes.clone();
-                        let (link, lr) = (e.link, e.local_routing);
-                        for p in &prefixes {
-                            self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                                prefix: *p,
-                                link,
-                                local_routing: lr,
-                            }));
-                            self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
-                                prefix: *p,
-                                peer: src,
-                            }));
-                        }
-                        self.send_ra(now, &mn_id);
-                    }
+                if let Some(fh) = self.handovers.get_mut(&ll) {
+                    fh.forward_asked = true;
+                    fh.sequence = seq;
+                    fh.tries = 0;
                 }
-                self.send_request_hi(now, &mn_id);
+                if e.state == BulState::Registering && !prefixes.is_empty() {
+                    out.push(FastAction::ServeFromContext {
+                        link_layer: ll,
+                        prefixes,
+                        pmag: src,
+                    });
+                }
+                self.send_request_hi(now, e, out);
             }
+        }
+    }
+
+    /// The LMA accepted the first registration of entry `e`: as the NMAG whose packets are on
+    /// their way, the handover is complete.
+    pub(super) fn registered(&mut self, now: Instant, e: &BulEntry, out: &mut Out) {
+        if self
+            .handovers
+            .get(&e.link_layer)
+            .is_some_and(|f| f.role == FastRole::New && f.phase == FastPhase::Forwarding)
+        {
+            // (A reactive NMAG still waiting for the PMAG's packets completes when they come.)
+            self.complete_as_new(now, e, out);
         }
     }
 
     /// NMAG: its registration completed; tell the PMAG to stop forwarding.
-    pub(super) fn complete_as_new(&mut self, now: Instant, mn_id: &str) {
-        let Some(f) = self.clear_fast(mn_id) else {
+    fn complete_as_new(&mut self, now: Instant, e: &BulEntry, out: &mut Out) {
+        let Some(f) = self.clear(e.link_layer, out) else {
             return;
         };
-        if let Some(pmag) = f.peer {
-            let opts = [MobilityOption::MobileNodeIdentifier {
-                subtype: MN_ID_SUBTYPE_NAI,
-                id: mn_id.as_bytes(),
-            }];
-            let seq = self.next_hi_sequence();
-            let m = Message::HandoverInitiate(HandoverInitiate {
-                sequence: seq,
-                flags: HiFlags::P | HiFlags::F,
-                code: HiCode::CompletionOfForwarding,
-                options: Options::List(&opts),
-            });
-            if let Some(t) = crate::emit(&m, self.config.proxy_coa, pmag) {
-                self.push(MagOutput::Transmit(t));
-            }
-            self.event(MagEvent::HandoverCompleted {
-                mn_id: mn_id.to_owned(),
-                mode: f.mode,
-                role: FastRole::New,
-                peer: pmag,
-                took: now - f.started,
-            });
+        let Some(pmag) = f.peer else {
+            return;
+        };
+        let opts = [MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: e.mn_id.as_bytes(),
+        }];
+        let m = Message::HandoverInitiate(HandoverInitiate {
+            sequence: self.next_hi_sequence(),
+            flags: HiFlags::P | HiFlags::F,
+            code: HiCode::CompletionOfForwarding,
+            options: Options::List(&opts),
+        });
+        if let Some(t) = crate::emit(&m, self.proxy_coa, pmag) {
+            out.push(FastAction::Transmit(t));
         }
+        out.push(FastAction::Event(MagEvent::HandoverCompleted {
+            mn_id: e.mn_id.clone(),
+            mode: f.mode,
+            role: FastRole::New,
+            peer: pmag,
+            took: now - f.started,
+        }));
     }
 
     /// PMAG: the NMAG's registration completed: the binding is the NMAG's now; drop the
     /// tunnel and the entry, without a de-registration.
-    fn forwarding_complete(&mut self, now: Instant, mn_id: &str, nmag: Ipv6Addr) {
-        let Some(e) = self.bul.get(mn_id) else {
+    fn forwarding_complete(
+        &mut self,
+        now: Instant,
+        mn_id: &str,
+        nmag: Ipv6Addr,
+        bul: &BindingUpdateList,
+        out: &mut Out,
+    ) {
+        let Some(e) = bul.of_mn_id(mn_id).find(|e| {
+            self.handovers
+                .get(&e.link_layer)
+                .is_some_and(|f| f.peer == Some(nmag))
+        }) else {
             return;
         };
-        if e.fast.as_ref().and_then(|f| f.peer) != Some(nmag) {
-            return;
-        }
-        let prefixes = e.prefixes.clone();
-        let link = e.link;
-        let Some(f) = self.clear_fast(mn_id) else {
+        let Some(f) = self.clear(e.link_layer, out) else {
             return;
         };
-        for p in &prefixes {
-            self.push(MagOutput::Dataplane(DataplaneCommand::RemoveForward {
+        for p in &e.prefixes {
+            out.push(FastAction::Dataplane(DataplaneCommand::RemoveForward {
                 prefix: *p,
             }));
-            self.push(MagOutput::Dataplane(DataplaneCommand::RemoveUplink {
+            out.push(FastAction::Dataplane(DataplaneCommand::RemoveUplink {
                 prefix: *p,
             }));
-            self.push(MagOutput::Dataplane(DataplaneCommand::RemoveAccessRoute {
+            out.push(FastAction::Dataplane(DataplaneCommand::RemoveAccessRoute {
                 prefix: *p,
-                link,
+                link: e.link,
             }));
         }
-        self.forget(mn_id);
-        self.event(MagEvent::HandoverCompleted {
-            mn_id: mn_id.to_owned(),
+        out.push(FastAction::Forget(e.link_layer));
+        out.push(FastAction::Event(MagEvent::HandoverCompleted {
+            mn_id: e.mn_id.clone(),
             mode: f.mode,
             role: FastRole::Previous,
             peer: nmag,
             took: now - f.started,
-        });
+        }));
     }
 
-    /// PMAG: the node left its access link while fast handovers are on. In a predictive
-    /// handover nothing changes (forwarding goes on); otherwise its downlink is buffered while
-    /// the NMAG may still ask for it (reactive). Returns false when the caller should
-    /// de-register as usual.
-    pub(super) fn departed(&mut self, now: Instant, mn_id: &str) -> bool {
-        if self.fast_mode() == FastHandoverMode::Off {
+    /// PMAG: the node of entry `e` left its access link while fast handovers are on. In a
+    /// predictive handover nothing changes (forwarding goes on); otherwise its downlink is
+    /// buffered while the NMAG may still ask for it (reactive). Returns false when the MAG
+    /// should de-register as usual.
+    pub(super) fn departed(&mut self, now: Instant, e: &BulEntry, out: &mut Out) -> bool {
+        if self.mode == FastHandoverMode::Off || !e.is_bound() {
             return false;
         }
-        let Some(e) = self.bul.get_mut(mn_id) else {
-            return false;
+        let buffer = |out: &mut Out| {
+            for p in &e.prefixes {
+                out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
+                    prefix: *p,
+                }));
+            }
         };
-        if !e.is_bound() {
-            return false;
-        }
-        let prefixes = e.prefixes.clone();
-        let mode = self.config.domain.fast_handover.mode;
-        match e.fast.as_mut() {
+        match self.handovers.get_mut(&e.link_layer) {
             Some(f) if f.role == FastRole::Previous => {
                 f.node_left = true;
                 if f.phase == FastPhase::Initiating {
                     // No HAck yet: keep the packets until it comes.
-                    for p in &prefixes {
-                        self.push(MagOutput::Dataplane(DataplaneCommand::Buffer {
-                            prefix: *p,
-                        }));
-                    }
+                    buffer(out);
                 }
                 true
             }
             Some(_) => false,
             None => {
-                e.fast = Some(FastHandover {
-                    mode,
-                    role: FastRole::Previous,
-                    phase: FastPhase::AwaitingPeer,
-                    peer: None,
-                    started: now,
-                    node_left: true,
-                    sequence: SequenceNumber(0),
-                    tries: 0,
-                    deadline: now,
-                    forward_asked: false,
-                });
-                for p in &prefixes {
-                    self.push(MagOutput::Dataplane(DataplaneCommand::Buffer {
-                        prefix: *p,
-                    }));
-                }
-                let until = now + self.handover_timeout();
-                self.set_fast_deadline(mn_id, until);
+                let mut f =
+                    FastHandover::new(self.mode, FastRole::Previous, FastPhase::AwaitingPeer, now);
+                f.node_left = true;
+                self.handovers.insert(e.link_layer, f);
+                buffer(out);
+                self.arm(e.link_layer, now + self.timeout, out);
                 true
             }
         }
     }
 
-    /// A fast-handover timer: HI retransmission, or the handover timing out.
-    pub(super) fn fast_timer(&mut self, now: Instant, wall: WallClock, mn_id: &str) {
-        let Some(f) = self.bul.get(mn_id).and_then(|e| e.fast.clone()) else {
+    /// The handover timer of entry `e`: HI retransmission, or the handover timing out.
+    pub(super) fn on_timer(&mut self, now: Instant, e: &BulEntry, out: &mut Out) {
+        let ll = e.link_layer;
+        let Some(f) = self.handovers.get(&ll).cloned() else {
             return;
         };
         if f.phase == FastPhase::Initiating && f.tries < HI_TRIES {
             match f.role {
-                FastRole::Previous => self.send_context_hi(now, mn_id),
+                FastRole::Previous => self.send_context_hi(now, e, out),
                 FastRole::New => {
                     // A silent PMAG must not hold the registration: the PBU goes at the first
                     // HI timeout.
-                    self.register_if_waiting(now, wall, mn_id);
-                    self.send_request_hi(now, mn_id);
+                    out.push(FastAction::Register(ll));
+                    self.send_request_hi(now, e, out);
                 }
             }
             return;
         }
         // Timed out (or no HAck after every HI).
-        let Some(f) = self.clear_fast(mn_id) else {
-            return;
-        };
-        self.register_if_waiting(now, wall, mn_id);
-        let Some(e) = self.bul.get(mn_id) else {
-            return;
-        };
-        let prefixes = e.prefixes.clone();
-        let state = e.state;
+        self.clear(ll, out);
+        out.push(FastAction::Register(ll));
         let reason = match (f.role, f.phase) {
             (_, FastPhase::Initiating) => "no Handover Acknowledge",
             (FastRole::Previous, FastPhase::AwaitingPeer) if f.peer.is_some() => {
@@ -911,32 +898,27 @@ impl Mag {
             (FastRole::Previous, FastPhase::AwaitingPeer) => "no new MAG asked for the node",
             _ => "the handover did not complete in time",
         };
-        for p in &prefixes {
-            self.push(MagOutput::Dataplane(DataplaneCommand::DiscardBuffer {
+        for p in &e.prefixes {
+            out.push(FastAction::Dataplane(DataplaneCommand::DiscardBuffer {
                 prefix: *p,
             }));
             if f.role == FastRole::Previous && f.phase == FastPhase::Forwarding {
-                self.push(MagOutput::Dataplane(DataplaneCommand::RemoveForward {
+                out.push(FastAction::Dataplane(DataplaneCommand::RemoveForward {
                     prefix: *p,
                 }));
             }
         }
-        self.event(MagEvent::HandoverFailed {
-            mn_id: mn_id.to_owned(),
+        out.push(FastAction::Event(MagEvent::HandoverFailed {
+            mn_id: e.mn_id.clone(),
             mode: f.mode,
             role: f.role,
             reason,
-        });
-        match (f.role, state) {
+        }));
+        match (f.role, e.state) {
             // The PMAG's node left and nobody took it over: de-register as without PFMIPv6.
-            (FastRole::Previous, _) if f.node_left => {
-                let ll = self.bul.get(mn_id).map(|e| e.link_layer);
-                if let Some(ll) = ll {
-                    self.detach_now(now, wall, &ll);
-                }
-            }
+            (FastRole::Previous, _) if f.node_left => out.push(FastAction::Deregister(ll)),
             // The NMAG's expected node never came.
-            (FastRole::New, BulState::Expected) => self.forget(mn_id),
+            (FastRole::New, BulState::Expected) => out.push(FastAction::Forget(ll)),
             _ => {}
         }
     }

@@ -1,0 +1,179 @@
+//! The binding update list (RFC 5213 §6.1): one entry per attached interface of a mobile node,
+//! keyed by the interface's link-layer address and indexed by MN-ID. It remembers which
+//! entries changed, so the MAG can report them as outputs instead of being inspected.
+
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use crate::output::AccessLink;
+use crate::time::Instant;
+use crate::types::LinkLayerAddress;
+use crate::wire::{AccessTechnologyType, HandoffIndicator, SequenceNumber, Status};
+
+/// Where a binding update list entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulState {
+    /// Waiting for the PBA of the initial registration.
+    Registering,
+    /// Registered.
+    Bound,
+    /// Registered, and a refresh is outstanding.
+    Refreshing,
+    /// De-registration sent; the entry goes on its PBA or after INITIAL_BINDACK_TIMEOUT.
+    Deregistering,
+    /// New MAG of a predictive fast handover: the node's context came in a Handover Initiate;
+    /// its packets are buffered until it attaches (RFC 5949 §4.1 step (f)).
+    Expected,
+    /// Refused by the LMA; no service until `until` (or an administrative change).
+    Denied {
+        status: Status,
+        until: Option<Instant>,
+    },
+}
+
+/// A binding update list entry (RFC 5213 §6.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulEntry {
+    pub mn_id: String,
+    pub link_layer: LinkLayerAddress,
+    pub link: AccessLink,
+    pub access_technology_type: AccessTechnologyType,
+    pub prefixes: Vec<Ipv6Net>,
+    /// The link-local address the MAG uses towards this node.
+    pub link_local: Ipv6Addr,
+    pub local_routing: bool,
+    pub state: BulState,
+    pub lifetime: Duration,
+    pub attached_at: Instant,
+    pub registered_at: Option<Instant>,
+    pub expires_at: Option<Instant>,
+    /// Sequence number of the outstanding or last PBU.
+    pub sequence: SequenceNumber,
+    /// Status of the last PBA for this node.
+    pub last_status: Option<Status>,
+    /// Handoff Indicator of the last PBU sent.
+    pub last_handoff_indicator: HandoffIndicator,
+    pub(super) handoff_hint: HandoffIndicator,
+    pub(super) transmissions: u32,
+    pub(super) retransmit_timeout: Duration,
+}
+
+impl BulEntry {
+    pub fn is_bound(&self) -> bool {
+        matches!(self.state, BulState::Bound | BulState::Refreshing)
+    }
+
+    /// Retransmissions of the current PBU transaction.
+    pub fn retransmissions(&self) -> u32 {
+        self.transmissions.saturating_sub(1)
+    }
+}
+
+/// A registered node as the MAG keeps it across its own restarts: enough to take the binding
+/// back without the node noticing (an upgrade is not a detach).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedBinding {
+    pub mn_id: String,
+    pub link_layer: LinkLayerAddress,
+    /// Access link index when saved.
+    pub link: u32,
+    pub access_technology_type: u8,
+    pub prefixes: Vec<Ipv6Net>,
+    pub link_local: Ipv6Addr,
+    pub local_routing: bool,
+}
+
+/// The entries, by link-layer address, with an index by MN-ID. Every mutable access marks
+/// the entry as changed.
+#[derive(Debug, Default)]
+pub(super) struct BindingUpdateList {
+    entries: BTreeMap<LinkLayerAddress, BulEntry>,
+    by_mn_id: BTreeMap<String, BTreeSet<LinkLayerAddress>>,
+    /// Entries changed (or removed) since [`Self::take_changed`], with their MN-ID.
+    changed: BTreeMap<LinkLayerAddress, String>,
+}
+
+impl BindingUpdateList {
+    pub(super) fn get(&self, ll: &LinkLayerAddress) -> Option<&BulEntry> {
+        self.entries.get(ll)
+    }
+
+    pub(super) fn get_mut(&mut self, ll: &LinkLayerAddress) -> Option<&mut BulEntry> {
+        let e = self.entries.get_mut(ll)?;
+        self.changed.insert(*ll, e.mn_id.clone());
+        Some(e)
+    }
+
+    /// Marks the entry as changed (its fast handover changed, say).
+    pub(super) fn touch(&mut self, ll: &LinkLayerAddress) {
+        if let Some(e) = self.entries.get(ll) {
+            self.changed.insert(*ll, e.mn_id.clone());
+        }
+    }
+
+    pub(super) fn contains(&self, ll: &LinkLayerAddress) -> bool {
+        self.entries.contains_key(ll)
+    }
+
+    /// Adds `e`, replacing the entry of the same link-layer address.
+    pub(super) fn insert(&mut self, e: BulEntry) {
+        let ll = e.link_layer;
+        self.remove(&ll);
+        self.by_mn_id.entry(e.mn_id.clone()).or_default().insert(ll);
+        self.changed.insert(ll, e.mn_id.clone());
+        self.entries.insert(ll, e);
+    }
+
+    pub(super) fn remove(&mut self, ll: &LinkLayerAddress) -> Option<BulEntry> {
+        let e = self.entries.remove(ll)?;
+        if let Some(set) = self.by_mn_id.get_mut(&e.mn_id) {
+            set.remove(ll);
+            if set.is_empty() {
+                self.by_mn_id.remove(&e.mn_id);
+            }
+        }
+        self.changed.insert(*ll, e.mn_id.clone());
+        Some(e)
+    }
+
+    /// The link-layer addresses of a node's entries, in order.
+    pub(super) fn keys_of(&self, mn_id: &str) -> Vec<LinkLayerAddress> {
+        self.by_mn_id
+            .get(mn_id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn of_mn_id<'a>(&'a self, mn_id: &str) -> impl Iterator<Item = &'a BulEntry> {
+        self.by_mn_id
+            .get(mn_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|ll| self.entries.get(ll))
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &BulEntry> {
+        self.entries.values()
+    }
+
+    /// Every link-layer address, in order.
+    pub(super) fn keys(&self) -> Vec<LinkLayerAddress> {
+        self.entries.keys().copied().collect()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries changed since the last call, in key order: `(link-layer address, MN-ID)`.
+    pub(super) fn take_changed(&mut self) -> BTreeMap<LinkLayerAddress, String> {
+        core::mem::take(&mut self.changed)
+    }
+
+    pub(super) fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+}

@@ -1,0 +1,133 @@
+//! What the LMA asks of the MAG: binding revocation (RFC 5846 §9.1) and update notifications
+//! (RFC 7077 §6.1).
+
+use std::net::Ipv6Addr;
+
+use super::{Mag, MagEvent, MagOutput};
+use crate::time::Instant;
+use crate::types::LinkLayerAddress;
+use crate::wire::{
+    BindingRevocation, BindingRevocationAck, BindingRevocationIndication, BraStatus, Message,
+    MobilityOption, NotificationReason, Options, RevocationFlags, RevocationTrigger, UpaStatus,
+    UpdateNotification, UpdateNotificationAck, UpnFlags, WallClock,
+};
+
+impl Mag {
+    /// RFC 5846 §9.1: the LMA revokes one node's binding, or (G) all of them.
+    pub(super) fn on_bri(
+        &mut self,
+        now: Instant,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bri: &BindingRevocationIndication<'_>,
+    ) {
+        let global = bri.flags.contains(RevocationFlags::G);
+        let trigger = bri.trigger;
+        let status = if !bri.flags.contains(RevocationFlags::P) {
+            BraStatus::ProxyBindingRevocationNotSupported
+        } else if matches!(trigger, RevocationTrigger::Unknown(_)) {
+            BraStatus::RevocationTriggerNotSupported
+        } else if global
+            != matches!(
+                trigger,
+                RevocationTrigger::PerPeerPolicy
+                    | RevocationTrigger::RevokingMobilityNodeLocalPolicy
+            )
+        {
+            BraStatus::RevocationFunctionNotSupported
+        } else if global {
+            for ll in self.bul.keys() {
+                self.revoked(now, ll, trigger);
+            }
+            BraStatus::Success
+        } else {
+            let id = bri.options.iter().find_map(|o| match o {
+                MobilityOption::MobileNodeIdentifier { id, .. } => core::str::from_utf8(id).ok(),
+                _ => None,
+            });
+            match id.map(|id| self.bul.keys_of(id)) {
+                None => BraStatus::RevokedMobileNodesIdentityRequired,
+                Some(keys) if keys.is_empty() => BraStatus::BindingDoesNotExist,
+                Some(keys) => {
+                    for ll in keys {
+                        self.revoked(now, ll, trigger);
+                    }
+                    BraStatus::Success
+                }
+            }
+        };
+        let m =
+            Message::BindingRevocation(BindingRevocation::Acknowledgement(BindingRevocationAck {
+                status,
+                sequence: bri.sequence,
+                flags: bri.flags,
+                options: Options::EMPTY,
+            }));
+        if let Some(t) = crate::emit(&m, dst, src) {
+            self.push(MagOutput::Transmit(t));
+        }
+    }
+
+    fn revoked(&mut self, now: Instant, ll: LinkLayerAddress, trigger: RevocationTrigger) {
+        let Some(e) = self.bul.get(&ll) else {
+            return;
+        };
+        let mn_id = e.mn_id.clone();
+        if e.is_bound() {
+            let prefixes = e.prefixes.clone();
+            let link = e.link;
+            self.remove_routes(link, &prefixes);
+            self.send_withdrawal(now, ll, &prefixes);
+        }
+        self.forget(ll);
+        self.event(MagEvent::Revoked { mn_id, trigger });
+    }
+
+    /// RFC 7077 §6.1: FORCE-REREGISTRATION sends a refresh; other reasons are acknowledged as
+    /// not applied.
+    pub(super) fn on_upn(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        upn: &UpdateNotification<'_>,
+    ) {
+        let id = upn.options.iter().find_map(|o| match o {
+            MobilityOption::MobileNodeIdentifier { id, .. } => {
+                core::str::from_utf8(id).ok().map(str::to_owned)
+            }
+            _ => None,
+        });
+        let bound: Vec<LinkLayerAddress> = id
+            .as_deref()
+            .map(|id| {
+                self.bul
+                    .of_mn_id(id)
+                    .filter(|e| e.is_bound())
+                    .map(|e| e.link_layer)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let status = match upn.reason {
+            NotificationReason::ForceReregistration if !bound.is_empty() => {
+                for ll in bound {
+                    self.start_refresh(now, wall, ll);
+                }
+                UpaStatus::Success
+            }
+            NotificationReason::VendorSpecificReason => UpaStatus::MissingVendorSpecificOption,
+            _ => UpaStatus::FailedToUpdateSessionParameters,
+        };
+        if upn.flags.contains(UpnFlags::A) {
+            let m = Message::UpdateNotificationAck(UpdateNotificationAck {
+                sequence: upn.sequence,
+                status,
+                options: upn.options,
+            });
+            if let Some(t) = crate::emit(&m, dst, src) {
+                self.push(MagOutput::Transmit(t));
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The MAG's binding registration with the LMA (RFC 5213 §6.9): building and retransmitting
+//! PBUs, processing PBAs, refreshing, and taking saved bindings back after a restart.
+
+use core::time::Duration;
+
+use ipnet::Ipv6Net;
+
+use super::bul::{BulEntry, BulState, SavedBinding};
+use super::timer::Timer;
+use super::{Mag, MagEvent, MagOutput, RETRY_HOLD_DOWN};
+use crate::config::{LinkLocalMode, ReplayProtection};
+use crate::output::{AccessLink, DataplaneCommand};
+use crate::time::{Instant, ms, secs};
+use crate::types::LinkLayerAddress;
+use crate::wire::{
+    BindingUpdate, BuFlags, HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption,
+    Options, ProxyBindingAck, SequenceNumber, Status, Timestamp, WallClock,
+};
+
+impl Mag {
+    /// Sends (or re-sends) the entry's PBU: registration, refresh or de-registration. Every
+    /// transmission carries a fresh timestamp and a new sequence number (RFC 5213 §6.9.4).
+    pub(super) fn send_pbu(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        ll: LinkLayerAddress,
+        deregister: bool,
+    ) {
+        let use_ts = self.config.domain.replay_protection == ReplayProtection::Timestamp;
+        let requested_lifetime = Lifetime::from_secs(self.config.timers.requested_lifetime_s);
+        let lla_mode_generated = matches!(
+            self.config.domain.link_local,
+            LinkLocalMode::LmaGenerated { .. }
+        );
+        let seq = if use_ts {
+            let s = self.next_sequence;
+            self.next_sequence = s.next();
+            s
+        } else {
+            self.bul
+                .get(&ll)
+                .map(|e| e.sequence.next())
+                .unwrap_or_default()
+        };
+        let lma = self.config.lma_address;
+        let src = self.config.proxy_coa;
+        let max_timeout = ms(self.config.timers.max_bindack_timeout_ms);
+        let initial = ms(self.config.timers.initial_bindack_timeout_ms);
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        e.sequence = seq;
+        let hi = match e.state {
+            BulState::Deregistering => HandoffIndicator::HandoffStateUnknown,
+            BulState::Bound | BulState::Refreshing => HandoffIndicator::HandoffStateNotChanged,
+            _ => e.handoff_hint,
+        };
+        e.last_handoff_indicator = hi;
+        let all_zero = [Ipv6Net::default()];
+        let prefixes: &[Ipv6Net] = if e.prefixes.is_empty() {
+            &all_zero
+        } else {
+            &e.prefixes
+        };
+        let ts = Timestamp::from_wall_clock(wall);
+        let mut opts: Vec<MobilityOption<'_>> = Vec::with_capacity(8);
+        opts.push(MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: e.mn_id.as_bytes(),
+        });
+        opts.extend(
+            prefixes
+                .iter()
+                .map(|p| MobilityOption::HomeNetworkPrefix(*p)),
+        );
+        opts.push(MobilityOption::HandoffIndicator(hi));
+        opts.push(MobilityOption::AccessTechnologyType(
+            e.access_technology_type,
+        ));
+        if use_ts {
+            opts.push(MobilityOption::Timestamp(ts));
+        }
+        opts.push(MobilityOption::MnLinkLayerIdentifier(
+            e.link_layer.as_bytes(),
+        ));
+        if lla_mode_generated {
+            // RFC 5213 §6.9.1.1 rule 9: ALL_ZERO asks the LMA for the address.
+            opts.push(MobilityOption::LinkLocalAddress(e.link_local));
+        }
+        let m = Message::BindingUpdate(BindingUpdate {
+            sequence: seq,
+            flags: BuFlags::A | BuFlags::P,
+            lifetime: if deregister {
+                Lifetime::ZERO
+            } else {
+                requested_lifetime
+            },
+            options: Options::List(&opts),
+        });
+        let t = crate::emit(&m, src, lma);
+        let deadline = if deregister || e.state == BulState::Deregistering {
+            // RFC 5213 §6.9.1.4: the entry goes after INITIAL_BINDACK_TIMEOUT at most.
+            now + initial
+        } else {
+            let d = now + e.retransmit_timeout;
+            e.retransmit_timeout = (e.retransmit_timeout * 2).min(max_timeout);
+            d
+        };
+        if e.transmissions > 0 {
+            self.stats.pbu_retransmitted += 1;
+        }
+        e.transmissions += 1;
+        self.stats.pbu_sent += 1;
+        self.set_deadline(ll, Some(deadline));
+        if let Some(t) = t {
+            self.push(MagOutput::Transmit(t));
+        }
+    }
+
+    /// Sends a refresh for every bound node (after an LMA restart, or on request).
+    pub fn reregister_all(&mut self, now: Instant, wall: WallClock) {
+        let due: Vec<LinkLayerAddress> = self
+            .bul
+            .iter()
+            .filter(|e| e.is_bound() && !self.fast.is_leaving(&e.link_layer))
+            .map(|e| e.link_layer)
+            .collect();
+        for ll in due {
+            self.start_refresh(now, wall, ll);
+        }
+    }
+
+    pub(super) fn start_refresh(&mut self, now: Instant, wall: WallClock, ll: LinkLayerAddress) {
+        let initial = ms(self.config.timers.initial_bindack_timeout_ms);
+        if let Some(e) = self.bul.get_mut(&ll) {
+            e.state = BulState::Refreshing;
+            e.transmissions = 0;
+            e.retransmit_timeout = initial;
+        }
+        self.send_pbu(now, wall, ll, false);
+    }
+
+    /// RFC 5213 §6.9.1.2.
+    pub(super) fn on_pba(&mut self, now: Instant, wall: WallClock, pba: &ProxyBindingAck<'_>) {
+        self.stats.pba_received += 1;
+        let Some(id) = pba.opts.nai().and_then(|b| core::str::from_utf8(b).ok()) else {
+            return;
+        };
+        let mn_id = id.to_owned();
+        let Some(e) = self.bul.of_mn_id(&mn_id).next() else {
+            return;
+        };
+        let ll = e.link_layer;
+        // Rule 5: it must answer the outstanding PBU (by sequence number, or for a sequence
+        // number error, by the node).
+        let waiting = matches!(
+            e.state,
+            BulState::Registering | BulState::Refreshing | BulState::Deregistering
+        );
+        if !waiting
+            || (pba.sequence != e.sequence && pba.status != Status::SequenceNumberOutOfWindow)
+        {
+            return self.event(MagEvent::PbaIgnored {
+                mn_id,
+                reason: "does not match an outstanding PBU",
+            });
+        }
+        // Rule 6: the echoed options must be ours.
+        let echo_ok = pba
+            .opts
+            .access_technology_type
+            .is_none_or(|a| a == e.access_technology_type)
+            && pba
+                .opts
+                .mn_link_layer_id
+                .is_none_or(|l| l == e.link_layer.as_bytes());
+        if !echo_ok {
+            return self.event(MagEvent::PbaIgnored {
+                mn_id,
+                reason: "echoed options differ from the PBU",
+            });
+        }
+        if e.state == BulState::Deregistering {
+            // RFC 5213 §6.9.1.4: done, whatever the status.
+            self.forget(ll);
+            self.event(MagEvent::Deregistered { mn_id });
+            return;
+        }
+        self.stats.pba_by_status[usize::from(pba.status.value())] += 1;
+        if let Some(e) = self.bul.get_mut(&ll) {
+            e.last_status = Some(pba.status);
+        }
+        if pba.status.is_accepted() {
+            return self.accepted(now, wall, ll, pba);
+        }
+        self.refused(now, wall, ll, pba);
+    }
+
+    fn accepted(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        ll: LinkLayerAddress,
+        pba: &ProxyBindingAck<'_>,
+    ) {
+        let lma = self.config.lma_address;
+        let refresh_pct = u32::from(self.config.timers.refresh_at_percent);
+        let ra_interval = secs(self.config.router_advertisement.interval_s);
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        let mn_id = e.mn_id.clone();
+        let prefixes: Vec<Ipv6Net> = pba
+            .home_network_prefixes()
+            .filter(|p| !(p.prefix_len() == 0 && p.addr().is_unspecified()))
+            .collect();
+        if prefixes.is_empty() {
+            self.event(MagEvent::PbaIgnored {
+                mn_id,
+                reason: "accepted without a home network prefix",
+            });
+            return;
+        }
+        let first = e.state == BulState::Registering;
+        let lifetime = Duration::from_secs(u64::from(pba.lifetime.as_secs()));
+        let old_prefixes = core::mem::replace(&mut e.prefixes, prefixes.clone());
+        if let Some(lla) = pba.opts.link_local_address.filter(|a| !a.is_unspecified()) {
+            e.link_local = lla;
+        }
+        e.state = BulState::Bound;
+        e.lifetime = lifetime;
+        e.expires_at = Some(now + lifetime);
+        e.registered_at.get_or_insert(now);
+        e.transmissions = 0;
+        let refresh_at = now + lifetime * refresh_pct / 100;
+        let link = e.link;
+        let local_routing = e.local_routing;
+        let after = now - e.attached_at;
+        if first && !ra_interval.is_zero() {
+            self.timers
+                .set(Timer::RouterAdvertisement(ll), Some(now + ra_interval));
+        }
+        self.set_deadline(ll, Some(refresh_at));
+        let changed = first || old_prefixes != prefixes;
+        if changed {
+            let stale: Vec<Ipv6Net> = old_prefixes
+                .iter()
+                .filter(|p| !prefixes.contains(p))
+                .copied()
+                .collect();
+            if !first {
+                self.remove_routes(link, &stale);
+            }
+            for p in &prefixes {
+                self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+                    prefix: *p,
+                    peer: lma,
+                }));
+                self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                    prefix: *p,
+                    link,
+                    local_routing,
+                }));
+            }
+            self.send_ra(now, ll);
+        }
+        self.event(if first {
+            MagEvent::Registered {
+                mn_id,
+                prefixes,
+                after,
+            }
+        } else {
+            MagEvent::Refreshed { mn_id }
+        });
+        if first {
+            self.with_fast(now, wall, |f, bul, out| {
+                if let Some(e) = bul.get(&ll) {
+                    f.registered(now, e, out);
+                }
+            });
+        }
+    }
+
+    fn refused(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        ll: LinkLayerAddress,
+        pba: &ProxyBindingAck<'_>,
+    ) {
+        let status = pba.status;
+        let max_tx = self.config.timers.max_pbu_transmissions;
+        match status {
+            // Rule 8: re-assert with a fresh timestamp.
+            Status::TimestampLowerThanPrevAccepted
+                if self.bul.get(&ll).is_some_and(|e| e.transmissions < max_tx) =>
+            {
+                self.send_pbu(now, wall, ll, false);
+                return;
+            }
+            // RFC 6275 §9.5.1: the PBA carries the last accepted sequence number.
+            Status::SequenceNumberOutOfWindow => {
+                if let Some(e) = self.bul.get_mut(&ll)
+                    && e.transmissions < max_tx
+                {
+                    e.sequence = pba.sequence;
+                    self.send_pbu(now, wall, ll, false);
+                    return;
+                }
+            }
+            // Rule 10: ask for an allocation instead of the refused prefixes.
+            Status::NotAuthorizedForHomeNetworkPrefix => {
+                if let Some(e) = self.bul.get_mut(&ll)
+                    && !e.prefixes.is_empty()
+                    && !e.is_bound()
+                {
+                    e.prefixes.clear();
+                    self.send_pbu(now, wall, ll, false);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        // Rule 11: no service. Rules 7 and 9: no retry until an administrative change, or
+        // (for a clock problem) a while.
+        let until = match status {
+            Status::ProxyRegNotEnabled => None,
+            _ => Some(now + RETRY_HOLD_DOWN),
+        };
+        self.deny(now, ll, status, until);
+    }
+
+    fn deny(&mut self, now: Instant, ll: LinkLayerAddress, status: Status, until: Option<Instant>) {
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        let was_bound = e.is_bound();
+        let prefixes = core::mem::take(&mut e.prefixes);
+        let link = e.link;
+        let mn_id = e.mn_id.clone();
+        e.state = BulState::Denied { status, until };
+        e.expires_at = None;
+        self.timers.set(Timer::RouterAdvertisement(ll), None);
+        if was_bound {
+            self.remove_routes(link, &prefixes);
+            self.send_withdrawal(now, ll, &prefixes);
+        }
+        self.set_deadline(ll, until);
+        self.event(MagEvent::Rejected { mn_id, status });
+    }
+
+    /// The registered nodes, to save across a restart of the MAG.
+    pub fn save(&self) -> Vec<SavedBinding> {
+        let mut v: Vec<SavedBinding> = self
+            .bul
+            .iter()
+            .filter(|e| e.is_bound())
+            .map(|e| SavedBinding {
+                mn_id: e.mn_id.clone(),
+                link_layer: e.link_layer,
+                link: e.link.0,
+                access_technology_type: e.access_technology_type.value(),
+                prefixes: e.prefixes.clone(),
+                link_local: e.link_local,
+                local_routing: e.local_routing,
+            })
+            .collect();
+        v.sort_by(|a, b| a.mn_id.cmp(&b.mn_id));
+        v
+    }
+
+    /// Takes back bindings saved before a restart: each node is served at once (routes and
+    /// a Router Advertisement, so it never notices) and re-registered with the LMA (Handoff
+    /// Indicator 5). A node whose profile is gone is skipped. Returns how many were restored.
+    pub fn restore(&mut self, now: Instant, wall: WallClock, saved: &[SavedBinding]) -> usize {
+        let lma = self.config.lma_address;
+        let mut n = 0;
+        for s in saved {
+            if self.policy.by_link_layer(&s.link_layer).is_none() || s.prefixes.is_empty() {
+                continue;
+            }
+            let entry = BulEntry {
+                mn_id: s.mn_id.clone(),
+                link_layer: s.link_layer,
+                link: AccessLink(s.link),
+                access_technology_type: s.access_technology_type.into(),
+                prefixes: s.prefixes.clone(),
+                link_local: s.link_local,
+                local_routing: s.local_routing,
+                state: BulState::Bound,
+                lifetime: Duration::ZERO,
+                attached_at: now,
+                registered_at: Some(now),
+                // Until the LMA confirms, the binding is assumed to last a retransmission
+                // cycle.
+                expires_at: Some(now + ms(self.config.timers.max_bindack_timeout_ms) * 2),
+                sequence: SequenceNumber(self.rng.next_u16()),
+                last_status: None,
+                last_handoff_indicator: HandoffIndicator::HandoffStateNotChanged,
+                handoff_hint: HandoffIndicator::HandoffStateNotChanged,
+                transmissions: 0,
+                retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
+            };
+            self.discard(s.link_layer);
+            self.bul.insert(entry);
+            for p in &s.prefixes {
+                self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+                    prefix: *p,
+                    peer: lma,
+                }));
+                self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                    prefix: *p,
+                    link: AccessLink(s.link),
+                    local_routing: s.local_routing,
+                }));
+            }
+            self.send_ra(now, s.link_layer);
+            self.add_lma_peer(now);
+            self.start_refresh(now, wall, s.link_layer);
+            n += 1;
+        }
+        n
+    }
+}
