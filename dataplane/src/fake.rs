@@ -84,9 +84,15 @@ impl Fake {
         Self::check(&r, "reconcile", "(fake)".into())?;
         let have = &r.state;
         let report = ReconcileReport {
-            routes: count(&have.routes, &desired.routes),
+            routes: add(
+                count(&have.routes, &desired.routes),
+                count(&have.routes4, &desired.routes4),
+            ),
             rules: add(
-                count(&have.uplinks, &desired.uplinks),
+                add(
+                    count(&have.uplinks, &desired.uplinks),
+                    count(&have.uplinks4, &desired.uplinks4),
+                ),
                 count(&have.terminations, &desired.terminations),
             ),
             addresses: count(&have.access_links, &desired.access_links),

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use ipnet::Ipv6Net;
+use ipnet::IpNet;
+use netlink_packet_route::AddressFamily;
 use tokio::sync::Mutex;
 
 use crate::Settings;
@@ -38,10 +39,17 @@ struct Shadow {
     slots: BTreeMap<Ipv6Addr, u32>,
     /// ip6tnl link index per peer.
     tunnels: BTreeMap<Ipv6Addr, u32>,
-    /// Peers whose table has its default route.
+    /// Peers whose table has its IPv6 default route.
     defaults: BTreeSet<Ipv6Addr>,
+    /// Peers whose table has its IPv4 default route.
+    defaults4: BTreeSet<Ipv6Addr>,
+    /// IPv6 and IPv4 uplinks per peer.
     uplink_refs: BTreeMap<Ipv6Addr, usize>,
+    uplink4_refs: BTreeMap<Ipv6Addr, usize>,
+    /// IPv6 and IPv4 tunnel routes per peer.
     downlink_refs: BTreeMap<Ipv6Addr, usize>,
+    /// IPv4 forwarding was turned on (once an IPv4 home address is routed).
+    ipv4_forwarding: bool,
     /// What `open` read, kept for a `reconcile` that follows before any change: the dump of
     /// a million routes takes seconds, and a restarted daemon reconciles right after opening.
     opened: Option<(std::time::Instant, Actual)>,
@@ -62,7 +70,11 @@ impl Shadow {
             *s.uplink_refs.entry(*peer).or_default() += 1;
             s.defaults.insert(*peer);
         }
-        for r in state.routes.values() {
+        for peer in state.uplinks4.values() {
+            *s.uplink4_refs.entry(*peer).or_default() += 1;
+            s.defaults4.insert(*peer);
+        }
+        for r in state.routes.values().chain(state.routes4.values()) {
             if let PrefixRoute::Tunnel { peer } = r {
                 *s.downlink_refs.entry(*peer).or_default() += 1;
             }
@@ -167,8 +179,10 @@ impl Kernel {
         let l = &self.inner.layout;
         // One after the other: a netlink socket runs one dump at a time, and a second dump
         // requested while the first is still being read is refused with EBUSY.
-        let routes = nl.dump_routes().await?;
-        let rules = nl.dump_rules().await?;
+        let mut routes = nl.dump_routes(AddressFamily::Inet6).await?;
+        routes.extend(nl.dump_routes(AddressFamily::Inet).await?);
+        let mut rules = nl.dump_rules(AddressFamily::Inet6).await?;
+        rules.extend(nl.dump_rules(AddressFamily::Inet).await?);
         let addresses = nl.dump_addresses().await?;
         let links = nl.dump_links().await?;
         let mut a = Actual {
@@ -183,7 +197,7 @@ impl Kernel {
         for r in rules.iter().filter_map(KRule::parse) {
             if l.owns_rule(&r) {
                 a.rules.insert(r);
-            } else if r.table == LOCAL_TABLE {
+            } else if r.table == LOCAL_TABLE && r.family == msg::Family::V6 {
                 a.foreign_local_rules.push(r);
             }
         }
@@ -217,6 +231,16 @@ impl Kernel {
             "dataplane: applied"
         );
         batch_result(changes.len(), batch.failures)
+    }
+
+    /// IPv4 home addresses (RFC 5844) are forwarded between the access link, the tunnel and
+    /// the correspondents: turned on with the first of them, not before.
+    fn enable_ipv4_forwarding(&self, sh: &mut Shadow) -> Result<()> {
+        if !sh.ipv4_forwarding {
+            self.inner.nl.set_sysctl("net/ipv4/ip_forward", "1")?;
+            sh.ipv4_forwarding = true;
+        }
+        Ok(())
     }
 
     async fn enable_termination(&self, ifindex: u32) -> Result<()> {
@@ -275,17 +299,27 @@ impl Kernel {
         Ok(free)
     }
 
-    /// Removes what `peer` no longer needs: its table's default route once no uplink uses
-    /// it, its slot (and ip6tnl link) once nothing does.
+    /// Removes what `peer` no longer needs: its table's default route of a family once no
+    /// uplink of that family uses it, its slot (and ip6tnl link) once nothing does.
     fn settle(&self, sh: &mut Shadow, batch: &mut Batch, peer: Ipv6Addr) {
         let l = &self.inner.layout;
-        let up = sh.uplink_refs.contains_key(&peer);
+        let up6 = sh.uplink_refs.contains_key(&peer);
+        let up4 = sh.uplink4_refs.contains_key(&peer);
+        let up = up6 || up4;
         let down = sh.downlink_refs.contains_key(&peer);
-        if !up
+        let slot = sh.slots.get(&peer).copied();
+        let via = l.tunnel_via(peer, &sh.tunnels);
+        if !up6
             && sh.defaults.remove(&peer)
-            && let (Some(&slot), Some(via)) = (sh.slots.get(&peer), l.tunnel_via(peer, &sh.tunnels))
+            && let (Some(slot), Some(via)) = (slot, via.clone())
         {
             batch.push(Request::delete_route(&l.peer_default(slot, via)));
+        }
+        if !up4
+            && sh.defaults4.remove(&peer)
+            && let (Some(slot), Some(via)) = (slot, via)
+        {
+            batch.push(Request::delete_route(&l.peer_default4(slot, via)));
         }
         let needed = match l.kind {
             Tunnel::Seg6 => up,
@@ -307,6 +341,14 @@ impl Kernel {
         }
     }
 
+    fn local_routing4_gone(&self, sh: &Shadow, batch: &mut Batch) {
+        if !sh.state.any_local_routing4() {
+            batch.push(Request::delete_rule(
+                &self.inner.layout.local_routing_rule4(),
+            ));
+        }
+    }
+
     async fn plan_change(&self, sh: &mut Shadow, batch: &mut Batch, c: &Change) -> Result<()> {
         let l = &self.inner.layout;
         match *c {
@@ -317,6 +359,10 @@ impl Kernel {
                     batch.push(Request::add_rule(&l.termination_rule(t.local)));
                     batch.push(Request::replace_route(
                         &l.termination_route(t.local, t.ifindex),
+                    ));
+                    batch.push(Request::add_rule(&l.termination4_rule(t.local)));
+                    batch.push(Request::replace_route(
+                        &l.termination4_route(t.local, t.ifindex),
                     ));
                     batch.push(Request::add_rule(&l.local_rule()));
                     // Only once ours is in: the kernel's `0: lookup local` would deliver
@@ -333,6 +379,8 @@ impl Kernel {
                 {
                     batch.push(Request::delete_rule(&l.termination_rule(local)));
                     batch.push(Request::delete_route(&l.termination_route(local, ifindex)));
+                    batch.push(Request::delete_rule(&l.termination4_rule(local)));
+                    batch.push(Request::delete_route(&l.termination4_route(local, ifindex)));
                     if sh.state.terminations.is_empty() {
                         batch.push(Request::add_rule(&KRule::boot_local()));
                         batch.push(Request::delete_rule(&l.local_rule()));
@@ -346,7 +394,7 @@ impl Kernel {
                 if prev != Previous::Route(Some(PrefixRoute::Tunnel { peer })) {
                     inc(&mut sh.downlink_refs, peer);
                 }
-                self.after_route_replaced(sh, batch, prefix.trunc(), prev, Some(peer));
+                self.after_route_replaced(sh, batch, prefix.trunc().into(), prev, Some(peer));
             }
             Change::RemoveDownlink { prefix } => {
                 if let Previous::Route(Some(PrefixRoute::Tunnel { peer })) =
@@ -372,7 +420,7 @@ impl Kernel {
                     ));
                     batch.push(Request::add_rule(&l.local_routing_rule()));
                 }
-                self.after_route_replaced(sh, batch, prefix.trunc(), prev, None);
+                self.after_route_replaced(sh, batch, prefix.trunc().into(), prev, None);
             }
             Change::RemoveLocalRoute { prefix, ifindex } => {
                 if let Previous::Route(Some(PrefixRoute::Link { local_routing, .. })) =
@@ -439,6 +487,87 @@ impl Kernel {
                     batch.push(Request::delete_address(&l.link_local(ifindex, &old)));
                 }
             }
+            Change::AddDownlink4 { prefix, peer } => {
+                self.enable_ipv4_forwarding(sh)?;
+                let via = self.via(sh, batch, peer).await?;
+                let prev = sh.state.apply_returning_previous(c);
+                batch.push(Request::replace_route(&l.downlink(prefix, via)));
+                if prev != Previous::Route(Some(PrefixRoute::Tunnel { peer })) {
+                    inc(&mut sh.downlink_refs, peer);
+                }
+                self.after_route_replaced(sh, batch, prefix.trunc().into(), prev, Some(peer));
+            }
+            Change::RemoveDownlink4 { prefix } => {
+                if let Previous::Route(Some(PrefixRoute::Tunnel { peer })) =
+                    sh.state.apply_returning_previous(c)
+                {
+                    if let Some(via) = l.tunnel_via(peer, &sh.tunnels) {
+                        batch.push(Request::delete_route(&l.downlink(prefix, via)));
+                    }
+                    dec(&mut sh.downlink_refs, peer);
+                    self.settle(sh, batch, peer);
+                }
+            }
+            Change::AddLocalRoute4 {
+                prefix,
+                ifindex,
+                local_routing,
+            } => {
+                self.enable_ipv4_forwarding(sh)?;
+                let prev = sh.state.apply_returning_previous(c);
+                batch.push(Request::replace_route(&l.local_route(prefix, ifindex)));
+                if local_routing {
+                    batch.push(Request::replace_route(
+                        &l.local_routing_route(prefix, ifindex),
+                    ));
+                    batch.push(Request::add_rule(&l.local_routing_rule4()));
+                }
+                self.after_route_replaced(sh, batch, prefix.trunc().into(), prev, None);
+            }
+            Change::RemoveLocalRoute4 { prefix, ifindex } => {
+                if let Previous::Route(Some(PrefixRoute::Link { local_routing, .. })) =
+                    sh.state.apply_returning_previous(c)
+                {
+                    batch.push(Request::delete_route(&l.local_route(prefix, ifindex)));
+                    if local_routing {
+                        batch.push(Request::delete_route(
+                            &l.local_routing_route(prefix, ifindex),
+                        ));
+                        self.local_routing4_gone(sh, batch);
+                    }
+                }
+            }
+            Change::AddUplink4 { prefix, peer } => {
+                self.enable_ipv4_forwarding(sh)?;
+                let prefix = prefix.trunc();
+                let old = sh.state.uplinks4.get(&prefix).copied();
+                let slot = self.slot(sh, peer)?;
+                if !sh.defaults4.contains(&peer) {
+                    let via = self.via(sh, batch, peer).await?;
+                    batch.push(Request::replace_route(&l.peer_default4(slot, via)));
+                    sh.defaults4.insert(peer);
+                }
+                // As for IPv6: the new rule before the old one goes.
+                batch.push(Request::add_rule(&l.uplink_rule(prefix, Some(slot))));
+                sh.state.apply(c);
+                if old != Some(peer) {
+                    inc(&mut sh.uplink4_refs, peer);
+                }
+                if let Some(old) = old.filter(|o| *o != peer) {
+                    let old_slot = sh.slots.get(&old).copied();
+                    batch.push(Request::delete_rule(&l.uplink_rule(prefix, old_slot)));
+                    dec(&mut sh.uplink4_refs, old);
+                    self.settle(sh, batch, old);
+                }
+            }
+            Change::RemoveUplink4 { prefix } => {
+                if let Previous::Uplink(Some(peer)) = sh.state.apply_returning_previous(c) {
+                    let slot = sh.slots.get(&peer).copied();
+                    batch.push(Request::delete_rule(&l.uplink_rule(prefix, slot)));
+                    dec(&mut sh.uplink4_refs, peer);
+                    self.settle(sh, batch, peer);
+                }
+            }
         }
         Ok(())
     }
@@ -449,27 +578,34 @@ impl Kernel {
         &self,
         sh: &mut Shadow,
         batch: &mut Batch,
-        prefix: Ipv6Net,
+        prefix: IpNet,
         prev: Previous,
         new_peer: Option<Ipv6Addr>,
     ) {
         let l = &self.inner.layout;
+        let now = match prefix {
+            IpNet::V6(p) => sh.state.routes.get(&p),
+            IpNet::V4(p) => sh.state.routes4.get(&p),
+        };
+        let still_local_routing = matches!(
+            now,
+            Some(PrefixRoute::Link {
+                local_routing: true,
+                ..
+            })
+        );
         match prev {
             Previous::Route(Some(PrefixRoute::Link {
                 ifindex,
                 local_routing: true,
-            })) if !matches!(
-                sh.state.routes.get(&prefix),
-                Some(PrefixRoute::Link {
-                    local_routing: true,
-                    ..
-                })
-            ) =>
-            {
+            })) if !still_local_routing => {
                 batch.push(Request::delete_route(
                     &l.local_routing_route(prefix, ifindex),
                 ));
-                self.local_routing_gone(sh, batch);
+                match prefix {
+                    IpNet::V6(_) => self.local_routing_gone(sh, batch),
+                    IpNet::V4(_) => self.local_routing4_gone(sh, batch),
+                }
             }
             Previous::Route(Some(PrefixRoute::Tunnel { peer })) if Some(peer) != new_peer => {
                 dec(&mut sh.downlink_refs, peer);
@@ -489,6 +625,9 @@ impl Kernel {
         let mut sh = self.inner.shadow.lock().await;
         for &ifindex in desired.terminations.values() {
             self.enable_termination(ifindex).await?;
+        }
+        if desired.has_ipv4() {
+            self.enable_ipv4_forwarding(&mut sh)?;
         }
         let actual = match sh.opened.take() {
             Some((at, actual)) if at.elapsed() < OPENED_FRESH => actual,
@@ -577,7 +716,9 @@ impl Kernel {
             }
         }
         let total = requests.len();
+        let ipv4_forwarding = sh.ipv4_forwarding;
         *sh = Shadow::from_state(desired, slots, tunnels);
+        sh.ipv4_forwarding = ipv4_forwarding;
         drop(sh);
         tracing::info!(?report, failed = failures.len(), "dataplane: reconciled");
         match failures.len() {
@@ -610,8 +751,11 @@ impl Kernel {
         let mut tunnels = BTreeMap::new();
         let mut stale = Vec::new();
         for (slot, link) in actual.tunnels(l) {
+            // A link of an earlier version (mode ip6ip6) is made again in mode any, which
+            // also carries IPv4 home addresses.
             let right = by_slot.get(&slot).is_some_and(|&peer| {
                 link.ip6tnl == Some((l.s.transport_ifindex, local, peer))
+                    && link.ip6tnl_proto == Some(msg::IP6TNL_PROTO_ANY)
                     && link.mtu == l.s.tunnel_mtu()
             });
             match (right, by_slot.get(&slot)) {
@@ -653,6 +797,8 @@ fn normalized(d: &DesiredState) -> DesiredState {
         terminations: d.terminations.clone(),
         routes: d.routes.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
         uplinks: d.uplinks.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
+        routes4: d.routes4.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
+        uplinks4: d.uplinks4.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
         access_links: d.access_links.clone(),
     }
 }
@@ -685,7 +831,7 @@ pub async fn probe_seg6(nl: &Netlink) -> Result<bool> {
     let probe = KRoute {
         key: RouteKey::new(
             0x7e57_0000 + std::process::id() % 0xffff,
-            Ipv6Net::from(doc),
+            ipnet::Ipv6Net::from(doc),
         ),
         protocol: crate::Settings::new(0, 1500).route_protocol,
         via: Via::Seg6 { peer: doc, oif: lo },

@@ -1,8 +1,10 @@
 //! The kernel datapath of the PMIPv6 LMA and MAGs (RFC 5213), over rtnetlink.
 //!
 //! The daemons tunnel a mobile node's traffic IPv6-in-IPv6 (RFC 2473) between the LMA and
-//! its MAGs. This crate programs the Linux kernel for that, and nothing else: no protocol,
-//! no timers. It never runs `ip`; every change is a netlink request.
+//! its MAGs, and its IPv4 home address's traffic IPv4-in-IPv6 through the same tunnels
+//! (RFC 5844 §3.1.3: "IPv4-or-IPv6-over-IPv6"). This crate programs the Linux kernel for
+//! that, and nothing else: no protocol, no timers. It never runs `ip`; every change is a
+//! netlink request.
 //!
 //! # Using it from a daemon
 //!
@@ -39,14 +41,27 @@
 //!
 //! # What is owned
 //!
-//! The kernel backends own the routes and rules marked with [`Settings::route_protocol`] in
-//! the main table and in their own tables ([`Settings::table_base`] and the next
-//! `2 + max_peers`), the addresses marked with it (IFA_PROTO), and the ip6tnl links named
-//! [`Settings::tunnel_name_prefix`]`N`. [`Dataplane::reconcile`] compares exactly those with a
+//! The kernel backends own the routes and rules (IPv6 and IPv4) marked with
+//! [`Settings::route_protocol`] in the main table and in their own tables
+//! ([`Settings::table_base`] and the next `2 + max_peers`), the addresses marked with it
+//! (IFA_PROTO), and the ip6tnl links named [`Settings::tunnel_name_prefix`]`N`. [`Dataplane::reconcile`] compares exactly those with a
 //! complete [`DesiredState`]; it never touches anything else, with one exception the recipe
 //! needs: while tunnels terminate here, the kernel's `0: from all lookup local` rule is
 //! replaced by the backend's own at [`RulePriorities::local`] (and put back by
-//! [`Dataplane::cleanup`]). Sysctls it turns on (forwarding, seg6_enabled) stay on.
+//! [`Dataplane::cleanup`]). Sysctls it turns on (IPv6 and IPv4 forwarding, seg6_enabled)
+//! stay on.
+//!
+//! # IPv4 home addresses
+//!
+//! The `*4` changes ([`Change::AddDownlink4`], [`Change::AddUplink4`],
+//! [`Change::AddLocalRoute4`] and their removals) do for an IPv4 prefix what the others do
+//! for an IPv6 one: IPv4 routes with the same seg6 encapsulation (the outer header's Next
+//! Header is then 4), `ip -4` uplink rules into the same per-peer tables (each gets an IPv4
+//! default route beside its IPv6 one), and IPv4 local routes on access links. Every tunnel
+//! end also decapsulates IPv4: a `to <local> ipproto 4` rule before the `local` table leads
+//! to a seg6local End.DX4 route with next hop 0.0.0.0, which routes the inner packet by its
+//! own destination (one route for every node). IPv4 forwarding is turned on with the first
+//! IPv4 prefix. The ip6tnl backend makes its links in mode `any`, which carries both.
 //!
 //! # seg6 (verified here) and ip6tnl (not run against a kernel)
 //!
@@ -95,7 +110,7 @@ mod plan;
 
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use error::{Error, Result};
 pub use fake::Fake;
@@ -159,7 +174,8 @@ pub struct Settings {
     pub route_metric: u32,
     /// First of this backend's tables: `table_base` terminates tunnels (seg6 End.DT6),
     /// `table_base + 1` holds locally routed prefixes, `table_base + 2 + i` is the uplink
-    /// table of the peer in slot `i`.
+    /// table of the peer in slot `i`, and `table_base + 2 + max_peers` terminates the
+    /// IPv4-in-IPv6 of IPv4 home addresses (seg6 End.DX4).
     pub table_base: u32,
     /// Peers (LMA, other MAGs) that uplinks (and for ip6tnl, any tunnel) can go to at once.
     pub max_peers: u32,
@@ -170,7 +186,7 @@ pub struct Settings {
 
 impl Settings {
     /// Defaults of the daemons' `DatapathConfig` for the rest: protocol 135, tables from
-    /// 13500, 14 peers (tables 13500..=13515); route metric 1000.
+    /// 13500, 14 peers (tables 13500..=13516); route metric 1000.
     pub fn new(transport_ifindex: u32, link_mtu: u32) -> Self {
         Self {
             transport_ifindex,
@@ -214,6 +230,14 @@ impl Settings {
         self.table_base
     }
 
+    /// The table of the End.DX4 routes (seg6): the same local address as the End.DT6 route,
+    /// so a table of its own, after the peers' tables.
+    pub fn termination4_table(&self) -> u32 {
+        self.table_base
+            .saturating_add(2)
+            .saturating_add(self.max_peers)
+    }
+
     /// The table of the locally routed prefixes.
     pub fn local_routing_table(&self) -> u32 {
         self.table_base.saturating_add(1)
@@ -232,6 +256,7 @@ impl Settings {
     pub(crate) fn owns_table(&self, table: u32) -> bool {
         table == self.termination_table()
             || table == self.local_routing_table()
+            || table == self.termination4_table()
             || self.slot_of_table(table).is_some()
     }
 
@@ -275,7 +300,7 @@ impl Settings {
                 .is_none()
         {
             return bad(format!(
-                "tables {}..{}+{} do not fit between 256 and 2^32-1",
+                "tables {}..={}+{} do not fit between 256 and 2^32-1",
                 self.table_base,
                 self.table_base,
                 2 + u64::from(self.max_peers)
@@ -421,6 +446,49 @@ impl Dataplane {
         self.one(Change::RemoveLocalRoute { prefix, ifindex }).await
     }
 
+    /// Tunnels traffic destined to an IPv4 prefix (an IPv4 home address, RFC 5844 §3.1.3)
+    /// to `peer`, IPv4-in-IPv6; replaces any route of the prefix.
+    pub async fn add_downlink4(&self, prefix: Ipv4Net, peer: Ipv6Addr) -> Result<()> {
+        self.one(Change::AddDownlink4 { prefix, peer }).await
+    }
+
+    /// Removes the route of an IPv4 prefix if it is a tunnel.
+    pub async fn remove_downlink4(&self, prefix: Ipv4Net) -> Result<()> {
+        self.one(Change::RemoveDownlink4 { prefix }).await
+    }
+
+    /// Tunnels traffic sourced from an IPv4 prefix to `peer` (RFC 5844 §3.2.4).
+    pub async fn add_uplink4(&self, prefix: Ipv4Net, peer: Ipv6Addr) -> Result<()> {
+        self.one(Change::AddUplink4 { prefix, peer }).await
+    }
+
+    /// Stops tunnelling traffic sourced from an IPv4 prefix.
+    pub async fn remove_uplink4(&self, prefix: Ipv4Net) -> Result<()> {
+        self.one(Change::RemoveUplink4 { prefix }).await
+    }
+
+    /// Routes an IPv4 prefix onto link `ifindex` (the node's IPv4 home address on its
+    /// access link); `local_routing` as for [`Dataplane::add_local_route`].
+    pub async fn add_local_route4(
+        &self,
+        prefix: Ipv4Net,
+        ifindex: u32,
+        local_routing: bool,
+    ) -> Result<()> {
+        self.one(Change::AddLocalRoute4 {
+            prefix,
+            ifindex,
+            local_routing,
+        })
+        .await
+    }
+
+    /// Removes the route of an IPv4 prefix if it goes onto link `ifindex`.
+    pub async fn remove_local_route4(&self, prefix: Ipv4Net, ifindex: u32) -> Result<()> {
+        self.one(Change::RemoveLocalRoute4 { prefix, ifindex })
+            .await
+    }
+
     /// Sets the access link's link-layer address and adds its fixed link-local address, so
     /// every MAG looks like the same router to a node.
     pub async fn prepare_access_link(&self, ifindex: u32, link: AccessLink) -> Result<()> {
@@ -471,7 +539,9 @@ mod tests {
         assert_eq!(s.peer_table(13), 13515);
         assert_eq!(s.slot_of_table(13515), Some(13));
         assert_eq!(s.slot_of_table(13516), None);
-        assert!(s.owns_table(13500) && s.owns_table(13515) && !s.owns_table(13516));
+        assert_eq!(s.termination4_table(), 13516);
+        assert!(s.owns_table(13500) && s.owns_table(13515) && s.owns_table(13516));
+        assert!(!s.owns_table(13517) && !s.owns_table(13499));
         assert_eq!(s.slot_of_tunnel_name("pmip6t13"), Some(13));
         assert_eq!(s.slot_of_tunnel_name("pmip6t013"), None);
         assert_eq!(s.slot_of_tunnel_name("pmip6t14"), None);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// A local tunnel end: packets tunnelled to `local` (the LMA address, or a MAG's proxy-CoA)
 /// arriving on link `ifindex` are decapsulated and routed on.
@@ -54,6 +54,11 @@ pub struct DesiredState {
     /// Traffic sourced from each prefix goes into the tunnel to this peer (MAG uplink to the
     /// LMA; MAG to MAG reverse tunnel during a fast handover).
     pub uplinks: BTreeMap<Ipv6Net, Ipv6Addr>,
+    /// Traffic destined to each IPv4 prefix (RFC 5844 IPv4 home addresses, usually /32):
+    /// the same tunnels carry it IPv4-in-IPv6 (RFC 5844 §3.1.3).
+    pub routes4: BTreeMap<Ipv4Net, PrefixRoute>,
+    /// Traffic sourced from each IPv4 prefix goes into the tunnel to this peer.
+    pub uplinks4: BTreeMap<Ipv4Net, Ipv6Addr>,
     /// Prepared access links, by link index.
     pub access_links: BTreeMap<u32, AccessLink>,
 }
@@ -90,6 +95,25 @@ pub enum Change {
     /// Remove the link-local address added by [`Change::PrepareAccessLink`] (the link-layer
     /// address is left as it is).
     RemoveAccessLink { ifindex: u32 },
+    /// [`Change::AddDownlink`] for an IPv4 prefix (an IPv4 home address, RFC 5844 §3.1.2.2:
+    /// the LMA's host route into the tunnel; at a MAG, forwarding to another MAG).
+    AddDownlink4 { prefix: Ipv4Net, peer: Ipv6Addr },
+    /// [`Change::RemoveDownlink`] for an IPv4 prefix.
+    RemoveDownlink4 { prefix: Ipv4Net },
+    /// [`Change::AddUplink`] for an IPv4 prefix (RFC 5844 §3.2.3.2: the MAG's route for the
+    /// node's IPv4 packets into the tunnel).
+    AddUplink4 { prefix: Ipv4Net, peer: Ipv6Addr },
+    /// [`Change::RemoveUplink`] for an IPv4 prefix.
+    RemoveUplink4 { prefix: Ipv4Net },
+    /// [`Change::AddLocalRoute`] for an IPv4 prefix (the node's IPv4 home address on its
+    /// access link).
+    AddLocalRoute4 {
+        prefix: Ipv4Net,
+        ifindex: u32,
+        local_routing: bool,
+    },
+    /// [`Change::RemoveLocalRoute`] for an IPv4 prefix.
+    RemoveLocalRoute4 { prefix: Ipv4Net, ifindex: u32 },
 }
 
 /// What a change replaced or removed: the value its key had before.
@@ -113,6 +137,8 @@ impl DesiredState {
         self.terminations.is_empty()
             && self.routes.is_empty()
             && self.uplinks.is_empty()
+            && self.routes4.is_empty()
+            && self.uplinks4.is_empty()
             && self.access_links.is_empty()
     }
 
@@ -174,30 +200,96 @@ impl DesiredState {
             Change::RemoveAccessLink { ifindex } => {
                 Previous::AccessLink(self.access_links.remove(&ifindex))
             }
+            Change::AddDownlink4 { prefix, peer } => Previous::Route(
+                self.routes4
+                    .insert(prefix.trunc(), PrefixRoute::Tunnel { peer }),
+            ),
+            Change::RemoveDownlink4 { prefix } => {
+                let prefix = prefix.trunc();
+                match self.routes4.get(&prefix) {
+                    Some(PrefixRoute::Tunnel { .. }) => {
+                        Previous::Route(self.routes4.remove(&prefix))
+                    }
+                    _ => Previous::None,
+                }
+            }
+            Change::AddUplink4 { prefix, peer } => {
+                Previous::Uplink(self.uplinks4.insert(prefix.trunc(), peer))
+            }
+            Change::RemoveUplink4 { prefix } => {
+                Previous::Uplink(self.uplinks4.remove(&prefix.trunc()))
+            }
+            Change::AddLocalRoute4 {
+                prefix,
+                ifindex,
+                local_routing,
+            } => Previous::Route(self.routes4.insert(
+                prefix.trunc(),
+                PrefixRoute::Link {
+                    ifindex,
+                    local_routing,
+                },
+            )),
+            Change::RemoveLocalRoute4 { prefix, ifindex } => {
+                let prefix = prefix.trunc();
+                match self.routes4.get(&prefix) {
+                    Some(PrefixRoute::Link { ifindex: i, .. }) if *i == ifindex => {
+                        Previous::Route(self.routes4.remove(&prefix))
+                    }
+                    _ => Previous::None,
+                }
+            }
         }
     }
 
-    /// Peers some prefix is tunnelled to, either way.
-    pub fn peers(&self) -> std::collections::BTreeSet<Ipv6Addr> {
-        let down = self.routes.values().filter_map(|r| match r {
-            PrefixRoute::Tunnel { peer } => Some(*peer),
-            PrefixRoute::Link { .. } => None,
-        });
-        down.chain(self.uplinks.values().copied()).collect()
+    /// Whether any IPv4 prefix is routed or tunnelled: IPv4 forwarding is needed.
+    pub fn has_ipv4(&self) -> bool {
+        !(self.routes4.is_empty() && self.uplinks4.is_empty())
     }
 
-    /// Whether any prefix is routed locally with local routing on.
-    pub(crate) fn any_local_routing(&self) -> bool {
-        self.routes.values().any(|r| {
-            matches!(
-                r,
-                PrefixRoute::Link {
-                    local_routing: true,
-                    ..
-                }
-            )
-        })
+    /// Peers some prefix (IPv6 or IPv4) is tunnelled to, either way.
+    pub fn peers(&self) -> std::collections::BTreeSet<Ipv6Addr> {
+        let down = self
+            .routes
+            .values()
+            .chain(self.routes4.values())
+            .filter_map(|r| match r {
+                PrefixRoute::Tunnel { peer } => Some(*peer),
+                PrefixRoute::Link { .. } => None,
+            });
+        down.chain(self.uplinks.values().copied())
+            .chain(self.uplinks4.values().copied())
+            .collect()
     }
+
+    /// Peers some prefix of either family is tunnelled to from here (uplinks).
+    pub(crate) fn uplink_peers(&self) -> std::collections::BTreeSet<Ipv6Addr> {
+        self.uplinks
+            .values()
+            .chain(self.uplinks4.values())
+            .copied()
+            .collect()
+    }
+
+    /// Whether any IPv6 prefix is routed locally with local routing on.
+    pub(crate) fn any_local_routing(&self) -> bool {
+        self.routes.values().any(is_local_routing)
+    }
+
+    /// Whether any IPv4 prefix is routed locally with local routing on.
+    pub(crate) fn any_local_routing4(&self) -> bool {
+        self.routes4.values().any(is_local_routing)
+    }
+}
+
+fn is_local_routing(r: &PrefixRoute) -> bool {
+    matches!(
+        r,
+        PrefixRoute::Link {
+            local_routing: true,
+            ..
+        }
+    )
 }
 
 /// How many kernel objects (or, for the fake backend, state entries) a reconcile added
@@ -211,8 +303,8 @@ pub struct Counts {
 /// What [`crate::Dataplane::reconcile`] did.
 ///
 /// For the kernel backends: routes, policy rules, addresses and links (ip6tnl links created
-/// or removed, and link-layer addresses set). For the fake backend: prefix routes as
-/// `routes`, uplinks and terminations as `rules`, access links as `addresses`.
+/// or removed, and link-layer addresses set). For the fake backend: prefix routes of both
+/// families as `routes`, uplinks and terminations as `rules`, access links as `addresses`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub routes: Counts,
@@ -286,6 +378,48 @@ mod tests {
             prefix: net("2001:db8:1::/64"),
         });
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn ipv4_changes_keep_their_own_maps() {
+        let mut s = DesiredState::new();
+        let v4: Ipv4Net = "198.51.100.7/32".parse().unwrap();
+        s.apply(&Change::AddLocalRoute4 {
+            prefix: v4,
+            ifindex: 4,
+            local_routing: true,
+        });
+        assert!(s.any_local_routing4() && !s.any_local_routing());
+        assert!(s.has_ipv4() && s.routes.is_empty());
+        // A fast handover: the same address forwarded to another MAG replaces the link route.
+        let prev = s.apply_returning_previous(&Change::AddDownlink4 {
+            prefix: v4,
+            peer: a("2001:db8::3"),
+        });
+        assert!(matches!(
+            prev,
+            Previous::Route(Some(PrefixRoute::Link { .. }))
+        ));
+        s.apply(&Change::RemoveLocalRoute4 {
+            prefix: v4,
+            ifindex: 4,
+        });
+        assert_eq!(s.routes4.len(), 1, "not a link route any more");
+        s.apply(&Change::AddUplink4 {
+            prefix: "198.51.100.7/24".parse().unwrap(),
+            peer: a("2001:db8::1"),
+        });
+        assert!(s.uplinks4.contains_key(&"198.51.100.0/24".parse().unwrap()));
+        assert_eq!(s.peers().len(), 2);
+        assert_eq!(
+            s.uplink_peers().into_iter().collect::<Vec<_>>(),
+            [a("2001:db8::1")]
+        );
+        s.apply(&Change::RemoveDownlink4 { prefix: v4 });
+        s.apply(&Change::RemoveUplink4 {
+            prefix: "198.51.100.0/24".parse().unwrap(),
+        });
+        assert!(s.is_empty() && !s.has_ipv4());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! add, delete and dump them. Pure code: no sockets; every builder is unit tested here.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::IpNet;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
     AddressScope,
@@ -33,6 +33,12 @@ pub(crate) const DEFAULT_METRIC: u32 = 1024;
 pub(crate) const SEG6_MODE_ENCAP_RED: u32 = 3;
 /// IPv6-in-IPv6 (RFC 2473 §3).
 pub(crate) const IPPROTO_IPV6: u8 = 41;
+/// IPv4-in-IPv6 (RFC 2473 §3, RFC 5844 §3.1.3): the outer header's Next Header for an IPv4
+/// home address's packets.
+pub(crate) const IPPROTO_IPIP: u8 = 4;
+/// ip6tnl mode `any` (IFLA_IPTUN_PROTO 0): the link carries IPv6 and IPv4 (RFC 5844
+/// "IPv4-or-IPv6-over-IPv6").
+pub(crate) const IP6TNL_PROTO_ANY: u8 = 0;
 /// `RTPROT_KERNEL`, the protocol of the rules the kernel makes at boot.
 pub(crate) const RTPROT_KERNEL: u8 = 2;
 /// Hop limit of the outer header of ip6tnl links (`IPV6_DEFAULT_TNL_HOPLIMIT`).
@@ -45,6 +51,9 @@ pub(crate) enum Via {
     Seg6 { peer: Ipv6Addr, oif: u32 },
     /// seg6local End.DT6: decapsulate, look the inner packet up in `lookup`.
     EndDt6 { lookup: u32, oif: u32 },
+    /// seg6local End.DX4 with next hop 0.0.0.0: decapsulate IPv4-in-IPv6 and route the
+    /// inner IPv4 packet by its own destination.
+    EndDx4 { oif: u32 },
     /// On link (or into an ip6tnl link).
     Dev { oif: u32 },
     /// A shape this crate never makes (found in a dump).
@@ -54,31 +63,42 @@ pub(crate) enum Via {
 impl Via {
     fn oif(&self) -> Option<u32> {
         match *self {
-            Via::Seg6 { oif, .. } | Via::EndDt6 { oif, .. } | Via::Dev { oif } => Some(oif),
+            Via::Seg6 { oif, .. }
+            | Via::EndDt6 { oif, .. }
+            | Via::EndDx4 { oif }
+            | Via::Dev { oif } => Some(oif),
             Via::Unknown { oif } => oif,
         }
     }
 }
 
-/// What identifies an IPv6 route to the kernel (a replace swaps the route with this key).
+/// What identifies a route to the kernel (a replace swaps the route with this key). The
+/// family is the destination's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct RouteKey {
     pub table: u32,
-    pub dst: Ipv6Net,
+    pub dst: IpNet,
     pub metric: u32,
 }
 
 impl RouteKey {
-    pub(crate) fn new(table: u32, dst: Ipv6Net) -> Self {
+    pub(crate) fn new(table: u32, dst: impl Into<IpNet>) -> Self {
         Self {
             table,
-            dst: dst.trunc(),
+            dst: dst.into().trunc(),
             metric: DEFAULT_METRIC,
         }
     }
 }
 
-/// An IPv6 unicast route.
+fn family_of(net: &IpNet) -> AddressFamily {
+    match net {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+/// An IPv6 or IPv4 unicast route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KRoute {
     pub key: RouteKey,
@@ -90,7 +110,7 @@ pub(crate) struct KRoute {
 fn route_skeleton(key: &RouteKey, protocol: u8) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header = RouteHeader {
-        address_family: AddressFamily::Inet6,
+        address_family: family_of(&key.dst),
         destination_prefix_length: key.dst.prefix_len(),
         source_prefix_length: 0,
         tos: 0,
@@ -103,7 +123,7 @@ fn route_skeleton(key: &RouteKey, protocol: u8) -> RouteMessage {
     };
     if key.dst.prefix_len() > 0 {
         m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet6(
+            .push(RouteAttribute::Destination(RouteAddress::from(
                 key.dst.network(),
             )));
     }
@@ -143,6 +163,17 @@ impl KRoute {
                 ]));
                 m.attributes.push(RouteAttribute::Oif(oif));
             }
+            Via::EndDx4 { oif } => {
+                m.attributes
+                    .push(RouteAttribute::EncapType(RouteLwEnCapType::Seg6Local));
+                m.attributes.push(RouteAttribute::Encap(vec![
+                    RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Action(
+                        Seg6LocalAction::EndDx4,
+                    )),
+                    RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Nh4(Ipv4Addr::UNSPECIFIED)),
+                ]));
+                m.attributes.push(RouteAttribute::Oif(oif));
+            }
             Via::Dev { oif } => m.attributes.push(RouteAttribute::Oif(oif)),
             Via::Unknown { oif } => {
                 if let Some(oif) = oif {
@@ -169,13 +200,22 @@ impl KRoute {
         m
     }
 
-    /// Reads a dumped route; `None` for anything but an IPv6 unicast route.
+    /// Reads a dumped route; `None` for anything but an IPv6 or IPv4 unicast route.
     pub(crate) fn parse(m: &RouteMessage) -> Option<KRoute> {
-        if m.header.address_family != AddressFamily::Inet6 || m.header.kind != RouteType::Unicast {
+        let v4 = match m.header.address_family {
+            AddressFamily::Inet6 => false,
+            AddressFamily::Inet => true,
+            _ => return None,
+        };
+        if m.header.kind != RouteType::Unicast {
             return None;
         }
         let mut table = u32::from(m.header.table);
-        let mut dst = Ipv6Addr::UNSPECIFIED;
+        let mut dst = if v4 {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
         let mut metric = 0;
         let mut oif = None;
         let mut mtu = None;
@@ -185,7 +225,8 @@ impl KRoute {
         for a in &m.attributes {
             match a {
                 RouteAttribute::Table(t) => table = *t,
-                RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = *d,
+                RouteAttribute::Destination(RouteAddress::Inet6(d)) if !v4 => dst = IpAddr::V6(*d),
+                RouteAttribute::Destination(RouteAddress::Inet(d)) if v4 => dst = IpAddr::V4(*d),
                 RouteAttribute::Priority(p) => metric = *p,
                 RouteAttribute::Oif(o) => oif = Some(*o),
                 RouteAttribute::Metrics(ms) => {
@@ -204,14 +245,16 @@ impl KRoute {
                 _ => {}
             }
         }
-        let dst = Ipv6Net::new(dst, m.header.destination_prefix_length).ok()?;
+        let dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
         let via = match (plain, encap_type, oif) {
             (true, RouteLwEnCapType::Seg6, Some(oif)) => seg6_peer(encap)
                 .map(|peer| Via::Seg6 { peer, oif })
                 .unwrap_or(Via::Unknown { oif: Some(oif) }),
-            (true, RouteLwEnCapType::Seg6Local, Some(oif)) => end_dt6_table(encap)
-                .map(|lookup| Via::EndDt6 { lookup, oif })
-                .unwrap_or(Via::Unknown { oif: Some(oif) }),
+            (true, RouteLwEnCapType::Seg6Local, Some(oif)) => match seg6local(encap) {
+                Some(Seg6Local::Dt6(lookup)) => Via::EndDt6 { lookup, oif },
+                Some(Seg6Local::Dx4Unspecified) => Via::EndDx4 { oif },
+                None => Via::Unknown { oif: Some(oif) },
+            },
             (true, RouteLwEnCapType::None, Some(oif)) => Via::Dev { oif },
             _ => Via::Unknown { oif },
         };
@@ -237,28 +280,51 @@ fn seg6_peer(encap: &[RouteLwTunnelEncap]) -> Option<Ipv6Addr> {
     })
 }
 
-fn end_dt6_table(encap: &[RouteLwTunnelEncap]) -> Option<u32> {
-    let mut dt6 = false;
+/// The seg6local behaviours this crate makes.
+enum Seg6Local {
+    /// End.DT6 and its lookup table.
+    Dt6(u32),
+    /// End.DX4 with next hop 0.0.0.0.
+    Dx4Unspecified,
+}
+
+fn seg6local(encap: &[RouteLwTunnelEncap]) -> Option<Seg6Local> {
+    let mut action = None;
     let mut table = None;
+    let mut nh4 = None;
     for e in encap {
         match e {
-            RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Action(a)) => {
-                dt6 = *a == Seg6LocalAction::EndDt6;
-            }
+            RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Action(a)) => action = Some(*a),
             RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Table(t)) => table = Some(*t),
+            RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Nh4(a)) => nh4 = Some(*a),
             RouteLwTunnelEncap::Seg6Local(RouteSeg6LocalTunnel::Srh(_)) => return None,
             _ => {}
         }
     }
-    if dt6 { table } else { None }
+    match action? {
+        Seg6LocalAction::EndDt6 => table.map(Seg6Local::Dt6),
+        Seg6LocalAction::EndDx4 if nh4 == Some(Ipv4Addr::UNSPECIFIED) => {
+            Some(Seg6Local::Dx4Unspecified)
+        }
+        _ => None,
+    }
 }
 
-/// A policy routing rule that looks a table up (`ip -6 rule ... lookup TABLE`).
+/// The address family of a rule (`ip -6 rule` or `ip -4 rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Family {
+    V6,
+    V4,
+}
+
+/// A policy routing rule that looks a table up (`ip -6 rule ... lookup TABLE`, or `ip -4`).
+/// `src` and `dst` are of the rule's family.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct KRule {
+    pub family: Family,
     pub priority: u32,
-    pub src: Option<Ipv6Net>,
-    pub dst: Option<Ipv6Net>,
+    pub src: Option<IpNet>,
+    pub dst: Option<IpNet>,
     pub ipproto: Option<u8>,
     pub table: u32,
     pub protocol: u8,
@@ -268,19 +334,20 @@ impl KRule {
     /// The RTM_NEWRULE / RTM_DELRULE body (a delete matches every attribute given).
     pub(crate) fn message(&self) -> RuleMessage {
         let mut m = RuleMessage::default();
-        m.header.family = AddressFamily::Inet6;
+        m.header.family = match self.family {
+            Family::V6 => AddressFamily::Inet6,
+            Family::V4 => AddressFamily::Inet,
+        };
         m.header.action = RuleAction::ToTable;
         m.header.table = u8::try_from(self.table).unwrap_or(0);
         m.attributes.push(RuleAttribute::Priority(self.priority));
         if let Some(src) = self.src {
             m.header.src_len = src.prefix_len();
-            m.attributes
-                .push(RuleAttribute::Source(IpAddr::V6(src.network())));
+            m.attributes.push(RuleAttribute::Source(src.network()));
         }
         if let Some(dst) = self.dst {
             m.header.dst_len = dst.prefix_len();
-            m.attributes
-                .push(RuleAttribute::Destination(IpAddr::V6(dst.network())));
+            m.attributes.push(RuleAttribute::Destination(dst.network()));
         }
         if let Some(p) = self.ipproto {
             m.attributes
@@ -292,12 +359,24 @@ impl KRule {
         m
     }
 
-    /// Reads a dumped rule; `None` for anything but an IPv6 `lookup` rule.
+    /// Reads a dumped rule; `None` for anything but an IPv6 or IPv4 `lookup` rule.
     pub(crate) fn parse(m: &RuleMessage) -> Option<KRule> {
-        if m.header.family != AddressFamily::Inet6 || m.header.action != RuleAction::ToTable {
+        let family = match m.header.family {
+            AddressFamily::Inet6 => Family::V6,
+            AddressFamily::Inet => Family::V4,
+            _ => return None,
+        };
+        if m.header.action != RuleAction::ToTable {
             return None;
         }
+        let of_family = |a: &IpAddr| {
+            matches!(
+                (family, a),
+                (Family::V6, IpAddr::V6(_)) | (Family::V4, IpAddr::V4(_))
+            )
+        };
         let mut r = KRule {
+            family,
             priority: 0,
             src: None,
             dst: None,
@@ -308,11 +387,11 @@ impl KRule {
         for a in &m.attributes {
             match a {
                 RuleAttribute::Priority(p) => r.priority = *p,
-                RuleAttribute::Source(IpAddr::V6(s)) => {
-                    r.src = Ipv6Net::new(*s, m.header.src_len).ok();
+                RuleAttribute::Source(s) if of_family(s) => {
+                    r.src = IpNet::new(*s, m.header.src_len).ok();
                 }
-                RuleAttribute::Destination(IpAddr::V6(d)) => {
-                    r.dst = Ipv6Net::new(*d, m.header.dst_len).ok();
+                RuleAttribute::Destination(d) if of_family(d) => {
+                    r.dst = IpNet::new(*d, m.header.dst_len).ok();
                 }
                 RuleAttribute::IpProtocol(p) => r.ipproto = Some(u8::from(*p)),
                 RuleAttribute::Table(t) => r.table = *t,
@@ -323,9 +402,10 @@ impl KRule {
         Some(r)
     }
 
-    /// The kernel's own `0: from all lookup local`.
+    /// The kernel's own IPv6 `0: from all lookup local`.
     pub(crate) fn boot_local() -> KRule {
         KRule {
+            family: Family::V6,
             priority: 0,
             src: None,
             dst: None,
@@ -408,7 +488,8 @@ impl KAddr {
     }
 }
 
-/// An ip6tnl link carrying IPv6 in IPv6 (RFC 2473) from `local` to `remote`.
+/// An ip6tnl link carrying IPv6 and IPv4 in IPv6 (RFC 2473, RFC 5844 §3.1.2.2) from `local`
+/// to `remote`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KTunnel {
     pub name: String,
@@ -420,10 +501,11 @@ pub(crate) struct KTunnel {
 }
 
 impl KTunnel {
-    /// RTM_NEWLINK body, like `ip link add NAME up mtu MTU type ip6tnl mode ip6ip6 local L
-    /// remote R dev UNDERLAY hoplimit 64 encaplimit none`. No Tunnel Encapsulation Limit
-    /// option (RFC 2473 §5.1) is added, so the outer header's Next Header is 41 exactly like
-    /// the seg6 backend's and a peer of either kind decapsulates it.
+    /// RTM_NEWLINK body, like `ip link add NAME up mtu MTU type ip6tnl mode any local L
+    /// remote R dev UNDERLAY hoplimit 64 encaplimit none`. Mode `any` carries IPv6 (Next
+    /// Header 41) and IPv4 (Next Header 4) home address traffic alike. No Tunnel
+    /// Encapsulation Limit option (RFC 2473 §5.1) is added, so the outer header's Next Header
+    /// is 41 or 4 exactly like the seg6 backend's and a peer of either kind decapsulates it.
     pub(crate) fn new_message(&self) -> LinkMessage {
         let mut m = LinkMessage::default();
         m.header.flags = LinkFlags::Up;
@@ -438,7 +520,7 @@ impl KTunnel {
                 InfoIpTunnel::Remote(IpAddr::V6(self.remote)),
                 InfoIpTunnel::Ttl(TUNNEL_HOP_LIMIT),
                 InfoIpTunnel::Ipv6Flags(Ip6TunnelFlags::IgnEncapLimit),
-                InfoIpTunnel::Protocol(IpProtocol::from(i32::from(IPPROTO_IPV6))),
+                InfoIpTunnel::Protocol(IpProtocol::from(i32::from(IP6TNL_PROTO_ANY))),
             ])),
         ]));
         m
@@ -455,6 +537,8 @@ pub(crate) struct KLink {
     pub up: bool,
     /// For an ip6tnl link: underlay, local, remote.
     pub ip6tnl: Option<(u32, Ipv6Addr, Ipv6Addr)>,
+    /// For an ip6tnl link: what it carries (IFLA_IPTUN_PROTO: 41 IPv6 only, 0 both).
+    pub ip6tnl_proto: Option<u8>,
 }
 
 impl KLink {
@@ -469,7 +553,10 @@ impl KLink {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Mtu(v) => l.mtu = *v,
                 LinkAttribute::Address(mac) => l.mac = mac.clone(),
-                LinkAttribute::LinkInfo(infos) => l.ip6tnl = ip6tnl_info(infos),
+                LinkAttribute::LinkInfo(infos) => {
+                    l.ip6tnl = ip6tnl_info(infos);
+                    l.ip6tnl_proto = ip6tnl_proto(infos);
+                }
                 _ => {}
             }
         }
@@ -498,6 +585,16 @@ fn ip6tnl_info(infos: &[LinkInfo]) -> Option<(u32, Ipv6Addr, Ipv6Addr)> {
         }
     }
     Some((link, local, remote))
+}
+
+fn ip6tnl_proto(infos: &[LinkInfo]) -> Option<u8> {
+    infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::IpTunnel(attrs)) => attrs.iter().find_map(|a| match a {
+            InfoIpTunnel::Protocol(p) => Some(u8::from(*p)),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// RTM_SETLINK body changing the link-layer address of `index`.
@@ -540,7 +637,13 @@ pub(crate) fn describe(msg: &RouteNetlinkMessage) -> (&'static str, String) {
         M::GetRoute(r) => ("dump routes", route_text(r)),
         M::NewRule(r) => ("add rule", rule_text(r)),
         M::DelRule(r) => ("delete rule", rule_text(r)),
-        M::GetRule(_) => ("dump rules", "(all IPv6 rules)".into()),
+        M::GetRule(r) => (
+            "dump rules",
+            match r.header.family {
+                AddressFamily::Inet => "(all IPv4 rules)".into(),
+                _ => "(all IPv6 rules)".into(),
+            },
+        ),
         M::NewAddress(a) => ("add address", addr_text(a)),
         M::DelAddress(a) => ("delete address", addr_text(a)),
         M::GetAddress(_) => ("dump addresses", "(all IPv6 addresses)".into()),
@@ -622,6 +725,9 @@ impl fmt::Display for KRoute {
                 " encap seg6local action End.DT6 table {} dev #{oif}",
                 table_name(lookup)
             )?,
+            Via::EndDx4 { oif } => {
+                write!(f, " encap seg6local action End.DX4 nh4 0.0.0.0 dev #{oif}")?
+            }
             Via::Dev { oif } | Via::Unknown { oif: Some(oif) } => write!(f, " dev #{oif}")?,
             Via::Unknown { oif: None } => {}
         }
@@ -638,6 +744,9 @@ impl fmt::Display for KRoute {
 
 impl fmt::Display for KRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.family == Family::V4 {
+            write!(f, "-4 ")?;
+        }
         write!(f, "pref {}", self.priority)?;
         if let Some(s) = self.src {
             write!(f, " from {s}")?;
@@ -695,7 +804,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn net(s: &str) -> Ipv6Net {
+    fn net(s: &str) -> ipnet::Ipv6Net {
         s.parse().unwrap()
     }
 
@@ -861,9 +970,10 @@ mod tests {
     #[test]
     fn termination_rule_bytes() {
         let r = KRule {
+            family: Family::V6,
             priority: 100,
             src: None,
-            dst: Some(net("2001:db8::1/128")),
+            dst: Some(net("2001:db8::1/128").into()),
             ipproto: Some(41),
             table: 13500,
             protocol: 135,
@@ -889,8 +999,9 @@ mod tests {
     #[test]
     fn uplink_rule_bytes() {
         let r = KRule {
+            family: Family::V6,
             priority: 1200,
-            src: Some(net("2001:db8:100::/64")),
+            src: Some(net("2001:db8:100::/64").into()),
             dst: None,
             ipproto: None,
             table: 13502,
@@ -970,13 +1081,138 @@ mod tests {
         assert_eq!(nla(&data, IFLA_IPTUN_TTL), [64]);
         // IP6_TNL_F_IGN_ENCAP_LIMIT: no Tunnel Encapsulation Limit option.
         assert_eq!(nla(&data, IFLA_IPTUN_FLAGS), 1u32.to_ne_bytes());
-        assert_eq!(nla(&data, IFLA_IPTUN_PROTO), [41]);
+        // Mode `any` (0): IPv6 (41) and IPv4 (4) home address traffic through one link.
+        assert_eq!(nla(&data, IFLA_IPTUN_PROTO), [0]);
 
         let back = LinkMessage::parse(&b[..]).unwrap();
         let k = KLink::parse(&back);
         assert_eq!(k.name, "pmip6t0");
         assert_eq!(k.mtu, 1460);
         assert_eq!(k.ip6tnl, Some((3, t.local, t.remote)));
+        assert_eq!(k.ip6tnl_proto, Some(0));
+    }
+
+    fn p4(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn net4(s: &str) -> ipnet::Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    /// `ip route replace 198.51.100.7/32 encap seg6 mode encap.red segs 2001:db8::2 dev #7
+    /// mtu 1460 proto 135`: an IPv4 home address's downlink at the LMA (RFC 5844 §3.1.3).
+    /// The same encap attributes as the IPv6 route, in an AF_INET route message.
+    #[test]
+    fn ipv4_route_into_the_seg6_tunnel_bytes() {
+        let r = KRoute {
+            key: RouteKey::new(MAIN_TABLE, net4("198.51.100.7/32")),
+            protocol: 135,
+            via: Via::Seg6 {
+                peer: p6("2001:db8::2"),
+                oif: 7,
+            },
+            mtu: Some(1460),
+        };
+        let b = emit(&r.new_message());
+        assert_eq!(b[0], libc::AF_INET as u8);
+        assert_eq!(b[1], 32, "dst_len");
+        assert_eq!(b[4], 254);
+        let a = nlas(&b, RTMSG_LEN);
+        assert_eq!(nla(&a, RTA_DST), p4("198.51.100.7").octets());
+        assert_eq!(nla(&a, RTA_ENCAP_TYPE), LWTUNNEL_ENCAP_SEG6.to_ne_bytes());
+        let inner = nlas(nla(&a, RTA_ENCAP), 0);
+        let srh = nla(&inner, 1);
+        assert_eq!(&srh[..4], 3u32.to_ne_bytes(), "encap.red");
+        assert_eq!(&srh[12..], p6("2001:db8::2").octets());
+        let metrics = nlas(nla(&a, RTA_METRICS), 0);
+        assert_eq!(nla(&metrics, RTAX_MTU), 1460u32.to_ne_bytes());
+        let back = RouteMessage::parse(&b[..]).unwrap();
+        assert_eq!(KRoute::parse(&back), Some(r));
+        // A default route of a peer table has no RTA_DST and parses back as 0.0.0.0/0.
+        let d = KRoute {
+            key: RouteKey::new(13502, net4("0.0.0.0/0")),
+            ..downlink()
+        };
+        let b = emit(&d.new_message());
+        assert!(nlas(&b, RTMSG_LEN).iter().all(|(k, _)| *k != RTA_DST));
+        assert_eq!(
+            KRoute::parse(&RouteMessage::parse(&b[..]).unwrap()),
+            Some(d)
+        );
+    }
+
+    /// `ip -6 route replace 2001:db8::2/128 encap seg6local action End.DX4 nh4 0.0.0.0 dev
+    /// #3 table 13516 proto 135`, against include/uapi/linux/seg6_local.h.
+    #[test]
+    fn end_dx4_route_bytes() {
+        let r = KRoute {
+            key: RouteKey::new(13516, net("2001:db8::2/128")),
+            protocol: 135,
+            via: Via::EndDx4 { oif: 3 },
+            mtu: None,
+        };
+        let b = emit(&r.new_message());
+        assert_eq!(b[0], libc::AF_INET6 as u8);
+        let a = nlas(&b, RTMSG_LEN);
+        assert_eq!(
+            nla(&a, RTA_ENCAP_TYPE),
+            LWTUNNEL_ENCAP_SEG6_LOCAL.to_ne_bytes()
+        );
+        let inner = nlas(nla(&a, RTA_ENCAP), 0);
+        assert_eq!(nla(&inner, 1), 6u32.to_ne_bytes()); // SEG6_LOCAL_ACTION: End.DX4
+        assert_eq!(nla(&inner, 4), [0, 0, 0, 0]); // SEG6_LOCAL_NH4
+        assert_eq!(nla(&a, RTA_OIF), 3u32.to_ne_bytes());
+        assert_eq!(
+            KRoute::parse(&RouteMessage::parse(&b[..]).unwrap()),
+            Some(r.clone())
+        );
+        assert_eq!(
+            r.to_string(),
+            "2001:db8::2/128 encap seg6local action End.DX4 nh4 0.0.0.0 dev #3 table 13516 \
+             metric 1024 proto 135"
+        );
+    }
+
+    /// `ip -4 rule add pref 1200 from 198.51.100.7/32 lookup 13502 proto 135` and
+    /// `ip -6 rule add pref 100 to 2001:db8::2 ipproto 4 lookup 13516 proto 135`.
+    #[test]
+    fn ipv4_uplink_and_ipip_termination_rule_bytes() {
+        let r = KRule {
+            family: Family::V4,
+            priority: 1200,
+            src: Some(net4("198.51.100.7/32").into()),
+            dst: None,
+            ipproto: None,
+            table: 13502,
+            protocol: 135,
+        };
+        let b = emit(&r.message());
+        assert_eq!(b[0], libc::AF_INET as u8);
+        assert_eq!((b[1], b[2]), (0, 32));
+        let a = nlas(&b, RULE_HDR_LEN);
+        assert_eq!(nla(&a, FRA_SRC), p4("198.51.100.7").octets());
+        assert_eq!(
+            KRule::parse(&RuleMessage::parse(&b[..]).unwrap()),
+            Some(r.clone())
+        );
+        assert_eq!(
+            r.to_string(),
+            "-4 pref 1200 from 198.51.100.7/32 lookup 13502 proto 135"
+        );
+        let t = KRule {
+            family: Family::V6,
+            priority: 100,
+            src: None,
+            dst: Some(net("2001:db8::2/128").into()),
+            ipproto: Some(IPPROTO_IPIP),
+            table: 13516,
+            protocol: 135,
+        };
+        let b = emit(&t.message());
+        let a = nlas(&b, RULE_HDR_LEN);
+        assert_eq!(nla(&a, FRA_IP_PROTO), [4]);
+        assert_eq!(KRule::parse(&RuleMessage::parse(&b[..]).unwrap()), Some(t));
     }
 
     const IFA_ADDRESS: u16 = 1;
@@ -1033,8 +1269,9 @@ mod tests {
              metric 1024 mtu 1460 proto 135"
         );
         let r = KRule {
+            family: Family::V6,
             priority: 1200,
-            src: Some(net("2001:db8:100::/64")),
+            src: Some(net("2001:db8:100::/64").into()),
             dst: None,
             ipproto: None,
             table: 13502,

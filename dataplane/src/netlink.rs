@@ -366,9 +366,10 @@ impl Netlink {
         })
     }
 
-    pub(crate) async fn dump_routes(&self) -> Result<Vec<RouteMessage>> {
+    /// The routes of one family (IPv6 or IPv4).
+    pub(crate) async fn dump_routes(&self, family: AddressFamily) -> Result<Vec<RouteMessage>> {
         let mut get = RouteMessage::default();
-        get.header.address_family = AddressFamily::Inet6;
+        get.header.address_family = family;
         Ok(self
             .dump(RouteNetlinkMessage::GetRoute(get))
             .await?
@@ -380,9 +381,10 @@ impl Netlink {
             .collect())
     }
 
-    pub(crate) async fn dump_rules(&self) -> Result<Vec<RuleMessage>> {
+    /// The policy rules of one family (IPv6 or IPv4).
+    pub(crate) async fn dump_rules(&self, family: AddressFamily) -> Result<Vec<RuleMessage>> {
         let mut get = RuleMessage::default();
-        get.header.family = AddressFamily::Inet6;
+        get.header.family = family;
         Ok(self
             .dump(RouteNetlinkMessage::GetRule(get))
             .await?

@@ -4,22 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::Settings;
 use crate::error::{Error, Result};
 use crate::model::{AccessLink, DesiredState, PrefixRoute};
 use crate::msg::{
-    IPPROTO_IPV6, KAddr, KLink, KRoute, KRule, KTunnel, LOCAL_TABLE, MAIN_TABLE, RouteKey, Via,
+    Family, IPPROTO_IPIP, IPPROTO_IPV6, KAddr, KLink, KRoute, KRule, KTunnel, LOCAL_TABLE,
+    MAIN_TABLE, RouteKey, Via,
 };
 
 /// Which kernel mechanism carries the RFC 2473 tunnels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tunnel {
     /// seg6 lightweight tunnels in reduced encapsulation mode (one segment, so no routing
-    /// header) and seg6local End.DT6 to decapsulate.
+    /// header) and seg6local End.DT6 (IPv6) and End.DX4 (IPv4) to decapsulate.
     Seg6,
-    /// One ip6tnl link (mode ip6ip6) per peer.
+    /// One ip6tnl link (mode any: IPv6 and IPv4 inside) per peer.
     Ip6tnl,
 }
 
@@ -67,7 +68,7 @@ impl Layout {
         }
     }
 
-    fn route(&self, table: u32, dst: Ipv6Net, via: Via, mtu: Option<u32>) -> KRoute {
+    fn route(&self, table: u32, dst: impl Into<IpNet>, via: Via, mtu: Option<u32>) -> KRoute {
         KRoute {
             key: RouteKey {
                 metric: self.s.route_metric,
@@ -79,8 +80,9 @@ impl Layout {
         }
     }
 
-    fn rule(&self, priority: u32, table: u32) -> KRule {
+    fn rule(&self, family: Family, priority: u32, table: u32) -> KRule {
         KRule {
+            family,
             priority,
             src: None,
             dst: None,
@@ -90,11 +92,13 @@ impl Layout {
         }
     }
 
-    pub(crate) fn tunnel_route(&self, table: u32, dst: Ipv6Net, via: Via) -> KRoute {
+    pub(crate) fn tunnel_route(&self, table: u32, dst: impl Into<IpNet>, via: Via) -> KRoute {
         self.route(table, dst, via, self.tunnel_route_mtu())
     }
 
-    pub(crate) fn downlink(&self, prefix: Ipv6Net, via: Via) -> KRoute {
+    /// Into the tunnel, by destination: an IPv6 prefix or (RFC 5844 §3.1.3) an IPv4 home
+    /// address.
+    pub(crate) fn downlink(&self, prefix: impl Into<IpNet>, via: Via) -> KRoute {
         self.tunnel_route(MAIN_TABLE, prefix, via)
     }
 
@@ -102,11 +106,17 @@ impl Layout {
         self.tunnel_route(self.s.peer_table(slot), Ipv6Net::default(), via)
     }
 
-    pub(crate) fn local_route(&self, prefix: Ipv6Net, ifindex: u32) -> KRoute {
+    /// The IPv4 default route of a peer's table, next to the IPv6 one (same table number,
+    /// the other family's table).
+    pub(crate) fn peer_default4(&self, slot: u32, via: Via) -> KRoute {
+        self.tunnel_route(self.s.peer_table(slot), Ipv4Net::default(), via)
+    }
+
+    pub(crate) fn local_route(&self, prefix: impl Into<IpNet>, ifindex: u32) -> KRoute {
         self.route(MAIN_TABLE, prefix, Via::Dev { oif: ifindex }, None)
     }
 
-    pub(crate) fn local_routing_route(&self, prefix: Ipv6Net, ifindex: u32) -> KRoute {
+    pub(crate) fn local_routing_route(&self, prefix: impl Into<IpNet>, ifindex: u32) -> KRoute {
         self.route(
             self.s.local_routing_table(),
             prefix,
@@ -119,6 +129,16 @@ impl Layout {
     /// found there, so traffic to it from another node on this MAG does not go to the LMA.
     pub(crate) fn local_routing_rule(&self) -> KRule {
         self.rule(
+            Family::V6,
+            self.s.priorities.local_routing,
+            self.s.local_routing_table(),
+        )
+    }
+
+    /// [`Layout::local_routing_rule`] for IPv4 home addresses.
+    pub(crate) fn local_routing_rule4(&self) -> KRule {
+        self.rule(
+            Family::V4,
             self.s.priorities.local_routing,
             self.s.local_routing_table(),
         )
@@ -126,17 +146,46 @@ impl Layout {
 
     /// `lookup local`, moved below the termination rule (the kernel's is at 0).
     pub(crate) fn local_rule(&self) -> KRule {
-        self.rule(self.s.priorities.local, LOCAL_TABLE)
+        self.rule(Family::V6, self.s.priorities.local, LOCAL_TABLE)
     }
 
     /// Protocol 41 to a local tunnel end goes to the End.DT6 route before the local table
     /// would deliver it (a seg6local route never sees packets for a local address).
     pub(crate) fn termination_rule(&self, local: Ipv6Addr) -> KRule {
         KRule {
-            dst: Some(Ipv6Net::from(local)),
+            dst: Some(Ipv6Net::from(local).into()),
             ipproto: Some(IPPROTO_IPV6),
-            ..self.rule(self.s.priorities.termination, self.s.termination_table())
+            ..self.rule(
+                Family::V6,
+                self.s.priorities.termination,
+                self.s.termination_table(),
+            )
         }
+    }
+
+    /// Protocol 4 (IPv4-in-IPv6, RFC 5844 §3.1.3) to a local tunnel end goes to the End.DX4
+    /// route, in its own table because the End.DT6 route has the same destination.
+    pub(crate) fn termination4_rule(&self, local: Ipv6Addr) -> KRule {
+        KRule {
+            dst: Some(Ipv6Net::from(local).into()),
+            ipproto: Some(IPPROTO_IPIP),
+            ..self.rule(
+                Family::V6,
+                self.s.priorities.termination,
+                self.s.termination4_table(),
+            )
+        }
+    }
+
+    /// End.DX4 with next hop 0.0.0.0 routes the inner IPv4 packet by its own destination
+    /// (through the main table and the rules), so one route serves every node.
+    pub(crate) fn termination4_route(&self, local: Ipv6Addr, ifindex: u32) -> KRoute {
+        self.route(
+            self.s.termination4_table(),
+            Ipv6Net::from(local),
+            Via::EndDx4 { oif: ifindex },
+            None,
+        )
     }
 
     pub(crate) fn termination_route(&self, local: Ipv6Addr, ifindex: u32) -> KRoute {
@@ -151,11 +200,17 @@ impl Layout {
         )
     }
 
-    pub(crate) fn uplink_rule(&self, prefix: Ipv6Net, slot: Option<u32>) -> KRule {
+    pub(crate) fn uplink_rule(&self, prefix: impl Into<IpNet>, slot: Option<u32>) -> KRule {
+        let prefix = prefix.into().trunc();
+        let family = match prefix {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        };
         KRule {
-            src: Some(prefix.trunc()),
+            src: Some(prefix),
             // Table 0 in a delete matches any table.
             ..self.rule(
+                family,
                 self.s.priorities.uplink,
                 slot.map_or(0, |s| self.s.peer_table(s)),
             )
@@ -183,7 +238,7 @@ impl Layout {
     /// Whether `peer` needs a slot (a table, and for ip6tnl a link) in `state`.
     pub(crate) fn peers_needing_slots(&self, state: &DesiredState) -> BTreeSet<Ipv6Addr> {
         match self.kind {
-            Tunnel::Seg6 => state.uplinks.values().copied().collect(),
+            Tunnel::Seg6 => state.uplink_peers(),
             Tunnel::Ip6tnl => state.peers(),
         }
     }
@@ -253,6 +308,8 @@ pub(crate) fn objects(
         for (&local, &ifindex) in &state.terminations {
             o.rules.insert(l.termination_rule(local));
             o.route(l.termination_route(local, ifindex));
+            o.rules.insert(l.termination4_rule(local));
+            o.route(l.termination4_route(local, ifindex));
         }
     }
     for (&prefix, route) in &state.routes {
@@ -270,12 +327,36 @@ pub(crate) fn objects(
             }
         }
     }
+    for (&prefix, route) in &state.routes4 {
+        match *route {
+            PrefixRoute::Tunnel { peer } => o.route(l.downlink(prefix, via(peer)?)),
+            PrefixRoute::Link {
+                ifindex,
+                local_routing,
+            } => {
+                o.route(l.local_route(prefix, ifindex));
+                if local_routing {
+                    o.route(l.local_routing_route(prefix, ifindex));
+                    o.rules.insert(l.local_routing_rule4());
+                }
+            }
+        }
+    }
     let uplink_peers: BTreeSet<Ipv6Addr> = state.uplinks.values().copied().collect();
     for peer in uplink_peers {
         let slot = slot_of(slots, peer)?;
         o.route(l.peer_default(slot, via(peer)?));
     }
+    let uplink4_peers: BTreeSet<Ipv6Addr> = state.uplinks4.values().copied().collect();
+    for peer in uplink4_peers {
+        let slot = slot_of(slots, peer)?;
+        o.route(l.peer_default4(slot, via(peer)?));
+    }
     for (&prefix, &peer) in &state.uplinks {
+        o.rules
+            .insert(l.uplink_rule(prefix, Some(slot_of(slots, peer)?)));
+    }
+    for (&prefix, &peer) in &state.uplinks4 {
         o.rules
             .insert(l.uplink_rule(prefix, Some(slot_of(slots, peer)?)));
     }
@@ -349,7 +430,7 @@ pub(crate) fn read_back(
             peer_of_slot.insert(slot, peer);
         }
     }
-    let local_routed: BTreeSet<Ipv6Net> = actual
+    let local_routed: BTreeSet<IpNet> = actual
         .routes
         .values()
         .filter(|r| r.key.table == l.s.local_routing_table())
@@ -368,13 +449,20 @@ pub(crate) fn read_back(
                 }),
                 _ => None,
             };
-            if let Some(route) = route {
-                state.routes.insert(r.key.dst, route);
+            match (route, r.key.dst) {
+                (Some(route), IpNet::V6(dst)) => {
+                    state.routes.insert(dst, route);
+                }
+                (Some(route), IpNet::V4(dst)) => {
+                    state.routes4.insert(dst, route);
+                }
+                (None, _) => {}
             }
         } else if r.key.table == l.s.termination_table()
             && let Via::EndDt6 { oif, .. } = r.via
+            && let IpNet::V6(dst) = r.key.dst
         {
-            state.terminations.insert(r.key.dst.addr(), oif);
+            state.terminations.insert(dst.addr(), oif);
         }
     }
     for rule in &actual.rules {
@@ -383,7 +471,10 @@ pub(crate) fn read_back(
             && let Some(slot) = l.s.slot_of_table(rule.table)
             && let Some(&peer) = peer_of_slot.get(&slot)
         {
-            state.uplinks.insert(src, peer);
+            match src {
+                IpNet::V6(src) => state.uplinks.insert(src, peer),
+                IpNet::V4(src) => state.uplinks4.insert(src, peer),
+            };
         }
     }
     let macs: BTreeMap<u32, &Vec<u8>> = actual.links.iter().map(|k| (k.index, &k.mac)).collect();
@@ -526,10 +617,27 @@ mod tests {
                     link_local: a("fe80::1"),
                 },
             },
+            Change::AddLocalRoute4 {
+                prefix: net4("198.51.100.7/32"),
+                ifindex: 5,
+                local_routing: true,
+            },
+            Change::AddUplink4 {
+                prefix: net4("198.51.100.7/32"),
+                peer: a("2001:db8::1"),
+            },
+            Change::AddDownlink4 {
+                prefix: net4("198.51.100.9/32"),
+                peer: a("2001:db8::3"),
+            },
         ] {
             s.apply(&c);
         }
         s
+    }
+
+    fn net4(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
     }
 
     fn as_actual(o: &Objects, links: Vec<KLink>) -> Actual {
@@ -553,30 +661,67 @@ mod tests {
         assert_eq!(
             rules,
             [
+                // RFC 5844 §3.1.3: IPv4 home addresses come IPv4-in-IPv6 (Next Header 4).
+                "pref 100 to 2001:db8::2/128 ipproto 4 lookup 13516 proto 135",
                 "pref 100 to 2001:db8::2/128 ipproto 41 lookup 13500 proto 135",
                 "pref 1000 lookup local proto 135",
                 "pref 1100 lookup 13501 proto 135",
                 "pref 1200 from 2001:db8:100::/64 lookup 13502 proto 135",
                 "pref 1200 from 2001:db8:101::/64 lookup 13502 proto 135",
+                "-4 pref 1100 lookup 13501 proto 135",
+                "-4 pref 1200 from 198.51.100.7/32 lookup 13502 proto 135",
             ]
         );
         let routes: Vec<String> = o.routes.values().map(|r| r.to_string()).collect();
         assert_eq!(
             routes,
             [
+                "198.51.100.7/32 dev #5 table main metric 1000 proto 135",
+                "198.51.100.9/32 encap seg6 mode encap.red segs 2001:db8::3 dev #3 table main \
+                 metric 1000 mtu 1460 proto 135",
                 "2001:db8:100::/64 dev #5 table main metric 1000 proto 135",
                 "2001:db8:101::/64 dev #5 table main metric 1000 proto 135",
                 "2001:db8:102::/64 encap seg6 mode encap.red segs 2001:db8::3 dev #3 table main \
                  metric 1000 mtu 1460 proto 135",
                 "2001:db8::2/128 encap seg6local action End.DT6 table main dev #3 table 13500 \
                  metric 1000 proto 135",
+                "198.51.100.7/32 dev #5 table 13501 metric 1000 proto 135",
                 "2001:db8:100::/64 dev #5 table 13501 metric 1000 proto 135",
+                "0.0.0.0/0 encap seg6 mode encap.red segs 2001:db8::1 dev #3 table 13502 \
+                 metric 1000 mtu 1460 proto 135",
                 "::/0 encap seg6 mode encap.red segs 2001:db8::1 dev #3 table 13502 metric 1000 \
                  mtu 1460 proto 135",
+                "2001:db8::2/128 encap seg6local action End.DX4 nh4 0.0.0.0 dev #3 table 13516 \
+                 metric 1000 proto 135",
             ]
         );
         assert_eq!(o.addresses.len(), 1);
         assert_eq!(o.macs.get(&5), Some(&[2, 0, 0x5e, 0, 0x53, 1]));
+    }
+
+    /// ip6tnl: IPv4 home addresses go into the same per-peer link as IPv6 (mode any), by
+    /// an IPv4 route to the link; no seg6local termination objects.
+    #[test]
+    fn ip6tnl_routes_ipv4_into_the_peer_link() {
+        let l = layout(Tunnel::Ip6tnl);
+        let st = mag_state();
+        let slots = assign_slots(&l.s, &BTreeMap::new(), &l.peers_needing_slots(&st)).unwrap();
+        assert_eq!(slots.len(), 2, "the LMA and the other MAG");
+        let tunnels: BTreeMap<Ipv6Addr, u32> = slots.iter().map(|(p, s)| (*p, 100 + s)).collect();
+        let o = objects(&l, &st, &slots, &tunnels).unwrap();
+        let routes: Vec<String> = o.routes.values().map(|r| r.to_string()).collect();
+        let lma_link = tunnels[&a("2001:db8::1")];
+        let mag_link = tunnels[&a("2001:db8::3")];
+        for want in [
+            format!("198.51.100.9/32 dev #{mag_link} table main metric 1000 proto 135"),
+            format!("0.0.0.0/0 dev #{lma_link} table 13502 metric 1000 proto 135"),
+            "198.51.100.7/32 dev #5 table main metric 1000 proto 135".to_string(),
+        ] {
+            assert!(routes.contains(&want), "{want} not in {routes:?}");
+        }
+        assert!(routes.iter().all(|r| !r.contains("seg6")), "{routes:?}");
+        let t = l.tunnel_link(0, a("2001:db8::2"), a("2001:db8::1"));
+        assert_eq!(t.name, "pmip6t0");
     }
 
     #[test]
@@ -605,6 +750,7 @@ mod tests {
                         index,
                         name: l.s.tunnel_name(*slot),
                         ip6tnl: Some((3, a("2001:db8::2"), *peer)),
+                        ip6tnl_proto: Some(crate::msg::IP6TNL_PROTO_ANY),
                         ..KLink::default()
                     });
                 }

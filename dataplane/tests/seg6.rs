@@ -4,6 +4,9 @@
 //!  mn ──m0/a0── mag ──t0/t0── lma ──c0/c0── cn
 //!  2001:db8:100::2   2001:db8::2   2001:db8::1    2001:db8:200::2
 //!                (fe80::1 on a0)               (2001:db8:200::1 on c0)
+//!  IPv4 (RFC 5844 home address):
+//!  192.0.2.10/24                               198.51.100.1   198.51.100.2
+//!  (default router 192.0.2.1)
 //! ```
 
 mod common;
@@ -302,8 +305,14 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
     assert!(send_and_receive(&cn, &mn, 64).is_some());
 
     let report = lab.lma_dp.cleanup().await.unwrap();
-    assert_eq!(report.routes.removed, 2, "downlink and End.DT6: {report:?}");
-    assert_eq!(report.rules.removed, 2, "termination and local: {report:?}");
+    assert_eq!(
+        report.routes.removed, 3,
+        "downlink, End.DT6 and End.DX4: {report:?}"
+    );
+    assert_eq!(
+        report.rules.removed, 3,
+        "termination (41 and 4) and local: {report:?}"
+    );
     assert!(lma.read_back().await.unwrap().is_empty());
     let report = lab.mag_dp.cleanup().await.unwrap();
     assert!(report.routes.removed >= 3, "{report:?}");
@@ -574,4 +583,287 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
         .count();
     assert_eq!(defaults, 1, "{routes:?}");
     assert_eq!(mag.read_back().await.unwrap().uplinks[&net(HNP)], a(LMA));
+}
+
+const MN4: &str = "192.0.2.10";
+const CN4: &str = "198.51.100.2";
+
+fn net4(s: &str) -> ipnet::Ipv4Net {
+    s.parse().unwrap()
+}
+
+impl Lab {
+    /// The IPv4 hosts around the datapath: the node's home address and default router (its
+    /// MAC resolved statically: answering ARP is the MAG daemon's job, not the datapath's),
+    /// the correspondent behind the LMA.
+    fn ipv4_hosts(&self) {
+        self.mn.ip(&format!("addr add {MN4}/24 dev m0"));
+        self.mn.ip("route add default via 192.0.2.1 dev m0");
+        self.mn
+            .ip("neigh replace 192.0.2.1 lladdr 02:00:5e:00:53:01 dev m0 nud permanent");
+        self.lma.ip("addr add 198.51.100.1/24 dev c0");
+        self.cn.ip(&format!("addr add {CN4}/24 dev c0"));
+        self.cn.ip("route add default via 198.51.100.1 dev c0");
+    }
+
+    /// The node's IPv4 home address through both tunnel ends (RFC 5844 §3.1.3, §3.2.4).
+    async fn program4(&self) {
+        self.lma_dp
+            .apply(&[Change::AddDownlink4 {
+                prefix: net4(&format!("{MN4}/32")),
+                peer: a(MAG),
+            }])
+            .await
+            .unwrap();
+        let a0 = self.mag.index("a0").await;
+        self.mag_dp
+            .apply(&[
+                Change::AddLocalRoute4 {
+                    prefix: net4(&format!("{MN4}/32")),
+                    ifindex: a0,
+                    local_routing: false,
+                },
+                Change::AddUplink4 {
+                    prefix: net4(&format!("{MN4}/32")),
+                    peer: a(LMA),
+                },
+            ])
+            .await
+            .unwrap();
+    }
+}
+
+/// Checks that `packets` holds an IPv6 packet from `outer_src` to `outer_dst` whose Next
+/// Header is 4 and whose payload, right behind the 40-byte header (no routing header), is an
+/// IPv4 packet from `inner_src` to `inner_dst` of `len` bytes.
+fn assert_tunnelled4(
+    packets: &[Vec<u8>],
+    (outer_src, outer_dst): (&str, &str),
+    (inner_src, inner_dst): (&str, &str),
+    len: usize,
+) {
+    let found = packets.iter().any(|p| {
+        let (Some(outer), Some(inner)) = (ipv6_header(p), p.get(40..).and_then(ipv4_header)) else {
+            return false;
+        };
+        outer.next_header == 4
+            && outer.src == a(outer_src)
+            && outer.dst == a(outer_dst)
+            && outer.payload_len == len
+            && inner.total_len == len
+            && inner.src.to_string() == inner_src
+            && inner.dst.to_string() == inner_dst
+    });
+    let seen: Vec<_> = packets
+        .iter()
+        .filter_map(|p| ipv6_header(p))
+        .map(|h| {
+            format!(
+                "{} -> {} nh {} len {}",
+                h.src, h.dst, h.next_header, h.payload_len
+            )
+        })
+        .collect();
+    assert!(
+        found,
+        "no {outer_src} -> {outer_dst} (4) carrying {inner_src} -> {inner_dst} of {len} bytes; saw {seen:?}"
+    );
+}
+
+/// An IPv4 home address crosses both tunnel ends both ways, as IPv4-in-IPv6 on the transport
+/// link: outer IPv6 with Next Header 4, no routing header, the IPv4 packet right behind
+/// (RFC 5844 §3.1.3 Figure 2). Packets of the tunnel MTU pass when forwarded. Wireshark
+/// decodes the captured packets the same way.
+#[tokio::test]
+async fn ipv4_home_address_crosses_the_tunnel_both_ways() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    lab.ipv4_hosts();
+    lab.program4().await;
+    let mn = lab.mn.udp4(MN4, 7100);
+    let cn = lab.cn.udp4(CN4, 7100);
+    let capture = Capture::start(&lab.lma, "t0").await;
+    // 1432 bytes of UDP payload make a 1460-byte IPv4 packet: the tunnel MTU.
+    for len in [100, 1460 - 28] {
+        let up = send_and_receive4(&mn, &cn, len).unwrap_or_else(|| panic!("uplink {len} lost"));
+        assert_eq!(
+            up.ip().to_string(),
+            MN4,
+            "the home address arrives as the source"
+        );
+        let down =
+            send_and_receive4(&cn, &mn, len).unwrap_or_else(|| panic!("downlink {len} lost"));
+        assert_eq!(down.ip().to_string(), CN4);
+        let packets = capture.ipv6_packets();
+        assert_tunnelled4(&packets, (MAG, LMA), (MN4, CN4), len + 28);
+        assert_tunnelled4(&packets, (LMA, MAG), (CN4, MN4), len + 28);
+        if len == 100 {
+            tshark_sees_ipv4_in_ipv6(&packets);
+        }
+    }
+    // IPv6 still flows beside it.
+    let mn6 = lab.mn.udp(MN, 7100);
+    let cn6 = lab.cn.udp(CN, 7100);
+    assert!(send_and_receive(&cn6, &mn6, 64).is_some(), "IPv6 downlink");
+    assert!(send_and_receive(&mn6, &cn6, 64).is_some(), "IPv6 uplink");
+}
+
+/// Wireshark's reading of the captured tunnel packets (an independent decoder): an IPv6
+/// header with Next Header 4 ("IPIP"), no routing header, an IPv4 header inside carrying
+/// the node's home address.
+fn tshark_sees_ipv4_in_ipv6(packets: &[Vec<u8>]) {
+    let dir = std::env::temp_dir().join(unique("pcap"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ipv4-in-ipv6.pcap");
+    let tunnelled: Vec<Vec<u8>> = packets
+        .iter()
+        .filter(|p| ipv6_header(p).is_some_and(|h| h.next_header == 4))
+        .cloned()
+        .collect();
+    assert!(!tunnelled.is_empty());
+    write_pcap(&path, &tunnelled);
+    let tshark = std::env::var("TSHARK").unwrap_or_else(|_| "tshark".into());
+    let out = std::process::Command::new(&tshark)
+        .args(["-n", "-r"])
+        .arg(&path)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "ipv6.nxt",
+            "-e",
+            "ipv6.routing.type",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{tshark}: {e} (install the Debian package tshark)"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), tunnelled.len(), "{text}");
+    let expected = [
+        format!("{MAG}|{LMA}|4||{MN4}|{CN4}|7100"),
+        format!("{LMA}|{MAG}|4||{CN4}|{MN4}|7100"),
+    ];
+    for e in &expected {
+        assert!(lines.iter().any(|l| l == e), "no {e:?} in {text}");
+    }
+    assert!(
+        lines.iter().all(|l| l.split('|').nth(3) == Some("")),
+        "a routing header: {text}"
+    );
+}
+
+/// The IPv4 state reads back from the kernel as it was programmed, a reconcile to it changes
+/// nothing, a handover moves the IPv4 downlink in one replace, and a cleanup leaves no IPv4
+/// route or rule of the backend's protocol.
+#[tokio::test]
+async fn ipv4_state_reads_back_moves_and_cleans_up() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    lab.ipv4_hosts();
+    lab.program4().await;
+    let (Dataplane::Kernel(lma), Dataplane::Kernel(mag)) = (&lab.lma_dp, &lab.mag_dp) else {
+        panic!("seg6 is a kernel backend")
+    };
+    for (k, dp) in [(lma, &lab.lma_dp), (mag, &lab.mag_dp)] {
+        let back = k.read_back().await.unwrap();
+        assert_eq!(back, dp.state().await);
+        assert!(back.has_ipv4());
+        assert!(dp.reconcile(&back).await.unwrap().is_noop());
+    }
+    let m = lab.mag_dp.state().await;
+    assert_eq!(m.uplinks4[&net4(&format!("{MN4}/32"))], a(LMA));
+    // As iproute2 shows it (its spacing is its own): the recipe's IPv4 uplink route.
+    let table = lab.mag.ip_output("-4 route show table 13502");
+    for part in [
+        "default",
+        "encap seg6 mode encap.red segs 1 [ 2001:db8::1 ] dev t0",
+        "proto 135",
+        "mtu 1460",
+    ] {
+        assert!(table.contains(part), "{part:?} not in {table:?}");
+    }
+    assert!(
+        lab.mag
+            .ip_output("-6 rule show")
+            .contains("from all to 2001:db8::2 ipproto ipencap lookup 13516 proto 135"),
+        "{}",
+        lab.mag.ip_output("-6 rule show")
+    );
+    let forwarding = lab
+        .mag
+        .ns
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        forwarding.trim(),
+        "1",
+        "IPv4 forwarding is on with an IPv4 home address"
+    );
+
+    // A reopened backend finds the same state.
+    let reopened = open(&lab.lma, LMA).await;
+    assert_eq!(reopened.state().await, lab.lma_dp.state().await);
+
+    // Handover at the LMA: one route replace to another proxy-CoA.
+    let other = a("2001:db8::3");
+    lab.lma_dp
+        .apply(&[Change::AddDownlink4 {
+            prefix: net4(&format!("{MN4}/32")),
+            peer: other,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        lma.read_back().await.unwrap().routes4[&net4(&format!("{MN4}/32"))],
+        PrefixRoute::Tunnel { peer: other }
+    );
+    assert!(
+        lab.lma
+            .ip_output("-4 route")
+            .contains("segs 1 [ 2001:db8::3 ]")
+    );
+
+    // The MAG stops tunnelling the address: its table's IPv4 default goes with the last
+    // IPv4 uplink, the IPv6 one stays.
+    lab.mag_dp
+        .apply(&[Change::RemoveUplink4 {
+            prefix: net4(&format!("{MN4}/32")),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(lab.mag.ip_output("-4 route show table 13502"), "");
+    assert!(
+        lab.mag
+            .ip_output("-6 route show table 13502")
+            .contains("default")
+    );
+    assert_eq!(mag.read_back().await.unwrap(), lab.mag_dp.state().await);
+
+    for (k, dp, node) in [(lma, &lab.lma_dp, &lab.lma), (mag, &lab.mag_dp, &lab.mag)] {
+        dp.cleanup().await.unwrap();
+        assert!(k.read_back().await.unwrap().is_empty());
+        for what in ["-4 route show table all", "-4 rule show", "-6 rule show"] {
+            let out = node.ip_output(what);
+            assert!(!out.contains("proto 135"), "{what}: {out}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Namespaces, links, sockets and a packet capture for the tests (run as root).
 #![allow(dead_code)]
 
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -70,6 +70,65 @@ impl Node {
     pub fn udp(&self, addr: &str, port: u16) -> UdpSocket {
         udp(&self.ns, a(addr), port)
     }
+
+    /// Runs `ip ARGS` (iproute2) in the namespace, for what the crate does not make itself
+    /// (IPv4 addresses and routes of the hosts around the datapath).
+    pub fn ip(&self, args: &str) {
+        let out = self
+            .ns
+            .command("ip")
+            .unwrap()
+            .args(args.split_whitespace())
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Output of `ip ARGS` in the namespace.
+    pub fn ip_output(&self, args: &str) -> String {
+        let out = self
+            .ns
+            .command("ip")
+            .unwrap()
+            .args(args.split_whitespace())
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An IPv4 UDP socket with a 200 ms read timeout.
+    pub fn udp4(&self, addr: &str, port: u16) -> UdpSocket {
+        let addr: Ipv4Addr = addr.parse().unwrap();
+        let s = self
+            .ns
+            .run(move || UdpSocket::bind(SocketAddrV4::new(addr, port)))
+            .unwrap()
+            .expect("bind");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    }
+}
+
+/// [`send_and_receive`] for IPv4 sockets: the payload and where it came from.
+pub fn send_and_receive4(from: &UdpSocket, to: &UdpSocket, len: usize) -> Option<SocketAddr> {
+    let dst = to.local_addr().unwrap();
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        from.send_to(&payload, dst).expect("send");
+        if let Ok((n, src)) = to.recv_from(&mut buf)
+            && buf[..n] == payload[..]
+        {
+            return Some(src);
+        }
+    }
+    None
 }
 
 /// A veth pair `an` in `a` and `bn` in `b`, both ends at `mtu` and up.
@@ -191,6 +250,47 @@ impl Capture {
         }
         out
     }
+}
+
+/// Writes `packets` (IP packets without a link-layer header) as a pcap file of link type
+/// LINKTYPE_RAW (101), for `tshark -r`.
+pub fn write_pcap(path: &std::path::Path, packets: &[Vec<u8>]) {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&101u32.to_le_bytes());
+    for p in packets {
+        f.extend_from_slice(&[0; 8]);
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(p);
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+/// An IPv4 header's fields the tests look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv4Header {
+    pub total_len: usize,
+    pub protocol: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+}
+
+pub fn ipv4_header(p: &[u8]) -> Option<Ipv4Header> {
+    if p.len() < 20 || p[0] >> 4 != 4 {
+        return None;
+    }
+    let addr = |at: usize| Ipv4Addr::new(p[at], p[at + 1], p[at + 2], p[at + 3]);
+    Some(Ipv4Header {
+        total_len: usize::from(u16::from_be_bytes([p[2], p[3]])),
+        protocol: p[9],
+        src: addr(12),
+        dst: addr(16),
+    })
 }
 
 /// An IPv6 header's fields the tests look at.
