@@ -2,7 +2,10 @@
 //! and by home network prefix in O(1), with each entry's deadline kept in a timer heap.
 //!
 //! Entries live in a slab addressed by [`SessionId`]; the two indexes are hash tables of slab
-//! indices hashed by the entry's own MN-ID or prefix, so no key is stored twice.
+//! indices hashed by the entry's own MN-ID or prefix, so no key is stored twice. The hasher's
+//! seed comes in from outside, as all randomness here does: the order in which the sessions of
+//! one node are found then depends on the seed and the inputs alone, and a simulator run
+//! reproduces.
 
 use core::hash::BuildHasher;
 use core::time::Duration;
@@ -10,7 +13,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::Ipv6Addr;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
@@ -205,7 +209,7 @@ pub struct BindingCache {
     by_mn_id: HashTable<u32>,
     /// Slot index in the low 32 bits, position of the prefix in the entry above.
     by_prefix: HashTable<u64>,
-    hasher: DefaultHashBuilder,
+    hasher: FixedState,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
 }
 
@@ -224,14 +228,21 @@ impl Default for BindingCache {
 }
 
 impl BindingCache {
+    /// A cache hashing with seed 0; see [`BindingCache::with_seed`].
     pub fn new() -> Self {
+        Self::with_seed(0)
+    }
+
+    /// A cache whose indexes hash with `seed`. A daemon passes a random one, so that nobody
+    /// who picks MN-IDs can aim them at one bucket.
+    pub fn with_seed(seed: u64) -> Self {
         BindingCache {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
             by_mn_id: HashTable::new(),
             by_prefix: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            hasher: FixedState::with_seed(seed),
             timers: BinaryHeap::new(),
         }
     }
@@ -483,6 +494,6 @@ fn prefix_at(slots: &[Slot], v: u64) -> Option<&Ipv6Net> {
         .get((v >> 32) as usize)
 }
 
-fn rehash_prefix(slots: &[Slot], h: &DefaultHashBuilder, v: u64) -> u64 {
+fn rehash_prefix(slots: &[Slot], h: &FixedState, v: u64) -> u64 {
     prefix_at(slots, v).map_or(0, |p| h.hash_one(p))
 }

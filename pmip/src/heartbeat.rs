@@ -3,7 +3,7 @@
 //! MISSING_HEARTBEATS_ALLOWED unanswered requests (§3.1) and restart detection (§3.2).
 
 use core::time::Duration;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
 use crate::output::Transmit;
@@ -43,7 +43,7 @@ pub struct Heartbeats {
     interval: Duration,
     missing_allowed: u32,
     restart_counter: u32,
-    peers: HashMap<Ipv6Addr, Peer>,
+    peers: BTreeMap<Ipv6Addr, Peer>,
     schedule: BTreeSet<(Instant, Ipv6Addr)>,
     next_seq: u32,
 }
@@ -62,7 +62,7 @@ impl Heartbeats {
             interval,
             missing_allowed,
             restart_counter,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             schedule: BTreeSet::new(),
             next_seq: first_seq,
         }

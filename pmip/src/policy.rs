@@ -5,7 +5,7 @@
 //! NAI, each with a dynamically allocated prefix. That is how a carrier admits a million
 //! subscribers without a million profiles.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
@@ -29,15 +29,16 @@ pub enum PolicyError {
     Invalid(String),
 }
 
-/// Profiles and authorized MAGs.
+/// Profiles and authorized MAGs, in ordered maps: what iterates over them (snapshots) sees
+/// the same order in every run.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyStore {
-    profiles: HashMap<String, MobileNodeProfile>,
-    by_link_layer: HashMap<LinkLayerAddress, String>,
-    pinned: HashMap<Ipv6Net, String>,
+    profiles: BTreeMap<String, MobileNodeProfile>,
+    by_link_layer: BTreeMap<LinkLayerAddress, String>,
+    pinned: BTreeMap<Ipv6Net, String>,
     /// Realm -> the key of its `*@realm` profile, so a wildcard lookup allocates nothing.
-    realms: HashMap<String, String>,
-    authorized_mags: HashSet<Ipv6Addr>,
+    realms: BTreeMap<String, String>,
+    authorized_mags: BTreeSet<Ipv6Addr>,
 }
 
 fn is_wildcard(mn_id: &str) -> bool {

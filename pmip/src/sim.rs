@@ -5,7 +5,7 @@
 
 use core::time::Duration;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
@@ -72,7 +72,7 @@ pub struct Sim {
     /// Returns true to drop a packet.
     pub drop: Option<DropFilter>,
     in_flight: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    packets: HashMap<usize, Packet>,
+    packets: BTreeMap<usize, Packet>,
     next_packet: usize,
     seq: u64,
     pub lma_datapath: BTreeMap<Ipv6Net, Downlink>,
@@ -121,7 +121,7 @@ impl Sim {
             latency: Duration::from_millis(1),
             drop: None,
             in_flight: BinaryHeap::new(),
-            packets: HashMap::new(),
+            packets: BTreeMap::new(),
             next_packet: 0,
             seq: 0,
             lma_datapath: BTreeMap::new(),

@@ -6,7 +6,7 @@
 //! [`Lma::poll_timeout`]. Time and wall-clock time always come in as arguments.
 
 use core::time::Duration;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
@@ -204,9 +204,11 @@ pub struct Lma {
     prefixes: PrefixAllocator,
     policy: PolicyStore,
     heartbeats: Heartbeats,
-    mag_sessions: HashMap<Ipv6Addr, u32>,
-    revocations: HashMap<u16, Revocation>,
-    pending: HashMap<SessionId, PendingPbu>,
+    // Ordered maps, and a seeded hasher in the cache: nothing here iterates in an order that
+    // depends on anything but the seed and the inputs.
+    mag_sessions: BTreeMap<Ipv6Addr, u32>,
+    revocations: BTreeMap<u16, Revocation>,
+    pending: BTreeMap<SessionId, PendingPbu>,
     outputs: VecDeque<LmaOutput>,
     rng: Rng,
     stats: LmaStats,
@@ -234,12 +236,13 @@ impl Lma {
         Ok(Lma {
             prefixes: PrefixAllocator::new(&config.prefix_pools),
             config,
-            cache: BindingCache::new(),
+            // Its own stream, so that the rest of `rng` draws what it always drew.
+            cache: BindingCache::with_seed(Rng::new(!seed).next_u64()),
             policy,
             heartbeats,
-            mag_sessions: HashMap::new(),
-            revocations: HashMap::new(),
-            pending: HashMap::new(),
+            mag_sessions: BTreeMap::new(),
+            revocations: BTreeMap::new(),
+            pending: BTreeMap::new(),
             outputs: VecDeque::new(),
             rng,
             stats: LmaStats::default(),
