@@ -163,6 +163,7 @@ pub fn lma_config(
         address: Ipv6Addr::UNSPECIFIED,
         domain: domain_config(spec, access_points)?,
         prefix_pools: pools,
+        ipv4_pools: Vec::new(),
         timers: LmaTimers {
             min_delay_before_bce_delete_ms: l.timers.min_delay_before_bce_delete_ms,
             max_delay_before_new_bce_assign_ms: l.timers.max_delay_before_new_bce_assign_ms,

@@ -9,11 +9,11 @@
 //! offending field in the error.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use ipnet::Ipv6Net;
-use serde::{Deserialize, Serialize};
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::types::{LinkLayerAddress, Nai};
 
@@ -44,22 +44,68 @@ fn check(ok: bool, field: &str, reason: impl FnOnce() -> String) -> Result<(), C
 }
 
 /// Each profile, and the profiles together: one MN-ID once, a link-layer address or a pinned
-/// prefix for one node only, no pinned values in a wildcard profile (what the policy store
-/// would refuse when the daemon starts).
+/// prefix or IPv4 home address for one node only, no pinned values in a wildcard profile
+/// (what the policy store would refuse when the daemon starts).
 fn validate_profiles(profiles: &[MobileNodeProfile]) -> Result<(), ConfigError> {
     let mut store = crate::policy::PolicyStore::new();
     let mut ids = std::collections::HashSet::new();
+    let mut pinned4 = std::collections::HashMap::new();
     for (i, p) in profiles.iter().enumerate() {
         let at = format!("mobile_nodes[{i}]");
         p.validate(&at)?;
         check(ids.insert(p.mn_id.as_str()), &format!("{at}.mn_id"), || {
             format!("{} has another profile above", p.mn_id)
         })?;
+        if let Some(a) = p.ipv4_home_address {
+            check(
+                !(p.mn_id.as_str() == "*" || p.mn_id.as_str().starts_with("*@")),
+                &format!("{at}.ipv4_home_address"),
+                || format!("a wildcard profile ({}) cannot pin an address", p.mn_id),
+            )?;
+            if let Some(j) = pinned4.insert(a, i) {
+                return Err(ConfigError::new(
+                    format!("{at}.ipv4_home_address"),
+                    format!("{a} is already pinned to mobile_nodes[{j}]"),
+                ));
+            }
+        }
         store
             .upsert(p.clone())
             .map_err(|e| ConfigError::new(&at, e.to_string()))?;
     }
     Ok(())
+}
+
+/// Why an address field refuses an IPv4 address.
+const NO_IPV4_TRANSPORT: &str = "is an IPv4 address: the IPv4 transport of RFC 5844 §4 \
+    (signalling over UDP port 5436 to an IPv4 LMA address, IPv4 tunnels between the LMA and \
+    the MAGs) is not supported; use IPv6 addresses on the transport network (IPv4 home \
+    addresses for the mobile nodes are supported: ipv4_pools)";
+
+/// An IPv6 address of the transport network (the LMA address, a proxy-CoA). An IPv4 one is
+/// refused with a message saying that the IPv4 transport (RFC 5844 §4) is not supported,
+/// instead of serde's "invalid IPv6 address syntax".
+pub(crate) fn transport_address<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv6Addr, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if let Ok(v4) = text.parse::<Ipv4Addr>() {
+        return Err(serde::de::Error::custom(format!(
+            "{v4} {NO_IPV4_TRANSPORT}"
+        )));
+    }
+    text.parse::<Ipv6Addr>()
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
+
+/// [`transport_address`] for a command-line value (`--address`, `--proxy-coa`), with the
+/// same message.
+pub fn parse_transport_address(text: &str) -> Result<Ipv6Addr, String> {
+    let text = text.trim();
+    if let Ok(v4) = text.parse::<Ipv4Addr>() {
+        return Err(format!("{v4} {NO_IPV4_TRANSPORT}"));
+    }
+    text.parse::<Ipv6Addr>()
+        .map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// How the LMA orders Proxy Binding Updates (RFC 5213 §5.5, §9.3 TimestampBasedApproachInUse).
@@ -299,6 +345,22 @@ pub struct MobileNodeProfile {
     /// Overrides the domain's EnableMAGLocalRouting for this node (RFC 5213 §9.2).
     #[serde(default)]
     pub local_routing: Option<bool>,
+    /// IPv6 home address mobility (home network prefixes). `false` for an IPv4-only node
+    /// (RFC 5844 §3.2.2: the IP versions the node is entitled to).
+    #[serde(default = "yes")]
+    pub ipv6: bool,
+    /// IPv4 home address mobility (RFC 5844 §3): the node gets an IPv4 home address from
+    /// the LMA's `ipv4_pools`, by DHCP from its MAG.
+    #[serde(default)]
+    pub ipv4: bool,
+    /// Pinned IPv4 home address (RFC 5844 §3.2.2, optional section of the profile); inside
+    /// one of the LMA's `ipv4_pools`. Unset: the LMA allocates one.
+    #[serde(default)]
+    pub ipv4_home_address: Option<Ipv4Addr>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl MobileNodeProfile {
@@ -310,10 +372,31 @@ impl MobileNodeProfile {
             allowed_mags: Vec::new(),
             access_technology_type: None,
             local_routing: None,
+            ipv6: true,
+            ipv4: false,
+            ipv4_home_address: None,
         }
     }
 
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        check(self.ipv6 || self.ipv4, &format!("{at}.ipv6"), || {
+            "a node needs IPv6 or IPv4 home address mobility (or both); both are off".into()
+        })?;
+        check(
+            self.ipv6 || self.home_network_prefixes.is_empty(),
+            &format!("{at}.home_network_prefixes"),
+            || "pinned prefixes need ipv6: true".into(),
+        )?;
+        if let Some(a) = self.ipv4_home_address {
+            check(self.ipv4, &format!("{at}.ipv4_home_address"), || {
+                format!("{a} is pinned but ipv4 is false; set ipv4: true")
+            })?;
+            check(
+                !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast()),
+                &format!("{at}.ipv4_home_address"),
+                || format!("{a} cannot be a home address"),
+            )?;
+        }
         for (i, p) in self.home_network_prefixes.iter().enumerate() {
             check(
                 p.prefix_len() <= 64,
@@ -354,6 +437,49 @@ pub struct PrefixPool {
 
 fn default_prefix_length() -> u8 {
     64
+}
+
+/// One IPv4 home subnet the LMA allocates IPv4 home addresses from (RFC 5844 §3.1.2.2), one
+/// address per node, with the subnet's prefix length and the pool's default router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipv4Pool {
+    /// The home subnet, e.g. `192.0.2.0/24`; `/8` to `/30`.
+    pub prefix: Ipv4Net,
+    /// The nodes' default router (RFC 5844 §3.3.3), inside the subnet; never given to a
+    /// node. Default: the subnet's first address.
+    #[serde(default)]
+    pub default_router: Option<Ipv4Addr>,
+}
+
+impl Ipv4Pool {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let p = self.prefix;
+        check(p.network() == p.addr(), &format!("{at}.prefix"), || {
+            format!("{p} has host bits set; did you mean {}?", p.trunc())
+        })?;
+        check(
+            (8..=30).contains(&p.prefix_len()),
+            &format!("{at}.prefix"),
+            || format!("{p}: a pool is /8 to /30 (a router and at least one node)"),
+        )?;
+        check(
+            !(p.network().is_loopback()
+                || p.network().is_multicast()
+                || p.network().is_unspecified()
+                || p.network().octets()[0] >= 240),
+            &format!("{at}.prefix"),
+            || format!("{p} is not unicast address space"),
+        )?;
+        if let Some(r) = self.default_router {
+            check(
+                p.contains(&r) && r != p.network() && r != p.broadcast(),
+                &format!("{at}.default_router"),
+                || format!("{r} is not a host address of {p}"),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// LMA protocol timers (RFC 5213 §9.1) and binding lifetimes.
@@ -559,13 +685,18 @@ pub struct LmaConfig {
     pub name: String,
     /// The LMA address (LMAA): where MAGs send PBUs and the LMA end of every tunnel.
     /// May be left out when the daemon is given it with `--address` or `PMIP_LMA_ADDRESS`
-    /// (how a Kubernetes pod learns its host's address).
-    #[serde(default = "unspecified")]
+    /// (how a Kubernetes pod learns its host's address). IPv6 only: the IPv4 transport of
+    /// RFC 5844 §4 is refused.
+    #[serde(default = "unspecified", deserialize_with = "transport_address")]
     pub address: Ipv6Addr,
     #[serde(default)]
     pub domain: DomainConfig,
     /// Pools that home network prefixes are allocated from, in order.
     pub prefix_pools: Vec<PrefixPool>,
+    /// IPv4 home subnets that IPv4 home addresses are allocated from, in order (RFC 5844
+    /// §3). Empty: no IPv4 home address mobility (PBUs asking for it get status 170).
+    #[serde(default)]
+    pub ipv4_pools: Vec<Ipv4Pool>,
     #[serde(default)]
     pub timers: LmaTimers,
     #[serde(default)]
@@ -661,6 +792,37 @@ impl LmaConfig {
                         format!(
                             "{} overlaps prefix_pools[{j}] ({})",
                             pool.prefix, other.prefix
+                        )
+                    },
+                )?;
+            }
+        }
+        for (i, pool) in self.ipv4_pools.iter().enumerate() {
+            let at = format!("ipv4_pools[{i}]");
+            pool.validate(&at)?;
+            for (j, other) in self.ipv4_pools.iter().enumerate().take(i) {
+                check(
+                    !(other.prefix.contains(&pool.prefix) || pool.prefix.contains(&other.prefix)),
+                    &format!("{at}.prefix"),
+                    || {
+                        format!(
+                            "{} overlaps ipv4_pools[{j}] ({})",
+                            pool.prefix, other.prefix
+                        )
+                    },
+                )?;
+            }
+        }
+        let v4 = crate::ipv4_pool::Ipv4Allocator::new(&self.ipv4_pools);
+        for (i, p) in self.mobile_nodes.iter().enumerate() {
+            if let Some(a) = p.ipv4_home_address {
+                check(
+                    v4.lease_for(a).is_some(),
+                    &format!("mobile_nodes[{i}].ipv4_home_address"),
+                    || {
+                        format!(
+                            "{a} is not a node address of any ipv4_pools entry (RFC 5844 \
+                             §3.1.2.2: the address must be anchored at this LMA)"
                         )
                     },
                 )?;
@@ -775,10 +937,12 @@ pub struct MagConfig {
     #[serde(default = "default_mag_name")]
     pub name: String,
     /// This MAG's address on the transport network: the proxy-CoA. May be left out when the
-    /// daemon is given it with `--proxy-coa` or `PMIP_PROXY_COA`.
-    #[serde(default = "unspecified")]
+    /// daemon is given it with `--proxy-coa` or `PMIP_PROXY_COA`. IPv6 only (no RFC 5844 §4
+    /// IPv4-Proxy-CoA).
+    #[serde(default = "unspecified", deserialize_with = "transport_address")]
     pub proxy_coa: Ipv6Addr,
-    /// The LMA address.
+    /// The LMA address. IPv6 only (no RFC 5844 §4 IPv4-LMAA).
+    #[serde(deserialize_with = "transport_address")]
     pub lma_address: Ipv6Addr,
     #[serde(default)]
     pub domain: DomainConfig,
@@ -991,6 +1155,118 @@ domain:
         let mut bad = c;
         bad.access_interfaces.clear();
         assert_eq!(bad.validate().unwrap_err().field, "access_interfaces");
+    }
+
+    #[test]
+    fn ipv4_pools_and_profiles_are_checked_and_name_the_field() {
+        let text = format!(
+            "{LMA}ipv4_pools:\n  - prefix: 192.0.2.0/24\n  - prefix: 198.51.100.0/28\n    default_router: 198.51.100.14\n"
+        );
+        let mut c: LmaConfig = serde_saphyr::from_str(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ipv4_pools[0].default_router, None);
+        assert!(
+            c.mobile_nodes[0].ipv6 && !c.mobile_nodes[0].ipv4,
+            "defaults"
+        );
+
+        fn bad(c: &LmaConfig, f: &dyn Fn(&mut LmaConfig)) -> ConfigError {
+            let mut b = c.clone();
+            f(&mut b);
+            b.validate().unwrap_err()
+        }
+        let e = bad(&c, &|b| {
+            b.mobile_nodes[0].ipv4 = true;
+            b.mobile_nodes[0].ipv4_home_address = Some("203.0.113.5".parse().unwrap());
+        });
+        assert_eq!(e.field, "mobile_nodes[0].ipv4_home_address");
+        assert!(
+            e.reason.contains("203.0.113.5") && e.reason.contains("ipv4_pools"),
+            "{e}"
+        );
+        // The router, network and broadcast addresses are not node addresses either.
+        for not_a_node in [
+            "198.51.100.14",
+            "198.51.100.0",
+            "198.51.100.15",
+            "192.0.2.1",
+        ] {
+            let e = bad(&c, &|b| {
+                b.mobile_nodes[0].ipv4 = true;
+                b.mobile_nodes[0].ipv4_home_address = Some(not_a_node.parse().unwrap());
+            });
+            assert_eq!(e.field, "mobile_nodes[0].ipv4_home_address", "{not_a_node}");
+        }
+        c.mobile_nodes[0].ipv4 = true;
+        c.mobile_nodes[0].ipv4_home_address = Some("192.0.2.77".parse().unwrap());
+        c.validate().unwrap();
+        let e = bad(&c, &|b| b.mobile_nodes[0].ipv4 = false);
+        assert_eq!(e.field, "mobile_nodes[0].ipv4_home_address");
+        let e = bad(&c, &|b| {
+            b.mobile_nodes[0].ipv6 = false;
+            b.mobile_nodes[0].ipv4 = false;
+            b.mobile_nodes[0].ipv4_home_address = None;
+        });
+        assert_eq!(e.field, "mobile_nodes[0].ipv6");
+        let e = bad(&c, &|b| {
+            let mut other = b.mobile_nodes[0].clone();
+            other.mn_id = Nai::new("mn2@example.org").unwrap();
+            other.link_layer_addresses.clear();
+            b.mobile_nodes.push(other);
+        });
+        assert_eq!(e.field, "mobile_nodes[1].ipv4_home_address");
+        assert!(e.reason.contains("mobile_nodes[0]"), "{e}");
+        let e = bad(&c, &|b| {
+            b.ipv4_pools[1] = Ipv4Pool {
+                prefix: "192.0.2.128/25".parse().unwrap(),
+                default_router: None,
+            }
+        });
+        assert_eq!(e.field, "ipv4_pools[1].prefix");
+        let e = bad(&c, &|b| {
+            b.ipv4_pools[0].prefix = "192.0.2.1/24".parse().unwrap()
+        });
+        assert!(e.reason.contains("host bits"), "{e}");
+        let e = bad(&c, &|b| {
+            b.ipv4_pools[0].prefix = "192.0.2.0/31".parse().unwrap()
+        });
+        assert_eq!(e.field, "ipv4_pools[0].prefix");
+        let e = bad(&c, &|b| {
+            b.ipv4_pools[1].default_router = Some("192.0.2.1".parse().unwrap())
+        });
+        assert_eq!(e.field, "ipv4_pools[1].default_router");
+    }
+
+    #[test]
+    fn the_ipv4_transport_is_refused_with_a_clear_message() {
+        let e = serde_saphyr::from_str::<LmaConfig>(
+            "address: 192.0.2.1\nprefix_pools: [{prefix: \"2001:db8::/48\"}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("192.0.2.1 is an IPv4 address"), "{e}");
+        assert!(e.contains("RFC 5844 §4") && e.contains("5436"), "{e}");
+        let e = serde_saphyr::from_str::<MagConfig>(
+            "proxy_coa: 2001:db8::10\nlma_address: 198.51.100.1\naccess_interfaces: [a0]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("198.51.100.1 is an IPv4 address"), "{e}");
+        let e = serde_saphyr::from_str::<MagConfig>(
+            "proxy_coa: 2001:db8::10\nlma_address: nonsense\naccess_interfaces: [a0]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("nonsense") && !e.contains("IPv4"), "{e}");
+        assert!(
+            parse_transport_address("192.0.2.1")
+                .unwrap_err()
+                .contains("RFC 5844 §4")
+        );
+        assert_eq!(
+            parse_transport_address(" 2001:db8::1 "),
+            Ok("2001:db8::1".parse().unwrap())
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! - [`wire`]: the Mobility Header and every message and option, parse and emit.
 //! - [`lma::Lma`] and [`mag::Mag`]: the two state machines.
-//! - [`cache`], [`prefix`], [`policy`]: the binding cache, prefix pools, policy store.
+//! - [`cache`], [`prefix`], [`ipv4_pool`], [`policy`]: the binding cache, prefix pools, IPv4
+//!   home address pools (RFC 5844), policy store.
 //! - [`sim`]: a simulator with one LMA, N MAGs, virtual time and lossy links.
 
 #![cfg_attr(
@@ -18,6 +19,7 @@
 pub mod cache;
 pub mod config;
 pub mod heartbeat;
+pub mod ipv4_pool;
 pub mod lma;
 pub mod mag;
 pub mod output;

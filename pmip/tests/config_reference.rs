@@ -46,6 +46,9 @@ fn full_profile() -> MobileNodeProfile {
         allowed_mags: vec![addr("2001:db8:1::10")],
         access_technology_type: Some(4),
         local_routing: Some(true),
+        ipv6: true,
+        ipv4: true,
+        ipv4_home_address: Some("192.0.2.77".parse().unwrap()),
     }
 }
 
@@ -124,6 +127,10 @@ fn full_lma(link_local: LinkLocalMode) -> LmaConfig {
         prefix_pools: vec![PrefixPool {
             prefix: "2001:db8:100::/48".parse().unwrap(),
             prefix_length: 64,
+        }],
+        ipv4_pools: vec![Ipv4Pool {
+            prefix: "192.0.2.0/24".parse().unwrap(),
+            default_router: Some("192.0.2.1".parse().unwrap()),
         }],
         timers: LmaTimers::default(),
         revocation: RevocationConfig::default(),
@@ -265,7 +272,11 @@ fn is_path_shaped(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|seg| {
             let name = seg.strip_suffix("[]").unwrap_or(seg);
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            // Digits too, not first: `ipv4_pools`, `mobile_nodes[].ipv6`.
+            name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         })
 }
 
