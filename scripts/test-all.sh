@@ -9,6 +9,8 @@
 #   tshark             decodes our Mobility Headers and Router Advertisements (Wireshark's dissector)
 #   iproute2, nftables the namespace lab's fault tests (packets dropped with `numgen random`)
 #   iperf3             the datapath benchmark's smoke test
+#   isc-dhcp-client,   stock DHCPv4 clients (dhclient, busybox udhcpc) of the IPv4 nodes; busybox
+#   udhcpc, busybox    also brings arping and ping
 #   python3-pip        for .ci/requirements.txt: scapy, the Helm engine, kubernetes-validate
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,9 @@ packages=(
     "iproute2:/usr/sbin/ip"
     "nftables:/usr/sbin/nft"
     "iperf3:/usr/bin/iperf3"
+    "isc-dhcp-client:/sbin/dhclient"
+    "udhcpc:/sbin/udhcpc"
+    "busybox:/bin/busybox"
 )
 missing=()
 for p in "${packages[@]}"; do

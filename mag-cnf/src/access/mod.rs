@@ -76,7 +76,10 @@
 //! link not yet known makes the task read the queued netlink reports first. Sending uses a
 //! separate `AF_PACKET` socket that receives nothing.
 
+pub mod arp;
+pub mod dhcp;
 mod frame;
+pub mod ipv4;
 #[cfg(test)]
 mod kernel_tests;
 pub mod lab;

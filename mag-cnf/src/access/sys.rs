@@ -90,11 +90,21 @@ pub(crate) fn send_socket() -> io::Result<Socket> {
 
 /// Sends a whole Ethernet frame out of link `ifindex`.
 pub(crate) fn send_frame(s: &Socket, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    send_frame_as(s, ifindex, ETH_P_IPV6, frame)
+}
+
+/// Sends a whole Ethernet frame of EtherType `protocol` (host order) out of link `ifindex`.
+pub(crate) fn send_frame_as(
+    s: &Socket,
+    ifindex: u32,
+    protocol: u16,
+    frame: &[u8],
+) -> io::Result<()> {
     let dst = frame
         .get(..6)
         .and_then(|d| <[u8; 6]>::try_from(d).ok())
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let sent = s.send_to(frame, &link_layer_sockaddr(ifindex, ETH_P_IPV6, Some(dst))?)?;
+    let sent = s.send_to(frame, &link_layer_sockaddr(ifindex, protocol, Some(dst))?)?;
     if sent != frame.len() {
         return Err(io::Error::other(format!(
             "sent {sent} of {} bytes",
@@ -116,7 +126,11 @@ pub(crate) fn register<T: AsRawFd>(socket: T) -> io::Result<AsyncFd<T>> {
 /// A `sockaddr_ll` (packet(7)) for link `ifindex` (0: any), protocol `protocol` (host
 /// order) and, for sending, the destination MAC.
 #[allow(unsafe_code)]
-fn link_layer_sockaddr(ifindex: u32, protocol: u16, mac: Option<[u8; 6]>) -> io::Result<SockAddr> {
+pub(crate) fn link_layer_sockaddr(
+    ifindex: u32,
+    protocol: u16,
+    mac: Option<[u8; 6]>,
+) -> io::Result<SockAddr> {
     let ifindex =
         i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut storage = SockAddrStorage::zeroed();
