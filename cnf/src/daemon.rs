@@ -3,11 +3,16 @@
 //! tracing and the runtime, run the daemon, and turn its outcome into an exit code.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use pmip::config::{ApiConfig, ConfigError, TracingConfig};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::EXIT_BAD_CONFIG;
 
@@ -109,4 +114,51 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// How long the gRPC server gets to end its streams after the core stopped: a client holding
+/// a stream open (a health or binding Watch) must not hold the process.
+pub const API_DRAIN: Duration = Duration::from_secs(5);
+
+/// The seed of a daemon's state machine (sequence numbers, generated addresses): different
+/// on every start of every process.
+pub fn seed(epoch: u64) -> u64 {
+    epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id())
+}
+
+/// Serves `/metrics` on `addr` in the background, when an address is configured.
+pub fn spawn_metrics(
+    addr: Option<SocketAddr>,
+    registry: Arc<prometheus_client::registry::Registry>,
+) {
+    if let Some(addr) = addr {
+        tokio::spawn(async move {
+            if let Err(e) = crate::telemetry::serve_metrics(addr, registry).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint");
+            }
+        });
+    }
+}
+
+/// Resolves once `stop` turns true (or nobody can turn it any more).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The end of both daemons: on SIGTERM or SIGINT, `stop` turns true, the core task drains
+/// and ends, then the API server gets [`API_DRAIN`] to close its streams.
+pub async fn until_terminated(
+    stop: watch::Sender<bool>,
+    core: JoinHandle<()>,
+    api: JoinHandle<()>,
+) {
+    tracing::info!("running");
+    let why = crate::signal::terminated().await;
+    tracing::info!(signal = why, "draining");
+    let _ = stop.send(true);
+    let _ = core.await;
+    if tokio::time::timeout(API_DRAIN, api).await.is_err() {
+        tracing::warn!("the gRPC server did not stop within 5 s; leaving its streams behind");
+    }
+    tracing::info!("stopped");
 }

@@ -3,7 +3,7 @@
 
 use std::net::Ipv6Addr;
 
-use dataplane::{Change, Dataplane, Mode, Netlink, Settings};
+use dataplane::{Change, Dataplane, Mode, Netlink, Settings, Termination};
 use pmip::config::{DatapathConfig, DatapathMode};
 use pmip::output::DataplaneCommand;
 
@@ -60,4 +60,12 @@ pub fn change(c: &DataplaneCommand) -> Option<Change> {
         | DataplaneCommand::ForwardBuffer { .. }
         | DataplaneCommand::DiscardBuffer { .. } => return None,
     })
+}
+
+/// Where tunnels to `local` (the LMA address or the proxy-CoA) end: on the transport link.
+pub fn termination(dp: &Dataplane, local: Ipv6Addr) -> Termination {
+    Termination {
+        local,
+        ifindex: dp.settings().transport_ifindex,
+    }
 }

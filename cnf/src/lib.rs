@@ -4,9 +4,11 @@
 pub mod clock;
 pub mod config;
 pub mod convert;
+pub mod core;
 pub mod daemon;
 pub mod datapath;
 pub mod grpc;
+pub mod restart;
 pub mod signal;
 pub mod telemetry;
 pub mod transport;
