@@ -14,7 +14,7 @@ use clap::Parser;
 use cnf::config::first_global_ipv6;
 use cnf::transport::MhSocket;
 use pmip::config::LmaConfig;
-use tracing::{error, info};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,11 +96,9 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         .with_context(|| format!("signalling socket on {} (needs CAP_NET_RAW)", cfg.address))?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let registry = Arc::new(registry);
     let api_cfg = cfg.api.clone();
     let metrics_addr = cfg.metrics.listen;
-    let seed =
-        u64::from(restart_counter).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
+    let seed = cnf::daemon::seed(u64::from(restart_counter));
     let (core, handle) = Core::new(Parts {
         config: cfg,
         store,
@@ -113,32 +111,10 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         seed,
     })
     .await?;
-    if let Some(addr) = metrics_addr {
-        let r = registry.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cnf::telemetry::serve_metrics(addr, r).await {
-                error!(%addr, error = %e, "metrics endpoint");
-            }
-        });
-    }
+    cnf::daemon::spawn_metrics(metrics_addr, Arc::new(registry));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = crate::api::serve(api_cfg, handle, stop_rx.clone()).await?;
-    info!("running");
-    let mut core_stop = stop_rx.clone();
-    let core_task = tokio::spawn(core.run(async move {
-        let _ = core_stop.wait_for(|s| *s).await;
-    }));
-    let why = cnf::signal::terminated().await;
-    info!(signal = why, "draining");
-    let _ = stop_tx.send(true);
-    let _ = core_task.await;
-    // A client holding a stream open (a health or binding Watch) must not hold the process.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), api)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the gRPC server did not stop within 5 s; leaving its streams behind");
-    }
-    info!("stopped");
+    let core_task = tokio::spawn(core.run(cnf::daemon::stopped(stop_rx)));
+    cnf::daemon::until_terminated(stop_tx, core_task, api).await;
     Ok(())
 }

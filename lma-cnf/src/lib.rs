@@ -7,4 +7,5 @@ pub mod cli;
 pub mod core;
 pub mod hub;
 pub mod metrics;
+pub mod service;
 pub mod store;

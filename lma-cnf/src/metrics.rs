@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::service::{PEER_EVENT_KINDS, Stats};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     /// The PBA status value.
@@ -143,5 +145,70 @@ impl Metrics {
             m.batch_size.clone(),
         );
         m
+    }
+}
+
+/// Raises a counter to `total` (the service counts; the metric follows).
+pub(crate) fn sync(c: &Counter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
+    }
+}
+
+impl Metrics {
+    /// Brings every metric the service counts up to date.
+    pub fn observe(&self, s: &Stats) {
+        self.bindings.set(s.bindings as i64);
+        self.mags.set(s.mags_with_bindings as i64);
+        sync(&self.pbu_received, s.pbu_received);
+        sync(&self.bri_sent, s.bri_sent);
+        sync(&self.handovers, s.handovers);
+        sync(&self.dropped, s.dropped);
+        for (status, n) in &s.pba_by_status {
+            let c = self.pba_sent.get_or_create(&StatusLabel {
+                status: status.value(),
+                name: status.rfc_name().unwrap_or("unknown").to_owned(),
+            });
+            sync(&c, *n);
+        }
+        for (kind, n) in [
+            ("acknowledged", s.revocations_acknowledged),
+            ("timed-out", s.revocations_timed_out),
+        ] {
+            if n > 0 {
+                sync(
+                    &self
+                        .revocations
+                        .get_or_create(&KindLabel { kind: kind.into() }),
+                    n,
+                );
+            }
+        }
+        for (kind, n) in PEER_EVENT_KINDS.iter().zip(s.peer_events) {
+            if n > 0 {
+                sync(
+                    &self.peer_events.get_or_create(&KindLabel {
+                        kind: (*kind).into(),
+                    }),
+                    n,
+                );
+            }
+        }
+    }
+
+    /// Counts one datapath batch's changes by kind.
+    pub fn observe_changes(&self, changes: &[dataplane::Change]) {
+        use dataplane::Change;
+        for c in changes {
+            let kind = match c {
+                Change::AddDownlink { .. } => "add-downlink",
+                Change::RemoveDownlink { .. } => "remove-downlink",
+                _ => "other",
+            };
+            self.dataplane_changes
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inc();
+        }
     }
 }

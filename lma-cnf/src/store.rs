@@ -68,9 +68,8 @@ pub enum StoreError {
 /// Everything read back at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// Bindings, the API's profiles and MAGs (with their names), the restart counter.
     pub snapshot: LmaSnapshot,
-    /// Names of authorized MAGs (empty string: no name).
-    pub mag_names: BTreeMap<Ipv6Addr, String>,
 }
 
 /// Changes to write in one transaction. Later changes to the same key replace earlier ones.
@@ -240,8 +239,7 @@ impl Store {
             let a: Ipv6Addr = k.value().parse().map_err(|e: std::net::AddrParseError| {
                 corrupt("authorized_mags", k.value(), e.to_string())
             })?;
-            out.snapshot.authorized_mags.push(a);
-            out.mag_names.insert(a, v.value().to_owned());
+            out.snapshot.authorized_mags.insert(a, v.value().to_owned());
         }
         Ok(out)
     }
@@ -392,7 +390,10 @@ mod tests {
         assert!(!l.snapshot.bindings.contains(&record(4)));
         assert_eq!(l.snapshot.profiles.len(), 1);
         assert_eq!(
-            l.mag_names.get(&"2001:db8:1::10".parse().unwrap()).unwrap(),
+            l.snapshot
+                .authorized_mags
+                .get(&"2001:db8:1::10".parse().unwrap())
+                .unwrap(),
             "node-a"
         );
     }

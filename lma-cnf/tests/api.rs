@@ -1621,7 +1621,7 @@ async fn refreshes_are_written_soon_after_and_never_over_a_later_change() {
         .pbu(MAG1, 1, p1, HandoffIndicator::HandoffStateNotChanged, 1800)
         .await;
     assert_eq!(pba.status, Status::Accepted);
-    tokio::time::sleep(lma_cnf::core::DEFERRED_INTERVAL * 3).await;
+    tokio::time::sleep(lma_cnf::service::DEFERRED_INTERVAL * 3).await;
     let lab = {
         let dir = lab.crash().await;
         Lab::start_in(dir).await

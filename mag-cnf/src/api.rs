@@ -36,8 +36,8 @@ pub struct GatewayService {
     lab: Arc<Mutex<LabNodes>>,
 }
 
-fn gone(_: CoreGone) -> Status {
-    Status::unavailable("the MAG is shutting down")
+fn gone(e: CoreGone) -> Status {
+    Status::unavailable(e.to_string())
 }
 
 fn call_error(e: CallError) -> Status {

@@ -16,7 +16,9 @@ use std::io::{self, Read, Write};
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 
+use dataplane::Change;
 use ipnet::Ipv6Net;
+use pmip::output::DataplaneCommand;
 use tokio::io::unix::AsyncFd;
 
 /// Name of the buffer device.
@@ -313,6 +315,52 @@ impl Buffer {
         let n = self.queues.remove(prefix).map_or(0, |q| q.packets.len());
         self.stats.discarded += n as u64;
         n
+    }
+}
+
+/// Turns a datapath command of the state machine that concerns the buffer into this turn's
+/// route changes, in order, and the buffer operations that run once those are applied (a
+/// flush must see the prefix's new route). Without a buffer (fast handovers off) only the
+/// plain route changes remain.
+pub fn plan(
+    buffer: Option<&mut Buffer>,
+    c: DataplaneCommand,
+    changes: &mut Vec<Change>,
+    after: &mut Vec<DataplaneCommand>,
+) {
+    use DataplaneCommand as D;
+    if let Some(ch) = cnf::datapath::change(&c) {
+        // The end of a relay: the prefix's route was the buffer's, not a tunnel.
+        if let (D::RemoveForward { prefix }, Some(b)) = (&c, buffer)
+            && b.is_relaying(prefix)
+        {
+            b.end_relay(prefix);
+            changes.push(Change::RemoveLocalRoute {
+                prefix: *prefix,
+                ifindex: b.ifindex(),
+            });
+        }
+        changes.push(ch);
+        return;
+    }
+    let Some(b) = buffer else {
+        tracing::warn!(
+            ?c,
+            "fast-handover buffer command without a buffer (fast handovers off?)"
+        );
+        return;
+    };
+    match c {
+        D::Buffer { prefix } => {
+            b.start(prefix);
+            changes.push(Change::AddLocalRoute {
+                prefix,
+                ifindex: b.ifindex(),
+                local_routing: false,
+            });
+        }
+        D::FlushBuffer { .. } | D::ForwardBuffer { .. } | D::DiscardBuffer { .. } => after.push(c),
+        _ => {}
     }
 }
 

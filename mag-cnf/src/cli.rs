@@ -13,7 +13,7 @@ use clap::Parser;
 use cnf::config::first_global_ipv6;
 use cnf::transport::MhSocket;
 use pmip::config::MagConfig;
-use tracing::{error, info};
+use tracing::info;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,13 +89,12 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
         .with_context(|| format!("state_dir {}", cfg.state_dir.display()))?;
     let state_file = cfg.state_dir.join("mag-bindings.json");
     let saved = load_saved(&state_file)?;
-    let counter_file = cfg.state_dir.join("mag-restart-counter");
-    let restart_counter = crate::bump_restart_counter(&counter_file)?;
+    let counter = cnf::restart::CounterFile::new(cfg.state_dir.join("mag-restart-counter"));
+    let restart_counter = counter.bump()?;
     let transport = MhSocket::bind(cfg.proxy_coa)
         .with_context(|| format!("signalling socket on {} (needs CAP_NET_RAW)", cfg.proxy_coa))?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let registry = Arc::new(registry);
     let fixed_mac = cfg.domain.link_local.link_layer_address();
     let (access, access_rx) = crate::access_glue::start(&cfg.access_interfaces, fixed_mac)
         .await
@@ -117,8 +116,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
             .context("fast-handover buffer")?,
         )
     };
-    let seed =
-        u64::from(restart_counter).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ std::process::id() as u64;
+    let seed = cnf::daemon::seed(u64::from(restart_counter));
     let api_cfg = cfg.api.clone();
     let fast_cfg = cfg.domain.fast_handover.clone();
     let metrics_addr = cfg.metrics.listen;
@@ -140,38 +138,14 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
         &saved,
     )
     .await?;
-    if let Some(addr) = metrics_addr {
-        let r = registry.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cnf::telemetry::serve_metrics(addr, r).await {
-                error!(%addr, error = %e, "metrics endpoint");
-            }
-        });
-    }
+    cnf::daemon::spawn_metrics(metrics_addr, Arc::new(registry));
     if let Some(url) = policy_server {
         tokio::spawn(crate::policy::follow(url, handle.clone()));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = crate::api::serve(api_cfg, fast_cfg, handle, access, stop_rx.clone()).await?;
-    info!("running");
-    let mut core_stop = stop_rx.clone();
-    let core_task = tokio::spawn(core.run(
-        async move {
-            let _ = core_stop.wait_for(|s| *s).await;
-        },
-        deregister_on_exit,
-    ));
-    let why = cnf::signal::terminated().await;
-    info!(signal = why, "draining");
-    let _ = stop_tx.send(true);
-    let _ = core_task.await;
-    // A client holding a stream open (a health or binding Watch) must not hold the process.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), api)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the gRPC server did not stop within 5 s; leaving its streams behind");
-    }
+    let core_task = tokio::spawn(core.run(cnf::daemon::stopped(stop_rx), deregister_on_exit));
+    cnf::daemon::until_terminated(stop_tx, core_task, api).await;
     Ok(())
 }
 

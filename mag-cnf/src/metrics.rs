@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::service::{EVENT_KINDS, Stats};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: u8,
@@ -147,5 +149,67 @@ impl Metrics {
             m.buffer_held.clone(),
         );
         m
+    }
+}
+
+/// Raises a counter to `total` (the service counts; the metric follows).
+fn sync(c: &Counter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
+    }
+}
+
+impl Metrics {
+    /// Brings every metric the service counts up to date.
+    pub fn observe(&self, s: &Stats) {
+        sync(&self.pbu_sent, s.pbu_sent);
+        sync(&self.pbu_retransmitted, s.pbu_retransmitted);
+        sync(&self.pba_received, s.pba_received);
+        self.bul_entries.set(s.bul_entries as i64);
+        self.registered.set(s.registered as i64);
+        for (status, n) in &s.pba_by_status {
+            sync(
+                &self.pba_received_by_status.get_or_create(&StatusLabel {
+                    status: status.value(),
+                    name: status.rfc_name().unwrap_or("unknown").to_owned(),
+                }),
+                *n,
+            );
+        }
+        for (kind, n) in EVENT_KINDS.iter().zip(s.events) {
+            if n > 0 {
+                sync(
+                    &self.events.get_or_create(&KindLabel {
+                        kind: (*kind).into(),
+                    }),
+                    n,
+                );
+            }
+        }
+        for (kind, n) in &s.handovers {
+            sync(
+                &self
+                    .handovers
+                    .get_or_create(&KindLabel { kind: kind.clone() }),
+                *n,
+            );
+        }
+        if let Some(b) = &s.buffer {
+            self.buffer_held.set(b.held as i64);
+            for (kind, v) in [
+                ("buffered", b.buffered),
+                ("flushed", b.flushed),
+                ("dropped", b.dropped_overflow),
+                ("discarded", b.discarded),
+            ] {
+                sync(
+                    &self
+                        .buffer_packets
+                        .get_or_create(&KindLabel { kind: kind.into() }),
+                    v,
+                );
+            }
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! The policy store: mobile node profiles (RFC 5213 §6.2) and the MAGs authorized to send
-//! Proxy Binding Updates (RFC 5213 §4, §5.3.1 rule 5).
+//! Proxy Binding Updates (RFC 5213 §4, §5.3.1 rule 5), each with where it comes from: the
+//! configuration file, or the API (over which the file's entries cannot be changed).
 //!
 //! A profile's MN-ID may be a wildcard: `*@realm` admits every NAI of that realm, `*` every
 //! NAI, each with a dynamically allocated prefix. That is how a carrier admits a million
 //! subscribers without a million profiles.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
@@ -13,7 +14,7 @@ use ipnet::Ipv6Net;
 use crate::config::MobileNodeProfile;
 use crate::types::LinkLayerAddress;
 
-/// Why a profile cannot be stored.
+/// Why a profile or a MAG cannot be stored, changed or removed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("prefix {prefix} is already pinned to {owner}")]
@@ -27,18 +28,38 @@ pub enum PolicyError {
     WildcardWithPinnedValues(String),
     #[error("{0}")]
     Invalid(String),
+    /// A profile or MAG of the configuration file: only the file changes it.
+    #[error("{0} comes from the configuration file; change it there")]
+    FromConfiguration(String),
+    #[error("no profile for {0}")]
+    NotFound(String),
+}
+
+/// Where a profile or an authorized MAG comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The configuration file: it lasts as long as the file says so.
+    Configuration,
+    /// The API (at the MAG: the LMA's policy service); kept in the daemon's durable state.
+    Api,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    profile: MobileNodeProfile,
+    origin: Origin,
 }
 
 /// Profiles and authorized MAGs, in ordered maps: what iterates over them (snapshots) sees
 /// the same order in every run.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyStore {
-    profiles: BTreeMap<String, MobileNodeProfile>,
+    profiles: BTreeMap<String, Entry>,
     by_link_layer: BTreeMap<LinkLayerAddress, String>,
     pinned: BTreeMap<Ipv6Net, String>,
     /// Realm -> the key of its `*@realm` profile, so a wildcard lookup allocates nothing.
     realms: BTreeMap<String, String>,
-    authorized_mags: BTreeSet<Ipv6Addr>,
+    mags: AuthorizedMags,
 }
 
 fn is_wildcard(mn_id: &str) -> bool {
@@ -50,11 +71,33 @@ impl PolicyStore {
         Self::default()
     }
 
-    /// Adds or replaces a profile. Its pinned prefixes and link-layer addresses must not
-    /// belong to another node.
+    /// The profiles and authorized MAGs of a configuration file.
+    pub fn from_configuration(
+        profiles: &[MobileNodeProfile],
+        mags: &[Ipv6Addr],
+    ) -> Result<Self, PolicyError> {
+        let mut s = PolicyStore::new();
+        for p in profiles {
+            s.insert(p.clone(), Origin::Configuration)?;
+        }
+        s.mags.configure(mags.iter().copied());
+        Ok(s)
+    }
+
+    /// Adds or replaces a profile, as the API does (its origin becomes [`Origin::Api`]). Its
+    /// pinned prefixes and link-layer addresses must not belong to another node. Whether the
+    /// API may change this MN-ID at all is [`PolicyStore::check_api_change`]'s answer.
     pub fn upsert(
         &mut self,
         p: MobileNodeProfile,
+    ) -> Result<Option<MobileNodeProfile>, PolicyError> {
+        self.insert(p, Origin::Api)
+    }
+
+    fn insert(
+        &mut self,
+        p: MobileNodeProfile,
+        origin: Origin,
     ) -> Result<Option<MobileNodeProfile>, PolicyError> {
         let id = p.mn_id.as_str();
         p.validate("profile")
@@ -90,12 +133,13 @@ impl PolicyStore {
         if let Some(realm) = id.strip_prefix("*@") {
             self.realms.insert(realm.to_owned(), id.to_owned());
         }
-        self.profiles.insert(id.to_owned(), p);
+        self.profiles
+            .insert(id.to_owned(), Entry { profile: p, origin });
         Ok(old)
     }
 
     pub fn remove(&mut self, mn_id: &str) -> Option<MobileNodeProfile> {
-        let old = self.profiles.remove(mn_id)?;
+        let old = self.profiles.remove(mn_id)?.profile;
         for prefix in &old.home_network_prefixes {
             self.pinned.remove(prefix);
         }
@@ -108,17 +152,36 @@ impl PolicyStore {
         Some(old)
     }
 
+    /// Whether the API may create, replace or remove the profile of `mn_id`: not when the
+    /// configuration file holds it.
+    pub fn check_api_change(&self, mn_id: &str) -> Result<(), PolicyError> {
+        match self.origin(mn_id) {
+            Some(Origin::Configuration) => Err(PolicyError::FromConfiguration(mn_id.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the profile of exactly `mn_id` (no wildcard) comes from.
+    pub fn origin(&self, mn_id: &str) -> Option<Origin> {
+        self.profiles.get(mn_id).map(|e| e.origin)
+    }
+
+    /// The profile of exactly `mn_id` (no wildcard) and its origin.
+    pub fn get(&self, mn_id: &str) -> Option<(&MobileNodeProfile, Origin)> {
+        self.profiles.get(mn_id).map(|e| (&e.profile, e.origin))
+    }
+
     /// The profile that applies to `mn_id`: its own, else `*@realm`, else `*`.
     pub fn lookup(&self, mn_id: &str) -> Option<&MobileNodeProfile> {
-        if let Some(p) = self.profiles.get(mn_id) {
-            return Some(p);
+        if let Some(e) = self.profiles.get(mn_id) {
+            return Some(&e.profile);
         }
         if let Some((_, realm)) = mn_id.rsplit_once('@')
             && let Some(key) = self.realms.get(realm)
         {
-            return self.profiles.get(key);
+            return self.profiles.get(key).map(|e| &e.profile);
         }
-        self.profiles.get("*")
+        self.profiles.get("*").map(|e| &e.profile)
     }
 
     /// The profile of the node with this link-layer address (how a MAG names a node).
@@ -126,6 +189,7 @@ impl PolicyStore {
         self.by_link_layer
             .get(ll)
             .and_then(|id| self.profiles.get(id))
+            .map(|e| &e.profile)
     }
 
     /// The node a prefix is pinned to.
@@ -138,7 +202,19 @@ impl PolicyStore {
     }
 
     pub fn profiles(&self) -> impl Iterator<Item = &MobileNodeProfile> {
-        self.profiles.values()
+        self.profiles.values().map(|e| &e.profile)
+    }
+
+    /// Every profile with its origin.
+    pub fn profiles_with_origin(&self) -> impl Iterator<Item = (&MobileNodeProfile, Origin)> {
+        self.profiles.values().map(|e| (&e.profile, e.origin))
+    }
+
+    /// The profiles the API made: what a daemon keeps in its durable state.
+    pub fn api_profiles(&self) -> impl Iterator<Item = &MobileNodeProfile> {
+        self.profiles_with_origin()
+            .filter(|(_, o)| *o == Origin::Api)
+            .map(|(p, _)| p)
     }
 
     pub fn len(&self) -> usize {
@@ -149,25 +225,160 @@ impl PolicyStore {
         self.profiles.is_empty()
     }
 
-    pub fn authorize_mag(&mut self, mag: Ipv6Addr) -> bool {
-        self.authorized_mags.insert(mag)
+    /// The MAGs allowed to send Proxy Binding Updates.
+    pub fn mags(&self) -> &AuthorizedMags {
+        &self.mags
     }
 
-    pub fn deauthorize_mag(&mut self, mag: &Ipv6Addr) -> bool {
-        self.authorized_mags.remove(mag)
-    }
-
-    /// Replaces the set of authorized MAGs.
-    pub fn set_authorized_mags(&mut self, mags: impl IntoIterator<Item = Ipv6Addr>) {
-        self.authorized_mags = mags.into_iter().collect();
+    pub fn mags_mut(&mut self) -> &mut AuthorizedMags {
+        &mut self.mags
     }
 
     pub fn is_mag_authorized(&self, mag: &Ipv6Addr) -> bool {
-        self.authorized_mags.contains(mag)
+        self.mags.is_authorized(mag)
+    }
+}
+
+/// One authorized MAG: authorized by the configuration file, by the API, or by both (the API
+/// may give a configured MAG a name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizedMag {
+    /// Its name over the API (a node name); empty when it has none.
+    pub name: String,
+    /// Listed in the configuration file's `authorized_mags`.
+    pub configured: bool,
+    /// Added over the API (or named there).
+    pub by_api: bool,
+}
+
+impl AuthorizedMag {
+    /// The configuration file wins: a MAG it lists stays until the file changes.
+    pub fn origin(&self) -> Origin {
+        if self.configured {
+            Origin::Configuration
+        } else {
+            Origin::Api
+        }
+    }
+}
+
+/// What replacing the MAGs of the API changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MagChanges {
+    pub added: Vec<Ipv6Addr>,
+    pub removed: Vec<Ipv6Addr>,
+    pub renamed: Vec<Ipv6Addr>,
+}
+
+impl MagChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.renamed.is_empty()
+    }
+}
+
+/// The authorized MAGs (RFC 5213 §5.3.1 rule 5: "the mobile access gateway sending the Proxy
+/// Binding Update is authorized"), in address order.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizedMags {
+    mags: BTreeMap<Ipv6Addr, AuthorizedMag>,
+}
+
+impl AuthorizedMags {
+    pub fn is_authorized(&self, mag: &Ipv6Addr) -> bool {
+        self.mags.contains_key(mag)
     }
 
-    pub fn authorized_mags(&self) -> impl Iterator<Item = &Ipv6Addr> {
-        self.authorized_mags.iter()
+    pub fn get(&self, mag: &Ipv6Addr) -> Option<&AuthorizedMag> {
+        self.mags.get(mag)
+    }
+
+    /// Its API name, when it has one.
+    pub fn name(&self, mag: &Ipv6Addr) -> Option<&str> {
+        self.mags
+            .get(mag)
+            .map(|m| m.name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Ipv6Addr, &AuthorizedMag)> {
+        self.mags.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.mags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mags.is_empty()
+    }
+
+    /// Replaces the MAGs of the configuration file; those of the API stay.
+    pub fn configure(&mut self, mags: impl IntoIterator<Item = Ipv6Addr>) {
+        for m in self.mags.values_mut() {
+            m.configured = false;
+        }
+        for a in mags {
+            self.mags.entry(a).or_default().configured = true;
+        }
+        self.mags.retain(|_, m| m.configured || m.by_api);
+    }
+
+    /// Authorizes `mag` over the API with `name` (a configured MAG gets the name). True when
+    /// the API had not authorized it before.
+    pub fn add(&mut self, mag: Ipv6Addr, name: String) -> bool {
+        let m = self.mags.entry(mag).or_default();
+        m.name = name;
+        !std::mem::replace(&mut m.by_api, true)
+    }
+
+    /// Takes back the API's authorization of `mag`. A MAG of the configuration file is refused;
+    /// `Ok(false)` when the API had not authorized it.
+    pub fn remove(&mut self, mag: &Ipv6Addr) -> Result<bool, PolicyError> {
+        match self.mags.get(mag) {
+            Some(m) if m.configured => Err(PolicyError::FromConfiguration(mag.to_string())),
+            Some(_) => Ok(self.mags.remove(mag).is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// Replaces every authorization of the API with `mags` (address -> name); those of the
+    /// configuration file stay, and may get a name this way.
+    pub fn set(&mut self, mags: BTreeMap<Ipv6Addr, String>) -> MagChanges {
+        let mut changes = MagChanges::default();
+        for (a, name) in &mags {
+            match self.mags.get(a) {
+                Some(m) if m.by_api && m.name != *name => changes.renamed.push(*a),
+                Some(m) if !m.by_api && m.configured && !name.is_empty() => {
+                    changes.renamed.push(*a)
+                }
+                None => changes.added.push(*a),
+                _ => {}
+            }
+        }
+        changes.removed = (self.mags.iter())
+            .filter(|(a, m)| m.by_api && !m.configured && !mags.contains_key(a))
+            .map(|(a, _)| *a)
+            .collect();
+        for m in self.mags.values_mut() {
+            m.by_api = false;
+            m.name.clear();
+        }
+        for (a, name) in mags {
+            let m = self.mags.entry(a).or_default();
+            m.by_api = true;
+            m.name = name;
+        }
+        self.mags.retain(|_, m| m.configured || m.by_api);
+        changes
+    }
+
+    /// The API's authorizations (address -> name): what a daemon keeps in its durable state.
+    pub fn api(&self) -> BTreeMap<Ipv6Addr, String> {
+        self.mags
+            .iter()
+            .filter(|(_, m)| m.by_api)
+            .map(|(a, m)| (*a, m.name.clone()))
+            .collect()
     }
 }
 
@@ -233,5 +444,64 @@ mod tests {
             s.upsert(w),
             Err(PolicyError::WildcardWithPinnedValues(_))
         ));
+    }
+
+    #[test]
+    fn the_api_cannot_change_what_the_configuration_file_holds() {
+        let mag: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let mut s = PolicyStore::from_configuration(&[profile("a@x")], &[mag]).unwrap();
+        assert_eq!(s.origin("a@x"), Some(Origin::Configuration));
+        assert_eq!(
+            s.check_api_change("a@x"),
+            Err(PolicyError::FromConfiguration("a@x".into()))
+        );
+        assert_eq!(s.check_api_change("b@x"), Ok(()));
+        s.upsert(profile("b@x")).unwrap();
+        assert_eq!(s.origin("b@x"), Some(Origin::Api));
+        let api: Vec<&str> = s.api_profiles().map(|p| p.mn_id.as_str()).collect();
+        assert_eq!(api, ["b@x"]);
+        assert!(matches!(
+            s.mags_mut().remove(&mag),
+            Err(PolicyError::FromConfiguration(_))
+        ));
+        assert!(s.is_mag_authorized(&mag));
+        assert_eq!(s.mags().get(&mag).unwrap().origin(), Origin::Configuration);
+    }
+
+    #[test]
+    fn api_mags_are_added_renamed_replaced_and_removed() {
+        let a = |n: u16| Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 0x10);
+        let mut m = AuthorizedMags::default();
+        m.configure([a(1)]);
+        assert!(m.add(a(2), "two".into()));
+        assert!(!m.add(a(2), "deux".into()), "already there: renamed");
+        assert_eq!(m.name(&a(2)), Some("deux"));
+        assert_eq!(m.name(&a(1)), None);
+        // A configured MAG named over the API stays configured.
+        let changes = m.set([(a(1), "one".into()), (a(3), String::new())].into());
+        assert_eq!(
+            changes,
+            MagChanges {
+                added: vec![a(3)],
+                removed: vec![a(2)],
+                renamed: vec![a(1)],
+            }
+        );
+        assert!(!m.is_authorized(&a(2)));
+        assert_eq!(m.name(&a(1)), Some("one"));
+        assert_eq!(m.get(&a(1)).unwrap().origin(), Origin::Configuration);
+        assert_eq!(m.get(&a(3)).unwrap().origin(), Origin::Api);
+        assert_eq!(
+            m.api(),
+            [(a(1), "one".to_owned()), (a(3), String::new())].into()
+        );
+        // Without the API's name, the configured MAG is still there; the API's one is gone.
+        assert!(m.set(BTreeMap::new()).removed == vec![a(3)]);
+        assert!(m.is_authorized(&a(1)) && !m.is_authorized(&a(3)));
+        assert_eq!(m.remove(&a(3)), Ok(false));
+        assert!(m.add(a(4), String::new()));
+        assert_eq!(m.remove(&a(4)), Ok(true));
+        let addrs: Vec<Ipv6Addr> = m.iter().map(|(a, _)| *a).collect();
+        assert_eq!(addrs, [a(1)]);
     }
 }

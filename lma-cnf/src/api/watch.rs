@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::core::CoreGone;
+use crate::core::{CoreGone, GONE};
 use crate::hub::{ResetReason, Stamped, WatchStart};
 
 /// Events queued per stream between its task and the connection.
@@ -44,7 +44,7 @@ pub trait Feed: Send + Sync + 'static {
 
 /// The message of a stream the core ended.
 pub fn core_gone() -> Status {
-    Status::unavailable(CoreGone.to_string())
+    Status::unavailable(GONE.to_string())
 }
 
 /// Starts the task of one stream from its first [`WatchStart`]; the stream ends with

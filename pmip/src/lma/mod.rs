@@ -16,7 +16,7 @@ use crate::cache::{BindingCache, BindingCacheEntry, BindingState, Ordering, Pref
 use crate::config::{LinkLocalMode, LmaConfig, MobileNodeProfile};
 use crate::heartbeat::{Heartbeats, PeerEvent};
 use crate::output::{DataplaneCommand, Transmit};
-use crate::policy::{PolicyError, PolicyStore};
+use crate::policy::{AuthorizedMags, PolicyError, PolicyStore};
 use crate::prefix::PrefixAllocator;
 use crate::rng::Rng;
 use crate::time::{Instant, ms, secs};
@@ -126,8 +126,10 @@ impl BindingRecord {
 pub struct LmaSnapshot {
     pub restart_counter: u32,
     pub bindings: Vec<BindingRecord>,
+    /// Profiles made over the API (those of the configuration file come from it).
     pub profiles: Vec<MobileNodeProfile>,
-    pub authorized_mags: Vec<Ipv6Addr>,
+    /// MAGs authorized over the API, with their names (empty: none).
+    pub authorized_mags: BTreeMap<Ipv6Addr, String>,
 }
 
 /// Counters for metrics.
@@ -228,11 +230,8 @@ impl Lma {
             restart_counter,
             rng.next_u32(),
         );
-        let mut policy = PolicyStore::new();
-        for p in &config.mobile_nodes {
-            policy.upsert(p.clone())?;
-        }
-        policy.set_authorized_mags(config.authorized_mags.iter().copied());
+        let policy =
+            PolicyStore::from_configuration(&config.mobile_nodes, &config.authorized_mags)?;
         Ok(Lma {
             prefixes: PrefixAllocator::new(&config.prefix_pools),
             config,
@@ -266,10 +265,13 @@ impl Lma {
     ) -> Result<Self, PolicyError> {
         let mut lma = Lma::new(config, restart_counter, seed)?;
         for p in &snapshot.profiles {
-            lma.policy.upsert(p.clone())?;
+            // The configuration file wins over what the API once stored under the same MN-ID.
+            if lma.policy.check_api_change(p.mn_id.as_str()).is_ok() {
+                lma.policy.upsert(p.clone())?;
+            }
         }
-        for m in &snapshot.authorized_mags {
-            lma.policy.authorize_mag(*m);
+        for (m, name) in &snapshot.authorized_mags {
+            lma.policy.mags_mut().add(*m, name.clone());
         }
         lma.cache.reserve(snapshot.bindings.len());
         let wall_ms = to_ms(wall);
@@ -448,8 +450,8 @@ impl Lma {
                 .iter()
                 .map(|(_, e)| record_of(e, now, w))
                 .collect(),
-            profiles: self.policy.profiles().cloned().collect(),
-            authorized_mags: self.policy.authorized_mags().copied().collect(),
+            profiles: self.policy.api_profiles().cloned().collect(),
+            authorized_mags: self.policy.mags().api(),
         }
     }
 
@@ -493,16 +495,14 @@ impl Lma {
         }
     }
 
-    pub fn authorize_mag(&mut self, mag: Ipv6Addr) -> bool {
-        self.policy.authorize_mag(mag)
+    /// The authorized MAGs, to change: a MAG's authorization touches nothing else of the LMA.
+    pub fn authorized_mags_mut(&mut self) -> &mut AuthorizedMags {
+        self.policy.mags_mut()
     }
 
-    pub fn deauthorize_mag(&mut self, mag: &Ipv6Addr) -> bool {
-        self.policy.deauthorize_mag(mag)
-    }
-
+    /// Replaces the MAGs authorized by the configuration.
     pub fn set_authorized_mags(&mut self, mags: impl IntoIterator<Item = Ipv6Addr>) {
-        self.policy.set_authorized_mags(mags);
+        self.policy.mags_mut().configure(mags);
     }
 
     // ---------------------------------------------------------------- revocation (RFC 5846)

@@ -226,10 +226,7 @@ impl Mag {
             restart_counter,
             rng.next_u32(),
         );
-        let mut policy = PolicyStore::new();
-        for p in &config.mobile_nodes {
-            policy.upsert(p.clone())?;
-        }
+        let policy = PolicyStore::from_configuration(&config.mobile_nodes, &[])?;
         let next_sequence = SequenceNumber(rng.next_u16());
         let fast = FastHandovers::new(&config, SequenceNumber(rng.next_u16()));
         Ok(Mag {

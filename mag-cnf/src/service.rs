@@ -1,0 +1,1157 @@
+//! The MAG daemon's synchronous service: the state machine [`pmip::mag::Mag`] and what only the
+//! daemon knows around it (access links by index, lab nodes, profiles learned from the LMA's
+//! policy service, API calls waiting for a registration or a handover, when each node was
+//! seen). It answers the API's [`Command`]s and access-side events, and turns the state
+//! machine's outputs into this turn's datapath steps, Router Advertisements and messages. No
+//! IO and no clock: time comes in as arguments, so it is tested without a runtime;
+//! [`crate::core`] drives it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+use cnf::datapath;
+use dataplane::{AccessLink as DpAccessLink, Change};
+use pmip::Instant;
+use pmip::config::{LinkLocalMode, MagConfig, MobileNodeProfile};
+use pmip::heartbeat::PeerEvent;
+use pmip::mag::{
+    Attach, BulChange, BulEntry, BulState, FastHandover, FastPhase, Mag, MagEvent, MagOutput,
+    SavedBinding,
+};
+use pmip::output::{AccessLink, DataplaneCommand, RouterAdvertisement, Transmit};
+use pmip::policy::{Origin, PolicyError};
+use pmip::types::LinkLayerAddress;
+use pmip::wire::{AccessTechnologyType, Status, WallClock};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+pub use crate::access::AccessEvent as AccessInput;
+
+/// A binding update list entry as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryView {
+    pub entry: BulEntry,
+    /// A fast handover is in progress for the entry.
+    pub handover: bool,
+    pub access_interface: String,
+    pub remaining_s: u32,
+    /// How long ago the node attached, and registered.
+    pub attached_ago: Duration,
+    pub registered_ago: Option<Duration>,
+    pub lab: bool,
+}
+
+/// Counters and facts for the Stats RPC.
+#[derive(Debug, Clone)]
+pub struct StatsView {
+    pub name: String,
+    pub proxy_coa: Ipv6Addr,
+    pub lma_address: Ipv6Addr,
+    pub restart_counter: u32,
+    pub uptime: Duration,
+    pub bul_entries: usize,
+    pub registered: usize,
+    pub pbus_sent: u64,
+    pub pbu_retransmissions: u64,
+    pub pbas_by_status: Vec<(Status, u64)>,
+    pub lma_reachable: bool,
+    pub lab_nodes: usize,
+    pub profiles: usize,
+    pub policy_synced: bool,
+    pub fast_handovers: u64,
+    pub buffered_packets: u64,
+}
+
+/// Which node a Detach names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKey {
+    LinkLayer(LinkLayerAddress),
+    MnId(String),
+}
+
+/// Why an API call failed (mapped to gRPC codes by the API).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+/// A request from the API (or the policy client) to the core.
+#[derive(Debug)]
+pub enum Command {
+    List {
+        reply: oneshot::Sender<Vec<EntryView>>,
+    },
+    Attach {
+        link_layer: LinkLayerAddress,
+        interface: String,
+        access_technology_type: Option<AccessTechnologyType>,
+        /// Reply after the PBA (or the give-up) instead of at once.
+        wait: bool,
+        reply: oneshot::Sender<Result<EntryView, CallError>>,
+    },
+    Detach {
+        node: NodeKey,
+        reply: oneshot::Sender<Result<EntryView, CallError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<StatsView>,
+    },
+    /// A profile learned from the LMA's policy service (or removed there).
+    UpsertProfile(MobileNodeProfile),
+    RemoveProfile(String),
+    /// The policy stream is in sync (true) or lost (false).
+    PolicySynced(bool),
+    /// The policy stream restarts from a snapshot: profiles learned so far that the snapshot
+    /// does not repeat are dropped when it is in sync again.
+    PolicyReset,
+    /// Predictive fast handover (RFC 5949 §4.1 step (b)): `mn_id` is about to move to the MAG
+    /// at `new_mag`. Replies once that MAG acknowledged (forwarding has begun) or the
+    /// handover failed.
+    HandoverIndication {
+        mn_id: String,
+        new_mag: Ipv6Addr,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    /// Reactive fast handover: the node with this link-layer address is arriving from the MAG
+    /// at `previous_mag` (the access network's Old AP ID).
+    ExpectArrival {
+        link_layer: LinkLayerAddress,
+        previous_mag: Ipv6Addr,
+    },
+    /// Whether a profile has this link-layer address.
+    KnowsNode {
+        link_layer: LinkLayerAddress,
+        reply: oneshot::Sender<bool>,
+    },
+    /// The first link-layer address of a node's profile.
+    LinkLayerOf {
+        mn_id: String,
+        reply: oneshot::Sender<Option<LinkLayerAddress>>,
+    },
+    /// A lab node (an emulated mobile node) was created or removed on `interface`.
+    LabNode {
+        mn_id: String,
+        interface: String,
+        present: bool,
+    },
+}
+
+/// One step of this turn's datapath work, in the order the state machine asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A kernel change.
+    Change(Change),
+    /// A command of the fast-handover buffer (see [`crate::buffer::Buffer::plan`]).
+    Buffer(DataplaneCommand),
+}
+
+/// The kinds of state machine events counted in [`Stats::events`], in order.
+pub const EVENT_KINDS: [&str; 15] = [
+    "unknown-node",
+    "registered",
+    "refreshed",
+    "rejected",
+    "gave-up",
+    "deregistered",
+    "expired",
+    "revoked",
+    "pba-ignored",
+    "peer",
+    "handover-started",
+    "handover-acknowledged",
+    "handover-completed",
+    "handover-failed",
+    "dropped",
+];
+
+/// The counters of the service, for [`crate::metrics::Metrics::observe`]: totals since the
+/// start, gauges as they are now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub pbu_sent: u64,
+    pub pbu_retransmitted: u64,
+    pub pba_received: u64,
+    /// PBAs received, by status value (only those received at least once).
+    pub pba_by_status: Vec<(Status, u64)>,
+    pub bul_entries: usize,
+    pub registered: usize,
+    /// Events by kind, in the order of [`EVENT_KINDS`].
+    pub events: [u64; EVENT_KINDS.len()],
+    /// Fast handovers by "mode-outcome" (e.g. `predictive-completed`).
+    pub handovers: BTreeMap<String, u64>,
+    /// The fast-handover buffer's counters, as the driver last reported them.
+    pub buffer: Option<crate::buffer::BufferStats>,
+}
+
+/// What the service needs to start.
+#[derive(Debug)]
+pub struct Start<'a> {
+    pub config: MagConfig,
+    pub restart_counter: u32,
+    pub seed: u64,
+    /// The nodes the previous run saved.
+    pub saved: &'a [SavedBinding],
+}
+
+/// The MAG daemon's state and its API's answers.
+#[derive(Debug)]
+pub struct Service {
+    mag: Mag,
+    config: MagConfig,
+    started: Instant,
+    /// The time of the input being handled (views made while draining use it).
+    now: Instant,
+    restart_counter: u32,
+    links: HashMap<u32, String>,
+    lab: BTreeMap<String, String>,
+    fast_handovers: u64,
+    /// Profiles learned from the policy server that a reset's snapshot has not repeated yet.
+    stale: BTreeSet<String>,
+    lma_reachable: bool,
+    policy_synced: bool,
+    waiting: Vec<(String, oneshot::Sender<Result<EntryView, CallError>>)>,
+    indications: Vec<(String, oneshot::Sender<Result<(), CallError>>)>,
+    events: [u64; EVENT_KINDS.len()],
+    handovers: BTreeMap<String, u64>,
+    /// When each node was last seen arriving on an access link: for the attach → RA and
+    /// attach → first delivered packet histograms.
+    seen_at: HashMap<LinkLayerAddress, Instant>,
+    awaiting_delivery: HashMap<LinkLayerAddress, Instant>,
+    /// Whether fast handovers (and so the buffer) are on, and its counters as the driver last
+    /// saw them.
+    buffering: bool,
+    buffer: Option<crate::buffer::BufferStats>,
+    /// What the previous save wrote, and whether the binding update list changed since.
+    saved: Vec<SavedBinding>,
+    dirty: bool,
+    // This turn's outputs.
+    tx: Vec<Transmit>,
+    steps: Vec<Step>,
+    ras: Vec<RouterAdvertisement>,
+    registrations: Vec<Duration>,
+}
+
+impl Service {
+    /// The state machine with the nodes of the previous run restored (their routes are this
+    /// turn's steps, their refreshes this turn's messages), and the number restored.
+    pub fn new(
+        s: Start<'_>,
+        now: Instant,
+        wall: WallClock,
+    ) -> Result<(Service, usize), PolicyError> {
+        let mut mag = Mag::new(s.config.clone(), s.restart_counter, s.seed)?;
+        let restored = mag.restore(now, wall, s.saved);
+        let buffering = s.config.domain.fast_handover.mode != pmip::config::FastHandoverMode::Off;
+        let mut service = Service {
+            mag,
+            policy_synced: s.config.policy_server.is_none(),
+            config: s.config,
+            started: now,
+            now,
+            restart_counter: s.restart_counter,
+            links: HashMap::new(),
+            lab: BTreeMap::new(),
+            fast_handovers: 0,
+            stale: BTreeSet::new(),
+            lma_reachable: true,
+            waiting: Vec::new(),
+            indications: Vec::new(),
+            events: [0; EVENT_KINDS.len()],
+            handovers: BTreeMap::new(),
+            seen_at: HashMap::new(),
+            awaiting_delivery: HashMap::new(),
+            buffering,
+            buffer: None,
+            saved: s.saved.to_vec(),
+            dirty: false,
+            tx: Vec::new(),
+            steps: Vec::new(),
+            ras: Vec::new(),
+            registrations: Vec::new(),
+        };
+        service.drain();
+        Ok((service, restored))
+    }
+
+    pub fn mag(&self) -> &Mag {
+        &self.mag
+    }
+
+    // ------------------------------------------------------------------------ inputs
+
+    /// A message from the signalling transport (its checksum verified by the kernel).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bytes: &[u8],
+    ) {
+        self.now = now;
+        self.mag.handle_message_trusted(now, wall, src, dst, bytes);
+        self.drain();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, wall: WallClock) {
+        self.now = now;
+        self.mag.handle_timeout(now, wall);
+        self.drain();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.mag.poll_timeout()
+    }
+
+    /// What the access side saw.
+    pub fn handle_access(&mut self, now: Instant, wall: WallClock, a: AccessInput) {
+        self.now = now;
+        match a {
+            AccessInput::LinkUp { ifindex, name, mtu } => {
+                debug!(ifindex, %name, mtu, "access link up");
+                self.links.insert(ifindex, name);
+                let fixed = self.config.domain.link_local.link_layer_address();
+                let mut mac = [0u8; 6];
+                if fixed.as_bytes().len() == 6 {
+                    mac.copy_from_slice(fixed.as_bytes());
+                }
+                let link_local = match &self.config.domain.link_local {
+                    LinkLocalMode::Fixed { address, .. } => *address,
+                    // The LMA-generated address is per node; the link gets it when the node
+                    // registers. Until then the link has only its MAC.
+                    LinkLocalMode::LmaGenerated { .. } => Ipv6Addr::UNSPECIFIED,
+                };
+                if !link_local.is_unspecified() {
+                    self.steps.push(Step::Change(Change::PrepareAccessLink {
+                        ifindex,
+                        link: DpAccessLink {
+                            link_layer_address: mac,
+                            link_local,
+                        },
+                    }));
+                }
+            }
+            AccessInput::LinkDown { ifindex } => {
+                self.links.remove(&ifindex);
+                let gone: Vec<LinkLayerAddress> = (self.mag.bindings())
+                    .filter(|e| e.link == AccessLink(ifindex))
+                    .map(|e| e.link_layer)
+                    .collect();
+                for ll in gone {
+                    self.seen_at.remove(&ll);
+                    self.awaiting_delivery.remove(&ll);
+                    self.mag.handle_detach(now, wall, &ll);
+                }
+            }
+            AccessInput::NodeSeen {
+                ifindex,
+                link_layer,
+            } => {
+                self.seen_at.entry(link_layer).or_insert(now);
+                if self.buffering {
+                    self.awaiting_delivery.entry(link_layer).or_insert(now);
+                }
+                self.mag.handle_attach(
+                    now,
+                    wall,
+                    Attach {
+                        link_layer,
+                        link: AccessLink(ifindex),
+                        access_technology_type: None,
+                        handoff_hint: None,
+                    },
+                );
+            }
+            AccessInput::RouterSolicitation {
+                ifindex,
+                link_layer,
+            } => {
+                self.mag
+                    .handle_router_solicitation(now, wall, AccessLink(ifindex), link_layer);
+            }
+        }
+        self.drain();
+    }
+
+    /// De-registers every node (before an exit with `--deregister-on-exit`).
+    pub fn detach_all(&mut self, now: Instant, wall: WallClock) {
+        self.now = now;
+        let lls: Vec<LinkLayerAddress> = self.mag.bindings().map(|e| e.link_layer).collect();
+        for ll in lls {
+            self.mag.handle_detach(now, wall, &ll);
+        }
+        self.drain();
+    }
+
+    // ------------------------------------------------------------------------ outputs
+
+    /// A change that goes before everything else of this turn (the tunnel termination at
+    /// start).
+    pub fn prepare(&mut self, c: Change) {
+        self.steps.insert(0, Step::Change(c));
+    }
+
+    /// This turn's datapath steps, in order.
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.steps)
+    }
+
+    pub fn take_router_advertisements(&mut self) -> Vec<RouterAdvertisement> {
+        std::mem::take(&mut self.ras)
+    }
+
+    pub fn take_transmits(&mut self) -> Vec<Transmit> {
+        std::mem::take(&mut self.tx)
+    }
+
+    /// From attachment to the accepting PBA, for each registration of this turn.
+    pub fn take_registrations(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.registrations)
+    }
+
+    /// A Router Advertisement went out at `now`: the L3 handover time of its node when it is
+    /// the first with a prefix since the node was seen.
+    pub fn ra_sent(&mut self, ra: &RouterAdvertisement, now: Instant) -> Option<Duration> {
+        if ra.prefixes.is_empty() {
+            return None;
+        }
+        self.seen_at.remove(&ra.mn_link_layer).map(|t| now - t)
+    }
+
+    /// Buffered packets of `prefix` reached their node at `now`: the time since it was seen,
+    /// the first time.
+    pub fn delivered(&mut self, prefix: &ipnet::Ipv6Net, now: Instant) -> Option<Duration> {
+        let ll = (self.mag.bindings())
+            .find(|e| e.prefixes.contains(prefix))
+            .map(|e| e.link_layer)?;
+        self.delivered_to(&ll, now)
+    }
+
+    /// Buffered packets reached the node `ll` at `now`: the time since it was seen, the first
+    /// time.
+    pub fn delivered_to(&mut self, ll: &LinkLayerAddress, now: Instant) -> Option<Duration> {
+        self.awaiting_delivery.remove(ll).map(|t| now - t)
+    }
+
+    /// The registered nodes to write when they changed since the last save (or, with `force`,
+    /// when they differ from what was written or the file is missing).
+    pub fn to_save(&mut self, force: bool, file_exists: bool) -> Option<Vec<SavedBinding>> {
+        if !(self.dirty || force) {
+            return None;
+        }
+        self.dirty = false;
+        let now = self.mag.save();
+        (now != self.saved || !file_exists).then_some(now)
+    }
+
+    /// `saved` is on disk.
+    pub fn saved(&mut self, saved: Vec<SavedBinding>) {
+        self.saved = saved;
+    }
+
+    /// Forgets what was written, so that the next save writes whatever there is.
+    pub fn forget_saved(&mut self) {
+        self.saved.clear();
+        self.dirty = true;
+    }
+
+    /// The fast-handover buffer's counters now (the driver owns the buffer).
+    pub fn observe_buffer(&mut self, stats: crate::buffer::BufferStats) {
+        self.buffer = Some(stats);
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = self.mag.stats();
+        Stats {
+            pbu_sent: s.pbu_sent,
+            pbu_retransmitted: s.pbu_retransmitted,
+            pba_received: s.pba_received,
+            pba_by_status: (s.pba_by_status.iter().enumerate())
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (Status::from(k as u8), *n))
+                .collect(),
+            bul_entries: self.mag.bindings().count(),
+            registered: self.mag.bindings().filter(|e| e.is_bound()).count(),
+            events: self.events,
+            handovers: self.handovers.clone(),
+            buffer: self.buffer,
+        }
+    }
+
+    // ------------------------------------------------------------------------ the state machine's outputs
+
+    fn drain(&mut self) {
+        while let Some(o) = self.mag.poll_output() {
+            match o {
+                MagOutput::Transmit(t) => self.tx.push(t),
+                MagOutput::Dataplane(c) => self.steps.push(match datapath::change(&c) {
+                    // The end of a relay is the buffer's to see: the route may be its own.
+                    Some(_) if matches!(c, DataplaneCommand::RemoveForward { .. }) => {
+                        Step::Buffer(c)
+                    }
+                    Some(ch) => Step::Change(ch),
+                    None => Step::Buffer(c),
+                }),
+                MagOutput::RouterAdvertisement(ra) => self.ras.push(ra),
+                MagOutput::Event(e) => self.event(e),
+                MagOutput::BindingUpdateList(c) => self.bul_changed(c),
+            }
+        }
+    }
+
+    /// Answers the API calls that wait on this entry's change: an attach waits for the end
+    /// of its registration, a handover indication for the new MAG's acknowledgement.
+    fn bul_changed(&mut self, c: BulChange) {
+        let (mn_id, entry, handover) = match &c {
+            BulChange::Updated { entry, handover } => {
+                (&entry.mn_id, Some(entry), handover.as_ref())
+            }
+            BulChange::Removed { mn_id, .. } => (mn_id, None, None),
+        };
+        if self.waiting.iter().any(|(id, _)| id == mn_id) {
+            self.answer_waiting(mn_id.clone(), entry, handover.is_some());
+        }
+        if self.indications.iter().any(|(id, _)| id == mn_id) {
+            self.answer_indications(mn_id.clone(), handover.cloned());
+        }
+    }
+
+    /// Replies to the handover indications of `mn_id` once the HAck came (or the handover
+    /// failed): `handover` is its fast handover now.
+    fn answer_indications(&mut self, mn_id: String, handover: Option<FastHandover>) {
+        if matches!(&handover, Some(f) if f.phase == FastPhase::Initiating) {
+            return;
+        }
+        let (done, keep) = std::mem::take(&mut self.indications)
+            .into_iter()
+            .partition(|(id, _)| *id == mn_id);
+        self.indications = keep;
+        for (_, reply) in done {
+            let _ = reply.send(match &handover {
+                Some(_) => Ok(()),
+                None => Err(CallError::FailedPrecondition(format!(
+                    "{mn_id}: the new MAG did not acknowledge the handover"
+                ))),
+            });
+        }
+    }
+
+    /// Replies to the `Attach { wait: true }` calls of `mn_id` once its registration
+    /// concluded: `entry` is its entry now (`None`: gone).
+    fn answer_waiting(&mut self, mn_id: String, entry: Option<&BulEntry>, handover: bool) {
+        if entry.is_some_and(|e| e.state == BulState::Registering) {
+            return;
+        }
+        let (done, keep) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(id, _)| *id == mn_id);
+        self.waiting = keep;
+        for (_, reply) in done {
+            let _ = reply.send(match entry {
+                Some(e) => Ok(self.view_of(e, handover, self.now)),
+                None => Err(CallError::NotFound(format!(
+                    "{mn_id}: registration gave up (no PBA)"
+                ))),
+            });
+        }
+    }
+
+    fn event(&mut self, e: MagEvent) {
+        let kind = match &e {
+            MagEvent::UnknownNode { link_layer, link } => {
+                info!(%link_layer, link = link.0, "a node without a profile attached: no service");
+                0
+            }
+            MagEvent::Registered {
+                mn_id,
+                prefixes,
+                after,
+            } => {
+                info!(%mn_id, ?prefixes, after_ms = after.as_secs_f64() * 1e3, "registered");
+                self.registrations.push(*after);
+                self.dirty = true;
+                1
+            }
+            MagEvent::Refreshed { .. } => 2,
+            MagEvent::Rejected { mn_id, status } => {
+                warn!(%mn_id, %status, "registration refused");
+                self.dirty = true;
+                3
+            }
+            MagEvent::GaveUp { mn_id } => {
+                warn!(%mn_id, "no PBA after every retransmission");
+                self.dirty = true;
+                4
+            }
+            MagEvent::Deregistered { mn_id } => {
+                info!(%mn_id, "de-registered");
+                self.dirty = true;
+                5
+            }
+            MagEvent::Expired { mn_id } => {
+                warn!(%mn_id, "binding expired");
+                self.dirty = true;
+                6
+            }
+            MagEvent::Revoked { mn_id, trigger } => {
+                info!(%mn_id, %trigger, "binding revoked by the LMA");
+                self.dirty = true;
+                7
+            }
+            MagEvent::PbaIgnored { mn_id, reason } => {
+                debug!(%mn_id, reason, "PBA ignored");
+                8
+            }
+            MagEvent::Peer(p) => {
+                match p {
+                    PeerEvent::Unreachable { peer } => {
+                        warn!(%peer, "LMA does not answer heartbeats");
+                        self.lma_reachable = false;
+                    }
+                    PeerEvent::Reachable { peer } => {
+                        info!(%peer, "LMA answers heartbeats again");
+                        self.lma_reachable = true;
+                    }
+                    PeerEvent::Restarted { peer, old, new } => {
+                        info!(%peer, ?old, new, "LMA restarted: re-registering every node");
+                    }
+                }
+                9
+            }
+            MagEvent::HandoverStarted {
+                mn_id,
+                mode,
+                role,
+                peer,
+            } => {
+                info!(%mn_id, ?mode, ?role, %peer, "fast handover started");
+                10
+            }
+            MagEvent::HandoverAcknowledged { mn_id, peer } => {
+                info!(%mn_id, %peer, "fast handover acknowledged: forwarding to the new MAG");
+                11
+            }
+            MagEvent::HandoverCompleted {
+                mn_id,
+                mode,
+                role,
+                peer,
+                took,
+            } => {
+                info!(%mn_id, ?mode, ?role, %peer, took_ms = took.as_secs_f64() * 1e3, "fast handover completed");
+                *(self.handovers)
+                    .entry(format!("{mode:?}-completed").to_lowercase())
+                    .or_default() += 1;
+                self.fast_handovers += 1;
+                self.dirty = true;
+                12
+            }
+            MagEvent::HandoverFailed {
+                mn_id,
+                mode,
+                role,
+                reason,
+            } => {
+                warn!(%mn_id, ?mode, ?role, reason, "fast handover failed");
+                *(self.handovers)
+                    .entry(format!("{mode:?}-failed").to_lowercase())
+                    .or_default() += 1;
+                13
+            }
+            MagEvent::Dropped { from, reason } => {
+                debug!(%from, %reason, "message dropped");
+                14
+            }
+        };
+        self.events[kind] += 1;
+    }
+
+    fn view(&self, e: &BulEntry, now: Instant) -> EntryView {
+        self.view_of(e, self.mag.handover(&e.link_layer).is_some(), now)
+    }
+
+    fn view_of(&self, e: &BulEntry, handover: bool, now: Instant) -> EntryView {
+        EntryView {
+            handover,
+            access_interface: self.links.get(&e.link.0).cloned().unwrap_or_default(),
+            remaining_s: e.expires_at.map_or(0, |x| (x - now).as_secs() as u32),
+            attached_ago: now - e.attached_at,
+            registered_ago: e.registered_at.map(|r| now - r),
+            lab: self.lab.contains_key(&e.mn_id),
+            entry: e.clone(),
+        }
+    }
+
+    // ------------------------------------------------------------------------ the API
+
+    /// Answers one command (an attach with `wait` and a handover indication answer later).
+    pub fn command(&mut self, now: Instant, wall: WallClock, cmd: Command) {
+        self.now = now;
+        match cmd {
+            Command::List { reply } => {
+                let _ = reply.send(self.list(now));
+            }
+            Command::Attach {
+                link_layer,
+                interface,
+                access_technology_type,
+                wait,
+                reply,
+            } => {
+                let Some(ifindex) = (self.links.iter())
+                    .find(|(_, n)| **n == interface)
+                    .map(|(i, _)| *i)
+                else {
+                    let _ = reply.send(Err(CallError::FailedPrecondition(format!(
+                        "{interface} is not an access interface of this MAG (or it is down)"
+                    ))));
+                    return;
+                };
+                let Some(mn_id) = (self.mag.policy())
+                    .by_link_layer(&link_layer)
+                    .map(|p| p.mn_id.to_string())
+                else {
+                    let _ = reply.send(Err(CallError::NotFound(format!(
+                        "no profile has link-layer address {link_layer}"
+                    ))));
+                    return;
+                };
+                self.mag.handle_attach(
+                    now,
+                    wall,
+                    Attach {
+                        link_layer,
+                        link: AccessLink(ifindex),
+                        access_technology_type,
+                        handoff_hint: None,
+                    },
+                );
+                self.drain();
+                if wait {
+                    self.waiting.push((mn_id.clone(), reply));
+                    // A node already registered here changes nothing: it answers at once.
+                    let entry = self.mag.binding(&mn_id).cloned();
+                    let handover = entry
+                        .as_ref()
+                        .is_some_and(|e| self.mag.handover(&e.link_layer).is_some());
+                    self.answer_waiting(mn_id, entry.as_ref(), handover);
+                } else if let Some(e) = self.mag.binding(&mn_id) {
+                    let v = self.view(e, now);
+                    let _ = reply.send(Ok(v));
+                }
+            }
+            Command::Detach { node, reply } => {
+                let entry = match &node {
+                    NodeKey::LinkLayer(ll) => self.mag.binding_by_link_layer(ll),
+                    NodeKey::MnId(id) => self.mag.binding(id),
+                };
+                let Some(e) = entry else {
+                    let _ = reply.send(Err(CallError::NotFound(format!("no entry for {node:?}"))));
+                    return;
+                };
+                let v = self.view(e, now);
+                let ll = e.link_layer;
+                self.mag.handle_detach(now, wall, &ll);
+                self.drain();
+                let _ = reply.send(Ok(v));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats_view(now));
+            }
+            Command::UpsertProfile(p) => {
+                let id = p.mn_id.to_string();
+                // Local profiles win (MagConfig::policy_server).
+                if self.mag.policy().check_api_change(&id).is_err() {
+                    return;
+                }
+                match self.mag.upsert_profile(p) {
+                    Ok(()) => {
+                        self.stale.remove(&id);
+                    }
+                    Err(e) => warn!(error = %e, "profile from the policy server refused"),
+                }
+            }
+            Command::RemoveProfile(id) => {
+                if self.mag.policy().origin(&id) == Some(Origin::Api) {
+                    self.mag.remove_profile(now, wall, &id);
+                    self.drain();
+                }
+            }
+            Command::HandoverIndication {
+                mn_id,
+                new_mag,
+                reply,
+            } => match self.mag.handle_handover_indication(now, &mn_id, new_mag) {
+                Ok(()) => {
+                    self.indications.push((mn_id.clone(), reply));
+                    self.drain();
+                    let handover = (self.mag.binding(&mn_id))
+                        .and_then(|e| self.mag.handover(&e.link_layer))
+                        .cloned();
+                    self.answer_indications(mn_id, handover);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(match e {
+                        pmip::mag::FastError::NotRegistered(_) => {
+                            CallError::NotFound(e.to_string())
+                        }
+                        _ => CallError::FailedPrecondition(e.to_string()),
+                    }));
+                }
+            },
+            Command::ExpectArrival {
+                link_layer,
+                previous_mag,
+            } => self.mag.expect_arrival(now, link_layer, previous_mag),
+            Command::KnowsNode { link_layer, reply } => {
+                let _ = reply.send(self.mag.policy().by_link_layer(&link_layer).is_some());
+            }
+            Command::LinkLayerOf { mn_id, reply } => {
+                let ll = (self.mag.policy().get(&mn_id))
+                    .and_then(|(p, _)| p.link_layer_addresses.first().copied());
+                let _ = reply.send(ll);
+            }
+            Command::PolicyReset => {
+                self.stale = (self.mag.policy().profiles_with_origin())
+                    .filter(|(_, o)| *o == Origin::Api)
+                    .map(|(p, _)| p.mn_id.to_string())
+                    .collect();
+            }
+            Command::PolicySynced(s) => {
+                self.policy_synced = s;
+                if s {
+                    for id in std::mem::take(&mut self.stale) {
+                        self.mag.remove_profile(now, wall, &id);
+                    }
+                    self.drain();
+                }
+            }
+            Command::LabNode {
+                mn_id,
+                interface,
+                present,
+            } => {
+                if present {
+                    self.lab.insert(mn_id, interface);
+                } else {
+                    self.lab.remove(&mn_id);
+                }
+            }
+        }
+    }
+
+    /// The binding update list, by MN-ID.
+    pub fn list(&self, now: Instant) -> Vec<EntryView> {
+        let mut v: Vec<EntryView> = self.mag.bindings().map(|e| self.view(e, now)).collect();
+        v.sort_by(|a, b| a.entry.mn_id.cmp(&b.entry.mn_id));
+        v
+    }
+
+    pub fn stats_view(&self, now: Instant) -> StatsView {
+        let s = self.stats();
+        StatsView {
+            name: self.config.name.clone(),
+            proxy_coa: self.config.proxy_coa,
+            lma_address: self.config.lma_address,
+            restart_counter: self.restart_counter,
+            uptime: now - self.started,
+            bul_entries: s.bul_entries,
+            registered: s.registered,
+            pbus_sent: s.pbu_sent,
+            pbu_retransmissions: s.pbu_retransmitted,
+            pbas_by_status: s.pba_by_status,
+            lma_reachable: self.lma_reachable,
+            lab_nodes: self.lab.len(),
+            profiles: self.mag.policy().len(),
+            policy_synced: self.policy_synced,
+            fast_handovers: self.fast_handovers,
+            buffered_packets: self.buffer.map_or(0, |b| b.held),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The service without a runtime, against a real LMA state machine: what the service
+    //! sends goes to the LMA, what the LMA answers comes back, on a clock the test moves.
+
+    use super::*;
+    use pmip::config::LmaConfig;
+    use pmip::lma::{Lma, LmaOutput};
+
+    const LMA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+    const MAG1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+    const ACC: u32 = 7;
+
+    fn nai(n: u8) -> String {
+        format!("mn{n}@example.org")
+    }
+
+    fn ll(n: u8) -> LinkLayerAddress {
+        LinkLayerAddress::mac([2, 0, 0, 0, 0, n])
+    }
+
+    fn profiles(ns: &[u8]) -> Vec<serde_json::Value> {
+        ns.iter()
+            .map(|n| serde_json::json!({"mn_id": nai(*n), "link_layer_addresses": [ll(*n).to_string()]}))
+            .collect()
+    }
+
+    fn mag_config() -> MagConfig {
+        let c: MagConfig = serde_json::from_value(serde_json::json!({
+            "name": "mag-test",
+            "proxy_coa": MAG1.to_string(),
+            "lma_address": LMA.to_string(),
+            "access_interfaces": ["acc*"],
+            "mobile_nodes": profiles(&[1, 2]),
+            "domain": {"heartbeat": {"interval_s": 0}},
+            "datapath": {"mode": "none"},
+        }))
+        .unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    fn lma() -> Lma {
+        let c: LmaConfig = serde_json::from_value(serde_json::json!({
+            "address": LMA.to_string(),
+            "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
+            "authorized_mags": [MAG1.to_string()],
+            "mobile_nodes": profiles(&[1, 2, 9]),
+            "domain": {"heartbeat": {"interval_s": 0}},
+            "datapath": {"mode": "none"},
+        }))
+        .unwrap();
+        c.validate().unwrap();
+        Lma::new(c, 1, 3).unwrap()
+    }
+
+    struct Bench {
+        s: Service,
+        lma: Lma,
+        now: Instant,
+        wall: WallClock,
+        /// What the service sent, and the LMA answered, so far.
+        sent: usize,
+    }
+
+    impl Bench {
+        fn new(saved: &[SavedBinding]) -> Bench {
+            let now = Instant::from_duration(Duration::from_secs(1));
+            let wall = WallClock(Duration::from_secs(1_800_000_000));
+            let (s, _) = Service::new(
+                Start {
+                    config: mag_config(),
+                    restart_counter: 1,
+                    seed: 11,
+                    saved,
+                },
+                now,
+                wall,
+            )
+            .unwrap();
+            let mut b = Bench {
+                s,
+                lma: lma(),
+                now,
+                wall,
+                sent: 0,
+            };
+            b.access(AccessInput::LinkUp {
+                ifindex: ACC,
+                name: "acc0".into(),
+                mtu: 1500,
+            });
+            b
+        }
+
+        fn access(&mut self, a: AccessInput) {
+            self.s.handle_access(self.now, self.wall, a);
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.wall = WallClock(self.wall.0 + d);
+        }
+
+        /// Carries messages between the service and the LMA until both are quiet.
+        fn exchange(&mut self) {
+            loop {
+                let out = self.s.take_transmits();
+                if out.is_empty() {
+                    return;
+                }
+                self.sent += out.len();
+                for t in out {
+                    self.lma
+                        .handle_message(self.now, self.wall, t.src, t.dst, &t.payload);
+                }
+                while let Some(o) = self.lma.poll_output() {
+                    if let LmaOutput::Transmit(t) = o {
+                        self.s
+                            .handle_message(self.now, self.wall, t.src, t.dst, &t.payload);
+                    }
+                }
+            }
+        }
+
+        fn call<R>(&mut self, make: impl FnOnce(oneshot::Sender<R>) -> Command) -> R {
+            let (tx, mut rx) = oneshot::channel();
+            self.s.command(self.now, self.wall, make(tx));
+            rx.try_recv().expect("answered in the same turn")
+        }
+    }
+
+    #[test]
+    fn a_node_seen_on_an_access_link_is_registered_routed_advertised_and_saved() {
+        let mut b = Bench::new(&[]);
+        b.s.take_steps();
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.advance(Duration::from_millis(3));
+        b.exchange();
+        let e = b.s.mag().binding(&nai(1)).unwrap();
+        assert!(e.is_bound());
+        let prefix = e.prefixes[0];
+        let steps = b.s.take_steps();
+        assert!(
+            steps.contains(&Step::Change(Change::AddUplink { prefix, peer: LMA })),
+            "{steps:?}"
+        );
+        assert!(steps.iter().any(|s| matches!(
+            s,
+            Step::Change(Change::AddLocalRoute { prefix: p, ifindex: ACC, .. }) if *p == prefix
+        )));
+        let ras = b.s.take_router_advertisements();
+        let ra = ras.iter().find(|r| !r.prefixes.is_empty()).unwrap();
+        assert_eq!(ra.prefixes, vec![prefix]);
+        // The L3 handover time, from the node seen to its Router Advertisement.
+        assert_eq!(b.s.ra_sent(ra, b.now), Some(Duration::from_millis(3)));
+        assert_eq!(b.s.ra_sent(ra, b.now), None, "only the first");
+        assert_eq!(b.s.take_registrations().len(), 1);
+        let saved = b.s.to_save(false, true).expect("a registration is saved");
+        assert_eq!(saved.len(), 1);
+        b.s.saved(saved);
+        assert!(b.s.to_save(false, true).is_none());
+        assert!(b.s.to_save(true, true).is_none(), "the file holds it");
+        assert!(b.s.to_save(true, false).is_some(), "the file is gone");
+        let st = b.s.stats();
+        assert_eq!(st.registered, 1);
+        assert_eq!(st.events[1], 1, "registered");
+        assert_eq!(st.pba_received, 1);
+
+        // A restart with what was saved restores the node and refreshes it.
+        let saved = b.s.mag().save();
+        let mut again = Bench::new(&saved);
+        assert!(again.s.mag().binding(&nai(1)).is_some_and(|e| e.is_bound()));
+        assert!(
+            again
+                .s
+                .take_steps()
+                .contains(&Step::Change(Change::AddUplink { prefix, peer: LMA }))
+        );
+        assert_eq!(again.s.take_transmits().len(), 1, "the refresh");
+    }
+
+    #[test]
+    fn an_attach_over_the_api_waits_for_its_pba_when_asked() {
+        let mut b = Bench::new(&[]);
+        let r = b.call(|reply| Command::Attach {
+            link_layer: ll(1),
+            interface: "wlan9".into(),
+            access_technology_type: None,
+            wait: true,
+            reply,
+        });
+        assert!(matches!(r, Err(CallError::FailedPrecondition(_))), "{r:?}");
+        let r = b.call(|reply| Command::Attach {
+            link_layer: ll(5),
+            interface: "acc0".into(),
+            access_technology_type: None,
+            wait: true,
+            reply,
+        });
+        assert!(matches!(r, Err(CallError::NotFound(_))), "{r:?}");
+        let (tx, mut rx) = oneshot::channel();
+        b.s.command(
+            b.now,
+            b.wall,
+            Command::Attach {
+                link_layer: ll(2),
+                interface: "acc0".into(),
+                access_technology_type: None,
+                wait: true,
+                reply: tx,
+            },
+        );
+        assert!(rx.try_recv().is_err(), "waits for the PBA");
+        b.advance(Duration::from_millis(5));
+        b.exchange();
+        let v = rx.try_recv().unwrap().unwrap();
+        assert_eq!(v.entry.mn_id, nai(2));
+        assert_eq!(v.access_interface, "acc0");
+        assert!(v.entry.is_bound());
+        assert_eq!(v.registered_ago, Some(Duration::ZERO));
+        let list = b.call(|reply| Command::List { reply });
+        assert_eq!(list.len(), 1);
+        let d = b.call(|reply| Command::Detach {
+            node: NodeKey::MnId(nai(2)),
+            reply,
+        });
+        assert!(d.is_ok());
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(2)).is_none());
+        assert_eq!(b.s.stats().events[5], 1, "de-registered");
+    }
+
+    #[test]
+    fn profiles_learned_from_the_lma_never_replace_the_files_and_go_after_a_reset() {
+        let mut b = Bench::new(&[]);
+        let mut p = MobileNodeProfile::new(pmip::types::Nai::new(nai(1)).unwrap());
+        p.link_layer_addresses = vec![ll(8)];
+        b.s.command(b.now, b.wall, Command::UpsertProfile(p));
+        assert_eq!(
+            b.s.mag()
+                .policy()
+                .by_link_layer(&ll(1))
+                .unwrap()
+                .mn_id
+                .as_str(),
+            nai(1),
+            "the file's profile stays"
+        );
+        let mut learned = MobileNodeProfile::new(pmip::types::Nai::new(nai(9)).unwrap());
+        learned.link_layer_addresses = vec![ll(9)];
+        b.s.command(b.now, b.wall, Command::UpsertProfile(learned));
+        assert!(b.call(|reply| Command::KnowsNode {
+            link_layer: ll(9),
+            reply
+        }));
+        assert_eq!(
+            b.call(|reply| Command::LinkLayerOf {
+                mn_id: nai(9),
+                reply
+            }),
+            Some(ll(9))
+        );
+        // The file's profiles cannot be removed by the LMA.
+        b.s.command(b.now, b.wall, Command::RemoveProfile(nai(1)));
+        assert!(b.s.mag().policy().get(&nai(1)).is_some());
+        // A snapshot that does not repeat mn9 removes it once in sync.
+        b.s.command(b.now, b.wall, Command::PolicyReset);
+        b.s.command(b.now, b.wall, Command::PolicySynced(true));
+        assert!(b.s.mag().policy().get(&nai(9)).is_none());
+        assert!(b.s.mag().policy().get(&nai(1)).is_some());
+        let st = b.call(|reply| Command::Stats { reply });
+        assert_eq!(st.profiles, 2);
+        assert!(st.policy_synced);
+    }
+}
