@@ -384,7 +384,10 @@ async fn policy_apply_list_get_and_delete_profiles() {
             "home_network_prefixes": ["2001:db8:100:ff00::/64"],
             "allowed_mags": ["2001:db8:1::10"],
             "access_technology_type": 4,
-            "local_routing": true
+            "local_routing": true,
+            "ipv6": true,
+            "ipv4": false,
+            "ipv4_home_address": null
         })
     );
     let table = ok(&pmipctl(&["--lma", &url, "policy", "list"]).await);
