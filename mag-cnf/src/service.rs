@@ -1154,4 +1154,41 @@ mod tests {
         assert_eq!(st.profiles, 2);
         assert!(st.policy_synced);
     }
+
+    #[test]
+    fn every_pba_is_counted_by_its_status_de_registrations_too() {
+        let mut b = Bench::new(&[]);
+        for n in [1, 2] {
+            b.access(AccessInput::NodeSeen {
+                ifindex: ACC,
+                link_layer: ll(n),
+            });
+            b.exchange();
+        }
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.exchange();
+        assert!(b.s.mag().bindings().next().is_none(), "both de-registered");
+        let st = b.s.stats();
+        assert_eq!(st.pba_received, 4);
+        let by_status: u64 = st.pba_by_status.iter().map(|(_, n)| n).sum();
+        assert_eq!(by_status, st.pba_received, "{:?}", st.pba_by_status);
+        // And so in the metrics.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let m = crate::metrics::Metrics::new(&mut registry);
+        m.observe(&st);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let total: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pmip_mag_pba_received_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let per_status: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("pmip_mag_pba_received_by_status_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!((total, per_status), (4.0, 4.0), "{text}");
+    }
 }

@@ -143,7 +143,10 @@ impl Mag {
 
     /// RFC 5213 §6.9.1.2.
     pub(super) fn on_pba(&mut self, now: Instant, wall: WallClock, pba: &ProxyBindingAck<'_>) {
+        // Every PBA received counts by its status, de-registration acknowledgements and the
+        // ones ignored below included: the total is the sum of the statuses.
         self.stats.pba_received += 1;
+        self.stats.pba_by_status[usize::from(pba.status.value())] += 1;
         let Some(id) = pba.opts.nai().and_then(|b| core::str::from_utf8(b).ok()) else {
             return;
         };
@@ -187,7 +190,6 @@ impl Mag {
             self.event(MagEvent::Deregistered { mn_id });
             return;
         }
-        self.stats.pba_by_status[usize::from(pba.status.value())] += 1;
         if let Some(e) = self.bul.get_mut(&ll) {
             e.last_status = Some(pba.status);
         }
