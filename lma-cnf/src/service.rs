@@ -405,19 +405,23 @@ impl Service {
         bytes: &[u8],
     ) {
         self.lma.handle_message_trusted(now, wall, src, dst, bytes);
-        self.arrived(now);
+        self.arrived();
         self.drain(now, wall);
     }
 
-    /// Every message counts for the registration latency.
-    fn arrived(&mut self, now: Instant) {
-        self.answered.push(now);
+    /// The registration latency is of the PBUs the state machine's last `handle_*` call
+    /// answered, one per PBA: not of heartbeats or other messages; a PBU held for the
+    /// previous MAG's de-registration (RFC 5213 §5.4.1) counts when answered, from its
+    /// arrival.
+    fn arrived(&mut self) {
+        self.answered.extend_from_slice(self.lma.answered());
     }
 
     /// The state machine's timers, and the deferred refreshes' deadline.
     pub fn handle_timeout(&mut self, now: Instant, wall: WallClock) {
         if self.lma.poll_timeout().is_some_and(|t| t <= now) {
             self.lma.handle_timeout(now, wall);
+            self.arrived();
             self.drain(now, wall);
         }
     }
@@ -473,7 +477,7 @@ impl Service {
         std::mem::take(&mut self.tx)
     }
 
-    /// When each message of this turn arrived (for the registration latency).
+    /// When each PBU answered this turn arrived (for the registration latency).
     pub fn take_answered(&mut self) -> Vec<Instant> {
         std::mem::take(&mut self.answered)
     }
@@ -756,7 +760,7 @@ impl Service {
                 reply,
             } => {
                 self.lma.handle_message(now, wall, src, dst, &bytes);
-                self.arrived(now);
+                self.arrived();
                 self.drain(now, wall);
                 let _ = reply.send(());
             }
@@ -1062,9 +1066,9 @@ mod tests {
     use super::*;
     use pmip::types::LinkLayerAddress;
     use pmip::wire::{
-        AccessTechnologyType, BindingUpdate, BuFlags, HandoffIndicator, Lifetime,
-        MN_ID_SUBTYPE_NAI, Message, MobilityOption, Options, ProxyBindingAck, SequenceNumber,
-        Timestamp,
+        AccessTechnologyType, BindingUpdate, BuFlags, HandoffIndicator, Heartbeat, HeartbeatFlags,
+        Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption, Options, ProxyBindingAck,
+        SequenceNumber, Timestamp,
     };
 
     const LMA: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
@@ -1137,6 +1141,19 @@ mod tests {
 
         /// A PBU for node `n` from `mag`, as a MAG sends it.
         fn pbu(&mut self, mag: Ipv6Addr, n: u8, hi: HandoffIndicator, prefix: &str) -> Vec<u8> {
+            self.pbu_over(mag, n, hi, prefix, AccessTechnologyType::Ieee80211, 3600)
+        }
+
+        /// A PBU for node `n` from `mag` over `att`, asking for `lifetime_s`.
+        fn pbu_over(
+            &mut self,
+            mag: Ipv6Addr,
+            n: u8,
+            hi: HandoffIndicator,
+            prefix: &str,
+            att: AccessTechnologyType,
+            lifetime_s: u32,
+        ) -> Vec<u8> {
             self.seq += 1;
             let id = nai(n);
             let ll = LinkLayerAddress::mac([2, 0, 0, 0, 0, n]);
@@ -1147,7 +1164,7 @@ mod tests {
                 },
                 MobilityOption::HomeNetworkPrefix(prefix.parse().unwrap()),
                 MobilityOption::HandoffIndicator(hi),
-                MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee80211),
+                MobilityOption::AccessTechnologyType(att),
                 MobilityOption::MnLinkLayerIdentifier(ll.as_bytes()),
                 MobilityOption::Timestamp(Timestamp::from_wall_clock(self.wall)),
             ];
@@ -1155,7 +1172,7 @@ mod tests {
                 &Message::BindingUpdate(BindingUpdate {
                     sequence: SequenceNumber(self.seq),
                     flags: BuFlags::A | BuFlags::P,
-                    lifetime: Lifetime::from_secs(3600),
+                    lifetime: Lifetime::from_secs(lifetime_s),
                     options: Options::List(&opts),
                 }),
                 mag,
@@ -1429,5 +1446,63 @@ mod tests {
             reply,
         });
         assert_eq!(none, RevokeOutcome::NoBinding);
+    }
+
+    #[test]
+    fn a_heartbeat_is_answered_but_is_no_registration() {
+        let mut b = Bench::new();
+        let hb = emit(
+            &Message::Heartbeat(Heartbeat {
+                flags: HeartbeatFlags::empty(),
+                sequence: 9,
+                options: Options::List(&[]),
+            }),
+            MAG1,
+        );
+        b.receive(MAG1, &hb);
+        assert_eq!(b.s.take_transmits().len(), 1, "the heartbeat response");
+        assert!(b.s.take_answered().is_empty());
+        b.attach(MAG1, 1);
+        assert_eq!(b.s.take_answered(), vec![b.now]);
+    }
+
+    #[test]
+    fn a_held_pbu_counts_once_when_answered_from_its_arrival() {
+        use AccessTechnologyType::{Ieee8023, Ieee80211};
+        use HandoffIndicator::HandoffStateUnknown;
+        let mut b = Bench::new();
+        let p = b.attach(MAG1, 1);
+        b.s.take_answered();
+        // Another access technology, handoff state unknown: held for MAG1's de-registration
+        // (RFC 5213 §5.4.1.2 rule 4).
+        b.advance(Duration::from_millis(10));
+        let held_at = b.now;
+        let moved = b.pbu_over(MAG2, 1, HandoffStateUnknown, "::/0", Ieee8023, 3600);
+        b.receive(MAG2, &moved);
+        assert!(b.pbas().is_empty(), "held");
+        assert!(b.s.take_answered().is_empty());
+        b.advance(Duration::from_millis(100));
+        let dereg = b.pbu_over(MAG1, 1, HandoffStateUnknown, &p.to_string(), Ieee80211, 0);
+        b.receive(MAG1, &dereg);
+        let pbas = b.pbas();
+        assert_eq!(pbas.len(), 2, "{pbas:?}");
+        assert_eq!(b.s.take_answered(), vec![b.now, held_at]);
+
+        // Held again, and MaxDelayBeforeNewBCEAssign passes: answered by the timer.
+        b.advance(Duration::from_millis(10));
+        let held_at = b.now;
+        let back = b.pbu_over(MAG1, 1, HandoffStateUnknown, "::/0", Ieee80211, 3600);
+        b.receive(MAG1, &back);
+        assert!(b.pbas().is_empty(), "held");
+        let mut pbas = Vec::new();
+        while pbas.is_empty() {
+            let due = b.s.poll_timeout().expect("the wait's deadline");
+            b.advance(due.saturating_duration_since(b.now));
+            b.s.handle_timeout(b.now, b.wall);
+            pbas = b.pbas();
+        }
+        assert_eq!(pbas.len(), 1, "{pbas:?}");
+        assert!(b.now >= held_at + Duration::from_millis(1500));
+        assert_eq!(b.s.take_answered(), vec![held_at]);
     }
 }

@@ -130,6 +130,8 @@ struct Lab {
     core_task: JoinHandle<()>,
     dir: TempDir,
     seq: u16,
+    /// The core's metrics.
+    registry: prometheus_client::registry::Registry,
 }
 
 impl Lab {
@@ -184,6 +186,7 @@ impl Lab {
             core_task,
             dir,
             seq: 0,
+            registry,
         }
     }
 
@@ -204,6 +207,13 @@ impl Lab {
         timeout(WAIT, core_task).await.unwrap().unwrap();
         timeout(WAIT, api).await.unwrap().unwrap();
         dir
+    }
+
+    /// The metrics as `/metrics` serves them.
+    fn metrics(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text
     }
 
     fn bc(&self) -> BindingCacheClient<Channel> {
@@ -1539,6 +1549,52 @@ async fn stats_count_what_happened() {
     assert_eq!(
         (s.revocations, s.expirations, s.mags_reachable, s.watchers),
         (0, 0, 0, 0)
+    );
+    lab.stop().await;
+}
+
+/// The value of a sample line of `text` (`name{labels} value`).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_registration_latency_is_of_pbus_not_of_every_message() {
+    let mut lab = Lab::start().await;
+    for seq in 0..5 {
+        let m = Message::Heartbeat(pmip::wire::Heartbeat {
+            flags: pmip::wire::HeartbeatFlags::empty(),
+            sequence: seq,
+            options: Options::EMPTY,
+        });
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit_with_checksum(&mut b, &MAG1, &LMA).unwrap();
+        lab.deliver(MAG1, b).await;
+    }
+    lab.attach(MAG1, 1).await;
+    lab.attach(MAG2, 2).await;
+    let refused = lab
+        .pbu(
+            MAG3,
+            3,
+            all_zero(),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    assert_eq!(refused.status, Status::MagNotAuthorizedForProxyReg);
+    let text = lab.metrics();
+    assert_eq!(
+        sample(&text, "pmip_lma_pbu_received_total"),
+        Some(3.0),
+        "{text}"
+    );
+    // Three PBUs answered; the five heartbeats are not registrations.
+    assert_eq!(
+        sample(&text, "pmip_lma_registration_seconds_count"),
+        Some(3.0),
+        "{text}"
     );
     lab.stop().await;
 }

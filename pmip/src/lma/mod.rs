@@ -183,6 +183,8 @@ struct Revocation {
 struct PendingPbu {
     reg: Registration,
     deadline: Instant,
+    /// When it arrived: its answer's latency runs from here.
+    received_at: Instant,
 }
 
 /// Where a PBU being processed comes from.
@@ -214,6 +216,10 @@ pub struct Lma {
     outputs: VecDeque<LmaOutput>,
     rng: Rng,
     stats: LmaStats,
+    /// When the PBU being answered arrived: now, or earlier for a held one.
+    answering: Instant,
+    /// The arrival of each PBU answered by the current `handle_*` call.
+    answered: Vec<Instant>,
 }
 
 impl Lma {
@@ -245,6 +251,8 @@ impl Lma {
             outputs: VecDeque::new(),
             rng,
             stats: LmaStats::default(),
+            answering: Instant::ZERO,
+            answered: Vec::new(),
         })
     }
 
@@ -401,6 +409,14 @@ impl Lma {
     /// Bytes held by the binding cache and the allocator.
     pub fn memory_bytes(&self) -> usize {
         self.cache.memory_bytes() + self.prefixes.heap_bytes()
+    }
+
+    /// When each PBU answered by the last [`Lma::handle_message`] or [`Lma::handle_timeout`]
+    /// arrived, one entry per PBA sent: the daemon's registration latency runs from here to
+    /// the PBA leaving. A PBU held for the previous MAG's de-registration (RFC 5213 §5.4.1)
+    /// is answered, and listed, by a later call; heartbeats and other messages are not listed.
+    pub fn answered(&self) -> &[Instant] {
+        &self.answered
     }
 
     pub fn poll_output(&mut self) -> Option<LmaOutput> {
@@ -613,6 +629,7 @@ impl Lma {
         dst: Ipv6Addr,
         bytes: &[u8],
     ) {
+        self.answered.clear();
         match Message::parse_verified(bytes, &src, &dst) {
             Ok(m) => self.dispatch(now, wall, src, dst, m),
             Err(e) => self.drop_message(src, e.to_string()),
@@ -629,6 +646,7 @@ impl Lma {
         dst: Ipv6Addr,
         bytes: &[u8],
     ) {
+        self.answered.clear();
         match Message::parse_bytes(bytes) {
             Ok(m) => self.dispatch(now, wall, src, dst, m),
             Err(e) => self.drop_message(src, e.to_string()),
@@ -695,6 +713,7 @@ impl Lma {
         bu: &crate::wire::BindingUpdate<'_>,
     ) {
         self.stats.pbu_received += 1;
+        self.answering = now;
         match self.validate(wall, src, dst, bu) {
             Ok(reg) => self.register(now, wall, reg, Origin::Received),
             Err(r) => self.reject(&Reply::of(bu, src, dst), r.status, r.lma_time, r.mag),
@@ -718,7 +737,14 @@ impl Lma {
             Lookup::Wait(s) => {
                 if !reg.is_deregistration() {
                     let deadline = now + ms(self.config.timers.max_delay_before_new_bce_assign_ms);
-                    self.pending.insert(s, PendingPbu { reg, deadline });
+                    self.pending.insert(
+                        s,
+                        PendingPbu {
+                            reg,
+                            deadline,
+                            received_at: now,
+                        },
+                    );
                 }
                 return;
             }
@@ -949,17 +975,20 @@ impl Lma {
         }
         // A PBU waiting for this de-registration (handoff state unknown) goes ahead now.
         if let Some(p) = self.pending.remove(&session) {
-            self.replay_pending(now, wall, p.reg, Origin::AfterDeregistration);
+            self.replay_pending(now, wall, p, Origin::AfterDeregistration);
         }
     }
 
     /// A held PBU goes ahead. Its ordering was checked on arrival; the policy is checked
     /// again (rules 5-8), since it may have changed while the PBU waited.
-    fn replay_pending(&mut self, now: Instant, wall: WallClock, reg: Registration, origin: Origin) {
-        if let Err(status) = self.authorize(reg.proxy_coa, Some(&reg.mn_id)) {
-            return self.reject(&reg.reply(), status, None, reg.proxy_coa);
+    fn replay_pending(&mut self, now: Instant, wall: WallClock, p: PendingPbu, origin: Origin) {
+        let answering = core::mem::replace(&mut self.answering, p.received_at);
+        let reg = p.reg;
+        match self.authorize(reg.proxy_coa, Some(&reg.mn_id)).map(|_| ()) {
+            Err(status) => self.reject(&reg.reply(), status, None, reg.proxy_coa),
+            Ok(()) => self.register(now, wall, reg, origin),
         }
-        self.register(now, wall, reg, origin);
+        self.answering = answering;
     }
 
     /// The link-local address for the PBA's option (RFC 5213 §5.3.6, §6.8): the requested
@@ -1049,6 +1078,7 @@ impl Lma {
         if let Some(t) = crate::emit(&m, reply.dst, reply.src) {
             self.stats.pba_sent += 1;
             self.stats.pba_by_status[usize::from(status.value())] += 1;
+            self.answered.push(self.answering);
             self.push(LmaOutput::Transmit(t));
         }
     }
@@ -1056,6 +1086,7 @@ impl Lma {
     // ---------------------------------------------------------------- timers
 
     pub fn handle_timeout(&mut self, now: Instant, wall: WallClock) {
+        self.answered.clear();
         while let Some(s) = self.cache.pop_due(now) {
             let reason = match self.cache.get(s).map(|e| e.state) {
                 Some(BindingState::Deregistering) => RemovalReason::Deregistered,
@@ -1074,7 +1105,7 @@ impl Lma {
             if let Some(p) = self.pending.remove(&s) {
                 // MaxDelayBeforeNewBCEAssign passed without a de-registration: a new
                 // mobility session (RFC 5213 §5.4.1.2 rule 4, §5.4.1.3 rule 3).
-                self.replay_pending(now, wall, p.reg, Origin::NewSessionAfterWait);
+                self.replay_pending(now, wall, p, Origin::NewSessionAfterWait);
             }
         }
         self.revocation_timeouts(now, wall);
