@@ -180,3 +180,190 @@ fn the_previous_mag_reports_the_acknowledged_handover() {
     )));
     assert_eq!(phase(&sim), Some(FastPhase::Forwarding));
 }
+
+/// A domain whose node 1 has two interfaces: `ll(1)` and `ll(0x101)`.
+fn two_interface_domain(mags: usize) -> Sim {
+    two_interface_fast_domain(mags, pmip::config::FastHandoverMode::Off)
+}
+
+fn two_interface_fast_domain(mags: usize, mode: pmip::config::FastHandoverMode) -> Sim {
+    let mut lc = lma_config(mags, 1);
+    lc.mobile_nodes[0].link_layer_addresses.push(ll(0x101));
+    lc.domain.fast_handover.mode = mode;
+    let cfgs = (0..mags)
+        .map(|i| {
+            let mut c = mag_config(i, 1);
+            c.mobile_nodes[0].link_layer_addresses.push(ll(0x101));
+            c.domain.fast_handover.mode = mode;
+            c
+        })
+        .collect();
+    Sim::new(lc, cfgs, 42)
+}
+
+fn attach_on(sim: &mut Sim, mag: usize, l: LinkLayerAddress, link: u32) {
+    sim.attach_with(
+        mag,
+        pmip::mag::Attach {
+            link_layer: l,
+            link: pmip::output::AccessLink(link),
+            access_technology_type: None,
+            handoff_hint: None,
+        },
+    );
+}
+
+/// Every PBU sent, parsed: (source, MN-LL-ID, Handoff Indicator, lifetime zero).
+fn pbus(sim: &Sim) -> Vec<(Ipv6Addr, Vec<u8>, Option<HandoffIndicator>, bool)> {
+    sim.sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingUpdate(bu)) => {
+                let pbu = ProxyBindingUpdate::new(&bu).ok()?;
+                Some((
+                    p.src,
+                    pbu.opts.mn_link_layer_id.unwrap_or_default().to_vec(),
+                    pbu.opts.handoff_indicator,
+                    bu.lifetime.is_zero(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// RFC 5213 §5.4 (multihoming), §6.9.1.1 rules 4-5: two interfaces of one node, attached to
+/// two access links of one MAG, are two mobility sessions: two PBUs (the second with Handoff
+/// Indicator 1, "attachment over a new interface"), two prefixes, two routes; one interface
+/// leaving ends only its own session.
+#[test]
+fn two_interfaces_of_one_node_on_one_mag_are_two_mobility_sessions() {
+    let mut sim = two_interface_domain(1);
+    attach_on(&mut sim, 0, ll(1), 1);
+    sim.settle(Duration::from_secs(2));
+    attach_on(&mut sim, 0, ll(0x101), 2);
+    sim.settle(Duration::from_secs(2));
+
+    let entries: Vec<_> = sim.mags[0].bindings_of(&nai(1)).cloned().collect();
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    assert!(entries.iter().all(|e| e.is_bound()));
+    let by_ll = |l: LinkLayerAddress| entries.iter().find(|e| e.link_layer == l).unwrap();
+    let (a, b) = (by_ll(ll(1)), by_ll(ll(0x101)));
+    assert_eq!(a.link.0, 1);
+    assert_eq!(b.link.0, 2);
+    assert_ne!(a.prefixes, b.prefixes);
+    let dp = &sim.mag_datapaths[0];
+    assert_eq!(dp.access_routes.get(&a.prefixes[0]).map(|r| r.0.0), Some(1));
+    assert_eq!(dp.access_routes.get(&b.prefixes[0]).map(|r| r.0.0), Some(2));
+    assert_eq!(sim.lma.cache().sessions_of(&nai(1)).count(), 2);
+    let sent = pbus(&sim);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].1, ll(1).as_bytes());
+    assert_eq!(sent[1].1, ll(0x101).as_bytes());
+    assert_eq!(
+        sent[1].2,
+        Some(HandoffIndicator::AttachmentOverNewInterface)
+    );
+    // Each interface got an RA with its own prefix on its own link.
+    for e in [a, b] {
+        assert!(
+            sim.router_advertisements
+                .iter()
+                .any(|(_, _, ra)| ra.link == e.link
+                    && ra.mn_link_layer == e.link_layer
+                    && ra.prefixes == e.prefixes)
+        );
+    }
+
+    // The second interface leaves: its session ends, the first one stays.
+    sim.detach(0, ll(0x101));
+    sim.settle(Duration::from_secs(2));
+    let left: Vec<_> = sim.mags[0].bindings_of(&nai(1)).collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].link_layer, ll(1));
+    assert!(left[0].is_bound());
+    assert!(
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&a.prefixes[0])
+    );
+    assert!(
+        !sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&b.prefixes[0])
+    );
+    let cache = sim.lma.cache();
+    let live: Vec<_> = cache
+        .sessions_of(&nai(1))
+        .filter_map(|s| cache.get(s))
+        .filter(|e| e.state != pmip::cache::BindingState::Deregistering)
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].prefixes.as_slice(), &a.prefixes[..]);
+}
+
+/// RFC 5213 §6.9.1.1 rule 5 case (a): one interface moving between two access links of one
+/// MAG is the same session: its route moves, nothing is signalled.
+#[test]
+fn one_interface_moving_between_links_of_one_mag_keeps_its_session() {
+    let mut sim = two_interface_domain(1);
+    attach_on(&mut sim, 0, ll(1), 1);
+    sim.settle(Duration::from_secs(2));
+    let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+    attach_on(&mut sim, 0, ll(1), 2);
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(sim.mags[0].bindings_of(&nai(1)).count(), 1);
+    assert_eq!(sim.mags[0].binding(&nai(1)).unwrap().link.0, 2);
+    assert_eq!(
+        sim.mag_datapaths[0].access_routes.get(&p).map(|r| r.0.0),
+        Some(2)
+    );
+    assert_eq!(pbus(&sim).len(), 1);
+}
+
+/// RFC 5213 §5.4 with RFC 5949 §4.1 (reactive): of a node with two interfaces on one MAG,
+/// the one that moves to another MAG takes its own session along; the previous MAG hands
+/// over that interface's context and prefix, and keeps serving the other interface.
+#[test]
+fn a_reactive_handover_of_one_interface_leaves_the_other_in_place() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = two_interface_fast_domain(2, FastHandoverMode::Reactive);
+    attach_on(&mut sim, 0, ll(1), 1);
+    sim.settle(Duration::from_secs(2));
+    attach_on(&mut sim, 0, ll(0x101), 2);
+    sim.settle(Duration::from_secs(2));
+    let prefix = |sim: &Sim, mag: usize, l| {
+        sim.mags[mag]
+            .binding_by_link_layer(&ll(l))
+            .map(|e| e.prefixes.clone())
+    };
+    let (pa, pb) = (prefix(&sim, 0, 1).unwrap(), prefix(&sim, 0, 0x101).unwrap());
+    sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(0x101), mag_addr(0)));
+    sim.detach(0, ll(0x101));
+    attach_on(&mut sim, 1, ll(0x101), 1);
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(
+        prefix(&sim, 1, 0x101),
+        Some(pb.clone()),
+        "its own prefix moved"
+    );
+    assert!(
+        sim.mags[1]
+            .binding_by_link_layer(&ll(0x101))
+            .unwrap()
+            .is_bound()
+    );
+    assert_eq!(prefix(&sim, 0, 1), Some(pa.clone()), "the other stays");
+    assert!(
+        sim.mags[0]
+            .binding_by_link_layer(&ll(1))
+            .unwrap()
+            .is_bound()
+    );
+    assert!(sim.mags[0].binding_by_link_layer(&ll(0x101)).is_none());
+    assert!(sim.mag_datapaths[0].access_routes.contains_key(&pa[0]));
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    assert!(sim.mag_datapaths[1].access_routes.contains_key(&pb[0]));
+    assert!(!sim.mag_datapaths[1].access_routes.contains_key(&pa[0]));
+}

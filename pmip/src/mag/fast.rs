@@ -365,15 +365,18 @@ impl FastHandovers {
         ) else {
             return;
         };
+        // The link-layer identifier names the interface, for a node with several (RFC 5213
+        // §5.4).
         let opts = [
             MobilityOption::MobileNodeIdentifier {
                 subtype: MN_ID_SUBTYPE_NAI,
                 id: e.mn_id.as_bytes(),
             },
+            MobilityOption::MnLinkLayerIdentifier(e.link_layer.as_bytes()),
             MobilityOption::ContextRequest(cr),
         ];
         let (flags, opts) = if f.forward_asked {
-            (HiFlags::P | HiFlags::F, &opts[..1])
+            (HiFlags::P | HiFlags::F, &opts[..2])
         } else {
             (HiFlags::P | HiFlags::U, &opts[..])
         };
@@ -458,13 +461,13 @@ impl FastHandovers {
             out.extend(ack(HackCode::AdministrativelyProhibited, &id_opt));
             return;
         }
+        let ctx_ll = ctx.opts.mn_link_layer_id.and_then(LinkLayerAddress::new);
         // Code 2: the NMAG says forwarding is complete (see the module docs).
         if hi.code == HiCode::CompletionOfForwarding {
             out.extend(ack(HackCode::HandoverAccepted, &id_opt));
-            self.forwarding_complete(now, &mn_id, src, bul, out);
+            self.forwarding_complete(now, &mn_id, ctx_ll, src, bul, out);
             return;
         }
-        let ctx_ll = ctx.opts.mn_link_layer_id.and_then(LinkLayerAddress::new);
         let here = ctx_ll
             .and_then(|l| bul.get(&l).filter(|e| e.mn_id == mn_id))
             .or_else(|| bul.of_mn_id(&mn_id).next());
@@ -768,10 +771,13 @@ impl FastHandovers {
         let Some(pmag) = f.peer else {
             return;
         };
-        let opts = [MobilityOption::MobileNodeIdentifier {
-            subtype: MN_ID_SUBTYPE_NAI,
-            id: e.mn_id.as_bytes(),
-        }];
+        let opts = [
+            MobilityOption::MobileNodeIdentifier {
+                subtype: MN_ID_SUBTYPE_NAI,
+                id: e.mn_id.as_bytes(),
+            },
+            MobilityOption::MnLinkLayerIdentifier(e.link_layer.as_bytes()),
+        ];
         let m = Message::HandoverInitiate(HandoverInitiate {
             sequence: self.next_hi_sequence(),
             flags: HiFlags::P | HiFlags::F,
@@ -796,14 +802,17 @@ impl FastHandovers {
         &mut self,
         now: Instant,
         mn_id: &str,
+        ll: Option<LinkLayerAddress>,
         nmag: Ipv6Addr,
         bul: &BindingUpdateList,
         out: &mut Out,
     ) {
         let Some(e) = bul.of_mn_id(mn_id).find(|e| {
-            self.handovers
-                .get(&e.link_layer)
-                .is_some_and(|f| f.peer == Some(nmag))
+            ll.is_none_or(|l| l == e.link_layer)
+                && self
+                    .handovers
+                    .get(&e.link_layer)
+                    .is_some_and(|f| f.peer == Some(nmag))
         }) else {
             return;
         };

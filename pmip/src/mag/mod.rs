@@ -365,11 +365,10 @@ impl Mag {
         let local_routing = profile
             .local_routing
             .unwrap_or(self.config.domain.enable_mag_local_routing);
-        let requested = profile.home_network_prefixes.clone();
-        let existing = self.bul.keys_of(&mn_id).first().copied();
-        if let Some(key) = existing
-            && let Some(e) = self.bul.get(&key)
-        {
+        let pinned = profile.home_network_prefixes.clone();
+        let ll = a.link_layer;
+        // RFC 5213 §6.1: an entry per attached interface. An interface known here already:
+        if let Some(e) = self.bul.get(&ll) {
             match e.state {
                 BulState::Denied {
                     until: Some(until), ..
@@ -377,17 +376,18 @@ impl Mag {
                 BulState::Denied { .. } => return,
                 BulState::Deregistering => {}
                 _ if e.link == a.link => {
-                    // Already known here (a repeated link event or solicitation).
+                    // A repeated link event or solicitation.
                     if e.is_bound() {
-                        self.send_ra(now, key);
+                        self.send_ra(now, ll);
                     }
                     return;
                 }
                 _ => {
-                    // Same node on another access link of this MAG: move its route.
+                    // The same interface on another access link of this MAG (§6.9.1.1 rule
+                    // 5, case (a)): the same session; its route moves.
                     let bound = e.is_bound();
                     let prefixes = e.prefixes.clone();
-                    if let Some(e) = self.bul.get_mut(&key) {
+                    if let Some(e) = self.bul.get_mut(&ll) {
                         e.link = a.link;
                     }
                     if bound {
@@ -398,28 +398,40 @@ impl Mag {
                                 local_routing,
                             }));
                         }
-                        self.send_ra(now, key);
+                        self.send_ra(now, ll);
                     }
                     return;
                 }
             }
         }
+        // Another interface of the node is attached here: this one is a new interface
+        // (§6.9.1.1 rule 5, case (b)), a mobility session of its own (§5.4) with prefixes of
+        // its own: the pinned prefixes another session of the node holds are not asked for
+        // again (the LMA would take the PBU for that session's).
+        let others: Vec<&BulEntry> = self
+            .bul
+            .of_mn_id(&mn_id)
+            .filter(|e| e.link_layer != ll)
+            .filter(|e| !matches!(e.state, BulState::Deregistering | BulState::Denied { .. }))
+            .collect();
+        let new_interface = !others.is_empty();
+        let requested: Vec<Ipv6Net> = pinned
+            .into_iter()
+            .filter(|p| !others.iter().any(|e| e.prefixes.contains(p)))
+            .collect();
         let mut entry = self.new_entry(&mn_id, a.link_layer, a.link, att, local_routing, now);
         entry.prefixes = requested;
-        let previous_mag = self.fast.take_expected(now, &a.link_layer);
+        let previous_mag = self.fast.take_expected(now, &ll);
         entry.handoff_hint = match (previous_mag, a.handoff_hint) {
             // The access network knows the node comes from another MAG (RFC 5213 §6.9.1.1
             // rule 4).
             (Some(_), _) => HandoffIndicator::HandoffBetweenMags,
             (None, Some(h)) => h,
+            (None, None) if new_interface => HandoffIndicator::AttachmentOverNewInterface,
             (None, None) => HandoffIndicator::HandoffStateUnknown,
         };
         // The entry it replaces (a de-registration in progress, a hold-down that ended).
-        if let Some(key) = existing {
-            self.discard(key);
-        }
-        self.discard(a.link_layer);
-        let ll = a.link_layer;
+        self.discard(ll);
         self.bul.insert(entry);
         self.add_lma_peer(now);
         match previous_mag {

@@ -151,24 +151,17 @@ impl Mag {
             return;
         };
         let mn_id = id.to_owned();
-        let Some(e) = self.bul.of_mn_id(&mn_id).next() else {
+        // Rule 5: it must answer an outstanding PBU.
+        let Some(e) = self.pba_entry(&mn_id, pba) else {
+            if self.bul.of_mn_id(&mn_id).next().is_some() {
+                self.event(MagEvent::PbaIgnored {
+                    mn_id,
+                    reason: "does not match an outstanding PBU",
+                });
+            }
             return;
         };
         let ll = e.link_layer;
-        // Rule 5: it must answer the outstanding PBU (by sequence number, or for a sequence
-        // number error, by the node).
-        let waiting = matches!(
-            e.state,
-            BulState::Registering | BulState::Refreshing | BulState::Deregistering
-        );
-        if !waiting
-            || (pba.sequence != e.sequence && pba.status != Status::SequenceNumberOutOfWindow)
-        {
-            return self.event(MagEvent::PbaIgnored {
-                mn_id,
-                reason: "does not match an outstanding PBU",
-            });
-        }
         // Rule 6: the echoed options must be ours.
         let echo_ok = pba
             .opts
@@ -197,6 +190,30 @@ impl Mag {
             return self.accepted(now, wall, ll, pba);
         }
         self.refused(now, wall, ll, pba);
+    }
+
+    /// RFC 5213 §6.9.1.2 rule 5: the node's entry whose outstanding PBU `pba` answers, "by
+    /// the sequence number" when the node has more than one. A sequence-number error carries
+    /// the LMA's last accepted number instead of ours (RFC 6275 §9.5.1): its entry is the one
+    /// whose link-layer identifier it echoes, or the node's only entry waiting for a PBA.
+    fn pba_entry(&self, mn_id: &str, pba: &ProxyBindingAck<'_>) -> Option<&BulEntry> {
+        let mut waiting = self.bul.of_mn_id(mn_id).filter(|e| {
+            matches!(
+                e.state,
+                BulState::Registering | BulState::Refreshing | BulState::Deregistering
+            )
+        });
+        if pba.status != Status::SequenceNumberOutOfWindow {
+            return waiting.find(|e| e.sequence == pba.sequence);
+        }
+        let waiting: Vec<&BulEntry> = waiting.collect();
+        match pba.opts.mn_link_layer_id {
+            Some(l) => waiting.into_iter().find(|e| e.link_layer.as_bytes() == l),
+            None => match waiting[..] {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
     }
 
     fn accepted(
