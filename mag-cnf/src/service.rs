@@ -510,7 +510,7 @@ impl Service {
     fn bul_changed(&mut self, c: BulChange) {
         let (mn_id, entry, handover) = match &c {
             BulChange::Updated { entry, handover } => {
-                (&entry.mn_id, Some(entry), handover.as_ref())
+                (&entry.mn_id, Some(&**entry), handover.as_ref())
             }
             BulChange::Removed { mn_id, .. } => (mn_id, None, None),
         };

@@ -420,7 +420,9 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
             d.discarded.push(prefix);
         }
         DataplaneCommand::RemoveAccessRoute { prefix, .. } => {
+            // The prefix's route changes: a buffer handing it to the node stops.
             d.access_routes.remove(&prefix);
+            d.delivering.remove(&prefix);
         }
         _ => {}
     }

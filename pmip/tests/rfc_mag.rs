@@ -367,3 +367,186 @@ fn a_reactive_handover_of_one_interface_leaves_the_other_in_place() {
     assert!(sim.mag_datapaths[1].access_routes.contains_key(&pb[0]));
     assert!(!sim.mag_datapaths[1].access_routes.contains_key(&pa[0]));
 }
+
+/// Whether MAG `mag` sent node `l` an RA withdrawing `prefix` (prefix lifetime zero).
+fn withdrawn(sim: &Sim, mag: usize, l: LinkLayerAddress, prefix: ipnet::Ipv6Net) -> bool {
+    sim.router_advertisements.iter().any(|(_, i, ra)| {
+        *i == mag
+            && ra.mn_link_layer == l
+            && ra.prefixes.contains(&prefix)
+            && ra.prefix_lifetime.is_zero()
+    })
+}
+
+/// Whether MAG `mag` advertised `prefix` to node `l` with a lifetime.
+fn advertised(sim: &Sim, mag: usize, l: LinkLayerAddress, prefix: ipnet::Ipv6Net) -> bool {
+    sim.router_advertisements.iter().any(|(_, i, ra)| {
+        *i == mag
+            && ra.mn_link_layer == l
+            && ra.prefixes.contains(&prefix)
+            && !ra.prefix_lifetime.is_zero()
+    })
+}
+
+/// Nothing of `prefix` is left in MAG `mag`'s datapath: no route to the node, no uplink, no
+/// buffer handing it packets.
+fn unrouted(sim: &Sim, mag: usize, prefix: ipnet::Ipv6Net) -> bool {
+    let d = &sim.mag_datapaths[mag];
+    !d.access_routes.contains_key(&prefix)
+        && !d.uplinks.contains_key(&prefix)
+        && !d.delivering.contains_key(&prefix)
+        && !d.buffering.contains(&prefix)
+}
+
+/// A two-MAG fast-handover domain where the LMA does not authorize MAG2: its PBUs get 154.
+fn fast_domain_mag2_unauthorized(mode: pmip::config::FastHandoverMode) -> Sim {
+    let cfgs = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, 1);
+            c.domain.fast_handover.mode = mode;
+            c
+        })
+        .collect();
+    let mut lc = lma_config(1, 1);
+    lc.domain.fast_handover.mode = mode;
+    Sim::new(lc, cfgs, 77)
+}
+
+/// Moves node 1 from MAG1 to MAG2 with a fast handover of `mode`.
+fn fast_move(sim: &mut Sim, mode: pmip::config::FastHandoverMode) {
+    use pmip::config::FastHandoverMode;
+    match mode {
+        FastHandoverMode::Predictive => {
+            sim.mag_do(0, |m, now, _| {
+                m.handle_handover_indication(now, &nai(1), mag_addr(1))
+            })
+            .unwrap();
+            sim.run_for(Duration::from_millis(5));
+            sim.detach(0, ll(1));
+            sim.attach(1, ll(1));
+        }
+        _ => {
+            sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
+            sim.detach(0, ll(1));
+            sim.attach(1, ll(1));
+        }
+    }
+}
+
+/// RFC 5949 §5.2: a new MAG that advertised the node's prefix from the context before its
+/// PBA "MUST withdraw the advertised HNP by sending another RA with zero prefix lifetime"
+/// when "the subsequent PMIPv6 binding registration for the HNP fails", and removes what it
+/// routed for it (RFC 5213 §6.9.1.2 rule 11).
+#[test]
+fn a_new_mag_withdraws_the_context_prefix_when_the_lma_refuses_it() {
+    use pmip::config::FastHandoverMode;
+    for mode in [FastHandoverMode::Predictive, FastHandoverMode::Reactive] {
+        let mut sim = fast_domain_mag2_unauthorized(mode);
+        sim.attach(0, ll(1));
+        sim.settle(Duration::from_secs(2));
+        let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+        fast_move(&mut sim, mode);
+        sim.run_for(Duration::from_millis(20));
+        assert!(advertised(&sim, 1, ll(1), p), "{mode:?}: advertised early");
+        assert!(matches!(
+            sim.mags[1].binding(&nai(1)).unwrap().state,
+            pmip::mag::BulState::Denied { .. }
+        ));
+        assert!(withdrawn(&sim, 1, ll(1), p), "{mode:?}: not withdrawn");
+        assert!(unrouted(&sim, 1, p), "{mode:?}: {:?}", sim.mag_datapaths[1]);
+    }
+}
+
+/// RFC 5949 §5.2, the registration failing for want of an answer: after the last PBU the
+/// new MAG withdraws what it advertised from the context.
+#[test]
+fn a_new_mag_withdraws_the_context_prefix_when_its_registration_gives_up() {
+    use pmip::config::FastHandoverMode;
+    for mode in [FastHandoverMode::Predictive, FastHandoverMode::Reactive] {
+        let mut sim = fast_domain(mode, 2, 1);
+        sim.attach(0, ll(1));
+        sim.settle(Duration::from_secs(2));
+        let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+        let mag2 = mag_addr(1);
+        sim.drop = Some(Box::new(move |pk: &pmip::sim::Packet| {
+            pk.src == mag2 && matches!(pk.message(), Some(Message::BindingUpdate(_)))
+        }));
+        fast_move(&mut sim, mode);
+        sim.run_for(Duration::from_millis(20));
+        assert!(advertised(&sim, 1, ll(1), p), "{mode:?}: advertised early");
+        sim.run_for(Duration::from_secs(300));
+        assert!(
+            sim.mag_events_of(1)
+                .any(|e| matches!(e, pmip::mag::MagEvent::GaveUp { .. })),
+            "{mode:?}"
+        );
+        assert!(withdrawn(&sim, 1, ll(1), p), "{mode:?}: not withdrawn");
+        assert!(unrouted(&sim, 1, p), "{mode:?}: {:?}", sim.mag_datapaths[1]);
+    }
+}
+
+/// A Handover Initiate with the context of node 1, as a PMAG sends it.
+fn context_hi(from: Ipv6Addr, to: Ipv6Addr, prefix: ipnet::Ipv6Net) -> pmip::sim::Packet {
+    let id = nai(1);
+    let l = ll(1);
+    let opts = [
+        MobilityOption::MobileNodeIdentifier {
+            subtype: 1,
+            id: id.as_bytes(),
+        },
+        MobilityOption::HomeNetworkPrefix(prefix),
+        MobilityOption::LmaAddress(LmaAddress::V6(LMA.parse().unwrap())),
+        MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+    ];
+    let m = Message::HandoverInitiate(HandoverInitiate {
+        sequence: SequenceNumber(7),
+        flags: HiFlags::P | HiFlags::F | HiFlags::U,
+        code: HiCode::AllAvailableContextTransferred,
+        options: Options::List(&opts),
+    });
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &from, &to).unwrap();
+    pmip::sim::Packet {
+        src: from,
+        dst: to,
+        bytes: b,
+    }
+}
+
+/// RFC 5949 §5.2: the first PBA gives another prefix than the one the context carried and
+/// the new MAG advertised: that one is withdrawn and unrouted, the LMA's is served.
+#[test]
+fn a_stale_context_prefix_is_withdrawn_and_unrouted_after_the_first_accept() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Predictive, 2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+    // A context with a prefix the node does not have (outside the LMA's pools).
+    let wrong: ipnet::Ipv6Net = "2001:db8:ee::/64".parse().unwrap();
+    sim.inject(context_hi(mag_addr(0), mag_addr(1), wrong));
+    sim.run_for(Duration::from_millis(5));
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    assert!(advertised(&sim, 1, ll(1), wrong));
+    sim.settle(Duration::from_secs(2));
+    let e = sim.mags[1].binding(&nai(1)).unwrap();
+    assert!(e.is_bound());
+    assert_eq!(e.prefixes, vec![p]);
+    assert!(advertised(&sim, 1, ll(1), p));
+    assert!(
+        withdrawn(&sim, 1, ll(1), wrong),
+        "stale prefix not withdrawn"
+    );
+    assert!(!withdrawn(&sim, 1, ll(1), p));
+    assert!(unrouted(&sim, 1, wrong), "{:?}", sim.mag_datapaths[1]);
+    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    // Withdrawing a stale prefix does not withdraw the default router.
+    let (_, _, last) = sim
+        .router_advertisements
+        .iter()
+        .rev()
+        .find(|(_, i, _)| *i == 1)
+        .unwrap();
+    assert!(!last.router_lifetime.is_zero());
+}

@@ -56,6 +56,10 @@ pub struct BulEntry {
     pub last_status: Option<Status>,
     /// Handoff Indicator of the last PBU sent.
     pub last_handoff_indicator: HandoffIndicator,
+    /// The prefixes this MAG routes to the node on its link and has advertised to it: the
+    /// registered ones, or before the PBA those of a fast handover's context (RFC 5949
+    /// §5.2). What has to be withdrawn when the service ends.
+    pub served: Vec<Ipv6Net>,
     pub(super) handoff_hint: HandoffIndicator,
     pub(super) transmissions: u32,
     pub(super) retransmit_timeout: Duration,

@@ -124,6 +124,7 @@ impl Mag {
             return;
         };
         e.prefixes = prefixes.clone();
+        e.served = prefixes.clone();
         let (link, local_routing) = (e.link, e.local_routing);
         for p in prefixes {
             self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
@@ -194,6 +195,7 @@ impl Mag {
         e.link = link;
         e.attached_at = now;
         e.state = BulState::Registering;
+        e.served = e.prefixes.clone();
         self.with_fast(now, wall, |f, bul, out| {
             if let Some(e) = bul.get(&ll) {
                 f.arrived(e, out);

@@ -3,7 +3,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Mag, MagEvent, MagOutput};
+use super::{Mag, MagEvent, MagOutput, Withdrawal};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{
@@ -73,12 +73,7 @@ impl Mag {
             return;
         };
         let mn_id = e.mn_id.clone();
-        if e.is_bound() {
-            let prefixes = e.prefixes.clone();
-            let link = e.link;
-            self.remove_routes(link, &prefixes);
-            self.send_withdrawal(now, ll, &prefixes);
-        }
+        self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
         self.forget(ll);
         self.event(MagEvent::Revoked { mn_id, trigger });
     }

@@ -149,7 +149,7 @@ pub enum MagEvent {
 pub enum BulChange {
     /// The entry was created or changed; with its fast handover, if one is in progress.
     Updated {
-        entry: BulEntry,
+        entry: Box<BulEntry>,
         handover: Option<FastHandover>,
     },
     /// The entry is gone.
@@ -208,6 +208,17 @@ pub struct Mag {
     /// The per-MAG counter used as Sequence Number with timestamps (RFC 5213 §6.9.1.1 r. 6).
     next_sequence: SequenceNumber,
     stats: MagStats,
+}
+
+/// What the node is told when prefixes stop being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Withdrawal {
+    /// Nothing: it left the link.
+    Silent,
+    /// An RA with the prefixes at lifetime zero; this MAG stays its router.
+    Prefixes,
+    /// An RA with the prefixes and the router lifetime at zero: no service here.
+    PrefixesAndRouter,
 }
 
 /// Hold-down after a TIMESTAMP_MISMATCH or a give-up before a node may try again.
@@ -299,7 +310,7 @@ impl Mag {
         for (ll, mn_id) in self.bul.take_changed() {
             let change = match self.bul.get(&ll) {
                 Some(e) => BulChange::Updated {
-                    entry: e.clone(),
+                    entry: Box::new(e.clone()),
                     handover: self.fast.get(&ll).cloned(),
                 },
                 None => BulChange::Removed {
@@ -385,21 +396,18 @@ impl Mag {
                 _ => {
                     // The same interface on another access link of this MAG (§6.9.1.1 rule
                     // 5, case (a)): the same session; its route moves.
-                    let bound = e.is_bound();
-                    let prefixes = e.prefixes.clone();
+                    let served = e.served.clone();
                     if let Some(e) = self.bul.get_mut(&ll) {
                         e.link = a.link;
                     }
-                    if bound {
-                        for p in prefixes {
-                            self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                                prefix: p,
-                                link: a.link,
-                                local_routing,
-                            }));
-                        }
-                        self.send_ra(now, ll);
+                    for p in served {
+                        self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                            prefix: p,
+                            link: a.link,
+                            local_routing,
+                        }));
                     }
+                    self.send_ra(now, ll);
                     return;
                 }
             }
@@ -476,6 +484,7 @@ impl Mag {
             sequence: SequenceNumber(self.rng.next_u16()),
             last_status: None,
             last_handoff_indicator: HandoffIndicator::Reserved,
+            served: Vec::new(),
             handoff_hint: HandoffIndicator::HandoffStateUnknown,
             transmissions: 0,
             retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
@@ -504,19 +513,12 @@ impl Mag {
             return;
         };
         match e.state {
-            BulState::Bound | BulState::Refreshing => {
-                let prefixes = e.prefixes.clone();
-                let link = e.link;
-                e.state = BulState::Deregistering;
-                e.transmissions = 0;
-                self.remove_routes(link, &prefixes);
-                self.send_pbu(now, wall, ll, true);
-            }
-            BulState::Registering => {
+            BulState::Bound | BulState::Refreshing | BulState::Registering => {
                 // Never registered: a de-registration still clears whatever the LMA may
                 // have created from a PBU whose PBA we have not seen.
                 e.state = BulState::Deregistering;
                 e.transmissions = 0;
+                self.unserve(now, ll, &[], Withdrawal::Silent);
                 self.send_pbu(now, wall, ll, true);
             }
             BulState::Deregistering | BulState::Expected => {}
@@ -680,6 +682,9 @@ impl Mag {
             BulState::Registering => {
                 if e.transmissions >= max_tx {
                     let retry = self.config.timers.registration_retry_s;
+                    // RFC 5213 §6.9.2 rule 2, RFC 5949 §5.2: what a fast handover's context
+                    // let this MAG advertise before the PBA is withdrawn.
+                    self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
                     if retry == 0 {
                         self.forget(ll);
                     } else if let Some(e) = self.bul.get_mut(&ll) {
@@ -698,10 +703,7 @@ impl Mag {
             BulState::Bound => self.start_refresh(now, wall, ll),
             BulState::Refreshing => {
                 if e.expires_at.is_some_and(|x| x <= now) {
-                    let prefixes = e.prefixes.clone();
-                    let link = e.link;
-                    self.remove_routes(link, &prefixes);
-                    self.send_withdrawal(now, ll, &prefixes);
+                    self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
                     self.forget(ll);
                     self.event(MagEvent::Expired { mn_id });
                 } else {
@@ -782,6 +784,36 @@ impl Mag {
         }
     }
 
+    /// The node's served prefixes but `keep` stop being served: their routes go and, but
+    /// for [`Withdrawal::Silent`], an RA withdraws them (RFC 5213 §6.9.1.2 rule 11, RFC 5949
+    /// §5.2). A prefix served from a fast handover's context may still sit in the buffer.
+    fn unserve(&mut self, now: Instant, ll: LinkLayerAddress, keep: &[Ipv6Net], w: Withdrawal) {
+        let fast = self.config.domain.fast_handover.mode != FastHandoverMode::Off;
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        let (kept, gone): (Vec<Ipv6Net>, Vec<Ipv6Net>) =
+            e.served.iter().partition(|p| keep.contains(p));
+        e.served = kept;
+        if gone.is_empty() {
+            return;
+        }
+        let (link, from_context) = (e.link, e.registered_at.is_none());
+        self.remove_routes(link, &gone);
+        if fast && from_context {
+            for p in &gone {
+                self.push(MagOutput::Dataplane(DataplaneCommand::DiscardBuffer {
+                    prefix: *p,
+                }));
+            }
+        }
+        match w {
+            Withdrawal::Silent => {}
+            Withdrawal::Prefixes => self.send_withdrawal(now, ll, &gone, false),
+            Withdrawal::PrefixesAndRouter => self.send_withdrawal(now, ll, &gone, true),
+        }
+    }
+
     fn remove_routes(&mut self, link: AccessLink, prefixes: &[Ipv6Net]) {
         for p in prefixes {
             self.push(MagOutput::Dataplane(DataplaneCommand::RemoveUplink {
@@ -799,10 +831,16 @@ impl Mag {
         e: &BulEntry,
         prefixes: Vec<Ipv6Net>,
         withdraw: bool,
+        withdraw_router: bool,
         now: Instant,
     ) -> RouterAdvertisement {
         let ra = &self.config.router_advertisement;
-        let remaining = e.expires_at.map(|x| x - now).unwrap_or_default();
+        // Before the PBA (prefixes from a fast handover's context, RFC 5949 §5.2) the
+        // binding's lifetime is not known yet: the one asked for.
+        let remaining = e
+            .expires_at
+            .map(|x| x - now)
+            .unwrap_or_else(|| secs(self.config.timers.requested_lifetime_s));
         let prefix_lifetime = if withdraw {
             Duration::ZERO
         } else {
@@ -815,7 +853,7 @@ impl Mag {
             src_link_layer: self.config.domain.link_local.link_layer_address(),
             prefixes,
             prefix_lifetime,
-            router_lifetime: if withdraw {
+            router_lifetime: if withdraw_router {
                 Duration::ZERO
             } else {
                 Duration::from_secs(u64::from(ra.router_lifetime_s))
@@ -834,17 +872,24 @@ impl Mag {
         }) else {
             return;
         };
-        let ra = self.ra_for(e, e.prefixes.clone(), false, now);
+        let ra = self.ra_for(e, e.prefixes.clone(), false, false, now);
         self.stats.ra_sent += 1;
         self.push(MagOutput::RouterAdvertisement(ra));
     }
 
-    /// An RA that withdraws the prefixes and the default router (RFC 5213 §6.9.1.2 rule 11).
-    fn send_withdrawal(&mut self, now: Instant, ll: LinkLayerAddress, prefixes: &[Ipv6Net]) {
+    /// An RA that withdraws the prefixes (RFC 5949 §5.2), and with `router` the default
+    /// router too (RFC 5213 §6.9.1.2 rule 11).
+    fn send_withdrawal(
+        &mut self,
+        now: Instant,
+        ll: LinkLayerAddress,
+        prefixes: &[Ipv6Net],
+        router: bool,
+    ) {
         let Some(e) = self.bul.get(&ll) else {
             return;
         };
-        let ra = self.ra_for(e, prefixes.to_vec(), true, now);
+        let ra = self.ra_for(e, prefixes.to_vec(), true, router, now);
         self.push(MagOutput::RouterAdvertisement(ra));
     }
 }

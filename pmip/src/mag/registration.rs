@@ -7,7 +7,7 @@ use ipnet::Ipv6Net;
 
 use super::bul::{BulEntry, BulState, SavedBinding};
 use super::timer::Timer;
-use super::{Mag, MagEvent, MagOutput, RETRY_HOLD_DOWN};
+use super::{Mag, MagEvent, MagOutput, RETRY_HOLD_DOWN, Withdrawal};
 use crate::config::{LinkLocalMode, ReplayProtection};
 use crate::output::{AccessLink, DataplaneCommand};
 use crate::time::{Instant, ms, secs};
@@ -244,6 +244,7 @@ impl Mag {
         let first = e.state == BulState::Registering;
         let lifetime = Duration::from_secs(u64::from(pba.lifetime.as_secs()));
         let old_prefixes = core::mem::replace(&mut e.prefixes, prefixes.clone());
+        let served_before = e.served != prefixes;
         if let Some(lla) = pba.opts.link_local_address.filter(|a| !a.is_unspecified()) {
             e.link_local = lla;
         }
@@ -261,16 +262,8 @@ impl Mag {
                 .set(Timer::RouterAdvertisement(ll), Some(now + ra_interval));
         }
         self.set_deadline(ll, Some(refresh_at));
-        let changed = first || old_prefixes != prefixes;
+        let changed = first || old_prefixes != prefixes || served_before;
         if changed {
-            let stale: Vec<Ipv6Net> = old_prefixes
-                .iter()
-                .filter(|p| !prefixes.contains(p))
-                .copied()
-                .collect();
-            if !first {
-                self.remove_routes(link, &stale);
-            }
             for p in &prefixes {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
                     prefix: *p,
@@ -283,6 +276,13 @@ impl Mag {
                 }));
             }
             self.send_ra(now, ll);
+            // What was served before and is not the node's any more (a refresh that changed
+            // the prefixes, or a context whose prefix the LMA did not confirm, RFC 5949 §5.2)
+            // is withdrawn and unrouted.
+            self.unserve(now, ll, &prefixes, Withdrawal::Prefixes);
+            if let Some(e) = self.bul.get_mut(&ll) {
+                e.served = prefixes.clone();
+            }
         }
         self.event(if first {
             MagEvent::Registered {
@@ -355,17 +355,12 @@ impl Mag {
         let Some(e) = self.bul.get_mut(&ll) else {
             return;
         };
-        let was_bound = e.is_bound();
-        let prefixes = core::mem::take(&mut e.prefixes);
-        let link = e.link;
+        e.prefixes.clear();
         let mn_id = e.mn_id.clone();
         e.state = BulState::Denied { status, until };
         e.expires_at = None;
         self.timers.set(Timer::RouterAdvertisement(ll), None);
-        if was_bound {
-            self.remove_routes(link, &prefixes);
-            self.send_withdrawal(now, ll, &prefixes);
-        }
+        self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
         self.set_deadline(ll, until);
         self.event(MagEvent::Rejected { mn_id, status });
     }
@@ -418,6 +413,7 @@ impl Mag {
                 sequence: SequenceNumber(self.rng.next_u16()),
                 last_status: None,
                 last_handoff_indicator: HandoffIndicator::HandoffStateNotChanged,
+                served: s.prefixes.clone(),
                 handoff_hint: HandoffIndicator::HandoffStateNotChanged,
                 transmissions: 0,
                 retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
