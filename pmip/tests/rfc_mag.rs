@@ -550,3 +550,31 @@ fn a_stale_context_prefix_is_withdrawn_and_unrouted_after_the_first_accept() {
         .unwrap();
     assert!(!last.router_lifetime.is_zero());
 }
+
+/// RFC 5949 §6.1.2: "when the PMAG sends the HI message to the NMAG with the context
+/// information and the NMAG successfully receives it, the NMAG returns the HAck message with
+/// Code value 5"; the handover goes on.
+#[test]
+fn the_new_mag_acknowledges_a_context_with_code_5() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Predictive, 2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    let codes: Vec<HackCode> = sim
+        .sent
+        .iter()
+        .filter(|(_, p)| p.src == mag_addr(1))
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::HandoverAck(h)) => Some(h.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, vec![HackCode::ContextTransferAccepted]);
+    let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+    assert_eq!(sim.mag_datapaths[0].forwards.get(&p), Some(&mag_addr(1)));
+}

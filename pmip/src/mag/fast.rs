@@ -498,7 +498,9 @@ impl FastHandovers {
                     out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
                     return;
                 }
-                out.extend(ack(HackCode::HandoverAccepted, &id_opt));
+                // §6.1.2: a PMAG-initiated HI with the context is answered with Code 5,
+                // "Context Transfer Accepted or Successful".
+                out.extend(ack(HackCode::ContextTransferAccepted, &id_opt));
                 if here.is_some_and(|e| e.state == BulState::Expected) {
                     // A retransmitted HI: the context is already here.
                     return;
