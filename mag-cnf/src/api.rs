@@ -65,7 +65,7 @@ fn entry_to_proto(v: &EntryView, lma: Ipv6Addr) -> pb::BindingUpdateListEntry {
         BulState::Registering | BulState::Expected => pb::BulState::Registering,
         BulState::Bound | BulState::Refreshing => pb::BulState::Registered,
         BulState::Deregistering => pb::BulState::Deregistering,
-        BulState::Denied { .. } => pb::BulState::Failed,
+        BulState::Denied { .. } | BulState::Halted => pb::BulState::Failed,
     };
     pb::BindingUpdateListEntry {
         mn_id: e.mn_id.clone(),

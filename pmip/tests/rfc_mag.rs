@@ -578,3 +578,141 @@ fn the_new_mag_acknowledges_a_context_with_code_5() {
     let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
     assert_eq!(sim.mag_datapaths[0].forwards.get(&p), Some(&mag_addr(1)));
 }
+
+/// `pba` re-encoded with its Handoff Indicator option set to `hi`.
+fn with_handoff_indicator(pba: &pmip::sim::Packet, hi: HandoffIndicator) -> pmip::sim::Packet {
+    let Some(Message::BindingAck(ba)) = pba.message() else {
+        panic!("not a PBA")
+    };
+    let opts: Vec<MobilityOption<'_>> = ba
+        .options
+        .iter()
+        .map(|o| match o {
+            MobilityOption::HandoffIndicator(_) => MobilityOption::HandoffIndicator(hi),
+            o => o,
+        })
+        .collect();
+    let m = Message::BindingAck(BindingAck {
+        options: Options::List(&opts),
+        ..ba
+    });
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &pba.src, &pba.dst).unwrap();
+    pmip::sim::Packet {
+        src: pba.src,
+        dst: pba.dst,
+        bytes: b,
+    }
+}
+
+fn pbus_from(sim: &Sim, mag: usize) -> usize {
+    sim.sent
+        .iter()
+        .filter(|(_, p)| {
+            p.src == mag_addr(mag) && matches!(p.message(), Some(Message::BindingUpdate(_)))
+        })
+        .count()
+}
+
+/// Drops the LMA's PBAs (the test sends its own instead).
+fn tamper_next_pba(sim: &mut Sim) {
+    sim.drop = Some(Box::new(|p: &pmip::sim::Packet| {
+        matches!(p.message(), Some(Message::BindingAck(_)))
+    }));
+}
+
+fn last_dropped_pba(sim: &Sim) -> pmip::sim::Packet {
+    sim.sent
+        .iter()
+        .rev()
+        .find(|(_, p)| matches!(p.message(), Some(Message::BindingAck(_))))
+        .map(|(_, p)| p.clone())
+        .unwrap()
+}
+
+/// RFC 5213 §6.9.1.2 rule 6: a PBA whose Handoff Indicator differs from the PBU's "MUST be
+/// ignored", and "the mobile access gateway MUST NOT retransmit the Proxy Binding Update
+/// message until an administrative action is taken": no service, no more PBUs, until the
+/// node is detached (an API call or a profile change) and attaches again.
+#[test]
+fn a_pba_with_another_handoff_indicator_is_ignored_and_the_pbu_is_not_retransmitted() {
+    use pmip::mag::{BulState, MagEvent};
+    let mut sim = domain(1, 1);
+    tamper_next_pba(&mut sim);
+    sim.attach(0, ll(1));
+    sim.run_for(Duration::from_millis(5));
+    sim.drop = None;
+    let bad = with_handoff_indicator(
+        &last_dropped_pba(&sim),
+        HandoffIndicator::HandoffBetweenMags,
+    );
+    sim.inject(bad);
+    sim.run_for(Duration::from_millis(5));
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::PbaIgnored { reason, .. } if reason.contains("echoed")
+    )));
+    let e = sim.mags[0].binding(&nai(1)).unwrap();
+    assert_eq!(e.state, BulState::Halted);
+    assert!(!e.is_bound());
+    assert!(sim.mag_datapaths[0].access_routes.is_empty());
+    sim.run_for(Duration::from_secs(600));
+    assert_eq!(pbus_from(&sim, 0), 1, "retransmitted after an ignored PBA");
+    // The node showing up again is not an administrative action.
+    sim.attach(0, ll(1));
+    sim.mag_do(0, |m, now, wall| {
+        m.handle_router_solicitation(now, wall, pmip::output::AccessLink(1), ll(1))
+    });
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(pbus_from(&sim, 0), 1);
+    // A detach (the API's, or the profile's removal) is: then the node registers again.
+    sim.detach(0, ll(1));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert!(sim.mags[0].binding(&nai(1)).unwrap().is_bound());
+}
+
+/// RFC 5213 §6.9.1.2 rule 6 during a refresh: no more PBUs; the node keeps the binding it has
+/// until it expires, then its prefix is withdrawn, and the MAG still waits for an
+/// administrative action.
+#[test]
+fn a_refresh_answered_with_another_handoff_indicator_is_not_retransmitted() {
+    use pmip::mag::{BulState, MagEvent};
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+    let lifetime = sim.mags[0].binding(&nai(1)).unwrap().lifetime;
+    tamper_next_pba(&mut sim);
+    // Up to the refresh (at 80 % of the lifetime) and its PBA.
+    sim.run_for(lifetime * 8 / 10 + Duration::from_millis(5));
+    assert_eq!(pbus_from(&sim, 0), 2);
+    sim.drop = None;
+    let bad = with_handoff_indicator(
+        &last_dropped_pba(&sim),
+        HandoffIndicator::HandoffBetweenMags,
+    );
+    sim.inject(bad);
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(
+        sim.mags[0].binding(&nai(1)).unwrap().state,
+        BulState::Halted
+    );
+    assert!(
+        sim.mag_datapaths[0].access_routes.contains_key(&p),
+        "served until expiry"
+    );
+    sim.run_for(lifetime);
+    assert_eq!(pbus_from(&sim, 0), 2, "retransmitted after an ignored PBA");
+    assert!(sim.mag_datapaths[0].access_routes.is_empty());
+    assert!(withdrawn(&sim, 0, ll(1), p));
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::Expired { .. }))
+    );
+    assert_eq!(
+        sim.mags[0].binding(&nai(1)).unwrap().state,
+        BulState::Halted
+    );
+}

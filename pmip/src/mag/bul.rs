@@ -32,6 +32,10 @@ pub enum BulState {
         status: Status,
         until: Option<Instant>,
     },
+    /// A PBA whose echoed options differed from the PBU was ignored (RFC 5213 §6.9.1.2 rule
+    /// 6): no PBU until an administrative action (a detach: by the API, or by removing the
+    /// profile). A binding the node had is served until it expires.
+    Halted,
 }
 
 /// A binding update list entry (RFC 5213 §6.1).

@@ -384,7 +384,7 @@ impl Mag {
                 BulState::Denied {
                     until: Some(until), ..
                 } if until <= now => {}
-                BulState::Denied { .. } => return,
+                BulState::Denied { .. } | BulState::Halted => return,
                 BulState::Deregistering => {}
                 _ if e.link == a.link => {
                     // A repeated link event or solicitation.
@@ -522,7 +522,8 @@ impl Mag {
                 self.send_pbu(now, wall, ll, true);
             }
             BulState::Deregistering | BulState::Expected => {}
-            BulState::Denied { .. } => self.forget(ll),
+            // An administrative action lifts a refusal or a halt (RFC 5213 §6.9.1.2 rules 6-7).
+            BulState::Denied { .. } | BulState::Halted => self.forget(ll),
         }
     }
 
@@ -728,6 +729,15 @@ impl Mag {
             BulState::Denied { .. } => {
                 // The hold-down is over: the node may try again when it next shows up.
                 self.forget(ll);
+            }
+            // The binding it kept after its PBUs stopped ran out; the entry waits for an
+            // administrative action.
+            BulState::Halted => {
+                self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
+                if let Some(e) = self.bul.get_mut(&ll) {
+                    e.expires_at = None;
+                }
+                self.event(MagEvent::Expired { mn_id });
             }
             // Its fast-handover timer governs it.
             BulState::Expected => {}

@@ -162,19 +162,29 @@ impl Mag {
             return;
         };
         let ll = e.link_layer;
-        // Rule 6: the echoed options must be ours.
+        // Rule 6: the echoed options must be those of the PBU (the MN-ID matched above).
         let echo_ok = pba
             .opts
-            .access_technology_type
-            .is_none_or(|a| a == e.access_technology_type)
+            .handoff_indicator
+            .is_none_or(|h| h == e.last_handoff_indicator)
+            && pba
+                .opts
+                .access_technology_type
+                .is_none_or(|a| a == e.access_technology_type)
             && pba
                 .opts
                 .mn_link_layer_id
                 .is_none_or(|l| l == e.link_layer.as_bytes());
         if !echo_ok {
+            // "MUST NOT retransmit the Proxy Binding Update message until an administrative
+            // action is taken". A de-registration is not retransmitted anyway: its entry
+            // goes at its timer (§6.9.1.4).
+            if e.state != BulState::Deregistering {
+                self.halt(now, ll);
+            }
             return self.event(MagEvent::PbaIgnored {
                 mn_id,
-                reason: "echoed options differ from the PBU",
+                reason: "echoed options differ from the PBU: no PBU until an administrative action",
             });
         }
         if e.state == BulState::Deregistering {
@@ -349,6 +359,23 @@ impl Mag {
             _ => Some(now + RETRY_HOLD_DOWN),
         };
         self.deny(now, ll, status, until);
+    }
+
+    /// RFC 5213 §6.9.1.2 rule 6: no more PBUs for the entry. A node never registered loses
+    /// what a fast handover's context gave it; a registered one keeps its binding until it
+    /// expires.
+    fn halt(&mut self, now: Instant, ll: LinkLayerAddress) {
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        let expiry = e.expires_at.filter(|_| e.registered_at.is_some());
+        e.state = BulState::Halted;
+        e.transmissions = 0;
+        self.timers.set(Timer::RouterAdvertisement(ll), None);
+        if expiry.is_none() {
+            self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
+        }
+        self.set_deadline(ll, expiry);
     }
 
     fn deny(&mut self, now: Instant, ll: LinkLayerAddress, status: Status, until: Option<Instant>) {
