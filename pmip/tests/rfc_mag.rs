@@ -716,3 +716,79 @@ fn a_refresh_answered_with_another_handoff_indicator_is_not_retransmitted() {
         BulState::Halted
     );
 }
+
+/// A BRI from the LMA to MAG `mag` for node 1 with `trigger`.
+fn bri(mag: usize, trigger: RevocationTrigger, seq: u16) -> pmip::sim::Packet {
+    let id = nai(1);
+    let opts = [MobilityOption::MobileNodeIdentifier {
+        subtype: 1,
+        id: id.as_bytes(),
+    }];
+    let m =
+        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
+            trigger,
+            sequence: SequenceNumber(seq),
+            flags: RevocationFlags::P,
+            options: Options::List(&opts),
+        }));
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = (LMA.parse().unwrap(), mag_addr(mag));
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+    pmip::sim::Packet { src, dst, bytes: b }
+}
+
+/// The status of MAG `mag`'s acknowledgement of BRI `seq`.
+fn bra_status(sim: &Sim, mag: usize, seq: u16) -> Option<BraStatus> {
+    sim.sent.iter().find_map(|(_, p)| match p.message() {
+        Some(Message::BindingRevocation(BindingRevocation::Acknowledgement(a)))
+            if p.src == mag_addr(mag) && a.sequence == SequenceNumber(seq) =>
+        {
+            Some(a.status)
+        }
+        _ => None,
+    })
+}
+
+/// RFC 5846 §9.1: for a BRI whose trigger is an inter-MAG handover, the MAG "SHOULD ensure
+/// that the mobile node is no longer attached ... before accepting", and "if the mobile access
+/// gateway verified that the mobile node is still directly attached, the mobile access
+/// gateway MUST reject the BRI using status code 'Revocation failed - MN is Attached'" (132).
+/// A node that left (here: the previous MAG of a reactive handover still holding it) is
+/// revoked; another trigger revokes an attached node.
+#[test]
+fn an_inter_mag_revocation_of_an_attached_node_is_refused_with_132() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Reactive, 2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+    for (seq, t) in [
+        (1, RevocationTrigger::InterMagHandoverSameAccessType),
+        (2, RevocationTrigger::InterMagHandoverDifferentAccessType),
+        (3, RevocationTrigger::InterMagHandoverUnknown),
+    ] {
+        sim.inject(bri(0, t, seq));
+        sim.run_for(Duration::from_millis(5));
+        assert_eq!(
+            bra_status(&sim, 0, seq),
+            Some(BraStatus::RevocationFailedMnIsAttached),
+            "{t:?}"
+        );
+        assert!(sim.mags[0].binding(&nai(1)).unwrap().is_bound());
+        assert!(sim.mag_datapaths[0].access_routes.contains_key(&p));
+    }
+    // The node leaves (reactive: MAG1 holds its binding while a new MAG may ask for it).
+    sim.detach(0, ll(1));
+    assert!(sim.mags[0].binding(&nai(1)).is_some());
+    sim.inject(bri(0, RevocationTrigger::InterMagHandoverUnknown, 4));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra_status(&sim, 0, 4), Some(BraStatus::Success));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    // Another trigger revokes an attached node.
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.inject(bri(0, RevocationTrigger::AdministrativeReason, 5));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra_status(&sim, 0, 5), Some(BraStatus::Success));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+}

@@ -3,6 +3,9 @@
 
 use std::net::Ipv6Addr;
 
+use ipnet::Ipv6Net;
+
+use super::bul::BulState;
 use super::{Mag, MagEvent, MagOutput, Withdrawal};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
@@ -45,9 +48,37 @@ impl Mag {
                 MobilityOption::MobileNodeIdentifier { id, .. } => core::str::from_utf8(id).ok(),
                 _ => None,
             });
-            match id.map(|id| self.bul.keys_of(id)) {
+            // "uses the mobility option(s) included ... to identify the mobile node binding":
+            // the node's entries, those of the prefixes named if any are.
+            let named: Vec<Ipv6Net> = bri
+                .options
+                .iter()
+                .filter_map(|o| match o {
+                    MobilityOption::HomeNetworkPrefix(p) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            let keys = id.map(|id| {
+                self.bul
+                    .of_mn_id(id)
+                    .filter(|e| named.is_empty() || e.prefixes.iter().any(|p| named.contains(p)))
+                    .map(|e| e.link_layer)
+                    .collect::<Vec<_>>()
+            });
+            let inter_mag = matches!(
+                trigger,
+                RevocationTrigger::InterMagHandoverSameAccessType
+                    | RevocationTrigger::InterMagHandoverDifferentAccessType
+                    | RevocationTrigger::InterMagHandoverUnknown
+            );
+            match keys {
                 None => BraStatus::RevokedMobileNodesIdentityRequired,
                 Some(keys) if keys.is_empty() => BraStatus::BindingDoesNotExist,
+                // §9.1: the node moved to another MAG, says the LMA; if it is still attached
+                // here, it did not.
+                Some(keys) if inter_mag && keys.iter().any(|ll| self.is_attached(ll)) => {
+                    BraStatus::RevocationFailedMnIsAttached
+                }
                 Some(keys) => {
                     for ll in keys {
                         self.revoked(now, ll, trigger);
@@ -66,6 +97,18 @@ impl Mag {
         if let Some(t) = crate::emit(&m, dst, src) {
             self.push(MagOutput::Transmit(t));
         }
+    }
+
+    /// RFC 5846 §9.1 "still directly attached", as this MAG knows it: the node's interface
+    /// is on its link and registered or registering (not leaving in a fast handover, not
+    /// de-registering, not yet arrived, not refused).
+    fn is_attached(&self, ll: &LinkLayerAddress) -> bool {
+        self.bul.get(ll).is_some_and(|e| {
+            matches!(
+                e.state,
+                BulState::Registering | BulState::Bound | BulState::Refreshing
+            ) && !self.fast.is_leaving(ll)
+        })
     }
 
     fn revoked(&mut self, now: Instant, ll: LinkLayerAddress, trigger: RevocationTrigger) {
