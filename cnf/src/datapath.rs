@@ -2,13 +2,26 @@
 //! `dataplane` crate.
 
 use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
 
+use dataplane::sysctl::{Ensured, Sysctl};
 use dataplane::{Change, Dataplane, Mode, Netlink, Settings, Termination};
 use pmip::config::{DatapathConfig, DatapathMode};
 use pmip::output::DataplaneCommand;
 
-/// Opens the datapath the configuration asks for, on the transport link of `local`.
-pub async fn open(cfg: &DatapathConfig, local: Ipv6Addr) -> dataplane::Result<Dataplane> {
+/// The file in a daemon's state directory where its datapath records the sysctl values it
+/// found before it changed them, for `--cleanup` to put back.
+pub fn sysctl_ledger(state_dir: &Path) -> PathBuf {
+    state_dir.join("sysctls-found")
+}
+
+/// Opens the datapath the configuration asks for, on the transport link of `local`; the
+/// sysctl values it changes are recorded in `state_dir`.
+pub async fn open(
+    cfg: &DatapathConfig,
+    local: Ipv6Addr,
+    state_dir: &Path,
+) -> dataplane::Result<Dataplane> {
     let mode = match cfg.mode {
         DatapathMode::Auto => Mode::Auto,
         DatapathMode::Seg6 => Mode::Seg6,
@@ -23,7 +36,37 @@ pub async fn open(cfg: &DatapathConfig, local: Ipv6Addr) -> dataplane::Result<Da
     };
     s.route_protocol = cfg.route_protocol;
     s.table_base = cfg.table_base;
+    s.sysctl_ledger = Some(sysctl_ledger(state_dir));
     Dataplane::open(mode, nl, s).await
+}
+
+/// `--set-sysctls`: sets the sysctls the datapath needs (each only when it differs, the value
+/// found recorded in `state_dir`) and prints one line per sysctl. What a privileged init
+/// container runs for a daemon that sees `/proc/sys` read-only.
+pub async fn set_sysctls(
+    cfg: &DatapathConfig,
+    local: Ipv6Addr,
+    state_dir: &Path,
+) -> dataplane::Result<Vec<(Sysctl, String, Ensured)>> {
+    std::fs::create_dir_all(state_dir).map_err(|source| dataplane::Error::SysctlLedger {
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let done = open(cfg, local, state_dir).await?.ensure_sysctls().await?;
+    for (key, value, what) in &done {
+        match what {
+            Ensured::AlreadySet => println!("{key}={value} (already set)"),
+            Ensured::Changed { previous } => println!("{key}={value} (was {previous})"),
+        }
+    }
+    Ok(done)
+}
+
+/// The second half of `--cleanup`: puts back the sysctl values the datapath recorded in
+/// `state_dir` before it changed them.
+pub fn restore_sysctls(state_dir: &Path) -> dataplane::Result<Vec<(Sysctl, String)>> {
+    let nl = Netlink::connect()?;
+    dataplane::sysctl::restore(&nl, &sysctl_ledger(state_dir))
 }
 
 /// The change a command stands for; `None` for the buffer commands of fast handovers, which

@@ -40,12 +40,20 @@ pub enum Error {
         object: String,
         seconds: u64,
     },
-    /// A `/proc/sys` file could not be written.
-    #[error("write {value} to {}{}: {source}", path.display(), in_netns(.netns))]
+    /// A sysctl could not be read or set; the message names it and, when the container is the
+    /// cause, where it can be set instead.
+    #[error("sysctl {key}={value}{}: {source}{}", in_netns(.netns), crate::sysctl::explain(.source))]
     Sysctl {
-        path: PathBuf,
+        key: crate::sysctl::Sysctl,
         value: String,
         netns: Option<String>,
+        #[source]
+        source: io::Error,
+    },
+    /// The file recording the sysctl values found before a change could not be read or written.
+    #[error("sysctl ledger {}: {source}", path.display())]
+    SysctlLedger {
+        path: PathBuf,
         #[source]
         source: io::Error,
     },

@@ -14,6 +14,9 @@ use crate::model::{Change, DesiredState, PrefixRoute, Previous, ReconcileReport}
 use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, RouteKey, Via};
 use crate::netlink::{Netlink, Outcome, Request};
 use crate::plan::{self, Actual, Layout, Tunnel};
+use crate::sysctl::{Ensured, Ledger, Sysctl};
+
+const IPV4_FORWARDING: &str = "net/ipv4/ip_forward";
 
 /// A kernel backend: seg6 or ip6tnl tunnels programmed over one netlink connection.
 ///
@@ -29,6 +32,8 @@ struct Inner {
     nl: Netlink,
     layout: Layout,
     shadow: Mutex<Shadow>,
+    /// The sysctl values found before this backend changed them.
+    ledger: std::sync::Mutex<Ledger>,
 }
 
 /// What is programmed, as the model says it, plus the per-peer bookkeeping.
@@ -132,12 +137,17 @@ impl Kernel {
     /// Opens a backend of `kind` on `nl` and reads back what an earlier run programmed.
     pub async fn open(nl: Netlink, settings: Settings, kind: Tunnel) -> Result<Self> {
         settings.validate()?;
+        let ledger = match &settings.sysctl_ledger {
+            Some(file) => Ledger::open(file.clone())?,
+            None => Ledger::in_memory(),
+        };
         let layout = Layout { s: settings, kind };
         let k = Kernel {
             inner: Arc::new(Inner {
                 nl,
                 layout,
                 shadow: Mutex::new(Shadow::default()),
+                ledger: std::sync::Mutex::new(ledger),
             }),
         };
         let actual = k.read_actual().await?;
@@ -237,23 +247,66 @@ impl Kernel {
     /// the correspondents: turned on with the first of them, not before.
     fn enable_ipv4_forwarding(&self, sh: &mut Shadow) -> Result<()> {
         if !sh.ipv4_forwarding {
-            self.inner.nl.set_sysctl("net/ipv4/ip_forward", "1")?;
+            self.ensure_sysctl(&Sysctl::new(IPV4_FORWARDING), "1")?;
             sh.ipv4_forwarding = true;
         }
         Ok(())
     }
 
-    async fn enable_termination(&self, ifindex: u32) -> Result<()> {
-        let nl = &self.inner.nl;
-        nl.set_sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    /// The sysctls that terminating tunnels arriving on link `ifindex` needs, with their values.
+    pub async fn termination_sysctls(&self, ifindex: u32) -> Result<Vec<(Sysctl, &'static str)>> {
+        let mut v = vec![(Sysctl::new("net/ipv6/conf/all/forwarding"), "1")];
         if self.inner.layout.kind == Tunnel::Seg6 {
             // The kernel drops SRv6 (and so End.DT6) input unless seg6 is on for the
             // ingress link; `all` alone is not enough.
-            nl.set_sysctl("net/ipv6/conf/all/seg6_enabled", "1")?;
-            let name = nl.link_name(ifindex).await?;
-            nl.set_sysctl(&format!("net/ipv6/conf/{name}/seg6_enabled"), "1")?;
+            v.push((Sysctl::new("net/ipv6/conf/all/seg6_enabled"), "1"));
+            let name = self.inner.nl.link_name(ifindex).await?;
+            v.push((
+                Sysctl::new(&format!("net/ipv6/conf/{name}/seg6_enabled")),
+                "1",
+            ));
+        }
+        Ok(v)
+    }
+
+    async fn enable_termination(&self, ifindex: u32) -> Result<()> {
+        for (key, value) in self.termination_sysctls(ifindex).await? {
+            self.ensure_sysctl(&key, value)?;
         }
         Ok(())
+    }
+
+    /// Sets `key` unless it has `value` already; a change is logged and the value found is
+    /// recorded for [`crate::sysctl::restore`].
+    fn ensure_sysctl(&self, key: &Sysctl, value: &str) -> Result<Ensured> {
+        let done = self.inner.nl.ensure_sysctl(key, value)?;
+        if let Ensured::Changed { previous } = &done {
+            tracing::info!(sysctl = %key, from = %previous, to = value, "sysctl set");
+            self.inner
+                .ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(key, previous)?;
+        }
+        Ok(done)
+    }
+
+    /// Sets the sysctls the datapath needs on the transport link (what terminating tunnels
+    /// there needs), before any tunnel exists; what a privileged init container runs for a
+    /// daemon that cannot write `/proc/sys` itself.
+    /// IPv4 forwarding is among them: whether IPv4 home addresses (RFC 5844) come later is not
+    /// known when an init container runs, and a Kubernetes node forwards IPv4 already.
+    pub async fn ensure_sysctls(&self) -> Result<Vec<(Sysctl, String, Ensured)>> {
+        let mut out = Vec::new();
+        let mut wanted = self
+            .termination_sysctls(self.inner.layout.s.transport_ifindex)
+            .await?;
+        wanted.push((Sysctl::new(IPV4_FORWARDING), "1"));
+        for (key, value) in wanted {
+            let done = self.ensure_sysctl(&key, value)?;
+            out.push((key, value.to_owned(), done));
+        }
+        Ok(out)
     }
 
     /// The way into the tunnel to `peer`, making its ip6tnl link first if needed.

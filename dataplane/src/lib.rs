@@ -48,8 +48,9 @@
 //! complete [`DesiredState`]; it never touches anything else, with one exception the recipe
 //! needs: while tunnels terminate here, the kernel's `0: from all lookup local` rule is
 //! replaced by the backend's own at [`RulePriorities::local`] (and put back by
-//! [`Dataplane::cleanup`]). Sysctls it turns on (IPv6 and IPv4 forwarding, seg6_enabled)
-//! stay on.
+//! [`Dataplane::cleanup`]). Sysctls it needs (IPv6 and IPv4 forwarding, seg6_enabled) are
+//! written only when they differ, and the values found are recorded so that
+//! [`sysctl::restore`] puts them back.
 //!
 //! # IPv4 home addresses
 //!
@@ -107,6 +108,7 @@ mod msg;
 mod netlink;
 pub mod netns;
 mod plan;
+pub mod sysctl;
 
 use std::net::Ipv6Addr;
 
@@ -182,6 +184,9 @@ pub struct Settings {
     pub priorities: RulePriorities,
     /// ip6tnl link names are this and the peer's slot number.
     pub tunnel_name_prefix: String,
+    /// Where the sysctl values found before a change are recorded (a [`sysctl::Ledger`]),
+    /// for [`sysctl::restore`]; in memory only when `None`.
+    pub sysctl_ledger: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -197,6 +202,7 @@ impl Settings {
             max_peers: 14,
             priorities: RulePriorities::default(),
             tunnel_name_prefix: "pmip6t".into(),
+            sysctl_ledger: None,
         }
     }
 
@@ -510,9 +516,20 @@ impl Dataplane {
         }
     }
 
-    /// Removes everything the backend owns (a reconcile to the empty state).
+    /// Removes everything the backend owns (a reconcile to the empty state). The sysctls it
+    /// set stay: [`sysctl::restore`] puts back what it found.
     pub async fn cleanup(&self) -> Result<ReconcileReport> {
         self.reconcile(&DesiredState::new()).await
+    }
+
+    /// Sets the sysctls the kernel backends need on the transport link (each only when it
+    /// differs), recording the values found; nothing for the others. Returns each sysctl, the
+    /// value it needs and what was done.
+    pub async fn ensure_sysctls(&self) -> Result<Vec<(sysctl::Sysctl, String, sysctl::Ensured)>> {
+        match self {
+            Dataplane::Kernel(k) => k.ensure_sysctls().await,
+            Dataplane::Fake(_) | Dataplane::None => Ok(Vec::new()),
+        }
     }
 
     /// What the backend believes it has programmed.

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io;
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -29,6 +28,7 @@ use rtnetlink::sys::AsyncSocket;
 use crate::error::{Error, Result};
 use crate::msg::{self, KAddr, KLink, KRoute, RouteKey, Via};
 use crate::netns::{self, NetNs};
+use crate::sysctl::{Ensured, Sysctl};
 
 /// Requests per datagram: one `sendmsg` carries this many, the kernel answers each with its
 /// own acknowledgement. Small enough for the default socket send buffer.
@@ -620,9 +620,9 @@ impl Netlink {
     /// path below `/proc/sys` with `/` separators (e.g. `net/ipv6/conf/all/forwarding`; an
     /// interface name may contain dots, so dotted keys are not accepted).
     pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let path = PathBuf::from("/proc/sys").join(key.trim_start_matches('/'));
+        let key = Sysctl::new(key);
         let write = {
-            let path = path.clone();
+            let path = key.file();
             let value = value.to_owned();
             move || std::fs::write(&path, value.as_bytes())
         };
@@ -631,12 +631,46 @@ impl Netlink {
             Some(ns) => ns.run(write)?,
             None => write(),
         };
-        written.map_err(|source| Error::Sysctl {
-            path,
+        written.map_err(|source| self.sysctl_error(key, value, source))
+    }
+
+    /// Sets a sysctl in this connection's namespace only when it differs from `value`: one
+    /// that is right already is not written, so a container that sees `/proc/sys` read-only
+    /// runs as long as someone set it before. The error names the sysctl.
+    pub fn ensure_sysctl(&self, key: &Sysctl, value: &str) -> Result<Ensured> {
+        let ensure = {
+            let key = key.clone();
+            let value = value.to_owned();
+            move || crate::sysctl::ensure_here(&key, &value)
+        };
+        let done = match &self.netns {
+            Some(ns) => ns.run(ensure)?,
+            None => ensure(),
+        };
+        done.map_err(|source| self.sysctl_error(key.clone(), value, source))
+    }
+
+    /// Reads a sysctl in this connection's namespace, without the trailing newline.
+    pub fn read_sysctl(&self, key: &Sysctl) -> Result<String> {
+        let read = {
+            let file = key.file();
+            move || std::fs::read_to_string(file)
+        };
+        let got = match &self.netns {
+            Some(ns) => ns.run(read)?,
+            None => read(),
+        };
+        got.map(|s| s.trim().to_owned())
+            .map_err(|source| self.sysctl_error(key.clone(), "?", source))
+    }
+
+    fn sysctl_error(&self, key: Sysctl, value: &str, source: std::io::Error) -> Error {
+        Error::Sysctl {
+            key,
             value: value.to_owned(),
             netns: self.netns.as_ref().map(|n| n.name().to_owned()),
             source,
-        })
+        }
     }
 }
 

@@ -239,3 +239,128 @@ async fn ip6tnl_backend_makes_a_link_per_peer_or_says_why_not() {
         assert_eq!(e.errno(), Some(libc::EOPNOTSUPP), "{e}");
     }
 }
+
+/// The sysctls tunnels need are written only when they differ, the values found are
+/// recorded in the ledger file, a second run finds them set, and `restore` puts the found
+/// values back and removes the file.
+#[tokio::test]
+async fn sysctls_are_set_once_recorded_and_restored() {
+    use dataplane::sysctl::{self, Ensured, Sysctl};
+    let n = Node::new("sysctl").await;
+    let peer = Node::new("peer").await;
+    link(&n, "t0", &peer, "t0", 1500).await;
+    n.addr("t0", "2001:db8::1", 64).await;
+    let fwd = Sysctl::new("net/ipv6/conf/all/forwarding");
+    let seg6_t0 = Sysctl::new("net/ipv6/conf/t0/seg6_enabled");
+    assert_eq!(n.nl.read_sysctl(&fwd).unwrap(), "0");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("sysctls");
+    let mut settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
+        .await
+        .unwrap();
+    settings.sysctl_ledger = Some(ledger.clone());
+    let dp = Dataplane::open(Mode::Seg6, n.nl.clone(), settings.clone())
+        .await
+        .unwrap();
+    let done = dp.ensure_sysctls().await.unwrap();
+    let first = done.clone();
+    let names: Vec<String> = done.iter().map(|(k, _, _)| k.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.all.seg6_enabled",
+            "net.ipv6.conf.t0.seg6_enabled",
+            "net.ipv4.ip_forward"
+        ]
+    );
+    // IPv4 settings come from the host's (devconf_inherit_init_net): only the IPv6 ones are
+    // known to start at 0.
+    assert!(done.iter().all(|(_, v, _)| v == "1"), "{done:?}");
+    assert!(
+        done[..3].iter().all(|(_, _, e)| *e
+            == Ensured::Changed {
+                previous: "0".into()
+            }),
+        "{done:?}"
+    );
+    assert_eq!(n.nl.read_sysctl(&seg6_t0).unwrap(), "1");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert!(text.contains("net/ipv6/conf/all/forwarding=0\n"), "{text}");
+
+    // A restarted daemon (a new backend on the same ledger) finds them set and keeps the
+    // values recorded first.
+    let again = Dataplane::open(Mode::Seg6, n.nl.clone(), settings)
+        .await
+        .unwrap();
+    let done = again.ensure_sysctls().await.unwrap();
+    assert!(
+        done.iter().all(|(_, _, e)| *e == Ensured::AlreadySet),
+        "{done:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap(), text);
+
+    let restored = sysctl::restore(&n.nl, &ledger).unwrap();
+    let changed = first
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Ensured::Changed { .. }))
+        .count();
+    assert_eq!(restored.len(), changed, "{restored:?}");
+    assert_eq!(n.nl.read_sysctl(&fwd).unwrap(), "0");
+    assert_eq!(n.nl.read_sysctl(&seg6_t0).unwrap(), "0");
+    assert!(!ledger.exists());
+    assert!(sysctl::restore(&n.nl, &ledger).unwrap().is_empty());
+}
+
+/// As in a container that is not privileged: with `/proc/sys` mounted read-only, a sysctl
+/// that has its value already is fine (nothing is written), and one that does not fails
+/// with an error that names it and says where else it can be set.
+#[test]
+fn read_only_proc_sys_needs_only_what_is_missing() {
+    use dataplane::sysctl::{Ensured, Sysctl};
+    let result = std::thread::spawn(|| {
+        // This thread gets its own mount namespace, where /proc/sys is read-only; the
+        // network namespace (and so the sysctls seen) stays the host's, which is not changed.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        use nix::mount::{MsFlags, mount};
+        mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+            .unwrap();
+        mount::<str, str, str, str>(Some("/proc/sys"), "/proc/sys", None, MsFlags::MS_BIND, None)
+            .unwrap();
+        mount::<str, str, str, str>(
+            None,
+            "/proc/sys",
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let nl = dataplane::Netlink::connect().unwrap();
+            let key = Sysctl::new("net/ipv6/conf/all/hop_limit");
+            let now = nl.read_sysctl(&key).unwrap();
+            let same = nl.ensure_sysctl(&key, &now).unwrap();
+            let other = if now == "63" { "62" } else { "63" };
+            let refused = nl.ensure_sysctl(&key, other).unwrap_err();
+            (same, refused.to_string(), refused.errno())
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(result.0, Ensured::AlreadySet);
+    assert!(
+        result.1.starts_with("sysctl net.ipv6.conf.all.hop_limit=6"),
+        "{}",
+        result.1
+    );
+    assert!(
+        result.1.contains("privileged init container"),
+        "{}",
+        result.1
+    );
+    assert_eq!(result.2, Some(libc::EROFS));
+}

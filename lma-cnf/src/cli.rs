@@ -33,9 +33,15 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
-    /// Remove every route, rule and address this LMA owns, then exit.
+    /// Remove every route, rule and address this LMA owns and put back the sysctl values it
+    /// found before it changed them, then exit.
     #[arg(long)]
     cleanup: bool,
+    /// Set the sysctls the datapath needs (each only when it differs; the value found is
+    /// recorded for --cleanup), print them, then exit: what a privileged init container runs
+    /// before a daemon that sees /proc/sys read-only.
+    #[arg(long, conflicts_with = "cleanup")]
+    set_sysctls: bool,
 }
 
 /// Runs `pmip-lma` with these arguments (the first is the program name).
@@ -58,17 +64,28 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             tracing: |c| &c.tracing,
             api: |c| &c.api,
         },
-        |cfg| run(cfg, args.cleanup),
+        |cfg| async move {
+            if args.set_sysctls {
+                cnf::datapath::set_sysctls(&cfg.datapath, cfg.address, &cfg.state_dir).await?;
+                return Ok(());
+            }
+            run(cfg, args.cleanup).await
+        },
     )
 }
 
 async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     if cleanup {
-        let dataplane = cnf::datapath::open(&cfg.datapath, cfg.address)
+        let dataplane = cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir)
             .await
             .context("datapath")?;
         let r = dataplane.cleanup().await.context("cleanup")?;
         info!(?r, "removed everything this LMA owned");
+        let restored = cnf::datapath::restore_sysctls(&cfg.state_dir).context("cleanup")?;
+        info!(
+            restored = restored.len(),
+            "sysctls put back as they were found"
+        );
         return Ok(());
     }
     // The store is read while the datapath reads back the kernel: after a restart with many
@@ -81,7 +98,10 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         let loaded = store.load()?;
         Ok((store, restart_counter, loaded, t.elapsed()))
     });
-    let (dataplane, read) = tokio::join!(cnf::datapath::open(&cfg.datapath, cfg.address), reading);
+    let (dataplane, read) = tokio::join!(
+        cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir),
+        reading
+    );
     let (store, restart_counter, loaded, took) = read.context("reading the store")??;
     let dataplane = dataplane.context("datapath")?;
     info!(

@@ -78,3 +78,78 @@ fn what_only_shows_when_used_is_checked_before_the_start() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cert.pem"), "{err}");
 }
+
+/// `--set-sysctls` sets what the datapath needs in the daemon's network namespace and says
+/// what it did; a second run finds them set; `--cleanup` puts back the values found.
+#[test]
+fn set_sysctls_then_cleanup_restores_them() {
+    use dataplane::Netlink;
+    use dataplane::netns::NetNs;
+    use dataplane::sysctl::Sysctl;
+    let ns = NetNs::create(&format!("lmacli-{}", std::process::id())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    let nl = Netlink::connect_in(&ns).unwrap();
+    rt.block_on(async {
+        nl.set_link_up(1, true).await.unwrap();
+        nl.add_address(1, "2001:db8::1".parse().unwrap(), 128)
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let f = dir.path().join("lma.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "address: '2001:db8::1'\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n\
+             datapath: {{mode: seg6}}\nstate_dir: '{}'\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let lma = |arg: &str| {
+        let out = ns
+            .command(env!("CARGO_BIN_EXE_pmip-lma"))
+            .unwrap()
+            .args(["--config", f.to_str().unwrap(), arg])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{arg}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let fwd = Sysctl::new("net/ipv6/conf/all/forwarding");
+    let seg6_lo = Sysctl::new("net/ipv6/conf/lo/seg6_enabled");
+    // A new namespace inherits IPv4 settings from the host's (devconf_inherit_init_net).
+    let ip_forward = Sysctl::new("net/ipv4/ip_forward");
+    let ip_forward_before = nl.read_sysctl(&ip_forward).unwrap();
+    assert_eq!(nl.read_sysctl(&fwd).unwrap(), "0");
+    let first = lma("--set-sysctls");
+    assert!(
+        first.contains("net.ipv6.conf.all.forwarding=1 (was 0)")
+            && first.contains("net.ipv6.conf.lo.seg6_enabled=1 (was 0)"),
+        "{first}"
+    );
+    assert_eq!(nl.read_sysctl(&fwd).unwrap(), "1");
+    assert_eq!(nl.read_sysctl(&seg6_lo).unwrap(), "1");
+    assert_eq!(nl.read_sysctl(&ip_forward).unwrap(), "1");
+    let second = lma("--set-sysctls");
+    assert!(
+        second.contains("net.ipv6.conf.all.forwarding=1 (already set)"),
+        "{second}"
+    );
+    lma("--cleanup");
+    assert_eq!(nl.read_sysctl(&fwd).unwrap(), "0");
+    assert_eq!(nl.read_sysctl(&seg6_lo).unwrap(), "0");
+    assert_eq!(nl.read_sysctl(&ip_forward).unwrap(), ip_forward_before);
+    drop(nl);
+    ns.delete().unwrap();
+}

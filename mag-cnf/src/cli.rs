@@ -39,9 +39,15 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
-    /// Remove every route, rule and address this MAG owns, then exit.
+    /// Remove every route, rule and address this MAG owns and put back the sysctl values it
+    /// found before it changed them, then exit.
     #[arg(long)]
     cleanup: bool,
+    /// Set the sysctls the datapath needs (each only when it differs; the value found is
+    /// recorded for --cleanup), print them, then exit: what a privileged init container runs
+    /// before a daemon that sees /proc/sys read-only.
+    #[arg(long, conflicts_with = "cleanup")]
+    set_sysctls: bool,
 }
 
 /// Runs `pmip-mag` with these arguments (the first is the program name).
@@ -67,17 +73,28 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             tracing: |c| &c.tracing,
             api: |c| &c.api,
         },
-        |cfg| run(cfg, args.cleanup, args.deregister_on_exit),
+        |cfg| async move {
+            if args.set_sysctls {
+                cnf::datapath::set_sysctls(&cfg.datapath, cfg.proxy_coa, &cfg.state_dir).await?;
+                return Ok(());
+            }
+            run(cfg, args.cleanup, args.deregister_on_exit).await
+        },
     )
 }
 
 async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> anyhow::Result<()> {
-    let dataplane = cnf::datapath::open(&cfg.datapath, cfg.proxy_coa)
+    let dataplane = cnf::datapath::open(&cfg.datapath, cfg.proxy_coa, &cfg.state_dir)
         .await
         .context("datapath")?;
     if cleanup {
         let r = dataplane.cleanup().await.context("cleanup")?;
         info!(?r, "removed everything this MAG owned");
+        let restored = cnf::datapath::restore_sysctls(&cfg.state_dir).context("cleanup")?;
+        info!(
+            restored = restored.len(),
+            "sysctls put back as they were found"
+        );
         return Ok(());
     }
     // Router Advertisements announce the tunnel MTU unless the file says otherwise
