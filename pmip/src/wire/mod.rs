@@ -19,6 +19,7 @@ mod handover;
 mod header;
 mod heartbeat;
 mod message;
+pub mod nd;
 mod notification;
 mod option;
 pub mod packet;
