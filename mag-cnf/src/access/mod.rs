@@ -78,6 +78,7 @@
 
 pub mod arp;
 pub mod dhcp;
+mod filter;
 mod frame;
 pub mod ipv4;
 #[cfg(test)]
@@ -158,6 +159,8 @@ pub enum Error {
         max = ra::MAX_PREFIXES
     )]
     TooManyPrefixes(usize),
+    #[error("cannot build the frame: {0}")]
+    Frame(#[from] pmip::wire::nd::Error),
     #[error("lab: {0}")]
     Lab(String),
     #[error(transparent)]

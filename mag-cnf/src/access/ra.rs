@@ -1,26 +1,15 @@
 //! The Router Advertisement a MAG sends to one mobile node, as a whole Ethernet frame
-//! (RFC 4861 §4.2, §4.6; RFC 5213 §6.7, §6.9.3). Pure: no IO.
+//! (RFC 4861 §4.2, §6.2.3; RFC 5213 §6.7, §6.9.2, §6.9.3): what goes in it. The wire format
+//! is [`pmip::wire::nd`]'s. Pure: no IO.
 //!
 //! ```text
-//! Ethernet (14)   dst = the node's MAC, src = the domain's fixed MAG MAC, type 0x86dd
-//! IPv6 (40)       hop limit 255, src = the MAG link-local (fe80::1), dst = ff02::1
-//! ICMPv6 RA (16)
-//!     0                   1                   2                   3
-//!     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-//!    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//!    |     Type      |     Code      |          Checksum             |
-//!    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//!    | Cur Hop Limit |M|O|  Reserved |       Router Lifetime         |
-//!    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//!    |                         Reachable Time                        |
-//!    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//!    |                          Retrans Timer                        |
-//!    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//!    |   Options ...
-//! Source Link-Layer Address option (8)   type 1, length 1, the MAG MAC
-//! MTU option (8)                         type 5, length 1, reserved, MTU
-//! Prefix Information option (32) each    type 3, length 4, prefix length, L=1 A=1,
-//!                                        valid lifetime, preferred lifetime, reserved, prefix
+//! Ethernet        dst = the node's MAC, src = the domain's fixed MAG MAC
+//! IPv6            hop limit 255, src = the MAG's link-local address on this link, dst = ff02::1
+//! ICMPv6 RA       Cur Hop Limit 64, M = O = 0 (SLAAC), Router Lifetime, Reachable Time and
+//!                 Retrans Timer 0 (unspecified: the node keeps its own)
+//! Source Link-Layer Address option   the MAG MAC
+//! MTU option                         the tunnel MTU (RFC 5213 §6.9.2 item 3)
+//! Prefix Information option, each    the node's home network prefixes, L = A = 1
 //! ```
 //!
 //! The frame goes to the node's own MAC while the IPv6 destination is all-nodes: the access
@@ -28,49 +17,30 @@
 //! frame carries it.
 
 use core::time::Duration;
-use std::net::Ipv6Addr;
 
 use pmip::output::RouterAdvertisement;
 use pmip::types::LinkLayerAddress;
+use pmip::wire::nd::{
+    EthernetAddress, FrameRepr, ICMPV6_HEADER_LEN, IPV6_HEADER_LEN, Icmpv6Repr, MTU_LEN,
+    ND_HOP_LIMIT, NdOption, NdOptions, NdiscRepr, PREFIX_INFORMATION_LEN, PrefixFlags,
+    PrefixInformation, RaFlags,
+};
 
 use super::Error;
 
-pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
-pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub(crate) const IPV6_HEADER_LEN: usize = 40;
-pub(crate) const NEXT_HEADER_HOP_BY_HOP: u8 = 0;
-pub(crate) const NEXT_HEADER_ICMPV6: u8 = 58;
-/// Neighbor Discovery messages are sent, and must arrive, with hop limit 255 (RFC 4861 §6.1).
-pub(crate) const ND_HOP_LIMIT: u8 = 255;
+pub use pmip::wire::nd::ALL_NODES;
 
-/// ICMPv6 types (RFC 4443 §2.1, RFC 4861 §4, RFC 2710 §3, RFC 3810 §5.2).
-pub(crate) const ICMPV6_MLD_REPORT: u8 = 131;
-pub(crate) const ICMPV6_ROUTER_SOLICITATION: u8 = 133;
-pub(crate) const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
-pub(crate) const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
-pub(crate) const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
-pub(crate) const ICMPV6_MLDV2_REPORT: u8 = 143;
-
-/// Neighbor Discovery option types (RFC 4861 §4.6).
-pub(crate) const ND_OPT_SOURCE_LINK_LAYER_ADDRESS: u8 = 1;
-const ND_OPT_PREFIX_INFORMATION: u8 = 3;
-const ND_OPT_MTU: u8 = 5;
-
-const RA_HEADER_LEN: usize = 16;
+/// RA fields after Type, Code and Checksum (RFC 4861 §4.2).
+const RA_FIXED_LEN: usize = 12;
+/// A Source Link-layer Address option with a MAC (RFC 2464 §8).
 const SLLA_OPTION_LEN: usize = 8;
-const MTU_OPTION_LEN: usize = 8;
-const PREFIX_OPTION_LEN: usize = 32;
-/// On-link (L) and autonomous address-configuration (A) flags (RFC 4861 §4.6.2).
-const PREFIX_FLAGS_ON_LINK_AUTONOMOUS: u8 = 0x80 | 0x40;
 /// AdvCurHopLimit: the value of "Assigned Numbers" (RFC 4861 §6.2.1).
 const CUR_HOP_LIMIT: u8 = 64;
 
-/// ff02::1, all nodes on the link.
-pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-
 /// Prefix Information options an RA can carry: the frame must fit a 1280-byte IPv6 MTU.
 pub const MAX_PREFIXES: usize =
-    (1280 - IPV6_HEADER_LEN - RA_HEADER_LEN - SLLA_OPTION_LEN - MTU_OPTION_LEN) / PREFIX_OPTION_LEN;
+    (1280 - IPV6_HEADER_LEN - ICMPV6_HEADER_LEN - RA_FIXED_LEN - SLLA_OPTION_LEN - MTU_LEN)
+        / PREFIX_INFORMATION_LEN;
 
 /// The whole Ethernet frame of `ra`, ready for a raw `AF_PACKET` socket.
 pub fn router_advertisement_frame(ra: &RouterAdvertisement) -> Result<Vec<u8>, Error> {
@@ -79,55 +49,38 @@ pub fn router_advertisement_frame(ra: &RouterAdvertisement) -> Result<Vec<u8>, E
     if ra.prefixes.len() > MAX_PREFIXES {
         return Err(Error::TooManyPrefixes(ra.prefixes.len()));
     }
-    let icmp_len =
-        RA_HEADER_LEN + SLLA_OPTION_LEN + MTU_OPTION_LEN + PREFIX_OPTION_LEN * ra.prefixes.len();
-    let mut f = Vec::with_capacity(ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + icmp_len);
-
-    f.extend_from_slice(&node);
-    f.extend_from_slice(&mag);
-    f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-
-    // Version 6, traffic class 0, flow label 0.
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    f.extend_from_slice(&(icmp_len as u16).to_be_bytes());
-    f.push(NEXT_HEADER_ICMPV6);
-    f.push(ND_HOP_LIMIT);
-    f.extend_from_slice(&ra.src_link_local.octets());
-    f.extend_from_slice(&ALL_NODES.octets());
-
-    let icmp = f.len();
-    f.extend_from_slice(&[ICMPV6_ROUTER_ADVERTISEMENT, 0, 0, 0]);
-    // M = O = 0: addresses by SLAAC, no DHCPv6.
-    f.extend_from_slice(&[CUR_HOP_LIMIT, 0]);
-    f.extend_from_slice(&router_lifetime(ra.router_lifetime).to_be_bytes());
-    // Reachable Time and Retrans Timer unspecified: the node keeps its own.
-    f.extend_from_slice(&[0; 8]);
-
-    f.extend_from_slice(&[ND_OPT_SOURCE_LINK_LAYER_ADDRESS, 1]);
-    f.extend_from_slice(&mag);
-
-    f.extend_from_slice(&[ND_OPT_MTU, 1, 0, 0]);
-    f.extend_from_slice(&ra.mtu.to_be_bytes());
-
-    let lifetime = lifetime_secs(ra.prefix_lifetime).to_be_bytes();
-    for p in &ra.prefixes {
-        let p = p.trunc();
-        f.extend_from_slice(&[
-            ND_OPT_PREFIX_INFORMATION,
-            4,
-            p.prefix_len(),
-            PREFIX_FLAGS_ON_LINK_AUTONOMOUS,
-        ]);
-        f.extend_from_slice(&lifetime); // valid
-        f.extend_from_slice(&lifetime); // preferred
-        f.extend_from_slice(&[0; 4]);
-        f.extend_from_slice(&p.network().octets());
-    }
-
-    let sum = icmpv6_checksum(&ra.src_link_local, &ALL_NODES, f.get(icmp..).unwrap_or(&[]));
-    if let Some(c) = f.get_mut(icmp + 2..icmp + 4) {
-        c.copy_from_slice(&sum.to_be_bytes());
-    }
+    let lifetime = lifetime_secs(ra.prefix_lifetime);
+    let mut options = Vec::with_capacity(2 + ra.prefixes.len());
+    options.push(NdOption::SourceLinkLayerAddress(&mag));
+    options.push(NdOption::Mtu(ra.mtu));
+    options.extend(ra.prefixes.iter().map(|p| {
+        NdOption::PrefixInformation(PrefixInformation {
+            prefix_len: p.prefix_len(),
+            flags: PrefixFlags::ON_LINK | PrefixFlags::AUTONOMOUS,
+            valid_lifetime: lifetime,
+            preferred_lifetime: lifetime,
+            prefix: p.trunc().network(),
+        })
+    }));
+    let frame = FrameRepr {
+        eth_source: EthernetAddress(mag),
+        eth_destination: EthernetAddress(node),
+        source: ra.src_link_local,
+        destination: ALL_NODES,
+        hop_limit: ND_HOP_LIMIT,
+        hop_by_hop: None,
+        message: Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvertisement {
+            cur_hop_limit: CUR_HOP_LIMIT,
+            // M = O = 0: addresses by SLAAC, no DHCPv6.
+            flags: RaFlags::empty(),
+            router_lifetime: router_lifetime(ra.router_lifetime),
+            reachable_time: 0,
+            retrans_timer: 0,
+            options: NdOptions::List(&options),
+        }),
+    };
+    let mut f = vec![0u8; frame.buffer_len()];
+    frame.emit(&mut f)?;
     Ok(f)
 }
 
@@ -150,33 +103,13 @@ fn router_lifetime(d: Duration) -> u16 {
     u16::try_from(lifetime_secs(d)).unwrap_or(u16::MAX)
 }
 
-/// The ICMPv6 checksum of `message` (its checksum field zero or not: a message whose field
-/// holds the right checksum sums to zero, RFC 4443 §2.3), over the IPv6 pseudo-header
-/// (RFC 8200 §8.1).
-pub(crate) fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, message: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            let hi = u64::from(pair.first().copied().unwrap_or(0));
-            let lo = u64::from(pair.get(1).copied().unwrap_or(0));
-            sum += (hi << 8) | lo;
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(message.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, NEXT_HEADER_ICMPV6]);
-    add(message);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
     use pmip::output::AccessLink;
+    use pmip::wire::nd::{ETHERNET_HEADER_LEN, icmpv6_checksum};
 
     const NODE: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
     const MAG: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
@@ -199,7 +132,7 @@ mod tests {
     }
 
     /// The frame of an RA with one prefix, byte by byte; the checksum is checked by summing
-    /// (below, and `checksum_matches_a_hand_computed_sum` checks the sum). Wireshark decodes
+    /// (`pmip::wire::nd`'s `checksum_matches_a_hand_computed_sum` checks the sum). Wireshark decodes
     /// frames of this function field by field and verifies their checksum in
     /// `tests/access_tshark.rs`.
     #[test]
@@ -239,20 +172,6 @@ mod tests {
         let src = "fe80::1".parse().unwrap();
         assert_eq!(icmpv6_checksum(&src, &ALL_NODES, &f[54..]), 0);
         assert_ne!(u16::from_be_bytes([f[56], f[57]]), 0);
-    }
-
-    #[test]
-    fn checksum_matches_a_hand_computed_sum() {
-        // fe80::1 -> ff02::1, an Echo Request type 128 code 0 id 0 seq 0 with no data:
-        // 0xfe80 + 0x0001 + 0xff02 + 0x0001 + length 8 + next header 58 + 0x8000 = 0x27dc6,
-        // folded 0x7dc8; the complement is 0x8237.
-        let src: Ipv6Addr = "fe80::1".parse().unwrap();
-        let msg = [128, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(icmpv6_checksum(&src, &ALL_NODES, &msg), 0x8237);
-        // An odd length is padded with a zero byte: one more for the length and 0x1200 for
-        // the last byte give 0x8fc9, complement 0x7036.
-        let odd = icmpv6_checksum(&src, &ALL_NODES, &[128, 0, 0, 0, 0, 0, 0, 0, 0x12]);
-        assert_eq!(odd, 0x7036);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rtnetlink::sys::{Socket as NetlinkSocket, SocketAddr as NetlinkAddr, protoco
 use socket2::{Domain, SockAddr, SockAddrStorage, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use super::frame::filter_program;
+use super::filter::filter_program;
 
 /// `RTNLGRP_LINK` (linux/rtnetlink.h).
 const RTNLGRP_LINK: u32 = 1;
