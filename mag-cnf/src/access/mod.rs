@@ -83,6 +83,11 @@ mod frame;
 pub mod ipv4;
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(feature = "lab")]
+pub mod lab;
+/// Built without the `lab` feature: making an emulated node is refused.
+#[cfg(not(feature = "lab"))]
+#[path = "lab_disabled.rs"]
 pub mod lab;
 mod links;
 mod monitor;
@@ -163,6 +168,8 @@ pub enum Error {
     Frame(#[from] pmip::wire::nd::Error),
     #[error("lab: {0}")]
     Lab(String),
+    #[error("lab: this pmip-mag is built without the `lab` feature: it makes no emulated nodes")]
+    LabDisabled,
     #[error(transparent)]
     Dataplane(#[from] dataplane::Error),
 }
