@@ -2,8 +2,11 @@
 //! every option, as a bare Mobility Header, inside IPv6 and IPv4-UDP packets, in Ethernet
 //! frames, as hex text and as a pcap file.
 //!
-//! `cargo run --release --example seeds` (from `fuzz/`) fills `corpus/mh/` and
-//! `corpus/pmipctl_decode/`.
+//! Also the access link's frames of `pmip::wire::nd`: every ND message, MLD reports, with
+//! every option kind.
+//!
+//! `cargo run --release --example seeds` (from `fuzz/`) fills `corpus/mh/`,
+//! `corpus/pmipctl_decode/` and `corpus/nd/`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -163,6 +166,151 @@ fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// One frame of every kind `pmip::wire::nd` reads, as whole Ethernet frames.
+fn nd_frames() -> Vec<Vec<u8>> {
+    use pmip::wire::nd::*;
+    let node = [2, 0, 0, 0, 1, 1];
+    let mag = [2, 0, 0x5e, 0, 0x53, 1];
+    let pio = |p: &str| {
+        NdOption::PrefixInformation(PrefixInformation {
+            prefix_len: 64,
+            flags: PrefixFlags::ON_LINK | PrefixFlags::AUTONOMOUS,
+            valid_lifetime: 3600,
+            preferred_lifetime: 1800,
+            prefix: v6(p),
+        })
+    };
+    let ra_opts = [
+        NdOption::SourceLinkLayerAddress(&mag),
+        NdOption::Mtu(1460),
+        pio("2001:db8:1::"),
+        pio("2001:db8:2::"),
+        NdOption::Unknown {
+            option_type: 25,
+            data: &[
+                0, 0, 0, 0, 0x0e, 0x10, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53,
+            ],
+        },
+    ];
+    let slla = [NdOption::SourceLinkLayerAddress(&node)];
+    let tlla = [NdOption::TargetLinkLayerAddress(&mag)];
+    let records = [MldRecord {
+        record_type: MldRecordType::ChangeToExclude,
+        group: v6("ff02::1:ff00:101"),
+        sources: &[],
+        aux_data: &[],
+    }];
+    let node_ll = v6("fe80::ff:fe00:101");
+    let nd = |source, destination, message| FrameRepr {
+        eth_source: EthernetAddress(node),
+        eth_destination: EthernetAddress(mag),
+        source,
+        destination,
+        hop_limit: ND_HOP_LIMIT,
+        hop_by_hop: None,
+        message: Icmpv6Repr::Ndisc(message),
+    };
+    let frames = [
+        nd(
+            v6("fe80::1"),
+            ALL_NODES,
+            NdiscRepr::RouterAdvertisement {
+                cur_hop_limit: 64,
+                flags: RaFlags::empty(),
+                router_lifetime: 1800,
+                reachable_time: 0,
+                retrans_timer: 0,
+                options: NdOptions::List(&ra_opts),
+            },
+        ),
+        nd(
+            node_ll,
+            ALL_ROUTERS,
+            NdiscRepr::RouterSolicitation {
+                options: NdOptions::List(&slla),
+            },
+        ),
+        nd(
+            Ipv6Addr::UNSPECIFIED,
+            ALL_ROUTERS,
+            NdiscRepr::RouterSolicitation {
+                options: NdOptions::EMPTY,
+            },
+        ),
+        nd(
+            Ipv6Addr::UNSPECIFIED,
+            solicited_node(&node_ll),
+            NdiscRepr::NeighborSolicitation {
+                target: node_ll,
+                options: NdOptions::EMPTY,
+            },
+        ),
+        nd(
+            v6("fe80::1"),
+            node_ll,
+            NdiscRepr::NeighborSolicitation {
+                target: node_ll,
+                options: NdOptions::List(&slla),
+            },
+        ),
+        nd(
+            node_ll,
+            v6("fe80::1"),
+            NdiscRepr::NeighborAdvertisement {
+                flags: NaFlags::SOLICITED | NaFlags::OVERRIDE,
+                target: node_ll,
+                options: NdOptions::List(&tlla),
+            },
+        ),
+        nd(
+            v6("fe80::1"),
+            node_ll,
+            NdiscRepr::Redirect {
+                target: v6("fe80::2"),
+                destination: v6("2001:db8::7"),
+                options: NdOptions::EMPTY,
+            },
+        ),
+        FrameRepr {
+            hop_limit: 1,
+            hop_by_hop: Some(HopByHopRepr::MLD),
+            message: Icmpv6Repr::Mld(MldRepr::ReportV2 {
+                records: MldRecords::List(&records),
+            }),
+            ..nd(
+                Ipv6Addr::UNSPECIFIED,
+                ALL_MLDV2_ROUTERS,
+                NdiscRepr::RouterSolicitation {
+                    options: NdOptions::EMPTY,
+                },
+            )
+        },
+        FrameRepr {
+            hop_limit: 1,
+            hop_by_hop: Some(HopByHopRepr::MLD),
+            message: Icmpv6Repr::Mld(MldRepr::Report {
+                max_response: 0,
+                group: v6("ff02::1:ff00:101"),
+            }),
+            ..nd(
+                node_ll,
+                v6("ff02::1:ff00:101"),
+                NdiscRepr::RouterSolicitation {
+                    options: NdOptions::EMPTY,
+                },
+            )
+        },
+    ];
+    frames
+        .iter()
+        .map(|f| {
+            let mut b = vec![0u8; f.buffer_len()];
+            f.emit(&mut b).unwrap();
+            b
+        })
+        .collect()
+}
+
 fn main() {
     let (src, dst) = (v6("2001:db8:a::1"), v6("2001:db8:b::1"));
     let mut mhs: Vec<Vec<u8>> = Vec::new();
@@ -201,10 +349,34 @@ fn main() {
         frames.push(eth);
     }
     std::fs::write(ctl_dir.join("seed-capture.pcap"), pcap(&frames)).unwrap();
+    // Selector octet of the `nd` target: 0 frame, 1 frame with its checksum made right,
+    // 2 ICMPv6 message, 3 options area, 4 IPv6 packet.
+    let nd_dir = root.join("nd");
+    std::fs::create_dir_all(&nd_dir).unwrap();
+    let nd = nd_frames();
+    for (i, f) in nd.iter().enumerate() {
+        let ip = &f[14..];
+        // The ICMPv6 message after the IPv6 header and a Hop-by-Hop header.
+        let icmp = if ip[6] == 0 { &ip[48..] } else { &ip[40..] };
+        let opts_at = match icmp[0] {
+            133 => 8,
+            134 => 16,
+            135 | 136 => 24,
+            _ => icmp.len(),
+        };
+        let seeds: [(u8, &[u8]); 5] = [(0, f), (1, f), (2, icmp), (3, &icmp[opts_at..]), (4, ip)];
+        for (j, (sel, body)) in seeds.iter().enumerate() {
+            let mut s = vec![*sel];
+            s.extend_from_slice(body);
+            std::fs::write(nd_dir.join(format!("seed-{i:03}-{j}")), s).unwrap();
+        }
+    }
     println!(
-        "{} messages: seeds in {} and {}",
+        "{} messages: seeds in {} and {}; {} frames in {}",
         mhs.len(),
         mh_dir.display(),
-        ctl_dir.display()
+        ctl_dir.display(),
+        nd.len(),
+        nd_dir.display()
     );
 }
