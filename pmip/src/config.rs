@@ -676,6 +676,293 @@ impl Default for TracingConfig {
     }
 }
 
+/// Where the ESP protection of the signalling runs (RFC 5213 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpsecMode {
+    /// No ESP: Mobility Headers go in clear (a lab without keys; RFC 5213 §4 wants ESP).
+    #[default]
+    Off,
+    /// The daemon does ESP itself on a raw IP-protocol-50 socket (a kernel without ESP).
+    Userspace,
+    /// The kernel does ESP: the daemon installs XFRM states and policies over netlink.
+    Kernel,
+    /// `kernel` when the kernel accepts an ESP state with the configured algorithm, else
+    /// `userspace`.
+    Auto,
+}
+
+/// An ESP transform (RFC 8221 §5, §6 name them as MUST and SHOULD+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EspAlgorithm {
+    /// AES-GCM with a 16-octet ICV and a 128-bit key (RFC 4106): 20 octets of keying
+    /// material, the key then the 4-octet salt (RFC 4106 §8.1).
+    #[serde(rename = "aes-128-gcm")]
+    Aes128Gcm,
+    /// AES-GCM, 256-bit key: 36 octets of keying material.
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+    /// AES-CBC with a 128-bit key (RFC 3602) and HMAC-SHA-256-128 (RFC 4868): 48 octets,
+    /// the encryption key then the 32-octet HMAC key.
+    #[serde(rename = "aes-128-cbc-hmac-sha-256")]
+    Aes128CbcHmacSha256,
+    /// AES-CBC with a 256-bit key and HMAC-SHA-256-128: 64 octets.
+    #[serde(rename = "aes-256-cbc-hmac-sha-256")]
+    Aes256CbcHmacSha256,
+}
+
+impl EspAlgorithm {
+    /// Octets of keying material per direction.
+    pub fn key_len(self) -> usize {
+        match self {
+            EspAlgorithm::Aes128Gcm => 20,
+            EspAlgorithm::Aes256Gcm => 36,
+            EspAlgorithm::Aes128CbcHmacSha256 => 48,
+            EspAlgorithm::Aes256CbcHmacSha256 => 64,
+        }
+    }
+
+    /// The configuration's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EspAlgorithm::Aes128Gcm => "aes-128-gcm",
+            EspAlgorithm::Aes256Gcm => "aes-256-gcm",
+            EspAlgorithm::Aes128CbcHmacSha256 => "aes-128-cbc-hmac-sha-256",
+            EspAlgorithm::Aes256CbcHmacSha256 => "aes-256-cbc-hmac-sha-256",
+        }
+    }
+}
+
+/// Keying material, written as hex (an optional `0x`, then two digits per octet). Never
+/// printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial(Vec<u8>);
+
+impl KeyMaterial {
+    pub fn new(octets: Vec<u8>) -> Self {
+        KeyMaterial(octets)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Reads hex text: an optional `0x`, hex digits, and any whitespace or `:` between them
+    /// (a key file with a trailing newline, a key copied from `ip xfrm state`).
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
+        let digits: Vec<u8> = t
+            .bytes()
+            .filter(|b| !(b.is_ascii_whitespace() || *b == b':'))
+            .collect();
+        if digits.is_empty() {
+            return Err("no hex digits".into());
+        }
+        if !digits.len().is_multiple_of(2) {
+            return Err(format!("{} hex digits: not whole octets", digits.len()));
+        }
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => Ok(b - b'0'),
+            b'a'..=b'f' => Ok(b - b'a' + 10),
+            b'A'..=b'F' => Ok(b - b'A' + 10),
+            _ => Err(format!("{:?} is not a hex digit", char::from(b))),
+        };
+        let mut out = Vec::with_capacity(digits.len() / 2);
+        for pair in digits.chunks_exact(2) {
+            out.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+        }
+        Ok(KeyMaterial(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(2 + self.0.len() * 2);
+        s.push_str("0x");
+        for b in &self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyMaterial({} octets)", self.0.len())
+    }
+}
+
+impl Serialize for KeyMaterial {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyMaterial {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyMaterial::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One manually keyed pair of ESP security associations with a peer (RFC 4301 §4.4.2.1):
+/// one inbound, one outbound, each with its own SPI and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityAssociationConfig {
+    /// The peer's signalling address: the LMA address at a MAG; a MAG's proxy-CoA at the LMA
+    /// or (for HI/HAck, RFC 5949 §7) at another MAG.
+    pub peer: Ipv6Addr,
+    pub algorithm: EspAlgorithm,
+    /// SPI of the inbound SA (what the peer sends with). Above 255 (RFC 4303 §2.1).
+    pub spi_in: u32,
+    /// SPI of the outbound SA (what this daemon sends with). Above 255.
+    pub spi_out: u32,
+    /// Inbound keying material in hex. Exactly one of `key_in` and `key_in_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_in: Option<KeyMaterial>,
+    /// A file holding the inbound keying material in hex (e.g. a mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_in_file: Option<PathBuf>,
+    /// Outbound keying material in hex. Exactly one of `key_out` and `key_out_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_out: Option<KeyMaterial>,
+    /// A file holding the outbound keying material in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_out_file: Option<PathBuf>,
+    /// 64-bit Extended Sequence Numbers (RFC 4303 §2.2.1); both ends must agree.
+    #[serde(default)]
+    pub esn: bool,
+}
+
+impl SecurityAssociationConfig {
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        check(is_global_unicast(&self.peer), &format!("{at}.peer"), || {
+            format!("{} cannot be a signalling peer", self.peer)
+        })?;
+        for (name, spi) in [("spi_in", self.spi_in), ("spi_out", self.spi_out)] {
+            check(spi > 255, &format!("{at}.{name}"), || {
+                format!("{spi}: SPIs 0..=255 are reserved (RFC 4303 §2.1)")
+            })?;
+        }
+        for (dir, key, file) in [
+            ("in", &self.key_in, &self.key_in_file),
+            ("out", &self.key_out, &self.key_out_file),
+        ] {
+            check(
+                key.is_some() != file.is_some(),
+                &format!("{at}.key_{dir}"),
+                || format!("give exactly one of key_{dir} and key_{dir}_file"),
+            )?;
+            if let Some(k) = key {
+                check(
+                    k.as_bytes().len() == self.algorithm.key_len(),
+                    &format!("{at}.key_{dir}"),
+                    || {
+                        format!(
+                            "{} octets; {} needs {}",
+                            k.as_bytes().len(),
+                            self.algorithm.name(),
+                            self.algorithm.key_len()
+                        )
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// IPsec ESP for the signalling (RFC 5213 §4, RFC 5949 §7, RFC 5846 §13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpsecConfig {
+    pub mode: IpsecMode,
+    /// Manually keyed SAs, one entry per peer and key generation. The first entry of a peer
+    /// is used to send; every entry is accepted on receipt (a rollover has two).
+    pub security_associations: Vec<SecurityAssociationConfig>,
+    /// A YAML file with more entries of the same shape (keys inline), re-read when it
+    /// changes: how keys are rolled over without a restart (a mounted Secret).
+    pub security_associations_file: Option<PathBuf>,
+    /// Anti-replay window in packets (RFC 4303 §3.4.3: at least 32, 64 by default).
+    pub replay_window: u32,
+    /// How often the key and SA files are checked for changes.
+    pub reload_interval_s: u32,
+}
+
+impl Default for IpsecConfig {
+    fn default() -> Self {
+        Self {
+            mode: IpsecMode::Off,
+            security_associations: Vec::new(),
+            security_associations_file: None,
+            replay_window: 64,
+            reload_interval_s: 10,
+        }
+    }
+}
+
+impl IpsecConfig {
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        check(
+            (32..=1024).contains(&self.replay_window),
+            &format!("{at}.replay_window"),
+            || {
+                format!(
+                    "{} must be between 32 (RFC 4303 §3.4.3) and 1024",
+                    self.replay_window
+                )
+            },
+        )?;
+        check(
+            (1..=3600).contains(&self.reload_interval_s),
+            &format!("{at}.reload_interval_s"),
+            || "must be between 1 and 3600".into(),
+        )?;
+        check(
+            self.mode == IpsecMode::Off
+                || !self.security_associations.is_empty()
+                || self.security_associations_file.is_some(),
+            &format!("{at}.security_associations"),
+            || {
+                "ESP is on but no security association is configured (nor a \
+                 security_associations_file)"
+                    .into()
+            },
+        )?;
+        validate_security_associations(
+            &self.security_associations,
+            &format!("{at}.security_associations"),
+        )
+    }
+}
+
+/// Each entry, and the entries together: one inbound SPI once per peer (RFC 4301 §4.1: the
+/// receiver finds the SA by SPI and source address).
+pub fn validate_security_associations(
+    sas: &[SecurityAssociationConfig],
+    at: &str,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, sa) in sas.iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        sa.validate(&here)?;
+        check(
+            seen.insert((sa.peer, sa.spi_in)),
+            &format!("{here}.spi_in"),
+            || {
+                format!(
+                    "{} is already an inbound SPI of {} in an entry above",
+                    sa.spi_in, sa.peer
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// The LMA daemon's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1275,5 +1562,77 @@ domain:
         let y = serde_saphyr::to_string(&c).unwrap();
         let back: LmaConfig = serde_saphyr::from_str(&y).unwrap();
         assert_eq!(c, back);
+    }
+
+    #[test]
+    fn key_material_reads_hex_in_the_usual_spellings() {
+        let k = KeyMaterial::from_hex("0x0102 0a:0B\n").unwrap();
+        assert_eq!(k.as_bytes(), [1, 2, 10, 11]);
+        assert_eq!(k.to_hex(), "0x01020a0b");
+        assert_eq!(KeyMaterial::from_hex(&k.to_hex()).unwrap(), k);
+        assert!(KeyMaterial::from_hex("").is_err());
+        assert!(
+            KeyMaterial::from_hex("0x123")
+                .unwrap_err()
+                .contains("whole octets")
+        );
+        assert!(
+            KeyMaterial::from_hex("zz")
+                .unwrap_err()
+                .contains("not a hex digit")
+        );
+        assert_eq!(format!("{k:?}"), "KeyMaterial(4 octets)");
+    }
+
+    #[test]
+    fn security_associations_parse_from_yaml_and_are_checked() {
+        let yaml = r#"
+mode: userspace
+security_associations:
+  - peer: "2001:db8::10"
+    algorithm: aes-128-gcm
+    spi_in: 0x1000
+    spi_out: 4097
+    key_in: 0x000102030405060708090a0b0c0d0e0f10111213
+    key_out_file: /etc/pmip/ipsec/out.key
+    esn: true
+"#;
+        let c: IpsecConfig = serde_saphyr::from_str(yaml).unwrap();
+        c.validate("ipsec").unwrap();
+        let sa = &c.security_associations[0];
+        assert_eq!((sa.spi_in, sa.spi_out), (0x1000, 0x1001));
+        assert_eq!(sa.key_in.as_ref().unwrap().as_bytes().len(), 20);
+        assert_eq!(c.replay_window, 64);
+
+        let field = |c: &IpsecConfig| c.validate("ipsec").unwrap_err().field;
+        let mut bad = c.clone();
+        bad.security_associations[0].spi_in = 255;
+        assert_eq!(field(&bad), "ipsec.security_associations[0].spi_in");
+        let mut bad = c.clone();
+        bad.security_associations[0].key_in_file = Some("/k".into());
+        assert_eq!(field(&bad), "ipsec.security_associations[0].key_in");
+        let mut bad = c.clone();
+        bad.security_associations[0].key_out_file = None;
+        assert_eq!(field(&bad), "ipsec.security_associations[0].key_out");
+        let mut bad = c.clone();
+        bad.security_associations[0].algorithm = EspAlgorithm::Aes256Gcm;
+        let e = bad.validate("ipsec").unwrap_err();
+        assert_eq!(e.field, "ipsec.security_associations[0].key_in");
+        assert!(e.reason.contains("20 octets; aes-256-gcm needs 36"), "{e}");
+        let mut bad = c.clone();
+        bad.security_associations
+            .push(bad.security_associations[0].clone());
+        assert_eq!(field(&bad), "ipsec.security_associations[1].spi_in");
+        let mut bad = c.clone();
+        bad.security_associations[0].peer = "fe80::1".parse().unwrap();
+        assert_eq!(field(&bad), "ipsec.security_associations[0].peer");
+        let mut bad = c.clone();
+        bad.replay_window = 16;
+        assert_eq!(field(&bad), "ipsec.replay_window");
+        let mut bad = c;
+        bad.security_associations.clear();
+        assert_eq!(field(&bad), "ipsec.security_associations");
+        bad.mode = IpsecMode::Off;
+        bad.validate("ipsec").unwrap();
     }
 }
