@@ -7,10 +7,12 @@ pub mod convert;
 pub mod core;
 pub mod daemon;
 pub mod datapath;
+pub mod esp;
 pub mod grpc;
 pub mod restart;
 pub mod signal;
 pub mod telemetry;
 pub mod transport;
+pub mod xfrm;
 
 pub use clock::Clock;

@@ -58,6 +58,35 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
+    /// Keeps the messages for which `f` returns the range of the octets to deliver (an ESP
+    /// packet's Mobility Header, after decryption in place), moved to the start of their
+    /// buffers; drops the others. Returns how many are kept.
+    pub(crate) fn retain_map(
+        &mut self,
+        mut f: impl FnMut(Received, &mut [u8]) -> Option<core::ops::Range<usize>>,
+    ) -> usize {
+        let mut kept = 0;
+        for i in 0..self.count {
+            let meta = self.meta[i];
+            let len = meta.len.min(MAX_MESSAGE);
+            let Some(r) = f(meta, &mut self.bufs[i][..len]) else {
+                continue;
+            };
+            let r = r.start.min(len)..r.end.min(len);
+            let n = r.len();
+            if kept == i {
+                self.bufs[i].copy_within(r, 0);
+            } else {
+                let (head, tail) = self.bufs.split_at_mut(i);
+                head[kept][..n].copy_from_slice(&tail[0][r]);
+            }
+            self.meta[kept] = Received { len: n, ..meta };
+            kept += 1;
+        }
+        self.count = kept;
+        kept
+    }
+
     /// The messages of the last receive.
     pub fn iter(&self) -> impl Iterator<Item = (Received, &[u8])> {
         self.meta
@@ -89,37 +118,69 @@ pub trait SignallingTransport {
 /// A raw IPv6 socket for the Mobility Header, bound to one local address.
 #[derive(Debug)]
 pub struct MhSocket {
-    fd: AsyncFd<Socket>,
-    local: Ipv6Addr,
+    raw: RawSocket,
 }
 
 impl MhSocket {
     /// Opens the socket on `local`. Needs CAP_NET_RAW.
     pub fn bind(local: Ipv6Addr) -> io::Result<Self> {
-        let s = Socket::new(
-            Domain::IPV6,
-            Type::RAW,
-            Some(Protocol::from(i32::from(IPPROTO_MH))),
-        )?;
-        s.set_nonblocking(true)?;
-        set_checksum_offset(&s, 4)?;
-        // Room for bursts: a thousand MAGs re-registering at once.
-        let _ = s.set_recv_buffer_size(8 << 20);
-        let _ = s.set_send_buffer_size(8 << 20);
-        s.bind(&SocketAddrV6::new(local, 0, 0, 0).into())?;
         Ok(MhSocket {
-            fd: register(s)?,
-            local,
+            raw: RawSocket::bind(local, IPPROTO_MH, Some(4))?,
         })
     }
 }
 
 impl SignallingTransport for MhSocket {
     fn local(&self) -> Ipv6Addr {
-        self.local
+        self.raw.local
     }
 
     async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        self.raw.recv_batch(batch).await
+    }
+
+    async fn send_batch(&self, out: &[Transmit]) -> io::Result<usize> {
+        self.raw.send_batch(out).await
+    }
+}
+
+/// A raw IPv6 socket for one IP protocol, bound to one local address: what [`MhSocket`] is
+/// made of, and the ESP socket of the userspace IPsec transport.
+#[derive(Debug)]
+pub(crate) struct RawSocket {
+    pub(crate) fd: AsyncFd<Socket>,
+    pub(crate) local: Ipv6Addr,
+}
+
+impl RawSocket {
+    /// With `checksum_offset`, the kernel fills in and verifies the upper-layer checksum at
+    /// that offset (RFC 3542 §3.1). Needs CAP_NET_RAW.
+    pub(crate) fn bind(
+        local: Ipv6Addr,
+        protocol: u8,
+        checksum_offset: Option<libc::c_int>,
+    ) -> io::Result<Self> {
+        let s = Socket::new(
+            Domain::IPV6,
+            Type::RAW,
+            Some(Protocol::from(i32::from(protocol))),
+        )?;
+        s.set_nonblocking(true)?;
+        if let Some(offset) = checksum_offset {
+            set_checksum_offset(&s, offset)?;
+        }
+        // Room for bursts: a thousand MAGs re-registering at once.
+        let _ = s.set_recv_buffer_size(8 << 20);
+        let _ = s.set_send_buffer_size(8 << 20);
+        s.bind(&SocketAddrV6::new(local, 0, 0, 0).into())?;
+        Ok(RawSocket {
+            fd: register(s)?,
+            local,
+        })
+    }
+
+    /// Waits for at least one packet and receives up to a batch.
+    pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|s| recvmmsg(s.get_ref(), batch, self.local)) {
@@ -129,7 +190,8 @@ impl SignallingTransport for MhSocket {
         }
     }
 
-    async fn send_batch(&self, out: &[Transmit]) -> io::Result<usize> {
+    /// Sends every packet; returns how many went out.
+    pub(crate) async fn send_batch(&self, out: &[Transmit]) -> io::Result<usize> {
         let mut sent = 0;
         while sent < out.len() {
             let mut guard = self.fd.writable().await?;
@@ -206,7 +268,7 @@ fn zeroed_sockaddr() -> libc::sockaddr_in6 {
 
 /// `recvmmsg` into the batch's buffers.
 #[allow(unsafe_code, clippy::needless_range_loop)]
-fn recvmmsg(s: &Socket, batch: &mut RecvBatch, local: Ipv6Addr) -> io::Result<usize> {
+pub(crate) fn recvmmsg(s: &Socket, batch: &mut RecvBatch, local: Ipv6Addr) -> io::Result<usize> {
     let n = batch.bufs.len().min(BATCH);
     let mut addrs = [zeroed_sockaddr(); BATCH];
     let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
