@@ -12,7 +12,7 @@ use crate::store::Store;
 use anyhow::Context;
 use clap::Parser;
 use cnf::config::first_global_ipv6;
-use cnf::transport::MhSocket;
+use cnf::esp::Signalling;
 use pmip::config::LmaConfig;
 use tracing::info;
 
@@ -112,10 +112,9 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         store = %store.path().display(),
         "state loaded"
     );
-    let transport = MhSocket::bind(cfg.address)
-        .with_context(|| format!("signalling socket on {} (needs CAP_NET_RAW)", cfg.address))?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let transport = Signalling::open(cfg.address, &cfg.ipsec, &cfg.state_dir, &mut registry)?;
     let api_cfg = cfg.api.clone();
     let metrics_addr = cfg.metrics.listen;
     let seed = cnf::daemon::seed(u64::from(restart_counter));

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use clap::Parser;
 use cnf::config::first_global_ipv6;
-use cnf::transport::MhSocket;
+use cnf::esp::Signalling;
 use pmip::config::MagConfig;
 use tracing::info;
 
@@ -108,10 +108,9 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     let saved = load_saved(&state_file)?;
     let counter = cnf::restart::CounterFile::new(cfg.state_dir.join("mag-restart-counter"));
     let restart_counter = counter.bump()?;
-    let transport = MhSocket::bind(cfg.proxy_coa)
-        .with_context(|| format!("signalling socket on {} (needs CAP_NET_RAW)", cfg.proxy_coa))?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let transport = Signalling::open(cfg.proxy_coa, &cfg.ipsec, &cfg.state_dir, &mut registry)?;
     let fixed_mac = cfg.domain.link_local.link_layer_address();
     let (access, access_rx) = crate::access_glue::start(&cfg.access_interfaces, fixed_mac)
         .await

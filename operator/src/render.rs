@@ -182,6 +182,7 @@ pub fn lma_config(
         api: Default::default(),
         metrics: Default::default(),
         tracing: Default::default(),
+        ipsec: Default::default(),
     };
     // Validate as the daemon will, with a stand-in for the address it learns at start.
     let mut check = cfg.clone();
@@ -219,6 +220,7 @@ pub fn mag_config(
         api: Default::default(),
         metrics: Default::default(),
         tracing: Default::default(),
+        ipsec: Default::default(),
     };
     let mut check = cfg.clone();
     check.proxy_coa = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);

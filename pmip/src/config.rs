@@ -1005,6 +1005,10 @@ pub struct LmaConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// ESP for the signalling with the MAGs: PBU/PBA, heartbeats, BRI/BRA (RFC 5213 §4,
+    /// RFC 5846 §13).
+    #[serde(default)]
+    pub ipsec: IpsecConfig,
 }
 
 fn default_lma_name() -> String {
@@ -1155,6 +1159,7 @@ impl LmaConfig {
         }
         validate_profiles(&self.mobile_nodes)?;
         self.datapath.validate("datapath")?;
+        self.ipsec.validate("ipsec")?;
         Ok(())
     }
 }
@@ -1257,6 +1262,10 @@ pub struct MagConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// ESP for the signalling with the LMA (PBU/PBA, heartbeats, BRI/BRA) and with other MAGs
+    /// (HI/HAck, RFC 5949 §7).
+    #[serde(default)]
+    pub ipsec: IpsecConfig,
 }
 
 impl MagConfig {
@@ -1319,6 +1328,7 @@ impl MagConfig {
         }
         validate_profiles(&self.mobile_nodes)?;
         self.datapath.validate("datapath")?;
+        self.ipsec.validate("ipsec")?;
         Ok(())
     }
 }

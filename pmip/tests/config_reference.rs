@@ -119,6 +119,40 @@ fn full_tracing() -> TracingConfig {
     }
 }
 
+/// Two entries: keys inline in one, in files in the other, so that every field is walked.
+fn full_ipsec(peer: &str) -> IpsecConfig {
+    IpsecConfig {
+        mode: IpsecMode::Off,
+        security_associations: vec![
+            SecurityAssociationConfig {
+                peer: addr(peer),
+                algorithm: EspAlgorithm::Aes128Gcm,
+                spi_in: 0x1000,
+                spi_out: 0x1001,
+                key_in: Some(KeyMaterial::new(vec![1; 20])),
+                key_in_file: None,
+                key_out: Some(KeyMaterial::new(vec![2; 20])),
+                key_out_file: None,
+                esn: true,
+            },
+            SecurityAssociationConfig {
+                peer: addr(peer),
+                algorithm: EspAlgorithm::Aes256CbcHmacSha256,
+                spi_in: 0x2000,
+                spi_out: 0x2001,
+                key_in: None,
+                key_in_file: Some("/etc/pmip/ipsec/in.key".into()),
+                key_out: None,
+                key_out_file: Some("/etc/pmip/ipsec/out.key".into()),
+                esn: false,
+            },
+        ],
+        security_associations_file: Some("/etc/pmip/ipsec/sas.yaml".into()),
+        replay_window: 128,
+        reload_interval_s: 5,
+    }
+}
+
 fn full_lma(link_local: LinkLocalMode) -> LmaConfig {
     LmaConfig {
         name: "lma1".into(),
@@ -141,6 +175,7 @@ fn full_lma(link_local: LinkLocalMode) -> LmaConfig {
         api: full_api(),
         metrics: full_metrics(),
         tracing: full_tracing(),
+        ipsec: full_ipsec("2001:db8:1::10"),
     }
 }
 
@@ -165,6 +200,7 @@ fn full_mag(link_local: LinkLocalMode) -> MagConfig {
         api: full_api(),
         metrics: full_metrics(),
         tracing: full_tracing(),
+        ipsec: full_ipsec("2001:db8:ffff::1"),
     }
 }
 
@@ -509,12 +545,19 @@ impl Bare {
         let profile: MobileNodeProfile = parse("mn_id: mn1@example.org\n").unwrap();
         let pool: PrefixPool = parse("prefix: 2001:db8:100::/48\n").unwrap();
         let tls: TlsConfig = parse("cert: server.pem\nkey: server.key\n").unwrap();
+        let sa: SecurityAssociationConfig =
+            parse("peer: 2001:db8::2\nalgorithm: aes-128-gcm\nspi_in: 256\nspi_out: 257\n")
+                .unwrap();
         Bare {
             config,
             elements: BTreeMap::from([
                 ("mobile_nodes", serde_json::to_value(profile).unwrap()),
                 ("prefix_pools", serde_json::to_value(pool).unwrap()),
                 ("api.tls", serde_json::to_value(tls).unwrap()),
+                (
+                    "ipsec.security_associations",
+                    serde_json::to_value(sa).unwrap(),
+                ),
             ]),
         }
     }
