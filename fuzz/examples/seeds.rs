@@ -311,6 +311,56 @@ fn nd_frames() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Seeds of the `esp` target: Mobility Headers to seal (selector 2), and the ESP packets of
+/// each SA of the target, alone (selector 1) and as a stream with a replay (selector 4).
+fn esp_seeds(dir: &Path, mhs: &[Vec<u8>]) {
+    use ipsec::{Algorithm, SecurityAssociationDatabase, SecurityAssociationSpec, Spi};
+    use pmip::config::KeyMaterial;
+    std::fs::create_dir_all(dir).unwrap();
+    let algs = [
+        Algorithm::Aes128Gcm,
+        Algorithm::Aes256Gcm,
+        Algorithm::Aes128CbcHmacSha256,
+        Algorithm::Aes256CbcHmacSha256,
+    ];
+    // The target's SAs as the peer holds them (see fuzz_targets/esp.rs).
+    let specs: Vec<SecurityAssociationSpec> = algs
+        .iter()
+        .enumerate()
+        .map(|(i, &alg)| SecurityAssociationSpec {
+            peer: v6("2001:db8::1"),
+            algorithm: alg,
+            spi_in: Spi(0x2000 + i as u32),
+            spi_out: Spi(0x1000 + i as u32),
+            key_in: KeyMaterial::new(vec![i as u8 + 101; alg.key_len()]),
+            key_out: KeyMaterial::new(vec![i as u8 + 1; alg.key_len()]),
+            esn: i % 2 == 1,
+        })
+        .collect();
+    for (i, mh) in mhs.iter().enumerate().take(12) {
+        let mut s = vec![2, i as u8, (i * 7) as u8];
+        s.extend_from_slice(mh);
+        std::fs::write(dir.join(format!("seed-{i:03}-seal")), s).unwrap();
+        let mut stream = vec![4];
+        for (j, spec) in specs.iter().enumerate() {
+            let mut tx = SecurityAssociationDatabase::new(std::slice::from_ref(spec), 64, false)
+                .unwrap();
+            let mut wire = Vec::new();
+            tx.protect(v6("2001:db8::1"), 135, mh, &mut wire).unwrap();
+            let mut one = vec![1];
+            one.extend_from_slice(&wire);
+            std::fs::write(dir.join(format!("seed-{i:03}-sa{j}")), one).unwrap();
+            if wire.len() < 256 {
+                for _ in 0..2 {
+                    stream.push(wire.len() as u8);
+                    stream.extend_from_slice(&wire);
+                }
+            }
+        }
+        std::fs::write(dir.join(format!("seed-{i:03}-stream")), stream).unwrap();
+    }
+}
+
 fn main() {
     let (src, dst) = (v6("2001:db8:a::1"), v6("2001:db8:b::1"));
     let mut mhs: Vec<Vec<u8>> = Vec::new();
@@ -371,6 +421,7 @@ fn main() {
             std::fs::write(nd_dir.join(format!("seed-{i:03}-{j}")), s).unwrap();
         }
     }
+    esp_seeds(&root.join("esp"), &mhs);
     println!(
         "{} messages: seeds in {} and {}; {} frames in {}",
         mhs.len(),
