@@ -1,9 +1,26 @@
-//! RFC 5213 §5.4.1: which mobility session a [`Registration`] belongs to, from the binding
-//! cache alone.
+//! RFC 5213 §5.4.1: which mobility session a request belongs to, from the binding cache
+//! alone.
 
-use super::registration::{Registration, RequestedPrefixes};
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
 use crate::cache::{BindingCache, BindingState, SessionId};
-use crate::wire::{HandoffIndicator, Status};
+use crate::types::LinkLayerAddress;
+use crate::wire::{AccessTechnologyType, HandoffIndicator, Status};
+
+/// What the lookup of §5.4.1 keys on, borrowed from a [`super::Registration`] or, for the
+/// sequence number check of §5.3.1 rule 9, from a PBU not yet validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupKey<'a> {
+    pub mn_id: &'a str,
+    /// The request's NON_ZERO prefixes; empty when it has none (ALL_ZERO, or no option).
+    pub prefixes: &'a [Ipv6Net],
+    pub handoff_indicator: HandoffIndicator,
+    pub access_technology_type: AccessTechnologyType,
+    pub link_layer_address: Option<LinkLayerAddress>,
+    pub proxy_coa: Ipv6Addr,
+}
 
 /// How a registration relates to the binding cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +38,12 @@ pub enum Lookup {
 /// The lookup of §5.4.1, its subsections in the RFC's order. `wait_for_deregistration` is
 /// the LMA's choice between waiting and a new session at once when the handoff state is
 /// unknown (the MAY of §5.4.1.2 rule 4 and §5.4.1.3 rule 3).
-pub fn lookup(cache: &BindingCache, reg: &Registration, wait_for_deregistration: bool) -> Lookup {
-    let att = reg.access_technology_type;
-    let hi = reg.handoff_indicator;
-    let ll = reg.link_layer_address();
-    if let RequestedPrefixes::Named(requested) = &reg.prefixes {
-        let requested = requested.as_slice();
+pub fn lookup(cache: &BindingCache, key: &LookupKey<'_>, wait_for_deregistration: bool) -> Lookup {
+    let att = key.access_technology_type;
+    let hi = key.handoff_indicator;
+    let ll = key.link_layer_address;
+    let requested = key.prefixes;
+    if !requested.is_empty() {
         // §5.4.1.1 rules 1 and 2.
         let Some(s) = requested.iter().find_map(|p| cache.by_prefix(p)) else {
             return Lookup::New;
@@ -35,7 +52,7 @@ pub fn lookup(cache: &BindingCache, reg: &Registration, wait_for_deregistration:
             return Lookup::New;
         };
         // Rule 3.
-        if *e.mn_id != *reg.mn_id {
+        if *e.mn_id != *key.mn_id {
             return Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix);
         }
         // Rule 4.
@@ -50,7 +67,7 @@ pub fn lookup(cache: &BindingCache, reg: &Registration, wait_for_deregistration:
                 && e.mn_link_layer_id.is_none()
                 && same_att
                 && hi == HandoffIndicator::HandoffBetweenMags)
-            || (e.proxy_coa == reg.proxy_coa && same_att);
+            || (e.proxy_coa == key.proxy_coa && same_att);
         return if update {
             Lookup::Existing(s)
         } else {
@@ -59,7 +76,7 @@ pub fn lookup(cache: &BindingCache, reg: &Registration, wait_for_deregistration:
             Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix)
         };
     }
-    let mut sessions = cache.sessions_of(&reg.mn_id);
+    let mut sessions = cache.sessions_of(key.mn_id);
     let only_one = match (sessions.next(), sessions.next()) {
         (Some(one), None) => Some(one),
         _ => None,
@@ -74,7 +91,7 @@ pub fn lookup(cache: &BindingCache, reg: &Registration, wait_for_deregistration:
     };
     if let Some(ll) = ll {
         // §5.4.1.2 rules 1 and 2.
-        let matching = cache.sessions_of(&reg.mn_id).find(|s| {
+        let matching = cache.sessions_of(key.mn_id).find(|s| {
             cache
                 .get(*s)
                 .is_some_and(|e| e.mn_link_layer_id == Some(ll) && e.access_technology_type == att)
@@ -108,9 +125,8 @@ mod tests {
 
     use super::*;
     use crate::cache::{BindingCacheEntry, Ordering, Prefixes};
-    use crate::lma::registration::MnLinkLayerId;
+    use crate::lma::registration::{MnLinkLayerId, Registration, RequestedPrefixes};
     use crate::time::Instant;
-    use crate::types::LinkLayerAddress;
     use crate::wire::{AccessTechnologyType as Att, HandoffIndicator as Hi, Lifetime};
     use crate::wire::{SequenceNumber, Status};
 
@@ -320,7 +336,7 @@ mod tests {
         ];
         for (what, entries, r, wait, want) in rows {
             let (c, ids) = cache(&entries);
-            let got = lookup(&c, &registration(&r), wait);
+            let got = lookup(&c, &registration(&r).key(), wait);
             let want = match want {
                 Update(i) => Lookup::Existing(ids[i]),
                 New => Lookup::New,

@@ -30,7 +30,7 @@ use crate::wire::{
 mod lookup;
 mod registration;
 
-pub use lookup::{Lookup, lookup};
+pub use lookup::{Lookup, LookupKey, lookup};
 use registration::Reply;
 pub use registration::{MnLinkLayerId, Registration, RequestedPrefixes};
 
@@ -716,7 +716,11 @@ impl Lma {
         self.answering = now;
         match self.validate(wall, src, dst, bu) {
             Ok(reg) => self.register(now, wall, reg, Origin::Received),
-            Err(r) => self.reject(&Reply::of(bu, src, dst), r.status, r.lma_time, r.mag),
+            Err(r) => {
+                let mut reply = Reply::of(bu, src, dst);
+                reply.sequence = r.sequence.unwrap_or(reply.sequence);
+                self.reject(&reply, r.status, r.lma_time, r.mag)
+            }
         }
     }
 
@@ -726,7 +730,7 @@ impl Lma {
             Origin::NewSessionAfterWait => Lookup::New,
             Origin::Received | Origin::AfterDeregistration => lookup(
                 &self.cache,
-                &reg,
+                &reg.key(),
                 self.config.timers.max_delay_before_new_bce_assign_ms != 0,
             ),
         };
@@ -751,19 +755,6 @@ impl Lma {
             Lookup::New => None,
             Lookup::Existing(s) => Some(s),
         };
-        // RFC 6275 §9.5.1 through RFC 5213 §5.5: sequence numbers when no timestamp.
-        if reg.timestamp.is_none()
-            && origin == Origin::Received
-            && let Some(s) = session
-            && let Some(e) = self.cache.get(s)
-            && !reg.sequence.is_newer_than(e.ordering.sequence)
-        {
-            let r = Reply {
-                sequence: e.ordering.sequence,
-                ..reg.reply()
-            };
-            return self.reject(&r, Status::SequenceNumberOutOfWindow, None, reg.proxy_coa);
-        }
         let granted = Lifetime::from_secs(
             reg.lifetime
                 .as_secs()

@@ -8,6 +8,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::Lma;
+use super::lookup::{Lookup, LookupKey, lookup};
 use crate::cache::Prefixes;
 use crate::config::MobileNodeProfile;
 use crate::time::ms;
@@ -17,6 +18,11 @@ use crate::wire::{
     MobilityOption, OptionType, Options, ProxyBindingUpdate, SequenceNumber, Status, Timestamp,
     WallClock,
 };
+
+/// The ALL_ZERO prefix of a Home Network Prefix option (RFC 5213 §2.2): ask for one.
+fn is_all_zero(p: &Ipv6Net) -> bool {
+    p.prefix_len() == 0 && p.addr().is_unspecified()
+}
 
 /// The home network prefixes a PBU asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +104,18 @@ pub struct Registration {
 impl Registration {
     pub fn is_deregistration(&self) -> bool {
         self.lifetime.is_zero()
+    }
+
+    /// What the lookup of §5.4.1 keys on.
+    pub fn key(&self) -> LookupKey<'_> {
+        LookupKey {
+            mn_id: &self.mn_id,
+            prefixes: self.prefixes.named(),
+            handoff_indicator: self.handoff_indicator,
+            access_technology_type: self.access_technology_type,
+            link_layer_address: self.link_layer_address(),
+            proxy_coa: self.proxy_coa,
+        }
     }
 
     /// The link-layer address the lookup and the binding cache entry use.
@@ -210,6 +228,8 @@ pub(super) struct Refusal {
     pub status: Status,
     /// The LMA's time of day, for the Timestamp option of a 156 or 157 (§5.5 rules 8, 9).
     pub lma_time: Option<Timestamp>,
+    /// The last accepted sequence number, for a 135 (RFC 6275 §9.5.1).
+    pub sequence: Option<SequenceNumber>,
     /// Who asked: the proxy-CoA, for the event.
     pub mag: Ipv6Addr,
 }
@@ -237,6 +257,7 @@ impl Lma {
                 return Err(Refusal {
                     status,
                     lma_time: None,
+                    sequence: None,
                     mag: src,
                 });
             }
@@ -247,6 +268,7 @@ impl Lma {
             Err(Refusal {
                 status,
                 lma_time: None,
+                sequence: None,
                 mag: proxy_coa,
             })
         };
@@ -264,8 +286,8 @@ impl Lma {
             return refuse(status);
         }
         let mn_id = mn_id.unwrap_or_default();
-        // Rule 9, timestamps (RFC 5213 §5.5). Without a Timestamp option the sequence number
-        // is checked after the lookup, against the session it belongs to.
+        let requested = Prefixes::collect(pbu.home_network_prefixes());
+        // Rule 9: the Timestamp option, or without one the sequence number (§5.5).
         if let Some(ts) = o.timestamp {
             let lma_now = Timestamp::from_wall_clock(wall);
             let window = ms(self.config.timers.timestamp_validity_window_ms);
@@ -273,6 +295,7 @@ impl Lma {
                 Err(Refusal {
                     status,
                     lma_time: Some(lma_now),
+                    sequence: None,
                     mag: proxy_coa,
                 })
             };
@@ -286,6 +309,41 @@ impl Lma {
                 .max();
             if newest.is_some_and(|n| ts <= n) {
                 return refuse_at(Status::TimestampLowerThanPrevAccepted);
+            }
+        } else {
+            // Sequence numbers are kept per mobility session (§5.5): the session is the one
+            // the lookup of §5.4.1 finds with what the PBU carries. Its table keys a PBU
+            // without any Home Network Prefix option like one with ALL_ZERO ("no HNP option
+            // with a NON_ZERO value"), so a PBU that rules 10-12 will refuse still gets the
+            // status of this rule first. RFC 6275 §9.5.1: not newer than the last accepted
+            // is refused with 135 and the last accepted number.
+            let named: Prefixes = Prefixes::collect(
+                requested
+                    .as_slice()
+                    .iter()
+                    .copied()
+                    .filter(|p| !is_all_zero(p)),
+            );
+            let key = LookupKey {
+                mn_id,
+                prefixes: named.as_slice(),
+                handoff_indicator: o.handoff_indicator.unwrap_or(HandoffIndicator::Reserved),
+                access_technology_type: o
+                    .access_technology_type
+                    .unwrap_or(AccessTechnologyType::Reserved),
+                link_layer_address: o.mn_link_layer_id.and_then(LinkLayerAddress::new),
+                proxy_coa,
+            };
+            if let Lookup::Existing(s) = lookup(&self.cache, &key, true)
+                && let Some(e) = self.cache.get(s)
+                && !pbu.sequence.is_newer_than(e.ordering.sequence)
+            {
+                return Err(Refusal {
+                    status: Status::SequenceNumberOutOfWindow,
+                    lma_time: None,
+                    sequence: Some(e.ordering.sequence),
+                    mag: proxy_coa,
+                });
             }
         }
         // Rules 10-12 (with RFC 5844 §3.1.2: an IPv4 request alone is not "missing HNP").
@@ -307,11 +365,7 @@ impl Lma {
             return refuse(Status::NotAuthorizedForIpv4MobilityService);
         }
         // RFC 5213 §6.9.1.1 rule 3: ALL_ZERO must be the only prefix option.
-        let requested = Prefixes::collect(pbu.home_network_prefixes());
-        let all_zero = requested
-            .as_slice()
-            .iter()
-            .any(|p| p.prefix_len() == 0 && p.addr().is_unspecified());
+        let all_zero = requested.as_slice().iter().any(is_all_zero);
         let prefixes = match (all_zero, requested.as_slice().len()) {
             (true, 1) => RequestedPrefixes::Allocate,
             (true, _) => return refuse(Status::ReasonUnspecified),

@@ -1,0 +1,189 @@
+//! The LMA against RFC 5213 §5.3-§5.4, RFC 5846 and RFC 5847, rule by rule: each test names
+//! the rule it checks. PBUs are built by hand where a MAG would not send them.
+
+use core::time::Duration;
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile, ReplayProtection};
+use pmip::sim::{Packet, Sim};
+use pmip::types::{LinkLayerAddress, Nai};
+use pmip::wire::*;
+
+const LMA: &str = "2001:db8:ffff::1";
+
+fn lma_addr() -> Ipv6Addr {
+    LMA.parse().unwrap()
+}
+
+fn mag_addr(i: usize) -> Ipv6Addr {
+    format!("2001:db8:{}::10", i + 1).parse().unwrap()
+}
+
+fn ll(n: u16) -> LinkLayerAddress {
+    LinkLayerAddress::mac([2, 0, 0, 0, (n >> 8) as u8, n as u8])
+}
+
+fn nai(n: u16) -> String {
+    format!("mn{n}@example.org")
+}
+
+fn profile(n: u16) -> MobileNodeProfile {
+    let mut p = MobileNodeProfile::new(Nai::new(nai(n)).unwrap());
+    p.link_layer_addresses = vec![ll(n)];
+    p
+}
+
+fn lma_config(mags: usize, nodes: u16) -> LmaConfig {
+    let mut c: LmaConfig = serde_saphyr::from_str(&format!(
+        "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
+    ))
+    .unwrap();
+    c.authorized_mags = (0..mags).map(mag_addr).collect();
+    c.mobile_nodes = (1..=nodes).map(profile).collect();
+    c.domain.heartbeat.interval_s = 30;
+    c
+}
+
+fn mag_config(i: usize, nodes: u16) -> MagConfig {
+    let mut c: MagConfig = serde_saphyr::from_str(&format!(
+        "proxy_coa: '{}'\nlma_address: '{LMA}'\naccess_interfaces: ['acc*']\n",
+        mag_addr(i)
+    ))
+    .unwrap();
+    c.mobile_nodes = (1..=nodes).map(profile).collect();
+    c.domain.heartbeat.interval_s = 30;
+    c
+}
+
+/// A domain whose MAGs and LMA order PBUs by sequence number (RFC 5213 §5.5).
+fn sequence_domain(mags: usize, nodes: u16) -> Sim {
+    let mut lc = lma_config(mags, nodes);
+    lc.domain.replay_protection = ReplayProtection::SequenceNumber;
+    let cfgs = (0..mags)
+        .map(|i| {
+            let mut c = mag_config(i, nodes);
+            c.domain.replay_protection = ReplayProtection::SequenceNumber;
+            c
+        })
+        .collect();
+    Sim::new(lc, cfgs, 42)
+}
+
+fn session_of(sim: &Sim, n: u16) -> pmip::cache::SessionId {
+    sim.lma
+        .cache()
+        .sessions_of(&nai(n))
+        .next()
+        .expect("a session")
+}
+
+fn prefix_of(sim: &Sim, n: u16) -> Ipv6Net {
+    sim.lma
+        .cache()
+        .get(session_of(sim, n))
+        .unwrap()
+        .prefixes
+        .as_slice()[0]
+}
+
+/// A Binding Update from `from` to the LMA, as raw bytes.
+fn bu(
+    from: Ipv6Addr,
+    flags: BuFlags,
+    seq: u16,
+    lifetime_s: u32,
+    opts: &[MobilityOption<'_>],
+) -> Packet {
+    let m = Message::BindingUpdate(BindingUpdate {
+        sequence: SequenceNumber(seq),
+        flags,
+        lifetime: Lifetime::from_secs(lifetime_s),
+        options: Options::List(opts),
+    });
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &from, &lma_addr()).unwrap();
+    Packet {
+        src: from,
+        dst: lma_addr(),
+        bytes: b,
+    }
+}
+
+fn pbu(from: Ipv6Addr, seq: u16, lifetime_s: u32, opts: &[MobilityOption<'_>]) -> Packet {
+    bu(from, BuFlags::A | BuFlags::P, seq, lifetime_s, opts)
+}
+
+/// The Binding Acknowledgements the LMA sent, in order.
+fn acks(sim: &Sim) -> Vec<(Ipv6Addr, Status, BaFlags, u16)> {
+    sim.sent
+        .iter()
+        .filter(|(_, p)| p.src == lma_addr())
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingAck(ba)) => Some((p.dst, ba.status, ba.flags, ba.sequence.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_ack(sim: &Sim) -> (Ipv6Addr, Status, BaFlags, u16) {
+    *acks(sim).last().expect("a Binding Acknowledgement")
+}
+
+fn mn_id_opt(id: &[u8]) -> MobilityOption<'_> {
+    MobilityOption::MobileNodeIdentifier {
+        subtype: MN_ID_SUBTYPE_NAI,
+        id,
+    }
+}
+
+const ETH: MobilityOption<'static> =
+    MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023);
+
+fn hi(h: HandoffIndicator) -> MobilityOption<'static> {
+    MobilityOption::HandoffIndicator(h)
+}
+
+// ------------------------------------------------------------------ RFC 5213 §5.3.1
+
+/// Item 1 of the RFC-exact issue: §5.3.1 rule 9 (the sequence number, §5.5) comes before
+/// rule 10 (a Home Network Prefix option): a PBU without a Timestamp, with a stale sequence
+/// number and without an HNP is refused for its sequence number, with the last accepted one.
+#[test]
+fn rfc5213_5_3_1_a_pbu_with_several_faults_gets_the_status_of_the_first_rule_it_fails() {
+    let mut sim = sequence_domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    let last = sim
+        .lma
+        .cache()
+        .get(session_of(&sim, 1))
+        .unwrap()
+        .ordering
+        .sequence;
+    let id = nai(1);
+    let l = ll(1);
+    let opts = [
+        mn_id_opt(id.as_bytes()),
+        hi(HandoffIndicator::HandoffStateNotChanged),
+        ETH,
+        MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+    ];
+    sim.inject(pbu(mag_addr(0), last.0.wrapping_sub(1), 3600, &opts));
+    sim.run_for(Duration::from_millis(10));
+    let (_, status, _, seq) = last_ack(&sim);
+    assert_eq!(status, Status::SequenceNumberOutOfWindow);
+    assert_eq!(
+        seq, last.0,
+        "RFC 6275 §9.5.1: the last accepted sequence number"
+    );
+    // With a newer sequence number the same PBU fails rule 10.
+    sim.inject(pbu(mag_addr(0), last.0.wrapping_add(1), 3600, &opts));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(last_ack(&sim).1, Status::MissingHomeNetworkPrefixOption);
+    // Refusals change nothing.
+    assert_eq!(prefix_of(&sim, 1), p);
+    let e = sim.lma.cache().get(session_of(&sim, 1)).unwrap();
+    assert_eq!(e.ordering.sequence, last);
+}
