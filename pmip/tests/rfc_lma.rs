@@ -5,8 +5,9 @@ use core::time::Duration;
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
+use pmip::cache::BindingState;
 use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile, ReplayProtection};
-use pmip::sim::{Packet, Sim};
+use pmip::sim::{Downlink, Packet, Sim};
 use pmip::types::{LinkLayerAddress, Nai};
 use pmip::wire::*;
 
@@ -54,6 +55,11 @@ fn mag_config(i: usize, nodes: u16) -> MagConfig {
     c.mobile_nodes = (1..=nodes).map(profile).collect();
     c.domain.heartbeat.interval_s = 30;
     c
+}
+
+fn domain(mags: usize, nodes: u16) -> Sim {
+    let cfgs = (0..mags).map(|i| mag_config(i, nodes)).collect();
+    Sim::new(lma_config(mags, nodes), cfgs, 42)
 }
 
 /// A domain whose MAGs and LMA order PBUs by sequence number (RFC 5213 §5.5).
@@ -186,4 +192,94 @@ fn rfc5213_5_3_1_a_pbu_with_several_faults_gets_the_status_of_the_first_rule_it_
     assert_eq!(prefix_of(&sim, 1), p);
     let e = sim.lma.cache().get(session_of(&sim, 1)).unwrap();
     assert_eq!(e.ordering.sequence, last);
+}
+
+fn ts_now(sim: &Sim) -> MobilityOption<'static> {
+    MobilityOption::Timestamp(Timestamp::from_wall_clock(sim.wall()))
+}
+
+// ------------------------------------------------------------------ RFC 5213 §5.3.5, §5.4.1
+
+/// Item 2: a de-registration that cannot be associated with the session holding its prefix
+/// (§5.4.1.1 rule 6), or whose source is not the session's proxy-CoA (§5.3.5 rule 1), is
+/// ignored: no PBA, nothing changed. The previous MAG's late de-registration is the usual case.
+#[test]
+fn rfc5213_5_3_5_and_5_4_1_1_a_late_deregistration_from_the_previous_mag_is_ignored() {
+    let mut sim = domain(2, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.run_for(Duration::from_millis(50));
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(
+        sim.lma_datapath.get(&p),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    let id = nai(1);
+    let l = ll(1);
+    let before = sim.lma.cache().get(session_of(&sim, 1)).unwrap().clone();
+    let unchanged = |sim: &Sim| {
+        let e = sim.lma.cache().get(session_of(sim, 1)).unwrap();
+        assert_eq!(e, &before);
+        assert_eq!(e.state, BindingState::Active);
+        assert_eq!(
+            sim.lma_datapath.get(&p),
+            Some(&Downlink::Tunnel(mag_addr(1)))
+        );
+    };
+    let hnp = MobilityOption::HomeNetworkPrefix(p);
+    // §5.4.1.1 rule 6: no LL-ID, HI 1, another proxy-CoA: no update condition holds.
+    let acks_before = acks(&sim).len();
+    let ignored_before = sim.lma.stats().pbu_ignored;
+    sim.run_for(Duration::from_millis(10));
+    let opts = [
+        mn_id_opt(id.as_bytes()),
+        hnp,
+        hi(HandoffIndicator::AttachmentOverNewInterface),
+        ETH,
+        ts_now(&sim),
+    ];
+    sim.inject(pbu(mag_addr(0), 7, 0, &opts));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(acks(&sim).len(), acks_before, "no PBA");
+    assert_eq!(sim.lma.stats().pbu_ignored, ignored_before + 1);
+    unchanged(&sim);
+    // §5.3.5 rule 1: the lookup finds the session (same LL-ID and ATT), but the source is not
+    // its proxy-CoA.
+    let opts = [
+        mn_id_opt(id.as_bytes()),
+        hnp,
+        hi(HandoffIndicator::HandoffStateUnknown),
+        ETH,
+        ts_now(&sim),
+        MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+    ];
+    sim.inject(pbu(mag_addr(0), 8, 0, &opts));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(acks(&sim).len(), acks_before, "no PBA");
+    assert_eq!(sim.lma.stats().pbu_ignored, ignored_before + 2);
+    unchanged(&sim);
+    // The same request as the first with a lifetime asks for a new session with prefixes
+    // another session holds: §5.3.2 rule 3 refuses it.
+    sim.run_for(Duration::from_millis(10));
+    let opts = [
+        mn_id_opt(id.as_bytes()),
+        hnp,
+        hi(HandoffIndicator::AttachmentOverNewInterface),
+        ETH,
+        ts_now(&sim),
+    ];
+    sim.inject(pbu(mag_addr(0), 9, 3600, &opts));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(
+        last_ack(&sim),
+        (
+            mag_addr(0),
+            Status::NotAuthorizedForHomeNetworkPrefix,
+            BaFlags::P,
+            9
+        )
+    );
+    unchanged(&sim);
 }

@@ -68,12 +68,13 @@ pub fn lookup(cache: &BindingCache, key: &LookupKey<'_>, wait_for_deregistration
                 && same_att
                 && hi == HandoffIndicator::HandoffBetweenMags)
             || (e.proxy_coa == key.proxy_coa && same_att);
+        // Rule 6: otherwise a new mobility session. Its prefixes are held by this one, so
+        // §5.3.2 rule 3 refuses a registration (155); a de-registration associated with no
+        // session is silently ignored.
         return if update {
             Lookup::Existing(s)
         } else {
-            // Rule 6 makes this a new session, but its prefixes are held by the existing
-            // one: the node is not authorized for them in a second session.
-            Lookup::Reject(Status::NotAuthorizedForHomeNetworkPrefix)
+            Lookup::New
         };
     }
     let mut sessions = cache.sessions_of(key.mn_id);
@@ -292,11 +293,9 @@ mod tests {
             ("5.4.1.1 r5 (d): same proxy-CoA and ATT",
                 one_eth_ll(), req(&[1], 1, ETH, Hi::AttachmentOverNewInterface, Some(7)), true, Update(0)),
             ("5.4.1.1 r6: (c) fails when the entry has an LL-ID",
-                one_eth_ll(), req(&[1], 2, ETH, Hi::HandoffBetweenMags, None), true,
-                Reject(Status::NotAuthorizedForHomeNetworkPrefix)),
+                one_eth_ll(), req(&[1], 2, ETH, Hi::HandoffBetweenMags, None), true, New),
             ("5.4.1.1 r6: (a) and (d) fail on another ATT",
-                one_eth_ll(), req(&[1], 1, WIFI, Hi::HandoffStateUnknown, Some(1)), true,
-                Reject(Status::NotAuthorizedForHomeNetworkPrefix)),
+                one_eth_ll(), req(&[1], 1, WIFI, Hi::HandoffStateUnknown, Some(1)), true, New),
             // §5.4.1.2: no NON_ZERO prefix, an LL-ID; key: MN-ID + ATT + LL-ID.
             ("5.4.1.2 r2: MN-ID, ATT and LL-ID match",
                 two(), req(&[], 3, WIFI, Hi::AttachmentOverNewInterface, Some(2)), true, Update(1)),
