@@ -25,7 +25,10 @@ use anyhow::{Context, anyhow, bail};
 use dataplane::Netlink;
 use dataplane::netns::NetNs;
 use ipnet::Ipv6Net;
-use pmip::config::{DatapathMode, FastHandoverMode, LmaConfig, MagConfig, MobileNodeProfile};
+use pmip::config::{
+    DatapathMode, EspAlgorithm, FastHandoverMode, IpsecConfig, IpsecMode, KeyMaterial, LmaConfig,
+    MagConfig, MobileNodeProfile, SecurityAssociationConfig,
+};
 use pmip::types::{LinkLayerAddress, Nai};
 
 /// The pool the LMA allocates home network prefixes from.
@@ -76,6 +79,10 @@ pub struct Spec {
     pub unknown_nodes: Vec<usize>,
     /// The MAGs' PBU timers.
     pub mag_timers: pmip::config::MagTimers,
+    /// ESP for the signalling: every daemon gets an SA pair with each peer (the LMA with
+    /// every MAG, every MAG with every other one), with keys made for this lab.
+    pub ipsec: IpsecMode,
+    pub esp_algorithm: EspAlgorithm,
 }
 
 impl Spec {
@@ -95,7 +102,28 @@ impl Spec {
             lma_unknown_nodes: Vec::new(),
             unknown_nodes: Vec::new(),
             mag_timers: Default::default(),
+            ipsec: IpsecMode::Off,
+            esp_algorithm: EspAlgorithm::Aes128Gcm,
         }
+    }
+}
+
+/// One direction of an ESP SA of the lab: what a tool needs to decrypt it, or to forge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabSa {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub spi: u32,
+    pub algorithm: EspAlgorithm,
+    pub key: Vec<u8>,
+}
+
+/// The signalling address of party `p`: 0 the LMA, `i + 1` MAG `i`.
+fn party_address(p: usize) -> Ipv6Addr {
+    if p == 0 {
+        LMA_ADDRESS
+    } else {
+        mag_address(p - 1)
     }
 }
 
@@ -611,6 +639,7 @@ impl Lab {
         c.domain.enable_mag_local_routing = self.spec.local_routing;
         c.domain.fast_handover.mode = self.spec.fast_handover;
         c.domain.fast_handover.access_points = self.access_points();
+        c.ipsec = self.ipsec_config(0)?;
         c.validate()?;
         Ok(c)
     }
@@ -642,7 +671,105 @@ impl Lab {
         c.domain.fast_handover.access_points = self.access_points();
         // Nodes come back quickly in the lab: a periodic RA every 2 s keeps them current.
         c.router_advertisement.interval_s = 2;
+        c.ipsec = self.ipsec_config(i + 1)?;
         c.validate()?;
+        Ok(c)
+    }
+
+    /// The lab's secret, from which every ESP key is derived: made once per lab directory.
+    fn esp_secret(&self) -> anyhow::Result<Vec<u8>> {
+        let path = self.dir.join("esp-secret");
+        if let Ok(s) = std::fs::read(&path)
+            && s.len() == 32
+        {
+            return Ok(s);
+        }
+        let mut s = vec![0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut s)?;
+        std::fs::write(&path, &s)?;
+        Ok(s)
+    }
+
+    /// Every ESP SA of the lab, both directions of every pair: the LMA with each MAG, each MAG
+    /// with each other MAG (HI/HAck, RFC 5949 §7). SPI `0x10000000 | src << 12 | dst` with the
+    /// LMA 0 and MAG `i` as `i + 1`; keys SHA-512(secret, src, dst) cut to the algorithm's
+    /// length.
+    pub fn esp_sas(&self) -> anyhow::Result<Vec<LabSa>> {
+        if self.spec.ipsec == IpsecMode::Off {
+            return Ok(Vec::new());
+        }
+        let secret = self.esp_secret()?;
+        let alg = self.spec.esp_algorithm;
+        let parties = self.spec.mags + 1;
+        let mut out = Vec::new();
+        for a in 0..parties {
+            for b in 0..parties {
+                if a == b {
+                    continue;
+                }
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
+                ctx.update(&secret);
+                ctx.update(&(a as u32).to_be_bytes());
+                ctx.update(&(b as u32).to_be_bytes());
+                let key = ctx.finish().as_ref()[..alg.key_len()].to_vec();
+                out.push(LabSa {
+                    src: party_address(a),
+                    dst: party_address(b),
+                    spi: 0x1000_0000 | (a as u32) << 12 | b as u32,
+                    algorithm: alg,
+                    key,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `ipsec` section of party `me` (0 the LMA, `i + 1` MAG `i`): the LMA reads its keys
+    /// from files, the MAGs have them inline, so both ways are used.
+    fn ipsec_config(&self, me: usize) -> anyhow::Result<IpsecConfig> {
+        let mut c = IpsecConfig {
+            mode: self.spec.ipsec,
+            reload_interval_s: 2,
+            ..IpsecConfig::default()
+        };
+        if self.spec.ipsec == IpsecMode::Off {
+            return Ok(c);
+        }
+        let sas = self.esp_sas()?;
+        let mine = party_address(me);
+        let keys = self.dir.join("esp-keys");
+        std::fs::create_dir_all(&keys)?;
+        for out in sas.iter().filter(|s| s.src == mine) {
+            let Some(inp) = sas.iter().find(|s| s.src == out.dst && s.dst == mine) else {
+                continue;
+            };
+            let mut e = SecurityAssociationConfig {
+                peer: out.dst,
+                algorithm: out.algorithm,
+                spi_in: inp.spi,
+                spi_out: out.spi,
+                key_in: Some(KeyMaterial::new(inp.key.clone())),
+                key_in_file: None,
+                key_out: Some(KeyMaterial::new(out.key.clone())),
+                key_out_file: None,
+                esn: false,
+            };
+            if me == 0 {
+                for (sa, key, file) in [
+                    (inp, &mut e.key_in, &mut e.key_in_file),
+                    (out, &mut e.key_out, &mut e.key_out_file),
+                ] {
+                    let path = keys.join(format!("{:08x}.key", sa.spi));
+                    std::fs::write(
+                        &path,
+                        format!("{}\n", KeyMaterial::new(sa.key.clone()).to_hex()),
+                    )?;
+                    *key = None;
+                    *file = Some(path);
+                }
+            }
+            c.security_associations.push(e);
+        }
         Ok(c)
     }
 
