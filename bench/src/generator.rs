@@ -1,6 +1,8 @@
 //! The load generator: many MAGs, each a raw Mobility Header socket (next header 135) bound
 //! to its own proxy-CoA, sending Proxy Binding Updates built with `pmip::wire` in batches
 //! (`sendmmsg` / `recvmmsg`, the daemons' own [`MhSocket`]) and timing each PBU to its PBA.
+//! With [`GenIpsec`], each MAG seals its PBUs into ESP and opens the PBAs as a MAG daemon
+//! does (the daemons' own [`Signalling`] transport on a raw IP-protocol-50 socket).
 //!
 //! The load is a closed loop: each MAG keeps up to `window / mags` PBUs outstanding and sends
 //! the next ones as answers come, so the rate measured is what the LMA sustains, and the
@@ -10,12 +12,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cnf::esp::Signalling;
 use cnf::transport::{MhSocket, RecvBatch, SignallingTransport};
 use dataplane::netns::NetNs;
 use ipnet::Ipv6Net;
+use pmip::config::IpsecConfig;
 use pmip::output::Transmit;
 use pmip::wire::{
     AccessTechnologyType, BindingUpdate, BuFlags, HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI,
@@ -41,6 +46,17 @@ pub struct GenSpec {
     pub timeout: Duration,
     /// The process on the other side, whose CPU time each phase reports.
     pub server_pid: Option<u32>,
+    /// ESP for the signalling, or PBUs in clear.
+    pub ipsec: Option<GenIpsec>,
+}
+
+/// ESP for the generated MAGs, as a MAG daemon does it.
+#[derive(Debug, Clone)]
+pub struct GenIpsec {
+    /// The `ipsec` section of each MAG, in the order of [`GenSpec::mags`].
+    pub mags: Vec<IpsecConfig>,
+    /// Where each MAG keeps its sequence-number reservations (a directory per MAG below it).
+    pub state_dir: PathBuf,
 }
 
 /// One step of a run.
@@ -136,7 +152,18 @@ async fn run_in(spec: GenSpec, phases: Vec<Phase>) -> anyhow::Result<Vec<PhaseRe
     let k = spec.mags.len().max(1);
     let mut mags = Vec::with_capacity(k);
     for (i, a) in spec.mags.iter().enumerate() {
-        let sock = MhSocket::bind(*a).with_context(|| format!("MAG socket on {a}"))?;
+        let sock = match &spec.ipsec {
+            None => {
+                Signalling::Clear(MhSocket::bind(*a).with_context(|| format!("MAG socket on {a}"))?)
+            }
+            Some(g) => Signalling::open(
+                *a,
+                g.mags.get(i).context("an ipsec section per MAG")?,
+                &g.state_dir.join(format!("mag{i}")),
+                &mut prometheus_client::registry::Registry::default(),
+            )
+            .with_context(|| format!("MAG {a} with ESP"))?,
+        };
         let local = (spec.nodes + k - 1 - i) / k;
         mags.push(Mag {
             sock,
@@ -257,7 +284,7 @@ struct Pending {
 /// One generated MAG.
 #[derive(Debug)]
 struct Mag {
-    sock: MhSocket,
+    sock: Signalling,
     addr: Ipv6Addr,
     index: usize,
     count: usize,
@@ -343,7 +370,13 @@ impl Mag {
             Phase::Register => (None, HandoffIndicator::AttachmentOverNewInterface),
             _ => (self.hnp[local], HandoffIndicator::HandoffStateNotChanged),
         };
-        let payload = pbu(node, hnp, self.seq, self.spec.lifetime_s, hi)?;
+        let mut payload = pbu(node, hnp, self.seq, self.spec.lifetime_s, hi)?;
+        if self.spec.ipsec.is_some() {
+            // Sealed here, so the kernel cannot fill in the checksum (RFC 6275 §6.1.1) as it
+            // does on the plain Mobility Header socket: the daemons compute it likewise.
+            let c = pmip::wire::mh_checksum(&self.addr, &self.spec.lma, &payload);
+            payload[4..6].copy_from_slice(&c.to_be_bytes());
+        }
         Ok((
             self.seq,
             Transmit {

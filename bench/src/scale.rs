@@ -84,6 +84,7 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
         echo: false,
         timeout: Duration::from_secs(2),
         server_pid: bed.server_pid(),
+        ipsec: None,
     };
     let ns = bed.gen_ns.clone();
     let phases = [

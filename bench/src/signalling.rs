@@ -2,18 +2,23 @@
 //! nodes through `mags` MAG addresses, refreshes them, then sends PBUs one at a time; once
 //! against a raw-socket echo on the LMA address (the ceiling of the sockets and namespaces:
 //! the same generator, the same batches, no protocol), then against the LMA with the datapath
-//! `none` (control plane only) and `seg6` (a kernel route per binding, through netlink).
+//! `none` (control plane only) and `seg6` (a kernel route per binding, through netlink), and
+//! with the datapath `none` and the signalling in ESP (RFC 5213 §4; AES-128-GCM, in the
+//! daemon and in the generator's MAGs), whose rate is compared with `none` in clear.
 
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use pmip::config::DatapathMode;
+use pmip::config::{
+    DatapathMode, EspAlgorithm, IpsecConfig, IpsecMode, KeyMaterial, SecurityAssociationConfig,
+};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::bed::{self, Bed};
-use crate::generator::{self, GenSpec, Phase, PhaseResult};
+use crate::generator::{self, GenIpsec, GenSpec, Phase, PhaseResult};
 use crate::report::{Report, Table, Verdict, int};
 use crate::stats::round;
 
@@ -32,7 +37,7 @@ pub struct Spec {
 /// One server under load.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    /// `echo`, `none` or `seg6`.
+    /// `echo`, `none`, `seg6` or `none+esp`.
     pub path: String,
     pub phases: Vec<PhaseResult>,
     /// Bindings the LMA's Stats reported at the end (LMA runs only).
@@ -91,7 +96,7 @@ fn phases(spec: &Spec) -> Vec<Phase> {
     ]
 }
 
-fn gen_spec(bed: &Bed, spec: &Spec, echo: bool) -> GenSpec {
+fn gen_spec(bed: &Bed, spec: &Spec, echo: bool, ipsec: Option<GenIpsec>) -> GenSpec {
     GenSpec {
         lma: bed::LMA,
         mags: bed.mags.clone(),
@@ -101,7 +106,58 @@ fn gen_spec(bed: &Bed, spec: &Spec, echo: bool) -> GenSpec {
         echo,
         timeout: Duration::from_secs(1),
         server_pid: bed.server_pid(),
+        ipsec,
     }
+}
+
+/// The `ipsec` sections of the LMA and of each MAG: one SA pair per MAG, AES-128-GCM
+/// (RFC 4106), fresh random keys, ESP in the daemons (`userspace`: what this benchmark
+/// measures, whatever the kernel has).
+pub fn esp_sections(
+    lma: Ipv6Addr,
+    mags: &[Ipv6Addr],
+) -> anyhow::Result<(IpsecConfig, Vec<IpsecConfig>)> {
+    let alg = EspAlgorithm::Aes128Gcm;
+    let mut random = std::fs::File::open("/dev/urandom")?;
+    let mut key = || -> anyhow::Result<KeyMaterial> {
+        let mut k = vec![0u8; alg.key_len()];
+        std::io::Read::read_exact(&mut random, &mut k)?;
+        Ok(KeyMaterial::new(k))
+    };
+    let section = |security_associations| IpsecConfig {
+        mode: IpsecMode::Userspace,
+        security_associations,
+        ..IpsecConfig::default()
+    };
+    let mut at_lma = Vec::new();
+    let mut at_mags = Vec::new();
+    for (i, mag) in mags.iter().enumerate() {
+        let (up_spi, down_spi) = (0x1_0000 + i as u32, 0x2_0000 + i as u32);
+        let (up, down) = (key()?, key()?);
+        at_lma.push(SecurityAssociationConfig {
+            peer: *mag,
+            algorithm: alg,
+            spi_in: up_spi,
+            spi_out: down_spi,
+            key_in: Some(up.clone()),
+            key_in_file: None,
+            key_out: Some(down.clone()),
+            key_out_file: None,
+            esn: false,
+        });
+        at_mags.push(section(vec![SecurityAssociationConfig {
+            peer: lma,
+            algorithm: alg,
+            spi_in: down_spi,
+            spi_out: up_spi,
+            key_in: Some(down),
+            key_in_file: None,
+            key_out: Some(up),
+            key_out_file: None,
+            esn: false,
+        }]));
+    }
+    Ok((section(at_lma), at_mags))
 }
 
 /// The raw-socket echo on the LMA address: the ceiling of the path.
@@ -109,7 +165,7 @@ pub async fn echo_run(spec: &Spec, tag: &str) -> anyhow::Result<Run> {
     let mut bed = Bed::up(&spec.name, spec.mags, &spec.dir.join(tag), bed::binaries()?).await?;
     bed.start_echo()?;
     wait_echo(&bed).await?;
-    let g = gen_spec(&bed, spec, true);
+    let g = gen_spec(&bed, spec, true, None);
     let ns = bed.gen_ns.clone();
     let ph = phases(spec);
     let phases = tokio::task::spawn_blocking(move || generator::run(&ns, g, &ph)).await??;
@@ -134,6 +190,7 @@ async fn wait_echo(bed: &Bed) -> anyhow::Result<()> {
             echo: true,
             timeout: Duration::from_millis(50),
             server_pid: None,
+            ipsec: None,
         };
         let ns = bed.gen_ns.clone();
         let r = tokio::task::spawn_blocking(move || generator::run(&ns, g, &[Phase::Register]))
@@ -147,15 +204,30 @@ async fn wait_echo(bed: &Bed) -> anyhow::Result<()> {
     bail!("the echo server did not answer")
 }
 
-/// The real LMA with `datapath`.
-pub async fn lma_run(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run> {
-    let tag = mode_name(datapath);
-    let dir = spec.dir.join(tag);
+/// The real LMA with `datapath`, and the signalling in ESP when `esp`.
+pub async fn lma_run(spec: &Spec, datapath: DatapathMode, esp: bool) -> anyhow::Result<Run> {
+    let tag = if esp {
+        format!("{}+esp", mode_name(datapath))
+    } else {
+        mode_name(datapath).to_string()
+    };
+    let dir = spec.dir.join(&tag);
     let mut bed = Bed::up(&spec.name, spec.mags, &dir, bed::binaries()?).await?;
-    let cfg = bed.lma_config(datapath, &dir.join("lma-state"))?;
-    bed.start_lma(&cfg, tag)?;
+    let mut cfg = bed.lma_config(datapath, &dir.join("lma-state"))?;
+    let ipsec = if esp {
+        let (lma, mags) = esp_sections(bed::LMA, &bed.mags)?;
+        cfg.ipsec = lma;
+        cfg.validate()?;
+        Some(GenIpsec {
+            mags,
+            state_dir: dir.join("generator-state"),
+        })
+    } else {
+        None
+    };
+    bed.start_lma(&cfg, &tag)?;
     bed.wait_serving(Duration::from_secs(30)).await?;
-    let g = gen_spec(&bed, spec, false);
+    let g = gen_spec(&bed, spec, false, ipsec);
     let ns = bed.gen_ns.clone();
     let ph = phases(spec);
     let phases = tokio::task::spawn_blocking(move || generator::run(&ns, g, &ph)).await??;
@@ -165,7 +237,7 @@ pub async fn lma_run(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
         .ok()
         .map(|m| Turns::of(&m));
     Ok(Run {
-        path: tag.into(),
+        path: tag,
         phases,
         bindings: Some(stats.bindings),
         routes,
@@ -224,13 +296,14 @@ pub fn table(title: &str) -> Table {
 /// Runs the benchmark.
 pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let echo = echo_run(spec, "echo").await?;
-    let none = lma_run(spec, DatapathMode::None).await?;
-    let seg6 = lma_run(spec, DatapathMode::Seg6).await?;
+    let none = lma_run(spec, DatapathMode::None, false).await?;
+    let seg6 = lma_run(spec, DatapathMode::Seg6, false).await?;
+    let esp = lma_run(spec, DatapathMode::None, true).await?;
     let mut t = table(&format!(
         "signalling: {} nodes through {} MAG addresses, {} PBUs outstanding, {} refresh rounds",
         spec.nodes, spec.mags, spec.window, spec.refresh_rounds
     ));
-    for r in [&echo, &none, &seg6] {
+    for r in [&echo, &none, &seg6, &esp] {
         rows(&mut t, r);
     }
     let rate = |r: &Run, p: &str| r.phase(p).map_or(0.0, |p| p.rate);
@@ -243,7 +316,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             .is_some_and(|p| p.accepted == spec.nodes as u64)
             && r.bindings == Some(spec.nodes as u64)
     };
-    let all_registered = registered(&none) && registered(&seg6);
+    let all_registered = registered(&none) && registered(&seg6) && registered(&esp);
+    let esp_rate = rate(&esp, "refresh");
+    let esp_share = if cp > 0.0 { esp_rate / cp } else { 0.0 };
     let netlink_cost = if rate(&seg6, "register") > 0.0 {
         rate(&none, "register") / rate(&seg6, "register")
     } else {
@@ -252,11 +327,11 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let mut notes = Vec::new();
     if !all_registered {
         notes.push(format!(
-            "not every node was registered: none {:?}/{}, seg6 {:?}/{} bindings",
-            none.bindings, spec.nodes, seg6.bindings, spec.nodes
+            "not every node was registered: none {:?}/{}, seg6 {:?}/{}, none+esp {:?}/{} bindings",
+            none.bindings, spec.nodes, seg6.bindings, spec.nodes, esp.bindings, spec.nodes
         ));
     }
-    for r in [&none, &seg6] {
+    for r in [&none, &seg6, &esp] {
         if let Some(t) = &r.lma_turns {
             notes.push(format!(
                 "{}: the LMA received {:.1} messages per recvmmsg; a durable store commit took \
@@ -290,6 +365,16 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             Some(ratio >= 0.5),
         ),
         Verdict::new(
+            "PBU rate with ESP (AES-128-GCM, in the daemon) >= 70 % of the rate in clear",
+            format!(
+                "{} / {} PBU/s = {:.0} %",
+                int(esp_rate),
+                int(cp),
+                esp_share * 100.0
+            ),
+            Some(esp_share >= 0.7),
+        ),
+        Verdict::new(
             "seg6 datapath: >= 20,000 new bindings/s",
             format!("{} /s", int(seg6_new)),
             Some(seg6_new >= 20_000.0),
@@ -305,12 +390,14 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         verdicts,
         notes,
         figures: json!({
-            "runs": [echo, none, seg6],
+            "runs": [echo, none, seg6, esp],
             "echo_ceiling_pbu_s": ceiling,
             "control_plane_pbu_s": cp,
             "control_plane_share_of_ceiling": round(ratio, 3),
             "seg6_new_bindings_s": seg6_new,
             "none_over_seg6_register": round(netlink_cost, 3),
+            "esp_pbu_s": esp_rate,
+            "esp_share_of_clear": round(esp_share, 3),
             "all_registered": all_registered,
         }),
     })

@@ -32,7 +32,7 @@ fn f(v: &serde_json::Value) -> f64 {
 }
 
 #[test]
-fn signalling_registers_every_node_and_measures_all_three_paths() {
+fn signalling_registers_every_node_and_measures_every_path() {
     if !root() {
         eprintln!("skipped: needs root");
         return;
@@ -66,7 +66,12 @@ fn signalling_registers_every_node_and_measures_all_three_paths() {
     let seg6 = &fig["runs"][2];
     assert_eq!(seg6["path"], "seg6");
     assert!(seg6["routes"].as_u64().unwrap() >= 200, "{seg6:#}");
-    assert_eq!(r["verdicts"].as_array().unwrap().len(), 2);
+    // ESP: every PBU sealed by the generator's MAGs opened at the LMA, every PBA back.
+    let esp = &fig["runs"][3];
+    assert_eq!(esp["path"], "none+esp");
+    assert!(f(&fig["esp_pbu_s"]) > 0.0);
+    assert!(f(&fig["esp_share_of_clear"]) > 0.0);
+    assert_eq!(r["verdicts"].as_array().unwrap().len(), 3);
 }
 
 #[test]
