@@ -9,6 +9,7 @@ use anyhow::Context;
 use pmip::config::FastHandoverMode;
 use serde::Serialize;
 
+use crate::capture::SignallingCheck;
 use crate::lab::{self, CN_ADDRESS, Lab};
 use crate::traffic::{Gap, StreamReport, TcpFlow, TcpReport, UdpStream};
 
@@ -67,6 +68,14 @@ pub struct Report {
     pub probe_reordered: u64,
     /// Where the daemons came from: the installed binaries, or the lab running their code.
     pub daemons: String,
+    /// Every Mobility Header between the daemons was in ESP (`--ipsec`, RFC 5213 §4): the
+    /// LMA sealed and accepted ESP and dropped nothing for being in clear or failing its
+    /// checks, and, with a capture, Wireshark found no Mobility Header in clear on the LMA's
+    /// link and decrypted every ESP packet there to a good one.
+    pub signalling_protected: bool,
+    /// What the capture of the LMA's transport link held, as Wireshark read it (`--capture`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signalling: Option<SignallingCheck>,
     #[serde(skip)]
     pub tcp_samples: Vec<u64>,
     #[serde(skip)]
@@ -187,6 +196,8 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
         probe_lost: probe.lost(),
         probe_reordered: probe.reordered(),
         daemons: String::new(),
+        signalling_protected: false,
+        signalling: None,
         tcp_samples: tcp.samples,
         handover_times: times,
     })
@@ -237,6 +248,22 @@ impl Report {
                 "CHANGED"
             }
         ));
+        s.push_str(&format!(
+            "  signalling:        {}\n",
+            if self.signalling_protected {
+                "protected by IPsec ESP"
+            } else {
+                "not protected"
+            }
+        ));
+        if let Some(c) = &self.signalling {
+            s.push_str(&format!(
+                "  LMA's link:        {} ESP packets, {} Mobility Headers in clear, {} ESP packets Wireshark could not decrypt to a good one\n",
+                c.esp_packets,
+                c.cleartext_mobility_headers,
+                c.esp_packets.saturating_sub(c.decrypted_types.len())
+            ));
+        }
         s
     }
 
@@ -418,4 +445,19 @@ pub async fn compare(
         out.push(run(&mut l, &d).await?);
     }
     Ok(out)
+}
+
+/// Whether the LMA's signalling was all in ESP, by its own metrics: it sent and accepted ESP,
+/// and dropped nothing for being in clear or failing a check.
+pub fn lma_signalling_protected(lab: &Lab) -> anyhow::Result<bool> {
+    let m = lab.metrics(&lab.lma_ns)?;
+    let sample = |s: &str| lab::metric(&m, s);
+    let dropped: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("pmip_ipsec_dropped_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    Ok(sample("pmip_ipsec_packets_total{direction=\"out\"}") > 0.0
+        && sample("pmip_ipsec_packets_total{direction=\"in\"}") > 0.0
+        && dropped == 0.0)
 }

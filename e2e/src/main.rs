@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! pmip-lab demo [--fast-handover predictive] [--json] [--report timeline.svg]
+//! pmip-lab demo --ipsec --capture lma.pcap --json   # signalling in ESP, the LMA's link captured
 //! pmip-lab up --mags 3 --nodes 5      # leaves a domain running
 //! pmip-lab status | attach --node 2 | detach --node 2 | handover --node 2 --to 3
 //! pmip-lab down
@@ -71,6 +72,14 @@ enum Cmd {
         /// Keep configurations and daemon logs in this directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Protect the signalling with IPsec ESP (RFC 5213 §4): SA pairs with keys made for
+        /// the lab, `ipsec.mode: auto` (in the daemons where the kernel has no ESP).
+        #[arg(long)]
+        ipsec: bool,
+        /// Capture the LMA's transport link into this pcap file (needs dumpcap and tshark,
+        /// which reads it back: see `signalling` in the report).
+        #[arg(long)]
+        capture: Option<PathBuf>,
     },
     /// Run the demo once in each handover mode (plain, predictive, reactive) and print them
     /// side by side.
@@ -206,15 +215,27 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             report,
             name,
             dir,
+            ipsec,
+            capture,
         } => {
             let mode: HandoverMode = fast_handover.into();
             let mut spec = Spec::new(&name, mags.max(2), 1);
             spec.fast_handover = mode.domain_mode();
             spec.dir = dir;
+            if ipsec {
+                spec.ipsec = pmip::config::IpsecMode::Auto;
+            }
             let bins = binaries()?;
             let standalone = bins.standalone();
             // Ctrl-C removes everything: the lab is dropped when the run future is.
             let mut lab = Lab::up(spec, bins).await?;
+            let capture = match capture {
+                Some(path) => {
+                    let path = std::path::absolute(&path)?;
+                    Some(e2e::capture::Capture::start(&lab.lma_ns, "tr0", &path)?)
+                }
+                None => None,
+            };
             let d = DemoSpec {
                 handovers,
                 interval: Duration::from_millis(interval_ms),
@@ -226,6 +247,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => bail!("interrupted"),
             };
             let mut r = r;
+            if ipsec {
+                r.signalling_protected = demo::lma_signalling_protected(&lab)?;
+            }
+            if let Some(c) = capture {
+                let pcap = c.stop()?;
+                let check = e2e::capture::check_signalling(&pcap, &lab.esp_sas()?)?;
+                r.signalling_protected &= check.protected();
+                r.signalling = Some(check);
+            }
             r.daemons = if standalone {
                 "pmip-lma and pmip-mag binaries".into()
             } else {
@@ -239,11 +269,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", r.text());
             }
-            Ok(if r.tcp_survived && r.address_unchanged {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if r.tcp_survived && r.address_unchanged && (!ipsec || r.signalling_protected) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
         Cmd::Compare {
             handovers,

@@ -366,3 +366,41 @@ async fn wait_for_binding(lab: &Lab, n: usize, proxy_coa: &str) -> bool {
     }
     false
 }
+
+/// `pmip-lab demo --ipsec --capture FILE --json`: the report says the signalling was
+/// protected, and FILE is a capture of the LMA's transport link in which Wireshark found ESP
+/// and no Mobility Header in clear.
+#[test]
+fn the_demo_with_ipsec_reports_protected_signalling_and_writes_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("lma.pcap");
+    // Lab names have at most 8 characters.
+    let name = format!("ed{}", std::process::id() % 100_000);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pmip-lab"))
+        .args(["demo", "--ipsec", "--capture"])
+        .arg(&pcap)
+        .args(["--json", "--handovers", "2", "--interval-ms", "500"])
+        .args(["--name", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pmip-lab demo: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["signalling_protected"], true, "{r:#}");
+    let s = &r["signalling"];
+    assert!(s["esp_packets"].as_u64().unwrap() > 0, "{s:#}");
+    assert_eq!(s["cleartext_mobility_headers"], 0, "{s:#}");
+    assert!(s["bad"].as_array().unwrap().is_empty(), "{s:#}");
+    assert_eq!(r["tcp_survived"], true, "{r:#}");
+    say!(
+        "demo --ipsec: signalling_protected {}, {} ESP packets on the LMA's link, capture {} octets",
+        r["signalling_protected"],
+        s["esp_packets"],
+        std::fs::metadata(&pcap).unwrap().len()
+    );
+}
