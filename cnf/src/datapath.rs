@@ -70,34 +70,66 @@ pub fn restore_sysctls(state_dir: &Path) -> dataplane::Result<Vec<(Sysctl, Strin
 }
 
 /// The change a command stands for; `None` for the buffer commands of fast handovers, which
-/// the MAG daemon's buffer carries out.
+/// the MAG daemon's buffer carries out. An IPv4 home address (RFC 5844) becomes the `*4`
+/// change of the same kind.
 pub fn change(c: &DataplaneCommand) -> Option<Change> {
+    use ipnet::IpNet::{V4, V6};
     Some(match *c {
-        DataplaneCommand::SetDownlink { prefix, proxy_coa } => Change::AddDownlink {
-            prefix,
-            peer: proxy_coa,
+        DataplaneCommand::SetDownlink { prefix, proxy_coa } => match prefix {
+            V6(prefix) => Change::AddDownlink {
+                prefix,
+                peer: proxy_coa,
+            },
+            V4(prefix) => Change::AddDownlink4 {
+                prefix,
+                peer: proxy_coa,
+            },
         },
         // De-registered sessions lose their route: traffic to them is not delivered.
-        DataplaneCommand::DropDownlink { prefix } | DataplaneCommand::RemoveDownlink { prefix } => {
-            Change::RemoveDownlink { prefix }
-        }
-        DataplaneCommand::SetUplink { prefix, peer } => Change::AddUplink { prefix, peer },
-        DataplaneCommand::RemoveUplink { prefix } => Change::RemoveUplink { prefix },
+        DataplaneCommand::DropDownlink { prefix }
+        | DataplaneCommand::RemoveDownlink { prefix }
+        | DataplaneCommand::RemoveForward { prefix } => match prefix {
+            V6(prefix) => Change::RemoveDownlink { prefix },
+            V4(prefix) => Change::RemoveDownlink4 { prefix },
+        },
+        DataplaneCommand::SetUplink { prefix, peer } => match prefix {
+            V6(prefix) => Change::AddUplink { prefix, peer },
+            V4(prefix) => Change::AddUplink4 { prefix, peer },
+        },
+        DataplaneCommand::RemoveUplink { prefix } => match prefix {
+            V6(prefix) => Change::RemoveUplink { prefix },
+            V4(prefix) => Change::RemoveUplink4 { prefix },
+        },
         DataplaneCommand::SetAccessRoute {
             prefix,
             link,
             local_routing,
-        } => Change::AddLocalRoute {
-            prefix,
-            ifindex: link.0,
-            local_routing,
+        } => match prefix {
+            V6(prefix) => Change::AddLocalRoute {
+                prefix,
+                ifindex: link.0,
+                local_routing,
+            },
+            V4(prefix) => Change::AddLocalRoute4 {
+                prefix,
+                ifindex: link.0,
+                local_routing,
+            },
         },
-        DataplaneCommand::RemoveAccessRoute { prefix, link } => Change::RemoveLocalRoute {
-            prefix,
-            ifindex: link.0,
+        DataplaneCommand::RemoveAccessRoute { prefix, link } => match prefix {
+            V6(prefix) => Change::RemoveLocalRoute {
+                prefix,
+                ifindex: link.0,
+            },
+            V4(prefix) => Change::RemoveLocalRoute4 {
+                prefix,
+                ifindex: link.0,
+            },
         },
-        DataplaneCommand::ForwardDownlink { prefix, peer } => Change::AddDownlink { prefix, peer },
-        DataplaneCommand::RemoveForward { prefix } => Change::RemoveDownlink { prefix },
+        DataplaneCommand::ForwardDownlink { prefix, peer } => match prefix {
+            V6(prefix) => Change::AddDownlink { prefix, peer },
+            V4(prefix) => Change::AddDownlink4 { prefix, peer },
+        },
         DataplaneCommand::Buffer { .. }
         | DataplaneCommand::FlushBuffer { .. }
         | DataplaneCommand::ForwardBuffer { .. }

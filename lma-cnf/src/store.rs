@@ -334,6 +334,11 @@ mod tests {
             last_sequence: 7,
             handover_count: 0,
             last_handover_gap_ms: None,
+            ipv4_home_address: (n % 2 == 1).then(|| pmip::ipv4_pool::Ipv4HomeAddress {
+                address: std::net::Ipv4Addr::from(0xc000_0200 + n),
+                prefix_len: 24,
+                default_router: std::net::Ipv4Addr::new(192, 0, 2, 1),
+            }),
         }
     }
 

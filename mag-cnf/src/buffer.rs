@@ -13,11 +13,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use dataplane::Change;
-use ipnet::Ipv6Net;
+use ipnet::IpNet;
 use pmip::output::DataplaneCommand;
 use tokio::io::unix::AsyncFd;
 
@@ -67,9 +67,11 @@ pub struct Buffer {
     packet: socket2::Socket,
     /// Sends IPv6-in-IPv6 (RFC 2473) to another MAG: the kernel adds the outer header.
     tunnel: socket2::Socket,
+    /// Sends IPv4-in-IPv6 (an IPv4 home address's packets, RFC 5844 §3.1.3, RFC 5949 §4.3).
+    tunnel4: socket2::Socket,
     own_mac: [u8; 6],
     limits: Limits,
-    queues: HashMap<Ipv6Net, Queue>,
+    queues: HashMap<IpNet, Queue>,
     stats: BufferStats,
 }
 
@@ -127,8 +129,10 @@ impl Buffer {
             fd: register(f)?,
             ifindex,
             packet: crate::access::sys::send_socket()?,
-            tunnel: tunnel_socket(local)
+            tunnel: tunnel_socket(local, libc::IPPROTO_IPV6)
                 .map_err(|e| anyhow::anyhow!("IPv6-in-IPv6 socket from {local}: {e}"))?,
+            tunnel4: tunnel_socket(local, libc::IPPROTO_IPIP)
+                .map_err(|e| anyhow::anyhow!("IPv4-in-IPv6 socket from {local}: {e}"))?,
             own_mac,
             limits,
             queues: HashMap::new(),
@@ -148,11 +152,11 @@ impl Buffer {
     }
 
     /// Starts holding packets for `prefix` (its route must point at the device).
-    pub fn start(&mut self, prefix: Ipv6Net) {
+    pub fn start(&mut self, prefix: IpNet) {
         self.queues.entry(prefix).or_default();
     }
 
-    pub fn is_buffering(&self, prefix: &Ipv6Net) -> bool {
+    pub fn is_buffering(&self, prefix: &IpNet) -> bool {
         self.queues.contains_key(prefix)
     }
 
@@ -184,7 +188,7 @@ impl Buffer {
     }
 
     fn hold(&mut self, pkt: &[u8]) {
-        let Some(dst) = ipv6_destination(pkt) else {
+        let Some(dst) = destination(pkt) else {
             self.stats.stray += 1;
             return;
         };
@@ -193,7 +197,7 @@ impl Buffer {
             return;
         };
         if let Some(peer) = q.relay {
-            match relay_to(&self.tunnel, peer, pkt) {
+            match relay_to(self.tunnel_for(pkt), peer, pkt) {
                 Ok(()) => self.stats.flushed += 1,
                 Err(_) => self.stats.dropped_overflow += 1,
             }
@@ -221,7 +225,7 @@ impl Buffer {
 
     /// Releases `prefix`'s packets in order through the kernel (along the prefix's current
     /// route) and stops holding it. Returns how many went out.
-    pub fn flush(&mut self, prefix: &Ipv6Net) -> io::Result<usize> {
+    pub fn flush(&mut self, prefix: &IpNet) -> io::Result<usize> {
         // Whatever already reached the device belongs to the queue, in order.
         let _ = self.drain();
         let Some(q) = self.queues.remove(prefix) else {
@@ -244,7 +248,7 @@ impl Buffer {
 
     /// Hands `prefix`'s packets to the node (`ifindex`, `mac`) in order, and what else arrives
     /// for it after them, until [`Buffer::end_delivery`].
-    pub fn deliver(&mut self, prefix: &Ipv6Net, ifindex: u32, mac: [u8; 6]) -> io::Result<usize> {
+    pub fn deliver(&mut self, prefix: &IpNet, ifindex: u32, mac: [u8; 6]) -> io::Result<usize> {
         let _ = self.drain();
         let q = self.queues.entry(*prefix).or_default();
         q.deliver = Some((ifindex, mac));
@@ -263,7 +267,7 @@ impl Buffer {
 
     /// Sends `prefix`'s packets to the MAG at `peer` through the tunnel, in order, and what
     /// else arrives for it after them, until [`Buffer::end_relay`].
-    pub fn relay(&mut self, prefix: &Ipv6Net, peer: Ipv6Addr) -> io::Result<usize> {
+    pub fn relay(&mut self, prefix: &IpNet, peer: Ipv6Addr) -> io::Result<usize> {
         let _ = self.drain();
         let q = self.queues.entry(*prefix).or_default();
         q.relay = Some(peer);
@@ -271,7 +275,7 @@ impl Buffer {
         q.bytes = 0;
         let mut n = 0;
         for p in packets {
-            match relay_to(&self.tunnel, peer, &p) {
+            match relay_to(self.tunnel_for(&p), peer, &p) {
                 Ok(()) => n += 1,
                 Err(_) => self.stats.dropped_overflow += 1,
             }
@@ -281,12 +285,12 @@ impl Buffer {
     }
 
     /// Whether `prefix` is being sent to another MAG.
-    pub fn is_relaying(&self, prefix: &Ipv6Net) -> bool {
+    pub fn is_relaying(&self, prefix: &IpNet) -> bool {
         self.queues.get(prefix).is_some_and(|q| q.relay.is_some())
     }
 
     /// Stops relaying `prefix` after sending what is left in the device.
-    pub fn end_relay(&mut self, prefix: &Ipv6Net) {
+    pub fn end_relay(&mut self, prefix: &IpNet) {
         if self.is_relaying(prefix) {
             let _ = self.drain();
             self.queues.remove(prefix);
@@ -295,7 +299,7 @@ impl Buffer {
 
     /// The prefix has its own route now: what is left in the device goes to the node, then
     /// the prefix is forgotten.
-    pub fn end_delivery(&mut self, prefix: &Ipv6Net) {
+    pub fn end_delivery(&mut self, prefix: &IpNet) {
         if self.queues.get(prefix).is_some_and(|q| q.deliver.is_some()) {
             let _ = self.drain();
             self.queues.remove(prefix);
@@ -303,15 +307,23 @@ impl Buffer {
     }
 
     /// Prefixes being handed straight to their node.
-    pub fn delivering(&self) -> impl Iterator<Item = &Ipv6Net> {
+    pub fn delivering(&self) -> impl Iterator<Item = &IpNet> {
         self.queues
             .iter()
             .filter(|(_, q)| q.deliver.is_some())
             .map(|(p, _)| p)
     }
 
+    /// The raw socket whose protocol (41 or 4) is the packet's version.
+    fn tunnel_for(&self, pkt: &[u8]) -> &socket2::Socket {
+        match pkt.first().map(|b| b >> 4) {
+            Some(4) => &self.tunnel4,
+            _ => &self.tunnel,
+        }
+    }
+
     /// Drops `prefix`'s packets and stops holding it.
-    pub fn discard(&mut self, prefix: &Ipv6Net) -> usize {
+    pub fn discard(&mut self, prefix: &IpNet) -> usize {
         let n = self.queues.remove(prefix).map_or(0, |q| q.packets.len());
         self.stats.discarded += n as u64;
         n
@@ -335,10 +347,10 @@ pub fn plan(
             && b.is_relaying(prefix)
         {
             b.end_relay(prefix);
-            changes.push(Change::RemoveLocalRoute {
+            changes.extend(cnf::datapath::change(&D::RemoveAccessRoute {
                 prefix: *prefix,
-                ifindex: b.ifindex(),
-            });
+                link: pmip::output::AccessLink(b.ifindex()),
+            }));
         }
         changes.push(ch);
         return;
@@ -353,26 +365,26 @@ pub fn plan(
     match c {
         D::Buffer { prefix } => {
             b.start(prefix);
-            changes.push(Change::AddLocalRoute {
+            changes.extend(cnf::datapath::change(&D::SetAccessRoute {
                 prefix,
-                ifindex: b.ifindex(),
+                link: pmip::output::AccessLink(b.ifindex()),
                 local_routing: false,
-            });
+            }));
         }
         D::FlushBuffer { .. } | D::ForwardBuffer { .. } | D::DiscardBuffer { .. } => after.push(c),
         _ => {}
     }
 }
 
-/// A raw socket that sends IPv6-in-IPv6 from `local`. It never reads: its receive buffer
-/// is kept at the minimum so that the copies of incoming tunnel packets it is given cost
-/// nothing.
-fn tunnel_socket(local: Ipv6Addr) -> io::Result<socket2::Socket> {
+/// A raw socket that sends IPv6-in-IPv6 (`protocol` 41) or IPv4-in-IPv6 (4) from `local`.
+/// It never reads: its receive buffer is kept at the minimum so that the copies of incoming
+/// tunnel packets it is given cost nothing.
+fn tunnel_socket(local: Ipv6Addr, protocol: i32) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let s = Socket::new(
         Domain::IPV6,
         Type::RAW.nonblocking().cloexec(),
-        Some(Protocol::from(libc::IPPROTO_IPV6)),
+        Some(Protocol::from(protocol)),
     )?;
     s.set_recv_buffer_size(0)?;
     if !local.is_unspecified() {
@@ -393,7 +405,7 @@ fn relay_to(s: &socket2::Socket, peer: Ipv6Addr, pkt: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// One IPv6 packet as an Ethernet frame to `mac` on link `ifindex`.
+/// One IPv6 or IPv4 packet as an Ethernet frame to `mac` on link `ifindex`.
 fn send_to_node(
     s: &socket2::Socket,
     ifindex: u32,
@@ -401,20 +413,32 @@ fn send_to_node(
     own: [u8; 6],
     pkt: &[u8],
 ) -> io::Result<()> {
+    let ethertype: u16 = if pkt.first().is_some_and(|b| b >> 4 == 4) {
+        0x0800
+    } else {
+        0x86dd
+    };
     let mut frame = Vec::with_capacity(14 + pkt.len());
     frame.extend_from_slice(&mac);
     frame.extend_from_slice(&own);
-    frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+    frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(pkt);
-    crate::access::sys::send_frame(s, ifindex, &frame)
+    crate::access::sys::send_frame_as(s, ifindex, ethertype, &frame)
 }
 
-fn ipv6_destination(pkt: &[u8]) -> Option<Ipv6Addr> {
-    if pkt.first()? >> 4 != 6 {
-        return None;
+/// The destination of an IPv6 packet, or of an IPv4 one (an IPv4 home address's).
+fn destination(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        6 => {
+            let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(d)))
+        }
+        4 => {
+            let d: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(d)))
+        }
+        _ => None,
     }
-    let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-    Some(Ipv6Addr::from(d))
 }
 
 #[cfg(test)]
@@ -422,11 +446,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn destination_of_an_ipv6_packet() {
+    fn destination_of_an_ipv6_or_ipv4_packet() {
         let mut p = vec![0x60u8; 40];
         p[24..40].copy_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(ipv6_destination(&p), Some("2001:db8::7".parse().unwrap()));
-        assert_eq!(ipv6_destination(&[0x45; 40]), None);
-        assert_eq!(ipv6_destination(&[0x60; 10]), None);
+        assert_eq!(destination(&p), Some("2001:db8::7".parse().unwrap()));
+        let mut v4 = vec![0x45u8; 20];
+        v4[16..20].copy_from_slice(&[192, 0, 2, 10]);
+        assert_eq!(destination(&v4), Some("192.0.2.10".parse().unwrap()));
+        let home: IpNet = "192.0.2.10/32".parse().unwrap();
+        assert!(home.contains(&destination(&v4).unwrap()));
+        assert_eq!(destination(&[0x45; 19]), None);
+        assert_eq!(destination(&[0x60; 10]), None);
+        assert_eq!(destination(&[0x10; 40]), None);
     }
 }

@@ -290,9 +290,14 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                 match c {
                     Change::AddLocalRoute {
                         prefix, ifindex, ..
-                    } if *ifindex != b.ifindex() => b.end_delivery(prefix),
+                    } if *ifindex != b.ifindex() => b.end_delivery(&(*prefix).into()),
+                    Change::AddLocalRoute4 {
+                        prefix, ifindex, ..
+                    } if *ifindex != b.ifindex() => b.end_delivery(&(*prefix).into()),
                     Change::AddDownlink { prefix, .. }
-                    | Change::RemoveLocalRoute { prefix, .. } => b.end_delivery(prefix),
+                    | Change::RemoveLocalRoute { prefix, .. } => b.end_delivery(&(*prefix).into()),
+                    Change::AddDownlink4 { prefix, .. }
+                    | Change::RemoveLocalRoute4 { prefix, .. } => b.end_delivery(&(*prefix).into()),
                     _ => {}
                 }
             }

@@ -426,9 +426,9 @@ impl Service {
 
     /// Buffered packets of `prefix` reached their node at `now`: the time since it was seen,
     /// the first time.
-    pub fn delivered(&mut self, prefix: &ipnet::Ipv6Net, now: Instant) -> Option<Duration> {
+    pub fn delivered(&mut self, prefix: &ipnet::IpNet, now: Instant) -> Option<Duration> {
         let ll = (self.mag.bindings())
-            .find(|e| e.prefixes.contains(prefix))
+            .find(|e| e.home_nets().contains(prefix))
             .map(|e| e.link_layer)?;
         self.delivered_to(&ll, now)
     }

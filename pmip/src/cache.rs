@@ -1,5 +1,6 @@
-//! The LMA's binding cache (RFC 5213 §5.1): one entry per mobility session, found by MN-ID
-//! and by home network prefix in O(1), with each entry's deadline kept in a timer heap.
+//! The LMA's binding cache (RFC 5213 §5.1): one entry per mobility session, found by MN-ID,
+//! by home network prefix and by IPv4 home address (RFC 5844 §3.1.1) in O(1), with each
+//! entry's deadline kept in a timer heap.
 //!
 //! Entries live in a slab addressed by [`SessionId`]; the two indexes are hash tables of slab
 //! indices hashed by the entry's own MN-ID or prefix, so no key is stored twice. The hasher's
@@ -11,13 +12,14 @@ use core::hash::BuildHasher;
 use core::time::Duration;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use ipnet::Ipv6Net;
 use serde::{Deserialize, Serialize};
 
+use crate::ipv4_pool::Ipv4HomeAddress;
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{AccessTechnologyType, HandoffIndicator, SequenceNumber, Timestamp};
@@ -133,6 +135,9 @@ pub struct BindingCacheEntry {
     /// Handoffs to another MAG since the session was created.
     pub handover_count: u32,
     last_handover_gap_ms: u32,
+    /// The IPv4 home address, its subnet and default router (RFC 5844 §3.1.1). Set it
+    /// before [`BindingCache::insert`], or through [`BindingCache::set_ipv4`].
+    pub ipv4: Option<Ipv4HomeAddress>,
 }
 
 impl BindingCacheEntry {
@@ -166,6 +171,7 @@ impl BindingCacheEntry {
             state: BindingState::Active,
             handover_count: 0,
             last_handover_gap_ms: NO_GAP,
+            ipv4: None,
         }
     }
 
@@ -209,6 +215,8 @@ pub struct BindingCache {
     by_mn_id: HashTable<u32>,
     /// Slot index in the low 32 bits, position of the prefix in the entry above.
     by_prefix: HashTable<u64>,
+    /// Slot indices of the entries with an IPv4 home address, hashed by it.
+    by_ipv4: HashTable<u32>,
     hasher: FixedState,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
 }
@@ -242,6 +250,7 @@ impl BindingCache {
             len: 0,
             by_mn_id: HashTable::new(),
             by_prefix: HashTable::new(),
+            by_ipv4: HashTable::new(),
             hasher: FixedState::with_seed(seed),
             timers: BinaryHeap::new(),
         }
@@ -270,8 +279,8 @@ impl BindingCache {
     }
 
     /// Mutable access for fields that no index or timer depends on. Change prefixes or
-    /// MN-ID through [`BindingCache::set_prefixes`], deadlines through
-    /// [`BindingCache::reschedule`].
+    /// MN-ID through [`BindingCache::set_prefixes`], the IPv4 home address through
+    /// [`BindingCache::set_ipv4`], deadlines through [`BindingCache::reschedule`].
     pub fn get_mut(&mut self, id: SessionId) -> Option<&mut BindingCacheEntry> {
         self.slots.get_mut(id.0 as usize)?.entry.as_mut()
     }
@@ -292,6 +301,46 @@ impl BindingCache {
         self.by_prefix
             .find(h, |v| prefix_at(&self.slots, *v) == Some(prefix))
             .map(|v| SessionId(*v as u32))
+    }
+
+    /// The session holding IPv4 home address `addr` (RFC 5844 §3.1.2.7).
+    pub fn by_ipv4(&self, addr: &Ipv4Addr) -> Option<SessionId> {
+        let h = self.hasher.hash_one(addr);
+        self.by_ipv4
+            .find(h, |i| ipv4_at(&self.slots, *i) == Some(addr))
+            .map(|i| SessionId(*i))
+    }
+
+    /// Sets (or clears) a session's IPv4 home address, keeping its index right. The address
+    /// must not be held by another session.
+    pub fn set_ipv4(&mut self, id: SessionId, ipv4: Option<Ipv4HomeAddress>) {
+        let idx = id.0;
+        let Some(old) = self
+            .slots
+            .get_mut(idx as usize)
+            .and_then(|s| s.entry.as_mut())
+            .map(|e| core::mem::replace(&mut e.ipv4, ipv4))
+        else {
+            return;
+        };
+        if let Some(old) = old {
+            let h = self.hasher.hash_one(old.address);
+            if let Ok(e) = self.by_ipv4.find_entry(h, |i| *i == idx) {
+                e.remove();
+            }
+        }
+        self.index_ipv4(idx);
+    }
+
+    fn index_ipv4(&mut self, idx: u32) {
+        let Some(a) = ipv4_at(&self.slots, idx).copied() else {
+            return;
+        };
+        let h = self.hasher.hash_one(a);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_ipv4.insert_unique(h, idx, |i| {
+            ipv4_at(slots, *i).map_or(0, |a| hasher.hash_one(a))
+        });
     }
 
     /// The session whose home network prefix covers `addr` (a mobile node's address).
@@ -332,6 +381,7 @@ impl BindingCache {
             self.by_prefix
                 .insert_unique(ph, pack(idx, pos), |v| rehash_prefix(slots, h, *v));
         }
+        self.index_ipv4(idx);
         self.timers.push(Reverse((deadline, idx, generation)));
         self.len += 1;
         SessionId(idx)
@@ -348,6 +398,12 @@ impl BindingCache {
         for p in entry.prefixes.as_slice() {
             let h = self.hasher.hash_one(p);
             if let Ok(e) = self.by_prefix.find_entry(h, |v| *v as u32 == idx) {
+                e.remove();
+            }
+        }
+        if let Some(v4) = entry.ipv4 {
+            let h = self.hasher.hash_one(v4.address);
+            if let Ok(e) = self.by_ipv4.find_entry(h, |i| *i == idx) {
                 e.remove();
             }
         }
@@ -472,7 +528,9 @@ impl BindingCache {
                 Prefixes::Many(v) => v.len() * core::mem::size_of::<Ipv6Net>(),
             })
             .sum();
-        let tables = self.by_mn_id.allocation_size() + self.by_prefix.allocation_size();
+        let tables = self.by_mn_id.allocation_size()
+            + self.by_prefix.allocation_size()
+            + self.by_ipv4.allocation_size();
         let heap = self.timers.capacity() * core::mem::size_of::<Reverse<(Instant, u32, u32)>>();
         slots + strings + many + tables + heap + self.free.capacity() * 4
     }
@@ -480,6 +538,10 @@ impl BindingCache {
 
 fn entry_of(slots: &[Slot], i: u32) -> Option<&BindingCacheEntry> {
     slots.get(i as usize)?.entry.as_ref()
+}
+
+fn ipv4_at(slots: &[Slot], i: u32) -> Option<&Ipv4Addr> {
+    entry_of(slots, i)?.ipv4.as_ref().map(|v| &v.address)
 }
 
 fn pack(idx: u32, pos: usize) -> u64 {

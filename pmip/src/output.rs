@@ -4,7 +4,7 @@
 use core::time::Duration;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::types::LinkLayerAddress;
 
@@ -21,57 +21,59 @@ pub struct Transmit {
 pub struct AccessLink(pub u32);
 
 /// A change to the kernel datapath. Each command is idempotent: `Set*` replaces whatever was
-/// there for the prefix, `Remove*` tolerates absence.
+/// there for the prefix, `Remove*` tolerates absence. A prefix is a home network prefix, or
+/// an IPv4 home address as a `/32` (RFC 5844 §3.1.2.2, §3.2.3.2): the same tunnels carry
+/// both, IPv4-in-IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataplaneCommand {
     /// LMA: tunnel traffic for `prefix` to the MAG at `proxy_coa` (RFC 5213 §5.6.1, §5.6.2).
     SetDownlink {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         proxy_coa: Ipv6Addr,
     },
     /// LMA: drop traffic for `prefix` (a de-registered session waiting to be deleted,
     /// RFC 5213 §5.3.5).
     DropDownlink {
-        prefix: Ipv6Net,
+        prefix: IpNet,
     },
     /// LMA: forget `prefix`.
     RemoveDownlink {
-        prefix: Ipv6Net,
+        prefix: IpNet,
     },
     /// MAG: tunnel traffic from `prefix` to `peer`: the LMA (RFC 5213 §6.10.5), or during a
     /// fast handover the previous MAG (RFC 5949 §4.1 step (j)).
     SetUplink {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         peer: Ipv6Addr,
     },
     RemoveUplink {
-        prefix: Ipv6Net,
+        prefix: IpNet,
     },
     /// MAG: `prefix` is on-link on `link`; with `local_routing`, traffic between nodes of
     /// this MAG stays local (EnableMAGLocalRouting, RFC 5213 §6.10.3).
     SetAccessRoute {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         link: AccessLink,
         local_routing: bool,
     },
     RemoveAccessRoute {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         link: AccessLink,
     },
     /// MAG, fast handover: tunnel traffic for `prefix` to the MAG at `peer` (the previous MAG
     /// forwards to the new one, RFC 5949 §4.2).
     ForwardDownlink {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         peer: Ipv6Addr,
     },
     /// MAG, fast handover: stop forwarding `prefix`.
     RemoveForward {
-        prefix: Ipv6Net,
+        prefix: IpNet,
     },
     /// MAG, fast handover: hold traffic for `prefix` in the buffer (RFC 5949 §4.1: "packets
     /// ... MAY be buffered"), bounded by `fast_handover.buffer_packets` / `buffer_bytes`.
     Buffer {
-        prefix: Ipv6Net,
+        prefix: IpNet,
     },
     /// MAG, fast handover: release what the buffer holds for `prefix`, in arrival order.
     /// Without `deliver`, along the prefix's route as it is now (the tunnel to the new MAG) and
@@ -80,7 +82,7 @@ pub enum DataplaneCommand {
     /// until the prefix's route changes: so nothing that arrives meanwhile can overtake the
     /// buffered packets.
     FlushBuffer {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         deliver: Option<(AccessLink, LinkLayerAddress)>,
     },
     /// MAG, fast handover: send what the buffer holds for `prefix` to the MAG at `peer`
@@ -88,12 +90,12 @@ pub enum DataplaneCommand {
     /// prefix after it, until `RemoveForward`: the prefix's route stays on the buffer, so
     /// nothing that arrives meanwhile can overtake what was held (the reactive PMAG).
     ForwardBuffer {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         peer: Ipv6Addr,
     },
     /// MAG, fast handover: drop what the buffer holds for `prefix` (the handover failed).
     DiscardBuffer {
-        prefix: Ipv6Net,
+        prefix: IpNet,
     },
 }
 

@@ -7,7 +7,7 @@
 //! subscribers without a million profiles.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
@@ -24,7 +24,9 @@ pub enum PolicyError {
         address: LinkLayerAddress,
         owner: String,
     },
-    #[error("a wildcard profile ({0}) cannot pin prefixes or link-layer addresses")]
+    #[error(
+        "a wildcard profile ({0}) cannot pin prefixes, IPv4 home addresses or link-layer addresses"
+    )]
     WildcardWithPinnedValues(String),
     #[error("{0}")]
     Invalid(String),
@@ -57,6 +59,8 @@ pub struct PolicyStore {
     profiles: BTreeMap<String, Entry>,
     by_link_layer: BTreeMap<LinkLayerAddress, String>,
     pinned: BTreeMap<Ipv6Net, String>,
+    /// Pinned IPv4 home addresses (RFC 5844 §3.2.2) and their nodes.
+    pinned4: BTreeMap<Ipv4Addr, String>,
     /// Realm -> the key of its `*@realm` profile, so a wildcard lookup allocates nothing.
     realms: BTreeMap<String, String>,
     mags: AuthorizedMags,
@@ -103,7 +107,9 @@ impl PolicyStore {
         p.validate("profile")
             .map_err(|e| PolicyError::Invalid(e.to_string()))?;
         if is_wildcard(id)
-            && !(p.home_network_prefixes.is_empty() && p.link_layer_addresses.is_empty())
+            && !(p.home_network_prefixes.is_empty()
+                && p.link_layer_addresses.is_empty()
+                && p.ipv4_home_address.is_none())
         {
             return Err(PolicyError::WildcardWithPinnedValues(id.to_owned()));
         }
@@ -123,7 +129,17 @@ impl PolicyStore {
                 });
             }
         }
+        if let Some(a) = p.ipv4_home_address
+            && let Some(owner) = self.pinned4.get(&a).filter(|o| o.as_str() != id)
+        {
+            return Err(PolicyError::Invalid(format!(
+                "IPv4 home address {a} is already pinned to {owner}"
+            )));
+        }
         let old = self.remove(id);
+        if let Some(a) = p.ipv4_home_address {
+            self.pinned4.insert(a, id.to_owned());
+        }
         for prefix in &p.home_network_prefixes {
             self.pinned.insert(*prefix, id.to_owned());
         }
@@ -145,6 +161,9 @@ impl PolicyStore {
         }
         for ll in &old.link_layer_addresses {
             self.by_link_layer.remove(ll);
+        }
+        if let Some(a) = old.ipv4_home_address {
+            self.pinned4.remove(&a);
         }
         if let Some(realm) = mn_id.strip_prefix("*@") {
             self.realms.remove(realm);
@@ -199,6 +218,15 @@ impl PolicyStore {
 
     pub fn is_pinned(&self, prefix: &Ipv6Net) -> bool {
         self.pinned.contains_key(prefix)
+    }
+
+    /// The node an IPv4 home address is pinned to.
+    pub fn pinned_ipv4_owner(&self, a: &Ipv4Addr) -> Option<&str> {
+        self.pinned4.get(a).map(String::as_str)
+    }
+
+    pub fn is_ipv4_pinned(&self, a: &Ipv4Addr) -> bool {
+        self.pinned4.contains_key(a)
     }
 
     pub fn profiles(&self) -> impl Iterator<Item = &MobileNodeProfile> {

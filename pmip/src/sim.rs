@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::IpNet;
 
 use crate::config::{LmaConfig, MagConfig};
 use crate::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot};
@@ -44,15 +44,15 @@ pub enum Downlink {
 /// into the tunnel to another MAG, or into the buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MagDatapath {
-    pub uplinks: BTreeMap<Ipv6Net, Ipv6Addr>,
-    pub access_routes: BTreeMap<Ipv6Net, (AccessLink, bool)>,
-    pub forwards: BTreeMap<Ipv6Net, Ipv6Addr>,
-    pub buffering: std::collections::BTreeSet<Ipv6Net>,
+    pub uplinks: BTreeMap<IpNet, Ipv6Addr>,
+    pub access_routes: BTreeMap<IpNet, (AccessLink, bool)>,
+    pub forwards: BTreeMap<IpNet, Ipv6Addr>,
+    pub buffering: std::collections::BTreeSet<IpNet>,
     /// Prefixes whose buffer delivers straight to the node until their route changes.
-    pub delivering: BTreeMap<Ipv6Net, (AccessLink, LinkLayerAddress)>,
+    pub delivering: BTreeMap<IpNet, (AccessLink, LinkLayerAddress)>,
     /// Every buffer flush and discard, in order.
-    pub flushed: Vec<Ipv6Net>,
-    pub discarded: Vec<Ipv6Net>,
+    pub flushed: Vec<IpNet>,
+    pub discarded: Vec<IpNet>,
 }
 
 /// What a drop filter decides for a packet.
@@ -75,7 +75,8 @@ pub struct Sim {
     packets: BTreeMap<usize, Packet>,
     next_packet: usize,
     seq: u64,
-    pub lma_datapath: BTreeMap<Ipv6Net, Downlink>,
+    /// Home network prefixes and IPv4 home addresses (`/32`).
+    pub lma_datapath: BTreeMap<IpNet, Downlink>,
     pub mag_datapaths: Vec<MagDatapath>,
     pub lma_events: Vec<(Instant, LmaEvent)>,
     pub mag_events: Vec<(Instant, usize, MagEvent)>,

@@ -4,7 +4,7 @@
 use core::time::Duration;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use pmip::cache::BindingState;
 use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile, ReplayProtection};
 use pmip::sim::{Downlink, Packet, Sim};
@@ -213,7 +213,7 @@ fn rfc5213_5_3_5_and_5_4_1_1_a_late_deregistration_from_the_previous_mag_is_igno
     sim.attach(1, ll(1));
     sim.settle(Duration::from_secs(2));
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
     let id = nai(1);
@@ -224,7 +224,7 @@ fn rfc5213_5_3_5_and_5_4_1_1_a_late_deregistration_from_the_previous_mag_is_igno
         assert_eq!(e, &before);
         assert_eq!(e.state, BindingState::Active);
         assert_eq!(
-            sim.lma_datapath.get(&p),
+            sim.lma_datapath.get(&IpNet::from(p)),
             Some(&Downlink::Tunnel(mag_addr(1)))
         );
     };

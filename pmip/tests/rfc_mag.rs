@@ -4,6 +4,7 @@
 use core::time::Duration;
 use std::net::Ipv6Addr;
 
+use ipnet::IpNet;
 use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile};
 use pmip::sim::Sim;
 use pmip::types::{LinkLayerAddress, Nai};
@@ -253,8 +254,18 @@ fn two_interfaces_of_one_node_on_one_mag_are_two_mobility_sessions() {
     assert_eq!(b.link.0, 2);
     assert_ne!(a.prefixes, b.prefixes);
     let dp = &sim.mag_datapaths[0];
-    assert_eq!(dp.access_routes.get(&a.prefixes[0]).map(|r| r.0.0), Some(1));
-    assert_eq!(dp.access_routes.get(&b.prefixes[0]).map(|r| r.0.0), Some(2));
+    assert_eq!(
+        dp.access_routes
+            .get(&IpNet::from(a.prefixes[0]))
+            .map(|r| r.0.0),
+        Some(1)
+    );
+    assert_eq!(
+        dp.access_routes
+            .get(&IpNet::from(b.prefixes[0]))
+            .map(|r| r.0.0),
+        Some(2)
+    );
     assert_eq!(sim.lma.cache().sessions_of(&nai(1)).count(), 2);
     let sent = pbus(&sim);
     assert_eq!(sent.len(), 2, "{sent:?}");
@@ -285,12 +296,12 @@ fn two_interfaces_of_one_node_on_one_mag_are_two_mobility_sessions() {
     assert!(
         sim.mag_datapaths[0]
             .access_routes
-            .contains_key(&a.prefixes[0])
+            .contains_key(&IpNet::from(a.prefixes[0]))
     );
     assert!(
         !sim.mag_datapaths[0]
             .access_routes
-            .contains_key(&b.prefixes[0])
+            .contains_key(&IpNet::from(b.prefixes[0]))
     );
     let cache = sim.lma.cache();
     let live: Vec<_> = cache
@@ -315,7 +326,10 @@ fn one_interface_moving_between_links_of_one_mag_keeps_its_session() {
     assert_eq!(sim.mags[0].bindings_of(&nai(1)).count(), 1);
     assert_eq!(sim.mags[0].binding(&nai(1)).unwrap().link.0, 2);
     assert_eq!(
-        sim.mag_datapaths[0].access_routes.get(&p).map(|r| r.0.0),
+        sim.mag_datapaths[0]
+            .access_routes
+            .get(&IpNet::from(p))
+            .map(|r| r.0.0),
         Some(2)
     );
     assert_eq!(pbus(&sim).len(), 1);
@@ -362,10 +376,22 @@ fn a_reactive_handover_of_one_interface_leaves_the_other_in_place() {
             .is_bound()
     );
     assert!(sim.mags[0].binding_by_link_layer(&ll(0x101)).is_none());
-    assert!(sim.mag_datapaths[0].access_routes.contains_key(&pa[0]));
+    assert!(
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(pa[0]))
+    );
     assert!(sim.mag_datapaths[0].forwards.is_empty());
-    assert!(sim.mag_datapaths[1].access_routes.contains_key(&pb[0]));
-    assert!(!sim.mag_datapaths[1].access_routes.contains_key(&pa[0]));
+    assert!(
+        sim.mag_datapaths[1]
+            .access_routes
+            .contains_key(&IpNet::from(pb[0]))
+    );
+    assert!(
+        !sim.mag_datapaths[1]
+            .access_routes
+            .contains_key(&IpNet::from(pa[0]))
+    );
 }
 
 /// Whether MAG `mag` sent node `l` an RA withdrawing `prefix` (prefix lifetime zero).
@@ -392,10 +418,10 @@ fn advertised(sim: &Sim, mag: usize, l: LinkLayerAddress, prefix: ipnet::Ipv6Net
 /// buffer handing it packets.
 fn unrouted(sim: &Sim, mag: usize, prefix: ipnet::Ipv6Net) -> bool {
     let d = &sim.mag_datapaths[mag];
-    !d.access_routes.contains_key(&prefix)
-        && !d.uplinks.contains_key(&prefix)
-        && !d.delivering.contains_key(&prefix)
-        && !d.buffering.contains(&prefix)
+    !d.access_routes.contains_key(&IpNet::from(prefix))
+        && !d.uplinks.contains_key(&IpNet::from(prefix))
+        && !d.delivering.contains_key(&IpNet::from(prefix))
+        && !d.buffering.contains(&IpNet::from(prefix))
 }
 
 /// A two-MAG fast-handover domain where the LMA does not authorize MAG2: its PBUs get 154.
@@ -540,7 +566,11 @@ fn a_stale_context_prefix_is_withdrawn_and_unrouted_after_the_first_accept() {
     );
     assert!(!withdrawn(&sim, 1, ll(1), p));
     assert!(unrouted(&sim, 1, wrong), "{:?}", sim.mag_datapaths[1]);
-    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert!(
+        sim.mag_datapaths[1]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     // Withdrawing a stale prefix does not withdraw the default router.
     let (_, _, last) = sim
         .router_advertisements
@@ -576,7 +606,10 @@ fn the_new_mag_acknowledges_a_context_with_code_5() {
         .collect();
     assert_eq!(codes, vec![HackCode::ContextTransferAccepted]);
     let p = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
-    assert_eq!(sim.mag_datapaths[0].forwards.get(&p), Some(&mag_addr(1)));
+    assert_eq!(
+        sim.mag_datapaths[0].forwards.get(&IpNet::from(p)),
+        Some(&mag_addr(1))
+    );
 }
 
 /// `pba` re-encoded with its Handoff Indicator option set to `hi`.
@@ -700,7 +733,9 @@ fn a_refresh_answered_with_another_handoff_indicator_is_not_retransmitted() {
         BulState::Halted
     );
     assert!(
-        sim.mag_datapaths[0].access_routes.contains_key(&p),
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(p)),
         "served until expiry"
     );
     sim.run_for(lifetime);
@@ -775,7 +810,11 @@ fn an_inter_mag_revocation_of_an_attached_node_is_refused_with_132() {
             "{t:?}"
         );
         assert!(sim.mags[0].binding(&nai(1)).unwrap().is_bound());
-        assert!(sim.mag_datapaths[0].access_routes.contains_key(&p));
+        assert!(
+            sim.mag_datapaths[0]
+                .access_routes
+                .contains_key(&IpNet::from(p))
+        );
     }
     // The node leaves (reactive: MAG1 holds its binding while a new MAG may ask for it).
     sim.detach(0, ll(1));

@@ -4,7 +4,7 @@
 use core::time::Duration;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use pmip::cache::BindingState;
 use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile, PrefixPool};
 use pmip::lma::{LmaEvent, RemovalReason};
@@ -93,14 +93,18 @@ fn first_attach_registers_programs_both_ends_and_advertises() {
     let p = prefix_of(&sim, 1);
     assert_eq!(p.to_string(), "2001:db8:100::/64");
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(0)))
     );
     assert_eq!(
-        sim.mag_datapaths[0].uplinks.get(&p),
+        sim.mag_datapaths[0].uplinks.get(&IpNet::from(p)),
         Some(&LMA.parse().unwrap())
     );
-    assert!(sim.mag_datapaths[0].access_routes.contains_key(&p));
+    assert!(
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     let (_, _, ra) = sim.router_advertisements.last().unwrap();
     assert_eq!(ra.prefixes, vec![p]);
     assert_eq!(ra.mn_link_layer, ll(1));
@@ -265,7 +269,7 @@ fn lifetime_expiry_removes_the_binding_at_both_ends() {
     }));
     sim.run_for(Duration::from_secs(3700));
     assert!(sim.lma.cache().is_empty());
-    assert!(!sim.lma_datapath.contains_key(&p));
+    assert!(!sim.lma_datapath.contains_key(&IpNet::from(p)));
     assert!(sim.lma_events.iter().any(|(_, e)| matches!(
         e,
         LmaEvent::BindingRemoved {
@@ -297,7 +301,7 @@ fn reattach_within_min_delay_keeps_the_prefix_and_after_it_the_entry_is_gone() {
         sim.lma.cache().get(s).unwrap().state,
         BindingState::Deregistering
     ));
-    assert_eq!(sim.lma_datapath.get(&p), Some(&Downlink::Drop));
+    assert_eq!(sim.lma_datapath.get(&IpNet::from(p)), Some(&Downlink::Drop));
     assert!(sim.mags[0].binding(&nai(1)).is_none());
     // Back within MinDelayBeforeBCEDelete (10 s): same prefix.
     sim.run_for(Duration::from_secs(5));
@@ -305,7 +309,7 @@ fn reattach_within_min_delay_keeps_the_prefix_and_after_it_the_entry_is_gone() {
     sim.settle(Duration::from_secs(2));
     assert_eq!(prefix_of(&sim, 1), p);
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(0)))
     );
     // Detach again and stay away: the entry goes after 10 s.
@@ -343,7 +347,7 @@ fn a_late_deregistration_from_the_previous_mag_does_not_remove_the_new_binding()
     assert_eq!(e.proxy_coa, mag_addr(1));
     assert_eq!(e.state, BindingState::Active);
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
     assert_eq!(e.handover_count, 1);
@@ -406,7 +410,7 @@ fn a_deregistration_from_a_mag_that_no_longer_holds_the_binding_is_ignored() {
     let e = sim.lma.cache().get(s).unwrap();
     assert_eq!(e.state, BindingState::Active);
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
 }
@@ -426,7 +430,7 @@ fn a_thousand_handoffs_keep_the_prefix() {
         assert!(bound_at(&sim, to, 1), "handoff {i}");
         assert_eq!(prefix_of(&sim, 1), p, "handoff {i}");
         assert_eq!(
-            sim.lma_datapath.get(&p),
+            sim.lma_datapath.get(&IpNet::from(p)),
             Some(&Downlink::Tunnel(mag_addr(to)))
         );
     }
@@ -451,7 +455,7 @@ fn handoff_without_deregistration_moves_the_binding() {
     sim.settle(Duration::from_secs(2));
     assert_eq!(prefix_of(&sim, 1), p);
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
 }
@@ -555,7 +559,7 @@ fn a_replayed_old_pbu_is_refused_and_changes_nothing() {
     sim.settle(Duration::from_secs(1));
     assert_eq!(last_pba(&sim).0, Status::TimestampLowerThanPrevAccepted);
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
     // A replay much later falls outside the window.
@@ -571,7 +575,7 @@ fn a_replayed_old_pbu_is_refused_and_changes_nothing() {
     sim.settle(Duration::from_secs(1));
     assert_eq!(last_pba(&sim).0, Status::TimestampMismatch);
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
 }
@@ -591,7 +595,7 @@ fn an_unauthorized_mag_gets_154_and_nothing_changes() {
         BulState::Denied { .. }
     ));
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(0)))
     );
     assert!(sim.mag_datapaths[1].uplinks.is_empty());
@@ -729,7 +733,7 @@ fn revocation_tears_down_both_ends() {
     assert!(sim.lma_do(|lma, now, _| lma.remove_profile(now, &nai(1), true)));
     sim.settle(Duration::from_secs(2));
     assert!(sim.lma.cache().sessions_of(&nai(1)).next().is_none());
-    assert!(!sim.lma_datapath.contains_key(&p));
+    assert!(!sim.lma_datapath.contains_key(&IpNet::from(p)));
     assert!(sim.mags[0].binding(&nai(1)).is_none());
     assert!(
         sim.mag_events_of(0)
@@ -809,7 +813,10 @@ fn handoff_state_unknown_waits_for_the_deregistration() {
     sim.inject(pbu_bytes(mag2, 1, 3600, &o2));
     sim.run_for(Duration::from_millis(500));
     // Nothing yet: waiting.
-    assert_eq!(sim.lma_datapath.get(&p), Some(&Downlink::Tunnel(mag1)));
+    assert_eq!(
+        sim.lma_datapath.get(&IpNet::from(p)),
+        Some(&Downlink::Tunnel(mag1))
+    );
     // MAG1 de-registers: the waiting PBU goes ahead as a handoff, prefix kept.
     let mut o1 = std_opts(id.as_bytes(), Timestamp::from_wall_clock(sim.wall()), p);
     o1[2] = MobilityOption::HandoffIndicator(HandoffIndicator::HandoffStateUnknown);
@@ -817,7 +824,10 @@ fn handoff_state_unknown_waits_for_the_deregistration() {
     sim.settle(Duration::from_secs(1));
     assert_eq!(sim.lma.cache().len(), 1);
     assert_eq!(prefix_of(&sim, 1), p);
-    assert_eq!(sim.lma_datapath.get(&p), Some(&Downlink::Tunnel(mag2)));
+    assert_eq!(
+        sim.lma_datapath.get(&IpNet::from(p)),
+        Some(&Downlink::Tunnel(mag2))
+    );
 
     // And without a de-registration, MaxDelayBeforeNewBCEAssign (1.5 s) later, a new session.
     let mut sim = domain(2, 1);
@@ -1126,20 +1136,27 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     })
     .unwrap();
     sim.run_for(Duration::from_millis(5));
-    assert!(sim.mag_datapaths[1].buffering.contains(&p), "NMAG buffers");
+    assert!(
+        sim.mag_datapaths[1].buffering.contains(&IpNet::from(p)),
+        "NMAG buffers"
+    );
     assert_eq!(
-        sim.mag_datapaths[0].forwards.get(&p),
+        sim.mag_datapaths[0].forwards.get(&IpNet::from(p)),
         Some(&mag_addr(1)),
         "PMAG forwards"
     );
-    assert!(!sim.mag_datapaths[0].access_routes.contains_key(&p));
+    assert!(
+        !sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     assert_eq!(
         sim.mags[1].binding(&nai(1)).unwrap().state,
         pmip::mag::BulState::Expected
     );
     // The LMA knows nothing yet: the binding still points at MAG1.
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(0)))
     );
     let ras_before = sim.router_advertisements.len();
@@ -1148,15 +1165,19 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     sim.detach(0, ll(1));
     let t_attach = sim.now;
     sim.attach(1, ll(1));
-    assert!(sim.mag_datapaths[1].flushed.contains(&p));
+    assert!(sim.mag_datapaths[1].flushed.contains(&IpNet::from(p)));
     // The buffer delivers straight to the node until the PBA switches the route.
     assert_eq!(
-        sim.mag_datapaths[1].delivering.get(&p),
+        sim.mag_datapaths[1].delivering.get(&IpNet::from(p)),
         Some(&(pmip::output::AccessLink(1), ll(1)))
     );
-    assert!(!sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert!(
+        !sim.mag_datapaths[1]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     assert_eq!(
-        sim.mag_datapaths[1].uplinks.get(&p),
+        sim.mag_datapaths[1].uplinks.get(&IpNet::from(p)),
         Some(&mag_addr(0)),
         "uplink via the PMAG"
     );
@@ -1174,14 +1195,18 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     assert_eq!(deregs, 0);
     // The PBA switched everything to the normal path and the tunnel between MAGs is gone.
     assert_eq!(
-        sim.lma_datapath.get(&p),
+        sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
     assert_eq!(
-        sim.mag_datapaths[1].uplinks.get(&p),
+        sim.mag_datapaths[1].uplinks.get(&IpNet::from(p)),
         Some(&LMA.parse().unwrap())
     );
-    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert!(
+        sim.mag_datapaths[1]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     assert!(sim.mag_datapaths[1].delivering.is_empty());
     assert!(sim.mag_datapaths[0].forwards.is_empty());
     assert!(sim.mags[0].binding(&nai(1)).is_none());
@@ -1211,28 +1236,35 @@ fn reactive_fast_handover_recovers_the_previous_mags_packets() {
     sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
     // The node leaves MAG1 unannounced: MAG1 buffers instead of de-registering.
     sim.detach(0, ll(1));
-    assert!(sim.mag_datapaths[0].buffering.contains(&p));
+    assert!(sim.mag_datapaths[0].buffering.contains(&IpNet::from(p)));
     sim.run_for(Duration::from_millis(30));
     // It appears at MAG2: HI with 'U' to MAG1 (keep buffering, send the context), and a PBU
     // to the LMA.
     sim.attach(1, ll(1));
     sim.run_for(Duration::from_micros(1500));
     assert!(
-        sim.mag_datapaths[0].buffering.contains(&p),
+        sim.mag_datapaths[0].buffering.contains(&IpNet::from(p)),
         "still buffering"
     );
     assert!(sim.mag_datapaths[0].forwards.is_empty());
     // The HAck brings the context: MAG2 routes the prefix to the node, advertises it, and
     // only then asks for the packets (HI with 'F'); MAG1 flushes into the tunnel.
     sim.run_for(Duration::from_millis(1));
-    assert!(sim.mag_datapaths[1].access_routes.contains_key(&p));
+    assert!(
+        sim.mag_datapaths[1]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     assert!(
         sim.mag_datapaths[0].flushed.is_empty(),
         "not before MAG2 is ready"
     );
     sim.run_for(Duration::from_millis(1));
-    assert_eq!(sim.mag_datapaths[0].forwards.get(&p), Some(&mag_addr(1)));
-    assert!(sim.mag_datapaths[0].flushed.contains(&p));
+    assert_eq!(
+        sim.mag_datapaths[0].forwards.get(&IpNet::from(p)),
+        Some(&mag_addr(1))
+    );
+    assert!(sim.mag_datapaths[0].flushed.contains(&IpNet::from(p)));
     let hi_flags: Vec<_> = sim
         .sent
         .iter()
@@ -1294,7 +1326,7 @@ fn a_departed_node_nobody_claims_is_deregistered_after_the_handover_timeout() {
         "still waiting (5 s timeout)"
     );
     sim.run_for(Duration::from_secs(2));
-    assert!(sim.mag_datapaths[0].discarded.contains(&p));
+    assert!(sim.mag_datapaths[0].discarded.contains(&IpNet::from(p)));
     assert!(sim.mags[0].binding(&nai(1)).is_none());
     assert!(
         sim.mag_events_of(0)
@@ -1338,7 +1370,11 @@ fn a_predictive_handover_to_a_silent_mag_fails_cleanly() {
     )));
     // Nothing changed for the node: still served by MAG1.
     assert!(bound_at(&sim, 0, 1));
-    assert!(sim.mag_datapaths[0].access_routes.contains_key(&p));
+    assert!(
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
     assert!(sim.mag_datapaths[0].forwards.is_empty());
 }
 

@@ -481,6 +481,7 @@ mod tests {
                 last_sequence: 7,
                 handover_count: 2,
                 last_handover_gap_ms: Some(12),
+                ipv4_home_address: None,
             },
             state: ViewState::Revoking,
             revision: 42,

@@ -1,11 +1,11 @@
 //! RFC 5213 §5.4.1: which mobility session a request belongs to, from the binding cache
 //! alone.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
-use crate::cache::{BindingCache, BindingState, SessionId};
+use crate::cache::{BindingCache, BindingCacheEntry, BindingState, SessionId};
 use crate::types::LinkLayerAddress;
 use crate::wire::{AccessTechnologyType, HandoffIndicator, Status};
 
@@ -16,6 +16,8 @@ pub struct LookupKey<'a> {
     pub mn_id: &'a str,
     /// The request's NON_ZERO prefixes; empty when it has none (ALL_ZERO, or no option).
     pub prefixes: &'a [Ipv6Net],
+    /// The request's NON_ZERO IPv4 home address, if any (RFC 5844 §3.1.2.7).
+    pub ipv4: Option<Ipv4Addr>,
     pub handoff_indicator: HandoffIndicator,
     pub access_technology_type: AccessTechnologyType,
     pub link_layer_address: Option<LinkLayerAddress>,
@@ -59,19 +61,32 @@ pub fn lookup(cache: &BindingCache, key: &LookupKey<'_>, wait_for_deregistration
         if !e.prefixes.same_set(requested) {
             return Lookup::Reject(Status::BcePbuPrefixSetDoNotMatch);
         }
-        // Rule 5.
-        let same_att = e.access_technology_type == att;
-        let update = (ll.is_some() && ll == e.mn_link_layer_id && same_att)
-            || hi == HandoffIndicator::HandoffBetweenInterfaces
-            || (ll.is_none()
-                && e.mn_link_layer_id.is_none()
-                && same_att
-                && hi == HandoffIndicator::HandoffBetweenMags)
-            || (e.proxy_coa == key.proxy_coa && same_att);
-        // Rule 6: otherwise a new mobility session. Its prefixes are held by this one, so
+        // Rule 5; rule 6: otherwise a new mobility session. Its prefixes are held by this one, so
         // §5.3.2 rule 3 refuses a registration (155); a de-registration associated with no
         // session is silently ignored.
-        return if update {
+        return if updates(e, key) {
+            Lookup::Existing(s)
+        } else {
+            Lookup::New
+        };
+    }
+    if let Some(a) = key.ipv4 {
+        // RFC 5844 §3.1.2.7: no NON_ZERO prefix, a NON_ZERO IPv4 home address: the rules of
+        // §5.4.1.1 with that one address as the key, in the request and in the entry.
+        let Some(s) = cache.by_ipv4(&a) else {
+            return Lookup::New;
+        };
+        let Some(e) = cache.get(s) else {
+            return Lookup::New;
+        };
+        // Rule 3, with the IPv4 status of RFC 5844 §3.3.5. Rule 4 (the same set) holds: one
+        // address, found by itself.
+        if *e.mn_id != *key.mn_id {
+            return Lookup::Reject(Status::NotAuthorizedForIpv4HomeAddress);
+        }
+        // Rules 5 and 6 as above: a new session, whose registration is refused because the
+        // address is this one's (§3.1.2.2); a de-registration is ignored.
+        return if updates(e, key) {
             Lookup::Existing(s)
         } else {
             Lookup::New
@@ -116,6 +131,21 @@ pub fn lookup(cache: &BindingCache, key: &LookupKey<'_>, wait_for_deregistration
         (HandoffIndicator::HandoffStateUnknown, Some(s)) => wait_or_update(s),
         _ => Lookup::New,
     }
+}
+
+/// §5.4.1.1 rule 5: whether a request that names an entry's prefixes (or its IPv4 home
+/// address) updates that entry.
+fn updates(e: &BindingCacheEntry, key: &LookupKey<'_>) -> bool {
+    let ll = key.link_layer_address;
+    let same_att = e.access_technology_type == key.access_technology_type;
+    let hi = key.handoff_indicator;
+    (ll.is_some() && ll == e.mn_link_layer_id && same_att)
+        || hi == HandoffIndicator::HandoffBetweenInterfaces
+        || (ll.is_none()
+            && e.mn_link_layer_id.is_none()
+            && same_att
+            && hi == HandoffIndicator::HandoffBetweenMags)
+        || (e.proxy_coa == key.proxy_coa && same_att)
 }
 
 #[cfg(test)]
@@ -221,6 +251,7 @@ mod tests {
             mn_link_layer_id: r.ll.map(|n| MnLinkLayerId::Address(ll(n))),
             link_local_address: None,
             gre_key: false,
+            ipv4: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! The local mobility anchor as a pure state machine (RFC 5213 §5, RFC 5846 §8.1,
-//! RFC 5847).
+//! The local mobility anchor as a pure state machine (RFC 5213 §5, RFC 5844 §3.1,
+//! RFC 5846 §8.1, RFC 5847).
 //!
 //! Feed it messages with [`Lma::handle_message`], clock ticks with [`Lma::handle_timeout`]
 //! and administrative commands; drain [`Lma::poll_output`] after each call and sleep until
@@ -7,14 +7,15 @@
 
 use core::time::Duration;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{BindingCache, BindingCacheEntry, BindingState, Ordering, Prefixes, SessionId};
 use crate::config::{LinkLocalMode, LmaConfig, MobileNodeProfile};
 use crate::heartbeat::{Heartbeats, PeerEvent};
+use crate::ipv4_pool::{Ipv4Allocator, Ipv4HomeAddress};
 use crate::output::{DataplaneCommand, Transmit};
 use crate::policy::{AuthorizedMags, PolicyError, PolicyStore};
 use crate::prefix::PrefixAllocator;
@@ -23,8 +24,9 @@ use crate::time::{Instant, ms, secs};
 use crate::types::LinkLayerAddress;
 use crate::wire::{
     BaFlags, BindingAck, BindingError, BindingErrorStatus, BindingRevocation, BindingRevocationAck,
-    BindingRevocationIndication, BraStatus, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption,
-    Options, RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp, WallClock,
+    BindingRevocationIndication, BraStatus, Ipv4HoaStatus, Lifetime, MN_ID_SUBTYPE_NAI, Message,
+    MobilityOption, Options, RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp,
+    WallClock,
 };
 
 mod lookup;
@@ -32,7 +34,7 @@ mod registration;
 
 pub use lookup::{Lookup, LookupKey, lookup};
 use registration::Reply;
-pub use registration::{MnLinkLayerId, Registration, RequestedPrefixes};
+pub use registration::{Ipv4Request, MnLinkLayerId, Registration, RequestedPrefixes};
 
 /// What happened, for logs, metrics, the gRPC Watch stream and the durable store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,15 +111,21 @@ pub struct BindingRecord {
     pub last_sequence: u16,
     pub handover_count: u32,
     pub last_handover_gap_ms: Option<u64>,
+    /// The IPv4 home address, its subnet and default router (RFC 5844 §3.1.1). Records
+    /// written before IPv4 support have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_home_address: Option<Ipv4HomeAddress>,
 }
 
 impl BindingRecord {
-    /// A key that names the session for as long as it lives: its first prefix.
+    /// A key that names the session for as long as it lives: its first prefix, or for an
+    /// IPv4-only session its IPv4 home address.
     pub fn key(&self) -> String {
-        self.home_network_prefixes
-            .first()
-            .map(|p| p.to_string())
-            .unwrap_or_default()
+        match (self.home_network_prefixes.first(), self.ipv4_home_address) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(v4)) => v4.host().to_string(),
+            (None, None) => String::new(),
+        }
     }
 }
 
@@ -206,6 +214,8 @@ pub struct Lma {
     config: LmaConfig,
     cache: BindingCache,
     prefixes: PrefixAllocator,
+    /// IPv4 home address pools (RFC 5844 §3.1.2.2).
+    ipv4: Ipv4Allocator,
     policy: PolicyStore,
     heartbeats: Heartbeats,
     // Ordered maps, and a seeded hasher in the cache: nothing here iterates in an order that
@@ -240,6 +250,7 @@ impl Lma {
             PolicyStore::from_configuration(&config.mobile_nodes, &config.authorized_mags)?;
         Ok(Lma {
             prefixes: PrefixAllocator::new(&config.prefix_pools),
+            ipv4: Ipv4Allocator::new(&config.ipv4_pools),
             config,
             // Its own stream, so that the rest of `rng` draws what it always drew.
             cache: BindingCache::with_seed(Rng::new(!seed).next_u64()),
@@ -292,23 +303,29 @@ impl Lma {
                 .as_slice()
                 .iter()
                 .any(|p| lma.cache.by_prefix(p).is_some())
+                || entry
+                    .ipv4
+                    .is_some_and(|v4| lma.cache.by_ipv4(&v4.address).is_some())
             {
                 continue;
             }
             for p in entry.prefixes.as_slice() {
                 lma.prefixes.claim(p);
             }
+            if let Some(v4) = entry.ipv4 {
+                lma.ipv4.claim(v4.address);
+            }
             let coa = entry.proxy_coa;
             let deregistering = entry.state == BindingState::Deregistering;
-            let prefixes = entry.prefixes.clone();
+            let homes: Vec<IpNet> = home_nets(&entry).collect();
             lma.cache.insert(entry);
             lma.mag_gained(coa, now);
-            for p in prefixes.as_slice() {
+            for prefix in homes {
                 lma.push(LmaOutput::Dataplane(if deregistering {
-                    DataplaneCommand::DropDownlink { prefix: *p }
+                    DataplaneCommand::DropDownlink { prefix }
                 } else {
                     DataplaneCommand::SetDownlink {
-                        prefix: *p,
+                        prefix,
                         proxy_coa: coa,
                     }
                 }));
@@ -338,7 +355,7 @@ impl Lma {
                 )
             }
         };
-        if r.home_network_prefixes.is_empty() {
+        if r.home_network_prefixes.is_empty() && r.ipv4_home_address.is_none() {
             return None;
         }
         let ordering = Ordering::new(
@@ -358,6 +375,7 @@ impl Lma {
             ordering,
         );
         e.updated_at = at(r.updated_at_ms);
+        e.ipv4 = r.ipv4_home_address;
         e.handover_count = r.handover_count;
         e.set_last_handover_gap(r.last_handover_gap_ms.map(Duration::from_millis));
         match r.delete_at_ms {
@@ -485,6 +503,22 @@ impl Lma {
                 }
             }
         }
+        if let Some(a) = p.ipv4_home_address {
+            // RFC 5844 §3.1.2.2: only an address anchored here can be the node's.
+            if self.ipv4.lease_for(a).is_none() {
+                return Err(PolicyError::Invalid(format!(
+                    "ipv4_home_address {a} is not a node address of any IPv4 pool of this LMA"
+                )));
+            }
+            if let Some(s) = self.cache.by_ipv4(&a)
+                && let Some(holder) = self.cache.get(s).map(|e| &*e.mn_id)
+                && holder != p.mn_id.as_str()
+            {
+                return Err(PolicyError::Invalid(format!(
+                    "IPv4 home address {a} is held by {holder}"
+                )));
+            }
+        }
         let old = self.policy.upsert(p)?;
         self.release_unpinned(old);
         Ok(())
@@ -504,10 +538,17 @@ impl Lma {
     /// Pinned prefixes of a replaced or removed profile go back to their pool unless a
     /// binding still holds them.
     fn release_unpinned(&mut self, old: Option<MobileNodeProfile>) {
+        let v4 = old.as_ref().and_then(|o| o.ipv4_home_address);
         for p in old.into_iter().flat_map(|o| o.home_network_prefixes) {
             if !self.policy.is_pinned(&p) && self.cache.by_prefix(&p).is_none() {
                 self.prefixes.release(&p);
             }
+        }
+        if let Some(a) = v4
+            && !self.policy.is_ipv4_pinned(&a)
+            && self.cache.by_ipv4(&a).is_none()
+        {
+            self.ipv4.release(a);
         }
     }
 
@@ -771,11 +812,21 @@ impl Lma {
         }
     }
 
-    /// RFC 5213 §5.3.2.
+    /// RFC 5213 §5.3.2, and RFC 5844 §3.1.2.2 for the IPv4 home address.
     fn create_session(&mut self, now: Instant, reg: &Registration, granted: Lifetime) {
         let mn_id = &*reg.mn_id;
         let reply = reg.reply();
+        let ipv4 = match self.ipv4_for(reg, None) {
+            Ok(v4) => v4,
+            Err(status) => return self.reject(&reply, status, None, reg.proxy_coa),
+        };
+        let release_ipv4 = |lma: &mut Lma| {
+            if let Some(v4) = ipv4 {
+                lma.release_ipv4(v4.address);
+            }
+        };
         let prefixes: Prefixes = match &reg.prefixes {
+            RequestedPrefixes::Absent => Prefixes::Many(Box::new([])),
             RequestedPrefixes::Named(requested) => {
                 // Rule 3: the prefixes must be ours and the node must be entitled to them.
                 for p in requested.as_slice() {
@@ -785,6 +836,7 @@ impl Lma {
                         None => self.prefixes.owns(p),
                     } && self.cache.by_prefix(p).is_none();
                     if !ok {
+                        release_ipv4(self);
                         return self.reject(
                             &reply,
                             Status::NotAuthorizedForHomeNetworkPrefix,
@@ -815,6 +867,7 @@ impl Lma {
                     {
                         Some(p) => Prefixes::One(p),
                         None => {
+                            release_ipv4(self);
                             return self.reject(
                                 &reply,
                                 Status::InsufficientResources,
@@ -829,8 +882,11 @@ impl Lma {
         for p in prefixes.as_slice() {
             self.prefixes.claim(p);
         }
+        if let Some(v4) = ipv4 {
+            self.ipv4.claim(v4.address);
+        }
         let link_local = self.link_local_for(reg.link_local_address, None);
-        let entry = BindingCacheEntry::new(
+        let mut entry = BindingCacheEntry::new(
             mn_id.into(),
             prefixes.clone(),
             reg.proxy_coa,
@@ -842,16 +898,84 @@ impl Lma {
             now,
             Ordering::new(reg.timestamp, reg.sequence),
         );
+        entry.ipv4 = ipv4;
+        let homes: Vec<IpNet> = home_nets(&entry).collect();
         let session = self.cache.insert(entry);
-        for p in prefixes.as_slice() {
+        // RFC 5844 §3.1.2.2: the IPv4 host route into the same tunnel.
+        for prefix in homes {
             self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
-                prefix: *p,
+                prefix,
                 proxy_coa: reg.proxy_coa,
             }));
         }
         self.mag_gained(reg.proxy_coa, now);
         self.accept(&reply, session, granted, reg.gre_key);
         self.event(LmaEvent::BindingCreated { session });
+    }
+
+    /// RFC 5844 §3.1.2.2: the IPv4 home address `reg` gets, given the one its session has
+    /// (`current`), or the status that refuses it. An address from a pool is handed out
+    /// here; the caller claims it, or releases it when the registration fails after all.
+    fn ipv4_for(
+        &mut self,
+        reg: &Registration,
+        current: Option<Ipv4HomeAddress>,
+    ) -> Result<Option<Ipv4HomeAddress>, Status> {
+        let Some((request, _)) = reg.ipv4 else {
+            return Ok(None);
+        };
+        let not_authorized = Status::NotAuthorizedForIpv4HomeAddress;
+        if let Some(cur) = current {
+            // The session has one: asking for any, or for that one, keeps it; another one
+            // is not the node's to take (RFC 5844 §3.1.2.7 reads one address per session).
+            return match request.named() {
+                None => Ok(Some(cur)),
+                Some(a) if a == cur.address => Ok(Some(cur)),
+                Some(_) => Err(not_authorized),
+            };
+        }
+        let mn_id = &*reg.mn_id;
+        let pinned = self.policy.lookup(mn_id).and_then(|p| p.ipv4_home_address);
+        match request {
+            Ipv4Request::Named(a) => {
+                // RFC 5844 §3.1.2.2: the address must be anchored here (in a pool) and the
+                // node authorized for it: not pinned to another node, not held by another
+                // session, and the node's own pinned address if it has one.
+                let lease = self.ipv4.lease_for(a).ok_or(not_authorized)?;
+                let owner_ok = self.policy.pinned_ipv4_owner(&a).is_none_or(|o| o == mn_id);
+                let free = self.cache.by_ipv4(&a).is_none();
+                if !(owner_ok && free && pinned.is_none_or(|p| p == a)) {
+                    return Err(not_authorized);
+                }
+                Ok(Some(lease))
+            }
+            Ipv4Request::Allocate => {
+                if let Some(p) = pinned
+                    && self.cache.by_ipv4(&p).is_none()
+                    && let Some(lease) = self.ipv4.lease_for(p)
+                {
+                    return Ok(Some(lease));
+                }
+                let (policy, cache) = (&self.policy, &self.cache);
+                self.ipv4
+                    .allocate(|a| policy.is_ipv4_pinned(&a) || cache.by_ipv4(&a).is_some())
+                    .map(Some)
+                    // RFC 5844 §3.1.2.2: no address left: Insufficient resources.
+                    .ok_or(Status::InsufficientResources)
+            }
+        }
+    }
+
+    /// Returns an IPv4 home address to its pool, unless it is pinned to a node.
+    fn release_ipv4(&mut self, a: Ipv4Addr) {
+        if !self.policy.is_ipv4_pinned(&a) {
+            self.ipv4.release(a);
+        }
+    }
+
+    /// IPv4 home addresses the pools can still hand out.
+    pub fn ipv4_addresses_available(&self) -> u64 {
+        self.ipv4.available()
     }
 
     /// RFC 5213 §5.3.3 and §5.3.4: lifetime extension, with or without a handoff.
@@ -863,6 +987,50 @@ impl Lma {
         granted: Lifetime,
     ) {
         let proxy_coa = reg.proxy_coa;
+        let Some(current) = self.cache.get(session) else {
+            return;
+        };
+        let (old_ipv4, had_prefixes) = (current.ipv4, !current.prefixes.as_slice().is_empty());
+        // RFC 5844 §3.1.2.1 last rule: an IPv4 request on a session without IPv4 extends it
+        // (§3.1.2.2); one on a session with IPv4 must name its address or none. Decided
+        // before anything changes: a refusal leaves the binding as it was.
+        let ipv4 = match self.ipv4_for(reg, old_ipv4) {
+            Ok(v4) => v4,
+            Err(status) => return self.reject(&reg.reply(), status, None, reg.proxy_coa),
+        };
+        // RFC 5844 §3.1.2.4: an address family the request leaves out is released (a
+        // SHOULD for the prefixes, and the same for the IPv4 home address); the session
+        // keeps the other.
+        let drop_prefixes =
+            matches!(reg.prefixes, RequestedPrefixes::Absent) && had_prefixes && ipv4.is_some();
+        let drop_ipv4 = reg.ipv4.is_none() && old_ipv4.is_some() && !drop_prefixes;
+        if let Some(v4) = ipv4
+            && old_ipv4.is_none()
+        {
+            self.ipv4.claim(v4.address);
+            self.cache.set_ipv4(session, Some(v4));
+        }
+        if drop_ipv4 && let Some(old) = old_ipv4 {
+            self.cache.set_ipv4(session, None);
+            self.release_ipv4(old.address);
+            self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                prefix: old.host().into(),
+            }));
+        }
+        if drop_prefixes && let Some(e) = self.cache.get(session) {
+            let old = e.prefixes.clone();
+            self.cache
+                .set_prefixes(session, Prefixes::Many(Box::new([])));
+            for p in old.as_slice() {
+                self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                    prefix: (*p).into(),
+                }));
+                if !self.policy.is_pinned(p) {
+                    self.prefixes.release(p);
+                }
+            }
+        }
+        let added_ipv4 = ipv4.is_some() && old_ipv4.is_none();
         let link_local = self.link_local_for(
             reg.link_local_address,
             self.cache.get(session).and_then(|e| e.link_local_address),
@@ -894,15 +1062,21 @@ impl Lma {
             e.handover_count = e.handover_count.saturating_add(1);
             e.set_last_handover_gap(was_deregistering.map(|since| now - since));
         }
-        let prefixes = e.prefixes.clone();
+        let homes: Vec<IpNet> = home_nets(e).collect();
+        let new_ipv4 = e.ipv4.filter(|_| added_ipv4);
         self.cache.reschedule(session);
         if handoff || was_deregistering.is_some() {
-            for p in prefixes.as_slice() {
+            for prefix in homes {
                 self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
-                    prefix: *p,
+                    prefix,
                     proxy_coa,
                 }));
             }
+        } else if let Some(v4) = new_ipv4 {
+            self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
+                prefix: v4.host().into(),
+                proxy_coa,
+            }));
         }
         if handoff {
             self.stats.handoffs += 1;
@@ -940,6 +1114,43 @@ impl Lma {
             self.stats.pbu_ignored += 1;
             return;
         }
+        // RFC 5844 §3.1.2.5 with §3.2.3.3: a de-registration naming only one address family
+        // of a session that has both is selective: that family goes, the entry stays.
+        let has_prefixes = !e.prefixes.as_slice().is_empty();
+        let only_ipv4 = matches!(reg.prefixes, RequestedPrefixes::Absent) && reg.ipv4.is_some();
+        let only_ipv6 = reg.ipv4.is_none() && !matches!(reg.prefixes, RequestedPrefixes::Absent);
+        if e.state == BindingState::Active
+            && ((only_ipv4 && has_prefixes && e.ipv4.is_some())
+                || (only_ipv6 && has_prefixes && e.ipv4.is_some()))
+        {
+            e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
+            let granted = Lifetime::from_secs(e.lifetime_s);
+            if only_ipv4 {
+                let old = e.ipv4;
+                self.cache.set_ipv4(session, None);
+                if let Some(old) = old {
+                    self.release_ipv4(old.address);
+                    self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                        prefix: old.host().into(),
+                    }));
+                }
+            } else {
+                let old = e.prefixes.clone();
+                self.cache
+                    .set_prefixes(session, Prefixes::Many(Box::new([])));
+                for p in old.as_slice() {
+                    self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                        prefix: (*p).into(),
+                    }));
+                    if !self.policy.is_pinned(p) {
+                        self.prefixes.release(p);
+                    }
+                }
+            }
+            self.accept(&reg.reply(), session, granted, false);
+            self.event(LmaEvent::BindingRefreshed { session });
+            return;
+        }
         let fresh = matches!(e.state, BindingState::Active);
         if fresh {
             e.state = BindingState::Deregistering;
@@ -947,12 +1158,12 @@ impl Lma {
             e.expires_at = now + delay;
         }
         e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
-        let prefixes = e.prefixes.clone();
+        let homes: Vec<IpNet> = home_nets(e).collect();
         if fresh {
             self.cache.reschedule(session);
-            for p in prefixes.as_slice() {
+            for prefix in homes {
                 self.push(LmaOutput::Dataplane(DataplaneCommand::DropDownlink {
-                    prefix: *p,
+                    prefix,
                 }));
             }
         }
@@ -1016,14 +1227,28 @@ impl Lma {
         } else {
             Status::Accepted
         };
-        let (prefixes, lla) = match self.cache.get(session) {
-            Some(e) => (e.prefixes.clone(), e.link_local_address),
+        let (prefixes, lla, ipv4) = match self.cache.get(session) {
+            Some(e) => (e.prefixes.clone(), e.link_local_address, e.ipv4),
             None => return,
         };
         let lla = reply
             .link_local_address
             .map(|_| lla.unwrap_or(Ipv6Addr::UNSPECIFIED));
-        let opts = pba_options(reply, prefixes.as_slice(), reply.timestamp, lla);
+        // RFC 5844 §3.1.2.6: no prefix options in answer to an IPv4-only request; the IPv4
+        // Home Address Reply (status 0, the session's address and subnet length) and the
+        // IPv4 Default-Router Address when the request asked for IPv4 and was accepted.
+        let prefixes: &[Ipv6Net] = if reply.home_network_prefix_option {
+            prefixes.as_slice()
+        } else {
+            &[]
+        };
+        let v4 = reply.ipv4_request.map(|(len, addr)| match ipv4 {
+            Some(v4) => Ipv4Options::Accepted(v4),
+            // A selective de-registration of the address: its reply echoes the request.
+            None => Ipv4Options::Refused(Ipv4HoaStatus::Success, len, addr),
+        });
+        let mut opts = pba_options(reply, prefixes, reply.timestamp, lla);
+        push_ipv4_options(&mut opts, v4);
         self.send_pba(reply, status, granted, opts.as_slice());
     }
 
@@ -1035,11 +1260,29 @@ impl Lma {
         mag: Ipv6Addr,
     ) {
         let mut prefixes = reply.requested.to_vec();
-        if prefixes.is_empty() {
+        // RFC 5844 §3.1.2.6: at least one prefix option or IPv4 Home Address Reply; none of
+        // the former when the request had none.
+        if prefixes.is_empty() && (reply.home_network_prefix_option || reply.ipv4_request.is_none())
+        {
             prefixes.push(Ipv6Net::default());
         }
         let ts = lma_time.or(reply.timestamp);
-        let opts = pba_options(reply, &prefixes, ts, reply.link_local_address);
+        let mut opts = pba_options(reply, &prefixes, ts, reply.link_local_address);
+        // RFC 5844 §3.1.2.6 rule 1: an IPv4 Home Address Reply echoing the request, with a
+        // status of its own space (§3.3.2). §3.1.2.2 names two: 129 with 171, 128 with 130.
+        // Reading taken for the rest: 129 (administratively prohibited) with 170, 128
+        // (reason unspecified) for everything else.
+        let option_status = match status {
+            Status::NotAuthorizedForIpv4HomeAddress
+            | Status::NotAuthorizedForIpv4MobilityService => {
+                Ipv4HoaStatus::AdministrativelyProhibited
+            }
+            _ => Ipv4HoaStatus::FailureReasonUnspecified,
+        };
+        let v4 = reply
+            .ipv4_request
+            .map(|(len, addr)| Ipv4Options::Refused(option_status, len, addr));
+        push_ipv4_options(&mut opts, v4);
         self.send_pba(reply, status, Lifetime::ZERO, opts.as_slice());
         self.event(LmaEvent::Rejected {
             mn_id: String::from_utf8_lossy(reply.mn_id).into_owned(),
@@ -1157,11 +1400,17 @@ impl Lma {
         let record = record_of(&e, now, to_ms(wall));
         for p in e.prefixes.as_slice() {
             self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
-                prefix: *p,
+                prefix: (*p).into(),
             }));
             if !self.policy.is_pinned(p) {
                 self.prefixes.release(p);
             }
+        }
+        if let Some(v4) = e.ipv4 {
+            self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                prefix: v4.host().into(),
+            }));
+            self.release_ipv4(v4.address);
         }
         self.pending.remove(&s);
         self.revocations.retain(|_, r| r.session != s);
@@ -1223,6 +1472,39 @@ impl<'a> PbaOptions<'a> {
         } else {
             &self.spill
         }
+    }
+}
+
+/// The IPv4 options of a PBA (RFC 5844 §3.1.2.6).
+enum Ipv4Options {
+    /// The session's address in an IPv4 Home Address Reply (status 0) and its default
+    /// router in an IPv4 Default-Router Address option.
+    Accepted(Ipv4HomeAddress),
+    /// An IPv4 Home Address Reply alone: status, Prefix-len, address.
+    Refused(Ipv4HoaStatus, u8, Ipv4Addr),
+}
+
+fn push_ipv4_options(o: &mut PbaOptions<'_>, v4: Option<Ipv4Options>) {
+    match v4 {
+        Some(Ipv4Options::Accepted(v4)) => {
+            o.push(MobilityOption::Ipv4HomeAddressReply {
+                status: Ipv4HoaStatus::Success,
+                prefix_len: v4.prefix_len,
+                address: v4.address,
+            });
+            // RFC 5844 §3.1.2.6: present exactly when the PBU is accepted.
+            o.push(MobilityOption::Ipv4DefaultRouterAddress(v4.default_router));
+            // RFC 5844 §3.2.3.2: without S=1 the MAG must relay DHCP; here it serves it.
+            o.push(MobilityOption::Ipv4DhcpSupportMode { server: true });
+        }
+        Some(Ipv4Options::Refused(status, prefix_len, address)) => {
+            o.push(MobilityOption::Ipv4HomeAddressReply {
+                status,
+                prefix_len,
+                address,
+            });
+        }
+        None => {}
     }
 }
 
@@ -1293,5 +1575,16 @@ fn record_of(e: &BindingCacheEntry, now: Instant, wall_ms: u64) -> BindingRecord
         last_sequence: e.ordering.sequence.0,
         handover_count: e.handover_count,
         last_handover_gap_ms: e.last_handover_gap().map(|d| d.as_millis() as u64),
+        ipv4_home_address: e.ipv4,
     }
+}
+
+/// A session's home addresses as the datapath routes them: its prefixes, and its IPv4 home
+/// address as a host route (RFC 5844 §3.1.2.2).
+fn home_nets(e: &BindingCacheEntry) -> impl Iterator<Item = IpNet> + '_ {
+    e.prefixes
+        .as_slice()
+        .iter()
+        .map(|p| IpNet::from(*p))
+        .chain(e.ipv4.map(|v4| IpNet::from(v4.host())))
 }

@@ -3,7 +3,7 @@
 //! (§5.3.2-§5.3.5) work from. A PBU held for the previous MAG's de-registration is held as
 //! its `Registration`, never re-encoded.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
@@ -31,14 +31,36 @@ pub enum RequestedPrefixes {
     Allocate,
     /// NON_ZERO prefixes by value (§5.3.2 rule 3, §5.4.1.1).
     Named(Prefixes),
+    /// No Home Network Prefix option: a request for IPv4 home address mobility alone
+    /// (RFC 5844 §3.1.2.1).
+    Absent,
 }
 
 impl RequestedPrefixes {
-    /// The prefixes by value; empty for [`RequestedPrefixes::Allocate`].
+    /// The prefixes by value; empty for [`RequestedPrefixes::Allocate`] and
+    /// [`RequestedPrefixes::Absent`].
     pub fn named(&self) -> &[Ipv6Net] {
         match self {
-            RequestedPrefixes::Allocate => &[],
+            RequestedPrefixes::Allocate | RequestedPrefixes::Absent => &[],
             RequestedPrefixes::Named(p) => p.as_slice(),
+        }
+    }
+}
+
+/// The IPv4 home address a PBU asks for (RFC 5844 §3.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Request {
+    /// `0.0.0.0`: the LMA allocates one (§3.1.2.2).
+    Allocate,
+    /// A NON_ZERO address (§3.1.2.2, the lookup key of §3.1.2.7).
+    Named(Ipv4Addr),
+}
+
+impl Ipv4Request {
+    pub fn named(&self) -> Option<Ipv4Addr> {
+        match self {
+            Ipv4Request::Allocate => None,
+            Ipv4Request::Named(a) => Some(*a),
         }
     }
 }
@@ -99,6 +121,8 @@ pub struct Registration {
     pub link_local_address: Option<Ipv6Addr>,
     /// A GRE Key option was present (RFC 5845 §6.4).
     pub gre_key: bool,
+    /// The IPv4 Home Address Request option (RFC 5844 §3.3.1), with its Prefix-len.
+    pub ipv4: Option<(Ipv4Request, u8)>,
 }
 
 impl Registration {
@@ -111,6 +135,10 @@ impl Registration {
         LookupKey {
             mn_id: &self.mn_id,
             prefixes: self.prefixes.named(),
+            ipv4: match self.ipv4 {
+                Some((Ipv4Request::Named(a), _)) => Some(a),
+                _ => None,
+            },
             handoff_indicator: self.handoff_indicator,
             access_technology_type: self.access_technology_type,
             link_layer_address: self.link_layer_address(),
@@ -139,6 +167,10 @@ impl Registration {
             timestamp: self.timestamp,
             mn_link_layer_id: self.mn_link_layer_id.as_ref().map(MnLinkLayerId::as_bytes),
             link_local_address: self.link_local_address,
+            ipv4_request: self
+                .ipv4
+                .map(|(r, len)| (len, r.named().unwrap_or(Ipv4Addr::UNSPECIFIED))),
+            home_network_prefix_option: !matches!(self.prefixes, RequestedPrefixes::Absent),
         }
     }
 }
@@ -180,6 +212,12 @@ pub(super) struct Reply<'a> {
     pub timestamp: Option<Timestamp>,
     pub mn_link_layer_id: Option<&'a [u8]>,
     pub link_local_address: Option<Ipv6Addr>,
+    /// The request's IPv4 Home Address Request option (Prefix-len, address): the PBA then
+    /// carries an IPv4 Home Address Reply (RFC 5844 §3.1.2.6).
+    pub ipv4_request: Option<(u8, Ipv4Addr)>,
+    /// The request had a Home Network Prefix option: without one (an IPv4-only request) the
+    /// PBA carries none either (RFC 5844 §3.1.2.6).
+    pub home_network_prefix_option: bool,
 }
 
 impl<'a> Reply<'a> {
@@ -217,6 +255,14 @@ impl<'a> Reply<'a> {
                 Some(MobilityOption::LinkLocalAddress(a)) => Some(a),
                 _ => None,
             },
+            ipv4_request: match find(OptionType::Ipv4HomeAddressRequest) {
+                Some(MobilityOption::Ipv4HomeAddressRequest {
+                    prefix_len,
+                    address,
+                }) => Some((prefix_len, address)),
+                _ => None,
+            },
+            home_network_prefix_option: find(OptionType::HomeNetworkPrefix).is_some(),
         }
     }
 }
@@ -282,9 +328,10 @@ impl Lma {
         };
         // Rules 5-8.
         let mn_id = core::str::from_utf8(nai).ok();
-        if let Err(status) = self.authorize(proxy_coa, mn_id) {
-            return refuse(status);
-        }
+        let (ipv6_service, ipv4_service) = match self.authorize(proxy_coa, mn_id) {
+            Ok(profile) => (profile.ipv6, profile.ipv4),
+            Err(status) => return refuse(status),
+        };
         let mn_id = mn_id.unwrap_or_default();
         let requested = Prefixes::collect(pbu.home_network_prefixes());
         // Rule 9: the Timestamp option, or without one the sequence number (§5.5).
@@ -327,6 +374,10 @@ impl Lma {
             let key = LookupKey {
                 mn_id,
                 prefixes: named.as_slice(),
+                ipv4: o
+                    .ipv4_home_address_request
+                    .map(|(_, a)| a)
+                    .filter(|a| !a.is_unspecified()),
                 handoff_indicator: o.handoff_indicator.unwrap_or(HandoffIndicator::Reserved),
                 access_technology_type: o
                     .access_technology_type
@@ -346,13 +397,10 @@ impl Lma {
                 });
             }
         }
-        // Rules 10-12 (with RFC 5844 §3.1.2: an IPv4 request alone is not "missing HNP").
-        if o.hnp_count == 0 {
-            return refuse(if o.ipv4_home_address_request.is_some() {
-                Status::NotAuthorizedForIpv4MobilityService
-            } else {
-                Status::MissingHomeNetworkPrefixOption
-            });
+        // Rules 10-12. RFC 5844 §3.1.2.1: an IPv4 Home Address Request alone is not a
+        // missing prefix option; with neither, it is.
+        if o.hnp_count == 0 && o.ipv4_home_address_request.is_none() {
+            return refuse(Status::MissingHomeNetworkPrefixOption);
         }
         let Some(handoff_indicator) = o.handoff_indicator else {
             return refuse(Status::MissingHandoffIndicatorOption);
@@ -360,13 +408,32 @@ impl Lma {
         let Some(access_technology_type) = o.access_technology_type else {
             return refuse(Status::MissingAccessTechTypeOption);
         };
-        // IPv4 home address mobility (RFC 5844) is not offered by this domain.
-        if o.ipv4_home_address_request.is_some() {
+        // RFC 5844 §4.1.3.1 and §5.1: the F flag forces IPv4-UDP encapsulation, which needs
+        // the IPv4 transport (not built); AcceptForcedIPv4UDPEncapsulationRequest is 0.
+        if pbu.flags.contains(BuFlags::F) {
+            return refuse(Status::AdministrativelyProhibited);
+        }
+        // RFC 5844 §3.1.2.1: a prefix option for a node not entitled to IPv6 service.
+        if o.hnp_count > 0 && !ipv6_service {
+            return refuse(Status::NotAuthorizedForIpv6MobilityService);
+        }
+        // RFC 5844 §3.1.2.1: an IPv4 request for a node not entitled to IPv4 service, or
+        // with no IPv4 home subnet here ("IPv4 routing is not enabled in the home network").
+        if o.ipv4_home_address_request.is_some() && !(ipv4_service && self.ipv4.is_enabled()) {
             return refuse(Status::NotAuthorizedForIpv4MobilityService);
         }
+        let ipv4 = o.ipv4_home_address_request.map(|(prefix_len, address)| {
+            let r = if address.is_unspecified() {
+                Ipv4Request::Allocate
+            } else {
+                Ipv4Request::Named(address)
+            };
+            (r, prefix_len)
+        });
         // RFC 5213 §6.9.1.1 rule 3: ALL_ZERO must be the only prefix option.
         let all_zero = requested.as_slice().iter().any(is_all_zero);
         let prefixes = match (all_zero, requested.as_slice().len()) {
+            (_, 0) => RequestedPrefixes::Absent,
             (true, 1) => RequestedPrefixes::Allocate,
             (true, _) => return refuse(Status::ReasonUnspecified),
             (false, _) => RequestedPrefixes::Named(requested),
@@ -385,6 +452,7 @@ impl Lma {
             mn_link_layer_id: o.mn_link_layer_id.map(MnLinkLayerId::new),
             link_local_address: o.link_local_address,
             gre_key: o.gre_key.is_some(),
+            ipv4,
         })
     }
 
@@ -445,9 +513,13 @@ mod tests {
         c.authorized_mags = vec![mag(1), mag(2)];
         let mut limited = MobileNodeProfile::new(Nai::new("limited@example.org").unwrap());
         limited.allowed_mags = vec![mag(2)];
+        let mut v4only = MobileNodeProfile::new(Nai::new("v4only@example.org").unwrap());
+        v4only.ipv6 = false;
+        v4only.ipv4 = true;
         c.mobile_nodes = vec![
             MobileNodeProfile::new(Nai::new("mn@example.org").unwrap()),
             limited,
+            v4only,
         ];
         let mut lma = Lma::new(c, 1, 1).unwrap();
         lma.cache.insert(BindingCacheEntry::new(
@@ -540,10 +612,14 @@ mod tests {
             ("rule 9: a timestamp outside the window", ap, 1, vec![id(MN), ts_at(-9000)], S::TimestampMismatch),
             ("rule 9: a timestamp not newer than accepted", ap, 1, vec![id(MN), ts_at(0)], S::TimestampLowerThanPrevAccepted),
             ("rule 10: no HNP", ap, 1, vec![id(MN), ts()], S::MissingHomeNetworkPrefixOption),
-            ("rule 10 and RFC 5844: no HNP but IPv4", ap, 1, vec![id(MN), V4], S::NotAuthorizedForIpv4MobilityService),
+            ("rule 10 and RFC 5844 §3.1.2.1: no HNP but IPv4 is not missing a prefix", ap, 1, vec![id(MN), V4], S::MissingHandoffIndicatorOption),
             ("rule 11: no HI", ap, 1, vec![id(MN), all_zero], S::MissingHandoffIndicatorOption),
             ("rule 12: no ATT", ap, 1, vec![id(MN), all_zero, HI], S::MissingAccessTechTypeOption),
-            ("RFC 5844: IPv4 is not offered", ap, 1, vec![id(MN), all_zero, HI, ATT, V4], S::NotAuthorizedForIpv4MobilityService),
+            ("RFC 5844 §4.1.3.1: F (forced IPv4-UDP) is not accepted", ap | BuFlags::F, 1, vec![id(MN), all_zero, HI, ATT], S::AdministrativelyProhibited),
+            ("RFC 5844 §3.1.2.1: an IPv4-only node asks for a prefix", ap, 1, vec![id(b"v4only@example.org"), all_zero, HI, ATT, V4], S::NotAuthorizedForIpv6MobilityService),
+            ("RFC 5844 §3.1.2.1: a node not entitled to IPv4", ap, 1, vec![id(MN), all_zero, HI, ATT, V4], S::NotAuthorizedForIpv4MobilityService),
+            ("RFC 5844 §3.1.2.1: IPv4 alone, not entitled", ap, 1, vec![id(MN), HI, ATT, V4], S::NotAuthorizedForIpv4MobilityService),
+            ("RFC 5844 §3.1.2.1: entitled, but no IPv4 home subnet here", ap, 1, vec![id(b"v4only@example.org"), HI, ATT, V4], S::NotAuthorizedForIpv4MobilityService),
             ("§6.9.1.1: ALL_ZERO with another prefix", ap, 1, vec![id(MN), all_zero, hnp("2001:db8:100:7::/64"), HI, ATT], S::ReasonUnspecified),
         ];
         for (what, flags, from, opts, want) in rows {

@@ -4,10 +4,11 @@
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 
+use crate::ipv4_pool::Ipv4HomeAddress;
 use crate::output::AccessLink;
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
@@ -46,6 +47,21 @@ pub struct BulEntry {
     pub link: AccessLink,
     pub access_technology_type: AccessTechnologyType,
     pub prefixes: Vec<Ipv6Net>,
+    /// The IPv4 home address the LMA assigned, with its subnet and the default router it
+    /// gave (RFC 5844 §3.2.1).
+    pub ipv4: Option<Ipv4HomeAddress>,
+    /// The LMA said this MAG is to be the node's DHCP server (IPv4 DHCP Support Mode option
+    /// with S=1, RFC 5844 §3.2.3.2).
+    pub dhcp_server: bool,
+    /// IPv6 home address mobility is asked for (the profile's, less a refusal with
+    /// NOT_AUTHORIZED_FOR_IPV6_MOBILITY_SERVICE, RFC 5844 §3.2.3.2).
+    pub ipv6_service: bool,
+    /// IPv4 home address mobility is asked for (the profile's, less a refusal with
+    /// NOT_AUTHORIZED_FOR_IPV4_MOBILITY_SERVICE).
+    pub ipv4_service: bool,
+    /// The IPv4 home address to ask for while none is assigned: the pinned one, dropped
+    /// after a NOT_AUTHORIZED_FOR_IPV4_HOME_ADDRESS (§3.2.3.2); `None` asks for any.
+    pub ipv4_request: Option<Ipv4Addr>,
     /// The link-local address the MAG uses towards this node.
     pub link_local: Ipv6Addr,
     pub local_routing: bool,
@@ -60,10 +76,11 @@ pub struct BulEntry {
     pub last_status: Option<Status>,
     /// Handoff Indicator of the last PBU sent.
     pub last_handoff_indicator: HandoffIndicator,
-    /// The prefixes this MAG routes to the node on its link and has advertised to it: the
+    /// The home addresses this MAG routes to the node on its link: the prefixes it has
+    /// advertised and the IPv4 home address as a host route (RFC 5844 §3.2.3.2); the
     /// registered ones, or before the PBA those of a fast handover's context (RFC 5949
-    /// §5.2). What has to be withdrawn when the service ends.
-    pub served: Vec<Ipv6Net>,
+    /// §5.2). What has to be withdrawn and unrouted when the service ends.
+    pub served: Vec<IpNet>,
     pub(super) handoff_hint: HandoffIndicator,
     pub(super) transmissions: u32,
     pub(super) retransmit_timeout: Duration,
@@ -77,6 +94,16 @@ impl BulEntry {
     /// Retransmissions of the current PBU transaction.
     pub fn retransmissions(&self) -> u32 {
         self.transmissions.saturating_sub(1)
+    }
+
+    /// The node's home addresses as the datapath routes them: its prefixes and its IPv4
+    /// home address as a host route.
+    pub fn home_nets(&self) -> Vec<IpNet> {
+        self.prefixes
+            .iter()
+            .map(|p| IpNet::from(*p))
+            .chain(self.ipv4.map(|v4| IpNet::from(v4.host())))
+            .collect()
     }
 }
 
@@ -92,6 +119,9 @@ pub struct SavedBinding {
     pub prefixes: Vec<Ipv6Net>,
     pub link_local: Ipv6Addr,
     pub local_routing: bool,
+    /// The IPv4 home address (RFC 5844); none in bindings saved before IPv4 support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4HomeAddress>,
 }
 
 /// The entries, by link-layer address, with an index by MN-ID. Every mutable access marks

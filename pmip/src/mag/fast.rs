@@ -159,8 +159,8 @@ const HI_TIMEOUT: Duration = Duration::from_millis(250);
 /// HI transmissions before the handover is given up.
 const HI_TRIES: u32 = 4;
 
-/// The context a PMAG sends (RFC 5949 §4.1 step (c), §6.2): MN-ID, prefixes, LMA address,
-/// link-layer identifier, link-local interface identifier.
+/// The context a PMAG sends (RFC 5949 §4.1 step (c), §6.2): MN-ID, prefixes, IPv4 home
+/// address, LMA address, link-layer identifier, link-local interface identifier.
 fn context_options<'a>(
     e: &'a BulEntry,
     lma: Ipv6Addr,
@@ -175,6 +175,13 @@ fn context_options<'a>(
             .iter()
             .map(|p| MobilityOption::HomeNetworkPrefix(*p)),
     );
+    // RFC 5949 §4.3, §6.2.7: the IPv4 home address, in the IPv4 Home Address Request format.
+    if let Some(v4) = e.ipv4 {
+        o.push(MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len: v4.prefix_len,
+            address: v4.address,
+        });
+    }
     o.push(MobilityOption::LmaAddress(LmaAddress::V6(lma)));
     o.push(MobilityOption::MnLinkLayerIdentifier(
         e.link_layer.as_bytes(),
@@ -527,9 +534,9 @@ impl FastHandovers {
         );
         f.peer = Some(pmag);
         self.handovers.insert(e.link_layer, f);
-        for p in &e.prefixes {
+        for p in e.home_nets() {
             out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
-                prefix: *p,
+                prefix: p,
             }));
         }
         self.arm(e.link_layer, now + self.timeout, out);
@@ -545,17 +552,17 @@ impl FastHandovers {
     /// link). Flush its buffer to it and send its uplink through the PMAG until the PBA.
     pub(super) fn arrived(&mut self, e: &BulEntry, out: &mut Out) {
         let pmag = self.handovers.get(&e.link_layer).and_then(|f| f.peer);
-        for p in &e.prefixes {
+        for p in e.home_nets() {
             // The buffer hands the node its packets, and keeps doing so for what still comes
             // through the previous MAG, until the PBA switches the route to the access link:
             // nothing overtakes what was buffered.
             out.push(FastAction::Dataplane(DataplaneCommand::FlushBuffer {
-                prefix: *p,
+                prefix: p,
                 deliver: Some((e.link, e.link_layer)),
             }));
             if let Some(pmag) = pmag {
                 out.push(FastAction::Dataplane(DataplaneCommand::SetUplink {
-                    prefix: *p,
+                    prefix: p,
                     peer: pmag,
                 }));
             }
@@ -612,9 +619,9 @@ impl FastHandovers {
             }
         };
         if !buffering {
-            for p in &e.prefixes {
+            for p in e.home_nets() {
                 out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
-                    prefix: *p,
+                    prefix: p,
                 }));
             }
         }
@@ -641,16 +648,16 @@ impl FastHandovers {
         f.phase = FastPhase::Forwarding;
         f.peer = Some(nmag);
         if fresh {
-            for p in &e.prefixes {
+            for p in e.home_nets() {
                 // What the buffer holds goes first, and what follows goes the same way.
                 out.push(FastAction::Dataplane(if left {
                     DataplaneCommand::ForwardBuffer {
-                        prefix: *p,
+                        prefix: p,
                         peer: nmag,
                     }
                 } else {
                     DataplaneCommand::ForwardDownlink {
-                        prefix: *p,
+                        prefix: p,
                         peer: nmag,
                     }
                 }));
@@ -821,15 +828,15 @@ impl FastHandovers {
         let Some(f) = self.clear(e.link_layer, out) else {
             return;
         };
-        for p in &e.prefixes {
+        for p in e.home_nets() {
             out.push(FastAction::Dataplane(DataplaneCommand::RemoveForward {
-                prefix: *p,
+                prefix: p,
             }));
             out.push(FastAction::Dataplane(DataplaneCommand::RemoveUplink {
-                prefix: *p,
+                prefix: p,
             }));
             out.push(FastAction::Dataplane(DataplaneCommand::RemoveAccessRoute {
-                prefix: *p,
+                prefix: p,
                 link: e.link,
             }));
         }
@@ -852,9 +859,9 @@ impl FastHandovers {
             return false;
         }
         let buffer = |out: &mut Out| {
-            for p in &e.prefixes {
+            for p in e.home_nets() {
                 out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
-                    prefix: *p,
+                    prefix: p,
                 }));
             }
         };
@@ -909,13 +916,13 @@ impl FastHandovers {
             (FastRole::Previous, FastPhase::AwaitingPeer) => "no new MAG asked for the node",
             _ => "the handover did not complete in time",
         };
-        for p in &e.prefixes {
+        for p in e.home_nets() {
             out.push(FastAction::Dataplane(DataplaneCommand::DiscardBuffer {
-                prefix: *p,
+                prefix: p,
             }));
             if f.role == FastRole::Previous && f.phase == FastPhase::Forwarding {
                 out.push(FastAction::Dataplane(DataplaneCommand::RemoveForward {
-                    prefix: *p,
+                    prefix: p,
                 }));
             }
         }

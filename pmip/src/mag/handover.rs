@@ -124,16 +124,16 @@ impl Mag {
             return;
         };
         e.prefixes = prefixes.clone();
-        e.served = prefixes.clone();
+        e.served = e.home_nets();
         let (link, local_routing) = (e.link, e.local_routing);
         for p in prefixes {
             self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                prefix: p,
+                prefix: p.into(),
                 link,
                 local_routing,
             }));
             self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
-                prefix: p,
+                prefix: p.into(),
                 peer: pmag,
             }));
         }
@@ -195,7 +195,7 @@ impl Mag {
         e.link = link;
         e.attached_at = now;
         e.state = BulState::Registering;
-        e.served = e.prefixes.clone();
+        e.served = e.home_nets();
         self.with_fast(now, wall, |f, bul, out| {
             if let Some(e) = bul.get(&ll) {
                 f.arrived(e, out);

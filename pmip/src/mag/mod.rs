@@ -21,7 +21,7 @@ use core::time::Duration;
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::config::{FastHandoverMode, LinkLocalMode, MagConfig, MobileNodeProfile};
 use crate::heartbeat::{Heartbeats, PeerEvent};
@@ -146,6 +146,9 @@ pub enum MagEvent {
 /// A change of the binding update list. The changes of one input come after its other
 /// outputs, one per entry, with the entry as it is then.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Outputs live for one turn of the daemon's loop; boxing the entry would cost an allocation
+// per change for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum BulChange {
     /// The entry was created or changed; with its fast handover, if one is in progress.
     Updated {
@@ -377,6 +380,9 @@ impl Mag {
             .local_routing
             .unwrap_or(self.config.domain.enable_mag_local_routing);
         let pinned = profile.home_network_prefixes.clone();
+        // RFC 5844 §3.2.3.1: the profile says which IP versions the node is served with.
+        let (ipv6_service, ipv4_service, pinned_ipv4) =
+            (profile.ipv6, profile.ipv4, profile.ipv4_home_address);
         let ll = a.link_layer;
         // RFC 5213 §6.1: an entry per attached interface. An interface known here already:
         if let Some(e) = self.bul.get(&ll) {
@@ -427,8 +433,18 @@ impl Mag {
             .into_iter()
             .filter(|p| !others.iter().any(|e| e.prefixes.contains(p)))
             .collect();
+        // Likewise the pinned IPv4 home address (RFC 5844 §3.1.2.7: the LMA would look the
+        // PBU up by it and take it for that session's).
+        let ipv4_request = pinned_ipv4.filter(|a| {
+            !others
+                .iter()
+                .any(|e| e.ipv4.map(|v4| v4.address) == Some(*a) || e.ipv4_request == Some(*a))
+        });
         let mut entry = self.new_entry(&mn_id, a.link_layer, a.link, att, local_routing, now);
         entry.prefixes = requested;
+        entry.ipv6_service = ipv6_service;
+        entry.ipv4_service = ipv4_service;
+        entry.ipv4_request = ipv4_request;
         let previous_mag = self.fast.take_expected(now, &ll);
         entry.handoff_hint = match (previous_mag, a.handoff_hint) {
             // The access network knows the node comes from another MAG (RFC 5213 §6.9.1.1
@@ -474,6 +490,11 @@ impl Mag {
             link,
             access_technology_type: att,
             prefixes: Vec::new(),
+            ipv4: None,
+            dhcp_server: false,
+            ipv6_service: true,
+            ipv4_service: false,
+            ipv4_request: None,
             link_local,
             local_routing,
             state: BulState::Registering,
@@ -794,15 +815,17 @@ impl Mag {
         }
     }
 
-    /// The node's served prefixes but `keep` stop being served: their routes go and, but
-    /// for [`Withdrawal::Silent`], an RA withdraws them (RFC 5213 §6.9.1.2 rule 11, RFC 5949
-    /// §5.2). A prefix served from a fast handover's context may still sit in the buffer.
-    fn unserve(&mut self, now: Instant, ll: LinkLayerAddress, keep: &[Ipv6Net], w: Withdrawal) {
+    /// The node's served home addresses but `keep` stop being served: their routes go
+    /// (for the IPv4 home address, RFC 5844 §3.2.3.3: "MUST remove any forwarding state set
+    /// up for the mobile node's IPv4 home address") and, but for [`Withdrawal::Silent`], an
+    /// RA withdraws the prefixes among them (RFC 5213 §6.9.1.2 rule 11, RFC 5949 §5.2). A
+    /// home address served from a fast handover's context may still sit in the buffer.
+    fn unserve(&mut self, now: Instant, ll: LinkLayerAddress, keep: &[IpNet], w: Withdrawal) {
         let fast = self.config.domain.fast_handover.mode != FastHandoverMode::Off;
         let Some(e) = self.bul.get_mut(&ll) else {
             return;
         };
-        let (kept, gone): (Vec<Ipv6Net>, Vec<Ipv6Net>) =
+        let (kept, gone): (Vec<IpNet>, Vec<IpNet>) =
             e.served.iter().partition(|p| keep.contains(p));
         e.served = kept;
         if gone.is_empty() {
@@ -817,15 +840,29 @@ impl Mag {
                 }));
             }
         }
+        // RFC 5844 §3: an IPv4 home address is not advertised, so it is not withdrawn by an
+        // RA; a node that loses only that gets none.
+        let prefixes: Vec<Ipv6Net> = gone
+            .iter()
+            .filter_map(|p| match p {
+                IpNet::V6(p) => Some(*p),
+                IpNet::V4(_) => None,
+            })
+            .collect();
+        if prefixes.is_empty() {
+            return;
+        }
         match w {
             Withdrawal::Silent => {}
-            Withdrawal::Prefixes => self.send_withdrawal(now, ll, &gone, false),
-            Withdrawal::PrefixesAndRouter => self.send_withdrawal(now, ll, &gone, true),
+            Withdrawal::Prefixes => self.send_withdrawal(now, ll, &prefixes, false),
+            Withdrawal::PrefixesAndRouter => self.send_withdrawal(now, ll, &prefixes, true),
         }
     }
 
-    fn remove_routes(&mut self, link: AccessLink, prefixes: &[Ipv6Net]) {
-        for p in prefixes {
+    /// Removes the uplinks and access routes of home addresses (prefixes, or an IPv4 home
+    /// address as a host route).
+    fn remove_routes(&mut self, link: AccessLink, homes: &[IpNet]) {
+        for p in homes {
             self.push(MagOutput::Dataplane(DataplaneCommand::RemoveUplink {
                 prefix: *p,
             }));
@@ -874,8 +911,9 @@ impl Mag {
 
     fn send_ra(&mut self, now: Instant, ll: LinkLayerAddress) {
         // Registered, or a fast handover's new MAG that has the prefixes from the context.
+        // RFC 5844 §3: an IPv4-only node gets no IPv6 service, so no Router Advertisement.
         let Some(e) = self.bul.get(&ll).filter(|e| {
-            (e.is_bound() && !self.fast.is_leaving(&ll))
+            e.ipv6_service && (e.is_bound() && !self.fast.is_leaving(&ll))
                 || (self.fast.is_new_mag_of(&ll)
                     && e.state == BulState::Registering
                     && !e.prefixes.is_empty())

@@ -3,12 +3,15 @@
 
 use core::time::Duration;
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv6Net;
 
 use super::bul::{BulEntry, BulState, SavedBinding};
 use super::timer::Timer;
 use super::{Mag, MagEvent, MagOutput, RETRY_HOLD_DOWN, Withdrawal};
 use crate::config::{LinkLocalMode, ReplayProtection};
+use crate::ipv4_pool::Ipv4HomeAddress;
 use crate::output::{AccessLink, DataplaneCommand};
 use crate::time::{Instant, ms, secs};
 use crate::types::LinkLayerAddress;
@@ -58,11 +61,22 @@ impl Mag {
         };
         e.last_handoff_indicator = hi;
         let all_zero = [Ipv6Net::default()];
-        let prefixes: &[Ipv6Net] = if e.prefixes.is_empty() {
+        // RFC 5844 §3.2.3.1: prefix options only when IPv6 service is wanted.
+        let prefixes: &[Ipv6Net] = if !e.ipv6_service {
+            &[]
+        } else if e.prefixes.is_empty() {
             &all_zero
         } else {
             &e.prefixes
         };
+        // RFC 5844 §3.2.3.1 and §3.2.3.3: exactly one IPv4 Home Address Request, with the
+        // assigned address (and its prefix length) once there is one, else the pinned
+        // address, else ALL_ZERO. The prefix length of a pinned address is not known here:
+        // 0, which the LMA ignores (it uses its pool's).
+        let ipv4_request = e.ipv4_service.then(|| match e.ipv4 {
+            Some(v4) => (v4.prefix_len, v4.address),
+            None => (0, e.ipv4_request.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        });
         let ts = Timestamp::from_wall_clock(wall);
         let mut opts: Vec<MobilityOption<'_>> = Vec::with_capacity(8);
         opts.push(MobilityOption::MobileNodeIdentifier {
@@ -87,6 +101,12 @@ impl Mag {
         if lla_mode_generated {
             // RFC 5213 §6.9.1.1 rule 9: ALL_ZERO asks the LMA for the address.
             opts.push(MobilityOption::LinkLocalAddress(e.link_local));
+        }
+        if let Some((prefix_len, address)) = ipv4_request {
+            opts.push(MobilityOption::Ipv4HomeAddressRequest {
+                prefix_len,
+                address,
+            });
         }
         let m = Message::BindingUpdate(BindingUpdate {
             sequence: seq,
@@ -244,17 +264,41 @@ impl Mag {
             .home_network_prefixes()
             .filter(|p| !(p.prefix_len() == 0 && p.addr().is_unspecified()))
             .collect();
-        if prefixes.is_empty() {
+        // RFC 5844 §3.2.3.2: IPv4 service only with an accepting IPv4 Home Address Reply
+        // (and the default router the LMA gave); without one, none.
+        let ipv4 = match (
+            pba.opts.ipv4_home_address_reply,
+            pba.opts.ipv4_default_router,
+        ) {
+            (Some((status, prefix_len, address)), Some(default_router))
+                if e.ipv4_service && status.value() < 128 && !address.is_unspecified() =>
+            {
+                Some(Ipv4HomeAddress {
+                    address,
+                    prefix_len,
+                    default_router,
+                })
+            }
+            _ => None,
+        };
+        let dhcp_server = pba
+            .options
+            .iter()
+            .any(|o| matches!(o, MobilityOption::Ipv4DhcpSupportMode { server: true }));
+        if prefixes.is_empty() && ipv4.is_none() {
             self.event(MagEvent::PbaIgnored {
                 mn_id,
-                reason: "accepted without a home network prefix",
+                reason: "accepted without a home network prefix or an IPv4 home address",
             });
             return;
         }
         let first = e.state == BulState::Registering;
         let lifetime = Duration::from_secs(u64::from(pba.lifetime.as_secs()));
         let old_prefixes = core::mem::replace(&mut e.prefixes, prefixes.clone());
-        let served_before = e.served != prefixes;
+        let old_ipv4 = core::mem::replace(&mut e.ipv4, ipv4);
+        e.dhcp_server = dhcp_server;
+        let homes = e.home_nets();
+        let served_before = e.served != homes;
         if let Some(lla) = pba.opts.link_local_address.filter(|a| !a.is_unspecified()) {
             e.link_local = lla;
         }
@@ -272,15 +316,17 @@ impl Mag {
                 .set(Timer::RouterAdvertisement(ll), Some(now + ra_interval));
         }
         self.set_deadline(ll, Some(refresh_at));
-        let changed = first || old_prefixes != prefixes || served_before;
+        let changed = first || old_prefixes != prefixes || old_ipv4 != ipv4 || served_before;
         if changed {
-            for p in &prefixes {
+            // RFC 5844 §3.2.3.2: the node's IPv4 packets go through the tunnel, and the
+            // address is routed onto its access link, like the prefixes.
+            for p in homes.iter().copied() {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
-                    prefix: *p,
+                    prefix: p,
                     peer: lma,
                 }));
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                    prefix: *p,
+                    prefix: p,
                     link,
                     local_routing,
                 }));
@@ -288,10 +334,11 @@ impl Mag {
             self.send_ra(now, ll);
             // What was served before and is not the node's any more (a refresh that changed
             // the prefixes, or a context whose prefix the LMA did not confirm, RFC 5949 §5.2)
-            // is withdrawn and unrouted.
-            self.unserve(now, ll, &prefixes, Withdrawal::Prefixes);
+            // is withdrawn and unrouted; an IPv4 home address no longer assigned too (RFC 5844
+            // §3.2.3.3).
+            self.unserve(now, ll, &homes, Withdrawal::Prefixes);
             if let Some(e) = self.bul.get_mut(&ll) {
-                e.served = prefixes.clone();
+                e.served = homes;
             }
         }
         self.event(if first {
@@ -335,6 +382,43 @@ impl Mag {
                     && e.transmissions < max_tx
                 {
                     e.sequence = pba.sequence;
+                    self.send_pbu(now, wall, ll, false);
+                    return;
+                }
+            }
+            // RFC 5844 §3.2.3.2: no IPv4 request until an administrative action; the node
+            // keeps its IPv6 service if it has that.
+            Status::NotAuthorizedForIpv4MobilityService => {
+                if let Some(e) = self.bul.get_mut(&ll)
+                    && e.ipv4_service
+                    && e.ipv6_service
+                {
+                    e.ipv4_service = false;
+                    e.ipv4 = None;
+                    self.send_pbu(now, wall, ll, false);
+                    return;
+                }
+            }
+            // §3.2.3.2: likewise without prefix options, for a node with IPv4 service.
+            Status::NotAuthorizedForIpv6MobilityService => {
+                if let Some(e) = self.bul.get_mut(&ll)
+                    && e.ipv6_service
+                    && e.ipv4_service
+                {
+                    e.ipv6_service = false;
+                    e.prefixes.clear();
+                    self.send_pbu(now, wall, ll, false);
+                    return;
+                }
+            }
+            // §3.2.3.2: not the same address again, but any (ALL_ZERO) may be asked for.
+            Status::NotAuthorizedForIpv4HomeAddress => {
+                if let Some(e) = self.bul.get_mut(&ll)
+                    && (e.ipv4_request.is_some() || e.ipv4.is_some())
+                    && !e.is_bound()
+                {
+                    e.ipv4_request = None;
+                    e.ipv4 = None;
                     self.send_pbu(now, wall, ll, false);
                     return;
                 }
@@ -383,6 +467,7 @@ impl Mag {
             return;
         };
         e.prefixes.clear();
+        e.ipv4 = None;
         let mn_id = e.mn_id.clone();
         e.state = BulState::Denied { status, until };
         e.expires_at = None;
@@ -406,6 +491,7 @@ impl Mag {
                 prefixes: e.prefixes.clone(),
                 link_local: e.link_local,
                 local_routing: e.local_routing,
+                ipv4: e.ipv4,
             })
             .collect();
         v.sort_by(|a, b| a.mn_id.cmp(&b.mn_id));
@@ -419,15 +505,22 @@ impl Mag {
         let lma = self.config.lma_address;
         let mut n = 0;
         for s in saved {
-            if self.policy.by_link_layer(&s.link_layer).is_none() || s.prefixes.is_empty() {
+            if self.policy.by_link_layer(&s.link_layer).is_none()
+                || (s.prefixes.is_empty() && s.ipv4.is_none())
+            {
                 continue;
             }
-            let entry = BulEntry {
+            let mut entry = BulEntry {
                 mn_id: s.mn_id.clone(),
                 link_layer: s.link_layer,
                 link: AccessLink(s.link),
                 access_technology_type: s.access_technology_type.into(),
                 prefixes: s.prefixes.clone(),
+                ipv4: s.ipv4,
+                dhcp_server: s.ipv4.is_some(),
+                ipv6_service: !s.prefixes.is_empty(),
+                ipv4_service: s.ipv4.is_some(),
+                ipv4_request: None,
                 link_local: s.link_local,
                 local_routing: s.local_routing,
                 state: BulState::Bound,
@@ -440,20 +533,22 @@ impl Mag {
                 sequence: SequenceNumber(self.rng.next_u16()),
                 last_status: None,
                 last_handoff_indicator: HandoffIndicator::HandoffStateNotChanged,
-                served: s.prefixes.clone(),
+                served: Vec::new(),
                 handoff_hint: HandoffIndicator::HandoffStateNotChanged,
                 transmissions: 0,
                 retransmit_timeout: ms(self.config.timers.initial_bindack_timeout_ms),
             };
+            let homes = entry.home_nets();
+            entry.served = homes.clone();
             self.discard(s.link_layer);
             self.bul.insert(entry);
-            for p in &s.prefixes {
+            for p in homes {
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
-                    prefix: *p,
+                    prefix: p,
                     peer: lma,
                 }));
                 self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                    prefix: *p,
+                    prefix: p,
                     link: AccessLink(s.link),
                     local_routing: s.local_routing,
                 }));

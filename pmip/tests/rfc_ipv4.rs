@@ -1,0 +1,560 @@
+//! RFC 5844 §3 (IPv4 home address mobility over the IPv6 transport) in the simulator: one
+//! scenario per rule and status, the MAG and the LMA state machines talking to each other.
+
+use core::time::Duration;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use pmip::config::{Ipv4Pool, LmaConfig, MagConfig, MobileNodeProfile};
+use pmip::ipv4_pool::Ipv4HomeAddress;
+use pmip::mag::{BulState, MagEvent};
+use pmip::sim::{Downlink, Sim};
+use pmip::types::{LinkLayerAddress, Nai};
+use pmip::wire::*;
+
+const LMA: &str = "2001:db8:ffff::1";
+
+fn mag_addr(i: usize) -> Ipv6Addr {
+    format!("2001:db8:{}::10", i + 1).parse().unwrap()
+}
+
+fn ll(n: u16) -> LinkLayerAddress {
+    LinkLayerAddress::mac([2, 0, 0, 4, (n >> 8) as u8, n as u8])
+}
+
+fn nai(n: u16) -> String {
+    format!("mn{n}@example.org")
+}
+
+fn a4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Node `n`: dual-stack unless told otherwise.
+fn profile(n: u16, ipv6: bool, ipv4: bool) -> MobileNodeProfile {
+    let mut p = MobileNodeProfile::new(Nai::new(nai(n)).unwrap());
+    p.link_layer_addresses = vec![ll(n)];
+    p.ipv6 = ipv6;
+    p.ipv4 = ipv4;
+    p
+}
+
+fn lma_config(mags: usize, profiles: &[MobileNodeProfile], pools: &[&str]) -> LmaConfig {
+    let mut c: LmaConfig = serde_saphyr::from_str(&format!(
+        "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
+    ))
+    .unwrap();
+    c.ipv4_pools = pools
+        .iter()
+        .map(|p| Ipv4Pool {
+            prefix: p.parse().unwrap(),
+            default_router: None,
+        })
+        .collect();
+    c.authorized_mags = (0..mags).map(mag_addr).collect();
+    c.mobile_nodes = profiles.to_vec();
+    c
+}
+
+fn mag_config(i: usize, profiles: &[MobileNodeProfile]) -> MagConfig {
+    let mut c: MagConfig = serde_saphyr::from_str(&format!(
+        "proxy_coa: '{}'\nlma_address: '{LMA}'\naccess_interfaces: ['acc*']\n",
+        mag_addr(i)
+    ))
+    .unwrap();
+    c.mobile_nodes = profiles.to_vec();
+    c
+}
+
+/// A domain where the LMA and the MAGs have the same profiles.
+fn domain(mags: usize, profiles: &[MobileNodeProfile], pools: &[&str]) -> Sim {
+    domain_with(mags, profiles, profiles, pools)
+}
+
+/// The LMA's profiles and the MAGs' may differ (what a MAG asks for, what the LMA allows).
+fn domain_with(
+    mags: usize,
+    at_lma: &[MobileNodeProfile],
+    at_mag: &[MobileNodeProfile],
+    pools: &[&str],
+) -> Sim {
+    let cfgs = (0..mags).map(|i| mag_config(i, at_mag)).collect();
+    Sim::new(lma_config(mags, at_lma, pools), cfgs, 7)
+}
+
+/// Every PBA sent: status, IPv4 Home Address Reply (status, Prefix-len, address), IPv4
+/// Default-Router Address, whether a Home Network Prefix option was in it.
+type Pba = (u8, Option<(u8, u8, Ipv4Addr)>, Option<Ipv4Addr>, bool);
+
+fn pbas(sim: &Sim) -> Vec<Pba> {
+    sim.sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingAck(ba)) => {
+                let mut reply = None;
+                let mut router = None;
+                let mut hnp = false;
+                for o in ba.options.iter() {
+                    match o {
+                        MobilityOption::Ipv4HomeAddressReply {
+                            status,
+                            prefix_len,
+                            address,
+                        } => reply = Some((status.value(), prefix_len, address)),
+                        MobilityOption::Ipv4DefaultRouterAddress(r) => router = Some(r),
+                        MobilityOption::HomeNetworkPrefix(_) => hnp = true,
+                        _ => {}
+                    }
+                }
+                Some((ba.status.value(), reply, router, hnp))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every PBU sent: its IPv4 Home Address Request and whether it had a prefix option.
+fn pbus(sim: &Sim) -> Vec<(Option<(u8, Ipv4Addr)>, bool)> {
+    sim.sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingUpdate(bu)) => {
+                let mut v4 = None;
+                let mut hnp = false;
+                for o in bu.options.iter() {
+                    match o {
+                        MobilityOption::Ipv4HomeAddressRequest {
+                            prefix_len,
+                            address,
+                        } => v4 = Some((prefix_len, address)),
+                        MobilityOption::HomeNetworkPrefix(_) => hnp = true,
+                        _ => {}
+                    }
+                }
+                Some((v4, hnp))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn host(a: Ipv4Addr) -> IpNet {
+    IpNet::V4(Ipv4Net::from(a))
+}
+
+fn ipv4_at_mag(sim: &Sim, mag: usize, n: u16) -> Option<Ipv4HomeAddress> {
+    sim.mags[mag].binding(&nai(n)).and_then(|e| e.ipv4)
+}
+
+/// §3.1.2.2, §3.1.2.6, §3.2.3.1, §3.2.3.2: a dual-stack node gets a prefix and an IPv4 home
+/// address from the pool, with the subnet's prefix length and default router; the PBA says
+/// so with an IPv4 Home Address Reply (status 0) and the IPv4 Default-Router Address; both
+/// ends route the address through the tunnel and onto the access link.
+#[test]
+fn dual_stack_node_gets_an_ipv4_home_address_and_both_ends_route_it() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let v4 = ipv4_at_mag(&sim, 0, 1).expect("an IPv4 home address in the BUL");
+    assert_eq!(
+        v4.address,
+        a4("192.0.2.2"),
+        "the first node address (.1 is the router)"
+    );
+    assert_eq!((v4.prefix_len, v4.default_router), (24, a4("192.0.2.1")));
+    assert!(sim.mags[0].binding(&nai(1)).unwrap().dhcp_server, "S=1");
+    assert_eq!(pbus(&sim)[0], (Some((0, Ipv4Addr::UNSPECIFIED)), true));
+    assert_eq!(
+        pbas(&sim)[0],
+        (
+            0,
+            Some((0, 24, a4("192.0.2.2"))),
+            Some(a4("192.0.2.1")),
+            true
+        )
+    );
+    let h = host(v4.address);
+    assert_eq!(
+        sim.lma_datapath.get(&h),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+    assert_eq!(
+        sim.mag_datapaths[0].uplinks.get(&h),
+        Some(&LMA.parse().unwrap())
+    );
+    assert!(sim.mag_datapaths[0].access_routes.contains_key(&h));
+    let s = sim
+        .lma
+        .cache()
+        .by_ipv4(&v4.address)
+        .expect("found by its IPv4 address");
+    assert_eq!(sim.lma.cache().get(s).unwrap().prefixes.as_slice().len(), 1);
+}
+
+/// §3.1.2.1, §3.1.2.6, §3.2.3.1: an IPv4-only node: no prefix option in the PBU nor in the
+/// PBA, no Router Advertisement, the IPv4 home address only.
+#[test]
+fn ipv4_only_node_registers_without_a_prefix() {
+    let p = [profile(1, false, true)];
+    let mut sim = domain(1, &p, &["198.51.100.0/28"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    assert!(sim.mags[0].binding(&nai(1)).unwrap().is_bound());
+    assert_eq!(pbus(&sim)[0], (Some((0, Ipv4Addr::UNSPECIFIED)), false));
+    let (status, reply, router, hnp) = pbas(&sim)[0];
+    assert_eq!((status, hnp), (0, false));
+    assert_eq!(reply, Some((0, 28, a4("198.51.100.2"))));
+    assert_eq!(router, Some(a4("198.51.100.1")));
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    assert!(
+        sim.lma
+            .cache()
+            .get(s)
+            .unwrap()
+            .prefixes
+            .as_slice()
+            .is_empty()
+    );
+    assert!(
+        sim.router_advertisements.is_empty(),
+        "no IPv6 on the link of an IPv4-only node"
+    );
+}
+
+/// §3.1.2.2: no address left in the pool: 130 (Insufficient resources) with an IPv4 Home
+/// Address Reply of status 128, echoing the request.
+#[test]
+fn an_exhausted_pool_gives_130() {
+    // A /30 has one node address.
+    let p = [profile(1, true, true), profile(2, true, true)];
+    let mut sim = domain(1, &p, &["203.0.113.0/30"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    assert_eq!(ipv4_at_mag(&sim, 0, 1).unwrap().address, a4("203.0.113.2"));
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(5));
+    let refused: Vec<Pba> = pbas(&sim).into_iter().filter(|p| p.0 >= 128).collect();
+    assert_eq!(
+        refused[0],
+        (130, Some((128, 0, Ipv4Addr::UNSPECIFIED)), None, true)
+    );
+    assert!(matches!(
+        sim.mags[0].binding(&nai(2)).unwrap().state,
+        BulState::Denied { .. }
+    ));
+}
+
+/// §3.1.2.2: an address not anchored here (outside every pool), or held by another node:
+/// 171 with an IPv4 Home Address Reply of status 129. §3.2.3.2: the MAG does not ask for
+/// the same address again but asks for any (ALL_ZERO), and the node is served.
+#[test]
+fn an_address_outside_the_pools_or_held_by_another_node_gives_171_then_any_is_asked_for() {
+    let lma_side = [profile(1, true, true), profile(2, true, true)];
+    let mut outside = profile(1, true, true);
+    outside.ipv4_home_address = Some(a4("198.51.100.9"));
+    let mut taken = profile(2, true, true);
+    taken.ipv4_home_address = Some(a4("192.0.2.2"));
+    let mut sim = domain_with(1, &lma_side, &[outside, taken], &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let seen = pbas(&sim);
+    assert_eq!(
+        seen[0],
+        (171, Some((129, 0, a4("198.51.100.9"))), None, true)
+    );
+    assert_eq!(seen[1].0, 0);
+    assert_eq!(
+        pbus(&sim)[1].0,
+        Some((0, Ipv4Addr::UNSPECIFIED)),
+        "the retry asks for any"
+    );
+    let got = ipv4_at_mag(&sim, 0, 1).unwrap().address;
+    assert_eq!(got, a4("192.0.2.2"));
+    // Node 2's MAG asks for the address node 1 holds.
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(5));
+    let refused: Vec<Pba> = pbas(&sim).into_iter().skip(2).collect();
+    assert_eq!(
+        refused[0],
+        (171, Some((129, 0, a4("192.0.2.2"))), None, true)
+    );
+    assert_ne!(ipv4_at_mag(&sim, 0, 2).unwrap().address, got);
+    assert_eq!(
+        ipv4_at_mag(&sim, 0, 1).unwrap().address,
+        got,
+        "node 1 keeps it"
+    );
+}
+
+/// §3.1.2.1: a node not authorized for IPv4 (or an LMA without an IPv4 pool): 170. §3.2.3.2:
+/// the MAG stops asking for IPv4 and the node keeps its IPv6 service.
+#[test]
+fn not_authorized_for_ipv4_gives_170_and_the_node_keeps_ipv6() {
+    for pools in [&["192.0.2.0/24"][..], &[][..]] {
+        let at_lma = [profile(1, true, pools.is_empty())];
+        let at_mag = [profile(1, true, true)];
+        let mut sim = domain_with(1, &at_lma, &at_mag, pools);
+        sim.attach(0, ll(1));
+        sim.settle(Duration::from_secs(5));
+        let seen = pbas(&sim);
+        assert_eq!(seen[0].0, 170, "{pools:?}");
+        assert_eq!(seen[0].1, Some((129, 0, Ipv4Addr::UNSPECIFIED)));
+        assert_eq!(seen[1].0, 0);
+        assert_eq!(pbus(&sim)[1], (None, true), "no IPv4 request after a 170");
+        let e = sim.mags[0].binding(&nai(1)).unwrap();
+        assert!(e.is_bound() && e.ipv4.is_none() && !e.prefixes.is_empty());
+    }
+}
+
+/// §3.1.2.1: a prefix option for a node not authorized for IPv6: 172; §3.2.3.2: the MAG
+/// goes on with IPv4 alone.
+#[test]
+fn not_authorized_for_ipv6_gives_172_and_the_node_keeps_ipv4() {
+    let at_lma = [profile(1, false, true)];
+    let at_mag = [profile(1, true, true)];
+    let mut sim = domain_with(1, &at_lma, &at_mag, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let seen = pbas(&sim);
+    assert_eq!(seen[0].0, 172);
+    assert_eq!((seen[1].0, seen[1].3), (0, false));
+    assert_eq!(pbus(&sim)[1], (Some((0, Ipv4Addr::UNSPECIFIED)), false));
+    assert!(ipv4_at_mag(&sim, 0, 1).is_some());
+}
+
+/// §3.3.5: two IPv4 Home Address Request options: 173, with a reply to the first.
+#[test]
+fn two_ipv4_requests_give_173() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    let id = nai(1);
+    let opts = [
+        MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: id.as_bytes(),
+        },
+        MobilityOption::HomeNetworkPrefix(Default::default()),
+        MobilityOption::HandoffIndicator(HandoffIndicator::AttachmentOverNewInterface),
+        MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
+        MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len: 0,
+            address: Ipv4Addr::UNSPECIFIED,
+        },
+        MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len: 0,
+            address: a4("192.0.2.9"),
+        },
+    ];
+    let m = Message::BindingUpdate(BindingUpdate {
+        sequence: SequenceNumber(1),
+        flags: BuFlags::A | BuFlags::P,
+        lifetime: Lifetime::from_secs(60),
+        options: Options::List(&opts),
+    });
+    let (src, dst) = (mag_addr(0), LMA.parse().unwrap());
+    let mut bytes = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut bytes, &src, &dst).unwrap();
+    sim.lma_do(|lma, now, wall| lma.handle_message(now, wall, src, dst, &bytes));
+    let (status, reply, router, _) = pbas(&sim)[0];
+    assert_eq!(status, 173);
+    assert_eq!(reply, Some((128, 0, Ipv4Addr::UNSPECIFIED)));
+    assert_eq!(router, None, "no default router in a refusal");
+}
+
+/// §3.1.2.4, §3.1.2.7, §3.2.3.3: after a handover the new MAG asks for any address and the
+/// node keeps the same one; the LMA's host route follows the node; re-registrations carry
+/// the assigned address.
+#[test]
+fn a_handover_keeps_the_ipv4_home_address() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(2, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let before = ipv4_at_mag(&sim, 0, 1).unwrap();
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(20));
+    let after = ipv4_at_mag(&sim, 1, 1).expect("served at the new MAG");
+    assert_eq!(after, before);
+    assert_eq!(
+        sim.lma_datapath.get(&host(before.address)),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    assert!(
+        !sim.mag_datapaths[0]
+            .uplinks
+            .contains_key(&host(before.address))
+    );
+    // A refresh at the new MAG names the address (§3.2.3.3).
+    sim.mag_do(1, |m, now, wall| m.reregister_all(now, wall));
+    sim.settle(Duration::from_secs(5));
+    assert_eq!(
+        pbus(&sim).last().unwrap().0,
+        Some((24, before.address)),
+        "{:?}",
+        pbus(&sim)
+    );
+    assert_eq!(pbas(&sim).last().unwrap().0, 0);
+}
+
+/// The durable record carries the IPv4 home address: an LMA restored from a snapshot finds
+/// the session by it, programs its host route again, and gives it to nobody else.
+#[test]
+fn a_restored_lma_keeps_every_ipv4_home_address() {
+    let p = [
+        profile(1, true, true),
+        profile(2, false, true),
+        profile(3, true, true),
+    ];
+    let mut sim = domain(1, &p, &["192.0.2.0/29"]);
+    for n in 1..=2 {
+        sim.attach(0, ll(n));
+    }
+    sim.settle(Duration::from_secs(5));
+    let held: Vec<Ipv4Addr> = (1..=2)
+        .map(|n| ipv4_at_mag(&sim, 0, n).unwrap().address)
+        .collect();
+    let snapshot = sim.lma.snapshot(sim.now, sim.wall());
+    assert!(
+        snapshot
+            .bindings
+            .iter()
+            .all(|r| r.ipv4_home_address.is_some())
+    );
+    let json = serde_json::to_string(&snapshot).unwrap();
+    let back: pmip::lma::LmaSnapshot = serde_json::from_str(&json).unwrap();
+    sim.restart_lma(&back);
+    sim.settle(Duration::from_secs(5));
+    for a in &held {
+        assert!(sim.lma.cache().by_ipv4(a).is_some(), "{a}");
+        assert_eq!(
+            sim.lma_datapath.get(&host(*a)),
+            Some(&Downlink::Tunnel(mag_addr(0)))
+        );
+    }
+    sim.attach(0, ll(3));
+    sim.settle(Duration::from_secs(5));
+    let third = ipv4_at_mag(&sim, 0, 3).unwrap().address;
+    assert!(!held.contains(&third), "{third} was held");
+}
+
+/// §3.1.2.5 with §3.2.3.3: a de-registration naming only the IPv4 home address removes it
+/// and keeps the session with its prefix.
+#[test]
+fn a_selective_deregistration_removes_only_the_ipv4_home_address() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    let id = nai(1);
+    let node = ll(1);
+    let opts = [
+        MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: id.as_bytes(),
+        },
+        MobilityOption::HandoffIndicator(HandoffIndicator::HandoffStateNotChanged),
+        MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
+        MobilityOption::Timestamp(Timestamp::from_wall_clock(sim.wall())),
+        MobilityOption::MnLinkLayerIdentifier(node.as_bytes()),
+        MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len: 24,
+            address: v4.address,
+        },
+    ];
+    let m = Message::BindingUpdate(BindingUpdate {
+        sequence: SequenceNumber(999),
+        flags: BuFlags::A | BuFlags::P,
+        lifetime: Lifetime::ZERO,
+        options: Options::List(&opts),
+    });
+    let (src, dst) = (mag_addr(0), LMA.parse().unwrap());
+    let mut bytes = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut bytes, &src, &dst).unwrap();
+    sim.lma_do(|lma, now, wall| lma.handle_message(now, wall, src, dst, &bytes));
+    let e = sim.lma.cache().get(s).expect("the session stays");
+    assert!(e.ipv4.is_none());
+    assert_eq!(e.prefixes.as_slice().len(), 1);
+    assert!(sim.lma.cache().by_ipv4(&v4.address).is_none());
+    assert!(!sim.lma_datapath.contains_key(&host(v4.address)));
+    assert_eq!(pbas(&sim).last().unwrap().0, 0);
+}
+
+/// §3.2.3.2: an accepted PBA without an IPv4 Home Address Reply enables no IPv4 (a MAG that
+/// asked for none gets none, and nothing is routed).
+#[test]
+fn no_ipv4_asked_none_given() {
+    let p = [profile(1, true, false)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    assert_eq!(pbus(&sim)[0].0, None);
+    assert_eq!(pbas(&sim)[0], (0, None, None, true));
+    assert!(ipv4_at_mag(&sim, 0, 1).is_none());
+    assert!(
+        sim.lma_datapath.keys().all(|k| matches!(k, IpNet::V6(_))),
+        "{:?}",
+        sim.lma_datapath
+    );
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::Registered { .. }))
+    );
+}
+
+fn routed_at_mag(sim: &Sim, mag: usize, h: &IpNet) -> bool {
+    let d = &sim.mag_datapaths[mag];
+    d.uplinks.contains_key(h) || d.access_routes.contains_key(h)
+}
+
+/// §3.2.3.3: "the mobile access gateway MUST remove any forwarding state set up for the mobile
+/// node's IPv4 home address": when the node leaves (de-registration) as for its prefixes.
+#[test]
+fn a_detach_unroutes_the_ipv4_home_address_with_the_prefix() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let prefix = IpNet::V6(sim.mags[0].binding(&nai(1)).unwrap().prefixes[0]);
+    let h = host(v4.address);
+    assert!(routed_at_mag(&sim, 0, &h) && routed_at_mag(&sim, 0, &prefix));
+    sim.detach(0, ll(1));
+    // Past the LMA's MinDelayBeforeBCEDelete (RFC 5213 §5.3.5).
+    sim.run_for(Duration::from_secs(20));
+    assert!(!routed_at_mag(&sim, 0, &h), "{:?}", sim.mag_datapaths[0]);
+    assert!(!routed_at_mag(&sim, 0, &prefix));
+    assert!(!sim.lma_datapath.contains_key(&h), "{:?}", sim.lma_datapath);
+    assert!(!sim.lma_datapath.contains_key(&prefix));
+}
+
+/// §3.2.3.3 on expiry: an IPv4-only node whose binding lapses (the LMA stops answering) loses
+/// its IPv4 routes at the MAG, and gets no Router Advertisement withdrawing anything: it never
+/// had IPv6 service on the link (§3.2.3.1).
+#[test]
+fn an_expired_ipv4_only_binding_is_unrouted_without_an_ra() {
+    let p = [profile(1, false, true)];
+    let mut sim = domain(1, &p, &["198.51.100.0/28"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let h = host(ipv4_at_mag(&sim, 0, 1).unwrap().address);
+    assert!(routed_at_mag(&sim, 0, &h));
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    sim.drop = Some(Box::new(move |pk: &pmip::sim::Packet| pk.src == lma));
+    sim.run_for(Duration::from_secs(4 * 3600));
+    assert!(
+        sim.mag_events_of(0)
+            .any(|e| matches!(e, MagEvent::Expired { .. })),
+        "{:?}",
+        sim.mag_events_of(0).collect::<Vec<_>>()
+    );
+    assert!(!routed_at_mag(&sim, 0, &h), "{:?}", sim.mag_datapaths[0]);
+    assert!(
+        sim.router_advertisements.is_empty(),
+        "{:?}",
+        sim.router_advertisements
+    );
+}
