@@ -6,59 +6,14 @@ use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv6Net};
 use pmip::cache::BindingState;
-use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile, PrefixPool};
+use pmip::config::PrefixPool;
 use pmip::lma::{LmaEvent, RemovalReason};
 use pmip::mag::{BulState, MagEvent};
 use pmip::sim::{Downlink, Packet, Sim};
-use pmip::types::{LinkLayerAddress, Nai};
 use pmip::wire::*;
 
-const LMA: &str = "2001:db8:ffff::1";
-
-fn mag_addr(i: usize) -> Ipv6Addr {
-    format!("2001:db8:{}::10", i + 1).parse().unwrap()
-}
-
-fn ll(n: u16) -> LinkLayerAddress {
-    LinkLayerAddress::mac([2, 0, 0, 0, (n >> 8) as u8, n as u8])
-}
-
-fn nai(n: u16) -> String {
-    format!("mn{n}@example.org")
-}
-
-fn profile(n: u16) -> MobileNodeProfile {
-    let mut p = MobileNodeProfile::new(Nai::new(nai(n)).unwrap());
-    p.link_layer_addresses = vec![ll(n)];
-    p
-}
-
-fn lma_config(mags: usize, nodes: u16) -> LmaConfig {
-    let mut c: LmaConfig = serde_saphyr::from_str(&format!(
-        "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
-    ))
-    .unwrap();
-    c.authorized_mags = (0..mags).map(mag_addr).collect();
-    c.mobile_nodes = (1..=nodes).map(profile).collect();
-    c.domain.heartbeat.interval_s = 30;
-    c
-}
-
-fn mag_config(i: usize, nodes: u16) -> MagConfig {
-    let mut c: MagConfig = serde_saphyr::from_str(&format!(
-        "proxy_coa: '{}'\nlma_address: '{LMA}'\naccess_interfaces: ['acc*']\n",
-        mag_addr(i)
-    ))
-    .unwrap();
-    c.mobile_nodes = (1..=nodes).map(profile).collect();
-    c.domain.heartbeat.interval_s = 30;
-    c
-}
-
-fn domain(mags: usize, nodes: u16) -> Sim {
-    let cfgs = (0..mags).map(|i| mag_config(i, nodes)).collect();
-    Sim::new(lma_config(mags, nodes), cfgs, 42)
-}
+mod common;
+use common::*;
 
 fn statuses(sim: &Sim) -> Vec<u8> {
     sim.sent
