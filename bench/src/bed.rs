@@ -136,7 +136,7 @@ impl Bed {
             "address: '{LMA}'\nprefix_pools: [{{prefix: '{POOL}'}}]\n"
         ))?;
         c.name = "bench".into();
-        c.authorized_mags = self.mags.clone();
+        c.authorized_mags = self.mags.iter().map(|a| (*a).into()).collect();
         c.mobile_nodes = vec![MobileNodeProfile::new(
             Nai::new(format!("*@{REALM}")).map_err(|e| anyhow!("{e}"))?,
         )];

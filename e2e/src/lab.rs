@@ -26,8 +26,8 @@ use dataplane::Netlink;
 use dataplane::netns::NetNs;
 use ipnet::Ipv6Net;
 use pmip::config::{
-    DatapathMode, EspAlgorithm, FastHandoverMode, IpsecConfig, IpsecMode, KeyMaterial, LmaConfig,
-    MagConfig, MobileNodeProfile, SecurityAssociationConfig,
+    ConfiguredMag, DatapathMode, EspAlgorithm, FastHandoverMode, IpsecConfig, IpsecMode,
+    KeyMaterial, LmaConfig, MagConfig, MobileNodeProfile, SecurityAssociationConfig,
 };
 use pmip::types::{LinkLayerAddress, Nai};
 
@@ -627,7 +627,7 @@ impl Lab {
         c.name = "lma".into();
         c.authorized_mags = (0..self.spec.mags)
             .filter(|i| !self.spec.unauthorized_mags.contains(i))
-            .map(mag_address)
+            .map(|i| ConfiguredMag::named(mag_address(i), format!("mag{}", i + 1)))
             .collect();
         c.mobile_nodes = self.profiles(true);
         c.datapath.mode = self.spec.datapath;

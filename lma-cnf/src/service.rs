@@ -1042,7 +1042,7 @@ impl Service {
         (self.lma.policy().mags().iter())
             .map(|(a, m)| MagView {
                 address: *a,
-                name: m.name.clone(),
+                name: m.shown_name().unwrap_or_default().to_owned(),
                 from_config: m.configured,
                 sessions: sessions.get(a).copied().unwrap_or(0),
                 reachable: sessions.contains_key(a) && self.lma.is_mag_reachable(a),

@@ -31,7 +31,7 @@ pub fn lma() -> Lma {
         prefix: "2400::/16".parse().unwrap(),
         prefix_length: 64,
     }];
-    c.authorized_mags = (0..MAGS).map(mag).collect();
+    c.authorized_mags = (0..MAGS).map(|i| mag(i).into()).collect();
     c.mobile_nodes = vec![MobileNodeProfile::new(Nai::new("*@bench.example").unwrap())];
     c.domain.heartbeat.interval_s = 0;
     Lma::new(c, 1, 1).unwrap()

@@ -988,9 +988,10 @@ pub struct LmaConfig {
     pub timers: LmaTimers,
     #[serde(default)]
     pub revocation: RevocationConfig,
-    /// MAGs (proxy-CoAs) allowed to send PBUs, in addition to those added over the API.
+    /// MAGs (proxy-CoAs) allowed to send PBUs, in addition to those added over the API;
+    /// each an address, or an address with a name for people.
     #[serde(default)]
-    pub authorized_mags: Vec<Ipv6Addr>,
+    pub authorized_mags: Vec<ConfiguredMag>,
     /// Mobile node profiles, in addition to those added over the API.
     #[serde(default)]
     pub mobile_nodes: Vec<MobileNodeProfile>,
@@ -1009,6 +1010,96 @@ pub struct LmaConfig {
     /// RFC 5846 §13).
     #[serde(default)]
     pub ipsec: IpsecConfig,
+}
+
+/// A MAG the LMA accepts Proxy Binding Updates from (RFC 5213 §5.3.1): its proxy-CoA, and a
+/// name the LMA shows with its bindings. Written as the bare address, or as
+/// `{proxy_coa: ..., name: ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "ConfiguredMagForm", into = "ConfiguredMagForm")]
+pub struct ConfiguredMag {
+    pub proxy_coa: Ipv6Addr,
+    pub name: Option<String>,
+}
+
+impl ConfiguredMag {
+    /// An unnamed MAG.
+    pub fn new(proxy_coa: Ipv6Addr) -> Self {
+        Self {
+            proxy_coa,
+            name: None,
+        }
+    }
+
+    pub fn named(proxy_coa: Ipv6Addr, name: impl Into<String>) -> Self {
+        Self {
+            proxy_coa,
+            name: Some(name.into()),
+        }
+    }
+}
+
+impl From<Ipv6Addr> for ConfiguredMag {
+    fn from(a: Ipv6Addr) -> Self {
+        Self::new(a)
+    }
+}
+
+/// The two ways of writing an [`ConfiguredMag`].
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ConfiguredMagForm {
+    Address(Ipv6Addr),
+    Named(NamedMag),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedMag {
+    proxy_coa: Ipv6Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+impl From<ConfiguredMagForm> for ConfiguredMag {
+    fn from(f: ConfiguredMagForm) -> Self {
+        match f {
+            ConfiguredMagForm::Address(a) => Self::new(a),
+            ConfiguredMagForm::Named(n) => Self {
+                proxy_coa: n.proxy_coa,
+                name: n.name.filter(|n| !n.is_empty()),
+            },
+        }
+    }
+}
+
+impl From<ConfiguredMag> for ConfiguredMagForm {
+    fn from(m: ConfiguredMag) -> Self {
+        match m.name {
+            None => ConfiguredMagForm::Address(m.proxy_coa),
+            Some(name) => ConfiguredMagForm::Named(NamedMag {
+                proxy_coa: m.proxy_coa,
+                name: Some(name),
+            }),
+        }
+    }
+}
+
+/// Whether `p` can be pinned to a node by an LMA with these pools: outside every pool, or
+/// exactly one of the prefixes a pool hands out (inside it, with its `prefix_length`). A
+/// pinned prefix that overlaps a pool otherwise would overlap prefixes the pool allocates to
+/// other nodes. The one rule for the configuration file and the gRPC API; the error says why.
+pub fn check_pinned_prefix(pools: &[PrefixPool], p: &Ipv6Net) -> Result<(), String> {
+    for pool in pools {
+        let overlaps = pool.prefix.contains(p) || p.contains(&pool.prefix);
+        if overlaps && !(pool.prefix.contains(p) && p.prefix_len() == pool.prefix_length) {
+            return Err(format!(
+                "{p} overlaps the pool {} without being one of its /{} prefixes",
+                pool.prefix, pool.prefix_length
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_lma_name() -> String {
@@ -1151,13 +1242,29 @@ impl LmaConfig {
             || "must be at least revocation.initial_delay_ms".into(),
         )?;
         for (i, m) in self.authorized_mags.iter().enumerate() {
+            let a = m.proxy_coa;
             check(
-                is_global_unicast(m),
+                is_global_unicast(&a),
                 &format!("authorized_mags[{i}]"),
-                || format!("{m} cannot be a proxy-CoA"),
+                || format!("{a} cannot be a proxy-CoA"),
+            )?;
+            check(
+                !self.authorized_mags[..i].iter().any(|o| o.proxy_coa == a),
+                &format!("authorized_mags[{i}]"),
+                || format!("{a} is given twice"),
             )?;
         }
         validate_profiles(&self.mobile_nodes)?;
+        for (i, p) in self.mobile_nodes.iter().enumerate() {
+            for (j, h) in p.home_network_prefixes.iter().enumerate() {
+                check_pinned_prefix(&self.prefix_pools, h).map_err(|reason| {
+                    ConfigError::new(
+                        format!("mobile_nodes[{i}].home_network_prefixes[{j}]"),
+                        reason,
+                    )
+                })?;
+            }
+        }
         self.datapath.validate("datapath")?;
         self.ipsec.validate("ipsec")?;
         Ok(())
@@ -1422,6 +1529,67 @@ mobile_nodes:
         let e = c.validate().unwrap_err();
         assert_eq!(e.field, "mobile_nodes[0].allowed_mags[1]");
         assert!(e.reason.contains("cannot be a proxy-CoA"), "{e}");
+    }
+
+    #[test]
+    fn an_authorized_mag_is_an_address_or_an_address_with_a_name() {
+        let c: LmaConfig = serde_saphyr::from_str(&format!(
+            "{LMA}authorized_mags:\n  - 2001:db8:1::10\n  - {{proxy_coa: 2001:db8:2::10, name: mag2}}\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let a: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:2::10".parse().unwrap();
+        assert_eq!(
+            c.authorized_mags,
+            [ConfiguredMag::new(a), ConfiguredMag::named(b, "mag2")]
+        );
+        // Written back the same way.
+        let text = serde_saphyr::to_string(&c).unwrap();
+        let back: LmaConfig = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(back.authorized_mags, c.authorized_mags);
+        assert_eq!(
+            serde_json::to_value(&c.authorized_mags).unwrap(),
+            serde_json::json!(["2001:db8:1::10", {"proxy_coa": "2001:db8:2::10", "name": "mag2"}])
+        );
+        let bad = format!("{LMA}authorized_mags: [{{proxy_coa: 2001:db8:2::10, colour: red}}]\n");
+        assert!(serde_saphyr::from_str::<LmaConfig>(&bad).is_err());
+        let mut twice = c.clone();
+        twice.authorized_mags.push(ConfiguredMag::named(a, "again"));
+        let e = twice.validate().unwrap_err();
+        assert_eq!(e.field, "authorized_mags[2]");
+        assert_eq!(e.reason, "2001:db8:1::10 is given twice");
+    }
+
+    #[test]
+    fn a_pinned_prefix_lies_outside_the_pools_or_is_one_they_allocate() {
+        let pools = [PrefixPool {
+            prefix: "2001:db8:100::/48".parse().unwrap(),
+            prefix_length: 64,
+        }];
+        let ok = |p: &str| check_pinned_prefix(&pools, &p.parse().unwrap());
+        assert_eq!(ok("2001:db8:100:7::/64"), Ok(()));
+        assert_eq!(ok("2001:db8:200::/64"), Ok(()));
+        assert_eq!(ok("2001:db8:200::/56"), Ok(()));
+        assert_eq!(
+            ok("2001:db8:100:100::/56"),
+            Err(
+                "2001:db8:100:100::/56 overlaps the pool 2001:db8:100::/48 without being one \
+                 of its /64 prefixes"
+                    .into()
+            )
+        );
+        assert!(ok("2001:db8:100::/47").is_err());
+        // The configuration file follows the same rule.
+        let mut c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        c.mobile_nodes[0].home_network_prefixes = vec!["2001:db8:200::/64".parse().unwrap()];
+        c.validate().unwrap();
+        c.mobile_nodes[0].home_network_prefixes = vec![
+            "2001:db8:100:1::/64".parse().unwrap(),
+            "2001:db8:100:100::/56".parse().unwrap(),
+        ];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "mobile_nodes[0].home_network_prefixes[1]");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
-use crate::config::MobileNodeProfile;
+use crate::config::{ConfiguredMag, MobileNodeProfile};
 use crate::types::LinkLayerAddress;
 
 /// Why a profile or a MAG cannot be stored, changed or removed.
@@ -78,13 +78,13 @@ impl PolicyStore {
     /// The profiles and authorized MAGs of a configuration file.
     pub fn from_configuration(
         profiles: &[MobileNodeProfile],
-        mags: &[Ipv6Addr],
+        mags: &[ConfiguredMag],
     ) -> Result<Self, PolicyError> {
         let mut s = PolicyStore::new();
         for p in profiles {
             s.insert(p.clone(), Origin::Configuration)?;
         }
-        s.mags.configure(mags.iter().copied());
+        s.mags.configure(mags.iter().cloned());
         Ok(s)
     }
 
@@ -273,6 +273,8 @@ impl PolicyStore {
 pub struct AuthorizedMag {
     /// Its name over the API (a node name); empty when it has none.
     pub name: String,
+    /// Its name in the configuration file, when it gives one.
+    pub configured_name: Option<String>,
     /// Listed in the configuration file's `authorized_mags`.
     pub configured: bool,
     /// Added over the API (or named there).
@@ -280,6 +282,13 @@ pub struct AuthorizedMag {
 }
 
 impl AuthorizedMag {
+    /// The name to show: the API's, else the configuration file's.
+    pub fn shown_name(&self) -> Option<&str> {
+        Some(self.name.as_str())
+            .filter(|n| !n.is_empty())
+            .or(self.configured_name.as_deref())
+    }
+
     /// The configuration file wins: a MAG it lists stays until the file changes.
     pub fn origin(&self) -> Origin {
         if self.configured {
@@ -320,12 +329,9 @@ impl AuthorizedMags {
         self.mags.get(mag)
     }
 
-    /// Its API name, when it has one.
+    /// Its name: the API's, else the configuration file's.
     pub fn name(&self, mag: &Ipv6Addr) -> Option<&str> {
-        self.mags
-            .get(mag)
-            .map(|m| m.name.as_str())
-            .filter(|n| !n.is_empty())
+        self.mags.get(mag).and_then(AuthorizedMag::shown_name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Ipv6Addr, &AuthorizedMag)> {
@@ -340,13 +346,18 @@ impl AuthorizedMags {
         self.mags.is_empty()
     }
 
-    /// Replaces the MAGs of the configuration file; those of the API stay.
-    pub fn configure(&mut self, mags: impl IntoIterator<Item = Ipv6Addr>) {
+    /// Replaces the MAGs of the configuration file (with the names it gives them); those of
+    /// the API stay.
+    pub fn configure<M: Into<ConfiguredMag>>(&mut self, mags: impl IntoIterator<Item = M>) {
         for m in self.mags.values_mut() {
             m.configured = false;
+            m.configured_name = None;
         }
-        for a in mags {
-            self.mags.entry(a).or_default().configured = true;
+        for c in mags {
+            let c: ConfiguredMag = c.into();
+            let m = self.mags.entry(c.proxy_coa).or_default();
+            m.configured = true;
+            m.configured_name = c.name;
         }
         self.mags.retain(|_, m| m.configured || m.by_api);
     }
@@ -477,7 +488,7 @@ mod tests {
     #[test]
     fn the_api_cannot_change_what_the_configuration_file_holds() {
         let mag: Ipv6Addr = "2001:db8::10".parse().unwrap();
-        let mut s = PolicyStore::from_configuration(&[profile("a@x")], &[mag]).unwrap();
+        let mut s = PolicyStore::from_configuration(&[profile("a@x")], &[mag.into()]).unwrap();
         assert_eq!(s.origin("a@x"), Some(Origin::Configuration));
         assert_eq!(
             s.check_api_change("a@x"),
@@ -494,6 +505,22 @@ mod tests {
         ));
         assert!(s.is_mag_authorized(&mag));
         assert_eq!(s.mags().get(&mag).unwrap().origin(), Origin::Configuration);
+    }
+
+    #[test]
+    fn a_name_from_the_configuration_is_shown_unless_the_api_gives_one() {
+        let a = |n: u16| Ipv6Addr::new(0x2001, 0xdb8, n, 0, 0, 0, 0, 0x10);
+        let mut m = AuthorizedMags::default();
+        m.configure([ConfiguredMag::named(a(1), "mag1"), ConfiguredMag::new(a(2))]);
+        assert_eq!(m.name(&a(1)), Some("mag1"));
+        assert_eq!(m.name(&a(2)), None);
+        m.add(a(1), "node-1".into());
+        assert_eq!(m.name(&a(1)), Some("node-1"));
+        // The API's name goes, the file's comes back.
+        m.set(BTreeMap::new());
+        assert_eq!(m.name(&a(1)), Some("mag1"));
+        m.configure([a(1)]);
+        assert_eq!(m.name(&a(1)), None);
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn full_lma(link_local: LinkLocalMode) -> LmaConfig {
         }],
         timers: LmaTimers::default(),
         revocation: RevocationConfig::default(),
-        authorized_mags: vec![addr("2001:db8:1::10")],
+        authorized_mags: vec![ConfiguredMag::named(addr("2001:db8:1::10"), "mag1")],
         mobile_nodes: vec![full_profile()],
         datapath: full_datapath(),
         state_dir: "/var/lib/pmip-lma".into(),
@@ -456,7 +456,11 @@ fn minimal_examples_parse_validate_and_fit_together() {
     mag.validate().unwrap();
     // The MAG registers with this LMA, which authorizes it and knows its nodes.
     assert_eq!(mag.lma_address, lma.address);
-    assert!(lma.authorized_mags.contains(&mag.proxy_coa));
+    assert!(
+        lma.authorized_mags
+            .iter()
+            .any(|m| m.proxy_coa == mag.proxy_coa)
+    );
     assert!(!mag.mobile_nodes.is_empty());
     for m in &mag.mobile_nodes {
         assert!(
@@ -548,11 +552,16 @@ impl Bare {
         let sa: SecurityAssociationConfig =
             parse("peer: 2001:db8::2\nalgorithm: aes-128-gcm\nspi_in: 256\nspi_out: 257\n")
                 .unwrap();
+        // The mapping form with only its required field, field by field (an unnamed MAG is
+        // written back as its bare address).
+        let mag: ConfiguredMag = parse("{proxy_coa: 2001:db8:1::10}").unwrap();
+        let mag = serde_json::json!({"proxy_coa": mag.proxy_coa, "name": mag.name});
         Bare {
             config,
             elements: BTreeMap::from([
                 ("mobile_nodes", serde_json::to_value(profile).unwrap()),
                 ("prefix_pools", serde_json::to_value(pool).unwrap()),
+                ("authorized_mags", mag),
                 ("api.tls", serde_json::to_value(tls).unwrap()),
                 (
                     "ipsec.security_associations",

@@ -29,7 +29,7 @@ fn config() -> LmaConfig {
         "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
     ))
     .unwrap();
-    c.authorized_mags = (0..MAGS).map(mag).collect();
+    c.authorized_mags = (0..MAGS).map(|i| mag(i).into()).collect();
     c.mobile_nodes = (0..NODES)
         .map(|n| MobileNodeProfile::new(Nai::new(nai(n)).unwrap()))
         .collect();

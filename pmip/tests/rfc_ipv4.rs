@@ -51,7 +51,7 @@ fn lma_config(mags: usize, profiles: &[MobileNodeProfile], pools: &[&str]) -> Lm
             default_router: None,
         })
         .collect();
-    c.authorized_mags = (0..mags).map(mag_addr).collect();
+    c.authorized_mags = (0..mags).map(|i| mag_addr(i).into()).collect();
     c.mobile_nodes = profiles.to_vec();
     c
 }

@@ -510,7 +510,7 @@ mod tests {
             "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
         ))
         .unwrap();
-        c.authorized_mags = vec![mag(1), mag(2)];
+        c.authorized_mags = vec![mag(1).into(), mag(2).into()];
         let mut limited = MobileNodeProfile::new(Nai::new("limited@example.org").unwrap());
         limited.allowed_mags = vec![mag(2)];
         let mut v4only = MobileNodeProfile::new(Nai::new("v4only@example.org").unwrap());

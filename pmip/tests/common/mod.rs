@@ -34,7 +34,7 @@ pub fn lma_config(mags: usize, nodes: u16) -> LmaConfig {
         "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
     ))
     .unwrap();
-    c.authorized_mags = (0..mags).map(mag_addr).collect();
+    c.authorized_mags = (0..mags).map(|i| mag_addr(i).into()).collect();
     c.mobile_nodes = (1..=nodes).map(profile).collect();
     c.domain.heartbeat.interval_s = 30;
     c
