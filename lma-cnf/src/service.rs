@@ -195,6 +195,12 @@ pub enum Command {
         profile: MobileNodeProfile,
         reply: oneshot::Sender<Result<Upserted, PolicyRefusal>>,
     },
+    /// Creates or replaces every profile, or none: the first refusal (with the index of the
+    /// profile refused) leaves the policy as it was.
+    UpsertProfiles {
+        profiles: Vec<MobileNodeProfile>,
+        reply: oneshot::Sender<Result<Vec<Upserted>, (usize, PolicyRefusal)>>,
+    },
     DeleteProfile {
         mn_id: String,
         /// Also revoke the node's bindings (RFC 5846).
@@ -706,7 +712,10 @@ impl Service {
                 let _ = reply.send(self.stats_view(now));
             }
             Command::UpsertProfile { profile, reply } => {
-                let _ = reply.send(self.upsert_profile(profile, wall));
+                let _ = reply.send(self.upsert_profile(profile, now, wall));
+            }
+            Command::UpsertProfiles { profiles, reply } => {
+                let _ = reply.send(self.upsert_profiles(profiles, now, wall));
             }
             Command::DeleteProfile {
                 mn_id,
@@ -969,49 +978,109 @@ impl Service {
         }
     }
 
+    /// One profile: the batch of one.
     pub fn upsert_profile(
         &mut self,
         profile: MobileNodeProfile,
+        now: Instant,
         wall: WallClock,
     ) -> Result<Upserted, PolicyRefusal> {
-        let id = profile.mn_id.to_string();
-        self.lma.policy().check_api_change(&id)?;
+        let mut done = self
+            .upsert_profiles(vec![profile], now, wall)
+            .map_err(|(_, e)| e)?;
+        done.pop()
+            .ok_or_else(|| PolicyRefusal::Invalid("nothing was applied".into()))
+    }
+
+    /// Refusals that need no change to find: a configuration-file profile, a pinned prefix
+    /// that does not fit the pools.
+    fn check_profile(&self, profile: &MobileNodeProfile) -> Result<(), PolicyRefusal> {
+        self.lma.policy().check_api_change(profile.mn_id.as_str())?;
         for (i, p) in profile.home_network_prefixes.iter().enumerate() {
-            let pools = &self.lma.config().prefix_pools;
-            if !pools
-                .iter()
-                .any(|pool| pool.prefix.contains(p) && pool.prefix_length == p.prefix_len())
-            {
-                let pools_text: BTreeSet<String> = pools
-                    .iter()
-                    .map(|pool| format!("{} (/{})", pool.prefix, pool.prefix_length))
-                    .collect();
-                return Err(PolicyRefusal::OutOfRange(format!(
-                    "home_network_prefixes[{i}]: {p} is not a prefix the LMA's pools \
-                     allocate: {}",
-                    pools_text.into_iter().collect::<Vec<_>>().join(", ")
-                )));
-            }
+            pmip::config::check_pinned_prefix(&self.lma.config().prefix_pools, p).map_err(
+                |reason| PolicyRefusal::OutOfRange(format!("home_network_prefixes[{i}]: {reason}")),
+            )?;
         }
-        let old = self.lma.policy().get(&id).map(|(p, _)| p.clone());
-        if old.as_ref() == Some(&profile) {
-            return Ok(Upserted {
+        Ok(())
+    }
+
+    /// Applies `profiles` in order, all or nothing: on the first refusal the profiles
+    /// already applied are put back as they were, and nothing is stored or published.
+    pub fn upsert_profiles(
+        &mut self,
+        profiles: Vec<MobileNodeProfile>,
+        now: Instant,
+        wall: WallClock,
+    ) -> Result<Vec<Upserted>, (usize, PolicyRefusal)> {
+        for (i, p) in profiles.iter().enumerate() {
+            if profiles[..i].iter().any(|q| q.mn_id == p.mn_id) {
+                return Err((
+                    i,
+                    PolicyRefusal::Invalid(format!("{} is given twice", p.mn_id)),
+                ));
+            }
+            self.check_profile(p).map_err(|e| (i, e))?;
+        }
+        // Per profile, the one it replaced; `None` where nothing changed.
+        let mut applied: Vec<Option<Option<MobileNodeProfile>>> = Vec::new();
+        for (i, profile) in profiles.iter().enumerate() {
+            let old = (self.lma.policy().get(profile.mn_id.as_str())).map(|(p, _)| p.clone());
+            if old.as_ref() == Some(profile) {
+                applied.push(None);
+                continue;
+            }
+            if let Err(e) = self.lma.upsert_profile(profile.clone()) {
+                self.roll_back(&profiles, applied, now);
+                return Err((i, e.into()));
+            }
+            applied.push(Some(old));
+        }
+        let mut out = Vec::with_capacity(profiles.len());
+        for (profile, done) in profiles.into_iter().zip(applied) {
+            let Some(old) = done else {
+                out.push(Upserted {
+                    view: self.profile_view(&profile),
+                    created: false,
+                    changed: false,
+                });
+                continue;
+            };
+            self.batch.put_profile(profile.clone());
+            let revision = self
+                .profiles_hub
+                .publish(wall, ProfileChange::Upserted(profile.clone()));
+            self.profile_changes
+                .insert(profile.mn_id.to_string(), (revision, wall));
+            out.push(Upserted {
                 view: self.profile_view(&profile),
-                created: false,
-                changed: false,
+                created: old.is_none(),
+                changed: true,
             });
         }
-        self.lma.upsert_profile(profile.clone())?;
-        self.batch.put_profile(profile.clone());
-        let revision = self
-            .profiles_hub
-            .publish(wall, ProfileChange::Upserted(profile.clone()));
-        self.profile_changes.insert(id, (revision, wall));
-        Ok(Upserted {
-            view: self.profile_view(&profile),
-            created: old.is_none(),
-            changed: true,
-        })
+        Ok(out)
+    }
+
+    /// Undoes the first `applied.len()` profiles of a batch, last first.
+    fn roll_back(
+        &mut self,
+        profiles: &[MobileNodeProfile],
+        applied: Vec<Option<Option<MobileNodeProfile>>>,
+        now: Instant,
+    ) {
+        for (profile, done) in profiles.iter().zip(applied).rev() {
+            match done {
+                None => {}
+                Some(None) => {
+                    self.lma.remove_profile(now, profile.mn_id.as_str(), false);
+                }
+                Some(Some(old)) => {
+                    // It was in the store before this batch, beside the same profiles.
+                    if let Err(e) = self.lma.upsert_profile(old) {
+                        warn!(mn_id = %profile.mn_id, error = %e, "cannot restore a profile");
+                    }
+                }
+            }
+        }
     }
 
     pub fn delete_profile(
@@ -1321,7 +1390,7 @@ mod tests {
         });
         assert_eq!(r, Err(PolicyRefusal::FromConfig(nai(1))));
         p.mn_id = pmip::types::Nai::new("mn9@example.org").unwrap();
-        p.home_network_prefixes = vec!["2001:db8:200::/64".parse().unwrap()];
+        p.home_network_prefixes = vec!["2001:db8:100:100::/56".parse().unwrap()];
         let r = b.call(|reply| Command::UpsertProfile {
             profile: p.clone(),
             reply,

@@ -1078,20 +1078,21 @@ async fn profiles_are_upserted_listed_and_deleted_with_clear_refusals() {
         (
             pb::MobileNodeProfile {
                 link_layer_addresses: vec![],
-                home_network_prefixes: vec!["2001:db8:200::/64".into()],
+                home_network_prefixes: vec!["2001:db8:100:1000::/56".into()],
                 ..api_profile("api2@example.org")
             },
             Code::OutOfRange,
-            "home_network_prefixes[0]: 2001:db8:200::/64 is not a prefix the LMA's pools allocate: 2001:db8:100::/48 (/64)",
+            "home_network_prefixes[0]: 2001:db8:100:1000::/56 overlaps the pool 2001:db8:100::/48 \
+             without being one of its /64 prefixes",
         ),
         (
             pb::MobileNodeProfile {
                 link_layer_addresses: vec![],
-                home_network_prefixes: vec!["2001:db8:100::/56".into()],
+                home_network_prefixes: vec!["2001:db8:100::/47".into()],
                 ..api_profile("api2@example.org")
             },
             Code::OutOfRange,
-            "home_network_prefixes[0]: 2001:db8:100::/56 is not a prefix",
+            "home_network_prefixes[0]: 2001:db8:100::/47 overlaps the pool",
         ),
         (
             pb::MobileNodeProfile {
@@ -1226,6 +1227,167 @@ async fn profiles_are_upserted_listed_and_deleted_with_clear_refusals() {
             .home_network_prefixes,
         vec![p1.to_string()]
     );
+    lab.stop().await;
+}
+
+async fn apply(
+    lab: &Lab,
+    profiles: Vec<pb::MobileNodeProfile>,
+) -> Result<Vec<pb::UpsertMobileNodeResponse>, tonic::Status> {
+    lab.policy()
+        .apply_mobile_nodes(pb::ApplyMobileNodesRequest { profiles })
+        .await
+        .map(|r| r.into_inner().results)
+}
+
+async fn profile_ids(lab: &Lab) -> Vec<String> {
+    lab.policy()
+        .list_mobile_nodes(pb::ListMobileNodesRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| e.profile.unwrap().mn_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_changes_every_profile_or_none() {
+    let lab = Lab::start().await;
+    let bare = |id: &str| pb::MobileNodeProfile {
+        mn_id: id.into(),
+        ..Default::default()
+    };
+    upsert(&lab, api_profile("api1@example.org")).await.unwrap();
+    let before = profile_ids(&lab).await;
+    let mut events = lab
+        .policy()
+        .watch_mobile_nodes(pb::WatchMobileNodesRequest { resume_from: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let cursor = loop {
+        let e = next(&mut events).await;
+        if let Some(pb::mobile_node_event::Event::Synced(_)) = e.event {
+            break (e.epoch, e.revision);
+        }
+    };
+
+    // The third profile takes the link-layer address of a configuration profile: the first
+    // is not created, and the change to api1 is undone.
+    let mut api1 = api_profile("api1@example.org");
+    api1.local_routing = Some(true);
+    let (c, m) = code(
+        apply(
+            &lab,
+            vec![
+                bare("new6@example.org"),
+                api1,
+                pb::MobileNodeProfile {
+                    link_layer_addresses: vec![ll(1).to_string()],
+                    ..bare("new7@example.org")
+                },
+            ],
+        )
+        .await,
+    );
+    assert_eq!(c, Code::AlreadyExists, "{m}");
+    assert_eq!(
+        m,
+        "profiles[2] (new7@example.org): link-layer address 02:00:00:00:00:01 already belongs \
+         to mn1@example.org; nothing was changed"
+    );
+    assert_eq!(profile_ids(&lab).await, before);
+    let api1_now = lab
+        .policy()
+        .get_mobile_node(pb::GetMobileNodeRequest {
+            mn_id: "api1@example.org".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(api1_now.profile.unwrap().local_routing, None);
+
+    // Refusals found before anything is tried: a profile of the configuration file, a
+    // pinned prefix across the pool, the same MN-ID twice, a malformed field.
+    let cases: Vec<(Vec<pb::MobileNodeProfile>, Code, &str)> = vec![
+        (
+            vec![bare("new6@example.org"), bare(&nai(2))],
+            Code::FailedPrecondition,
+            "profiles[1] (mn2@example.org): mn2@example.org comes from the configuration file",
+        ),
+        (
+            vec![
+                bare("new6@example.org"),
+                pb::MobileNodeProfile {
+                    home_network_prefixes: vec!["2001:db8:100::/56".into()],
+                    ..bare("new7@example.org")
+                },
+            ],
+            Code::OutOfRange,
+            "profiles[1] (new7@example.org): home_network_prefixes[0]: 2001:db8:100::/56 overlaps",
+        ),
+        (
+            vec![bare("new6@example.org"), bare("new6@example.org")],
+            Code::InvalidArgument,
+            "profiles[1] (new6@example.org): new6@example.org is given twice",
+        ),
+        (
+            vec![bare("new6@example.org"), bare("not an nai")],
+            Code::InvalidArgument,
+            "profiles[1].mn_id: ",
+        ),
+    ];
+    for (ps, want, msg) in cases {
+        let (c, m) = code(apply(&lab, ps).await);
+        assert_eq!(c, want, "{m}");
+        assert!(m.starts_with(msg), "{m} does not start with {msg}");
+        assert!(m.ends_with("nothing was changed"), "{m}");
+        assert_eq!(profile_ids(&lab).await, before);
+    }
+    // Nothing was published meanwhile.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.message())
+            .await
+            .is_err(),
+        "a refused batch published a change"
+    );
+
+    // A batch that fits is applied whole, in order; a prefix outside every pool may be
+    // pinned, as in the configuration file.
+    let done = apply(
+        &lab,
+        vec![
+            bare("new6@example.org"),
+            api_profile("api1@example.org"),
+            pb::MobileNodeProfile {
+                home_network_prefixes: vec!["2001:db8:200::/64".into()],
+                ..bare("new7@example.org")
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let flags: Vec<(bool, bool)> = done.iter().map(|r| (r.created, r.changed)).collect();
+    assert_eq!(flags, [(true, true), (false, false), (true, true)]);
+    let ids = profile_ids(&lab).await;
+    assert!(
+        ids.contains(&"new6@example.org".to_owned())
+            && ids.contains(&"new7@example.org".to_owned())
+    );
+    let mut published = Vec::new();
+    while published.len() < 2 {
+        let e = next(&mut events).await;
+        if let Some(pb::mobile_node_event::Event::Upserted(u)) = e.event {
+            assert!((e.epoch, e.revision) > cursor);
+            published.push(u.profile.unwrap().mn_id);
+        }
+    }
+    assert_eq!(published, ["new6@example.org", "new7@example.org"]);
     lab.stop().await;
 }
 

@@ -452,6 +452,12 @@ impl Policy for FakeLma {
             changed: true,
         }))
     }
+    async fn apply_mobile_nodes(
+        &self,
+        _: GReq<ApplyMobileNodesRequest>,
+    ) -> Result<GResp<ApplyMobileNodesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn delete_mobile_node(
         &self,
         r: GReq<DeleteMobileNodeRequest>,

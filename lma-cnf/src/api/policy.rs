@@ -153,6 +153,48 @@ impl Policy for PolicyService {
         }))
     }
 
+    async fn apply_mobile_nodes(
+        &self,
+        request: Request<pb::ApplyMobileNodesRequest>,
+    ) -> Result<Response<pb::ApplyMobileNodesResponse>, Status> {
+        let mut profiles = Vec::new();
+        for (i, p) in request.into_inner().profiles.iter().enumerate() {
+            profiles.push(convert::profile_from_proto(p).map_err(|e| {
+                invalid(
+                    &format!("profiles[{i}].{}", e.field),
+                    format_args!("{}; nothing was changed", e.reason),
+                )
+            })?);
+        }
+        let ids: Vec<String> = profiles.iter().map(|p| p.mn_id.to_string()).collect();
+        let done = self
+            .core
+            .call(|reply| Command::UpsertProfiles { profiles, reply })
+            .await
+            .map_err(gone)?
+            .map_err(|(i, e)| {
+                let s = refused(e);
+                Status::new(
+                    s.code(),
+                    format!(
+                        "profiles[{i}] ({}): {}; nothing was changed",
+                        ids.get(i).map_or("", String::as_str),
+                        s.message()
+                    ),
+                )
+            })?;
+        Ok(Response::new(pb::ApplyMobileNodesResponse {
+            results: done
+                .into_iter()
+                .map(|u| pb::UpsertMobileNodeResponse {
+                    entry: Some(convert::profile_entry(&u.view)),
+                    created: u.created,
+                    changed: u.changed,
+                })
+                .collect(),
+        }))
+    }
+
     async fn delete_mobile_node(
         &self,
         request: Request<pb::DeleteMobileNodeRequest>,
