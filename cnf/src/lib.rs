@@ -15,4 +15,4 @@ pub mod telemetry;
 pub mod transport;
 pub mod xfrm;
 
-pub use clock::Clock;
+pub use clock::{Clock, ShownTime};

@@ -318,6 +318,8 @@ pub struct Service {
     deferred_since: Option<Instant>,
     /// Arrival of every PBU this turn answered.
     answered: Vec<Instant>,
+    /// Keeps the binding times the API shows the same from one call to the next.
+    shown: cnf::ShownTime,
 }
 
 impl Service {
@@ -363,6 +365,7 @@ impl Service {
             deferred: Batch::default(),
             deferred_since: None,
             answered: Vec::new(),
+            shown: cnf::ShownTime::new(),
         };
         // Stored bindings that did not survive (expired while the LMA was down) go.
         let kept: BTreeSet<String> = (service.lma.cache().iter())
@@ -531,7 +534,8 @@ impl Service {
         wall: WallClock,
     ) -> Option<(String, BindingView)> {
         let e = self.lma.cache().get(session)?;
-        let record = self.lma.record(session, now, wall)?;
+        let (shown_now, shown_wall) = self.shown.at(now, wall);
+        let record = self.lma.record(session, shown_now, shown_wall)?;
         let key = record.key();
         let view = BindingView {
             state: if self.revoking.contains(&*e.mn_id) {
