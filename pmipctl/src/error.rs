@@ -41,9 +41,11 @@ impl CliError {
     /// True when the error is only that standard output was closed (`pmipctl ... | head`).
     pub fn is_broken_pipe(&self) -> bool {
         match self {
-            CliError::Other(e) => e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe),
+            CliError::Other(e) => e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }),
             _ => false,
         }
     }

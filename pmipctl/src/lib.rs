@@ -12,7 +12,10 @@
 //! input or bad usage, 1 anything else (a gRPC error, a daemon that cannot be reached).
 //!
 //! Output (`-o`): `table` (the default, for people: aligned columns, ages like `2m13s`, RFC
-//! names), `json` or `yaml` (stable snake_case keys, for programs; see [`views`]).
+//! names), `wide` (tables with more columns), `json` or `yaml` (stable snake_case keys, for
+//! programs; see [`views`]). `--no-headers` leaves out a table's heading line. A closed
+//! standard output (`pmipctl ... | head`) ends the command quietly with exit code 0.
+//! `pmipctl completion bash|zsh|fish` prints a shell completion script.
 //!
 //! JSON of `mh decode`: one message is an object with `message` (what it is, in words),
 //! `mh_type`, `payload_proto`, `header_len`, `length`, `checksum`, the message's fixed fields
@@ -38,6 +41,13 @@ pub mod views;
 
 pub use error::CliError;
 
+impl OutputFormat {
+    /// Text for people (`table` or `wide`), not data for programs.
+    pub fn is_text(self) -> bool {
+        matches!(self, OutputFormat::Table | OutputFormat::Wide)
+    }
+}
+
 /// Output format, shared by every subcommand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum OutputFormat {
@@ -45,6 +55,8 @@ pub enum OutputFormat {
     #[default]
     #[value(alias = "text")]
     Table,
+    /// As `table`, with more columns where the command prints a table.
+    Wide,
     /// JSON with stable snake_case keys (one object per line for `bindings watch`).
     Json,
     /// YAML with the same keys as JSON.
@@ -61,6 +73,10 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t, global = true)]
     pub output: OutputFormat,
+
+    /// Tables without their heading line (for scripts).
+    #[arg(long, global = true)]
+    pub no_headers: bool,
 
     #[command(flatten)]
     pub connect: client::ConnectArgs,
@@ -82,6 +98,7 @@ pub fn run(
         stdout,
         stderr,
         output: cli.output,
+        no_headers: cli.no_headers,
     };
     commands::run(cli.command, &cli.connect, &mut io)
 }

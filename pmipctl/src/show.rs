@@ -90,6 +90,24 @@ pub fn age(t: Option<&prost_types::Timestamp>, now: SystemTime) -> String {
     seconds(now.saturating_sub(t.seconds).max(0) as u64)
 }
 
+/// How a command writes its tables (`-o wide`, `--no-headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// More columns.
+    pub wide: bool,
+    /// The heading line.
+    pub headers: bool,
+}
+
+impl Default for Style {
+    fn default() -> Self {
+        Style {
+            wide: false,
+            headers: true,
+        }
+    }
+}
+
 /// Columns aligned on the widest cell, two spaces apart, headings in capitals.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
@@ -118,15 +136,26 @@ impl Table {
     }
 
     pub fn render(&self) -> String {
-        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        self.render_as(Style::default())
+    }
+
+    /// The table in `style`: without its heading line when `style.headers` is false (the
+    /// columns are then as wide as the rows alone need).
+    pub fn render_as(&self, style: Style) -> String {
+        let rows = if style.headers {
+            &self.rows[..]
+        } else {
+            &self.rows[1..]
+        };
+        let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut width = vec![0usize; cols];
-        for r in &self.rows {
+        for r in rows {
             for (i, c) in r.iter().enumerate() {
                 width[i] = width[i].max(c.chars().count());
             }
         }
         let mut out = String::new();
-        for r in &self.rows {
+        for r in rows {
             let mut line = String::new();
             for (i, c) in r.iter().enumerate() {
                 if i > 0 {
@@ -177,14 +206,15 @@ pub fn emit<T: Serialize>(
 ) -> Result<(), CliError> {
     match io.output {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *io.stdout, value).context("cannot write JSON")?;
-            writeln!(io.stdout)?;
+            // Made whole first: a write error is then the stream's own (a closed pipe).
+            let text = serde_json::to_string_pretty(value).context("cannot write JSON")?;
+            writeln!(io.stdout, "{text}")?;
         }
         OutputFormat::Yaml => {
             let text = serde_saphyr::to_string(value).context("cannot write YAML")?;
             write!(io.stdout, "{text}")?;
         }
-        OutputFormat::Table => write!(io.stdout, "{}", table())?,
+        OutputFormat::Table | OutputFormat::Wide => write!(io.stdout, "{}", table())?,
     }
     io.stdout.flush()?;
     Ok(())
@@ -244,6 +274,14 @@ mod tests {
              m@x              DEREGISTERING  1h\n"
         );
         assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.render_as(Style {
+                wide: false,
+                headers: false
+            }),
+            "mn1@example.org  ACTIVE         2m\n\
+             m@x              DEREGISTERING  1h\n"
+        );
         assert_eq!(
             fields(&[("MN-ID", "a".into()), ("State", "b".into())]),
             "MN-ID:  a\nState:  b\n"

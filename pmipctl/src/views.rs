@@ -190,9 +190,11 @@ fn proxy_coa_and_name(coa: &str, name: Option<&str>) -> String {
     }
 }
 
-/// The `bindings list` table.
-pub fn bindings_table(bs: &[pb::Binding], now: SystemTime) -> Table {
-    let mut t = Table::new(&[
+/// The `bindings list` table; `wide` adds the access technology, the node's link-layer and
+/// link-local addresses, the previous proxy-CoA and the last handover's gap, the times and the
+/// revision.
+pub fn bindings_table(bs: &[pb::Binding], now: SystemTime, wide: bool) -> Table {
+    let mut headings = vec![
         "MN-ID",
         "HOME NETWORK PREFIXES",
         "PROXY-COA",
@@ -201,9 +203,22 @@ pub fn bindings_table(bs: &[pb::Binding], now: SystemTime) -> Table {
         "LIFETIME",
         "AGE",
         "HANDOVERS",
-    ]);
+    ];
+    if wide {
+        headings.extend([
+            "ACCESS TECHNOLOGY",
+            "LINK-LAYER ID",
+            "LINK-LOCAL",
+            "PREVIOUS PROXY-COA",
+            "LAST GAP",
+            "REGISTERED",
+            "UPDATED",
+            "REVISION",
+        ]);
+    }
+    let mut t = Table::new(&headings);
     for b in bs {
-        t.row(vec![
+        let mut row = vec![
             b.mn_id.clone(),
             show::list(&b.home_network_prefixes),
             b.proxy_coa.clone(),
@@ -212,7 +227,23 @@ pub fn bindings_table(bs: &[pb::Binding], now: SystemTime) -> Table {
             lifetime(b.lifetime_remaining_seconds, b.lifetime_granted_seconds),
             age(b.registered_at.as_ref(), now),
             b.handover_count.to_string(),
-        ]);
+        ];
+        if wide {
+            let v = BindingView::from(b);
+            let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+            row.extend([
+                text(&v.access_technology_type),
+                opt(v.mn_link_layer_id),
+                opt(v.link_local_address),
+                opt(v.previous_proxy_coa),
+                v.last_handover_interruption_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms}ms")),
+                opt(v.registered_at),
+                opt(v.updated_at),
+                v.revision.to_string(),
+            ]);
+        }
+        t.row(row);
     }
     t
 }
@@ -636,9 +667,9 @@ fn local_routing(p: &MobileNodeProfile) -> String {
     }
 }
 
-/// The `policy list` table.
-pub fn profiles_table(es: &[ProfileEntryView]) -> Table {
-    let mut t = Table::new(&[
+/// The `policy list` table; `wide` adds the revision and the time of the last change.
+pub fn profiles_table(es: &[ProfileEntryView], wide: bool) -> Table {
+    let mut headings = vec![
         "MN-ID",
         "LINK-LAYER ADDRESSES",
         "HOME NETWORK PREFIXES",
@@ -646,10 +677,14 @@ pub fn profiles_table(es: &[ProfileEntryView]) -> Table {
         "ACCESS TECHNOLOGY",
         "LOCAL ROUTING",
         "SOURCE",
-    ]);
+    ];
+    if wide {
+        headings.extend(["REVISION", "UPDATED"]);
+    }
+    let mut t = Table::new(&headings);
     for e in es {
         let p = &e.profile;
-        t.row(vec![
+        let mut row = vec![
             p.mn_id.to_string(),
             show::list(&strings(&p.link_layer_addresses)),
             show::list(&strings(&p.home_network_prefixes)),
@@ -657,7 +692,12 @@ pub fn profiles_table(es: &[ProfileEntryView]) -> Table {
             att_of_profile(p),
             local_routing(p),
             e.source.clone(),
-        ]);
+        ];
+        if wide {
+            row.push(e.revision.to_string());
+            row.push(e.updated_at.clone().unwrap_or_else(|| "-".into()));
+        }
+        t.row(row);
     }
     t
 }
@@ -787,9 +827,10 @@ fn pba_text(c: &Option<Coded>) -> String {
     }
 }
 
-/// The `mag bul` table.
-pub fn bul_table(es: &[pb::BindingUpdateListEntry], now: SystemTime) -> Table {
-    let mut t = Table::new(&[
+/// The `mag bul` table; `wide` adds the LMA, the link-local address, the access technology,
+/// the handoff indicator, the retransmissions and the times.
+pub fn bul_table(es: &[pb::BindingUpdateListEntry], now: SystemTime, wide: bool) -> Table {
+    let mut headings = vec![
         "MN-ID",
         "LINK-LAYER",
         "INTERFACE",
@@ -798,14 +839,26 @@ pub fn bul_table(es: &[pb::BindingUpdateListEntry], now: SystemTime) -> Table {
         "LIFETIME",
         "LAST PBA",
         "AGE",
-    ]);
+    ];
+    if wide {
+        headings.extend([
+            "LMA",
+            "LINK-LOCAL",
+            "ACCESS TECHNOLOGY",
+            "HANDOFF INDICATOR",
+            "RETRANSMISSIONS",
+            "ATTACHED",
+            "REGISTERED",
+        ]);
+    }
+    let mut t = Table::new(&headings);
     for e in es {
         let v = BulEntryView::from(e);
         let mut state = v.state.clone();
         if v.lab {
             state.push_str(" (lab)");
         }
-        t.row(vec![
+        let mut row = vec![
             v.mn_id.clone(),
             v.mn_link_layer_id.clone(),
             or_dash(v.access_interface.as_deref().unwrap_or_default()),
@@ -814,7 +867,20 @@ pub fn bul_table(es: &[pb::BindingUpdateListEntry], now: SystemTime) -> Table {
             lifetime(v.lifetime_remaining_seconds, v.lifetime_granted_seconds),
             pba_text(&v.last_pba_status),
             age(e.attached_at.as_ref(), now),
-        ]);
+        ];
+        if wide {
+            let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            row.extend([
+                v.lma_address.clone(),
+                opt(&v.link_local_address),
+                text(&v.access_technology_type),
+                text(&v.handoff_indicator),
+                v.retransmissions.to_string(),
+                opt(&v.attached_at),
+                opt(&v.registered_at),
+            ]);
+        }
+        t.row(row);
     }
     t
 }

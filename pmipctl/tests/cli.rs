@@ -625,3 +625,70 @@ fn every_message_kind_decodes() {
         assert!(!text.contains("warning"), "{text}");
     }
 }
+
+/// Runs `pmipctl` with its standard output closed before it writes anything, as
+/// `pmipctl ... | head` leaves it once `head` has had enough.
+fn into_closed_pipe(args: &[&str]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().unwrap();
+    // No reader from the start: the first write fails with EPIPE.
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_pmipctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let pbu = hex(&pbu_bytes(&pbu_options()));
+    for args in [
+        vec!["mh", "decode", pbu.as_str()],
+        vec!["mh", "decode", "-o", "json", pbu.as_str()],
+        vec!["mh", "decode", "-o", "yaml", pbu.as_str()],
+        vec!["completion", "bash"],
+    ] {
+        let o = into_closed_pipe(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+}
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    for (shell, mark) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef pmipctl"),
+        ("fish", "complete -c pmipctl"),
+    ] {
+        let o = pmipctl(&["completion", shell], b"");
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
+        assert!(script.contains(mark), "{shell}: no {mark:?}");
+        // Every command group and the global options are offered.
+        for word in ["bindings", "policy", "mags", "no-headers", "wide"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let o = pmipctl(&["completion", "bash"], b"");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pmipctl.bash");
+    std::fs::write(&f, &o.stdout).unwrap();
+    if let Ok(check) = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&f)
+        .output()
+    {
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let o = pmipctl(&["completion", "tcsh"], b"");
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -20,12 +20,13 @@ fn json(o: &std::process::Output) -> Value {
 #[tokio::test]
 async fn bindings_list_reads_every_page_as_a_table_json_and_yaml() {
     let mut lma = Lma::start().await;
-    let mut prefixes = Vec::new();
-    for n in 1..=3 {
-        prefixes.push(lma.attach(MAG1, n).await);
+    // Registered out of order: the listing is by MN-ID all the same.
+    let mut prefixes = [all_zero(); 5];
+    for n in [3, 1, 2] {
+        prefixes[usize::from(n) - 1] = lma.attach(MAG1, n).await;
     }
-    for n in 4..=5 {
-        prefixes.push(lma.attach(MAG2, n).await);
+    for n in [5, 4] {
+        prefixes[usize::from(n) - 1] = lma.attach(MAG2, n).await;
     }
     let url = lma.url.clone();
 
@@ -67,20 +68,24 @@ async fn bindings_list_reads_every_page_as_a_table_json_and_yaml() {
     let all = json(&pmipctl(&["--lma", &url, "-o", "json", "bindings", "list"]).await);
     assert_eq!(all.as_array().unwrap().len(), 5);
 
-    // YAML has the same content (times aside: the LMA works them out at every read).
+    // YAML has the same content, times included: they do not move between two calls (only
+    // the lifetime left does).
+    tokio::time::sleep(Duration::from_millis(30)).await;
     let yaml = ok(&pmipctl(&["--lma", &url, "-o", "yaml", "bindings", "list"]).await);
     let from_yaml: Value = serde_saphyr::from_str(&yaml).unwrap();
     let timeless = |v: &Value| -> Vec<Value> {
         let mut v = v.as_array().unwrap().clone();
         for b in &mut v {
             let b = b.as_object_mut().unwrap();
-            for k in ["registered_at", "updated_at", "lifetime_remaining_seconds"] {
-                assert!(b.remove(k).is_some(), "{k}");
-            }
+            assert!(b.remove("lifetime_remaining_seconds").is_some());
         }
         v
     };
     assert_eq!(timeless(&from_yaml), timeless(&all));
+    for _ in 0..5 {
+        let again = json(&pmipctl(&["--lma", &url, "-o", "json", "bindings", "list"]).await);
+        assert_eq!(timeless(&again), timeless(&all));
+    }
 
     // Only MAG2's.
     let two = json(
@@ -120,6 +125,33 @@ async fn bindings_list_reads_every_page_as_a_table_json_and_yaml() {
         // Lifetime remaining of granted.
         assert!(line.contains("/1h "), "{table}");
     }
+    // The MAG column: the name the configuration gives MAG2, none for MAG1.
+    let mag_col = lines[0].find(" MAG ").unwrap() + 1;
+    for (i, line) in lines[1..].iter().enumerate() {
+        let want = if i < 3 { "-    " } else { "mag-b" };
+        assert_eq!(&line[mag_col..mag_col + 5], want, "{table}");
+    }
+
+    // Without the heading line; wide, with more columns.
+    let bare = ok(&pmipctl(&["--lma", &url, "bindings", "list", "--no-headers"]).await);
+    let bare: Vec<&str> = bare.lines().collect();
+    assert_eq!(bare.len(), 5);
+    assert!(bare[0].starts_with(&nai(1)), "{bare:?}");
+    let wide = ok(&pmipctl(&["--lma", &url, "bindings", "list", "-o", "wide"]).await);
+    let wide: Vec<&str> = wide.lines().collect();
+    assert_eq!(wide.len(), 6);
+    for heading in [
+        "HANDOVERS",
+        "ACCESS TECHNOLOGY",
+        "LINK-LAYER ID",
+        "REGISTERED",
+        "REVISION",
+    ] {
+        assert!(wide[0].contains(heading), "{heading}: {}", wide[0]);
+    }
+    assert!(wide[1].contains(&ll(1).to_string()), "{}", wide[1]);
+    assert!(wide[1].contains("IEEE 802.11a/b/g"), "{}", wide[1]);
+    assert!(wide[0].len() > lines[0].len());
     lma.stop().await;
 }
 
@@ -446,20 +478,28 @@ async fn policy_apply_list_get_and_delete_profiles() {
     let o = pmipctl(&["--lma", &url, "policy", "get", "api3@lab.example"]).await;
     assert_eq!(o.status.code(), Some(1));
 
-    // The LMA refuses one of two: the other is applied, the exit code says it.
+    // The LMA refuses one of three: none is applied (not the new one before it, not the
+    // change to api2), and the error names the one refused.
     std::fs::write(
         &file,
-        "- mn_id: api5@lab.example\n- mn_id: api6@lab.example\n  link_layer_addresses: [\"02:00:5e:20:00:01\"]\n",
+        "- mn_id: api5@lab.example\n\
+         - mn_id: api2@lab.example\n  local_routing: true\n\
+         - mn_id: api6@lab.example\n  link_layer_addresses: [\"02:00:5e:20:00:01\"]\n",
     )
     .unwrap();
+    let before = ok(&pmipctl(&["--lma", &url, "policy", "list", "-o", "json"]).await);
     let o = pmipctl(&["--lma", &url, "policy", "apply", "-f", f]).await;
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stdout(&o), "api5@lab.example created\n");
-    assert!(
-        stderr(&o).starts_with("error: api6@lab.example: ALREADY_EXISTS: "),
-        "{}",
-        stderr(&o)
+    assert_eq!(stdout(&o), "");
+    assert_eq!(
+        stderr(&o),
+        "error: ALREADY_EXISTS: profiles[2] (api6@lab.example): link-layer address \
+         02:00:5e:20:00:01 already belongs to api1@lab.example; nothing was changed\n"
     );
+    let after = ok(&pmipctl(&["--lma", &url, "policy", "list", "-o", "json"]).await);
+    assert_eq!(after, before);
+    let o = pmipctl(&["--lma", &url, "policy", "get", "api5@lab.example"]).await;
+    assert_eq!(o.status.code(), Some(1));
 
     let out = ok(&pmipctl(&["--lma", &url, "policy", "delete", "api1@lab.example"]).await);
     assert_eq!(out, "api1@lab.example deleted\n");
@@ -476,6 +516,51 @@ async fn policy_apply_list_get_and_delete_profiles() {
         "{}",
         stderr(&o)
     );
+
+    // Deleting what is gone: an error, unless told to ignore it (other errors still count).
+    let o = pmipctl(&["--lma", &url, "policy", "delete", "api1@lab.example"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let out = ok(&pmipctl(&[
+        "--lma",
+        &url,
+        "policy",
+        "delete",
+        "api1@lab.example",
+        "api2@lab.example",
+        "--ignore-not-found",
+    ])
+    .await);
+    assert_eq!(
+        out,
+        "api1@lab.example not found\napi2@lab.example deleted\n"
+    );
+    let j = json(
+        &pmipctl(&[
+            "--lma",
+            &url,
+            "-o",
+            "json",
+            "policy",
+            "delete",
+            "api2@lab.example",
+            "--ignore-not-found",
+        ])
+        .await,
+    );
+    assert_eq!(
+        j,
+        serde_json::json!({"deleted": [], "not_found": ["api2@lab.example"]})
+    );
+    let o = pmipctl(&[
+        "--lma",
+        &url,
+        "policy",
+        "delete",
+        &nai(1),
+        "--ignore-not-found",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(1));
     lma.stop().await;
 }
 
@@ -488,7 +573,7 @@ async fn policy_mags_add_list_and_remove() {
         mags,
         serde_json::json!([
             {"proxy_coa": MAG1.to_string(), "name": null, "source": "CONFIG"},
-            {"proxy_coa": MAG2.to_string(), "name": null, "source": "CONFIG"},
+            {"proxy_coa": MAG2.to_string(), "name": "mag-b", "source": "CONFIG"},
         ])
     );
     let out = ok(&pmipctl(&[
@@ -509,7 +594,7 @@ async fn policy_mags_add_list_and_remove() {
         format!(
             "PROXY-COA       NAME   SOURCE\n\
              {MAG1}  -      CONFIG\n\
-             {MAG2}  -      CONFIG\n\
+             {MAG2}  mag-b  CONFIG\n\
              {MAG3}  mag-c  API\n"
         )
     );
@@ -527,6 +612,17 @@ async fn policy_mags_add_list_and_remove() {
         "{}",
         stderr(&o)
     );
+    let out = ok(&pmipctl(&[
+        "--lma",
+        &url,
+        "policy",
+        "mags",
+        "remove",
+        &MAG3.to_string(),
+        "--ignore-not-found",
+    ])
+    .await);
+    assert_eq!(out, format!("{MAG3} not found\n"));
     let o = pmipctl(&["--lma", &url, "policy", "mags", "remove", &MAG1.to_string()]).await;
     assert!(
         stderr(&o).starts_with("error: FAILED_PRECONDITION: "),
@@ -669,9 +765,11 @@ async fn watch_of_one_node_prints_one_line_per_event() {
     let l = line(&mut out).await;
     assert!(
         l.ends_with(&format!(
-            "  UPDATED   {}  HANDOFF: {p1} at {MAG2}, ACTIVE, from {MAG1}",
+            "  UPDATED   {}  HANDOFF: {p1} at {MAG2} (mag-b), ACTIVE, from {MAG1}",
             nai(1)
-        )) || l.contains(&format!("HANDOFF: {p1} at {MAG2}, ACTIVE, from {MAG1} (")),
+        )) || l.contains(&format!(
+            "HANDOFF: {p1} at {MAG2} (mag-b), ACTIVE, from {MAG1} ("
+        )),
         "{l}"
     );
     sigint(&child);

@@ -166,13 +166,25 @@ async fn list(args: ListArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(),
         }
         token = page.next_page_token;
     }
+    // Ordered by MN-ID, as the help says, whatever order the pages came in; a node's
+    // bindings (one per interface) by prefix.
+    all.sort_by(|a, b| {
+        (&a.mn_id, &a.home_network_prefixes, &a.proxy_coa).cmp(&(
+            &b.mn_id,
+            &b.home_network_prefixes,
+            &b.proxy_coa,
+        ))
+    });
     let now = SystemTime::now();
     let views: Vec<BindingView> = all.iter().map(BindingView::from).collect();
-    if io.output == OutputFormat::Table && all.is_empty() {
+    if io.output.is_text() && all.is_empty() {
         writeln!(io.stderr, "no bindings")?;
         return Ok(());
     }
-    emit(io, &views, || views::bindings_table(&all, now).render())
+    let style = io.style();
+    emit(io, &views, || {
+        views::bindings_table(&all, now, style.wide).render_as(style)
+    })
 }
 
 async fn get(args: GetArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
@@ -302,7 +314,9 @@ impl Follower {
 
 fn print_event(io: &mut Io<'_>, e: &pb::BindingEvent) -> Result<(), CliError> {
     match io.output {
-        OutputFormat::Table => writeln!(io.stdout, "{}", views::event_line(e))?,
+        OutputFormat::Table | OutputFormat::Wide => {
+            writeln!(io.stdout, "{}", views::event_line(e))?
+        }
         OutputFormat::Json => {
             let line = serde_json::to_string(&EventView::from(e))
                 .map_err(|err| CliError::Other(err.into()))?;

@@ -17,10 +17,10 @@ use proto::v1::gateway_client::GatewayClient;
 use serde::Serialize;
 
 use super::Io;
+use crate::CliError;
 use crate::client::{ConnectArgs, Daemon};
 use crate::show::{emit, fields};
 use crate::views::{self, BulEntryView, MagStatsView};
-use crate::{CliError, OutputFormat};
 
 #[derive(Debug, Args)]
 pub struct MagArgs {
@@ -133,12 +133,18 @@ pub async fn run(args: MagArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(
                 }
                 token = page.next_page_token;
             }
-            if io.output == OutputFormat::Table && all.is_empty() {
+            if io.output.is_text() && all.is_empty() {
                 writeln!(io.stderr, "the binding update list is empty")?;
                 return Ok(());
             }
+            all.sort_by(|a, b| {
+                (&a.mn_id, &a.access_interface).cmp(&(&b.mn_id, &b.access_interface))
+            });
             let v: Vec<BulEntryView> = all.iter().map(BulEntryView::from).collect();
-            emit(io, &v, || views::bul_table(&all, now).render())
+            let style = io.style();
+            emit(io, &v, || {
+                views::bul_table(&all, now, style.wide).render_as(style)
+            })
         }
         MagCommand::Attach(a) => {
             let r = c

@@ -109,7 +109,7 @@ fn write_one(
         OutputFormat::Json | OutputFormat::Yaml => {
             crate::show::emit(io, r, String::new)?;
         }
-        OutputFormat::Table => write!(io.stdout, "{}", text(r))?,
+        OutputFormat::Table | OutputFormat::Wide => write!(io.stdout, "{}", text(r))?,
     }
     Ok(())
 }
@@ -191,7 +191,7 @@ fn decode_capture(path: &std::path::Path, io: &mut Io<'_>) -> Result<(), CliErro
             let list: Vec<&Record> = entries.iter().map(|(r, _)| r).collect();
             crate::show::emit(io, &list, String::new)?;
         }
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             for (r, err) in &entries {
                 let n = match r.get("frame") {
                     Some(Value::Number(n)) => Some(*n),

@@ -1,5 +1,6 @@
 //! One module per subcommand group. `mh` works offline on Mobility Header bytes; `bindings`,
-//! `stats` and `policy` talk to the LMA, `mag` to a MAG. Each group has an `Args` struct, a
+//! `stats` and `policy` talk to the LMA, `mag` to a MAG; `completion` prints a shell's
+//! completion script. Each group has an `Args` struct, a
 //! variant in [`Command`] and an arm in [`run`].
 
 use std::future::Future;
@@ -27,6 +28,40 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// A MAG: its binding update list, attachments, handovers and counters.
     Mag(mag::MagArgs),
+    /// Print a completion script for a shell.
+    #[command(after_help = "Examples:\n  \
+        pmipctl completion bash > /etc/bash_completion.d/pmipctl\n  \
+        pmipctl completion zsh > \"${fpath[1]}/_pmipctl\"\n  \
+        pmipctl completion fish > ~/.config/fish/completions/pmipctl.fish")]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells `pmipctl completion` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+fn completion(args: CompletionArgs, io: &mut Io<'_>) -> Result<(), CliError> {
+    use clap::CommandFactory;
+    let shell = match args.shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut crate::Cli::command(), "pmipctl", &mut script);
+    io.stdout.write_all(&script)?;
+    io.stdout.flush()?;
+    Ok(())
 }
 
 /// Where a command reads and writes: the process's standard streams, or buffers in tests.
@@ -36,6 +71,18 @@ pub struct Io<'a> {
     /// Notes for people that are not the command's output (a stream that reconnects).
     pub stderr: &'a mut dyn Write,
     pub output: OutputFormat,
+    /// Tables without their heading line.
+    pub no_headers: bool,
+}
+
+impl Io<'_> {
+    /// How tables are written.
+    pub fn style(&self) -> crate::show::Style {
+        crate::show::Style {
+            wide: self.output == OutputFormat::Wide,
+            headers: !self.no_headers,
+        }
+    }
 }
 
 impl std::fmt::Debug for Io<'_> {
@@ -60,5 +107,6 @@ pub fn run(command: Command, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), 
         Command::Stats => block_on(bindings::stats(conn, io)),
         Command::Policy(args) => block_on(policy::run(args, conn, io)),
         Command::Mag(args) => block_on(mag::run(args, conn, io)),
+        Command::Completion(args) => completion(args, io),
     }
 }

@@ -8,8 +8,10 @@
 //!   `policy get|list -o yaml` prints is read back too (each entry's `profile`; the LMA
 //!   refuses changes to profiles whose source is its configuration file). Several YAML
 //!   documents (`---`) are read one after the other. The file is checked whole before
-//!   anything is sent.
-//! - `policy get|list|delete` read and remove profiles.
+//!   anything is sent, and the LMA applies it whole or not at all (`Policy.ApplyMobileNodes`):
+//!   when one profile is refused, none is changed.
+//! - `policy get|list|delete` read and remove profiles (`delete --ignore-not-found` for
+//!   scripts).
 //! - `policy mags list|add|remove` manage the MAGs allowed to register nodes.
 
 use std::net::Ipv6Addr;
@@ -24,11 +26,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Io;
+use crate::CliError;
 use crate::client::{ConnectArgs, Daemon};
 use crate::input::read_all;
 use crate::show::emit;
 use crate::views::{self, MagView, ProfileEntryView};
-use crate::{CliError, OutputFormat};
 
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
@@ -38,7 +40,8 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Create or replace mobile node profiles from a YAML or JSON file.
+    /// Create or replace mobile node profiles from a YAML or JSON file: all of them, or none
+    /// when the LMA refuses one.
     #[command(
         after_help = "The file holds one profile, a list, or `mobile_nodes: [...]`:\n\n  \
         - mn_id: mn1@lab.example\n    \
@@ -74,6 +77,9 @@ pub struct ApplyArgs {
 pub struct DeleteArgs {
     #[arg(value_name = "MN-ID", required = true)]
     pub mn_ids: Vec<String>,
+    /// A profile that does not exist is not an error.
+    #[arg(long)]
+    pub ignore_not_found: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +118,9 @@ pub struct AddMagArgs {
 pub struct RemoveMagArgs {
     #[arg(value_name = "PROXY-COA")]
     pub proxy_coa: Ipv6Addr,
+    /// A MAG that is not authorized through the API is not an error.
+    #[arg(long)]
+    pub ignore_not_found: bool,
 }
 
 pub async fn run(args: PolicyArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
@@ -231,60 +240,54 @@ async fn apply(args: ApplyArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(
     let profiles =
         parse_profiles(&text).map_err(|e| CliError::Malformed(format!("{name}: {e}")))?;
 
+    // One request: the LMA applies every profile or none.
     let c = conn.connect(Daemon::Lma).await?;
     let mut client = PolicyClient::new(c.channel.clone());
-    let mut done = Vec::new();
-    let mut failed = 0usize;
-    for p in &profiles {
-        let r = c
-            .call(
-                client.upsert_mobile_node(c.request(pb::UpsertMobileNodeRequest {
-                    profile: Some(cnf::convert::profile_to_proto(p)),
-                })),
-            )
-            .await;
-        match r {
-            Ok(r) => {
-                let action = match (r.created, r.changed) {
-                    (true, _) => "created",
-                    (false, true) => "configured",
-                    (false, false) => "unchanged",
-                };
-                let a = Applied {
-                    mn_id: p.mn_id.to_string(),
-                    action,
-                    revision: r.entry.map_or(0, |e| e.revision),
-                };
-                if io.output == OutputFormat::Table {
-                    writeln!(io.stdout, "{} {}", a.mn_id, a.action)?;
-                }
-                done.push(a);
-            }
-            // Without a connection the rest would fail the same way.
-            Err(e @ CliError::Unreachable { .. }) => return Err(e),
-            Err(e) => {
-                failed += 1;
-                writeln!(io.stderr, "error: {}: {e}", p.mn_id)?;
-            }
-        }
-    }
-    if io.output != OutputFormat::Table {
-        emit(io, &done, String::new)?;
-    }
-    if failed > 0 {
+    let r = c
+        .call(
+            client.apply_mobile_nodes(
+                c.request(pb::ApplyMobileNodesRequest {
+                    profiles: profiles
+                        .iter()
+                        .map(cnf::convert::profile_to_proto)
+                        .collect(),
+                }),
+            ),
+        )
+        .await?;
+    if r.results.len() != profiles.len() {
         return Err(CliError::Other(anyhow::anyhow!(
-            "{failed} of {} profile{} not applied",
-            profiles.len(),
-            if profiles.len() == 1 { "" } else { "s" }
+            "the LMA answered for {} of {} profiles",
+            r.results.len(),
+            profiles.len()
         )));
     }
-    Ok(())
+    let done: Vec<Applied> = profiles
+        .iter()
+        .zip(&r.results)
+        .map(|(p, r)| Applied {
+            mn_id: p.mn_id.to_string(),
+            action: match (r.created, r.changed) {
+                (true, _) => "created",
+                (false, true) => "configured",
+                (false, false) => "unchanged",
+            },
+            revision: r.entry.as_ref().map_or(0, |e| e.revision),
+        })
+        .collect();
+    emit(io, &done, || {
+        done.iter()
+            .map(|a| format!("{} {}\n", a.mn_id, a.action))
+            .collect()
+    })
 }
 
 async fn delete(args: DeleteArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
     let c = conn.connect(Daemon::Lma).await?;
     let mut client = PolicyClient::new(c.channel.clone());
     let mut deleted = Vec::new();
+    let mut not_found = Vec::new();
+    let mut failed = 0usize;
     let mut last_error = None;
     for mn_id in &args.mn_ids {
         match c
@@ -296,25 +299,38 @@ async fn delete(args: DeleteArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result
             .await
         {
             Ok(_) => {
-                if io.output == OutputFormat::Table {
+                if io.output.is_text() {
                     writeln!(io.stdout, "{mn_id} deleted")?;
                 }
                 deleted.push(mn_id.clone());
             }
+            Err(CliError::Grpc {
+                code: tonic::Code::NotFound,
+                ..
+            }) if args.ignore_not_found => {
+                if io.output.is_text() {
+                    writeln!(io.stdout, "{mn_id} not found")?;
+                }
+                not_found.push(mn_id.clone());
+            }
             Err(e) if args.mn_ids.len() == 1 => return Err(e),
             Err(e) => {
                 writeln!(io.stderr, "error: {mn_id}: {e}")?;
+                failed += 1;
                 last_error = Some(e);
             }
         }
     }
-    if io.output != OutputFormat::Table {
-        emit(io, &serde_json::json!({ "deleted": deleted }), String::new)?;
+    if !io.output.is_text() {
+        emit(
+            io,
+            &serde_json::json!({ "deleted": deleted, "not_found": not_found }),
+            String::new,
+        )?;
     }
     match last_error {
         Some(_) => Err(CliError::Other(anyhow::anyhow!(
-            "{} of {} profiles not deleted",
-            args.mn_ids.len() - deleted.len(),
+            "{failed} of {} profiles not deleted",
             args.mn_ids.len()
         ))),
         None => Ok(()),
@@ -353,11 +369,14 @@ async fn list(conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
         }
         token = page.next_page_token;
     }
-    if io.output == OutputFormat::Table && all.is_empty() {
+    if io.output.is_text() && all.is_empty() {
         writeln!(io.stderr, "no profiles")?;
         return Ok(());
     }
-    emit(io, &all, || views::profiles_table(&all).render())
+    let style = io.style();
+    emit(io, &all, || {
+        views::profiles_table(&all, style.wide).render_as(style)
+    })
 }
 
 async fn mags_list(conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
@@ -367,11 +386,12 @@ async fn mags_list(conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> 
         .call(client.list_authorized_mags(c.request(pb::ListAuthorizedMagsRequest {})))
         .await?;
     let mags: Vec<MagView> = r.mags.iter().map(MagView::from).collect();
-    if io.output == OutputFormat::Table && mags.is_empty() {
+    if io.output.is_text() && mags.is_empty() {
         writeln!(io.stderr, "no authorized MAGs")?;
         return Ok(());
     }
-    emit(io, &mags, || views::mags_table(&mags).render())
+    let style = io.style();
+    emit(io, &mags, || views::mags_table(&mags).render_as(style))
 }
 
 async fn mags_add(args: AddMagArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
@@ -402,16 +422,28 @@ async fn mags_remove(
 ) -> Result<(), CliError> {
     let c = conn.connect(Daemon::Lma).await?;
     let mut client = PolicyClient::new(c.channel.clone());
-    c.call(
-        client.remove_authorized_mag(c.request(pb::RemoveAuthorizedMagRequest {
-            proxy_coa: args.proxy_coa.to_string(),
-        })),
-    )
-    .await?;
-    let removed = args.proxy_coa.to_string();
-    emit(io, &serde_json::json!({ "removed": removed }), || {
-        format!("{removed} removed\n")
-    })
+    let r = c
+        .call(
+            client.remove_authorized_mag(c.request(pb::RemoveAuthorizedMagRequest {
+                proxy_coa: args.proxy_coa.to_string(),
+            })),
+        )
+        .await;
+    let address = args.proxy_coa.to_string();
+    match r {
+        Ok(_) => emit(io, &serde_json::json!({ "removed": address }), || {
+            format!("{address} removed\n")
+        }),
+        Err(CliError::Grpc {
+            code: tonic::Code::NotFound,
+            ..
+        }) if args.ignore_not_found => {
+            emit(io, &serde_json::json!({ "not_found": address }), || {
+                format!("{address} not found\n")
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ pub fn ok(o: &Output) -> String {
 }
 
 /// The LMA configuration of the tests: profiles mn1..=mn8 with their link-layer addresses,
-/// MAG1 and MAG2 authorized, revocation without retries, waiting 3 s for the acknowledgement.
+/// MAG1 and MAG2 (named `mag-b`) authorized, revocation without retries, waiting 3 s for the acknowledgement.
 fn lma_config(state_dir: &std::path::Path, api: ApiConfig) -> LmaConfig {
     let nodes: Vec<serde_json::Value> = (1..=8)
         .map(|n| serde_json::json!({"mn_id": nai(n), "link_layer_addresses": [ll(n).to_string()]}))
@@ -111,7 +111,7 @@ fn lma_config(state_dir: &std::path::Path, api: ApiConfig) -> LmaConfig {
         "name": "lma-test",
         "address": LMA.to_string(),
         "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
-        "authorized_mags": [MAG1.to_string(), MAG2.to_string()],
+        "authorized_mags": [MAG1.to_string(), {"proxy_coa": MAG2.to_string(), "name": "mag-b"}],
         "mobile_nodes": nodes,
         "timers": {"timestamp_validity_window_ms": 60000},
         "revocation": {"max_retries": 0, "initial_delay_ms": 3000, "max_timeout_ms": 3000},
