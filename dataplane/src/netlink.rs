@@ -15,6 +15,9 @@ use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -563,6 +566,76 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Routes `dst` in the main table through `gateway` on link `index`, at `metric` and
+    /// with `protocol`, replacing the route of the same metric (as `ip -6 route replace DST
+    /// via GW dev IF metric M proto P`). While `gateway` is unresolved the kernel queues what
+    /// it routes this way on the gateway's neighbor entry; [`Netlink::set_neighbor`]
+    /// releases the queue in order.
+    pub async fn replace_route_via(
+        &self,
+        dst: Ipv6Net,
+        gateway: Ipv6Addr,
+        index: u32,
+        metric: u32,
+        protocol: u8,
+    ) -> Result<()> {
+        let mut m = route_at(dst, index, metric, protocol).new_message();
+        m.attributes
+            .push(netlink_packet_route::route::RouteAttribute::Gateway(
+                netlink_packet_route::route::RouteAddress::Inet6(gateway),
+            ));
+        self.one(Request {
+            msg: RouteNetlinkMessage::NewRoute(m),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes the main-table route of `dst` at `metric` (a route already gone is fine).
+    pub async fn delete_route_at(
+        &self,
+        dst: Ipv6Net,
+        index: u32,
+        metric: u32,
+        protocol: u8,
+    ) -> Result<()> {
+        self.one(Request::delete_route(&route_at(
+            dst, index, metric, protocol,
+        )))
+        .await
+        .map(drop)
+    }
+
+    /// A permanent neighbor entry: `address` on link `index` is at `lladdr` (as `ip -6 neigh
+    /// replace ADDR lladdr MAC dev IF nud permanent`). What the kernel queued for the address
+    /// while it was unresolved leaves now, in arrival order.
+    pub async fn set_neighbor(&self, index: u32, address: Ipv6Addr, lladdr: [u8; 6]) -> Result<()> {
+        let mut m = neighbor_message(index, address);
+        m.header.state = NeighbourState::Permanent;
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(lladdr.to_vec()));
+        self.one(Request {
+            msg: RouteNetlinkMessage::NewNeighbour(m),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes the neighbor entry of `address` on link `index` (none is fine).
+    pub async fn delete_neighbor(&self, index: u32, address: Ipv6Addr) -> Result<()> {
+        self.one(Request {
+            msg: RouteNetlinkMessage::DelNeighbour(neighbor_message(index, address)),
+            flags: 0,
+            tolerate: Tolerate::Absent,
+        })
+        .await
+        .map(drop)
+    }
+
     /// Creates a veth pair: `name` in this connection's namespace and `peer_name` in
     /// `peer_netns` (as `ip link add NAME type veth peer name PEER netns NS`). Both ends
     /// start down.
@@ -734,4 +807,26 @@ async fn collect_answers(
         }));
     }
     out
+}
+
+fn route_at(dst: Ipv6Net, index: u32, metric: u32, protocol: u8) -> KRoute {
+    let mut key = RouteKey::new(msg::MAIN_TABLE, dst);
+    key.metric = metric;
+    KRoute {
+        key,
+        protocol,
+        via: Via::Dev { oif: index },
+        mtu: None,
+    }
+}
+
+fn neighbor_message(index: u32, address: Ipv6Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet6;
+    m.header.ifindex = index;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+            address,
+        )));
+    m
 }

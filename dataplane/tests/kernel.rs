@@ -364,3 +364,59 @@ fn read_only_proc_sys_needs_only_what_is_missing() {
     );
     assert_eq!(result.2, Some(libc::EROFS));
 }
+
+/// A route through a gateway nobody answers for, preferred to the prefix's own route, holds
+/// what the kernel forwards to the prefix; a permanent neighbor entry for the gateway
+/// releases it in order; without the route the prefix's own route serves again. What the MAG
+/// uses so that nothing overtakes a packet its fast-handover buffer still holds.
+#[tokio::test]
+async fn a_route_through_an_unresolved_gateway_holds_packets_until_the_neighbor_is_set() {
+    let x = Node::new("holdx").await;
+    let y = Node::new("holdy").await;
+    link(&x, "vx", &y, "vy", 1500).await;
+    x.nl.set_sysctl("net/ipv6/conf/all/forwarding", "1")
+        .unwrap();
+    let (vx, vy) = (x.index("vx").await, y.index("vy").await);
+    let node_mac = [0x02, 0, 0, 0x77, 0, 0x05];
+    y.nl.set_link_address(vy, node_mac).await.unwrap();
+    x.addr("lo", "2001:db8:78::1", 128).await;
+    y.addr("vy", "2001:db8:77::5", 64).await;
+    x.route("2001:db8:77::/64", None, "vx").await;
+    let prefix = net("2001:db8:77::/64");
+    let gw = a("fe80::ffff:200:77:5");
+    x.nl.replace_route_via(prefix, gw, vx, 900, 4)
+        .await
+        .unwrap();
+
+    let tx = x.udp("2001:db8:78::1", 0);
+    let rx = y.udp("2001:db8:77::5", 9999);
+    let to = rx.local_addr().unwrap();
+    let send = |n: u8| {
+        tx.send_to(&[n], to).unwrap();
+    };
+    for n in 0..3 {
+        send(n);
+    }
+    assert!(
+        receive(&rx).is_none(),
+        "held while the gateway is unresolved"
+    );
+
+    x.nl.set_neighbor(vx, gw, node_mac).await.unwrap();
+    send(3);
+    x.nl.delete_route_at(prefix, vx, 900, 4).await.unwrap();
+    x.nl.delete_neighbor(vx, gw).await.unwrap();
+    // Both are gone; deleting again is no error.
+    x.nl.delete_route_at(prefix, vx, 900, 4).await.unwrap();
+    x.nl.delete_neighbor(vx, gw).await.unwrap();
+    send(4);
+    let mut got = Vec::new();
+    while let Some(r) = receive(&rx) {
+        got.push(r.payload[0]);
+    }
+    assert_eq!(
+        got,
+        [0, 1, 2, 3, 4],
+        "released in order, then the prefix's own route"
+    );
+}

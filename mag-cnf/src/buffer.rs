@@ -9,6 +9,16 @@
 //! to its MAC, sent on the access link), and keep doing that for whatever else still reaches
 //! the device, until the prefix gets its own route: then nothing that arrives during the flush
 //! can overtake what was held.
+//!
+//! The end of such a delivery is where the kernel would otherwise win a race: once the prefix's
+//! route points at the access link, the kernel hands new packets to the node at once, while a
+//! packet that reached the device just before the route changed waits for this daemon to be
+//! scheduled (milliseconds on a loaded machine; 34 ms was seen). So the switch goes through a hold
+//! ([`Buffer::hold_new_packets`]): a route of the prefix through a gateway nobody answers for,
+//! preferred to every other route of the prefix, makes the kernel queue new packets on that
+//! gateway's neighbor entry; the device is then drained to the node; then [`Buffer::release_held`]
+//! gives the gateway the node's MAC, and the kernel sends its queue after what the device held, in
+//! order.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -17,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use dataplane::Change;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use pmip::output::DataplaneCommand;
 use tokio::io::unix::AsyncFd;
 
@@ -70,6 +80,8 @@ pub struct Buffer {
     /// Sends IPv4-in-IPv6 (an IPv4 home address's packets, RFC 5844 §3.1.3, RFC 5949 §4.3).
     tunnel4: socket2::Socket,
     own_mac: [u8; 6],
+    /// For the hold routes and neighbor entries of [`Buffer::hold_new_packets`].
+    nl: dataplane::Netlink,
     limits: Limits,
     queues: HashMap<IpNet, Queue>,
     stats: BufferStats,
@@ -134,6 +146,7 @@ impl Buffer {
             tunnel4: tunnel_socket(local, libc::IPPROTO_IPIP)
                 .map_err(|e| anyhow::anyhow!("IPv4-in-IPv6 socket from {local}: {e}"))?,
             own_mac,
+            nl,
             limits,
             queues: HashMap::new(),
             stats: BufferStats::default(),
@@ -306,6 +319,49 @@ impl Buffer {
         }
     }
 
+    /// Where `prefix`'s packets are being handed: the node's link and MAC.
+    pub fn delivery(&self, prefix: &Ipv6Net) -> Option<(u32, [u8; 6])> {
+        self.queues.get(&IpNet::V6(*prefix)).and_then(|q| q.deliver)
+    }
+
+    /// Before `prefix`, delivered to the node at `mac`, is routed onto its access link
+    /// `ifindex`: a route of the prefix through [`hold_gateway`] at `metric` (below the
+    /// datapath's, so it wins), whose packets the kernel queues until [`Buffer::release_held`].
+    /// From here on nothing new reaches the device for the prefix.
+    pub async fn hold_new_packets(
+        &self,
+        prefix: Ipv6Net,
+        ifindex: u32,
+        mac: [u8; 6],
+        metric: u32,
+        protocol: u8,
+    ) -> dataplane::Result<()> {
+        self.nl
+            .replace_route_via(prefix, hold_gateway(mac), ifindex, metric, protocol)
+            .await
+    }
+
+    /// After the device was drained to the node: the held packets follow (the gateway
+    /// resolves to the node's MAC and the kernel sends its queue in order), and the hold
+    /// goes, leaving the prefix to its own route.
+    pub async fn release_held(
+        &self,
+        prefix: Ipv6Net,
+        ifindex: u32,
+        mac: [u8; 6],
+        metric: u32,
+        protocol: u8,
+    ) -> dataplane::Result<()> {
+        let gw = hold_gateway(mac);
+        let set = self.nl.set_neighbor(ifindex, gw, mac).await;
+        let route = self
+            .nl
+            .delete_route_at(prefix, ifindex, metric, protocol)
+            .await;
+        let neighbor = self.nl.delete_neighbor(ifindex, gw).await;
+        set.and(route).and(neighbor)
+    }
+
     /// Prefixes being handed straight to their node.
     pub fn delivering(&self) -> impl Iterator<Item = &IpNet> {
         self.queues
@@ -426,6 +482,19 @@ fn send_to_node(
     crate::access::sys::send_frame_as(s, ifindex, ethertype, &frame)
 }
 
+/// The gateway of a hold for the node at `mac`: a link-local address the node does not use
+/// (its low 64 bits are not a modified EUI-64, RFC 4291 Appendix A, whose middle is ff:fe),
+/// one per node so that holds of several nodes on one link stay apart.
+pub fn hold_gateway(mac: [u8; 6]) -> Ipv6Addr {
+    let mut a = [0u8; 16];
+    a[0] = 0xfe;
+    a[1] = 0x80;
+    a[8] = 0xff;
+    a[9] = 0xff;
+    a[10..16].copy_from_slice(&mac);
+    Ipv6Addr::from(a)
+}
+
 /// The destination of an IPv6 packet, or of an IPv4 one (an IPv4 home address's).
 fn destination(pkt: &[u8]) -> Option<IpAddr> {
     match pkt.first()? >> 4 {
@@ -458,5 +527,16 @@ mod tests {
         assert_eq!(destination(&[0x45; 19]), None);
         assert_eq!(destination(&[0x60; 10]), None);
         assert_eq!(destination(&[0x10; 40]), None);
+    }
+
+    #[test]
+    fn a_hold_gateway_is_link_local_per_node_and_no_eui64_address() {
+        let a = hold_gateway([0x02, 0, 0, 0x10, 0, 0x01]);
+        assert_eq!(a, "fe80::ffff:200:10:1".parse::<Ipv6Addr>().unwrap());
+        assert!(a.is_unicast_link_local());
+        assert_ne!(a, hold_gateway([0x02, 0, 0, 0x10, 0, 0x02]));
+        // Not the node's own link-local address (modified EUI-64, RFC 4291 Appendix A).
+        let eui64: Ipv6Addr = "fe80::ff:fe10:1".parse().unwrap();
+        assert_ne!(a, eui64);
     }
 }

@@ -258,6 +258,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
 
     async fn apply(&mut self, changes: &[Change]) {
         let t = std::time::Instant::now();
+        let held = self.hold_deliveries(changes).await;
         // The buffer keeps handing packets to their nodes while the kernel is being changed:
         // a packet that reached the device just before its prefix's route moved to the access
         // link must not wait for the netlink round trip, or the packets after it, now
@@ -301,11 +302,50 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     _ => {}
                 }
             }
+            // The device is drained to the node: what the kernel held goes after it.
+            let (metric, protocol) = hold_metric(&self.dataplane);
+            for (prefix, ifindex, mac) in held {
+                if let Err(e) = b.release_held(prefix, ifindex, mac, metric, protocol).await {
+                    warn!(%prefix, error = %e, "releasing the held packets to the node");
+                }
+            }
         }
         self.metrics.dataplane_changes.inc_by(changes.len() as u64);
         self.metrics
             .dataplane_seconds
             .observe(t.elapsed().as_secs_f64());
+    }
+
+    /// Before a prefix whose buffer hands packets to its node is routed onto the node's
+    /// access link: the kernel holds the prefix's new packets until the device is drained
+    /// (see [`crate::buffer`]), so that none overtakes a packet still in the device. Returns
+    /// the holds to release.
+    async fn hold_deliveries(&self, changes: &[Change]) -> Vec<(ipnet::Ipv6Net, u32, [u8; 6])> {
+        let mut held = Vec::new();
+        let Some(b) = self.buffer.as_ref() else {
+            return held;
+        };
+        let (metric, protocol) = hold_metric(&self.dataplane);
+        if metric == self.dataplane.settings().route_metric {
+            return held;
+        }
+        for c in changes {
+            if let Change::AddLocalRoute {
+                prefix, ifindex, ..
+            } = c
+                && *ifindex != b.ifindex()
+                && let Some((_, mac)) = b.delivery(prefix)
+            {
+                match b
+                    .hold_new_packets(*prefix, *ifindex, mac, metric, protocol)
+                    .await
+                {
+                    Ok(()) => held.push((*prefix, *ifindex, mac)),
+                    Err(e) => warn!(%prefix, error = %e, "holding new packets for the node"),
+                }
+            }
+        }
+        held
     }
 
     fn buffer_op(&mut self, op: DataplaneCommand) {
@@ -383,6 +423,14 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             }
         }
     }
+}
+
+/// The metric and protocol of a hold route: just below the datapath's routes, so that it
+/// wins over the prefix's own route while it exists, and the datapath's protocol (it is one
+/// of the datapath's routes for as long as it lives).
+fn hold_metric(dp: &Dataplane) -> (u32, u8) {
+    let s = dp.settings();
+    (s.route_metric.saturating_sub(1), s.route_protocol)
 }
 
 async fn buffer_readable(b: &Option<crate::buffer::Buffer>) -> std::io::Result<()> {
