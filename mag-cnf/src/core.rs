@@ -222,6 +222,10 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         for op in buffer_ops {
             self.buffer_op(op);
         }
+        // Only now: an answer says the datapath is ready (forwarding to the new MAG has begun).
+        for reply in self.service.take_replies() {
+            reply.send();
+        }
         for ra in self.service.take_router_advertisements() {
             match self.ra.send_ra(&ra).await {
                 Ok(()) => {

@@ -235,6 +235,33 @@ pub struct Service {
     steps: Vec<Step>,
     ras: Vec<RouterAdvertisement>,
     registrations: Vec<Duration>,
+    /// Answers that promise something of the datapath ("forwarding has begun", "registered"):
+    /// the driver sends them once this turn's steps are in the kernel, so that a caller who
+    /// acts on the answer (moves the node) does not race the route change.
+    replies: Vec<Reply>,
+}
+
+/// An answer sent after this turn's datapath steps.
+#[derive(Debug)]
+pub enum Reply {
+    Attach(
+        oneshot::Sender<Result<EntryView, CallError>>,
+        Box<Result<EntryView, CallError>>,
+    ),
+    Indication(
+        oneshot::Sender<Result<(), CallError>>,
+        Result<(), CallError>,
+    ),
+}
+
+impl Reply {
+    /// Sends it (a caller that went away is no error).
+    pub fn send(self) {
+        let _ = match self {
+            Reply::Attach(tx, answer) => tx.send(*answer).map_err(drop),
+            Reply::Indication(tx, answer) => tx.send(answer).map_err(drop),
+        };
+    }
 }
 
 impl Service {
@@ -274,6 +301,7 @@ impl Service {
             steps: Vec::new(),
             ras: Vec::new(),
             registrations: Vec::new(),
+            replies: Vec::new(),
         };
         service.drain();
         Ok((service, restored))
@@ -400,6 +428,11 @@ impl Service {
     /// This turn's datapath steps, in order.
     pub fn take_steps(&mut self) -> Vec<Step> {
         std::mem::take(&mut self.steps)
+    }
+
+    /// The answers to send now that this turn's steps are applied.
+    pub fn take_replies(&mut self) -> Vec<Reply> {
+        std::mem::take(&mut self.replies)
     }
 
     pub fn take_router_advertisements(&mut self) -> Vec<RouterAdvertisement> {
@@ -533,12 +566,13 @@ impl Service {
             .partition(|(id, _)| *id == mn_id);
         self.indications = keep;
         for (_, reply) in done {
-            let _ = reply.send(match &handover {
+            let answer = match &handover {
                 Some(_) => Ok(()),
                 None => Err(CallError::FailedPrecondition(format!(
                     "{mn_id}: the new MAG did not acknowledge the handover"
                 ))),
-            });
+            };
+            self.replies.push(Reply::Indication(reply, answer));
         }
     }
 
@@ -553,12 +587,13 @@ impl Service {
             .partition(|(id, _)| *id == mn_id);
         self.waiting = keep;
         for (_, reply) in done {
-            let _ = reply.send(match entry {
+            let answer = match entry {
                 Some(e) => Ok(self.view_of(e, handover, self.now)),
                 None => Err(CallError::NotFound(format!(
                     "{mn_id}: registration gave up (no PBA)"
                 ))),
-            });
+            };
+            self.replies.push(Reply::Attach(reply, Box::new(answer)));
         }
     }
 
@@ -981,7 +1016,14 @@ mod tests {
         }
 
         /// Carries messages between the service and the LMA until both are quiet.
+        /// Carries messages both ways until none is left, then answers as the driver does
+        /// once the turn's steps are applied.
         fn exchange(&mut self) {
+            self.relay();
+            self.replies();
+        }
+
+        fn relay(&mut self) {
             loop {
                 let out = self.s.take_transmits();
                 if out.is_empty() {
@@ -1004,7 +1046,15 @@ mod tests {
         fn call<R>(&mut self, make: impl FnOnce(oneshot::Sender<R>) -> Command) -> R {
             let (tx, mut rx) = oneshot::channel();
             self.s.command(self.now, self.wall, make(tx));
+            self.replies();
             rx.try_recv().expect("answered in the same turn")
+        }
+
+        /// What the driver does once the turn's steps are applied.
+        fn replies(&mut self) {
+            for r in self.s.take_replies() {
+                r.send();
+            }
         }
     }
 
@@ -1059,6 +1109,41 @@ mod tests {
                 .contains(&Step::Change(Change::AddUplink { prefix, peer: LMA }))
         );
         assert_eq!(again.s.take_transmits().len(), 1, "the refresh");
+    }
+
+    #[test]
+    fn an_attach_is_answered_only_after_the_turns_datapath_steps() {
+        let mut b = Bench::new(&[]);
+        b.s.take_steps();
+        let (tx, mut rx) = oneshot::channel();
+        b.s.command(
+            b.now,
+            b.wall,
+            Command::Attach {
+                link_layer: ll(2),
+                interface: "acc0".into(),
+                access_technology_type: None,
+                wait: true,
+                reply: tx,
+            },
+        );
+        b.advance(Duration::from_millis(5));
+        b.relay();
+        assert!(
+            rx.try_recv().is_err(),
+            "the PBA came, but the routes are not applied yet"
+        );
+        let prefix = b.s.mag().binding(&nai(2)).unwrap().prefixes[0];
+        assert!(
+            b.s.take_steps()
+                .contains(&Step::Change(Change::AddUplink { prefix, peer: LMA }))
+        );
+        let replies = b.s.take_replies();
+        assert_eq!(replies.len(), 1);
+        for r in replies {
+            r.send();
+        }
+        assert!(rx.try_recv().unwrap().unwrap().entry.is_bound());
     }
 
     #[test]
