@@ -238,3 +238,40 @@ fn rfc5213_5_3_5_and_5_4_1_1_a_late_deregistration_from_the_previous_mag_is_igno
     );
     unchanged(&sim);
 }
+
+/// A Binding Update without the P flag is not a proxy registration at all: a Mobile IPv6
+/// home registration (H) gets 131, as from any node that is no home agent (RFC 6275
+/// §10.3.1); a correspondent registration gets 129, since an LMA does no route
+/// optimization. Either answer is a Binding Acknowledgement without P and without the
+/// PMIPv6 options.
+#[test]
+fn a_binding_update_without_p_is_not_answered_as_a_proxy_registration() {
+    let mut sim = domain(1, 1);
+    let id = nai(1);
+    let opts = [
+        mn_id_opt(id.as_bytes()),
+        MobilityOption::HomeNetworkPrefix(Ipv6Net::default()),
+        hi(HandoffIndicator::AttachmentOverNewInterface),
+        ETH,
+        ts_now(&sim),
+    ];
+    for (flags, want) in [
+        (
+            BuFlags::A | BuFlags::H,
+            Status::HomeRegistrationNotSupported,
+        ),
+        (BuFlags::A, Status::AdministrativelyProhibited),
+    ] {
+        sim.inject(bu(mag_addr(0), flags, 1, 3600, &opts));
+        sim.run_for(Duration::from_millis(10));
+        let (to, status, ba_flags, seq) = last_ack(&sim);
+        assert_eq!((to, status, seq), (mag_addr(0), want, 1));
+        assert!(!ba_flags.contains(BaFlags::P));
+        let p = &sim.sent.last().unwrap().1;
+        let Some(Message::BindingAck(ba)) = p.message() else {
+            panic!("not a BA")
+        };
+        assert_eq!(ba.options.iter().count(), 0, "no PMIPv6 options");
+    }
+    assert!(sim.lma.cache().is_empty());
+}

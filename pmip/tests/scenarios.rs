@@ -874,11 +874,22 @@ fn every_lma_status_code_is_produced() {
         send(&mut sim, &[mnid, hnp, hi, hi, att, t], 3600, ap),
         Status::ReasonUnspecified
     );
-    // 152: no P flag.
+    // 129 and 131: no P flag, so no proxy registration (a correspondent or home
+    // registration, neither of which an LMA serves).
     let t = MobilityOption::Timestamp(ts(&sim));
     assert_eq!(
         send(&mut sim, &[mnid, hnp, hi, att, t], 3600, BuFlags::A),
-        Status::ProxyRegNotEnabled
+        Status::AdministrativelyProhibited
+    );
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(
+            &mut sim,
+            &[mnid, hnp, hi, att, t],
+            3600,
+            BuFlags::A | BuFlags::H
+        ),
+        Status::HomeRegistrationNotSupported
     );
     // 160: no MN-ID; the PBA carries a zero-length identifier.
     let t = MobilityOption::Timestamp(ts(&sim));

@@ -1283,7 +1283,10 @@ impl Lma {
             .ipv4_request
             .map(|(len, addr)| Ipv4Options::Refused(option_status, len, addr));
         push_ipv4_options(&mut opts, v4);
-        self.send_pba(reply, status, Lifetime::ZERO, opts.as_slice());
+        // A Binding Update without P gets a plain Binding Acknowledgement (RFC 6275 §6.1.8),
+        // without the options of a PBA.
+        let opts = if reply.proxy { opts.as_slice() } else { &[] };
+        self.send_pba(reply, status, Lifetime::ZERO, opts);
         self.event(LmaEvent::Rejected {
             mn_id: String::from_utf8_lossy(reply.mn_id).into_owned(),
             mag,

@@ -318,9 +318,17 @@ impl Lma {
                 mag: proxy_coa,
             })
         };
-        // A Binding Update without P: this is not a home agent (RFC 5213 §5.3.1).
+        // A Binding Update without P is no proxy registration (RFC 5213 §8.1), and an LMA is
+        // neither a home agent nor a correspondent node doing route optimization: a home
+        // registration gets 131 as from any node not configured as a home agent (RFC 6275
+        // §10.3.1); a correspondent registration, for which RFC 6275 has no such status, the
+        // generic 129. PROXY_REG_NOT_ENABLED is rule 8's, a per-node policy.
         if !pbu.flags.contains(BuFlags::P) {
-            return refuse(Status::ProxyRegNotEnabled);
+            return refuse(if pbu.flags.contains(BuFlags::H) {
+                Status::HomeRegistrationNotSupported
+            } else {
+                Status::AdministrativelyProhibited
+            });
         }
         // Rule 4.
         let Some(nai) = o.nai() else {
@@ -603,7 +611,8 @@ mod tests {
         let rows: Vec<(&str, BuFlags, u16, Vec<MobilityOption<'_>>, Status)> = vec![
             ("a repeated option (RFC 6275 §9.2)", ap, 1, vec![id(MN), all_zero, HI, HI, ATT], S::ReasonUnspecified),
             ("two IPv4 requests (RFC 5844 §3.3.5)", ap, 1, vec![id(MN), all_zero, HI, ATT, V4, V4], S::MultipleIpv4HomeAddressAssignmentNotSupported),
-            ("no P flag", BuFlags::A, 9, vec![], S::ProxyRegNotEnabled),
+            ("no P flag, H: not a home agent", BuFlags::A | BuFlags::H, 9, vec![], S::HomeRegistrationNotSupported),
+            ("no P flag: no route optimization", BuFlags::A, 9, vec![], S::AdministrativelyProhibited),
             ("rule 4: no MN-ID", ap, 9, vec![], S::MissingMnIdentifierOption),
             ("rules 5-6: a MAG nobody authorized", ap, 9, vec![id(b"nobody@x")], S::MagNotAuthorizedForProxyReg),
             ("rule 7: a node nobody knows", ap, 1, vec![id(b"nobody@x")], S::NotLmaForThisMobileNode),
