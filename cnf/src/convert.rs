@@ -96,6 +96,7 @@ pub fn profile_from_proto(p: &v1::MobileNodeProfile) -> Result<MobileNodeProfile
         })
         .transpose()?;
     out.local_routing = p.local_routing;
+    out.proxy_registration_enabled = p.proxy_registration_enabled.unwrap_or(true);
     out.validate("profile")
         .map_err(|e| err(e.field.trim_start_matches("profile."), e.reason))?;
     Ok(out)
@@ -118,6 +119,8 @@ pub fn profile_to_proto(p: &MobileNodeProfile) -> v1::MobileNodeProfile {
         allowed_mags: p.allowed_mags.iter().map(|m| m.to_string()).collect(),
         access_technology_type: p.access_technology_type.map(i32::from),
         local_routing: p.local_routing,
+        // Unset means enabled, the default.
+        proxy_registration_enabled: (!p.proxy_registration_enabled).then_some(false),
     }
 }
 
@@ -134,6 +137,7 @@ mod tests {
             allowed_mags: vec!["2001:db8::10".into()],
             access_technology_type: Some(4),
             local_routing: Some(true),
+            proxy_registration_enabled: Some(false),
         };
         let p = profile_from_proto(&m).unwrap();
         assert_eq!(profile_to_proto(&p), m);

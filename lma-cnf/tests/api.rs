@@ -1004,6 +1004,7 @@ fn api_profile(mn_id: &str) -> pb::MobileNodeProfile {
         allowed_mags: vec![MAG1.to_string()],
         access_technology_type: Some(pb::AccessTechnologyType::Ieee80211 as i32),
         local_routing: None,
+        proxy_registration_enabled: None,
     }
 }
 

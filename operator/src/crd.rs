@@ -623,6 +623,10 @@ pub struct MobileNodeSpec {
     /// Overrides the domain's localRouting (EnableMAGLocalRouting) for this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_routing: Option<bool>,
+    /// Whether the node may use network-based mobility (RFC 5213 §5.3.1 rule 8). Unset:
+    /// true; false: the LMA refuses the node's registrations (PROXY_REG_NOT_ENABLED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_registration_enabled: Option<bool>,
     /// Lab mode: an emulated node created by a MAG of a domain with `mags.lab: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lab: Option<LabSpec>,

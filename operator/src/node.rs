@@ -91,6 +91,7 @@ pub fn profile(mn: &MobileNode, md: &MobilityDomain) -> MobileNodeProfile {
         allowed_mags,
         access_technology_type: mn.spec.access_technology_type.map(|a| i32::from(a.value())),
         local_routing: mn.spec.local_routing,
+        proxy_registration_enabled: mn.spec.proxy_registration_enabled,
     }
 }
 

@@ -357,6 +357,10 @@ pub struct MobileNodeProfile {
     /// one of the LMA's `ipv4_pools`. Unset: the LMA allocates one.
     #[serde(default)]
     pub ipv4_home_address: Option<Ipv4Addr>,
+    /// Whether the node is authorized for network-based mobility management (RFC 5213
+    /// §5.3.1 rule 8). `false`: the LMA refuses its PBUs with PROXY_REG_NOT_ENABLED (152).
+    #[serde(default = "yes")]
+    pub proxy_registration_enabled: bool,
 }
 
 fn yes() -> bool {
@@ -375,6 +379,7 @@ impl MobileNodeProfile {
             ipv6: true,
             ipv4: false,
             ipv4_home_address: None,
+            proxy_registration_enabled: true,
         }
     }
 

@@ -49,6 +49,7 @@ fn full_profile() -> MobileNodeProfile {
         ipv6: true,
         ipv4: true,
         ipv4_home_address: Some("192.0.2.77".parse().unwrap()),
+        proxy_registration_enabled: false,
     }
 }
 

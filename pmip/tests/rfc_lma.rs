@@ -7,6 +7,7 @@ use std::net::Ipv6Addr;
 use ipnet::{IpNet, Ipv6Net};
 use pmip::cache::BindingState;
 use pmip::config::ReplayProtection;
+use pmip::mag::BulState;
 use pmip::sim::{Downlink, Packet, Sim};
 use pmip::wire::*;
 
@@ -82,6 +83,20 @@ fn acks(sim: &Sim) -> Vec<(Ipv6Addr, Status, BaFlags, u16)> {
         .filter(|(_, p)| p.src == lma_addr())
         .filter_map(|(_, p)| match p.message() {
             Some(Message::BindingAck(ba)) => Some((p.dst, ba.status, ba.flags, ba.sequence.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The MN-ID of every PBU sent from `from` on, in order.
+fn pbus_since(sim: &Sim, from: usize) -> Vec<String> {
+    sim.sent[from..]
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingUpdate(bu)) if bu.flags.contains(BuFlags::P) => {
+                let pbu = ProxyBindingUpdate::new(&bu).ok()?;
+                Some(String::from_utf8_lossy(pbu.opts.nai()?).into_owned())
+            }
             _ => None,
         })
         .collect()
@@ -237,6 +252,81 @@ fn rfc5213_5_3_5_and_5_4_1_1_a_late_deregistration_from_the_previous_mag_is_igno
         )
     );
     unchanged(&sim);
+}
+
+/// Item 5: §5.3.1 rule 8, a node not authorized for network-based mobility, is refused with
+/// PROXY_REG_NOT_ENABLED (152), a per-node policy; rule 8 comes before rules 9-12. The MAG
+/// then denies the node service and sends no more PBUs for it (§6.9.1.2 rule 7).
+#[test]
+fn rfc5213_5_3_1_rule_8_a_node_without_proxy_registration_gets_152() {
+    let mut lc = lma_config(1, 2);
+    lc.mobile_nodes[1].proxy_registration_enabled = false;
+    let mut sim = Sim::new(lc, vec![mag_config(0, 2)], 42);
+    sim.attach(0, ll(1));
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(2));
+    assert!(sim.lma.cache().sessions_of(&nai(1)).next().is_some());
+    assert!(sim.lma.cache().sessions_of(&nai(2)).next().is_none());
+    let refused: Vec<_> = acks(&sim)
+        .into_iter()
+        .filter(|a| a.1 == Status::ProxyRegNotEnabled)
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", acks(&sim));
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        pmip::lma::LmaEvent::Rejected { mn_id, status: Status::ProxyRegNotEnabled, .. }
+            if *mn_id == nai(2)
+    )));
+    // Before the timestamp (rule 9) and the options (rules 10-12).
+    let id = nai(2);
+    let stale = MobilityOption::Timestamp(Timestamp(1));
+    sim.inject(pbu(
+        mag_addr(0),
+        1,
+        3600,
+        &[mn_id_opt(id.as_bytes()), stale],
+    ));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(last_ack(&sim).1, Status::ProxyRegNotEnabled);
+    // At the MAG (§6.9.1.2 rule 7): no service, and no PBU for the node again until an
+    // administrative action.
+    assert!(matches!(
+        sim.mags[0].binding(&nai(2)).unwrap().state,
+        BulState::Denied {
+            status: Status::ProxyRegNotEnabled,
+            until: None
+        }
+    ));
+    let from = sim.sent.len();
+    sim.run_for(Duration::from_secs(600));
+    assert!(!pbus_since(&sim, from).contains(&nai(2)));
+    assert_eq!(
+        sim.mag_datapaths[0].uplinks.len(),
+        1,
+        "only node 1 is served"
+    );
+    // A registered node whose profile is disabled keeps its binding until its next refresh,
+    // which is refused: rule 8 holds for every PBU, not only the first.
+    let mut p = profile(1);
+    p.proxy_registration_enabled = false;
+    sim.lma.upsert_profile(p).unwrap();
+    sim.run_for(Duration::from_secs(4000));
+    assert!(sim.lma.cache().sessions_of(&nai(1)).next().is_none());
+    assert!(matches!(
+        sim.mags[0].binding(&nai(1)).unwrap().state,
+        BulState::Denied {
+            status: Status::ProxyRegNotEnabled,
+            ..
+        }
+    ));
+    // Enabled again, the node registers.
+    let mut p = profile(2);
+    p.proxy_registration_enabled = true;
+    sim.lma.upsert_profile(p).unwrap();
+    sim.detach(0, ll(2));
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(2));
+    assert!(sim.lma.cache().sessions_of(&nai(2)).next().is_some());
 }
 
 /// A Binding Update without the P flag is not a proxy registration at all: a Mobile IPv6

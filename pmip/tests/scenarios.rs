@@ -985,15 +985,24 @@ fn every_lma_status_code_is_produced() {
         send(&mut sim, &[mnid, hnp, hi, att, t, v4, v4], 3600, ap),
         Status::MultipleIpv4HomeAddressAssignmentNotSupported
     );
-    // 154: a node limited to another MAG.
-    let mut limited = profile(3);
-    limited.allowed_mags = vec![mag_addr(1)];
-    sim.lma.upsert_profile(limited).unwrap();
+    // 152: a node not authorized for network-based mobility (RFC 5213 §5.3.1 rule 8).
+    let mut disabled = profile(3);
+    disabled.proxy_registration_enabled = false;
+    sim.lma.upsert_profile(disabled).unwrap();
     let id3 = nai(3);
     let mnid3 = MobilityOption::MobileNodeIdentifier {
         subtype: 1,
         id: id3.as_bytes(),
     };
+    let t = MobilityOption::Timestamp(ts(&sim));
+    assert_eq!(
+        send(&mut sim, &[mnid3, hnp0, hi, att, t], 3600, ap),
+        Status::ProxyRegNotEnabled
+    );
+    // 154: a node limited to another MAG.
+    let mut limited = profile(3);
+    limited.allowed_mags = vec![mag_addr(1)];
+    sim.lma.upsert_profile(limited).unwrap();
     let t = MobilityOption::Timestamp(ts(&sim));
     assert_eq!(
         send(&mut sim, &[mnid3, hnp0, hi, att, t], 3600, ap),

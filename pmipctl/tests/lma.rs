@@ -419,7 +419,8 @@ async fn policy_apply_list_get_and_delete_profiles() {
             "local_routing": true,
             "ipv6": true,
             "ipv4": false,
-            "ipv4_home_address": null
+            "ipv4_home_address": null,
+            "proxy_registration_enabled": true
         })
     );
     let table = ok(&pmipctl(&["--lma", &url, "policy", "list"]).await);

@@ -311,6 +311,7 @@ mod tests {
             allowed_mags: vec!["2001:db8:0:0::10".into()],
             access_technology_type: Some(pb::AccessTechnologyType::Ieee8023 as i32),
             local_routing: Some(true),
+            proxy_registration_enabled: None,
         }
     }
 

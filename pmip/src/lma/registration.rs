@@ -484,6 +484,10 @@ impl Lma {
         if !profile.allowed_mags.is_empty() && !profile.allowed_mags.contains(&proxy_coa) {
             return Err(Status::MagNotAuthorizedForProxyReg);
         }
+        // Rule 8.
+        if !profile.proxy_registration_enabled {
+            return Err(Status::ProxyRegNotEnabled);
+        }
         Ok(profile)
     }
 }
@@ -511,8 +515,10 @@ mod tests {
         WallClock::from_unix(1_750_000_000, 0)
     }
 
-    /// An LMA that serves `mn@example.org` and `limited@example.org` (through MAG 2 only),
-    /// authorizes MAGs 1 and 2, and has a binding for `mn@example.org` accepted at `wall()`.
+    /// An LMA that serves `mn@example.org`, `limited@example.org` (through MAG 2 only),
+    /// `v4only@example.org` (IPv4 only) and `disabled@example.org` (proxy registration not
+    /// enabled), authorizes MAGs 1 and 2, and has a binding for `mn@example.org` accepted at
+    /// `wall()`.
     fn lma() -> Lma {
         let mut c: LmaConfig = serde_saphyr::from_str(&format!(
             "address: {LMA}\nprefix_pools: [{{prefix: '2001:db8:100::/48'}}]\n"
@@ -524,10 +530,13 @@ mod tests {
         let mut v4only = MobileNodeProfile::new(Nai::new("v4only@example.org").unwrap());
         v4only.ipv6 = false;
         v4only.ipv4 = true;
+        let mut disabled = MobileNodeProfile::new(Nai::new("disabled@example.org").unwrap());
+        disabled.proxy_registration_enabled = false;
         c.mobile_nodes = vec![
             MobileNodeProfile::new(Nai::new("mn@example.org").unwrap()),
             limited,
             v4only,
+            disabled,
         ];
         let mut lma = Lma::new(c, 1, 1).unwrap();
         lma.cache.insert(BindingCacheEntry::new(
@@ -618,6 +627,7 @@ mod tests {
             ("rule 7: a node nobody knows", ap, 1, vec![id(b"nobody@x")], S::NotLmaForThisMobileNode),
             ("rule 7: an identifier that is not UTF-8", ap, 1, vec![id(&[0xff, 0xfe])], S::NotLmaForThisMobileNode),
             ("rule 6: a MAG the profile does not allow", ap, 1, vec![id(b"limited@example.org"), ts_at(-9000)], S::MagNotAuthorizedForProxyReg),
+            ("rule 8: proxy registration not enabled", ap, 2, vec![id(b"disabled@example.org"), ts_at(-9000)], S::ProxyRegNotEnabled),
             ("rule 9: a timestamp outside the window", ap, 1, vec![id(MN), ts_at(-9000)], S::TimestampMismatch),
             ("rule 9: a timestamp not newer than accepted", ap, 1, vec![id(MN), ts_at(0)], S::TimestampLowerThanPrevAccepted),
             ("rule 10: no HNP", ap, 1, vec![id(MN), ts()], S::MissingHomeNetworkPrefixOption),
