@@ -1018,6 +1018,60 @@ async fn upsert(
         .map(|r| r.into_inner())
 }
 
+/// RFC 5213 §5.3.1 rule 8 over the Policy API: a profile with proxy_registration_enabled
+/// false is stored, read back and kept across a restart, and its node's PBUs get
+/// PROXY_REG_NOT_ENABLED until the profile allows it again.
+#[tokio::test]
+async fn a_profile_without_proxy_registration_gets_152_also_after_a_restart() {
+    let mut lab = Lab::start().await;
+    let off = pb::MobileNodeProfile {
+        mn_id: nai(9),
+        link_layer_addresses: vec![ll(9).to_string()],
+        proxy_registration_enabled: Some(false),
+        ..Default::default()
+    };
+    upsert(&lab, off).await.unwrap();
+    let get = |lab: &Lab| {
+        let mut c = lab.policy();
+        async move {
+            c.get_mobile_node(pb::GetMobileNodeRequest { mn_id: nai(9) })
+                .await
+                .unwrap()
+                .into_inner()
+                .profile
+                .unwrap()
+                .proxy_registration_enabled
+        }
+    };
+    assert_eq!(get(&lab).await, Some(false));
+    async fn refused(lab: &mut Lab) -> Pba {
+        lab.pbu(
+            MAG1,
+            9,
+            all_zero(),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await
+    }
+    assert_eq!(refused(&mut lab).await.status, Status::ProxyRegNotEnabled);
+    let dir = lab.stop().await;
+
+    let mut lab = Lab::start_in(dir).await;
+    assert_eq!(get(&lab).await, Some(false));
+    assert_eq!(refused(&mut lab).await.status, Status::ProxyRegNotEnabled);
+    // Unset is enabled.
+    let on = pb::MobileNodeProfile {
+        mn_id: nai(9),
+        link_layer_addresses: vec![ll(9).to_string()],
+        ..Default::default()
+    };
+    upsert(&lab, on).await.unwrap();
+    assert_eq!(get(&lab).await, None);
+    lab.attach(MAG1, 9).await;
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn profiles_are_upserted_listed_and_deleted_with_clear_refusals() {
     let mut lab = Lab::start().await;
