@@ -95,25 +95,29 @@ where
         println!("{}: ok", s.config.display());
         return ExitCode::SUCCESS;
     }
-    let _guard = match crate::telemetry::init((s.tracing)(&cfg), program) {
+    let rt = match runtime(program) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    // The OTLP exporter's gRPC channel lives on the runtime: it is built inside it, and
+    // flushed (the guard dropped) while the runtime still runs.
+    let guard = match rt.block_on(async { crate::telemetry::init((s.tracing)(&cfg), program) }) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("{program}: {e:#}");
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
-    let rt = match runtime(program) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match rt.block_on(daemon(cfg)) {
+    let code = match rt.block_on(daemon(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("{program}: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(guard);
+    code
 }
 
 /// How long the gRPC server gets to end its streams after the core stopped: a client holding

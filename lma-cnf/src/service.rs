@@ -413,6 +413,7 @@ impl Service {
         dst: Ipv6Addr,
         bytes: &[u8],
     ) {
+        let _pbu = pbu_span(src, bytes).map(tracing::Span::entered);
         self.lma.handle_message_trusted(now, wall, src, dst, bytes);
         self.arrived();
         self.drain(now, wall);
@@ -772,6 +773,7 @@ impl Service {
                 bytes,
                 reply,
             } => {
+                let _pbu = pbu_span(src, &bytes).map(tracing::Span::entered);
                 self.lma.handle_message(now, wall, src, dst, &bytes);
                 self.arrived();
                 self.drain(now, wall);
@@ -1122,6 +1124,13 @@ impl Service {
             })
             .collect()
     }
+}
+
+/// One span per Proxy Binding Update (a transaction: its answer, and what it changed, are
+/// logged inside it and exported with it over OTLP).
+fn pbu_span(src: Ipv6Addr, bytes: &[u8]) -> Option<tracing::Span> {
+    let t = pmip::wire::MhPacket::new_checked(bytes).ok()?.mh_type();
+    (t == pmip::wire::MhType::BindingUpdate).then(|| tracing::info_span!("pbu", mag = %src))
 }
 
 fn pba_by_status(counts: &[u64; 256]) -> Vec<(Status, u64)> {
