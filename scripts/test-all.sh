@@ -11,7 +11,9 @@
 #   iperf3             the datapath benchmark's smoke test
 #   isc-dhcp-client,   stock DHCPv4 clients (dhclient, busybox udhcpc) of the IPv4 nodes; busybox
 #   udhcpc, busybox    also brings arping and ping
-#   python3-pip        for .ci/requirements.txt: scapy, the Helm engine, kubernetes-validate
+#   prometheus         promtool, which lints both daemons' /metrics (`promtool check metrics`)
+#   python3-pip        for .ci/requirements.txt: scapy, the Helm engine, kubernetes-validate,
+#                      Python's gRPC client with reflection
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,7 @@ packages=(
     "isc-dhcp-client:/sbin/dhclient"
     "udhcpc:/sbin/udhcpc"
     "busybox:/bin/busybox"
+    "prometheus:/usr/bin/promtool"
 )
 missing=()
 for p in "${packages[@]}"; do

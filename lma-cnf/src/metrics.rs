@@ -7,6 +7,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use pmip::wire::Status;
+
 use crate::service::{PEER_EVENT_KINDS, Stats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,6 +25,19 @@ pub struct StatusLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MagLabel {
+    /// The MAG's address (its proxy-CoA).
+    pub mag: String,
+    /// Its name in the policy, empty when it has none.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PoolLabel {
+    pub pool: String,
 }
 
 /// Every metric of the LMA daemon.
@@ -42,6 +60,48 @@ pub struct Metrics {
     pub mags: Gauge,
     pub peer_events: Family<KindLabel, Counter>,
     pub batch_size: Histogram,
+    pub mag_bindings: Family<MagLabel, Gauge>,
+    pub mag_up: Family<MagLabel, Gauge>,
+    pub free_prefixes: Family<PoolLabel, Gauge>,
+    /// The labels of the per-MAG and per-pool series last set, to remove the ones gone.
+    shown: Arc<Mutex<Shown>>,
+}
+
+#[derive(Debug, Default)]
+struct Shown {
+    bindings: BTreeSet<MagLabel>,
+    up: BTreeSet<MagLabel>,
+}
+
+/// The statuses the LMA's PBAs carry (RFC 5213 §5.3.1, §5.4, §8.9; RFC 5845 §6.4; RFC 5844
+/// §3.2.3): their series exist from the start, at 0.
+const PBA_STATUSES: [Status; 19] = [
+    Status::Accepted,
+    Status::GreKeyOptionNotRequired,
+    Status::ReasonUnspecified,
+    Status::InsufficientResources,
+    Status::SequenceNumberOutOfWindow,
+    Status::ProxyRegNotEnabled,
+    Status::NotLmaForThisMobileNode,
+    Status::MagNotAuthorizedForProxyReg,
+    Status::NotAuthorizedForHomeNetworkPrefix,
+    Status::TimestampMismatch,
+    Status::TimestampLowerThanPrevAccepted,
+    Status::MissingHomeNetworkPrefixOption,
+    Status::BcePbuPrefixSetDoNotMatch,
+    Status::MissingMnIdentifierOption,
+    Status::MissingHandoffIndicatorOption,
+    Status::MissingAccessTechTypeOption,
+    Status::GreKeyOptionRequired,
+    Status::NotAuthorizedForIpv4MobilityService,
+    Status::MultipleIpv4HomeAddressAssignmentNotSupported,
+];
+
+fn status_label(status: Status) -> StatusLabel {
+    StatusLabel {
+        status: status.value(),
+        name: status.rfc_name().unwrap_or("unknown").to_owned(),
+    }
 }
 
 impl Metrics {
@@ -65,7 +125,31 @@ impl Metrics {
             mags: Gauge::default(),
             peer_events: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            mag_bindings: Family::default(),
+            mag_up: Family::default(),
+            free_prefixes: Family::default(),
+            shown: Default::default(),
         };
+        // Labelled series start at 0 rather than appear with their first event.
+        for status in PBA_STATUSES {
+            let _ = m.pba_sent.get_or_create(&status_label(status));
+        }
+        for kind in ["acknowledged", "timed-out"] {
+            let _ = m
+                .revocations
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in PEER_EVENT_KINDS {
+            let _ = m
+                .peer_events
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in ["add-downlink", "remove-downlink", "other"] {
+            let _ = m
+                .dataplane_changes
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        cnf::telemetry::register_common(registry, "pmip_lma");
         let r = registry.sub_registry_with_prefix("pmip_lma");
         r.register(
             "pbu_received",
@@ -144,6 +228,22 @@ impl Metrics {
             "Messages handled per loop turn",
             m.batch_size.clone(),
         );
+        r.register(
+            "mag_bindings",
+            "Bindings at each MAG (every authorized MAG, and every MAG with bindings)",
+            m.mag_bindings.clone(),
+        );
+        r.register(
+            "mag_up",
+            "1 when the MAG answers heartbeats, 0 when it does not (RFC 5847); only for the MAGs \
+             the LMA has bindings at, with heartbeats on",
+            m.mag_up.clone(),
+        );
+        r.register(
+            "free_prefixes",
+            "Home network prefixes each pool can still hand out",
+            m.free_prefixes.clone(),
+        );
         m
     }
 }
@@ -166,35 +266,58 @@ impl Metrics {
         sync(&self.handovers, s.handovers);
         sync(&self.dropped, s.dropped);
         for (status, n) in &s.pba_by_status {
-            let c = self.pba_sent.get_or_create(&StatusLabel {
-                status: status.value(),
-                name: status.rfc_name().unwrap_or("unknown").to_owned(),
-            });
-            sync(&c, *n);
+            sync(&self.pba_sent.get_or_create(&status_label(*status)), *n);
         }
         for (kind, n) in [
             ("acknowledged", s.revocations_acknowledged),
             ("timed-out", s.revocations_timed_out),
         ] {
-            if n > 0 {
-                sync(
-                    &self
-                        .revocations
-                        .get_or_create(&KindLabel { kind: kind.into() }),
-                    n,
-                );
-            }
+            sync(
+                &self
+                    .revocations
+                    .get_or_create(&KindLabel { kind: kind.into() }),
+                n,
+            );
         }
         for (kind, n) in PEER_EVENT_KINDS.iter().zip(s.peer_events) {
-            if n > 0 {
-                sync(
-                    &self.peer_events.get_or_create(&KindLabel {
-                        kind: (*kind).into(),
-                    }),
-                    n,
-                );
-            }
+            sync(
+                &self.peer_events.get_or_create(&KindLabel {
+                    kind: (*kind).into(),
+                }),
+                n,
+            );
         }
+        for (pool, n) in &s.free_prefixes {
+            (self.free_prefixes)
+                .get_or_create(&PoolLabel {
+                    pool: pool.to_string(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut bindings, mut up) = (BTreeSet::new(), BTreeSet::new());
+        for m in &s.mags {
+            let l = MagLabel {
+                mag: m.address.to_string(),
+                name: m.name.clone(),
+            };
+            self.mag_bindings
+                .get_or_create(&l)
+                .set(i64::from(m.bindings));
+            if let Some(u) = m.up {
+                self.mag_up.get_or_create(&l).set(i64::from(u));
+                up.insert(l.clone());
+            }
+            bindings.insert(l);
+        }
+        // A MAG removed from the policy, or without bindings any more, loses its series.
+        for gone in shown.bindings.difference(&bindings) {
+            self.mag_bindings.remove(gone);
+        }
+        for gone in shown.up.difference(&up) {
+            self.mag_up.remove(gone);
+        }
+        *shown = Shown { bindings, up };
     }
 
     /// Counts one datapath batch's changes by kind.

@@ -262,6 +262,21 @@ pub struct Stats {
     /// Heartbeat events by kind: unreachable, reachable, restarted.
     pub peer_events: [u64; 3],
     pub expirations: u64,
+    /// Every authorized MAG, and every MAG with bindings.
+    pub mags: Vec<MagStat>,
+    /// Each prefix pool and the prefixes it can still hand out.
+    pub free_prefixes: Vec<(Ipv6Net, u64)>,
+}
+
+/// A MAG as the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MagStat {
+    pub address: Ipv6Addr,
+    /// Its name in the policy; empty when it has none.
+    pub name: String,
+    pub bindings: u32,
+    /// Whether it answers heartbeats; `None` with heartbeats off.
+    pub up: Option<bool>,
 }
 
 /// The kinds of [`Stats::peer_events`], in order.
@@ -507,7 +522,38 @@ impl Service {
             dropped: self.dropped,
             peer_events: self.peer_events,
             expirations: self.expirations,
+            mags: self.mag_stats(),
+            free_prefixes: self.lma.prefixes_available_by_pool().collect(),
         }
+    }
+
+    fn mag_stats(&self) -> Vec<MagStat> {
+        let heartbeats = self.lma.config().domain.heartbeat.interval_s > 0;
+        let mut mags: BTreeMap<Ipv6Addr, MagStat> = (self.lma.policy().mags().iter())
+            .map(|(a, m)| {
+                let stat = MagStat {
+                    address: *a,
+                    name: m.name.clone(),
+                    bindings: 0,
+                    up: None,
+                };
+                (*a, stat)
+            })
+            .collect();
+        for (a, n) in self.lma.mags() {
+            (mags.entry(*a).or_insert_with(|| MagStat {
+                address: *a,
+                name: String::new(),
+                bindings: 0,
+                up: None,
+            }))
+            .bindings = *n;
+        }
+        // The LMA watches the MAGs it has bindings at (RFC 5847 §3.1).
+        for m in mags.values_mut() {
+            m.up = (heartbeats && m.bindings > 0).then(|| self.lma.is_mag_reachable(&m.address));
+        }
+        mags.into_values().collect()
     }
 
     // ------------------------------------------------------------------------ the state machine's outputs

@@ -209,11 +209,11 @@ impl Lab {
         dir
     }
 
-    /// The metrics as `/metrics` serves them.
+    /// The metrics as `/metrics` serves them to a text-format client.
     fn metrics(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
-        text
+        cnf::telemetry::scrape(&self.registry, Some("text/plain"))
+            .unwrap()
+            .0
     }
 
     fn bc(&self) -> BindingCacheClient<Channel> {
@@ -1776,6 +1776,67 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `promtool check metrics` (Prometheus' own linter) on `text`: its complaints, if any.
+pub fn promtool(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test-all.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool: {}: {said}", out.status))
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_pass_promtool_and_start_at_zero() {
+    let lab = Lab::start().await;
+    let text = lab.metrics();
+    promtool(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for series in [
+        "pmip_lma_pba_sent_total{status=\"0\",name=\"PBU_ACCEPTED\"} 0",
+        "pmip_lma_pba_sent_total{status=\"154\",name=\"MAG_NOT_AUTHORIZED_FOR_PROXY_REG\"} 0",
+        "pmip_lma_revocations_total{kind=\"timed-out\"} 0",
+        "pmip_lma_peer_events_total{kind=\"unreachable\"} 0",
+        "pmip_lma_dataplane_changes_total{kind=\"add-downlink\"} 0",
+        "pmip_lma_free_prefixes{pool=\"2001:db8:100::/48\"} 65536",
+    ] {
+        assert!(text.contains(series), "{series}\n{text}");
+    }
+    assert!(
+        text.contains("# HELP pmip_lma_pbu_received_total "),
+        "{text}"
+    );
+    assert!(text.contains("pmip_lma_build_info{version="), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    // The MAGs of the configuration, before they send anything.
+    let mag_bindings = |text: &str, mag: Ipv6Addr| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("pmip_lma_mag_bindings{{mag=\"{mag}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(mag_bindings(&text, MAG1), Some(0.0), "{text}");
+    assert_eq!(mag_bindings(&text, MAG2), Some(0.0), "{text}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn the_registration_latency_is_of_pbus_not_of_every_message() {
     let mut lab = Lab::start().await;
@@ -1813,6 +1874,26 @@ async fn the_registration_latency_is_of_pbus_not_of_every_message() {
         Some(3.0),
         "{text}"
     );
+    let per_status: f64 = (text.lines())
+        .filter(|l| l.starts_with("pmip_lma_pba_sent_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(per_status, 3.0, "{text}");
+    assert_eq!(
+        sample(&text, "pmip_lma_free_prefixes{pool=\"2001:db8:100::/48\"}"),
+        Some(65534.0),
+        "{text}"
+    );
+    for mag in [MAG1, MAG2] {
+        assert!(
+            text.lines().any(
+                |l| l.starts_with(&format!("pmip_lma_mag_bindings{{mag=\"{mag}\""))
+                    && l.ends_with(" 1")
+            ),
+            "{mag}: {text}"
+        );
+    }
+    promtool(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     lab.stop().await;
 }
 

@@ -7,7 +7,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::service::{EVENT_KINDS, Stats};
+use pmip::wire::Status;
+
+use crate::service::{EVENT_KINDS, HANDOVER_MODES, HANDOVER_OUTCOMES, Stats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -19,6 +21,49 @@ pub struct StatusLabel {
 pub struct KindLabel {
     pub kind: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoverLabel {
+    /// `predictive` or `reactive` (RFC 5949 §5.1, §5.2).
+    pub mode: String,
+    /// `completed` or `failed`.
+    pub outcome: String,
+}
+
+/// The statuses a MAG's PBAs carry from an LMA of this project (RFC 5213 §8.9, RFC 5845,
+/// RFC 5844): their series exist from the start, at 0; any other status gets its series when
+/// it first arrives.
+const PBA_STATUSES: [Status; 19] = [
+    Status::Accepted,
+    Status::GreKeyOptionNotRequired,
+    Status::ReasonUnspecified,
+    Status::InsufficientResources,
+    Status::SequenceNumberOutOfWindow,
+    Status::ProxyRegNotEnabled,
+    Status::NotLmaForThisMobileNode,
+    Status::MagNotAuthorizedForProxyReg,
+    Status::NotAuthorizedForHomeNetworkPrefix,
+    Status::TimestampMismatch,
+    Status::TimestampLowerThanPrevAccepted,
+    Status::MissingHomeNetworkPrefixOption,
+    Status::BcePbuPrefixSetDoNotMatch,
+    Status::MissingMnIdentifierOption,
+    Status::MissingHandoffIndicatorOption,
+    Status::MissingAccessTechTypeOption,
+    Status::GreKeyOptionRequired,
+    Status::NotAuthorizedForIpv4MobilityService,
+    Status::MultipleIpv4HomeAddressAssignmentNotSupported,
+];
+
+fn status_label(status: Status) -> StatusLabel {
+    StatusLabel {
+        status: status.value(),
+        name: status.rfc_name().unwrap_or("unknown").to_owned(),
+    }
+}
+
+/// The fast-handover buffer's counters, in [`Metrics::observe`]'s order.
+const BUFFER_KINDS: [&str; 4] = ["buffered", "flushed", "dropped", "discarded"];
 
 /// Every metric of the MAG daemon.
 #[derive(Debug, Clone)]
@@ -36,11 +81,12 @@ pub struct Metrics {
     pub dataplane_changes: Counter,
     pub dataplane_failures: Counter,
     pub dataplane_seconds: Histogram,
-    pub handovers: Family<KindLabel, Counter>,
+    pub handovers: Family<HandoverLabel, Counter>,
     pub attach_to_ra_seconds: Histogram,
     pub attach_to_first_delivery_seconds: Histogram,
     pub buffer_packets: Family<KindLabel, Counter>,
     pub buffer_held: Gauge,
+    pub lma_up: Gauge,
 }
 
 impl Metrics {
@@ -65,7 +111,31 @@ impl Metrics {
             attach_to_first_delivery_seconds: latency(),
             buffer_packets: Family::default(),
             buffer_held: Gauge::default(),
+            lma_up: Gauge::default(),
         };
+        // Labelled series start at 0 rather than appear with their first event.
+        for status in PBA_STATUSES {
+            let _ = m
+                .pba_received_by_status
+                .get_or_create(&status_label(status));
+        }
+        for kind in EVENT_KINDS {
+            let _ = m.events.get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for mode in HANDOVER_MODES {
+            for outcome in HANDOVER_OUTCOMES {
+                let _ = m.handovers.get_or_create(&HandoverLabel {
+                    mode: mode.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+        for kind in BUFFER_KINDS {
+            let _ = m
+                .buffer_packets
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
+        cnf::telemetry::register_common(registry, "pmip_mag");
         let r = registry.sub_registry_with_prefix("pmip_mag");
         r.register(
             "pbu_sent",
@@ -148,6 +218,11 @@ impl Metrics {
             "Packets held in the fast-handover buffer now",
             m.buffer_held.clone(),
         );
+        r.register(
+            "lma_up",
+            "1 while the LMA answers heartbeats, 0 when it does not (RFC 5847)",
+            m.lma_up.clone(),
+        );
         m
     }
 }
@@ -168,41 +243,40 @@ impl Metrics {
         sync(&self.pba_received, s.pba_received);
         self.bul_entries.set(s.bul_entries as i64);
         self.registered.set(s.registered as i64);
+        self.lma_up.set(i64::from(s.lma_reachable));
         for (status, n) in &s.pba_by_status {
             sync(
-                &self.pba_received_by_status.get_or_create(&StatusLabel {
-                    status: status.value(),
-                    name: status.rfc_name().unwrap_or("unknown").to_owned(),
-                }),
+                &self
+                    .pba_received_by_status
+                    .get_or_create(&status_label(*status)),
                 *n,
             );
         }
         for (kind, n) in EVENT_KINDS.iter().zip(s.events) {
-            if n > 0 {
-                sync(
-                    &self.events.get_or_create(&KindLabel {
-                        kind: (*kind).into(),
-                    }),
-                    n,
-                );
-            }
-        }
-        for (kind, n) in &s.handovers {
             sync(
-                &self
-                    .handovers
-                    .get_or_create(&KindLabel { kind: kind.clone() }),
+                &self.events.get_or_create(&KindLabel {
+                    kind: (*kind).into(),
+                }),
+                n,
+            );
+        }
+        for ((mode, outcome), n) in &s.handovers {
+            sync(
+                &self.handovers.get_or_create(&HandoverLabel {
+                    mode: (*mode).into(),
+                    outcome: (*outcome).into(),
+                }),
                 *n,
             );
         }
         if let Some(b) = &s.buffer {
             self.buffer_held.set(b.held as i64);
-            for (kind, v) in [
-                ("buffered", b.buffered),
-                ("flushed", b.flushed),
-                ("dropped", b.dropped_overflow),
-                ("discarded", b.discarded),
-            ] {
+            for (kind, v) in BUFFER_KINDS.into_iter().zip([
+                b.buffered,
+                b.flushed,
+                b.dropped_overflow,
+                b.discarded,
+            ]) {
                 sync(
                     &self
                         .buffer_packets

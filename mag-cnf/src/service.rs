@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use cnf::datapath;
 use dataplane::{AccessLink as DpAccessLink, Change};
+use ipnet::Ipv6Net;
 use pmip::Instant;
-use pmip::config::{LinkLocalMode, MagConfig, MobileNodeProfile};
+use pmip::config::{FastHandoverMode, LinkLocalMode, MagConfig, MobileNodeProfile};
 use pmip::heartbeat::PeerEvent;
 use pmip::mag::{
-    Attach, BulChange, BulEntry, BulState, FastHandover, FastPhase, Mag, MagEvent, MagOutput,
-    SavedBinding,
+    Attach, BulChange, BulEntry, BulState, FastHandover, FastPhase, FastRole, Mag, MagEvent,
+    MagOutput, SavedBinding,
 };
 use pmip::output::{AccessLink, DataplaneCommand, RouterAdvertisement, Transmit};
 use pmip::policy::{Origin, PolicyError};
@@ -183,10 +184,39 @@ pub struct Stats {
     pub registered: usize,
     /// Events by kind, in the order of [`EVENT_KINDS`].
     pub events: [u64; EVENT_KINDS.len()],
-    /// Fast handovers by "mode-outcome" (e.g. `predictive-completed`).
-    pub handovers: BTreeMap<String, u64>,
+    /// Fast handovers by mode and outcome (e.g. `("predictive", "completed")`).
+    pub handovers: BTreeMap<(&'static str, &'static str), u64>,
     /// The fast-handover buffer's counters, as the driver last reported them.
     pub buffer: Option<crate::buffer::BufferStats>,
+    /// Whether the LMA answers heartbeats (true until it misses them, RFC 5847 §3.1).
+    pub lma_reachable: bool,
+}
+
+/// The fast-handover modes and outcomes [`Stats::handovers`] counts (RFC 5949 §5.1, §5.2).
+pub const HANDOVER_MODES: [&str; 2] = ["predictive", "reactive"];
+pub const HANDOVER_OUTCOMES: [&str; 2] = ["completed", "failed"];
+
+/// A fast-handover mode as logs and metrics name it.
+pub fn mode_name(mode: FastHandoverMode) -> &'static str {
+    match mode {
+        FastHandoverMode::Off => "off",
+        FastHandoverMode::Predictive => "predictive",
+        FastHandoverMode::Reactive => "reactive",
+    }
+}
+
+/// A MAG's role in a fast handover as logs name it.
+fn role_name(role: FastRole) -> &'static str {
+    match role {
+        FastRole::Previous => "previous",
+        FastRole::New => "new",
+    }
+}
+
+/// Prefixes as one log field: `2001:db8:1::/64,2001:db8:2::/64`.
+fn prefix_list(prefixes: &[Ipv6Net]) -> String {
+    let v: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+    v.join(",")
 }
 
 /// What the service needs to start.
@@ -218,7 +248,7 @@ pub struct Service {
     waiting: Vec<(String, oneshot::Sender<Result<EntryView, CallError>>)>,
     indications: Vec<(String, oneshot::Sender<Result<(), CallError>>)>,
     events: [u64; EVENT_KINDS.len()],
-    handovers: BTreeMap<String, u64>,
+    handovers: BTreeMap<(&'static str, &'static str), u64>,
     /// When each node was last seen arriving on an access link: for the attach → RA and
     /// attach → first delivered packet histograms.
     seen_at: HashMap<LinkLayerAddress, Instant>,
@@ -514,6 +544,7 @@ impl Service {
             events: self.events,
             handovers: self.handovers.clone(),
             buffer: self.buffer,
+            lma_reachable: self.lma_reachable,
         }
     }
 
@@ -608,7 +639,12 @@ impl Service {
                 prefixes,
                 after,
             } => {
-                info!(%mn_id, ?prefixes, after_ms = after.as_secs_f64() * 1e3, "registered");
+                info!(
+                    %mn_id,
+                    prefixes = %prefix_list(prefixes),
+                    after_ms = after.as_secs_f64() * 1e3,
+                    "registered"
+                );
                 self.registrations.push(*after);
                 self.dirty = true;
                 1
@@ -654,7 +690,7 @@ impl Service {
                         self.lma_reachable = true;
                     }
                     PeerEvent::Restarted { peer, old, new } => {
-                        info!(%peer, ?old, new, "LMA restarted: re-registering every node");
+                        info!(%peer, old = *old, new, "LMA restarted: re-registering every node");
                     }
                 }
                 9
@@ -665,7 +701,13 @@ impl Service {
                 role,
                 peer,
             } => {
-                info!(%mn_id, ?mode, ?role, %peer, "fast handover started");
+                info!(
+                    %mn_id,
+                    mode = mode_name(*mode),
+                    role = role_name(*role),
+                    %peer,
+                    "fast handover started"
+                );
                 10
             }
             MagEvent::HandoverAcknowledged { mn_id, peer } => {
@@ -679,9 +721,16 @@ impl Service {
                 peer,
                 took,
             } => {
-                info!(%mn_id, ?mode, ?role, %peer, took_ms = took.as_secs_f64() * 1e3, "fast handover completed");
+                info!(
+                    %mn_id,
+                    mode = mode_name(*mode),
+                    role = role_name(*role),
+                    %peer,
+                    took_ms = took.as_secs_f64() * 1e3,
+                    "fast handover completed"
+                );
                 *(self.handovers)
-                    .entry(format!("{mode:?}-completed").to_lowercase())
+                    .entry((mode_name(*mode), "completed"))
                     .or_default() += 1;
                 self.fast_handovers += 1;
                 self.dirty = true;
@@ -693,9 +742,15 @@ impl Service {
                 role,
                 reason,
             } => {
-                warn!(%mn_id, ?mode, ?role, reason, "fast handover failed");
+                warn!(
+                    %mn_id,
+                    mode = mode_name(*mode),
+                    role = role_name(*role),
+                    reason,
+                    "fast handover failed"
+                );
                 *(self.handovers)
-                    .entry(format!("{mode:?}-failed").to_lowercase())
+                    .entry((mode_name(*mode), "failed"))
                     .or_default() += 1;
                 13
             }
@@ -1261,8 +1316,7 @@ mod tests {
         let mut registry = prometheus_client::registry::Registry::default();
         let m = crate::metrics::Metrics::new(&mut registry);
         m.observe(&st);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let (text, _) = cnf::telemetry::scrape(&registry, None).unwrap();
         let total: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("pmip_mag_pba_received_total "))
@@ -1275,5 +1329,34 @@ mod tests {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum();
         assert_eq!((total, per_status), (4.0, 4.0), "{text}");
+        // Prometheus' own linter takes it as it is.
+        use std::io::Write;
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus; scripts/test-all.sh installs it)");
+        (promtool.stdin.take().unwrap())
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}\n{text}"
+        );
+        // Labelled series exist from the start; mode and outcome are separate labels.
+        for series in [
+            "pmip_mag_handovers_total{mode=\"predictive\",outcome=\"failed\"} 0",
+            "pmip_mag_events_total{kind=\"gave-up\"} 0",
+            "pmip_mag_pba_received_by_status_total{status=\"154\",name=\"MAG_NOT_AUTHORIZED_FOR_PROXY_REG\"} 0",
+            "pmip_mag_build_info{version=",
+            "pmip_mag_lma_up 1",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(series), "{series}\n{text}");
+        }
     }
 }

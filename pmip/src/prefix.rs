@@ -161,6 +161,14 @@ impl PrefixAllocator {
             .fold(0u64, |acc, p| acc.saturating_add(p.available()))
     }
 
+    /// Each pool (its prefix, as configured) and the prefixes it can still hand out.
+    pub fn available_by_pool(&self) -> impl Iterator<Item = (Ipv6Net, u64)> + '_ {
+        self.pools.iter().map(|p| {
+            let net = Ipv6Net::new(Ipv6Addr::from(p.base), p.pool_len).unwrap_or_default();
+            (net, p.available())
+        })
+    }
+
     /// Heap bytes used by the allocator's own bookkeeping.
     pub fn heap_bytes(&self) -> usize {
         self.pools
@@ -210,6 +218,17 @@ mod tests {
             "wrong length"
         );
         assert!(!a.owns(&"2001:db8:300::/56".parse().unwrap()));
+        let by_pool: Vec<(String, u64)> = (a.available_by_pool())
+            .map(|(p, n)| (p.to_string(), n))
+            .collect();
+        assert_eq!(
+            by_pool,
+            [
+                ("2001:db8:100::/63".to_owned(), 0),
+                ("2001:db8:200::/48".to_owned(), 255)
+            ]
+        );
+        assert_eq!(a.available(), 255);
     }
 
     #[test]

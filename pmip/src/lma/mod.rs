@@ -424,6 +424,11 @@ impl Lma {
         self.prefixes.available()
     }
 
+    /// Each prefix pool and the prefixes it can still hand out.
+    pub fn prefixes_available_by_pool(&self) -> impl Iterator<Item = (Ipv6Net, u64)> + '_ {
+        self.prefixes.available_by_pool()
+    }
+
     /// Bytes held by the binding cache and the allocator.
     pub fn memory_bytes(&self) -> usize {
         self.cache.memory_bytes() + self.prefixes.heap_bytes()
