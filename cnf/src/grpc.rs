@@ -45,26 +45,64 @@ fn tls_config(t: &TlsConfig) -> Result<ServerTlsConfig, ApiError> {
 }
 
 /// The health service (every named service starts NOT_SERVING until the daemon says so) and
-/// the reflection service of `pmip.v1`.
-pub fn health_and_reflection() -> (
+/// server reflection, both `grpc.reflection.v1` and the older `v1alpha` that many clients
+/// still use (Python's grpcio-reflection, older grpcurl). Reflection lists `services` (the
+/// daemon's own), health and itself, not every service of `pmip.v1`.
+pub fn health_and_reflection(
+    services: &[&str],
+) -> (
     HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let builder = || {
+        // Both reflection versions describe both, so that each lists what it can describe.
+        let mut b = tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
+        for name in services.iter().copied().chain(REFLECTED_ALWAYS) {
+            b = b.with_service_name(name);
+        }
+        b
+    };
+    // The descriptor sets are compiled in and always parse: a failure is a build defect.
+    let v1 = builder()
         .build_v1()
-        .unwrap_or_else(|_| {
-            // The descriptor sets are compiled in; they always parse.
-            tonic_reflection::server::Builder::configure()
-                .build_v1()
-                .unwrap_or_else(|e| unreachable!("empty reflection service: {e}"))
-        });
-    (reporter, health, reflection)
+        .unwrap_or_else(|e| unreachable!("reflection v1 over the compiled-in descriptors: {e}"));
+    let v1alpha = builder().build_v1alpha().unwrap_or_else(|e| {
+        unreachable!("reflection v1alpha over the compiled-in descriptors: {e}")
+    });
+    (reporter, health, v1, v1alpha)
+}
+
+/// What reflection lists besides a daemon's own services.
+const REFLECTED_ALWAYS: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Who made an API call, for the audit log: the peer's address, and whether it showed a client
+/// certificate (the server accepted it, so it is one of `api.tls.client_ca`'s).
+pub fn caller<T>(r: &tonic::Request<T>) -> String {
+    let addr = r
+        .remote_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    match r.peer_certs() {
+        Some(certs) if !certs.is_empty() => format!("{addr} (client certificate)"),
+        _ => addr,
+    }
 }
 
 /// The listen address of the API.

@@ -49,13 +49,15 @@ pub async fn serve_on(
     core: CoreHandle,
     stop: signal::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let (reporter, health, reflection) = cnf::grpc::health_and_reflection();
+    let (reporter, health, reflection, reflection_v1alpha) =
+        cnf::grpc::health_and_reflection(&[service_names::BINDING_CACHE, service_names::POLICY]);
     let watchers = Arc::new(AtomicU64::new(0));
     let bindings = BindingCacheService::new(core.clone(), stop.clone(), watchers.clone());
     let policy = PolicyService::new(core, stop.clone(), watchers);
     let router = cnf::grpc::server(cfg)?
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(BindingCacheServer::new(bindings))
         .add_service(PolicyServer::new(policy));
     let local = listener.local_addr()?;

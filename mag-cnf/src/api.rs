@@ -462,9 +462,22 @@ pub async fn serve(
     fast: FastHandoverConfig,
     core: CoreHandle,
     _access: AccessHandle,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    serve_on(&cfg, fast, core, listener, stop).await
+}
+
+/// Starts the API server on a bound listener (tests bind port 0).
+pub async fn serve_on(
+    cfg: &ApiConfig,
+    fast: FastHandoverConfig,
+    core: CoreHandle,
+    listener: tokio::net::TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let (reporter, health, reflection) = cnf::grpc::health_and_reflection();
+    let (reporter, health, reflection, reflection_v1alpha) =
+        cnf::grpc::health_and_reflection(&[proto::service_names::GATEWAY]);
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
@@ -474,11 +487,11 @@ pub async fn serve(
             tonic_health::ServingStatus::Serving,
         )
         .await;
-    let router = cnf::grpc::server(&cfg)?
+    let router = cnf::grpc::server(cfg)?
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(GatewayServer::new(GatewayService::new(core, fast)));
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(tokio::spawn(async move {
         let r = router

@@ -213,6 +213,8 @@ pub struct Conn {
     pub channel: Channel,
     pub url: String,
     pub timeout: Duration,
+    /// The daemon the command meant to reach.
+    pub daemon: Daemon,
 }
 
 impl Conn {
@@ -230,9 +232,86 @@ impl Conn {
     ) -> Result<T, CliError> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) if s.code() == Code::Unimplemented => Err(self.unimplemented(&s).await),
             Ok(Err(s)) => Err(self.status(&s)),
             Err(_) => Err(self.deadline_passed()),
         }
+    }
+
+    /// UNIMPLEMENTED: most likely the URL of the other daemon. Reflection says which daemon
+    /// answered; the error says so, and which option points where.
+    pub async fn unimplemented(&self, s: &Status) -> CliError {
+        let (wanted, other, flag) = match self.daemon {
+            Daemon::Lma => ("an LMA", "a MAG", "--lma (PMIP_LMA)"),
+            Daemon::Mag => ("a MAG", "an LMA", "--mag (PMIP_MAG)"),
+        };
+        let services = self.services().await.unwrap_or_default();
+        let own = |name: &str| services.iter().any(|s| s == name);
+        let is_other = match self.daemon {
+            Daemon::Lma => own(proto::service_names::GATEWAY),
+            Daemon::Mag => {
+                own(proto::service_names::BINDING_CACHE) || own(proto::service_names::POLICY)
+            }
+        };
+        let pmip: Vec<&str> = (services.iter())
+            .filter(|s| s.starts_with("pmip."))
+            .map(String::as_str)
+            .collect();
+        let message = if is_other {
+            format!(
+                "{} is {other}, not {wanted} (it serves {}): point {flag} at {wanted}",
+                self.url,
+                pmip.join(", ")
+            )
+        } else if services.is_empty() {
+            format!(
+                "{} does not serve this call ({}): is it {wanted}? Point {flag} at one",
+                self.url,
+                if s.message().is_empty() {
+                    s.code().description()
+                } else {
+                    s.message()
+                }
+            )
+        } else {
+            format!(
+                "{} does not serve this call; it serves {}: point {flag} at {wanted}",
+                self.url,
+                services.join(", ")
+            )
+        };
+        CliError::Grpc {
+            code: Code::Unimplemented,
+            message,
+        }
+    }
+
+    /// The services the daemon lists over gRPC reflection (v1), within the deadline.
+    async fn services(&self) -> Option<Vec<String>> {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+        let ask = async {
+            let mut client = ServerReflectionClient::new(self.channel.clone());
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .ok()?
+                .into_inner();
+            match answers.message().await.ok()??.message_response? {
+                MessageResponse::ListServicesResponse(l) => {
+                    Some(l.service.into_iter().map(|s| s.name).collect())
+                }
+                _ => None,
+            }
+        };
+        tokio::time::timeout(self.timeout, ask).await.ok()?
     }
 
     fn deadline_passed(&self) -> CliError {
@@ -357,6 +436,7 @@ impl ConnectArgs {
                 channel,
                 url: url.clone(),
                 timeout: self.timeout,
+                daemon,
             }),
             Ok(Err(e)) => Err(unreachable(causes(&e))),
             Err(_) => Err(unreachable(format!(

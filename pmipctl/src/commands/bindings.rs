@@ -356,6 +356,7 @@ async fn watch(args: WatchArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(
             // The deadline is for the answer to start, not for the stream.
             match tokio::time::timeout(c.timeout, client.watch(request)).await {
                 Ok(Ok(r)) => Ok((c, r.into_inner())),
+                Ok(Err(s)) if s.code() == Code::Unimplemented => Err(c.unimplemented(&s).await),
                 Ok(Err(s)) => Err(c.status(&s)),
                 Err(_) => Err(CliError::Grpc {
                     code: Code::DeadlineExceeded,

@@ -415,20 +415,15 @@ impl Mag {
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = mag_cnf::api::GatewayService::new(handle, fast);
-        let mut stop_rx = stop.subscribe();
-        let api = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(proto::v1::gateway_server::GatewayServer::new(service))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    async move {
-                        let _ = stop_rx.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-                .unwrap();
-        });
+        let api = mag_cnf::api::serve_on(
+            &ApiConfig::default(),
+            fast,
+            handle,
+            listener,
+            stop.subscribe(),
+        )
+        .await
+        .unwrap();
         Mag {
             url: format!("http://{addr}"),
             sent,
