@@ -65,9 +65,25 @@ pub fn init(cfg: &TracingConfig, service: &'static str) -> anyhow::Result<Guard>
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    // Logs go to standard error; colours only when a person is watching it.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (text, json) = match cfg.format {
-        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json())),
-        LogFormat::Text => (Some(tracing_subscriber::fmt::layer()), None),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(ansi),
+            ),
+            None,
+        ),
     };
     Subscribers::default()
         .with(filter)

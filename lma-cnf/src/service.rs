@@ -21,7 +21,7 @@ use pmip::output::Transmit;
 use pmip::policy::{MagChanges, Origin, PolicyError};
 use pmip::wire::{BraStatus, RevocationTrigger, Status, WallClock};
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::hub::{
     BindingChange, BindingView, DeleteReason, Hub, ProfileChange, Rejection, UpdateReason,
@@ -639,6 +639,15 @@ impl Service {
     fn event(&mut self, e: LmaEvent, now: Instant, wall: WallClock) {
         match e {
             LmaEvent::BindingCreated { session } => {
+                if let Some(e) = self.lma.cache().get(session) {
+                    info!(
+                        mn_id = %e.mn_id,
+                        mag = %e.proxy_coa,
+                        prefixes = %prefix_list(e.prefixes.as_slice()),
+                        lifetime_s = e.lifetime_s,
+                        "binding created"
+                    );
+                }
                 self.publish_binding(session, now, wall, false, BindingChange::Added);
             }
             LmaEvent::BindingRefreshed { session } => {
@@ -647,6 +656,15 @@ impl Service {
                 });
             }
             LmaEvent::BindingHandedOff { session, from } => {
+                if let Some(e) = self.lma.cache().get(session) {
+                    info!(
+                        mn_id = %e.mn_id,
+                        from = %from,
+                        mag = %e.proxy_coa,
+                        prefixes = %prefix_list(e.prefixes.as_slice()),
+                        "binding handed off"
+                    );
+                }
                 if let Some(key) = self.lma.record(session, now, wall).map(|r| r.key()) {
                     self.previous_coa.insert(key, from);
                 }
@@ -655,11 +673,30 @@ impl Service {
                 });
             }
             LmaEvent::BindingDeregistered { session } => {
+                if let Some(e) = self.lma.cache().get(session) {
+                    info!(
+                        mn_id = %e.mn_id,
+                        mag = %e.proxy_coa,
+                        prefixes = %prefix_list(e.prefixes.as_slice()),
+                        "binding de-registered"
+                    );
+                }
                 self.publish_binding(session, now, wall, false, |v| {
                     BindingChange::Updated(v, UpdateReason::Deregistered)
                 });
             }
             LmaEvent::BindingRemoved { record, reason } => {
+                info!(
+                    mn_id = %record.mn_id,
+                    mag = %record.proxy_coa,
+                    prefixes = %prefix_list(&record.home_network_prefixes),
+                    reason = match reason {
+                        RemovalReason::Expired => "expired",
+                        RemovalReason::Deregistered => "de-registered",
+                        RemovalReason::Revoked => "revoked",
+                    },
+                    "binding removed"
+                );
                 let key = record.key();
                 self.batch.delete_binding(key.clone());
                 self.revisions.remove(&key);
@@ -712,9 +749,11 @@ impl Service {
                 self.peer_events[kind] += 1;
             }
             LmaEvent::RevocationAcknowledged { mn_id, status } => {
+                info!(%mn_id, %status, "revocation acknowledged by the MAG");
                 self.revoked(&mn_id, RevokeOutcome::Acknowledged(status));
             }
             LmaEvent::RevocationTimedOut { mn_id } => {
+                warn!(%mn_id, "no revocation acknowledgement: the binding was removed anyway");
                 self.revoked(&mn_id, RevokeOutcome::TimedOut);
             }
             LmaEvent::Dropped { from, reason } => {
@@ -1170,6 +1209,12 @@ impl Service {
             })
             .collect()
     }
+}
+
+/// Prefixes as one log field: `2001:db8:1::/64,2001:db8:2::/64`.
+fn prefix_list(prefixes: &[Ipv6Net]) -> String {
+    let v: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+    v.join(",")
 }
 
 /// One span per Proxy Binding Update (a transaction: its answer, and what it changed, are

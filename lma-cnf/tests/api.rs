@@ -2017,3 +2017,133 @@ async fn refreshes_are_written_soon_after_and_never_over_a_later_change() {
     assert_eq!(b.lifetime_granted_seconds, 300);
     lab.stop().await;
 }
+
+/// Log lines of one test's thread (a current-thread runtime: the core and the API run on the
+/// test's thread).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Where this thread's log lines go, if anywhere.
+    static CAPTURE: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The process' subscriber, at INFO: each thread's lines go to its [`CAPTURE`], or nowhere.
+/// Global rather than a thread's default, because tracing caches per call site whether anyone
+/// listens, and other tests' threads would otherwise have it decide "nobody".
+struct PerThread;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PerThread {
+    type Writer = Box<dyn std::io::Write>;
+    fn make_writer(&'a self) -> Self::Writer {
+        match CAPTURE.with(|c| c.borrow().clone()) {
+            Some(c) => Box::new(c),
+            None => Box::new(std::io::sink()),
+        }
+    }
+}
+
+impl Captured {
+    /// Captures what this thread logs from now on.
+    fn start() -> Captured {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::fmt()
+                    .with_writer(PerThread)
+                    .with_ansi(false)
+                    .with_max_level(tracing::Level::INFO)
+                    .finish(),
+            )
+            .expect("the only subscriber of this test binary");
+        });
+        let c = Captured::default();
+        CAPTURE.with(|cell| *cell.borrow_mut() = Some(c.clone()));
+        c
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The line with `message` that has every one of `fields` (`key=value`).
+    fn line(&self, message: &str, fields: &[String]) -> Option<String> {
+        self.text()
+            .lines()
+            .find(|l| l.contains(message) && fields.iter().all(|f| l.contains(f.as_str())))
+            .map(str::to_owned)
+    }
+}
+
+#[tokio::test]
+async fn registrations_handoffs_revocations_and_api_changes_are_logged_at_info() {
+    let logs = Captured::start();
+    let mut lab = Lab::start().await;
+    let p1 = lab.attach(MAG1, 1).await;
+    lab.pbu(MAG2, 1, p1, HandoffIndicator::HandoffBetweenMags, 3600)
+        .await;
+    lab.pbu(MAG2, 1, p1, HandoffIndicator::HandoffBetweenMags, 0)
+        .await;
+    lab.policy()
+        .add_authorized_mag(pb::AddAuthorizedMagRequest {
+            mag: Some(pb::AuthorizedMag {
+                proxy_coa: MAG3.to_string(),
+                name: "mag-c".into(),
+                source: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    lab.policy()
+        .remove_authorized_mag(pb::RemoveAuthorizedMagRequest {
+            proxy_coa: MAG3.to_string(),
+        })
+        .await
+        .unwrap();
+    let who = |k: &str, v: &dyn std::fmt::Display| format!("{k}={v}");
+    let mn1 = who("mn_id", &nai(1));
+    for (message, fields) in [
+        (
+            "binding created",
+            vec![mn1.clone(), who("mag", &MAG1), who("prefixes", &p1)],
+        ),
+        (
+            "binding handed off",
+            vec![mn1.clone(), who("from", &MAG1), who("mag", &MAG2)],
+        ),
+        (
+            "binding de-registered",
+            vec![mn1.clone(), who("mag", &MAG2)],
+        ),
+        (
+            "MAG authorized over the API",
+            vec![
+                who("mag", &MAG3),
+                "name=mag-c".into(),
+                "caller=127.0.0.1:".into(),
+            ],
+        ),
+        (
+            "MAG authorization removed over the API",
+            vec![who("mag", &MAG3), "caller=127.0.0.1:".into()],
+        ),
+    ] {
+        assert!(
+            logs.line(message, &fields)
+                .is_some_and(|l| l.contains("INFO")),
+            "{message} {fields:?}:\n{}",
+            logs.text()
+        );
+    }
+    lab.stop().await;
+}

@@ -5,7 +5,7 @@
 //! root (the CI runs the tests as root).
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use cnf::Clock;
@@ -62,7 +62,7 @@ fn free_port() -> u16 {
 /// A `pmip-lma` process; killed when dropped.
 struct Lma {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// What the test's namespace holds.
@@ -89,7 +89,15 @@ fn namespace(mn_id: &str, extra: impl FnOnce(SocketAddr) -> String + Send) -> Na
             };
             ip(&["link", "set", "lo", "up"]);
             for a in [LMA, MAG] {
-                ip(&["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"]);
+                ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ]);
             }
             let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             collector.set_nonblocking(true).unwrap();
@@ -128,22 +136,28 @@ impl Lma {
             api = free_port(),
         );
         std::fs::write(&f, yaml).unwrap();
+        let out = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pmip-lma"))
             .arg("--config")
             .arg(&f)
             // Spans leave within 100 ms instead of the default 5 s.
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(out("stdout"))
+            .stderr(out("stderr"))
             .spawn()
             .unwrap();
-        Lma { child, _dir: dir }
+        Lma { child, dir }
+    }
+
+    /// What it wrote to `stdout` or `stderr`.
+    fn output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
     }
 
     fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("pmip-lma exited: {status}");
+            panic!("pmip-lma exited: {status}\n{}", self.output("stderr"));
         }
     }
 }
@@ -229,7 +243,7 @@ async fn a_registrations_span_reaches_the_otlp_receiver() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     assert_eq!(register(&mag, mn_id, &mut lma).await, Status::Accepted);
-    // The PBU's span, with its MAG.
+    // The PBU's span, with its MAG and the binding it created logged inside it.
     let span = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let s = spans.recv().await.expect("the collector runs");
@@ -241,6 +255,19 @@ async fn a_registrations_span_reaches_the_otlp_receiver() {
     .await
     .expect("the PBU's span within 20 s");
     assert_eq!(attribute(&span, "mag"), Some(MAG.to_string()));
+    let created = (span.events.iter())
+        .find(|e| e.name == "binding created")
+        .unwrap_or_else(|| panic!("{:?}", span.events));
+    let field = |k: &str| {
+        (created.attributes.iter())
+            .find(|a| a.key == k)
+            .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(v) => Some(v.clone()),
+                _ => None,
+            })
+    };
+    assert_eq!(field("mn_id").as_deref(), Some(mn_id));
+    assert_eq!(field("mag"), Some(MAG.to_string()));
     lma.assert_running();
     // SIGTERM: the spans are flushed while the runtime still runs, and the process ends.
     let pid = nix::unistd::Pid::from_raw(lma.child.id() as i32);
@@ -250,8 +277,22 @@ async fn a_registrations_span_reaches_the_otlp_receiver() {
         if let Some(st) = lma.child.try_wait().unwrap() {
             break st;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "pmip-lma did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "pmip-lma did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
+    // Logs go to standard error, as the README says; without colours, since it is a file.
+    let (out, err) = (lma.output("stdout"), lma.output("stderr"));
+    assert_eq!(out, "", "nothing on standard output");
+    let line = (err.lines())
+        .find(|l| l.contains("binding created"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains(" INFO ") && line.contains(&format!("mn_id={mn_id}")),
+        "{line}"
+    );
+    assert!(!err.contains('\x1b'), "no ANSI escapes: {err:?}");
 }

@@ -261,9 +261,11 @@ impl BindingCache for BindingCacheService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let caller = cnf::grpc::caller(&request);
         let r = request.into_inner();
         let mn_id = convert::nai("mn_id", &r.mn_id)?.to_string();
         let trigger = convert::revocation_trigger(r.trigger)?;
+        tracing::info!(%caller, %mn_id, %trigger, "revocation requested over the API");
         let before = self
             .core
             .call(|reply| Command::BindingsOf {

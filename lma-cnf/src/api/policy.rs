@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use tracing::info;
 
 use proto::v1 as pb;
 use proto::v1::mobile_node_event::Event;
@@ -131,6 +132,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::UpsertMobileNodeRequest>,
     ) -> Result<Response<pb::UpsertMobileNodeResponse>, Status> {
+        let caller = cnf::grpc::caller(&request);
         let p = request
             .into_inner()
             .profile
@@ -146,6 +148,9 @@ impl Policy for PolicyService {
             .await
             .map_err(gone)?
             .map_err(refused)?;
+        if changed {
+            info!(%caller, mn_id = %view.profile.mn_id, created, "profile set over the API");
+        }
         Ok(Response::new(pb::UpsertMobileNodeResponse {
             entry: Some(convert::profile_entry(&view)),
             created,
@@ -199,17 +204,19 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::DeleteMobileNodeRequest>,
     ) -> Result<Response<pb::DeleteMobileNodeResponse>, Status> {
+        let caller = cnf::grpc::caller(&request);
         let mn_id = convert::nai("mn_id", &request.into_inner().mn_id)?.to_string();
         // The binding stays (policy.proto): BindingCache.Revoke ends it.
         self.core
             .call(|reply| Command::DeleteProfile {
-                mn_id,
+                mn_id: mn_id.clone(),
                 revoke: false,
                 reply,
             })
             .await
             .map_err(gone)?
             .map_err(refused)?;
+        info!(%caller, %mn_id, "profile deleted over the API");
         Ok(Response::new(pb::DeleteMobileNodeResponse {}))
     }
 
@@ -294,6 +301,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::AddAuthorizedMagRequest>,
     ) -> Result<Response<pb::AuthorizedMag>, Status> {
+        let caller = cnf::grpc::caller(&request);
         let m = request
             .into_inner()
             .mag
@@ -302,11 +310,12 @@ impl Policy for PolicyService {
         self.core
             .call(|reply| Command::AddMag {
                 address,
-                name: m.name,
+                name: m.name.clone(),
                 reply,
             })
             .await
             .map_err(gone)?;
+        info!(%caller, mag = %address, name = %m.name, "MAG authorized over the API");
         let mags = self
             .core
             .call(|reply| Command::ListMags { reply })
@@ -322,6 +331,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::RemoveAuthorizedMagRequest>,
     ) -> Result<Response<pb::RemoveAuthorizedMagResponse>, Status> {
+        let caller = cnf::grpc::caller(&request);
         let address = convert::ipv6("proxy_coa", &request.into_inner().proxy_coa)?;
         let removed = self
             .core
@@ -330,6 +340,7 @@ impl Policy for PolicyService {
             .map_err(gone)?
             .map_err(Status::failed_precondition)?;
         if removed {
+            info!(%caller, mag = %address, "MAG authorization removed over the API");
             Ok(Response::new(pb::RemoveAuthorizedMagResponse {}))
         } else {
             Err(Status::not_found(format!(
@@ -357,6 +368,7 @@ impl Policy for PolicyService {
         &self,
         request: Request<pb::SetAuthorizedMagsRequest>,
     ) -> Result<Response<pb::SetAuthorizedMagsResponse>, Status> {
+        let caller = cnf::grpc::caller(&request);
         let mut mags = BTreeMap::new();
         for (i, m) in request.into_inner().mags.into_iter().enumerate() {
             let field = format!("mags[{i}].proxy_coa");
@@ -373,6 +385,21 @@ impl Policy for PolicyService {
             .call(|reply| Command::SetMags { mags, reply })
             .await
             .map_err(gone)?;
+        let list = |v: &[std::net::Ipv6Addr]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if !(c.added.is_empty() && c.removed.is_empty() && c.renamed.is_empty()) {
+            info!(
+                %caller,
+                added = %list(&c.added),
+                removed = %list(&c.removed),
+                renamed = %list(&c.renamed),
+                "authorized MAGs set over the API"
+            );
+        }
         let text = |v: Vec<std::net::Ipv6Addr>| v.iter().map(ToString::to_string).collect();
         Ok(Response::new(pb::SetAuthorizedMagsResponse {
             added: text(c.added),
