@@ -115,6 +115,10 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     let (access, access_rx) = crate::access_glue::start(&cfg.access_interfaces, fixed_mac)
         .await
         .context("access interfaces")?;
+    // Always on: profiles with IPv4 may come from the policy server at any time, and the
+    // capture passes only ARP and DHCP-to-server frames to user space.
+    let ipv4 = crate::access::ipv4::Ipv4Access::start(fixed_mac_bytes(&cfg))
+        .context("IPv4 access (DHCP and ARP)")?;
     let buffer = if cfg.domain.fast_handover.mode == pmip::config::FastHandoverMode::Off {
         None
     } else {
@@ -145,6 +149,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
             transport,
             ra: access.clone(),
             access: access_rx,
+            ipv4: Some(ipv4),
             buffer,
             metrics,
             clock: cnf::Clock::new(),

@@ -20,7 +20,16 @@ use tracing::{debug, error, info, warn};
 use crate::metrics::Metrics;
 use crate::service::{Service, Start, Step};
 
-pub use crate::service::{AccessInput, CallError, Command, EntryView, NodeKey, StatsView};
+pub use crate::service::{
+    AccessInput, CallError, Command, EntryView, Ipv4Frame, NodeKey, StatsView,
+};
+
+/// The IPv4 side of the access links (DHCP and ARP, RFC 5844 §3.4): the running capture and
+/// its frames.
+pub type Ipv4Side = (
+    crate::access::ipv4::Ipv4Access,
+    mpsc::Receiver<crate::access::ipv4::Ipv4Frame>,
+);
 
 /// The API's way into the MAG's core task.
 pub type CoreHandle = cnf::core::CoreHandle<Command>;
@@ -43,6 +52,8 @@ pub struct Parts<T, R> {
     pub transport: T,
     pub ra: R,
     pub access: mpsc::Receiver<AccessInput>,
+    /// DHCP and ARP on the access links; `None`: nodes get no IPv4 address from this MAG.
+    pub ipv4: Option<Ipv4Side>,
     /// The fast-handover buffer; `None` when fast handovers are off.
     pub buffer: Option<crate::buffer::Buffer>,
     pub metrics: Metrics,
@@ -61,6 +72,7 @@ pub struct Core<T, R> {
     ra: R,
     dataplane: Dataplane,
     access: mpsc::Receiver<AccessInput>,
+    ipv4: Option<Ipv4Side>,
     buffer: Option<crate::buffer::Buffer>,
     metrics: Metrics,
     commands: mpsc::Receiver<Command>,
@@ -102,6 +114,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             ra: p.ra,
             dataplane: p.dataplane,
             access: p.access,
+            ipv4: p.ipv4,
             buffer: p.buffer,
             metrics: p.metrics,
             commands,
@@ -150,6 +163,13 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     self.on_access(a);
                     while let Ok(a) = self.access.try_recv() {
                         self.on_access(a);
+                    }
+                }
+                Some(f) = ipv4_frame(&mut self.ipv4) => {
+                    let (now, wall) = (self.clock.now(), self.clock.wall());
+                    self.service.handle_ipv4(now, wall, f);
+                    while let Some(f) = self.ipv4.as_mut().and_then(|(_, rx)| rx.try_recv().ok()) {
+                        self.service.handle_ipv4(now, wall, f);
                     }
                 }
                 Some(cmd) = self.commands.recv() => {
@@ -239,6 +259,12 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     self.metrics.ra_failures.inc();
                 }
             };
+        }
+        for (ifindex, frame) in self.service.take_ipv4_frames() {
+            let Some((access, _)) = &self.ipv4 else { break };
+            if let Err(e) = access.send(ifindex, &frame).await {
+                warn!(error = %e, link = ifindex, "sending a DHCP or ARP answer");
+            }
         }
         let tx = self.service.take_transmits();
         if !tx.is_empty() {
@@ -435,6 +461,14 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
 fn hold_metric(dp: &Dataplane) -> (u32, u8) {
     let s = dp.settings();
     (s.route_metric.saturating_sub(1), s.route_protocol)
+}
+
+/// The next frame of the IPv4 side (never, without one).
+async fn ipv4_frame(side: &mut Option<Ipv4Side>) -> Option<Ipv4Frame> {
+    match side {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn buffer_readable(b: &Option<crate::buffer::Buffer>) -> std::io::Result<()> {

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use pmip::wire::Status;
 
-use crate::service::{EVENT_KINDS, HANDOVER_MODES, HANDOVER_OUTCOMES, Stats};
+use crate::service::{EVENT_KINDS, HANDOVER_MODES, HANDOVER_OUTCOMES, IPV4_REPLY_KINDS, Stats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -87,6 +87,7 @@ pub struct Metrics {
     pub buffer_packets: Family<KindLabel, Counter>,
     pub buffer_held: Gauge,
     pub lma_up: Gauge,
+    pub ipv4_replies: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -112,6 +113,7 @@ impl Metrics {
             buffer_packets: Family::default(),
             buffer_held: Gauge::default(),
             lma_up: Gauge::default(),
+            ipv4_replies: Family::default(),
         };
         // Labelled series start at 0 rather than appear with their first event.
         for status in PBA_STATUSES {
@@ -129,6 +131,11 @@ impl Metrics {
                     outcome: outcome.into(),
                 });
             }
+        }
+        for kind in IPV4_REPLY_KINDS {
+            let _ = m
+                .ipv4_replies
+                .get_or_create(&KindLabel { kind: kind.into() });
         }
         for kind in BUFFER_KINDS {
             let _ = m
@@ -223,6 +230,11 @@ impl Metrics {
             "1 while the LMA answers heartbeats, 0 when it does not (RFC 5847)",
             m.lma_up.clone(),
         );
+        r.register(
+            "ipv4_replies",
+            "DHCP and ARP answers sent to nodes on access links, by kind (RFC 5844 §3.4)",
+            m.ipv4_replies.clone(),
+        );
         m
     }
 }
@@ -255,6 +267,14 @@ impl Metrics {
         for (kind, n) in EVENT_KINDS.iter().zip(s.events) {
             sync(
                 &self.events.get_or_create(&KindLabel {
+                    kind: (*kind).into(),
+                }),
+                n,
+            );
+        }
+        for (kind, n) in IPV4_REPLY_KINDS.iter().zip(s.ipv4_replies) {
+            sync(
+                &self.ipv4_replies.get_or_create(&KindLabel {
                     kind: (*kind).into(),
                 }),
                 n,

@@ -28,6 +28,8 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 pub use crate::access::AccessEvent as AccessInput;
+pub use crate::access::ipv4::Ipv4Frame;
+use crate::access::{arp, dhcp};
 
 /// A binding update list entry as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +192,14 @@ pub struct Stats {
     pub buffer: Option<crate::buffer::BufferStats>,
     /// Whether the LMA answers heartbeats (true until it misses them, RFC 5847 §3.1).
     pub lma_reachable: bool,
+    /// Frames the MAG answered nodes with on access links, by kind, in the order of
+    /// [`IPV4_REPLY_KINDS`] (RFC 5844 §3.4, §3.2.3.2).
+    pub ipv4_replies: [u64; IPV4_REPLY_KINDS.len()],
 }
+
+/// The kinds of IPv4 answers [`Stats::ipv4_replies`] counts: DHCPOFFER, DHCPACK, DHCPNAK
+/// and ARP replies.
+pub const IPV4_REPLY_KINDS: [&str; 4] = ["dhcp-offer", "dhcp-ack", "dhcp-nak", "arp"];
 
 /// The fast-handover modes and outcomes [`Stats::handovers`] counts (RFC 5949 §5.1, §5.2).
 pub const HANDOVER_MODES: [&str; 2] = ["predictive", "reactive"];
@@ -260,11 +269,23 @@ pub struct Service {
     /// What the previous save wrote, and whether the binding update list changed since.
     saved: Vec<SavedBinding>,
     dirty: bool,
+    /// MTU of each up access link, for the DHCP Interface MTU option.
+    link_mtu: HashMap<u32, u32>,
+    /// (link, node) pairs heard on the IPv4 side since the link came up: the first frame of
+    /// a node is its attachment, as a `NodeSeen` is on the IPv6 side (an IPv4-only node
+    /// sends nothing else, RFC 5844 §3.4.3).
+    ipv4_heard: BTreeSet<(u32, LinkLayerAddress)>,
+    /// The latest DHCP message of each node that waits for its IPv4 home address from the
+    /// LMA (RFC 5844 §3.4.1: a delayed response rather than a dropped DHCPDISCOVER).
+    dhcp_waiting: BTreeMap<LinkLayerAddress, (u32, dhcp::DhcpRequest)>,
+    ipv4_replies: [u64; IPV4_REPLY_KINDS.len()],
     // This turn's outputs.
     tx: Vec<Transmit>,
     steps: Vec<Step>,
     ras: Vec<RouterAdvertisement>,
     registrations: Vec<Duration>,
+    /// Ethernet frames (DHCP and ARP answers) to send on access links, by link index.
+    ipv4_frames: Vec<(u32, Vec<u8>)>,
     /// Answers that promise something of the datapath ("forwarding has begun", "registered"):
     /// the driver sends them once this turn's steps are in the kernel, so that a caller who
     /// acts on the answer (moves the node) does not race the route change.
@@ -327,10 +348,15 @@ impl Service {
             buffer: None,
             saved: s.saved.to_vec(),
             dirty: false,
+            link_mtu: HashMap::new(),
+            ipv4_heard: BTreeSet::new(),
+            dhcp_waiting: BTreeMap::new(),
+            ipv4_replies: [0; IPV4_REPLY_KINDS.len()],
             tx: Vec::new(),
             steps: Vec::new(),
             ras: Vec::new(),
             registrations: Vec::new(),
+            ipv4_frames: Vec::new(),
             replies: Vec::new(),
         };
         service.drain();
@@ -374,6 +400,7 @@ impl Service {
             AccessInput::LinkUp { ifindex, name, mtu } => {
                 debug!(ifindex, %name, mtu, "access link up");
                 self.links.insert(ifindex, name);
+                self.link_mtu.insert(ifindex, mtu);
                 let fixed = self.config.domain.link_local.link_layer_address();
                 let mut mac = [0u8; 6];
                 if fixed.as_bytes().len() == 6 {
@@ -397,6 +424,9 @@ impl Service {
             }
             AccessInput::LinkDown { ifindex } => {
                 self.links.remove(&ifindex);
+                self.link_mtu.remove(&ifindex);
+                self.ipv4_heard.retain(|(i, _)| *i != ifindex);
+                self.dhcp_waiting.retain(|_, (i, _)| *i != ifindex);
                 let gone: Vec<LinkLayerAddress> = (self.mag.bindings())
                     .filter(|e| e.link == AccessLink(ifindex))
                     .map(|e| e.link_layer)
@@ -410,22 +440,7 @@ impl Service {
             AccessInput::NodeSeen {
                 ifindex,
                 link_layer,
-            } => {
-                self.seen_at.entry(link_layer).or_insert(now);
-                if self.buffering {
-                    self.awaiting_delivery.entry(link_layer).or_insert(now);
-                }
-                self.mag.handle_attach(
-                    now,
-                    wall,
-                    Attach {
-                        link_layer,
-                        link: AccessLink(ifindex),
-                        access_technology_type: None,
-                        handoff_hint: None,
-                    },
-                );
-            }
+            } => self.node_seen(now, wall, ifindex, link_layer),
             AccessInput::RouterSolicitation {
                 ifindex,
                 link_layer,
@@ -435,6 +450,139 @@ impl Service {
             }
         }
         self.drain();
+    }
+
+    fn node_seen(&mut self, now: Instant, wall: WallClock, ifindex: u32, ll: LinkLayerAddress) {
+        self.seen_at.entry(ll).or_insert(now);
+        if self.buffering {
+            self.awaiting_delivery.entry(ll).or_insert(now);
+        }
+        self.mag.handle_attach(
+            now,
+            wall,
+            Attach {
+                link_layer: ll,
+                link: AccessLink(ifindex),
+                access_technology_type: None,
+                handoff_hint: None,
+            },
+        );
+    }
+
+    /// A DHCP message or ARP packet a node sent (the IPv4 side of the access links, RFC 5844
+    /// §3.4 and §3.2.3.2). Frames from links that are not up access links are not the
+    /// MAG's to answer (the capture sees every link of the namespace).
+    pub fn handle_ipv4(&mut self, now: Instant, wall: WallClock, frame: Ipv4Frame) {
+        self.now = now;
+        let ifindex = frame.ifindex();
+        if !self.links.contains_key(&ifindex) {
+            return;
+        }
+        let ll = LinkLayerAddress::mac(frame.node());
+        // RFC 5844 §3.4.3: the DHCPDISCOVER (or any first IPv4 frame of a node that sends
+        // no IPv6) triggers the registration, as the node's first IPv6 frame does.
+        let here = |e: &BulEntry| e.link == AccessLink(ifindex);
+        let attached = self.mag.binding_by_link_layer(&ll).is_some_and(here);
+        if self.ipv4_heard.insert((ifindex, ll)) && !attached {
+            self.node_seen(now, wall, ifindex, ll);
+            self.drain();
+        }
+        match frame {
+            Ipv4Frame::Dhcp { request, .. } => {
+                self.dhcp_waiting.insert(ll, (ifindex, request));
+                self.answer_dhcp(ll);
+            }
+            Ipv4Frame::Arp { request, .. } => {
+                // RFC 5844 §3.2.3.2, §3.2.4: only for a node served with IPv4 here.
+                let Some(home) = self.served_ipv4(&ll, ifindex) else {
+                    return;
+                };
+                if let Some(f) = arp::answer(&request, &home, self.own_mac()) {
+                    self.ipv4_frames.push((ifindex, f));
+                    self.ipv4_replies[3] += 1;
+                }
+            }
+        }
+    }
+
+    /// The domain's fixed MAG link-layer address (validated: 6 bytes).
+    fn own_mac(&self) -> [u8; 6] {
+        let fixed = self.config.domain.link_local.link_layer_address();
+        fixed.as_bytes().try_into().unwrap_or([0; 6])
+    }
+
+    /// The IPv4 home address of node `ll` if it is registered on link `ifindex` with one.
+    fn served_ipv4(
+        &self,
+        ll: &LinkLayerAddress,
+        ifindex: u32,
+    ) -> Option<pmip::ipv4_pool::Ipv4HomeAddress> {
+        (self.mag.binding_by_link_layer(ll))
+            .filter(|e| e.link == AccessLink(ifindex) && e.is_bound())
+            .and_then(|e| e.ipv4)
+    }
+
+    /// Answers the waiting DHCP message of `ll` if its registration concluded: with the
+    /// LMA-assigned address once there is one (RFC 5844 §3.4.1); silently dropped when the
+    /// node is not served with IPv4 on this link (§3.4.3: the MAG "MUST NOT enable IPv4
+    /// home address mobility support"; RFC 2131 §4.3.2: no record, no answer).
+    fn answer_dhcp(&mut self, ll: LinkLayerAddress) {
+        let Some((ifindex, _)) = self.dhcp_waiting.get(&ll) else {
+            return;
+        };
+        let ifindex = *ifindex;
+        let entry = self.mag.binding_by_link_layer(&ll);
+        let registering = entry.is_some_and(|e| {
+            e.link == AccessLink(ifindex)
+                && e.ipv4_service
+                && matches!(e.state, BulState::Registering | BulState::Expected)
+        });
+        if registering {
+            return;
+        }
+        let home = self.served_ipv4(&ll, ifindex);
+        let lifetime = entry.map_or(0, |e| e.lifetime.as_secs());
+        let Some((_, request)) = self.dhcp_waiting.remove(&ll) else {
+            return;
+        };
+        let Some(home) = home else {
+            debug!(link_layer = %ll, link = ifindex, "DHCP ignored: no IPv4 home address for the node here");
+            return;
+        };
+        let settings = dhcp::DhcpSettings {
+            own_mac: self.own_mac(),
+            // RFC 5844 §3.4.3 lets the lease differ from the binding lifetime; the reading
+            // taken: the lifetime the LMA granted, so that the node renews (at half of it)
+            // while its binding is refreshed, and a node that left stops using the address
+            // no later than its binding ends.
+            lease_time_s: u32::try_from(lifetime).unwrap_or(u32::MAX).max(1),
+            // §3.4.3: the Interface MTU option SHOULD be the tunnel MTU, and never more than
+            // the access link carries.
+            mtu: (self.config.router_advertisement.mtu.unwrap_or(1460))
+                .min(self.link_mtu.get(&ifindex).copied().unwrap_or(u32::MAX))
+                .clamp(576, u32::from(u16::MAX)) as u16,
+            dns_servers: Vec::new(),
+        };
+        match dhcp::answer(&request, Some(&home), &settings) {
+            dhcp::Decision::Reply { kind, frame } => {
+                let k = match kind {
+                    dhcproto::v4::MessageType::Offer => 0,
+                    dhcproto::v4::MessageType::Nak => 2,
+                    _ => 1,
+                };
+                self.ipv4_replies[k] += 1;
+                info!(link_layer = %ll, link = ifindex, kind = ?kind, address = %home.address, "DHCP answered");
+                self.ipv4_frames.push((ifindex, frame));
+            }
+            dhcp::Decision::Released(a) => {
+                info!(link_layer = %ll, address = %a, "the node released its IPv4 home address")
+            }
+            dhcp::Decision::Declined(a) => {
+                warn!(link_layer = %ll, address = %a, "the node declined its IPv4 home address")
+            }
+            dhcp::Decision::AwaitAddress => {}
+            dhcp::Decision::Ignore(why) => debug!(link_layer = %ll, why, "DHCP ignored"),
+        }
     }
 
     /// De-registers every node (before an exit with `--deregister-on-exit`).
@@ -476,6 +624,12 @@ impl Service {
     /// From attachment to the accepting PBA, for each registration of this turn.
     pub fn take_registrations(&mut self) -> Vec<Duration> {
         std::mem::take(&mut self.registrations)
+    }
+
+    /// DHCP and ARP answers to send, each on its access link: after this turn's steps, so
+    /// that the node's address is routed before it is offered (RFC 5844 §3.4.1 step 4).
+    pub fn take_ipv4_frames(&mut self) -> Vec<(u32, Vec<u8>)> {
+        std::mem::take(&mut self.ipv4_frames)
     }
 
     /// A Router Advertisement went out at `now`: the L3 handover time of its node when it is
@@ -545,6 +699,7 @@ impl Service {
             handovers: self.handovers.clone(),
             buffer: self.buffer,
             lma_reachable: self.lma_reachable,
+            ipv4_replies: self.ipv4_replies,
         }
     }
 
@@ -567,11 +722,19 @@ impl Service {
                 MagOutput::BindingUpdateList(c) => self.bul_changed(c),
             }
         }
+        let waiting: Vec<LinkLayerAddress> = self.dhcp_waiting.keys().copied().collect();
+        for ll in waiting {
+            self.answer_dhcp(ll);
+        }
     }
 
     /// Answers the API calls that wait on this entry's change: an attach waits for the end
     /// of its registration, a handover indication for the new MAG's acknowledgement.
     fn bul_changed(&mut self, c: BulChange) {
+        if let BulChange::Removed { link_layer, .. } = &c {
+            // A node that comes back on the same link is an attachment again.
+            self.ipv4_heard.retain(|(_, ll)| ll != link_layer);
+        }
         let (mn_id, entry, handover) = match &c {
             BulChange::Updated { entry, handover } => {
                 (&entry.mn_id, Some(&**entry), handover.as_ref())
@@ -1061,6 +1224,53 @@ mod tests {
             b
         }
 
+        /// A MAG and an LMA where node 3 is served with IPv4 and IPv6, node 4 asks for IPv4
+        /// but the LMA does not entitle it, node 1 has IPv6 only.
+        fn ipv4() -> Bench {
+            let mut b = Bench::new(&[]);
+            let mut nodes = profiles(&[1, 3, 4]);
+            nodes[1]["ipv4"] = true.into();
+            nodes[2]["ipv4"] = true.into();
+            let mut c = mag_config();
+            c.mobile_nodes = serde_json::from_value(nodes.clone().into()).unwrap();
+            c.validate().unwrap();
+            let (s, _) = Service::new(
+                Start {
+                    config: c,
+                    restart_counter: 1,
+                    seed: 11,
+                    saved: &[],
+                },
+                b.now,
+                b.wall,
+            )
+            .unwrap();
+            nodes[2]["ipv4"] = false.into();
+            let l: LmaConfig = serde_json::from_value(serde_json::json!({
+                "address": LMA.to_string(),
+                "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
+                "ipv4_pools": [{"prefix": "10.20.0.0/24", "default_router": "10.20.0.254"}],
+                "authorized_mags": [MAG1.to_string()],
+                "mobile_nodes": nodes,
+                "domain": {"heartbeat": {"interval_s": 0}},
+                "datapath": {"mode": "none"},
+            }))
+            .unwrap();
+            l.validate().unwrap();
+            b.s = s;
+            b.lma = Lma::new(l, 1, 3).unwrap();
+            b.access(AccessInput::LinkUp {
+                ifindex: ACC,
+                name: "acc0".into(),
+                mtu: 1400,
+            });
+            b
+        }
+
+        fn ipv4_frame(&mut self, f: Ipv4Frame) {
+            self.s.handle_ipv4(self.now, self.wall, f);
+        }
+
         fn access(&mut self, a: AccessInput) {
             self.s.handle_access(self.now, self.wall, a);
         }
@@ -1358,5 +1568,238 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series}\n{text}");
         }
+    }
+
+    // ------------------------------------------------------------------ IPv4 (RFC 5844)
+
+    const FIXED_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
+
+    fn mac(n: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, n]
+    }
+
+    /// A DHCP message of node `n` as a client sends it (from 0.0.0.0 to the broadcast
+    /// address), read back as the capture delivers it.
+    fn dhcp_from(
+        n: u8,
+        kind: dhcproto::v4::MessageType,
+        opts: Vec<dhcproto::v4::DhcpOption>,
+    ) -> Ipv4Frame {
+        use dhcproto::v4::{DhcpOption, HType, Message, Opcode};
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest)
+            .set_htype(HType::Eth)
+            .set_xid(0x0bad_cafe)
+            .set_chaddr(&mac(n));
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        for o in opts {
+            m.opts_mut().insert(o);
+        }
+        let frame = dhcp::udp_frame(
+            (mac(n), std::net::Ipv4Addr::UNSPECIFIED, dhcp::CLIENT_PORT),
+            ([0xff; 6], std::net::Ipv4Addr::BROADCAST, dhcp::SERVER_PORT),
+            &dhcproto::Encodable::to_vec(&m).unwrap(),
+        );
+        Ipv4Frame::Dhcp {
+            ifindex: ACC,
+            request: dhcp::parse_frame(&frame).expect("a DHCP request"),
+        }
+    }
+
+    fn discover(n: u8) -> Ipv4Frame {
+        dhcp_from(n, dhcproto::v4::MessageType::Discover, vec![])
+    }
+
+    /// The DHCP message in a reply frame.
+    fn dhcp_reply(frame: &[u8]) -> dhcproto::v4::Message {
+        use dhcproto::Decodable;
+        assert_eq!(&frame[6..12], FIXED_MAC, "from the domain's fixed MAG MAC");
+        dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&frame[14 + 28..])).unwrap()
+    }
+
+    fn arp_for(n: u8, target: std::net::Ipv4Addr) -> Ipv4Frame {
+        Ipv4Frame::Arp {
+            ifindex: ACC,
+            request: arp::ArpRepr {
+                request: true,
+                sender_mac: mac(n),
+                sender_ip: "10.20.0.1".parse().unwrap(),
+                target_mac: [0; 6],
+                target_ip: target,
+            },
+        }
+    }
+
+    #[test]
+    fn a_dhcpdiscover_registers_the_node_and_is_offered_the_lma_address_after_its_route() {
+        use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+        let mut b = Bench::ipv4();
+        b.s.take_steps();
+        // RFC 5844 §3.4.1 steps 1-2: the DISCOVER of a node not registered yet is the trigger
+        // of its PBU; no answer before the PBA.
+        b.ipv4_frame(discover(3));
+        assert!(b.s.take_ipv4_frames().is_empty(), "no offer before the PBA");
+        assert_eq!(b.s.stats().pbu_sent, 1, "the PBU");
+        b.exchange();
+        let e = b.s.mag().binding(&nai(3)).unwrap().clone();
+        let home = e.ipv4.expect("the LMA assigned an IPv4 home address");
+        assert_eq!(
+            home.default_router,
+            "10.20.0.254".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        // Steps 3-5: the route first (this turn's steps go to the kernel before the frames).
+        let steps = b.s.take_steps();
+        assert!(
+            steps.iter().any(|s| matches!(s, Step::Change(Change::AddLocalRoute4 { prefix, ifindex, .. }) if *prefix == home.host() && *ifindex == ACC)),
+            "{steps:?}"
+        );
+        let frames = b.s.take_ipv4_frames();
+        assert_eq!(frames.len(), 1, "one DHCPOFFER");
+        assert_eq!(frames[0].0, ACC);
+        let offer = dhcp_reply(&frames[0].1);
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(offer.xid(), 0x0bad_cafe);
+        assert_eq!(offer.yiaddr(), home.address);
+        assert_eq!(
+            offer.opts().get(OptionCode::Router),
+            Some(&DhcpOption::Router(vec![home.default_router]))
+        );
+        assert_eq!(
+            offer.opts().get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(home.default_router))
+        );
+        assert_eq!(
+            offer.opts().get(OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(e.lifetime.as_secs() as u32)),
+            "the lease is the binding lifetime the LMA granted"
+        );
+        // The link's MTU (1400) is below the tunnel's default (1460).
+        assert_eq!(
+            offer.opts().get(OptionCode::InterfaceMtu),
+            Some(&DhcpOption::InterfaceMtu(1400))
+        );
+        // Steps 6-7: the REQUEST for it is acknowledged at once, with no new PBU.
+        let sent = b.sent;
+        b.ipv4_frame(dhcp_from(
+            3,
+            MessageType::Request,
+            vec![
+                DhcpOption::ServerIdentifier(home.default_router),
+                DhcpOption::RequestedIpAddress(home.address),
+            ],
+        ));
+        b.exchange();
+        assert_eq!(b.sent, sent, "no signalling for a node already served");
+        let frames = b.s.take_ipv4_frames();
+        assert_eq!(frames.len(), 1);
+        let ack = dhcp_reply(&frames[0].1);
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), home.address);
+        // INIT-REBOOT for another address: DHCPNAK (RFC 5844 §3.4.1).
+        b.ipv4_frame(dhcp_from(
+            3,
+            MessageType::Request,
+            vec![DhcpOption::RequestedIpAddress(
+                "10.20.0.200".parse().unwrap(),
+            )],
+        ));
+        let frames = b.s.take_ipv4_frames();
+        assert_eq!(
+            dhcp_reply(&frames[0].1).opts().msg_type(),
+            Some(MessageType::Nak)
+        );
+        assert_eq!(b.s.stats().ipv4_replies, [1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn arp_for_the_default_router_is_answered_with_the_fixed_mac_only_for_a_served_node() {
+        let mut b = Bench::ipv4();
+        let router: std::net::Ipv4Addr = "10.20.0.254".parse().unwrap();
+        // Not registered yet: the ARP is its attachment (an IPv4-only node sends nothing
+        // else), but nothing is answered for an address it does not have.
+        b.ipv4_frame(arp_for(3, router));
+        assert!(b.s.take_ipv4_frames().is_empty());
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(3)).unwrap().is_bound(), "registered");
+        b.ipv4_frame(arp_for(3, router));
+        let frames = b.s.take_ipv4_frames();
+        assert_eq!(frames.len(), 1);
+        let reply = arp::ArpRepr::parse_frame(&frames[0].1).unwrap();
+        assert!(!reply.request);
+        assert_eq!(reply.sender_mac, FIXED_MAC, "the same MAC on every MAG");
+        assert_eq!(reply.sender_ip, router);
+        assert_eq!(reply.target_mac, mac(3));
+        // Node 1 has no IPv4 service: no answer for the same address.
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        b.ipv4_frame(arp_for(1, router));
+        assert!(b.s.take_ipv4_frames().is_empty());
+        assert_eq!(b.s.stats().ipv4_replies[3], 1);
+    }
+
+    #[test]
+    fn no_ipv4_answer_for_a_node_the_lma_does_not_serve_with_ipv4_nor_off_the_access_links() {
+        let mut b = Bench::ipv4();
+        // Node 4 asks for IPv4 and the LMA refuses it (RFC 5844 §3.1.2.1, status 170): it
+        // keeps IPv6 only, and its DISCOVER is dropped (§3.4.3: MUST NOT enable IPv4).
+        b.ipv4_frame(discover(4));
+        b.exchange();
+        let e = b.s.mag().binding(&nai(4)).unwrap();
+        assert!(
+            e.is_bound() && e.ipv4.is_none() && !e.prefixes.is_empty(),
+            "{e:?}"
+        );
+        assert!(b.s.take_ipv4_frames().is_empty());
+        b.ipv4_frame(discover(4));
+        assert!(b.s.take_ipv4_frames().is_empty(), "still nothing");
+        // Node 1 has no IPv4 in its profile: registered by the DISCOVER, never offered.
+        b.ipv4_frame(discover(1));
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(1)).unwrap().is_bound());
+        assert!(b.s.take_ipv4_frames().is_empty());
+        // A frame from a link that is not an access link (the transport link, say) is not
+        // the MAG's to answer, and registers nobody.
+        let sent = b.sent;
+        let mut f = discover(3);
+        if let Ipv4Frame::Dhcp { ifindex, .. } = &mut f {
+            *ifindex = ACC + 1;
+        }
+        b.ipv4_frame(f);
+        b.exchange();
+        assert_eq!(b.sent, sent);
+        assert!(b.s.mag().binding(&nai(3)).is_none());
+        assert_eq!(b.s.stats().ipv4_replies, [0; 4]);
+    }
+
+    #[test]
+    fn the_offer_waits_through_pbu_retransmissions_and_is_dropped_when_the_link_goes() {
+        let mut b = Bench::ipv4();
+        b.ipv4_frame(discover(3));
+        // The LMA does not answer (the PBU is lost): no offer, the DISCOVER waits.
+        let _lost = b.s.take_transmits();
+        b.advance(Duration::from_secs(2));
+        b.s.handle_timeout(b.now, b.wall);
+        assert!(b.s.take_ipv4_frames().is_empty());
+        // The retransmission gets through: the offer follows the PBA.
+        b.exchange();
+        let frames = b.s.take_ipv4_frames();
+        assert_eq!(frames.len(), 1, "offered after the retransmitted PBU's PBA");
+        // A DISCOVER waiting when its link goes down is not answered on the next link.
+        let mut b = Bench::ipv4();
+        b.ipv4_frame(discover(3));
+        let _lost = b.s.take_transmits();
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.access(AccessInput::LinkUp {
+            ifindex: ACC,
+            name: "acc0".into(),
+            mtu: 1500,
+        });
+        b.advance(Duration::from_secs(2));
+        b.s.handle_timeout(b.now, b.wall);
+        b.exchange();
+        assert!(b.s.take_ipv4_frames().is_empty());
     }
 }

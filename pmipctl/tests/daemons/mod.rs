@@ -389,6 +389,7 @@ impl Mag {
                 },
                 ra: NoRa,
                 access: access_rx,
+                ipv4: None,
                 buffer: None,
                 metrics: mag_cnf::metrics::Metrics::new(&mut registry),
                 clock: Clock::new(),
