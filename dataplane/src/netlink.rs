@@ -536,6 +536,61 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Adds (or replaces) the IPv4 address `address/prefix_len` on link `index` (as `ip -4
+    /// addr replace`): for labs and tests that carry IPv4 beside the IPv6 transport.
+    pub async fn add_address4(
+        &self,
+        index: u32,
+        address: std::net::Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<()> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.prefix_len = prefix_len;
+        m.header.index = index;
+        let a = std::net::IpAddr::V4(address);
+        m.attributes.push(AddressAttribute::Local(a));
+        m.attributes.push(AddressAttribute::Address(a));
+        self.one(Request {
+            msg: RouteNetlinkMessage::NewAddress(m),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Adds (or replaces) an IPv4 route in the main table to `dst` out of link `index`,
+    /// through `gateway` when given (as `ip -4 route replace DST [via GW] dev IF`).
+    pub async fn add_route4(
+        &self,
+        dst: ipnet::Ipv4Net,
+        gateway: Option<std::net::Ipv4Addr>,
+        index: u32,
+    ) -> Result<()> {
+        let r = KRoute {
+            key: RouteKey::new(msg::MAIN_TABLE, dst),
+            protocol: 4, // RTPROT_STATIC
+            via: Via::Dev { oif: index },
+            mtu: None,
+        };
+        let mut m = r.new_message();
+        if let Some(gw) = gateway {
+            m.attributes
+                .push(netlink_packet_route::route::RouteAttribute::Gateway(
+                    netlink_packet_route::route::RouteAddress::Inet(gw),
+                ));
+        }
+        self.one(Request {
+            msg: RouteNetlinkMessage::NewRoute(m),
+            flags: NLM_F_CREATE | NLM_F_REPLACE,
+            tolerate: Tolerate::Nothing,
+        })
+        .await
+        .map(drop)
+    }
+
     /// Adds (or replaces) a route in the main table to `dst` out of link `index`, through
     /// `gateway` when given (as `ip -6 route replace DST [via GW] dev IF`).
     pub async fn add_route(

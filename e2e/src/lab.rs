@@ -16,7 +16,7 @@
 //! netlink and `/proc/sys`; nothing here runs `ip` or `ping`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -37,6 +37,13 @@ pub const POOL: &str = "2001:db8:100::/48";
 pub const LMA_ADDRESS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 /// The correspondent node's address.
 pub const CN_ADDRESS: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xcc, 0, 0, 0, 0, 1);
+/// With [`Spec::ipv4`]: the pool the LMA assigns IPv4 home addresses from (RFC 5844), its
+/// default router being the first address.
+pub const POOL4: &str = "10.64.0.0/24";
+/// With [`Spec::ipv4`]: the correspondent node's IPv4 address. IPv4 runs beside the IPv6
+/// transport only between the LMA, the router and the correspondent (each a /30), since the
+/// tunnels carry the nodes' IPv4 inside IPv6.
+pub const CN_ADDRESS4: Ipv4Addr = Ipv4Addr::new(10, 255, 1, 1);
 
 /// A MAG's proxy-CoA.
 pub fn mag_address(i: usize) -> Ipv6Addr {
@@ -83,6 +90,9 @@ pub struct Spec {
     /// every MAG, every MAG with every other one), with keys made for this lab.
     pub ipsec: IpsecMode,
     pub esp_algorithm: EspAlgorithm,
+    /// IPv4 home addresses (RFC 5844): the LMA has the pool [`POOL4`], every profile has
+    /// IPv4 on, and the correspondent is reachable at [`CN_ADDRESS4`] too.
+    pub ipv4: bool,
 }
 
 impl Spec {
@@ -104,6 +114,7 @@ impl Spec {
             mag_timers: Default::default(),
             ipsec: IpsecMode::Off,
             esp_algorithm: EspAlgorithm::Aes128Gcm,
+            ipv4: false,
         }
     }
 }
@@ -506,6 +517,27 @@ impl Lab {
             to_lma,
         )
         .await?;
+        if self.spec.ipv4 {
+            // The LMA (p0, 10.255.0.0/30) and the CN (p1, 10.255.1.0/30) with the router at
+            // .2; the nodes' IPv4 home addresses live behind the LMA.
+            sysctl(&net, "net/ipv4/ip_forward", "1")?;
+            for (k, ns) in [self.lma_ns.clone(), self.cn.clone()].iter().enumerate() {
+                let (me, router) = (
+                    Ipv4Addr::new(10, 255, k as u8, 1),
+                    Ipv4Addr::new(10, 255, k as u8, 2),
+                );
+                let si = net.link_index(&format!("p{k}")).await?;
+                net.add_address4(si, router, 30).await?;
+                let nl = Netlink::connect_in(ns)?;
+                let ti = nl.link_index("tr0").await?;
+                nl.add_address4(ti, me, 30).await?;
+                nl.add_route4("0.0.0.0/0".parse()?, Some(router), ti)
+                    .await?;
+            }
+            let to_lma = net.link_index("p0").await?;
+            net.add_route4(POOL4.parse()?, Some(Ipv4Addr::new(10, 255, 0, 1)), to_lma)
+                .await?;
+        }
         for n in 0..self.spec.nodes {
             let node = Node {
                 index: n + 1,
@@ -606,6 +638,7 @@ impl Lab {
                         Nai::new("invalid@lab.example").unwrap_or_else(|e| unreachable!("{e}"))
                     }));
                 p.link_layer_addresses = vec![LinkLayerAddress::mac(n.mac)];
+                p.ipv4 = self.spec.ipv4;
                 p
             })
             .collect()
@@ -630,6 +663,12 @@ impl Lab {
             .map(|i| ConfiguredMag::named(mag_address(i), format!("mag{}", i + 1)))
             .collect();
         c.mobile_nodes = self.profiles(true);
+        if self.spec.ipv4 {
+            c.ipv4_pools = vec![pmip::config::Ipv4Pool {
+                prefix: POOL4.parse()?,
+                default_router: None,
+            }];
+        }
         c.datapath.mode = self.spec.datapath;
         c.datapath.transport_interface = Some("tr0".into());
         c.state_dir = self.dir.join("lma-state");
