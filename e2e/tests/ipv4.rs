@@ -91,11 +91,12 @@ fn ping4(ns: &NetNs, dst: Ipv4Addr, count: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udhcpc_gets_the_ipv4_home_address_from_the_mag_and_reaches_the_correspondent() {
     let name = format!("v4{}", std::process::id() % 100_000);
-    let mut spec = Spec::new(&name, 1, 2);
+    let mut spec = Spec::new(&name, 2, 2);
     spec.ipv4 = true;
-    let lab = Lab::up(spec, binaries())
+    let mut lab = Lab::up(spec, binaries())
         .await
         .unwrap_or_else(|e| panic!("lab {name}: {e:#}"));
+    // Node 1 starts at MAG1, node 2 at MAG2: both MAGs serve DHCP.
     // Node 2 is IPv4-only: it sends no IPv6 at all, so its DHCPDISCOVER is what registers
     // it (RFC 5844 §3.4.3).
     let v4only = lab.nodes[1].ns.clone();
@@ -149,11 +150,27 @@ async fn udhcpc_gets_the_ipv4_home_address_from_the_mag_and_reaches_the_correspo
         .unwrap();
     let m = lab.metrics(&lab.mag_ns[0]).unwrap();
     let acks = e2e::lab::metric(&m, "pmip_mag_ipv4_replies_total{kind=\"dhcp-ack\"}");
-    assert!(acks >= 2.0, "{acks} DHCPACKs");
+    assert!(acks >= 1.0, "{acks} DHCPACKs");
+    // A handover to MAG2 (its first IPv6 frame there registers the dual-stack node): the
+    // new MAG routes the same IPv4 home address from the PBA, and the node, which sees the
+    // same default router MAC on every MAG, reaches the correspondent again.
+    let mn = lab.nodes[0].ns.clone();
+    lab.move_node(0, 1).await.unwrap();
+    let t = Instant::now();
+    while ping4(&mn, CN_ADDRESS4, 1) != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no IPv4 to the CN after the handover"
+        );
+    }
+    let back = t.elapsed();
+    assert_eq!(addresses4(&mn), vec![(homes[0], pool.prefix_len())]);
+    assert_eq!(ping4(&lab.cn, homes[0], 5), 5, "CN -> node 1 at MAG2");
     say!(
-        "two nodes (dual-stack, IPv4-only) leased {} and {} by udhcpc in {:.0} ms; 5/5 echoes each way to {CN_ADDRESS4}",
+        "two nodes (dual-stack, IPv4-only) leased {} and {} by udhcpc in {:.0} ms; 5/5 echoes each way to {CN_ADDRESS4}; IPv4 back {:.0} ms after a handover",
         homes[0],
         homes[1],
-        took.as_secs_f64() * 1e3
+        took.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3
     );
 }
