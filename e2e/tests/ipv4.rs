@@ -40,6 +40,9 @@ impl EtcNetns {
 impl Drop for EtcNetns {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        // /etc/netns itself too when this test made it (a directory still in use is not
+        // empty and stays).
+        let _ = std::fs::remove_dir("/etc/netns");
     }
 }
 
