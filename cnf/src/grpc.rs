@@ -109,3 +109,33 @@ pub fn caller<T>(r: &tonic::Request<T>) -> String {
 pub fn listen(cfg: &ApiConfig) -> SocketAddr {
     cfg.listen
 }
+
+/// Serves `health` alone, in plain HTTP/2, on `cfg.health_listen` when it is set, until
+/// `stopped` completes: for probes that cannot do TLS (the kubelet's gRPC probes). The
+/// statuses are the API's own, since both servers share the reporter.
+pub async fn serve_health_listener<H>(
+    cfg: &ApiConfig,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let Some(addr) = cfg.health_listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("api.health_listen {addr}: {e}")))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tracing::info!(%addr, "gRPC health listener (plain text)");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await
+        {
+            tracing::error!(error = %e, "gRPC health listener");
+        }
+    })))
+}

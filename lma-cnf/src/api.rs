@@ -54,6 +54,13 @@ pub async fn serve_on(
     let watchers = Arc::new(AtomicU64::new(0));
     let bindings = BindingCacheService::new(core.clone(), stop.clone(), watchers.clone());
     let policy = PolicyService::new(core, stop.clone(), watchers);
+    let health_only = {
+        let mut stop = stop.clone();
+        cnf::grpc::serve_health_listener(cfg, health.clone(), async move {
+            watch::stopped(&mut stop).await;
+        })
+        .await?
+    };
     let router = cnf::grpc::server(cfg)?
         .add_service(health)
         .add_service(reflection)
@@ -82,6 +89,9 @@ pub async fn serve_on(
             .await;
         if let Err(e) = r {
             error!(error = %e, "gRPC server");
+        }
+        if let Some(h) = health_only {
+            let _ = h.await;
         }
     }))
 }

@@ -487,6 +487,13 @@ pub async fn serve_on(
             tonic_health::ServingStatus::Serving,
         )
         .await;
+    let health_only = {
+        let mut stop = stop.clone();
+        cnf::grpc::serve_health_listener(cfg, health.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?
+    };
     let router = cnf::grpc::server(cfg)?
         .add_service(health)
         .add_service(reflection)
@@ -501,6 +508,9 @@ pub async fn serve_on(
             .await;
         if let Err(e) = r {
             error!(error = %e, "gRPC server");
+        }
+        if let Some(h) = health_only {
+            let _ = h.await;
         }
     }))
 }

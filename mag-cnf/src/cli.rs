@@ -140,7 +140,11 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     let api_cfg = cfg.api.clone();
     let fast_cfg = cfg.domain.fast_handover.clone();
     let metrics_addr = cfg.metrics.listen;
-    let policy_server = cfg.policy_server.clone();
+    let policy_server = cfg
+        .policy_server
+        .as_deref()
+        .map(|url| crate::policy::endpoint(url, cfg.policy_server_tls.as_ref()))
+        .transpose()?;
     let (core, handle) = Core::new(
         Parts {
             config: cfg,
@@ -160,8 +164,8 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     )
     .await?;
     cnf::daemon::spawn_metrics(metrics_addr, Arc::new(registry));
-    if let Some(url) = policy_server {
-        tokio::spawn(crate::policy::follow(url, handle.clone()));
+    if let Some(endpoint) = policy_server {
+        tokio::spawn(crate::policy::follow(endpoint, handle.clone()));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = crate::api::serve(api_cfg, fast_cfg, handle, access, stop_rx.clone()).await?;

@@ -4,19 +4,50 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use proto::v1::mobile_node_event::Event;
 use proto::v1::policy_client::PolicyClient;
 use proto::v1::{WatchCursor, WatchMobileNodesRequest};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tracing::{info, warn};
 
 use crate::core::{Command, CoreHandle};
 
+/// The endpoint of the policy server: `url`, over TLS when `tls` is given (`policy_server_tls`;
+/// the files are read here, so a missing one is reported at start).
+pub fn endpoint(
+    url: &str,
+    tls: Option<&pmip::config::ClientTlsConfig>,
+) -> anyhow::Result<Endpoint> {
+    let mut e =
+        Endpoint::from_shared(url.to_owned()).with_context(|| format!("policy_server {url}"))?;
+    if let Some(t) = tls {
+        let read = |p: &std::path::Path, field: &str| {
+            std::fs::read(p)
+                .with_context(|| format!("policy_server_tls.{field}: cannot read {}", p.display()))
+        };
+        let mut c =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&t.ca, "ca")?));
+        if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+            c = c.identity(Identity::from_pem(read(cert, "cert")?, read(key, "key")?));
+        }
+        if let Some(name) = &t.server_name {
+            c = c.domain_name(name.clone());
+        }
+        e = e
+            .tls_config(c)
+            .with_context(|| format!("policy_server_tls for {url}"))?;
+    }
+    Ok(e.connect_timeout(Duration::from_secs(5)))
+}
+
 /// Runs until the core stops, reconnecting with backoff.
-pub async fn follow(url: String, core: CoreHandle) {
+pub async fn follow(endpoint: Endpoint, core: CoreHandle) {
+    let url = endpoint.uri().to_string();
     let mut cursor: Option<WatchCursor> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match stream(&url, &core, &mut cursor).await {
+        match stream(&endpoint, &core, &mut cursor).await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => warn!(%url, error = %e, "policy server stream"),
         }
@@ -29,11 +60,11 @@ pub async fn follow(url: String, core: CoreHandle) {
 }
 
 async fn stream(
-    url: &str,
+    endpoint: &Endpoint,
     core: &CoreHandle,
     cursor: &mut Option<WatchCursor>,
 ) -> anyhow::Result<()> {
-    let mut client = PolicyClient::connect(url.to_owned()).await?;
+    let mut client = PolicyClient::new(endpoint.connect().await?);
     let mut s = client
         .watch_mobile_nodes(WatchMobileNodesRequest {
             resume_from: *cursor,

@@ -215,6 +215,7 @@ pub fn mag_config(
         router_advertisement: Default::default(),
         mobile_nodes: Vec::new(),
         policy_server: Some(lma_service_url(namespace, name)),
+        policy_server_tls: None,
         datapath: datapath(spec),
         state_dir: STATE_DIR.into(),
         api: Default::default(),

@@ -624,6 +624,9 @@ pub struct TlsConfig {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// A second listener serving only the standard health service, in plain HTTP/2 whatever
+    /// `tls` says: for probes that cannot do TLS (the kubelet's gRPC probes).
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ApiConfig {
@@ -631,8 +634,27 @@ impl Default for ApiConfig {
         Self {
             listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, 50051)),
             tls: None,
+            health_listen: None,
         }
     }
+}
+
+/// TLS towards a gRPC server: the CA that signed its certificate, and the client certificate
+/// to present when it asks for one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM certificate of the CA the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// PEM client certificate; needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Name to check the server's certificate against, when it is not the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// Prometheus metrics endpoint.
@@ -1363,6 +1385,9 @@ pub struct MagConfig {
     /// are fetched from there and kept current. Local `mobile_nodes` win on conflict.
     #[serde(default)]
     pub policy_server: Option<String>,
+    /// TLS towards `policy_server` (its URL then starts with `https://`).
+    #[serde(default)]
+    pub policy_server_tls: Option<ClientTlsConfig>,
     #[serde(default)]
     pub datapath: DatapathConfig,
     /// Directory for the MAG's small durable state (restart counter, binding update list).
@@ -1439,6 +1464,34 @@ impl MagConfig {
             })?;
         }
         validate_profiles(&self.mobile_nodes)?;
+        if let Some(url) = &self.policy_server {
+            check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "policy_server",
+                || format!("{url:?}: an http:// or https:// URL"),
+            )?;
+            check(
+                url.starts_with("https://") == self.policy_server_tls.is_some(),
+                "policy_server_tls",
+                || {
+                    if self.policy_server_tls.is_some() {
+                        format!("given, but policy_server {url} is not an https:// URL")
+                    } else {
+                        format!("needed for policy_server {url} (https)")
+                    }
+                },
+            )?;
+        }
+        if let Some(t) = &self.policy_server_tls {
+            check(self.policy_server.is_some(), "policy_server_tls", || {
+                "given without policy_server".into()
+            })?;
+            check(
+                t.cert.is_some() == t.key.is_some(),
+                "policy_server_tls.key",
+                || "cert and key go together".into(),
+            )?;
+        }
         self.datapath.validate("datapath")?;
         self.ipsec.validate("ipsec")?;
         Ok(())

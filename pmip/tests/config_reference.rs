@@ -103,6 +103,7 @@ fn full_api() -> ApiConfig {
             key: "tls/server.key".into(),
             client_ca: Some("tls/ca.pem".into()),
         }),
+        health_listen: Some(SocketAddr::from((Ipv6Addr::LOCALHOST, 50053))),
     }
 }
 
@@ -195,7 +196,13 @@ fn full_mag(link_local: LinkLocalMode) -> MagConfig {
             prefix_lifetime_s: Some(600),
         },
         mobile_nodes: vec![full_profile()],
-        policy_server: Some("http://[2001:db8:ffff::1]:50051".into()),
+        policy_server: Some("https://[2001:db8:ffff::1]:50051".into()),
+        policy_server_tls: Some(ClientTlsConfig {
+            ca: "tls/ca.pem".into(),
+            cert: Some("tls/client.pem".into()),
+            key: Some("tls/client.key".into()),
+            server_name: Some("lma.example".into()),
+        }),
         datapath: full_datapath(),
         state_dir: "/var/lib/pmip-mag".into(),
         api: full_api(),
@@ -557,6 +564,7 @@ impl Bare {
         // written back as its bare address).
         let mag: ConfiguredMag = parse("{proxy_coa: 2001:db8:1::10}").unwrap();
         let mag = serde_json::json!({"proxy_coa": mag.proxy_coa, "name": mag.name});
+        let client_tls: ClientTlsConfig = parse("ca: ca.pem\n").unwrap();
         Bare {
             config,
             elements: BTreeMap::from([
@@ -568,6 +576,10 @@ impl Bare {
                     "ipsec.security_associations",
                     serde_json::to_value(sa).unwrap(),
                 ),
+                (
+                    "policy_server_tls",
+                    serde_json::to_value(client_tls).unwrap(),
+                ),
             ]),
         }
     }
@@ -575,8 +587,13 @@ impl Bare {
     fn get(&self, path: &str) -> Option<&Value> {
         let (root, rest) = match path.split_once("[].") {
             Some((list, rest)) => (self.elements.get(list)?, rest),
-            None => match path.strip_prefix("api.tls.") {
-                Some(rest) => (self.elements.get("api.tls")?, rest),
+            // Optional sections are not set by default: their fields are compared with a
+            // bare section's.
+            None => match ["api.tls", "policy_server_tls"]
+                .into_iter()
+                .find_map(|sec| Some((sec, path.strip_prefix(sec)?.strip_prefix('.')?)))
+            {
+                Some((sec, rest)) => (self.elements.get(sec)?, rest),
                 None => (&self.config, path),
             },
         };
@@ -979,4 +996,46 @@ fn yaml_notes_in_the_reference_hold() {
     )
     .unwrap_err();
     assert!(e.contains("unknown field `address`"), "{e}");
+}
+
+/// `policy_server_tls` goes with an `https://` policy server and only with one, and its
+/// client certificate and key go together: each refusal names the field.
+#[test]
+fn policy_server_tls_goes_with_an_https_policy_server() {
+    let mag = |extra: &str| -> Result<MagConfig, String> {
+        let c: MagConfig = serde_saphyr::from_str(&format!(
+            "proxy_coa: 2001:db8:1::10\nlma_address: 2001:db8:ffff::1\naccess_interfaces: [acc0]\n{extra}"
+        ))
+        .map_err(|e| e.to_string())?;
+        c.validate().map(|()| c).map_err(|e| e.to_string())
+    };
+    let tls = "policy_server_tls: {ca: ca.pem, cert: mag.pem, key: mag.key}\n";
+    let c = mag(&format!(
+        "policy_server: 'https://lma.example:50051'\n{tls}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.policy_server_tls.unwrap().cert.unwrap(),
+        std::path::PathBuf::from("mag.pem")
+    );
+    mag("policy_server: 'http://[2001:db8:ffff::1]:50051'\n").unwrap();
+    for (bad, field) in [
+        (
+            "policy_server: 'https://lma.example:50051'\n",
+            "policy_server_tls",
+        ),
+        (
+            &format!("policy_server: 'http://lma.example:50051'\n{tls}"),
+            "policy_server_tls",
+        ),
+        (tls, "policy_server_tls"),
+        (
+            "policy_server: 'https://lma.example:50051'\npolicy_server_tls: {ca: ca.pem, cert: mag.pem}\n",
+            "policy_server_tls.key",
+        ),
+        ("policy_server: 'lma.example:50051'\n", "policy_server"),
+    ] {
+        let e = mag(bad).unwrap_err();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
 }
