@@ -72,6 +72,53 @@ pub struct MobilityDomainSpec {
     /// Resource requests and limits of the daemons.
     #[serde(default)]
     pub resources: DaemonResources,
+    /// Who sets the sysctls the daemons' datapath needs in the node's network namespace.
+    #[serde(default)]
+    pub sysctls: SysctlSetter,
+    /// TLS between the operator and the daemons' gRPC APIs.
+    #[serde(default)]
+    pub tls: TlsSpec,
+}
+
+/// Who sets the sysctls the datapath needs (`net.ipv6.conf.all.forwarding`, and for seg6
+/// `seg6_enabled` on `all` and on the transport interface). A container that is not
+/// privileged sees `/proc/sys` read-only; the daemons only write a sysctl that differs, so
+/// whoever set it before them is enough.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum SysctlSetter {
+    /// A privileged init container (`--set-sysctls`) sets them before each daemon starts;
+    /// the daemons run as root with NET_ADMIN and NET_RAW only. As Cilium does.
+    #[default]
+    InitContainer,
+    /// The daemon containers run privileged and set them themselves; no init container.
+    Privileged,
+    /// Nothing in the pods is privileged: the nodes must have them already (a daemon that
+    /// finds one missing names it and exits).
+    Node,
+}
+
+/// TLS between the operator and the daemons.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// The operator makes a CA for the domain and a certificate signed by it (Secrets
+    /// `pmip-<domain>-ca` and `pmip-<domain>-tls`); the daemons' gRPC APIs then require TLS
+    /// with a client certificate from that CA, which the operator, the MAGs (towards the
+    /// LMA's policy service) and `pmipctl` in the pods present. Off: plain HTTP/2, any client.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// The LMA and the settings every entity of the domain shares (RFC 5213 §9.3).
@@ -117,6 +164,14 @@ pub struct LmaSpec {
     /// The persistent volume for the LMA's binding and policy store (`/var/lib/pmip`).
     #[serde(default)]
     pub storage: StorageSpec,
+    /// PriorityClass of the LMA pod; empty for none. The LMA serves the whole domain.
+    #[serde(default = "d_lma_priority_class")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: String,
+}
+
+fn d_lma_priority_class() -> String {
+    "system-cluster-critical".into()
 }
 
 /// Address family of the transport network.
@@ -468,10 +523,19 @@ pub struct MagSpec {
     #[serde(default = "d_requested_lifetime")]
     #[schemars(range(min = 4, max = 262140))]
     pub requested_lifetime_seconds: u32,
-    /// Lab mode: MAGs may create emulated mobile nodes (MobileNode `spec.lab`). Gives the MAG
-    /// pods CAP_SYS_ADMIN to create network namespaces: for demos, not production.
+    /// Lab mode: MAGs may create emulated mobile nodes (MobileNode `spec.lab`). The MAG
+    /// pods run privileged, to create network namespaces and set sysctls in them: for demos,
+    /// not production.
     #[serde(default)]
     pub lab: bool,
+    /// PriorityClass of the MAG pods; empty for none. A MAG is its node's mobility service.
+    #[serde(default = "d_mag_priority_class")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: String,
+}
+
+fn d_mag_priority_class() -> String {
+    "system-node-critical".into()
 }
 
 fn d_access_interfaces() -> Vec<String> {
@@ -493,6 +557,7 @@ impl Default for MagSpec {
             initial_bindack_timeout_ms: d_initial_bindack(),
             requested_lifetime_seconds: d_requested_lifetime(),
             lab: false,
+            priority_class_name: d_mag_priority_class(),
         }
     }
 }
@@ -513,7 +578,9 @@ pub struct ImageSpec {
     pub pull_policy: Option<String>,
 }
 
-/// Resources of the daemons.
+/// Resources of the daemons. Unset: requests of 100m CPU and 128Mi for the LMA, 50m and 64Mi
+/// for a MAG, memory limits of 1Gi and 256Mi (the LMA holds every binding; size it for the
+/// domain), and 10m, 16Mi and a 64Mi limit for the sysctl init container.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonResources {

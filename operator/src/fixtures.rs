@@ -50,6 +50,26 @@ pub fn pod(name: &str, component: &str, node: &str, host_ip: &str) -> Value {
     })
 }
 
+/// (API group, resource or `resource/subresource`, whether one object is named) of an API path.
+fn api_resource(path: &str) -> Option<(String, String, bool)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    match rest {
+        [resource] => Some((group.into(), (*resource).into(), false)),
+        [resource, _name] => Some((group.into(), (*resource).into(), true)),
+        [resource, _name, sub] => Some((group.into(), format!("{resource}/{sub}"), true)),
+        _ => None,
+    }
+}
+
 /// One request the mocked API server saw.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -67,6 +87,9 @@ pub struct ApiServer {
     pub calls: Arc<Mutex<Vec<Call>>>,
     pub objects: Arc<Mutex<HashMap<String, Value>>>,
     pub lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    /// (method, path suffix) -> the failure Status to answer with, as a real API server
+    /// refuses an invalid object (422) or a request RBAC does not allow (403).
+    pub refusals: Arc<Mutex<Vec<(String, String, Value)>>>,
 }
 
 impl ApiServer {
@@ -76,6 +99,16 @@ impl ApiServer {
 
     pub fn put(&self, path: &str, obj: Value) {
         self.objects.lock().unwrap().insert(path.into(), obj);
+    }
+
+    /// Answers `method` on paths ending in `path_ends` with a failure Status.
+    pub fn refuse(&self, method: &str, path_ends: &str, code: u16, reason: &str, message: &str) {
+        self.refusals.lock().unwrap().push((
+            method.into(),
+            path_ends.into(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "reason": reason, "code": code, "message": message}),
+        ));
     }
 
     pub fn put_list(&self, path: &str, items: Vec<Value>) {
@@ -108,10 +141,13 @@ impl ApiServer {
                 self.calls.lock().unwrap().push(Call {
                     method: method.clone(),
                     path: path.clone(),
-                    query,
+                    query: query.clone(),
                     body: body.clone(),
                 });
-                let (code, out) = self.answer(&method, &path, body);
+                let (code, out) = match self.forbidden(&method, &path, &query, &body) {
+                    Some(refusal) => (StatusCode::FORBIDDEN, refusal),
+                    None => self.answer(&method, &path, body),
+                };
                 send.send_response(
                     Response::builder()
                         .status(code)
@@ -122,7 +158,53 @@ impl ApiServer {
         });
     }
 
+    /// A 403 Status when [`crate::rbac::RULES`] do not allow the request, as a real API
+    /// server with the chart's RBAC would answer.
+    fn forbidden(&self, method: &str, path: &str, query: &str, body: &Value) -> Option<Value> {
+        let (group, resource, named) = api_resource(path)?;
+        let mut verbs = vec![match (method, named) {
+            ("GET", true) => "get",
+            ("GET", false) if query.contains("watch=true") => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            _ => return None,
+        }];
+        // Server-side apply of an object that does not exist yet is also a create.
+        let base = path.trim_end_matches("/status");
+        if method == "PATCH"
+            && body.get("apiVersion").is_some()
+            && !resource.contains('/')
+            && !self.objects.lock().unwrap().contains_key(base)
+        {
+            verbs.push("create");
+        }
+        let denied = verbs
+            .into_iter()
+            .find(|v| !crate::rbac::allows(&group, &resource, v))?;
+        Some(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "reason": "Forbidden", "code": 403,
+            "message": format!("{resource}.{group} is forbidden: User \"system:serviceaccount:pmip:pmip-operator\" cannot {denied} resource \"{resource}\" in API group \"{group}\"")}),
+        )
+    }
+
     fn answer(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        if let Some((_, _, status)) = self
+            .refusals
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(m, p, _)| m == method && path.ends_with(p.as_str()))
+        {
+            let code = status["code"].as_u64().unwrap_or(500) as u16;
+            return (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                status.clone(),
+            );
+        }
         let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                "reason": "NotFound", "code": 404, "message": format!("{path} not found")});
         match method {
@@ -216,7 +298,10 @@ pub struct FakeLma {
 }
 
 impl FakeLma {
-    pub async fn start() -> (Self, String) {
+    /// A fake in plain HTTP/2 or, given TLS material, one that serves with its certificate
+    /// and requires a client certificate from its CA, as the daemons do. Returns it and its
+    /// `host:port`.
+    pub async fn start_with(tls: Option<crate::pki::Material>) -> (Self, String) {
         let (live, _) = broadcast::channel(1024);
         let me = Self {
             state: Arc::new(Mutex::new(FakeState {
@@ -226,11 +311,21 @@ impl FakeLma {
             live_slot: Arc::new(Mutex::new(live)),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let authority = listener.local_addr().unwrap().to_string();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let svc = me.clone();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(m) = tls {
+            server = server
+                .tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(tonic::transport::Identity::from_pem(&m.cert, &m.key))
+                        .client_ca_root(tonic::transport::Certificate::from_pem(&m.ca)),
+                )
+                .unwrap();
+        }
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .add_service(BindingCacheServer::new(svc.clone()))
                 .add_service(PolicyServer::new(svc.clone()))
                 .add_service(GatewayServer::new(svc))
@@ -238,7 +333,7 @@ impl FakeLma {
                 .await
                 .unwrap();
         });
-        (me, url)
+        (me, authority)
     }
 
     fn enter(&self, what: &str) -> Result<(), Status> {
@@ -590,13 +685,59 @@ pub async fn context() -> (
     let api = ApiServer::default();
     api.clone().spawn(handle);
     let client = Client::new(svc, "pmip");
-    let (lma, url) = FakeLma::start().await;
+    // Domain "lab" has its CA and certificate already (as a domain reconcile leaves them);
+    // the fake daemons serve with the certificate and require a client certificate.
+    let tls = tls_material("pmip", "lab");
+    let md = domain("lab");
+    api.put(
+        &format!("{SECRETS}/pmip-lab-ca"),
+        serde_json::to_value(crate::render::ca_secret(&md, &tls.ca, &tls.ca_key)).unwrap(),
+    );
+    api.put(
+        &format!("{SECRETS}/pmip-lab-tls"),
+        serde_json::to_value(crate::render::tls_secret(
+            &md,
+            &tls.material.ca,
+            &tls.material.cert,
+            &tls.material.key,
+        ))
+        .unwrap(),
+    );
+    let (lma, url) = FakeLma::start_with(Some(tls.material.clone())).await;
     let (tx, rx) = mpsc::channel(1024);
     let u1 = url.clone();
     let conn = crate::lma::Connector::new(move |_, _| u1.clone(), move |_, _| url.clone());
+    // As a domain reconcile leaves it.
+    conn.set_tls("pmip", "lab", Some(tls.material));
     let mut ctx = Context::new(client, conn, tx);
     ctx.default_image = "ghcr.io/pmip-io/pmip:test".into();
     (Arc::new(ctx), api, lma, rx)
+}
+
+/// Where the mocked API server keeps the Secrets of namespace `pmip`.
+pub const SECRETS: &str = "/api/v1/namespaces/pmip/secrets";
+
+/// A domain's CA (with its key) and the daemons' material signed by it.
+pub struct Tls {
+    pub ca: String,
+    pub ca_key: String,
+    pub material: crate::pki::Material,
+}
+
+pub fn tls_material(ns: &str, domain: &str) -> Tls {
+    let now = jiff::Timestamp::now().as_second();
+    let (ca, ca_key) = crate::pki::new_ca(ns, domain, now).unwrap();
+    let (cert, key) =
+        crate::pki::new_leaf(&ca, &ca_key, &crate::pki::subject_names(ns, domain), now).unwrap();
+    Tls {
+        material: crate::pki::Material {
+            ca: ca.clone(),
+            cert,
+            key,
+        },
+        ca,
+        ca_key,
+    }
 }
 
 impl FakeLma {

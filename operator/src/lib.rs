@@ -10,6 +10,8 @@ pub mod lma;
 pub mod metrics;
 pub mod mirror;
 pub mod node;
+pub mod pki;
+pub mod rbac;
 pub mod render;
 pub mod status;
 pub mod telemetry;
@@ -149,6 +151,22 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
     }
+}
+
+/// Longest Event note the API server takes (events.k8s.io/v1: 1 KiB).
+pub const EVENT_NOTE_MAX: usize = 1024;
+
+/// An Event note cut to fit [`EVENT_NOTE_MAX`] bytes (at a character boundary, marked with
+/// `...`): a longer one makes the API server refuse the Event, and the reason with it.
+pub fn event_note(note: String) -> String {
+    if note.len() <= EVENT_NOTE_MAX {
+        return note;
+    }
+    let mut end = EVENT_NOTE_MAX - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
 }
 
 /// A condition with its transition time kept when the status did not change.

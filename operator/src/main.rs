@@ -17,7 +17,11 @@ use operator::render::DOMAIN_LABEL;
 use operator::{Context, domain, lma, mirror, node, telemetry};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Kubernetes operator for pmip (Proxy Mobile IPv6)")]
+#[command(
+    name = "pmip-operator",
+    version,
+    about = "Kubernetes operator for pmip (Proxy Mobile IPv6)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -33,7 +37,14 @@ enum Cmd {
         /// Window in which LMA changes of one node are coalesced into one status write.
         #[arg(long, default_value_t = 500)]
         coalesce_ms: u64,
+        /// Watch this namespace only (the chart's `rbac.namespaced`, where the operator has a
+        /// Role in it rather than a ClusterRole). Default: every namespace.
+        #[arg(long, env = "PMIP_WATCH_NAMESPACE")]
+        namespace: Option<String>,
     },
+    /// Print the CustomResourceDefinitions this operator serves (YAML), e.g. to upgrade them
+    /// before `helm upgrade`: `pmip-operator crds | kubectl apply --server-side -f -`.
+    Crds,
     /// Ask a daemon's grpc.health.v1 service; exit 0 when SERVING.
     CheckHealth {
         /// e.g. http://pmip-lab-lma.pmip.svc:50051
@@ -52,7 +63,14 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd.unwrap_or(Cmd::Run {
         metrics_port: proto::METRICS_PORT,
         coalesce_ms: 500,
+        namespace: std::env::var("PMIP_WATCH_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty()),
     }) {
+        Cmd::Crds => {
+            print!("{}", operator::crd_yaml()?);
+            Ok(())
+        }
         Cmd::CheckHealth {
             url,
             service,
@@ -61,7 +79,15 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run {
             metrics_port,
             coalesce_ms,
-        } => run(metrics_port, coalesce_ms).await,
+            namespace,
+        } => {
+            run(
+                metrics_port,
+                coalesce_ms,
+                namespace.filter(|n| !n.is_empty()),
+            )
+            .await
+        }
     }
 }
 
@@ -85,7 +111,19 @@ async fn check_health(url: &str, service: &str, timeout: u64) -> anyhow::Result<
     Ok(())
 }
 
-async fn run(metrics_port: u16, coalesce_ms: u64) -> anyhow::Result<()> {
+/// The objects of kind `K` the operator watches: in one namespace, or in all.
+fn scope<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run(metrics_port: u16, coalesce_ms: u64, namespace: Option<String>) -> anyhow::Result<()> {
     let json = std::env::var("PMIP_LOG_JSON").is_ok_and(|v| v == "true");
     let _guard = telemetry::init(
         json,
@@ -120,24 +158,25 @@ async fn run(metrics_port: u16, coalesce_ms: u64) -> anyhow::Result<()> {
         },
     );
 
-    let mds: Api<MobilityDomain> = Api::all(client.clone());
-    let mns: Api<MobileNode> = Api::all(client.clone());
+    let ns = namespace.as_deref();
+    let mds: Api<MobilityDomain> = scope(&client, ns);
+    let mns: Api<MobileNode> = scope(&client, ns);
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=pmip-operator");
     let domains = Controller::new(mds, watcher::Config::default())
         .owns(
-            Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client.clone()),
+            scope::<k8s_openapi::api::core::v1::ConfigMap>(&client, ns),
             owned.clone(),
         )
         .owns(
-            Api::<k8s_openapi::api::apps::v1::Deployment>::all(client.clone()),
+            scope::<k8s_openapi::api::apps::v1::Deployment>(&client, ns),
             owned.clone(),
         )
         .owns(
-            Api::<k8s_openapi::api::apps::v1::DaemonSet>::all(client.clone()),
+            scope::<k8s_openapi::api::apps::v1::DaemonSet>(&client, ns),
             owned.clone(),
         )
         .watches(
-            Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()),
+            scope::<k8s_openapi::api::core::v1::Pod>(&client, ns),
             watcher::Config::default().labels("app.kubernetes.io/part-of=pmip"),
             |pod: k8s_openapi::api::core::v1::Pod| {
                 let ns = pod.metadata.namespace.clone()?;
@@ -151,7 +190,7 @@ async fn run(metrics_port: u16, coalesce_ms: u64) -> anyhow::Result<()> {
         .for_each(|_| futures::future::ready(()));
     let nodes = Controller::new(mns, watcher::Config::default())
         .watches(
-            Api::<MobilityDomain>::all(client.clone()),
+            scope::<MobilityDomain>(&client, ns),
             watcher::Config::default(),
             {
                 let index = ctx.node_index.clone();
@@ -173,7 +212,7 @@ async fn run(metrics_port: u16, coalesce_ms: u64) -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(node::reconcile, node::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    tracing::info!("pmip-operator running");
+    tracing::info!(namespace = ns.unwrap_or("(all)"), "pmip-operator running");
     tokio::join!(domains, nodes);
     Ok(())
 }

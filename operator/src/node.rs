@@ -135,7 +135,7 @@ async fn publish(ctx: &Context, mn: &MobileNode, warning: bool, reason: &str, no
             EventType::Normal
         },
         reason: reason.into(),
-        note: Some(note),
+        note: Some(crate::event_note(note)),
         action: "Reconcile".into(),
         secondary: None,
     };
@@ -218,6 +218,7 @@ async fn apply(mn: &MobileNode, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
 
+    crate::domain::load_tls(ctx, &md).await?;
     if let Err(why) = prefix_in_pools(mn, &md) {
         let mut st = prev.clone().unwrap_or_default();
         st.conditions = vec![condition(
@@ -438,7 +439,7 @@ async fn lab_move(
     {
         let mut g = ctx
             .grpc
-            .gateway(ns, &ip)
+            .gateway(ns, domain, &ip)
             .map_err(|s| mag_err(old, s.to_string()))?;
         match g
             .lab_detach(LabDetachRequest {
@@ -457,7 +458,7 @@ async fn lab_move(
             .ok_or_else(|| mag_err(new, format!("no MAG of domain {domain} runs on node {new}")))?;
         let mut g = ctx
             .grpc
-            .gateway(ns, &ip)
+            .gateway(ns, domain, &ip)
             .map_err(|s| mag_err(new, s.to_string()))?;
         g.lab_attach(LabAttachRequest {
             mn_id: mn.spec.mn_id.clone(),
@@ -496,6 +497,7 @@ async fn cleanup(mn: &MobileNode, ctx: &Context) -> Result<Action> {
         // The LMA goes with its domain: nothing to revoke.
         return Ok(Action::await_change());
     };
+    crate::domain::load_tls(ctx, &md).await?;
     if let Some(at) = mn.status.as_ref().and_then(|s| s.lab_attached_to.clone())
         && md.spec.mags.lab
     {

@@ -14,6 +14,15 @@ use crate::{domain, node};
 
 const MD_PATH: &str = "/apis/pmip.io/v1alpha1/namespaces/pmip/mobilitydomains/lab";
 const PODS: &str = "/api/v1/namespaces/pmip/pods";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/pmip/deployments/pmip-lab-lma";
+const DAEMONSET: &str = "/apis/apps/v1/namespaces/pmip/daemonsets/pmip-lab-mag";
+
+/// The LMA Deployment as the API server has it once its pod runs.
+fn available_deployment() -> serde_json::Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "pmip-lab-lma", "namespace": "pmip"},
+           "status": {"replicas": 1, "availableReplicas": 1, "readyReplicas": 1}})
+}
 
 fn mn_path(name: &str) -> String {
     format!("/apis/pmip.io/v1alpha1/namespaces/pmip/mobilenodes/{name}")
@@ -353,7 +362,7 @@ async fn domain_creates_lma_first_then_mags_once_the_lma_has_an_address() {
         .clone();
     let mag_yaml = cm["data"]["mag.yaml"].as_str().unwrap();
     assert!(mag_yaml.contains("lma_address: 2001:db8::1"), "{mag_yaml}");
-    assert!(mag_yaml.contains("policy_server: http://pmip-lab-lma.pmip.svc:50051"));
+    assert!(mag_yaml.contains("policy_server: https://pmip-lab-lma.pmip.svc:50051"));
     assert_eq!(api.find("PATCH", "/daemonsets/pmip-lab-mag").len(), 1);
     assert!(
         lma.calls()
@@ -395,6 +404,7 @@ async fn domain_with_invalid_spec_creates_nothing() {
 async fn domain_with_lma_down_reports_why_and_errors() {
     let (ctx, api, lma, _rx) = context().await;
     lma.state.lock().unwrap().down = true;
+    api.put(DEPLOYMENT, available_deployment());
     assert!(run_domain(&api, domain("lab"), ctx).await.is_err());
     let st = api.find("PATCH", "/mobilitydomains/lab/status")[0].body["status"].clone();
     let c = st["conditions"]
@@ -509,4 +519,199 @@ async fn status_mirrors_handovers_through_an_lma_restart() {
             .count(),
         2
     );
+}
+
+fn last_domain_status(api: &ApiServer) -> serde_json::Value {
+    api.find("PATCH", "/mobilitydomains/lab/status")
+        .last()
+        .expect("a status patch")
+        .body["status"]
+        .clone()
+}
+
+fn condition_of(st: &serde_json::Value, type_: &str) -> serde_json::Value {
+    st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {st}"))
+        .clone()
+}
+
+/// With the defaults (no selector) on three nodes: the LMA on one, MAGs on the two others,
+/// the DaemonSet kept off the LMA's node by node affinity, and the domain Ready.
+#[tokio::test]
+async fn domain_is_ready_with_the_defaults_on_three_nodes() {
+    let (ctx, api, lma, _rx) = context().await;
+    api.put(DEPLOYMENT, available_deployment());
+    api.put(
+        DAEMONSET,
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+               "metadata": {"name": "pmip-lab-mag", "namespace": "pmip"},
+               "status": {"desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+                          "numberReady": 2, "numberMisscheduled": 0}}),
+    );
+    api.put_list(
+        PODS,
+        vec![
+            pod("lma", "lma", "node-1", "2001:db8::1"),
+            pod("mag-a", "mag", "node-2", "2001:db8::2"),
+            pod("mag-b", "mag", "node-3", "2001:db8::3"),
+        ],
+    );
+    run_domain(&api, domain("lab"), ctx).await.unwrap();
+    let ds = api.find("PATCH", "/daemonsets/pmip-lab-mag")[0]
+        .body
+        .clone();
+    let term = &ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"][0];
+    assert_eq!(
+        term["matchFields"][0],
+        json!({"key": "metadata.name", "operator": "NotIn", "values": ["node-1"]})
+    );
+    let st = last_domain_status(&api);
+    let ready = condition_of(&st, "Ready");
+    assert_eq!(ready["status"], "True", "{st}");
+    assert_eq!(st["mags"], 2);
+    assert!(api.events().contains(&"Ready".to_string()));
+    // The operator reached the fake LMA over TLS with its client certificate.
+    assert!(
+        lma.calls()
+            .contains(&"SetAuthorizedMags(node-2=2001:db8::2,node-3=2001:db8::3)".to_string()),
+        "{:?}",
+        lma.calls()
+    );
+}
+
+/// A one-node cluster: the MAGs have nowhere to go, and the condition says so.
+#[tokio::test]
+async fn one_node_is_too_few_and_the_status_says_so() {
+    let (ctx, api, _lma, _rx) = context().await;
+    api.put(DEPLOYMENT, available_deployment());
+    api.put(
+        DAEMONSET,
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+               "metadata": {"name": "pmip-lab-mag", "namespace": "pmip"},
+               "status": {"desiredNumberScheduled": 0, "currentNumberScheduled": 0,
+                          "numberReady": 0, "numberMisscheduled": 0}}),
+    );
+    api.put_list(PODS, vec![pod("lma", "lma", "node-1", "2001:db8::1")]);
+    run_domain(&api, domain("lab"), ctx).await.unwrap();
+    let st = last_domain_status(&api);
+    let ready = condition_of(&st, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "NoNodes");
+    let m = ready["message"].as_str().unwrap();
+    assert!(
+        m.contains("node-1") && m.contains("at least two nodes"),
+        "{m}"
+    );
+}
+
+/// A 422 from the API server (here a storage size it cannot parse) ends as Ready=False with
+/// the API's message and a Warning event, and the reconcile waits for a change.
+#[tokio::test]
+async fn a_refused_apply_is_a_condition_and_a_warning_event() {
+    let (ctx, api, _lma, _rx) = context().await;
+    let long = format!(
+        "PersistentVolumeClaim \"pmip-lab-lma-state\" is invalid: spec.resources[storage]: \
+         Invalid value: \"lots\": quantities must match the regular expression {}",
+        "x".repeat(2000)
+    );
+    api.refuse(
+        "PATCH",
+        "/persistentvolumeclaims/pmip-lab-lma-state",
+        422,
+        "Invalid",
+        &long,
+    );
+    let action = run_domain(&api, domain("lab"), ctx).await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(300))
+    );
+    let st = last_domain_status(&api);
+    let ready = condition_of(&st, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "Invalid");
+    let m = ready["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("apply PersistentVolumeClaim pmip-lab-lma-state: the API server answered 422: PersistentVolumeClaim"),
+        "{m}"
+    );
+    let ev = api.find("POST", "/events");
+    let warning = ev.iter().find(|c| c.body["reason"] == "Invalid").unwrap();
+    assert_eq!(warning.body["type"], "Warning");
+    let note = warning.body["note"].as_str().unwrap();
+    assert!(
+        note.len() <= 1024 && note.ends_with("..."),
+        "{}",
+        note.len()
+    );
+    // Nothing after the refused object was applied.
+    assert!(api.find("PATCH", "/deployments/pmip-lab-lma").is_empty());
+}
+
+/// A 403 (RBAC) is the same, and is retried with backoff.
+#[tokio::test]
+async fn a_forbidden_apply_is_a_condition_and_an_error() {
+    let (ctx, api, _lma, _rx) = context().await;
+    api.refuse(
+        "PATCH",
+        "/deployments/pmip-lab-lma",
+        403,
+        "Forbidden",
+        "deployments.apps \"pmip-lab-lma\" is forbidden: User \"system:serviceaccount:pmip:pmip\" cannot patch resource \"deployments\"",
+    );
+    assert!(run_domain(&api, domain("lab"), ctx).await.is_err());
+    let ready = condition_of(&last_domain_status(&api), "Ready");
+    assert_eq!(ready["reason"], "Forbidden");
+    assert!(ready["message"].as_str().unwrap().contains("cannot patch"));
+    assert!(api.events().contains(&"Forbidden".to_string()));
+}
+
+/// A domain without its Secrets gets a CA and a certificate for its names; a fake LMA that
+/// trusts another CA then refuses the operator, which is an unreachable LMA.
+#[tokio::test]
+async fn a_domain_without_certificates_gets_them() {
+    let (ctx, api, _lma, _rx) = context().await;
+    api.objects
+        .lock()
+        .unwrap()
+        .retain(|p, _| !p.starts_with(SECRETS));
+    ctx.grpc.set_tls("pmip", "lab", None);
+    api.put(DEPLOYMENT, available_deployment());
+    let _ = run_domain(&api, domain("lab"), ctx).await;
+    let ca = api.find("PATCH", "/secrets/pmip-lab-ca");
+    let tls = api.find("PATCH", "/secrets/pmip-lab-tls");
+    assert_eq!((ca.len(), tls.len()), (1, 1));
+    assert_eq!(tls[0].body["type"], "kubernetes.io/tls");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(tls[0].body.clone()).unwrap();
+    let m = crate::pki::material_of(&secret).unwrap();
+    let parsed = crate::pki::parse(&m.cert).unwrap();
+    assert!(parsed.names.contains(&"pmip-lab-lma.pmip.svc".to_string()));
+    assert!(api.events().contains(&"CertificateIssued".to_string()));
+    let lma = condition_of(&last_domain_status(&api), "LMAReady");
+    assert_eq!(lma["reason"], "LmaUnreachable", "{lma}");
+}
+
+/// The mocked API server enforces the operator's RBAC rules: what they do not list is
+/// refused with 403, as a real API server with the chart's ClusterRole refuses it.
+#[tokio::test]
+async fn the_mocked_api_server_enforces_the_rbac_rules() {
+    use k8s_openapi::api::core::v1::{Node, Secret};
+    let (ctx, _api, _lma, _rx) = context().await;
+    let nodes = kube::Api::<Node>::all(ctx.client.clone());
+    match nodes.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+        other => panic!("listing nodes must be forbidden: {other:?}"),
+    }
+    let secrets = kube::Api::<Secret>::namespaced(ctx.client.clone(), "pmip");
+    match secrets.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+        other => panic!("listing secrets must be forbidden: {other:?}"),
+    }
+    assert!(secrets.get_opt("pmip-lab-tls").await.unwrap().is_some());
 }

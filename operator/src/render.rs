@@ -1,40 +1,84 @@
 //! Pure translation of a MobilityDomain into the daemons' configuration files (`pmip::config`)
-//! and into the Kubernetes objects that run them. No IO: the reconciler applies the output.
+//! and into the typed Kubernetes objects that run them. No IO: the reconciler applies them.
+//!
+//! # How the pods run (the privilege model)
+//!
+//! Both daemons run in the node's network namespace (`hostNetwork`), as root: the LMA's and
+//! the MAGs' addresses are their nodes' addresses, and a non-root container gets no added
+//! capability in its effective set under containerd or CRI-O (Kubernetes has no ambient
+//! capabilities), so the capabilities are given to UID 0 and everything else is dropped:
+//! `NET_ADMIN` (routes, rules, tunnels, addresses) and `NET_RAW` (the Mobility Header and
+//! access-link raw sockets), `readOnlyRootFilesystem`, no privilege escalation, the runtime's
+//! seccomp profile, no service account token. `/proc/sys` is read-only in such a container,
+//! so the sysctls the datapath needs are set by whoever `spec.sysctls` names: by default a
+//! privileged init container running the same daemon with `--set-sysctls` (as Cilium's
+//! agent does), or the daemon itself run privileged, or the node's own configuration. Lab mode
+//! MAGs create namespaces and set sysctls in them: they run privileged. A hostNetwork pod
+//! needs a namespace whose Pod Security level is `privileged` ([`POD_SECURITY_LEVEL`]).
 
 use std::collections::BTreeMap;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
+    DeploymentStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, GRPCAction, HostPathVolumeSource, KeyToPath,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pmip::config::{
-    ConfigError, DatapathConfig, DatapathMode as CfgDatapathMode, DomainConfig, FastHandoverConfig,
-    FastHandoverMode as CfgFastHandoverMode, HeartbeatConfig, LinkLocalMode, LmaConfig, LmaTimers,
-    MagConfig, MagTimers, PrefixPool, ReplayProtection as CfgReplay, RevocationConfig,
+    ApiConfig, ClientTlsConfig, ConfigError, DatapathConfig, DatapathMode as CfgDatapathMode,
+    DomainConfig, FastHandoverConfig, FastHandoverMode as CfgFastHandoverMode, HeartbeatConfig,
+    LinkLocalMode, LmaConfig, LmaTimers, MagConfig, MagTimers, PrefixPool,
+    ReplayProtection as CfgReplay, RevocationConfig, TlsConfig,
 };
 use pmip::types::LinkLayerAddress;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
     DatapathMode, FastHandoverMode, LinkLocalMode as CrdLinkLocalMode, MobilityDomain,
-    MobilityDomainSpec, ReplayProtection,
+    MobilityDomainSpec, ReplayProtection, SysctlSetter,
 };
 
 /// Port of the daemons' gRPC API (and of the LMA Service).
 pub const GRPC_PORT: u16 = proto::GRPC_PORT;
+/// Port of the daemons' plain-text gRPC health listener (`api.health_listen`): the kubelet's
+/// gRPC probes cannot do TLS.
+pub const HEALTH_PORT: u16 = GRPC_PORT + 1;
 /// Port of the daemons' `/metrics`.
 pub const METRICS_PORT: u16 = proto::METRICS_PORT;
 /// Where the ConfigMap is mounted in the daemon pods.
-pub const CONFIG_DIR: &str = "/etc/pmip";
+pub const CONFIG_DIR: &str = "/etc/pmip/config";
+/// Where the domain's TLS Secret is mounted (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_DIR: &str = "/etc/pmip/tls";
 /// The LMA's state directory (its PersistentVolumeClaim).
 pub const STATE_DIR: &str = "/var/lib/pmip";
 /// Label carrying the MobilityDomain name on everything the operator creates.
 pub const DOMAIN_LABEL: &str = "pmip.io/domain";
 /// `app.kubernetes.io/component`: `lma` or `mag`.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
-/// Pod template annotation holding the hash of the daemon's configuration, so a changed
-/// configuration rolls the pods.
+/// Pod template annotation holding the hash of the daemon's configuration (and of its TLS
+/// certificate), so a changed configuration or a renewed certificate rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "pmip.io/config-hash";
 /// The field manager of the operator's server-side applies.
 pub const FIELD_MANAGER: &str = "pmip-operator";
+/// The Pod Security Standards level the namespace of a domain must allow: its pods use the
+/// host's network namespace (and, by default, a privileged init container), which `baseline`
+/// forbids.
+pub const POD_SECURITY_LEVEL: &str = "privileged";
+/// The name of the init container that sets the sysctls.
+pub const SYSCTL_INIT_CONTAINER: &str = "sysctls";
 
 /// Object names derived from a domain name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +87,10 @@ pub struct Names {
     pub lma: String,
     pub lma_state: String,
     pub mag: String,
+    /// The domain's CA (certificate and key): only the operator reads it.
+    pub ca: String,
+    /// The daemons' certificate, its key and the CA certificate (`kubernetes.io/tls`).
+    pub tls: String,
 }
 
 impl Names {
@@ -52,15 +100,29 @@ impl Names {
             lma: format!("pmip-{domain}-lma"),
             lma_state: format!("pmip-{domain}-lma-state"),
             mag: format!("pmip-{domain}-mag"),
+            ca: format!("pmip-{domain}-ca"),
+            tls: format!("pmip-{domain}-tls"),
         }
     }
 }
 
+/// The DNS name of a domain's LMA Service, which its certificate carries.
+pub fn lma_service_host(namespace: &str, domain: &str) -> String {
+    format!("{}.{namespace}.svc", Names::of(domain).lma)
+}
+
+/// The name the MAGs' certificate is checked against: they are reached by address, and the
+/// domain's one certificate carries this name for them.
+pub fn mag_tls_name(namespace: &str, domain: &str) -> String {
+    format!("{}.{namespace}.svc", Names::of(domain).mag)
+}
+
 /// The URL of a domain's LMA gRPC API inside the cluster (its Service).
-pub fn lma_service_url(namespace: &str, domain: &str) -> String {
+pub fn lma_service_url(namespace: &str, domain: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     format!(
-        "http://{}.{namespace}.svc:{GRPC_PORT}",
-        Names::of(domain).lma
+        "{scheme}://{}:{GRPC_PORT}",
+        lma_service_host(namespace, domain)
     )
 }
 
@@ -137,6 +199,20 @@ fn datapath(spec: &MobilityDomainSpec) -> DatapathConfig {
     }
 }
 
+/// The daemons' API: TLS with client certificates from the domain's CA unless the domain
+/// turns it off, and the plain-text health listener the probes use.
+fn api(spec: &MobilityDomainSpec) -> ApiConfig {
+    ApiConfig {
+        tls: spec.tls.enabled.then(|| TlsConfig {
+            cert: format!("{TLS_DIR}/tls.crt").into(),
+            key: format!("{TLS_DIR}/tls.key").into(),
+            client_ca: Some(format!("{TLS_DIR}/ca.crt").into()),
+        }),
+        health_listen: Some(SocketAddr::from((Ipv6Addr::UNSPECIFIED, HEALTH_PORT))),
+        ..ApiConfig::default()
+    }
+}
+
 /// The LMA's configuration file. Its address is left out: the daemon takes it from
 /// `PMIP_LMA_ADDRESS` (the downward API's `status.hostIPs`). Profiles and authorized MAGs come
 /// over the API, not in the file.
@@ -179,7 +255,7 @@ pub fn lma_config(
         mobile_nodes: Vec::new(),
         datapath: datapath(spec),
         state_dir: STATE_DIR.into(),
-        api: Default::default(),
+        api: api(spec),
         metrics: Default::default(),
         tracing: Default::default(),
         ipsec: Default::default(),
@@ -201,6 +277,7 @@ pub fn mag_config(
     access_points: BTreeMap<String, Ipv6Addr>,
 ) -> Result<MagConfig, ConfigError> {
     let m = &spec.mags;
+    let tls = spec.tls.enabled;
     let cfg = MagConfig {
         name: format!("{name}-mag"),
         proxy_coa: Ipv6Addr::UNSPECIFIED,
@@ -214,11 +291,16 @@ pub fn mag_config(
         },
         router_advertisement: Default::default(),
         mobile_nodes: Vec::new(),
-        policy_server: Some(lma_service_url(namespace, name)),
-        policy_server_tls: None,
+        policy_server: Some(lma_service_url(namespace, name, tls)),
+        policy_server_tls: tls.then(|| ClientTlsConfig {
+            ca: format!("{TLS_DIR}/ca.crt").into(),
+            cert: Some(format!("{TLS_DIR}/tls.crt").into()),
+            key: Some(format!("{TLS_DIR}/tls.key").into()),
+            server_name: None,
+        }),
         datapath: datapath(spec),
         state_dir: STATE_DIR.into(),
-        api: Default::default(),
+        api: api(spec),
         metrics: Default::default(),
         tracing: Default::default(),
         ipsec: Default::default(),
@@ -276,6 +358,13 @@ pub fn labels(domain: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
+fn selector(domain: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (DOMAIN_LABEL.into(), domain.into()),
+        (COMPONENT_LABEL.into(), component.into()),
+    ])
+}
+
 /// Image and pull policy for a domain's daemons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -305,24 +394,28 @@ impl Image {
     }
 }
 
-fn owner_ref(md: &MobilityDomain) -> Value {
-    json!({
-        "apiVersion": "pmip.io/v1alpha1",
-        "kind": "MobilityDomain",
-        "name": md.metadata.name,
-        "uid": md.metadata.uid,
-        "controller": true,
-        "blockOwnerDeletion": true,
-    })
+/// The owner reference every object of a domain carries. `blockOwnerDeletion` needs the
+/// `update` right on `mobilitydomains/finalizers` where OwnerReferencesPermissionEnforcement
+/// is on (the chart's RBAC has it).
+pub fn owner_ref(md: &MobilityDomain) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        kind: "MobilityDomain".into(),
+        name: domain_name(md).into(),
+        uid: md.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
-fn meta(md: &MobilityDomain, name: &str, component: &str) -> Value {
-    json!({
-        "name": name,
-        "namespace": md.metadata.namespace,
-        "labels": labels(md.metadata.name.as_deref().unwrap_or_default(), component),
-        "ownerReferences": [owner_ref(md)],
-    })
+fn meta(md: &MobilityDomain, name: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: md.metadata.namespace.clone(),
+        labels: Some(labels(domain_name(md), component)),
+        owner_references: Some(vec![owner_ref(md)]),
+        ..ObjectMeta::default()
+    }
 }
 
 fn domain_name(md: &MobilityDomain) -> &str {
@@ -330,245 +423,618 @@ fn domain_name(md: &MobilityDomain) -> &str {
 }
 
 /// The ConfigMap with `lma.yaml` and, once the LMA address is known, `mag.yaml`.
-pub fn config_map(md: &MobilityDomain, lma_yaml: &str, mag_yaml: Option<&str>) -> Value {
+pub fn config_map(md: &MobilityDomain, lma_yaml: &str, mag_yaml: Option<&str>) -> ConfigMap {
     let n = Names::of(domain_name(md));
-    let mut data = serde_json::Map::new();
-    data.insert("lma.yaml".into(), lma_yaml.into());
+    let mut data = BTreeMap::from([("lma.yaml".to_string(), lma_yaml.to_string())]);
     if let Some(m) = mag_yaml {
         data.insert("mag.yaml".into(), m.into());
     }
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": meta(md, &n.config_map, "config"),
-        "data": data,
-    })
+    ConfigMap {
+        metadata: meta(md, &n.config_map, "config"),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The domain's CA (certificate and key), read only by the operator.
+pub fn ca_secret(md: &MobilityDomain, cert_pem: &str, key_pem: &str) -> Secret {
+    let n = Names::of(domain_name(md));
+    Secret {
+        metadata: meta(md, &n.ca, "tls"),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (
+                crate::pki::CA_CERT.into(),
+                ByteString(cert_pem.as_bytes().to_vec()),
+            ),
+            (
+                crate::pki::CA_KEY.into(),
+                ByteString(key_pem.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// The daemons' certificate and key and the CA's certificate, mounted at [`TLS_DIR`].
+pub fn tls_secret(md: &MobilityDomain, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Secret {
+    let n = Names::of(domain_name(md));
+    Secret {
+        metadata: meta(md, &n.tls, "tls"),
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            (
+                crate::pki::CA_CERT.into(),
+                ByteString(ca_pem.as_bytes().to_vec()),
+            ),
+            (
+                crate::pki::TLS_CERT.into(),
+                ByteString(cert_pem.as_bytes().to_vec()),
+            ),
+            (
+                crate::pki::TLS_KEY.into(),
+                ByteString(key_pem.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    }
 }
 
 /// The LMA's state volume.
-pub fn lma_pvc(md: &MobilityDomain) -> Value {
+pub fn lma_pvc(md: &MobilityDomain) -> PersistentVolumeClaim {
     let n = Names::of(domain_name(md));
     let s = &md.spec.lma.storage;
-    let mut spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": s.size}},
-    });
-    if let Some(class) = &s.storage_class_name {
-        spec["storageClassName"] = class.clone().into();
+    PersistentVolumeClaim {
+        metadata: meta(md, &n.lma_state, "lma"),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(s.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            storage_class_name: s.storage_class_name.clone(),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
     }
-    json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": meta(md, &n.lma_state, "lma"),
-        "spec": spec,
-    })
 }
 
-/// The Service in front of the LMA's gRPC API (and metrics).
-pub fn lma_service(md: &MobilityDomain) -> Value {
+fn service_port(name: &str, port: u16, app_protocol: Option<&str>) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(i32::from(port))),
+        protocol: Some("TCP".into()),
+        app_protocol: app_protocol.map(str::to_string),
+        ..ServicePort::default()
+    }
+}
+
+/// The Service in front of the LMA's gRPC API, its health listener and its metrics.
+pub fn lma_service(md: &MobilityDomain) -> Service {
     let d = domain_name(md);
     let n = Names::of(d);
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": meta(md, &n.lma, "lma"),
-        "spec": {
-            "type": "ClusterIP",
-            "ipFamilyPolicy": "PreferDualStack",
-            "selector": {DOMAIN_LABEL: d, COMPONENT_LABEL: "lma"},
-            "ports": [
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "protocol": "TCP", "appProtocol": "grpc"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT, "protocol": "TCP"},
-            ],
-        },
-    })
+    Service {
+        metadata: meta(md, &n.lma, "lma"),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ip_family_policy: Some("PreferDualStack".into()),
+            selector: Some(selector(d, "lma")),
+            ports: Some(vec![
+                service_port("grpc", GRPC_PORT, Some("grpc")),
+                service_port("health", HEALTH_PORT, Some("grpc")),
+                service_port("metrics", METRICS_PORT, None),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The two daemons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Lma,
+    Mag,
+}
+
+impl Component {
+    /// The label value and container name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Lma => "lma",
+            Component::Mag => "mag",
+        }
+    }
+
+    fn program(self) -> String {
+        format!("/usr/local/bin/pmip-{}", self.name())
+    }
+
+    fn config_file(self) -> String {
+        format!("{CONFIG_DIR}/{}.yaml", self.name())
+    }
+
+    /// The gRPC health service name that says the daemon is ready.
+    pub fn health_service(self) -> &'static str {
+        match self {
+            Component::Lma => proto::service_names::BINDING_CACHE,
+            Component::Mag => proto::service_names::GATEWAY,
+        }
+    }
+
+    /// The variable the daemon takes its address from.
+    fn address_env(self) -> &'static str {
+        match self {
+            Component::Lma => "PMIP_LMA_ADDRESS",
+            Component::Mag => "PMIP_PROXY_COA",
+        }
+    }
+
+    /// Requests and limits when the domain gives none.
+    fn default_resources(self) -> ResourceRequirements {
+        match self {
+            Component::Lma => resources("100m", "128Mi", "1Gi"),
+            Component::Mag => resources("50m", "64Mi", "256Mi"),
+        }
+    }
+}
+
+fn resources(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(memory_limit.into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
 }
 
 /// Env var from the downward API.
-fn field_env(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
-}
-
-#[allow(clippy::too_many_arguments)]
-fn daemon_container(
-    component: &str,
-    image: &Image,
-    config_file: &str,
-    env: Vec<Value>,
-    caps: &[&str],
-    resources: Option<&k8s_openapi::api::core::v1::ResourceRequirements>,
-    health_service: &str,
-    extra_mounts: Vec<Value>,
-) -> Value {
-    let mut mounts = vec![json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true})];
-    mounts.extend(extra_mounts);
-    let mut c = json!({
-        "name": component,
-        "image": image.reference,
-        "imagePullPolicy": image.pull_policy,
-        "command": [format!("/usr/local/bin/pmip-{component}")],
-        "args": ["--config", format!("{CONFIG_DIR}/{config_file}")],
-        "env": env,
-        "ports": [
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-        ],
-        // The standard gRPC health service: the process, and the component's main service
-        // once it is ready (see proto/).
-        "livenessProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {"grpc": {"port": GRPC_PORT, "service": health_service}, "periodSeconds": 5},
-        "startupProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 2, "failureThreshold": 30},
-        "securityContext": {
-            // Tunnels, routes and raw Mobility Header sockets need NET_ADMIN and NET_RAW in the
-            // host's network namespace; nothing else.
-            "privileged": false,
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"], "add": caps},
-        },
-        "volumeMounts": mounts,
-    });
-    if let Some(r) = resources {
-        c["resources"] = serde_json::to_value(r).unwrap_or(Value::Null);
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
     }
-    c
 }
 
-fn common_env(config_hash: &str) -> Vec<Value> {
-    vec![
-        field_env("PMIP_NODE_NAME", "spec.nodeName"),
-        json!({"name": "PMIP_CONFIG_HASH", "value": config_hash}),
-        json!({"name": "RUST_LOG", "value": "info"}),
-    ]
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
 }
 
-/// Keeps a pod of `component` off the nodes that run `other` of the same domain. The LMA and
-/// a MAG of one domain both use the host's network: on one node they would have the same
-/// address (LMA address = proxy-CoA), the same ports and the same route tables. The scheduler
-/// honours the rule from both sides, so whichever comes second waits (Pending, "didn't match
-/// pod anti-affinity rules") instead of breaking the other.
-fn apart_from(domain: &str, other: &str) -> Value {
-    json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-        "labelSelector": {"matchLabels": {DOMAIN_LABEL: domain, COMPONENT_LABEL: other}},
-        "topologyKey": "kubernetes.io/hostname",
-    }]}})
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
 }
 
-/// The LMA: one replica on the host network, its state on a PVC.
-pub fn lma_deployment(md: &MobilityDomain, image: &Image, config_hash: &str) -> Value {
-    let d = domain_name(md);
-    let n = Names::of(d);
-    let mut env = common_env(config_hash);
+fn grpc_probe(service: Option<&str>, period: i32, failures: i32) -> Probe {
+    Probe {
+        grpc: Some(GRPCAction {
+            port: i32::from(HEALTH_PORT),
+            service: service.map(str::to_string),
+            ..GRPCAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// Whether a daemon container runs privileged: when the domain says so, and for lab-mode
+/// MAGs (they make network namespaces and set sysctls inside them).
+pub fn runs_privileged(md: &MobilityDomain, component: Component) -> bool {
+    md.spec.sysctls == SysctlSetter::Privileged || (component == Component::Mag && md.spec.mags.lab)
+}
+
+/// Whether the pods of `component` get the privileged init container that sets the sysctls.
+pub fn has_sysctl_init(md: &MobilityDomain, component: Component) -> bool {
+    md.spec.sysctls == SysctlSetter::InitContainer
+        && !runs_privileged(md, component)
+        && md.spec.lma.datapath.mode != DatapathMode::None
+}
+
+fn daemon_security(privileged: bool) -> SecurityContext {
+    if privileged {
+        // The API server refuses allowPrivilegeEscalation: false beside privileged: true.
+        SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            read_only_root_filesystem: Some(true),
+            ..SecurityContext::default()
+        }
+    } else {
+        SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+            }),
+            ..SecurityContext::default()
+        }
+    }
+}
+
+/// The daemon's environment: its address and name from the downward API, and what `pmipctl`
+/// in the container needs to reach the daemons (`kubectl exec ... -- pmipctl bindings list`).
+fn daemon_env(md: &MobilityDomain, component: Component) -> Vec<EnvVar> {
+    let ns = md.metadata.namespace.as_deref().unwrap_or_default();
+    let tls = md.spec.tls.enabled;
+    let scheme = if tls { "https" } else { "http" };
     // hostNetwork: status.hostIPs are the node's addresses; the daemon takes the first global IPv6.
-    env.insert(0, field_env("PMIP_LMA_ADDRESS", "status.hostIPs"));
-    let container = daemon_container(
-        "lma",
-        image,
-        "lma.yaml",
-        env,
-        &["NET_ADMIN", "NET_RAW"],
-        md.spec.resources.lma.as_ref(),
-        proto::service_names::BINDING_CACHE,
-        vec![json!({"name": "state", "mountPath": STATE_DIR})],
-    );
-    let mut pod_spec = json!({
-        "hostNetwork": true,
-        "dnsPolicy": "ClusterFirstWithHostNet",
-        "enableServiceLinks": false,
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": n.config_map, "items": [{"key": "lma.yaml", "path": "lma.yaml"}]}},
-            {"name": "state", "persistentVolumeClaim": {"claimName": n.lma_state}},
-        ],
-        "affinity": apart_from(d, "mag"),
-    });
-    if !md.spec.lma.node_selector.is_empty() {
-        pod_spec["nodeSelector"] = json!(md.spec.lma.node_selector);
+    let mut v = vec![
+        field_env(component.address_env(), "status.hostIPs"),
+        field_env("PMIP_NODE_NAME", "spec.nodeName"),
+        env("RUST_LOG", "info"),
+    ];
+    let own = format!("{scheme}://[::1]:{GRPC_PORT}");
+    match component {
+        Component::Lma => v.push(env("PMIP_LMA", own)),
+        Component::Mag => {
+            v.push(env("PMIP_MAG", own));
+            v.push(env("PMIP_LMA", lma_service_url(ns, domain_name(md), tls)));
+        }
     }
-    if !md.spec.lma.tolerations.is_empty() {
-        pod_spec["tolerations"] = json!(md.spec.lma.tolerations);
+    if tls {
+        v.push(env("PMIP_CA", format!("{TLS_DIR}/ca.crt")));
+        v.push(env("PMIP_CERT", format!("{TLS_DIR}/tls.crt")));
+        v.push(env("PMIP_KEY", format!("{TLS_DIR}/tls.key")));
     }
-    let l = labels(d, "lma");
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": meta(md, &n.lma, "lma"),
-        "spec": {
-            "replicas": 1,
-            // One LMA at a time: it owns the host's Mobility Header socket and the PVC.
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {DOMAIN_LABEL: d, COMPONENT_LABEL: "lma"}},
-            "template": {
-                "metadata": {"labels": l, "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
-                "spec": pod_spec,
-            },
-        },
-    })
+    v
 }
 
-/// The MAGs: one per selected node, on the host network.
-pub fn mag_daemonset(md: &MobilityDomain, image: &Image, config_hash: &str) -> Value {
+/// What a rendered pod template depends on besides the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInputs<'a> {
+    pub image: &'a Image,
+    /// Hash of the daemon's configuration and certificate ([`config_hash`]).
+    pub config_hash: &'a str,
+}
+
+/// The pod of `component`: on the host network, as root with NET_ADMIN and NET_RAW (or
+/// privileged where [`runs_privileged`] says), its configuration, TLS files and state mounted,
+/// probes on the plain-text health listener.
+pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<'_>) -> PodSpec {
+    let n = Names::of(domain_name(md));
+    let privileged = runs_privileged(md, component);
+    let name = component.name();
+    let config_key = format!("{name}.yaml");
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: n.config_map.clone(),
+            items: Some(vec![KeyToPath {
+                key: config_key.clone(),
+                path: config_key,
+                ..KeyToPath::default()
+            }]),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("state", STATE_DIR, false),
+    ];
+    volumes.push(match component {
+        Component::Lma => Volume {
+            name: "state".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: n.lma_state.clone(),
+                ..PersistentVolumeClaimVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Component::Mag => Volume {
+            name: "state".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    });
+    if md.spec.tls.enabled {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(n.tls.clone()),
+                // Keys are for root's eyes only.
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("tls", TLS_DIR, true));
+    }
+    if component == Component::Mag {
+        if md.spec.lma.fast_handover.mode != FastHandoverMode::Off && !privileged {
+            // The fast-handover buffer is a TUN device; the runtime's default device rules
+            // allow /dev/net/tun but do not create it in the container.
+            volumes.push(Volume {
+                name: "tun".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: "/dev/net/tun".into(),
+                    type_: Some("CharDevice".into()),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount("tun", "/dev/net/tun", false));
+        }
+        if md.spec.mags.lab {
+            // Lab mode: emulated nodes live in network namespaces the MAG creates and names.
+            volumes.push(Volume {
+                name: "netns".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            });
+            mounts.push(mount("netns", "/run/netns", false));
+        }
+    }
+    let daemon_resources = match component {
+        Component::Lma => md.spec.resources.lma.clone(),
+        Component::Mag => md.spec.resources.mag.clone(),
+    }
+    .unwrap_or_else(|| component.default_resources());
+    let container = Container {
+        name: name.into(),
+        image: Some(inputs.image.reference.clone()),
+        image_pull_policy: Some(inputs.image.pull_policy.clone()),
+        command: Some(vec![component.program()]),
+        args: Some(vec!["--config".into(), component.config_file()]),
+        env: Some(daemon_env(md, component)),
+        ports: Some(vec![
+            container_port("grpc", GRPC_PORT),
+            container_port("health", HEALTH_PORT),
+            container_port("metrics", METRICS_PORT),
+        ]),
+        // The standard gRPC health service on the plain-text listener: the process (""), and
+        // the component's main service once it is ready (see proto/).
+        startup_probe: Some(grpc_probe(None, 2, 30)),
+        liveness_probe: Some(grpc_probe(None, 10, 3)),
+        readiness_probe: Some(grpc_probe(Some(component.health_service()), 5, 3)),
+        security_context: Some(daemon_security(privileged)),
+        resources: Some(daemon_resources),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    // The init container reads the same configuration file, which names the TLS files (they
+    // are checked when it is read).
+    let mut init_mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("state", STATE_DIR, false),
+    ];
+    if md.spec.tls.enabled {
+        init_mounts.push(mount("tls", TLS_DIR, true));
+    }
+    let init_containers = has_sysctl_init(md, component).then(|| {
+        vec![Container {
+            name: SYSCTL_INIT_CONTAINER.into(),
+            image: Some(inputs.image.reference.clone()),
+            image_pull_policy: Some(inputs.image.pull_policy.clone()),
+            command: Some(vec![component.program()]),
+            args: Some(vec![
+                "--config".into(),
+                component.config_file(),
+                "--set-sysctls".into(),
+            ]),
+            // The address tells the daemon which link is the transport link.
+            env: Some(vec![
+                field_env(component.address_env(), "status.hostIPs"),
+                field_env("PMIP_NODE_NAME", "spec.nodeName"),
+            ]),
+            // /proc/sys is writable only in a privileged container.
+            security_context: Some(daemon_security(true)),
+            resources: Some(resources("10m", "16Mi", "64Mi")),
+            // The state volume: the values found are recorded there, for --cleanup.
+            volume_mounts: Some(init_mounts),
+            ..Container::default()
+        }]
+    });
+    let (node_selector, tolerations, priority) = match component {
+        Component::Lma => (
+            &md.spec.lma.node_selector,
+            &md.spec.lma.tolerations,
+            &md.spec.lma.priority_class_name,
+        ),
+        Component::Mag => (
+            &md.spec.mags.node_selector,
+            &md.spec.mags.tolerations,
+            &md.spec.mags.priority_class_name,
+        ),
+    };
+    PodSpec {
+        host_network: Some(true),
+        dns_policy: Some("ClusterFirstWithHostNet".into()),
+        enable_service_links: Some(false),
+        // The daemons do not talk to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(30),
+        priority_class_name: (!priority.is_empty()).then(|| priority.clone()),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        init_containers,
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: (!node_selector.is_empty()).then(|| node_selector.clone()),
+        tolerations: (!tolerations.is_empty()).then(|| tolerations.clone()),
+        ..PodSpec::default()
+    }
+}
+
+fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn template(
+    md: &MobilityDomain,
+    component: Component,
+    inputs: &PodInputs<'_>,
+    affinity: Affinity,
+) -> PodTemplateSpec {
+    let mut spec = daemon_pod(md, component, inputs);
+    spec.affinity = Some(affinity);
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(domain_name(md), component.name())),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_string(),
+                inputs.config_hash.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(spec),
+    }
+}
+
+/// The LMA: one replica on the host network, its state on a PVC. It prefers a node without a
+/// MAG of its domain; the MAGs are kept off its node by the DaemonSet's node affinity
+/// ([`mag_daemonset`]). A required anti-affinity here would leave a rescheduled LMA Pending
+/// for good once every other node runs a MAG.
+pub fn lma_deployment(md: &MobilityDomain, inputs: &PodInputs<'_>) -> Deployment {
     let d = domain_name(md);
     let n = Names::of(d);
-    let mut env = common_env(config_hash);
-    env.insert(0, field_env("PMIP_PROXY_COA", "status.hostIPs"));
-    let mut caps = vec!["NET_ADMIN", "NET_RAW"];
-    let mut volumes = vec![
-        json!({"name": "config", "configMap": {"name": n.config_map, "items": [{"key": "mag.yaml", "path": "mag.yaml"}]}}),
-        json!({"name": "state", "emptyDir": {}}),
-    ];
-    let mut mounts = vec![json!({"name": "state", "mountPath": STATE_DIR})];
-    if md.spec.mags.lab {
-        // Lab mode: emulated nodes live in network namespaces the MAG creates and names.
-        caps.push("SYS_ADMIN");
-        volumes.push(json!({"name": "netns", "emptyDir": {}}));
-        mounts.push(json!({"name": "netns", "mountPath": "/run/netns"}));
-    }
-    let container = daemon_container(
-        "mag",
-        image,
-        "mag.yaml",
-        env,
-        &caps,
-        md.spec.resources.mag.as_ref(),
-        proto::service_names::GATEWAY,
-        mounts,
-    );
-    let mut pod_spec = json!({
-        "hostNetwork": true,
-        "dnsPolicy": "ClusterFirstWithHostNet",
-        "enableServiceLinks": false,
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": {"runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
-        "volumes": volumes,
-        "affinity": apart_from(d, "lma"),
-    });
-    if !md.spec.mags.node_selector.is_empty() {
-        pod_spec["nodeSelector"] = json!(md.spec.mags.node_selector);
-    }
-    if !md.spec.mags.tolerations.is_empty() {
-        pod_spec["tolerations"] = json!(md.spec.mags.tolerations);
-    }
-    json!({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": meta(md, &n.mag, "mag"),
-        "spec": {
-            "selector": {"matchLabels": {DOMAIN_LABEL: d, COMPONENT_LABEL: "mag"}},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": labels(d, "mag"), "annotations": {CONFIG_HASH_ANNOTATION: config_hash}},
-                "spec": pod_spec,
+    let affinity = Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector(d, "mag")),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    };
+    Deployment {
+        metadata: meta(md, &n.lma, "lma"),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            // One LMA at a time: it owns the host's Mobility Header socket and the PVC.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..DeploymentStrategy::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector(d, "lma")),
+                ..LabelSelector::default()
             },
+            template: template(md, Component::Lma, inputs, affinity),
+            ..DeploymentSpec::default()
         },
-    })
+        ..Deployment::default()
+    }
+}
+
+/// The MAGs: one per selected node, on the host network, never on the node that runs the
+/// domain's LMA (`lma_node`): both would have the node's address, ports and route tables. The
+/// node is excluded by a node affinity, which the DaemonSet controller honours when it counts
+/// the nodes that should run a MAG, so `desiredNumberScheduled` leaves it out and the domain
+/// becomes Ready with no selector on a cluster of two nodes or more.
+pub fn mag_daemonset(
+    md: &MobilityDomain,
+    inputs: &PodInputs<'_>,
+    lma_node: Option<&str>,
+) -> DaemonSet {
+    let d = domain_name(md);
+    let n = Names::of(d);
+    let affinity = Affinity {
+        node_affinity: lma_node.map(|node| NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_fields: Some(vec![NodeSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec![node.to_string()]),
+                    }]),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    };
+    DaemonSet {
+        metadata: meta(md, &n.mag, "mag"),
+        spec: DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector(d, "mag")),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..RollingUpdateDaemonSet::default()
+                }),
+            }),
+            template: template(md, Component::Mag, inputs, affinity),
+            ..DaemonSetSpec::default()
+        },
+        ..DaemonSet::default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
-
     use super::*;
     use crate::fixtures::domain;
+
+    fn image() -> Image {
+        Image {
+            reference: "ghcr.io/pmip-io/pmip:0.1.0".into(),
+            pull_policy: "IfNotPresent".into(),
+        }
+    }
+
+    fn inputs(img: &Image) -> PodInputs<'_> {
+        PodInputs {
+            image: img,
+            config_hash: "abc",
+        }
+    }
 
     #[test]
     fn lma_config_round_trips_and_keeps_rfc_defaults() {
@@ -584,6 +1050,13 @@ mod tests {
             back.address.is_unspecified(),
             "the address comes from PMIP_LMA_ADDRESS"
         );
+        // TLS with client certificates by default, and the plain-text health listener.
+        let tls = back.api.tls.unwrap();
+        assert_eq!(
+            tls.client_ca.as_deref(),
+            Some(std::path::Path::new("/etc/pmip/tls/ca.crt"))
+        );
+        assert_eq!(back.api.health_listen, Some("[::]:50052".parse().unwrap()));
     }
 
     #[test]
@@ -597,10 +1070,21 @@ mod tests {
         assert_eq!(back.lma_address, lma);
         assert_eq!(
             back.policy_server.as_deref(),
-            Some("http://pmip-lab-lma.pmip.svc:50051")
+            Some("https://pmip-lab-lma.pmip.svc:50051")
         );
+        let tls = back.policy_server_tls.unwrap();
+        assert!(tls.cert.is_some() && tls.key.is_some());
         assert_eq!(back.access_interfaces, vec!["pmip*".to_string()]);
         assert_eq!(back.domain.fast_handover.access_points.len(), 1);
+        // Without TLS: plain URLs, no TLS sections.
+        let mut plain = domain("lab");
+        plain.spec.tls.enabled = false;
+        let cfg = mag_config("pmip", "lab", &plain.spec, lma, BTreeMap::new()).unwrap();
+        assert_eq!(
+            cfg.policy_server.as_deref(),
+            Some("http://pmip-lab-lma.pmip.svc:50051")
+        );
+        assert!(cfg.policy_server_tls.is_none() && cfg.api.tls.is_none());
     }
 
     #[test]
@@ -624,88 +1108,252 @@ mod tests {
         assert_eq!(first_global_ipv6(["10.0.0.1", "::1"]), None);
     }
 
+    fn containers(pod: &PodSpec) -> Vec<&Container> {
+        pod.init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter())
+            .collect()
+    }
+
+    /// The default privilege model: the daemons as root with NET_ADMIN and NET_RAW only and
+    /// nothing to escalate with, a privileged init container for the sysctls; probes on the
+    /// health port; TLS files mounted; the MAGs kept off the LMA's node by node affinity.
     #[test]
-    fn workloads_are_valid_kubernetes_objects() {
-        let mut md = domain("lab");
-        md.spec.mags.lab = true;
-        let img = Image::for_domain(&md, "ghcr.io/pmip-io/pmip:0.1.0", "IfNotPresent");
-        assert_eq!(img.reference, "ghcr.io/pmip-io/pmip:0.1.0");
-        let dep: Deployment = serde_json::from_value(lma_deployment(&md, &img, "abc")).unwrap();
+    fn default_pods_run_as_the_privilege_model_says() {
+        let md = domain("lab");
+        let img = image();
+        let dep = lma_deployment(&md, &inputs(&img));
         let pod = dep.spec.template.spec.unwrap();
-        let lma_pod = pod.clone();
         assert_eq!(pod.host_network, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-cluster-critical")
+        );
         let c = &pod.containers[0];
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_user, Some(0));
         let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
         assert_eq!(
             caps.add.as_deref(),
             Some(&["NET_ADMIN".to_string(), "NET_RAW".to_string()][..])
         );
-        assert!(c.liveness_probe.as_ref().unwrap().grpc.is_some());
-        let ready = c.readiness_probe.as_ref().unwrap().grpc.as_ref().unwrap();
-        assert_eq!(ready.service.as_deref(), Some("pmip.v1.BindingCache"));
-        let env = c.env.as_ref().unwrap();
-        let lma_env = env.iter().find(|e| e.name == "PMIP_LMA_ADDRESS").unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, SYSCTL_INIT_CONTAINER);
         assert_eq!(
-            lma_env
-                .value_from
+            init.security_context.as_ref().unwrap().privileged,
+            Some(true)
+        );
+        assert!(
+            init.args
                 .as_ref()
                 .unwrap()
+                .contains(&"--set-sysctls".into())
+        );
+        for c in containers(&pod) {
+            assert!(
+                c.resources.as_ref().unwrap().requests.is_some(),
+                "{}",
+                c.name
+            );
+            assert!(c.resources.as_ref().unwrap().limits.is_some(), "{}", c.name);
+        }
+        let ready = c.readiness_probe.as_ref().unwrap().grpc.as_ref().unwrap();
+        assert_eq!(ready.port, i32::from(HEALTH_PORT));
+        assert_eq!(ready.service.as_deref(), Some("pmip.v1.BindingCache"));
+        let env = c.env.as_ref().unwrap();
+        let find = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!(
+            find("PMIP_LMA_ADDRESS")
+                .value_from
+                .unwrap()
                 .field_ref
-                .as_ref()
                 .unwrap()
                 .field_path,
             "status.hostIPs"
         );
+        assert_eq!(
+            find("PMIP_LMA").value.as_deref(),
+            Some("https://[::1]:50051")
+        );
+        assert_eq!(
+            find("PMIP_CA").value.as_deref(),
+            Some("/etc/pmip/tls/ca.crt")
+        );
+        let vols = pod.volumes.as_ref().unwrap();
+        assert!(vols.iter().any(|v| v.persistent_volume_claim.is_some()));
+        let tls = vols.iter().find(|v| v.name == "tls").unwrap();
+        assert_eq!(
+            tls.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("pmip-lab-tls")
+        );
+        // The LMA prefers a node without a MAG; it does not require one.
+        let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
         assert!(
-            pod.volumes
-                .unwrap()
-                .iter()
-                .any(|v| v.persistent_volume_claim.is_some())
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .unwrap()[0]
+                .pod_affinity_term
+                .topology_key,
+            "kubernetes.io/hostname"
         );
 
-        let ds: DaemonSet = serde_json::from_value(mag_daemonset(&md, &img, "def")).unwrap();
+        let ds = mag_daemonset(&md, &inputs(&img), Some("node-1"));
         let pod = ds.spec.template.spec.unwrap();
-        let caps = pod.containers[0]
-            .security_context
-            .as_ref()
-            .unwrap()
-            .capabilities
-            .as_ref()
-            .unwrap();
-        assert!(
-            caps.add
-                .as_ref()
-                .unwrap()
-                .contains(&"SYS_ADMIN".to_string()),
-            "lab mode"
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-node-critical")
         );
-        // The LMA and a MAG of the domain never share a node, from either side.
-        for (pod, other) in [(&lma_pod, "mag"), (&pod, "lma")] {
-            let terms = pod
-                .affinity
-                .as_ref()
-                .and_then(|a| a.pod_anti_affinity.as_ref())
-                .and_then(|a| {
-                    a.required_during_scheduling_ignored_during_execution
-                        .as_ref()
-                })
-                .unwrap();
-            assert_eq!(terms.len(), 1);
-            assert_eq!(terms[0].topology_key, "kubernetes.io/hostname");
-            let sel = terms[0].label_selector.as_ref().unwrap();
-            assert_eq!(
-                sel.match_labels.as_ref().unwrap(),
-                &BTreeMap::from([
-                    (DOMAIN_LABEL.to_string(), "lab".to_string()),
-                    (COMPONENT_LABEL.to_string(), other.to_string()),
-                ])
-            );
+        let term = &pod
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap()
+            .node_selector_terms[0];
+        let f = &term.match_fields.as_ref().unwrap()[0];
+        assert_eq!(
+            (f.key.as_str(), f.operator.as_str(), f.values.clone()),
+            ("metadata.name", "NotIn", Some(vec!["node-1".to_string()]))
+        );
+        assert!(
+            pod.volumes.unwrap().iter().all(|v| v.host_path.is_none()),
+            "no TUN device without fast handovers"
+        );
+    }
+
+    #[test]
+    fn privileged_node_and_lab_modes() {
+        let img = image();
+        let mut md = domain("lab");
+        md.spec.sysctls = SysctlSetter::Privileged;
+        let pod = daemon_pod(&md, Component::Lma, &inputs(&img));
+        assert!(pod.init_containers.is_none());
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.privileged, Some(true));
+        assert_eq!(
+            sc.allow_privilege_escalation, None,
+            "the API refuses false beside privileged"
+        );
+
+        md.spec.sysctls = SysctlSetter::Node;
+        let pod = daemon_pod(&md, Component::Mag, &inputs(&img));
+        assert!(pod.init_containers.is_none());
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .clone()
+                .unwrap()
+                .privileged,
+            Some(false)
+        );
+
+        // Lab mode: the MAG runs privileged whatever spec.sysctls says; the LMA does not.
+        let mut md = domain("lab");
+        md.spec.mags.lab = true;
+        let pod = daemon_pod(&md, Component::Mag, &inputs(&img));
+        assert!(pod.init_containers.is_none());
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .clone()
+                .unwrap()
+                .privileged,
+            Some(true)
+        );
+        assert!(
+            daemon_pod(&md, Component::Lma, &inputs(&img))
+                .init_containers
+                .is_some()
+        );
+
+        // Fast handovers: the MAG gets the TUN device.
+        let mut md = domain("lab");
+        md.spec.lma.fast_handover.mode = FastHandoverMode::Predictive;
+        let pod = daemon_pod(&md, Component::Mag, &inputs(&img));
+        let tun = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tun")
+            .unwrap();
+        assert_eq!(tun.host_path.unwrap().type_.as_deref(), Some("CharDevice"));
+
+        // No datapath: no sysctls, no init container.
+        let mut md = domain("lab");
+        md.spec.lma.datapath.mode = DatapathMode::None;
+        assert!(
+            daemon_pod(&md, Component::Lma, &inputs(&img))
+                .init_containers
+                .is_none()
+        );
+
+        // Empty priority class names mean none.
+        let mut md = domain("lab");
+        md.spec.lma.priority_class_name.clear();
+        assert!(
+            daemon_pod(&md, Component::Lma, &inputs(&img))
+                .priority_class_name
+                .is_none()
+        );
+    }
+
+    /// Every object serializes to what the API expects (apiVersion, kind, owner reference with
+    /// blockOwnerDeletion) and parses back.
+    #[test]
+    fn objects_serialize_with_kind_and_owner() {
+        let md = domain("lab");
+        let img = image();
+        let values = [
+            serde_json::to_value(config_map(&md, "a: 1", Some("b: 2"))).unwrap(),
+            serde_json::to_value(lma_pvc(&md)).unwrap(),
+            serde_json::to_value(lma_service(&md)).unwrap(),
+            serde_json::to_value(lma_deployment(&md, &inputs(&img))).unwrap(),
+            serde_json::to_value(mag_daemonset(&md, &inputs(&img), None)).unwrap(),
+            serde_json::to_value(ca_secret(&md, "c", "k")).unwrap(),
+            serde_json::to_value(tls_secret(&md, "a", "c", "k")).unwrap(),
+        ];
+        let kinds: Vec<&str> = values.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "ConfigMap",
+                "PersistentVolumeClaim",
+                "Service",
+                "Deployment",
+                "DaemonSet",
+                "Secret",
+                "Secret"
+            ]
+        );
+        for v in &values {
+            let o = &v["metadata"]["ownerReferences"][0];
+            assert_eq!(o["kind"], "MobilityDomain");
+            assert_eq!(o["uid"], "uid-md");
+            assert_eq!(o["blockOwnerDeletion"], true);
+            assert_eq!(v["metadata"]["namespace"], "pmip");
         }
-        let _: ConfigMap = serde_json::from_value(config_map(&md, "a: 1", Some("b: 2"))).unwrap();
-        let _: PersistentVolumeClaim = serde_json::from_value(lma_pvc(&md)).unwrap();
-        let svc: Service = serde_json::from_value(lma_service(&md)).unwrap();
-        assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 50051);
+        let svc = lma_service(&md);
+        let ports: Vec<i32> = svc
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(ports, [50051, 50052, 9464]);
+        assert_eq!(
+            serde_json::to_value(lma_pvc(&md)).unwrap()["spec"]["resources"]["requests"]["storage"],
+            "1Gi"
+        );
     }
 }

@@ -8,6 +8,7 @@ Run from anywhere: python3 charts/pmip/ci/check_chart.py
 """
 
 import json
+import os
 import pathlib
 import sys
 
@@ -51,7 +52,92 @@ VALUE_SETS = {
         "serviceAccount": {"create": False, "name": "existing"},
         "tests": {"domain": "other"},
     },
+    "namespaced-monitored": {
+        "rbac": {"namespaced": True},
+        "operator": {"watchNamespace": "pmip-lab", "priorityClassName": "system-cluster-critical"},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+            "podMonitor": {"enabled": True, "interval": "15s"},
+        },
+    },
 }
+
+# Kinds each value set must render, beyond the operator's Deployment.
+REQUIRED_KINDS = {
+    "defaults": ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"],
+    "default-domain": ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "MobilityDomain", "Pod",
+                       "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"],
+    "minimal": ["ClusterRole", "ClusterRoleBinding"],
+    "namespaced-monitored": ["ServiceAccount", "Role", "RoleBinding", "ServiceMonitor", "PodMonitor"],
+}
+
+# Kinds of the Prometheus Operator, which kubernetes-validate does not know: the fields the
+# chart relies on, checked against the monitoring.coreos.com/v1 API as documented.
+MONITOR_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": {"type": "object", "required": ["name", "namespace"]},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["selector", "endpoints"],
+                "properties": {
+                    "selector": {"type": "object"},
+                    "namespaceSelector": {"type": "object"},
+                    "endpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["port"],
+                            "properties": {"port": {"type": "string"}, "path": {"type": "string"},
+                                           "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+    ("monitoring.coreos.com/v1", "PodMonitor"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": {"type": "object", "required": ["name", "namespace"]},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["selector", "podMetricsEndpoints"],
+                "properties": {
+                    "selector": {"type": "object"},
+                    "namespaceSelector": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"any": {"type": "boolean"},
+                                       "matchNames": {"type": "array", "items": {"type": "string"}}},
+                    },
+                    "podMetricsEndpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["port"],
+                            "properties": {"port": {"type": "string"}, "path": {"type": "string"},
+                                           "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+# The operator's own list of the permissions it needs (operator/src/rbac.rs), passed by
+# operator/tests/chart.rs; the rendered ClusterRole or Role must grant exactly these.
+RBAC_RULES = os.environ.get("PMIP_RBAC_RULES")
 
 # Values the schema must refuse.
 BAD_VALUES = {
@@ -60,6 +146,9 @@ BAD_VALUES = {
     "port": {"metrics": {"port": 70000}},
     "domain name": {"defaultDomain": {"enabled": True, "name": "Not_A_Name"}},
     "empty pools": {"defaultDomain": {"enabled": True, "name": "x", "spec": {"lma": {"prefixPools": []}}}},
+    "namespaced flag": {"rbac": {"namespaced": "yes"}},
+    "monitor interval": {"metrics": {"podMonitor": {"enabled": True, "interval": "soon"}}},
+    "watch namespace": {"operator": {"watchNamespace": "Not A Namespace"}},
 }
 
 failures = []
@@ -97,8 +186,49 @@ def openapi_to_jsonschema(s):
     return s
 
 
+def triples(rules):
+    return {(g, r, v) for rule in rules for g in rule.get("apiGroups", [])
+            for r in rule.get("resources", []) for v in rule.get("verbs", [])}
+
+
+def check_rbac(where, doc):
+    """The role grants exactly what the operator says it needs."""
+    if RBAC_RULES is None:
+        return
+    want = triples(json.loads(pathlib.Path(RBAC_RULES).read_text()))
+    got = triples(doc.get("rules") or [])
+    if got != want:
+        fail(f"{where}: {doc['kind']} grants {sorted(got - want)} beyond the operator's rules "
+             f"and lacks {sorted(want - got)}")
+    else:
+        print(f"ok   {where}: {doc['kind']} grants exactly operator/src/rbac.rs")
+
+
+def check_resources(where, doc):
+    """Every container of a rendered pod has requests and limits."""
+    spec = doc.get("spec") or {}
+    pod = spec.get("template", {}).get("spec") if doc["kind"] != "Pod" else spec
+    if not pod:
+        return
+    for c in (pod.get("initContainers") or []) + pod.get("containers", []):
+        r = c.get("resources") or {}
+        if not r.get("requests") or not r.get("limits"):
+            fail(f"{where}: container {c['name']} lacks resource requests or limits: {r}")
+
+
 def validate_object(where, doc, schemas):
     api, kind = doc.get("apiVersion"), doc.get("kind")
+    if (api, kind) in MONITOR_SCHEMAS:
+        try:
+            jsonschema.validate(doc, MONITOR_SCHEMAS[(api, kind)])
+            print(f"ok   {where}: {kind} against the monitoring.coreos.com/v1 fields it uses")
+        except jsonschema.ValidationError as e:
+            fail(f"{where}: {kind} {doc['metadata'].get('name')}: {e.message}")
+        return
+    if kind in ("ClusterRole", "Role"):
+        check_rbac(where, doc)
+    if kind in ("Deployment", "DaemonSet", "Pod"):
+        check_resources(where, doc)
     if (api, kind) in schemas:
         try:
             jsonschema.validate(doc, openapi_to_jsonschema(schemas[(api, kind)]))
@@ -146,15 +276,16 @@ def main():
             for doc in docs_of(text):
                 kinds.append(doc["kind"])
                 validate_object(f"[{name}] {template}", doc, schemas)
-        for required in ["Deployment", "ServiceAccount" if name != "minimal" else "Deployment", "ClusterRole", "ClusterRoleBinding"]:
+        for required in ["Deployment"] + REQUIRED_KINDS[name]:
             if required not in kinds:
                 fail(f"[{name}] renders no {required}: {kinds}")
-        if name == "default-domain":
-            for required in ["MobilityDomain", "Pod", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]:
-                if required not in kinds:
-                    fail(f"[{name}] renders no {required}: {kinds}")
         if name == "defaults" and ("MobilityDomain" in kinds or "Pod" in kinds):
             fail(f"[defaults] must not render a MobilityDomain or a test pod: {kinds}")
+        if name == "namespaced-monitored" and ("ClusterRole" in kinds or "ClusterRoleBinding" in kinds):
+            fail(f"[{name}] renders cluster-wide RBAC in the namespaced mode: {kinds}")
+        notes = manifests.get("pmip/templates/NOTES.txt", "")
+        if "pod-security.kubernetes.io/enforce=privileged" not in notes:
+            fail(f"[{name}] NOTES.txt does not say which Pod Security level a domain needs")
 
     with helm.Chart.load(str(CHART)) as chart:
         for what, values in BAD_VALUES.items():

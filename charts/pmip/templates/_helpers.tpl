@@ -41,3 +41,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.defaultDomain.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The one namespace the operator watches with rbac.namespaced (default: the release's). */}}
+{{- define "pmip.watchNamespace" -}}
+{{- default .Release.Namespace .Values.operator.watchNamespace -}}
+{{- end -}}
