@@ -1,35 +1,35 @@
-# syntax=docker/dockerfile:1
-# One image with every pmip binary. Build from the repository root:
-#   docker build -t ghcr.io/pmip-io/pmip:dev .
-# operator/tests/dockerfile.rs checks that PMIP_BINARIES below is exactly the set of bin
-# targets the workspace declares (cargo metadata).
+# The pmip image from source, where a registry can be reached. Builds with Docker (BuildKit),
+# podman or buildah; both base images are build arguments:
+#   docker build -t pmip:dev .
+#   podman build -t pmip:dev --build-arg RUST_IMAGE=... --build-arg RUNTIME_IMAGE=... .
+# Without a registry, e2e/containers/build-image.sh builds the same image from the workspace's
+# binaries. operator/tests/dockerfile.rs checks that PMIP_BINARIES names the programs both ship
+# (the daemons, the operator and pmipctl) and that both end with the same metadata.
 
-ARG RUST_VERSION=1.95
+# A Rust toolchain on Debian 12 (the runtime's libc must not be older than the builder's).
+ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
+# glibc, libgcc and CA certificates, nothing else (Debian 12 distroless).
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --workspace --bins \
+    cargo build --release --locked --features mag-cnf/lab --bin pmip-lma --bin pmip-mag --bin pmip-operator --bin pmipctl \
  && mkdir -p /out \
- && for b in crdgen pmip-bench pmip-lab pmip-lma pmip-mag pmip-operator pmipctl; do cp "target/release/$b" /out/; done
+ && for b in pmip-lma pmip-mag pmip-operator pmipctl; do strip --strip-all -o "/out/$b" "target/release/$b"; done
 
-FROM debian:bookworm-slim AS runtime
-# iproute2: the daemons' lab mode and troubleshooting; ca-certificates: OTLP over TLS.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates iproute2 \
- && rm -rf /var/lib/apt/lists/*
+FROM ${RUNTIME_IMAGE}
+COPY --from=build /out/ /usr/local/bin/
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="pmip" \
       org.opencontainers.image.description="Proxy Mobile IPv6 (RFC 5213, RFC 5949) LMA, MAG and Kubernetes operator" \
       org.opencontainers.image.source="https://github.com/pmip-io/pmip" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
-ENV PMIP_BINARIES="crdgen pmip-bench pmip-lab pmip-lma pmip-mag pmip-operator pmipctl"
-COPY --from=build /out/ /usr/local/bin/
-# The operator, crdgen and pmipctl run as this user; pmip-lma and pmip-mag need root in the host network
-# namespace (with NET_ADMIN/NET_RAW only) and their pods set runAsUser: 0 themselves.
-RUN mkdir -p /var/lib/pmip /etc/pmip && chown 65532:65532 /var/lib/pmip
+ENV PMIP_BINARIES="pmip-lma pmip-mag pmip-operator pmipctl"
+# The operator and pmipctl run as this user; pmip-lma and pmip-mag need root in the node's
+# network namespace (with NET_ADMIN and NET_RAW only) and their pods set runAsUser: 0.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/pmip-operator"]

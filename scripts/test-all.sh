@@ -14,6 +14,9 @@
 #   prometheus         promtool, which lints both daemons' /metrics (`promtool check metrics`)
 #   python3-pip        for .ci/requirements.txt: scapy, the Helm engine, kubernetes-validate,
 #                      Python's gRPC client with reflection
+#   podman, runc,      e2e/tests/pods.rs: the image built offline and the operator's pods run
+#   catatonit,         as containers (runc, since crun refuses a hybrid cgroup layout; catatonit
+#   binutils           for podman's pod infra container; strip for the image's programs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +36,10 @@ packages=(
     "udhcpc:/sbin/udhcpc"
     "busybox:/bin/busybox"
     "prometheus:/usr/bin/promtool"
+    "podman:/usr/bin/podman"
+    "runc:/usr/sbin/runc"
+    "catatonit:/usr/bin/catatonit"
+    "binutils:/usr/bin/strip"
 )
 missing=()
 for p in "${packages[@]}"; do

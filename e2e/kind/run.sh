@@ -20,6 +20,8 @@ helm install pmip charts/pmip --namespace "$NS" --create-namespace \
   --set image.repository=pmip --set image.tag=kind --set image.pullPolicy=Never \
   --wait --timeout 5m
 
+# hostNetwork, NET_ADMIN and the privileged sysctl init container: Pod Security "privileged".
+kubectl label namespace "$NS" pod-security.kubernetes.io/enforce=privileged --overwrite
 kubectl apply -f e2e/kind/domain.yaml
 kubectl -n "$NS" wait mobilitydomain/lab --for=condition=Ready --timeout=5m
 kubectl -n "$NS" get mobilitydomains

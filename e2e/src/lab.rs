@@ -258,7 +258,7 @@ impl Binaries {
 
 /// The newest modification time of the files under `dir` (its `src`, `proto` and
 /// `Cargo.toml`).
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+pub fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     fn walk(p: &Path, best: &mut Option<std::time::SystemTime>) {
         let Ok(m) = std::fs::metadata(p) else {
             return;
