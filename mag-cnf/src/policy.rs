@@ -49,7 +49,8 @@ pub async fn follow(endpoint: Endpoint, core: CoreHandle) {
     loop {
         match stream(&endpoint, &core, &mut cursor).await {
             Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => warn!(%url, error = %e, "policy server stream"),
+            // The whole chain: a bare "transport error" hides DNS, TLS or refused connections.
+            Err(e) => warn!(%url, error = format!("{e:#}"), "policy server stream"),
         }
         if core.send(Command::PolicySynced(false)).await.is_err() {
             return;
