@@ -33,7 +33,7 @@ use dataplane::sysctl::Sysctl;
 use e2e::traffic::TcpFlow;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, HostAlias, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec,
-    Secret, Volume,
+    Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use operator::crd::{MobilityDomain, SysctlSetter};
@@ -146,6 +146,24 @@ impl Cluster {
 
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// The last lines of every container this test started, for a failure's message.
+    fn diagnose(&self) -> String {
+        let names = self
+            .ok(None, &["ps", "--all", "--format", "{{.Names}}"])
+            .unwrap_or_default();
+        names
+            .lines()
+            .filter(|n| n.starts_with(&self.id) && !n.ends_with("-infra"))
+            .map(|n| format!("--- {n}:\n{}", log_tail(self, n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `r`'s value, or a panic with the error and the containers' logs.
+    fn must<T>(&self, r: anyhow::Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e:#}\n{}", self.diagnose()))
     }
 }
 
@@ -551,6 +569,9 @@ fn resolve_env(
         .collect()
 }
 
+/// The volume of the pod's /etc/hosts, as the kubelet mounts it.
+const ETC_HOSTS: &str = "k8s-etc-hosts";
+
 /// A container as podman runs it for the kubelet: its environment resolved, its probes
 /// removed (the test runs them, the kubelet's way), its ports left out (on the host network
 /// they only document what the daemon listens on; podman 4.3 turns them into port mappings
@@ -567,6 +588,14 @@ fn for_podman(c: &Container, node: &Node, pod: &str, k8s_ns: &str) -> anyhow::Re
     c.liveness_probe = None;
     c.readiness_probe = None;
     c.startup_probe = None;
+    c.volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: ETC_HOSTS.into(),
+            mount_path: "/etc/hosts".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
     Ok(c)
 }
 
@@ -583,7 +612,25 @@ fn run_pod(
 ) -> anyhow::Result<Vec<String>> {
     let k8s_ns = "pmip-pods";
     let spec = tpl.spec.clone().ok_or_else(|| anyhow!("no pod spec"))?;
-    let volumes = project_volumes(c, name, &spec, objects, secrets)?;
+    let mut volumes = project_volumes(c, name, &spec, objects, secrets)?;
+    // The kubelet writes each pod's /etc/hosts with its hostAliases and bind-mounts it into
+    // every container. podman 4.3 ignores hostAliases beside hostNetwork, and cluster DNS is
+    // not here: the aliases (the LMA's Service name) go into a file mounted the same way.
+    let hosts = c.path(&format!("pods/{name}/etc-hosts"));
+    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+    for (ip, host) in aliases {
+        text.push_str(&format!("{ip}\t{host}\n"));
+    }
+    std::fs::create_dir_all(hosts.parent().unwrap())?;
+    std::fs::write(&hosts, text)?;
+    volumes.push(Volume {
+        name: ETC_HOSTS.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: hosts.display().to_string(),
+            type_: Some("File".into()),
+        }),
+        ..Volume::default()
+    });
     let base = PodSpec {
         host_network: Some(true),
         security_context: spec.security_context.clone(),
@@ -802,29 +849,55 @@ async fn until<T>(
     }
 }
 
-/// `pmipctl ARGS` inside the LMA container, with the pod's environment: the LMA's URL and
-/// the TLS files of the domain.
-fn pmipctl(c: &Cluster, ctr: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+/// `pmipctl ARGS` inside the LMA container on `node`, with the pod's environment: the LMA's
+/// URL and the TLS files of the domain. `podman exec` runs in the node's network namespace:
+/// a hostNetwork container has none of its own, so runc would otherwise leave the process in
+/// the caller's.
+fn pmipctl(
+    c: &Cluster,
+    node: &Node,
+    ctr: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<String> {
     let mut a = vec!["exec"];
     if stdin.is_some() {
         a.push("-i");
     }
     a.extend([ctr, "pmipctl"]);
     a.extend(args);
-    let out = c.podman_stdin(None, &a, stdin)?;
-    ensure!(
-        out.status.success(),
-        "pmipctl {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = c.podman_stdin(Some(&node.ns), &a, stdin)?;
+    if !out.status.success() {
+        bail!(
+            "pmipctl {}: {}{}\n{ctr}'s last log lines:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            log_tail(c, ctr)
+        );
+    }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The last lines a container logged, for a failure's message.
+fn log_tail(c: &Cluster, ctr: &str) -> String {
+    c.podman(None, &["logs", "--tail", "40", ctr])
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .unwrap_or_else(|e| format!("(podman logs: {e})"))
+}
+
 /// The mobile node's binding as `pmipctl bindings get -o json` in the LMA pod shows it.
-fn binding(c: &Cluster, lma: &str) -> Option<Value> {
-    let text = pmipctl(c, lma, &["bindings", "get", MN_ID, "-o", "json"], None).ok()?;
+fn binding(c: &Cluster, node: &Node, lma: &str) -> Option<Value> {
+    let text = pmipctl(
+        c,
+        node,
+        lma,
+        &["bindings", "get", MN_ID, "-o", "json"],
+        None,
+    )
+    .ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     Some(if v.is_array() { v[0].clone() } else { v })
 }
@@ -1021,9 +1094,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
             && init_logs[0].contains("net.ipv6.conf.tr0.seg6_enabled=1 (was 0)"),
         "the init container set the sysctls: {init_logs:?}"
     );
-    wait_ready(&nodes[0], &first.lma.spec.template, Duration::from_secs(60))
-        .await
-        .unwrap();
+    c.must(wait_ready(&nodes[0], &first.lma.spec.template, Duration::from_secs(60)).await);
     // The values found are recorded on the LMA's volume, for --cleanup.
     let ledger =
         std::fs::read_to_string(c.path(&format!("volumes/{}/sysctls-found", n.lma_state))).unwrap();
@@ -1094,9 +1165,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         mag_pods.push(name);
     }
     for node in &mag_nodes {
-        wait_ready(node, &ds.spec.template, Duration::from_secs(60))
-            .await
-            .unwrap();
+        c.must(wait_ready(node, &ds.spec.template, Duration::from_secs(60)).await);
     }
     let ready_secs = t0.elapsed().as_secs_f64();
 
@@ -1106,6 +1175,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
     for node in &mag_nodes {
         pmipctl(
             &c,
+            &nodes[0],
             &lma,
             &[
                 "policy",
@@ -1120,44 +1190,66 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         .unwrap();
     }
     let profile = format!("mn_id: {MN_ID}\nlink_layer_addresses: ['02:00:00:77:00:01']\n");
-    pmipctl(&c, &lma, &["policy", "apply", "-f", "-"], Some(&profile)).unwrap();
-    // The same call without the client certificate is refused: the API requires one.
-    let out = c
-        .podman(
-            None,
-            &[
-                "exec",
-                "--env",
-                "PMIP_CERT=",
-                "--env",
-                "PMIP_KEY=",
-                &lma,
-                "pmipctl",
-                "bindings",
-                "list",
-            ],
-        )
-        .unwrap();
+    pmipctl(
+        &c,
+        &nodes[0],
+        &lma,
+        &["policy", "apply", "-f", "-"],
+        Some(&profile),
+    )
+    .unwrap();
+    // The API requires a client certificate: a client that trusts the domain's CA but has no
+    // certificate of its own is refused, the same client with the pod's certificate is served.
+    let tls_dir = c.path(&format!("pods/{lma_pod}/volumes/{}", "tls"));
+    let host_pmipctl = |with_cert: bool| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", nodes[0].ns.path().display()))
+            .arg(target.join("debug/pmipctl"))
+            .args(["--lma", &format!("https://[::1]:{}", render::GRPC_PORT)])
+            .arg("--ca")
+            .arg(tls_dir.join("ca.crt"));
+        if with_cert {
+            cmd.arg("--cert")
+                .arg(tls_dir.join("tls.crt"))
+                .arg("--key")
+                .arg(tls_dir.join("tls.key"));
+        }
+        cmd.args(["bindings", "list"])
+            .env_remove("PMIP_CERT")
+            .env_remove("PMIP_KEY")
+            .output()
+            .unwrap()
+    };
+    let with = host_pmipctl(true);
     assert!(
-        !out.status.success(),
-        "the LMA's API must require a client certificate"
+        with.status.success(),
+        "with the client certificate: {}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let without = host_pmipctl(false);
+    let refusal = String::from_utf8_lossy(&without.stderr).into_owned();
+    assert!(
+        !without.status.success() && !refusal.contains("Connection refused"),
+        "the LMA's API must refuse a client without a certificate: {refusal}"
     );
 
     // Attach at node 2: SLAAC only.
     let t = Instant::now();
     let mn = attach_mobile_node(&mut c, mag_nodes[0]).await.unwrap();
-    let addr = until(
-        "the mobile node's SLAAC address",
-        Duration::from_secs(30),
-        || node_address(&mn),
-    )
-    .await
-    .unwrap();
-    let b = until("the binding at the LMA", Duration::from_secs(10), || {
-        binding(&c, &lma).filter(|b| b["state"] == "ACTIVE")
-    })
-    .await
-    .unwrap();
+    let addr = c.must(
+        until(
+            "the mobile node's SLAAC address",
+            Duration::from_secs(30),
+            || node_address(&mn),
+        )
+        .await,
+    );
+    let b = c.must(
+        until("the binding at the LMA", Duration::from_secs(10), || {
+            binding(&c, &nodes[0], &lma).filter(|b| b["state"] == "ACTIVE")
+        })
+        .await,
+    );
     let attach_secs = t.elapsed().as_secs_f64();
     assert_eq!(b["proxy_coa"], mag_nodes[0].addr.to_string());
     let prefix: ipnet::Ipv6Net = b["home_network_prefixes"][0]
@@ -1172,12 +1264,14 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     hand_over(mag_nodes[0], mag_nodes[1]).await.unwrap();
-    let b2 = until("the binding at node 3", Duration::from_secs(20), || {
-        binding(&c, &lma)
-            .filter(|b| b["proxy_coa"] == mag_nodes[1].addr.to_string() && b["state"] == "ACTIVE")
-    })
-    .await
-    .unwrap();
+    let b2 = c.must(
+        until("the binding at node 3", Duration::from_secs(20), || {
+            binding(&c, &nodes[0], &lma).filter(|b| {
+                b["proxy_coa"] == mag_nodes[1].addr.to_string() && b["state"] == "ACTIVE"
+            })
+        })
+        .await,
+    );
     let handover_secs = t.elapsed().as_secs_f64();
     assert_eq!(b2["home_network_prefixes"], b["home_network_prefixes"]);
     assert_eq!(
@@ -1200,18 +1294,17 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         .unwrap()
         .contains("true")
     {
-        c.ok(None, &["start", &lma]).unwrap();
+        c.ok(Some(&nodes[0].ns), &["start", &lma]).unwrap();
     }
-    wait_ready(&nodes[0], &first.lma.spec.template, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let b3 = until(
-        "the binding after the LMA restart",
-        Duration::from_secs(20),
-        || binding(&c, &lma),
-    )
-    .await
-    .unwrap();
+    c.must(wait_ready(&nodes[0], &first.lma.spec.template, Duration::from_secs(60)).await);
+    let b3 = c.must(
+        until(
+            "the binding after the LMA restart",
+            Duration::from_secs(20),
+            || binding(&c, &nodes[0], &lma),
+        )
+        .await,
+    );
     let restart_secs = t.elapsed().as_secs_f64();
     assert_ne!(
         started_at(&c, &lma),
