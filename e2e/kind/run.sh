@@ -2,6 +2,8 @@
 # End-to-end on kind: build the image, load it, install the chart, create a domain and two
 # lab-mode mobile nodes, hand one over with `kubectl patch`, and check `kubectl get mobilenodes`.
 # Needs docker, kind, helm and kubectl on PATH. Usage: e2e/kind/run.sh [--keep]
+# PMIP_KIND_BUILD=offline: build the image with e2e/containers/build-image.sh (cargo and the
+# workspace's release binaries, no registry) instead of the Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLUSTER=pmip
@@ -13,7 +15,11 @@ cleanup() { [ "$KEEP" = "--keep" ] || kind delete cluster --name "$CLUSTER"; }
 trap cleanup EXIT
 
 kind create cluster --config e2e/kind/kind-config.yaml --wait 120s
-docker build -t "$IMAGE" .
+if [ "${PMIP_KIND_BUILD:-}" = offline ]; then
+    e2e/containers/build-image.sh --engine docker --tag "$IMAGE"
+else
+    docker build -t "$IMAGE" .
+fi
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 helm install pmip charts/pmip --namespace "$NS" --create-namespace \
