@@ -1066,6 +1066,22 @@ impl Lab {
 }
 
 impl Lab {
+    /// The LMA's `BindingCache.Stats`.
+    pub async fn lma_stats(&self) -> anyhow::Result<proto::v1::LmaStats> {
+        in_ns(&self.lma_ns, || async {
+            let ch = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+                .connect_timeout(Duration::from_secs(2))
+                .connect()
+                .await?;
+            let mut c = proto::v1::binding_cache_client::BindingCacheClient::new(ch);
+            Ok(c.stats(proto::v1::LmaStatsRequest {})
+                .await
+                .map_err(|s| anyhow!("BindingCache.Stats: {}", s.message()))?
+                .into_inner())
+        })
+        .await
+    }
+
     /// Every binding in the LMA's cache (its gRPC `BindingCache.List`, every page).
     pub async fn bindings(&self) -> anyhow::Result<Vec<proto::v1::Binding>> {
         in_ns(&self.lma_ns, || async {

@@ -94,18 +94,22 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let t = std::time::Instant::now();
         let store = Store::open(&state_dir)?;
-        let restart_counter = store.bump_restart_counter()?;
+        let now_unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs());
+        let run = store.begin_run(now_unix_s)?;
         let loaded = store.load()?;
-        Ok((store, restart_counter, loaded, t.elapsed()))
+        Ok((store, run, loaded, t.elapsed()))
     });
     let (dataplane, read) = tokio::join!(
         cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir),
         reading
     );
-    let (store, restart_counter, loaded, took) = read.context("reading the store")??;
+    let (store, run, loaded, took) = read.context("reading the store")??;
     let dataplane = dataplane.context("datapath")?;
     info!(
-        restart_counter,
+        restart_counter = run.restart_counter,
+        boot = run.boot,
         bindings = loaded.snapshot.bindings.len(),
         profiles = loaded.snapshot.profiles.len(),
         took_ms = took.as_millis() as u64,
@@ -117,12 +121,12 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     let transport = Signalling::open(cfg.address, &cfg.ipsec, &cfg.state_dir, &mut registry)?;
     let api_cfg = cfg.api.clone();
     let metrics_addr = cfg.metrics.listen;
-    let seed = cnf::daemon::seed(u64::from(restart_counter));
+    let seed = cnf::daemon::seed(run.boot);
     let (core, handle) = Core::new(Parts {
         config: cfg,
         store,
         loaded,
-        restart_counter,
+        run,
         dataplane,
         transport,
         metrics,

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::service::{Commit, Service, Start};
-use crate::store::{Loaded, Store, StoreError};
+use crate::store::{Loaded, Run, Store, StoreError};
 
 pub use crate::service::{
     BindingPage, Command, MagView, PolicyRefusal, ProfileView, RevokeOutcome, StatsView, Upserted,
@@ -43,7 +43,7 @@ pub struct Parts<T> {
     pub config: LmaConfig,
     pub store: Store,
     pub loaded: Loaded,
-    pub restart_counter: u32,
+    pub run: Run,
     pub dataplane: Dataplane,
     pub transport: T,
     pub metrics: Metrics,
@@ -69,12 +69,12 @@ impl<T: SignallingTransport> Core<T> {
     /// returns the core and the API's handle.
     pub async fn new(p: Parts<T>) -> anyhow::Result<(Core<T>, CoreHandle)> {
         let (now, wall) = (p.clock.now(), p.clock.wall());
-        let epoch = u64::from(p.restart_counter);
+        let epoch = p.run.boot;
         let service = Service::new(
             Start {
                 config: p.config,
                 snapshot: &p.loaded.snapshot,
-                restart_counter: p.restart_counter,
+                restart_counter: p.run.restart_counter,
                 epoch,
                 seed: p.seed,
                 datapath: p.dataplane.backend_name(),

@@ -1,6 +1,6 @@
-//! Change streams for the Watch RPCs: every change gets the LMA's epoch (its restart counter)
-//! and a revision; a bounded history lets a client that reconnects resume where it left off,
-//! and a client that cannot resume starts again from a snapshot.
+//! Change streams for the Watch RPCs: every change gets the LMA's epoch (its run number, counting
+//! every start) and a revision; a bounded history lets a client that reconnects resume where it
+//! left off, and a client that cannot resume starts again from a snapshot.
 
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;

@@ -78,6 +78,8 @@ pub struct StatsView {
     pub pba_by_status: Vec<(Status, u64)>,
     pub pbu_received: u64,
     pub restart_counter: u32,
+    /// This run (the Watch epoch).
+    pub epoch: u64,
     pub uptime: Duration,
     pub authorized_mags: usize,
     pub mags_with_bindings: usize,
@@ -1016,6 +1018,7 @@ impl Service {
             pba_by_status: pba_by_status(&s.pba_by_status),
             pbu_received: s.pbu_received,
             restart_counter: self.lma.restart_counter(),
+            epoch: self.bindings_hub.epoch(),
             uptime: now - self.started,
             authorized_mags: self.lma.policy().mags().len(),
             mags_with_bindings: self.lma.mags().count(),

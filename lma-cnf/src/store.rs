@@ -27,6 +27,7 @@ const MAGS: TableDefinition<'_, &str, &str> = TableDefinition::new("authorized_m
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 const RESTART_COUNTER: &str = "restart_counter";
+const BOOTS: &str = "boots";
 const SCHEMA: &str = "schema_version";
 const SCHEMA_VERSION: u64 = 1;
 
@@ -34,6 +35,15 @@ const SCHEMA_VERSION: u64 = 1;
 /// bindings `pmip-bench scale` measured 1207 B of RSS per binding with it. The store is read
 /// in full only at start, and the kernel's page cache holds the file anyway.
 const CACHE_BYTES: usize = 32 << 20;
+
+/// This run of the daemon, from [`Store::begin_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// RFC 5847 §3.2's Restart Counter.
+    pub restart_counter: u32,
+    /// How many times the daemon started on this store, this run included.
+    pub boot: u64,
+}
 
 /// File name of the database inside the state directory.
 pub const FILE: &str = "lma.redb";
@@ -244,23 +254,41 @@ impl Store {
         Ok(out)
     }
 
-    /// Increments the restart counter durably and returns the new value (RFC 5847 §3.2).
-    pub fn bump_restart_counter(&self) -> Result<u32, StoreError> {
+    /// Records one more start of the daemon, durably, and returns this run's numbers.
+    ///
+    /// RFC 5847 §3.2: the Restart Counter is incremented when a restart loses the sessions'
+    /// state and MUST NOT be when it does not. Every binding is in this store, committed
+    /// before its PBA leaves, so a restart with the store keeps the counter. A store without a
+    /// counter is new, or a lost one replaced: the counter starts at the wall clock's seconds
+    /// (`now_unix_s`), larger than any value a lost store can have held, so the MAGs that had
+    /// sessions with the previous store see it change and re-register. The run number
+    /// (`boot`) counts every start: the API's watch cursors and page tokens of another run are
+    /// refused by it, and the random seed comes from it.
+    pub fn begin_run(&self, now_unix_s: u64) -> Result<Run, StoreError> {
         let mut w = self.db.begin_write().map_err(|e| self.io(e))?;
         w.set_durability(Durability::Immediate)
             .map_err(|e| self.io(e))?;
-        let n = {
+        let run = {
             let mut meta = w.open_table(META).map_err(|e| self.io(e))?;
-            let n = meta
-                .get(RESTART_COUNTER)
+            let restart_counter = match meta.get(RESTART_COUNTER).map_err(|e| self.io(e))? {
+                Some(v) => v.value(),
+                None => now_unix_s.clamp(1, u64::from(u32::MAX)),
+            };
+            let boot = meta
+                .get(BOOTS)
                 .map_err(|e| self.io(e))?
                 .map_or(0, |v| v.value())
                 + 1;
-            meta.insert(RESTART_COUNTER, n).map_err(|e| self.io(e))?;
-            n
+            meta.insert(RESTART_COUNTER, restart_counter)
+                .map_err(|e| self.io(e))?;
+            meta.insert(BOOTS, boot).map_err(|e| self.io(e))?;
+            Run {
+                restart_counter: restart_counter as u32,
+                boot,
+            }
         };
         w.commit().map_err(|e| self.io(e))?;
-        Ok(n as u32)
+        Ok(run)
     }
 
     /// Writes a batch in one durable transaction.
@@ -372,7 +400,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.bump_restart_counter().unwrap(), 1);
+            let first = s.begin_run(1_800_000_000).unwrap();
+            assert_eq!(
+                first,
+                Run {
+                    restart_counter: 1_800_000_000,
+                    boot: 1
+                },
+                "a new store's counter is the wall clock's seconds"
+            );
             let mut b = Batch::default();
             for n in 0..10 {
                 b.put_binding(record(n));
@@ -387,9 +423,17 @@ mod tests {
             s.commit(&b).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.bump_restart_counter().unwrap(), 2);
+        // RFC 5847 §3.2: the sessions survived in the store, the counter stays; the run
+        // number counts the start.
+        assert_eq!(
+            s.begin_run(1_800_000_100).unwrap(),
+            Run {
+                restart_counter: 1_800_000_000,
+                boot: 2
+            }
+        );
         let l = s.load().unwrap();
-        assert_eq!(l.snapshot.restart_counter, 2);
+        assert_eq!(l.snapshot.restart_counter, 1_800_000_000);
         assert_eq!(l.snapshot.bindings.len(), 9);
         assert!(l.snapshot.bindings.contains(&record(3)));
         assert!(!l.snapshot.bindings.contains(&record(4)));

@@ -142,7 +142,7 @@ impl Lab {
     async fn start_in(dir: TempDir) -> Lab {
         let config = config(dir.path());
         let store = Store::open(&config.state_dir).unwrap();
-        let restart_counter = store.bump_restart_counter().unwrap();
+        let run = store.begin_run(1_800_000_000).unwrap();
         let loaded = store.load().unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
         let datapath = dataplane::Fake::new();
@@ -151,7 +151,7 @@ impl Lab {
             config,
             store,
             loaded,
-            restart_counter,
+            run,
             dataplane: Dataplane::Fake(datapath.clone()),
             transport: Wire { sent: tx },
             metrics: Metrics::new(&mut registry),
@@ -441,7 +441,7 @@ async fn list_pages_through_the_cache_and_filters_by_proxy_coa() {
         assert_eq!(
             r.cursor,
             Some(pb::WatchCursor {
-                epoch: stats.restart_counter,
+                epoch: stats.epoch,
                 revision: stats.revision
             })
         );
@@ -603,7 +603,7 @@ async fn get_finds_a_binding_by_mn_id_prefix_or_address() {
 async fn watch_sends_a_snapshot_then_every_change_live() {
     let mut lab = Lab::start().await;
     let p1 = lab.attach(MAG1, 1).await;
-    let epoch = lab.stats().await.restart_counter;
+    let epoch = lab.stats().await.epoch;
 
     let mut all = lab.watch(None, "").await;
     let mut only2 = lab.watch(None, &nai(2)).await;
@@ -840,11 +840,15 @@ async fn after_a_restart_an_old_cursor_gets_a_reset_and_the_restored_state() {
         .unwrap()
         .into_inner();
     drop(w);
+    let counter = lab.stats().await.restart_counter;
     let dir = lab.stop().await;
 
     let lab = Lab::start_in(dir).await;
     let stats = lab.stats().await;
-    assert_eq!(stats.restart_counter, old.0 + 1);
+    // RFC 5847 §3.2: the store kept every session, so the Restart Counter MUST NOT change;
+    // the run (the Watch epoch) did.
+    assert_eq!(stats.restart_counter, counter);
+    assert_eq!(stats.epoch, old.0 + 1);
     let mut w = lab.watch(Some(old), "").await;
     let reset = next(&mut w).await;
     assert_eq!(reset.epoch, old.0 + 1);
@@ -1719,7 +1723,11 @@ async fn stats_count_what_happened() {
     assert_eq!(before.name, "lma-test");
     assert_eq!(before.lma_address, LMA.to_string());
     assert_eq!(before.version, env!("CARGO_PKG_VERSION"));
-    assert_eq!(before.restart_counter, 1);
+    assert_eq!(
+        before.restart_counter, 1_800_000_000,
+        "a new store's is the clock's"
+    );
+    assert_eq!(before.epoch, 1);
     assert_eq!(
         (
             before.bindings,

@@ -202,11 +202,20 @@ impl Sim {
         self.send(p);
     }
 
-    /// Replaces the LMA with one restored from `snapshot` (after a crash), with its restart
-    /// counter bumped.
+    /// Replaces the LMA with one restored from `snapshot` (after a crash that kept its
+    /// state: the restart counter is the snapshot's, RFC 5847 §3.2).
     pub fn restart_lma(&mut self, snapshot: &LmaSnapshot) {
+        self.restart_lma_with_counter(snapshot, snapshot.restart_counter);
+    }
+
+    /// Replaces the LMA with one restored from `snapshot` after a restart that lost state:
+    /// its restart counter is bumped and it tells its MAGs.
+    pub fn restart_lma_after_loss(&mut self, snapshot: &LmaSnapshot) {
+        self.restart_lma_with_counter(snapshot, snapshot.restart_counter + 1);
+    }
+
+    fn restart_lma_with_counter(&mut self, snapshot: &LmaSnapshot, rc: u32) {
         let (now, wall) = (self.now, self.wall());
-        let rc = snapshot.restart_counter + 1;
         self.lma = Lma::restore(
             self.lma_config.clone(),
             snapshot,

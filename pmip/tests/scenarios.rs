@@ -594,7 +594,50 @@ fn pool_exhaustion_gets_130() {
 }
 
 #[test]
-fn lma_restart_from_a_snapshot_re_registers_every_node_with_the_same_prefix() {
+fn lma_restart_from_a_whole_snapshot_keeps_its_counter_and_every_binding_without_signalling() {
+    // RFC 5847 §3.2: the Restart Counter MUST NOT be incremented when the sessions survived;
+    // the MAGs notice nothing and refresh on their own schedule, not all at once.
+    let mut sim = domain(2, 20);
+    for n in 1..=20 {
+        sim.attach((n % 2) as usize, ll(n));
+    }
+    sim.settle(Duration::from_secs(2));
+    let before: Vec<Ipv6Net> = (1..=20).map(|n| prefix_of(&sim, n)).collect();
+    let snap = sim.lma.snapshot(sim.now, sim.wall());
+    let snap: pmip::lma::LmaSnapshot =
+        serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+    sim.run_for(Duration::from_secs(3));
+    let restarted_at = sim.now;
+    sim.restart_lma(&snap);
+    assert_eq!(sim.lma.restart_counter(), snap.restart_counter);
+    assert_eq!(sim.lma_datapath.len(), 20);
+    // Longer than a heartbeat interval: the periodic heartbeats see the same counter.
+    sim.run_for(Duration::from_secs(90));
+    for m in 0..2 {
+        assert!(!sim.mag_events_of(m).any(|e| matches!(
+            e,
+            MagEvent::Peer(pmip::heartbeat::PeerEvent::Restarted { .. })
+        )));
+    }
+    let refreshes_soon_after = sim
+        .mag_events
+        .iter()
+        .filter(|(t, _, e)| {
+            *t > restarted_at
+                && *t < restarted_at + Duration::from_secs(5)
+                && matches!(e, MagEvent::Refreshed { .. })
+        })
+        .count();
+    assert_eq!(refreshes_soon_after, 0, "no re-registration storm");
+    let after: Vec<Ipv6Net> = (1..=20).map(|n| prefix_of(&sim, n)).collect();
+    assert_eq!(before, after);
+    for n in 1..=20u16 {
+        assert!(bound_at(&sim, (n % 2) as usize, n));
+    }
+}
+
+#[test]
+fn lma_restart_that_lost_state_re_registers_every_node_with_the_same_prefix() {
     let mut sim = domain(2, 20);
     for n in 1..=20 {
         sim.attach((n % 2) as usize, ll(n));
@@ -606,7 +649,7 @@ fn lma_restart_from_a_snapshot_re_registers_every_node_with_the_same_prefix() {
     let snap: pmip::lma::LmaSnapshot =
         serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
     sim.run_for(Duration::from_secs(3));
-    sim.restart_lma(&snap);
+    sim.restart_lma_after_loss(&snap);
     assert_eq!(sim.lma.restart_counter(), 2);
     // Restored: datapath reprogrammed before any signalling.
     assert_eq!(sim.lma_datapath.len(), 20);
@@ -647,7 +690,7 @@ fn lma_restart_is_also_found_by_periodic_heartbeats() {
         |p: &Packet| matches!(p.message(), Some(Message::Heartbeat(h)) if h.flags.contains(HeartbeatFlags::U)),
     ));
     sim.run_for(Duration::from_secs(40));
-    sim.restart_lma(&snap);
+    sim.restart_lma_after_loss(&snap);
     sim.run_for(Duration::from_secs(40));
     assert!(sim.mag_events_of(0).any(|e| matches!(
         e,

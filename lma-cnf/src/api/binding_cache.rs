@@ -325,6 +325,7 @@ impl BindingCache for BindingCacheService {
             lma_address: s.address.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             restart_counter: u64::from(s.restart_counter),
+            epoch: s.epoch,
             revision: s.revision,
             started_at: Some(convert::timestamp(started)),
             uptime: Some(convert::duration(s.uptime)),

@@ -268,11 +268,13 @@ impl Lma {
     }
 
     /// An LMA restarted from a snapshot: bindings, allocations and policy as they were, with
-    /// `restart_counter` (the caller bumps it, RFC 5847 §3.2). Bindings that expired while
-    /// the LMA was down are dropped; the others are reprogrammed (Dataplane outputs) and every
-    /// MAG is told of the restart with an unsolicited Heartbeat Response, so that it
-    /// re-registers its nodes. A binding gets at least `grace` of lifetime so that its MAG has
-    /// time to do so.
+    /// `restart_counter`. RFC 5847 §3.2: the counter MUST NOT be incremented when the
+    /// sessions survived the restart, so a caller whose snapshot is whole passes the
+    /// snapshot's own counter and the MAGs notice nothing. A caller that knows state was lost
+    /// passes a new value: then every MAG that had sessions is told with an unsolicited
+    /// Heartbeat Response, so that it re-registers its nodes. Bindings that expired while the
+    /// LMA was down are dropped; the others are reprogrammed (Dataplane outputs). A binding
+    /// gets at least `grace` of lifetime, so that a refresh the snapshot missed is not lost.
     pub fn restore(
         config: LmaConfig,
         snapshot: &LmaSnapshot,
@@ -331,9 +333,11 @@ impl Lma {
                 }));
             }
         }
-        let mags: Vec<Ipv6Addr> = lma.mag_sessions.keys().copied().collect();
-        for t in lma.heartbeats.announce_restart(mags) {
-            lma.push(LmaOutput::Transmit(t));
+        if restart_counter != snapshot.restart_counter {
+            let mags: Vec<Ipv6Addr> = lma.mag_sessions.keys().copied().collect();
+            for t in lma.heartbeats.announce_restart(mags) {
+                lma.push(LmaOutput::Transmit(t));
+            }
         }
         Ok(lma)
     }

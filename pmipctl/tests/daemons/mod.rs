@@ -177,7 +177,7 @@ impl Lma {
         let dir = tempfile::tempdir().unwrap();
         let config = lma_config(dir.path(), api.clone());
         let store = lma_cnf::store::Store::open(&config.state_dir).unwrap();
-        let restart_counter = store.bump_restart_counter().unwrap();
+        let run = store.begin_run(1_800_000_000).unwrap();
         let loaded = store.load().unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
         let mut registry = prometheus_client::registry::Registry::default();
@@ -185,7 +185,7 @@ impl Lma {
             config,
             store,
             loaded,
-            restart_counter,
+            run,
             dataplane: Dataplane::Fake(dataplane::Fake::new()),
             transport: Wire {
                 local: LMA,
