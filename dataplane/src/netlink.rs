@@ -18,7 +18,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
@@ -569,26 +569,9 @@ impl Netlink {
         gateway: Option<std::net::Ipv4Addr>,
         index: u32,
     ) -> Result<()> {
-        let r = KRoute {
-            key: RouteKey::new(msg::MAIN_TABLE, dst),
-            protocol: 4, // RTPROT_STATIC
-            via: Via::Dev { oif: index },
-            mtu: None,
-        };
-        let mut m = r.new_message();
-        if let Some(gw) = gateway {
-            m.attributes
-                .push(netlink_packet_route::route::RouteAttribute::Gateway(
-                    netlink_packet_route::route::RouteAddress::Inet(gw),
-                ));
-        }
-        self.one(Request {
-            msg: RouteNetlinkMessage::NewRoute(m),
-            flags: NLM_F_CREATE | NLM_F_REPLACE,
-            tolerate: Tolerate::Nothing,
-        })
-        .await
-        .map(drop)
+        let r = route_at(dst, index, msg::DEFAULT_METRIC, RTPROT_STATIC);
+        self.replace_route_through(r, gateway.map(RouteAddress::Inet))
+            .await
     }
 
     /// Adds (or replaces) a route in the main table to `dst` out of link `index`, through
@@ -599,26 +582,9 @@ impl Netlink {
         gateway: Option<Ipv6Addr>,
         index: u32,
     ) -> Result<()> {
-        let r = KRoute {
-            key: RouteKey::new(msg::MAIN_TABLE, dst),
-            protocol: 4, // RTPROT_STATIC, like `ip route add`
-            via: Via::Dev { oif: index },
-            mtu: None,
-        };
-        let mut m = r.new_message();
-        if let Some(gw) = gateway {
-            m.attributes
-                .push(netlink_packet_route::route::RouteAttribute::Gateway(
-                    netlink_packet_route::route::RouteAddress::Inet6(gw),
-                ));
-        }
-        self.one(Request {
-            msg: RouteNetlinkMessage::NewRoute(m),
-            flags: NLM_F_CREATE | NLM_F_REPLACE,
-            tolerate: Tolerate::Nothing,
-        })
-        .await
-        .map(drop)
+        let r = route_at(dst, index, msg::DEFAULT_METRIC, RTPROT_STATIC);
+        self.replace_route_through(r, gateway.map(RouteAddress::Inet6))
+            .await
     }
 
     /// Routes `dst` in the main table through `gateway` on link `index`, at `metric` and
@@ -634,11 +600,17 @@ impl Netlink {
         metric: u32,
         protocol: u8,
     ) -> Result<()> {
-        let mut m = route_at(dst, index, metric, protocol).new_message();
-        m.attributes
-            .push(netlink_packet_route::route::RouteAttribute::Gateway(
-                netlink_packet_route::route::RouteAddress::Inet6(gateway),
-            ));
+        let r = route_at(dst, index, metric, protocol);
+        self.replace_route_through(r, Some(RouteAddress::Inet6(gateway)))
+            .await
+    }
+
+    /// Adds `r`, through `gateway` when given, replacing the route with the same key.
+    async fn replace_route_through(&self, r: KRoute, gateway: Option<RouteAddress>) -> Result<()> {
+        let mut m = r.new_message();
+        if let Some(gw) = gateway {
+            m.attributes.push(RouteAttribute::Gateway(gw));
+        }
         self.one(Request {
             msg: RouteNetlinkMessage::NewRoute(m),
             flags: NLM_F_CREATE | NLM_F_REPLACE,
@@ -864,7 +836,10 @@ async fn collect_answers(
     out
 }
 
-fn route_at(dst: Ipv6Net, index: u32, metric: u32, protocol: u8) -> KRoute {
+/// `RTPROT_STATIC`, the protocol `ip route add` gives a route.
+const RTPROT_STATIC: u8 = 4;
+
+fn route_at(dst: impl Into<ipnet::IpNet>, index: u32, metric: u32, protocol: u8) -> KRoute {
     let mut key = RouteKey::new(msg::MAIN_TABLE, dst);
     key.metric = metric;
     KRoute {
