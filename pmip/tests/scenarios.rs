@@ -593,10 +593,9 @@ fn pool_exhaustion_gets_130() {
     assert_eq!(sim.lma.cache().len(), 2);
 }
 
-#[test]
-fn lma_restart_from_a_whole_snapshot_keeps_its_counter_and_every_binding_without_signalling() {
-    // RFC 5847 §3.2: the Restart Counter MUST NOT be incremented when the sessions survived;
-    // the MAGs notice nothing and refresh on their own schedule, not all at once.
+/// Twenty nodes on two MAGs, their prefixes, and an LMA snapshot taken 3 s before now,
+/// round-tripped through JSON as the daemon's store would do.
+fn twenty_nodes_and_an_lma_snapshot() -> (Sim, Vec<Ipv6Net>, pmip::lma::LmaSnapshot) {
     let mut sim = domain(2, 20);
     for n in 1..=20 {
         sim.attach((n % 2) as usize, ll(n));
@@ -607,6 +606,14 @@ fn lma_restart_from_a_whole_snapshot_keeps_its_counter_and_every_binding_without
     let snap: pmip::lma::LmaSnapshot =
         serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
     sim.run_for(Duration::from_secs(3));
+    (sim, before, snap)
+}
+
+#[test]
+fn lma_restart_from_a_whole_snapshot_keeps_its_counter_and_every_binding_without_signalling() {
+    // RFC 5847 §3.2: the Restart Counter MUST NOT be incremented when the sessions survived;
+    // the MAGs notice nothing and refresh on their own schedule, not all at once.
+    let (mut sim, before, snap) = twenty_nodes_and_an_lma_snapshot();
     let restarted_at = sim.now;
     sim.restart_lma(&snap);
     assert_eq!(sim.lma.restart_counter(), snap.restart_counter);
@@ -638,17 +645,7 @@ fn lma_restart_from_a_whole_snapshot_keeps_its_counter_and_every_binding_without
 
 #[test]
 fn lma_restart_that_lost_state_re_registers_every_node_with_the_same_prefix() {
-    let mut sim = domain(2, 20);
-    for n in 1..=20 {
-        sim.attach((n % 2) as usize, ll(n));
-    }
-    sim.settle(Duration::from_secs(2));
-    let before: Vec<Ipv6Net> = (1..=20).map(|n| prefix_of(&sim, n)).collect();
-    let snap = sim.lma.snapshot(sim.now, sim.wall());
-    // The snapshot survives a round trip through JSON, as the daemon's store would do.
-    let snap: pmip::lma::LmaSnapshot =
-        serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
-    sim.run_for(Duration::from_secs(3));
+    let (mut sim, before, snap) = twenty_nodes_and_an_lma_snapshot();
     sim.restart_lma_after_loss(&snap);
     assert_eq!(sim.lma.restart_counter(), 2);
     // Restored: datapath reprogrammed before any signalling.
