@@ -135,6 +135,7 @@ pub fn esp_sections(
         let (up_spi, down_spi) = (0x1_0000 + i as u32, 0x2_0000 + i as u32);
         let (up, down) = (key()?, key()?);
         at_lma.push(SecurityAssociationConfig {
+            local: None,
             peer: *mag,
             algorithm: alg,
             spi_in: up_spi,
@@ -146,6 +147,7 @@ pub fn esp_sections(
             esn: false,
         });
         at_mags.push(section(vec![SecurityAssociationConfig {
+            local: None,
             peer: lma,
             algorithm: alg,
             spi_in: down_spi,

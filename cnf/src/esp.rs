@@ -93,7 +93,10 @@ impl IpsecMetrics {
 
 /// Every SA of `cfg`: its inline entries and those of its `security_associations_file`, with
 /// key files read.
-pub fn load_specs(cfg: &IpsecConfig) -> anyhow::Result<Vec<SecurityAssociationSpec>> {
+pub fn load_specs(
+    cfg: &IpsecConfig,
+    local: Ipv6Addr,
+) -> anyhow::Result<Vec<SecurityAssociationSpec>> {
     let from_file: Vec<SecurityAssociationConfig> = match &cfg.security_associations_file {
         None => Vec::new(),
         Some(path) => {
@@ -109,9 +112,12 @@ pub fn load_specs(cfg: &IpsecConfig) -> anyhow::Result<Vec<SecurityAssociationSp
             }
         }
     };
-    Ok(ipsec::keys::load(cfg, &from_file, &mut |p: &Path| {
-        std::fs::read_to_string(p)
-    })?)
+    Ok(ipsec::keys::load(
+        cfg,
+        local,
+        &from_file,
+        &mut |p: &Path| std::fs::read_to_string(p),
+    )?)
 }
 
 /// At most one log line per drop reason and second, with the count of those not logged.
@@ -341,7 +347,7 @@ impl EspTransport {
     fn reload(&self) {
         let every = Duration::from_secs(u64::from(self.config.reload_interval_s.max(1)));
         *self.next_reload.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + every;
-        let loaded = load_specs(&self.config);
+        let loaded = load_specs(&self.config, self.esp.local);
         let mut svc = self.service();
         match loaded.and_then(|specs| svc.reload(specs)) {
             Ok(false) => {}
@@ -469,17 +475,29 @@ impl Signalling {
                 MhSocket::bind(local).with_context(bind_err)?,
             ));
         }
-        let specs = load_specs(cfg)?;
+        let specs = load_specs(cfg, local)?;
         if specs.is_empty() {
-            anyhow::bail!(
-                "ipsec.mode is {:?} but no security association is configured",
-                cfg.mode
+            // A domain-wide file (the operator's) may not hold this daemon's entries yet: it
+            // is re-read, and nothing is sent to a peer until its SA is there.
+            let Some(file) = &cfg.security_associations_file else {
+                anyhow::bail!(
+                    "ipsec.mode is {:?} but no security association is configured for {local}",
+                    cfg.mode
+                );
+            };
+            warn!(
+                file = %file.display(),
+                "ipsec: no security association for {local} yet; nothing is sent to a peer \
+                 until the file has one (re-read every {} s)",
+                cfg.reload_interval_s
             );
         }
         let metrics = IpsecMetrics::new(registry);
         let counters = state_dir.join(COUNTERS_FILE);
         let kernel = match cfg.mode {
             IpsecMode::Kernel => true,
+            // Nothing to probe the kernel with: ESP in the daemon, which needs nothing from it.
+            IpsecMode::Auto if specs.is_empty() => false,
             IpsecMode::Auto => match crate::xfrm::probe(local, &specs[0]) {
                 Ok(()) => true,
                 Err(e) => {

@@ -215,7 +215,7 @@ impl Installed {
     pub fn reload(&self) {
         let every = Duration::from_secs(u64::from(self.config.reload_interval_s.max(1)));
         *self.next_reload.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + every;
-        match load_specs(&self.config) {
+        match load_specs(&self.config, self.local) {
             Ok(specs) => {
                 let mut p = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if specs != p.specs {

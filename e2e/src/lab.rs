@@ -783,6 +783,7 @@ impl Lab {
                 continue;
             };
             let mut e = SecurityAssociationConfig {
+                local: None,
                 peer: out.dst,
                 algorithm: out.algorithm,
                 spi_in: inp.spi,

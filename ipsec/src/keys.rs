@@ -1,12 +1,12 @@
 //! Security associations from the configuration (RFC 4301 §4.4.2.1 manual keying): keys
 //! inline or in files, which the caller reads (this crate does no IO).
 
+use std::collections::HashSet;
 use std::net::Ipv6Addr;
 use std::path::Path;
 
 use pmip::config::{
-    ConfigError, IpsecConfig, KeyMaterial, SecurityAssociationConfig,
-    validate_security_associations,
+    ConfigError, IpsecConfig, KeyMaterial, SecurityAssociationConfig, inbound_spi_once,
 };
 
 use crate::{Algorithm, Spi};
@@ -89,20 +89,17 @@ impl SecurityAssociationSpec {
     }
 }
 
-/// Every SA of `cfg`: its inline entries, then those of its `security_associations_file`
-/// (already parsed by the caller into `from_file`), keys read with `read`. The order is kept:
-/// a peer's first entry is the one used to send.
+/// Every SA of `cfg` that belongs to `local` (the daemon's signalling address): its inline
+/// entries, then those of its `security_associations_file` (already parsed by the caller into
+/// `from_file`), keys read with `read`. An entry whose `local` names another address is
+/// skipped (a domain-wide file holds every daemon's entries), but still checked. The order
+/// is kept: a peer's first entry is the one used to send.
 pub fn load(
     cfg: &IpsecConfig,
+    local: Ipv6Addr,
     from_file: &[SecurityAssociationConfig],
     read: &mut dyn FnMut(&Path) -> std::io::Result<String>,
 ) -> Result<Vec<SecurityAssociationSpec>, ConfigError> {
-    let all: Vec<SecurityAssociationConfig> = cfg
-        .security_associations
-        .iter()
-        .chain(from_file)
-        .cloned()
-        .collect();
     let inline = cfg.security_associations.len();
     let at = |i: usize| {
         if i < inline {
@@ -111,11 +108,23 @@ pub fn load(
             format!("ipsec.security_associations_file[{}]", i - inline)
         }
     };
-    validate_security_associations(&all, "ipsec.security_associations (with the file's)")?;
-    all.iter()
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, c) in cfg
+        .security_associations
+        .iter()
+        .chain(from_file)
         .enumerate()
-        .map(|(i, c)| SecurityAssociationSpec::from_config(c, &at(i), read))
-        .collect()
+    {
+        let here = at(i);
+        c.validate(&here)?;
+        if c.local.is_some_and(|l| l != local) {
+            continue;
+        }
+        inbound_spi_once(&mut seen, c, &here)?;
+        out.push(SecurityAssociationSpec::from_config(c, &here, read)?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -125,6 +134,7 @@ mod tests {
 
     fn entry(peer: &str, spi_in: u32) -> SecurityAssociationConfig {
         SecurityAssociationConfig {
+            local: None,
             peer: peer.parse().unwrap(),
             algorithm: Algorithm::Aes128Gcm,
             spi_in,
@@ -144,7 +154,7 @@ mod tests {
             ..IpsecConfig::default()
         };
         let mut asked = Vec::new();
-        let specs = load(&cfg, &[], &mut |p| {
+        let specs = load(&cfg, LOCAL, &[], &mut |p| {
             asked.push(p.to_owned());
             Ok("0x0102030405060708090a0b0c0d0e0f1011121314\n".into())
         })
@@ -161,15 +171,15 @@ mod tests {
             security_associations: vec![entry("2001:db8::2", 0x1000)],
             ..IpsecConfig::default()
         };
-        let e = load(&cfg, &[], &mut |_| Ok("0102".into())).unwrap_err();
+        let e = load(&cfg, LOCAL, &[], &mut |_| Ok("0102".into())).unwrap_err();
         assert_eq!(e.field, "ipsec.security_associations[0].key_out_file");
         assert!(e.reason.contains("2 octets"), "{e}");
-        let e = load(&cfg, &[], &mut |_| {
+        let e = load(&cfg, LOCAL, &[], &mut |_| {
             Err(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))
         })
         .unwrap_err();
         assert!(e.reason.contains("cannot read /keys/out"), "{e}");
-        let e = load(&cfg, &[], &mut |_| Ok("zz".into())).unwrap_err();
+        let e = load(&cfg, LOCAL, &[], &mut |_| Ok("zz".into())).unwrap_err();
         assert!(e.reason.contains("not a hex digit"), "{e}");
     }
 
@@ -180,13 +190,52 @@ mod tests {
             ..IpsecConfig::default()
         };
         let read = &mut |_: &Path| Ok("00".repeat(20));
-        let specs = load(&cfg, &[entry("2001:db8::2", 0x2000)], read).unwrap();
+        let specs = load(&cfg, LOCAL, &[entry("2001:db8::2", 0x2000)], read).unwrap();
         assert_eq!(
             specs.iter().map(|s| s.spi_in).collect::<Vec<_>>(),
             [Spi(0x1000), Spi(0x2000)]
         );
-        let e = load(&cfg, &[entry("2001:db8::2", 0x1000)], read).unwrap_err();
+        let e = load(&cfg, LOCAL, &[entry("2001:db8::2", 0x1000)], read).unwrap_err();
         assert!(e.reason.contains("already an inbound SPI"), "{e}");
+    }
+
+    const LOCAL: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+    #[test]
+    fn a_domain_wide_file_gives_each_daemon_its_own_entries() {
+        let cfg = IpsecConfig::default();
+        let other: Ipv6Addr = "2001:db8::7".parse().unwrap();
+        let mine = |spi| SecurityAssociationConfig {
+            local: Some(LOCAL),
+            ..entry("2001:db8::2", spi)
+        };
+        let theirs = |spi| SecurityAssociationConfig {
+            local: Some(other),
+            ..entry("2001:db8::2", spi)
+        };
+        let read = &mut |_: &Path| Ok("00".repeat(20));
+        // Another daemon's entry may repeat this one's inbound SPI towards the same peer.
+        let file = [theirs(0x1000), mine(0x1000), entry("2001:db8::3", 0x1000)];
+        let specs = load(&cfg, LOCAL, &file, read).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].peer, "2001:db8::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(load(&cfg, other, &file, read).unwrap().len(), 2);
+        let third: Ipv6Addr = "2001:db8::9".parse().unwrap();
+        assert_eq!(load(&cfg, third, &file, read).unwrap().len(), 1);
+        // Skipped entries are still checked, with their place in the file.
+        let bad = SecurityAssociationConfig {
+            spi_in: 7,
+            ..theirs(0x1000)
+        };
+        let e = load(&cfg, LOCAL, &[mine(0x1000), bad], read).unwrap_err();
+        assert_eq!(e.field, "ipsec.security_associations_file[1].spi_in");
+        // An entry whose local address is its peer is refused.
+        let looped = SecurityAssociationConfig {
+            local: Some("2001:db8::2".parse().unwrap()),
+            ..entry("2001:db8::2", 0x1000)
+        };
+        let e = load(&cfg, LOCAL, &[looped], read).unwrap_err();
+        assert_eq!(e.field, "ipsec.security_associations_file[0].local");
     }
 
     #[test]
@@ -195,7 +244,7 @@ mod tests {
             security_associations: vec![entry("2001:db8::2", 0x1000)],
             ..IpsecConfig::default()
         };
-        let specs = load(&cfg, &[], &mut |_| Ok("ab".repeat(20))).unwrap();
+        let specs = load(&cfg, LOCAL, &[], &mut |_| Ok("ab".repeat(20))).unwrap();
         let shown = format!("{specs:?} {:?}", cfg.security_associations);
         assert!(
             !shown.contains("abab") && !shown.contains("0101"),

@@ -839,6 +839,11 @@ impl<'de> Deserialize<'de> for KeyMaterial {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityAssociationConfig {
+    /// The local signalling address this entry belongs to. Not set: this daemon's. Set: the
+    /// entry is used only by the daemon whose address (LMA address or proxy-CoA) it is, so
+    /// that one file can hold the SAs of a whole domain (as the operator writes it).
+    #[serde(default)]
+    pub local: Option<Ipv6Addr>,
     /// The peer's signalling address: the LMA address at a MAG; a MAG's proxy-CoA at the LMA
     /// or (for HI/HAck, RFC 5949 §7) at another MAG.
     pub peer: Ipv6Addr,
@@ -866,6 +871,14 @@ pub struct SecurityAssociationConfig {
 
 impl SecurityAssociationConfig {
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if let Some(local) = self.local {
+            check(is_global_unicast(&local), &format!("{at}.local"), || {
+                format!("{local} cannot be a signalling address")
+            })?;
+            check(local != self.peer, &format!("{at}.local"), || {
+                format!("{local} is also the entry's peer")
+            })?;
+        }
         check(is_global_unicast(&self.peer), &format!("{at}.peer"), || {
             format!("{} cannot be a signalling peer", self.peer)
         })?;
@@ -976,18 +989,27 @@ pub fn validate_security_associations(
     for (i, sa) in sas.iter().enumerate() {
         let here = format!("{at}[{i}]");
         sa.validate(&here)?;
-        check(
-            seen.insert((sa.peer, sa.spi_in)),
-            &format!("{here}.spi_in"),
-            || {
-                format!(
-                    "{} is already an inbound SPI of {} in an entry above",
-                    sa.spi_in, sa.peer
-                )
-            },
-        )?;
+        inbound_spi_once(&mut seen, sa, &here)?;
     }
     Ok(())
+}
+
+/// `sa`'s inbound SPI is not one of `seen` for the same peer (then it is added).
+pub fn inbound_spi_once(
+    seen: &mut std::collections::HashSet<(Ipv6Addr, u32)>,
+    sa: &SecurityAssociationConfig,
+    here: &str,
+) -> Result<(), ConfigError> {
+    check(
+        seen.insert((sa.peer, sa.spi_in)),
+        &format!("{here}.spi_in"),
+        || {
+            format!(
+                "{} is already an inbound SPI of {} in an entry above",
+                sa.spi_in, sa.peer
+            )
+        },
+    )
 }
 
 /// The LMA daemon's configuration file.

@@ -127,6 +127,7 @@ fn full_ipsec(peer: &str) -> IpsecConfig {
         mode: IpsecMode::Off,
         security_associations: vec![
             SecurityAssociationConfig {
+                local: Some("2001:db8:5a::1".parse().unwrap()),
                 peer: addr(peer),
                 algorithm: EspAlgorithm::Aes128Gcm,
                 spi_in: 0x1000,
@@ -138,6 +139,7 @@ fn full_ipsec(peer: &str) -> IpsecConfig {
                 esn: true,
             },
             SecurityAssociationConfig {
+                local: Some("2001:db8:5a::1".parse().unwrap()),
                 peer: addr(peer),
                 algorithm: EspAlgorithm::Aes256CbcHmacSha256,
                 spi_in: 0x2000,
