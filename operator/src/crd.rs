@@ -78,6 +78,62 @@ pub struct MobilityDomainSpec {
     /// TLS between the operator and the daemons' gRPC APIs.
     #[serde(default)]
     pub tls: TlsSpec,
+    /// IPsec ESP for the signalling between the LMA and the MAGs (RFC 5213 §4), keyed by
+    /// the operator.
+    #[serde(default)]
+    pub ipsec: IpsecSpec,
+}
+
+/// Where ESP runs in the daemons.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum IpsecModeSpec {
+    /// Mobility Headers in clear (RFC 5213 §4 wants ESP: for labs only).
+    #[default]
+    Off,
+    /// The daemons do ESP themselves on a raw IP-protocol-50 socket (nodes without ESP).
+    Userspace,
+    /// The nodes' kernels do ESP (XFRM states and policies the daemons install).
+    Kernel,
+    /// Kernel when the node's kernel takes the SAs, else userspace.
+    Auto,
+}
+
+/// The ESP transform of every SA of the domain.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum EspAlgorithmSpec {
+    /// AES-128-GCM with a 16-octet ICV (RFC 4106).
+    #[default]
+    Aes128Gcm,
+    /// AES-256-GCM with a 16-octet ICV (RFC 4106).
+    Aes256Gcm,
+    /// AES-128-CBC (RFC 3602) with HMAC-SHA-256-128 (RFC 4868).
+    Aes128CbcHmacSha256,
+    /// AES-256-CBC (RFC 3602) with HMAC-SHA-256-128 (RFC 4868).
+    Aes256CbcHmacSha256,
+}
+
+/// ESP for the signalling. With a mode other than Off, the operator keeps a random master
+/// key in Secret `pmip-<domain>-ipsec-master` (read only by the operator) and derives from
+/// it one SA pair, with its own keys and SPIs, between the LMA and each MAG, and between MAGs
+/// that exchange HI/HAck (fast handovers with access points). It writes them to Secret
+/// `pmip-<domain>-ipsec`, which the daemons mount and re-read: a MAG that joins gets its
+/// SAs without a restart of the others.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IpsecSpec {
+    /// Off, Userspace, Kernel or Auto.
+    #[serde(default)]
+    pub mode: IpsecModeSpec,
+    /// The ESP transform.
+    #[serde(default)]
+    pub algorithm: EspAlgorithmSpec,
+    /// 64-bit Extended Sequence Numbers (RFC 4303 §2.2.1).
+    #[serde(default)]
+    pub extended_sequence_numbers: bool,
 }
 
 /// Who sets the sysctls the datapath needs (`net.ipv6.conf.all.forwarding`, and for seg6

@@ -27,7 +27,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::crd::{AuthorizedMagStatus, MobilityDomain, MobilityDomainStatus};
+use crate::crd::{
+    AuthorizedMagStatus, FastHandoverMode, IpsecModeSpec, MobilityDomain, MobilityDomainStatus,
+};
+use crate::esp_keys;
 use crate::pki::{self, Issue, Material};
 use crate::render::{self, COMPONENT_LABEL, DOMAIN_LABEL, FIELD_MANAGER, Image, Names, PodInputs};
 use crate::{Context, Error, Result, condition, mirror};
@@ -639,6 +642,46 @@ async fn ensure_tls(ctx: &Context, md: &MobilityDomain) -> Result<Material, Fail
     }
 }
 
+/// The domain's ESP master key: from its Secret, or made and stored there when the Secret is
+/// missing or does not hold one.
+async fn ensure_ipsec_master(ctx: &Context, md: &MobilityDomain) -> Result<Vec<u8>, Failed> {
+    let ns = md.namespace().unwrap_or_default();
+    let n = Names::of(&md.name_any());
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&n.ipsec_master)
+        .await
+        .map_err(failed(format!("get Secret {}", n.ipsec_master)))?;
+    let known = found
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(esp_keys::MASTER_FIELD))
+        .and_then(|v| esp_keys::master_of(&v.0));
+    if let Some(master) = known {
+        return Ok(master);
+    }
+    let master = esp_keys::new_master().map_err(|e| Failed {
+        what: "make the domain's ESP master key".into(),
+        error: Cause::Spec(pmip::config::ConfigError::new("spec.ipsec", e)),
+    })?;
+    apply_one(ctx, &render::ipsec_master_secret(md, &master)).await?;
+    publish(
+        ctx,
+        md,
+        found.is_some(),
+        "IpsecKeyMade",
+        format!(
+            "{} an ESP master key (Secret {}); the daemons' SAs are derived from it",
+            if found.is_some() {
+                "replaced with"
+            } else {
+                "made"
+            },
+            n.ipsec_master
+        ),
+    )
+    .await;
+    Ok(master)
+}
+
 /// Makes sure the connector knows the domain's TLS material: the MobileNode reconciler may
 /// talk to a domain's daemons before this process has reconciled the domain (after a restart
 /// of the operator), so the material is read from the domain's Secret then.
@@ -669,6 +712,8 @@ pub struct Desired {
     pub service: Service,
     /// Once the LMA has an address: it is in the MAGs' configuration.
     pub mags: Option<DaemonSet>,
+    /// With ESP on and the master key known: the SAs of every daemon of the domain.
+    pub ipsec: Option<Secret>,
 }
 
 fn yaml<T: Serialize>(v: &T) -> Result<String, pmip::config::ConfigError> {
@@ -678,21 +723,29 @@ fn yaml<T: Serialize>(v: &T) -> Result<String, pmip::config::ConfigError> {
 /// The objects that run a domain, from the domain, its pods (where the LMA and the MAGs run,
 /// with their addresses), its image and its TLS material: the daemons' configuration files,
 /// the LMA's volume, Deployment and Service, and, once the LMA has an address, the MAGs'
-/// DaemonSet kept off the LMA's node. Pure. A renewed certificate changes the pods' hash, so
-/// it rolls them as a changed configuration does. An error names the field of the spec the
+/// DaemonSet kept off the LMA's node, and with ESP on and its master key, the SA Secret. Pure.
+/// A renewed certificate changes the pods' hash, so it rolls them as a changed configuration
+/// does; SAs do not (the daemons re-read them). An error names the field of the spec the
 /// daemons would refuse.
 pub fn decide(
     md: &MobilityDomain,
     view: &PodsView,
     image: &Image,
     tls: Option<&Material>,
+    ipsec_master: Option<&[u8]>,
 ) -> Result<Desired, pmip::config::ConfigError> {
     let ns = md.namespace().unwrap_or_default();
     let name = md.name_any();
     let (aps, _) = resolve_access_points(md, &view.mags);
     let lma_yaml = yaml(&render::lma_config(&name, &md.spec, aps.clone())?)?;
     let mag_yaml = match view.lma_address {
-        Some(a) => Some(yaml(&render::mag_config(&ns, &name, &md.spec, a, aps)?)?),
+        Some(a) => Some(yaml(&render::mag_config(
+            &ns,
+            &name,
+            &md.spec,
+            a,
+            aps.clone(),
+        )?)?),
         None => None,
     };
     let cert = tls.map(|m| m.cert.as_str()).unwrap_or("");
@@ -715,13 +768,68 @@ pub fn decide(
             view.lma_node.as_deref(),
         )
     });
+    let ipsec = match ipsec_master {
+        Some(master) if md.spec.ipsec.mode != IpsecModeSpec::Off => {
+            Some(render::ipsec_secret(md, &sa_file(md, view, &aps, master)?))
+        }
+        _ => None,
+    };
     Ok(Desired {
         config_map: render::config_map(md, &lma_yaml, mag_yaml.as_deref()),
         pvc: render::lma_pvc(md),
         lma,
         service: render::lma_service(md),
         mags,
+        ipsec,
     })
+}
+
+/// The domain's SA file: a pair between the LMA and each MAG with an address, and with fast
+/// handovers between MAGs that exchange HI/HAck. Empty (`[]`) until the LMA has an address.
+fn sa_file(
+    md: &MobilityDomain,
+    view: &PodsView,
+    access_points: &BTreeMap<String, Ipv6Addr>,
+    master: &[u8],
+) -> Result<String, pmip::config::ConfigError> {
+    let mags: Vec<esp_keys::End> = view
+        .mags
+        .iter()
+        .filter_map(|m| Some(esp_keys::End::mag(&m.node, m.proxy_coa.parse().ok()?)))
+        .collect();
+    let sas = match view.lma_address {
+        None => Vec::new(),
+        Some(lma) => {
+            let pairs = if md.spec.lma.fast_handover.mode == FastHandoverMode::Off {
+                Vec::new()
+            } else {
+                let targets: Vec<Ipv6Addr> = access_points.values().copied().collect();
+                esp_keys::fast_handover_pairs(&mags, &targets)
+            };
+            esp_keys::domain_sas(
+                &md.name_any(),
+                master,
+                &esp_keys::End::lma(lma),
+                &mags,
+                &pairs,
+                render::esp_algorithm(&md.spec),
+                md.spec.ipsec.extended_sequence_numbers,
+            )
+        }
+    };
+    let text = yaml(&sas)?;
+    if text.len() > esp_keys::SECRET_BUDGET {
+        return Err(pmip::config::ConfigError::new(
+            "spec.lma.fastHandover.accessPoints",
+            format!(
+                "the domain's {} ESP security associations take {} octets, more than a \
+                 Secret holds: name fewer MAGs as access points",
+                sas.len(),
+                text.len()
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 /// What was applied, for the status.
@@ -752,7 +860,7 @@ async fn apply(md: &MobilityDomain, ctx: &Context) -> Result<Action> {
 
     let image = Image::for_domain(md, &ctx.default_image, &ctx.default_pull_policy);
     // What the daemons would refuse is found before anything is made.
-    if let Err(e) = decide(md, &view, &image, None) {
+    if let Err(e) = decide(md, &view, &image, None, None) {
         let msg = format!("invalid spec: {e}");
         if pc
             .iter()
@@ -776,10 +884,22 @@ async fn apply(md: &MobilityDomain, ctx: &Context) -> Result<Action> {
             None
         };
         ctx.grpc.set_tls(&ns, &name, material.clone());
-        let want = decide(md, &view, &image, material.as_ref()).map_err(|e| Failed {
-            what: "render the domain".into(),
-            error: Cause::Spec(e),
-        })?;
+        let master = if md.spec.ipsec.mode != IpsecModeSpec::Off {
+            Some(ensure_ipsec_master(ctx, md).await?)
+        } else {
+            None
+        };
+        let want =
+            decide(md, &view, &image, material.as_ref(), master.as_deref()).map_err(|e| {
+                Failed {
+                    what: "render the domain".into(),
+                    error: Cause::Spec(e),
+                }
+            })?;
+        // The SAs before the pods that mount them.
+        if let Some(sas) = &want.ipsec {
+            apply_one(ctx, sas).await?;
+        }
         apply_one(ctx, &want.config_map).await?;
         let pvc = apply_one(ctx, &want.pvc).await?;
         let deployment = apply_one(ctx, &want.lma).await?;

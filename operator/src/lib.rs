@@ -6,6 +6,7 @@
 
 pub mod crd;
 pub mod domain;
+pub mod esp_keys;
 pub mod lma;
 pub mod metrics;
 pub mod mirror;

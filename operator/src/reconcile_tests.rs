@@ -715,3 +715,105 @@ async fn the_mocked_api_server_enforces_the_rbac_rules() {
     }
     assert!(secrets.get_opt("pmip-lab-tls").await.unwrap().is_some());
 }
+
+/// The SA entries of the domain's ESP Secret as the operator applied it last.
+fn applied_sas(api: &ApiServer) -> Vec<pmip::config::SecurityAssociationConfig> {
+    let patches = api.find("PATCH", "/secrets/pmip-lab-ipsec");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(patches.last().expect("the SA Secret").body.clone()).unwrap();
+    let data = secret.data.unwrap();
+    let text = std::str::from_utf8(&data[crate::esp_keys::SA_FILE_FIELD].0).unwrap();
+    serde_saphyr::from_str(text).unwrap()
+}
+
+/// With ESP on, the operator makes the domain's master key once, derives a pair of SAs
+/// between the LMA and each MAG into the Secret every daemon mounts (before the pods that
+/// mount it), and points the daemons' configuration at it; a MAG that joins gets its pair
+/// and the others keep theirs.
+#[tokio::test]
+async fn a_domain_with_esp_gets_keys_for_the_lma_and_every_mag() {
+    use crate::crd::IpsecModeSpec;
+    let (ctx, api, _lma, _rx) = context().await;
+    let mut md = domain("lab");
+    md.spec.ipsec.mode = IpsecModeSpec::Userspace;
+    api.put(DEPLOYMENT, available_deployment());
+    let mut pods = vec![
+        pod("lma", "lma", "node-1", "2001:db8::1"),
+        pod("mag-a", "mag", "node-2", "2001:db8::2"),
+    ];
+    api.put_list(PODS, pods.clone());
+    let _ = run_domain(&api, md.clone(), ctx.clone()).await;
+    assert_eq!(api.find("PATCH", "/secrets/pmip-lab-ipsec-master").len(), 1);
+    assert!(api.events().contains(&"IpsecKeyMade".to_string()));
+    let first = applied_sas(&api);
+    let lma: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let mag_a: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!((first[0].local, first[0].peer), (Some(lma), mag_a));
+    assert_eq!((first[1].local, first[1].peer), (Some(mag_a), lma));
+    assert_eq!(first[0].key_out, first[1].key_in);
+    // The Secret is applied before the pods that mount it.
+    let calls = api.calls();
+    let at = |p: &str| {
+        calls
+            .iter()
+            .position(|c| c.method == "PATCH" && c.path.ends_with(p))
+    };
+    assert!(at("/secrets/pmip-lab-ipsec") < at("/deployments/pmip-lab-lma"));
+    let dep = api.find("PATCH", "/deployments/pmip-lab-lma");
+    let spec = &dep.last().unwrap().body["spec"]["template"]["spec"];
+    assert!(
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "pmip-lab-ipsec"),
+        "{spec}"
+    );
+    let cm = api.find("PATCH", "/configmaps/pmip-lab");
+    let lma_yaml = cm.last().unwrap().body["data"]["lma.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cfg: pmip::config::LmaConfig = serde_saphyr::from_str(&lma_yaml).unwrap();
+    assert_eq!(cfg.ipsec.mode, pmip::config::IpsecMode::Userspace);
+    assert_eq!(
+        cfg.ipsec.security_associations_file.unwrap(),
+        std::path::Path::new("/etc/pmip/ipsec/security-associations.yaml")
+    );
+
+    // A second MAG joins: the master key is read back, not made again.
+    pods.push(pod("mag-b", "mag", "node-3", "2001:db8::3"));
+    api.put_list(PODS, pods);
+    let _ = run_domain(&api, md, ctx).await;
+    assert_eq!(api.find("PATCH", "/secrets/pmip-lab-ipsec-master").len(), 1);
+    let second = applied_sas(&api);
+    assert_eq!(second.len(), 4);
+    for sa in &first {
+        assert!(second.contains(sa), "{sa:?} changed when a MAG joined");
+    }
+}
+
+/// A master key Secret that holds no key (edited by hand) is replaced, with a warning.
+#[tokio::test]
+async fn a_broken_master_key_is_replaced_with_a_warning() {
+    use crate::crd::IpsecModeSpec;
+    let (ctx, api, _lma, _rx) = context().await;
+    let mut md = domain("lab");
+    md.spec.ipsec.mode = IpsecModeSpec::Auto;
+    api.put(
+        &format!("{SECRETS}/pmip-lab-ipsec-master"),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "pmip-lab-ipsec-master", "namespace": "pmip"},
+               "data": {"master.key": "bm90IGEga2V5"}}),
+    );
+    api.put_list(PODS, vec![pod("lma", "lma", "node-1", "2001:db8::1")]);
+    let _ = run_domain(&api, md, ctx).await;
+    let made = api.find("PATCH", "/secrets/pmip-lab-ipsec-master");
+    assert_eq!(made.len(), 1);
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(made[0].body.clone()).unwrap();
+    let key = &secret.data.unwrap()[crate::esp_keys::MASTER_FIELD];
+    assert!(crate::esp_keys::master_of(&key.0).is_some());
+    assert!(applied_sas(&api).is_empty(), "no MAG yet");
+}

@@ -39,16 +39,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pmip::config::{
     ApiConfig, ClientTlsConfig, ConfigError, DatapathConfig, DatapathMode as CfgDatapathMode,
-    DomainConfig, FastHandoverConfig, FastHandoverMode as CfgFastHandoverMode, HeartbeatConfig,
-    LinkLocalMode, LmaConfig, LmaTimers, MagConfig, MagTimers, PrefixPool,
-    ReplayProtection as CfgReplay, RevocationConfig, TlsConfig,
+    DomainConfig, EspAlgorithm, FastHandoverConfig, FastHandoverMode as CfgFastHandoverMode,
+    HeartbeatConfig, IpsecConfig, IpsecMode, LinkLocalMode, LmaConfig, LmaTimers, MagConfig,
+    MagTimers, PrefixPool, ReplayProtection as CfgReplay, RevocationConfig, TlsConfig,
 };
 use pmip::types::LinkLayerAddress;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    DatapathMode, FastHandoverMode, LinkLocalMode as CrdLinkLocalMode, MobilityDomain,
-    MobilityDomainSpec, ReplayProtection, SysctlSetter,
+    DatapathMode, EspAlgorithmSpec, FastHandoverMode, IpsecModeSpec,
+    LinkLocalMode as CrdLinkLocalMode, MobilityDomain, MobilityDomainSpec, ReplayProtection,
+    SysctlSetter,
 };
 
 /// Port of the daemons' gRPC API (and of the LMA Service).
@@ -62,6 +63,8 @@ pub const METRICS_PORT: u16 = proto::METRICS_PORT;
 pub const CONFIG_DIR: &str = "/etc/pmip/config";
 /// Where the domain's TLS Secret is mounted (`tls.crt`, `tls.key`, `ca.crt`).
 pub const TLS_DIR: &str = "/etc/pmip/tls";
+/// Where the domain's SA Secret is mounted.
+pub const IPSEC_DIR: &str = "/etc/pmip/ipsec";
 /// The LMA's state directory (its PersistentVolumeClaim).
 pub const STATE_DIR: &str = "/var/lib/pmip";
 /// Label carrying the MobilityDomain name on everything the operator creates.
@@ -91,6 +94,10 @@ pub struct Names {
     pub ca: String,
     /// The daemons' certificate, its key and the CA certificate (`kubernetes.io/tls`).
     pub tls: String,
+    /// The ESP master key: only the operator reads it.
+    pub ipsec_master: String,
+    /// The SAs derived from it, mounted in every daemon.
+    pub ipsec: String,
 }
 
 impl Names {
@@ -102,6 +109,8 @@ impl Names {
             mag: format!("pmip-{domain}-mag"),
             ca: format!("pmip-{domain}-ca"),
             tls: format!("pmip-{domain}-tls"),
+            ipsec_master: format!("pmip-{domain}-ipsec-master"),
+            ipsec: format!("pmip-{domain}-ipsec"),
         }
     }
 }
@@ -201,6 +210,33 @@ fn datapath(spec: &MobilityDomainSpec) -> DatapathConfig {
 
 /// The daemons' API: TLS with client certificates from the domain's CA unless the domain
 /// turns it off, and the plain-text health listener the probes use.
+/// The daemons' `ipsec` section: the mode, and the SA file the operator writes.
+fn ipsec_config(spec: &MobilityDomainSpec) -> IpsecConfig {
+    let mode = match spec.ipsec.mode {
+        IpsecModeSpec::Off => return IpsecConfig::default(),
+        IpsecModeSpec::Userspace => IpsecMode::Userspace,
+        IpsecModeSpec::Kernel => IpsecMode::Kernel,
+        IpsecModeSpec::Auto => IpsecMode::Auto,
+    };
+    IpsecConfig {
+        mode,
+        security_associations_file: Some(
+            format!("{IPSEC_DIR}/{}", crate::esp_keys::SA_FILE_FIELD).into(),
+        ),
+        ..IpsecConfig::default()
+    }
+}
+
+/// The configuration's name of the domain's ESP transform.
+pub fn esp_algorithm(spec: &MobilityDomainSpec) -> EspAlgorithm {
+    match spec.ipsec.algorithm {
+        EspAlgorithmSpec::Aes128Gcm => EspAlgorithm::Aes128Gcm,
+        EspAlgorithmSpec::Aes256Gcm => EspAlgorithm::Aes256Gcm,
+        EspAlgorithmSpec::Aes128CbcHmacSha256 => EspAlgorithm::Aes128CbcHmacSha256,
+        EspAlgorithmSpec::Aes256CbcHmacSha256 => EspAlgorithm::Aes256CbcHmacSha256,
+    }
+}
+
 fn api(spec: &MobilityDomainSpec) -> ApiConfig {
     ApiConfig {
         tls: spec.tls.enabled.then(|| TlsConfig {
@@ -258,7 +294,7 @@ pub fn lma_config(
         api: api(spec),
         metrics: Default::default(),
         tracing: Default::default(),
-        ipsec: Default::default(),
+        ipsec: ipsec_config(spec),
     };
     // Validate as the daemon will, with a stand-in for the address it learns at start.
     let mut check = cfg.clone();
@@ -303,7 +339,7 @@ pub fn mag_config(
         api: api(spec),
         metrics: Default::default(),
         tracing: Default::default(),
-        ipsec: Default::default(),
+        ipsec: ipsec_config(spec),
     };
     let mut check = cfg.clone();
     check.proxy_coa = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
@@ -436,48 +472,72 @@ pub fn config_map(md: &MobilityDomain, lma_yaml: &str, mag_yaml: Option<&str>) -
     }
 }
 
+/// A Secret of the domain with these fields.
+fn secret(md: &MobilityDomain, name: &str, type_: &str, fields: &[(&str, &[u8])]) -> Secret {
+    Secret {
+        metadata: meta(md, name, "tls"),
+        type_: Some(type_.into()),
+        data: Some(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    }
+}
+
 /// The domain's CA (certificate and key), read only by the operator.
 pub fn ca_secret(md: &MobilityDomain, cert_pem: &str, key_pem: &str) -> Secret {
     let n = Names::of(domain_name(md));
-    Secret {
-        metadata: meta(md, &n.ca, "tls"),
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([
-            (
-                crate::pki::CA_CERT.into(),
-                ByteString(cert_pem.as_bytes().to_vec()),
-            ),
-            (
-                crate::pki::CA_KEY.into(),
-                ByteString(key_pem.as_bytes().to_vec()),
-            ),
-        ])),
-        ..Secret::default()
-    }
+    secret(
+        md,
+        &n.ca,
+        "Opaque",
+        &[
+            (crate::pki::CA_CERT, cert_pem.as_bytes()),
+            (crate::pki::CA_KEY, key_pem.as_bytes()),
+        ],
+    )
 }
 
 /// The daemons' certificate and key and the CA's certificate, mounted at [`TLS_DIR`].
 pub fn tls_secret(md: &MobilityDomain, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Secret {
     let n = Names::of(domain_name(md));
-    Secret {
-        metadata: meta(md, &n.tls, "tls"),
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(BTreeMap::from([
-            (
-                crate::pki::CA_CERT.into(),
-                ByteString(ca_pem.as_bytes().to_vec()),
-            ),
-            (
-                crate::pki::TLS_CERT.into(),
-                ByteString(cert_pem.as_bytes().to_vec()),
-            ),
-            (
-                crate::pki::TLS_KEY.into(),
-                ByteString(key_pem.as_bytes().to_vec()),
-            ),
-        ])),
-        ..Secret::default()
-    }
+    secret(
+        md,
+        &n.tls,
+        "kubernetes.io/tls",
+        &[
+            (crate::pki::CA_CERT, ca_pem.as_bytes()),
+            (crate::pki::TLS_CERT, cert_pem.as_bytes()),
+            (crate::pki::TLS_KEY, key_pem.as_bytes()),
+        ],
+    )
+}
+
+/// The domain's ESP master key (hex), read only by the operator.
+pub fn ipsec_master_secret(md: &MobilityDomain, master: &[u8]) -> Secret {
+    let n = Names::of(domain_name(md));
+    let hex = pmip::config::KeyMaterial::new(master.to_vec()).to_hex();
+    secret(
+        md,
+        &n.ipsec_master,
+        "Opaque",
+        &[(crate::esp_keys::MASTER_FIELD, hex.as_bytes())],
+    )
+}
+
+/// The domain's SA file (every daemon's entries, each with its `local` address), mounted at
+/// [`IPSEC_DIR`] in every daemon.
+pub fn ipsec_secret(md: &MobilityDomain, sa_yaml: &str) -> Secret {
+    let n = Names::of(domain_name(md));
+    secret(
+        md,
+        &n.ipsec,
+        "Opaque",
+        &[(crate::esp_keys::SA_FILE_FIELD, sa_yaml.as_bytes())],
+    )
 }
 
 /// The LMA's state volume.
@@ -769,6 +829,18 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
             ..Volume::default()
         });
         mounts.push(mount("tls", TLS_DIR, true));
+    }
+    if md.spec.ipsec.mode != IpsecModeSpec::Off {
+        volumes.push(Volume {
+            name: "ipsec".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(n.ipsec.clone()),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("ipsec", IPSEC_DIR, true));
     }
     if component == Component::Mag {
         if md.spec.lma.fast_handover.mode != FastHandoverMode::Off && !privileged {
