@@ -36,10 +36,10 @@ use k8s_openapi::api::core::v1::{
     Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use operator::crd::{MobilityDomain, SysctlSetter};
+use operator::crd::{IpsecModeSpec, MobilityDomain, SysctlSetter};
 use operator::domain::{Desired, PodsView, decide};
-use operator::pki;
 use operator::render::{self, HEALTH_PORT, Image, Names};
+use operator::{esp_keys, pki};
 use serde_json::{Value, json};
 
 const POOL: &str = "2001:db8:100::/48";
@@ -393,7 +393,7 @@ fn rendered_pods_pass_the_kubelets_rules() {
         for lab in [false, true] {
             let mut md = domain("pmip", how);
             md.spec.mags.lab = lab;
-            let d = decide(&md, &view, &image, None).unwrap();
+            let d = decide(&md, &view, &image, None, None).unwrap();
             for (what, tpl) in [
                 ("LMA", &d.lma.spec.template),
                 ("MAG", &d.mags.as_ref().unwrap().spec.template),
@@ -416,7 +416,7 @@ fn rendered_pods_pass_the_kubelets_rules() {
     }
     // The rules catch what podman lets through.
     let md = domain("pmip", SysctlSetter::InitContainer);
-    let d = decide(&md, &view, &image, None).unwrap();
+    let d = decide(&md, &view, &image, None, None).unwrap();
     let mut pod = d.lma.spec.template.spec.clone().unwrap();
     pod.security_context.as_mut().unwrap().run_as_user = Some(65532);
     pod.containers[0]
@@ -993,8 +993,11 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         pull_policy: "Never".into(),
     };
 
-    // The domain's PKI, as the reconciler makes it.
-    let md = domain("pmip-pods", SysctlSetter::InitContainer);
+    // The domain's PKI and ESP master key, as the reconciler makes them. The signalling
+    // between the LMA and the MAGs is in ESP, done by the daemons (this kernel has no ESP).
+    let mut md = domain("pmip-pods", SysctlSetter::InitContainer);
+    md.spec.ipsec.mode = IpsecModeSpec::Userspace;
+    let master = esp_keys::new_master().unwrap();
     let now = jiff_now();
     let (ca, ca_key) = pki::new_ca("pmip-pods", "lab", now).unwrap();
     let (cert, key) =
@@ -1004,7 +1007,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         cert: cert.clone(),
         key: key.clone(),
     };
-    let secrets = vec![
+    let mut secrets = vec![
         render::ca_secret(&md, &ca, &ca_key),
         render::tls_secret(&md, &ca, &cert, &key),
     ];
@@ -1016,7 +1019,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
     // container cannot set its sysctls and says which one: /proc/sys is read-only in it.
     {
         let bare = domain("pmip-pods", SysctlSetter::Node);
-        let d = decide(&bare, &PodsView::default(), &image, Some(&material)).unwrap();
+        let d = decide(&bare, &PodsView::default(), &image, Some(&material), None).unwrap();
         assert!(
             d.lma
                 .spec
@@ -1076,8 +1079,17 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
 
     // The LMA: the operator's objects before any pod runs, scheduled on node 1.
     let t0 = Instant::now();
-    let first = decide(&md, &PodsView::default(), &image, Some(&material)).unwrap();
+    let first = decide(
+        &md,
+        &PodsView::default(),
+        &image,
+        Some(&material),
+        Some(&master),
+    )
+    .unwrap();
     assert!(first.mags.is_none(), "MAGs wait for the LMA's address");
+    // The SA Secret exists before any daemon that mounts it, with no SA yet.
+    secrets.push(first.ipsec.clone().unwrap());
     let lma_pod = format!("{}-lma", c.id);
     let init_logs = run_pod(
         &c,
@@ -1110,7 +1122,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         Some(nodes[0].addr),
         "first global IPv6 of status.hostIPs"
     );
-    let full = decide(&md, &view, &image, Some(&material)).unwrap();
+    let full = decide(&md, &view, &image, Some(&material), Some(&master)).unwrap();
     let ds = full.mags.clone().unwrap();
     let excluded = ds
         .spec
@@ -1168,6 +1180,58 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         c.must(wait_ready(node, &ds.spec.template, Duration::from_secs(60)).await);
     }
     let ready_secs = t0.elapsed().as_secs_f64();
+
+    // The operator sees the MAGs' pods: the SA Secret gains a pair between the LMA and each
+    // MAG, which rolls no pod; the kubelet updates the Secret's files in every pod that
+    // mounts it, and each daemon re-reads them.
+    let mut placed = vec![("lma", &nodes[0])];
+    placed.extend(mag_nodes.iter().map(|n| ("mag", *n)));
+    let joined = decide(
+        &md,
+        &operator::domain::pods_view(&observed(&placed)),
+        &image,
+        Some(&material),
+        Some(&master),
+    )
+    .unwrap();
+    assert_eq!(
+        joined.mags.as_ref().unwrap().spec.template,
+        ds.spec.template
+    );
+    assert_eq!(joined.lma.spec.template, first.lma.spec.template);
+    let sa_secret = joined.ipsec.clone().unwrap();
+    let sa_file = &sa_secret.data.as_ref().unwrap()[esp_keys::SA_FILE_FIELD].0;
+    for pod in std::iter::once(&lma_pod).chain(&mag_pods) {
+        let f = c.path(&format!(
+            "pods/{pod}/volumes/ipsec/{}",
+            esp_keys::SA_FILE_FIELD
+        ));
+        std::fs::write(&f, sa_file).unwrap();
+    }
+    secrets.retain(|s| s.metadata.name != sa_secret.metadata.name);
+    secrets.push(sa_secret);
+    let containers = std::iter::once(format!("{lma_pod}-lma"))
+        .chain(mag_pods.iter().map(|p| format!("{p}-mag")));
+    for ctr in containers {
+        let log = c.must(
+            until(
+                "the daemon to re-read its SAs",
+                Duration::from_secs(30),
+                || {
+                    let out = c.podman(None, &["logs", &ctr]).ok()?;
+                    let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                        + &String::from_utf8_lossy(&out.stdout);
+                    text.contains("security associations reloaded")
+                        .then_some(text)
+                },
+            )
+            .await,
+        );
+        assert!(
+            log.contains("no security association for") && log.contains("ESP in the daemon"),
+            "{ctr} started before its SAs existed, with ESP on: {log}"
+        );
+    }
 
     // What the operator does next, done with pmipctl in the LMA pod over TLS: authorize the
     // MAGs by their nodes' addresses, and give the mobile node a profile.
