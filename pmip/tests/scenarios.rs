@@ -595,6 +595,32 @@ fn pool_exhaustion_gets_130() {
 
 /// Twenty nodes on two MAGs, their prefixes, and an LMA snapshot taken 3 s before now,
 /// round-tripped through JSON as the daemon's store would do.
+#[test]
+fn a_prefix_kept_for_a_node_goes_to_another_only_when_the_pool_is_dry() {
+    let mut lc = lma_config(1, 5);
+    lc.prefix_pools = vec![PrefixPool {
+        prefix: "2001:db8:100::/63".parse().unwrap(),
+        prefix_length: 64,
+    }];
+    let mut sim = Sim::new(lc, vec![mag_config(0, 5)], 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p1 = prefix_of(&sim, 1);
+    // Node 1 leaves; its entry goes after MinDelayBeforeBCEDelete, its prefix stays its own.
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_secs(12));
+    assert_eq!(sim.lma.cache().len(), 0);
+    assert_eq!(sim.lma.prefixes_available(), 1);
+    sim.attach(0, ll(2));
+    sim.settle(Duration::from_secs(2));
+    assert_ne!(prefix_of(&sim, 2), p1);
+    // The pool is dry: node 3 gets what was kept for node 1 rather than a 130.
+    sim.attach(0, ll(3));
+    sim.settle(Duration::from_secs(2));
+    assert!(bound_at(&sim, 0, 3));
+    assert_eq!(prefix_of(&sim, 3), p1);
+}
+
 fn twenty_nodes_and_an_lma_snapshot() -> (Sim, Vec<Ipv6Net>, pmip::lma::LmaSnapshot) {
     let mut sim = domain(2, 20);
     for n in 1..=20 {
@@ -1427,4 +1453,95 @@ fn a_mag_restart_keeps_its_nodes_without_a_detach() {
         .count();
     assert_eq!(hi5, 3);
     assert!(sim.mag_datapaths[0].uplinks.len() == 3);
+}
+
+/// Issue 14 ("a node lost its prefix"), as the lab showed it with three MAGs and five nodes:
+/// a predictive handover MAG1 -> MAG2 whose new MAG never sees the node arrive (MAG1: "did
+/// not complete in time", and the LMA never hears from MAG2), so MAG1 de-registers it and the
+/// LMA deletes the entry after MinDelayBeforeBCEDelete; then a reactive handover to MAG3 and a
+/// plain one back to MAG1. While its profile lasts, the node keeps its prefix: the LMA hands
+/// its last prefix back to it (RFC 5213 §5.3.2 leaves the choice of prefix to the LMA; see
+/// `Lma::create_session`), and gives it to no other node meanwhile.
+#[test]
+fn a_failed_predictive_handover_then_reactive_and_plain_ones_keep_the_prefix() {
+    use pmip::config::FastHandoverMode;
+    let mode = FastHandoverMode::Predictive;
+    let mags = (0..3)
+        .map(|i| {
+            let mut c = mag_config(i, 6);
+            c.domain.fast_handover.mode = mode;
+            c
+        })
+        .collect();
+    let mut lc = lma_config(3, 6);
+    lc.domain.fast_handover.mode = mode;
+    let mut sim = Sim::new(lc, mags, 77);
+    for n in 1..=5 {
+        sim.attach(usize::from(n - 1) % 3, ll(n));
+    }
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    let others: Vec<Ipv6Net> = (2..=5).map(|n| prefix_of(&sim, n)).collect();
+    let pbus_of_mag2 = |sim: &Sim| {
+        sim.sent
+            .iter()
+            .filter(|(_, pk)| {
+                pk.src == mag_addr(1) && matches!(pk.message(), Some(Message::BindingUpdate(_)))
+            })
+            .count()
+    };
+    let before = pbus_of_mag2(&sim);
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    // The node leaves MAG1; MAG2 does not see it arrive.
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_secs(6));
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::HandoverFailed {
+            reason: "the handover did not complete in time",
+            ..
+        }
+    )));
+    assert_eq!(pbus_of_mag2(&sim), before, "the LMA never hears from MAG2");
+    // MinDelayBeforeBCEDelete after MAG1's de-registration the entry is gone.
+    sim.run_for(Duration::from_secs(12));
+    assert!(sim.lma.cache().sessions_of(&nai(1)).next().is_none());
+    // Meanwhile another node attaches: it does not get node 1's prefix.
+    sim.attach(0, ll(6));
+    sim.settle(Duration::from_secs(2));
+    assert_ne!(prefix_of(&sim, 6), p, "node 1's prefix stays node 1's");
+    // Reactive MAG2 -> MAG3: MAG2 has no context for it.
+    sim.mag_do(2, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(1)));
+    sim.attach(2, ll(1));
+    sim.settle(Duration::from_secs(8));
+    assert!(bound_at(&sim, 2, 1));
+    assert_eq!(
+        prefix_of(&sim, 1),
+        p,
+        "the same prefix after the reactive handover"
+    );
+    // Plain MAG3 -> MAG1.
+    sim.detach(2, ll(1));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(8));
+    assert!(bound_at(&sim, 0, 1));
+    assert_eq!(
+        prefix_of(&sim, 1),
+        p,
+        "the same prefix after the plain handover"
+    );
+    let (_, _, ra) = sim
+        .router_advertisements
+        .iter()
+        .rev()
+        .find(|(_, m, ra)| *m == 0 && ra.mn_link_layer == ll(1))
+        .unwrap();
+    assert_eq!(ra.prefixes, vec![p]);
+    for (n, q) in (2..=5).zip(&others) {
+        assert_eq!(prefix_of(&sim, n), *q);
+    }
 }

@@ -223,6 +223,10 @@ pub struct Lma {
     mag_sessions: BTreeMap<Ipv6Addr, u32>,
     revocations: BTreeMap<u16, Revocation>,
     pending: BTreeMap<SessionId, PendingPbu>,
+    /// The prefixes of ended mobility sessions, kept for their node (by MN-ID and MN
+    /// link-layer identifier) while its profile lasts: still claimed in the pools, given to
+    /// no other node unless the pools run dry (see [`Lma::create_session`]).
+    kept: BTreeMap<(String, Option<LinkLayerAddress>), Prefixes>,
     outputs: VecDeque<LmaOutput>,
     rng: Rng,
     stats: LmaStats,
@@ -259,6 +263,7 @@ impl Lma {
             mag_sessions: BTreeMap::new(),
             revocations: BTreeMap::new(),
             pending: BTreeMap::new(),
+            kept: BTreeMap::new(),
             outputs: VecDeque::new(),
             rng,
             stats: LmaStats::default(),
@@ -538,6 +543,15 @@ impl Lma {
         let old = self.policy.remove(mn_id);
         let found = old.is_some();
         self.release_unpinned(old);
+        if self.policy.lookup(mn_id).is_none() {
+            let gone: Vec<_> = (self.kept.keys())
+                .filter(|(m, _)| m == mn_id)
+                .cloned()
+                .collect();
+            for k in gone {
+                self.release_kept(&k);
+            }
+        }
         if revoke {
             let _ = self.revoke(now, mn_id, RevocationTrigger::AdministrativeReason);
         }
@@ -842,7 +856,10 @@ impl Lma {
                     let pinned_to = self.policy.pinned_owner(p);
                     let ok = match pinned_to {
                         Some(owner) => owner == mn_id,
-                        None => self.prefixes.owns(p),
+                        // Nor is a prefix kept for another node (see `kept`).
+                        None => {
+                            self.prefixes.owns(p) && self.kept_for(p).is_none_or(|o| o == mn_id)
+                        }
                     } && self.cache.by_prefix(p).is_none();
                     if !ok {
                         release_ipv4(self);
@@ -854,6 +871,7 @@ impl Lma {
                         );
                     }
                 }
+                self.unkeep(mn_id, requested.as_slice());
                 requested.clone()
             }
             RequestedPrefixes::Allocate => {
@@ -868,12 +886,15 @@ impl Lma {
                 );
                 if !free_pinned.as_slice().is_empty() {
                     free_pinned
+                } else if let Some(kept) = self.take_kept(mn_id, reg.link_layer_address()) {
+                    // The prefix the node had: RFC 5213 §5.3.2 rule 1 leaves the choice of
+                    // prefix to the LMA; the reading taken is that a node keeps its prefix
+                    // for as long as its profile lasts, even when a failed handover let its
+                    // binding end (MinDelayBeforeBCEDelete passed) before it registered again.
+                    kept
                 } else {
                     // Rules 1-2.
-                    match self
-                        .prefixes
-                        .allocate(|p| policy.is_pinned(p) || cache.by_prefix(p).is_some())
-                    {
+                    match self.allocate_prefix() {
                         Some(p) => Prefixes::One(p),
                         None => {
                             release_ipv4(self);
@@ -1410,13 +1431,27 @@ impl Lma {
             return;
         };
         let record = record_of(&e, now, to_ms(wall));
+        // While its profile lasts, the node's prefixes stay claimed for it.
+        let keep = self.policy.lookup(&e.mn_id).is_some();
+        let mut kept = Vec::new();
         for p in e.prefixes.as_slice() {
             self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
                 prefix: (*p).into(),
             }));
-            if !self.policy.is_pinned(p) {
+            if self.policy.is_pinned(p) {
+                continue;
+            }
+            if keep {
+                kept.push(*p);
+            } else {
                 self.prefixes.release(p);
             }
+        }
+        if !kept.is_empty() {
+            self.kept.insert(
+                (e.mn_id.to_string(), e.mn_link_layer_id),
+                Prefixes::from_slice(&kept),
+            );
         }
         if let Some(v4) = e.ipv4 {
             self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
@@ -1428,6 +1463,80 @@ impl Lma {
         self.revocations.retain(|_, r| r.session != s);
         self.mag_lost(&e.proxy_coa);
         self.event(LmaEvent::BindingRemoved { record, reason });
+    }
+
+    /// The node a prefix is kept for, if any.
+    fn kept_for(&self, p: &Ipv6Net) -> Option<&str> {
+        self.kept
+            .iter()
+            .find(|(_, ps)| ps.as_slice().contains(p))
+            .map(|((m, _), _)| m.as_str())
+    }
+
+    /// The prefixes kept for the node's interface `ll` (or, without one, for the node), now
+    /// its session's again.
+    fn take_kept(&mut self, mn_id: &str, ll: Option<LinkLayerAddress>) -> Option<Prefixes> {
+        let key = (mn_id.to_owned(), ll);
+        let key = if self.kept.contains_key(&key) {
+            key
+        } else if ll.is_none() {
+            self.kept.keys().find(|(m, _)| m == mn_id)?.clone()
+        } else {
+            return None;
+        };
+        let ps = self.kept.remove(&key)?;
+        // One held by a session meanwhile (named in a PBU) is not handed out twice.
+        if ps
+            .as_slice()
+            .iter()
+            .any(|p| self.cache.by_prefix(p).is_some())
+        {
+            self.kept.insert(key.clone(), ps);
+            self.release_kept(&key);
+            return None;
+        }
+        Some(ps)
+    }
+
+    /// Prefixes a node named in its PBU are its session's now, no longer kept.
+    fn unkeep(&mut self, mn_id: &str, named: &[Ipv6Net]) {
+        for ps in (self.kept.iter_mut())
+            .filter(|((m, _), _)| m == mn_id)
+            .map(|(_, ps)| ps)
+        {
+            let rest: Vec<Ipv6Net> = (ps.as_slice().iter())
+                .filter(|p| !named.contains(p))
+                .copied()
+                .collect();
+            *ps = Prefixes::from_slice(&rest);
+        }
+        self.kept.retain(|_, ps| !ps.as_slice().is_empty());
+    }
+
+    /// Gives the kept prefixes of `key` back to their pools.
+    fn release_kept(&mut self, key: &(String, Option<LinkLayerAddress>)) {
+        if let Some(ps) = self.kept.remove(key) {
+            for p in ps.as_slice() {
+                if !self.policy.is_pinned(p) && self.cache.by_prefix(p).is_none() {
+                    self.prefixes.release(p);
+                }
+            }
+        }
+    }
+
+    /// A fresh prefix from the pools (§5.3.2 rules 1-2); when they are dry, the prefixes
+    /// kept for nodes without a binding go back to them, one node at a time.
+    fn allocate_prefix(&mut self) -> Option<Ipv6Net> {
+        loop {
+            let (policy, cache) = (&self.policy, &self.cache);
+            if let Some(p) =
+                (self.prefixes).allocate(|p| policy.is_pinned(p) || cache.by_prefix(p).is_some())
+            {
+                return Some(p);
+            }
+            let key = self.kept.keys().next()?.clone();
+            self.release_kept(&key);
+        }
     }
 
     fn mag_gained(&mut self, mag: Ipv6Addr, now: Instant) {
