@@ -1545,3 +1545,111 @@ fn a_failed_predictive_handover_then_reactive_and_plain_ones_keep_the_prefix() {
         assert_eq!(prefix_of(&sim, n), *q);
     }
 }
+
+/// Issue 14: the node reaches the new MAG before the previous MAG's HI does (the first HI was
+/// lost, the retransmission comes while the new MAG's own PBU is outstanding). The new MAG
+/// keeps serving the node on its link and registering it, and ends the previous MAG's
+/// forwarding when its PBA comes: the context HI neither replaces the node's entry nor makes
+/// the new MAG forward the node's packets away (RFC 5949 §4.1 does not cover the order).
+#[test]
+fn a_predictive_hi_that_arrives_after_the_node_does_not_take_the_node_off_its_link() {
+    late_predictive_hi(true);
+}
+
+/// The same when the new MAG's registration completed before the HI came: it tells the
+/// previous MAG at once, instead of taking itself for the node's previous MAG and
+/// forwarding the node's packets back to it.
+#[test]
+fn a_predictive_hi_that_arrives_after_the_registration_completes_it_at_once() {
+    late_predictive_hi(false);
+}
+
+fn late_predictive_hi(lose_first_pba: bool) {
+    use pmip::config::FastHandoverMode;
+    use pmip::mag::FastRole;
+    let mut sim = fast_domain(FastHandoverMode::Predictive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    let (mut his, mut pbas) = (0, 0);
+    let mag2 = mag_addr(1);
+    sim.drop = Some(Box::new(move |pk: &Packet| match pk.message() {
+        Some(Message::HandoverInitiate(_)) => {
+            his += 1;
+            his == 1
+        }
+        Some(Message::BindingAck(_)) if pk.dst == mag2 && lose_first_pba => {
+            pbas += 1;
+            pbas == 1
+        }
+        _ => false,
+    }));
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    // The HI is retransmitted 250 ms later, while MAG2's PBU waits for its PBA.
+    sim.run_for(Duration::from_millis(300));
+    let e = sim.mags[1].binding(&nai(1)).expect("MAG2 keeps the node");
+    if lose_first_pba {
+        assert_eq!(e.state, BulState::Registering);
+    } else {
+        assert!(e.is_bound());
+    }
+    assert_eq!(e.link, pmip::output::AccessLink(1));
+    assert!(sim.mag_datapaths[1].forwards.is_empty());
+    sim.settle(Duration::from_secs(8));
+    assert!(bound_at(&sim, 1, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert!(sim.mag_datapaths[1].forwards.is_empty());
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert!(
+        sim.mag_events_of(0).any(|e| matches!(
+            e,
+            MagEvent::HandoverCompleted {
+                role: FastRole::Previous,
+                ..
+            }
+        )),
+        "MAG1 is told the handover completed"
+    );
+    assert!(
+        !sim.mag_events
+            .iter()
+            .any(|(_, _, e)| matches!(e, MagEvent::HandoverFailed { .. })),
+        "{:?}",
+        sim.mag_events
+    );
+}
+
+/// A predictive handover in a domain set to reactive ones is reported as predictive by both
+/// MAGs (the mode is the handover's, not the domain's).
+#[test]
+fn a_predictive_handover_is_reported_as_predictive_in_a_reactive_domain() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    sim.settle(Duration::from_secs(2));
+    for mag in 0..2 {
+        let modes: Vec<FastHandoverMode> = sim
+            .mag_events_of(mag)
+            .filter_map(|e| match e {
+                MagEvent::HandoverCompleted { mode, .. } => Some(*mode),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(modes, vec![FastHandoverMode::Predictive], "MAG{}", mag + 1);
+    }
+}

@@ -286,7 +286,13 @@ impl FastHandovers {
         if self.handovers.contains_key(&e.link_layer) {
             return Err(FastError::InProgress(mn_id.to_owned()));
         }
-        let mut f = FastHandover::new(self.mode, FastRole::Previous, FastPhase::Initiating, now);
+        // The handover's mode, whatever the domain's: an indication makes it predictive.
+        let mut f = FastHandover::new(
+            FastHandoverMode::Predictive,
+            FastRole::Previous,
+            FastPhase::Initiating,
+            now,
+        );
         f.peer = Some(new_mag);
         f.sequence = self.next_hi_sequence();
         self.handovers.insert(e.link_layer, f);
@@ -478,6 +484,50 @@ impl FastHandovers {
         let here = ctx_ll
             .and_then(|l| bul.get(&l).filter(|e| e.mn_id == mn_id))
             .or_else(|| bul.of_mn_id(&mn_id).next());
+        // A previous MAG's context (Code 3) for a node that is on one of our links already:
+        // it arrived before the HI (the first one was lost, or slow). RFC 5949 §4.1 does not
+        // cover that order; the reading taken: we are its new MAG, the context is accepted
+        // (Code 5, §6.1.2) but not used, since our own registration is under way or done,
+        // and the previous MAG's forwarding ends when that registration completes, as in a
+        // predictive handover. The node's entry is neither replaced by an expected one nor
+        // taken for a node leaving us.
+        if hi.code == HiCode::AllAvailableContextTransferred
+            && let Some(e) = here.filter(|e| {
+                matches!(
+                    e.state,
+                    BulState::Registering | BulState::Bound | BulState::Refreshing
+                ) && ctx_ll.is_none_or(|l| l == e.link_layer)
+            })
+            && self
+                .handovers
+                .get(&e.link_layer)
+                .is_none_or(|f| f.role == FastRole::New)
+        {
+            out.extend(ack(HackCode::ContextTransferAccepted, &id_opt));
+            if self.handovers.contains_key(&e.link_layer) {
+                return;
+            }
+            let mut f = FastHandover::new(
+                FastHandoverMode::Predictive,
+                FastRole::New,
+                FastPhase::Forwarding,
+                now,
+            );
+            f.peer = Some(src);
+            self.handovers.insert(e.link_layer, f);
+            out.push(FastAction::Event(MagEvent::HandoverStarted {
+                mn_id: e.mn_id.clone(),
+                mode: FastHandoverMode::Predictive,
+                role: FastRole::New,
+                peer: src,
+            }));
+            if e.is_bound() {
+                self.complete_as_new(now, e, out);
+            } else {
+                self.arm(e.link_layer, now + self.timeout, out);
+            }
+            return;
+        }
         match here {
             // We are the PMAG and the NMAG asks (reactive, or a predictive HI crossing).
             Some(e) if e.is_bound() => {
