@@ -262,7 +262,7 @@ pub struct Stats {
     pub revocations_timed_out: u64,
     pub dropped: u64,
     /// Heartbeat events by kind: unreachable, reachable, restarted.
-    pub peer_events: [u64; 3],
+    pub peer_events: [u64; 4],
     pub expirations: u64,
     /// Every authorized MAG, and every MAG with bindings.
     pub mags: Vec<MagStat>,
@@ -282,7 +282,7 @@ pub struct MagStat {
 }
 
 /// The kinds of [`Stats::peer_events`], in order.
-pub const PEER_EVENT_KINDS: [&str; 3] = ["unreachable", "reachable", "restarted"];
+pub const PEER_EVENT_KINDS: [&str; 4] = ["unreachable", "reachable", "restarted", "unsupported"];
 
 /// A store commit the service owes.
 #[derive(Debug)]
@@ -325,7 +325,7 @@ pub struct Service {
     expirations: u64,
     revocations: [u64; 2],
     dropped: u64,
-    peer_events: [u64; 3],
+    peer_events: [u64; 4],
     // This turn's outputs.
     tx: Vec<Transmit>,
     changes: Vec<Change>,
@@ -375,7 +375,7 @@ impl Service {
             expirations: 0,
             revocations: [0; 2],
             dropped: 0,
-            peer_events: [0; 3],
+            peer_events: [0; 4],
             tx,
             changes: Vec::new(),
             batch: Batch::default(),
@@ -746,6 +746,7 @@ impl Service {
                     PeerEvent::Unreachable { peer } => (0, peer),
                     PeerEvent::Reachable { peer } => (1, peer),
                     PeerEvent::Restarted { peer, .. } => (2, peer),
+                    PeerEvent::Unsupported { peer } => (3, peer),
                 };
                 warn!(%peer, kind = PEER_EVENT_KINDS[kind], "MAG heartbeat");
                 self.peer_events[kind] += 1;

@@ -855,6 +855,9 @@ impl Service {
                     PeerEvent::Restarted { peer, old, new } => {
                         info!(%peer, old = *old, new, "LMA restarted: re-registering every node");
                     }
+                    PeerEvent::Unsupported { peer } => {
+                        warn!(%peer, "LMA does not support heartbeats (Binding Error, status 2): none sent to it again");
+                    }
                 }
                 9
             }

@@ -8,7 +8,9 @@ use std::net::Ipv6Addr;
 
 use crate::output::Transmit;
 use crate::time::Instant;
-use crate::wire::{Heartbeat, HeartbeatFlags, HeartbeatView, Message, MobilityOption, Options};
+use crate::wire::{
+    BindingErrorStatus, Heartbeat, HeartbeatFlags, HeartbeatView, Message, MobilityOption, Options,
+};
 
 /// What the heartbeat exchange learned about a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,9 @@ pub enum PeerEvent {
         old: Option<u32>,
         new: u32,
     },
+    /// The peer answered a Heartbeat Request with a Binding Error, status 2 (unrecognized
+    /// MH Type): no more heartbeats with it (RFC 5847 §3).
+    Unsupported { peer: Ipv6Addr },
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +51,9 @@ pub struct Heartbeats {
     peers: BTreeMap<Ipv6Addr, Peer>,
     schedule: BTreeSet<(Instant, Ipv6Addr)>,
     next_seq: u32,
+    /// Peers that do not support heartbeats (RFC 5847 §3: "MUST NOT use Heartbeat messages
+    /// with the other end again").
+    unsupported: BTreeSet<Ipv6Addr>,
 }
 
 impl Heartbeats {
@@ -65,6 +73,7 @@ impl Heartbeats {
             peers: BTreeMap::new(),
             schedule: BTreeSet::new(),
             next_seq: first_seq,
+            unsupported: BTreeSet::new(),
         }
     }
 
@@ -75,7 +84,7 @@ impl Heartbeats {
     /// Starts heartbeats to `peer` (no effect if already known). The first request goes out
     /// at once, so the peer's Restart Counter is known before it could change.
     pub fn add_peer(&mut self, peer: Ipv6Addr, now: Instant) {
-        if self.peers.contains_key(&peer) {
+        if self.peers.contains_key(&peer) || self.unsupported.contains(&peer) {
             return;
         }
         let at = now;
@@ -99,6 +108,32 @@ impl Heartbeats {
         if let Some(p) = self.peers.remove(peer) {
             self.schedule.remove(&(p.next_request_at, *peer));
         }
+    }
+
+    /// A Binding Error from `src` (RFC 5847 §3): with status 2, in answer to our outstanding
+    /// Heartbeat Request, the peer does not support heartbeats and is never sent one again.
+    /// The reading taken for "in response to a Heartbeat Request": a Binding Error carries no
+    /// sequence number, so one with status 2 from a peer with a request outstanding answers
+    /// that request. Returns whether heartbeats with `src` stopped.
+    pub fn on_binding_error(
+        &mut self,
+        src: Ipv6Addr,
+        status: BindingErrorStatus,
+        event: &mut impl FnMut(PeerEvent),
+    ) -> bool {
+        let awaiting = self.peers.get(&src).is_some_and(|p| p.awaiting.is_some());
+        if status != BindingErrorStatus::UnrecognizedMhType || !awaiting {
+            return false;
+        }
+        self.remove_peer(&src);
+        self.unsupported.insert(src);
+        event(PeerEvent::Unsupported { peer: src });
+        true
+    }
+
+    /// Whether heartbeats with `peer` stopped for good (see [`Heartbeats::on_binding_error`]).
+    pub fn is_unsupported(&self, peer: &Ipv6Addr) -> bool {
+        self.unsupported.contains(peer)
     }
 
     pub fn has_peer(&self, peer: &Ipv6Addr) -> bool {

@@ -1653,3 +1653,119 @@ fn a_predictive_handover_is_reported_as_predictive_in_a_reactive_domain() {
         assert_eq!(modes, vec![FastHandoverMode::Predictive], "MAG{}", mag + 1);
     }
 }
+
+fn heartbeat_requests(sim: &Sim, from: Ipv6Addr, since: usize) -> usize {
+    sim.sent[since..]
+        .iter()
+        .filter(|(_, pk)| {
+            pk.src == from
+                && matches!(pk.message(), Some(Message::Heartbeat(h)) if !h.flags.contains(HeartbeatFlags::R))
+        })
+        .count()
+}
+
+fn binding_error(src: Ipv6Addr, dst: Ipv6Addr, status: BindingErrorStatus) -> Packet {
+    let m = Message::BindingError(BindingError {
+        status,
+        home_address: Ipv6Addr::UNSPECIFIED,
+        options: Options::EMPTY,
+    });
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+    Packet { src, dst, bytes: b }
+}
+
+/// RFC 5847 §3: "A Heartbeat Request message can be sent only if the MAG has at least one
+/// proxy Binding Cache entry at the LMA": not while the only node's registration is being
+/// refused, and from the PBA that accepts one.
+#[test]
+fn heartbeats_start_only_once_a_binding_exists() {
+    // The LMA does not know node 2; the MAG does.
+    let mut sim = Sim::new(lma_config(1, 1), vec![mag_config(0, 2)], 3);
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    sim.attach(0, ll(2));
+    sim.run_for(Duration::from_secs(90));
+    assert!(!bound_at(&sim, 0, 2));
+    assert_eq!(heartbeat_requests(&sim, mag_addr(0), 0), 0);
+    let since = sim.sent.len();
+    sim.attach(0, ll(1));
+    sim.run_for(Duration::from_millis(10));
+    assert!(bound_at(&sim, 0, 1));
+    assert_eq!(
+        heartbeat_requests(&sim, mag_addr(0), since),
+        1,
+        "at the PBA"
+    );
+    assert_eq!(
+        heartbeat_requests(&sim, lma, since),
+        1,
+        "the LMA's to the MAG"
+    );
+    // The binding ends: no more requests either way.
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_secs(15));
+    let since = sim.sent.len();
+    sim.run_for(Duration::from_secs(120));
+    assert_eq!(heartbeat_requests(&sim, mag_addr(0), since), 0);
+    assert_eq!(heartbeat_requests(&sim, lma, since), 0);
+}
+
+/// RFC 5847 §3: a Binding Error with status 2 in answer to a Heartbeat Request: "the
+/// initiating MAG or the LMA MUST NOT use Heartbeat messages with the other end again", also
+/// when later bindings would start them. Another status changes nothing.
+#[test]
+fn a_binding_error_with_status_2_stops_heartbeats_to_that_peer_for_good() {
+    let mut sim = domain(1, 2);
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    let mag = mag_addr(0);
+    // Neither end answers the other's heartbeats (as if neither supported them).
+    sim.drop = Some(Box::new(|pk: &Packet| {
+        matches!(pk.message(), Some(Message::Heartbeat(_)))
+    }));
+    sim.attach(0, ll(1));
+    sim.run_for(Duration::from_millis(10));
+    assert_eq!(heartbeat_requests(&sim, mag, 0), 1);
+    assert_eq!(heartbeat_requests(&sim, lma, 0), 1);
+    sim.inject(binding_error(
+        lma,
+        mag,
+        BindingErrorStatus::UnknownBindingForHomeAddressDestinationOption,
+    ));
+    sim.run_for(Duration::from_secs(31));
+    assert_eq!(
+        heartbeat_requests(&sim, mag, 0),
+        2,
+        "status 1 stops nothing"
+    );
+    sim.inject(binding_error(
+        lma,
+        mag,
+        BindingErrorStatus::UnrecognizedMhType,
+    ));
+    sim.inject(binding_error(
+        mag,
+        lma,
+        BindingErrorStatus::UnrecognizedMhType,
+    ));
+    sim.run_for(Duration::from_millis(10));
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::Peer(pmip::heartbeat::PeerEvent::Unsupported { .. })
+    )));
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        LmaEvent::Peer(pmip::heartbeat::PeerEvent::Unsupported { .. })
+    )));
+    let since = sim.sent.len();
+    // A second node, a de-registration of both and a new registration: still none.
+    sim.attach(0, ll(2));
+    sim.run_for(Duration::from_secs(100));
+    sim.detach(0, ll(1));
+    sim.detach(0, ll(2));
+    sim.run_for(Duration::from_secs(15));
+    sim.attach(0, ll(1));
+    sim.run_for(Duration::from_secs(100));
+    assert!(bound_at(&sim, 0, 1));
+    assert_eq!(heartbeat_requests(&sim, mag, since), 0);
+    assert_eq!(heartbeat_requests(&sim, lma, since), 0);
+}

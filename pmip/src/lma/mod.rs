@@ -747,6 +747,14 @@ impl Lma {
             Message::BindingRevocation(BindingRevocation::Acknowledgement(bra)) => {
                 self.on_bra(now, wall, src, &bra);
             }
+            Message::BindingError(be) => {
+                let mut ev = Vec::new();
+                self.heartbeats
+                    .on_binding_error(src, be.status, &mut |e| ev.push(e));
+                for e in ev {
+                    self.event(LmaEvent::Peer(e));
+                }
+            }
             Message::Unknown { mh_type, .. } => {
                 // RFC 6275 §9.2: an unrecognised MH Type is answered with a Binding Error,
                 // status 2.

@@ -202,10 +202,6 @@ impl BindingUpdateList {
         self.entries.keys().copied().collect()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The entries changed since the last call, in key order: `(link-layer address, MN-ID)`.
     pub(super) fn take_changed(&mut self) -> BTreeMap<LinkLayerAddress, String> {
         core::mem::take(&mut self.changed)

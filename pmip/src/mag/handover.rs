@@ -202,7 +202,6 @@ impl Mag {
             }
         });
         self.send_ra(now, ll);
-        self.add_lma_peer(now);
         self.send_pbu(now, wall, ll, false);
     }
 }

@@ -457,7 +457,6 @@ impl Mag {
         // The entry it replaces (a de-registration in progress, a hold-down that ended).
         self.discard(ll);
         self.bul.insert(entry);
-        self.add_lma_peer(now);
         match previous_mag {
             // RFC 5949 Figure 3: HI / HAck first, then the PBU (steps (g)-(h)), so that the
             // previous MAG's packets reach the node before the LMA sends it new ones.
@@ -637,6 +636,18 @@ impl Mag {
                     self.on_peer_event(now, wall, e);
                 }
             }
+            Message::BindingError(be) if from_lma => {
+                let mut ev = Vec::new();
+                if self
+                    .heartbeats
+                    .on_binding_error(src, be.status, &mut |e| ev.push(e))
+                {
+                    self.sync_heartbeat_timer();
+                }
+                for e in ev {
+                    self.on_peer_event(now, wall, e);
+                }
+            }
             Message::BindingRevocation(BindingRevocation::Indication(bri)) if from_lma => {
                 self.on_bri(now, src, dst, &bri);
             }
@@ -789,8 +800,17 @@ impl Mag {
         }
     }
 
-    fn add_lma_peer(&mut self, now: Instant) {
-        self.heartbeats.add_peer(self.config.lma_address, now);
+    /// RFC 5847 §3: heartbeats to the LMA while, and only while, the LMA holds a binding
+    /// of a node attached here ("can be sent only if the MAG has at least one proxy Binding
+    /// Cache entry at the LMA"): from the first accepting PBA to the last binding's end.
+    fn sync_lma_peer(&mut self, now: Instant) {
+        let lma = self.config.lma_address;
+        let bound = self.bul.iter().any(|e| e.is_bound());
+        if bound {
+            self.heartbeats.add_peer(lma, now);
+        } else {
+            self.heartbeats.remove_peer(&lma);
+        }
         self.sync_heartbeat_timer();
     }
 
@@ -806,10 +826,10 @@ impl Mag {
         self.bul.remove(&ll);
     }
 
-    /// The entry goes; with the last one, the heartbeats to the LMA stop.
+    /// The entry goes; with the last binding, the heartbeats to the LMA stop.
     fn forget(&mut self, ll: LinkLayerAddress) {
         self.discard(ll);
-        if self.bul.is_empty() {
+        if !self.bul.iter().any(|e| e.is_bound()) {
             self.heartbeats.remove_peer(&self.config.lma_address);
             self.sync_heartbeat_timer();
         }

@@ -316,6 +316,7 @@ impl Mag {
                 .set(Timer::RouterAdvertisement(ll), Some(now + ra_interval));
         }
         self.set_deadline(ll, Some(refresh_at));
+        self.sync_lma_peer(now);
         let changed = first || old_prefixes != prefixes || old_ipv4 != ipv4 || served_before;
         if changed {
             // RFC 5844 §3.2.3.2: the node's IPv4 packets go through the tunnel, and the
@@ -474,6 +475,7 @@ impl Mag {
         self.timers.set(Timer::RouterAdvertisement(ll), None);
         self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);
         self.set_deadline(ll, until);
+        self.sync_lma_peer(now);
         self.event(MagEvent::Rejected { mn_id, status });
     }
 
@@ -554,7 +556,7 @@ impl Mag {
                 }));
             }
             self.send_ra(now, s.link_layer);
-            self.add_lma_peer(now);
+            self.sync_lma_peer(now);
             self.start_refresh(now, wall, s.link_layer);
             n += 1;
         }
