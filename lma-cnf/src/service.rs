@@ -57,6 +57,9 @@ pub enum RevokeOutcome {
     TimedOut,
     /// The node has no binding.
     NoBinding,
+    /// The node registered again while its revocation was in progress: it keeps its
+    /// binding (RFC 5846 §8.1).
+    Cancelled,
 }
 
 /// Counters and facts for the Stats RPC.
@@ -758,6 +761,10 @@ impl Service {
             LmaEvent::RevocationTimedOut { mn_id } => {
                 warn!(%mn_id, "no revocation acknowledgement: the binding was removed anyway");
                 self.revoked(&mn_id, RevokeOutcome::TimedOut);
+            }
+            LmaEvent::RevocationCancelled { mn_id } => {
+                info!(%mn_id, "revocation cancelled: the node registered again");
+                self.revoked(&mn_id, RevokeOutcome::Cancelled);
             }
             LmaEvent::Dropped { from, reason } => {
                 debug!(%from, %reason, "message dropped");

@@ -1769,3 +1769,72 @@ fn a_binding_error_with_status_2_stops_heartbeats_to_that_peer_for_good() {
     assert_eq!(heartbeat_requests(&sim, mag, since), 0);
     assert_eq!(heartbeat_requests(&sim, lma, since), 0);
 }
+
+/// RFC 5846 §8.1: a PBU the LMA accepts while the binding's revocation is in progress ends
+/// the revocation: no BRI is retransmitted, the revocation does not time out into removing
+/// the binding, and the BRA of the first BRI, arriving late, removes nothing.
+#[test]
+fn a_pbu_during_a_revocation_cancels_it_and_the_late_bra_removes_nothing() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    // The MAG's BRA is held back.
+    sim.drop = Some(Box::new(|pk: &Packet| {
+        matches!(
+            pk.message(),
+            Some(Message::BindingRevocation(
+                BindingRevocation::Acknowledgement(_)
+            ))
+        )
+    }));
+    let since = sim.sent.len();
+    sim.lma_do(|lma, now, _| lma.revoke(now, &nai(1), RevocationTrigger::AdministrativeReason))
+        .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    assert!(sim.mags[0].binding(&nai(1)).is_none(), "the MAG revoked");
+    let bra = sim.sent[since..]
+        .iter()
+        .find(|(_, pk)| {
+            matches!(
+                pk.message(),
+                Some(Message::BindingRevocation(
+                    BindingRevocation::Acknowledgement(_)
+                ))
+            )
+        })
+        .map(|(_, pk)| pk.clone())
+        .expect("a BRA");
+    // The node is still there and registers again, before the LMA retransmits the BRI.
+    sim.attach(0, ll(1));
+    sim.run_for(Duration::from_millis(10));
+    assert!(bound_at(&sim, 0, 1));
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        LmaEvent::RevocationCancelled { mn_id } if *mn_id == nai(1)
+    )));
+    sim.drop = None;
+    sim.inject(bra);
+    sim.run_for(Duration::from_secs(10));
+    let bris = sim.sent[since..]
+        .iter()
+        .filter(|(_, pk)| {
+            matches!(
+                pk.message(),
+                Some(Message::BindingRevocation(BindingRevocation::Indication(_)))
+            )
+        })
+        .count();
+    assert_eq!(bris, 1, "no retransmission");
+    assert!(bound_at(&sim, 0, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(
+        sim.lma_datapath.get(&IpNet::from(p)),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+    assert!(
+        !sim.lma_events
+            .iter()
+            .any(|(_, e)| matches!(e, LmaEvent::BindingRemoved { .. }))
+    );
+}

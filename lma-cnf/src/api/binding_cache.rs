@@ -294,6 +294,7 @@ impl BindingCache for BindingCacheService {
                 )));
             }
             RevokeOutcome::TimedOut => (pb::RevocationOutcome::NoAcknowledgement, None),
+            RevokeOutcome::Cancelled => (pb::RevocationOutcome::CancelledByRegistration, None),
             RevokeOutcome::Acknowledged(s) if s.value() < 128 => {
                 (pb::RevocationOutcome::Acknowledged, Some(s))
             }

@@ -65,6 +65,9 @@ pub enum LmaEvent {
     RevocationAcknowledged { mn_id: String, status: BraStatus },
     /// No Binding Revocation Acknowledgement came; the binding was removed anyway.
     RevocationTimedOut { mn_id: String },
+    /// A PBU refreshed the binding while its revocation was in progress: the revocation
+    /// ended there (RFC 5846 §8.1), and a late acknowledgement of it changes nothing.
+    RevocationCancelled { mn_id: String },
     /// A message was dropped: malformed, bad checksum, or not for an LMA.
     Dropped { from: Ipv6Addr, reason: String },
 }
@@ -1123,6 +1126,19 @@ impl Lma {
         }
         // A PBU that was waiting for this session's de-registration is now moot.
         self.pending.remove(&session);
+        // RFC 5846 §8.1: a PBU accepted while the binding's revocation is in progress
+        // updates the entry, "removing the revocation in progress flag". The reading taken:
+        // the node, registered again, keeps its binding; no more BRIs go for it, and the BRA
+        // of one already sent, no longer matching an outstanding BRI, is discarded (§6.2.2).
+        let cancelled: Vec<u16> = (self.revocations.iter())
+            .filter(|(_, r)| r.session == session)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in cancelled {
+            if let Some(r) = self.revocations.remove(&k) {
+                self.event(LmaEvent::RevocationCancelled { mn_id: r.mn_id });
+            }
+        }
         self.accept(&reg.reply(), session, granted, reg.gre_key);
         self.event(if handoff {
             LmaEvent::BindingHandedOff {
