@@ -786,3 +786,89 @@ fn an_inter_mag_revocation_of_an_attached_node_is_refused_with_132() {
     assert_eq!(bra_status(&sim, 0, 5), Some(BraStatus::Success));
     assert!(sim.mags[0].binding(&nai(1)).is_none());
 }
+
+/// A BRI from the LMA to MAG 0 with `flags` and `options`.
+fn bri_with(
+    trigger: RevocationTrigger,
+    seq: u16,
+    flags: RevocationFlags,
+    opts: &[MobilityOption<'_>],
+) -> pmip::sim::Packet {
+    let m =
+        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
+            trigger,
+            sequence: SequenceNumber(seq),
+            flags,
+            options: Options::List(opts),
+        }));
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = (LMA.parse().unwrap(), mag_addr(0));
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+    pmip::sim::Packet { src, dst, bytes: b }
+}
+
+/// RFC 5846 §9.1 with §8.1: a global BRI (G) with "Revoking Mobility Node Local Policy"
+/// (129) revokes the bindings of the realm its MN-ID option names ("@example.com" names
+/// "a@example.com", not "a@foo.example.com"), and only those; without the option, or with
+/// no realm in it, the MAG answers "Revoked Mobile Nodes Identity Required" (131); a realm
+/// with no binding here gets "Binding Does NOT Exist" (128). "Per-Peer Policy" (128) revokes
+/// every binding.
+#[test]
+fn a_global_revocation_by_realm_covers_only_that_realm() {
+    let other = |n: u16| {
+        let mut p = profile(n);
+        p.mn_id = pmip::types::Nai::new(format!("mn{n}@other.example")).unwrap();
+        p
+    };
+    let mut lc = lma_config(1, 2);
+    let mut mc = mag_config(0, 2);
+    for n in [8, 9] {
+        lc.mobile_nodes.push(other(n));
+        mc.mobile_nodes.push(other(n));
+    }
+    let sub = |n: u16| {
+        let mut p = profile(n);
+        p.mn_id = pmip::types::Nai::new(format!("mn{n}@foo.other.example")).unwrap();
+        p
+    };
+    lc.mobile_nodes.push(sub(7));
+    mc.mobile_nodes.push(sub(7));
+    let mut sim = Sim::new(lc, vec![mc], 5);
+    for n in [1, 2, 7, 8, 9] {
+        sim.attach(0, ll(n));
+    }
+    sim.settle(Duration::from_secs(2));
+    assert_eq!(sim.mags[0].bindings().count(), 5);
+    let g = RevocationFlags::P | RevocationFlags::G;
+    let local = RevocationTrigger::RevokingMobilityNodeLocalPolicy;
+    let id = |s: &'static str| MobilityOption::MobileNodeIdentifier {
+        subtype: 1,
+        id: s.as_bytes(),
+    };
+    for (seq, opts) in [(1, vec![]), (2, vec![id("no-realm")]), (3, vec![id("x@")])] {
+        sim.inject(bri_with(local, seq, g, &opts));
+        sim.run_for(Duration::from_millis(5));
+        assert_eq!(
+            bra_status(&sim, 0, seq),
+            Some(BraStatus::RevokedMobileNodesIdentityRequired),
+            "{opts:?}"
+        );
+    }
+    sim.inject(bri_with(local, 4, g, &[id("@nowhere.example")]));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra_status(&sim, 0, 4), Some(BraStatus::BindingDoesNotExist));
+    assert_eq!(sim.mags[0].bindings().count(), 5, "nothing revoked yet");
+    sim.inject(bri_with(local, 5, g, &[id("@Other.Example")]));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra_status(&sim, 0, 5), Some(BraStatus::Success));
+    let left: Vec<String> = sim.mags[0].bindings().map(|e| e.mn_id.clone()).collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    for n in [1, 2] {
+        assert!(sim.mags[0].binding(&nai(n)).is_some_and(|e| e.is_bound()));
+    }
+    assert!(sim.mags[0].binding("mn7@foo.other.example").is_some());
+    sim.inject(bri_with(RevocationTrigger::PerPeerPolicy, 6, g, &[]));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra_status(&sim, 0, 6), Some(BraStatus::Success));
+    assert_eq!(sim.mags[0].bindings().count(), 0);
+}

@@ -10,9 +10,9 @@ use super::{Mag, MagEvent, MagOutput, Withdrawal};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{
-    BindingRevocation, BindingRevocationAck, BindingRevocationIndication, BraStatus, Message,
-    MobilityOption, NotificationReason, Options, RevocationFlags, RevocationTrigger, UpaStatus,
-    UpdateNotification, UpdateNotificationAck, UpnFlags, WallClock,
+    BindingRevocation, BindingRevocationAck, BindingRevocationIndication, BraStatus,
+    MN_ID_SUBTYPE_NAI, Message, MobilityOption, NotificationReason, Options, RevocationFlags,
+    RevocationTrigger, UpaStatus, UpdateNotification, UpdateNotificationAck, UpnFlags, WallClock,
 };
 
 impl Mag {
@@ -39,10 +39,15 @@ impl Mag {
         {
             BraStatus::RevocationFunctionNotSupported
         } else if global {
-            for ll in self.bul.keys() {
-                self.revoked(now, ll, trigger);
+            match self.global_revocation_keys(bri) {
+                Ok(keys) => {
+                    for ll in keys {
+                        self.revoked(now, ll, trigger);
+                    }
+                    BraStatus::Success
+                }
+                Err(status) => status,
             }
-            BraStatus::Success
         } else {
             let id = bri.options.iter().find_map(|o| match o {
                 MobilityOption::MobileNodeIdentifier { id, .. } => core::str::from_utf8(id).ok(),
@@ -97,6 +102,51 @@ impl Mag {
         if let Some(t) = crate::emit(&m, dst, src) {
             self.push(MagOutput::Transmit(t));
         }
+    }
+
+    /// RFC 5846 §9.1, a global BRI: with "Per-Peer Policy" every binding; with "Revoking
+    /// Mobility Node Local Policy" those of the realm of the MN-ID option (subtype 1, §8.1:
+    /// "the content after the '@' character defines the realm", "@example.com" naming
+    /// "a@example.com" but not "a@foo.example.com"). Without that option, or without a realm
+    /// in it, the bindings cannot be identified: "Revoked Mobile Nodes Identity Required". A
+    /// realm with no binding here: "Binding Does NOT Exist" (the reading taken: the option
+    /// identified the bindings, there are none). Realms compare as DNS names do, without
+    /// regard to case.
+    fn global_revocation_keys(
+        &self,
+        bri: &BindingRevocationIndication<'_>,
+    ) -> Result<Vec<LinkLayerAddress>, BraStatus> {
+        if bri.trigger != RevocationTrigger::RevokingMobilityNodeLocalPolicy {
+            return Ok(self.bul.keys());
+        }
+        let realm = bri
+            .options
+            .iter()
+            .find_map(|o| match o {
+                MobilityOption::MobileNodeIdentifier {
+                    subtype: MN_ID_SUBTYPE_NAI,
+                    id,
+                } => core::str::from_utf8(id).ok(),
+                _ => None,
+            })
+            .and_then(|id| id.rsplit_once('@'))
+            .map(|(_, realm)| realm)
+            .filter(|realm| !realm.is_empty())
+            .ok_or(BraStatus::RevokedMobileNodesIdentityRequired)?;
+        let keys: Vec<LinkLayerAddress> = self
+            .bul
+            .iter()
+            .filter(|e| {
+                e.mn_id
+                    .rsplit_once('@')
+                    .is_some_and(|(_, r)| r.eq_ignore_ascii_case(realm))
+            })
+            .map(|e| e.link_layer)
+            .collect();
+        if keys.is_empty() {
+            return Err(BraStatus::BindingDoesNotExist);
+        }
+        Ok(keys)
     }
 
     /// RFC 5846 §9.1 "still directly attached", as this MAG knows it: the node's interface
