@@ -558,3 +558,68 @@ fn an_expired_ipv4_only_binding_is_unrouted_without_an_ra() {
         sim.router_advertisements
     );
 }
+
+/// RFC 5846 §8.2 rule 4: a MAG's BRI with V, the MN-ID and the IPv4 Home Address Request
+/// option removes only the IPv4 home address binding; the prefix stays. Without the option:
+/// "IPv4 Home Address Option Required"; another address: "Binding Does NOT Exist".
+#[test]
+fn a_mags_revocation_with_v_releases_only_the_ipv4_home_address() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let home = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    let prefix = sim.lma.cache().get(s).unwrap().prefixes.as_slice()[0];
+    let id = nai(1);
+    let bri = |seq: u16, v4: Option<Ipv4Addr>| {
+        let mut opts = vec![MobilityOption::MobileNodeIdentifier {
+            subtype: 1,
+            id: id.as_bytes(),
+        }];
+        if let Some(a) = v4 {
+            opts.push(MobilityOption::Ipv4HomeAddressRequest {
+                prefix_len: 24,
+                address: a,
+            });
+        }
+        let m = Message::BindingRevocation(BindingRevocation::Indication(
+            BindingRevocationIndication {
+                trigger: RevocationTrigger::UserInitiatedSessionTermination,
+                sequence: SequenceNumber(seq),
+                flags: RevocationFlags::P | RevocationFlags::V,
+                options: Options::List(&opts),
+            },
+        ));
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (mag_addr(0), LMA.parse().unwrap());
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+        pmip::sim::Packet { src, dst, bytes: b }
+    };
+    let bra = |sim: &Sim, seq: u16| {
+        sim.sent.iter().find_map(|(_, p)| match p.message() {
+            Some(Message::BindingRevocation(BindingRevocation::Acknowledgement(a)))
+                if a.sequence == SequenceNumber(seq) =>
+            {
+                Some(a.status)
+            }
+            _ => None,
+        })
+    };
+    sim.inject(bri(1, None));
+    sim.inject(bri(2, Some(a4("192.0.2.250"))));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra(&sim, 1), Some(BraStatus::Ipv4HomeAddressOptionRequired));
+    assert_eq!(bra(&sim, 2), Some(BraStatus::BindingDoesNotExist));
+    sim.inject(bri(3, Some(home.address)));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra(&sim, 3), Some(BraStatus::Success));
+    let e = sim.lma.cache().get(s).expect("the session stays");
+    assert_eq!(e.ipv4, None);
+    assert_eq!(e.prefixes.as_slice(), &[prefix]);
+    assert!(!sim.lma_datapath.contains_key(&host(home.address)));
+    assert_eq!(
+        sim.lma_datapath.get(&IpNet::from(prefix)),
+        Some(&Downlink::Tunnel(mag_addr(0)))
+    );
+}

@@ -365,3 +365,141 @@ fn a_binding_update_without_p_is_not_answered_as_a_proxy_registration() {
     }
     assert!(sim.lma.cache().is_empty());
 }
+
+fn mn(b: &[u8]) -> MobilityOption<'_> {
+    MobilityOption::MobileNodeIdentifier { subtype: 1, id: b }
+}
+
+/// A BRI from MAG `mag` to the LMA.
+fn mag_bri(
+    mag: usize,
+    seq: u16,
+    trigger: RevocationTrigger,
+    flags: RevocationFlags,
+    opts: &[MobilityOption<'_>],
+) -> Packet {
+    let m =
+        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
+            trigger,
+            sequence: SequenceNumber(seq),
+            flags,
+            options: Options::List(opts),
+        }));
+    let (src, dst) = (mag_addr(mag), lma_addr());
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+    Packet { src, dst, bytes: b }
+}
+
+/// The status of the LMA's acknowledgement of BRI `seq`.
+fn lma_bra(sim: &Sim, seq: u16) -> Option<BraStatus> {
+    sim.sent.iter().find_map(|(_, p)| match p.message() {
+        Some(Message::BindingRevocation(BindingRevocation::Acknowledgement(a)))
+            if p.src == lma_addr() && a.sequence == SequenceNumber(seq) =>
+        {
+            Some(a.status)
+        }
+        _ => None,
+    })
+}
+
+/// RFC 5846 §8.2: the LMA answers a MAG's BRI. Per node (the MN-ID, and the HNPs to narrow
+/// it) or, with G and "Per-Peer Policy" and the MAG's identity in an MN-ID option, every
+/// binding of that MAG; the bindings go at once. A MAG revokes only its own bindings
+/// (another's: "Binding Does NOT Exist"; a global one for another proxy-CoA: "Global
+/// Revocation NOT Authorized"); without the MN-ID: 131 per node, 130 global; a global
+/// trigger without G or G with another trigger: 134; no P: 135.
+#[test]
+fn rfc5846_8_2_the_lma_answers_a_mags_revocation() {
+    let mut sim = domain(2, 3);
+    sim.attach(0, ll(1));
+    sim.attach(0, ll(2));
+    sim.attach(1, ll(3));
+    sim.settle(Duration::from_secs(2));
+    let p1 = prefix_of(&sim, 1);
+    let id = |s: &str| s.as_bytes().to_vec();
+    let (n1, n3, m1) = (id(&nai(1)), id(&nai(3)), id("mag1"));
+
+    let p = RevocationFlags::P;
+    let g = RevocationFlags::P | RevocationFlags::G;
+    let admin = RevocationTrigger::AdministrativeReason;
+    let peer = RevocationTrigger::PerPeerPolicy;
+    let cases: Vec<(
+        u16,
+        RevocationTrigger,
+        RevocationFlags,
+        Vec<MobilityOption<'_>>,
+        BraStatus,
+    )> = vec![
+        (
+            1,
+            admin,
+            p,
+            vec![],
+            BraStatus::RevokedMobileNodesIdentityRequired,
+        ),
+        (2, admin, p, vec![mn(&n3)], BraStatus::BindingDoesNotExist),
+        (
+            3,
+            admin,
+            RevocationFlags::empty(),
+            vec![mn(&n1)],
+            BraStatus::ProxyBindingRevocationNotSupported,
+        ),
+        (4, peer, g, vec![], BraStatus::GlobalRevocationNotAuthorized),
+        (
+            5,
+            peer,
+            g,
+            vec![mn(&m1), MobilityOption::AlternateCareOfAddress(mag_addr(1))],
+            BraStatus::GlobalRevocationNotAuthorized,
+        ),
+        (
+            6,
+            admin,
+            g,
+            vec![mn(&m1)],
+            BraStatus::RevocationFunctionNotSupported,
+        ),
+        (
+            7,
+            peer,
+            p,
+            vec![mn(&n1)],
+            BraStatus::RevocationFunctionNotSupported,
+        ),
+        (
+            8,
+            admin,
+            p,
+            vec![
+                mn(&n1),
+                MobilityOption::HomeNetworkPrefix(prefix_of(&sim, 2)),
+            ],
+            BraStatus::BindingDoesNotExist,
+        ),
+    ];
+    for (seq, trigger, flags, opts, status) in &cases {
+        sim.inject(mag_bri(0, *seq, *trigger, *flags, opts));
+        sim.run_for(Duration::from_millis(5));
+        assert_eq!(lma_bra(&sim, *seq), Some(*status), "BRI {seq}");
+    }
+    assert_eq!(sim.lma.cache().len(), 3, "nothing revoked yet");
+    sim.inject(mag_bri(
+        0,
+        9,
+        admin,
+        p,
+        &[mn(&n1), MobilityOption::HomeNetworkPrefix(p1)],
+    ));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(lma_bra(&sim, 9), Some(BraStatus::Success));
+    assert!(sim.lma.cache().sessions_of(&nai(1)).next().is_none());
+    assert!(!sim.lma_datapath.contains_key(&IpNet::from(p1)));
+    sim.inject(mag_bri(0, 10, peer, g, &[mn(&m1)]));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(lma_bra(&sim, 10), Some(BraStatus::Success));
+    assert!(sim.lma.cache().sessions_of(&nai(2)).next().is_none());
+    assert_eq!(sim.lma.cache().len(), 1, "MAG2's binding stays");
+    assert!(sim.lma.cache().sessions_of(&nai(3)).next().is_some());
+}

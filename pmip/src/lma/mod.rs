@@ -685,6 +685,136 @@ impl Lma {
         self.remove_session(r.session, RemovalReason::Revoked, now, wall);
     }
 
+    /// RFC 5846 §8.2: a MAG revokes bindings it registered. Only an authorized MAG is
+    /// heard (§6.2: a BRI must come from a peer the LMA has a security association with);
+    /// the reading taken for what a MAG may revoke: the bindings whose proxy-CoA is its own
+    /// (the BRI's source, or an Alternate Care-of Address option naming that same address),
+    /// so that the authorization of §13 for a Per-Peer global revocation is every
+    /// authorized MAG's, for its own bindings. The bindings go at once, without a BRI back.
+    fn on_bri(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        bri: &BindingRevocationIndication<'_>,
+    ) {
+        if !self.policy.is_mag_authorized(&src) {
+            return self.drop_message(
+                src,
+                "Binding Revocation Indication from a MAG that is not authorized".into(),
+            );
+        }
+        let status = match self.bri_sessions(src, bri) {
+            Ok((sessions, ipv4_only)) => {
+                for s in sessions {
+                    let has_prefixes =
+                        (self.cache.get(s)).is_some_and(|e| !e.prefixes.as_slice().is_empty());
+                    if ipv4_only && has_prefixes {
+                        self.release_session_ipv4(s);
+                    } else {
+                        self.remove_session(s, RemovalReason::Revoked, now, wall);
+                    }
+                }
+                BraStatus::Success
+            }
+            Err(status) => status,
+        };
+        let m =
+            Message::BindingRevocation(BindingRevocation::Acknowledgement(BindingRevocationAck {
+                status,
+                sequence: bri.sequence,
+                flags: bri.flags,
+                options: Options::EMPTY,
+            }));
+        if let Some(t) = crate::emit(&m, dst, src) {
+            self.push(LmaOutput::Transmit(t));
+        }
+    }
+
+    /// The sessions a MAG's BRI revokes (§8.2), and whether only their IPv4 home address
+    /// goes (V), or the BRA status that refuses it.
+    fn bri_sessions(
+        &self,
+        src: Ipv6Addr,
+        bri: &BindingRevocationIndication<'_>,
+    ) -> Result<(Vec<SessionId>, bool), BraStatus> {
+        let flags = bri.flags;
+        let global = flags.contains(RevocationFlags::G);
+        let global_trigger = bri.trigger.value() >= 128;
+        if !flags.contains(RevocationFlags::P) {
+            // Only proxy bindings live here (the first rule of §8.2, read the other way).
+            return Err(BraStatus::ProxyBindingRevocationNotSupported);
+        }
+        if matches!(bri.trigger, RevocationTrigger::Unknown(_)) {
+            return Err(BraStatus::RevocationTriggerNotSupported);
+        }
+        let mn_id = bri.options.iter().find_map(|o| match o {
+            MobilityOption::MobileNodeIdentifier { id, .. } => core::str::from_utf8(id).ok(),
+            _ => None,
+        });
+        let mut alternate = None;
+        let mut named = Vec::new();
+        let mut ipv4 = None;
+        for o in bri.options.iter() {
+            match o {
+                MobilityOption::AlternateCareOfAddress(a) => alternate = Some(a),
+                MobilityOption::HomeNetworkPrefix(p) => named.push(p),
+                MobilityOption::Ipv4HomeAddressRequest { address, .. } => ipv4 = Some(address),
+                _ => {}
+            }
+        }
+        if global {
+            if bri.trigger != RevocationTrigger::PerPeerPolicy {
+                return Err(BraStatus::RevocationFunctionNotSupported);
+            }
+            // "the MN-ID option is present with the mobile access gateway identity": without
+            // it, or for another MAG's proxy-CoA, "Global Revocation NOT Authorized".
+            if mn_id.is_none() || alternate.is_some_and(|a| a != src) {
+                return Err(BraStatus::GlobalRevocationNotAuthorized);
+            }
+            let sessions = (self.cache.iter())
+                .filter(|(_, e)| e.proxy_coa == src)
+                .map(|(s, _)| s)
+                .collect();
+            return Ok((sessions, false));
+        }
+        if global_trigger {
+            return Err(BraStatus::RevocationFunctionNotSupported);
+        }
+        let mn_id = mn_id.ok_or(BraStatus::RevokedMobileNodesIdentityRequired)?;
+        let v = flags.contains(RevocationFlags::V);
+        if v && ipv4.is_none() {
+            return Err(BraStatus::Ipv4HomeAddressOptionRequired);
+        }
+        let sessions: Vec<SessionId> = (self.cache.sessions_of(mn_id))
+            .filter(|s| {
+                self.cache.get(*s).is_some_and(|e| {
+                    e.proxy_coa == src
+                        && (named.is_empty()
+                            || e.prefixes.as_slice().iter().any(|p| named.contains(p)))
+                        && (!v || e.ipv4.map(|h| h.address) == ipv4)
+                })
+            })
+            .collect();
+        if sessions.is_empty() {
+            return Err(BraStatus::BindingDoesNotExist);
+        }
+        Ok((sessions, v))
+    }
+
+    /// §8.2 rule 4 (V): only the session's IPv4 home address goes; its prefixes stay.
+    fn release_session_ipv4(&mut self, session: SessionId) {
+        let Some(old) = self.cache.get(session).and_then(|e| e.ipv4) else {
+            return;
+        };
+        self.cache.set_ipv4(session, None);
+        self.release_ipv4(old.address);
+        self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+            prefix: old.host().into(),
+        }));
+    }
+
     // ---------------------------------------------------------------- messages
 
     /// Handles a Mobility Header received from `src` for `dst`, verifying its checksum.
@@ -749,6 +879,9 @@ impl Lma {
             }
             Message::BindingRevocation(BindingRevocation::Acknowledgement(bra)) => {
                 self.on_bra(now, wall, src, &bra);
+            }
+            Message::BindingRevocation(BindingRevocation::Indication(bri)) => {
+                self.on_bri(now, wall, src, dst, &bri);
             }
             Message::BindingError(be) => {
                 let mut ev = Vec::new();
