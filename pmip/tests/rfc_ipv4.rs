@@ -623,3 +623,77 @@ fn a_mags_revocation_with_v_releases_only_the_ipv4_home_address() {
         Some(&Downlink::Tunnel(mag_addr(0)))
     );
 }
+
+/// RFC 5846 §9.1: a BRI with V from the LMA makes the MAG release only the node's IPv4 home
+/// address (its routes go; the node keeps its prefix and binding, and asks for no IPv4 in
+/// its refreshes); without the IPv4 Home Address Request option, 129; another address, 128.
+#[test]
+fn a_revocation_with_v_at_the_mag_releases_only_the_ipv4_home_address() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let home = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let id = nai(1);
+    let bri = |seq: u16, v4: Option<Ipv4Addr>| {
+        let mut opts = vec![MobilityOption::MobileNodeIdentifier {
+            subtype: 1,
+            id: id.as_bytes(),
+        }];
+        if let Some(a) = v4 {
+            opts.push(MobilityOption::Ipv4HomeAddressRequest {
+                prefix_len: 24,
+                address: a,
+            });
+        }
+        let m = Message::BindingRevocation(BindingRevocation::Indication(
+            BindingRevocationIndication {
+                trigger: RevocationTrigger::UserInitiatedSessionTermination,
+                sequence: SequenceNumber(seq),
+                flags: RevocationFlags::P | RevocationFlags::V,
+                options: Options::List(&opts),
+            },
+        ));
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (LMA.parse().unwrap(), mag_addr(0));
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit_with_checksum(&mut b, &src, &dst).unwrap();
+        pmip::sim::Packet { src, dst, bytes: b }
+    };
+    let bra = |sim: &Sim, seq: u16| {
+        sim.sent.iter().find_map(|(_, p)| match p.message() {
+            Some(Message::BindingRevocation(BindingRevocation::Acknowledgement(a)))
+                if p.src == mag_addr(0) && a.sequence == SequenceNumber(seq) =>
+            {
+                Some(a.status)
+            }
+            _ => None,
+        })
+    };
+    sim.inject(bri(1, None));
+    sim.inject(bri(2, Some(a4("192.0.2.250"))));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra(&sim, 1), Some(BraStatus::Ipv4HomeAddressOptionRequired));
+    assert_eq!(bra(&sim, 2), Some(BraStatus::BindingDoesNotExist));
+    assert_eq!(ipv4_at_mag(&sim, 0, 1), Some(home));
+    sim.inject(bri(3, Some(home.address)));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(bra(&sim, 3), Some(BraStatus::Success));
+    let e = sim.mags[0].binding(&nai(1)).expect("the binding stays");
+    assert!(e.is_bound());
+    assert_eq!(e.ipv4, None);
+    assert_eq!(e.prefixes.len(), 1);
+    assert!(
+        !sim.mag_datapaths[0]
+            .uplinks
+            .contains_key(&host(home.address))
+    );
+    assert!(
+        sim.mag_datapaths[0]
+            .uplinks
+            .contains_key(&IpNet::from(e.prefixes[0]))
+    );
+    // Its refresh asks for no IPv4 home address.
+    sim.mag_do(0, |m, now, wall| m.reregister_all(now, wall));
+    sim.settle(Duration::from_secs(5));
+    assert_eq!(pbus(&sim).last().unwrap().0, None);
+}

@@ -76,8 +76,34 @@ impl Mag {
                     | RevocationTrigger::InterMagHandoverDifferentAccessType
                     | RevocationTrigger::InterMagHandoverUnknown
             );
+            let v = bri.flags.contains(RevocationFlags::V);
+            let v4 = bri.options.iter().find_map(|o| match o {
+                MobilityOption::Ipv4HomeAddressRequest { address, .. } => Some(address),
+                _ => None,
+            });
             match keys {
                 None => BraStatus::RevokedMobileNodesIdentityRequired,
+                // §9.1, V: only the IPv4 home address the option names goes; the node keeps
+                // its prefixes. The reading taken for a V without the option: §8.2's
+                // "IPv4 Home Address Option Required".
+                Some(_) if v && v4.is_none() => BraStatus::Ipv4HomeAddressOptionRequired,
+                Some(keys) if v => {
+                    let holding: Vec<LinkLayerAddress> = (keys.into_iter())
+                        .filter(|ll| {
+                            self.bul
+                                .get(ll)
+                                .is_some_and(|e| e.ipv4.map(|h| h.address) == v4)
+                        })
+                        .collect();
+                    if holding.is_empty() {
+                        BraStatus::BindingDoesNotExist
+                    } else {
+                        for ll in holding {
+                            self.release_ipv4(now, ll);
+                        }
+                        BraStatus::Success
+                    }
+                }
                 Some(keys) if keys.is_empty() => BraStatus::BindingDoesNotExist,
                 // §9.1: the node moved to another MAG, says the LMA; if it is still attached
                 // here, it did not.
@@ -159,6 +185,25 @@ impl Mag {
                 BulState::Registering | BulState::Bound | BulState::Refreshing
             ) && !self.fast.is_leaving(ll)
         })
+    }
+
+    /// RFC 5846 §9.1, V: "release all resources associated with the MN IPv4 proxy HoA
+    /// binding" and keep the IPv6 binding; the node is served without IPv4 from now on, so
+    /// its refreshes ask for none (RFC 5844 §3.2.3.1). An IPv4-only node has nothing left:
+    /// its whole binding goes.
+    fn release_ipv4(&mut self, now: Instant, ll: LinkLayerAddress) {
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        if e.prefixes.is_empty() {
+            return self.revoked(now, ll, RevocationTrigger::UserInitiatedSessionTermination);
+        }
+        e.ipv4 = None;
+        e.ipv4_service = false;
+        e.ipv4_request = None;
+        let keep: Vec<ipnet::IpNet> = e.home_nets();
+        self.unserve(now, ll, &keep, Withdrawal::Silent);
+        self.bul.touch(&ll);
     }
 
     fn revoked(&mut self, now: Instant, ll: LinkLayerAddress, trigger: RevocationTrigger) {
