@@ -193,6 +193,11 @@ pub enum Command {
         trigger: RevocationTrigger,
         reply: oneshot::Sender<RevokeOutcome>,
     },
+    /// Every binding of one MAG (RFC 5846 §8.1, Per-Peer Policy).
+    RevokeMag {
+        mag: Ipv6Addr,
+        reply: oneshot::Sender<(RevokeOutcome, usize)>,
+    },
     Stats {
         reply: oneshot::Sender<StatsView>,
     },
@@ -322,6 +327,8 @@ pub struct Service {
     previous_coa: HashMap<String, Ipv6Addr>,
     rejections: BTreeMap<String, Rejection>,
     revokes: HashMap<String, Vec<oneshot::Sender<RevokeOutcome>>>,
+    /// Callers waiting for a per-peer revocation, by MAG.
+    mag_revokes: HashMap<Ipv6Addr, Vec<oneshot::Sender<(RevokeOutcome, usize)>>>,
     revoking: BTreeSet<String>,
     /// Per profile changed in this epoch: its revision and when.
     profile_changes: HashMap<String, (u64, WallClock)>,
@@ -373,6 +380,7 @@ impl Service {
             previous_coa: HashMap::new(),
             rejections: BTreeMap::new(),
             revokes: HashMap::new(),
+            mag_revokes: HashMap::new(),
             revoking: BTreeSet::new(),
             profile_changes: HashMap::new(),
             expirations: 0,
@@ -762,6 +770,18 @@ impl Service {
                 warn!(%mn_id, "no revocation acknowledgement: the binding was removed anyway");
                 self.revoked(&mn_id, RevokeOutcome::TimedOut);
             }
+            LmaEvent::PeerRevocationEnded {
+                mag,
+                status,
+                bindings,
+            } => {
+                info!(%mag, ?status, bindings, "per-peer revocation ended: the MAG's bindings were removed");
+                let outcome = status.map_or(RevokeOutcome::TimedOut, RevokeOutcome::Acknowledged);
+                self.revocations[usize::from(outcome == RevokeOutcome::TimedOut)] += 1;
+                for r in self.mag_revokes.remove(&mag).unwrap_or_default() {
+                    let _ = r.send((outcome.clone(), bindings));
+                }
+            }
             LmaEvent::RevocationCancelled { mn_id } => {
                 info!(%mn_id, "revocation cancelled: the node registered again");
                 self.revoked(&mn_id, RevokeOutcome::Cancelled);
@@ -808,6 +828,15 @@ impl Service {
                 trigger,
                 reply,
             } => self.revoke(now, wall, mn_id, trigger, reply),
+            Command::RevokeMag { mag, reply } => match self.lma.revoke_peer(now, mag) {
+                Ok(_) => {
+                    self.mag_revokes.entry(mag).or_default().push(reply);
+                    self.drain(now, wall);
+                }
+                Err(_) => {
+                    let _ = reply.send((RevokeOutcome::NoBinding, 0));
+                }
+            },
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats_view(now));
             }

@@ -894,6 +894,7 @@ async fn revoke_waits_for_the_mags_answer_or_its_absence() {
         bc.revoke(pb::RevokeRequest {
             mn_id: nai(1),
             trigger: pb::RevocationTrigger::AdministrativeReason as i32,
+            proxy_coa: String::new(),
         })
         .await
     });
@@ -932,6 +933,7 @@ async fn revoke_waits_for_the_mags_answer_or_its_absence() {
         bc.revoke(pb::RevokeRequest {
             mn_id: nai(3),
             trigger: pb::RevocationTrigger::PossibleOutOfSyncBceState as i32,
+            proxy_coa: String::new(),
         })
         .await
     });
@@ -956,6 +958,7 @@ async fn revoke_waits_for_the_mags_answer_or_its_absence() {
         .revoke(pb::RevokeRequest {
             mn_id: nai(2),
             trigger: 0,
+            proxy_coa: String::new(),
         })
         .await
         .unwrap()
@@ -972,6 +975,7 @@ async fn revoke_waits_for_the_mags_answer_or_its_absence() {
             .revoke(pb::RevokeRequest {
                 mn_id: nai(1),
                 trigger: 1,
+                proxy_coa: String::new(),
             })
             .await,
     );
@@ -987,6 +991,7 @@ async fn revoke_waits_for_the_mags_answer_or_its_absence() {
             .revoke(pb::RevokeRequest {
                 mn_id: nai(1),
                 trigger: 128,
+                proxy_coa: String::new(),
             })
             .await,
     );
@@ -2153,5 +2158,59 @@ async fn registrations_handoffs_revocations_and_api_changes_are_logged_at_info()
             logs.text()
         );
     }
+    lab.stop().await;
+}
+
+/// RFC 5846 §8.1 through the API: `Revoke` with a proxy-CoA revokes every binding of that MAG
+/// with one global BRI (G, Per-Peer Policy) and answers with how many went; the other MAG's
+/// binding stays; a MAG without bindings is NOT_FOUND, and a node and a MAG together are
+/// refused.
+#[tokio::test]
+async fn revoke_by_mag_removes_every_binding_of_that_mag() {
+    let mut lab = Lab::start().await;
+    lab.attach(MAG1, 1).await;
+    lab.attach(MAG2, 2).await;
+    lab.attach(MAG1, 3).await;
+    let mut bc = lab.bc();
+    let call = tokio::spawn(async move {
+        bc.revoke(pb::RevokeRequest {
+            proxy_coa: MAG1.to_string(),
+            ..Default::default()
+        })
+        .await
+    });
+    let (trigger, to) = lab.answer_bri(BraStatus::Success).await;
+    assert_eq!((trigger, to), (RevocationTrigger::PerPeerPolicy, MAG1));
+    let r = timeout(WAIT, call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome(), pb::RevocationOutcome::Acknowledged);
+    assert_eq!(r.revoked_bindings, 2);
+    for n in [1, 3] {
+        assert_eq!(code(lab.get(Key::MnId(nai(n))).await).0, Code::NotFound);
+    }
+    assert!(lab.get(Key::MnId(nai(2))).await.is_ok());
+    let (c, _) = code(
+        lab.bc()
+            .revoke(pb::RevokeRequest {
+                proxy_coa: MAG1.to_string(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(c, Code::NotFound);
+    let (c, _) = code(
+        lab.bc()
+            .revoke(pb::RevokeRequest {
+                mn_id: nai(2),
+                proxy_coa: MAG2.to_string(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
     lab.stop().await;
 }

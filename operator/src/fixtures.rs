@@ -506,6 +506,7 @@ impl BindingCache for FakeLma {
             bra_status: Some(0),
             bra_status_name: "success".into(),
             binding: Some(b),
+            revoked_bindings: 0,
         }))
     }
     async fn stats(&self, _: GReq<LmaStatsRequest>) -> Result<GResp<LmaStats>, Status> {

@@ -511,6 +511,7 @@ async fn cleanup(mn: &MobileNode, ctx: &Context) -> Result<Action> {
         .revoke(RevokeRequest {
             mn_id: mn_id.clone(),
             trigger: RevocationTrigger::AdministrativeReason as i32,
+            proxy_coa: String::new(),
         })
         .await
     {

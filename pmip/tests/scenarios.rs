@@ -1838,3 +1838,54 @@ fn a_pbu_during_a_revocation_cancels_it_and_the_late_bra_removes_nothing() {
             .any(|(_, e)| matches!(e, LmaEvent::BindingRemoved { .. }))
     );
 }
+
+/// RFC 5846 §8.1: the LMA revokes every binding of one MAG with a single global BRI (G,
+/// "Per-Peer Policy", no options); the MAG revokes all its nodes and acknowledges; the
+/// bindings of the other MAGs stay.
+#[test]
+fn a_per_peer_revocation_removes_every_binding_of_that_mag_and_only_those() {
+    let mut sim = domain(2, 3);
+    sim.attach(0, ll(1));
+    sim.attach(0, ll(2));
+    sim.attach(1, ll(3));
+    sim.settle(Duration::from_secs(2));
+    let since = sim.sent.len();
+    let n = sim.lma_do(|lma, now, _| lma.revoke_peer(now, mag_addr(0)));
+    assert_eq!(n, Ok(2));
+    sim.settle(Duration::from_secs(2));
+    let bris: Vec<(RevocationFlags, RevocationTrigger, usize)> = sim.sent[since..]
+        .iter()
+        .filter_map(|(_, pk)| match pk.message() {
+            Some(Message::BindingRevocation(BindingRevocation::Indication(bri))) => {
+                Some((bri.flags, bri.trigger, bri.options.iter().count()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        bris,
+        vec![(
+            RevocationFlags::P | RevocationFlags::G,
+            RevocationTrigger::PerPeerPolicy,
+            0
+        )]
+    );
+    assert!(sim.lma_events.iter().any(|(_, e)| matches!(
+        e,
+        LmaEvent::PeerRevocationEnded {
+            status: Some(BraStatus::Success),
+            bindings: 2,
+            ..
+        }
+    )));
+    for n in [1, 2] {
+        assert!(sim.lma.cache().sessions_of(&nai(n)).next().is_none());
+        assert!(sim.mags[0].binding(&nai(n)).is_none());
+    }
+    assert!(bound_at(&sim, 1, 3));
+    assert_eq!(sim.lma.cache().len(), 1);
+    assert!(
+        sim.lma_do(|lma, now, _| lma.revoke_peer(now, mag_addr(0)))
+            .is_err()
+    );
+}

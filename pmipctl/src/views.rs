@@ -464,6 +464,11 @@ pub struct RevokeView {
     pub outcome: String,
     pub bra_status: Option<Coded>,
     pub binding: Option<BindingView>,
+    /// A per-MAG revocation: the MAG's proxy-CoA and how many bindings went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_bindings: Option<u32>,
 }
 
 impl RevokeView {
@@ -473,6 +478,17 @@ impl RevokeView {
             outcome: revocation_outcome(r.outcome),
             bra_status: r.bra_status.map(|s| status(s, &r.bra_status_name)),
             binding: r.binding.as_ref().map(Into::into),
+            mag: None,
+            revoked_bindings: None,
+        }
+    }
+
+    /// A per-MAG revocation (`bindings revoke --mag`).
+    pub fn of_mag(mag: &str, r: &pb::RevokeResponse) -> Self {
+        RevokeView {
+            mag: Some(mag.to_owned()),
+            revoked_bindings: Some(r.revoked_bindings),
+            ..RevokeView::new("", r)
         }
     }
 
@@ -494,6 +510,9 @@ impl RevokeView {
             .as_ref()
             .map(|b| format!(" at {}", b.proxy_coa))
             .unwrap_or_default();
+        if let (Some(mag), Some(n)) = (&self.mag, self.revoked_bindings) {
+            return format!("MAG {mag}: {n} binding(s) revoked: {how}{bra}\n");
+        }
         format!("{}: binding{at} revoked: {how}{bra}\n", self.mn_id)
     }
 }

@@ -363,6 +363,63 @@ async fn revoke_sends_a_bri_and_reports_the_acknowledgement() {
     lma.stop().await;
 }
 
+#[tokio::test]
+async fn revoke_by_mag_sends_one_global_bri_and_reports_how_many_went() {
+    let mut lma = Lma::start().await;
+    lma.attach(MAG2, 1).await;
+    lma.attach(MAG2, 2).await;
+    let url = lma.url.clone();
+    let mag = MAG2.to_string();
+    let run = tokio::spawn(async move {
+        pmipctl(&["--lma", &url, "bindings", "revoke", "--proxy-coa", &mag]).await
+    });
+    let t = loop {
+        let t = timeout(WAIT, lma.sent.recv()).await.unwrap().unwrap();
+        if let Ok(Message::BindingRevocation(BindingRevocation::Indication(_))) =
+            Message::parse_verified(&t.payload, &t.src, &t.dst)
+        {
+            break t;
+        }
+    };
+    let Ok(Message::BindingRevocation(BindingRevocation::Indication(bri))) =
+        Message::parse_verified(&t.payload, &t.src, &t.dst)
+    else {
+        unreachable!()
+    };
+    assert_eq!(bri.trigger, RevocationTrigger::PerPeerPolicy);
+    let m = Message::BindingRevocation(BindingRevocation::Acknowledgement(BindingRevocationAck {
+        status: BraStatus::Success,
+        sequence: bri.sequence,
+        flags: bri.flags,
+        options: Options::EMPTY,
+    }));
+    let mut bra = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut bra, &MAG2, &LMA).unwrap();
+    lma.deliver(MAG2, bra).await;
+    let o = run.await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.starts_with(&format!(
+            "MAG {MAG2}: 2 binding(s) revoked: the MAG acknowledged"
+        )),
+        "{text}"
+    );
+    // A node and a MAG together are refused by the command line.
+    let o = pmipctl(&[
+        "--lma",
+        &lma.url,
+        "bindings",
+        "revoke",
+        &nai(1),
+        "--proxy-coa",
+        "::1",
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    lma.stop().await;
+}
+
 const PROFILES: &str = "\
 # Two nodes, as in the LMA configuration's mobile_nodes.
 - mn_id: api1@lab.example

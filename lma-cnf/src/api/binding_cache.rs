@@ -263,6 +263,48 @@ impl BindingCache for BindingCacheService {
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = cnf::grpc::caller(&request);
         let r = request.into_inner();
+        if !r.proxy_coa.is_empty() {
+            if !r.mn_id.is_empty() {
+                return Err(Status::invalid_argument(
+                    "mn_id and proxy_coa: one or the other",
+                ));
+            }
+            let mag: std::net::Ipv6Addr = r.proxy_coa.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "proxy_coa {:?} is not an IPv6 address",
+                    r.proxy_coa
+                ))
+            })?;
+            tracing::info!(%caller, %mag, "per-MAG revocation requested over the API");
+            let (outcome, n) = self
+                .core
+                .call(|reply| Command::RevokeMag { mag, reply })
+                .await
+                .map_err(gone)?;
+            let (outcome, status) = match outcome {
+                RevokeOutcome::NoBinding => {
+                    return Err(Status::not_found(format!(
+                        "no binding registered through {mag}: nothing to revoke"
+                    )));
+                }
+                RevokeOutcome::Acknowledged(s) if s.value() < 128 => {
+                    (pb::RevocationOutcome::Acknowledged, Some(s))
+                }
+                RevokeOutcome::Acknowledged(s) => (pb::RevocationOutcome::RefusedByMag, Some(s)),
+                RevokeOutcome::TimedOut | RevokeOutcome::Cancelled => {
+                    (pb::RevocationOutcome::NoAcknowledgement, None)
+                }
+            };
+            return Ok(Response::new(pb::RevokeResponse {
+                outcome: outcome as i32,
+                bra_status: status.map(|s| u32::from(s.value())),
+                bra_status_name: status
+                    .map(|s| s.rfc_name().unwrap_or("unknown").to_owned())
+                    .unwrap_or_default(),
+                binding: None,
+                revoked_bindings: u32::try_from(n).unwrap_or(u32::MAX),
+            }));
+        }
         let mn_id = convert::nai("mn_id", &r.mn_id)?.to_string();
         let trigger = convert::revocation_trigger(r.trigger)?;
         tracing::info!(%caller, %mn_id, %trigger, "revocation requested over the API");
@@ -307,6 +349,7 @@ impl BindingCache for BindingCacheService {
                 .map(|s| s.rfc_name().unwrap_or("unknown").to_owned())
                 .unwrap_or_default(),
             binding,
+            revoked_bindings: 0,
         }))
     }
 

@@ -65,6 +65,13 @@ pub enum LmaEvent {
     RevocationAcknowledged { mn_id: String, status: BraStatus },
     /// No Binding Revocation Acknowledgement came; the binding was removed anyway.
     RevocationTimedOut { mn_id: String },
+    /// A per-peer revocation (RFC 5846 §8.1, G with Per-Peer Policy) ended: with the MAG's
+    /// BRA status, or `None` when none came; `bindings` were removed either way.
+    PeerRevocationEnded {
+        mag: Ipv6Addr,
+        status: Option<BraStatus>,
+        bindings: usize,
+    },
     /// A PBU refreshed the binding while its revocation was in progress: the revocation
     /// ended there (RFC 5846 §8.1), and a late acknowledgement of it changes nothing.
     RevocationCancelled { mn_id: String },
@@ -175,12 +182,19 @@ impl Default for LmaStats {
 pub enum RevokeError {
     #[error("no binding for mobile node {0}")]
     NoBinding(String),
+    #[error("no binding registered through the MAG at {0}")]
+    NoBindingAtMag(Ipv6Addr),
 }
 
 #[derive(Debug, Clone)]
 struct Revocation {
-    session: SessionId,
+    /// The node's session; of a per-peer revocation, every session of the MAG not yet
+    /// refreshed since.
+    sessions: Vec<SessionId>,
+    /// Empty for a per-peer revocation.
     mn_id: String,
+    /// A global revocation of every binding of `mag` (RFC 5846 §8.1, Per-Peer Policy).
+    peer: bool,
     mag: Ipv6Addr,
     payload: Vec<u8>,
     retries_left: u32,
@@ -608,8 +622,73 @@ impl Lma {
         Ok(sessions.len())
     }
 
+    /// Revokes every binding registered through the MAG at `mag` with one global BRI (RFC
+    /// 5846 §8.1: G set, "Per-Peer Policy", no mobility options), retried as a per-node one;
+    /// the bindings go on its acknowledgement or after the retries. A binding the MAG
+    /// refreshes meanwhile is spared. Returns how many bindings it covers.
+    pub fn revoke_peer(&mut self, now: Instant, mag: Ipv6Addr) -> Result<usize, RevokeError> {
+        let sessions: Vec<SessionId> = (self.cache.iter())
+            .filter(|(_, e)| e.proxy_coa == mag)
+            .map(|(s, _)| s)
+            .collect();
+        if sessions.is_empty() {
+            return Err(RevokeError::NoBindingAtMag(mag));
+        }
+        if let Some(r) = self
+            .revocations
+            .values_mut()
+            .find(|r| r.peer && r.mag == mag)
+        {
+            // One in progress already: it covers the newer bindings too.
+            for s in &sessions {
+                if !r.sessions.contains(s) {
+                    r.sessions.push(*s);
+                }
+            }
+            return Ok(sessions.len());
+        }
+        let mut seq = self.rng.next_u16();
+        while self.revocations.contains_key(&seq) {
+            seq = seq.wrapping_add(1);
+        }
+        let m = Message::BindingRevocation(BindingRevocation::Indication(
+            BindingRevocationIndication {
+                trigger: RevocationTrigger::PerPeerPolicy,
+                sequence: SequenceNumber(seq),
+                flags: RevocationFlags::P | RevocationFlags::G,
+                options: Options::EMPTY,
+            },
+        ));
+        let Some(t) = crate::emit(&m, self.config.address, mag) else {
+            return Err(RevokeError::NoBindingAtMag(mag));
+        };
+        let rev = &self.config.revocation;
+        let timeout = ms(rev.initial_delay_ms);
+        let n = sessions.len();
+        self.revocations.insert(
+            seq,
+            Revocation {
+                sessions,
+                mn_id: String::new(),
+                peer: true,
+                mag,
+                payload: t.payload.clone(),
+                retries_left: rev.max_retries,
+                timeout,
+                next_at: now + timeout,
+            },
+        );
+        self.stats.bri_sent += 1;
+        self.push(LmaOutput::Transmit(t));
+        Ok(n)
+    }
+
     fn start_revocation(&mut self, now: Instant, session: SessionId, trigger: RevocationTrigger) {
-        if self.revocations.values().any(|r| r.session == session) {
+        if self
+            .revocations
+            .values()
+            .any(|r| r.sessions.contains(&session))
+        {
             return;
         }
         let Some(e) = self.cache.get(session) else {
@@ -645,8 +724,9 @@ impl Lma {
         self.revocations.insert(
             seq,
             Revocation {
-                session,
+                sessions: vec![session],
                 mn_id: e.mn_id.to_string(),
+                peer: false,
                 mag: e.proxy_coa,
                 payload: t.payload.clone(),
                 retries_left: rev.max_retries,
@@ -675,14 +755,24 @@ impl Lma {
         let Some(r) = self.revocations.remove(&bra.sequence.0) else {
             return;
         };
-        self.event(LmaEvent::RevocationAcknowledged {
-            mn_id: r.mn_id.clone(),
-            status: bra.status,
+        self.event(if r.peer {
+            LmaEvent::PeerRevocationEnded {
+                mag: r.mag,
+                status: Some(bra.status),
+                bindings: r.sessions.len(),
+            }
+        } else {
+            LmaEvent::RevocationAcknowledged {
+                mn_id: r.mn_id.clone(),
+                status: bra.status,
+            }
         });
         // Success, or the MAG no longer has it: either way the binding goes. Any other
         // status is left to local policy (§6.2.2); ours is that an administrative revocation
         // always completes.
-        self.remove_session(r.session, RemovalReason::Revoked, now, wall);
+        for s in r.sessions {
+            self.remove_session(s, RemovalReason::Revoked, now, wall);
+        }
     }
 
     /// RFC 5846 §8.2: a MAG revokes bindings it registered. Only an authorized MAG is
@@ -1263,8 +1353,12 @@ impl Lma {
         // updates the entry, "removing the revocation in progress flag". The reading taken:
         // the node, registered again, keeps its binding; no more BRIs go for it, and the BRA
         // of one already sent, no longer matching an outstanding BRI, is discarded (§6.2.2).
+        // Of a per-peer revocation, only this binding is spared.
+        for r in self.revocations.values_mut().filter(|r| r.peer) {
+            r.sessions.retain(|s| *s != session);
+        }
         let cancelled: Vec<u16> = (self.revocations.iter())
-            .filter(|(_, r)| r.session == session)
+            .filter(|(_, r)| !r.peer && r.sessions.contains(&session))
             .map(|(k, _)| *k)
             .collect();
         for k in cancelled {
@@ -1569,10 +1663,20 @@ impl Lma {
                 self.stats.bri_sent += 1;
                 self.push(LmaOutput::Transmit(t));
             } else if let Some(r) = self.revocations.remove(&seq) {
-                self.event(LmaEvent::RevocationTimedOut {
-                    mn_id: r.mn_id.clone(),
+                self.event(if r.peer {
+                    LmaEvent::PeerRevocationEnded {
+                        mag: r.mag,
+                        status: None,
+                        bindings: r.sessions.len(),
+                    }
+                } else {
+                    LmaEvent::RevocationTimedOut {
+                        mn_id: r.mn_id.clone(),
+                    }
                 });
-                self.remove_session(r.session, RemovalReason::Revoked, now, wall);
+                for s in r.sessions {
+                    self.remove_session(s, RemovalReason::Revoked, now, wall);
+                }
             }
         }
     }
@@ -1617,7 +1721,11 @@ impl Lma {
             self.release_ipv4(v4.address);
         }
         self.pending.remove(&s);
-        self.revocations.retain(|_, r| r.session != s);
+        for r in self.revocations.values_mut() {
+            r.sessions.retain(|x| *x != s);
+        }
+        self.revocations
+            .retain(|_, r| r.peer || !r.sessions.is_empty());
         self.mag_lost(&e.proxy_coa);
         self.event(LmaEvent::BindingRemoved { record, reason });
     }

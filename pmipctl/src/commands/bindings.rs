@@ -5,7 +5,8 @@
 //! - `bindings get KEY` finds one binding by MN-ID, or by a home network prefix or an address
 //!   inside one.
 //! - `bindings watch` follows the changes (see [`watch`]).
-//! - `bindings revoke MN-ID` sends a Binding Revocation Indication (RFC 5846) through the LMA.
+//! - `bindings revoke MN-ID` sends a Binding Revocation Indication (RFC 5846) through the LMA;
+//!   `bindings revoke --proxy-coa ADDRESS` one global BRI for every binding of that MAG.
 
 use std::net::Ipv6Addr;
 use std::time::{Duration, SystemTime};
@@ -119,8 +120,17 @@ impl Trigger {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The node whose binding is revoked.
-    #[arg(value_name = "MN-ID")]
-    pub mn_id: String,
+    #[arg(
+        value_name = "MN-ID",
+        required_unless_present = "proxy_coa",
+        conflicts_with = "proxy_coa"
+    )]
+    pub mn_id: Option<String>,
+    /// Instead of a node: every binding registered through the MAG with this proxy-CoA, with
+    /// one global Binding Revocation Indication (RFC 5846 §8.1, Per-Peer Policy). (`--mag`
+    /// is the MAG daemon's URL, for every command.)
+    #[arg(long, value_name = "ADDRESS")]
+    pub proxy_coa: Option<String>,
     /// Revocation Trigger carried in the BRI.
     #[arg(long, value_enum, default_value_t = Trigger::AdministrativeReason)]
     pub trigger: Trigger,
@@ -207,11 +217,15 @@ async fn revoke(args: RevokeArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result
     let mut client = BindingCacheClient::new(c.channel.clone());
     let r = c
         .call(client.revoke(c.request(pb::RevokeRequest {
-            mn_id: args.mn_id.clone(),
+            mn_id: args.mn_id.clone().unwrap_or_default(),
             trigger: args.trigger.proto() as i32,
+            proxy_coa: args.proxy_coa.clone().unwrap_or_default(),
         })))
         .await?;
-    let v = RevokeView::new(&args.mn_id, &r);
+    let v = match &args.proxy_coa {
+        Some(mag) => RevokeView::of_mag(mag, &r),
+        None => RevokeView::new(args.mn_id.as_deref().unwrap_or_default(), &r),
+    };
     emit(io, &v, || v.text())
 }
 
