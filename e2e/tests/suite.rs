@@ -524,3 +524,52 @@ async fn two_hundred_nodes_attach_at_once() {
         metric(&m, "pmip_mag_registered")
     );
 }
+
+/// RFC 5846 §8.1, per peer: `pmipctl bindings revoke --proxy-coa MAG1` revokes every binding
+/// of MAG1 with one global BRI, which the real MAG acknowledges after revoking its nodes
+/// (their routes go, their address is withdrawn); MAG2's node keeps its binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_mag_revocation_removes_every_binding_of_that_mag() {
+    let lab = up(Spec::new(&name("rvm"), 2, 3)).await;
+    let (addrs, _) = attach_all(&lab, 3, Duration::from_secs(10)).await;
+    let before = bindings(&lab).await;
+    assert_eq!(before.len(), 3);
+    let out = lab
+        .pmipctl(
+            &lab.lma_ns,
+            &[
+                "bindings",
+                "revoke",
+                "--proxy-coa",
+                &mag_address(0).to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.contains("2 binding(s) revoked: the MAG acknowledged"),
+        "{out}"
+    );
+    let after = bindings(&lab).await;
+    assert_eq!(
+        after.keys().cloned().collect::<Vec<_>>(),
+        vec![node_id(2)],
+        "only MAG2's node keeps its binding"
+    );
+    // MAG1 told its nodes (an RA with the router and prefix lifetimes at zero: their
+    // default route goes; RFC 4862 §5.5.3 e keeps the address itself); they are unreachable,
+    // node 2 is still reachable.
+    let t = Instant::now();
+    while lab.node_has_default_route(0) || lab.node_has_default_route(2) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "default routes not withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lab.node_has_default_route(1));
+    for n in [0, 2] {
+        assert!(reachable(&lab.cn, addrs[n], Duration::from_millis(500)).is_none());
+    }
+    assert!(reachable(&lab.cn, addrs[1], Duration::from_secs(2)).is_some());
+    say!("per-MAG revocation: {}", out.trim());
+}
