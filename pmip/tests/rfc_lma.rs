@@ -503,3 +503,55 @@ fn rfc5846_8_2_the_lma_answers_a_mags_revocation() {
     assert_eq!(sim.lma.cache().len(), 1, "MAG2's binding stays");
     assert!(sim.lma.cache().sessions_of(&nai(3)).next().is_some());
 }
+
+/// RFC 5213 §5.3.1 rules 4-7 with RFC 4283 §5: an MN-ID option whose subtype is not the NAI
+/// (the only one allocated) is present, so rule 4 (160) does not apply; the LMA cannot
+/// identify the node by it: rule 7, NOT_LMA_FOR_THIS_MOBILE_NODE (153), after rules 5-6 (an
+/// unauthorized MAG still gets 154). The PBA's MN-ID option is the PBU's, subtype included
+/// (§5.3.6). No option at all: 160.
+#[test]
+fn rfc5213_5_3_1_an_mn_id_of_an_unknown_subtype_gets_153() {
+    let mut sim = domain(1, 1);
+    let id = nai(1);
+    let l = ll(1);
+    let opts = |subtype: Option<u8>| {
+        let mut o: Vec<MobilityOption<'_>> = subtype
+            .map(|subtype| MobilityOption::MobileNodeIdentifier {
+                subtype,
+                id: id.as_bytes(),
+            })
+            .into_iter()
+            .collect();
+        o.extend([
+            MobilityOption::HomeNetworkPrefix(Ipv6Net::default()),
+            hi(HandoffIndicator::AttachmentOverNewInterface),
+            ETH,
+            MobilityOption::Timestamp(Timestamp::from_wall_clock(sim.wall())),
+            MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+        ]);
+        o
+    };
+    let (o99, o1, none) = (opts(Some(99)), opts(Some(1)), opts(None));
+    sim.inject(pbu(mag_addr(0), 1, 3600, &o99));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(last_ack(&sim).1, Status::NotLmaForThisMobileNode);
+    let echoed = sim.sent.iter().rev().find_map(|(_, p)| match p.message() {
+        Some(Message::BindingAck(ba)) => ba.options.iter().find_map(|o| match o {
+            MobilityOption::MobileNodeIdentifier { subtype, id } => Some((subtype, id.to_vec())),
+            _ => None,
+        }),
+        _ => None,
+    });
+    assert_eq!(echoed, Some((99, id.as_bytes().to_vec())));
+    sim.inject(pbu(mag_addr(5), 2, 3600, &o99));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(last_ack(&sim).1, Status::MagNotAuthorizedForProxyReg);
+    sim.inject(pbu(mag_addr(0), 3, 3600, &none));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(last_ack(&sim).1, Status::MissingMnIdentifierOption);
+    assert_eq!(sim.lma.cache().len(), 0);
+    // The NAI registers.
+    sim.inject(pbu(mag_addr(0), 4, 3600, &o1));
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(last_ack(&sim).1, Status::Accepted);
+}

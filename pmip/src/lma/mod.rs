@@ -1907,7 +1907,7 @@ fn pba_options<'a>(
         spill: Vec::new(),
     };
     o.push(MobilityOption::MobileNodeIdentifier {
-        subtype: MN_ID_SUBTYPE_NAI,
+        subtype: reply.mn_id_subtype,
         id: reply.mn_id,
     });
     for p in prefixes {

@@ -15,8 +15,8 @@ use crate::time::ms;
 use crate::types::LinkLayerAddress;
 use crate::wire::{
     AccessTechnologyType, BindingUpdate, BuFlags, ErrorKind, HandoffIndicator, Lifetime,
-    MobilityOption, OptionType, Options, ProxyBindingUpdate, SequenceNumber, Status, Timestamp,
-    WallClock,
+    MN_ID_SUBTYPE_NAI, MobilityOption, OptionType, Options, ProxyBindingUpdate, SequenceNumber,
+    Status, Timestamp, WallClock,
 };
 
 /// The ALL_ZERO prefix of a Home Network Prefix option (RFC 5213 §2.2): ask for one.
@@ -161,6 +161,7 @@ impl Registration {
             sequence: self.sequence,
             proxy: true,
             mn_id: self.mn_id.as_bytes(),
+            mn_id_subtype: MN_ID_SUBTYPE_NAI,
             requested: RequestPrefixes::Slice(self.prefixes.named()),
             handoff_indicator: self.handoff_indicator,
             access_technology_type: self.access_technology_type,
@@ -206,6 +207,8 @@ pub(super) struct Reply<'a> {
     pub sequence: SequenceNumber,
     pub proxy: bool,
     pub mn_id: &'a [u8],
+    /// The MN-ID option's subtype, copied as it came (RFC 5213 §5.3.6).
+    pub mn_id_subtype: u8,
     pub requested: RequestPrefixes<'a>,
     pub handoff_indicator: HandoffIndicator,
     pub access_technology_type: AccessTechnologyType,
@@ -233,6 +236,10 @@ impl<'a> Reply<'a> {
             mn_id: match find(OptionType::MobileNodeIdentifier) {
                 Some(MobilityOption::MobileNodeIdentifier { id, .. }) => id,
                 _ => &[],
+            },
+            mn_id_subtype: match find(OptionType::MobileNodeIdentifier) {
+                Some(MobilityOption::MobileNodeIdentifier { subtype, .. }) => subtype,
+                _ => MN_ID_SUBTYPE_NAI,
             },
             requested: RequestPrefixes::Options(bu.options),
             handoff_indicator: match find(OptionType::HandoffIndicator) {
@@ -331,11 +338,16 @@ impl Lma {
             });
         }
         // Rule 4.
-        let Some(nai) = o.nai() else {
+        let Some((subtype, id)) = o.mn_id else {
             return refuse(Status::MissingMnIdentifierOption);
         };
-        // Rules 5-8.
-        let mn_id = core::str::from_utf8(nai).ok();
+        // Rules 5-8. An identifier of a subtype other than the NAI (RFC 4283 §5: the only
+        // one allocated) identifies no node here: rule 7, NOT_LMA_FOR_THIS_MOBILE_NODE, once
+        // rules 5-6 found the MAG authorized. The option is there, so rule 4's status is not
+        // the one.
+        let mn_id = (subtype == MN_ID_SUBTYPE_NAI)
+            .then(|| core::str::from_utf8(id).ok())
+            .flatten();
         let (ipv6_service, ipv4_service) = match self.authorize(proxy_coa, mn_id) {
             Ok(profile) => (profile.ipv6, profile.ipv4),
             Err(status) => return refuse(status),
