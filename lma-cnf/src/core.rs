@@ -20,7 +20,8 @@ use crate::service::{Commit, Service, Start};
 use crate::store::{Loaded, Run, Store, StoreError};
 
 pub use crate::service::{
-    BindingPage, Command, MagView, PolicyRefusal, ProfileView, RevokeOutcome, StatsView, Upserted,
+    BindingPage, Command, MagPeerView, MagView, PeerState, PolicyRefusal, ProfileView,
+    RevokeOutcome, StatsView, Upserted,
 };
 
 /// The API's way into the LMA's core task.

@@ -103,6 +103,47 @@ pub struct MagView {
     pub reachable: bool,
 }
 
+/// A MAG's heartbeat state as the LMA sees it (RFC 5847 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Bindings at the MAG, and it answers heartbeats.
+    Up,
+    /// MISSING_HEARTBEATS_ALLOWED requests in a row went unanswered.
+    Down,
+    /// No bindings at the MAG: heartbeats go only to peers with sessions.
+    Idle,
+    /// Bindings at the MAG, but heartbeats are off (`domain.heartbeat.interval_s` 0).
+    Unmonitored,
+}
+
+/// One MAG as `pmipctl mags` shows it: authorized, or with bindings, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MagPeerView {
+    pub address: Ipv6Addr,
+    /// Its name in the policy; empty when it has none.
+    pub name: String,
+    /// `None`: not authorized (any more); `Some(true)`: by the configuration file.
+    pub authorized: Option<bool>,
+    pub state: PeerState,
+    /// When `state` began; the LMA's start for a state the MAG had then.
+    pub since: WallClock,
+    pub sessions: u32,
+    /// The Restart Counter of its last heartbeat response.
+    pub restart_counter: Option<u32>,
+    /// Restarts the heartbeats revealed since the LMA started, and the last one's time.
+    pub restarts: u64,
+    pub last_restart: Option<WallClock>,
+}
+
+/// What the service remembers of a MAG's state changes (only for MAGs that had sessions).
+#[derive(Debug, Clone)]
+struct PeerTrack {
+    state: PeerState,
+    since: WallClock,
+    restarts: u64,
+    last_restart: Option<WallClock>,
+}
+
 /// A profile as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileView {
@@ -245,6 +286,10 @@ pub enum Command {
     ListMags {
         reply: oneshot::Sender<Vec<MagView>>,
     },
+    /// Every authorized MAG and every MAG with bindings, by proxy-CoA.
+    ListMagPeers {
+        reply: oneshot::Sender<Vec<MagPeerView>>,
+    },
     /// A Mobility Header that reached the daemon by another way than its transport (a
     /// test's simulated MAG): handled like a received one, its checksum verified.
     Receive {
@@ -319,6 +364,9 @@ pub struct Start<'a> {
 pub struct Service {
     lma: Lma,
     started: Instant,
+    started_wall: WallClock,
+    /// State changes of the MAGs that had sessions in this run.
+    peers: BTreeMap<Ipv6Addr, PeerTrack>,
     datapath: &'static str,
     bindings_hub: Hub<BindingChange>,
     profiles_hub: Hub<ProfileChange>,
@@ -373,6 +421,8 @@ impl Service {
         let mut service = Service {
             lma,
             started: now,
+            started_wall: wall,
+            peers: BTreeMap::new(),
             datapath: s.datapath,
             bindings_hub: Hub::new(s.epoch, WATCH_HISTORY),
             profiles_hub: Hub::new(s.epoch, WATCH_HISTORY),
@@ -661,6 +711,9 @@ impl Service {
                         "binding created"
                     );
                 }
+                if let Some(mag) = self.lma.cache().get(session).map(|e| e.proxy_coa) {
+                    self.track_peer(mag, wall);
+                }
                 self.publish_binding(session, now, wall, false, BindingChange::Added);
             }
             LmaEvent::BindingRefreshed { session } => {
@@ -681,6 +734,10 @@ impl Service {
                 if let Some(key) = self.lma.record(session, now, wall).map(|r| r.key()) {
                     self.previous_coa.insert(key, from);
                 }
+                if let Some(mag) = self.lma.cache().get(session).map(|e| e.proxy_coa) {
+                    self.track_peer(mag, wall);
+                }
+                self.track_peer(from, wall);
                 self.publish_binding(session, now, wall, false, |v| {
                     BindingChange::Updated(v, UpdateReason::Handoff)
                 });
@@ -710,6 +767,7 @@ impl Service {
                     },
                     "binding removed"
                 );
+                self.track_peer(record.proxy_coa, wall);
                 let key = record.key();
                 self.batch.delete_binding(key.clone());
                 self.revisions.remove(&key);
@@ -761,6 +819,11 @@ impl Service {
                 };
                 warn!(%peer, kind = PEER_EVENT_KINDS[kind], "MAG heartbeat");
                 self.peer_events[kind] += 1;
+                self.track_peer(peer, wall);
+                if let (PeerEvent::Restarted { .. }, Some(t)) = (p, self.peers.get_mut(&peer)) {
+                    t.restarts += 1;
+                    t.last_restart = Some(wall);
+                }
             }
             LmaEvent::RevocationAcknowledged { mn_id, status } => {
                 info!(%mn_id, %status, "revocation acknowledged by the MAG");
@@ -890,6 +953,9 @@ impl Service {
             }
             Command::ListMags { reply } => {
                 let _ = reply.send(self.list_mags());
+            }
+            Command::ListMagPeers { reply } => {
+                let _ = reply.send(self.mag_peers());
             }
             Command::Receive {
                 src,
@@ -1237,6 +1303,70 @@ impl Service {
     }
 
     /// Every authorized MAG, by address.
+    /// The heartbeat state of `mag` now.
+    fn peer_state(&self, mag: &Ipv6Addr) -> PeerState {
+        if self.lma.mag_session_count(mag) == 0 {
+            PeerState::Idle
+        } else if self.lma.config().domain.heartbeat.interval_s == 0 {
+            PeerState::Unmonitored
+        } else if self.lma.is_mag_reachable(mag) {
+            PeerState::Up
+        } else {
+            PeerState::Down
+        }
+    }
+
+    /// Notes when `mag`'s state changed. A MAG that is idle and no longer authorized is
+    /// forgotten, so that what is kept is bounded by the MAGs ever authorized.
+    fn track_peer(&mut self, mag: Ipv6Addr, wall: WallClock) {
+        let state = self.peer_state(&mag);
+        if state == PeerState::Idle && !self.lma.policy().mags().is_authorized(&mag) {
+            self.peers.remove(&mag);
+            return;
+        }
+        let t = self.peers.entry(mag).or_insert(PeerTrack {
+            state,
+            since: wall,
+            restarts: 0,
+            last_restart: None,
+        });
+        if t.state != state {
+            t.state = state;
+            t.since = wall;
+        }
+    }
+
+    /// Every authorized MAG and every MAG with bindings, by proxy-CoA.
+    pub fn mag_peers(&self) -> Vec<MagPeerView> {
+        let policy = self.lma.policy().mags();
+        let mut addresses: BTreeSet<Ipv6Addr> = policy.iter().map(|(a, _)| *a).collect();
+        addresses.extend(self.lma.mags().map(|(a, _)| *a));
+        addresses
+            .into_iter()
+            .map(|a| {
+                let m = policy.get(&a);
+                let state = self.peer_state(&a);
+                let track = self.peers.get(&a);
+                MagPeerView {
+                    address: a,
+                    name: m
+                        .and_then(|m| m.shown_name())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    authorized: m.map(|m| m.configured),
+                    state,
+                    since: track
+                        .filter(|t| t.state == state)
+                        .map_or(self.started_wall, |t| t.since),
+                    sessions: self.lma.mag_session_count(&a),
+                    restart_counter: self.lma.mag_restart_counter(&a),
+                    restarts: track.map_or(0, |t| t.restarts),
+                    last_restart: track.and_then(|t| t.last_restart),
+                }
+            })
+            .collect()
+    }
+
     pub fn list_mags(&self) -> Vec<MagView> {
         let sessions: HashMap<Ipv6Addr, u32> = self.lma.mags().map(|(a, n)| (*a, *n)).collect();
         (self.lma.policy().mags().iter())
@@ -1294,6 +1424,10 @@ mod tests {
     }
 
     fn config() -> LmaConfig {
+        config_with_heartbeats(0, 3)
+    }
+
+    fn config_with_heartbeats(interval_s: u32, missing_allowed: u32) -> LmaConfig {
         let nodes: Vec<serde_json::Value> = (1..=4)
             .map(|n| {
                 let ll = LinkLayerAddress::mac([2, 0, 0, 0, 0, n]);
@@ -1306,7 +1440,7 @@ mod tests {
             "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
             "authorized_mags": [MAG1.to_string(), MAG2.to_string()],
             "mobile_nodes": nodes,
-            "domain": {"heartbeat": {"interval_s": 0}},
+            "domain": {"heartbeat": {"interval_s": interval_s, "missing_allowed": missing_allowed}},
             "datapath": {"mode": "none"},
         }))
         .unwrap();
@@ -1324,11 +1458,15 @@ mod tests {
 
     impl Bench {
         fn new() -> Bench {
+            Bench::with(config())
+        }
+
+        fn with(config: LmaConfig) -> Bench {
             let now = Instant::from_duration(Duration::from_secs(1));
             let wall = WallClock(Duration::from_secs(1_800_000_000));
             let s = Service::new(
                 Start {
-                    config: config(),
+                    config,
                     snapshot: &LmaSnapshot::default(),
                     restart_counter: 1,
                     epoch: 1,
@@ -1659,6 +1797,115 @@ mod tests {
             reply,
         });
         assert_eq!(none, RevokeOutcome::NoBinding);
+    }
+
+    /// A heartbeat response from `mag` to request `seq` (0 and U: unsolicited).
+    fn heartbeat_response(mag: Ipv6Addr, seq: u32, unsolicited: bool, rc: u32) -> Vec<u8> {
+        let flags = if unsolicited {
+            HeartbeatFlags::R | HeartbeatFlags::U
+        } else {
+            HeartbeatFlags::R
+        };
+        emit(
+            &Message::Heartbeat(Heartbeat {
+                flags,
+                sequence: seq,
+                options: Options::List(&[MobilityOption::RestartCounter(rc)]),
+            }),
+            mag,
+        )
+    }
+
+    /// The sequence numbers of the heartbeat requests sent to `mag` this turn.
+    fn heartbeat_requests(b: &mut Bench, mag: Ipv6Addr) -> Vec<u32> {
+        (b.s.take_transmits().iter())
+            .filter(|t| t.dst == mag)
+            .filter_map(
+                |t| match Message::parse_verified(&t.payload, &t.src, &t.dst) {
+                    Ok(Message::Heartbeat(h)) if !h.is_response() => Some(h.sequence),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn every_mag_shows_its_heartbeat_state_since_when_bindings_and_restarts() {
+        let mut b = Bench::with(config_with_heartbeats(30, 1));
+        let start = b.wall;
+        let peers = b.s.mag_peers();
+        let got: Vec<_> = (peers.iter())
+            .map(|m| (m.address, m.state, m.since, m.sessions, m.authorized))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (MAG1, PeerState::Idle, start, 0, Some(true)),
+                (MAG2, PeerState::Idle, start, 0, Some(true)),
+            ]
+        );
+
+        // A binding: heartbeats start, the first request at once (RFC 5847 §3.1).
+        b.advance(Duration::from_secs(5));
+        let up_at = b.wall;
+        b.attach(MAG1, 1);
+        b.attach(MAG1, 2);
+        b.s.handle_timeout(b.now, b.wall);
+        let seq = heartbeat_requests(&mut b, MAG1);
+        assert_eq!(seq.len(), 1);
+        b.advance(Duration::from_millis(20));
+        b.receive(MAG1, &heartbeat_response(MAG1, seq[0], false, 9));
+        let m1 = b.s.mag_peers()[0].clone();
+        assert_eq!(
+            (m1.state, m1.since, m1.sessions, m1.restart_counter),
+            (PeerState::Up, up_at, 2, Some(9))
+        );
+        assert_eq!((m1.restarts, m1.last_restart), (0, None));
+
+        // Two requests later without an answer: down, since the second.
+        b.advance(Duration::from_secs(30));
+        b.s.handle_timeout(b.now, b.wall);
+        assert_eq!(b.s.mag_peers()[0].state, PeerState::Up);
+        b.advance(Duration::from_secs(30));
+        let down_at = b.wall;
+        b.s.handle_timeout(b.now, b.wall);
+        let m1 = b.s.mag_peers()[0].clone();
+        assert_eq!((m1.state, m1.since), (PeerState::Down, down_at));
+
+        // An unsolicited response with a new counter: it restarted (RFC 5847 §3.2).
+        b.advance(Duration::from_secs(1));
+        let restart_at = b.wall;
+        b.receive(MAG1, &heartbeat_response(MAG1, 0, true, 10));
+        let m1 = b.s.mag_peers()[0].clone();
+        assert_eq!(m1.restart_counter, Some(10));
+        assert_eq!((m1.restarts, m1.last_restart), (1, Some(restart_at)));
+
+        // A MAG with bindings that is no longer authorized is still shown.
+        b.call(|reply| Command::AddMag {
+            address: MAG3,
+            name: "node-3".into(),
+            reply,
+        });
+        b.attach(MAG3, 3);
+        b.call(|reply| Command::RemoveMag {
+            address: MAG3,
+            reply,
+        })
+        .unwrap();
+        let m3 = b.s.mag_peers()[2].clone();
+        assert_eq!((m3.address, m3.authorized, m3.sessions), (MAG3, None, 1));
+        assert_eq!(m3.state, PeerState::Up);
+
+        // With heartbeats off, a MAG with bindings is unmonitored.
+        let mut b = Bench::new();
+        b.advance(Duration::from_secs(2));
+        b.attach(MAG2, 1);
+        let peers = b.s.mag_peers();
+        assert_eq!(peers[0].state, PeerState::Idle);
+        assert_eq!(
+            (peers[1].state, peers[1].since, peers[1].restart_counter),
+            (PeerState::Unmonitored, b.wall, None)
+        );
     }
 
     #[test]

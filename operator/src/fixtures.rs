@@ -519,6 +519,12 @@ impl BindingCache for FakeLma {
             ..Default::default()
         }))
     }
+    async fn list_mag_peers(
+        &self,
+        _: GReq<ListMagPeersRequest>,
+    ) -> Result<GResp<ListMagPeersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]

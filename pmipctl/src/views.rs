@@ -686,6 +686,16 @@ fn local_routing(p: &MobileNodeProfile) -> String {
     }
 }
 
+/// `enabled`, or `refused` when the LMA answers the node's PBUs with PROXY_REG_NOT_ENABLED
+/// (152, RFC 5213 §5.3.1 rule 8).
+fn proxy_registration(p: &MobileNodeProfile) -> String {
+    if p.proxy_registration_enabled {
+        "enabled".into()
+    } else {
+        "refused".into()
+    }
+}
+
 /// The `policy list` table; `wide` adds the revision and the time of the last change.
 pub fn profiles_table(es: &[ProfileEntryView], wide: bool) -> Table {
     let mut headings = vec![
@@ -695,6 +705,7 @@ pub fn profiles_table(es: &[ProfileEntryView], wide: bool) -> Table {
         "ALLOWED MAGS",
         "ACCESS TECHNOLOGY",
         "LOCAL ROUTING",
+        "PROXY REGISTRATION",
         "SOURCE",
     ];
     if wide {
@@ -710,6 +721,7 @@ pub fn profiles_table(es: &[ProfileEntryView], wide: bool) -> Table {
             show::list(&strings(&p.allowed_mags)),
             att_of_profile(p),
             local_routing(p),
+            proxy_registration(p),
             e.source.clone(),
         ];
         if wide {
@@ -748,6 +760,7 @@ pub fn profile_text(e: &ProfileEntryView) -> String {
         ),
         ("Access technology", att_of_profile(p)),
         ("Local routing", local_routing(p)),
+        ("Proxy registration", proxy_registration(p)),
         ("Source", e.source.clone()),
         ("Revision", e.revision.to_string()),
         (

@@ -450,7 +450,7 @@ async fn policy_apply_list_get_and_delete_profiles() {
     // One changed, from standard input, as JSON.
     let o = pmipctl_in(
         &["--lma", &url, "policy", "apply", "-f", "-", "-o", "json"],
-        br#"{"mn_id": "api2@lab.example", "local_routing": false}"#,
+        br#"{"mn_id": "api2@lab.example", "local_routing": false, "proxy_registration_enabled": false}"#,
     )
     .await;
     let applied = json(&o);
@@ -491,10 +491,21 @@ async fn policy_apply_list_get_and_delete_profiles() {
         "2001:db8:1::10",
         "IEEE 802.11a/b/g",
         "on",
+        "enabled",
         "API",
     ] {
         assert!(row.contains(cell), "{cell} missing in {row:?}");
     }
+    let heading = table.lines().next().unwrap();
+    let column = heading.find("PROXY REGISTRATION").expect(heading);
+    assert_eq!(&row[column..column + 7], "enabled", "{table}");
+    let api2 = table
+        .lines()
+        .find(|l| l.starts_with("api2@lab.example"))
+        .unwrap();
+    assert_eq!(&api2[column..column + 7], "refused", "{table}");
+    let one = ok(&pmipctl(&["--lma", &url, "policy", "get", "api2@lab.example"]).await);
+    assert!(one.contains("Proxy registration:     refused\n"), "{one}");
     assert!(
         table
             .lines()
@@ -833,5 +844,149 @@ async fn watch_of_one_node_prints_one_line_per_event() {
     sigint(&child);
     let status = timeout(WAIT, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+    lma.stop().await;
+}
+
+/// Answers every heartbeat request the LMA sends to `mag` (Restart Counter `rc`), and
+/// nothing else, until the test ends.
+fn answer_heartbeats(
+    lma: &mut Lma,
+    mag: std::net::Ipv6Addr,
+    rc: u32,
+) -> tokio::task::JoinHandle<()> {
+    use pmip::wire::{Heartbeat, HeartbeatFlags, MobilityOption};
+    let (_, empty) = tokio::sync::mpsc::unbounded_channel();
+    let mut sent = std::mem::replace(&mut lma.sent, empty);
+    let core = lma.core.clone();
+    tokio::spawn(async move {
+        while let Some(t) = sent.recv().await {
+            let seq = match Message::parse_verified(&t.payload, &t.src, &t.dst) {
+                Ok(Message::Heartbeat(h)) if t.dst == mag && !h.is_response() => h.sequence,
+                _ => continue,
+            };
+            let opts = [MobilityOption::RestartCounter(rc)];
+            let m = Message::Heartbeat(Heartbeat {
+                flags: HeartbeatFlags::R,
+                sequence: seq,
+                options: Options::List(&opts),
+            });
+            let mut bytes = vec![0u8; m.buffer_len()];
+            m.emit_with_checksum(&mut bytes, &mag, &LMA).unwrap();
+            let r = core
+                .call(|reply| lma_cnf::core::Command::Receive {
+                    src: mag,
+                    dst: LMA,
+                    bytes,
+                    reply,
+                })
+                .await;
+            if r.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn mags_shows_each_mag_with_its_heartbeat_state_bindings_and_restarts() {
+    use pmip::wire::{Heartbeat, HeartbeatFlags, MobilityOption};
+    // Heartbeats every second, a MAG down after three unanswered requests.
+    let mut lma = Lma::start_with_heartbeats(1, 3).await;
+    let url = lma.url.clone();
+
+    // Nothing registered yet: both authorized MAGs idle.
+    let all = json(&pmipctl(&["--lma", &url, "mags", "-o", "json"]).await);
+    let states: Vec<(&str, &str, u64)> = (all.as_array().unwrap().iter())
+        .map(|m| {
+            (
+                m["proxy_coa"].as_str().unwrap(),
+                m["state"].as_str().unwrap(),
+                m["bindings"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("2001:db8:1::10", "IDLE", 0), ("2001:db8:2::10", "IDLE", 0)]
+    );
+    assert_eq!(all[1]["name"], "mag-b");
+    assert_eq!(all[0]["name"], Value::Null);
+    assert_eq!(all[0]["authorization"], "CONFIG");
+    assert_eq!(all[0]["restart_counter"], Value::Null);
+
+    // Two nodes at MAG1, which answers heartbeats; one at MAG2, which does not.
+    lma.attach(MAG1, 1).await;
+    lma.attach(MAG1, 2).await;
+    lma.attach(MAG2, 3).await;
+    let responder = answer_heartbeats(&mut lma, MAG1, 5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = json(&pmipctl(&["--lma", &url, "mags", "-o", "json"]).await);
+        if all[1]["state"] == "DOWN" && all[0]["restart_counter"] == 5 {
+            break all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{all}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(all[0]["state"], "UP", "{all}");
+    assert_eq!(all[0]["bindings"], 2);
+    assert_eq!(all[1]["bindings"], 1);
+    assert_eq!(all[1]["restart_counter"], Value::Null, "never answered");
+    assert!(all[1]["since"].as_str().unwrap() > all[0]["since"].as_str().unwrap());
+
+    // MAG1 announces a restart (an unsolicited response with a new counter, RFC 5847 §3.2).
+    responder.abort();
+    let opts = [MobilityOption::RestartCounter(6)];
+    let m = Message::Heartbeat(Heartbeat {
+        flags: HeartbeatFlags::R | HeartbeatFlags::U,
+        sequence: 0,
+        options: Options::List(&opts),
+    });
+    let mut bytes = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut bytes, &MAG1, &LMA).unwrap();
+    lma.deliver(MAG1, bytes).await;
+    let one = json(&pmipctl(&["--lma", &url, "-o", "json", "mags", "2001:db8:1::10"]).await);
+    assert_eq!(one["restart_counter"], 6);
+    assert_eq!(one["restarts"], 1);
+    assert!(one["last_restart_at"].as_str().unwrap().ends_with('Z'));
+
+    // YAML says the same as JSON.
+    let yaml = ok(&pmipctl(&["--lma", &url, "-o", "yaml", "mags", "mag-b"]).await);
+    let from_yaml: Value = serde_saphyr::from_str(&yaml).unwrap();
+    let b = json(&pmipctl(&["--lma", &url, "-o", "json", "mags", "mag-b"]).await);
+    assert_eq!(from_yaml, b);
+    assert_eq!(b["proxy_coa"], "2001:db8:2::10");
+
+    // The table: aligned columns, a row per MAG; --no-headers drops the heading; wide adds
+    // columns.
+    let table = ok(&pmipctl(&["--lma", &url, "mags"]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("PROXY-COA"), "{table}");
+    let state = lines[0].find("STATE").unwrap();
+    assert_eq!(&lines[2][state..state + 4], "DOWN", "{table}");
+    let bindings = lines[0].find("BINDINGS").unwrap();
+    assert_eq!(&lines[1][bindings..bindings + 1], "2", "{table}");
+    assert!(lines[2].contains("mag-b"), "{table}");
+    let bare = ok(&pmipctl(&["--lma", &url, "mags", "--no-headers"]).await);
+    assert_eq!(bare.lines().count(), 2, "{bare}");
+    assert!(bare.starts_with("2001:db8:1::10"), "{bare}");
+    let wide = ok(&pmipctl(&["--lma", &url, "mags", "-o", "wide"]).await);
+    let heading = wide.lines().next().unwrap();
+    for h in ["AUTHORIZED", "RESTARTS", "LAST RESTART", "CHANGED AT"] {
+        assert!(heading.contains(h), "{wide}");
+    }
+    let text = ok(&pmipctl(&["--lma", &url, "mags", "mag-b"]).await);
+    assert!(text.contains("State:            DOWN\n"), "{text}");
+    assert!(text.contains("Bindings:         1\n"), "{text}");
+
+    // A MAG the LMA does not know.
+    let o = pmipctl(&["--lma", &url, "mags", "2001:db8:9::10"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("error: NOT_FOUND: "),
+        "{}",
+        stderr(&o)
+    );
     lma.stop().await;
 }

@@ -396,4 +396,18 @@ impl BindingCache for BindingCacheService {
             watchers: self.watchers.load(Ordering::Relaxed),
         }))
     }
+
+    async fn list_mag_peers(
+        &self,
+        _request: Request<pb::ListMagPeersRequest>,
+    ) -> Result<Response<pb::ListMagPeersResponse>, Status> {
+        let mags = self
+            .core
+            .call(|reply| Command::ListMagPeers { reply })
+            .await
+            .map_err(gone)?;
+        Ok(Response::new(pb::ListMagPeersResponse {
+            mags: mags.iter().map(convert::mag_peer).collect(),
+        }))
+    }
 }

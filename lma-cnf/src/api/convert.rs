@@ -13,7 +13,7 @@ use pmip::wire::{RevocationTrigger, Status as PbaStatus, Timestamp, WallClock};
 use proto::v1 as pb;
 use tonic::Status;
 
-use crate::core::{MagView, ProfileView};
+use crate::core::{MagPeerView, MagView, PeerState, ProfileView};
 use crate::hub::{self, BindingView, Rejection, ViewState};
 
 /// Default and largest page of the List RPCs (`common.proto`).
@@ -132,6 +132,25 @@ pub fn authorized_mag(m: &MagView) -> pb::AuthorizedMag {
         proxy_coa: m.address.to_string(),
         name: m.name.clone(),
         source: source(m.from_config) as i32,
+    }
+}
+
+pub fn mag_peer(m: &MagPeerView) -> pb::MagPeer {
+    pb::MagPeer {
+        proxy_coa: m.address.to_string(),
+        name: m.name.clone(),
+        authorization: m.authorized.map_or(pb::PolicySource::Unspecified, source) as i32,
+        state: match m.state {
+            PeerState::Up => pb::MagPeerState::Up,
+            PeerState::Down => pb::MagPeerState::Down,
+            PeerState::Idle => pb::MagPeerState::Idle,
+            PeerState::Unmonitored => pb::MagPeerState::Unmonitored,
+        } as i32,
+        since: Some(timestamp(m.since)),
+        bindings: m.sessions,
+        restart_counter: m.restart_counter,
+        restarts: m.restarts,
+        last_restart_at: m.last_restart.map(timestamp),
     }
 }
 

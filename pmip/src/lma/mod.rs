@@ -1830,6 +1830,17 @@ impl Lma {
     pub fn is_mag_reachable(&self, mag: &Ipv6Addr) -> bool {
         self.heartbeats.is_reachable(mag)
     }
+
+    /// Mobility sessions at `mag` (0 when none).
+    pub fn mag_session_count(&self, mag: &Ipv6Addr) -> u32 {
+        self.mag_sessions.get(mag).copied().unwrap_or(0)
+    }
+
+    /// The Restart Counter `mag` last sent in a heartbeat response (RFC 5847 §3.2); `None`
+    /// before its first answer, and for a MAG without sessions (no heartbeats to it).
+    pub fn mag_restart_counter(&self, mag: &Ipv6Addr) -> Option<u32> {
+        self.heartbeats.peer_restart_counter(mag)
+    }
 }
 
 /// Options of one PBA, on the stack for the usual handful of prefixes.

@@ -1,5 +1,5 @@
 //! One module per subcommand group. `mh` works offline on Mobility Header bytes; `bindings`,
-//! `stats` and `policy` talk to the LMA, `mag` to a MAG; `completion` prints a shell's
+//! `stats`, `policy` and `mags` talk to the LMA, `mag` to a MAG; `completion` prints a shell's
 //! completion script. Each group has an `Args` struct, a
 //! variant in [`Command`] and an arm in [`run`].
 
@@ -13,6 +13,7 @@ use crate::{CliError, OutputFormat};
 
 pub mod bindings;
 pub mod mag;
+pub mod mags;
 pub mod mh;
 pub mod policy;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Stats,
     /// The LMA's policy: mobile node profiles and authorized MAGs.
     Policy(policy::PolicyArgs),
+    /// The MAGs the LMA knows: heartbeat state and since when, bindings, restarts.
+    Mags(mags::MagsArgs),
     /// A MAG: its binding update list, attachments, handovers and counters.
     Mag(mag::MagArgs),
     /// Print a completion script for a shell.
@@ -106,6 +109,7 @@ pub fn run(command: Command, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), 
         Command::Bindings(args) => block_on(bindings::run(args, conn, io)),
         Command::Stats => block_on(bindings::stats(conn, io)),
         Command::Policy(args) => block_on(policy::run(args, conn, io)),
+        Command::Mags(args) => block_on(mags::run(args, conn, io)),
         Command::Mag(args) => block_on(mag::run(args, conn, io)),
         Command::Completion(args) => completion(args, io),
     }

@@ -103,7 +103,8 @@ pub fn ok(o: &Output) -> String {
 
 /// The LMA configuration of the tests: profiles mn1..=mn8 with their link-layer addresses,
 /// MAG1 and MAG2 (named `mag-b`) authorized, revocation without retries, waiting 3 s for the acknowledgement.
-fn lma_config(state_dir: &std::path::Path, api: ApiConfig) -> LmaConfig {
+/// `heartbeat`: HEARTBEAT_INTERVAL in seconds (0: off) and MISSING_HEARTBEATS_ALLOWED.
+fn lma_config(state_dir: &std::path::Path, api: ApiConfig, heartbeat: (u32, u32)) -> LmaConfig {
     let nodes: Vec<serde_json::Value> = (1..=8)
         .map(|n| serde_json::json!({"mn_id": nai(n), "link_layer_addresses": [ll(n).to_string()]}))
         .collect();
@@ -115,7 +116,7 @@ fn lma_config(state_dir: &std::path::Path, api: ApiConfig) -> LmaConfig {
         "mobile_nodes": nodes,
         "timers": {"timestamp_validity_window_ms": 60000},
         "revocation": {"max_retries": 0, "initial_delay_ms": 3000, "max_timeout_ms": 3000},
-        "domain": {"heartbeat": {"interval_s": 0}},
+        "domain": {"heartbeat": {"interval_s": heartbeat.0, "missing_allowed": heartbeat.1}},
         "datapath": {"mode": "none"},
         "state_dir": state_dir,
         "metrics": {"listen": null},
@@ -173,9 +174,19 @@ impl Lma {
 
     /// With `api` (its `listen` is not used: the API gets a free local port).
     pub async fn start_with(api: ApiConfig) -> Lma {
+        Lma::start_inner(api, (0, 3)).await
+    }
+
+    /// With heartbeats every `interval_s` seconds, a MAG unreachable after `missing`
+    /// unanswered requests.
+    pub async fn start_with_heartbeats(interval_s: u32, missing: u32) -> Lma {
+        Lma::start_inner(ApiConfig::default(), (interval_s, missing)).await
+    }
+
+    async fn start_inner(api: ApiConfig, heartbeat: (u32, u32)) -> Lma {
         use lma_cnf::core::{Core, Parts};
         let dir = tempfile::tempdir().unwrap();
-        let config = lma_config(dir.path(), api.clone());
+        let config = lma_config(dir.path(), api.clone(), heartbeat);
         let store = lma_cnf::store::Store::open(&config.state_dir).unwrap();
         let run = store.begin_run(1_800_000_000).unwrap();
         let loaded = store.load().unwrap();
