@@ -39,11 +39,54 @@ pub fn load<T: DeserializeOwned>(
     })?;
     let mut cfg: T = serde_saphyr::from_str(&text).map_err(|e| ConfigLoadError::Parse {
         path: p.clone(),
-        message: e.to_string(),
+        // The YAML parser names the line, not the field: a bad link-layer address (in a
+        // tagged section or a list) gets its field path in front.
+        message: match bad_link_layer_field(&text) {
+            Some(field) => format!("{field}: {e}"),
+            None => e.to_string(),
+        },
     })?;
     adjust(&mut cfg);
     validate(&cfg).map_err(|source| ConfigLoadError::Invalid { path: p, source })?;
     Ok(cfg)
+}
+
+/// The field path of the first link-layer address in `text` that does not parse
+/// (`mobile_nodes[1].link_layer_addresses[0]`, `domain.link_local.link_layer_address`).
+pub fn bad_link_layer_field(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_saphyr::from_str(text).ok()?;
+    bad_link_layer_path(&v, "")
+}
+
+/// [`bad_link_layer_field`] of a parsed document, below `at`.
+pub fn bad_link_layer_path(v: &serde_json::Value, at: &str) -> Option<String> {
+    fn bad(v: &serde_json::Value) -> bool {
+        v.as_str()
+            .is_none_or(|s| s.parse::<pmip::types::LinkLayerAddress>().is_err())
+    }
+    fn walk(v: &serde_json::Value, at: &str) -> Option<String> {
+        match v {
+            serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (k.as_str(), v) {
+                    ("link_layer_address", v) if bad(v) => Some(here),
+                    ("link_layer_addresses", serde_json::Value::Array(items)) => {
+                        items.iter().position(bad).map(|i| format!("{here}[{i}]"))
+                    }
+                    _ => walk(v, &here),
+                }
+            }),
+            serde_json::Value::Array(items) => {
+                (items.iter().enumerate()).find_map(|(i, v)| walk(v, &format!("{at}[{i}]")))
+            }
+            _ => None,
+        }
+    }
+    walk(v, at)
 }
 
 /// The first global IPv6 address of a comma-separated list (how the downward API hands a pod
@@ -84,6 +127,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, ConfigLoadError::Read { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_bad_link_layer_address_is_found_by_its_field_path() {
+        let f = |t: &str| bad_link_layer_field(t);
+        assert_eq!(
+            f("mobile_nodes:\n  - mn_id: a@x\n    link_layer_addresses: [02:00:00:00:00:01]\n  - mn_id: b@x\n    link_layer_addresses: [\"02:00:00:00:00:01\", \"zz\"]\n")
+                .as_deref(),
+            Some("mobile_nodes[1].link_layer_addresses[1]")
+        );
+        assert_eq!(
+            f("domain:\n  link_local: {mode: lma-generated, link_layer_address: nope}\n")
+                .as_deref(),
+            Some("domain.link_local.link_layer_address")
+        );
+        assert_eq!(
+            f("mobile_nodes: [{mn_id: a@x, link_layer_addresses: [\"02:00:5e:00:00:01\"]}]\n"),
+            None
+        );
+        assert_eq!(f("not: [valid"), None);
     }
 
     #[test]

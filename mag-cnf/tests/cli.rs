@@ -59,3 +59,65 @@ fn a_missing_file_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mag.yaml"));
 }
+
+const MAG: &str =
+    "proxy_coa: '2001:db8:1::1'\nlma_address: '2001:db8::1'\naccess_interfaces: ['acc*']\n";
+
+#[test]
+fn check_config_refuses_a_link_layer_address_the_mag_could_not_use() {
+    // 8 bytes: a valid link-layer address, but not the MAC of an Ethernet access link.
+    let (code, out, err) = run(
+        &format!(
+            "{MAG}domain:\n  link_local:\n    mode: fixed\n    address: fe80::1\n    \
+             link_layer_address: 02:00:5e:00:53:01:02:03\n"
+        ),
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("domain.link_local.link_layer_address: 02:00:5e:00:53:01:02:03 is 8 bytes"),
+        "{err}"
+    );
+    // A multicast MAC.
+    let (code, _, err) = run(
+        &format!(
+            "{MAG}domain:\n  link_local:\n    mode: lma-generated\n    \
+             link_layer_address: 01:00:5e:00:53:01\n"
+        ),
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("domain.link_local.link_layer_address: 01:00:5e:00:53:01 is a multicast MAC"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_link_layer_address_error_names_its_field() {
+    for (yaml, field) in [
+        (
+            format!(
+                "{MAG}domain:\n  link_local:\n    mode: fixed\n    address: fe80::1\n    \
+                 link_layer_address: 02:00:5e\n"
+            ),
+            "domain.link_local.link_layer_address",
+        ),
+        (
+            format!(
+                "{MAG}domain:\n  link_local:\n    mode: lma-generated\n    link_layer_address: nope\n"
+            ),
+            "domain.link_local.link_layer_address",
+        ),
+        (
+            format!(
+                "{MAG}mobile_nodes:\n  - mn_id: a@x\n  - mn_id: b@x\n    link_layer_addresses: [\"02:00:00:00:00:01\", \"zz:00\"]\n"
+            ),
+            "mobile_nodes[1].link_layer_addresses[1]",
+        ),
+    ] {
+        let (code, _, err) = run(&yaml, &["--check-config"]);
+        assert_eq!(code, Some(2), "{yaml}: {err}");
+        assert!(err.contains(field), "{field} not named for\n{yaml}: {err}");
+    }
+}

@@ -270,10 +270,29 @@ impl DomainConfig {
                 || format!("{address} is not a link-local (fe80::/10) address"),
             )?;
         }
+        let mac = self.link_local.link_layer_address();
+        // The MAGs answer on Ethernet access links with it (RFC 5213 §6.8, §6.9.3): a
+        // unicast 6-byte MAC, or the MAG could not start its access side.
         check(
-            self.link_local.link_layer_address().as_bytes() != [0u8; 6].as_slice(),
+            mac.as_bytes().len() == 6,
+            &format!("{at}.link_local.link_layer_address"),
+            || {
+                format!(
+                    "{mac} is {} bytes; the MAGs' address on Ethernet access links is a \
+                     6-byte MAC",
+                    mac.as_bytes().len()
+                )
+            },
+        )?;
+        check(
+            mac.as_bytes() != [0u8; 6].as_slice(),
             &format!("{at}.link_local.link_layer_address"),
             || "must not be all zero".into(),
+        )?;
+        check(
+            mac.as_bytes().first().is_some_and(|b| b & 1 == 0),
+            &format!("{at}.link_local.link_layer_address"),
+            || format!("{mac} is a multicast MAC; a unicast one is needed"),
         )?;
         let hb = &self.heartbeat;
         check(

@@ -205,8 +205,12 @@ pub fn parse_profiles(text: &str) -> Result<Vec<MobileNodeProfile>, String> {
     }
     let mut out: Vec<MobileNodeProfile> = Vec::with_capacity(found.len());
     for (at, v) in found {
-        let p: MobileNodeProfile =
-            serde_json::from_value(v).map_err(|e| format!("{}: {e}", label(&at)))?;
+        // serde names the profile's field for most mistakes, not for a bad link-layer address.
+        let field = cnf::config::bad_link_layer_path(&v, &at);
+        let p: MobileNodeProfile = serde_json::from_value(v).map_err(|e| match &field {
+            Some(f) => format!("{}: {e}", f.trim_start_matches('.')),
+            None => format!("{}: {e}", label(&at)),
+        })?;
         p.validate(&at)
             .map_err(|e| e.to_string().trim_start_matches('.').to_owned())?;
         if out.iter().any(|q| q.mn_id == p.mn_id) {
@@ -508,6 +512,15 @@ mod tests {
             e.starts_with("[0].home_network_prefixes[0]: 2001:db8::1/64 has host bits"),
             "{e}"
         );
+        let e = parse_profiles("- mn_id: a@x\n- mn_id: b@x\n  link_layer_addresses: [zz]\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("[1].link_layer_addresses[0]: link-layer address \"zz\""),
+            "{e}"
+        );
+        let e = parse_profiles("mn_id: a@x\nlink_layer_addresses: [\"02:00:00:00:00:01\", 7]\n")
+            .unwrap_err();
+        assert!(e.starts_with("link_layer_addresses[1]: "), "{e}");
         let e = parse_profiles("- mn_id: a@x\n- mn_id: a@x\n").unwrap_err();
         assert_eq!(e, "[1]: a@x is given twice");
         let e = parse_profiles("mn_id: \"no one@x\"\n").unwrap_err();
