@@ -1,6 +1,7 @@
 //! What the pmip daemons (`pmip-lma`, `pmip-mag`) share. Each piece is thin: the protocol is in
 //! `pmip`, the kernel programming in `dataplane`, the API in `proto`.
 
+pub mod address;
 pub mod clock;
 pub mod config;
 pub mod convert;

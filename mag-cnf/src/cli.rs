@@ -110,6 +110,8 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     let restart_counter = counter.bump()?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
+    // A tentative address cannot be bound: wait for duplicate address detection, or say so.
+    cnf::address::wait_until_usable(cfg.proxy_coa).await?;
     let transport = Signalling::open(cfg.proxy_coa, &cfg.ipsec, &cfg.state_dir, &mut registry)?;
     let fixed_mac = cfg.domain.link_local.link_layer_address();
     let (access, access_rx) = crate::access_glue::start(&cfg.access_interfaces, fixed_mac)
