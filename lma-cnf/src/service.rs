@@ -44,9 +44,6 @@ pub const DEFERRED_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFERRED_MAX: usize = 65_536;
 /// Changes kept for Watch clients that reconnect.
 pub const WATCH_HISTORY: usize = 65_536;
-/// Refused nodes remembered for the Watch snapshot at most (the oldest MN-ID is forgotten
-/// first), so that a flood of refusals costs a bounded amount of memory.
-pub const REJECTIONS_KEPT: usize = 100_000;
 
 /// How a revocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,7 +370,10 @@ pub struct Service {
     /// Per binding key: revision of its last change, and the MAG before the last handoff.
     revisions: HashMap<String, u64>,
     previous_coa: HashMap<String, Ipv6Addr>,
+    /// Refused nodes for the Watch snapshot, at most `refused_nodes_kept` of them, and the
+    /// order they were first refused in (names of nodes forgotten since may linger in it).
     rejections: BTreeMap<String, Rejection>,
+    rejection_order: std::collections::VecDeque<String>,
     revokes: HashMap<String, Vec<oneshot::Sender<RevokeOutcome>>>,
     /// Callers waiting for a per-peer revocation, by MAG.
     mag_revokes: HashMap<Ipv6Addr, Vec<oneshot::Sender<(RevokeOutcome, usize)>>>,
@@ -429,6 +429,7 @@ impl Service {
             revisions: HashMap::new(),
             previous_coa: HashMap::new(),
             rejections: BTreeMap::new(),
+            rejection_order: std::collections::VecDeque::new(),
             revokes: HashMap::new(),
             mag_revokes: HashMap::new(),
             revoking: BTreeSet::new(),
@@ -801,13 +802,7 @@ impl Service {
                     status,
                     count,
                 };
-                self.rejections.insert(mn_id, r.clone());
-                // Cap what a flood of refusals can cost.
-                if self.rejections.len() > REJECTIONS_KEPT
-                    && let Some(k) = self.rejections.keys().next().cloned()
-                {
-                    self.rejections.remove(&k);
-                }
+                self.remember_rejection(r.clone());
                 self.bindings_hub.publish(wall, BindingChange::Rejected(r));
             }
             LmaEvent::Peer(p) => {
@@ -853,6 +848,32 @@ impl Service {
                 debug!(%from, %reason, "message dropped");
                 self.dropped += 1;
             }
+        }
+    }
+
+    /// Keeps a refusal for the Watch snapshot; past `refused_nodes_kept` nodes the one
+    /// refused first is forgotten, so a flood of refusals costs a bounded amount of memory.
+    fn remember_rejection(&mut self, r: Rejection) {
+        let cap = self.lma.config().refused_nodes_kept as usize;
+        if cap == 0 {
+            return;
+        }
+        if !self.rejections.contains_key(&r.mn_id) {
+            self.rejection_order.push_back(r.mn_id.clone());
+        }
+        self.rejections.insert(r.mn_id.clone(), r);
+        while self.rejections.len() > cap {
+            match self.rejection_order.pop_front() {
+                Some(k) => {
+                    self.rejections.remove(&k);
+                }
+                None => break,
+            }
+        }
+        // Nodes that registered since left their names behind: drop them now and then.
+        if self.rejection_order.len() > 2 * cap {
+            let kept = &self.rejections;
+            self.rejection_order.retain(|k| kept.contains_key(k));
         }
     }
 
@@ -1906,6 +1927,48 @@ mod tests {
             (peers[1].state, peers[1].since, peers[1].restart_counter),
             (PeerState::Unmonitored, b.wall, None)
         );
+    }
+
+    #[test]
+    fn refused_nodes_are_kept_up_to_the_configured_bound_the_first_refused_forgotten() {
+        let mut c = config();
+        c.refused_nodes_kept = 2;
+        let mut b = Bench::with(c);
+        // mn7, mn5, mn6: no profile, refused; mn7 again.
+        for n in [7, 5, 6, 7] {
+            let pbu = b.pbu(
+                MAG1,
+                n,
+                HandoffIndicator::AttachmentOverNewInterface,
+                "::/0",
+            );
+            b.receive(MAG1, &pbu);
+            assert_eq!(b.pbas()[0].1, Status::NotLmaForThisMobileNode);
+        }
+        let kept = |b: &mut Bench| match b.s.watch_bindings(b.now, b.wall, None) {
+            WatchStart::Reset { snapshot, .. } => (snapshot.iter())
+                .map(|c| match c {
+                    BindingChange::Rejected(r) => (r.mn_id.clone(), r.count),
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        // mn7 was refused first: forgotten when mn6 came, then refused anew.
+        assert_eq!(kept(&mut b), [(nai(6), 1), (nai(7), 1)]);
+
+        let mut c = config();
+        c.refused_nodes_kept = 0;
+        let mut b = Bench::with(c);
+        let pbu = b.pbu(
+            MAG1,
+            7,
+            HandoffIndicator::AttachmentOverNewInterface,
+            "::/0",
+        );
+        b.receive(MAG1, &pbu);
+        assert_eq!(b.pbas()[0].1, Status::NotLmaForThisMobileNode);
+        assert!(kept(&mut b).is_empty());
     }
 
     #[test]

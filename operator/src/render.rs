@@ -295,6 +295,7 @@ pub fn lma_config(
         metrics: Default::default(),
         tracing: Default::default(),
         ipsec: ipsec_config(spec),
+        refused_nodes_kept: pmip::config::DEFAULT_REFUSED_NODES_KEPT,
     };
     // Validate as the daemon will, with a stand-in for the address it learns at start.
     let mut check = cfg.clone();

@@ -1078,6 +1078,18 @@ pub struct LmaConfig {
     /// RFC 5846 §13).
     #[serde(default)]
     pub ipsec: IpsecConfig,
+    /// Nodes whose last PBU was refused that the LMA remembers for the gRPC Watch (REJECTED
+    /// events), the oldest forgotten first: what bounds the memory a flood of refused PBUs
+    /// takes. 0 remembers none.
+    #[serde(default = "default_refused_nodes_kept")]
+    pub refused_nodes_kept: u32,
+}
+
+/// [`LmaConfig::refused_nodes_kept`] by default.
+pub const DEFAULT_REFUSED_NODES_KEPT: u32 = 100_000;
+
+fn default_refused_nodes_kept() -> u32 {
+    DEFAULT_REFUSED_NODES_KEPT
 }
 
 /// A MAG the LMA accepts Proxy Binding Updates from (RFC 5213 §5.3.1): its proxy-CoA, and a
@@ -1207,6 +1219,11 @@ impl LmaConfig {
             )
         })?;
         self.domain.validate("domain")?;
+        check(
+            self.refused_nodes_kept <= 1_000_000,
+            "refused_nodes_kept",
+            || format!("{} is above 1000000", self.refused_nodes_kept),
+        )?;
         check(!self.prefix_pools.is_empty(), "prefix_pools", || {
             "at least one pool is needed to allocate home network prefixes".into()
         })?;

@@ -180,6 +180,7 @@ fn full_lma(link_local: LinkLocalMode) -> LmaConfig {
         metrics: full_metrics(),
         tracing: full_tracing(),
         ipsec: full_ipsec("2001:db8:1::10"),
+        refused_nodes_kept: 5000,
     }
 }
 
