@@ -307,6 +307,10 @@ pub struct Lab {
     binaries: Binaries,
     lma: Option<Child>,
     mags: Vec<Option<Child>>,
+    /// Process ids of the daemons: of `lma` and `mags`, or as recorded by `pmip-lab up`.
+    lma_pid: Option<u32>,
+    mag_pids: Vec<Option<u32>>,
+    /// The namespaces this lab made (what `pmip-lab down` removes).
     namespaces: Vec<String>,
     keep: bool,
     /// Netlink connections by namespace: opening one takes a thread and a runtime, too slow
@@ -394,7 +398,13 @@ impl Lab {
         if spec.mags == 0 || spec.mags > 200 {
             bail!("--mags: 1 to 200");
         }
-        let leftovers = existing_namespaces(&spec.name);
+        // Only the names this lab would make count: other namespaces with the same prefix
+        // are not the lab's business.
+        let names = namespace_names(&spec.name, spec.mags, spec.nodes);
+        let leftovers: Vec<String> = existing_namespaces(&spec.name)
+            .into_iter()
+            .filter(|n| names.contains(n))
+            .collect();
         if !leftovers.is_empty() {
             bail!(
                 "namespaces of a lab named {:?} exist already ({}); run `pmip-lab down --name {}` first",
@@ -414,7 +424,6 @@ impl Lab {
                 (Some(t), p)
             }
         };
-        let names = namespace_names(&spec.name, spec.mags, spec.nodes);
         let mut lab = Lab {
             net: NetNs::named(&names[0]),
             lma_ns: NetNs::named(&names[1]),
@@ -426,6 +435,8 @@ impl Lab {
             binaries,
             lma: None,
             mags: (0..spec.mags).map(|_| None).collect(),
+            lma_pid: None,
+            mag_pids: vec![None; spec.mags],
             namespaces: Vec::new(),
             keep: false,
             netlink: Default::default(),
@@ -440,6 +451,10 @@ impl Lab {
                 .keep();
             lab.namespaces.push(n.clone());
         }
+        // Recorded at once, so that `pmip-lab down` finds what a lab that died half-way made.
+        lab.save_state()?;
+        // A lab starts clean: nothing of an earlier lab's daemons' state in the same folder.
+        lab.remove_daemon_state()?;
         lab.wire().await?;
         lab.warm_up()?;
         lab.write_configs()?;
@@ -861,6 +876,7 @@ impl Lab {
             &self.config_path("lma"),
             &self.log_path("lma"),
         )?;
+        self.lma_pid = Some(c.id());
         self.lma = Some(c);
         Ok(())
     }
@@ -873,6 +889,7 @@ impl Lab {
             &self.config_path(&name),
             &self.log_path(&name),
         )?;
+        self.mag_pids[i] = Some(c.id());
         self.mags[i] = Some(c);
         Ok(())
     }
@@ -1258,6 +1275,7 @@ impl Drop for Lab {
             let _ = self.kill_mag(i);
         }
         remove_namespaces(&self.namespaces);
+        let _ = std::fs::remove_file(state_file(&self.spec.name));
     }
 }
 
@@ -1298,6 +1316,90 @@ struct SavedLab {
     dir: PathBuf,
     /// Each node's MAG (0-based).
     at: Vec<Option<usize>>,
+    /// The namespaces the lab made.
+    #[serde(default)]
+    namespaces: Vec<String>,
+    /// The daemons' process ids.
+    #[serde(default)]
+    lma_pid: Option<u32>,
+    #[serde(default)]
+    mag_pids: Vec<Option<u32>>,
+}
+
+/// Whether process `pid` runs in namespace `ns` (not some other process that took the id).
+fn process_in(pid: u32, ns: &NetNs) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(format!("/proc/{pid}/ns/net")),
+        std::fs::metadata(ns.path()),
+    ) {
+        (Ok(p), Ok(n)) => p.ino() == n.ino() && p.dev() == n.dev(),
+        _ => false,
+    }
+}
+
+/// What `pmip-lab down` removed.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    pub namespaces: Vec<String>,
+    pub daemons: usize,
+}
+
+/// Stops the daemons of the lab `name` that `pmip-lab up` recorded and removes the namespaces
+/// and daemon state it made; nothing else, whatever its name. Without a record nothing is
+/// removed: the error names the namespaces with the lab's prefix that it leaves alone.
+pub fn down(name: &str) -> anyhow::Result<Removed> {
+    let f = state_file(name);
+    let raw = match std::fs::read(&f) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let others = existing_namespaces(name);
+            if others.is_empty() {
+                bail!(
+                    "no lab {name:?} is recorded ({}): nothing to remove",
+                    f.display()
+                );
+            }
+            bail!(
+                "no lab {name:?} is recorded ({}), so none of {} was made by it: they are left \
+                 alone (remove one with `ip netns delete NAME`)",
+                f.display(),
+                others.join(", ")
+            );
+        }
+        Err(e) => return Err(e).with_context(|| f.display().to_string()),
+    };
+    let s: SavedLab =
+        serde_json::from_slice(&raw).with_context(|| format!("{} is damaged", f.display()))?;
+    let made = if s.namespaces.is_empty() {
+        namespace_names(&s.name, s.mags, s.nodes)
+    } else {
+        s.namespaces.clone()
+    };
+    let mut removed = Removed::default();
+    let pids = s
+        .lma_pid
+        .into_iter()
+        .chain(s.mag_pids.iter().flatten().copied());
+    for pid in pids {
+        if made.iter().any(|n| process_in(pid, &NetNs::named(n))) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            removed.daemons += 1;
+        }
+    }
+    let existing = existing_namespaces(name);
+    removed.namespaces = made.into_iter().filter(|n| existing.contains(n)).collect();
+    remove_namespaces(&removed.namespaces);
+    for d in
+        std::iter::once("lma-state".to_owned()).chain((1..=s.mags).map(|i| format!("mag{i}-state")))
+    {
+        let _ = std::fs::remove_dir_all(s.dir.join(d));
+    }
+    std::fs::remove_file(&f).with_context(|| f.display().to_string())?;
+    Ok(removed)
 }
 
 /// Where a running lab's description is kept.
@@ -1316,6 +1418,9 @@ impl Lab {
             local_routing: self.spec.local_routing,
             dir: self.dir.clone(),
             at: self.nodes.iter().map(|n| n.at).collect(),
+            namespaces: self.namespaces.clone(),
+            lma_pid: self.lma_pid,
+            mag_pids: self.mag_pids.clone(),
         };
         let f = state_file(&self.spec.name);
         if let Some(d) = f.parent() {
@@ -1356,7 +1461,13 @@ impl Lab {
             binaries,
             lma: None,
             mags: (0..s.mags).map(|_| None).collect(),
-            namespaces: names,
+            lma_pid: s.lma_pid,
+            mag_pids: s.mag_pids.clone(),
+            namespaces: if s.namespaces.is_empty() {
+                names
+            } else {
+                s.namespaces.clone()
+            },
             keep: true,
             netlink: Default::default(),
             channels: Default::default(),
@@ -1399,8 +1510,9 @@ impl Lab {
         Ok(String::from_utf8(out.stdout)?)
     }
 
-    /// Where everything is and how to reach it.
-    pub fn status(&self) -> String {
+    /// Where everything is and how to reach it: a row per party with its address, namespace,
+    /// daemon process and whether the daemon answers its gRPC health check.
+    pub async fn status(&self) -> String {
         let mut s = format!(
             "lab {}: 1 LMA, {} MAGs, {} mobile nodes, fast handover {:?}; files in {}\n",
             self.spec.name,
@@ -1409,39 +1521,135 @@ impl Lab {
             self.spec.fast_handover,
             self.dir.display()
         );
-        s.push_str(&format!(
-            "  LMA   {LMA_ADDRESS:<22} namespace {:<16} gRPC [::1]:50051, metrics [::1]:9464 inside it\n",
-            self.lma_ns.name()
-        ));
+        let mut t =
+            pmipctl::show::Table::new(&["ROLE", "ADDRESS", "NAMESPACE", "PID", "HEALTH", "NOTES"]);
+        let daemon = |pid: Option<u32>, ns: NetNs| async move {
+            let pid_text = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            let health = match pid {
+                Some(p) if !process_in(p, &ns) => "exited".to_owned(),
+                _ if grpc_serving(&ns).await => "serving".to_owned(),
+                _ => "not serving".to_owned(),
+            };
+            (pid_text, health)
+        };
+        let (pid, health) = daemon(self.lma_pid, self.lma_ns.clone()).await;
+        t.row(vec![
+            "LMA".into(),
+            LMA_ADDRESS.to_string(),
+            self.lma_ns.name().into(),
+            pid,
+            health,
+            "gRPC [::1]:50051, metrics [::1]:9464 in its namespace".into(),
+        ]);
         for (i, ns) in self.mag_ns.iter().enumerate() {
-            s.push_str(&format!(
-                "  MAG{} {:<22} namespace {:<16}\n",
-                i + 1,
+            let (pid, health) = daemon(self.mag_pids.get(i).copied().flatten(), ns.clone()).await;
+            t.row(vec![
+                format!("MAG{}", i + 1),
                 mag_address(i).to_string(),
-                ns.name()
-            ));
+                ns.name().into(),
+                pid,
+                health,
+                String::new(),
+            ]);
         }
-        s.push_str(&format!(
-            "  CN    {CN_ADDRESS:<22} namespace {}\n",
-            self.cn.name()
-        ));
+        t.row(vec![
+            "CN".into(),
+            CN_ADDRESS.to_string(),
+            self.cn.name().into(),
+            "-".into(),
+            "-".into(),
+            String::new(),
+        ]);
         for (n, node) in self.nodes.iter().enumerate() {
             let addr = self
                 .node_address(n)
                 .map_or_else(|| "(no address)".to_owned(), |a| a.to_string());
-            s.push_str(&format!(
-                "  MN{}   {:<22} namespace {:<16} {} at MAG{}\n",
-                node.index,
+            t.row(vec![
+                format!("MN{}", node.index),
                 addr,
-                node.ns.name(),
-                node.mn_id,
-                node.at.map_or(0, |m| m + 1)
-            ));
+                node.ns.name().into(),
+                "-".into(),
+                "-".into(),
+                match node.at {
+                    Some(m) => format!("{} at MAG{}", node.mn_id, m + 1),
+                    None => format!("{} detached", node.mn_id),
+                },
+            ]);
         }
+        s.push_str(&t.render());
         s.push_str(&format!(
             "try: ip netns exec {} pmipctl bindings list\n",
             self.lma_ns.name()
         ));
         s
+    }
+
+    /// Removes the daemons' state folders in the lab's folder (bindings, restart counters).
+    fn remove_daemon_state(&self) -> anyhow::Result<()> {
+        let dirs = std::iter::once("lma-state".to_owned())
+            .chain((1..=self.spec.mags).map(|i| format!("mag{i}-state")));
+        for d in dirs {
+            let p = self.dir.join(d);
+            match std::fs::remove_dir_all(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| p.display().to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the LMA has node `n`'s binding at MAG `mag` (active) and the node has an
+    /// address from its prefix; returns the address. The error says what was seen instead.
+    pub async fn wait_registered(
+        &self,
+        n: usize,
+        mag: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Ipv6Addr> {
+        let deadline = Instant::now() + timeout;
+        let node = &self.nodes[n];
+        let want = mag_address(mag);
+        loop {
+            let seen = match self.bindings().await {
+                Err(e) => format!("the LMA's bindings cannot be read: {e:#}"),
+                Ok(all) => match all.iter().find(|b| b.mn_id == node.mn_id) {
+                    None => format!("the LMA has no binding of {}", node.mn_id),
+                    Some(b) if b.proxy_coa != want.to_string() => format!(
+                        "the LMA has {}'s binding at {} (MAG{}), not at MAG{}",
+                        node.mn_id,
+                        b.proxy_coa,
+                        (0..self.spec.mags)
+                            .find(|i| mag_address(*i).to_string() == b.proxy_coa)
+                            .map_or_else(|| "?".into(), |i| (i + 1).to_string()),
+                        mag + 1
+                    ),
+                    Some(b) if b.state != proto::v1::BindingState::Active as i32 => format!(
+                        "{}'s binding at MAG{} is not active (state {})",
+                        node.mn_id,
+                        mag + 1,
+                        b.state
+                    ),
+                    Some(b) => {
+                        let prefixes: Vec<Ipv6Net> = (b.home_network_prefixes.iter())
+                            .filter_map(|p| p.parse().ok())
+                            .collect();
+                        match self.node_address(n) {
+                            Some(a) if prefixes.iter().any(|p| p.contains(&a)) => return Ok(a),
+                            Some(a) => format!(
+                                "node {} has {a}, not from its home network prefixes {}",
+                                node.index,
+                                b.home_network_prefixes.join(",")
+                            ),
+                            None => format!("node {} has no usable address", node.index),
+                        }
+                    }
+                },
+            };
+            if Instant::now() > deadline {
+                bail!("after {timeout:?}: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -331,27 +331,37 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             lab.save_state()?;
             lab.keep_running();
-            print!("{}", lab.status());
+            print!("{}", lab.status().await);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Down { name } => {
-            let ns = lab::existing_namespaces(&name);
-            lab::remove_namespaces(&ns);
-            let _ = std::fs::remove_file(lab::state_file(&name));
-            println!("removed {} namespaces of lab {name}", ns.len());
+            let r = lab::down(&name)?;
+            println!(
+                "lab {name}: stopped {} daemons, removed {} namespaces ({})",
+                r.daemons,
+                r.namespaces.len(),
+                r.namespaces.join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { name } => {
             let lab = Lab::load(&name, binaries()?)?;
-            print!("{}", lab.status());
+            print!("{}", lab.status().await);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Attach { node, name } => {
             let lab = Lab::load(&name, binaries()?)?;
             let n = lab.node_index(node)?;
+            let Some(at) = lab.nodes[n].at else {
+                bail!("node {node} has no link to a MAG");
+            };
             lab.attach(n).await?;
-            let a = lab.wait_node_address(n, Duration::from_secs(10)).await?;
-            println!("node {node} attached: {a}");
+            // Attached means registered: the LMA's binding at this MAG, the address from it.
+            let a = lab
+                .wait_registered(n, at, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("node {node} did not attach at MAG{}", at + 1))?;
+            println!("node {node} attached at MAG{}: {a}", at + 1);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Detach { node, name } => {
@@ -371,10 +381,24 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if to == 0 || to > lab.spec.mags {
                 bail!("--to: a MAG from 1 to {}", lab.spec.mags);
             }
+            if lab.nodes[n].at == Some(to - 1) {
+                eprintln!("pmip-lab: node {node} is at MAG{to} already: nothing to hand over");
+                return Ok(ExitCode::from(2));
+            }
+            let before = lab.node_address(n);
             let t = std::time::Instant::now();
-            demo::hand_over(&mut lab, n, to - 1, mode.into()).await?;
-            let a = lab.wait_node_address(n, Duration::from_secs(10)).await?;
+            let moved = demo::hand_over(&mut lab, n, to - 1, mode.into()).await;
+            // The link moved (or half did): record where it is before judging the handover.
             lab.save_state()?;
+            moved?;
+            // Moved means re-registered: the LMA's binding at the new MAG, the same address.
+            let a = lab
+                .wait_registered(n, to - 1, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("node {node} was not handed over to MAG{to}"))?;
+            if let Some(b) = before.filter(|b| *b != a) {
+                bail!("node {node} is registered at MAG{to} but its address changed: {b} -> {a}");
+            }
             println!(
                 "node {node} now at MAG{to} ({a}), moved in {:?}",
                 t.elapsed()
