@@ -148,6 +148,15 @@ fn down_removes_only_what_the_lab_made_and_a_handover_that_did_not_happen_fails(
         "{err}"
     );
 
+    // Attaching there again registers nothing either: attach fails too.
+    let o = lab(&["attach", "--name", &name, "--node", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("node 1 did not attach at MAG1"),
+        "{}",
+        text(&o.stderr)
+    );
+
     // down: the lab's namespaces go, the decoy stays.
     let out = ok(&lab(&["down", "--name", &name]));
     assert!(out.contains("removed"), "{out}");
@@ -171,6 +180,13 @@ fn down_removes_only_what_the_lab_made_and_a_handover_that_did_not_happen_fails(
     let bindings = pmipctl(&["bindings", "list", "-o", "json"]);
     assert_eq!(bindings[0]["proxy_coa"], "2001:db8:ff01::1", "{bindings}");
     assert_eq!(bindings[0]["handover_count"], 0, "{bindings}");
+    // A detach and an attach that work.
+    ok(&lab(&["detach", "--name", &name, "--node", "1"]));
+    let out = ok(&lab(&["attach", "--name", &name, "--node", "1"]));
+    assert!(
+        out.starts_with("node 1 attached at MAG1: 2001:db8:100:"),
+        "{out}"
+    );
     ok(&lab(&["down", "--name", &name]));
     assert!(namespace_exists(&decoy));
 }
