@@ -42,6 +42,8 @@ pub struct HandoverResult {
     pub to_mag: usize,
     /// Longest silence of the downlink stream around the handover, beyond its normal spacing.
     pub interruption_ms: f64,
+    /// When that silence began, in ms since the traffic started (the SVG report's span).
+    pub interruption_start_ms: f64,
     pub lost_packets: u64,
     pub reordered_packets: u64,
     pub duplicated_packets: u64,
@@ -175,6 +177,7 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
                 from_mag: from + 1,
                 to_mag: to + 1,
                 interruption_ms: (g.interruption_ms * 10.0).round() / 10.0,
+                interruption_start_ms: (g.silent_from.as_secs_f64() * 1e4).round() / 10.0,
                 lost_packets: g.lost_packets,
                 reordered_packets: g.reordered,
                 duplicated_packets: g.duplicated,
@@ -215,7 +218,10 @@ impl Report {
             "  attach:            {:.1} ms to a usable address ({})\n",
             self.attach_ms, self.address
         ));
-        s.push_str("  handovers (downlink probe at 1 packet/ms):\n");
+        s.push_str(&format!(
+            "  handovers (downlink UDP probe at {} packet/s):\n",
+            self.probe_rate_pps
+        ));
         for (i, h) in self.handovers.iter().enumerate() {
             s.push_str(&format!(
                 "    #{:<2} MAG{} -> MAG{}   interruption {:>7.1} ms   lost {:>4}   reordered {}\n",
@@ -227,6 +233,7 @@ impl Report {
                 h.reordered_packets
             ));
         }
+        s.push_str(&format!("  UDP probe:         {}\n", self.probe_text()));
         s.push_str(&format!(
             "  TCP stream:        {} ({} MB carried{})\n",
             if self.tcp_survived {
@@ -267,78 +274,138 @@ impl Report {
         s
     }
 
-    /// A timeline of the TCP stream's throughput, with the handovers marked (SVG).
+    /// The probe stream in one line, as both the text and the picture say it.
+    fn probe_text(&self) -> String {
+        format!(
+            "{} packets sent, {} lost, {} reordered",
+            self.probe_sent, self.probe_lost, self.probe_reordered
+        )
+    }
+
+    /// One handover's label, with the figures the text report prints.
+    fn handover_label(h: &HandoverResult) -> String {
+        format!(
+            "MAG{}→MAG{} {:.1} ms, {} lost",
+            h.from_mag, h.to_mag, h.interruption_ms, h.lost_packets
+        )
+    }
+
+    /// A timeline of the TCP stream's throughput (SVG): a y-axis with ticks in Mbit/s, each
+    /// handover as a dashed line where it started and a red span over the probe stream's
+    /// silence, labelled with the interruption and the probe packets lost as the text report
+    /// prints them, and the probe's totals in the heading.
     pub fn svg(&self) -> String {
         let w = 900.0;
-        let h = 320.0;
-        let (l, r, t, b) = (60.0, 20.0, 30.0, 40.0);
+        let h = 340.0;
+        let (l, r, t, b) = (80.0, 20.0, 46.0, 40.0);
         let sample_s = crate::traffic::SAMPLE.as_secs_f64();
         let mbps: Vec<f64> = self
             .tcp_samples
             .iter()
             .map(|b| *b as f64 * 8.0 / sample_s / 1e6)
             .collect();
-        let max = mbps.iter().copied().fold(1.0, f64::max) * 1.1;
+        let (step, max) = y_scale(mbps.iter().copied().fold(0.0, f64::max));
         let n = mbps.len().max(2) as f64;
-        let x = |i: f64| l + (w - l - r) * i / (n - 1.0);
+        // Seconds on the x-axis: sample i is at i × SAMPLE.
+        let span_s = (n - 1.0) * sample_s;
+        let x = |s: f64| l + (w - l - r) * (s / span_s).clamp(0.0, 1.0);
         let y = |v: f64| t + (h - t - b) * (1.0 - v / max);
+        let yb = h - b;
         let mut path = String::new();
         for (i, v) in mbps.iter().enumerate() {
             path.push_str(&format!(
                 "{}{:.1},{:.1} ",
                 if i == 0 { "M" } else { "L" },
-                x(i as f64),
+                x(i as f64 * sample_s),
                 y(*v)
             ));
         }
+        let mut y_ticks = String::new();
+        let mut v = 0.0;
+        while v <= max + step / 1e6 {
+            let yi = y(v);
+            y_ticks.push_str(&format!(
+                r##"<line x1="{l}" y1="{yi:.1}" x2="{xr}" y2="{yi:.1}" stroke="#ddd"/><line x1="{lt}" y1="{yi:.1}" x2="{l}" y2="{yi:.1}" stroke="black"/><text x="{lx}" y="{ty:.1}" font-size="10" text-anchor="end">{label}</text>"##,
+                xr = w - r,
+                lt = l - 4.0,
+                lx = l - 6.0,
+                ty = yi + 3.5,
+                label = tick_label(v),
+            ));
+            v += step;
+        }
         let mut marks = String::new();
-        for (i, ht) in self.handover_times.iter().enumerate() {
-            let xi = x(ht.as_secs_f64() / sample_s);
-            let label = self
-                .handovers
-                .get(i)
-                .map(|h| {
-                    format!(
-                        "MAG{}→MAG{} {:.0} ms",
-                        h.from_mag, h.to_mag, h.interruption_ms
-                    )
-                })
-                .unwrap_or_default();
+        for (i, hr) in self.handovers.iter().enumerate() {
+            let Some(at) = self.handover_times.get(i) else {
+                continue;
+            };
+            let xi = x(at.as_secs_f64());
+            let x0 = x(hr.interruption_start_ms / 1e3);
+            let x1 = x((hr.interruption_start_ms + hr.interruption_ms) / 1e3).max(x0 + 1.0);
             marks.push_str(&format!(
-                r##"<line x1="{xi:.1}" y1="{t}" x2="{xi:.1}" y2="{yb}" stroke="#d33" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="10" fill="#d33" transform="rotate(-90 {tx:.1} {ty})">{label}</text>"##,
-                yb = h - b,
+                r##"<rect class="interruption" x="{x0:.1}" y="{t}" width="{sw:.1}" height="{sh}" fill="#d33" fill-opacity="0.25"/><line x1="{xi:.1}" y1="{t}" x2="{xi:.1}" y2="{yb}" stroke="#d33" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="10" fill="#d33" transform="rotate(-90 {tx:.1} {ty})" text-anchor="end">{label}</text>"##,
+                sw = x1 - x0,
+                sh = yb - t,
                 tx = xi - 3.0,
-                ty = t + 120.0,
+                ty = t + 4.0,
+                label = Self::handover_label(hr),
             ));
         }
-        let secs = n * sample_s;
-        let mut ticks = String::new();
+        let mut x_ticks = String::new();
         let mut s = 0.0;
-        while s <= secs {
-            let xi = x(s / sample_s);
-            ticks.push_str(&format!(
-                r##"<text x="{xi:.1}" y="{ty}" font-size="10" text-anchor="middle">{s:.0} s</text>"##,
-                ty = h - b + 14.0
+        while s <= span_s + 1e-9 {
+            let xi = x(s);
+            x_ticks.push_str(&format!(
+                r##"<line x1="{xi:.1}" y1="{yb}" x2="{xi:.1}" y2="{y2}" stroke="black"/><text x="{xi:.1}" y="{ty}" font-size="10" text-anchor="middle">{s:.0} s</text>"##,
+                y2 = yb + 4.0,
+                ty = yb + 16.0
             ));
             s += 1.0;
         }
         format!(
             r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif">
 <rect width="{w}" height="{h}" fill="white"/>
-<text x="{l}" y="18" font-size="13">TCP throughput through the tunnel ({:?} handovers); red: a handover and its interruption</text>
+<text x="{l}" y="16" font-size="13">TCP throughput through the tunnel ({mode:?} handovers); red: each handover and the downlink probe's silence</text>
+<text x="{l}" y="32" font-size="11">UDP probe at {rate} packet/s: {probe}</text>
+{y_ticks}
 <line x1="{l}" y1="{yb}" x2="{xr}" y2="{yb}" stroke="black"/><line x1="{l}" y1="{t}" x2="{l}" y2="{yb}" stroke="black"/>
-<text x="{lt}" y="{t}" font-size="10" text-anchor="end">{max:.0} Mbit/s</text><text x="{lt}" y="{yb}" font-size="10" text-anchor="end">0</text>
-{ticks}
-<path d="{path}" fill="none" stroke="#2266cc" stroke-width="1.5"/>
+<text x="14" y="{ym:.1}" font-size="10" transform="rotate(-90 14 {ym:.1})" text-anchor="middle">Mbit/s</text>
+{x_ticks}
 {marks}
+<path d="{path}" fill="none" stroke="#2266cc" stroke-width="1.5"/>
 </svg>
 "##,
-            self.mode,
-            yb = h - b,
+            mode = self.mode,
+            rate = self.probe_rate_pps,
+            probe = self.probe_text(),
             xr = w - r,
-            lt = l - 4.0,
+            ym = (t + yb) / 2.0,
         )
     }
+}
+
+/// The y-axis of a throughput of at most `peak`: a tick step of 1, 2 or 5 times a power of
+/// ten, and the top of the axis, a whole number of steps (3 to 5 of them) at or above the peak.
+fn y_scale(peak: f64) -> (f64, f64) {
+    let peak = if peak.is_finite() && peak > 0.0 {
+        peak
+    } else {
+        1.0
+    };
+    let mut step = 10f64.powf((peak / 5.0).log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if peak / (step * m) <= 5.0 {
+            step *= m;
+            break;
+        }
+    }
+    (step, (peak / step).ceil().max(1.0) * step)
+}
+
+/// A tick's value without trailing zeros: `0`, `0.5`, `20`.
+fn tick_label(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// One mode's handovers, summed up for the side-by-side comparison.
@@ -460,4 +527,97 @@ pub fn lma_signalling_protected(lab: &Lab) -> anyhow::Result<bool> {
     Ok(sample("pmip_ipsec_packets_total{direction=\"out\"}") > 0.0
         && sample("pmip_ipsec_packets_total{direction=\"in\"}") > 0.0
         && dropped == 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        // 3 s of 20 ms samples at 8 Mbit/s (20 000 bytes a sample), silent around 1 s.
+        let mut samples = vec![20_000u64; 150];
+        for s in &mut samples[50..55] {
+            *s = 0;
+        }
+        Report {
+            mode: HandoverMode::Plain,
+            mags: 2,
+            attach_ms: 120.0,
+            address: "2001:db8:100::1".into(),
+            handovers: vec![HandoverResult {
+                from_mag: 1,
+                to_mag: 2,
+                interruption_ms: 87.4,
+                interruption_start_ms: 1004.0,
+                lost_packets: 85,
+                reordered_packets: 0,
+                duplicated_packets: 0,
+            }],
+            tcp_survived: true,
+            tcp_bytes: 2_900_000,
+            tcp_error: None,
+            address_unchanged: true,
+            probe_rate_pps: 1000,
+            probe_sent: 3000,
+            probe_lost: 85,
+            probe_reordered: 0,
+            daemons: String::new(),
+            signalling_protected: false,
+            signalling: None,
+            tcp_samples: samples,
+            handover_times: vec![Duration::from_millis(1000)],
+        }
+    }
+
+    #[test]
+    fn the_y_axis_has_round_ticks_above_the_peak() {
+        assert_eq!(y_scale(8.0), (2.0, 8.0));
+        assert_eq!(y_scale(8.1), (2.0, 10.0));
+        assert_eq!(y_scale(23.0), (5.0, 25.0));
+        assert_eq!(y_scale(0.7), (0.2, 0.8));
+        assert_eq!(y_scale(0.0), (0.2, 1.0));
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(0.2), "0.2");
+        assert_eq!(tick_label(20.0), "20");
+    }
+
+    #[test]
+    fn the_picture_says_what_the_text_says() {
+        let r = report();
+        let svg = r.svg();
+        let text = r.text();
+        // Ticks of the y-axis, 0 to 8 Mbit/s in steps of 2.
+        for v in ["0", "2", "4", "6", "8"] {
+            assert!(
+                svg.contains(&format!("text-anchor=\"end\">{v}</text>")),
+                "{v}: {svg}"
+            );
+        }
+        // The interruption as a span: from 1.004 s, 87.4 ms wide, on an axis of 2.98 s over
+        // 800 pixels.
+        let px = |s: f64| 80.0 + 800.0 * s / 2.98;
+        let span = format!(
+            "<rect class=\"interruption\" x=\"{:.1}\" y=\"46\" width=\"{:.1}\"",
+            px(1.004),
+            px(1.0914) - px(1.004)
+        );
+        assert!(svg.contains(&span), "{span}\n{svg}");
+        // Its label and the probe's totals, as the text prints them.
+        assert!(svg.contains("MAG1→MAG2 87.4 ms, 85 lost"), "{svg}");
+        assert!(
+            text.contains("interruption    87.4 ms   lost   85"),
+            "{text}"
+        );
+        assert!(
+            svg.contains("UDP probe at 1000 packet/s: 3000 packets sent, 85 lost, 0 reordered")
+        );
+        assert!(text.contains("UDP probe:         3000 packets sent, 85 lost, 0 reordered"));
+        assert!(
+            text.contains("downlink UDP probe at 1000 packet/s"),
+            "{text}"
+        );
+        // Well formed: every element opened is closed.
+        assert_eq!(svg.matches("<svg").count(), svg.matches("</svg>").count());
+        assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count());
+    }
 }

@@ -117,6 +117,8 @@ pub struct StreamReport {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Gap {
     pub interruption_ms: f64,
+    /// When the longest silence began: the last delivery before it, on the stream's clock.
+    pub silent_from: Duration,
     pub lost_packets: u64,
     pub reordered: u64,
     pub duplicated: u64,
@@ -174,11 +176,11 @@ impl StreamReport {
         // The longest time between consecutive deliveries (receiver time).
         let mut times: Vec<Duration> = inside.iter().map(|a| a.received).collect();
         times.sort();
-        let longest = times
+        let (longest, silent_from) = times
             .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default();
+            .map(|w| (w[1] - w[0], w[0]))
+            .max_by_key(|(d, _)| *d)
+            .unwrap_or((Duration::ZERO, from));
         let mut max = None;
         let mut reordered = 0;
         for a in &inside {
@@ -192,6 +194,7 @@ impl StreamReport {
         Gap {
             // What the receiver lived through beyond the normal spacing.
             interruption_ms: (longest.saturating_sub(interval)).as_secs_f64() * 1e3,
+            silent_from,
             lost_packets: lost,
             reordered,
             duplicated,
