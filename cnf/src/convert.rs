@@ -2,7 +2,7 @@
 //! daemons and `pmipctl`. Text in (surrounding blanks ignored), typed values out; every failure
 //! names the field, and a server answers it as INVALID_ARGUMENT "field: reason".
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 use pmip::config::MobileNodeProfile;
@@ -35,6 +35,13 @@ pub fn ipv6(field: &str, s: &str) -> Result<Ipv6Addr, FieldError> {
     s.trim()
         .parse()
         .map_err(|_| err(field, format!("{s:?} is not an IPv6 address")))
+}
+
+/// An IPv4 address in dotted-quad text.
+pub fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, FieldError> {
+    s.trim()
+        .parse()
+        .map_err(|_| err(field, format!("{s:?} is not an IPv4 address")))
 }
 
 /// A proxy-CoA: a global unicast IPv6 address (the source of a MAG's PBUs).
@@ -97,6 +104,12 @@ pub fn profile_from_proto(p: &v1::MobileNodeProfile) -> Result<MobileNodeProfile
         .transpose()?;
     out.local_routing = p.local_routing;
     out.proxy_registration_enabled = p.proxy_registration_enabled.unwrap_or(true);
+    out.ipv6 = p.ipv6.unwrap_or(true);
+    out.ipv4 = p.ipv4.unwrap_or(false);
+    out.ipv4_home_address = match p.ipv4_home_address.trim() {
+        "" => None,
+        s => Some(ipv4("ipv4_home_address", s)?),
+    };
     out.validate("profile")
         .map_err(|e| err(e.field.trim_start_matches("profile."), e.reason))?;
     Ok(out)
@@ -121,6 +134,13 @@ pub fn profile_to_proto(p: &MobileNodeProfile) -> v1::MobileNodeProfile {
         local_routing: p.local_routing,
         // Unset means enabled, the default.
         proxy_registration_enabled: (!p.proxy_registration_enabled).then_some(false),
+        // Unset means the defaults: IPv6 on, IPv4 off.
+        ipv6: (!p.ipv6).then_some(false),
+        ipv4: p.ipv4.then_some(true),
+        ipv4_home_address: p
+            .ipv4_home_address
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -138,9 +158,48 @@ mod tests {
             access_technology_type: Some(4),
             local_routing: Some(true),
             proxy_registration_enabled: Some(false),
+            ipv6: None,
+            ipv4: None,
+            ipv4_home_address: String::new(),
         };
         let p = profile_from_proto(&m).unwrap();
         assert_eq!(profile_to_proto(&p), m);
+        assert!(p.ipv6 && !p.ipv4, "the defaults: IPv6 only");
+        // An IPv4-only node with a pinned IPv4 home address (RFC 5844 §3.2.2).
+        let v4 = v1::MobileNodeProfile {
+            home_network_prefixes: Vec::new(),
+            ipv6: Some(false),
+            ipv4: Some(true),
+            ipv4_home_address: "192.0.2.10".into(),
+            ..m.clone()
+        };
+        let p4 = profile_from_proto(&v4).unwrap();
+        assert!(!p4.ipv6 && p4.ipv4);
+        assert_eq!(p4.ipv4_home_address, Some(Ipv4Addr::new(192, 0, 2, 10)));
+        assert_eq!(profile_to_proto(&p4), v4);
+        let e = profile_from_proto(&v1::MobileNodeProfile {
+            ipv4_home_address: "192.0.2".into(),
+            ..v4.clone()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ipv4_home_address: \"192.0.2\" is not an IPv4 address"
+        );
+        // Both families off; a pinned IPv4 home address without IPv4.
+        let e = profile_from_proto(&v1::MobileNodeProfile {
+            ipv4: None,
+            ..v4.clone()
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "ipv6");
+        let e = profile_from_proto(&v1::MobileNodeProfile {
+            ipv6: None,
+            ipv4: None,
+            ..v4
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "ipv4_home_address");
         let mut bad = m.clone();
         bad.home_network_prefixes.push("2001:db8::/129".into());
         let e = profile_from_proto(&bad).unwrap_err();

@@ -6,7 +6,7 @@
 //! a runtime; [`crate::core`] drives it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use cnf::datapath;
@@ -220,6 +220,11 @@ pub enum Command {
     /// The binding holding a prefix, or the one whose prefix covers an address (/128).
     BindingByPrefix {
         prefix: Ipv6Net,
+        reply: oneshot::Sender<Option<BindingView>>,
+    },
+    /// The binding holding an IPv4 home address (RFC 5844).
+    BindingByIpv4 {
+        address: Ipv4Addr,
         reply: oneshot::Sender<Option<BindingView>>,
     },
     WatchBindings {
@@ -903,6 +908,14 @@ impl Service {
             }
             Command::BindingByPrefix { prefix, reply } => {
                 let _ = reply.send(self.binding_by_prefix(now, wall, prefix));
+            }
+            Command::BindingByIpv4 { address, reply } => {
+                let _ = reply.send(
+                    self.lma
+                        .cache()
+                        .by_ipv4(&address)
+                        .and_then(|s| self.view(s, now, wall)),
+                );
             }
             Command::WatchBindings { cursor, reply } => {
                 let _ = reply.send(self.watch_bindings(now, wall, cursor));

@@ -4,7 +4,7 @@
 //! them to the core, and reads the PBAs and BRIs the core sends.
 
 use std::io;
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use cnf::Clock;
@@ -62,13 +62,16 @@ fn all_zero() -> Ipv6Net {
 /// Profiles mn1..=mn8 with their link-layer addresses; MAG1 and MAG2 authorized; short
 /// de-registration and revocation timers so the tests see them pass.
 fn config(state_dir: &std::path::Path) -> LmaConfig {
+    // mn7 and mn8 may have IPv4 home addresses too (RFC 5844); they get one only when a PBU
+    // asks for it.
     let nodes: Vec<serde_json::Value> = (1..=8)
-        .map(|n| serde_json::json!({"mn_id": nai(n), "link_layer_addresses": [ll(n).to_string()]}))
+        .map(|n| serde_json::json!({"mn_id": nai(n), "link_layer_addresses": [ll(n).to_string()], "ipv4": n >= 7}))
         .collect();
     let c: LmaConfig = serde_json::from_value(serde_json::json!({
         "name": "lma-test",
         "address": LMA.to_string(),
         "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
+        "ipv4_pools": [{"prefix": "192.0.2.0/24"}],
         "authorized_mags": [MAG1.to_string(), MAG2.to_string()],
         "mobile_nodes": nodes,
         "timers": {
@@ -116,6 +119,8 @@ impl SignallingTransport for Wire {
 struct Pba {
     status: Status,
     prefixes: Vec<Ipv6Net>,
+    /// The IPv4 home address of an IPv4 Home Address Reply (RFC 5844 §3.3.2).
+    ipv4: Option<Ipv4Addr>,
 }
 
 /// One LMA with its API.
@@ -253,21 +258,39 @@ impl Lab {
         hi: HandoffIndicator,
         lifetime_s: u32,
     ) -> Pba {
+        self.pbu_with(mag, n, Some(hnp), None, hi, lifetime_s).await
+    }
+
+    /// Sends a PBU from `mag` with a Home Network Prefix option and an IPv4 Home Address
+    /// Request (RFC 5844 §3.3.1) when given, and returns the PBA.
+    async fn pbu_with(
+        &mut self,
+        mag: Ipv6Addr,
+        n: u8,
+        hnp: Option<Ipv6Net>,
+        ipv4: Option<Ipv4Addr>,
+        hi: HandoffIndicator,
+        lifetime_s: u32,
+    ) -> Pba {
         self.seq = self.seq.wrapping_add(1);
         let id = nai(n);
         let link = ll(n);
         let ts = Timestamp::from_wall_clock(Clock::new().wall());
-        let opts = [
-            MobilityOption::MobileNodeIdentifier {
-                subtype: MN_ID_SUBTYPE_NAI,
-                id: id.as_bytes(),
-            },
-            MobilityOption::HomeNetworkPrefix(hnp),
+        let mut opts = vec![MobilityOption::MobileNodeIdentifier {
+            subtype: MN_ID_SUBTYPE_NAI,
+            id: id.as_bytes(),
+        }];
+        opts.extend(hnp.map(MobilityOption::HomeNetworkPrefix));
+        opts.extend(ipv4.map(|address| MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len: 0,
+            address,
+        }));
+        opts.extend([
             MobilityOption::HandoffIndicator(hi),
             MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023),
             MobilityOption::MnLinkLayerIdentifier(link.as_bytes()),
             MobilityOption::Timestamp(ts),
-        ];
+        ]);
         let m = Message::BindingUpdate(BindingUpdate {
             sequence: SequenceNumber(self.seq),
             flags: BuFlags::A | BuFlags::P,
@@ -292,6 +315,10 @@ impl Lab {
                 Pba {
                     status: ba.status,
                     prefixes: v.home_network_prefixes().collect(),
+                    ipv4: ba.options.iter().find_map(|o| match o {
+                        MobilityOption::Ipv4HomeAddressReply { address, .. } => Some(address),
+                        _ => None,
+                    }),
                 }
             }
             other => panic!("expected a PBA, got {other:?}"),
@@ -356,6 +383,7 @@ impl Lab {
                 resume_from: resume_from
                     .map(|(epoch, revision)| pb::WatchCursor { epoch, revision }),
                 mn_id: mn_id.into(),
+                ipv4_home_address: String::new(),
             })
             .await
             .unwrap()
@@ -599,6 +627,165 @@ async fn get_finds_a_binding_by_mn_id_prefix_or_address() {
     lab.stop().await;
 }
 
+/// RFC 5844: the IPv4 home address is in the binding views, a key of Get and a filter of
+/// Watch, for a dual-stack node and an IPv4-only one.
+#[tokio::test]
+async fn ipv4_home_addresses_are_shown_found_and_watched() {
+    let mut lab = Lab::start().await;
+    let any = Ipv4Addr::UNSPECIFIED;
+    // mn7 dual-stack, mn8 IPv4-only (no prefix option at all).
+    let dual = lab
+        .pbu_with(
+            MAG1,
+            7,
+            Some(all_zero()),
+            Some(any),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    assert_eq!(dual.status, Status::Accepted, "{dual:?}");
+    let a7 = dual.ipv4.expect("an IPv4 Home Address Reply");
+    let only = lab
+        .pbu_with(
+            MAG2,
+            8,
+            None,
+            Some(any),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    assert_eq!(only.status, Status::Accepted, "{only:?}");
+    assert!(only.prefixes.is_empty());
+    let a8 = only.ipv4.expect("an IPv4 Home Address Reply");
+    assert_ne!(a7, a8);
+    lab.attach(MAG1, 1).await;
+
+    let b7 = lab.get(Key::MnId(nai(7))).await.unwrap();
+    assert_eq!(b7.ipv4_home_address, format!("{a7}/24"));
+    assert_eq!(b7.ipv4_default_router, "192.0.2.1");
+    assert_eq!(b7.home_network_prefixes, vec![dual.prefixes[0].to_string()]);
+    let b8 = lab.get(Key::Ipv4HomeAddress(a8.to_string())).await.unwrap();
+    assert_eq!(
+        (b8.mn_id.as_str(), b8.ipv4_home_address.clone()),
+        (nai(8).as_str(), format!("{a8}/24"))
+    );
+    assert!(b8.home_network_prefixes.is_empty());
+    let b1 = lab.get(Key::MnId(nai(1))).await.unwrap();
+    assert_eq!(
+        (
+            b1.ipv4_home_address.as_str(),
+            b1.ipv4_default_router.as_str()
+        ),
+        ("", "")
+    );
+    let page = lab
+        .bc()
+        .list(pb::ListBindingsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut listed: Vec<(&str, &str)> = page
+        .bindings
+        .iter()
+        .map(|b| (b.mn_id.as_str(), b.ipv4_home_address.as_str()))
+        .collect();
+    listed.sort();
+    let (s7, s8) = (format!("{a7}/24"), format!("{a8}/24"));
+    assert_eq!(
+        listed,
+        vec![
+            (nai(1).as_str(), ""),
+            (nai(7).as_str(), s7.as_str()),
+            (nai(8).as_str(), s8.as_str())
+        ]
+    );
+    assert_eq!(
+        code(lab.get(Key::Ipv4HomeAddress("192.0.2.250".into())).await),
+        (
+            Code::NotFound,
+            "no binding holds IPv4 home address 192.0.2.250".into()
+        )
+    );
+    assert_eq!(
+        code(lab.get(Key::Ipv4HomeAddress("2001:db8::1".into())).await),
+        (
+            Code::InvalidArgument,
+            "ipv4_home_address: \"2001:db8::1\" is not an IPv4 address".into()
+        )
+    );
+
+    // Watch by IPv4 home address: the snapshot holds mn8 only, then only mn8's changes.
+    let mut by_v4 = lab
+        .bc()
+        .watch(pb::WatchBindingsRequest {
+            resume_from: None,
+            mn_id: String::new(),
+            ipv4_home_address: a8.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next(&mut by_v4).await.event,
+        Some(Event::Reset(_))
+    ));
+    assert_eq!(added(&next(&mut by_v4).await).mn_id, nai(8));
+    match next(&mut by_v4).await.event {
+        Some(Event::Synced(s)) => assert_eq!(s.object_count, 1),
+        other => panic!("expected SYNCED, got {other:?}"),
+    }
+    // A refresh of mn7 is not shown; mn8's handover to MAG1 is, with the same address.
+    let r7 = lab
+        .pbu_with(
+            MAG1,
+            7,
+            Some(dual.prefixes[0]),
+            Some(a7),
+            HandoffIndicator::HandoffStateNotChanged,
+            3600,
+        )
+        .await;
+    assert_eq!((r7.status, r7.ipv4), (Status::Accepted, Some(a7)));
+    let h8 = lab
+        .pbu_with(
+            MAG1,
+            8,
+            None,
+            Some(a8),
+            HandoffIndicator::HandoffBetweenMags,
+            3600,
+        )
+        .await;
+    assert_eq!((h8.status, h8.ipv4), (Status::Accepted, Some(a8)));
+    let (b, why) = {
+        let e = next(&mut by_v4).await;
+        let (b, why) = updated(&e);
+        (b.clone(), why)
+    };
+    assert_eq!(
+        (b.mn_id.as_str(), why),
+        (nai(8).as_str(), pb::UpdateReason::Handoff)
+    );
+    assert_eq!(
+        (b.proxy_coa.clone(), b.ipv4_home_address),
+        (MAG1.to_string(), s8)
+    );
+    let (c, m) = code(
+        lab.bc()
+            .watch(pb::WatchBindingsRequest {
+                resume_from: None,
+                mn_id: String::new(),
+                ipv4_home_address: "192.0.2.x".into(),
+            })
+            .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert!(m.starts_with("ipv4_home_address: "), "{m}");
+    lab.stop().await;
+}
+
 #[tokio::test]
 async fn watch_sends_a_snapshot_then_every_change_live() {
     let mut lab = Lab::start().await;
@@ -756,6 +943,7 @@ async fn watch_sends_a_snapshot_then_every_change_live() {
             .watch(pb::WatchBindingsRequest {
                 resume_from: None,
                 mn_id: "a b".into(),
+                ipv4_home_address: String::new(),
             })
             .await,
     );
@@ -1014,6 +1202,7 @@ fn api_profile(mn_id: &str) -> pb::MobileNodeProfile {
         access_technology_type: Some(pb::AccessTechnologyType::Ieee80211 as i32),
         local_routing: None,
         proxy_registration_enabled: None,
+        ..Default::default()
     }
 }
 
@@ -1025,6 +1214,74 @@ async fn upsert(
         .upsert_mobile_node(pb::UpsertMobileNodeRequest { profile: Some(p) })
         .await
         .map(|r| r.into_inner())
+}
+
+/// RFC 5844 §3.2.2 over the Policy API (what the operator sends for a MobileNode): an
+/// IPv4-only profile with a pinned IPv4 home address is stored and read back as sent, its
+/// node registers without a prefix and gets that address; a pin outside every IPv4 pool is
+/// refused with a message that names the field.
+#[tokio::test]
+async fn ipv4_profiles_go_over_the_api_and_a_pin_outside_the_pools_is_refused() {
+    let mut lab = Lab::start().await;
+    let v4 = pb::MobileNodeProfile {
+        mn_id: nai(9),
+        link_layer_addresses: vec![ll(9).to_string()],
+        ipv6: Some(false),
+        ipv4: Some(true),
+        ipv4_home_address: "192.0.2.77".into(),
+        ..Default::default()
+    };
+    upsert(&lab, v4.clone()).await.unwrap();
+    let back = lab
+        .policy()
+        .get_mobile_node(pb::GetMobileNodeRequest { mn_id: nai(9) })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
+    assert_eq!(back, v4);
+    let pba = lab
+        .pbu_with(
+            MAG1,
+            9,
+            None,
+            Some(Ipv4Addr::UNSPECIFIED),
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    assert_eq!(
+        (pba.status, pba.ipv4, pba.prefixes.len()),
+        (Status::Accepted, Some(Ipv4Addr::new(192, 0, 2, 77)), 0)
+    );
+    let (c, m) = code(
+        upsert(
+            &lab,
+            pb::MobileNodeProfile {
+                mn_id: nai(10),
+                ipv4_home_address: "198.51.100.7".into(),
+                ..v4.clone()
+            },
+        )
+        .await,
+    );
+    assert_ne!(c, Code::Ok);
+    assert!(m.contains("ipv4_home_address"), "{c:?} {m}");
+    let (c, m) = code(
+        upsert(
+            &lab,
+            pb::MobileNodeProfile {
+                mn_id: nai(10),
+                ipv4_home_address: "192.0.2".into(),
+                ..v4
+            },
+        )
+        .await,
+    );
+    assert_eq!(c, Code::InvalidArgument);
+    assert_eq!(m, "ipv4_home_address: \"192.0.2\" is not an IPv4 address");
+    lab.stop().await;
 }
 
 /// RFC 5213 §5.3.1 rule 8 over the Policy API: a profile with proxy_registration_enabled

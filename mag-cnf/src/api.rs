@@ -72,6 +72,10 @@ fn entry_to_proto(v: &EntryView, lma: Ipv6Addr) -> pb::BindingUpdateListEntry {
         mn_link_layer_id: e.link_layer.to_string(),
         access_interface: v.access_interface.clone(),
         home_network_prefixes: e.prefixes.iter().map(|p| p.to_string()).collect(),
+        ipv4_home_address: e
+            .ipv4
+            .map(|a| a.with_prefix().to_string())
+            .unwrap_or_default(),
         lma_address: lma.to_string(),
         link_local_address: e.link_local.to_string(),
         access_technology_type: i32::from(e.access_technology_type.value()),

@@ -30,6 +30,8 @@ pub const LINK_LAYER_PATTERN: &str = r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){0,15}
 /// An IPv6 prefix without host bits.
 const IPV6_PREFIX_RULE: &str =
     "isCIDR(self) && cidr(self).ip().family() == 6 && cidr(self).masked() == cidr(self)";
+/// An IPv4 home subnet without host bits, /8 to /30 (a router and at least one node).
+const IPV4_POOL_RULE: &str = "isCIDR(self) && cidr(self).ip().family() == 4 && cidr(self).masked() == cidr(self) && cidr(self).prefixLength() >= 8 && cidr(self).prefixLength() <= 30";
 
 // ---------------------------------------------------------------------------------------------
 // MobilityDomain
@@ -187,6 +189,11 @@ pub struct LmaSpec {
     /// Pools that home network prefixes are allocated from, in order.
     #[schemars(length(min = 1, max = 64))]
     pub prefix_pools: Vec<PrefixPoolSpec>,
+    /// IPv4 home subnets that IPv4 home addresses are allocated from (RFC 5844 §3.1.2.2), an
+    /// address per node. Empty: no IPv4 home addresses in this domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub ipv4_pools: Vec<Ipv4PoolSpec>,
     /// LMA timers (RFC 5213 §9.1) and binding lifetime.
     #[serde(default)]
     pub timers: LmaTimersSpec,
@@ -274,6 +281,26 @@ pub struct PrefixPoolSpec {
 
 fn default_prefix_length() -> u8 {
     64
+}
+
+/// One IPv4 home subnet (RFC 5844 §3.1.2.2): every node gets one address of it, the subnet's
+/// prefix length and the default router.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.defaultRouter) || !isCIDR(self.prefix) || cidr(self.prefix).containsIP(self.defaultRouter)"
+).message("defaultRouter must be inside the pool's prefix"))]
+pub struct Ipv4PoolSpec {
+    /// The home subnet, e.g. `192.0.2.0/24` (IPv4, no host bits, /8 to /30).
+    #[x_kube(validation = kube::core::Rule::new(IPV4_POOL_RULE).message("must be an IPv4 prefix from /8 to /30 without host bits, e.g. 192.0.2.0/24"))]
+    #[schemars(length(max = 18))]
+    pub prefix: String,
+    /// The nodes' default router (RFC 5844 §3.3.3), inside the subnet; no node gets it.
+    /// Unset: the subnet's first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("isIP(self) && ip(self).family() == 4").message("must be an IPv4 address"))]
+    #[schemars(length(max = 15))]
+    pub default_router: Option<String>,
 }
 
 /// LMA protocol timers (RFC 5213 §9.1), RFC defaults.
@@ -701,6 +728,7 @@ pub struct AuthorizedMagStatus {
     printcolumn(name = "DOMAIN", type_ = "string", json_path = ".spec.domain"),
     printcolumn(name = "MAG", type_ = "string", json_path = ".status.mag"),
     printcolumn(name = "PREFIX", type_ = "string", json_path = ".status.prefix"),
+    printcolumn(name = "IPV4", type_ = "string", json_path = ".status.ipv4Address"),
     printcolumn(name = "STATE", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "HANDOVERS", type_ = "integer", json_path = ".status.handovers"),
     printcolumn(
@@ -734,6 +762,20 @@ pub struct MobileNodeSpec {
     #[x_kube(validation = kube::core::Rule::new("isCIDR(self) && cidr(self).ip().family() == 6 && cidr(self).masked() == cidr(self) && cidr(self).prefixLength() <= 64").message("must be an IPv6 prefix of length 64 or shorter without host bits"))]
     #[schemars(length(max = 43))]
     pub home_network_prefix: Option<String>,
+    /// IPv6 home address mobility (home network prefixes). Unset: true; false: an IPv4-only
+    /// node (RFC 5844 §3.2.2), which needs `ipv4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
+    /// IPv4 home address mobility (RFC 5844 §3): the node gets an IPv4 home address from the
+    /// domain's `ipv4Pools`, by DHCP from its MAG. Unset: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
+    /// A pinned IPv4 home address inside one of the domain's `ipv4Pools`; needs `ipv4`.
+    /// Unset: the LMA allocates one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("isIP(self) && ip(self).family() == 4").message("must be an IPv4 address"))]
+    #[schemars(length(max = 15))]
+    pub ipv4_home_address: Option<String>,
     /// MAGs the node may register through: node names running a MAG, or proxy-CoAs (IPv6).
     /// Empty: any MAG of the domain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -854,6 +896,10 @@ pub struct MobileNodeStatus {
     /// All home network prefixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefixes: Vec<String>,
+    /// The IPv4 home address with its home subnet's prefix length, e.g. `192.0.2.10/24`
+    /// (RFC 5844).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
     /// Lifetime granted by the LMA, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_seconds: Option<u32>,
@@ -940,6 +986,10 @@ mod tests {
         let good =
             domain(json!({"prefixPools": [{"prefix": "2001:db8:100::/48", "prefixLength": 64}]}));
         validate_cel(&good).unwrap();
+        let dual = domain(json!({"prefixPools": [{"prefix": "2001:db8:100::/48"}],
+            "ipv4Pools": [{"prefix": "192.0.2.0/24"}, {"prefix": "198.51.100.0/28", "defaultRouter": "198.51.100.14"}]}));
+        validate_cel(&dual).unwrap();
+        assert_eq!(dual.spec.lma.ipv4_pools.len(), 2);
         for (bad, why) in [
             (
                 json!({"prefixPools": [{"prefix": "2001:db8:100::1/48"}]}),
@@ -953,6 +1003,26 @@ mod tests {
             (
                 json!({"prefixPools": [{"prefix": "2001:db8:100::/56", "prefixLength": 48}]}),
                 "shorter",
+            ),
+            (
+                json!({"prefixPools": [{"prefix": "2001:db8::/48"}],
+                    "ipv4Pools": [{"prefix": "192.0.2.1/24"}]}),
+                "IPv4 pool with host bits",
+            ),
+            (
+                json!({"prefixPools": [{"prefix": "2001:db8::/48"}],
+                    "ipv4Pools": [{"prefix": "192.0.2.0/31"}]}),
+                "IPv4 pool /31",
+            ),
+            (
+                json!({"prefixPools": [{"prefix": "2001:db8::/48"}],
+                    "ipv4Pools": [{"prefix": "2001:db8:1::/64"}]}),
+                "IPv6 as an IPv4 pool",
+            ),
+            (
+                json!({"prefixPools": [{"prefix": "2001:db8::/48"}],
+                    "ipv4Pools": [{"prefix": "192.0.2.0/24", "defaultRouter": "198.51.100.1"}]}),
+                "default router outside the pool",
             ),
             (
                 json!({"prefixPools": [{"prefix": "2001:db8::/48"}],
@@ -981,6 +1051,11 @@ mod tests {
             "homeNetworkPrefix": "2001:db8:100:1::/64", "allowedMags": ["kind-worker", "2001:db8::10"]
         }));
         validate_cel(&good).unwrap();
+        let v4 = node(json!({
+            "domain": "d", "mnId": "mn1@example.org", "linkLayerAddresses": ["02:00:00:00:01:01"],
+            "ipv6": false, "ipv4": true, "ipv4HomeAddress": "192.0.2.10"
+        }));
+        validate_cel(&v4).unwrap();
         for (bad, why) in [
             (
                 json!({"domain": "d", "mnId": "mn1@example.org", "linkLayerAddresses": ["zz"]}),
@@ -1005,6 +1080,11 @@ mod tests {
                 json!({"domain": "d", "mnId": "mn1@example.org", "linkLayerAddresses": ["02:00:00:00:01:01"],
                     "allowedMags": ["Not_A_Node"]}),
                 "bad node name",
+            ),
+            (
+                json!({"domain": "d", "mnId": "mn1@example.org", "linkLayerAddresses": ["02:00:00:00:01:01"],
+                    "ipv4": true, "ipv4HomeAddress": "2001:db8::1"}),
+                "IPv6 as the IPv4 home address",
             ),
         ] {
             assert!(validate_cel(&node(bad)).is_err(), "{why} accepted");

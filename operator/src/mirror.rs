@@ -233,7 +233,7 @@ pub async fn watch_domain(
         let mut client = proto::v1::binding_cache_client::BindingCacheClient::new(channel.clone());
         let req = WatchBindingsRequest {
             resume_from,
-            mn_id: String::new(),
+            ..WatchBindingsRequest::default()
         };
         match client.watch(req).await {
             Ok(resp) => {

@@ -92,6 +92,9 @@ pub fn profile(mn: &MobileNode, md: &MobilityDomain) -> MobileNodeProfile {
         access_technology_type: mn.spec.access_technology_type.map(|a| i32::from(a.value())),
         local_routing: mn.spec.local_routing,
         proxy_registration_enabled: mn.spec.proxy_registration_enabled,
+        ipv6: mn.spec.ipv6,
+        ipv4: mn.spec.ipv4,
+        ipv4_home_address: mn.spec.ipv4_home_address.clone().unwrap_or_default(),
     }
 }
 

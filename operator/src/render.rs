@@ -40,8 +40,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pmip::config::{
     ApiConfig, ClientTlsConfig, ConfigError, DatapathConfig, DatapathMode as CfgDatapathMode,
     DomainConfig, EspAlgorithm, FastHandoverConfig, FastHandoverMode as CfgFastHandoverMode,
-    HeartbeatConfig, IpsecConfig, IpsecMode, LinkLocalMode, LmaConfig, LmaTimers, MagConfig,
-    MagTimers, PrefixPool, ReplayProtection as CfgReplay, RevocationConfig, TlsConfig,
+    HeartbeatConfig, IpsecConfig, IpsecMode, Ipv4Pool, LinkLocalMode, LmaConfig, LmaTimers,
+    MagConfig, MagTimers, PrefixPool, ReplayProtection as CfgReplay, RevocationConfig, TlsConfig,
 };
 use pmip::types::LinkLayerAddress;
 use sha2::{Digest, Sha256};
@@ -270,12 +270,35 @@ pub fn lma_config(
             prefix_length: p.prefix_length,
         });
     }
+    let mut ipv4_pools = Vec::new();
+    for (i, p) in l.ipv4_pools.iter().enumerate() {
+        ipv4_pools.push(Ipv4Pool {
+            prefix: p.prefix.parse().map_err(|_| {
+                err(
+                    &format!("lma.ipv4Pools[{i}].prefix"),
+                    format!("{} is not an IPv4 prefix", p.prefix),
+                )
+            })?,
+            default_router: p
+                .default_router
+                .as_deref()
+                .map(|r| {
+                    r.parse().map_err(|_| {
+                        err(
+                            &format!("lma.ipv4Pools[{i}].defaultRouter"),
+                            format!("{r} is not an IPv4 address"),
+                        )
+                    })
+                })
+                .transpose()?,
+        });
+    }
     let cfg = LmaConfig {
         name: format!("{name}-lma"),
         address: Ipv6Addr::UNSPECIFIED,
         domain: domain_config(spec, access_points)?,
         prefix_pools: pools,
-        ipv4_pools: Vec::new(),
+        ipv4_pools,
         timers: LmaTimers {
             min_delay_before_bce_delete_ms: l.timers.min_delay_before_bce_delete_ms,
             max_delay_before_new_bce_assign_ms: l.timers.max_delay_before_new_bce_assign_ms,
@@ -1170,6 +1193,59 @@ mod tests {
         md.spec.lma.prefix_pools[0].prefix = "not-a-prefix".into();
         let e = lma_config("lab", &md.spec, BTreeMap::new()).unwrap_err();
         assert_eq!(e.field, "lma.prefixPools[0].prefix");
+    }
+
+    #[test]
+    fn ipv4_pools_reach_the_lma_and_bad_ones_name_the_field() {
+        use crate::crd::Ipv4PoolSpec;
+        let mut md = domain("lab");
+        assert!(
+            lma_config("lab", &md.spec, BTreeMap::new())
+                .unwrap()
+                .ipv4_pools
+                .is_empty()
+        );
+        md.spec.lma.ipv4_pools = vec![
+            Ipv4PoolSpec {
+                prefix: "192.0.2.0/24".into(),
+                default_router: None,
+            },
+            Ipv4PoolSpec {
+                prefix: "198.51.100.0/28".into(),
+                default_router: Some("198.51.100.14".into()),
+            },
+        ];
+        let cfg = lma_config("lab", &md.spec, BTreeMap::new()).unwrap();
+        assert_eq!(
+            cfg.ipv4_pools,
+            vec![
+                Ipv4Pool {
+                    prefix: "192.0.2.0/24".parse().unwrap(),
+                    default_router: None,
+                },
+                Ipv4Pool {
+                    prefix: "198.51.100.0/28".parse().unwrap(),
+                    default_router: Some("198.51.100.14".parse().unwrap()),
+                },
+            ]
+        );
+        let back: LmaConfig =
+            serde_saphyr::from_str(&serde_saphyr::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back.ipv4_pools, cfg.ipv4_pools);
+        let mut bad = md.clone();
+        bad.spec.lma.ipv4_pools[1].prefix = "198.51.100.0/33".into();
+        let e = lma_config("lab", &bad.spec, BTreeMap::new()).unwrap_err();
+        assert_eq!(e.field, "lma.ipv4Pools[1].prefix");
+        let mut bad = md.clone();
+        bad.spec.lma.ipv4_pools[1].default_router = Some("198.51.100.300".into());
+        let e = lma_config("lab", &bad.spec, BTreeMap::new()).unwrap_err();
+        assert_eq!(e.field, "lma.ipv4Pools[1].defaultRouter");
+        // Overlapping pools: the daemon's own check, run here before the ConfigMap is written.
+        let mut bad = md;
+        bad.spec.lma.ipv4_pools[1].prefix = "192.0.2.0/25".into();
+        bad.spec.lma.ipv4_pools[1].default_router = None;
+        let e = lma_config("lab", &bad.spec, BTreeMap::new()).unwrap_err();
+        assert_eq!(e.field, "ipv4_pools[1].prefix");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn from_observation(
         s.proxy_coa = Some(b.proxy_coa.clone());
         s.prefix = b.home_network_prefixes.first().cloned();
         s.prefixes = b.home_network_prefixes.clone();
+        s.ipv4_address = (!b.ipv4_home_address.is_empty()).then(|| b.ipv4_home_address.clone());
         s.lifetime_seconds = Some(b.lifetime_granted_seconds);
         s.handovers = b.handover_count;
         s.last_handover_interruption_ms = b.last_handover_interruption_ms;
@@ -76,6 +77,16 @@ pub struct Notice {
     pub note: String,
 }
 
+/// The node's home addresses for people: `prefix P`, `prefix P and IPv4 home address A`,
+/// `IPv4 home address A`.
+fn homes(s: &MobileNodeStatus) -> String {
+    match (&s.prefix, &s.ipv4_address) {
+        (Some(p), Some(a)) => format!("prefix {p} and IPv4 home address {a}"),
+        (None, Some(a)) => format!("IPv4 home address {a}"),
+        (p, None) => format!("prefix {}", p.as_deref().unwrap_or("?")),
+    }
+}
+
 /// Events for the transition from `old` to `new` (coalesced changes show as one transition).
 pub fn notices(old: Option<&MobileNodeStatus>, new: &MobileNodeStatus) -> Vec<Notice> {
     let mut out = Vec::new();
@@ -90,9 +101,9 @@ pub fn notices(old: Option<&MobileNodeStatus>, new: &MobileNodeStatus) -> Vec<No
                 warning: false,
                 reason: "Attached",
                 note: format!(
-                    "registered through MAG {} with prefix {}",
+                    "registered through MAG {} with {}",
                     new.mag.as_deref().unwrap_or("?"),
-                    new.prefix.as_deref().unwrap_or("?")
+                    homes(new)
                 ),
             });
         }
@@ -205,7 +216,20 @@ mod tests {
         assert_eq!(s.state, MobileNodeState::Attached);
         assert_eq!(s.mag.as_deref(), Some("w1"));
         assert_eq!(s.prefix.as_deref(), Some("2001:db8:100:1::/64"));
+        assert_eq!(s.ipv4_address, None);
         assert_eq!(s.lma_revision.as_deref(), Some("1/7"));
+        // RFC 5844: the IPv4 home address, for a dual-stack and an IPv4-only node.
+        let mut dual = b("w1", 0, BindingState::Active, 3);
+        dual.ipv4_home_address = "192.0.2.10/24".into();
+        let s = from_observation(&obs(Some(dual.clone()), None), None, None);
+        assert_eq!(s.ipv4_address.as_deref(), Some("192.0.2.10/24"));
+        assert_eq!(s.prefix.as_deref(), Some("2001:db8:100:1::/64"));
+        dual.home_network_prefixes.clear();
+        let s = from_observation(&obs(Some(dual), None), None, None);
+        assert_eq!(
+            (s.state, s.prefix, s.ipv4_address.as_deref()),
+            (MobileNodeState::Attached, None, Some("192.0.2.10/24"))
+        );
         let s = from_observation(
             &obs(Some(b("w1", 0, BindingState::Deregistering, 3)), None),
             None,
@@ -282,6 +306,23 @@ mod tests {
         assert!(notices(Some(&new), &new).is_empty());
         let first = notices(None, &old);
         assert_eq!(first[0].reason, "Attached");
+        assert_eq!(
+            first[0].note,
+            "registered through MAG w1 with prefix 2001:db8:100:1::/64"
+        );
+        let mut v4 = old.clone();
+        v4.ipv4_address = Some("192.0.2.10/24".into());
+        assert!(
+            notices(None, &v4)[0]
+                .note
+                .ends_with("with prefix 2001:db8:100:1::/64 and IPv4 home address 192.0.2.10/24")
+        );
+        v4.prefix = None;
+        assert!(
+            notices(None, &v4)[0]
+                .note
+                .ends_with("with IPv4 home address 192.0.2.10/24")
+        );
         let gone = from_observation(&obs(None, None), None, Some(&new));
         assert_eq!(gone.handovers, 5, "counters of the last session stay");
         assert_eq!(notices(Some(&new), &gone)[0].reason, "Detached");

@@ -128,6 +128,9 @@ fn uptime_seconds(d: Option<&prost_types::Duration>) -> u64 {
 pub struct BindingView {
     pub mn_id: String,
     pub home_network_prefixes: Vec<String>,
+    /// The IPv4 home address with its subnet's prefix length (`192.0.2.10/24`, RFC 5844).
+    pub ipv4_home_address: Option<String>,
+    pub ipv4_default_router: Option<String>,
     pub proxy_coa: String,
     pub mag_name: Option<String>,
     pub state: String,
@@ -152,6 +155,8 @@ impl From<&pb::Binding> for BindingView {
         BindingView {
             mn_id: b.mn_id.clone(),
             home_network_prefixes: b.home_network_prefixes.clone(),
+            ipv4_home_address: non_empty(&b.ipv4_home_address),
+            ipv4_default_router: non_empty(&b.ipv4_default_router),
             proxy_coa: b.proxy_coa.clone(),
             mag_name: b.mag_name.clone().filter(|n| !n.is_empty()),
             state: binding_state(b.state),
@@ -190,6 +195,15 @@ fn proxy_coa_and_name(coa: &str, name: Option<&str>) -> String {
     }
 }
 
+/// The IPv4 home address with its default router: `192.0.2.10/24 via 192.0.2.1`, or `-`.
+fn ipv4_text(v: &BindingView) -> String {
+    match (&v.ipv4_home_address, &v.ipv4_default_router) {
+        (Some(a), Some(r)) => format!("{a} via {r}"),
+        (Some(a), None) => a.clone(),
+        (None, _) => "-".into(),
+    }
+}
+
 /// The `bindings list` table; `wide` adds the access technology, the node's link-layer and
 /// link-local addresses, the previous proxy-CoA and the last handover's gap, the times and the
 /// revision.
@@ -197,6 +211,7 @@ pub fn bindings_table(bs: &[pb::Binding], now: SystemTime, wide: bool) -> Table 
     let mut headings = vec![
         "MN-ID",
         "HOME NETWORK PREFIXES",
+        "IPV4 HOME ADDRESS",
         "PROXY-COA",
         "MAG",
         "STATE",
@@ -221,6 +236,7 @@ pub fn bindings_table(bs: &[pb::Binding], now: SystemTime, wide: bool) -> Table 
         let mut row = vec![
             b.mn_id.clone(),
             show::list(&b.home_network_prefixes),
+            or_dash(&b.ipv4_home_address),
             b.proxy_coa.clone(),
             or_dash(b.mag_name.as_deref().unwrap_or_default()),
             binding_state(b.state),
@@ -265,6 +281,7 @@ pub fn binding_text(b: &pb::Binding, now: SystemTime) -> String {
             "Home network prefixes",
             show::list(&v.home_network_prefixes),
         ),
+        ("IPv4 home address", ipv4_text(&v)),
         (
             "Proxy-CoA",
             proxy_coa_and_name(&v.proxy_coa, v.mag_name.as_deref()),
@@ -391,11 +408,14 @@ impl From<&pb::BindingEvent> for EventView {
     }
 }
 
-/// Where a binding is: `2001:db8:100:1::/64 at 2001:db8:1::10 (mag1)`.
+/// Where a binding is: `2001:db8:100:1::/64 at 2001:db8:1::10 (mag1)`, with the IPv4 home
+/// address after the prefixes when there is one.
 fn whereabouts(b: &BindingView) -> String {
+    let mut homes = b.home_network_prefixes.clone();
+    homes.extend(b.ipv4_home_address.clone());
     format!(
         "{} at {}",
-        show::list(&b.home_network_prefixes),
+        show::list(&homes),
         proxy_coa_and_name(&b.proxy_coa, b.mag_name.as_deref())
     )
 }
@@ -678,6 +698,21 @@ fn att_of_profile(p: &MobileNodeProfile) -> String {
         .map_or_else(|| "-".into(), |v| text(&access_technology(i32::from(v))))
 }
 
+/// The IP versions of a profile (RFC 5844 §3.2.2), with a pinned IPv4 home address:
+/// `IPv6`, `IPv6+IPv4`, `IPv4 (192.0.2.10)`.
+fn ip_versions(p: &MobileNodeProfile) -> String {
+    let mut v = match (p.ipv6, p.ipv4) {
+        (true, true) => "IPv6+IPv4".to_owned(),
+        (true, false) => "IPv6".to_owned(),
+        (false, true) => "IPv4".to_owned(),
+        (false, false) => "-".to_owned(),
+    };
+    if let Some(a) = p.ipv4_home_address {
+        v.push_str(&format!(" ({a})"));
+    }
+    v
+}
+
 fn local_routing(p: &MobileNodeProfile) -> String {
     match p.local_routing {
         Some(true) => "on".into(),
@@ -702,6 +737,7 @@ pub fn profiles_table(es: &[ProfileEntryView], wide: bool) -> Table {
         "MN-ID",
         "LINK-LAYER ADDRESSES",
         "HOME NETWORK PREFIXES",
+        "IP",
         "ALLOWED MAGS",
         "ACCESS TECHNOLOGY",
         "LOCAL ROUTING",
@@ -718,6 +754,7 @@ pub fn profiles_table(es: &[ProfileEntryView], wide: bool) -> Table {
             p.mn_id.to_string(),
             show::list(&strings(&p.link_layer_addresses)),
             show::list(&strings(&p.home_network_prefixes)),
+            ip_versions(p),
             show::list(&strings(&p.allowed_mags)),
             att_of_profile(p),
             local_routing(p),
@@ -750,6 +787,7 @@ pub fn profile_text(e: &ProfileEntryView) -> String {
                 show::list(&strings(&p.home_network_prefixes))
             },
         ),
+        ("IP versions", ip_versions(p)),
         (
             "Allowed MAGs",
             if p.allowed_mags.is_empty() {
@@ -810,6 +848,8 @@ pub struct BulEntryView {
     pub mn_link_layer_id: String,
     pub access_interface: Option<String>,
     pub home_network_prefixes: Vec<String>,
+    /// The IPv4 home address with its subnet's prefix length (RFC 5844).
+    pub ipv4_home_address: Option<String>,
     pub lma_address: String,
     pub link_local_address: Option<String>,
     pub access_technology_type: Option<Coded>,
@@ -831,6 +871,7 @@ impl From<&pb::BindingUpdateListEntry> for BulEntryView {
             mn_link_layer_id: e.mn_link_layer_id.clone(),
             access_interface: non_empty(&e.access_interface),
             home_network_prefixes: e.home_network_prefixes.clone(),
+            ipv4_home_address: non_empty(&e.ipv4_home_address),
             lma_address: e.lma_address.clone(),
             link_local_address: non_empty(&e.link_local_address).filter(|a| {
                 a.parse::<std::net::Ipv6Addr>()
@@ -867,6 +908,7 @@ pub fn bul_table(es: &[pb::BindingUpdateListEntry], now: SystemTime, wide: bool)
         "LINK-LAYER",
         "INTERFACE",
         "HOME NETWORK PREFIXES",
+        "IPV4 HOME ADDRESS",
         "STATE",
         "LIFETIME",
         "LAST PBA",
@@ -895,6 +937,7 @@ pub fn bul_table(es: &[pb::BindingUpdateListEntry], now: SystemTime, wide: bool)
             v.mn_link_layer_id.clone(),
             or_dash(v.access_interface.as_deref().unwrap_or_default()),
             show::list(&v.home_network_prefixes),
+            or_dash(v.ipv4_home_address.as_deref().unwrap_or_default()),
             state,
             lifetime(v.lifetime_remaining_seconds, v.lifetime_granted_seconds),
             pba_text(&v.last_pba_status),
@@ -930,6 +973,7 @@ pub fn bul_entry_text(e: &pb::BindingUpdateListEntry, now: SystemTime) -> String
             "Home network prefixes",
             show::list(&v.home_network_prefixes),
         ),
+        ("IPv4 home address", opt(&v.ipv4_home_address)),
         ("LMA", v.lma_address.clone()),
         ("Link-local address", opt(&v.link_local_address)),
         ("Access technology", text(&v.access_technology_type)),
@@ -1083,6 +1127,71 @@ mod tests {
             handoff_indicator(1).unwrap().name.as_deref(),
             Some("Attachment over a new interface")
         );
+    }
+
+    #[test]
+    fn the_ipv4_home_address_is_a_column_a_field_and_a_key() {
+        let dual = pb::Binding {
+            mn_id: "mn1@example.org".into(),
+            home_network_prefixes: vec!["2001:db8:100:1::/64".into()],
+            ipv4_home_address: "192.0.2.10/24".into(),
+            ipv4_default_router: "192.0.2.1".into(),
+            proxy_coa: "2001:db8:1::10".into(),
+            state: pb::BindingState::Active as i32,
+            ..Default::default()
+        };
+        let v6 = pb::Binding {
+            mn_id: "mn2@example.org".into(),
+            home_network_prefixes: vec!["2001:db8:100:2::/64".into()],
+            proxy_coa: "2001:db8:1::10".into(),
+            ..Default::default()
+        };
+        let table = bindings_table(&[dual.clone(), v6.clone()], SystemTime::now(), false).render();
+        let lines: Vec<&str> = table.lines().collect();
+        let col = lines[0].find("IPV4 HOME ADDRESS").expect(&table);
+        assert_eq!(&lines[1][col..col + 13], "192.0.2.10/24", "{table}");
+        assert_eq!(&lines[2][col..col + 2], "- ", "{table}");
+        let text = binding_text(&dual, SystemTime::now());
+        assert!(
+            text.lines()
+                .any(|l| l == "IPv4 home address:      192.0.2.10/24 via 192.0.2.1"),
+            "{text}"
+        );
+        assert!(
+            binding_text(&v6, SystemTime::now())
+                .lines()
+                .any(|l| l == "IPv4 home address:      -")
+        );
+        let json = serde_json::to_value(BindingView::from(&dual)).unwrap();
+        assert_eq!(json["ipv4_home_address"], "192.0.2.10/24");
+        assert_eq!(json["ipv4_default_router"], "192.0.2.1");
+        let json = serde_json::to_value(BindingView::from(&v6)).unwrap();
+        assert_eq!(json["ipv4_home_address"], serde_json::Value::Null);
+        // An IPv4-only node: the address is where it is.
+        let v4 = pb::Binding {
+            home_network_prefixes: Vec::new(),
+            ..dual
+        };
+        let e = pb::BindingEvent {
+            event: Some(pb::binding_event::Event::Added(v4)),
+            ..Default::default()
+        };
+        assert!(
+            event_line(&e).contains("192.0.2.10/24 at 2001:db8:1::10"),
+            "{}",
+            event_line(&e)
+        );
+        let bul = pb::BindingUpdateListEntry {
+            mn_id: "mn1@example.org".into(),
+            ipv4_home_address: "192.0.2.10/24".into(),
+            ..Default::default()
+        };
+        let t = bul_table(&[bul], SystemTime::now(), false).render();
+        assert!(
+            t.lines().next().unwrap().contains("IPV4 HOME ADDRESS"),
+            "{t}"
+        );
+        assert!(t.lines().nth(1).unwrap().contains("192.0.2.10/24"), "{t}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `pmip.v1.BindingCache`: list, get, watch and revoke binding cache entries; the LMA's
 //! counters.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,24 +49,26 @@ pub(super) fn wall_now() -> WallClock {
     )
 }
 
-/// The Watch stream of bindings, optionally of one node.
+/// The Watch stream of bindings, optionally of one node or of one IPv4 home address.
 struct Bindings {
     core: CoreHandle,
     mn_id: Option<String>,
+    ipv4: Option<Ipv4Addr>,
 }
 
 impl Bindings {
     fn wants(&self, c: &BindingChange) -> bool {
-        let Some(want) = &self.mn_id else {
-            return true;
-        };
-        let mn = match c {
+        let (mn, ipv4) = match c {
             BindingChange::Added(v)
             | BindingChange::Updated(v, _)
-            | BindingChange::Deleted(v, _) => &v.record.mn_id,
-            BindingChange::Rejected(r) => &r.mn_id,
+            | BindingChange::Deleted(v, _) => (
+                &v.record.mn_id,
+                v.record.ipv4_home_address.map(|a| a.address),
+            ),
+            BindingChange::Rejected(r) => (&r.mn_id, None),
         };
-        mn == want
+        self.mn_id.as_ref().is_none_or(|want| mn == want)
+            && self.ipv4.is_none_or(|want| ipv4 == Some(want))
     }
 
     fn event(epoch: u64, revision: u64, time: WallClock, event: Event) -> pb::BindingEvent {
@@ -141,15 +144,23 @@ impl Feed for Bindings {
     }
 
     async fn resumed_objects(&self, objects: u64) -> u64 {
-        match &self.mn_id {
-            None => objects,
-            Some(mn_id) => {
+        match (&self.mn_id, self.ipv4) {
+            (None, None) => objects,
+            (Some(mn_id), None) => {
                 let mn_id = mn_id.clone();
                 self.core
                     .call(|reply| Command::BindingsOf { mn_id, reply })
                     .await
                     .map_or(0, |v| v.len() as u64)
             }
+            (_, Some(address)) => self
+                .core
+                .call(|reply| Command::BindingByIpv4 { address, reply })
+                .await
+                .ok()
+                .flatten()
+                .filter(|v| self.mn_id.as_ref().is_none_or(|m| *m == v.record.mn_id))
+                .map_or(0, |_| 1),
         }
     }
 }
@@ -199,7 +210,21 @@ impl BindingCache for BindingCacheService {
     ) -> Result<Response<pb::Binding>, Status> {
         use pb::get_binding_request::Key;
         match request.into_inner().key {
-            None => Err(invalid("key", "give either mn_id or home_network_prefix")),
+            None => Err(invalid(
+                "key",
+                "give one of mn_id, home_network_prefix or ipv4_home_address",
+            )),
+            Some(Key::Ipv4HomeAddress(s)) => {
+                let address = convert::ipv4("ipv4_home_address", &s)?;
+                self.core
+                    .call(|reply| Command::BindingByIpv4 { address, reply })
+                    .await
+                    .map_err(gone)?
+                    .map(|v| Response::new(convert::binding(&v)))
+                    .ok_or_else(|| {
+                        Status::not_found(format!("no binding holds IPv4 home address {address}"))
+                    })
+            }
             Some(Key::MnId(s)) => {
                 let mn_id = convert::nai("mn_id", &s)?.to_string();
                 let views = self
@@ -242,10 +267,15 @@ impl BindingCache for BindingCacheService {
             "" => None,
             s => Some(convert::nai("mn_id", s)?.to_string()),
         };
+        let ipv4 = match r.ipv4_home_address.trim() {
+            "" => None,
+            s => Some(convert::ipv4("ipv4_home_address", s)?),
+        };
         let cursor = r.resume_from.map(|c| (c.epoch, c.revision));
         let feed = Bindings {
             core: self.core.clone(),
             mn_id,
+            ipv4,
         };
         let first = feed.start(cursor).await.map_err(gone)?;
         Ok(Response::new(spawn(

@@ -20,7 +20,7 @@ use crate::hub::{self, BindingView, Rejection, ViewState};
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-pub use cnf::convert::{ipv6, nai, prefix, profile_from_proto, profile_to_proto, proxy_coa};
+pub use cnf::convert::{ipv4, ipv6, nai, prefix, profile_from_proto, profile_to_proto, proxy_coa};
 
 /// INVALID_ARGUMENT about `field`.
 pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
@@ -221,6 +221,14 @@ pub fn binding(v: &BindingView) -> pb::Binding {
         last_pbu_timestamp: r
             .last_timestamp
             .map(|t| timestamp(Timestamp(t).to_wall_clock())),
+        ipv4_home_address: r
+            .ipv4_home_address
+            .map(|a| a.with_prefix().to_string())
+            .unwrap_or_default(),
+        ipv4_default_router: r
+            .ipv4_home_address
+            .map(|a| a.default_router.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -331,6 +339,7 @@ mod tests {
             access_technology_type: Some(pb::AccessTechnologyType::Ieee8023 as i32),
             local_routing: Some(true),
             proxy_registration_enabled: None,
+            ..Default::default()
         }
     }
 
@@ -501,7 +510,11 @@ mod tests {
                 last_sequence: 7,
                 handover_count: 2,
                 last_handover_gap_ms: Some(12),
-                ipv4_home_address: None,
+                ipv4_home_address: Some(pmip::ipv4_pool::Ipv4HomeAddress {
+                    address: "192.0.2.10".parse().unwrap(),
+                    prefix_len: 24,
+                    default_router: "192.0.2.1".parse().unwrap(),
+                }),
             },
             state: ViewState::Revoking,
             revision: 42,
@@ -511,6 +524,18 @@ mod tests {
         };
         let b = binding(&v);
         assert_eq!(b.home_network_prefixes, vec!["2001:db8:100:1::/64"]);
+        assert_eq!(b.ipv4_home_address, "192.0.2.10/24");
+        assert_eq!(b.ipv4_default_router, "192.0.2.1");
+        let mut v6only = v.clone();
+        v6only.record.ipv4_home_address = None;
+        let b6 = binding(&v6only);
+        assert_eq!(
+            (
+                b6.ipv4_home_address.as_str(),
+                b6.ipv4_default_router.as_str()
+            ),
+            ("", "")
+        );
         assert_eq!(b.proxy_coa, "2001:db8::20");
         assert_eq!(b.previous_proxy_coa, "2001:db8::10");
         assert_eq!(b.mag_name.as_deref(), Some("node-b"));

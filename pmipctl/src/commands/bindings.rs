@@ -2,13 +2,13 @@
 //!
 //! - `bindings list` reads every page; `-o json` prints a list of bindings (see
 //!   [`BindingView`] for the keys: `mn_id`, `home_network_prefixes`, `proxy_coa`, `state`, ...).
-//! - `bindings get KEY` finds one binding by MN-ID, or by a home network prefix or an address
-//!   inside one.
+//! - `bindings get KEY` finds one binding by MN-ID, by a home network prefix or an address
+//!   inside one, or by an IPv4 home address (RFC 5844).
 //! - `bindings watch` follows the changes (see [`watch`]).
 //! - `bindings revoke MN-ID` sends a Binding Revocation Indication (RFC 5846) through the LMA;
 //!   `bindings revoke --proxy-coa ADDRESS` one global BRI for every binding of that MAG.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -37,11 +37,13 @@ pub enum BindingsCommand {
         pmipctl bindings list\n  \
         pmipctl bindings list --proxy-coa 2001:db8:1::10 -o json")]
     List(ListArgs),
-    /// One binding, by MN-ID, or by a home network prefix or an address inside one.
+    /// One binding, by MN-ID, by a home network prefix or an address inside one, or by an
+    /// IPv4 home address.
     #[command(after_help = "Examples:\n  \
         pmipctl bindings get mn1@lab.example\n  \
         pmipctl bindings get 2001:db8:100:1::/64\n  \
-        pmipctl bindings get 2001:db8:100:1::42")]
+        pmipctl bindings get 2001:db8:100:1::42\n  \
+        pmipctl bindings get 192.0.2.10")]
     Get(GetArgs),
     /// Follow the changes of the binding cache, one line per event, until Ctrl-C.
     ///
@@ -68,7 +70,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// An MN-ID (`mn1@lab.example`), a home network prefix (`2001:db8:100:1::/64`) or an
-    /// address inside one.
+    /// address inside one, or an IPv4 home address (`192.0.2.10`).
     #[arg(value_name = "MN-ID|PREFIX|ADDRESS")]
     pub key: String,
 }
@@ -78,6 +80,9 @@ pub struct WatchArgs {
     /// Only events of this mobile node.
     #[arg(long, value_name = "MN-ID")]
     pub mn_id: Option<String>,
+    /// Only events of the binding with this IPv4 home address (RFC 5844).
+    #[arg(long, value_name = "ADDRESS")]
+    pub ipv4_home_address: Option<Ipv4Addr>,
 }
 
 /// Revocation Trigger values for one mobile node (RFC 5846 §5.1).
@@ -198,7 +203,9 @@ async fn list(args: ListArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(),
 }
 
 async fn get(args: GetArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(), CliError> {
-    let key = if looks_like_prefix(&args.key) {
+    let key = if args.key.trim().parse::<Ipv4Addr>().is_ok() {
+        Key::Ipv4HomeAddress(args.key.trim().to_owned())
+    } else if looks_like_prefix(&args.key) {
         Key::HomeNetworkPrefix(args.key.clone())
     } else {
         Key::MnId(args.key.clone())
@@ -366,6 +373,10 @@ async fn watch(args: WatchArgs, conn: &ConnectArgs, io: &mut Io<'_>) -> Result<(
             let request = pb::WatchBindingsRequest {
                 resume_from: follower.cursor,
                 mn_id: args.mn_id.clone().unwrap_or_default(),
+                ipv4_home_address: args
+                    .ipv4_home_address
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
             };
             // The deadline is for the answer to start, not for the stream.
             match tokio::time::timeout(c.timeout, client.watch(request)).await {
@@ -498,5 +509,6 @@ mod tests {
         assert!(looks_like_prefix("2001:db8:100:1::42"));
         assert!(!looks_like_prefix("mn1@lab.example"));
         assert!(!looks_like_prefix("mn1"));
+        assert!(!looks_like_prefix("192.0.2.10"));
     }
 }
