@@ -155,7 +155,7 @@ pub enum Step {
 }
 
 /// The kinds of state machine events counted in [`Stats::events`], in order.
-pub const EVENT_KINDS: [&str; 15] = [
+pub const EVENT_KINDS: [&str; 16] = [
     "unknown-node",
     "registered",
     "refreshed",
@@ -171,6 +171,7 @@ pub const EVENT_KINDS: [&str; 15] = [
     "handover-completed",
     "handover-failed",
     "dropped",
+    "ipv4-released",
 ];
 
 /// The counters of the service, for [`crate::metrics::Metrics::observe`]: totals since the
@@ -286,6 +287,8 @@ pub struct Service {
     registrations: Vec<Duration>,
     /// Ethernet frames (DHCP and ARP answers) to send on access links, by link index.
     ipv4_frames: Vec<(u32, Vec<u8>)>,
+    /// Nodes whose DHCPRELEASE is to be acted on (RFC 5844 §3.4.3).
+    ipv4_released: Vec<(LinkLayerAddress, std::net::Ipv4Addr)>,
     /// Answers that promise something of the datapath ("forwarding has begun", "registered"):
     /// the driver sends them once this turn's steps are in the kernel, so that a caller who
     /// acts on the answer (moves the node) does not race the route change.
@@ -357,6 +360,7 @@ impl Service {
             ras: Vec::new(),
             registrations: Vec::new(),
             ipv4_frames: Vec::new(),
+            ipv4_released: Vec::new(),
             replies: Vec::new(),
         };
         service.drain();
@@ -387,6 +391,8 @@ impl Service {
         self.now = now;
         self.mag.handle_timeout(now, wall);
         self.drain();
+        // A release answered once the node's registration concluded.
+        self.release_ipv4(now, wall);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -489,8 +495,15 @@ impl Service {
         }
         match frame {
             Ipv4Frame::Dhcp { request, .. } => {
+                // A node that released its address and asks again (RFC 5844 §3.2.3.3).
+                if request.message.opts().msg_type() == Some(dhcproto::v4::MessageType::Discover)
+                    && self.mag.handle_ipv4_request(now, wall, &ll)
+                {
+                    self.drain();
+                }
                 self.dhcp_waiting.insert(ll, (ifindex, request));
                 self.answer_dhcp(ll);
+                self.release_ipv4(now, wall);
             }
             Ipv4Frame::Arp { request, .. } => {
                 // RFC 5844 §3.2.3.2, §3.2.4: only for a node served with IPv4 here.
@@ -502,6 +515,26 @@ impl Service {
                     self.ipv4_replies[3] += 1;
                 }
             }
+        }
+    }
+
+    /// De-registers the IPv4 home addresses released with a DHCPRELEASE (RFC 5844 §3.4.3):
+    /// the address alone, or the session of an IPv4-only node.
+    fn release_ipv4(&mut self, now: Instant, wall: WallClock) {
+        for (ll, a) in std::mem::take(&mut self.ipv4_released) {
+            if !self.mag.handle_ipv4_release(now, wall, &ll, a) {
+                continue;
+            }
+            if self
+                .mag
+                .binding_by_link_layer(&ll)
+                .is_none_or(|e| e.prefixes.is_empty())
+            {
+                // An IPv4-only node: its next DHCPDISCOVER registers it again, as its first
+                // one did.
+                self.ipv4_heard.retain(|(_, l)| *l != ll);
+            }
+            self.drain();
         }
     }
 
@@ -535,7 +568,9 @@ impl Service {
         let registering = entry.is_some_and(|e| {
             e.link == AccessLink(ifindex)
                 && e.ipv4_service
-                && matches!(e.state, BulState::Registering | BulState::Expected)
+                && (matches!(e.state, BulState::Registering | BulState::Expected)
+                    // A refresh that asks for an address again (RFC 5844 §3.2.3.3).
+                    || (e.state == BulState::Refreshing && e.ipv4.is_none()))
         });
         if registering {
             return;
@@ -575,7 +610,10 @@ impl Service {
                 self.ipv4_frames.push((ifindex, frame));
             }
             dhcp::Decision::Released(a) => {
-                info!(link_layer = %ll, address = %a, "the node released its IPv4 home address")
+                // RFC 5844 §3.4.3: the trigger for de-registering the IPv4 home address (the
+                // prefixes stay; an IPv4-only session ends).
+                info!(link_layer = %ll, address = %a, "the node released its IPv4 home address");
+                self.ipv4_released.push((ll, a));
             }
             dhcp::Decision::Declined(a) => {
                 warn!(link_layer = %ll, address = %a, "the node declined its IPv4 home address")
@@ -923,6 +961,15 @@ impl Service {
             MagEvent::Dropped { from, reason } => {
                 debug!(%from, %reason, "message dropped");
                 14
+            }
+            MagEvent::Ipv4Released {
+                mn_id,
+                address,
+                session_ended,
+            } => {
+                info!(%mn_id, %address, session_ended, "IPv4 home address de-registered after a DHCPRELEASE");
+                self.dirty = true;
+                15
             }
         };
         self.events[kind] += 1;
@@ -1712,6 +1759,60 @@ mod tests {
             Some(MessageType::Nak)
         );
         assert_eq!(b.s.stats().ipv4_replies, [1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_dhcprelease_de_registers_the_ipv4_home_address_and_keeps_the_prefix() {
+        use dhcproto::v4::MessageType;
+        let mut b = Bench::ipv4();
+        b.ipv4_frame(discover(3));
+        b.exchange();
+        b.s.take_ipv4_frames();
+        let e = b.s.mag().binding(&nai(3)).unwrap().clone();
+        let home = e.ipv4.unwrap();
+        assert_eq!(e.prefixes.len(), 1);
+        b.s.take_steps();
+        // A DHCPRELEASE names the address in ciaddr (RFC 2131 §4.4.6).
+        let mut release = dhcp_from(3, MessageType::Release, vec![]);
+        if let Ipv4Frame::Dhcp { request, .. } = &mut release {
+            request.message.set_ciaddr(home.address);
+        }
+        // Later than the registration: the PBU's timestamp is newer (RFC 5213 §5.3.1 rule 9).
+        b.advance(Duration::from_secs(1));
+        let sent = b.sent;
+        b.ipv4_frame(release);
+        b.exchange();
+        assert_eq!(b.sent, sent + 1, "one selective de-registration PBU");
+        assert!(
+            b.s.take_ipv4_frames().is_empty(),
+            "a release gets no answer"
+        );
+        let steps = b.s.take_steps();
+        assert!(
+            steps.iter().any(|s| matches!(s, Step::Change(Change::RemoveLocalRoute4 { prefix, .. }) if *prefix == home.host())),
+            "{steps:?}"
+        );
+        let e = b.s.mag().binding(&nai(3)).unwrap();
+        assert_eq!((e.ipv4, e.prefixes.len(), e.is_bound()), (None, 1, true));
+        assert!(b.lma.cache().by_ipv4(&home.address).is_none());
+        assert_eq!(b.lma.cache().len(), 1, "the session stays at the LMA");
+        assert_eq!(b.s.stats().events[15], 1, "ipv4-released");
+        // The node's next DISCOVER asks the LMA for an address again, and is offered it.
+        b.advance(Duration::from_secs(1));
+        let sent = b.sent;
+        b.ipv4_frame(discover(3));
+        assert!(b.s.take_ipv4_frames().is_empty(), "no offer before the PBA");
+        b.exchange();
+        assert_eq!(b.sent, sent + 1, "a refresh asking for IPv4");
+        let again =
+            b.s.mag()
+                .binding(&nai(3))
+                .unwrap()
+                .ipv4
+                .expect("an address again");
+        let frames = b.s.take_ipv4_frames();
+        assert_eq!(frames.len(), 1, "one DHCPOFFER");
+        assert_eq!(dhcp_reply(&frames[0].1).yiaddr(), again.address);
     }
 
     #[test]

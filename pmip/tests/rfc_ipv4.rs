@@ -697,3 +697,171 @@ fn a_revocation_with_v_at_the_mag_releases_only_the_ipv4_home_address() {
     sim.settle(Duration::from_secs(5));
     assert_eq!(pbus(&sim).last().unwrap().0, None);
 }
+
+/// A PBU as sent: lifetime (4 s units), IPv4 Home Address Request, whether a Home Network
+/// Prefix option was in it.
+type SentPbu = (u16, Option<(u8, Ipv4Addr)>, bool);
+
+/// The PBUs sent after the first `from` packets.
+fn pbus_since(sim: &Sim, from: usize) -> Vec<SentPbu> {
+    sim.sent[from..]
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingUpdate(bu)) => {
+                let mut v4 = None;
+                let mut hnp = false;
+                for o in bu.options.iter() {
+                    match o {
+                        MobilityOption::Ipv4HomeAddressRequest {
+                            prefix_len,
+                            address,
+                        } => v4 = Some((prefix_len, address)),
+                        MobilityOption::HomeNetworkPrefix(_) => hnp = true,
+                        _ => {}
+                    }
+                }
+                Some((bu.lifetime.0, v4, hnp))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// §3.4.3 with §3.2.3.3: a DHCPRELEASE of a dual-stack node de-registers its IPv4 home
+/// address alone: a PBU with lifetime 0, no prefix option and exactly one IPv4 Home Address
+/// Request naming the address and its prefix length, retransmitted until its PBA. Both ends
+/// stop routing the address; the session, its prefix and their routes stay ("MUST NOT
+/// release any IPv6 home network prefix(es)"), and its refreshes no longer ask for IPv4.
+#[test]
+fn a_dhcp_release_de_registers_the_ipv4_home_address_and_keeps_the_prefix() {
+    let p = [profile(1, true, true)];
+    let mut sim = domain(1, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let prefix = sim.mags[0].binding(&nai(1)).unwrap().prefixes[0];
+    let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
+    let (h, p6) = (host(v4.address), IpNet::from(prefix));
+    assert!(routed_at_mag(&sim, 0, &h) && sim.lma_datapath.contains_key(&h));
+    // Not this node's address, or not a node here: nothing happens.
+    let before = sim.sent.len();
+    assert!(!sim.mag_do(0, |m, now, wall| m.handle_ipv4_release(
+        now,
+        wall,
+        &ll(1),
+        a4("192.0.2.200")
+    )));
+    assert!(!sim.mag_do(0, |m, now, wall| m.handle_ipv4_release(
+        now,
+        wall,
+        &ll(9),
+        v4.address
+    )));
+    assert_eq!(sim.sent.len(), before, "no PBU for a wrong release");
+
+    // The LMA's answer is lost: a de-registration is not retransmitted (RFC 5213 §6.9.1.4),
+    // the MAG is done after INITIAL_BINDACK_TIMEOUT.
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    let mut first = true;
+    sim.drop = Some(Box::new(move |pk: &pmip::sim::Packet| {
+        let drop = first && pk.src == lma;
+        first &= !drop;
+        drop
+    }));
+    assert!(sim.mag_do(0, |m, now, wall| m.handle_ipv4_release(
+        now,
+        wall,
+        &ll(1),
+        v4.address
+    )));
+    // The MAG stops forwarding the address at once; the prefix stays routed.
+    assert!(!routed_at_mag(&sim, 0, &h), "{:?}", sim.mag_datapaths[0]);
+    assert!(routed_at_mag(&sim, 0, &p6));
+    sim.settle(Duration::from_secs(10));
+    let release = (0, Some((v4.prefix_len, v4.address)), false);
+    assert_eq!(pbus_since(&sim, before), vec![release]);
+    assert_eq!(sim.dropped, 1, "the PBA");
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::Ipv4Released { address, session_ended: false, .. } if *address == v4.address
+    )));
+    // The LMA: the session and its prefix stay, the address and its route go.
+    let e = sim.lma.cache().get(s).expect("the session stays");
+    assert!(e.ipv4.is_none());
+    assert_eq!(e.prefixes.as_slice(), &[prefix]);
+    assert!(sim.lma.cache().by_ipv4(&v4.address).is_none());
+    assert!(!sim.lma_datapath.contains_key(&h));
+    assert!(sim.lma_datapath.contains_key(&p6));
+    // The MAG: bound, with its prefix and no IPv4 home address.
+    let m = sim.mags[0].binding(&nai(1)).unwrap();
+    assert_eq!(
+        (m.state, m.ipv4, m.prefixes.as_slice()),
+        (BulState::Bound, None, &[prefix][..])
+    );
+    // The next refreshes carry the prefix and no IPv4 request, and are accepted.
+    let before = sim.sent.len();
+    sim.run_for(Duration::from_secs(2 * 3600));
+    let refreshes = pbus_since(&sim, before);
+    assert!(!refreshes.is_empty());
+    assert!(
+        refreshes
+            .iter()
+            .all(|(l, v4, hnp)| *l > 0 && v4.is_none() && *hnp),
+        "{refreshes:?}"
+    );
+    assert!(sim.mags[0].binding(&nai(1)).unwrap().is_bound());
+    assert!(sim.lma.cache().get(s).is_some() && routed_at_mag(&sim, 0, &p6));
+
+    // §3.2.3.3: asked for again (a new DHCPDISCOVER), the address comes back with a refresh
+    // carrying an IPv4 Home Address Request for any address, and is routed again.
+    let before = sim.sent.len();
+    assert!(sim.mag_do(0, |m, now, wall| m.handle_ipv4_request(now, wall, &ll(1))));
+    sim.settle(Duration::from_secs(5));
+    let again = pbus_since(&sim, before);
+    assert_eq!(again[0].1, Some((0, Ipv4Addr::UNSPECIFIED)), "{again:?}");
+    assert!(again[0].0 > 0 && again[0].2);
+    let v4b = ipv4_at_mag(&sim, 0, 1).expect("an IPv4 home address again");
+    assert!(routed_at_mag(&sim, 0, &host(v4b.address)));
+    assert_eq!(
+        sim.lma.cache().by_ipv4(&v4b.address),
+        Some(s),
+        "the same session"
+    );
+    // Once it has one, nothing more to ask.
+    assert!(!sim.mag_do(0, |m, now, wall| m.handle_ipv4_request(now, wall, &ll(1))));
+}
+
+/// §3.4.3: an IPv4-only node that releases its address has nothing left in its session:
+/// it is de-registered (lifetime 0 naming the address), and both ends forget it.
+#[test]
+fn a_dhcp_release_of_an_ipv4_only_node_ends_its_session() {
+    let p = [profile(1, false, true)];
+    let mut sim = domain(1, &p, &["198.51.100.0/28"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(5));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let h = host(v4.address);
+    let before = sim.sent.len();
+    assert!(sim.mag_do(0, |m, now, wall| m.handle_ipv4_release(
+        now,
+        wall,
+        &ll(1),
+        v4.address
+    )));
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(
+        pbus_since(&sim, before)[0],
+        (0, Some((v4.prefix_len, v4.address)), false)
+    );
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::Ipv4Released {
+            session_ended: true,
+            ..
+        }
+    )));
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert!(!routed_at_mag(&sim, 0, &h));
+    assert_eq!(sim.lma.cache().len(), 0, "MinDelayBeforeBCEDelete passed");
+    assert!(!sim.lma_datapath.contains_key(&h));
+}

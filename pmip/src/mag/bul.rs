@@ -62,6 +62,9 @@ pub struct BulEntry {
     /// The IPv4 home address to ask for while none is assigned: the pinned one, dropped
     /// after a NOT_AUTHORIZED_FOR_IPV4_HOME_ADDRESS (§3.2.3.2); `None` asks for any.
     pub ipv4_request: Option<Ipv4Addr>,
+    /// The IPv4 home address the node released (RFC 5844 §3.4.3) while its selective
+    /// de-registration (§3.2.3.3) is outstanding.
+    pub ipv4_release: Option<Ipv4Release>,
     /// The link-local address the MAG uses towards this node.
     pub link_local: Ipv6Addr,
     pub local_routing: bool,
@@ -84,6 +87,15 @@ pub struct BulEntry {
     pub(super) handoff_hint: HandoffIndicator,
     pub(super) transmissions: u32,
     pub(super) retransmit_timeout: Duration,
+}
+
+/// A selective de-registration of the IPv4 home address in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Release {
+    /// The address, as the PBU names it.
+    pub home: Ipv4HomeAddress,
+    /// When the session's refresh is due once the release is done.
+    pub refresh_at: Instant,
 }
 
 impl BulEntry {

@@ -38,11 +38,12 @@ use crate::wire::{
 mod bul;
 mod fast;
 mod handover;
+mod ipv4_release;
 mod lma_requests;
 mod registration;
 mod timer;
 
-pub use bul::{BulEntry, BulState, SavedBinding};
+pub use bul::{BulEntry, BulState, Ipv4Release, SavedBinding};
 pub use fast::{FastError, FastHandover, FastPhase, FastRole};
 
 use bul::BindingUpdateList;
@@ -100,6 +101,13 @@ pub enum MagEvent {
     Revoked {
         mn_id: String,
         trigger: RevocationTrigger,
+    },
+    /// The node released its IPv4 home address (a DHCPRELEASE, RFC 5844 §3.4.3): it is
+    /// de-registered alone, or with the session when that had nothing else.
+    Ipv4Released {
+        mn_id: String,
+        address: std::net::Ipv4Addr,
+        session_ended: bool,
     },
     /// A PBA was ignored (RFC 5213 §6.9.1.2 rules 5 and 6).
     PbaIgnored {
@@ -494,6 +502,7 @@ impl Mag {
             ipv6_service: true,
             ipv4_service: false,
             ipv4_request: None,
+            ipv4_release: None,
             link_local,
             local_routing,
             state: BulState::Registering,
@@ -734,6 +743,11 @@ impl Mag {
             // A node handed over by a fast handover is refreshed by its new MAG now.
             BulState::Bound if self.fast.is_leaving(&ll) => {}
             BulState::Bound => self.start_refresh(now, wall, ll),
+            // A selective de-registration of the IPv4 home address is not retransmitted
+            // (RFC 5213 §6.9.1.4 as for any de-registration).
+            BulState::Refreshing if e.ipv4_release.is_some() => {
+                self.ipv4_release_answered(now, ll, None)
+            }
             BulState::Refreshing => {
                 if e.expires_at.is_some_and(|x| x <= now) {
                     self.unserve(now, ll, &[], Withdrawal::PrefixesAndRouter);

@@ -61,8 +61,12 @@ impl Mag {
         };
         e.last_handoff_indicator = hi;
         let all_zero = [Ipv6Net::default()];
+        // RFC 5844 §3.2.3.3: a selective de-registration of the IPv4 home address has no
+        // prefix option, exactly one IPv4 Home Address Request naming the address and its
+        // prefix length, and lifetime 0.
+        let release = e.ipv4_release.map(|r| r.home);
         // RFC 5844 §3.2.3.1: prefix options only when IPv6 service is wanted.
-        let prefixes: &[Ipv6Net] = if !e.ipv6_service {
+        let prefixes: &[Ipv6Net] = if release.is_some() || !e.ipv6_service {
             &[]
         } else if e.prefixes.is_empty() {
             &all_zero
@@ -73,10 +77,13 @@ impl Mag {
         // assigned address (and its prefix length) once there is one, else the pinned
         // address, else ALL_ZERO. The prefix length of a pinned address is not known here:
         // 0, which the LMA ignores (it uses its pool's).
-        let ipv4_request = e.ipv4_service.then(|| match e.ipv4 {
-            Some(v4) => (v4.prefix_len, v4.address),
-            None => (0, e.ipv4_request.unwrap_or(Ipv4Addr::UNSPECIFIED)),
-        });
+        let ipv4_request = match release {
+            Some(v4) => Some((v4.prefix_len, v4.address)),
+            None => e.ipv4_service.then(|| match e.ipv4 {
+                Some(v4) => (v4.prefix_len, v4.address),
+                None => (0, e.ipv4_request.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+            }),
+        };
         let ts = Timestamp::from_wall_clock(wall);
         let mut opts: Vec<MobilityOption<'_>> = Vec::with_capacity(8);
         opts.push(MobilityOption::MobileNodeIdentifier {
@@ -111,7 +118,7 @@ impl Mag {
         let m = Message::BindingUpdate(BindingUpdate {
             sequence: seq,
             flags: BuFlags::A | BuFlags::P,
-            lifetime: if deregister {
+            lifetime: if deregister || release.is_some() {
                 Lifetime::ZERO
             } else {
                 requested_lifetime
@@ -119,8 +126,9 @@ impl Mag {
             options: Options::List(&opts),
         });
         let t = crate::emit(&m, src, lma);
-        let deadline = if deregister || e.state == BulState::Deregistering {
-            // RFC 5213 §6.9.1.4: the entry goes after INITIAL_BINDACK_TIMEOUT at most.
+        let deadline = if deregister || release.is_some() || e.state == BulState::Deregistering {
+            // RFC 5213 §6.9.1.4: the entry goes (or, for a selective de-registration of the
+            // IPv4 home address, the address) after INITIAL_BINDACK_TIMEOUT at most.
             now + initial
         } else {
             let d = now + e.retransmit_timeout;
@@ -212,6 +220,9 @@ impl Mag {
             self.forget(ll);
             self.event(MagEvent::Deregistered { mn_id });
             return;
+        }
+        if e.ipv4_release.is_some() {
+            return self.ipv4_release_answered(now, ll, Some(pba.status));
         }
         if let Some(e) = self.bul.get_mut(&ll) {
             e.last_status = Some(pba.status);
@@ -523,6 +534,7 @@ impl Mag {
                 ipv6_service: !s.prefixes.is_empty(),
                 ipv4_service: s.ipv4.is_some(),
                 ipv4_request: None,
+                ipv4_release: None,
                 link_local: s.link_local,
                 local_routing: s.local_routing,
                 state: BulState::Bound,
