@@ -451,9 +451,15 @@ impl Service {
             answered: Vec::new(),
             shown: cnf::ShownTime::new(),
         };
-        // Stored bindings that did not survive (expired while the LMA was down) go.
+        // Stored bindings that did not survive (expired while the LMA was down) go. A record's
+        // key is its first prefix, or for an IPv4-only session its IPv4 home address
+        // (`BindingRecord::key`).
         let kept: BTreeSet<String> = (service.lma.cache().iter())
-            .filter_map(|(_, e)| e.prefixes.as_slice().first().map(|p| p.to_string()))
+            .filter_map(|(_, e)| match (e.prefixes.as_slice().first(), e.ipv4) {
+                (Some(p), _) => Some(p.to_string()),
+                (None, Some(v4)) => Some(v4.host().to_string()),
+                (None, None) => None,
+            })
             .collect();
         for r in &s.snapshot.bindings {
             if !kept.contains(&r.key()) {
@@ -468,7 +474,8 @@ impl Service {
     }
 
     /// The datapath the restored bindings need: the termination on `transport_ifindex` and a
-    /// tunnel route per prefix of every active binding.
+    /// tunnel route per prefix and per IPv4 home address (RFC 5844 §3.1.2.2) of every active
+    /// binding.
     pub fn desired(&self, transport_ifindex: u32) -> DesiredState {
         let mut desired = DesiredState::new();
         desired
@@ -480,6 +487,11 @@ impl Service {
                     desired
                         .routes
                         .insert(*p, PrefixRoute::Tunnel { peer: e.proxy_coa });
+                }
+                if let Some(v4) = e.ipv4 {
+                    desired
+                        .routes4
+                        .insert(v4.host(), PrefixRoute::Tunnel { peer: e.proxy_coa });
                 }
             }
         }
@@ -1441,6 +1453,7 @@ mod tests {
     //! clock the test moves.
 
     use super::*;
+    use pmip::lma::BindingRecord;
     use pmip::types::LinkLayerAddress;
     use pmip::wire::{
         AccessTechnologyType, BindingUpdate, BuFlags, HandoffIndicator, Heartbeat, HeartbeatFlags,
@@ -1982,6 +1995,78 @@ mod tests {
         b.receive(MAG1, &pbu);
         assert_eq!(b.pbas()[0].1, Status::NotLmaForThisMobileNode);
         assert!(kept(&mut b).is_empty());
+    }
+
+    /// After a restart (kill -9 included) every IPv4 home address is routed into its tunnel
+    /// again, and an IPv4-only binding, keyed by its address in the store, is kept there.
+    #[test]
+    fn a_restart_routes_every_ipv4_home_address_and_keeps_ipv4_only_bindings() {
+        let now = Instant::from_duration(Duration::from_secs(1));
+        let wall = WallClock(Duration::from_secs(1_800_000_000));
+        let wall_ms = 1_800_000_000_000;
+        let mut c = config();
+        c.mobile_nodes[0].ipv4 = true;
+        c.mobile_nodes[1].ipv4 = true;
+        c.ipv4_pools = vec![pmip::config::Ipv4Pool {
+            prefix: "192.0.2.0/24".parse().unwrap(),
+            default_router: None,
+        }];
+        let home = |a: u8| pmip::ipv4_pool::Ipv4HomeAddress {
+            address: std::net::Ipv4Addr::new(192, 0, 2, a),
+            prefix_len: 24,
+            default_router: "192.0.2.1".parse().unwrap(),
+        };
+        let record = |n: u8, prefix: Option<&str>, v4: u8, mag: Ipv6Addr| BindingRecord {
+            mn_id: nai(n),
+            home_network_prefixes: prefix.iter().map(|p| p.parse().unwrap()).collect(),
+            proxy_coa: mag,
+            access_technology_type: 3,
+            handoff_indicator: 1,
+            mn_link_layer_id: None,
+            link_local_address: None,
+            lifetime_s: 3600,
+            registered_at_ms: wall_ms - 10_000,
+            updated_at_ms: wall_ms - 10_000,
+            expires_at_ms: wall_ms + 3_590_000,
+            delete_at_ms: None,
+            last_timestamp: None,
+            last_sequence: 1,
+            handover_count: 0,
+            last_handover_gap_ms: None,
+            ipv4_home_address: Some(home(v4)),
+        };
+        let snapshot = LmaSnapshot {
+            restart_counter: 1,
+            bindings: vec![
+                record(1, Some("2001:db8:100:1::/64"), 10, MAG1),
+                record(2, None, 11, MAG2),
+            ],
+            ..LmaSnapshot::default()
+        };
+        let s = Service::new(
+            Start {
+                config: c,
+                snapshot: &snapshot,
+                restart_counter: 1,
+                epoch: 2,
+                seed: 7,
+                datapath: "none",
+            },
+            now,
+            wall,
+        )
+        .unwrap();
+        assert_eq!(s.lma().cache().len(), 2);
+        let d = s.desired(3);
+        assert_eq!(
+            d.routes4.into_iter().collect::<Vec<_>>(),
+            vec![
+                (home(10).host(), PrefixRoute::Tunnel { peer: MAG1 }),
+                (home(11).host(), PrefixRoute::Tunnel { peer: MAG2 }),
+            ]
+        );
+        assert_eq!(d.routes.len(), 1);
+        assert!(s.batch.is_empty(), "no stored binding is deleted");
     }
 
     #[test]
