@@ -1,7 +1,9 @@
 //! The demo a newcomer runs first: a node attaches, a TCP stream runs to the correspondent
 //! node, the node is handed over between MAGs several times while it runs, and a report says
 //! what it was like: attach time, each handover's interruption and loss measured from the
-//! traffic itself, whether TCP survived and whether the address stayed the same.
+//! traffic itself, whether TCP survived and whether the address stayed the same. With IPv4
+//! (RFC 5844) the node is dual-stack: it leases its IPv4 home address with a stock DHCP
+//! client and the TCP stream runs over IPv4.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use pmip::config::FastHandoverMode;
 use serde::Serialize;
 
 use crate::capture::SignallingCheck;
-use crate::lab::{self, CN_ADDRESS, Lab};
+use crate::lab::{self, CN_ADDRESS, CN_ADDRESS4, Lab};
 use crate::traffic::{Gap, StreamReport, TcpFlow, TcpReport, UdpStream};
 
 /// How a node is handed over.
@@ -63,6 +65,13 @@ pub struct Report {
     pub tcp_bytes: u64,
     pub tcp_error: Option<String>,
     pub address_unchanged: bool,
+    /// With IPv4: the node's IPv4 home address (with its subnet's prefix length), leased by
+    /// DHCP from its MAG; the TCP stream runs over IPv4 to the correspondent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+    /// With IPv4: the node still has the same IPv4 home address after every handover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4_address_unchanged: Option<bool>,
     /// The downlink probe stream: packets per second, sent, lost, reordered in total.
     pub probe_rate_pps: u32,
     pub probe_sent: u64,
@@ -92,6 +101,8 @@ pub struct DemoSpec {
     pub mode: HandoverMode,
     pub probe_rate_pps: u32,
     pub tcp_rate_bps: u64,
+    /// A dual-stack node with its TCP stream over IPv4 (the lab needs `ipv4`).
+    pub ipv4: bool,
 }
 
 impl Default for DemoSpec {
@@ -102,6 +113,7 @@ impl Default for DemoSpec {
             mode: HandoverMode::Plain,
             probe_rate_pps: 1000,
             tcp_rate_bps: 20_000_000,
+            ipv4: false,
         }
     }
 }
@@ -135,7 +147,16 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
     let address = lab.wait_node_address(0, Duration::from_secs(10)).await?;
     let attach_ms = t.elapsed().as_secs_f64() * 1e3;
     let mn = lab.nodes[0].ns.clone();
-    let tcp = TcpFlow::start(&mn, &lab.cn, CN_ADDRESS, 7000, spec.tcp_rate_bps)?;
+    let ipv4 = if spec.ipv4 {
+        let ns = mn.clone();
+        Some(tokio::task::spawn_blocking(move || crate::dhcp_client::lease(&ns)).await??)
+    } else {
+        None
+    };
+    let tcp = match ipv4 {
+        Some(_) => TcpFlow::start(&mn, &lab.cn, CN_ADDRESS4, 7000, spec.tcp_rate_bps)?,
+        None => TcpFlow::start(&mn, &lab.cn, CN_ADDRESS, 7000, spec.tcp_rate_bps)?,
+    };
     let probe = UdpStream::start(&lab.cn, &mn, address, 7001, spec.probe_rate_pps, 64)?;
     tokio::time::sleep(spec.interval).await;
     let mut times = Vec::new();
@@ -150,6 +171,7 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
         tokio::time::sleep(spec.interval).await;
     }
     let still = lab.node_address(0);
+    let still4 = crate::dhcp_client::addresses4(&mn);
     let tcp: TcpReport = tcp.finish();
     let probe: StreamReport = probe.finish();
     if let Some(f) = std::env::var_os("PMIP_LAB_DUMP") {
@@ -194,6 +216,8 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
         tcp_bytes: tcp.bytes,
         tcp_error: tcp.error.clone(),
         address_unchanged: still == Some(address),
+        ipv4_address: ipv4.map(|(a, len)| format!("{a}/{len}")),
+        ipv4_address_unchanged: ipv4.map(|a| still4 == [a]),
         probe_rate_pps: spec.probe_rate_pps,
         probe_sent: probe.sent,
         probe_lost: probe.lost(),
@@ -255,6 +279,12 @@ impl Report {
                 "CHANGED"
             }
         ));
+        if let (Some(a), Some(same)) = (&self.ipv4_address, self.ipv4_address_unchanged) {
+            s.push_str(&format!(
+                "  IPv4 address:      {a} (DHCP), {}; the TCP stream ran over IPv4\n",
+                if same { "unchanged" } else { "CHANGED" }
+            ));
+        }
         s.push_str(&format!(
             "  signalling:        {}\n",
             if self.signalling_protected {
@@ -557,6 +587,8 @@ mod tests {
             tcp_bytes: 2_900_000,
             tcp_error: None,
             address_unchanged: true,
+            ipv4_address: None,
+            ipv4_address_unchanged: None,
             probe_rate_pps: 1000,
             probe_sent: 3000,
             probe_lost: 85,

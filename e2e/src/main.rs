@@ -3,6 +3,7 @@
 //! ```text
 //! pmip-lab demo [--fast-handover predictive] [--json] [--report timeline.svg]
 //! pmip-lab demo --ipsec --capture lma.pcap --json   # signalling in ESP, the LMA's link captured
+//! pmip-lab demo --ipv4 --json          # a dual-stack node, its TCP stream over IPv4
 //! pmip-lab up --mags 3 --nodes 5      # leaves a domain running
 //! pmip-lab status | attach --node 2 | detach --node 2 | handover --node 2 --to 3
 //! pmip-lab down
@@ -80,6 +81,11 @@ enum Cmd {
         /// which reads it back: see `signalling` in the report).
         #[arg(long)]
         capture: Option<PathBuf>,
+        /// A dual-stack node (RFC 5844): it leases its IPv4 home address from its MAG with
+        /// busybox `udhcpc`, and the TCP stream runs over IPv4 (see `ipv4_address_unchanged`
+        /// in the report).
+        #[arg(long)]
+        ipv4: bool,
     },
     /// Run the demo once in each handover mode (plain, predictive, reactive) and print them
     /// side by side.
@@ -217,11 +223,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             dir,
             ipsec,
             capture,
+            ipv4,
         } => {
             let mode: HandoverMode = fast_handover.into();
             let mut spec = Spec::new(&name, mags.max(2), 1);
             spec.fast_handover = mode.domain_mode();
             spec.dir = dir;
+            spec.ipv4 = ipv4;
             if ipsec {
                 spec.ipsec = pmip::config::IpsecMode::Auto;
             }
@@ -240,6 +248,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 handovers,
                 interval: Duration::from_millis(interval_ms),
                 mode,
+                ipv4,
                 ..DemoSpec::default()
             };
             let r = tokio::select! {
@@ -270,7 +279,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 print!("{}", r.text());
             }
             Ok(
-                if r.tcp_survived && r.address_unchanged && (!ipsec || r.signalling_protected) {
+                if r.tcp_survived
+                    && r.address_unchanged
+                    && r.ipv4_address_unchanged != Some(false)
+                    && (!ipsec || r.signalling_protected)
+                {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

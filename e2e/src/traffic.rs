@@ -4,7 +4,9 @@
 //! throughput over time are recorded.
 
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream, UdpSocket,
+};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -344,21 +346,23 @@ pub struct TcpFlow {
 }
 
 impl TcpFlow {
+    /// A paced TCP stream from `client_ns` to `server_addr` (IPv6, or IPv4 for a node's
+    /// IPv4 home address, RFC 5844) in `server_ns`.
     pub fn start(
         client_ns: &NetNs,
         server_ns: &NetNs,
-        server_addr: Ipv6Addr,
+        server_addr: impl Into<IpAddr>,
         port: u16,
         rate_bps: u64,
     ) -> anyhow::Result<TcpFlow> {
-        let listener = in_ns(server_ns, || {
-            TcpListener::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))
-        })?;
+        let server_addr: IpAddr = server_addr.into();
+        let any: IpAddr = match server_addr {
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        };
+        let listener = in_ns(server_ns, || TcpListener::bind(SocketAddr::new(any, port)))?;
         let conn = in_ns(client_ns, || {
-            TcpStream::connect_timeout(
-                &SocketAddrV6::new(server_addr, port, 0, 0).into(),
-                Duration::from_secs(5),
-            )
+            TcpStream::connect_timeout(&SocketAddr::new(server_addr, port), Duration::from_secs(5))
         })
         .context("TCP connection to the correspondent node")?;
         let (mut accepted, _) = listener.accept()?;
