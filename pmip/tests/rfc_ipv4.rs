@@ -865,3 +865,212 @@ fn a_dhcp_release_of_an_ipv4_only_node_ends_its_session() {
     assert_eq!(sim.lma.cache().len(), 0, "MinDelayBeforeBCEDelete passed");
     assert!(!sim.lma_datapath.contains_key(&h));
 }
+
+// ------------------------------------------------ fast handovers (RFC 5949 §4.3, §6.2.7)
+
+/// A domain with fast handovers in `mode`.
+fn fast_domain(
+    mode: pmip::config::FastHandoverMode,
+    profiles: &[MobileNodeProfile],
+    pools: &[&str],
+) -> Sim {
+    let mut lc = lma_config(2, profiles, pools);
+    lc.domain.fast_handover.mode = mode;
+    let mags = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, profiles);
+            c.domain.fast_handover.mode = mode;
+            c
+        })
+        .collect();
+    Sim::new(lc, mags, 77)
+}
+
+/// A context's IPv4 part: the message's name, the IPv4 Address option (Prefix-len, address)
+/// and the IPv4 Default-Router Address option.
+type Ipv4Context = (&'static str, Option<(u8, Ipv4Addr)>, Option<Ipv4Addr>);
+
+/// The IPv4 part of every HI and HAck sent.
+fn contexts(sim: &Sim) -> Vec<Ipv4Context> {
+    let v4 = |options: &Options<'_>| {
+        let mut a = None;
+        let mut r = None;
+        for o in options.iter() {
+            match o {
+                MobilityOption::Ipv4HomeAddressRequest {
+                    prefix_len,
+                    address,
+                } => a = Some((prefix_len, address)),
+                MobilityOption::Ipv4DefaultRouterAddress(d) => r = Some(d),
+                _ => {}
+            }
+        }
+        (a, r)
+    };
+    sim.sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::HandoverInitiate(hi)) => {
+                let (a, r) = v4(&hi.options);
+                Some(("HI", a, r))
+            }
+            Some(Message::HandoverAck(hack)) => {
+                let (a, r) = v4(&hack.options);
+                Some(("HAck", a, r))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Predictive: the previous MAG's context carries the IPv4 home address (§6.2.7) with its
+/// default router; the new MAG buffers it with the prefix, flushes it to the node when it
+/// attaches, sends its uplink through the previous MAG before its own PBA, asks the LMA for
+/// the same address, and the node keeps it.
+#[test]
+fn a_predictive_fast_handover_serves_the_ipv4_home_address_from_the_context() {
+    use pmip::config::FastHandoverMode;
+    let p = [profile(1, true, true)];
+    let mut sim = fast_domain(FastHandoverMode::Predictive, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let h = host(v4.address);
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(
+        contexts(&sim)[0],
+        ("HI", Some((24, v4.address)), Some(v4.default_router))
+    );
+    assert!(sim.mag_datapaths[1].buffering.contains(&h), "NMAG buffers");
+    assert_eq!(sim.mag_datapaths[0].forwards.get(&h), Some(&mag_addr(1)));
+    assert_eq!(ipv4_at_mag(&sim, 1, 1), Some(v4), "from the context");
+    let pbus_before = sim.sent.len();
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    assert!(sim.mag_datapaths[1].flushed.contains(&h));
+    assert_eq!(
+        sim.mag_datapaths[1].delivering.get(&h),
+        Some(&(pmip::output::AccessLink(1), ll(1)))
+    );
+    assert_eq!(
+        sim.mag_datapaths[1].uplinks.get(&h),
+        Some(&mag_addr(0)),
+        "uplink via the PMAG"
+    );
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(50));
+    // The new MAG's PBU names the address (RFC 5844 §3.2.3.1).
+    assert_eq!(pbus_since(&sim, pbus_before)[0].1, Some((24, v4.address)));
+    assert_eq!(ipv4_at_mag(&sim, 1, 1), Some(v4));
+    assert_eq!(
+        sim.lma_datapath.get(&h),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    assert_eq!(
+        sim.mag_datapaths[1].uplinks.get(&h),
+        Some(&LMA.parse().unwrap())
+    );
+    assert!(routed_at_mag(&sim, 1, &h));
+    assert!(sim.mag_datapaths[1].delivering.is_empty());
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+}
+
+/// Predictive, IPv4-only node: a context with an IPv4 home address and no prefix is a
+/// context (the HAck "MUST include the HNP(s) and/or IPv4-MN-HoA", §4.1): accepted with
+/// Code 5, and the address buffered.
+#[test]
+fn a_predictive_fast_handover_of_an_ipv4_only_node() {
+    use pmip::config::FastHandoverMode;
+    let p = [profile(1, false, true)];
+    let mut sim = fast_domain(FastHandoverMode::Predictive, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let h = host(v4.address);
+    sim.mag_do(0, |m, now, _| {
+        m.handle_handover_indication(now, &nai(1), mag_addr(1))
+    })
+    .unwrap();
+    sim.run_for(Duration::from_millis(5));
+    let codes: Vec<u8> = (sim.sent.iter())
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::HandoverAck(a)) => Some(a.code.value()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [5]);
+    assert!(sim.mag_datapaths[1].buffering.contains(&h));
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
+    assert!(sim.mag_datapaths[1].flushed.contains(&h));
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(ipv4_at_mag(&sim, 1, 1), Some(v4));
+    assert!(sim.mags[1].binding(&nai(1)).unwrap().prefixes.is_empty());
+    assert_eq!(
+        sim.lma_datapath.get(&h),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    assert!(
+        sim.mag_events_of(1)
+            .any(|e| matches!(e, MagEvent::HandoverCompleted { .. }))
+    );
+}
+
+/// Reactive: the new MAG asks for the IPv4 context too (Context Request), and routes the
+/// address onto the node's link from the HAck, before its PBA; the previous MAG sends it the
+/// address's buffered packets.
+#[test]
+fn a_reactive_fast_handover_routes_the_ipv4_home_address_before_the_pba() {
+    use pmip::config::FastHandoverMode;
+    let p = [profile(1, true, true)];
+    let mut sim = fast_domain(FastHandoverMode::Reactive, &p, &["192.0.2.0/24"]);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let v4 = ipv4_at_mag(&sim, 0, 1).unwrap();
+    let h = host(v4.address);
+    sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
+    sim.detach(0, ll(1));
+    assert!(sim.mag_datapaths[0].buffering.contains(&h));
+    sim.run_for(Duration::from_millis(30));
+    sim.attach(1, ll(1));
+    sim.run_for(Duration::from_micros(2500));
+    let requested: Vec<OptionType> = (sim.sent.iter())
+        .find_map(|(_, p)| match p.message() {
+            Some(Message::HandoverInitiate(hi)) => hi.options.iter().find_map(|o| match o {
+                MobilityOption::ContextRequest(c) => Some(c.iter().map(|(t, _)| t).collect()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .expect("a Context Request");
+    assert!(requested.contains(&OptionType::Ipv4HomeAddressRequest));
+    assert!(requested.contains(&OptionType::Ipv4DefaultRouterAddress));
+    assert!(
+        sim.mag_datapaths[1].access_routes.contains_key(&h),
+        "routed onto the link from the context"
+    );
+    assert_eq!(sim.mag_datapaths[1].uplinks.get(&h), Some(&mag_addr(0)));
+    assert_eq!(ipv4_at_mag(&sim, 1, 1), Some(v4));
+    // Then the packets (HI with 'F'): the previous MAG flushes its buffer into the tunnel.
+    sim.run_for(Duration::from_millis(1));
+    assert_eq!(sim.mag_datapaths[0].forwards.get(&h), Some(&mag_addr(1)));
+    assert!(sim.mag_datapaths[0].flushed.contains(&h));
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(20));
+    assert_eq!(ipv4_at_mag(&sim, 1, 1), Some(v4));
+    assert_eq!(
+        sim.mag_datapaths[1].uplinks.get(&h),
+        Some(&LMA.parse().unwrap())
+    );
+    assert_eq!(
+        sim.lma_datapath.get(&h),
+        Some(&Downlink::Tunnel(mag_addr(1)))
+    );
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+}

@@ -36,6 +36,7 @@ use ipnet::Ipv6Net;
 use super::MagEvent;
 use super::bul::{BindingUpdateList, BulEntry, BulState};
 use crate::config::{FastHandoverMode, MagConfig};
+use crate::ipv4_pool::Ipv4HomeAddress;
 use crate::output::{DataplaneCommand, Transmit};
 use crate::time::{Instant, ms};
 use crate::types::LinkLayerAddress;
@@ -135,6 +136,7 @@ pub(super) enum FastAction {
     ServeFromContext {
         link_layer: LinkLayerAddress,
         prefixes: Vec<Ipv6Net>,
+        ipv4: Option<Ipv4HomeAddress>,
         pmag: Ipv6Addr,
     },
     /// NMAG, predictive: the context came; create the node's entry (state `Expected`) and
@@ -143,6 +145,7 @@ pub(super) enum FastAction {
         mn_id: String,
         link_layer: LinkLayerAddress,
         prefixes: Vec<Ipv6Net>,
+        ipv4: Option<Ipv4HomeAddress>,
         access_technology_type: Option<AccessTechnologyType>,
         pmag: Ipv6Addr,
     },
@@ -175,12 +178,15 @@ fn context_options<'a>(
             .iter()
             .map(|p| MobilityOption::HomeNetworkPrefix(*p)),
     );
-    // RFC 5949 §4.3, §6.2.7: the IPv4 home address, in the IPv4 Home Address Request format.
+    // RFC 5949 §4.3, §6.2.7: the IPv4 home address, in the IPv4 Home Address Request format,
+    // and the default router the LMA gave with it (RFC 5844 §3.3.3's option: the new MAG needs
+    // it to be the node's router before its own PBA; see `context_ipv4`).
     if let Some(v4) = e.ipv4 {
         o.push(MobilityOption::Ipv4HomeAddressRequest {
             prefix_len: v4.prefix_len,
             address: v4.address,
         });
+        o.push(MobilityOption::Ipv4DefaultRouterAddress(v4.default_router));
     }
     o.push(MobilityOption::LmaAddress(LmaAddress::V6(lma)));
     o.push(MobilityOption::MnLinkLayerIdentifier(
@@ -194,6 +200,28 @@ fn context_options<'a>(
         o.push(MobilityOption::LinkLocalAddress(e.link_local));
     }
     o
+}
+
+/// The IPv4 home address in a context (RFC 5949 §4.3, §6.2.7), with its default router.
+///
+/// RFC 5949 transfers the address alone (the IPv4 Address option, in the format of RFC 5844's
+/// IPv4 Home Address Request), but a MAG serving the address before its PBA is the node's
+/// IPv4 router on the link (RFC 5844 §3.2.3.2: ARP and DHCP for the default router the LMA
+/// assigned). The reading taken: the context carries RFC 5844's IPv4 Default-Router Address
+/// option too (an RFC 5949 context is "other mobility options as needed", §6.1.1), and a
+/// context without it (a previous MAG that sends the §6.2.7 option alone) gives the new MAG
+/// the address only from its PBA, as without fast handovers.
+fn context_ipv4(ctx: &HandoverContext<'_>) -> Option<Ipv4HomeAddress> {
+    let (prefix_len, address) = ctx.opts.ipv4_home_address_request?;
+    let default_router = ctx.opts.ipv4_default_router?;
+    let usable = |a: core::net::Ipv4Addr| !a.is_unspecified() && !a.is_broadcast();
+    (usable(address) && usable(default_router) && (1..=32).contains(&prefix_len)).then_some(
+        Ipv4HomeAddress {
+            address,
+            prefix_len,
+            default_router,
+        },
+    )
 }
 
 /// The owner of every fast handover of one MAG.
@@ -368,14 +396,23 @@ impl FastHandovers {
         let Some(peer) = f.peer else {
             return;
         };
-        let mut buf = [0u8; 4];
-        let Some(cr) = ContextRequest::encode_types(
-            &[
-                OptionType::HomeNetworkPrefix,
-                OptionType::MnLinkLayerIdentifier,
-            ],
-            &mut buf,
-        ) else {
+        // §6.2.1: the HNP and the link-layer identifier by default; for a node with IPv4
+        // service, its IPv4 home address (§6.2.7) and default router (see `context_ipv4`).
+        // Not for others: a previous MAG "MUST return the HAck message with the Code value
+        // 131" when requested context is not available.
+        let types = [
+            OptionType::HomeNetworkPrefix,
+            OptionType::MnLinkLayerIdentifier,
+            OptionType::Ipv4HomeAddressRequest,
+            OptionType::Ipv4DefaultRouterAddress,
+        ];
+        let types = if e.ipv4_service {
+            &types[..]
+        } else {
+            &types[..2]
+        };
+        let mut buf = [0u8; 8];
+        let Some(cr) = ContextRequest::encode_types(types, &mut buf) else {
             return;
         };
         // The link-layer identifier names the interface, for a node with several (RFC 5213
@@ -547,11 +584,13 @@ impl FastHandovers {
             // We are the NMAG of a predictive handover: take the context, buffer.
             _ => {
                 let prefixes: Vec<Ipv6Net> = ctx.home_network_prefixes().collect();
+                let ipv4 = context_ipv4(&ctx);
                 let Some(ll) = ctx_ll else {
                     out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
                     return;
                 };
-                if prefixes.is_empty() {
+                // §4.1: the context is "the HNP(s) and/or IPv4-MN-HoA".
+                if prefixes.is_empty() && ipv4.is_none() {
                     out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
                     return;
                 }
@@ -566,6 +605,7 @@ impl FastHandovers {
                     mn_id,
                     link_layer: ll,
                     prefixes,
+                    ipv4,
                     access_technology_type: ctx.opts.access_technology_type,
                     pmag: src,
                 });
@@ -791,16 +831,18 @@ impl FastHandovers {
                 // Discovery"). With the routes in place, ask for the packets (HI with 'F'):
                 // none of them arrives before there is a route to the node.
                 let prefixes: Vec<Ipv6Net> = ctx.home_network_prefixes().collect();
+                let ipv4 = context_ipv4(&ctx);
                 let seq = self.next_hi_sequence();
                 if let Some(fh) = self.handovers.get_mut(&ll) {
                     fh.forward_asked = true;
                     fh.sequence = seq;
                     fh.tries = 0;
                 }
-                if e.state == BulState::Registering && !prefixes.is_empty() {
+                if e.state == BulState::Registering && (!prefixes.is_empty() || ipv4.is_some()) {
                     out.push(FastAction::ServeFromContext {
                         link_layer: ll,
                         prefixes,
+                        ipv4,
                         pmag: src,
                     });
                 }

@@ -10,10 +10,18 @@ use super::bul::{BindingUpdateList, BulState};
 use super::fast::{FastAction, FastError, FastHandovers};
 use super::timer::Timer;
 use super::{Mag, MagOutput};
+use crate::ipv4_pool::Ipv4HomeAddress;
 use crate::output::{AccessLink, DataplaneCommand};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{AccessTechnologyType, HandoffIndicator, WallClock};
+
+/// What a previous MAG's context gives the new MAG (RFC 5949 §4.1, §6.2).
+struct Context {
+    prefixes: Vec<Ipv6Net>,
+    ipv4: Option<Ipv4HomeAddress>,
+    access_technology_type: Option<AccessTechnologyType>,
+}
 
 impl Mag {
     /// Predictive fast handover (RFC 5949 §4.1 steps (b)-(c)): the access network says that
@@ -78,12 +86,14 @@ impl Mag {
                 FastAction::ServeFromContext {
                     link_layer,
                     prefixes,
+                    ipv4,
                     pmag,
-                } => self.serve_from_context(now, link_layer, prefixes, pmag),
+                } => self.serve_from_context(now, link_layer, prefixes, ipv4, pmag),
                 FastAction::Expect {
                     mn_id,
                     link_layer,
                     prefixes,
+                    ipv4,
                     access_technology_type,
                     pmag,
                 } => self.expect_with_context(
@@ -91,8 +101,11 @@ impl Mag {
                     wall,
                     &mn_id,
                     link_layer,
-                    prefixes,
-                    access_technology_type,
+                    Context {
+                        prefixes,
+                        ipv4,
+                        access_technology_type,
+                    },
                     pmag,
                 ),
                 FastAction::Deregister(ll) => self.detach_now(now, wall, ll),
@@ -112,65 +125,86 @@ impl Mag {
         }
     }
 
-    /// NMAG, reactive: the PMAG's context came before the PBA: serve the node from it.
+    /// NMAG, reactive: the PMAG's context came before the PBA: serve the node from it, with
+    /// what its profile asks for (RFC 5844 §3.2.3.1): its prefixes and its IPv4 home address
+    /// on its link, their uplink through the PMAG, a Router Advertisement.
     fn serve_from_context(
         &mut self,
         now: Instant,
         ll: LinkLayerAddress,
         prefixes: Vec<Ipv6Net>,
+        ipv4: Option<Ipv4HomeAddress>,
         pmag: Ipv6Addr,
     ) {
         let Some(e) = self.bul.get_mut(&ll) else {
             return;
         };
-        e.prefixes = prefixes.clone();
-        e.served = e.home_nets();
+        if e.ipv6_service && !prefixes.is_empty() {
+            e.prefixes = prefixes;
+        }
+        if e.ipv4_service && ipv4.is_some() {
+            e.ipv4 = ipv4;
+        }
+        let homes = e.home_nets();
+        e.served.clone_from(&homes);
         let (link, local_routing) = (e.link, e.local_routing);
-        for p in prefixes {
+        for p in homes {
             self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
-                prefix: p.into(),
+                prefix: p,
                 link,
                 local_routing,
             }));
             self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
-                prefix: p.into(),
+                prefix: p,
                 peer: pmag,
             }));
         }
         self.send_ra(now, ll);
     }
 
-    /// NMAG, predictive: the node's context arrived; its entry waits for it (`Expected`).
-    #[allow(clippy::too_many_arguments)]
+    /// NMAG, predictive: the node's context arrived; its entry waits for it (`Expected`),
+    /// with the services its profile here asks for (RFC 5844 §3.2.3.1), or without one, those
+    /// the context shows.
     fn expect_with_context(
         &mut self,
         now: Instant,
         wall: WallClock,
         mn_id: &str,
         ll: LinkLayerAddress,
-        prefixes: Vec<Ipv6Net>,
-        att: Option<AccessTechnologyType>,
+        ctx: Context,
         pmag: Ipv6Addr,
     ) {
         for key in self.bul.keys_of(mn_id) {
             self.forget(key);
         }
         self.forget(ll);
-        let local_routing = self
-            .policy
-            .by_link_layer(&ll)
+        let profile = self.policy.by_link_layer(&ll);
+        let local_routing = profile
             .and_then(|p| p.local_routing)
             .unwrap_or(self.config.domain.enable_mag_local_routing);
+        let (ipv6_service, ipv4_service, pinned_ipv4) = match profile {
+            Some(p) => (p.ipv6, p.ipv4, p.ipv4_home_address),
+            None => (!ctx.prefixes.is_empty(), ctx.ipv4.is_some(), None),
+        };
         let mut e = self.new_entry(
             mn_id,
             ll,
             AccessLink(0),
-            att.unwrap_or(AccessTechnologyType::Ieee8023),
+            ctx.access_technology_type
+                .unwrap_or(AccessTechnologyType::Ieee8023),
             local_routing,
             now,
         );
         e.state = BulState::Expected;
-        e.prefixes = prefixes;
+        e.ipv6_service = ipv6_service;
+        e.ipv4_service = ipv4_service;
+        e.ipv4_request = pinned_ipv4;
+        if ipv6_service {
+            e.prefixes = ctx.prefixes;
+        }
+        if ipv4_service {
+            e.ipv4 = ctx.ipv4;
+        }
         e.handoff_hint = HandoffIndicator::HandoffBetweenMags;
         self.bul.insert(e);
         self.with_fast(now, wall, |f, bul, out| {
