@@ -420,20 +420,7 @@ async fn handovers_and_an_lma_kill_keep_the_ipv4_home_addresses_and_tcp_over_ipv
 fn the_demo_with_ipv4_keeps_the_ipv4_address_and_its_tcp_stream() {
     // Lab names have at most 8 characters.
     let name = format!("e4{}", std::process::id() % 100_000);
-    let out = Command::new(env!("CARGO_BIN_EXE_pmip-lab"))
-        .args(["demo", "--ipv4", "--json", "--handovers", "3"])
-        .args(["--interval-ms", "800", "--name", &name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pmip-lab demo --ipv4: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let r = demo(&name, &["--handovers", "3", "--interval-ms", "800"]);
     let pool: ipnet::Ipv4Net = POOL4.parse().unwrap();
     let a: ipnet::Ipv4Net = r["ipv4_address"].as_str().unwrap().parse().unwrap();
     assert!(
@@ -449,4 +436,75 @@ fn the_demo_with_ipv4_keeps_the_ipv4_address_and_its_tcp_stream() {
         a,
         r["tcp_bytes"]
     );
+}
+
+/// RFC 5949 §4.3 with RFC 5844: fast handovers of a dual-stack node. The previous MAG's
+/// context carries the IPv4 home address; the new MAG serves it before its PBA and asks the
+/// LMA for it, so the node keeps it and its TCP stream over IPv4 survives, predictive and
+/// reactive; a predictive handover loses none of the IPv6 probe's packets.
+#[test]
+fn fast_handovers_keep_the_ipv4_address_and_tcp_over_ipv4() {
+    for mode in ["predictive", "reactive"] {
+        let name = format!("f{}{}", &mode[..1], std::process::id() % 100_000);
+        let r = demo(
+            &name,
+            &[
+                "--fast-handover",
+                mode,
+                "--handovers",
+                "4",
+                "--interval-ms",
+                "700",
+            ],
+        );
+        assert_eq!(r["ipv4_address_unchanged"], true, "{mode}: {r:#}");
+        assert_eq!(r["address_unchanged"], true, "{mode}: {r:#}");
+        assert_eq!(r["tcp_survived"], true, "{mode}: {r:#}");
+        let handovers = r["handovers"].as_array().unwrap();
+        assert_eq!(handovers.len(), 4, "{mode}: {r:#}");
+        if mode == "predictive" {
+            for h in handovers {
+                assert_eq!(h["lost_packets"], 0, "{mode}: {r:#}");
+            }
+        }
+        say!(
+            "demo --ipv4 --fast-handover {mode}: {} kept through 4 handovers; TCP over IPv4 \
+             carried {} octets; IPv6 probe lost {}",
+            r["ipv4_address"],
+            r["tcp_bytes"],
+            r["probe_lost"]
+        );
+    }
+}
+
+/// Runs `pmip-lab demo --ipv4 --json` with `args` as lab `name` and returns its report. A
+/// demo that does not end within two minutes fails the test (and its lab is taken down).
+fn demo(name: &str, args: &[&str]) -> serde_json::Value {
+    let lab = env!("CARGO_BIN_EXE_pmip-lab");
+    let mut child = Command::new(lab)
+        .args(["demo", "--ipv4", "--json", "--name", name])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = Command::new(lab).args(["down", "--name", name]).output();
+            panic!("pmip-lab demo --ipv4 {args:?} did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pmip-lab demo --ipv4 {args:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
