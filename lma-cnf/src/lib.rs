@@ -7,5 +7,6 @@ pub mod cli;
 pub mod core;
 pub mod hub;
 pub mod metrics;
+pub mod record;
 pub mod service;
 pub mod store;

@@ -29,7 +29,10 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const RESTART_COUNTER: &str = "restart_counter";
 const BOOTS: &str = "boots";
 const SCHEMA: &str = "schema_version";
-const SCHEMA_VERSION: u64 = 1;
+/// 1: binding records in JSON. 2: binding records in [`crate::record`]'s binary layout (JSON
+/// ones still read, and rewritten as they change). A version-1 store is marked 2 when opened,
+/// so that a daemon of version 1 refuses it instead of failing on a binary record.
+const SCHEMA_VERSION: u64 = 2;
 
 /// redb's page cache. Its default (1 GiB) kept every written page resident: at 1,000,000
 /// bindings `pmip-bench scale` measured 1207 B of RSS per binding with it. The store is read
@@ -198,8 +201,8 @@ impl Store {
                         found: v,
                     });
                 }
-                Some(_) => {}
-                None => {
+                Some(SCHEMA_VERSION) => {}
+                Some(_) | None => {
                     meta.insert(SCHEMA, SCHEMA_VERSION)
                         .map_err(|e| self.io(e))?;
                 }
@@ -232,7 +235,7 @@ impl Store {
             .reserve(t.len().map_err(|e| self.io(e))? as usize);
         for item in t.iter().map_err(|e| self.io(e))? {
             let (k, v) = item.map_err(|e| self.io(e))?;
-            let rec: BindingRecord = serde_json::from_slice(v.value())
+            let rec: BindingRecord = crate::record::decode(v.value())
                 .map_err(|e| corrupt("bindings", k.value(), e.to_string()))?;
             out.snapshot.bindings.push(rec);
         }
@@ -304,7 +307,7 @@ impl Store {
             for (k, v) in &b.bindings {
                 match v {
                     Some(r) => {
-                        let bytes = serde_json::to_vec(r).map_err(|e| self.io(e))?;
+                        let bytes = crate::record::encode(r).map_err(|e| self.io(e))?;
                         t.insert(k.as_str(), bytes.as_slice())
                             .map_err(|e| self.io(e))?;
                     }
@@ -471,6 +474,74 @@ mod tests {
         assert!(e.to_string().contains("lma.redb"), "{e}");
         // The file is left for inspection.
         assert_eq!(std::fs::read(&f).unwrap(), bytes);
+    }
+
+    /// A store written by a version that kept JSON records (schema 1) is read as it is,
+    /// marked schema 2 so that such a version refuses it afterwards, and a record rewritten
+    /// when its binding changes is in the binary layout.
+    #[test]
+    fn a_store_of_json_records_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let w = s.db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(BINDINGS).unwrap();
+                for n in 0..3 {
+                    let r = record(n);
+                    t.insert(r.key().as_str(), serde_json::to_vec(&r).unwrap().as_slice())
+                        .unwrap();
+                }
+                w.open_table(META).unwrap().insert(SCHEMA, 1).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let by_mn_id = |mut v: Vec<BindingRecord>| {
+            v.sort_by(|a, b| a.mn_id.cmp(&b.mn_id));
+            v
+        };
+        let got = by_mn_id(s.load().unwrap().snapshot.bindings);
+        assert_eq!(got, (0..3).map(record).collect::<Vec<_>>());
+        let schema = |s: &Store| {
+            let r = s.db.begin_read().unwrap();
+            r.open_table(META)
+                .unwrap()
+                .get(SCHEMA)
+                .unwrap()
+                .unwrap()
+                .value()
+        };
+        assert_eq!(schema(&s), 2);
+        let mut changed = record(1);
+        changed.handover_count += 1;
+        let mut b = Batch::default();
+        b.put_binding(changed.clone());
+        s.commit(&b).unwrap();
+        let r = s.db.begin_read().unwrap();
+        let t = r.open_table(BINDINGS).unwrap();
+        let raw = t
+            .get(changed.key().as_str())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        assert_eq!(raw[0], crate::record::VERSION);
+        assert_eq!(by_mn_id(s.load().unwrap().snapshot.bindings)[1], changed);
+    }
+
+    /// A store a later version marked (schema 3) is refused with a message that says so.
+    #[test]
+    fn a_store_of_a_later_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let w = s.db.begin_write().unwrap();
+            w.open_table(META).unwrap().insert(SCHEMA, 3).unwrap();
+            w.commit().unwrap();
+        }
+        let e = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(e, StoreError::Schema { found: 3, .. }), "{e}");
     }
 
     #[test]
