@@ -43,6 +43,17 @@ impl CounterFile {
         std::fs::rename(&tmp, &self.path)
     }
 
+    /// The Restart Counter for this start of a daemon that keeps its sessions in a file of its
+    /// own (RFC 5847 §3.2): the stored value when that state survived (`state_kept`: the file
+    /// is there), so that its peers see no restart and re-register nothing; else incremented,
+    /// "only when the ... node loses the state".
+    pub fn on_start(&self, state_kept: bool) -> io::Result<u32> {
+        match self.read()? {
+            Some(n) if state_kept => Ok(n),
+            _ => self.bump(),
+        }
+    }
+
     /// Increments the stored value (0 when there is none) and returns the new one.
     pub fn bump(&self) -> io::Result<u32> {
         let n = self.read()?.unwrap_or(0).wrapping_add(1);
@@ -66,5 +77,20 @@ mod tests {
         std::fs::write(f.path(), "two").unwrap();
         let e = f.bump().unwrap_err();
         assert!(e.to_string().contains("counter"), "{e}");
+    }
+
+    /// RFC 5847 §3.2: a start that finds its sessions' state keeps the counter; a first start,
+    /// or one whose state is gone, increments it.
+    #[test]
+    fn a_start_with_its_state_kept_keeps_the_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = CounterFile::new(dir.path().join("counter"));
+        assert_eq!(f.on_start(false).unwrap(), 1, "first start");
+        assert_eq!(f.on_start(true).unwrap(), 1, "state kept: the same");
+        assert_eq!(f.on_start(true).unwrap(), 1);
+        assert_eq!(f.on_start(false).unwrap(), 2, "state lost");
+        assert_eq!(f.read().unwrap(), Some(2));
+        let g = CounterFile::new(dir.path().join("other"));
+        assert_eq!(g.on_start(true).unwrap(), 1, "a state without a counter");
     }
 }

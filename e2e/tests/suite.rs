@@ -332,6 +332,7 @@ async fn kill_9_and_restart_of_a_mag_keeps_its_nodes() {
     let mut lab = up(Spec::new(&name("mk"), 2, 4)).await;
     let (addrs, _) = attach_all(&lab, 4, Duration::from_secs(10)).await;
     let before = bindings(&lab).await;
+    let counter_before = mag_restart_counter(&lab, 0).await;
     let mn1 = lab.nodes[0].ns.clone();
     // A downlink stream to node 1 (at MAG1) across the crash and the restart.
     let stream = UdpStream::start(&lab.cn, &mn1, addrs[0], 7400, 500, 64).unwrap();
@@ -347,6 +348,8 @@ async fn kill_9_and_restart_of_a_mag_keeps_its_nodes() {
     let r = stream.finish();
     // The binding stayed (an upgrade is not a detach), and so did the datapath.
     assert_eq!(bindings(&lab).await, before);
+    // RFC 5847 §3.2: its nodes survived in its state, so its Restart Counter did not change.
+    assert_eq!(mag_restart_counter(&lab, 0).await, counter_before);
     let (silent, _) = all_reachable(&lab.cn, &addrs, Duration::from_secs(10));
     assert!(silent.is_empty(), "{silent:?}");
     for (i, a) in addrs.iter().enumerate() {
@@ -373,6 +376,23 @@ async fn kill_9_and_restart_of_a_mag_keeps_its_nodes() {
         r.lost(),
         r.sent
     );
+}
+
+/// MAG `i`'s Restart Counter (RFC 5847 §3.4), from its `Gateway.Stats`.
+async fn mag_restart_counter(lab: &Lab, i: usize) -> u64 {
+    e2e::lab::in_ns(&lab.mag_ns[i], || async {
+        let ch = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
+        let mut c = proto::v1::gateway_client::GatewayClient::new(ch);
+        Ok(c.stats(proto::v1::MagStatsRequest {})
+            .await?
+            .into_inner()
+            .restart_counter)
+    })
+    .await
+    .unwrap()
 }
 
 /// Runs `nft -f -` with `rules` inside `ns`.

@@ -105,9 +105,11 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("state_dir {}", cfg.state_dir.display()))?;
     let state_file = cfg.state_dir.join("mag-bindings.json");
+    let state_kept = state_file.exists();
     let saved = load_saved(&state_file)?;
     let counter = cnf::restart::CounterFile::new(cfg.state_dir.join("mag-restart-counter"));
-    let restart_counter = counter.bump()?;
+    let restart_counter = counter.on_start(state_kept)?;
+    let epoch = u64::from(cnf::restart::CounterFile::new(cfg.state_dir.join("mag-starts")).bump()?);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
     // A tentative address cannot be bound: wait for duplicate address detection, or say so.
@@ -138,7 +140,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
             .context("fast-handover buffer")?,
         )
     };
-    let seed = cnf::daemon::seed(u64::from(restart_counter));
+    let seed = cnf::daemon::seed(epoch);
     let api_cfg = cfg.api.clone();
     let fast_cfg = cfg.domain.fast_handover.clone();
     let metrics_addr = cfg.metrics.listen;
@@ -151,6 +153,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
         Parts {
             config: cfg,
             restart_counter,
+            epoch,
             dataplane,
             transport,
             ra: access.clone(),

@@ -47,7 +47,11 @@ pub trait RaSender {
 #[derive(Debug)]
 pub struct Parts<T, R> {
     pub config: MagConfig,
+    /// RFC 5847 §3.2's Restart Counter: it changes only when a start lost the saved nodes.
     pub restart_counter: u32,
+    /// Counts every start of the daemon: the API's watch cursors of another run are refused
+    /// by it.
+    pub epoch: u64,
     pub dataplane: Dataplane,
     pub transport: T,
     pub ra: R,
@@ -106,7 +110,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             now,
             wall,
         )?;
-        let (handle, commands) = CoreHandle::channel(GONE.daemon, u64::from(p.restart_counter));
+        let (handle, commands) = CoreHandle::channel(GONE.daemon, p.epoch);
         let mut core = Core {
             service,
             clock: p.clock,

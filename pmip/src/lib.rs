@@ -45,3 +45,22 @@ pub(crate) fn emit(m: &Message<'_>, src: Ipv6Addr, dst: Ipv6Addr) -> Option<Tran
     m.emit_with_checksum(&mut payload, &src, &dst).ok()?;
     Some(Transmit { src, dst, payload })
 }
+
+/// The Binding Revocation Acknowledgement of `bri` with `status`, from `src` back to the
+/// indication's sender `dst`: its sequence number and flags copied (RFC 5846 §6.2, §8.2, §9.1).
+pub(crate) fn acknowledge_bri(
+    bri: &wire::BindingRevocationIndication<'_>,
+    status: wire::BraStatus,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) -> Option<Transmit> {
+    let m = Message::BindingRevocation(wire::BindingRevocation::Acknowledgement(
+        wire::BindingRevocationAck {
+            status,
+            sequence: bri.sequence,
+            flags: bri.flags,
+            options: wire::Options::EMPTY,
+        },
+    ));
+    emit(&m, src, dst)
+}

@@ -810,14 +810,7 @@ impl Lma {
             }
             Err(status) => status,
         };
-        let m =
-            Message::BindingRevocation(BindingRevocation::Acknowledgement(BindingRevocationAck {
-                status,
-                sequence: bri.sequence,
-                flags: bri.flags,
-                options: Options::EMPTY,
-            }));
-        if let Some(t) = crate::emit(&m, dst, src) {
+        if let Some(t) = crate::acknowledge_bri(bri, status, dst, src) {
             self.push(LmaOutput::Transmit(t));
         }
     }

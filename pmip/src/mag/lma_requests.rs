@@ -10,9 +10,9 @@ use super::{Mag, MagEvent, MagOutput, Withdrawal};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{
-    BindingRevocation, BindingRevocationAck, BindingRevocationIndication, BraStatus,
-    MN_ID_SUBTYPE_NAI, Message, MobilityOption, NotificationReason, Options, RevocationFlags,
-    RevocationTrigger, UpaStatus, UpdateNotification, UpdateNotificationAck, UpnFlags, WallClock,
+    BindingRevocationIndication, BraStatus, MN_ID_SUBTYPE_NAI, Message, MobilityOption,
+    NotificationReason, RevocationFlags, RevocationTrigger, UpaStatus, UpdateNotification,
+    UpdateNotificationAck, UpnFlags, WallClock,
 };
 
 impl Mag {
@@ -118,14 +118,7 @@ impl Mag {
                 }
             }
         };
-        let m =
-            Message::BindingRevocation(BindingRevocation::Acknowledgement(BindingRevocationAck {
-                status,
-                sequence: bri.sequence,
-                flags: bri.flags,
-                options: Options::EMPTY,
-            }));
-        if let Some(t) = crate::emit(&m, dst, src) {
+        if let Some(t) = crate::acknowledge_bri(bri, status, dst, src) {
             self.push(MagOutput::Transmit(t));
         }
     }

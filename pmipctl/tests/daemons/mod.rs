@@ -393,6 +393,7 @@ impl Mag {
                 state_file: dir.path().join("bul.json"),
                 config,
                 restart_counter: 1,
+                epoch: 1,
                 dataplane: Dataplane::Fake(dataplane::Fake::new()),
                 transport: Wire {
                     local: MAG1,
