@@ -2,6 +2,7 @@
 //! `pmip`, the kernel programming in `dataplane`, the API in `proto`.
 
 pub mod address;
+pub mod attachment;
 pub mod clock;
 pub mod config;
 pub mod convert;

@@ -30,6 +30,10 @@ struct Args {
     /// whose first global IPv6 address is used).
     #[arg(long, env = "PMIP_LMA_ADDRESS")]
     address: Option<String>,
+    /// Where the address comes from when the pod is not on the host network (a Multus
+    /// attachment); the address option, when it holds a global IPv6 address, wins.
+    #[command(flatten)]
+    attachment: cnf::attachment::TransportAttachment,
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -50,13 +54,41 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         Ok(a) => a,
         Err(code) => return code,
     };
+    // On a secondary network the address is the attachment's: wait for it (not for
+    // --check-config, which checks the file).
+    let from_attachment = if args
+        .address
+        .as_deref()
+        .and_then(first_global_ipv6)
+        .is_none()
+        && args.attachment.is_given()
+        && !args.check_config
+    {
+        match args
+            .attachment
+            .wait_for_address(cnf::attachment::ATTACHMENT_WAIT)
+        {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("pmip-lma: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     cnf::daemon::main(
         cnf::daemon::Start {
             program: "pmip-lma",
             config: &args.config,
             check_only: args.check_config,
             adjust: Box::new(|c: &mut LmaConfig| {
-                if let Some(a) = args.address.as_deref().and_then(first_global_ipv6) {
+                if let Some(a) = args
+                    .address
+                    .as_deref()
+                    .and_then(first_global_ipv6)
+                    .or(from_attachment)
+                {
                     c.address = a;
                 }
             }),

@@ -36,6 +36,10 @@ struct Args {
     /// an upgrade is not a detach.
     #[arg(long)]
     deregister_on_exit: bool,
+    /// Where the address comes from when the pod is not on the host network (a Multus
+    /// attachment); the address option, when it holds a global IPv6 address, wins.
+    #[command(flatten)]
+    attachment: cnf::attachment::TransportAttachment,
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -56,13 +60,41 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         Ok(a) => a,
         Err(code) => return code,
     };
+    // On a secondary network the address is the attachment's: wait for it (not for
+    // --check-config, which checks the file).
+    let from_attachment = if args
+        .proxy_coa
+        .as_deref()
+        .and_then(first_global_ipv6)
+        .is_none()
+        && args.attachment.is_given()
+        && !args.check_config
+    {
+        match args
+            .attachment
+            .wait_for_address(cnf::attachment::ATTACHMENT_WAIT)
+        {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("pmip-mag: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     cnf::daemon::main(
         cnf::daemon::Start {
             program: "pmip-mag",
             config: &args.config,
             check_only: args.check_config,
             adjust: Box::new(|c: &mut MagConfig| {
-                if let Some(a) = args.proxy_coa.as_deref().and_then(first_global_ipv6) {
+                if let Some(a) = args
+                    .proxy_coa
+                    .as_deref()
+                    .and_then(first_global_ipv6)
+                    .or(from_attachment)
+                {
                     c.proxy_coa = a;
                 }
                 if let Some(n) = args.name.clone().filter(|n| !n.is_empty()) {

@@ -1207,6 +1207,66 @@ pub fn is_global_unicast(a: &Ipv6Addr) -> bool {
         || a.segments()[0] & 0xffc0 == 0xfe80)
 }
 
+/// The annotation Multus writes on a pod: a JSON list of its attachments as
+/// [`AttachmentStatus`] entries (Network Plumbing Working Group, "Kubernetes Network Custom
+/// Resource Definition De-facto Standard" v1, §4.1.2).
+pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+/// The annotation that asks Multus for secondary attachments (a JSON list of network selection
+/// elements, same standard §4.1.2).
+pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+
+/// One entry of the `k8s.v1.cni.cncf.io/network-status` annotation: an attachment of the pod
+/// (`name` is `namespace/name` of its NetworkAttachmentDefinition, or the cluster network's
+/// name for the default one), its interface in the pod and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AttachmentStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub default: bool,
+}
+
+impl AttachmentStatus {
+    /// Whether this entry is the attachment `network` (`namespace/name`, or a bare name)
+    /// and, when one is given, on `interface`.
+    pub fn is(&self, network: &str, interface: Option<&str>) -> bool {
+        let bare = |n: &str| n.rsplit_once('/').map_or(n, |(_, b)| b).to_owned();
+        let same_name = self.name == network
+            || (!self.name.contains('/') || !network.contains('/'))
+                && bare(&self.name) == bare(network);
+        let same_interface = match (interface, self.interface.as_deref()) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        };
+        same_name && same_interface
+    }
+
+    /// Its first global unicast IPv6 address (`ips` may carry a prefix length).
+    pub fn first_global_ipv6(&self) -> Option<Ipv6Addr> {
+        self.ips
+            .iter()
+            .filter_map(|i| i.split('/').next()?.trim().parse::<Ipv6Addr>().ok())
+            .find(is_global_unicast)
+    }
+}
+
+/// The address a daemon (or the operator, for a daemon) takes from its transport attachment:
+/// the first global unicast IPv6 address of the entry for `network` (on `interface` when one
+/// is named). `None` while Multus has not reported it, or when it has no such address.
+pub fn attachment_address(
+    statuses: &[AttachmentStatus],
+    network: &str,
+    interface: Option<&str>,
+) -> Option<Ipv6Addr> {
+    statuses
+        .iter()
+        .filter(|s| !s.default && s.is(network, interface))
+        .find_map(AttachmentStatus::first_global_ipv6)
+}
+
 impl LmaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(!self.address.is_unspecified(), "address", || {
@@ -1928,5 +1988,58 @@ security_associations:
         assert_eq!(field(&bad), "ipsec.security_associations");
         bad.mode = IpsecMode::Off;
         bad.validate("ipsec").unwrap();
+    }
+
+    #[test]
+    fn attachment_address_is_the_named_networks_first_global_ipv6() {
+        // As Multus 4 writes it: the cluster network first, then each attachment.
+        let st = vec![
+            AttachmentStatus {
+                name: "cbr0".into(),
+                interface: Some("eth0".into()),
+                ips: vec!["10.244.1.5".into(), "fd00:10:244:1::5".into()],
+                default: true,
+            },
+            AttachmentStatus {
+                name: "pmip/transport".into(),
+                interface: Some("transport".into()),
+                ips: vec!["fe80::1".into(), "2001:db8:ff::10".into()],
+                default: false,
+            },
+            AttachmentStatus {
+                name: "pmip/access-a".into(),
+                interface: Some("access0".into()),
+                ips: vec!["2001:db8:aa::1/64".into()],
+                default: false,
+            },
+        ];
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(
+            attachment_address(&st, "pmip/transport", None),
+            Some(a("2001:db8:ff::10"))
+        );
+        assert_eq!(
+            attachment_address(&st, "transport", Some("transport")),
+            Some(a("2001:db8:ff::10"))
+        );
+        assert_eq!(
+            attachment_address(&st, "pmip/access-a", None),
+            Some(a("2001:db8:aa::1"))
+        );
+        // Another namespace's network of that name, another interface, the cluster network.
+        assert_eq!(attachment_address(&st, "other/transport", None), None);
+        assert_eq!(
+            attachment_address(&st, "pmip/transport", Some("net1")),
+            None
+        );
+        assert_eq!(attachment_address(&st, "cbr0", None), None);
+        let parsed: Vec<AttachmentStatus> = serde_saphyr::from_str(
+            r#"[{"name":"pmip/transport","interface":"transport","ips":["2001:db8:ff::10"],"mac":"02:00:00:00:00:01","dns":{}}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            attachment_address(&parsed, "pmip/transport", None),
+            Some(a("2001:db8:ff::10"))
+        );
     }
 }
