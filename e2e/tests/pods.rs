@@ -384,7 +384,10 @@ fn rendered_pods_pass_the_kubelets_rules() {
         ipv4: "192.0.2.1".into(),
     };
     let (n1, n2) = (n("node1", 1), n("node2", 2));
-    let view = operator::domain::pods_view(&observed(&[("lma", &n1), ("mag", &n2)]));
+    let view = operator::domain::pods_view(
+        &domain("pmip", SysctlSetter::InitContainer),
+        &observed(&[("lma", &n1), ("mag", &n2)]),
+    );
     for how in [
         SysctlSetter::InitContainer,
         SysctlSetter::Privileged,
@@ -1116,7 +1119,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
     );
 
     // The LMA has an address: the MAGs' DaemonSet, kept off node 1.
-    let view = operator::domain::pods_view(&observed(&[("lma", &nodes[0])]));
+    let view = operator::domain::pods_view(&md, &observed(&[("lma", &nodes[0])]));
     assert_eq!(
         view.lma_address,
         Some(nodes[0].addr),
@@ -1188,7 +1191,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
     placed.extend(mag_nodes.iter().map(|n| ("mag", *n)));
     let joined = decide(
         &md,
-        &operator::domain::pods_view(&observed(&placed)),
+        &operator::domain::pods_view(&md, &observed(&placed)),
         &image,
         Some(&material),
         Some(&master),

@@ -186,6 +186,14 @@ pub struct LmaSpec {
     /// The transport network between the LMA and its MAGs.
     #[serde(default)]
     pub transport: TransportSpec,
+    /// Secondary networks (Multus) of the LMA pod: exactly one, its Transport attachment,
+    /// whose address is the LMA address. Empty: the LMA runs on the host network and its
+    /// address is its node's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(n, n.role == 'Transport')").message("the LMA attaches to one network, its Transport one"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(n, !has(n.ips) || n.ips.size() == 0 || n.ips.exists(i, isCIDR(i) && cidr(i).ip().family() == 6))").message("the static ips of the LMA's transport attachment must hold an IPv6 address (the LMA address)"))]
+    pub networks: Vec<NetworkAttachment>,
     /// Pools that home network prefixes are allocated from, in order.
     #[schemars(length(min = 1, max = 64))]
     pub prefix_pools: Vec<PrefixPoolSpec>,
@@ -235,6 +243,52 @@ pub struct LmaSpec {
 
 fn d_lma_priority_class() -> String {
     "system-cluster-critical".into()
+}
+
+/// What pmip uses an attachment for.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkRole {
+    /// Between the LMA and the MAGs: the LMA address or the proxy-CoA is its address, the
+    /// tunnels run over it.
+    Transport,
+    /// An access link of a MAG: mobile nodes attach on it.
+    Access,
+}
+
+/// A Multus network selection element (the JSON form of the `k8s.v1.cni.cncf.io/networks`
+/// annotation: name, namespace, interface, ips) and its role.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkAttachment {
+    /// The NetworkAttachmentDefinition.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Its namespace. Unset: the domain's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+    /// The interface name in the pod (also the access interface, and the transport link
+    /// whose sysctls the pod sets). `eth0` is the cluster network's.
+    #[schemars(
+        length(min = 1, max = 15),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    )]
+    #[x_kube(validation = kube::core::Rule::new("self != 'eth0' && self != 'lo'").message("eth0 and lo are the pod's own interfaces"))]
+    pub interface: String,
+    /// Static addresses for IPAM that takes them (the `static` plugin), in CIDR form. Unset:
+    /// the definition's IPAM allocates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = 49)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(i, isCIDR(i))").message("ips are addresses with a prefix length, e.g. 2001:db8:ff::1/64"))]
+    pub ips: Vec<String>,
+    /// Transport or Access.
+    pub role: NetworkRole,
 }
 
 /// Address family of the transport network.
@@ -593,6 +647,17 @@ pub struct MagSpec {
     /// Tolerations of the MAG pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// Secondary networks (Multus) of every MAG pod: one Transport attachment, whose address
+    /// is the MAG's proxy-CoA, and one or more Access attachments, the access links that
+    /// carry mobile nodes (their interfaces are access interfaces). The definitions are
+    /// node-local (a macvlan on a node's NIC, a bridge), so each MAG gets its own links.
+    /// Empty: the MAGs run on the host network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = kube::core::Rule::new("self.size() == 0 || (self.exists_one(n, n.role == 'Transport') && self.exists(n, n.role == 'Access'))").message("MAG networks need exactly one Transport attachment and at least one Access attachment"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, self.exists_one(b, b.interface == a.interface))").message("each attachment needs an interface name of its own"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(n, !has(n.ips) || n.ips.size() == 0)").message("static ips on MAG networks would give every MAG of the DaemonSet the same address: use IPAM that allocates per pod"))]
+    pub networks: Vec<NetworkAttachment>,
     /// Access interfaces by name or pattern with `*` (e.g. `wlan*`).
     #[serde(default = "d_access_interfaces")]
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 15)))]
@@ -636,6 +701,7 @@ impl Default for MagSpec {
         Self {
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            networks: Vec::new(),
             access_interfaces: d_access_interfaces(),
             initial_bindack_timeout_ms: d_initial_bindack(),
             requested_lifetime_seconds: d_requested_lifetime(),
@@ -682,7 +748,8 @@ pub struct MobilityDomainStatus {
     /// Ready, LMAReady, MAGsReady.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// The LMA address (its node's first global IPv6 address).
+    /// The LMA address (its transport attachment's address, or its node's first global IPv6
+    /// address on the host network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lma_address: Option<String>,
     /// MAG pods ready.
@@ -1106,6 +1173,73 @@ mod tests {
             "imsi-001010000000001@epc.mnc001.mcc001.3gppnetwork.org",
         ] {
             assert!(pmip::types::Nai::new(ok).is_ok());
+        }
+    }
+
+    #[test]
+    fn cel_checks_networks() {
+        let pools = json!([{"prefix": "2001:db8:100::/48"}]);
+        let with = |lma_nets: serde_json::Value, mag_nets: serde_json::Value| {
+            let mut d = domain(json!({"prefixPools": pools, "networks": lma_nets}));
+            d.spec.mags = serde_json::from_value(json!({"networks": mag_nets})).unwrap();
+            d
+        };
+        let transport = json!({"name": "transport", "interface": "transport", "role": "Transport"});
+        let access = json!({"name": "access-a", "namespace": "labs", "interface": "access0", "role": "Access"});
+        validate_cel(&with(
+            json!([{"name": "transport", "interface": "transport", "role": "Transport",
+                    "ips": ["2001:db8:ff::1/64"]}]),
+            json!([transport, access]),
+        ))
+        .unwrap();
+        validate_cel(&with(json!([]), json!([]))).unwrap();
+        for (lma, mags, why) in [
+            (json!([access]), json!([]), "an LMA access attachment"),
+            (
+                json!([{"name": "transport", "interface": "transport", "role": "Transport",
+                        "ips": ["10.0.0.1/24"]}]),
+                json!([]),
+                "an LMA without a static IPv6 address",
+            ),
+            (
+                json!([{"name": "transport", "interface": "transport", "role": "Transport",
+                        "ips": ["2001:db8:ff::1"]}]),
+                json!([]),
+                "an address without prefix length",
+            ),
+            (
+                json!([]),
+                json!([transport]),
+                "MAGs without an access attachment",
+            ),
+            (
+                json!([]),
+                json!([access]),
+                "MAGs without a transport attachment",
+            ),
+            (
+                json!([]),
+                json!([transport, access, {"name": "t2", "interface": "t2", "role": "Transport"}]),
+                "two transport attachments",
+            ),
+            (
+                json!([]),
+                json!([transport, {"name": "access-b", "interface": "transport", "role": "Access"}]),
+                "one interface twice",
+            ),
+            (
+                json!([]),
+                json!([transport, {"name": "access-b", "interface": "eth0", "role": "Access"}]),
+                "eth0",
+            ),
+            (
+                json!([]),
+                json!([{"name": "transport", "interface": "transport", "role": "Transport",
+                        "ips": ["2001:db8:ff::2/64"]}, access]),
+                "static MAG addresses",
+            ),
+        ] {
+            assert!(validate_cel(&with(lma, mags)).is_err(), "{why} accepted");
         }
     }
 }

@@ -32,7 +32,9 @@ use crate::crd::{
 };
 use crate::esp_keys;
 use crate::pki::{self, Issue, Material};
-use crate::render::{self, COMPONENT_LABEL, DOMAIN_LABEL, FIELD_MANAGER, Image, Names, PodInputs};
+use crate::render::{
+    self, COMPONENT_LABEL, Component, DOMAIN_LABEL, FIELD_MANAGER, Image, Names, PodInputs,
+};
 use crate::{Context, Error, Result, condition, mirror};
 
 const CONTROLLER: &str = "mobilitydomain";
@@ -199,20 +201,43 @@ fn node_of(p: &Pod) -> Option<String> {
     p.spec.as_ref()?.node_name.clone()
 }
 
+/// The address of a daemon pod: on the host network its node's first global IPv6 address,
+/// on secondary networks its transport attachment's (the spec's static address, else the one
+/// Multus reports in the pod's `network-status` annotation).
+fn pod_address(md: &MobilityDomain, component: Component, p: &Pod) -> Option<Ipv6Addr> {
+    let Some(t) = render::transport_attachment(md, component) else {
+        let ips = host_ips(p);
+        return render::first_global_ipv6(ips.iter().map(String::as_str));
+    };
+    if let Some(a) = render::static_ipv6(t).first() {
+        return Some(*a);
+    }
+    let text = p.annotations().get(render::NETWORK_STATUS_ANNOTATION)?;
+    let statuses: Vec<pmip::config::AttachmentStatus> = serde_json::from_str(text).ok()?;
+    pmip::config::attachment_address(&statuses, &render::network_key(md, t), Some(&t.interface))
+}
+
 /// The domain's pods: the LMA address and node, the authorized MAGs by node, and the nodes
 /// without an IPv6 address.
-pub fn pods_view(pods: &[Pod]) -> PodsView {
+pub fn pods_view(md: &MobilityDomain, pods: &[Pod]) -> PodsView {
     let alive = |p: &&Pod| p.metadata.deletion_timestamp.is_none();
     let mut v = PodsView::default();
     for p in pods.iter().filter(alive) {
-        let ips = host_ips(p);
-        let addr = render::first_global_ipv6(ips.iter().map(String::as_str));
+        let comp = match component(p).as_str() {
+            "lma" => Component::Lma,
+            "mag" => Component::Mag,
+            _ => continue,
+        };
+        let addr = pod_address(md, comp, p);
         let node = node_of(p);
-        if let (None, Some(n), false) = (addr, &node, ips.is_empty()) {
+        let ips = host_ips(p);
+        if render::on_host_network(md, comp)
+            && let (None, Some(n), false) = (addr, &node, ips.is_empty())
+        {
             v.without_ipv6.insert(n.clone(), ips.clone());
         }
-        match component(p).as_str() {
-            "lma" => {
+        match comp {
+            Component::Lma => {
                 if v.lma_address.is_none() {
                     v.lma_address = addr;
                 }
@@ -220,7 +245,7 @@ pub fn pods_view(pods: &[Pod]) -> PodsView {
                     v.lma_node = node.or(v.lma_node.take());
                 }
             }
-            "mag" => {
+            Component::Mag => {
                 if let (Some(node), Some(a)) = (node, addr) {
                     v.mags.push(AuthorizedMagStatus {
                         node,
@@ -228,7 +253,6 @@ pub fn pods_view(pods: &[Pod]) -> PodsView {
                     });
                 }
             }
-            _ => {}
         }
     }
     v.mags.sort();
@@ -468,6 +492,17 @@ pub fn mags_condition(i: &MagInputs<'_>) -> Verdict {
     let lma_node = i.view.lma_node.as_deref().unwrap_or("?");
     if desired == 0 {
         let sel = &i.md.spec.mags.node_selector;
+        let both_on_host = render::on_host_network(i.md, Component::Lma)
+            && render::on_host_network(i.md, Component::Mag);
+        if !both_on_host {
+            // On secondary networks the LMA's node is no obstacle.
+            let which = if sel.is_empty() {
+                "no node can run one (taints?)".to_string()
+            } else {
+                format!("no node matches mags.nodeSelector {sel:?}")
+            };
+            return verdict(false, "NoNodes", format!("no MAG can run: {which}"));
+        }
         let which = if sel.is_empty() {
             "no other node can run one".to_string()
         } else {
@@ -477,8 +512,10 @@ pub fn mags_condition(i: &MagInputs<'_>) -> Verdict {
             false,
             "NoNodes",
             format!(
-                "no MAG can run: a MAG never shares the LMA's node ({lma_node}) and {which}; \
-                 a domain needs at least two nodes, one for the LMA and one per MAG"
+                "no MAG can run: a MAG on the host network never shares the LMA's node \
+                 ({lma_node}) with an LMA on the host network, and {which}; a domain needs at \
+                 least two nodes, one for the LMA and one per MAG, or secondary networks \
+                 (spec.lma.networks, spec.mags.networks)"
             ),
         );
     }
@@ -855,7 +892,7 @@ async fn apply(md: &MobilityDomain, ctx: &Context) -> Result<Action> {
         Ok(l) => l.items,
         Err(e) => return api_failed(ctx, md, &prev, failed("list Pods")(e)).await,
     };
-    let view = pods_view(&pod_list);
+    let view = pods_view(md, &pod_list);
     let (_, unresolved) = resolve_access_points(md, &view.mags);
 
     let image = Image::for_domain(md, &ctx.default_image, &ctx.default_pull_policy);
@@ -1191,7 +1228,7 @@ mod tests {
         pods: &[Pod],
         api: std::result::Result<(), String>,
     ) -> Verdict {
-        let view = pods_view(pods);
+        let view = pods_view(&crate::fixtures::domain("lab"), pods);
         lma_condition(&LmaInputs {
             namespace: "pmip",
             deployment: Some(dep),
@@ -1310,7 +1347,7 @@ mod tests {
             .unwrap()
         };
         let run = |d: &DaemonSet, p: &[Pod]| {
-            let view = pods_view(p);
+            let view = pods_view(&crate::fixtures::domain("lab"), p);
             mags_condition(&MagInputs {
                 md: &md,
                 daemonset: Some(d),

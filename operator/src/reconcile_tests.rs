@@ -817,3 +817,108 @@ async fn a_broken_master_key_is_replaced_with_a_warning() {
     assert!(crate::esp_keys::master_of(&key.0).is_some());
     assert!(applied_sas(&api).is_empty(), "no MAG yet");
 }
+
+/// A domain on Multus attachments: the pods are off the host network with the networks
+/// annotation and their own sysctls, the MAGs' LMA address is the LMA's transport address
+/// from its pod's network-status annotation, the proxy-CoAs likewise, and a MAG may share the
+/// LMA's node.
+#[tokio::test]
+async fn domain_on_secondary_networks_takes_addresses_from_network_status() {
+    let (ctx, api, lma, _rx) = context().await;
+    let mut md = domain("lab");
+    md.spec.lma.networks = serde_json::from_value(json!([
+        {"name": "transport", "interface": "transport", "role": "Transport"}
+    ]))
+    .unwrap();
+    md.spec.mags.networks = serde_json::from_value(json!([
+        {"name": "transport", "interface": "transport", "role": "Transport"},
+        {"name": "access", "namespace": "radio", "interface": "access0", "role": "Access"}
+    ]))
+    .unwrap();
+    let status = |addr: &str| {
+        json!([
+            {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.7"], "default": true},
+            {"name": "pmip/transport", "interface": "transport", "ips": [addr]},
+            {"name": "radio/access", "interface": "access0", "ips": []}
+        ])
+        .to_string()
+    };
+    let with_status = |mut p: serde_json::Value, addr: &str| {
+        p["metadata"]["annotations"] = json!({"k8s.v1.cni.cncf.io/network-status": status(addr)});
+        p
+    };
+    api.put_list(
+        PODS,
+        vec![
+            with_status(pod("lma", "lma", "node-1", "2001:db8::1"), "2001:db8:ff::1"),
+            with_status(
+                pod("mag-a", "mag", "node-1", "2001:db8::1"),
+                "2001:db8:ff::10",
+            ),
+            with_status(
+                pod("mag-b", "mag", "node-2", "2001:db8::2"),
+                "2001:db8:ff::20",
+            ),
+        ],
+    );
+    run_domain(&api, md, ctx).await.unwrap();
+
+    let dep = api.find("PATCH", "/deployments/pmip-lab-lma")[0]
+        .body
+        .clone();
+    let tpl = &dep["spec"]["template"];
+    let nets: serde_json::Value = serde_json::from_str(
+        tpl["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        nets,
+        json!([{"name": "transport", "interface": "transport"}])
+    );
+    let pod_spec = &tpl["spec"];
+    assert!(pod_spec.get("hostNetwork").is_none(), "{pod_spec}");
+    assert!(pod_spec.get("initContainers").is_none());
+    let sysctls = pod_spec["securityContext"]["sysctls"].as_array().unwrap();
+    assert!(sysctls.contains(&json!({"name": "net.ipv6.conf.all.forwarding", "value": "1"})));
+    assert!(
+        sysctls.contains(&json!({"name": "net.ipv6.conf.transport.seg6_enabled", "value": "1"}))
+    );
+
+    let cm = api
+        .find("PATCH", "/configmaps/pmip-lab")
+        .last()
+        .unwrap()
+        .body
+        .clone();
+    let mag_yaml = cm["data"]["mag.yaml"].as_str().unwrap();
+    assert!(
+        mag_yaml.contains("lma_address: 2001:db8:ff::1"),
+        "{mag_yaml}"
+    );
+    assert!(mag_yaml.contains("- access0"), "{mag_yaml}");
+
+    let ds = api.find("PATCH", "/daemonsets/pmip-lab-mag")[0]
+        .body
+        .clone();
+    let tpl = &ds["spec"]["template"];
+    assert!(
+        tpl["spec"]["affinity"].get("nodeAffinity").is_none(),
+        "a MAG off the host network may share the LMA's node: {tpl}"
+    );
+    assert!(
+        tpl["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
+            .as_str()
+            .unwrap()
+            .contains(r#""namespace":"radio""#)
+    );
+    assert!(
+        lma.calls().contains(
+            &"SetAuthorizedMags(node-1=2001:db8:ff::10,node-2=2001:db8:ff::20)".to_string()
+        ),
+        "{:?}",
+        lma.calls()
+    );
+    assert_eq!(last_domain_status(&api)["lmaAddress"], "2001:db8:ff::1");
+}

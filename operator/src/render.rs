@@ -15,6 +15,17 @@
 //! agent does), or the daemon itself run privileged, or the node's own configuration. Lab mode
 //! MAGs create namespaces and set sysctls in them: they run privileged. A hostNetwork pod
 //! needs a namespace whose Pod Security level is `privileged` ([`POD_SECURITY_LEVEL`]).
+//!
+//! # On secondary networks (Multus)
+//!
+//! A daemon whose `networks` are given runs in its own pod network namespace instead, with
+//! the `k8s.v1.cni.cncf.io/networks` annotation asking Multus for its attachments. Its address
+//! is its Transport attachment's: a static IPv6 address from the spec, else what the
+//! `k8s.v1.cni.cncf.io/network-status` annotation (mounted through the downward API) or the
+//! attachment's interface shows. The sysctls are the pod's own (`securityContext.sysctls`,
+//! [`pod_sysctls`]): no privileged init container, but the kubelet must allow them
+//! (`--allowed-unsafe-sysctls`, none is in the safe set), and Pod Security `baseline` refuses
+//! them as it refuses NET_ADMIN. Such pods share a node with any other domain's.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -26,13 +37,13 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, GRPCAction, HostPathVolumeSource, KeyToPath,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    GRPCAction, HostPathVolumeSource, KeyToPath, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Sysctl, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -44,12 +55,13 @@ use pmip::config::{
     MagConfig, MagTimers, PrefixPool, ReplayProtection as CfgReplay, RevocationConfig, TlsConfig,
 };
 use pmip::types::LinkLayerAddress;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
     DatapathMode, EspAlgorithmSpec, FastHandoverMode, IpsecModeSpec,
-    LinkLocalMode as CrdLinkLocalMode, MobilityDomain, MobilityDomainSpec, ReplayProtection,
-    SysctlSetter,
+    LinkLocalMode as CrdLinkLocalMode, MobilityDomain, MobilityDomainSpec, NetworkAttachment,
+    NetworkRole, ReplayProtection, SysctlSetter,
 };
 
 /// Port of the daemons' gRPC API (and of the LMA Service).
@@ -82,6 +94,12 @@ pub const FIELD_MANAGER: &str = "pmip-operator";
 pub const POD_SECURITY_LEVEL: &str = "privileged";
 /// The name of the init container that sets the sysctls.
 pub const SYSCTL_INIT_CONTAINER: &str = "sysctls";
+/// Where the pod's own annotations are mounted (downward API) for a daemon on secondary
+/// networks.
+pub const PODINFO_DIR: &str = "/etc/pmip/podinfo";
+/// The file in [`PODINFO_DIR`] holding the `k8s.v1.cni.cncf.io/network-status` annotation.
+pub const NETWORK_STATUS_FILE: &str = "network-status";
+pub use pmip::config::{NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION};
 
 /// Object names derived from a domain name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +275,7 @@ pub fn lma_config(
     spec: &MobilityDomainSpec,
     access_points: BTreeMap<String, Ipv6Addr>,
 ) -> Result<LmaConfig, ConfigError> {
+    check_networks(spec)?;
     let l = &spec.lma;
     let mut pools = Vec::new();
     for (i, p) in l.prefix_pools.iter().enumerate() {
@@ -343,7 +362,7 @@ pub fn mag_config(
         proxy_coa: Ipv6Addr::UNSPECIFIED,
         lma_address,
         domain: domain_config(spec, access_points)?,
-        access_interfaces: m.access_interfaces.clone(),
+        access_interfaces: access_interfaces(spec),
         timers: MagTimers {
             initial_bindack_timeout_ms: m.initial_bindack_timeout_ms,
             requested_lifetime_s: m.requested_lifetime_seconds,
@@ -372,6 +391,194 @@ pub fn mag_config(
     }
     check.validate()?;
     Ok(cfg)
+}
+
+/// The MAGs' access interfaces: the spec's names and patterns and the interfaces of their
+/// Access attachments.
+pub fn access_interfaces(spec: &MobilityDomainSpec) -> Vec<String> {
+    let mut v = spec.mags.access_interfaces.clone();
+    for n in &spec.mags.networks {
+        if n.role == NetworkRole::Access && !v.contains(&n.interface) {
+            v.push(n.interface.clone());
+        }
+    }
+    v
+}
+
+/// The `networks` rules of the CRD's schema and CEL, checked again by the reconciler (an
+/// object stored before them, or written past them, gets a condition naming the field).
+pub fn check_networks(spec: &MobilityDomainSpec) -> Result<(), ConfigError> {
+    for (field, nets) in [
+        ("spec.lma.networks", &spec.lma.networks),
+        ("spec.mags.networks", &spec.mags.networks),
+    ] {
+        for (i, n) in nets.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            let ifname = &n.interface;
+            if ifname.is_empty()
+                || ifname.len() > 15
+                || ifname == "eth0"
+                || ifname == "lo"
+                || ifname.contains(['/', ' ', '.', ':'])
+            {
+                return Err(err(
+                    &format!("{f}.interface"),
+                    format!(
+                        "{ifname:?} cannot name an attachment's interface (1 to 15 bytes, not eth0 or lo)"
+                    ),
+                ));
+            }
+            if nets.iter().filter(|o| &o.interface == ifname).count() > 1 {
+                return Err(err(
+                    &format!("{f}.interface"),
+                    format!("{ifname} is named twice"),
+                ));
+            }
+            for ip in &n.ips {
+                if ip.parse::<ipnet::IpNet>().is_err() {
+                    return Err(err(
+                        &format!("{f}.ips"),
+                        format!("{ip} is not an address with a prefix length"),
+                    ));
+                }
+            }
+        }
+        let transports = nets
+            .iter()
+            .filter(|n| n.role == NetworkRole::Transport)
+            .count();
+        let accesses = nets.len() - transports;
+        let lma = field == "spec.lma.networks";
+        if !nets.is_empty() && transports != 1 {
+            return Err(err(field, "exactly one Transport attachment is needed"));
+        }
+        if lma && accesses > 0 {
+            return Err(err(
+                field,
+                "the LMA attaches to one network, its Transport one",
+            ));
+        }
+        if !lma && !nets.is_empty() && accesses == 0 {
+            return Err(err(field, "MAGs need at least one Access attachment"));
+        }
+        if !lma && nets.iter().any(|n| !n.ips.is_empty()) {
+            return Err(err(
+                field,
+                "static ips would give every MAG of the DaemonSet the same address",
+            ));
+        }
+        if lma
+            && nets
+                .iter()
+                .any(|n| !n.ips.is_empty() && static_ipv6(n).is_empty())
+        {
+            return Err(err(
+                field,
+                "the static ips of the LMA's transport attachment must hold a global IPv6 address",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's secondary networks (empty: host network).
+pub fn networks(md: &MobilityDomain, component: Component) -> &[NetworkAttachment] {
+    match component {
+        Component::Lma => &md.spec.lma.networks,
+        Component::Mag => &md.spec.mags.networks,
+    }
+}
+
+/// Whether the daemon runs on the host network: when it is given no secondary network.
+pub fn on_host_network(md: &MobilityDomain, component: Component) -> bool {
+    networks(md, component).is_empty()
+}
+
+/// The daemon's Transport attachment, when it is on secondary networks.
+pub fn transport_attachment(
+    md: &MobilityDomain,
+    component: Component,
+) -> Option<&NetworkAttachment> {
+    networks(md, component)
+        .iter()
+        .find(|n| n.role == NetworkRole::Transport)
+}
+
+/// `namespace/name` of an attachment's network, as Multus names it in `network-status`.
+pub fn network_key(md: &MobilityDomain, n: &NetworkAttachment) -> String {
+    let ns = n
+        .namespace
+        .as_deref()
+        .or(md.metadata.namespace.as_deref())
+        .unwrap_or("default");
+    format!("{ns}/{}", n.name)
+}
+
+/// The static IPv6 addresses of an attachment (its `ips` without their prefix lengths).
+pub fn static_ipv6(n: &NetworkAttachment) -> Vec<Ipv6Addr> {
+    n.ips
+        .iter()
+        .filter_map(|i| i.split('/').next()?.parse::<Ipv6Addr>().ok())
+        .filter(pmip::config::is_global_unicast)
+        .collect()
+}
+
+/// The `k8s.v1.cni.cncf.io/networks` annotation: the attachments as Multus network selection
+/// elements (JSON), or `None` on the host network.
+pub fn networks_annotation(md: &MobilityDomain, component: Component) -> Option<String> {
+    #[derive(Serialize)]
+    struct Selection<'a> {
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
+        interface: &'a str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        ips: &'a [String],
+    }
+    let nets = networks(md, component);
+    if nets.is_empty() {
+        return None;
+    }
+    let v: Vec<Selection<'_>> = nets
+        .iter()
+        .map(|n| Selection {
+            name: &n.name,
+            namespace: n.namespace.as_deref(),
+            interface: &n.interface,
+            ips: &n.ips,
+        })
+        .collect();
+    serde_json::to_string(&v).ok()
+}
+
+/// The `net.*` sysctls a daemon on its own pod network namespace sets with the pod's
+/// `securityContext.sysctls` (what the init container sets on the host network): IPv6 and
+/// IPv4 forwarding, and for seg6 `seg6_enabled` on `all`, `default` and the transport
+/// interface. Empty on the host network, where the pod cannot set them, for a privileged
+/// daemon (it sets them itself) and without a datapath.
+pub fn pod_sysctls(md: &MobilityDomain, component: Component) -> Vec<(String, String)> {
+    let Some(transport) = transport_attachment(md, component) else {
+        return Vec::new();
+    };
+    if runs_privileged(md, component) || md.spec.lma.datapath.mode == DatapathMode::None {
+        return Vec::new();
+    }
+    let mut v = vec![
+        ("net.ipv6.conf.all.forwarding", "1".to_string()),
+        ("net.ipv4.ip_forward", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect::<Vec<_>>();
+    if matches!(
+        md.spec.lma.datapath.mode,
+        DatapathMode::Auto | DatapathMode::Seg6
+    ) {
+        for dev in ["all", "default", transport.interface.as_str()] {
+            v.push((format!("net.ipv6.conf.{dev}.seg6_enabled"), "1".into()));
+        }
+    }
+    v
 }
 
 /// Short, stable hash of a configuration text.
@@ -735,6 +942,7 @@ pub fn runs_privileged(md: &MobilityDomain, component: Component) -> bool {
 /// Whether the pods of `component` get the privileged init container that sets the sysctls.
 pub fn has_sysctl_init(md: &MobilityDomain, component: Component) -> bool {
     md.spec.sysctls == SysctlSetter::InitContainer
+        && on_host_network(md, component)
         && !runs_privileged(md, component)
         && md.spec.lma.datapath.mode != DatapathMode::None
 }
@@ -765,18 +973,38 @@ fn daemon_security(privileged: bool) -> SecurityContext {
     }
 }
 
+/// Where the daemon takes its address from. On the host network: `status.hostIPs`, the
+/// node's addresses (the daemon takes the first global IPv6). On secondary networks: the
+/// transport attachment's static address, else the attachment (its `network-status` entry,
+/// or its interface) named to the daemon.
+fn address_env(md: &MobilityDomain, component: Component) -> Vec<EnvVar> {
+    let Some(t) = transport_attachment(md, component) else {
+        return vec![field_env(component.address_env(), "status.hostIPs")];
+    };
+    let mut v = Vec::new();
+    let fixed = static_ipv6(t);
+    if !fixed.is_empty() {
+        let list: Vec<String> = fixed.iter().map(Ipv6Addr::to_string).collect();
+        v.push(env(component.address_env(), list.join(",")));
+    }
+    v.push(env(
+        "PMIP_NETWORK_STATUS",
+        format!("{PODINFO_DIR}/{NETWORK_STATUS_FILE}"),
+    ));
+    v.push(env("PMIP_TRANSPORT_NETWORK", network_key(md, t)));
+    v.push(env("PMIP_TRANSPORT_INTERFACE", t.interface.clone()));
+    v
+}
+
 /// The daemon's environment: its address and name from the downward API, and what `pmipctl`
 /// in the container needs to reach the daemons (`kubectl exec ... -- pmipctl bindings list`).
 fn daemon_env(md: &MobilityDomain, component: Component) -> Vec<EnvVar> {
     let ns = md.metadata.namespace.as_deref().unwrap_or_default();
     let tls = md.spec.tls.enabled;
     let scheme = if tls { "https" } else { "http" };
-    // hostNetwork: status.hostIPs are the node's addresses; the daemon takes the first global IPv6.
-    let mut v = vec![
-        field_env(component.address_env(), "status.hostIPs"),
-        field_env("PMIP_NODE_NAME", "spec.nodeName"),
-        env("RUST_LOG", "info"),
-    ];
+    let mut v = address_env(md, component);
+    v.push(field_env("PMIP_NODE_NAME", "spec.nodeName"));
+    v.push(env("RUST_LOG", "info"));
     let own = format!("{scheme}://[::1]:{GRPC_PORT}");
     match component {
         Component::Lma => v.push(env("PMIP_LMA", own)),
@@ -865,6 +1093,25 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
             ..Volume::default()
         });
         mounts.push(mount("ipsec", IPSEC_DIR, true));
+    }
+    if !on_host_network(md, component) {
+        // The network-status annotation Multus writes, kept current by the kubelet.
+        volumes.push(Volume {
+            name: "podinfo".into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: NETWORK_STATUS_FILE.into(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.annotations['{NETWORK_STATUS_ANNOTATION}']"),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..DownwardAPIVolumeFile::default()
+                }]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("podinfo", PODINFO_DIR, true));
     }
     if component == Component::Mag {
         if md.spec.lma.fast_handover.mode != FastHandoverMode::Off && !privileged {
@@ -962,9 +1209,11 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
             &md.spec.mags.priority_class_name,
         ),
     };
+    let host = on_host_network(md, component);
+    let sysctls = pod_sysctls(md, component);
     PodSpec {
-        host_network: Some(true),
-        dns_policy: Some("ClusterFirstWithHostNet".into()),
+        host_network: host.then_some(true),
+        dns_policy: host.then(|| "ClusterFirstWithHostNet".into()),
         enable_service_links: Some(false),
         // The daemons do not talk to the Kubernetes API.
         automount_service_account_token: Some(false),
@@ -976,6 +1225,12 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 ..SeccompProfile::default()
+            }),
+            sysctls: (!sysctls.is_empty()).then(|| {
+                sysctls
+                    .into_iter()
+                    .map(|(name, value)| Sysctl { name, value })
+                    .collect()
             }),
             ..PodSecurityContext::default()
         }),
@@ -1008,10 +1263,16 @@ fn template(
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(domain_name(md), component.name())),
-            annotations: Some(BTreeMap::from([(
-                CONFIG_HASH_ANNOTATION.to_string(),
-                inputs.config_hash.to_string(),
-            )])),
+            annotations: Some({
+                let mut a = BTreeMap::from([(
+                    CONFIG_HASH_ANNOTATION.to_string(),
+                    inputs.config_hash.to_string(),
+                )]);
+                if let Some(n) = networks_annotation(md, component) {
+                    a.insert(NETWORKS_ANNOTATION.to_string(), n);
+                }
+                a
+            }),
             ..ObjectMeta::default()
         }),
         spec: Some(spec),
@@ -1025,8 +1286,10 @@ fn template(
 pub fn lma_deployment(md: &MobilityDomain, inputs: &PodInputs<'_>) -> Deployment {
     let d = domain_name(md);
     let n = Names::of(d);
+    // Only two daemons on the host network share the node's address and ports.
+    let both_on_host = on_host_network(md, Component::Lma) && on_host_network(md, Component::Mag);
     let affinity = Affinity {
-        pod_anti_affinity: Some(PodAntiAffinity {
+        pod_anti_affinity: both_on_host.then(|| PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![
                 WeightedPodAffinityTerm {
                     weight: 100,
@@ -1076,8 +1339,9 @@ pub fn mag_daemonset(
 ) -> DaemonSet {
     let d = domain_name(md);
     let n = Names::of(d);
+    let both_on_host = on_host_network(md, Component::Lma) && on_host_network(md, Component::Mag);
     let affinity = Affinity {
-        node_affinity: lma_node.map(|node| NodeAffinity {
+        node_affinity: lma_node.filter(|_| both_on_host).map(|node| NodeAffinity {
             required_during_scheduling_ignored_during_execution: Some(NodeSelector {
                 node_selector_terms: vec![NodeSelectorTerm {
                     match_fields: Some(vec![NodeSelectorRequirement {
@@ -1504,5 +1768,190 @@ mod tests {
             serde_json::to_value(lma_pvc(&md)).unwrap()["spec"]["resources"]["requests"]["storage"],
             "1Gi"
         );
+    }
+
+    fn on_networks() -> MobilityDomain {
+        let mut md = domain("lab");
+        md.spec.lma.networks = serde_json::from_value(serde_json::json!([
+            {"name": "transport", "interface": "transport", "role": "Transport",
+             "ips": ["2001:db8:ff::1/64"]}
+        ]))
+        .unwrap();
+        md.spec.mags.networks = serde_json::from_value(serde_json::json!([
+            {"name": "transport", "interface": "transport", "role": "Transport"},
+            {"name": "access-a", "interface": "access0", "role": "Access"},
+            {"name": "access-b", "namespace": "radio", "interface": "access1", "role": "Access"}
+        ]))
+        .unwrap();
+        md
+    }
+
+    fn env_of(pod: &PodSpec, name: &str) -> Option<EnvVar> {
+        pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .cloned()
+    }
+
+    /// On Multus attachments: no host network, the networks annotation, the pod's own
+    /// sysctls instead of the privileged init container, the address from the static ips or
+    /// the attachment, the network-status annotation mounted, and no node kept apart.
+    #[test]
+    fn pods_on_secondary_networks() {
+        let md = on_networks();
+        let img = image();
+        let dep = lma_deployment(&md, &inputs(&img));
+        let tpl = dep.spec.template;
+        let ann = tpl.metadata.unwrap().annotations.unwrap();
+        let nets: serde_json::Value = serde_json::from_str(&ann[NETWORKS_ANNOTATION]).unwrap();
+        assert_eq!(
+            nets,
+            serde_json::json!([{"name": "transport", "interface": "transport",
+                                "ips": ["2001:db8:ff::1/64"]}])
+        );
+        let pod = tpl.spec.unwrap();
+        assert_eq!(pod.host_network, None);
+        assert_eq!(pod.dns_policy, None);
+        assert!(pod.init_containers.is_none(), "sysctls are the pod's own");
+        assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_none());
+        let sysctls: Vec<(String, String)> = pod
+            .security_context
+            .clone()
+            .unwrap()
+            .sysctls
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.name, s.value))
+            .collect();
+        let names: Vec<&str> = sysctls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "net.ipv6.conf.all.forwarding",
+                "net.ipv4.ip_forward",
+                "net.ipv6.conf.all.seg6_enabled",
+                "net.ipv6.conf.default.seg6_enabled",
+                "net.ipv6.conf.transport.seg6_enabled"
+            ]
+        );
+        assert!(sysctls.iter().all(|(_, v)| v == "1"));
+        assert_eq!(
+            env_of(&pod, "PMIP_LMA_ADDRESS").unwrap().value.as_deref(),
+            Some("2001:db8:ff::1")
+        );
+        assert_eq!(
+            env_of(&pod, "PMIP_TRANSPORT_NETWORK")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("pmip/transport")
+        );
+        let podinfo = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "podinfo")
+            .unwrap();
+        assert_eq!(
+            podinfo
+                .downward_api
+                .as_ref()
+                .unwrap()
+                .items
+                .as_ref()
+                .unwrap()[0]
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.annotations['k8s.v1.cni.cncf.io/network-status']"
+        );
+
+        let ds = mag_daemonset(&md, &inputs(&img), Some("node-1"));
+        let pod = ds.spec.template.spec.unwrap();
+        assert!(pod.affinity.as_ref().unwrap().node_affinity.is_none());
+        assert!(
+            env_of(&pod, "PMIP_PROXY_COA").is_none(),
+            "no static MAG address"
+        );
+        assert_eq!(
+            env_of(&pod, "PMIP_TRANSPORT_INTERFACE")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("transport")
+        );
+        let cfg = mag_config(
+            "pmip",
+            "lab",
+            &md.spec,
+            "2001:db8:ff::1".parse().unwrap(),
+            BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.access_interfaces, ["pmip*", "access0", "access1"]);
+
+        // A privileged daemon sets its sysctls itself; without a datapath there are none.
+        let mut p = on_networks();
+        p.spec.sysctls = SysctlSetter::Privileged;
+        assert!(pod_sysctls(&p, Component::Mag).is_empty());
+        let mut p = on_networks();
+        p.spec.lma.datapath.mode = DatapathMode::Ip6tnl;
+        assert_eq!(pod_sysctls(&p, Component::Lma).len(), 2);
+        // The LMA on its attachment, the MAGs on the host network: they do not clash either.
+        let mut p = on_networks();
+        p.spec.mags.networks.clear();
+        let pod = daemon_pod(&p, Component::Mag, &inputs(&img));
+        assert_eq!(pod.host_network, Some(true));
+        assert!(pod.init_containers.is_some());
+        let ds = mag_daemonset(&p, &inputs(&img), Some("node-1"));
+        assert!(
+            ds.spec
+                .template
+                .spec
+                .unwrap()
+                .affinity
+                .unwrap()
+                .node_affinity
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_networks_name_the_field() {
+        for (lma, mags, field) in [
+            (
+                serde_json::json!([{"name": "t", "interface": "eth0", "role": "Transport"}]),
+                serde_json::json!([]),
+                "spec.lma.networks[0].interface",
+            ),
+            (
+                serde_json::json!([{"name": "t", "interface": "t", "role": "Transport", "ips": ["10.0.0.1/24"]}]),
+                serde_json::json!([]),
+                "spec.lma.networks",
+            ),
+            (
+                serde_json::json!([]),
+                serde_json::json!([{"name": "t", "interface": "t", "role": "Transport"}]),
+                "spec.mags.networks",
+            ),
+            (
+                serde_json::json!([]),
+                serde_json::json!([{"name": "t", "interface": "t", "role": "Transport"},
+                                   {"name": "a", "interface": "t", "role": "Access"}]),
+                "spec.mags.networks[0].interface",
+            ),
+        ] {
+            let mut md = domain("lab");
+            md.spec.lma.networks = serde_json::from_value(lma).unwrap();
+            md.spec.mags.networks = serde_json::from_value(mags).unwrap();
+            let e = lma_config("lab", &md.spec, BTreeMap::new()).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+        lma_config("lab", &on_networks().spec, BTreeMap::new()).unwrap();
     }
 }
