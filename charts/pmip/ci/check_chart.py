@@ -46,6 +46,25 @@ VALUE_SETS = {
         },
         "operator": {"otlpEndpoint": "http://otel-collector:4317", "jsonLogs": True},
     },
+    "secondary-networks": {
+        "defaultDomain": {
+            "enabled": True,
+            "name": "core",
+            "spec": {
+                "lma": {
+                    "prefixPools": [{"prefix": "2001:db8:100::/48"}],
+                    "networks": [{"name": "pmip-transport", "interface": "transport", "role": "Transport",
+                                  "ips": ["2001:db8:ff::1/64"]}],
+                },
+                "mags": {
+                    "networks": [
+                        {"name": "pmip-transport", "interface": "transport", "role": "Transport"},
+                        {"name": "pmip-access", "namespace": "radio", "interface": "access0", "role": "Access"},
+                    ],
+                },
+            },
+        },
+    },
     "minimal": {
         "admissionPolicy": {"enabled": False},
         "metrics": {"service": {"enabled": False}},
@@ -67,6 +86,7 @@ REQUIRED_KINDS = {
     "defaults": ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"],
     "default-domain": ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "MobilityDomain", "Pod",
                        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"],
+    "secondary-networks": ["MobilityDomain"],
     "minimal": ["ClusterRole", "ClusterRoleBinding"],
     "namespaced-monitored": ["ServiceAccount", "Role", "RoleBinding", "ServiceMonitor", "PodMonitor"],
 }
@@ -135,6 +155,31 @@ MONITOR_SCHEMAS = {
     },
 }
 
+# Multus' NetworkAttachmentDefinition (k8s.cni.cncf.io/v1, Network Plumbing Working Group
+# de-facto standard v1 §3), which kubernetes-validate does not know: the object's fields, and
+# its `config` must be a CNI configuration (JSON, a cniVersion, a plugin type or a list).
+NAD_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"config": {"type": "string"}},
+        },
+    },
+}
+CNI_CONFIG_SCHEMA = {
+    "type": "object",
+    "required": ["cniVersion", "name"],
+    "properties": {"cniVersion": {"type": "string"}, "name": {"type": "string"},
+                   "type": {"type": "string"},
+                   "plugins": {"type": "array", "minItems": 1,
+                               "items": {"type": "object", "required": ["type"]}}},
+    "oneOf": [{"required": ["type"]}, {"required": ["plugins"]}],
+}
+
 # The operator's own list of the permissions it needs (operator/src/rbac.rs), passed by
 # operator/tests/chart.rs; the rendered ClusterRole or Role must grant exactly these.
 RBAC_RULES = os.environ.get("PMIP_RBAC_RULES")
@@ -148,6 +193,12 @@ BAD_VALUES = {
     "empty pools": {"defaultDomain": {"enabled": True, "name": "x", "spec": {"lma": {"prefixPools": []}}}},
     "namespaced flag": {"rbac": {"namespaced": "yes"}},
     "monitor interval": {"metrics": {"podMonitor": {"enabled": True, "interval": "soon"}}},
+    "network role": {"defaultDomain": {"enabled": True, "name": "x", "spec": {"lma": {
+        "prefixPools": [{"prefix": "2001:db8::/48"}],
+        "networks": [{"name": "t", "interface": "t", "role": "Core"}]}}}},
+    "network without interface": {"defaultDomain": {"enabled": True, "name": "x", "spec": {
+        "lma": {"prefixPools": [{"prefix": "2001:db8::/48"}]},
+        "mags": {"networks": [{"name": "t", "role": "Transport"}]}}}},
     "watch namespace": {"operator": {"watchNamespace": "Not A Namespace"}},
 }
 
@@ -224,6 +275,17 @@ def validate_object(where, doc, schemas):
             print(f"ok   {where}: {kind} against the monitoring.coreos.com/v1 fields it uses")
         except jsonschema.ValidationError as e:
             fail(f"{where}: {kind} {doc['metadata'].get('name')}: {e.message}")
+        return
+    if (api, kind) == ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition"):
+        try:
+            jsonschema.validate(doc, NAD_SCHEMA)
+            config = json.loads(doc["spec"]["config"])
+            jsonschema.validate(config, CNI_CONFIG_SCHEMA)
+            if config["name"] != doc["metadata"]["name"]:
+                fail(f"{where}: {kind} {doc['metadata']['name']}: its CNI configuration is named {config['name']}")
+            print(f"ok   {where}: {kind} {doc['metadata']['name']} and its CNI configuration")
+        except (jsonschema.ValidationError, ValueError) as e:
+            fail(f"{where}: {kind} {doc['metadata'].get('name')}: {getattr(e, 'message', e)}")
         return
     if kind in ("ClusterRole", "Role"):
         check_rbac(where, doc)
