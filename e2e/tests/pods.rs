@@ -12,6 +12,15 @@
 //! binding over TLS with the pod's client certificate, the node moves to node 3 with a TCP
 //! connection open, and the LMA container is killed with SIGKILL and restarted.
 //!
+//! A second configuration puts the pods on secondary networks, as Multus would: podman's CNI
+//! backend makes its networks with the plugins Multus calls (bridge, host-local), which stand
+//! in for the NetworkAttachmentDefinitions. Two domains run on one emulated node, none of
+//! their pods on the host network: each LMA on the transport network at its static address,
+//! each MAG on it and on an access network of its own, the test writing the network-status
+//! annotation Multus would (the MAGs read their proxy-CoA from it) and applying the pods'
+//! `securityContext.sysctls` in their sandboxes. A mobile node hands over between the two
+//! access networks of one domain's MAGs with a TCP connection open.
+//!
 //! podman is kinder than a kubelet (it grants a non-root container its added capabilities as
 //! ambient ones, and has no Pod Security admission), so every rendered pod is also checked
 //! against the kubelet's rules.
@@ -71,6 +80,8 @@ struct Cluster {
     image: String,
     namespaces: Vec<String>,
     pods: std::sync::Mutex<Vec<String>>,
+    /// podman networks standing in for NetworkAttachmentDefinitions.
+    networks: Vec<String>,
 }
 
 impl Drop for Cluster {
@@ -78,6 +89,9 @@ impl Drop for Cluster {
         let pods = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
         for p in pods.iter().rev() {
             let _ = self.podman(None, &["pod", "rm", "--force", "--time", "0", p]);
+        }
+        for n in &self.networks {
+            let _ = self.podman(None, &["network", "rm", "--force", n]);
         }
         let _ = self.podman(None, &["rmi", "--force", &self.image]);
         for n in &self.namespaces {
@@ -449,6 +463,7 @@ fn project_volumes(
     spec: &PodSpec,
     objects: &Desired,
     secrets: &[Secret],
+    network_status: Option<&str>,
 ) -> anyhow::Result<Vec<Volume>> {
     let mut out = Vec::new();
     for v in spec.volumes.iter().flatten() {
@@ -496,6 +511,23 @@ fn project_volumes(
             dir
         } else if let Some(h) = &v.host_path {
             PathBuf::from(&h.path)
+        } else if let Some(d) = &v.downward_api {
+            // The kubelet's downward API: here only the pod's network-status annotation,
+            // which Multus writes (the test writes it, standing in for Multus).
+            std::fs::create_dir_all(&dir)?;
+            for item in d.items.iter().flatten() {
+                let path = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+                let want = format!(
+                    "metadata.annotations['{}']",
+                    render::NETWORK_STATUS_ANNOTATION
+                );
+                ensure!(
+                    path == Some(want.as_str()),
+                    "downward API {path:?} is not known here"
+                );
+                std::fs::write(dir.join(&item.path), network_status.unwrap_or(""))?;
+            }
+            dir
         } else {
             bail!("volume {}: a kind this kubelet does not project", v.name);
         };
@@ -615,7 +647,7 @@ fn run_pod(
 ) -> anyhow::Result<Vec<String>> {
     let k8s_ns = "pmip-pods";
     let spec = tpl.spec.clone().ok_or_else(|| anyhow!("no pod spec"))?;
-    let mut volumes = project_volumes(c, name, &spec, objects, secrets)?;
+    let mut volumes = project_volumes(c, name, &spec, objects, secrets, None)?;
     // The kubelet writes each pod's /etc/hosts with its hostAliases and bind-mounts it into
     // every container. podman 4.3 ignores hostAliases beside hostNetwork, and cluster DNS is
     // not here: the aliases (the LMA's Service name) go into a file mounted the same way.
@@ -734,6 +766,17 @@ async fn probe(ns: &NetNs, addr: Ipv6Addr, port: u16, service: String) -> bool {
 
 /// Waits for the containers' readiness probes of `tpl` to pass on `node`.
 async fn wait_ready(node: &Node, tpl: &PodTemplateSpec, timeout: Duration) -> anyhow::Result<()> {
+    wait_ready_at(&node.ns, node.addr, &node.name, tpl, timeout).await
+}
+
+/// Waits for the readiness probes of `tpl` to pass at the pod address `addr`, from `ns`.
+async fn wait_ready_at(
+    ns: &NetNs,
+    addr: Ipv6Addr,
+    what: &str,
+    tpl: &PodTemplateSpec,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let spec = tpl.spec.as_ref().unwrap();
     for ctr in &spec.containers {
@@ -749,8 +792,8 @@ async fn wait_ready(node: &Node, tpl: &PodTemplateSpec, timeout: Duration) -> an
         );
         loop {
             if probe(
-                &node.ns,
-                node.addr,
+                ns,
+                addr,
                 grpc.port as u16,
                 grpc.service.clone().unwrap_or_default(),
             )
@@ -760,9 +803,8 @@ async fn wait_ready(node: &Node, tpl: &PodTemplateSpec, timeout: Duration) -> an
             }
             ensure!(
                 Instant::now() < deadline,
-                "{} on {}: readiness probe failing after {timeout:?}",
+                "{} on {what}: readiness probe failing after {timeout:?}",
                 ctr.name,
-                node.name
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -937,6 +979,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         id,
         namespaces: Vec::new(),
         pods: Default::default(),
+        networks: Vec::new(),
     };
 
     // The image, from the binaries this `cargo test` built.
@@ -1462,4 +1505,576 @@ fn jiff_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+// ----------------------------------------------------------------- on secondary networks
+
+/// One attachment of a pod as this test's Multus makes it: the podman network (CNI bridge,
+/// the plugin Multus calls) standing in for the NetworkAttachmentDefinition on the pod's node,
+/// the definition's `namespace/name`, the interface, and the address its IPAM gives.
+struct Attachment {
+    network: String,
+    definition: String,
+    interface: String,
+    ip6: Option<Ipv6Addr>,
+}
+
+/// The `k8s.v1.cni.cncf.io/network-status` annotation Multus writes for these attachments.
+fn network_status(atts: &[Attachment]) -> String {
+    let v: Vec<Value> = atts
+        .iter()
+        .map(|a| {
+            json!({"name": a.definition, "interface": a.interface,
+                   "ips": a.ip6.iter().map(|i| i.to_string()).collect::<Vec<_>>()})
+        })
+        .collect();
+    serde_json::to_string(&v).unwrap()
+}
+
+/// A kubelet with Multus on `node` running `tpl`, which is not on the host network: the
+/// attachments its networks annotation asks for (checked against `atts`), the pod's sandbox
+/// first, its `securityContext.sysctls` applied in the sandbox's network namespace (as
+/// containerd does; podman 4.3's `kube play` ignores them), then its containers.
+#[allow(clippy::too_many_arguments)]
+async fn run_net_pod(
+    c: &Cluster,
+    node: &Node,
+    name: &str,
+    tpl: &PodTemplateSpec,
+    objects: &Desired,
+    secrets: &[Secret],
+    aliases: &[(Ipv6Addr, String)],
+    atts: &[Attachment],
+) -> anyhow::Result<()> {
+    let spec = tpl.spec.clone().ok_or_else(|| anyhow!("no pod spec"))?;
+    ensure!(
+        spec.host_network != Some(true),
+        "{name} is on the host network"
+    );
+    ensure!(spec.init_containers.is_none(), "{name} has init containers");
+    let wanted: Vec<Value> = serde_json::from_str(
+        tpl.metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(render::NETWORKS_ANNOTATION))
+            .ok_or_else(|| anyhow!("{name}: no networks annotation"))?,
+    )?;
+    ensure!(wanted.len() == atts.len(), "{name}: asks for {wanted:?}");
+    for (w, a) in wanted.iter().zip(atts) {
+        ensure!(
+            w["interface"] == a.interface.as_str()
+                && a.definition
+                    .ends_with(&format!("/{}", w["name"].as_str().unwrap_or("?"))),
+            "{name}: asks for {w}, not {}",
+            a.definition
+        );
+    }
+    let status = network_status(atts);
+    let mut volumes = project_volumes(c, name, &spec, objects, secrets, Some(&status))?;
+    let hosts = c.path(&format!("pods/{name}/etc-hosts"));
+    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+    for (ip, host) in aliases {
+        text.push_str(&format!("{ip}\t{host}\n"));
+    }
+    std::fs::write(&hosts, text)?;
+    volumes.push(Volume {
+        name: ETC_HOSTS.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: hosts.display().to_string(),
+            type_: Some("File".into()),
+        }),
+        ..Volume::default()
+    });
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: tpl.metadata.as_ref().and_then(|m| m.labels.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Always".into()),
+            security_context: spec.security_context.clone(),
+            volumes: Some(volumes),
+            containers: spec
+                .containers
+                .iter()
+                .map(|x| for_podman(x, node, name, "pmip-pods"))
+                .collect::<anyhow::Result<_>>()?,
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    let file = c.path(&format!("{name}.yaml"));
+    std::fs::write(&file, serde_json::to_string_pretty(&pod)?)?;
+    let nets: Vec<String> = atts
+        .iter()
+        .map(|a| {
+            let mut n = format!("{}:interface_name={}", a.network, a.interface);
+            if let Some(ip) = a.ip6 {
+                n.push_str(&format!(",ip6={ip}"));
+            }
+            n
+        })
+        .collect();
+    let mut args = vec!["kube", "play", "--quiet", "--start=false"];
+    for n in &nets {
+        args.extend(["--network", n.as_str()]);
+    }
+    args.push(file.to_str().unwrap());
+    c.track(name);
+    c.ok(Some(&node.ns), &args)?;
+    let infra = c.ok(
+        None,
+        &["pod", "inspect", name, "--format", "{{.InfraContainerID}}"],
+    )?;
+    c.ok(Some(&node.ns), &["start", infra.trim()])?;
+    let pid = c.ok(
+        None,
+        &["inspect", infra.trim(), "--format", "{{.State.Pid}}"],
+    )?;
+    let sandbox = NetNs::from_path(format!("/proc/{}/ns/net", pid.trim()));
+    let nl = Netlink::connect_in(&sandbox)?;
+    for s in spec
+        .security_context
+        .as_ref()
+        .and_then(|x| x.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        sysctl(&nl, &s.name.replace('.', "/"), &s.value)?;
+    }
+    c.ok(Some(&node.ns), &["pod", "start", name])?;
+    Ok(())
+}
+
+/// A pod as the API server shows it to the operator once Multus attached it.
+fn observed_attached(component: &str, node: &str, domain: &str, atts: &[Attachment]) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{component}-{node}"),
+                     "labels": {"app.kubernetes.io/component": component, "pmip.io/domain": domain},
+                     "annotations": {render::NETWORK_STATUS_ANNOTATION: network_status(atts)}},
+        "spec": {"nodeName": node, "containers": []},
+        "status": {"hostIP": "192.0.2.1", "hostIPs": [{"ip": "192.0.2.1"}]}
+    }))
+    .unwrap()
+}
+
+/// A domain on secondary networks: the LMA at a static address on the transport network,
+/// the MAGs on it and on an access network each.
+fn net_domain(name: &str, pool: &str, lma: Ipv6Addr) -> MobilityDomain {
+    serde_json::from_value(json!({
+        "apiVersion": "pmip.io/v1alpha1", "kind": "MobilityDomain",
+        "metadata": {"name": name, "namespace": "pmip-pods", "uid": format!("uid-{name}"), "generation": 1},
+        "spec": {
+            "lma": {"prefixPools": [{"prefix": pool, "prefixLength": 64}],
+                    "networks": [{"name": "transport", "interface": "transport", "role": "Transport",
+                                  "ips": [format!("{lma}/64")]}]},
+            "mags": {"networks": [{"name": "transport", "interface": "transport", "role": "Transport"},
+                                  {"name": "radio", "interface": "access0", "role": "Access"}]}
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_secondary_networks_two_domains_on_one_node() {
+    check_environment().unwrap();
+    let started = Instant::now();
+    let pid = std::process::id();
+    let dir = tempfile::Builder::new()
+        .prefix("pmip-pods-net-")
+        .tempdir()
+        .unwrap();
+    // podman's CNI backend: its networks are made by the plugins Multus calls.
+    let conf = dir.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        std::fs::read_to_string(workspace().join("e2e/containers/containers.conf")).unwrap()
+            + "[network]\nnetwork_backend = \"cni\"\n",
+    )
+    .unwrap();
+    let mut c = Cluster {
+        image: format!("localhost/pmip:pods-net-{pid}"),
+        dir,
+        conf,
+        id: format!("pn{pid}"),
+        namespaces: Vec::new(),
+        pods: Default::default(),
+        networks: Vec::new(),
+    };
+    let target = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_path_buf();
+    let mut args = vec!["--profile", "dev", "--tag", &c.image];
+    if binaries_fresh(&target.join("debug")) {
+        args.push("--no-build");
+    }
+    let out = Command::new(workspace().join("e2e/containers/build-image.sh"))
+        .args(&args)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CONTAINERS_CONF", &c.conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-image.sh: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = Image {
+        reference: c.image.clone(),
+        pull_policy: "Never".into(),
+    };
+
+    // One emulated node, and a correspondent node behind it.
+    let t0 = Instant::now();
+    let node_ns = NetNs::create(&format!("{}-node", c.id)).unwrap().keep();
+    c.namespaces.push(node_ns.name().to_owned());
+    let cn = NetNs::create(&format!("{}-cn", c.id)).unwrap().keep();
+    c.namespaces.push(cn.name().to_owned());
+    let nnl = Netlink::connect_in(&node_ns).unwrap();
+    nnl.set_link_up(1, true).await.unwrap();
+    sysctl(&nnl, "net/ipv6/conf/all/forwarding", "1").unwrap();
+    sysctl(&nnl, "net/ipv6/conf/default/accept_dad", "0").unwrap();
+    nnl.add_veth("cn0", "eth0", &cn).await.unwrap();
+    let ci = nnl.link_index("cn0").await.unwrap();
+    let gw_cn = Ipv6Addr::new(0x2001, 0xdb8, 0xcc, 0, 0, 0, 0, 2);
+    nnl.add_address(ci, gw_cn, 64).await.unwrap();
+    nnl.set_link_up(ci, true).await.unwrap();
+    let cnl = Netlink::connect_in(&cn).unwrap();
+    cnl.set_link_up(1, true).await.unwrap();
+    sysctl(&cnl, "net/ipv6/conf/all/accept_dad", "0").unwrap();
+    sysctl(&cnl, "net/ipv6/conf/eth0/accept_dad", "0").unwrap();
+    let ce = cnl.link_index("eth0").await.unwrap();
+    cnl.add_address(ce, CN, 64).await.unwrap();
+    cnl.set_link_up(ce, true).await.unwrap();
+    cnl.add_route("::/0".parse().unwrap(), Some(gw_cn), ce)
+        .await
+        .unwrap();
+
+    // The networks: one transport network, an access network per MAG (node-local bridges).
+    let sub = 0xe000 + (pid % 0x1000) as u16;
+    let tr_addr = |host: u16| Ipv6Addr::new(0x2001, 0xdb8, sub, 0, 0, 0, 0, host);
+    let net = |n: &str| format!("{}-{n}", c.id);
+    let mut create = vec![(
+        net("tr"),
+        vec![
+            "--ipv6".to_string(),
+            "--subnet".into(),
+            format!("2001:db8:{sub:x}::/64"),
+        ],
+    )];
+    for a in ["acc1", "acc2", "acc3"] {
+        create.push((
+            net(a),
+            vec!["--internal".into(), "--ipam-driver".into(), "none".into()],
+        ));
+    }
+    for (n, opts) in &create {
+        let mut a = vec!["network", "create"];
+        a.extend(opts.iter().map(String::as_str));
+        a.push(n);
+        c.ok(Some(&node_ns), &a).unwrap();
+        c.networks.push(n.clone());
+    }
+    let node = |name: &str| Node {
+        name: name.into(),
+        ns: node_ns.clone(),
+        addr: tr_addr(1),
+        ipv4: "192.0.2.1".into(),
+    };
+    let (node1, node2) = (node("node1"), node("node2"));
+    let transport = |ip: Ipv6Addr| Attachment {
+        network: net("tr"),
+        definition: "pmip-pods/transport".into(),
+        interface: "transport".into(),
+        ip6: Some(ip),
+    };
+    let radio = |acc: &str| Attachment {
+        network: net(acc),
+        definition: "pmip-pods/radio".into(),
+        interface: "access0".into(),
+        ip6: None,
+    };
+
+    // Two domains, each an LMA and its MAGs, every pod on node1 but domain 1's second MAG (its
+    // DaemonSet's pod on node2, which shares node1's network namespace here).
+    let now = jiff_now();
+    let lab_pool = POOL;
+    let other_pool = "2001:db8:200::/48";
+    let mut lmas = Vec::new();
+    for (dname, pool, lma_ip, mags) in [
+        (
+            "lab",
+            lab_pool,
+            tr_addr(0x11),
+            vec![
+                (&node1, tr_addr(0x12), "acc1"),
+                (&node2, tr_addr(0x13), "acc2"),
+            ],
+        ),
+        (
+            "other",
+            other_pool,
+            tr_addr(0x21),
+            vec![(&node1, tr_addr(0x22), "acc3")],
+        ),
+    ] {
+        let md = net_domain(dname, pool, lma_ip);
+        let (ca, ca_key) = pki::new_ca("pmip-pods", dname, now).unwrap();
+        let (cert, key) =
+            pki::new_leaf(&ca, &ca_key, &pki::subject_names("pmip-pods", dname), now).unwrap();
+        let material = pki::Material {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let secrets = vec![
+            render::ca_secret(&md, &ca, &ca_key),
+            render::tls_secret(&md, &ca, &cert, &key),
+        ];
+        let aliases = vec![(lma_ip, render::lma_service_host("pmip-pods", dname))];
+        let first = decide(&md, &PodsView::default(), &image, Some(&material), None).unwrap();
+        let lma_pod = format!("{}-{dname}-lma", c.id);
+        let lma_atts = [transport(lma_ip)];
+        c.must(
+            run_net_pod(
+                &c,
+                &node1,
+                &lma_pod,
+                &first.lma.spec.template,
+                &first,
+                &secrets,
+                &aliases,
+                &lma_atts,
+            )
+            .await,
+        );
+        c.must(
+            wait_ready_at(
+                &node_ns,
+                lma_ip,
+                &lma_pod,
+                &first.lma.spec.template,
+                Duration::from_secs(60),
+            )
+            .await,
+        );
+        // The operator reads the LMA's address (its static one) and renders the MAGs, which
+        // may share the LMA's node.
+        let mut seen = vec![observed_attached("lma", "node1", dname, &lma_atts)];
+        let view = operator::domain::pods_view(&md, &seen);
+        assert_eq!(view.lma_address, Some(lma_ip));
+        let full = decide(&md, &view, &image, Some(&material), None).unwrap();
+        let ds = full.mags.clone().unwrap();
+        let mag_spec = ds.spec.template.spec.as_ref().unwrap();
+        assert!(
+            mag_spec
+                .affinity
+                .as_ref()
+                .is_none_or(|a| a.node_affinity.is_none())
+        );
+        let cm_mag = &full.config_map.data.as_ref().unwrap()["mag.yaml"];
+        assert!(
+            cm_mag.contains(&format!("lma_address: {lma_ip}")),
+            "{cm_mag}"
+        );
+        for (n, ip, acc) in &mags {
+            let name = format!("{}-{dname}-mag-{acc}", c.id);
+            let atts = [transport(*ip), radio(acc)];
+            c.must(
+                run_net_pod(
+                    &c,
+                    n,
+                    &name,
+                    &ds.spec.template,
+                    &full,
+                    &secrets,
+                    &aliases,
+                    &atts,
+                )
+                .await,
+            );
+            seen.push(observed_attached("mag", &n.name, dname, &atts));
+        }
+        for (_, ip, acc) in &mags {
+            c.must(
+                wait_ready_at(
+                    &node_ns,
+                    *ip,
+                    acc,
+                    &ds.spec.template,
+                    Duration::from_secs(60),
+                )
+                .await,
+            );
+        }
+        // The proxy-CoAs the operator authorizes: from the MAG pods' network-status.
+        let view = operator::domain::pods_view(&md, &seen);
+        let coas: Vec<String> = view.mags.iter().map(|m| m.proxy_coa.clone()).collect();
+        let want: Vec<String> = mags.iter().map(|(_, ip, _)| ip.to_string()).collect();
+        assert_eq!(coas, want);
+        let lma = format!("{lma_pod}-lma");
+        for m in &view.mags {
+            pmipctl(
+                &c,
+                &node1,
+                &lma,
+                &["policy", "mags", "add", &m.proxy_coa, "--name", &m.node],
+                None,
+            )
+            .unwrap();
+        }
+        // Every rendered pod passes the kubelet's rules: off the host network its net.*
+        // sysctls are allowed (with --allowed-unsafe-sysctls), and no container writes one.
+        for tpl in [&first.lma.spec.template, &ds.spec.template] {
+            let pod = tpl.spec.as_ref().unwrap();
+            assert_eq!(kubelet_objections(pod, &[]), Vec::<String>::new());
+            assert_eq!(pod_security_level(pod), render::POD_SECURITY_LEVEL);
+        }
+        lmas.push((
+            lma,
+            lma_ip,
+            mags.iter()
+                .map(|(_, ip, acc)| (*ip, net(acc)))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let ready_secs = t0.elapsed().as_secs_f64();
+
+    // Domain lab's mobile node on MAG 1's access network, its home traffic through LMA 1.
+    let (lma, lma_ip, mags) = &lmas[0];
+    nnl_route(&node_ns, lab_pool, *lma_ip);
+    let profile = format!("mn_id: {MN_ID}\nlink_layer_addresses: ['02:00:00:77:00:01']\n");
+    pmipctl(
+        &c,
+        &node1,
+        lma,
+        &["policy", "apply", "-f", "-"],
+        Some(&profile),
+    )
+    .unwrap();
+    let bridge = |network: &str| {
+        c.ok(
+            None,
+            &[
+                "network",
+                "inspect",
+                network,
+                "--format",
+                "{{.NetworkInterface}}",
+            ],
+        )
+        .unwrap()
+        .trim()
+        .to_owned()
+    };
+    let (br1, br2) = (bridge(&mags[0].1), bridge(&mags[1].1));
+    let t = Instant::now();
+    let mn = NetNs::create(&format!("{}-mn", c.id)).unwrap().keep();
+    c.namespaces.push(mn.name().to_owned());
+    let port = format!("{}m", c.id);
+    {
+        let nl = Netlink::connect_in(&mn).unwrap();
+        nl.set_link_up(1, true).await.unwrap();
+        nl.add_veth("eth0", &port, &node_ns).await.unwrap();
+        let e = nl.link_index("eth0").await.unwrap();
+        nl.set_link_address(e, MN_MAC).await.unwrap();
+        for (k, v) in [
+            ("forwarding", "0"),
+            ("accept_ra", "1"),
+            ("autoconf", "1"),
+            ("router_solicitation_delay", "0"),
+            ("router_solicitation_interval", "1"),
+            ("accept_dad", "0"),
+            ("use_tempaddr", "0"),
+            ("addr_gen_mode", "0"),
+        ] {
+            sysctl(&nl, &format!("net/ipv6/conf/eth0/{k}"), v).unwrap();
+        }
+        nl.set_link_up(e, true).await.unwrap();
+    }
+    let plug = |br: &str| {
+        for args in [
+            vec!["link", "set", port.as_str(), "down"],
+            vec!["link", "set", port.as_str(), "master", br],
+            vec!["link", "set", port.as_str(), "up"],
+        ] {
+            let out = Command::new("ip")
+                .arg("-n")
+                .arg(node_ns.name())
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+    };
+    plug(&br1);
+    let addr = c.must(
+        until(
+            "the mobile node's SLAAC address",
+            Duration::from_secs(30),
+            || node_address(&mn),
+        )
+        .await,
+    );
+    let b = c.must(
+        until("the binding at the LMA", Duration::from_secs(10), || {
+            binding(&c, &node1, lma).filter(|b| b["state"] == "ACTIVE")
+        })
+        .await,
+    );
+    let attach_secs = t.elapsed().as_secs_f64();
+    assert_eq!(b["proxy_coa"], mags[0].0.to_string());
+
+    // TCP to the correspondent node across the handover to MAG 2's access network.
+    let flow = TcpFlow::start(&mn, &cn, CN, 7172, 2_000_000).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    plug(&br2);
+    let b2 = c.must(
+        until("the binding at MAG 2", Duration::from_secs(20), || {
+            binding(&c, &node1, lma)
+                .filter(|b| b["proxy_coa"] == mags[1].0.to_string() && b["state"] == "ACTIVE")
+        })
+        .await,
+    );
+    let handover_secs = t.elapsed().as_secs_f64();
+    assert_eq!(b2["home_network_prefixes"], b["home_network_prefixes"]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(node_address(&mn), Some(addr), "the address survived");
+    let report = flow.finish();
+    assert!(report.survived, "TCP survived: {:?}", report.error);
+    // The other domain's LMA never heard of the node: domains stay apart on one node.
+    let other = pmipctl(
+        &c,
+        &node1,
+        &lmas[1].0,
+        &["bindings", "list", "-o", "json"],
+        None,
+    )
+    .unwrap();
+    assert!(!other.contains(MN_ID), "{other}");
+
+    println!(
+        "[pods on secondary networks] two domains (2 LMAs, 3 MAGs, no host network) Ready in \
+         {ready_secs:.1} s; attach {attach_secs:.2} s; handover between the access networks \
+         {handover_secs:.2} s; TCP {} bytes, survived; whole test {:.1} s",
+        report.bytes,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// On the node: the domain's pool routed to its LMA's transport address (as the lab's router
+/// routes the mobile nodes' prefixes to their anchor).
+fn nnl_route(ns: &NetNs, pool: &str, via: Ipv6Addr) {
+    let out = Command::new("ip")
+        .args(["-n", ns.name(), "-6", "route", "replace", pool, "via"])
+        .arg(via.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "route {pool} via {via}: {out:?}");
 }
