@@ -76,11 +76,21 @@ pub fn link_layer(field: &str, s: &str) -> Result<LinkLayerAddress, FieldError> 
 
 /// A profile from its message, checked like a configuration file's.
 pub fn profile_from_proto(p: &v1::MobileNodeProfile) -> Result<MobileNodeProfile, FieldError> {
-    let mut out = MobileNodeProfile::new(nai("mn_id", &p.mn_id)?);
+    let mut lls = Vec::with_capacity(p.link_layer_addresses.len());
     for (i, l) in p.link_layer_addresses.iter().enumerate() {
-        out.link_layer_addresses
-            .push(link_layer(&format!("link_layer_addresses[{i}]"), l)?);
+        lls.push(link_layer(&format!("link_layer_addresses[{i}]"), l)?);
     }
+    let mut out = match (&p.mn_id_from_link_layer, lls.as_slice()) {
+        (Some(realm), [ll]) if p.mn_id.is_empty() => {
+            MobileNodeProfile::from_link_layer(*ll, realm).map_err(|e| err(&e.field, e.reason))?
+        }
+        _ => {
+            let mut out = MobileNodeProfile::new(nai("mn_id", &p.mn_id)?);
+            out.mn_id_from_link_layer = p.mn_id_from_link_layer.clone();
+            out
+        }
+    };
+    out.link_layer_addresses = lls;
     for (i, h) in p.home_network_prefixes.iter().enumerate() {
         out.home_network_prefixes
             .push(prefix(&format!("home_network_prefixes[{i}]"), h)?);
@@ -141,12 +151,54 @@ pub fn profile_to_proto(p: &MobileNodeProfile) -> v1::MobileNodeProfile {
             .ipv4_home_address
             .map(|a| a.to_string())
             .unwrap_or_default(),
+        mn_id_from_link_layer: p.mn_id_from_link_layer.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13 item 8: an MN-ID derived from the link-layer address over the Policy API.
+    #[test]
+    fn a_profile_may_derive_its_mn_id_from_the_link_layer_address() {
+        let m = v1::MobileNodeProfile {
+            link_layer_addresses: vec!["02:00:00:10:00:01".into()],
+            mn_id_from_link_layer: Some("lab.example".into()),
+            ..Default::default()
+        };
+        let p = profile_from_proto(&m).unwrap();
+        assert_eq!(p.mn_id.as_str(), "02-00-00-10-00-01@lab.example");
+        let back = profile_to_proto(&p);
+        assert_eq!(back.mn_id, "02-00-00-10-00-01@lab.example");
+        assert_eq!(profile_from_proto(&back).unwrap(), p);
+        for (bad, field) in [
+            (
+                v1::MobileNodeProfile {
+                    mn_id_from_link_layer: Some("lab example".into()),
+                    ..m.clone()
+                },
+                "mn_id_from_link_layer",
+            ),
+            (
+                v1::MobileNodeProfile {
+                    link_layer_addresses: Vec::new(),
+                    ..m.clone()
+                },
+                "mn_id",
+            ),
+            (
+                v1::MobileNodeProfile {
+                    mn_id: "mn1@lab.example".into(),
+                    ..m.clone()
+                },
+                "mn_id",
+            ),
+        ] {
+            let e = profile_from_proto(&bad).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+    }
 
     #[test]
     fn profile_round_trip_and_field_errors() {
@@ -161,6 +213,7 @@ mod tests {
             ipv6: None,
             ipv4: None,
             ipv4_home_address: String::new(),
+            mn_id_from_link_layer: None,
         };
         let p = profile_from_proto(&m).unwrap();
         assert_eq!(profile_to_proto(&p), m);

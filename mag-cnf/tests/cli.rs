@@ -121,3 +121,43 @@ fn every_link_layer_address_error_names_its_field() {
         assert!(err.contains(field), "{field} not named for\n{yaml}: {err}");
     }
 }
+
+/// Issue 13 item 8: an MN-ID derived from the link-layer address; its bad values name
+/// their field.
+#[test]
+fn an_mn_id_from_the_link_layer_address_is_checked() {
+    let good = format!(
+        "{MAG}mobile_nodes:\n  - mn_id_from_link_layer: lab.example\n    \
+         link_layer_addresses: [\"02:00:00:10:00:01\"]\n  \
+         - mn_id: 02-00-00-10-00-02@lab.example\n    mn_id_from_link_layer: lab.example\n    \
+         link_layer_addresses: [\"02:00:00:10:00:02\"]\n"
+    );
+    let (code, _, err) = run(&good, &["--check-config"]);
+    assert_eq!(code, Some(0), "{err}");
+    for (profile, field) in [
+        (
+            "mn_id_from_link_layer: 'lab example'\n    link_layer_addresses: [\"02:00:00:10:00:01\"]",
+            "mn_id_from_link_layer",
+        ),
+        (
+            "mn_id_from_link_layer: lab.example\n    link_layer_addresses: []",
+            "link_layer_addresses",
+        ),
+        (
+            "mn_id_from_link_layer: lab.example\n    \
+             link_layer_addresses: [\"02:00:00:10:00:01\", \"02:00:00:10:00:02\"]",
+            "link_layer_addresses",
+        ),
+        (
+            "mn_id: mn1@lab.example\n    mn_id_from_link_layer: lab.example\n    \
+             link_layer_addresses: [\"02:00:00:10:00:01\"]",
+            "mobile_nodes[0].mn_id",
+        ),
+        ("link_layer_addresses: [\"02:00:00:10:00:01\"]", "mn_id"),
+    ] {
+        let yaml = format!("{MAG}mobile_nodes:\n  - {profile}\n");
+        let (code, _, err) = run(&yaml, &["--check-config"]);
+        assert_eq!(code, Some(2), "{yaml}: {err}");
+        assert!(err.contains(field), "{field} not named for\n{yaml}: {err}");
+    }
+}

@@ -95,6 +95,7 @@ pub fn profile(mn: &MobileNode, md: &MobilityDomain) -> MobileNodeProfile {
         ipv6: mn.spec.ipv6,
         ipv4: mn.spec.ipv4,
         ipv4_home_address: mn.spec.ipv4_home_address.clone().unwrap_or_default(),
+        mn_id_from_link_layer: None,
     }
 }
 

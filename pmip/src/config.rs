@@ -345,10 +345,16 @@ impl DomainConfig {
 /// A mobile node's policy profile (RFC 5213 §6.2), the unit of authorization at the LMA and
 /// of identification at the MAG.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ProfileFile")]
 pub struct MobileNodeProfile {
-    /// The Mobile Node Identifier, an NAI (RFC 4283).
+    /// The Mobile Node Identifier, an NAI (RFC 4283). With `mn_id_from_link_layer`, derived
+    /// from the link-layer address (a file may leave it out).
     pub mn_id: Nai,
+    /// The realm of an MN-ID derived from the node's (only) link-layer address (the seed's
+    /// "MN-ID, e.g. the MN's MAC"): `02-00-00-10-00-01@realm`, see [`Nai::from_link_layer`].
+    /// It goes on the wire as an NAI (subtype 1, the only one RFC 4283 allocates).
+    #[serde(default)]
+    pub mn_id_from_link_layer: Option<String>,
     /// Link-layer addresses the node attaches with; the MAG maps them to `mn_id`.
     #[serde(default)]
     pub link_layer_addresses: Vec<LinkLayerAddress>,
@@ -390,6 +396,7 @@ impl MobileNodeProfile {
     pub fn new(mn_id: Nai) -> Self {
         Self {
             mn_id,
+            mn_id_from_link_layer: None,
             link_layer_addresses: Vec::new(),
             home_network_prefixes: Vec::new(),
             allowed_mags: Vec::new(),
@@ -402,7 +409,37 @@ impl MobileNodeProfile {
         }
     }
 
+    /// The profile of a node whose MN-ID is derived from its link-layer address `ll` in
+    /// `realm` (see [`Nai::from_link_layer`]).
+    pub fn from_link_layer(ll: LinkLayerAddress, realm: &str) -> Result<Self, ConfigError> {
+        let mn_id = Nai::from_link_layer(&ll, realm)
+            .map_err(|e| ConfigError::new("mn_id_from_link_layer", e.to_string()))?;
+        let mut p = Self::new(mn_id);
+        p.mn_id_from_link_layer = Some(realm.to_owned());
+        p.link_layer_addresses = vec![ll];
+        Ok(p)
+    }
+
+    /// With `mn_id_from_link_layer`: the MN-ID its link-layer address gives, or why there is
+    /// none.
+    fn derived_mn_id(&self, at: &str) -> Result<Option<Nai>, ConfigError> {
+        derive_mn_id(
+            self.mn_id_from_link_layer.as_deref(),
+            &self.link_layer_addresses,
+            at,
+        )
+    }
+
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if let Some(derived) = self.derived_mn_id(at)? {
+            check(derived == self.mn_id, &format!("{at}.mn_id"), || {
+                format!(
+                    "{} differs from {derived}, the MN-ID mn_id_from_link_layer makes; leave \
+                     mn_id out",
+                    self.mn_id
+                )
+            })?;
+        }
         check(self.ipv6 || self.ipv4, &format!("{at}.ipv6"), || {
             "a node needs IPv6 or IPv4 home address mobility (or both); both are off".into()
         })?;
@@ -445,6 +482,93 @@ impl MobileNodeProfile {
             )?;
         }
         Ok(())
+    }
+}
+
+/// The MN-ID of a profile with `mn_id_from_link_layer: realm` and link-layer addresses
+/// `lls` (exactly one is needed); `None` without a realm.
+fn derive_mn_id(
+    realm: Option<&str>,
+    lls: &[LinkLayerAddress],
+    at: &str,
+) -> Result<Option<Nai>, ConfigError> {
+    let Some(realm) = realm else {
+        return Ok(None);
+    };
+    let [ll] = lls else {
+        return Err(ConfigError::new(
+            format!("{at}.link_layer_addresses"),
+            format!(
+                "mn_id_from_link_layer needs exactly one link-layer address to make the MN-ID \
+                 of; there are {}",
+                lls.len()
+            ),
+        ));
+    };
+    Nai::from_link_layer(ll, realm)
+        .map(Some)
+        .map_err(|e| ConfigError::new(format!("{at}.mn_id_from_link_layer"), e.to_string()))
+}
+
+/// A profile as a file writes it: the MN-ID may be left out when it is derived from the
+/// link-layer address (`mn_id_from_link_layer`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    #[serde(default)]
+    mn_id: Option<Nai>,
+    #[serde(default)]
+    mn_id_from_link_layer: Option<String>,
+    #[serde(default)]
+    link_layer_addresses: Vec<LinkLayerAddress>,
+    #[serde(default)]
+    home_network_prefixes: Vec<Ipv6Net>,
+    #[serde(default)]
+    allowed_mags: Vec<Ipv6Addr>,
+    #[serde(default)]
+    access_technology_type: Option<u8>,
+    #[serde(default)]
+    local_routing: Option<bool>,
+    #[serde(default = "yes")]
+    ipv6: bool,
+    #[serde(default)]
+    ipv4: bool,
+    #[serde(default)]
+    ipv4_home_address: Option<Ipv4Addr>,
+    #[serde(default = "yes")]
+    proxy_registration_enabled: bool,
+}
+
+impl TryFrom<ProfileFile> for MobileNodeProfile {
+    type Error = ConfigError;
+
+    fn try_from(f: ProfileFile) -> Result<Self, ConfigError> {
+        let derived = derive_mn_id(
+            f.mn_id_from_link_layer.as_deref(),
+            &f.link_layer_addresses,
+            "mobile_nodes[]",
+        )?;
+        // Both given: `validate` says whether they agree (a profile written back out has
+        // both).
+        let Some(mn_id) = f.mn_id.or(derived) else {
+            return Err(ConfigError::new(
+                "mobile_nodes[].mn_id",
+                "missing: give the node's NAI, or mn_id_from_link_layer with a realm",
+            ));
+        };
+        Ok(MobileNodeProfile {
+            mn_id,
+            mn_id_from_link_layer: f.mn_id_from_link_layer,
+            link_layer_addresses: f.link_layer_addresses,
+            home_network_prefixes: f.home_network_prefixes,
+            allowed_mags: f.allowed_mags,
+            access_technology_type: f.access_technology_type,
+            local_routing: f.local_routing,
+            ipv6: f.ipv6,
+            ipv4: f.ipv4,
+            ipv4_home_address: f.ipv4_home_address,
+            proxy_registration_enabled: f.proxy_registration_enabled,
+        })
     }
 }
 

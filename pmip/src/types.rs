@@ -156,6 +156,17 @@ impl Nai {
         &self.0
     }
 
+    /// The MN-ID derived from a link-layer address (the seed's "MN-ID, e.g. the MN's MAC"):
+    /// an NAI whose user part is the address's octets in lowercase hexadecimal joined by `-`
+    /// (IEEE 802's hexadecimal form, RFC 7042 §2.1), in `realm`:
+    /// `02-00-00-10-00-01@lab.example`. RFC 4283 allocates only subtype 1 (NAI), so it goes
+    /// on the wire as one, like any other NAI.
+    pub fn from_link_layer(ll: &LinkLayerAddress, realm: &str) -> Result<Nai, BadRealm> {
+        check_realm(realm)?;
+        let user: Vec<String> = ll.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        Nai::new(format!("{}@{realm}", user.join("-"))).map_err(BadRealm::Nai)
+    }
+
     /// The realm after the last `@`, if any.
     pub fn realm(&self) -> Option<&str> {
         self.0.rsplit_once('@').map(|(_, r)| r)
@@ -181,6 +192,38 @@ impl FromStr for Nai {
     }
 }
 
+/// Why a realm cannot make an MN-ID from a link-layer address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRealm {
+    #[error("the realm is empty")]
+    Empty,
+    #[error(
+        "{0:?} is not a realm: DNS labels of letters, digits and '-' separated by '.' \
+         (RFC 4282 §2.1)"
+    )]
+    NotARealm(String),
+    #[error(transparent)]
+    Nai(BadNai),
+}
+
+/// A realm as RFC 4282 §2.1 writes it: DNS labels (letters, digits, `-` inside) joined by
+/// `.`, at most 253 octets.
+fn check_realm(realm: &str) -> Result<(), BadRealm> {
+    if realm.is_empty() {
+        return Err(BadRealm::Empty);
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if realm.len() > 253 || !realm.split('.').all(label_ok) {
+        return Err(BadRealm::NotARealm(realm.to_owned()));
+    }
+    Ok(())
+}
+
 impl<'de> Deserialize<'de> for Nai {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -191,6 +234,27 @@ impl<'de> Deserialize<'de> for Nai {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mn_id_from_a_link_layer_address() {
+        let mac = LinkLayerAddress::mac([0x02, 0, 0, 0x10, 0xab, 1]);
+        assert_eq!(
+            Nai::from_link_layer(&mac, "lab.example").unwrap().as_str(),
+            "02-00-00-10-ab-01@lab.example"
+        );
+        let eui64 = LinkLayerAddress::new(&[0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]).unwrap();
+        assert_eq!(
+            Nai::from_link_layer(&eui64, "x").unwrap().as_str(),
+            "00-11-22-33-44-55-66-77@x"
+        );
+        assert_eq!(Nai::from_link_layer(&mac, ""), Err(BadRealm::Empty));
+        for bad in ["a b", "a..b", ".a", "a.", "-a", "a@b", "ü", &"a".repeat(64)] {
+            assert!(
+                matches!(Nai::from_link_layer(&mac, bad), Err(BadRealm::NotARealm(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn link_layer_address_text_round_trip() {

@@ -40,7 +40,8 @@ fn addr(s: &str) -> Ipv6Addr {
 
 fn full_profile() -> MobileNodeProfile {
     MobileNodeProfile {
-        mn_id: Nai::new("mn1@example.org").unwrap(),
+        mn_id: Nai::new("02-00-00-00-01-01@example.org").unwrap(),
+        mn_id_from_link_layer: Some("example.org".into()),
         link_layer_addresses: vec![LinkLayerAddress::mac([2, 0, 0, 0, 1, 1])],
         home_network_prefixes: vec!["2001:db8:100:1::/64".parse().unwrap()],
         allowed_mags: vec![addr("2001:db8:1::10")],

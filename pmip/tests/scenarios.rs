@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv6Net};
 use pmip::cache::BindingState;
-use pmip::config::PrefixPool;
+use pmip::config::{MobileNodeProfile, PrefixPool};
 use pmip::lma::{LmaEvent, RemovalReason};
 use pmip::mag::{BulState, MagEvent};
 use pmip::sim::{Downlink, Packet, Sim};
@@ -1888,4 +1888,59 @@ fn a_per_peer_revocation_removes_every_binding_of_that_mag_and_only_those() {
         sim.lma_do(|lma, now, _| lma.revoke_peer(now, mag_addr(0)))
             .is_err()
     );
+}
+
+/// Issue 13 item 8 (the seed: "MN-ID, e.g. the MN's MAC"): a profile whose MN-ID is derived
+/// from the node's link-layer address. The PBU carries it as an NAI (subtype 1, the only
+/// one RFC 4283 allocates) `02-00-00-00-00-07@example.org`, the LMA knows the node by it, and
+/// the node moves between MAGs under it. The files of both ends name only the realm.
+#[test]
+fn an_mn_id_derived_from_the_link_layer_address_registers_and_moves() {
+    let derived = |n: u16| -> MobileNodeProfile {
+        serde_saphyr::from_str(&format!(
+            "mn_id_from_link_layer: example.org\nlink_layer_addresses: ['{}']\n",
+            ll(n)
+        ))
+        .unwrap()
+    };
+    let mut lma = lma_config(2, 0);
+    lma.mobile_nodes = vec![derived(7)];
+    lma.validate().unwrap();
+    let mags = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, 0);
+            c.mobile_nodes = vec![derived(7)];
+            c.validate().unwrap();
+            c
+        })
+        .collect();
+    let mut sim = Sim::new(lma, mags, 42);
+    let id = "02-00-00-00-00-07@example.org";
+    sim.attach(0, ll(7));
+    sim.settle(Duration::from_secs(1));
+    let ids: Vec<(u8, Vec<u8>)> = sim
+        .sent
+        .iter()
+        .filter_map(|(_, p)| match p.message() {
+            Some(Message::BindingUpdate(bu)) => bu.options.iter().find_map(|o| match o {
+                MobilityOption::MobileNodeIdentifier { subtype, id } => {
+                    Some((subtype, id.to_vec()))
+                }
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![(MN_ID_SUBTYPE_NAI, id.as_bytes().to_vec())]);
+    let e = sim.mags[0]
+        .binding(id)
+        .expect("bound under the derived MN-ID");
+    assert!(e.is_bound());
+    let prefix = e.prefixes[0];
+    assert_eq!(sim.lma.cache().sessions_of(id).count(), 1);
+    sim.detach(0, ll(7));
+    sim.attach(1, ll(7));
+    sim.settle(Duration::from_secs(1));
+    let e = sim.mags[1].binding(id).expect("bound at the new MAG");
+    assert_eq!(e.prefixes, vec![prefix], "the same prefix after the move");
 }

@@ -469,6 +469,7 @@ async fn policy_apply_list_get_and_delete_profiles() {
         api1["profile"],
         serde_json::json!({
             "mn_id": "api1@lab.example",
+            "mn_id_from_link_layer": null,
             "link_layer_addresses": ["02:00:5e:20:00:01"],
             "home_network_prefixes": ["2001:db8:100:ff00::/64"],
             "allowed_mags": ["2001:db8:1::10"],
@@ -631,6 +632,42 @@ async fn policy_apply_list_get_and_delete_profiles() {
     .await;
     assert_eq!(o.status.code(), Some(1));
     lma.stop().await;
+}
+
+/// Issue 13 item 8: a profile whose MN-ID is derived from its link-layer address, applied
+/// through the Policy API, is the LMA's under `02-00-5e-20-00-09@lab.example`; a bad realm
+/// is refused naming the field, and nothing is applied.
+#[tokio::test]
+async fn policy_apply_derives_the_mn_id_from_the_link_layer_address() {
+    let lma = Lma::start().await;
+    let url = lma.url.clone();
+    let o = pmipctl_in(
+        &["--lma", &url, "policy", "apply", "-f", "-"],
+        b"- mn_id_from_link_layer: lab.example\n  link_layer_addresses: [\"02:00:5e:20:00:09\"]\n",
+    )
+    .await;
+    assert_eq!(ok(&o), "02-00-5e-20-00-09@lab.example created\n");
+    let got = json(
+        &pmipctl(&[
+            "--lma",
+            &url,
+            "policy",
+            "get",
+            "02-00-5e-20-00-09@lab.example",
+            "-o",
+            "json",
+        ])
+        .await,
+    );
+    assert_eq!(got["profile"]["mn_id_from_link_layer"], "lab.example");
+    let o = pmipctl_in(
+        &["--lma", &url, "policy", "apply", "-f", "-"],
+        b"- mn_id_from_link_layer: 'lab example'\n  link_layer_addresses: [\"02:00:5e:20:00:0a\"]\n",
+    )
+    .await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("mn_id_from_link_layer"), "{err}");
 }
 
 #[tokio::test]

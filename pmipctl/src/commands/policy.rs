@@ -3,7 +3,8 @@
 //! - `policy apply -f FILE` creates or replaces mobile node profiles. The file is YAML or JSON
 //!   with the field names of the LMA configuration's `mobile_nodes` (`mn_id`,
 //!   `link_layer_addresses`, `home_network_prefixes`, `allowed_mags`,
-//!   `access_technology_type`, `local_routing`, `proxy_registration_enabled`), holding one
+//!   `access_technology_type`, `local_routing`, `proxy_registration_enabled`,
+//!   `mn_id_from_link_layer`), holding one
 //!   profile, a list of them, or a
 //!   mapping with a `mobile_nodes` list (a piece of an LMA configuration). What
 //!   `policy get|list -o yaml` prints is read back too (each entry's `profile`; the LMA
@@ -51,7 +52,9 @@ pub enum PolicyCommand {
           allowed_mags: [\"2001:db8:1::10\"]                 # empty: any authorized MAG\n    \
           access_technology_type: 4\n    \
           local_routing: true\n    \
-          proxy_registration_enabled: true                # false: the LMA refuses it (152)\n\n\
+          proxy_registration_enabled: true                # false: the LMA refuses it (152)\n  \
+        - mn_id_from_link_layer: lab.example              # MN-ID 02-00-5e-10-00-02@lab.example\n    \
+          link_layer_addresses: [\"02:00:5e:10:00:02\"]\n\n\
         Examples:\n  \
         pmipctl policy apply -f nodes.yaml\n  \
         pmipctl policy get mn1@lab.example -o yaml > mn1.yaml   # edit it, then\n  \
