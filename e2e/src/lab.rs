@@ -93,6 +93,8 @@ pub struct Spec {
     /// IPv4 home addresses (RFC 5844): the LMA has the pool [`POOL4`], every profile has
     /// IPv4 on, and the correspondent is reachable at [`CN_ADDRESS4`] too.
     pub ipv4: bool,
+    /// The MAGs' Neighbor Unreachability Detection (RFC 5213 §6.13); `None`: the default.
+    pub neighbor_unreachability: Option<pmip::config::NeighborUnreachabilityConfig>,
 }
 
 impl Spec {
@@ -115,6 +117,7 @@ impl Spec {
             ipsec: IpsecMode::Off,
             esp_algorithm: EspAlgorithm::Aes128Gcm,
             ipv4: false,
+            neighbor_unreachability: None,
         }
     }
 }
@@ -725,6 +728,9 @@ impl Lab {
         c.domain.fast_handover.access_points = self.access_points();
         // Nodes come back quickly in the lab: a periodic RA every 2 s keeps them current.
         c.router_advertisement.interval_s = 2;
+        if let Some(n) = self.spec.neighbor_unreachability {
+            c.neighbor_unreachability = n;
+        }
         c.ipsec = self.ipsec_config(i + 1)?;
         c.validate()?;
         Ok(c)

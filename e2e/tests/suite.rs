@@ -593,3 +593,103 @@ async fn a_per_mag_revocation_removes_every_binding_of_that_mag() {
     assert!(reachable(&lab.cn, addrs[1], Duration::from_secs(2)).is_some());
     say!("per-MAG revocation: {}", out.trim());
 }
+
+/// Runs `cmd` with `args` in network namespace `ns`; its standard output.
+fn run_in(ns: &NetNs, cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let out = ns
+        .run(|| {
+            let mut c = std::process::Command::new(cmd);
+            c.args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = c.spawn()?;
+            if let (Some(text), Some(mut i)) = (stdin, child.stdin.take()) {
+                i.write_all(text.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 13 item 7 (RFC 5213 §6.13, the seed's handoff step 1): a node that stops answering
+/// on a link that stays up (its namespace drops every IPv6 packet, as a node that walked
+/// out of a Wi-Fi cell behind a bridge) is detached by Neighbor Unreachability Detection
+/// within `idle_s + probes × probe_interval_ms`; the node beside it, which answers, stays.
+/// When it answers again, it is attached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_on_a_link_that_stays_up_is_detached_by_neighbor_unreachability() {
+    use pmip::config::NeighborUnreachabilityConfig;
+    let mut spec = Spec::new(&name("nud"), 1, 2);
+    let nud = NeighborUnreachabilityConfig {
+        idle_s: 2,
+        probes: 2,
+        probe_interval_ms: 500,
+    };
+    spec.neighbor_unreachability = Some(nud);
+    let lab = up(spec).await;
+    attach_all(&lab, 2, Duration::from_secs(10)).await;
+    for n in 0..2 {
+        reachable(&lab.nodes[n].ns, CN_ADDRESS, Duration::from_secs(5)).expect("reachable");
+    }
+    assert_eq!(bindings(&lab).await.len(), 2);
+    let silent = lab.nodes[0].ns.clone();
+    run_in(
+        &silent,
+        "nft",
+        &["-f", "-"],
+        Some(
+            "table ip6 silent {\n  chain in { type filter hook input priority 0; policy drop; }\n  \
+             chain out { type filter hook output priority 0; policy drop; }\n}\n",
+        ),
+    );
+    let t = Instant::now();
+    let bound = |b: &[proto::v1::Binding], id: &str| {
+        b.iter()
+            .any(|x| x.mn_id == id && x.state == proto::v1::BindingState::Active as i32)
+    };
+    let limit = Duration::from_secs(2) + Duration::from_millis(2 * 500);
+    let detached = loop {
+        let b = lab.bindings().await.unwrap();
+        if !bound(&b, &node_id(1)) {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit + Duration::from_secs(3),
+            "node 1 still bound {:?} after it went silent",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Polled every 100 ms, and the node was last heard up to a probe cycle before.
+    assert!(
+        detached <= limit + Duration::from_millis(500),
+        "{detached:?}"
+    );
+    // Its link stayed up all along; the node that answers is still there after several
+    // probe cycles.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let b = lab.bindings().await.unwrap();
+    assert!(bound(&b, &node_id(2)), "{b:?}");
+    reachable(&lab.nodes[1].ns, CN_ADDRESS, Duration::from_secs(2)).expect("node 2 served");
+    // It answers again: its next solicitation attaches it again, with its prefix.
+    run_in(&silent, "nft", &["delete", "table", "ip6", "silent"], None);
+    let back = reachable(&silent, CN_ADDRESS, Duration::from_secs(15))
+        .expect("node 1 served again once it answers");
+    assert!(bound(&lab.bindings().await.unwrap(), &node_id(1)));
+    say!(
+        "a node silent on a link that stays up: de-registered after {:.1} s (limit {:.1} s); \
+         the answering node kept; served again {:.1} s after it answered",
+        detached.as_secs_f64(),
+        limit.as_secs_f64(),
+        back.as_secs_f64()
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use pmip::output::RouterAdvertisement;
+use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use tokio::sync::mpsc;
 
@@ -17,6 +17,10 @@ pub struct AccessHandle(Arc<Access>);
 impl RaSender for AccessHandle {
     async fn send_ra(&self, ra: &RouterAdvertisement) -> anyhow::Result<()> {
         Ok(self.0.send_ra(ra).await?)
+    }
+
+    async fn send_ns(&self, ns: &NeighborSolicitation) -> anyhow::Result<()> {
+        Ok(self.0.send_ns(ns).await?)
     }
 }
 

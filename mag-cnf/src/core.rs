@@ -13,7 +13,7 @@ use cnf::transport::{RecvBatch, SignallingTransport};
 use dataplane::{Change, Dataplane};
 use pmip::config::MagConfig;
 use pmip::mag::SavedBinding;
-use pmip::output::{DataplaneCommand, RouterAdvertisement};
+use pmip::output::{DataplaneCommand, NeighborSolicitation, RouterAdvertisement};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -38,9 +38,12 @@ pub use cnf::core::CoreGone;
 /// The error every API call gets once the core stopped.
 pub const GONE: CoreGone = CoreGone { daemon: "MAG" };
 
-/// Sends Router Advertisements on access links.
+/// Sends Router Advertisements, and the Neighbor Solicitations of Neighbor Unreachability
+/// Detection, on access links.
 pub trait RaSender {
     fn send_ra(&self, ra: &RouterAdvertisement) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn send_ns(&self, ns: &NeighborSolicitation)
+    -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// What [`Core::new`] needs.
@@ -263,6 +266,11 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     self.metrics.ra_failures.inc();
                 }
             };
+        }
+        for ns in self.service.take_neighbor_solicitations() {
+            if let Err(e) = self.ra.send_ns(&ns).await {
+                warn!(error = %e, link = ns.link.0, "sending a Neighbor Solicitation");
+            }
         }
         for (ifindex, frame) in self.service.take_ipv4_frames() {
             let Some((access, _)) = &self.ipv4 else { break };

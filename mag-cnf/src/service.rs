@@ -20,7 +20,9 @@ use pmip::mag::{
     Attach, BulChange, BulEntry, BulState, FastHandover, FastPhase, FastRole, Mag, MagEvent,
     MagOutput, SavedBinding,
 };
-use pmip::output::{AccessLink, DataplaneCommand, RouterAdvertisement, Transmit};
+use pmip::output::{
+    AccessLink, DataplaneCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
+};
 use pmip::policy::{Origin, PolicyError};
 use pmip::types::LinkLayerAddress;
 use pmip::wire::{AccessTechnologyType, Status, WallClock};
@@ -155,7 +157,7 @@ pub enum Step {
 }
 
 /// The kinds of state machine events counted in [`Stats::events`], in order.
-pub const EVENT_KINDS: [&str; 16] = [
+pub const EVENT_KINDS: [&str; 17] = [
     "unknown-node",
     "registered",
     "refreshed",
@@ -172,6 +174,7 @@ pub const EVENT_KINDS: [&str; 16] = [
     "handover-failed",
     "dropped",
     "ipv4-released",
+    "unreachable",
 ];
 
 /// The counters of the service, for [`crate::metrics::Metrics::observe`]: totals since the
@@ -272,6 +275,10 @@ pub struct Service {
     dirty: bool,
     /// MTU of each up access link, for the DHCP Interface MTU option.
     link_mtu: HashMap<u32, u32>,
+    /// Nodes detached by Neighbor Unreachability Detection while their link stayed up, by
+    /// (link, node): the access side reports a node seen once per link, so the next frame
+    /// heard from one of them is its attachment again.
+    unreachable: BTreeSet<(u32, LinkLayerAddress)>,
     /// (link, node) pairs heard on the IPv4 side since the link came up: the first frame of
     /// a node is its attachment, as a `NodeSeen` is on the IPv6 side (an IPv4-only node
     /// sends nothing else, RFC 5844 §3.4.3).
@@ -284,6 +291,7 @@ pub struct Service {
     tx: Vec<Transmit>,
     steps: Vec<Step>,
     ras: Vec<RouterAdvertisement>,
+    solicitations: Vec<NeighborSolicitation>,
     registrations: Vec<Duration>,
     /// Ethernet frames (DHCP and ARP answers) to send on access links, by link index.
     ipv4_frames: Vec<(u32, Vec<u8>)>,
@@ -352,12 +360,14 @@ impl Service {
             saved: s.saved.to_vec(),
             dirty: false,
             link_mtu: HashMap::new(),
+            unreachable: BTreeSet::new(),
             ipv4_heard: BTreeSet::new(),
             dhcp_waiting: BTreeMap::new(),
             ipv4_replies: [0; IPV4_REPLY_KINDS.len()],
             tx: Vec::new(),
             steps: Vec::new(),
             ras: Vec::new(),
+            solicitations: Vec::new(),
             registrations: Vec::new(),
             ipv4_frames: Vec::new(),
             ipv4_released: Vec::new(),
@@ -431,6 +441,7 @@ impl Service {
             AccessInput::LinkDown { ifindex } => {
                 self.links.remove(&ifindex);
                 self.link_mtu.remove(&ifindex);
+                self.unreachable.retain(|(i, _)| *i != ifindex);
                 self.ipv4_heard.retain(|(i, _)| *i != ifindex);
                 self.dhcp_waiting.retain(|_, (i, _)| *i != ifindex);
                 let gone: Vec<LinkLayerAddress> = (self.mag.bindings())
@@ -447,6 +458,17 @@ impl Service {
                 ifindex,
                 link_layer,
             } => self.node_seen(now, wall, ifindex, link_layer),
+            AccessInput::NodeHeard {
+                ifindex,
+                link_layer,
+                link_local,
+            } => {
+                if self.unreachable.remove(&(ifindex, link_layer)) {
+                    self.node_seen(now, wall, ifindex, link_layer);
+                }
+                self.mag
+                    .handle_node_heard(now, AccessLink(ifindex), link_layer, link_local);
+            }
             AccessInput::RouterSolicitation {
                 ifindex,
                 link_layer,
@@ -655,6 +677,10 @@ impl Service {
         std::mem::take(&mut self.ras)
     }
 
+    pub fn take_neighbor_solicitations(&mut self) -> Vec<NeighborSolicitation> {
+        std::mem::take(&mut self.solicitations)
+    }
+
     pub fn take_transmits(&mut self) -> Vec<Transmit> {
         std::mem::take(&mut self.tx)
     }
@@ -756,6 +782,7 @@ impl Service {
                     None => Step::Buffer(c),
                 }),
                 MagOutput::RouterAdvertisement(ra) => self.ras.push(ra),
+                MagOutput::NeighborSolicitation(ns) => self.solicitations.push(ns),
                 MagOutput::Event(e) => self.event(e),
                 MagOutput::BindingUpdateList(c) => self.bul_changed(c),
             }
@@ -970,6 +997,15 @@ impl Service {
                 info!(%mn_id, %address, session_ended, "IPv4 home address de-registered after a DHCPRELEASE");
                 self.dirty = true;
                 15
+            }
+            MagEvent::Unreachable {
+                mn_id,
+                link_layer,
+                link,
+            } => {
+                info!(%mn_id, %link_layer, link = link.0, "the node stopped answering on its link: detached");
+                self.unreachable.insert((link.0, *link_layer));
+                16
             }
         };
         self.events[kind] += 1;

@@ -122,6 +122,40 @@ fn every_link_layer_address_error_names_its_field() {
     }
 }
 
+/// Issue 13 item 7: the Neighbor Unreachability Detection settings are checked.
+#[test]
+fn neighbor_unreachability_settings_are_checked() {
+    let (code, _, err) = run(
+        &format!(
+            "{MAG}neighbor_unreachability: {{idle_s: 5, probes: 2, probe_interval_ms: 500}}\n"
+        ),
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // Off: the other values do not matter.
+    let (code, _, err) = run(
+        &format!("{MAG}neighbor_unreachability: {{idle_s: 0, probes: 0}}\n"),
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    for (yaml, field) in [
+        ("{probes: 0}", "neighbor_unreachability.probes"),
+        ("{probes: 11}", "neighbor_unreachability.probes"),
+        (
+            "{probe_interval_ms: 99}",
+            "neighbor_unreachability.probe_interval_ms",
+        ),
+        ("{idle_s: 86401}", "neighbor_unreachability.idle_s"),
+    ] {
+        let (code, _, err) = run(
+            &format!("{MAG}neighbor_unreachability: {yaml}\n"),
+            &["--check-config"],
+        );
+        assert_eq!(code, Some(2), "{yaml}: {err}");
+        assert!(err.contains(field), "{field} not named for {yaml}: {err}");
+    }
+}
+
 /// Issue 13 item 8: an MN-ID derived from the link-layer address; its bad values name
 /// their field.
 #[test]

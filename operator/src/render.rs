@@ -369,6 +369,7 @@ pub fn mag_config(
             ..MagTimers::default()
         },
         router_advertisement: Default::default(),
+        neighbor_unreachability: Default::default(),
         mobile_nodes: Vec::new(),
         policy_server: Some(lma_service_url(namespace, name, tls)),
         policy_server_tls: tls.then(|| ClientTlsConfig {

@@ -1598,6 +1598,62 @@ impl Default for RouterAdvertisementConfig {
     }
 }
 
+/// Detachment by Neighbor Unreachability Detection (RFC 5213 §6.13, RFC 4861 §7.3): for
+/// access links that stay up when the node leaves (Wi-Fi behind a bridge). A registered
+/// node the MAG has not heard from for `idle_s` is sent unicast Neighbor Solicitations,
+/// `probe_interval_ms` apart; after `probes` unanswered ones it counts as detached (a
+/// de-registration). So a node that goes silent is detached within `idle_s +
+/// probes × probe_interval_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NeighborUnreachabilityConfig {
+    /// Silence before the first probe (RFC 4861 REACHABLE_TIME, 30 s); 0 turns detection
+    /// off (then only a link going down detaches).
+    pub idle_s: u32,
+    /// Unanswered probes before the node counts as detached (MAX_UNICAST_SOLICIT, 3).
+    pub probes: u32,
+    /// Between probes (RETRANS_TIMER, 1000 ms).
+    pub probe_interval_ms: u32,
+}
+
+impl Default for NeighborUnreachabilityConfig {
+    fn default() -> Self {
+        Self {
+            idle_s: 30,
+            probes: 3,
+            probe_interval_ms: 1_000,
+        }
+    }
+}
+
+impl NeighborUnreachabilityConfig {
+    pub fn enabled(&self) -> bool {
+        self.idle_s > 0
+    }
+
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        check(self.idle_s <= 86_400, &format!("{at}.idle_s"), || {
+            format!(
+                "{} s: at most 86400 (a day); 0 turns detection off",
+                self.idle_s
+            )
+        })?;
+        check(
+            (1..=10).contains(&self.probes),
+            &format!("{at}.probes"),
+            || format!("{}: between 1 and 10", self.probes),
+        )?;
+        check(
+            (100..=60_000).contains(&self.probe_interval_ms),
+            &format!("{at}.probe_interval_ms"),
+            || format!("{} ms: between 100 and 60000", self.probe_interval_ms),
+        )
+    }
+}
+
 /// The MAG daemon's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1620,6 +1676,9 @@ pub struct MagConfig {
     pub timers: MagTimers,
     #[serde(default)]
     pub router_advertisement: RouterAdvertisementConfig,
+    /// Detachment of nodes that stop answering on a link that stays up.
+    #[serde(default)]
+    pub neighbor_unreachability: NeighborUnreachabilityConfig,
     /// Mobile node profiles known locally.
     #[serde(default)]
     pub mobile_nodes: Vec<MobileNodeProfile>,
@@ -1705,6 +1764,8 @@ impl MagConfig {
                 format!("{mtu} is below the IPv6 minimum of 1280")
             })?;
         }
+        self.neighbor_unreachability
+            .validate("neighbor_unreachability")?;
         validate_profiles(&self.mobile_nodes)?;
         if let Some(url) = &self.policy_server {
             check(

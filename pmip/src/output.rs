@@ -118,3 +118,16 @@ pub struct RouterAdvertisement {
     /// MTU option value.
     pub mtu: u32,
 }
+
+/// A unicast Neighbor Solicitation the MAG sends to probe whether a node is still on its
+/// access link (Neighbor Unreachability Detection, RFC 4861 §7.3.3; RFC 5213 §6.13): to
+/// `mn_link_layer` for `target` (the node's link-local address), from the MAG's link-local
+/// and link-layer address on that link, with a Source Link-Layer Address option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborSolicitation {
+    pub link: AccessLink,
+    pub mn_link_layer: LinkLayerAddress,
+    pub target: Ipv6Addr,
+    pub src_link_local: Ipv6Addr,
+    pub src_link_layer: LinkLayerAddress,
+}

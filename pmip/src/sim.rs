@@ -13,7 +13,9 @@ use ipnet::IpNet;
 use crate::config::{LmaConfig, MagConfig};
 use crate::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot};
 use crate::mag::{Attach, BulChange, BulState, Mag, MagEvent, MagOutput};
-use crate::output::{AccessLink, DataplaneCommand, RouterAdvertisement, Transmit};
+use crate::output::{
+    AccessLink, DataplaneCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
+};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{Message, WallClock};
@@ -81,6 +83,8 @@ pub struct Sim {
     pub lma_events: Vec<(Instant, LmaEvent)>,
     pub mag_events: Vec<(Instant, usize, MagEvent)>,
     pub router_advertisements: Vec<(Instant, usize, RouterAdvertisement)>,
+    /// The probes of Neighbor Unreachability Detection each MAG sent.
+    pub neighbor_solicitations: Vec<(Instant, usize, NeighborSolicitation)>,
     /// Every binding update list change each MAG reported.
     pub bul_changes: Vec<(Instant, usize, BulChange)>,
     /// Every packet sent, in order (before the drop filter).
@@ -130,6 +134,7 @@ impl Sim {
             lma_events: Vec::new(),
             mag_events: Vec::new(),
             router_advertisements: Vec::new(),
+            neighbor_solicitations: Vec::new(),
             bul_changes: Vec::new(),
             sent: Vec::new(),
             dropped: 0,
@@ -270,6 +275,9 @@ impl Sim {
                         MagOutput::Dataplane(c) => mag_dataplane(&mut self.mag_datapaths[i], c),
                         MagOutput::RouterAdvertisement(ra) => {
                             self.router_advertisements.push((self.now, i, ra))
+                        }
+                        MagOutput::NeighborSolicitation(ns) => {
+                            self.neighbor_solicitations.push((self.now, i, ns))
                         }
                         MagOutput::Event(e) => self.mag_events.push((self.now, i, e)),
                         MagOutput::BindingUpdateList(c) => self.bul_changes.push((self.now, i, c)),

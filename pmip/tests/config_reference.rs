@@ -199,6 +199,11 @@ fn full_mag(link_local: LinkLocalMode) -> MagConfig {
             mtu: Some(1400),
             prefix_lifetime_s: Some(600),
         },
+        neighbor_unreachability: NeighborUnreachabilityConfig {
+            idle_s: 10,
+            probes: 2,
+            probe_interval_ms: 500,
+        },
         mobile_nodes: vec![full_profile()],
         policy_server: Some("https://[2001:db8:ffff::1]:50051".into()),
         policy_server_tls: Some(ClientTlsConfig {

@@ -872,3 +872,105 @@ fn a_global_revocation_by_realm_covers_only_that_realm() {
     assert_eq!(bra_status(&sim, 0, 6), Some(BraStatus::Success));
     assert_eq!(sim.mags[0].bindings().count(), 0);
 }
+
+/// RFC 5213 §6.13 (the seed's handoff step 1): a node that goes silent on an access link
+/// that stays up (no link-down event, as Wi-Fi behind a bridge) is probed with unicast
+/// Neighbor Solicitations for its link-local address and, unanswered, taken as detached and
+/// de-registered within `idle_s + probes × probe_interval_ms`. A node that answers stays; a
+/// node whose link-local address was never heard is not probed.
+#[test]
+fn rfc5213_6_13_a_silent_node_is_detached_by_neighbor_unreachability_detection() {
+    use pmip::mag::MagEvent;
+    use pmip::output::AccessLink;
+    let mut c = mag_config(0, 3);
+    c.neighbor_unreachability.idle_s = 5;
+    c.neighbor_unreachability.probes = 3;
+    c.neighbor_unreachability.probe_interval_ms = 1_000;
+    let mut sim = Sim::new(lma_config(1, 3), vec![c], 42);
+    let lla = |n: u16| Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, n);
+    for n in 1..=3 {
+        sim.attach(0, ll(n));
+    }
+    sim.settle(Duration::from_secs(1));
+    for n in 1..=3 {
+        assert!(sim.mags[0].binding(&nai(n)).unwrap().is_bound());
+    }
+    let heard = |sim: &mut Sim, n: u16, address: Option<Ipv6Addr>| {
+        sim.mag_do(0, |m, now, _| {
+            m.handle_node_heard(now, AccessLink(1), ll(n), address)
+        });
+    };
+    let start = sim.now;
+    heard(&mut sim, 1, Some(lla(1)));
+    heard(&mut sim, 2, Some(lla(2)));
+    // Node 3 was heard only from addresses that tell no link-local one.
+    heard(&mut sim, 3, None);
+    let mut answered = 0;
+    while sim.now < start + Duration::from_secs(20) {
+        sim.run_for(Duration::from_millis(100));
+        // Node 2 answers every probe at once; node 1 never does.
+        let probes: Vec<_> = sim
+            .neighbor_solicitations
+            .drain(..)
+            .map(|(_, _, ns)| ns)
+            .collect();
+        for ns in probes {
+            assert_eq!(ns.src_link_local, "fe80::1".parse::<Ipv6Addr>().unwrap());
+            assert_eq!(ns.target, lla(u16::from(ns.mn_link_layer.as_bytes()[5])));
+            if ns.mn_link_layer == ll(2) {
+                answered += 1;
+                heard(&mut sim, 2, None);
+            } else {
+                assert_eq!(ns.mn_link_layer, ll(1), "node 3 is never probed");
+            }
+        }
+    }
+    assert!(
+        answered >= 3,
+        "node 2 is probed after each silence: {answered}"
+    );
+    let detached: Vec<_> = sim
+        .mag_events
+        .iter()
+        .filter_map(|(t, _, e)| match e {
+            MagEvent::Unreachable { mn_id, .. } => Some((*t - start, mn_id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(detached.len(), 1, "{detached:?}");
+    assert_eq!(detached[0].1, nai(1));
+    // Silent for idle_s, then three probes a second apart, the last one unanswered too.
+    assert!(
+        detached[0].0 <= Duration::from_secs(5 + 3),
+        "{:?}",
+        detached[0].0
+    );
+    assert!(sim.mags[0].binding(&nai(1)).is_none());
+    assert_eq!(sim.lma.cache().sessions_of(&nai(1)).count(), 0);
+    for n in [2, 3] {
+        assert!(sim.mags[0].binding(&nai(n)).unwrap().is_bound(), "node {n}");
+        assert_eq!(sim.lma.cache().sessions_of(&nai(n)).count(), 1);
+    }
+}
+
+/// With `neighbor_unreachability.idle_s: 0` nothing is probed and nobody is detached.
+#[test]
+fn neighbor_unreachability_detection_can_be_turned_off() {
+    use pmip::output::AccessLink;
+    let mut c = mag_config(0, 1);
+    c.neighbor_unreachability.idle_s = 0;
+    let mut sim = Sim::new(lma_config(1, 1), vec![c], 42);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(1));
+    sim.mag_do(0, |m, now, _| {
+        m.handle_node_heard(
+            now,
+            AccessLink(1),
+            ll(1),
+            Some("fe80::1:1".parse().unwrap()),
+        )
+    });
+    sim.run_for(Duration::from_secs(120));
+    assert!(sim.neighbor_solicitations.is_empty());
+    assert!(sim.mags[0].binding(&nai(1)).unwrap().is_bound());
+}

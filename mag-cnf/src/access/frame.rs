@@ -13,6 +13,8 @@
 //! so the rest never leaves the kernel. [`parse`] then reads each frame with the views and
 //! representations of [`pmip::wire::nd`], whatever the filter did.
 
+use std::net::Ipv6Addr;
+
 use pmip::wire::nd::{
     EtherType, EthernetFrame, FrameRepr, Icmpv6Packet, Icmpv6Repr, Icmpv6Type, Ipv6Packet,
     NEXT_HEADER_ICMPV6, NdiscRepr,
@@ -35,6 +37,15 @@ pub(crate) struct Heard {
     pub source: [u8; 6],
     /// A valid Router Solicitation (RFC 4861 §6.1.1).
     pub router_solicitation: bool,
+    /// The node's link-local address, when the frame tells it: its IPv6 source, or for a
+    /// duplicate address detection from `::` the Neighbor Solicitation's target (RFC 4862
+    /// §5.4.2). What Neighbor Unreachability Detection probes.
+    pub link_local: Option<Ipv6Addr>,
+}
+
+/// fe80::/10.
+fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// What a received Ethernet frame tells, or `None` when it is not one of [`NODE_MESSAGES`]
@@ -69,9 +80,23 @@ pub(crate) fn parse(frame: &[u8]) -> Option<Heard> {
                 ..
             })
         );
+    let source = ip.source();
+    let link_local = if is_link_local(&source) {
+        Some(source)
+    } else if source.is_unspecified() && msg_type == Icmpv6Type::NeighborSolicitation {
+        // Reserved (4 octets) after type, code and checksum, then the target.
+        upper
+            .get(8..24)
+            .and_then(|t| <[u8; 16]>::try_from(t).ok())
+            .map(Ipv6Addr::from)
+            .filter(is_link_local)
+    } else {
+        None
+    };
     Some(Heard {
         source: eth.source().0,
         router_solicitation,
+        link_local,
     })
 }
 
@@ -150,7 +175,8 @@ pub(crate) mod tests {
             parse(&f),
             Some(Heard {
                 source: NODE,
-                router_solicitation: true
+                router_solicitation: true,
+                link_local: Some("fe80::1:1".parse().unwrap()),
             })
         );
         let f = frame("::", "ff02::2", false, 58, &rs(&[]), 255);
@@ -158,20 +184,29 @@ pub(crate) mod tests {
             parse(&f),
             Some(Heard {
                 source: NODE,
-                router_solicitation: true
+                router_solicitation: true,
+                link_local: None,
             })
         );
     }
 
     #[test]
     fn invalid_router_solicitations_still_show_the_node() {
-        let seen_only = Some(Heard {
+        let heard = Heard {
             source: NODE,
             router_solicitation: false,
-        });
+            link_local: Some("fe80::1:1".parse().unwrap()),
+        };
+        let seen_only = Some(heard);
         // From `::` with a source link-layer address option.
         let f = frame("::", "ff02::2", false, 58, &rs(&SLLAO), 255);
-        assert_eq!(parse(&f), seen_only);
+        assert_eq!(
+            parse(&f),
+            Some(Heard {
+                link_local: None,
+                ..heard
+            })
+        );
         // Forwarded (hop limit below 255).
         let f = frame("fe80::1:1", "ff02::2", false, 58, &rs(&[]), 64);
         assert_eq!(parse(&f), seen_only);
@@ -211,13 +246,21 @@ pub(crate) mod tests {
             parse(&f),
             Some(Heard {
                 source: NODE,
-                router_solicitation: false
+                router_solicitation: false,
+                link_local: None,
             })
         );
+        // Duplicate address detection tells the address the node is about to use.
         let mut ns = vec![135, 0, 0, 0, 0, 0, 0, 0];
         ns.extend_from_slice(&"fe80::1:1".parse::<Ipv6Addr>().unwrap().octets());
         let f = frame("::", "ff02::1:ff01:101", false, 58, &ns, 255);
-        assert!(parse(&f).is_some());
+        assert_eq!(
+            parse(&f).and_then(|h| h.link_local),
+            Some("fe80::1:1".parse().unwrap())
+        );
+        // A global source tells no link-local address.
+        let f = frame("2001:db8::1", "ff02::1:ff01:101", false, 58, &ns, 255);
+        assert_eq!(parse(&f).map(|h| h.link_local), Some(None));
     }
 
     #[test]

@@ -111,6 +111,14 @@ async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
     );
     assert_eq!(
         next(&mut events).await,
+        AccessEvent::NodeHeard {
+            ifindex: acc0,
+            link_layer: node_ll,
+            link_local: None,
+        }
+    );
+    assert_eq!(
+        next(&mut events).await,
         AccessEvent::RouterSolicitation {
             ifindex: acc0,
             link_layer: node_ll
@@ -124,7 +132,8 @@ async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
     assert_eq!(s.frames_ignored, 0);
 
     // A solicitation that claims the MAG's own MAC, and one forwarded by a router (hop
-    // limit 64): read, but no event.
+    // limit 64): read; the second shows the node is still there (Neighbor Unreachability
+    // Detection), and is no solicitation.
     send(&frame_from(
         MAG_MAC,
         "::",
@@ -143,6 +152,14 @@ async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
         &[133, 0, 0, 0, 0, 0, 0, 0],
         64,
     ));
+    assert_eq!(
+        next(&mut events).await,
+        AccessEvent::NodeHeard {
+            ifindex: acc0,
+            link_layer: node_ll,
+            link_local: None,
+        }
+    );
     silence(&mut events).await;
     let s = settle(&access, 3).await;
     assert_eq!((s.frames_read, s.frames_ignored), (3, 1), "{s:?}");
@@ -158,8 +175,15 @@ async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
             link_layer: LinkLayerAddress::mac(OTHER_NODE)
         }
     );
-    // Seen once.
+    let heard = AccessEvent::NodeHeard {
+        ifindex: acc0,
+        link_layer: LinkLayerAddress::mac(OTHER_NODE),
+        link_local: None,
+    };
+    assert_eq!(next(&mut events).await, heard);
+    // Seen once, heard every time.
     send(&frame_from(OTHER_NODE, "::", "ff02::16", true, 58, &mld, 1));
+    assert_eq!(next(&mut events).await, heard);
     silence(&mut events).await;
     let s = settle(&access, 5).await;
     assert_eq!(s.frames_read, 5, "{s:?}");

@@ -195,6 +195,11 @@ impl LinkTable {
                 link_layer,
             });
         }
+        out.push(AccessEvent::NodeHeard {
+            ifindex: index,
+            link_layer,
+            link_local: h.link_local,
+        });
         if h.router_solicitation {
             out.push(AccessEvent::RouterSolicitation {
                 ifindex: index,
@@ -253,6 +258,7 @@ mod tests {
         Heard {
             source: NODE,
             router_solicitation: rs,
+            link_local: None,
         }
     }
 
@@ -337,7 +343,23 @@ mod tests {
             ifindex: 5,
             link_layer: ll,
         };
-        assert_eq!(out, vec![seen.clone(), rs.clone(), rs.clone()]);
+        // Every frame is heard (for Neighbor Unreachability Detection), the node seen once.
+        let again = AccessEvent::NodeHeard {
+            ifindex: 5,
+            link_layer: ll,
+            link_local: None,
+        };
+        assert_eq!(
+            out,
+            vec![
+                seen.clone(),
+                again.clone(),
+                again.clone(),
+                rs.clone(),
+                again.clone(),
+                rs.clone()
+            ]
+        );
         out.clear();
         t.report(report(5, "acc0", true, false), &mut out);
         t.report(report(5, "acc0", true, true), &mut out);
@@ -348,6 +370,7 @@ mod tests {
                 AccessEvent::LinkDown { ifindex: 5 },
                 up(5, "acc0"),
                 seen,
+                again,
                 rs
             ]
         );
@@ -363,6 +386,7 @@ mod tests {
             let h = Heard {
                 source,
                 router_solicitation: true,
+                link_local: None,
             };
             assert_eq!(t.heard(5, h, &mut out), FrameVerdict::Own);
         }
@@ -382,12 +406,17 @@ mod tests {
                 AccessEvent::NodeSeen {
                     ifindex: 5,
                     link_layer: LinkLayerAddress::mac(NODE)
+                },
+                AccessEvent::NodeHeard {
+                    ifindex: 5,
+                    link_layer: LinkLayerAddress::mac(NODE),
+                    link_local: None,
                 }
             ]
         );
         // The late carrier report changes nothing.
         t.report(report(5, "acc0", true, true), &mut out);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 3);
     }
 
     #[test]

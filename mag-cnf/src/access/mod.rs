@@ -23,6 +23,8 @@
 //!         AccessEvent::LinkDown { ifindex } => {}
 //!         // `Mag::handle_attach` with `AccessLink(ifindex)`.
 //!         AccessEvent::NodeSeen { ifindex, link_layer } => {}
+//!         // `Mag::handle_node_heard` (Neighbor Unreachability Detection).
+//!         AccessEvent::NodeHeard { ifindex, link_layer, link_local } => {}
 //!         // `Mag::handle_router_solicitation`.
 //!         AccessEvent::RouterSolicitation { ifindex, link_layer } => {}
 //!     }
@@ -41,6 +43,8 @@
 //!   `None` once the task ends: when [`Access`] is dropped, or after a socket failed (logged).
 //! - [`Access::send_ra`] sends one [`RouterAdvertisement`] as built by [`ra`] (the frame
 //!   alone: [`router_advertisement_frame`]).
+//! - [`Access::send_ns`] sends one [`NeighborSolicitation`], a probe of Neighbor
+//!   Unreachability Detection ([`neighbor_solicitation_frame`]).
 //! - [`Access::stats`] counts frames and RAs, for metrics.
 //! - [`lab::attach`] / [`lab::detach`] make and remove an emulated mobile node.
 //!
@@ -59,6 +63,10 @@
 //!   Solicitations and Advertisements, Router Solicitations (`frame.rs` says why). A node
 //!   that only ever sends other traffic is not seen. Access links are point-to-point
 //!   (RFC 5213 §6.3): one node per link is expected, a second MAC is reported all the same.
+//! - `NodeHeard { ifindex, link_layer, link_local }`: every frame of a node on an up access
+//!   link (after its `NodeSeen`), with the node's link-local address when the frame tells it
+//!   (its source, or the target of its duplicate address detection): the node is still there
+//!   (RFC 5213 §6.13, Neighbor Unreachability Detection).
 //! - `RouterSolicitation { ifindex, link_layer }`: every valid Router Solicitation
 //!   (RFC 4861 §6.1.1), after the `NodeSeen` of its sender. `link_layer` is the frame's
 //!   Ethernet source: an RS from `::` carries no source link-layer address option.
@@ -96,19 +104,20 @@ pub mod ra;
 pub(crate) mod sys;
 
 use std::io;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dataplane::netns::NetNs;
-use pmip::output::RouterAdvertisement;
+use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 pub use pattern::InterfacePatterns;
-pub use ra::router_advertisement_frame;
+pub use ra::{neighbor_solicitation_frame, router_advertisement_frame};
 
 use links::LinkTable;
 use monitor::Monitor;
@@ -131,6 +140,11 @@ pub enum AccessEvent {
         ifindex: u32,
         link_layer: LinkLayerAddress,
     },
+    NodeHeard {
+        ifindex: u32,
+        link_layer: LinkLayerAddress,
+        link_local: Option<Ipv6Addr>,
+    },
     RouterSolicitation {
         ifindex: u32,
         link_layer: LinkLayerAddress,
@@ -151,6 +165,12 @@ pub enum Error {
     Dump(#[source] io::Error),
     #[error("the kernel did not list the links within {0:?}")]
     DumpTimeout(Duration),
+    #[error("cannot send a Neighbor Solicitation on link #{ifindex}: {source}")]
+    SendNs {
+        ifindex: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot send a Router Advertisement on link #{ifindex}: {source}")]
     Send {
         ifindex: u32,
@@ -293,6 +313,23 @@ impl Access {
             .router_advertisements_sent
             .fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Sends `ns` on its access link ([`neighbor_solicitation_frame`] says what is in it).
+    pub async fn send_ns(&self, ns: &NeighborSolicitation) -> Result<()> {
+        let frame = neighbor_solicitation_frame(ns)?;
+        let ifindex = ns.link.0;
+        let sent = loop {
+            let mut guard = self
+                .sender
+                .writable()
+                .await
+                .map_err(|source| Error::SendNs { ifindex, source })?;
+            if let Ok(r) = guard.try_io(|s| sys::send_frame(s.get_ref(), ifindex, &frame)) {
+                break r;
+            }
+        };
+        sent.map_err(|source| Error::SendNs { ifindex, source })
     }
 
     pub fn stats(&self) -> AccessStats {

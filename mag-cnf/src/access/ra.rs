@@ -18,7 +18,7 @@
 
 use core::time::Duration;
 
-use pmip::output::RouterAdvertisement;
+use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use pmip::wire::nd::{
     EthernetAddress, FrameRepr, ICMPV6_HEADER_LEN, IPV6_HEADER_LEN, Icmpv6Repr, MTU_LEN,
@@ -76,6 +76,31 @@ pub fn router_advertisement_frame(ra: &RouterAdvertisement) -> Result<Vec<u8>, E
             router_lifetime: router_lifetime(ra.router_lifetime),
             reachable_time: 0,
             retrans_timer: 0,
+            options: NdOptions::List(&options),
+        }),
+    };
+    let mut f = vec![0u8; frame.buffer_len()];
+    frame.emit(&mut f)?;
+    Ok(f)
+}
+
+/// The whole Ethernet frame of a Neighbor Unreachability Detection probe (RFC 4861 §7.2.2,
+/// §7.3.3): a unicast Neighbor Solicitation for the node's link-local address, to its MAC,
+/// from the MAG's link-local address on the link, hop limit 255, with the MAG's MAC in a
+/// Source Link-Layer Address option (so the node can answer without resolving ours).
+pub fn neighbor_solicitation_frame(ns: &NeighborSolicitation) -> Result<Vec<u8>, Error> {
+    let node = mac_of(&ns.mn_link_layer)?;
+    let mag = mac_of(&ns.src_link_layer)?;
+    let options = [NdOption::SourceLinkLayerAddress(&mag)];
+    let frame = FrameRepr {
+        eth_source: EthernetAddress(mag),
+        eth_destination: EthernetAddress(node),
+        source: ns.src_link_local,
+        destination: ns.target,
+        hop_limit: ND_HOP_LIMIT,
+        hop_by_hop: None,
+        message: Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicitation {
+            target: ns.target,
             options: NdOptions::List(&options),
         }),
     };
@@ -247,6 +272,32 @@ mod tests {
             router_advertisement_frame(&ra(&many, Duration::ZERO, Duration::ZERO)),
             Err(Error::TooManyPrefixes(n)) if n == MAX_PREFIXES + 1
         ));
+    }
+
+    #[test]
+    fn a_probe_is_a_unicast_neighbor_solicitation_that_parses_back() {
+        let ns = NeighborSolicitation {
+            link: AccessLink(7),
+            mn_link_layer: LinkLayerAddress::mac(NODE),
+            target: "fe80::1:1".parse().unwrap(),
+            src_link_local: "fe80::1".parse().unwrap(),
+            src_link_layer: LinkLayerAddress::mac(MAG),
+        };
+        let f = neighbor_solicitation_frame(&ns).unwrap();
+        assert_eq!(&f[..6], &NODE);
+        assert_eq!(&f[6..12], &MAG);
+        let r = FrameRepr::parse(&f).unwrap();
+        assert_eq!(r.source, ns.src_link_local);
+        assert_eq!(r.destination, ns.target);
+        assert_eq!(r.hop_limit, 255);
+        match r.message {
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicitation { target, options }) => {
+                assert_eq!(target, ns.target);
+                let o: Vec<_> = options.iter().collect();
+                assert_eq!(o.len(), 1);
+            }
+            m => panic!("{m:?}"),
+        }
     }
 
     #[test]

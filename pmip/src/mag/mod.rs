@@ -25,7 +25,9 @@ use ipnet::{IpNet, Ipv6Net};
 
 use crate::config::{FastHandoverMode, LinkLocalMode, MagConfig, MobileNodeProfile};
 use crate::heartbeat::{Heartbeats, PeerEvent};
-use crate::output::{AccessLink, DataplaneCommand, RouterAdvertisement, Transmit};
+use crate::output::{
+    AccessLink, DataplaneCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
+};
 use crate::policy::{PolicyError, PolicyStore};
 use crate::rng::Rng;
 use crate::time::{Instant, ms, secs};
@@ -40,6 +42,7 @@ mod fast;
 mod handover;
 mod ipv4_release;
 mod lma_requests;
+mod reachability;
 mod registration;
 mod timer;
 
@@ -88,6 +91,13 @@ pub enum MagEvent {
     /// No PBA after every retransmission (RFC 5213 §6.9.4).
     GaveUp {
         mn_id: String,
+    },
+    /// The node stopped answering Neighbor Solicitations on a link that stays up: it is
+    /// taken as detached (RFC 5213 §6.13).
+    Unreachable {
+        mn_id: String,
+        link_layer: LinkLayerAddress,
+        link: AccessLink,
     },
     /// The binding ended: the node left and its de-registration completed.
     Deregistered {
@@ -176,6 +186,8 @@ pub enum MagOutput {
     Transmit(Transmit),
     Dataplane(DataplaneCommand),
     RouterAdvertisement(RouterAdvertisement),
+    /// A probe of Neighbor Unreachability Detection.
+    NeighborSolicitation(NeighborSolicitation),
     Event(MagEvent),
     BindingUpdateList(BulChange),
 }
@@ -214,6 +226,8 @@ pub struct Mag {
     fast: FastHandovers,
     timers: TimerTable,
     heartbeats: Heartbeats,
+    /// Neighbor Unreachability Detection of each node heard on its link.
+    reachability: reachability::Reachabilities,
     outputs: VecDeque<MagOutput>,
     rng: Rng,
     /// The per-MAG counter used as Sequence Number with timestamps (RFC 5213 §6.9.1.1 r. 6).
@@ -258,6 +272,7 @@ impl Mag {
             fast,
             timers: TimerTable::default(),
             heartbeats,
+            reachability: Default::default(),
             outputs: VecDeque::new(),
             rng,
             next_sequence,
@@ -697,6 +712,7 @@ impl Mag {
                     }
                 }),
                 Timer::RouterAdvertisement(ll) => self.periodic_ra(now, ll),
+                Timer::Reachability(ll) => self.reachability_timer(now, wall, ll),
                 Timer::Heartbeat => {
                     let mut tx = Vec::new();
                     let mut ev = Vec::new();
@@ -836,6 +852,7 @@ impl Mag {
     /// Drops an entry and its timers and handover, without a word (it is being replaced).
     fn discard(&mut self, ll: LinkLayerAddress) {
         self.timers.clear_node(ll);
+        self.reachability.remove(&ll);
         self.fast.forget(&ll);
         self.bul.remove(&ll);
     }

@@ -21,6 +21,9 @@ pub(super) enum Timer {
     RouterAdvertisement(LinkLayerAddress),
     /// The next heartbeat request (RFC 5847 §3.1).
     Heartbeat,
+    /// Neighbor Unreachability Detection of the node: the next probe, or the end of the
+    /// last one (RFC 5213 §6.13, RFC 4861 §7.3).
+    Reachability(LinkLayerAddress),
 }
 
 /// One deadline per [`Timer`], ordered by time (ties by timer, so the order never depends on
@@ -69,6 +72,7 @@ impl TimerTable {
             Timer::Registration(ll),
             Timer::Handover(ll),
             Timer::RouterAdvertisement(ll),
+            Timer::Reachability(ll),
         ] {
             self.set(t, None);
         }

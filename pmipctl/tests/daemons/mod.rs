@@ -336,12 +336,16 @@ impl Lma {
     }
 }
 
-/// Router Advertisements go nowhere: the MAG's access links are made up.
+/// Router Advertisements and Neighbor Solicitations go nowhere: the MAG's access links are made up.
 #[derive(Debug)]
 struct NoRa;
 
 impl mag_cnf::core::RaSender for NoRa {
     async fn send_ra(&self, _ra: &RouterAdvertisement) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn send_ns(&self, _ns: &pmip::output::NeighborSolicitation) -> anyhow::Result<()> {
         Ok(())
     }
 }
