@@ -93,6 +93,8 @@ pub struct Spec {
     /// IPv4 home addresses (RFC 5844): the LMA has the pool [`POOL4`], every profile has
     /// IPv4 on, and the correspondent is reachable at [`CN_ADDRESS4`] too.
     pub ipv4: bool,
+    /// The domain's link-local mode (RFC 5213 §6.8); `None`: the default (fixed `fe80::1`).
+    pub link_local: Option<pmip::config::LinkLocalMode>,
     /// The MAGs' Neighbor Unreachability Detection (RFC 5213 §6.13); `None`: the default.
     pub neighbor_unreachability: Option<pmip::config::NeighborUnreachabilityConfig>,
 }
@@ -117,6 +119,7 @@ impl Spec {
             ipsec: IpsecMode::Off,
             esp_algorithm: EspAlgorithm::Aes128Gcm,
             ipv4: false,
+            link_local: None,
             neighbor_unreachability: None,
         }
     }
@@ -696,6 +699,9 @@ impl Lab {
         c.domain.enable_mag_local_routing = self.spec.local_routing;
         c.domain.fast_handover.mode = self.spec.fast_handover;
         c.domain.fast_handover.access_points = self.access_points();
+        if let Some(l) = &self.spec.link_local {
+            c.domain.link_local = l.clone();
+        }
         c.ipsec = self.ipsec_config(0)?;
         c.validate()?;
         Ok(c)
@@ -728,6 +734,9 @@ impl Lab {
         c.domain.fast_handover.access_points = self.access_points();
         // Nodes come back quickly in the lab: a periodic RA every 2 s keeps them current.
         c.router_advertisement.interval_s = 2;
+        if let Some(l) = &self.spec.link_local {
+            c.domain.link_local = l.clone();
+        }
         if let Some(n) = self.spec.neighbor_unreachability {
             c.neighbor_unreachability = n;
         }
@@ -1081,6 +1090,24 @@ impl Lab {
                         && l.contains("fe800000000000000000000000000001")
                 })
             })
+    }
+
+    /// The router of the node's default route (`ip -6 route` default via), if it has one.
+    pub fn node_default_router(&self, n: usize) -> Option<Ipv6Addr> {
+        let table = self.nodes[n]
+            .ns
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/ipv6_route"))
+            .ok()?
+            .ok()?;
+        table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Destination, its length, source, its length, next hop, metric, ..., device.
+            if f.len() < 10 || f[0] != "00000000000000000000000000000000" || f[1] != "00" {
+                return None;
+            }
+            let hop = u128::from_str_radix(f[4], 16).ok().map(Ipv6Addr::from)?;
+            (!hop.is_unspecified()).then_some(hop)
+        })
     }
 
     /// The gRPC address of a daemon, from inside the lab.

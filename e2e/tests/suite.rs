@@ -620,6 +620,95 @@ fn run_in(ns: &NetNs, cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Issue 13 item 6 (RFC 5213 §6.8, §6.9.1.2 rule 15, the seed's approach B): with the
+/// LMA-generated link-local address, a SLAAC node (the kernel's, nothing else) keeps its
+/// default router across a handover: the same link-local router address before and after,
+/// which each MAG has on the node's link before its RA, and defends (the node's own
+/// duplicate address detection of it fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lma_generated_link_local_keeps_the_default_router_across_a_handover() {
+    use pmip::config::LinkLocalMode;
+    use pmip::types::LinkLayerAddress;
+    let mut spec = Spec::new(&name("llg"), 2, 1);
+    spec.link_local = Some(LinkLocalMode::LmaGenerated {
+        link_layer_address: LinkLayerAddress::mac([0x02, 0x00, 0x5e, 0x00, 0x53, 0x01]),
+    });
+    let mut lab = up(spec).await;
+    lab.attach(0).await.unwrap();
+    let addr = lab
+        .wait_node_address(0, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mn = lab.nodes[0].ns.clone();
+    let t = Instant::now();
+    let before = loop {
+        if let Some(r) = lab.node_default_router(0) {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "no default route");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(before.segments()[0], 0xfe80, "{before}");
+    assert_ne!(
+        before,
+        "fe80::1".parse::<Ipv6Addr>().unwrap(),
+        "not the fixed one"
+    );
+    reachable(&mn, CN_ADDRESS, Duration::from_secs(5)).expect("the CN through MAG1");
+    lab.move_node(0, 1).await.unwrap();
+    let t = reachable(&mn, CN_ADDRESS, Duration::from_secs(10))
+        .expect("the CN through MAG2 after the handover");
+    assert_eq!(lab.node_address(0), Some(addr));
+    let after = lab.node_default_router(0);
+    assert_eq!(
+        after,
+        Some(before),
+        "the same default router after the handover"
+    );
+    let routes = run_in(&mn, "ip", &["-6", "route", "show", "default"], None);
+    assert!(
+        routes.contains(&format!("via {before} dev eth0")),
+        "{routes}"
+    );
+    assert_eq!(routes.lines().count(), 1, "one default route: {routes}");
+    // MAG2 defends the address: the node's duplicate address detection of it fails.
+    run_in(
+        &mn,
+        "sysctl",
+        &["-qw", "net.ipv6.conf.eth0.accept_dad=1"],
+        None,
+    );
+    run_in(
+        &mn,
+        "ip",
+        &["-6", "addr", "add", &format!("{before}/64"), "dev", "eth0"],
+        None,
+    );
+    let t2 = Instant::now();
+    let failed = loop {
+        let a = run_in(&mn, "ip", &["-6", "addr", "show", "dev", "eth0"], None);
+        if a.contains("dadfailed") {
+            break true;
+        }
+        if t2.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    run_in(
+        &mn,
+        "ip",
+        &["-6", "addr", "del", &format!("{before}/64"), "dev", "eth0"],
+        None,
+    );
+    assert!(failed, "nobody answered the node's DAD for {before}");
+    say!(
+        "LMA-generated link-local {before}: the default router before and after the handover; \
+         the CN reachable again after {:.1} ms; MAG2 defends the address",
+        t.as_secs_f64() * 1e3
+    );
+}
+
 /// Issue 13 item 7 (RFC 5213 §6.13, the seed's handoff step 1): a node that stops answering
 /// on a link that stays up (its namespace drops every IPv6 packet, as a node that walked
 /// out of a Wi-Fi cell behind a bridge) is detached by Neighbor Unreachability Detection

@@ -279,6 +279,8 @@ pub struct Service {
     /// (link, node): the access side reports a node seen once per link, so the next frame
     /// heard from one of them is its attachment again.
     unreachable: BTreeSet<(u32, LinkLayerAddress)>,
+    /// The LMA-generated link-local address put on each up access link (RFC 5213 §6.8).
+    link_locals: HashMap<u32, Ipv6Addr>,
     /// (link, node) pairs heard on the IPv4 side since the link came up: the first frame of
     /// a node is its attachment, as a `NodeSeen` is on the IPv6 side (an IPv4-only node
     /// sends nothing else, RFC 5844 §3.4.3).
@@ -360,6 +362,7 @@ impl Service {
             saved: s.saved.to_vec(),
             dirty: false,
             link_mtu: HashMap::new(),
+            link_locals: HashMap::new(),
             unreachable: BTreeSet::new(),
             ipv4_heard: BTreeSet::new(),
             dhcp_waiting: BTreeMap::new(),
@@ -441,6 +444,9 @@ impl Service {
             AccessInput::LinkDown { ifindex } => {
                 self.links.remove(&ifindex);
                 self.link_mtu.remove(&ifindex);
+                // A link that goes down loses its IPv6 addresses: the next RA puts the
+                // address back.
+                self.link_locals.remove(&ifindex);
                 self.unreachable.retain(|(i, _)| *i != ifindex);
                 self.ipv4_heard.retain(|(i, _)| *i != ifindex);
                 self.dhcp_waiting.retain(|_, (i, _)| *i != ifindex);
@@ -781,7 +787,10 @@ impl Service {
                     Some(ch) => Step::Change(ch),
                     None => Step::Buffer(c),
                 }),
-                MagOutput::RouterAdvertisement(ra) => self.ras.push(ra),
+                MagOutput::RouterAdvertisement(ra) => {
+                    self.put_link_local(&ra);
+                    self.ras.push(ra);
+                }
                 MagOutput::NeighborSolicitation(ns) => self.solicitations.push(ns),
                 MagOutput::Event(e) => self.event(e),
                 MagOutput::BindingUpdateList(c) => self.bul_changed(c),
@@ -791,6 +800,44 @@ impl Service {
         for ll in waiting {
             self.answer_dhcp(ll);
         }
+    }
+
+    /// RFC 5213 §6.9.1.2 rule 15: in the LMA-generated mode the MAG "SHOULD configure that
+    /// link-local address on that point-to-point link" - before the RA that has it as its
+    /// source, as §6.8 asks (the node must find its router's address taken when it runs
+    /// DAD). The address goes on with `nodad`: the kernel answers the node's Neighbor
+    /// Solicitations for it (its DAD probes included) from then on, which is the defence.
+    /// The steps of a turn are applied before its RAs are sent. The domain's link-layer
+    /// address goes on the link with it, as in the fixed mode, so that the node's frames to
+    /// the MAC its RAs name reach the MAG. Reading: the case where the node already uses the
+    /// address (rule 15's "MUST NOT use that address") is not detected; with the LMA's
+    /// addresses generated at random, a node collides with one only by chance.
+    fn put_link_local(&mut self, ra: &RouterAdvertisement) {
+        let LinkLocalMode::LmaGenerated { link_layer_address } = &self.config.domain.link_local
+        else {
+            return;
+        };
+        let (ifindex, address) = (ra.link.0, ra.src_link_local);
+        // A withdrawal needs no router, and an RA before the PBA (a fast handover's
+        // context) has no address yet.
+        if address.is_unspecified()
+            || ra.router_lifetime.is_zero()
+            || !self.links.contains_key(&ifindex)
+            || self.link_locals.get(&ifindex) == Some(&address)
+        {
+            return;
+        }
+        let Ok(mac) = <[u8; 6]>::try_from(link_layer_address.as_bytes()) else {
+            return;
+        };
+        self.link_locals.insert(ifindex, address);
+        self.steps.push(Step::Change(Change::PrepareAccessLink {
+            ifindex,
+            link: DpAccessLink {
+                link_layer_address: mac,
+                link_local: address,
+            },
+        }));
     }
 
     /// Answers the API calls that wait on this entry's change: an attach waits for the end
@@ -1460,6 +1507,98 @@ mod tests {
                 .contains(&Step::Change(Change::AddUplink { prefix, peer: LMA }))
         );
         assert_eq!(again.s.take_transmits().len(), 1, "the refresh");
+    }
+
+    /// RFC 5213 §6.8, §6.9.1.2 rule 15: in the LMA-generated mode the link gets the address
+    /// of the PBA (with the domain's MAC, so the node's frames to its router reach the
+    /// MAG) before the RA from that address goes out: the kernel then answers the node's
+    /// Neighbor Solicitations for it, DAD included. Once per link while it is up.
+    #[test]
+    fn lma_generated_link_local_is_put_on_the_link_before_the_router_advertisement() {
+        let mut b = Bench::new(&[]);
+        let generated =
+            serde_json::json!({"mode": "lma-generated", "link_layer_address": "02:00:5e:00:53:07"});
+        let mut c = mag_config();
+        c.domain.link_local = serde_json::from_value(generated.clone()).unwrap();
+        c.validate().unwrap();
+        let (s, _) = Service::new(
+            Start {
+                config: c,
+                restart_counter: 1,
+                seed: 11,
+                saved: &[],
+            },
+            b.now,
+            b.wall,
+        )
+        .unwrap();
+        b.s = s;
+        let l: LmaConfig = serde_json::from_value(serde_json::json!({
+            "address": LMA.to_string(),
+            "prefix_pools": [{"prefix": "2001:db8:100::/48", "prefix_length": 64}],
+            "authorized_mags": [MAG1.to_string()],
+            "mobile_nodes": profiles(&[1, 2]),
+            "domain": {"heartbeat": {"interval_s": 0}, "link_local": generated},
+            "datapath": {"mode": "none"},
+        }))
+        .unwrap();
+        l.validate().unwrap();
+        b.lma = Lma::new(l, 1, 3).unwrap();
+        b.access(AccessInput::LinkUp {
+            ifindex: ACC,
+            name: "acc0".into(),
+            mtu: 1500,
+        });
+        assert_eq!(
+            b.s.take_steps(),
+            vec![],
+            "no address before the LMA gave one"
+        );
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        let lla = b.s.mag().binding(&nai(1)).unwrap().link_local;
+        assert!(lla.segments()[0] == 0xfe80 && lla != Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+        let prepare = Step::Change(Change::PrepareAccessLink {
+            ifindex: ACC,
+            link: DpAccessLink {
+                link_layer_address: [2, 0, 0x5e, 0, 0x53, 7],
+                link_local: lla,
+            },
+        });
+        assert!(b.s.take_steps().contains(&prepare));
+        let ras = b.s.take_router_advertisements();
+        assert!(!ras.is_empty() && ras.iter().all(|r| r.src_link_local == lla));
+        // The next RA (a solicitation) needs nothing more on the link.
+        b.access(AccessInput::RouterSolicitation {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        assert_eq!(b.s.take_router_advertisements().len(), 1);
+        assert!(!b.s.take_steps().contains(&prepare));
+        // A link that went down lost its addresses: they are put back with the next RA.
+        b.advance(Duration::from_millis(100));
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.exchange();
+        b.s.take_steps();
+        b.advance(Duration::from_millis(100));
+        b.access(AccessInput::LinkUp {
+            ifindex: ACC,
+            name: "acc0".into(),
+            mtu: 1500,
+        });
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        let again = b.s.mag().binding(&nai(1)).unwrap().link_local;
+        assert!(b.s.take_steps().iter().any(|s| matches!(
+            s,
+            Step::Change(Change::PrepareAccessLink { ifindex: ACC, link }) if link.link_local == again
+        )));
     }
 
     #[test]
