@@ -5,7 +5,7 @@
 //! pmip-bench signalling [--nodes 20000]      PBU/s and PBU->PBA latency: echo, none, seg6
 //! pmip-bench scale [--nodes 1000000]         memory per binding, registration, kill -9 recovery
 //! pmip-bench handover [--handovers 1000]     L3 handover time and traffic gap, three modes
-//! pmip-bench datapath                        TCP through the tunnel vs plain routing
+//! pmip-bench datapath                        TCP through the tunnel vs plain routing, IPv6 and IPv4
 //! pmip-bench all [--json]
 //! ```
 
@@ -115,6 +115,10 @@ struct DatapathArgs {
     /// Use the built-in TCP sender even when iperf3 is installed.
     #[arg(long)]
     builtin: bool,
+    /// IPv6 alone: leave out the IPv4 rows (the node's RFC 5844 home address, leased with
+    /// busybox `udhcpc`, through the tunnel against plain IPv4 routing).
+    #[arg(long)]
+    no_ipv4: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,7 +129,8 @@ enum Cmd {
     Scale(ScaleArgs),
     /// L3 handover time and traffic gap, RFC 5213 and RFC 5949 predictive/reactive.
     Handover(HandoverArgs),
-    /// TCP throughput through the tunnel against plain routing, both directions.
+    /// TCP throughput through the tunnel against plain routing, both directions, IPv6 and
+    /// IPv4 (the node's RFC 5844 home address inside the IPv6 tunnel).
     Datapath(DatapathArgs),
     /// Every benchmark with the defaults of each (and the sizes given here).
     All {
@@ -239,6 +244,7 @@ fn datapath_spec(a: &DatapathArgs, dir: &std::path::Path, name: &str) -> datapat
         seconds: a.seconds,
         rounds: a.rounds,
         builtin: a.builtin,
+        ipv4: !a.no_ipv4,
         dir: dir.join("datapath"),
         name: format!("{name}d"),
     }

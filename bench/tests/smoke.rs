@@ -121,7 +121,7 @@ fn handovers_complete_in_every_mode() {
 }
 
 #[test]
-fn datapath_measures_tunnel_and_plain_both_ways() {
+fn datapath_measures_tunnel_and_plain_both_ways_for_ipv6_and_ipv4() {
     if !root() {
         eprintln!("skipped: needs root");
         return;
@@ -137,8 +137,10 @@ fn datapath_measures_tunnel_and_plain_both_ways() {
         eprintln!("iperf3 is not installed: only the built-in sender was run");
     }
     for r in runs {
+        // IPv6 and IPv4 (the node's RFC 5844 home address), each both ways.
         let dirs = r["figures"]["directions"].as_array().unwrap();
-        assert_eq!(dirs.len(), 2, "{r:#}");
+        assert_eq!(dirs.len(), 4, "{r:#}");
+        assert_eq!(dirs[2]["family"], "ipv4", "{r:#}");
         for d in dirs {
             assert!(f(&d["tunnel_median"]) > 0.0, "{d:#}");
             assert!(f(&d["plain_median"]) > 0.0, "{d:#}");
