@@ -4,7 +4,7 @@
 //! ```text
 //! pmip-bench signalling [--nodes 20000]      PBU/s and PBU->PBA latency: echo, none, seg6
 //! pmip-bench scale [--nodes 1000000]         memory per binding, registration, kill -9 recovery
-//! pmip-bench handover [--handovers 1000]     L3 handover time and traffic gap, three modes
+//! pmip-bench handover [--handovers 1000]     L2 switch, L3 handover time, traffic gap, loss
 //! pmip-bench datapath                        TCP through the tunnel vs plain routing, IPv6 and IPv4
 //! pmip-bench all [--json]
 //! ```
@@ -102,6 +102,16 @@ struct HandoverArgs {
     /// Time the node stays after each handover completed.
     #[arg(long, default_value_t = 50)]
     settle_ms: u64,
+    /// The lab's stand-in for the radio: carrier down and up (microseconds), or a veth moved
+    /// between namespaces (10-30 ms; the lab's first stand-in), to compare.
+    #[arg(long, value_enum, default_value_t = RadioArg::Carrier)]
+    radio: RadioArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RadioArg {
+    Carrier,
+    VethMove,
 }
 
 #[derive(Debug, Clone, ClapArgs)]
@@ -236,6 +246,10 @@ fn handover_spec(a: &HandoverArgs, dir: &std::path::Path, name: &str) -> handove
         settle: Duration::from_millis(a.settle_ms),
         dir: dir.join("handover"),
         name: format!("{name}h"),
+        radio: match a.radio {
+            RadioArg::Carrier => e2e::lab::Radio::Carrier,
+            RadioArg::VethMove => e2e::lab::Radio::VethMove,
+        },
     }
 }
 

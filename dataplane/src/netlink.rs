@@ -13,7 +13,7 @@ use futures::StreamExt;
 use ipnet::Ipv6Net;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -687,6 +687,74 @@ impl Netlink {
         let done = self.one(Request::new_link(m)).await.map(drop);
         drop(ns_file);
         done
+    }
+
+    /// As [`Netlink::add_veth`], with `index` as the ifindex of this end (`ip link add NAME
+    /// index N type veth peer ...`). The kernel announces a veth's carrier change at once only
+    /// when its ifindex differs from its peer's (`linkwatch_urgent_event`); a pair whose ends
+    /// have the same index in their two namespaces has its carrier changes announced up to a
+    /// second late. An index no namespace reaches on its own avoids that.
+    pub async fn add_veth_at(
+        &self,
+        name: &str,
+        index: u32,
+        peer_name: &str,
+        peer_netns: &NetNs,
+    ) -> Result<()> {
+        let ns_file = File::open(peer_netns.path()).map_err(|source| Error::NetNs {
+            op: "open",
+            name: peer_netns.name().to_owned(),
+            source,
+        })?;
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(peer_name.to_owned()));
+        peer.attributes
+            .push(LinkAttribute::NetNsFd(ns_file.as_raw_fd()));
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        // The file must stay open until the kernel has read the descriptor.
+        let done = self.one(Request::new_link(m)).await.map(drop);
+        drop(ns_file);
+        done
+    }
+
+    /// Creates a bridge `name` that only forwards (as `ip link add NAME type bridge stp_state
+    /// 0 mcast_snooping 0`): without spanning tree a port forwards as soon as it is up, and
+    /// without multicast snooping every multicast frame reaches every port. It starts down.
+    pub async fn add_bridge(&self, name: &str) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::StpState(BridgeStpState::Disabled),
+                InfoBridge::MulticastSnooping(false),
+            ])),
+        ]));
+        self.one(Request::new_link(m)).await.map(drop)
+    }
+
+    /// Makes link `index` a port of the bridge `master` (as `ip link set IF master BR`).
+    pub async fn set_link_master(&self, index: u32, master: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Controller(master));
+        self.one(Request::set_link(m)).await.map(drop)
+    }
+
+    /// Sets several links up or down, in this order, in one exchange with the kernel.
+    pub async fn set_links_up(&self, links: &[(u32, bool)]) -> Result<()> {
+        let requests: Vec<Request> = links
+            .iter()
+            .map(|(index, up)| Request::set_link(msg::set_link_message(*index, Some(*up), None)))
+            .collect();
+        self.execute_all(&requests).await.map(drop)
     }
 
     /// Moves link `index` into `netns`, renamed to `new_name` when given (as `ip link set

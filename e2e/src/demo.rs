@@ -42,6 +42,9 @@ impl HandoverMode {
 pub struct HandoverResult {
     pub from_mag: usize,
     pub to_mag: usize,
+    /// How long the lab's stand-in for the radio took to move the node (not the protocol's
+    /// part: the interruption follows it).
+    pub l2_switch_ms: f64,
     /// Longest silence of the downlink stream around the handover, beyond its normal spacing.
     pub interruption_ms: f64,
     /// When that silence began, in ms since the traffic started (the SVG report's span).
@@ -56,6 +59,8 @@ pub struct HandoverResult {
 pub struct Report {
     pub mode: HandoverMode,
     pub mags: usize,
+    /// The lab's stand-in for the radio.
+    pub radio: lab::Radio,
     /// From the node's link coming up to its address being usable (the MAG registered it and
     /// advertised its prefix, and the kernel configured the address).
     pub attach_ms: f64,
@@ -103,6 +108,8 @@ pub struct DemoSpec {
     pub tcp_rate_bps: u64,
     /// A dual-stack node with its TCP stream over IPv4 (the lab needs `ipv4`).
     pub ipv4: bool,
+    /// The lab's stand-in for the radio ([`compare`] builds its labs with it).
+    pub radio: lab::Radio,
 }
 
 impl Default for DemoSpec {
@@ -114,17 +121,19 @@ impl Default for DemoSpec {
             probe_rate_pps: 1000,
             tcp_rate_bps: 20_000_000,
             ipv4: false,
+            radio: lab::Radio::default(),
         }
     }
 }
 
-/// Hands node `n` over to MAG `to` in the given mode and returns when the move was made.
+/// Hands node `n` over to MAG `to` in the given mode and returns when the move was made,
+/// with how long the lab's radio took to switch (see [`Lab::move_node`]).
 pub async fn hand_over(
     lab: &mut Lab,
     n: usize,
     to: usize,
     mode: HandoverMode,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Duration> {
     let from = lab.nodes[n].at.context("the node is not attached")?;
     match mode {
         HandoverMode::Plain => {}
@@ -161,11 +170,12 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
     tokio::time::sleep(spec.interval).await;
     let mut times = Vec::new();
     let mut moves = Vec::new();
+    let mut l2 = Vec::new();
     for h in 0..spec.handovers {
         let from = lab.nodes[0].at.unwrap_or(0);
         let to = (from + 1) % lab.spec.mags;
         times.push(probe.now());
-        hand_over(lab, 0, to, spec.mode).await?;
+        l2.push(hand_over(lab, 0, to, spec.mode).await?);
         moves.push((from, to));
         let _ = h;
         tokio::time::sleep(spec.interval).await;
@@ -193,11 +203,13 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
     let handovers = times
         .iter()
         .zip(&moves)
-        .map(|(t, (from, to))| {
+        .zip(&l2)
+        .map(|((t, (from, to)), l2)| {
             let g: Gap = probe.gap(t.saturating_sub(Duration::from_millis(50)), *t + window);
             HandoverResult {
                 from_mag: from + 1,
                 to_mag: to + 1,
+                l2_switch_ms: (l2.as_secs_f64() * 1e5).round() / 100.0,
                 interruption_ms: (g.interruption_ms * 10.0).round() / 10.0,
                 interruption_start_ms: (g.silent_from.as_secs_f64() * 1e4).round() / 10.0,
                 lost_packets: g.lost_packets,
@@ -209,6 +221,7 @@ pub async fn run(lab: &mut Lab, spec: &DemoSpec) -> anyhow::Result<Report> {
     Ok(Report {
         mode: spec.mode,
         mags: lab.spec.mags,
+        radio: lab.spec.radio,
         attach_ms: (attach_ms * 10.0).round() / 10.0,
         address: address.to_string(),
         handovers,
@@ -243,15 +256,20 @@ impl Report {
             self.attach_ms, self.address
         ));
         s.push_str(&format!(
-            "  handovers (downlink UDP probe at {} packet/s):\n",
-            self.probe_rate_pps
+            "  handovers (downlink UDP probe at {} packet/s; the radio: {}):\n",
+            self.probe_rate_pps,
+            match self.radio {
+                lab::Radio::Carrier => "carrier down and up",
+                lab::Radio::VethMove => "a veth moved between namespaces",
+            }
         ));
         for (i, h) in self.handovers.iter().enumerate() {
             s.push_str(&format!(
-                "    #{:<2} MAG{} -> MAG{}   interruption {:>7.1} ms   lost {:>4}   reordered {}\n",
+                "    #{:<2} MAG{} -> MAG{}   L2 switch {:>6.2} ms   interruption {:>7.1} ms   lost {:>4}   reordered {}\n",
                 i + 1,
                 h.from_mag,
                 h.to_mag,
+                h.l2_switch_ms,
                 h.interruption_ms,
                 h.lost_packets,
                 h.reordered_packets
@@ -534,6 +552,7 @@ pub async fn compare(
     for (i, m) in modes.iter().enumerate() {
         let mut ls = lab::Spec::new(&format!("{base}{i}"), 2, 1);
         ls.fast_handover = m.domain_mode();
+        ls.radio = spec.radio;
         let mut l = Lab::up(ls, binaries.clone()).await?;
         let d = DemoSpec {
             mode: *m,
@@ -572,11 +591,13 @@ mod tests {
         Report {
             mode: HandoverMode::Plain,
             mags: 2,
+            radio: lab::Radio::Carrier,
             attach_ms: 120.0,
             address: "2001:db8:100::1".into(),
             handovers: vec![HandoverResult {
                 from_mag: 1,
                 to_mag: 2,
+                l2_switch_ms: 0.05,
                 interruption_ms: 87.4,
                 interruption_start_ms: 1004.0,
                 lost_packets: 85,

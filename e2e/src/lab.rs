@@ -7,9 +7,20 @@
 //!  2001:db8:cc::1     |  routes 2001:db8:100::/48   |----tr0-- MAG1 (2001:db8:ff01::1)
 //!                     |  to the LMA                 |----tr0-- MAG2 (2001:db8:ff02::1)
 //!                     +-----------------------------+
-//!   MN1 --eth0===acc1-- MAG1      (a veth; handing a node over moves the MAG end of its veth
-//!                                  into the other MAG's namespace)
+//!                      <lab>-air: one bridge per node, the "radio"
+//!   MN1 eth0 ===== n1 -+- b1 -+- m1x1 ===== acc1 MAG1   (up: MN1's radio is at MAG1)
+//!                      |      +- m1x2 ===== acc1 MAG2   (down)
 //! ```
+//!
+//! The radio ([`Radio::Carrier`], the default) costs microseconds: every node keeps one link
+//! to each MAG (`acc<n>` in each MAG, a veth whose other end is a port of the node's bridge in
+//! `<lab>-air`), and the node's own `eth0` is a veth to the same bridge. A handover takes the
+//! old MAG's port and the node's port down and brings the new MAG's port and the node's port
+//! up, in one netlink exchange: the old MAG sees its access link lose its carrier (the node
+//! left), the new MAG sees its access link get its carrier and the node's first frames (it
+//! attached), and the node sees its link go down and up, as when it roams between access
+//! points. [`Radio::VethMove`] is the lab's first stand-in, kept to compare: the node has one
+//! veth whose MAG end moves into the other MAG's namespace, which costs the kernel 10-30 ms.
 //!
 //! Every name starts with the lab's name, so several labs (and tests) run side by side, and
 //! `pmip-lab down` finds what a crashed lab left. Topology, addresses and sysctls are set with
@@ -60,6 +71,18 @@ pub fn node_id(n: usize) -> String {
     format!("mn{n}@lab.example")
 }
 
+/// The lab's stand-in for the radio between a node and its MAG (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Radio {
+    /// A link from the node to every MAG through a bridge; a move is carrier down at the old
+    /// MAG and up at the new one (microseconds).
+    #[default]
+    Carrier,
+    /// One veth whose MAG end moves between the MAGs' namespaces (10-30 ms).
+    VethMove,
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -97,6 +120,8 @@ pub struct Spec {
     pub link_local: Option<pmip::config::LinkLocalMode>,
     /// The MAGs' Neighbor Unreachability Detection (RFC 5213 §6.13); `None`: the default.
     pub neighbor_unreachability: Option<pmip::config::NeighborUnreachabilityConfig>,
+    /// The stand-in for the radio.
+    pub radio: Radio,
 }
 
 impl Spec {
@@ -121,6 +146,7 @@ impl Spec {
             ipv4: false,
             link_local: None,
             neighbor_unreachability: None,
+            radio: Radio::default(),
         }
     }
 }
@@ -295,7 +321,7 @@ pub struct Node {
     pub ns: NetNs,
     /// The MAG it is attached to, if any.
     pub at: Option<usize>,
-    /// Name of the MAG end of its veth (the same in every MAG).
+    /// Name of its access link at the MAG (the same in every MAG).
     pub access_if: String,
 }
 
@@ -310,6 +336,8 @@ pub struct Lab {
     pub cn: NetNs,
     pub mag_ns: Vec<NetNs>,
     pub nodes: Vec<Node>,
+    /// The nodes' bridges ([`Radio::Carrier`]).
+    pub air: NetNs,
     binaries: Binaries,
     lma: Option<Child>,
     mags: Vec<Option<Child>>,
@@ -326,7 +354,7 @@ pub struct Lab {
     channels: std::sync::Mutex<BTreeMap<String, tonic::transport::Channel>>,
 }
 
-/// Namespace names of a lab.
+/// Namespace names of a lab: the router, the LMA, the CN, the MAGs, the nodes, the air.
 pub fn namespace_names(name: &str, mags: usize, nodes: usize) -> Vec<String> {
     let mut v = vec![
         format!("{name}-net"),
@@ -335,7 +363,15 @@ pub fn namespace_names(name: &str, mags: usize, nodes: usize) -> Vec<String> {
     ];
     v.extend((0..mags).map(|i| format!("{name}-mag{}", i + 1)));
     v.extend((0..nodes).map(|n| format!("{name}-mn{}", n + 1)));
+    v.push(format!("{name}-air"));
     v
+}
+
+/// The ifindex of node `node`'s bridge port in the air to its own `eth0` (`slot` 0) or to MAG
+/// `slot`: far above what the kernel hands out in a namespace of a few hundred links, so a
+/// port never has its peer's index (see [`Netlink::add_veth_at`]).
+fn air_index(node: usize, slot: usize) -> u32 {
+    1_000_000 + (node as u32) * 1024 + slot as u32
 }
 
 /// Every namespace whose name starts with `prefix-` (what `pmip-lab down` removes).
@@ -437,6 +473,7 @@ impl Lab {
             mag_ns: (0..spec.mags)
                 .map(|i| NetNs::named(&names[3 + i]))
                 .collect(),
+            air: NetNs::named(&names[3 + spec.mags + spec.nodes]),
             nodes: Vec::new(),
             binaries,
             lma: None,
@@ -473,7 +510,12 @@ impl Lab {
             let ns = lab.mag_ns[i].clone();
             lab.wait_ready(&ns, &format!("MAG{}", i + 1)).await?;
         }
-        for ns in lab.mag_ns.iter().chain(lab.nodes.iter().map(|n| &n.ns)) {
+        for ns in lab
+            .mag_ns
+            .iter()
+            .chain(lab.nodes.iter().map(|n| &n.ns))
+            .chain(std::iter::once(&lab.air))
+        {
             lab.nl(ns)?;
         }
         for ns in lab.mag_ns.clone() {
@@ -570,8 +612,17 @@ impl Lab {
             };
             self.nodes.push(node);
         }
+        if self.spec.radio == Radio::Carrier {
+            // The air carries frames between ports and makes none of its own.
+            let air = Netlink::connect_in(&self.air)?;
+            sysctl(&air, "net/ipv6/conf/all/disable_ipv6", "1")?;
+            sysctl(&air, "net/ipv6/conf/default/disable_ipv6", "1")?;
+        }
         for n in 0..self.spec.nodes {
-            self.create_node_link(n, n % self.spec.mags).await?;
+            match self.spec.radio {
+                Radio::Carrier => self.create_radio_links(n, n % self.spec.mags).await?,
+                Radio::VethMove => self.create_node_link(n, n % self.spec.mags).await?,
+            }
         }
         Ok(())
     }
@@ -612,14 +663,69 @@ impl Lab {
         Ok(())
     }
 
-    /// The node's veth: `eth0` in its namespace (a phone's configuration), `acc<n>` at the MAG.
+    /// A node's links ([`Radio::Carrier`]): its bridge `b<n>` in the air, its `eth0` (a veth to
+    /// the bridge's port `n<n>`), and `acc<n>` in every MAG (a veth to the port `m<n>x<k>`).
+    /// The MAGs' ends are up, as an access point's link to its MAG is; the air's ports stay
+    /// down until the node attaches, at MAG `mag`.
+    async fn create_radio_links(&mut self, n: usize, mag: usize) -> anyhow::Result<()> {
+        let node = self.nodes[n].clone();
+        let mtu = self.spec.access_mtu;
+        let air = self.nl(&self.air)?;
+        let bridge = format!("b{}", node.index);
+        air.add_bridge(&bridge).await?;
+        let b = air.link_index(&bridge).await?;
+        air.add_veth_at(
+            &format!("n{}", node.index),
+            air_index(node.index, 0),
+            "eth0",
+            &node.ns,
+        )
+        .await?;
+        let mut ports = vec![air_index(node.index, 0)];
+        for (k, mag_ns) in self.mag_ns.iter().enumerate() {
+            air.add_veth_at(
+                &format!("m{}x{}", node.index, k + 1),
+                air_index(node.index, k + 1),
+                &node.access_if,
+                mag_ns,
+            )
+            .await?;
+            ports.push(air_index(node.index, k + 1));
+            let m = self.nl(mag_ns)?;
+            let a = m.link_index(&node.access_if).await?;
+            m.set_link_mtu(a, mtu).await?;
+            m.set_link_up(a, true).await?;
+        }
+        for p in ports {
+            air.set_link_mtu(p, mtu).await?;
+            air.set_link_master(p, b).await?;
+        }
+        air.set_link_up(b, true).await?;
+        self.configure_node_eth0(&node).await?;
+        self.nodes[n].at = Some(mag);
+        Ok(())
+    }
+
+    /// The node's veth ([`Radio::VethMove`]): `eth0` in its namespace, `acc<n>` at the MAG.
     async fn create_node_link(&mut self, n: usize, mag: usize) -> anyhow::Result<()> {
         let node = self.nodes[n].clone();
         let nl = Netlink::connect_in(&node.ns)?;
-        let lo = nl.link_index("lo").await?;
-        nl.set_link_up(lo, true).await?;
         nl.add_veth("eth0", &node.access_if, &self.mag_ns[mag])
             .await?;
+        self.configure_node_eth0(&node).await?;
+        let m = Netlink::connect_in(&self.mag_ns[mag])?;
+        let a = m.link_index(&node.access_if).await?;
+        m.set_link_mtu(a, self.spec.access_mtu).await?;
+        self.nodes[n].at = Some(mag);
+        Ok(())
+    }
+
+    /// The node's own link, `eth0`: its MAC, MTU and the sysctls of a host (a phone) that
+    /// takes its address from Router Advertisements.
+    async fn configure_node_eth0(&self, node: &Node) -> anyhow::Result<()> {
+        let nl = Netlink::connect_in(&node.ns)?;
+        let lo = nl.link_index("lo").await?;
+        nl.set_link_up(lo, true).await?;
         let e = nl.link_index("eth0").await?;
         nl.set_link_address(e, node.mac).await?;
         nl.set_link_mtu(e, self.spec.access_mtu).await?;
@@ -636,10 +742,6 @@ impl Lab {
             sysctl(&nl, &format!("net/ipv6/conf/all/{k}"), v).ok();
             sysctl(&nl, &format!("net/ipv6/conf/eth0/{k}"), v)?;
         }
-        let m = Netlink::connect_in(&self.mag_ns[mag])?;
-        let a = m.link_index(&node.access_if).await?;
-        m.set_link_mtu(a, self.spec.access_mtu).await?;
-        self.nodes[n].at = Some(mag);
         Ok(())
     }
 
@@ -997,7 +1099,13 @@ impl Lab {
         Ok(())
     }
 
-    /// Sets the MAG end of node `n`'s link up or down.
+    /// The air's ports of node `n`: to its own `eth0`, and to MAG `mag`.
+    fn ports(&self, n: usize, mag: usize) -> (u32, u32) {
+        let i = self.nodes[n].index;
+        (air_index(i, 0), air_index(i, mag + 1))
+    }
+
+    /// Sets the MAG end of node `n`'s link up or down ([`Radio::VethMove`]).
     async fn set_access_link(&self, n: usize, up: bool) -> anyhow::Result<()> {
         let node = &self.nodes[n];
         let mag = node
@@ -1009,40 +1117,107 @@ impl Lab {
         Ok(())
     }
 
-    /// Brings node `n`'s link up at its MAG (it attaches).
+    /// Node `n` attaches at its MAG: its radio comes up there.
     pub async fn attach(&self, n: usize) -> anyhow::Result<()> {
-        self.set_access_link(n, true).await?;
         let nl = self.nl(&self.nodes[n].ns)?;
         let e = nl.link_index("eth0").await?;
-        nl.set_link_up(e, true).await?;
+        match self.spec.radio {
+            Radio::Carrier => {
+                let mag = self.nodes[n]
+                    .at
+                    .ok_or_else(|| anyhow!("node {} has no MAG", self.nodes[n].index))?;
+                nl.set_link_up(e, true).await?;
+                let (own, to) = self.ports(n, mag);
+                self.nl(&self.air)?
+                    .set_links_up(&[(to, true), (own, true)])
+                    .await?;
+            }
+            Radio::VethMove => {
+                self.set_access_link(n, true).await?;
+                nl.set_link_up(e, true).await?;
+            }
+        }
         Ok(())
     }
 
-    /// Takes node `n`'s link down at its MAG (it detaches).
+    /// Node `n` detaches: its radio goes away (its MAG's access link loses its carrier).
     pub async fn detach(&self, n: usize) -> anyhow::Result<()> {
-        self.set_access_link(n, false).await
+        match self.spec.radio {
+            Radio::Carrier => {
+                let mag = self.nodes[n]
+                    .at
+                    .ok_or_else(|| anyhow!("node {} has no MAG", self.nodes[n].index))?;
+                let (own, at) = self.ports(n, mag);
+                self.nl(&self.air)?
+                    .set_links_up(&[(at, false), (own, false)])
+                    .await?;
+                Ok(())
+            }
+            Radio::VethMove => self.set_access_link(n, false).await,
+        }
     }
 
-    /// Hands node `n` over to MAG `to`: the MAG end of its veth moves into that MAG's
-    /// namespace and comes up there. The node sees its link go down and up, as when it moves
-    /// between access points.
-    pub async fn move_node(&mut self, n: usize, to: usize) -> anyhow::Result<()> {
+    /// Hands node `n` over to MAG `to` and returns how long the L2 switch took: the lab's
+    /// stand-in for the radio, not the protocol's part, which follows it. The node sees its
+    /// link go down and up, as when it moves between access points.
+    ///
+    /// [`Radio::Carrier`]: in one netlink exchange the old MAG's port and the node's go down
+    /// (the old MAG's access link loses its carrier), then the new MAG's port and the node's
+    /// come up (the new MAG's access link gets its carrier, and the node's first frames).
+    /// [`Radio::VethMove`]: the MAG end of the node's veth moves into the new MAG's namespace
+    /// and comes up there.
+    pub async fn move_node(&mut self, n: usize, to: usize) -> anyhow::Result<Duration> {
         let from = self.nodes[n]
             .at
             .ok_or_else(|| anyhow!("node has no link"))?;
         if from == to {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
-        let name = self.nodes[n].access_if.clone();
-        let m = self.nl(&self.mag_ns[from])?;
-        let a = m.link_index(&name).await?;
-        m.move_link(a, &self.mag_ns[to], None).await?;
-        let m2 = self.nl(&self.mag_ns[to])?;
-        let b = m2.link_index(&name).await?;
-        m2.set_link_mtu(b, self.spec.access_mtu).await?;
-        m2.set_link_up(b, true).await?;
+        let took = match self.spec.radio {
+            Radio::Carrier => {
+                let (own, old) = self.ports(n, from);
+                let (_, new) = self.ports(n, to);
+                let air = self.nl(&self.air)?;
+                let t = Instant::now();
+                air.set_links_up(&[(old, false), (own, false), (new, true), (own, true)])
+                    .await?;
+                t.elapsed()
+            }
+            Radio::VethMove => {
+                let name = self.nodes[n].access_if.clone();
+                let m = self.nl(&self.mag_ns[from])?;
+                let a = m.link_index(&name).await?;
+                let m2 = self.nl(&self.mag_ns[to])?;
+                let t = Instant::now();
+                m.move_link(a, &self.mag_ns[to], None).await?;
+                let b = m2.link_index(&name).await?;
+                m2.set_link_mtu(b, self.spec.access_mtu).await?;
+                m2.set_link_up(b, true).await?;
+                t.elapsed()
+            }
+        };
         self.nodes[n].at = Some(to);
-        Ok(())
+        Ok(took)
+    }
+
+    /// Packets MAG `mag` could not put on node `n`'s access link (that link's transmit drops):
+    /// with [`Radio::Carrier`], what the MAG sent towards the node after its radio had gone.
+    pub fn access_drops(&self, n: usize, mag: usize) -> anyhow::Result<u64> {
+        let text =
+            self.mag_ns[mag].run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))??;
+        let want = format!("{}:", self.nodes[n].access_if);
+        let line = text
+            .lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(&want))
+            .ok_or_else(|| anyhow!("no link {} in {}", want, self.mag_ns[mag].name()))?;
+        // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit:
+        // bytes packets errs drop ...
+        line[want.len()..]
+            .split_whitespace()
+            .nth(11)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("unreadable /proc/net/dev line: {line}"))
     }
 
     /// The node's global address from the lab's pool, once usable (not tentative).
@@ -1349,6 +1524,9 @@ struct SavedLab {
     dir: PathBuf,
     /// Each node's MAG (0-based).
     at: Vec<Option<usize>>,
+    /// The stand-in for the radio (a lab recorded before there was a choice moved veths).
+    #[serde(default = "veth_move")]
+    radio: Radio,
     /// The namespaces the lab made.
     #[serde(default)]
     namespaces: Vec<String>,
@@ -1357,6 +1535,10 @@ struct SavedLab {
     lma_pid: Option<u32>,
     #[serde(default)]
     mag_pids: Vec<Option<u32>>,
+}
+
+fn veth_move() -> Radio {
+    Radio::VethMove
 }
 
 /// Whether process `pid` runs in namespace `ns` (not some other process that took the id).
@@ -1451,6 +1633,7 @@ impl Lab {
             local_routing: self.spec.local_routing,
             dir: self.dir.clone(),
             at: self.nodes.iter().map(|n| n.at).collect(),
+            radio: self.spec.radio,
             namespaces: self.namespaces.clone(),
             lma_pid: self.lma_pid,
             mag_pids: self.mag_pids.clone(),
@@ -1474,6 +1657,7 @@ impl Lab {
         let mut spec = Spec::new(&s.name, s.mags, s.nodes);
         spec.fast_handover = s.fast_handover;
         spec.local_routing = s.local_routing;
+        spec.radio = s.radio;
         spec.dir = Some(s.dir.clone());
         let nodes = (0..s.nodes)
             .map(|n| Node {
@@ -1490,6 +1674,7 @@ impl Lab {
             lma_ns: NetNs::named(&names[1]),
             cn: NetNs::named(&names[2]),
             mag_ns: (0..s.mags).map(|i| NetNs::named(&names[3 + i])).collect(),
+            air: NetNs::named(&names[3 + s.mags + s.nodes]),
             nodes,
             binaries,
             lma: None,
@@ -1547,11 +1732,15 @@ impl Lab {
     /// daemon process and whether the daemon answers its gRPC health check.
     pub async fn status(&self) -> String {
         let mut s = format!(
-            "lab {}: 1 LMA, {} MAGs, {} mobile nodes, fast handover {:?}; files in {}\n",
+            "lab {}: 1 LMA, {} MAGs, {} mobile nodes, fast handover {:?}, radio {}; files in {}\n",
             self.spec.name,
             self.spec.mags,
             self.nodes.len(),
             self.spec.fast_handover,
+            match self.spec.radio {
+                Radio::Carrier => "carrier",
+                Radio::VethMove => "veth-move",
+            },
             self.dir.display()
         );
         let mut t =

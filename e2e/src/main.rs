@@ -5,6 +5,7 @@
 //! pmip-lab demo --ipsec --capture lma.pcap --json   # signalling in ESP, the LMA's link captured
 //! pmip-lab demo --ipv4 --json          # a dual-stack node, its TCP stream over IPv4
 //! pmip-lab up --mags 3 --nodes 5      # leaves a domain running
+//! pmip-lab demo --radio veth-move     # the lab's first radio stand-in, to compare
 //! pmip-lab status | attach --node 2 | detach --node 2 | handover --node 2 --to 3
 //! pmip-lab down
 //! ```
@@ -16,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use e2e::demo::{self, DemoSpec, HandoverMode};
-use e2e::lab::{self, Binaries, Lab, Spec};
+use e2e::lab::{self, Binaries, Lab, Radio, Spec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,25 @@ enum Mode {
     Plain,
     Predictive,
     Reactive,
+}
+
+/// The lab's stand-in for the radio.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RadioArg {
+    /// The node has a link to every MAG through a bridge; a move is carrier down at the old
+    /// MAG and up at the new one (microseconds).
+    Carrier,
+    /// The node has one veth whose MAG end moves between namespaces (10-30 ms).
+    VethMove,
+}
+
+impl From<RadioArg> for Radio {
+    fn from(r: RadioArg) -> Self {
+        match r {
+            RadioArg::Carrier => Radio::Carrier,
+            RadioArg::VethMove => Radio::VethMove,
+        }
+    }
 }
 
 impl From<Mode> for HandoverMode {
@@ -86,6 +106,9 @@ enum Cmd {
         /// in the report).
         #[arg(long)]
         ipv4: bool,
+        /// The stand-in for the radio.
+        #[arg(long, value_enum, default_value_t = RadioArg::Carrier)]
+        radio: RadioArg,
     },
     /// Run the demo once in each handover mode (plain, predictive, reactive) and print them
     /// side by side.
@@ -101,6 +124,9 @@ enum Cmd {
         json: bool,
         #[arg(long, default_value = "pmipcmp")]
         name: String,
+        /// The stand-in for the radio.
+        #[arg(long, value_enum, default_value_t = RadioArg::Carrier)]
+        radio: RadioArg,
     },
     /// Build a domain and leave it running (see `status`).
     Up {
@@ -118,6 +144,9 @@ enum Cmd {
         /// Where configurations, state and logs go.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The stand-in for the radio.
+        #[arg(long, value_enum, default_value_t = RadioArg::Carrier)]
+        radio: RadioArg,
     },
     /// Stop the daemons and remove every namespace of a lab (also after a crash).
     Down {
@@ -129,14 +158,14 @@ enum Cmd {
         #[arg(long, default_value = "pmiplab")]
         name: String,
     },
-    /// Bring a node's link up at its MAG.
+    /// Bring a node's radio up at its MAG.
     Attach {
         #[arg(long)]
         node: usize,
         #[arg(long, default_value = "pmiplab")]
         name: String,
     },
-    /// Take a node's link down at its MAG.
+    /// Take a node's radio down (its MAG's access link loses its carrier).
     Detach {
         #[arg(long)]
         node: usize,
@@ -224,12 +253,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             ipsec,
             capture,
             ipv4,
+            radio,
         } => {
             let mode: HandoverMode = fast_handover.into();
             let mut spec = Spec::new(&name, mags.max(2), 1);
             spec.fast_handover = mode.domain_mode();
             spec.dir = dir;
             spec.ipv4 = ipv4;
+            spec.radio = radio.into();
             if ipsec {
                 spec.ipsec = pmip::config::IpsecMode::Auto;
             }
@@ -296,8 +327,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             rate_pps,
             json,
             name,
+            radio,
         } => {
             let d = DemoSpec {
+                radio: radio.into(),
                 handovers,
                 interval: Duration::from_millis(interval_ms),
                 probe_rate_pps: rate_pps,
@@ -329,11 +362,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             local_routing,
             name,
             dir,
+            radio,
         } => {
             let mode: HandoverMode = fast_handover.into();
             let mut spec = Spec::new(&name, mags, nodes);
             spec.fast_handover = mode.domain_mode();
             spec.local_routing = local_routing;
+            spec.radio = radio.into();
             spec.dir = Some(dir.unwrap_or_else(|| PathBuf::from(format!("/run/pmip-lab/{name}"))));
             let mut lab = Lab::up(spec, binaries()?).await?;
             for n in 0..lab.nodes.len() {
@@ -403,7 +438,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let moved = demo::hand_over(&mut lab, n, to - 1, mode.into()).await;
             // The link moved (or half did): record where it is before judging the handover.
             lab.save_state()?;
-            moved?;
+            let l2 = moved?;
             // Moved means re-registered: the LMA's binding at the new MAG, the same address.
             let a = lab
                 .wait_registered(n, to - 1, Duration::from_secs(10))
@@ -413,8 +448,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 bail!("node {node} is registered at MAG{to} but its address changed: {b} -> {a}");
             }
             println!(
-                "node {node} now at MAG{to} ({a}), moved in {:?}",
-                t.elapsed()
+                "node {node} now at MAG{to} ({a}), moved in {:?} (the radio's switch {:?})",
+                t.elapsed(),
+                l2
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -161,7 +161,7 @@ fn down_removes_only_what_the_lab_made_and_a_handover_that_did_not_happen_fails(
     let out = ok(&lab(&["down", "--name", &name]));
     assert!(out.contains("removed"), "{out}");
     assert!(namespace_exists(&decoy));
-    for n in ["net", "lma", "cn", "mag1", "mag2", "mn1"] {
+    for n in ["net", "lma", "cn", "mag1", "mag2", "mn1", "air"] {
         assert!(!namespace_exists(&format!("{name}-{n}")), "{name}-{n} left");
     }
     // Nothing recorded any more: a second down removes nothing and names what it leaves.
