@@ -18,8 +18,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use dataplane::Netlink;
-use dataplane::netns::NetNs;
+use datapath::Netlink;
+use datapath::netns::NetNs;
 use e2e::lab::Binaries;
 use pmip::config::{DatapathMode, LmaConfig, MobileNodeProfile};
 use pmip::types::Nai;

@@ -23,7 +23,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use e2e::lab::{CN_ADDRESS, CN_ADDRESS4, LMA_ADDRESS, Lab, Spec as LabSpec, mag_address};
 use ipnet::{Ipv4Net, Ipv6Net};
 use netlink_packet_route::rule::{RuleAction, RuleMessage};
@@ -288,7 +288,7 @@ impl Plain {
             (lma.clone(), rule(&lma, 50, None, None, Some(hnp), LMA_DOWN)),
             (
                 mag.clone(),
-                rule(&mag, 50, None, Some(hnp), Some(cn), dataplane::MAIN_TABLE),
+                rule(&mag, 50, None, Some(hnp), Some(cn), datapath::MAIN_TABLE),
             ),
         ] {
             let msg = req.message_mut().clone();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cnf::esp::Signalling;
 use cnf::transport::{MhSocket, RecvBatch, SignallingTransport};
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use ipnet::Ipv6Net;
 use pmip::config::IpsecConfig;
 use pmip::output::Transmit;

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use e2e::demo::{HandoverMode, hand_over};
 use e2e::lab::{Lab, Radio, Spec as LabSpec};
 use e2e::traffic::{Gap, UdpStream};

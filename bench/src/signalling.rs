@@ -57,8 +57,8 @@ pub struct Turns {
     pub messages_per_receive: f64,
     pub store_commits: u64,
     pub store_commit_ms: f64,
-    pub dataplane_batches: u64,
-    pub dataplane_ms: f64,
+    pub datapath_batches: u64,
+    pub datapath_ms: f64,
 }
 
 impl Turns {
@@ -66,15 +66,15 @@ impl Turns {
         use crate::handover::histogram;
         let (bs, bc) = histogram(metrics, "pmip_lma_batch_size");
         let (ss, sc) = histogram(metrics, "pmip_lma_store_commit_seconds");
-        let (ds, dc) = histogram(metrics, "pmip_lma_dataplane_seconds");
+        let (ds, dc) = histogram(metrics, "pmip_lma_datapath_seconds");
         let mean = |s: f64, c: u64| if c > 0 { round(s / c as f64, 3) } else { 0.0 };
         Turns {
             receive_batches: bc,
             messages_per_receive: mean(bs, bc),
             store_commits: sc,
             store_commit_ms: mean(ss * 1e3, sc),
-            dataplane_batches: dc,
-            dataplane_ms: mean(ds * 1e3, dc),
+            datapath_batches: dc,
+            datapath_ms: mean(ds * 1e3, dc),
         }
     }
 }
@@ -343,8 +343,8 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
                 t.messages_per_receive,
                 t.store_commit_ms,
                 t.store_commits,
-                t.dataplane_ms,
-                t.dataplane_batches
+                t.datapath_ms,
+                t.datapath_batches
             ));
         }
     }

@@ -1,13 +1,13 @@
-//! From the daemons' configuration and the state machines' [`DataplaneCommand`]s to the
-//! `dataplane` crate.
+//! From the daemons' configuration and the state machines' [`DatapathCommand`]s to the
+//! `datapath` crate.
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
-use dataplane::sysctl::{Ensured, Sysctl};
-use dataplane::{Change, Dataplane, Mode, Netlink, Settings, Termination};
+use datapath::sysctl::{Ensured, Sysctl};
+use datapath::{Change, Datapath, Mode, Netlink, Settings, Termination};
 use pmip::config::{DatapathConfig, DatapathMode};
-use pmip::output::DataplaneCommand;
+use pmip::output::DatapathCommand;
 
 /// The file in a daemon's state directory where its datapath records the sysctl values it
 /// found before it changed them, for `--cleanup` to put back.
@@ -21,7 +21,7 @@ pub async fn open(
     cfg: &DatapathConfig,
     local: Ipv6Addr,
     state_dir: &Path,
-) -> dataplane::Result<Dataplane> {
+) -> datapath::Result<Datapath> {
     let mode = match cfg.mode {
         DatapathMode::Auto => Mode::Auto,
         DatapathMode::Seg6 => Mode::Seg6,
@@ -37,7 +37,7 @@ pub async fn open(
     s.route_protocol = cfg.route_protocol;
     s.table_base = cfg.table_base;
     s.sysctl_ledger = Some(sysctl_ledger(state_dir));
-    Dataplane::open(mode, nl, s).await
+    Datapath::open(mode, nl, s).await
 }
 
 /// `--set-sysctls`: sets the sysctls the datapath needs (each only when it differs, the value
@@ -47,8 +47,8 @@ pub async fn set_sysctls(
     cfg: &DatapathConfig,
     local: Ipv6Addr,
     state_dir: &Path,
-) -> dataplane::Result<Vec<(Sysctl, String, Ensured)>> {
-    std::fs::create_dir_all(state_dir).map_err(|source| dataplane::Error::SysctlLedger {
+) -> datapath::Result<Vec<(Sysctl, String, Ensured)>> {
+    std::fs::create_dir_all(state_dir).map_err(|source| datapath::Error::SysctlLedger {
         path: state_dir.to_owned(),
         source,
     })?;
@@ -64,81 +64,71 @@ pub async fn set_sysctls(
 
 /// The second half of `--cleanup`: puts back the sysctl values the datapath recorded in
 /// `state_dir` before it changed them.
-pub fn restore_sysctls(state_dir: &Path) -> dataplane::Result<Vec<(Sysctl, String)>> {
+pub fn restore_sysctls(state_dir: &Path) -> datapath::Result<Vec<(Sysctl, String)>> {
     let nl = Netlink::connect()?;
-    dataplane::sysctl::restore(&nl, &sysctl_ledger(state_dir))
+    datapath::sysctl::restore(&nl, &sysctl_ledger(state_dir))
 }
 
 /// The change a command stands for; `None` for the buffer commands of fast handovers, which
 /// the MAG daemon's buffer carries out. An IPv4 home address (RFC 5844) becomes the `*4`
 /// change of the same kind.
-pub fn change(c: &DataplaneCommand) -> Option<Change> {
+pub fn change(c: &DatapathCommand) -> Option<Change> {
     use ipnet::IpNet::{V4, V6};
     Some(match *c {
-        DataplaneCommand::SetDownlink { prefix, proxy_coa } => match prefix {
-            V6(prefix) => Change::AddDownlink {
-                prefix,
-                peer: proxy_coa,
-            },
-            V4(prefix) => Change::AddDownlink4 {
-                prefix,
-                peer: proxy_coa,
-            },
+        DatapathCommand::SetDownlink { prefix, peer } => match prefix {
+            V6(prefix) => Change::SetDownlink { prefix, peer },
+            V4(prefix) => Change::SetDownlink4 { prefix, peer },
         },
         // De-registered sessions lose their route: traffic to them is not delivered.
-        DataplaneCommand::DropDownlink { prefix }
-        | DataplaneCommand::RemoveDownlink { prefix }
-        | DataplaneCommand::RemoveForward { prefix } => match prefix {
-            V6(prefix) => Change::RemoveDownlink { prefix },
-            V4(prefix) => Change::RemoveDownlink4 { prefix },
+        DatapathCommand::DropDownlink { prefix } | DatapathCommand::RemoveDownlink { prefix } => {
+            match prefix {
+                V6(prefix) => Change::RemoveDownlink { prefix },
+                V4(prefix) => Change::RemoveDownlink4 { prefix },
+            }
+        }
+        DatapathCommand::SetUplink { prefix, peer } => match prefix {
+            V6(prefix) => Change::SetUplink { prefix, peer },
+            V4(prefix) => Change::SetUplink4 { prefix, peer },
         },
-        DataplaneCommand::SetUplink { prefix, peer } => match prefix {
-            V6(prefix) => Change::AddUplink { prefix, peer },
-            V4(prefix) => Change::AddUplink4 { prefix, peer },
-        },
-        DataplaneCommand::RemoveUplink { prefix } => match prefix {
+        DatapathCommand::RemoveUplink { prefix } => match prefix {
             V6(prefix) => Change::RemoveUplink { prefix },
             V4(prefix) => Change::RemoveUplink4 { prefix },
         },
-        DataplaneCommand::SetAccessRoute {
+        DatapathCommand::SetLinkRoute {
             prefix,
             link,
             local_routing,
         } => match prefix {
-            V6(prefix) => Change::AddLocalRoute {
+            V6(prefix) => Change::SetLinkRoute {
                 prefix,
                 ifindex: link.0,
                 local_routing,
             },
-            V4(prefix) => Change::AddLocalRoute4 {
+            V4(prefix) => Change::SetLinkRoute4 {
                 prefix,
                 ifindex: link.0,
                 local_routing,
             },
         },
-        DataplaneCommand::RemoveAccessRoute { prefix, link } => match prefix {
-            V6(prefix) => Change::RemoveLocalRoute {
+        DatapathCommand::RemoveLinkRoute { prefix, link } => match prefix {
+            V6(prefix) => Change::RemoveLinkRoute {
                 prefix,
                 ifindex: link.0,
             },
-            V4(prefix) => Change::RemoveLocalRoute4 {
+            V4(prefix) => Change::RemoveLinkRoute4 {
                 prefix,
                 ifindex: link.0,
             },
         },
-        DataplaneCommand::ForwardDownlink { prefix, peer } => match prefix {
-            V6(prefix) => Change::AddDownlink { prefix, peer },
-            V4(prefix) => Change::AddDownlink4 { prefix, peer },
-        },
-        DataplaneCommand::Buffer { .. }
-        | DataplaneCommand::FlushBuffer { .. }
-        | DataplaneCommand::ForwardBuffer { .. }
-        | DataplaneCommand::DiscardBuffer { .. } => return None,
+        DatapathCommand::Buffer { .. }
+        | DatapathCommand::FlushBuffer { .. }
+        | DatapathCommand::ForwardBuffer { .. }
+        | DatapathCommand::DiscardBuffer { .. } => return None,
     })
 }
 
 /// Where tunnels to `local` (the LMA address or the proxy-CoA) end: on the transport link.
-pub fn termination(dp: &Dataplane, local: Ipv6Addr) -> Termination {
+pub fn termination(dp: &Datapath, local: Ipv6Addr) -> Termination {
     Termination {
         local,
         ifindex: dp.settings().transport_ifindex,

@@ -1,5 +1,5 @@
 //! What the pmip daemons (`pmip-lma`, `pmip-mag`) share. Each piece is thin: the protocol is in
-//! `pmip`, the kernel programming in `dataplane`, the API in `proto`.
+//! `pmip`, the kernel programming in `datapath`, the API in `proto`.
 
 pub mod address;
 pub mod attachment;

@@ -480,7 +480,7 @@ mod tests {
         use ipsec::{Algorithm, Spi};
         use pmip::config::KeyMaterial;
         let name = format!("ipsec-probe-{}", std::process::id());
-        let ns = dataplane::netns::NetNs::create(&name).expect("a network namespace (run as root)");
+        let ns = datapath::netns::NetNs::create(&name).expect("a network namespace (run as root)");
         let local: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let spec = SecurityAssociationSpec {
             peer: "2001:db8::2".parse().unwrap(),

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use pmip::config::EspAlgorithm;
 
 use crate::lab::LabSa;

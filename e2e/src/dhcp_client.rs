@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use anyhow::Context;
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 
 /// `ip netns exec` gives a namespace's processes `/etc/netns/NAME/resolv.conf` in place of
 /// the host's: the stock udhcpc script rewrites resolv.conf, and must not touch the host's.

@@ -33,8 +33,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use dataplane::Netlink;
-use dataplane::netns::NetNs;
+use datapath::Netlink;
+use datapath::netns::NetNs;
 use ipnet::Ipv6Net;
 use pmip::config::{
     ConfiguredMag, DatapathMode, EspAlgorithm, FastHandoverMode, IpsecConfig, IpsecMode,
@@ -255,13 +255,7 @@ impl Binaries {
     /// lab's own copy of their code (a stale binary left by an earlier build never runs).
     pub fn fresh(lab_exe: &Path, workspace: &Path) -> Binaries {
         let newest = [
-            "pmip",
-            "cnf",
-            "dataplane",
-            "proto",
-            "lma-cnf",
-            "mag-cnf",
-            "pmipctl",
+            "pmip", "cnf", "datapath", "proto", "lma-cnf", "mag-cnf", "pmipctl",
         ]
         .iter()
         .filter_map(|c| newest_mtime(&workspace.join(c)))

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Opens a socket inside `ns` (it stays in that namespace whatever thread uses it).

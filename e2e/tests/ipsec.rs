@@ -113,7 +113,7 @@ fn deregistration(n: usize, hnp: &str) -> Vec<u8> {
 }
 
 /// Sends `payload` as IP protocol `proto` from `src` to the LMA, from inside `ns`.
-fn send_raw(ns: &dataplane::netns::NetNs, src: Ipv6Addr, proto: u8, payload: Vec<u8>) {
+fn send_raw(ns: &datapath::netns::NetNs, src: Ipv6Addr, proto: u8, payload: Vec<u8>) {
     ns.run(move || {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(

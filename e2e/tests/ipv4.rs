@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use e2e::dhcp_client::addresses4;
 use e2e::lab::{Binaries, CN_ADDRESS4, Lab, POOL4, Spec, mag_address, node_id};
 use e2e::traffic::TcpFlow;

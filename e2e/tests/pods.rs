@@ -36,9 +36,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
-use dataplane::Netlink;
-use dataplane::netns::NetNs;
-use dataplane::sysctl::Sysctl;
+use datapath::Netlink;
+use datapath::netns::NetNs;
+use datapath::sysctl::Sysctl;
 use e2e::traffic::TcpFlow;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, HostAlias, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec,
@@ -1462,7 +1462,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
 const IMAGE_CRATES: [&str; 9] = [
     "pmip",
     "cnf",
-    "dataplane",
+    "datapath",
     "proto",
     "lma-cnf",
     "mag-cnf",

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use e2e::lab::{Binaries, CN_ADDRESS, Lab, Spec, mag_address, metric, node_id};
 use e2e::traffic::{TcpFlow, UdpStream, ping};
 

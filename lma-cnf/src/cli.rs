@@ -108,10 +108,10 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 
 async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     if cleanup {
-        let dataplane = cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir)
+        let datapath = cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir)
             .await
             .context("datapath")?;
-        let r = dataplane.cleanup().await.context("cleanup")?;
+        let r = datapath.cleanup().await.context("cleanup")?;
         info!(?r, "removed everything this LMA owned");
         let restored = cnf::datapath::restore_sysctls(&cfg.state_dir).context("cleanup")?;
         info!(
@@ -133,12 +133,12 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         let loaded = store.load()?;
         Ok((store, run, loaded, t.elapsed()))
     });
-    let (dataplane, read) = tokio::join!(
+    let (datapath, read) = tokio::join!(
         cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir),
         reading
     );
     let (store, run, loaded, took) = read.context("reading the store")??;
-    let dataplane = dataplane.context("datapath")?;
+    let datapath = datapath.context("datapath")?;
     info!(
         restart_counter = run.restart_counter,
         boot = run.boot,
@@ -161,7 +161,7 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         store,
         loaded,
         run,
-        dataplane,
+        datapath,
         transport,
         metrics,
         clock: cnf::Clock::new(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cnf::Clock;
 use cnf::transport::{RecvBatch, SignallingTransport};
-use dataplane::Dataplane;
+use datapath::Datapath;
 use futures::FutureExt;
 use pmip::config::LmaConfig;
 use tokio::sync::mpsc;
@@ -45,7 +45,7 @@ pub struct Parts<T> {
     pub store: Store,
     pub loaded: Loaded,
     pub run: Run,
-    pub dataplane: Dataplane,
+    pub datapath: Datapath,
     pub transport: T,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -58,7 +58,7 @@ pub struct Core<T> {
     service: Service,
     clock: Clock,
     transport: T,
-    dataplane: Dataplane,
+    datapath: Datapath,
     store: Arc<Store>,
     metrics: Metrics,
     commands: mpsc::Receiver<Command>,
@@ -78,7 +78,7 @@ impl<T: SignallingTransport> Core<T> {
                 restart_counter: p.run.restart_counter,
                 epoch,
                 seed: p.seed,
-                datapath: p.dataplane.backend_name(),
+                datapath: p.datapath.backend_name(),
             },
             now,
             wall,
@@ -88,7 +88,7 @@ impl<T: SignallingTransport> Core<T> {
             service,
             clock: p.clock,
             transport: p.transport,
-            dataplane: p.dataplane,
+            datapath: p.datapath,
             store: Arc::new(p.store),
             metrics: p.metrics,
             commands,
@@ -96,14 +96,14 @@ impl<T: SignallingTransport> Core<T> {
         };
         let desired = core
             .service
-            .desired(core.dataplane.settings().transport_ifindex);
+            .desired(core.datapath.settings().transport_ifindex);
         let t = std::time::Instant::now();
-        let report = core.dataplane.reconcile(&desired).await?;
+        let report = core.datapath.reconcile(&desired).await?;
         info!(
             bindings = core.service.lma().cache().len(),
             ?report,
             took_ms = t.elapsed().as_millis() as u64,
-            backend = core.dataplane.backend_name(),
+            backend = core.datapath.backend_name(),
             "datapath reconciled"
         );
         core.flush().await;
@@ -181,14 +181,14 @@ impl<T: SignallingTransport> Core<T> {
         if !changes.is_empty() {
             let t = std::time::Instant::now();
             self.metrics.observe_changes(&changes);
-            if let Err(e) = self.dataplane.apply(&changes).await {
+            if let Err(e) = self.datapath.apply(&changes).await {
                 // The binding state stays as the protocol says; the next change of the same
                 // prefix, or the next start, reconciles the kernel.
                 error!(error = %e, changes = changes.len(), "datapath");
-                self.metrics.dataplane_failures.inc();
+                self.metrics.datapath_failures.inc();
             }
             self.metrics
-                .dataplane_seconds
+                .datapath_seconds
                 .observe(t.elapsed().as_secs_f64());
         }
         if let Some(Commit { batch, wait }) = commit.filter(|c| !c.batch.is_empty()) {

@@ -50,9 +50,9 @@ pub struct Metrics {
     pub bri_sent: Counter,
     pub revocations: Family<KindLabel, Counter>,
     pub registration_seconds: Histogram,
-    pub dataplane_changes: Family<KindLabel, Counter>,
-    pub dataplane_failures: Counter,
-    pub dataplane_seconds: Histogram,
+    pub datapath_changes: Family<KindLabel, Counter>,
+    pub datapath_failures: Counter,
+    pub datapath_seconds: Histogram,
     pub store_commits: Counter,
     pub store_failures: Counter,
     pub store_commit_seconds: Histogram,
@@ -115,9 +115,9 @@ impl Metrics {
             bri_sent: Counter::default(),
             revocations: Family::default(),
             registration_seconds: latency(),
-            dataplane_changes: Family::default(),
-            dataplane_failures: Counter::default(),
-            dataplane_seconds: latency(),
+            datapath_changes: Family::default(),
+            datapath_failures: Counter::default(),
+            datapath_seconds: latency(),
             store_commits: Counter::default(),
             store_failures: Counter::default(),
             store_commit_seconds: latency(),
@@ -144,9 +144,9 @@ impl Metrics {
                 .peer_events
                 .get_or_create(&KindLabel { kind: kind.into() });
         }
-        for kind in ["add-downlink", "remove-downlink", "other"] {
+        for kind in ["set-downlink", "remove-downlink", "other"] {
             let _ = m
-                .dataplane_changes
+                .datapath_changes
                 .get_or_create(&KindLabel { kind: kind.into() });
         }
         cnf::telemetry::register_common(registry, "pmip_lma");
@@ -183,19 +183,19 @@ impl Metrics {
             m.registration_seconds.clone(),
         );
         r.register(
-            "dataplane_changes",
+            "datapath_changes",
             "Datapath changes applied, by kind",
-            m.dataplane_changes.clone(),
+            m.datapath_changes.clone(),
         );
         r.register(
-            "dataplane_failures",
+            "datapath_failures",
             "Datapath batches that failed",
-            m.dataplane_failures.clone(),
+            m.datapath_failures.clone(),
         );
         r.register(
-            "dataplane_seconds",
+            "datapath_seconds",
             "Time to apply one datapath batch",
-            m.dataplane_seconds.clone(),
+            m.datapath_seconds.clone(),
         );
         r.register(
             "store_commits",
@@ -321,15 +321,15 @@ impl Metrics {
     }
 
     /// Counts one datapath batch's changes by kind.
-    pub fn observe_changes(&self, changes: &[dataplane::Change]) {
-        use dataplane::Change;
+    pub fn observe_changes(&self, changes: &[datapath::Change]) {
+        use datapath::Change;
         for c in changes {
             let kind = match c {
-                Change::AddDownlink { .. } => "add-downlink",
+                Change::SetDownlink { .. } => "set-downlink",
                 Change::RemoveDownlink { .. } => "remove-downlink",
                 _ => "other",
             };
-            self.dataplane_changes
+            self.datapath_changes
                 .get_or_create(&KindLabel { kind: kind.into() })
                 .inc();
         }

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use ::datapath::{Change, DesiredState, PrefixRoute};
 use cnf::datapath;
-use dataplane::{Change, DesiredState, PrefixRoute};
 use ipnet::Ipv6Net;
 use pmip::Instant;
 use pmip::cache::{BindingState, SessionId};
@@ -644,7 +644,7 @@ impl Service {
         while let Some(o) = self.lma.poll_output() {
             match o {
                 LmaOutput::Transmit(t) => self.tx.push(t),
-                LmaOutput::Dataplane(c) => self.changes.extend(datapath::change(&c)),
+                LmaOutput::Datapath(c) => self.changes.extend(datapath::change(&c)),
                 LmaOutput::Event(e) => self.event(e, now, wall),
             }
         }
@@ -1633,7 +1633,7 @@ mod tests {
         let changes = b.s.take_changes();
         assert_eq!(
             changes,
-            vec![Change::AddDownlink {
+            vec![Change::SetDownlink {
                 prefix: p,
                 peer: MAG1
             }]

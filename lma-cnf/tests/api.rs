@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cnf::Clock;
 use cnf::transport::{RecvBatch, SignallingTransport};
-use dataplane::{Dataplane, PrefixRoute};
+use datapath::{Datapath, PrefixRoute};
 use ipnet::Ipv6Net;
 use lma_cnf::core::{Command, Core, CoreHandle, Parts};
 use lma_cnf::metrics::Metrics;
@@ -127,7 +127,7 @@ struct Pba {
 struct Lab {
     core: CoreHandle,
     sent: mpsc::UnboundedReceiver<Transmit>,
-    datapath: dataplane::Fake,
+    datapath: datapath::Fake,
     channel: Channel,
     stop_api: watch::Sender<bool>,
     stop_core: watch::Sender<bool>,
@@ -150,14 +150,14 @@ impl Lab {
         let run = store.begin_run(1_800_000_000).unwrap();
         let loaded = store.load().unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
-        let datapath = dataplane::Fake::new();
+        let datapath = datapath::Fake::new();
         let mut registry = prometheus_client::registry::Registry::default();
         let (core, handle) = Core::new(Parts {
             config,
             store,
             loaded,
             run,
-            dataplane: Dataplane::Fake(datapath.clone()),
+            datapath: Datapath::Fake(datapath.clone()),
             transport: Wire { sent: tx },
             metrics: Metrics::new(&mut registry),
             clock: Clock::new(),
@@ -2085,7 +2085,7 @@ async fn the_metrics_pass_promtool_and_start_at_zero() {
         "pmip_lma_pba_sent_total{status=\"154\",name=\"MAG_NOT_AUTHORIZED_FOR_PROXY_REG\"} 0",
         "pmip_lma_revocations_total{kind=\"timed-out\"} 0",
         "pmip_lma_peer_events_total{kind=\"unreachable\"} 0",
-        "pmip_lma_dataplane_changes_total{kind=\"add-downlink\"} 0",
+        "pmip_lma_datapath_changes_total{kind=\"set-downlink\"} 0",
         "pmip_lma_free_prefixes{pool=\"2001:db8:100::/48\"} 65536",
     ] {
         assert!(text.contains(series), "{series}\n{text}");

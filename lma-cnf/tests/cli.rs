@@ -83,9 +83,9 @@ fn what_only_shows_when_used_is_checked_before_the_start() {
 /// what it did; a second run finds them set; `--cleanup` puts back the values found.
 #[test]
 fn set_sysctls_then_cleanup_restores_them() {
-    use dataplane::Netlink;
-    use dataplane::netns::NetNs;
-    use dataplane::sysctl::Sysctl;
+    use datapath::Netlink;
+    use datapath::netns::NetNs;
+    use datapath::sysctl::Sysctl;
     let ns = NetNs::create(&format!("lmacli-{}", std::process::id())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -26,9 +26,9 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
-use dataplane::Change;
+use datapath::Change;
 use ipnet::{IpNet, Ipv6Net};
-use pmip::output::DataplaneCommand;
+use pmip::output::DatapathCommand;
 use tokio::io::unix::AsyncFd;
 
 /// Name of the buffer device.
@@ -81,7 +81,7 @@ pub struct Buffer {
     tunnel4: socket2::Socket,
     own_mac: [u8; 6],
     /// For the hold routes and neighbor entries of [`Buffer::hold_new_packets`].
-    nl: dataplane::Netlink,
+    nl: datapath::Netlink,
     limits: Limits,
     queues: HashMap<IpNet, Queue>,
     stats: BufferStats,
@@ -133,7 +133,7 @@ impl Buffer {
     /// Creates (or takes over) the buffer device and brings it up. Needs CAP_NET_ADMIN.
     pub async fn open(limits: Limits, own_mac: [u8; 6], local: Ipv6Addr) -> anyhow::Result<Buffer> {
         let f = tun(DEVICE).map_err(|e| anyhow::anyhow!("buffer device {DEVICE}: {e}"))?;
-        let nl = dataplane::Netlink::connect()?;
+        let nl = datapath::Netlink::connect()?;
         let ifindex = nl.link_index(DEVICE).await?;
         nl.set_link_mtu(ifindex, MTU).await?;
         nl.set_link_up(ifindex, true).await?;
@@ -335,7 +335,7 @@ impl Buffer {
         mac: [u8; 6],
         metric: u32,
         protocol: u8,
-    ) -> dataplane::Result<()> {
+    ) -> datapath::Result<()> {
         self.nl
             .replace_route_via(prefix, hold_gateway(mac), ifindex, metric, protocol)
             .await
@@ -351,7 +351,7 @@ impl Buffer {
         mac: [u8; 6],
         metric: u32,
         protocol: u8,
-    ) -> dataplane::Result<()> {
+    ) -> datapath::Result<()> {
         let gw = hold_gateway(mac);
         let set = self.nl.set_neighbor(ifindex, gw, mac).await;
         let route = self
@@ -392,18 +392,18 @@ impl Buffer {
 /// plain route changes remain.
 pub fn plan(
     buffer: Option<&mut Buffer>,
-    c: DataplaneCommand,
+    c: DatapathCommand,
     changes: &mut Vec<Change>,
-    after: &mut Vec<DataplaneCommand>,
+    after: &mut Vec<DatapathCommand>,
 ) {
-    use DataplaneCommand as D;
+    use DatapathCommand as D;
     if let Some(ch) = cnf::datapath::change(&c) {
         // The end of a relay: the prefix's route was the buffer's, not a tunnel.
-        if let (D::RemoveForward { prefix }, Some(b)) = (&c, buffer)
+        if let (D::RemoveDownlink { prefix }, Some(b)) = (&c, buffer)
             && b.is_relaying(prefix)
         {
             b.end_relay(prefix);
-            changes.extend(cnf::datapath::change(&D::RemoveAccessRoute {
+            changes.extend(cnf::datapath::change(&D::RemoveLinkRoute {
                 prefix: *prefix,
                 link: pmip::output::AccessLink(b.ifindex()),
             }));
@@ -421,7 +421,7 @@ pub fn plan(
     match c {
         D::Buffer { prefix } => {
             b.start(prefix);
-            changes.extend(cnf::datapath::change(&D::SetAccessRoute {
+            changes.extend(cnf::datapath::change(&D::SetLinkRoute {
                 prefix,
                 link: pmip::output::AccessLink(b.ifindex()),
                 local_routing: false,

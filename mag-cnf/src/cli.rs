@@ -116,11 +116,11 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 }
 
 async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> anyhow::Result<()> {
-    let dataplane = cnf::datapath::open(&cfg.datapath, cfg.proxy_coa, &cfg.state_dir)
+    let datapath = cnf::datapath::open(&cfg.datapath, cfg.proxy_coa, &cfg.state_dir)
         .await
         .context("datapath")?;
     if cleanup {
-        let r = dataplane.cleanup().await.context("cleanup")?;
+        let r = datapath.cleanup().await.context("cleanup")?;
         info!(?r, "removed everything this MAG owned");
         let restored = cnf::datapath::restore_sysctls(&cfg.state_dir).context("cleanup")?;
         info!(
@@ -132,7 +132,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     // Router Advertisements announce the tunnel MTU unless the file says otherwise
     // (KERNEL-DATAPATH: the encapsulation drops oversize packets silently).
     if cfg.router_advertisement.mtu.is_none() {
-        cfg.router_advertisement.mtu = Some(dataplane.settings().tunnel_mtu());
+        cfg.router_advertisement.mtu = Some(datapath.settings().tunnel_mtu());
     }
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("state_dir {}", cfg.state_dir.display()))?;
@@ -186,7 +186,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
             config: cfg,
             restart_counter,
             epoch,
-            dataplane,
+            datapath,
             transport,
             ra: access.clone(),
             access: access_rx,

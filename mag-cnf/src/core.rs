@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use cnf::Clock;
 use cnf::transport::{RecvBatch, SignallingTransport};
-use dataplane::{Change, Dataplane};
+use datapath::{Change, Datapath};
 use pmip::config::MagConfig;
 use pmip::mag::SavedBinding;
-use pmip::output::{DataplaneCommand, NeighborSolicitation, RouterAdvertisement};
+use pmip::output::{DatapathCommand, NeighborSolicitation, RouterAdvertisement};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -55,7 +55,7 @@ pub struct Parts<T, R> {
     /// Counts every start of the daemon: the API's watch cursors of another run are refused
     /// by it.
     pub epoch: u64,
-    pub dataplane: Dataplane,
+    pub datapath: Datapath,
     pub transport: T,
     pub ra: R,
     pub access: mpsc::Receiver<AccessInput>,
@@ -77,7 +77,7 @@ pub struct Core<T, R> {
     clock: Clock,
     transport: T,
     ra: R,
-    dataplane: Dataplane,
+    datapath: Datapath,
     access: mpsc::Receiver<AccessInput>,
     ipv4: Option<Ipv4Side>,
     buffer: Option<crate::buffer::Buffer>,
@@ -119,7 +119,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             clock: p.clock,
             transport: p.transport,
             ra: p.ra,
-            dataplane: p.dataplane,
+            datapath: p.datapath,
             access: p.access,
             ipv4: p.ipv4,
             buffer: p.buffer,
@@ -127,7 +127,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             commands,
             state_file: p.state_file,
         };
-        let t = cnf::datapath::termination(&core.dataplane, local);
+        let t = cnf::datapath::termination(&core.datapath, local);
         core.service.prepare(Change::PrepareTermination(t));
         core.prune_stale_routes().await;
         info!(restored, "binding update list restored");
@@ -138,13 +138,13 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
     /// Routes left by the previous run for nodes that are not restored go; access links and
     /// the termination stay (the access side reports the links again).
     async fn prune_stale_routes(&mut self) {
-        let mut desired = self.dataplane.state().await;
+        let mut desired = self.datapath.state().await;
         let keep: std::collections::BTreeSet<ipnet::Ipv6Net> = (self.service.mag().bindings())
             .flat_map(|e| e.prefixes.iter().copied())
             .collect();
         desired.routes.retain(|p, _| keep.contains(p));
         desired.uplinks.retain(|p, _| keep.contains(p));
-        if let Err(e) = self.dataplane.reconcile(&desired).await {
+        if let Err(e) = self.datapath.reconcile(&desired).await {
             warn!(error = %e, "pruning routes of the previous run");
         }
     }
@@ -306,7 +306,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         // link must not wait for the netlink round trip, or the packets after it, now
         // delivered by the kernel directly, would overtake it.
         let applied = {
-            let (dataplane, buffer) = (&self.dataplane, self.buffer.as_mut());
+            let (datapath, buffer) = (&self.datapath, self.buffer.as_mut());
             let pump = async move {
                 match buffer {
                     Some(b) => loop {
@@ -319,42 +319,43 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             };
             tokio::select! {
                 biased;
-                r = dataplane.apply(changes) => r,
+                r = datapath.apply(changes) => r,
                 () = pump => unreachable!("the pump never ends"),
             }
         };
         if let Err(e) = applied {
             error!(error = %e, changes = changes.len(), "datapath");
-            self.metrics.dataplane_failures.inc();
+            self.metrics.datapath_failures.inc();
         }
         // A prefix whose buffer hands packets to the node has its own route now.
         if let Some(b) = self.buffer.as_mut() {
             for c in changes {
                 match c {
-                    Change::AddLocalRoute {
+                    Change::SetLinkRoute {
                         prefix, ifindex, ..
                     } if *ifindex != b.ifindex() => b.end_delivery(&(*prefix).into()),
-                    Change::AddLocalRoute4 {
+                    Change::SetLinkRoute4 {
                         prefix, ifindex, ..
                     } if *ifindex != b.ifindex() => b.end_delivery(&(*prefix).into()),
-                    Change::AddDownlink { prefix, .. }
-                    | Change::RemoveLocalRoute { prefix, .. } => b.end_delivery(&(*prefix).into()),
-                    Change::AddDownlink4 { prefix, .. }
-                    | Change::RemoveLocalRoute4 { prefix, .. } => b.end_delivery(&(*prefix).into()),
+                    Change::SetDownlink { prefix, .. } | Change::RemoveLinkRoute { prefix, .. } => {
+                        b.end_delivery(&(*prefix).into())
+                    }
+                    Change::SetDownlink4 { prefix, .. }
+                    | Change::RemoveLinkRoute4 { prefix, .. } => b.end_delivery(&(*prefix).into()),
                     _ => {}
                 }
             }
             // The device is drained to the node: what the kernel held goes after it.
-            let (metric, protocol) = hold_metric(&self.dataplane);
+            let (metric, protocol) = hold_metric(&self.datapath);
             for (prefix, ifindex, mac) in held {
                 if let Err(e) = b.release_held(prefix, ifindex, mac, metric, protocol).await {
                     warn!(%prefix, error = %e, "releasing the held packets to the node");
                 }
             }
         }
-        self.metrics.dataplane_changes.inc_by(changes.len() as u64);
+        self.metrics.datapath_changes.inc_by(changes.len() as u64);
         self.metrics
-            .dataplane_seconds
+            .datapath_seconds
             .observe(t.elapsed().as_secs_f64());
     }
 
@@ -367,12 +368,12 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         let Some(b) = self.buffer.as_ref() else {
             return held;
         };
-        let (metric, protocol) = hold_metric(&self.dataplane);
-        if metric == self.dataplane.settings().route_metric {
+        let (metric, protocol) = hold_metric(&self.datapath);
+        if metric == self.datapath.settings().route_metric {
             return held;
         }
         for c in changes {
-            if let Change::AddLocalRoute {
+            if let Change::SetLinkRoute {
                 prefix, ifindex, ..
             } = c
                 && *ifindex != b.ifindex()
@@ -390,8 +391,8 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         held
     }
 
-    fn buffer_op(&mut self, op: DataplaneCommand) {
-        use DataplaneCommand as D;
+    fn buffer_op(&mut self, op: DatapathCommand) {
+        use DatapathCommand as D;
         let Some(b) = self.buffer.as_mut() else {
             return;
         };
@@ -470,7 +471,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
 /// The metric and protocol of a hold route: just below the datapath's routes, so that it
 /// wins over the prefix's own route while it exists, and the datapath's protocol (it is one
 /// of the datapath's routes for as long as it lives).
-fn hold_metric(dp: &Dataplane) -> (u32, u8) {
+fn hold_metric(dp: &Datapath) -> (u32, u8) {
     let s = dp.settings();
     (s.route_metric.saturating_sub(1), s.route_protocol)
 }

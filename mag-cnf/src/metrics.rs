@@ -78,9 +78,9 @@ pub struct Metrics {
     pub ra_failures: Counter,
     pub bul_entries: Gauge,
     pub registered: Gauge,
-    pub dataplane_changes: Counter,
-    pub dataplane_failures: Counter,
-    pub dataplane_seconds: Histogram,
+    pub datapath_changes: Counter,
+    pub datapath_failures: Counter,
+    pub datapath_seconds: Histogram,
     pub handovers: Family<HandoverLabel, Counter>,
     pub attach_to_ra_seconds: Histogram,
     pub attach_to_first_delivery_seconds: Histogram,
@@ -104,9 +104,9 @@ impl Metrics {
             ra_failures: Counter::default(),
             bul_entries: Gauge::default(),
             registered: Gauge::default(),
-            dataplane_changes: Counter::default(),
-            dataplane_failures: Counter::default(),
-            dataplane_seconds: latency(),
+            datapath_changes: Counter::default(),
+            datapath_failures: Counter::default(),
+            datapath_seconds: latency(),
             handovers: Family::default(),
             attach_to_ra_seconds: latency(),
             attach_to_first_delivery_seconds: latency(),
@@ -183,19 +183,19 @@ impl Metrics {
         );
         r.register("registered", "Registered nodes", m.registered.clone());
         r.register(
-            "dataplane_changes",
+            "datapath_changes",
             "Datapath changes applied",
-            m.dataplane_changes.clone(),
+            m.datapath_changes.clone(),
         );
         r.register(
-            "dataplane_failures",
+            "datapath_failures",
             "Datapath batches that failed",
-            m.dataplane_failures.clone(),
+            m.datapath_failures.clone(),
         );
         r.register(
-            "dataplane_seconds",
+            "datapath_seconds",
             "Time to apply one datapath batch",
-            m.dataplane_seconds.clone(),
+            m.datapath_seconds.clone(),
         );
         r.register(
             "handovers",

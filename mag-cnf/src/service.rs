@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+use ::datapath::{AccessLinkAddresses, Change};
 use cnf::datapath;
-use dataplane::{AccessLink as DpAccessLink, Change};
 use ipnet::Ipv6Net;
 use pmip::Instant;
 use pmip::config::{FastHandoverMode, LinkLocalMode, MagConfig, MobileNodeProfile};
@@ -21,7 +21,7 @@ use pmip::mag::{
     MagOutput, SavedBinding,
 };
 use pmip::output::{
-    AccessLink, DataplaneCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
+    AccessLink, DatapathCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
 };
 use pmip::policy::{Origin, PolicyError};
 use pmip::types::LinkLayerAddress;
@@ -153,7 +153,7 @@ pub enum Step {
     /// A kernel change.
     Change(Change),
     /// A command of the fast-handover buffer (see [`crate::buffer::Buffer::plan`]).
-    Buffer(DataplaneCommand),
+    Buffer(DatapathCommand),
 }
 
 /// The kinds of state machine events counted in [`Stats::events`], in order.
@@ -434,7 +434,7 @@ impl Service {
                 if !link_local.is_unspecified() {
                     self.steps.push(Step::Change(Change::PrepareAccessLink {
                         ifindex,
-                        link: DpAccessLink {
+                        link: AccessLinkAddresses {
                             link_layer_address: mac,
                             link_local,
                         },
@@ -779,9 +779,9 @@ impl Service {
         while let Some(o) = self.mag.poll_output() {
             match o {
                 MagOutput::Transmit(t) => self.tx.push(t),
-                MagOutput::Dataplane(c) => self.steps.push(match datapath::change(&c) {
+                MagOutput::Datapath(c) => self.steps.push(match datapath::change(&c) {
                     // The end of a relay is the buffer's to see: the route may be its own.
-                    Some(_) if matches!(c, DataplaneCommand::RemoveForward { .. }) => {
+                    Some(_) if matches!(c, DatapathCommand::RemoveDownlink { .. }) => {
                         Step::Buffer(c)
                     }
                     Some(ch) => Step::Change(ch),
@@ -833,7 +833,7 @@ impl Service {
         self.link_locals.insert(ifindex, address);
         self.steps.push(Step::Change(Change::PrepareAccessLink {
             ifindex,
-            link: DpAccessLink {
+            link: AccessLinkAddresses {
                 link_layer_address: mac,
                 link_local: address,
             },
@@ -1471,12 +1471,12 @@ mod tests {
         let prefix = e.prefixes[0];
         let steps = b.s.take_steps();
         assert!(
-            steps.contains(&Step::Change(Change::AddUplink { prefix, peer: LMA })),
+            steps.contains(&Step::Change(Change::SetUplink { prefix, peer: LMA })),
             "{steps:?}"
         );
         assert!(steps.iter().any(|s| matches!(
             s,
-            Step::Change(Change::AddLocalRoute { prefix: p, ifindex: ACC, .. }) if *p == prefix
+            Step::Change(Change::SetLinkRoute { prefix: p, ifindex: ACC, .. }) if *p == prefix
         )));
         let ras = b.s.take_router_advertisements();
         let ra = ras.iter().find(|r| !r.prefixes.is_empty()).unwrap();
@@ -1504,7 +1504,7 @@ mod tests {
             again
                 .s
                 .take_steps()
-                .contains(&Step::Change(Change::AddUplink { prefix, peer: LMA }))
+                .contains(&Step::Change(Change::SetUplink { prefix, peer: LMA }))
         );
         assert_eq!(again.s.take_transmits().len(), 1, "the refresh");
     }
@@ -1563,7 +1563,7 @@ mod tests {
         assert!(lla.segments()[0] == 0xfe80 && lla != Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
         let prepare = Step::Change(Change::PrepareAccessLink {
             ifindex: ACC,
-            link: DpAccessLink {
+            link: AccessLinkAddresses {
                 link_layer_address: [2, 0, 0x5e, 0, 0x53, 7],
                 link_local: lla,
             },
@@ -1626,7 +1626,7 @@ mod tests {
         let prefix = b.s.mag().binding(&nai(2)).unwrap().prefixes[0];
         assert!(
             b.s.take_steps()
-                .contains(&Step::Change(Change::AddUplink { prefix, peer: LMA }))
+                .contains(&Step::Change(Change::SetUplink { prefix, peer: LMA }))
         );
         let replies = b.s.take_replies();
         assert_eq!(replies.len(), 1);
@@ -1875,7 +1875,7 @@ mod tests {
         // Steps 3-5: the route first (this turn's steps go to the kernel before the frames).
         let steps = b.s.take_steps();
         assert!(
-            steps.iter().any(|s| matches!(s, Step::Change(Change::AddLocalRoute4 { prefix, ifindex, .. }) if *prefix == home.host() && *ifindex == ACC)),
+            steps.iter().any(|s| matches!(s, Step::Change(Change::SetLinkRoute4 { prefix, ifindex, .. }) if *prefix == home.host() && *ifindex == ACC)),
             "{steps:?}"
         );
         let frames = b.s.take_ipv4_frames();
@@ -1964,7 +1964,7 @@ mod tests {
         );
         let steps = b.s.take_steps();
         assert!(
-            steps.iter().any(|s| matches!(s, Step::Change(Change::RemoveLocalRoute4 { prefix, .. }) if *prefix == home.host())),
+            steps.iter().any(|s| matches!(s, Step::Change(Change::RemoveLinkRoute4 { prefix, .. }) if *prefix == home.host())),
             "{steps:?}"
         );
         let e = b.s.mag().binding(&nai(3)).unwrap();

@@ -10,8 +10,8 @@ use std::net::{Ipv6Addr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dataplane::netns::{NetNs, OwnedNetNs};
-use dataplane::{AccessLink as PreparedLink, Dataplane, Mode, Netlink, Settings};
+use datapath::netns::{NetNs, OwnedNetNs};
+use datapath::{AccessLinkAddresses, Datapath, Mode, Netlink, Settings};
 use futures::TryStreamExt;
 use mag_cnf::access::lab::{self, AttachOptions};
 use mag_cnf::access::{Access, AccessEvent};
@@ -377,12 +377,12 @@ async fn router_advertisement_gives_the_node_its_address_default_route_and_route
     // solicits, the MAG answers.
     let p = Pair::new("ra", false).await;
     let (access, mut events) = p.start().await;
-    let dp = Dataplane::open(Mode::Seg6, p.mag_nl.clone(), Settings::new(1, 1500))
+    let dp = Datapath::open(Mode::Seg6, p.mag_nl.clone(), Settings::new(1, 1500))
         .await
         .expect("datapath");
     dp.prepare_access_link(
         p.access,
-        PreparedLink {
+        AccessLinkAddresses {
             link_layer_address: MAG_MAC,
             link_local: MAG_LINK_LOCAL,
         },

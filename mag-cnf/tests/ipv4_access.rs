@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use dataplane::Netlink;
-use dataplane::netns::{NetNs, OwnedNetNs};
+use datapath::Netlink;
+use datapath::netns::{NetNs, OwnedNetNs};
 use mag_cnf::access::arp;
 use mag_cnf::access::dhcp::{self, Decision, DhcpSettings};
 use mag_cnf::access::ipv4::{Ipv4Access, Ipv4Frame};

@@ -25,18 +25,21 @@ pub struct AccessLink(pub u32);
 /// an IPv4 home address as a `/32` (RFC 5844 §3.1.2.2, §3.2.3.2): the same tunnels carry
 /// both, IPv4-in-IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataplaneCommand {
-    /// LMA: tunnel traffic for `prefix` to the MAG at `proxy_coa` (RFC 5213 §5.6.1, §5.6.2).
+pub enum DatapathCommand {
+    /// Tunnel traffic for `prefix` to `peer`. At the LMA the node's MAG, its proxy-CoA
+    /// (RFC 5213 §5.6.1, §5.6.2); at a MAG during a fast handover, the new MAG the previous
+    /// one forwards to (RFC 5949 §4.2).
     SetDownlink {
         prefix: IpNet,
-        proxy_coa: Ipv6Addr,
+        peer: Ipv6Addr,
     },
     /// LMA: drop traffic for `prefix` (a de-registered session waiting to be deleted,
     /// RFC 5213 §5.3.5).
     DropDownlink {
         prefix: IpNet,
     },
-    /// LMA: forget `prefix`.
+    /// Stop tunnelling traffic for `prefix`: the LMA forgets the session; a MAG stops
+    /// forwarding it to another MAG.
     RemoveDownlink {
         prefix: IpNet,
     },
@@ -51,24 +54,14 @@ pub enum DataplaneCommand {
     },
     /// MAG: `prefix` is on-link on `link`; with `local_routing`, traffic between nodes of
     /// this MAG stays local (EnableMAGLocalRouting, RFC 5213 §6.10.3).
-    SetAccessRoute {
+    SetLinkRoute {
         prefix: IpNet,
         link: AccessLink,
         local_routing: bool,
     },
-    RemoveAccessRoute {
+    RemoveLinkRoute {
         prefix: IpNet,
         link: AccessLink,
-    },
-    /// MAG, fast handover: tunnel traffic for `prefix` to the MAG at `peer` (the previous MAG
-    /// forwards to the new one, RFC 5949 §4.2).
-    ForwardDownlink {
-        prefix: IpNet,
-        peer: Ipv6Addr,
-    },
-    /// MAG, fast handover: stop forwarding `prefix`.
-    RemoveForward {
-        prefix: IpNet,
     },
     /// MAG, fast handover: hold traffic for `prefix` in the buffer (RFC 5949 §4.1: "packets
     /// ... MAY be buffered"), bounded by `fast_handover.buffer_packets` / `buffer_bytes`.
@@ -87,7 +80,7 @@ pub enum DataplaneCommand {
     },
     /// MAG, fast handover: send what the buffer holds for `prefix` to the MAG at `peer`
     /// through the tunnel, in arrival order, and whatever else reaches the buffer for the
-    /// prefix after it, until `RemoveForward`: the prefix's route stays on the buffer, so
+    /// prefix after it, until `RemoveDownlink`: the prefix's route stays on the buffer, so
     /// nothing that arrives meanwhile can overtake what was held (the reactive PMAG).
     ForwardBuffer {
         prefix: IpNet,

@@ -14,7 +14,7 @@ use crate::config::{LmaConfig, MagConfig};
 use crate::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot};
 use crate::mag::{Attach, BulChange, BulState, Mag, MagEvent, MagOutput};
 use crate::output::{
-    AccessLink, DataplaneCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
+    AccessLink, DatapathCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
 };
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
@@ -263,7 +263,7 @@ impl Sim {
                 progressed = true;
                 match o {
                     LmaOutput::Transmit(t) => self.send(packet(t)),
-                    LmaOutput::Dataplane(c) => self.lma_dataplane(c),
+                    LmaOutput::Datapath(c) => self.lma_datapath(c),
                     LmaOutput::Event(e) => self.lma_events.push((self.now, e)),
                 }
             }
@@ -272,7 +272,7 @@ impl Sim {
                     progressed = true;
                     match o {
                         MagOutput::Transmit(t) => self.send(packet(t)),
-                        MagOutput::Dataplane(c) => mag_dataplane(&mut self.mag_datapaths[i], c),
+                        MagOutput::Datapath(c) => mag_datapath(&mut self.mag_datapaths[i], c),
                         MagOutput::RouterAdvertisement(ra) => {
                             self.router_advertisements.push((self.now, i, ra))
                         }
@@ -290,16 +290,15 @@ impl Sim {
         }
     }
 
-    fn lma_dataplane(&mut self, c: DataplaneCommand) {
+    fn lma_datapath(&mut self, c: DatapathCommand) {
         match c {
-            DataplaneCommand::SetDownlink { prefix, proxy_coa } => {
-                self.lma_datapath
-                    .insert(prefix, Downlink::Tunnel(proxy_coa));
+            DatapathCommand::SetDownlink { prefix, peer } => {
+                self.lma_datapath.insert(prefix, Downlink::Tunnel(peer));
             }
-            DataplaneCommand::DropDownlink { prefix } => {
+            DatapathCommand::DropDownlink { prefix } => {
                 self.lma_datapath.insert(prefix, Downlink::Drop);
             }
-            DataplaneCommand::RemoveDownlink { prefix } => {
+            DatapathCommand::RemoveDownlink { prefix } => {
                 self.lma_datapath.remove(&prefix);
             }
             _ => {}
@@ -394,15 +393,15 @@ impl Sim {
     }
 }
 
-fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
+fn mag_datapath(d: &mut MagDatapath, c: DatapathCommand) {
     match c {
-        DataplaneCommand::SetUplink { prefix, peer } => {
+        DatapathCommand::SetUplink { prefix, peer } => {
             d.uplinks.insert(prefix, peer);
         }
-        DataplaneCommand::RemoveUplink { prefix } => {
+        DatapathCommand::RemoveUplink { prefix } => {
             d.uplinks.remove(&prefix);
         }
-        DataplaneCommand::SetAccessRoute {
+        DatapathCommand::SetLinkRoute {
             prefix,
             link,
             local_routing,
@@ -411,33 +410,33 @@ fn mag_dataplane(d: &mut MagDatapath, c: DataplaneCommand) {
             d.delivering.remove(&prefix);
             d.access_routes.insert(prefix, (link, local_routing));
         }
-        DataplaneCommand::ForwardDownlink { prefix, peer } => {
+        DatapathCommand::SetDownlink { prefix, peer } => {
             d.access_routes.remove(&prefix);
             d.forwards.insert(prefix, peer);
         }
-        DataplaneCommand::RemoveForward { prefix } => {
+        DatapathCommand::RemoveDownlink { prefix } => {
             d.forwards.remove(&prefix);
         }
-        DataplaneCommand::Buffer { prefix } => {
+        DatapathCommand::Buffer { prefix } => {
             d.buffering.insert(prefix);
         }
-        DataplaneCommand::FlushBuffer { prefix, deliver } => {
+        DatapathCommand::FlushBuffer { prefix, deliver } => {
             d.buffering.remove(&prefix);
             d.flushed.push(prefix);
             if let Some(link) = deliver {
                 d.delivering.insert(prefix, link);
             }
         }
-        DataplaneCommand::ForwardBuffer { prefix, peer } => {
+        DatapathCommand::ForwardBuffer { prefix, peer } => {
             d.buffering.remove(&prefix);
             d.flushed.push(prefix);
             d.forwards.insert(prefix, peer);
         }
-        DataplaneCommand::DiscardBuffer { prefix } => {
+        DatapathCommand::DiscardBuffer { prefix } => {
             d.buffering.remove(&prefix);
             d.discarded.push(prefix);
         }
-        DataplaneCommand::RemoveAccessRoute { prefix, .. } => {
+        DatapathCommand::RemoveLinkRoute { prefix, .. } => {
             // The prefix's route changes: a buffer handing it to the node stops.
             d.access_routes.remove(&prefix);
             d.delivering.remove(&prefix);

@@ -13,7 +13,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use socket2::{Domain, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use dataplane::Netlink;
-use dataplane::netns::NetNs;
+use datapath::Netlink;
+use datapath::netns::NetNs;
 use pmip::types::LinkLayerAddress;
 use tokio::sync::mpsc::Receiver;
 

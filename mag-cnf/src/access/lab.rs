@@ -8,8 +8,8 @@
 //! A handover in the lab moves the MAG end to another MAG's namespace; [`detach`] deletes
 //! the node's end, which takes the pair with it wherever the other end is.
 
-use dataplane::Netlink;
-use dataplane::netns::NetNs;
+use datapath::Netlink;
+use datapath::netns::NetNs;
 use pmip::types::LinkLayerAddress;
 
 use super::{Error, Result};

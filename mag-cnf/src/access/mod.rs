@@ -16,7 +16,7 @@
 //! let (access, mut events) = Access::start(&config.access_interfaces, own_mac).await?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
-//!         // Prepare the link (dataplane `Change::PrepareAccessLink`: the fixed MAC and
+//!         // Prepare the link (datapath `Change::PrepareAccessLink`: the fixed MAC and
 //!         // link-local address); `mtu` caps the MTU option of the RAs.
 //!         AccessEvent::LinkUp { ifindex, name, mtu } => {}
 //!         // Detach whatever node was on the link.
@@ -109,7 +109,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dataplane::netns::NetNs;
+use datapath::netns::NetNs;
 use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use socket2::Socket;
@@ -191,7 +191,7 @@ pub enum Error {
     #[error("lab: this pmip-mag is built without the `lab` feature: it makes no emulated nodes")]
     LabDisabled,
     #[error(transparent)]
-    Dataplane(#[from] dataplane::Error),
+    Datapath(#[from] datapath::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

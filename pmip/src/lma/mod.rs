@@ -16,7 +16,7 @@ use crate::cache::{BindingCache, BindingCacheEntry, BindingState, Ordering, Pref
 use crate::config::{LinkLocalMode, LmaConfig, MobileNodeProfile};
 use crate::heartbeat::{Heartbeats, PeerEvent};
 use crate::ipv4_pool::{Ipv4Allocator, Ipv4HomeAddress};
-use crate::output::{DataplaneCommand, Transmit};
+use crate::output::{DatapathCommand, Transmit};
 use crate::policy::{AuthorizedMags, PolicyError, PolicyStore};
 use crate::prefix::PrefixAllocator;
 use crate::rng::Rng;
@@ -95,7 +95,7 @@ pub enum RemovalReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LmaOutput {
     Transmit(Transmit),
-    Dataplane(DataplaneCommand),
+    Datapath(DatapathCommand),
     Event(LmaEvent),
 }
 
@@ -295,7 +295,7 @@ impl Lma {
     /// snapshot's own counter and the MAGs notice nothing. A caller that knows state was lost
     /// passes a new value: then every MAG that had sessions is told with an unsolicited
     /// Heartbeat Response, so that it re-registers its nodes. Bindings that expired while the
-    /// LMA was down are dropped; the others are reprogrammed (Dataplane outputs). A binding
+    /// LMA was down are dropped; the others are reprogrammed (Datapath outputs). A binding
     /// gets at least `grace` of lifetime, so that a refresh the snapshot missed is not lost.
     pub fn restore(
         config: LmaConfig,
@@ -345,13 +345,10 @@ impl Lma {
             lma.cache.insert(entry);
             lma.mag_gained(coa, now);
             for prefix in homes {
-                lma.push(LmaOutput::Dataplane(if deregistering {
-                    DataplaneCommand::DropDownlink { prefix }
+                lma.push(LmaOutput::Datapath(if deregistering {
+                    DatapathCommand::DropDownlink { prefix }
                 } else {
-                    DataplaneCommand::SetDownlink {
-                        prefix,
-                        proxy_coa: coa,
-                    }
+                    DatapathCommand::SetDownlink { prefix, peer: coa }
                 }));
             }
         }
@@ -893,7 +890,7 @@ impl Lma {
         };
         self.cache.set_ipv4(session, None);
         self.release_ipv4(old.address);
-        self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+        self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
             prefix: old.host().into(),
         }));
     }
@@ -1160,9 +1157,9 @@ impl Lma {
         let session = self.cache.insert(entry);
         // RFC 5844 §3.1.2.2: the IPv4 host route into the same tunnel.
         for prefix in homes {
-            self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
+            self.push(LmaOutput::Datapath(DatapathCommand::SetDownlink {
                 prefix,
-                proxy_coa: reg.proxy_coa,
+                peer: reg.proxy_coa,
             }));
         }
         self.mag_gained(reg.proxy_coa, now);
@@ -1270,7 +1267,7 @@ impl Lma {
         if drop_ipv4 && let Some(old) = old_ipv4 {
             self.cache.set_ipv4(session, None);
             self.release_ipv4(old.address);
-            self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+            self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
                 prefix: old.host().into(),
             }));
         }
@@ -1279,7 +1276,7 @@ impl Lma {
             self.cache
                 .set_prefixes(session, Prefixes::Many(Box::new([])));
             for p in old.as_slice() {
-                self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
                     prefix: (*p).into(),
                 }));
                 if !self.policy.is_pinned(p) {
@@ -1324,15 +1321,15 @@ impl Lma {
         self.cache.reschedule(session);
         if handoff || was_deregistering.is_some() {
             for prefix in homes {
-                self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
+                self.push(LmaOutput::Datapath(DatapathCommand::SetDownlink {
                     prefix,
-                    proxy_coa,
+                    peer: proxy_coa,
                 }));
             }
         } else if let Some(v4) = new_ipv4 {
-            self.push(LmaOutput::Dataplane(DataplaneCommand::SetDownlink {
+            self.push(LmaOutput::Datapath(DatapathCommand::SetDownlink {
                 prefix: v4.host().into(),
-                proxy_coa,
+                peer: proxy_coa,
             }));
         }
         if handoff {
@@ -1404,7 +1401,7 @@ impl Lma {
                 self.cache.set_ipv4(session, None);
                 if let Some(old) = old {
                     self.release_ipv4(old.address);
-                    self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                    self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
                         prefix: old.host().into(),
                     }));
                 }
@@ -1413,7 +1410,7 @@ impl Lma {
                 self.cache
                     .set_prefixes(session, Prefixes::Many(Box::new([])));
                 for p in old.as_slice() {
-                    self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+                    self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
                         prefix: (*p).into(),
                     }));
                     if !self.policy.is_pinned(p) {
@@ -1436,7 +1433,7 @@ impl Lma {
         if fresh {
             self.cache.reschedule(session);
             for prefix in homes {
-                self.push(LmaOutput::Dataplane(DataplaneCommand::DropDownlink {
+                self.push(LmaOutput::Datapath(DatapathCommand::DropDownlink {
                     prefix,
                 }));
             }
@@ -1689,7 +1686,7 @@ impl Lma {
         let keep = self.policy.lookup(&e.mn_id).is_some();
         let mut kept = Vec::new();
         for p in e.prefixes.as_slice() {
-            self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+            self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
                 prefix: (*p).into(),
             }));
             if self.policy.is_pinned(p) {
@@ -1708,7 +1705,7 @@ impl Lma {
             );
         }
         if let Some(v4) = e.ipv4 {
-            self.push(LmaOutput::Dataplane(DataplaneCommand::RemoveDownlink {
+            self.push(LmaOutput::Datapath(DatapathCommand::RemoveDownlink {
                 prefix: v4.host().into(),
             }));
             self.release_ipv4(v4.address);

@@ -37,7 +37,7 @@ use super::MagEvent;
 use super::bul::{BindingUpdateList, BulEntry, BulState};
 use crate::config::{FastHandoverMode, MagConfig};
 use crate::ipv4_pool::Ipv4HomeAddress;
-use crate::output::{DataplaneCommand, Transmit};
+use crate::output::{DatapathCommand, Transmit};
 use crate::time::{Instant, ms};
 use crate::types::LinkLayerAddress;
 use crate::wire::{
@@ -120,7 +120,7 @@ pub enum FastError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum FastAction {
     Transmit(Transmit),
-    Dataplane(DataplaneCommand),
+    Datapath(DatapathCommand),
     Event(MagEvent),
     /// A message from another MAG that could not be used.
     Dropped {
@@ -625,9 +625,7 @@ impl FastHandovers {
         f.peer = Some(pmag);
         self.handovers.insert(e.link_layer, f);
         for p in e.home_nets() {
-            out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
-                prefix: p,
-            }));
+            out.push(FastAction::Datapath(DatapathCommand::Buffer { prefix: p }));
         }
         self.arm(e.link_layer, now + self.timeout, out);
         out.push(FastAction::Event(MagEvent::HandoverStarted {
@@ -646,12 +644,12 @@ impl FastHandovers {
             // The buffer hands the node its packets, and keeps doing so for what still comes
             // through the previous MAG, until the PBA switches the route to the access link:
             // nothing overtakes what was buffered.
-            out.push(FastAction::Dataplane(DataplaneCommand::FlushBuffer {
+            out.push(FastAction::Datapath(DatapathCommand::FlushBuffer {
                 prefix: p,
                 deliver: Some((e.link, e.link_layer)),
             }));
             if let Some(pmag) = pmag {
-                out.push(FastAction::Dataplane(DataplaneCommand::SetUplink {
+                out.push(FastAction::Datapath(DatapathCommand::SetUplink {
                     prefix: p,
                     peer: pmag,
                 }));
@@ -710,9 +708,7 @@ impl FastHandovers {
         };
         if !buffering {
             for p in e.home_nets() {
-                out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
-                    prefix: p,
-                }));
+                out.push(FastAction::Datapath(DatapathCommand::Buffer { prefix: p }));
             }
         }
         self.arm(ll, now + self.timeout, out);
@@ -740,13 +736,13 @@ impl FastHandovers {
         if fresh {
             for p in e.home_nets() {
                 // What the buffer holds goes first, and what follows goes the same way.
-                out.push(FastAction::Dataplane(if left {
-                    DataplaneCommand::ForwardBuffer {
+                out.push(FastAction::Datapath(if left {
+                    DatapathCommand::ForwardBuffer {
                         prefix: p,
                         peer: nmag,
                     }
                 } else {
-                    DataplaneCommand::ForwardDownlink {
+                    DatapathCommand::SetDownlink {
                         prefix: p,
                         peer: nmag,
                     }
@@ -921,13 +917,13 @@ impl FastHandovers {
             return;
         };
         for p in e.home_nets() {
-            out.push(FastAction::Dataplane(DataplaneCommand::RemoveForward {
+            out.push(FastAction::Datapath(DatapathCommand::RemoveDownlink {
                 prefix: p,
             }));
-            out.push(FastAction::Dataplane(DataplaneCommand::RemoveUplink {
+            out.push(FastAction::Datapath(DatapathCommand::RemoveUplink {
                 prefix: p,
             }));
-            out.push(FastAction::Dataplane(DataplaneCommand::RemoveAccessRoute {
+            out.push(FastAction::Datapath(DatapathCommand::RemoveLinkRoute {
                 prefix: p,
                 link: e.link,
             }));
@@ -952,9 +948,7 @@ impl FastHandovers {
         }
         let buffer = |out: &mut Out| {
             for p in e.home_nets() {
-                out.push(FastAction::Dataplane(DataplaneCommand::Buffer {
-                    prefix: p,
-                }));
+                out.push(FastAction::Datapath(DatapathCommand::Buffer { prefix: p }));
             }
         };
         match self.handovers.get_mut(&e.link_layer) {
@@ -1009,11 +1003,11 @@ impl FastHandovers {
             _ => "the handover did not complete in time",
         };
         for p in e.home_nets() {
-            out.push(FastAction::Dataplane(DataplaneCommand::DiscardBuffer {
+            out.push(FastAction::Datapath(DatapathCommand::DiscardBuffer {
                 prefix: p,
             }));
             if f.role == FastRole::Previous && f.phase == FastPhase::Forwarding {
-                out.push(FastAction::Dataplane(DataplaneCommand::RemoveForward {
+                out.push(FastAction::Datapath(DatapathCommand::RemoveDownlink {
                     prefix: p,
                 }));
             }

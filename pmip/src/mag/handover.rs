@@ -11,7 +11,7 @@ use super::fast::{FastAction, FastError, FastHandovers};
 use super::timer::Timer;
 use super::{Mag, MagOutput};
 use crate::ipv4_pool::Ipv4HomeAddress;
-use crate::output::{AccessLink, DataplaneCommand};
+use crate::output::{AccessLink, DatapathCommand};
 use crate::time::Instant;
 use crate::types::LinkLayerAddress;
 use crate::wire::{AccessTechnologyType, HandoffIndicator, WallClock};
@@ -75,7 +75,7 @@ impl Mag {
         for a in actions {
             match a {
                 FastAction::Transmit(t) => self.push(MagOutput::Transmit(t)),
-                FastAction::Dataplane(c) => self.push(MagOutput::Dataplane(c)),
+                FastAction::Datapath(c) => self.push(MagOutput::Datapath(c)),
                 FastAction::Event(e) => self.event(e),
                 FastAction::Dropped { from, reason } => self.drop_message(from, reason),
                 FastAction::Timer(ll, at) => {
@@ -149,12 +149,12 @@ impl Mag {
         e.served.clone_from(&homes);
         let (link, local_routing) = (e.link, e.local_routing);
         for p in homes {
-            self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+            self.push(MagOutput::Datapath(DatapathCommand::SetLinkRoute {
                 prefix: p,
                 link,
                 local_routing,
             }));
-            self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+            self.push(MagOutput::Datapath(DatapathCommand::SetUplink {
                 prefix: p,
                 peer: pmag,
             }));

@@ -26,7 +26,7 @@ use ipnet::{IpNet, Ipv6Net};
 use crate::config::{FastHandoverMode, LinkLocalMode, MagConfig, MobileNodeProfile};
 use crate::heartbeat::{Heartbeats, PeerEvent};
 use crate::output::{
-    AccessLink, DataplaneCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
+    AccessLink, DatapathCommand, NeighborSolicitation, RouterAdvertisement, Transmit,
 };
 use crate::policy::{PolicyError, PolicyStore};
 use crate::rng::Rng;
@@ -184,7 +184,7 @@ pub enum BulChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MagOutput {
     Transmit(Transmit),
-    Dataplane(DataplaneCommand),
+    Datapath(DatapathCommand),
     RouterAdvertisement(RouterAdvertisement),
     /// A probe of Neighbor Unreachability Detection.
     NeighborSolicitation(NeighborSolicitation),
@@ -430,7 +430,7 @@ impl Mag {
                         e.link = a.link;
                     }
                     for p in served {
-                        self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                        self.push(MagOutput::Datapath(DatapathCommand::SetLinkRoute {
                             prefix: p,
                             link: a.link,
                             local_routing,
@@ -886,7 +886,7 @@ impl Mag {
         self.remove_routes(link, &gone);
         if fast && from_context {
             for p in &gone {
-                self.push(MagOutput::Dataplane(DataplaneCommand::DiscardBuffer {
+                self.push(MagOutput::Datapath(DatapathCommand::DiscardBuffer {
                     prefix: *p,
                 }));
             }
@@ -914,10 +914,10 @@ impl Mag {
     /// address as a host route).
     fn remove_routes(&mut self, link: AccessLink, homes: &[IpNet]) {
         for p in homes {
-            self.push(MagOutput::Dataplane(DataplaneCommand::RemoveUplink {
+            self.push(MagOutput::Datapath(DatapathCommand::RemoveUplink {
                 prefix: *p,
             }));
-            self.push(MagOutput::Dataplane(DataplaneCommand::RemoveAccessRoute {
+            self.push(MagOutput::Datapath(DatapathCommand::RemoveLinkRoute {
                 prefix: *p,
                 link,
             }));

@@ -12,7 +12,7 @@ use super::timer::Timer;
 use super::{Mag, MagEvent, MagOutput, RETRY_HOLD_DOWN, Withdrawal};
 use crate::config::{LinkLocalMode, ReplayProtection};
 use crate::ipv4_pool::Ipv4HomeAddress;
-use crate::output::{AccessLink, DataplaneCommand};
+use crate::output::{AccessLink, DatapathCommand};
 use crate::time::{Instant, ms, secs};
 use crate::types::LinkLayerAddress;
 use crate::wire::{
@@ -333,11 +333,11 @@ impl Mag {
             // RFC 5844 §3.2.3.2: the node's IPv4 packets go through the tunnel, and the
             // address is routed onto its access link, like the prefixes.
             for p in homes.iter().copied() {
-                self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+                self.push(MagOutput::Datapath(DatapathCommand::SetUplink {
                     prefix: p,
                     peer: lma,
                 }));
-                self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                self.push(MagOutput::Datapath(DatapathCommand::SetLinkRoute {
                     prefix: p,
                     link,
                     local_routing,
@@ -557,11 +557,11 @@ impl Mag {
             self.discard(s.link_layer);
             self.bul.insert(entry);
             for p in homes {
-                self.push(MagOutput::Dataplane(DataplaneCommand::SetUplink {
+                self.push(MagOutput::Datapath(DatapathCommand::SetUplink {
                     prefix: p,
                     peer: lma,
                 }));
-                self.push(MagOutput::Dataplane(DataplaneCommand::SetAccessRoute {
+                self.push(MagOutput::Datapath(DatapathCommand::SetLinkRoute {
                     prefix: p,
                     link: AccessLink(s.link),
                     local_routing: s.local_routing,

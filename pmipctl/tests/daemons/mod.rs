@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cnf::Clock;
 use cnf::transport::{RecvBatch, SignallingTransport};
-use dataplane::Dataplane;
+use datapath::Datapath;
 use ipnet::Ipv6Net;
 use pmip::config::{ApiConfig, FastHandoverConfig, LmaConfig, MagConfig};
 use pmip::output::{RouterAdvertisement, Transmit};
@@ -197,7 +197,7 @@ impl Lma {
             store,
             loaded,
             run,
-            dataplane: Dataplane::Fake(dataplane::Fake::new()),
+            datapath: Datapath::Fake(datapath::Fake::new()),
             transport: Wire {
                 local: LMA,
                 sent: tx,
@@ -398,7 +398,7 @@ impl Mag {
                 config,
                 restart_counter: 1,
                 epoch: 1,
-                dataplane: Dataplane::Fake(dataplane::Fake::new()),
+                datapath: Datapath::Fake(datapath::Fake::new()),
                 transport: Wire {
                     local: MAG1,
                     sent: tx,

@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use dataplane::{Change, Dataplane, Mode, Settings};
+use datapath::{Change, Datapath, Mode, Settings};
 
 /// Routes programmed per second at the LMA, N = 10000 bindings: pipelined in one batch, and
 /// one call per binding. Printed; the floor asserted is far below what a quiet machine does.
@@ -21,7 +21,7 @@ async fn downlink_programming_rate() {
     let settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
         .await
         .unwrap();
-    let dp = Dataplane::open(Mode::Seg6, n.nl.clone(), settings)
+    let dp = Datapath::open(Mode::Seg6, n.nl.clone(), settings)
         .await
         .unwrap();
     let prefix = |i: u32, hi: u16| {
@@ -33,7 +33,7 @@ async fn downlink_programming_rate() {
     };
     let mag = |i: u32| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, (i % 50) as u16);
     let batch: Vec<Change> = (0..N)
-        .map(|i| Change::AddDownlink {
+        .map(|i| Change::SetDownlink {
             prefix: prefix(i, 0x1000),
             peer: mag(i),
         })
@@ -50,7 +50,7 @@ async fn downlink_programming_rate() {
 
     // A handover of every binding, batched: replace, not add.
     let moved: Vec<Change> = (0..N)
-        .map(|i| Change::AddDownlink {
+        .map(|i| Change::SetDownlink {
             prefix: prefix(i, 0x1000),
             peer: mag(i + 1),
         })

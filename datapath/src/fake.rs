@@ -9,7 +9,7 @@ use crate::model::{Change, Counts, DesiredState, ReconcileReport};
 /// Records the state the changes add up to, and the changes themselves.
 ///
 /// Clones share the record, so a test keeps one clone and hands the daemon a
-/// [`crate::Dataplane::Fake`] with another.
+/// [`crate::Datapath::Fake`] with another.
 #[derive(Debug, Clone, Default)]
 pub struct Fake {
     inner: Arc<Mutex<Record>>,

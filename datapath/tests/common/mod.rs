@@ -6,8 +6,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dataplane::Netlink;
-use dataplane::netns::{NetNs, OwnedNetNs};
+use datapath::Netlink;
+use datapath::netns::{NetNs, OwnedNetNs};
 use nix::sys::socket::{self, sockopt};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

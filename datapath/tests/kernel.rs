@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use dataplane::netns::NetNs;
-use dataplane::{Change, Dataplane, Error, Kernel, Mode, Settings, Termination, Tunnel};
+use datapath::netns::NetNs;
+use datapath::{Change, Datapath, Error, Kernel, Mode, Settings, Termination, Tunnel};
 
 /// The namespace file's inode: two handles to the same namespace have the same one.
 fn ns_inode(path: &std::path::Path) -> u64 {
@@ -43,7 +43,7 @@ async fn named_namespaces_work_like_iproute2s() {
     assert_eq!(text.lines().count(), 3, "header lines and lo only: {text}");
 
     // An rtnetlink handle made for it lists its links, not ours.
-    let nl = dataplane::Netlink::connect_in(&ns).unwrap();
+    let nl = datapath::Netlink::connect_in(&ns).unwrap();
     assert_eq!(nl.link_index("lo").await.unwrap(), 1);
     assert!(matches!(
         nl.link_index("nonexistent0").await,
@@ -100,13 +100,13 @@ async fn auto_mode_prefers_seg6_and_cleans_up_its_probes() {
     let peer = Node::new("peer").await;
     link(&n, "t0", &peer, "t0", 1500).await;
     assert!(
-        dataplane::probe_seg6(&n.nl).await.unwrap(),
+        datapath::probe_seg6(&n.nl).await.unwrap(),
         "this kernel has seg6"
     );
     let settings = Settings::resolve(&n.nl, Some("t0"), a("::1"), None)
         .await
         .unwrap();
-    let dp = Dataplane::open(Mode::Auto, n.nl.clone(), settings)
+    let dp = Datapath::open(Mode::Auto, n.nl.clone(), settings)
         .await
         .unwrap();
     assert_eq!(dp.backend_name(), "seg6");
@@ -118,13 +118,13 @@ async fn auto_mode_prefers_seg6_and_cleans_up_its_probes() {
         !routes.contains("20010db8ffffffff0000000000007e57"),
         "the probe route is gone:\n{routes}"
     );
-    let _ = dataplane::probe_ip6tnl(&n.nl).await.unwrap();
+    let _ = datapath::probe_ip6tnl(&n.nl).await.unwrap();
     assert!(
         n.nl.link_index(&format!("pmprobe{}", std::process::id() % 100_000_000))
             .await
             .is_err()
     );
-    let none = Dataplane::open(Mode::None, n.nl.clone(), Settings::new(0, 1500))
+    let none = Datapath::open(Mode::None, n.nl.clone(), Settings::new(0, 1500))
         .await
         .unwrap();
     assert_eq!(none.backend_name(), "none");
@@ -138,7 +138,7 @@ async fn errors_name_operation_object_and_errno() {
     let k = Kernel::open(n.nl.clone(), Settings::new(999, 1500), Tunnel::Seg6)
         .await
         .unwrap();
-    let dp = Dataplane::Kernel(k);
+    let dp = Datapath::Kernel(k);
     let e = dp
         .add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
         .await
@@ -154,14 +154,14 @@ async fn errors_name_operation_object_and_errno() {
     assert!(text.contains("No such device (os error 19)"), "{text}");
 
     // In a batch, the others still go in and the error counts the failed ones.
-    let lo_route = Change::AddLocalRoute {
+    let lo_route = Change::SetLinkRoute {
         prefix: net("2001:db8:1::/64"),
         ifindex: 1,
         local_routing: false,
     };
     let e = dp
         .apply(&[
-            Change::AddDownlink {
+            Change::SetDownlink {
                 prefix: net("2001:db8:2::/64"),
                 peer: a("2001:db8::2"),
             },
@@ -180,7 +180,7 @@ async fn errors_name_operation_object_and_errno() {
         ),
         "{e}"
     );
-    let Dataplane::Kernel(k) = &dp else { panic!() };
+    let Datapath::Kernel(k) = &dp else { panic!() };
     assert!(
         k.read_back()
             .await
@@ -208,8 +208,8 @@ async fn ip6tnl_backend_makes_a_link_per_peer_or_says_why_not() {
         .await
         .unwrap();
     let t0 = settings.transport_ifindex;
-    let has_ip6tnl = dataplane::probe_ip6tnl(&n.nl).await.unwrap();
-    let dp = Dataplane::open(Mode::Ip6tnl, n.nl.clone(), settings)
+    let has_ip6tnl = datapath::probe_ip6tnl(&n.nl).await.unwrap();
+    let dp = Datapath::open(Mode::Ip6tnl, n.nl.clone(), settings)
         .await
         .unwrap();
     // Without a local tunnel end there is no address to make the link with.
@@ -245,7 +245,7 @@ async fn ip6tnl_backend_makes_a_link_per_peer_or_says_why_not() {
 /// values back and removes the file.
 #[tokio::test]
 async fn sysctls_are_set_once_recorded_and_restored() {
-    use dataplane::sysctl::{self, Ensured, Sysctl};
+    use datapath::sysctl::{self, Ensured, Sysctl};
     let n = Node::new("sysctl").await;
     let peer = Node::new("peer").await;
     link(&n, "t0", &peer, "t0", 1500).await;
@@ -259,7 +259,7 @@ async fn sysctls_are_set_once_recorded_and_restored() {
         .await
         .unwrap();
     settings.sysctl_ledger = Some(ledger.clone());
-    let dp = Dataplane::open(Mode::Seg6, n.nl.clone(), settings.clone())
+    let dp = Datapath::open(Mode::Seg6, n.nl.clone(), settings.clone())
         .await
         .unwrap();
     let done = dp.ensure_sysctls().await.unwrap();
@@ -290,7 +290,7 @@ async fn sysctls_are_set_once_recorded_and_restored() {
 
     // A restarted daemon (a new backend on the same ledger) finds them set and keeps the
     // values recorded first.
-    let again = Dataplane::open(Mode::Seg6, n.nl.clone(), settings)
+    let again = Datapath::open(Mode::Seg6, n.nl.clone(), settings)
         .await
         .unwrap();
     let done = again.ensure_sysctls().await.unwrap();
@@ -317,7 +317,7 @@ async fn sysctls_are_set_once_recorded_and_restored() {
 /// with an error that names it and says where else it can be set.
 #[test]
 fn read_only_proc_sys_needs_only_what_is_missing() {
-    use dataplane::sysctl::{Ensured, Sysctl};
+    use datapath::sysctl::{Ensured, Sysctl};
     let result = std::thread::spawn(|| {
         // This thread gets its own mount namespace, where /proc/sys is read-only; the
         // network namespace (and so the sysctls seen) stays the host's, which is not changed.
@@ -340,7 +340,7 @@ fn read_only_proc_sys_needs_only_what_is_missing() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let nl = dataplane::Netlink::connect().unwrap();
+            let nl = datapath::Netlink::connect().unwrap();
             let key = Sysctl::new("net/ipv6/conf/all/hop_limit");
             let now = nl.read_sysctl(&key).unwrap();
             let same = nl.ensure_sysctl(&key, &now).unwrap();

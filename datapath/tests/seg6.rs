@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use dataplane::{AccessLink, Change, Dataplane, Mode, PrefixRoute, Settings, Termination};
+use datapath::{AccessLinkAddresses, Change, Datapath, Mode, PrefixRoute, Settings, Termination};
 
 const LMA: &str = "2001:db8::1";
 const MAG: &str = "2001:db8::2";
@@ -26,19 +26,19 @@ struct Lab {
     mag: Node,
     lma: Node,
     cn: Node,
-    lma_dp: Dataplane,
-    mag_dp: Dataplane,
+    lma_dp: Datapath,
+    mag_dp: Datapath,
 }
 
-async fn open(node: &Node, local: &str) -> Dataplane {
+async fn open(node: &Node, local: &str) -> Datapath {
     open_on(node, "t0", local).await
 }
 
-async fn open_on(node: &Node, transport: &str, local: &str) -> Dataplane {
+async fn open_on(node: &Node, transport: &str, local: &str) -> Datapath {
     let settings = Settings::resolve(&node.nl, Some(transport), a(local), None)
         .await
         .unwrap();
-    Dataplane::open(Mode::Seg6, node.nl.clone(), settings)
+    Datapath::open(Mode::Seg6, node.nl.clone(), settings)
         .await
         .unwrap()
 }
@@ -84,7 +84,7 @@ impl Lab {
                     local: a(LMA),
                     ifindex: lma_t0,
                 }),
-                Change::AddDownlink {
+                Change::SetDownlink {
                     prefix: net(HNP),
                     peer: a(MAG),
                 },
@@ -103,7 +103,7 @@ impl Lab {
         self.mag_dp
             .prepare_access_link(
                 a0,
-                AccessLink {
+                AccessLinkAddresses {
                     link_layer_address: MAC,
                     link_local: a("fe80::1"),
                 },
@@ -225,7 +225,7 @@ fn receive_until(s: &std::net::UdpSocket, len: usize) -> bool {
 async fn changes_are_idempotent_and_read_back() {
     let lab = lab(1500).await;
     lab.program().await;
-    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+    let Datapath::Kernel(mag) = &lab.mag_dp else {
         panic!("seg6 is a kernel backend")
     };
     let first = mag.read_back().await.unwrap();
@@ -292,7 +292,7 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
     let report = lab.lma_dp.reconcile(&desired).await.unwrap();
     assert_eq!(report.routes.removed, 1, "{report:?}");
     assert_eq!(report.routes.added, 0, "{report:?}");
-    let Dataplane::Kernel(lma) = &lab.lma_dp else {
+    let Datapath::Kernel(lma) = &lab.lma_dp else {
         panic!()
     };
     let back = lma.read_back().await.unwrap();
@@ -317,7 +317,7 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
     let report = lab.mag_dp.cleanup().await.unwrap();
     assert!(report.routes.removed >= 3, "{report:?}");
     assert_eq!(report.addresses.removed, 1, "{report:?}");
-    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+    let Datapath::Kernel(mag) = &lab.mag_dp else {
         panic!()
     };
     assert!(mag.read_back().await.unwrap().is_empty());
@@ -434,7 +434,7 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
         .unwrap();
         dp.prepare_access_link(
             a0,
-            AccessLink {
+            AccessLinkAddresses {
                 link_layer_address: MAC,
                 link_local: a("fe80::1"),
             },
@@ -473,7 +473,7 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
             peer: a("2001:db8:b::2")
         }
     );
-    let Dataplane::Kernel(k) = &lma_dp else {
+    let Datapath::Kernel(k) = &lma_dp else {
         panic!()
     };
     assert_eq!(k.read_back().await.unwrap(), lma_dp.state().await);
@@ -495,7 +495,7 @@ async fn local_routing_keeps_traffic_between_nodes_on_the_mag() {
     lab.mag_dp
         .prepare_access_link(
             a1,
-            AccessLink {
+            AccessLinkAddresses {
                 link_layer_address: MAC,
                 link_local: a("fe80::1"),
             },
@@ -537,7 +537,7 @@ async fn local_routing_keeps_traffic_between_nodes_on_the_mag() {
         .add_local_route(net(hnp2), a1, false)
         .await
         .unwrap();
-    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+    let Datapath::Kernel(mag) = &lab.mag_dp else {
         panic!()
     };
     let back = mag.read_back().await.unwrap();
@@ -564,7 +564,7 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
     lab.program().await;
     let other_mag = a("2001:db8::3");
     lab.mag_dp.add_uplink(net(HNP), other_mag).await.unwrap();
-    let Dataplane::Kernel(mag) = &lab.mag_dp else {
+    let Datapath::Kernel(mag) = &lab.mag_dp else {
         panic!()
     };
     let back = mag.read_back().await.unwrap();
@@ -609,7 +609,7 @@ impl Lab {
     /// The node's IPv4 home address through both tunnel ends (RFC 5844 §3.1.3, §3.2.4).
     async fn program4(&self) {
         self.lma_dp
-            .apply(&[Change::AddDownlink4 {
+            .apply(&[Change::SetDownlink4 {
                 prefix: net4(&format!("{MN4}/32")),
                 peer: a(MAG),
             }])
@@ -618,12 +618,12 @@ impl Lab {
         let a0 = self.mag.index("a0").await;
         self.mag_dp
             .apply(&[
-                Change::AddLocalRoute4 {
+                Change::SetLinkRoute4 {
                     prefix: net4(&format!("{MN4}/32")),
                     ifindex: a0,
                     local_routing: false,
                 },
-                Change::AddUplink4 {
+                Change::SetUplink4 {
                     prefix: net4(&format!("{MN4}/32")),
                     peer: a(LMA),
                 },
@@ -779,7 +779,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
     lab.program().await;
     lab.ipv4_hosts();
     lab.program4().await;
-    let (Dataplane::Kernel(lma), Dataplane::Kernel(mag)) = (&lab.lma_dp, &lab.mag_dp) else {
+    let (Datapath::Kernel(lma), Datapath::Kernel(mag)) = (&lab.lma_dp, &lab.mag_dp) else {
         panic!("seg6 is a kernel backend")
     };
     for (k, dp) in [(lma, &lab.lma_dp), (mag, &lab.mag_dp)] {
@@ -826,7 +826,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
     // Handover at the LMA: one route replace to another proxy-CoA.
     let other = a("2001:db8::3");
     lab.lma_dp
-        .apply(&[Change::AddDownlink4 {
+        .apply(&[Change::SetDownlink4 {
             prefix: net4(&format!("{MN4}/32")),
             peer: other,
         }])

@@ -8,7 +8,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::Settings;
 use crate::error::{Error, Result};
-use crate::model::{AccessLink, DesiredState, PrefixRoute};
+use crate::model::{AccessLinkAddresses, DesiredState, PrefixRoute};
 use crate::msg::{
     Family, IPPROTO_IPIP, IPPROTO_IPV6, KAddr, KLink, KRoute, KRule, KTunnel, LOCAL_TABLE,
     MAIN_TABLE, RouteKey, Via,
@@ -217,7 +217,7 @@ impl Layout {
         }
     }
 
-    pub(crate) fn link_local(&self, ifindex: u32, link: &AccessLink) -> KAddr {
+    pub(crate) fn link_local(&self, ifindex: u32, link: &AccessLinkAddresses) -> KAddr {
         KAddr {
             ifindex,
             addr: link.link_local,
@@ -485,7 +485,7 @@ pub(crate) fn read_back(
         {
             state.access_links.insert(
                 a.ifindex,
-                AccessLink {
+                AccessLinkAddresses {
                     link_layer_address: mac,
                     link_local: a.addr,
                 },
@@ -588,45 +588,45 @@ mod tests {
                 local: a("2001:db8::2"),
                 ifindex: 3,
             }),
-            Change::AddLocalRoute {
+            Change::SetLinkRoute {
                 prefix: net("2001:db8:100::/64"),
                 ifindex: 5,
                 local_routing: true,
             },
-            Change::AddLocalRoute {
+            Change::SetLinkRoute {
                 prefix: net("2001:db8:101::/64"),
                 ifindex: 5,
                 local_routing: false,
             },
-            Change::AddUplink {
+            Change::SetUplink {
                 prefix: net("2001:db8:100::/64"),
                 peer: a("2001:db8::1"),
             },
-            Change::AddUplink {
+            Change::SetUplink {
                 prefix: net("2001:db8:101::/64"),
                 peer: a("2001:db8::1"),
             },
-            Change::AddDownlink {
+            Change::SetDownlink {
                 prefix: net("2001:db8:102::/64"),
                 peer: a("2001:db8::3"),
             },
             Change::PrepareAccessLink {
                 ifindex: 5,
-                link: AccessLink {
+                link: AccessLinkAddresses {
                     link_layer_address: [2, 0, 0x5e, 0, 0x53, 1],
                     link_local: a("fe80::1"),
                 },
             },
-            Change::AddLocalRoute4 {
+            Change::SetLinkRoute4 {
                 prefix: net4("198.51.100.7/32"),
                 ifindex: 5,
                 local_routing: true,
             },
-            Change::AddUplink4 {
+            Change::SetUplink4 {
                 prefix: net4("198.51.100.7/32"),
                 peer: a("2001:db8::1"),
             },
-            Change::AddDownlink4 {
+            Change::SetDownlink4 {
                 prefix: net4("198.51.100.9/32"),
                 peer: a("2001:db8::3"),
             },
@@ -795,12 +795,12 @@ mod tests {
         let l = layout(Tunnel::Seg6);
         let p = net("2001:db8:1::/64");
         let mut st = DesiredState::new();
-        st.apply(&Change::AddDownlink {
+        st.apply(&Change::SetDownlink {
             prefix: p,
             peer: a("2001:db8::2"),
         });
         let before = objects(&l, &st, &BTreeMap::new(), &BTreeMap::new()).unwrap();
-        st.apply(&Change::AddDownlink {
+        st.apply(&Change::SetDownlink {
             prefix: p,
             peer: a("2001:db8::3"),
         });

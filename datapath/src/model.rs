@@ -35,7 +35,7 @@ pub enum PrefixRoute {
 /// How a MAG presents itself on an access link so that every MAG looks like the same router
 /// to a mobile node (RFC 5213 §6.8, §6.9.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AccessLink {
+pub struct AccessLinkAddresses {
     /// Link-layer address set on the link (FixedMAGLinkLayerAddressOnAllAccessLinks).
     pub link_layer_address: [u8; 6],
     /// Link-local address added on the link as a /64, without duplicate address detection
@@ -60,7 +60,7 @@ pub struct DesiredState {
     /// Traffic sourced from each IPv4 prefix goes into the tunnel to this peer.
     pub uplinks4: BTreeMap<Ipv4Net, Ipv6Addr>,
     /// Prepared access links, by link index.
-    pub access_links: BTreeMap<u32, AccessLink>,
+    pub access_links: BTreeMap<u32, AccessLinkAddresses>,
 }
 
 /// One change to the datapath. Every change is idempotent: an add replaces what the same
@@ -74,46 +74,49 @@ pub enum Change {
     RemoveTermination { local: Ipv6Addr },
     /// Tunnel traffic destined to `prefix` to `peer` ([`PrefixRoute::Tunnel`]); replaces any
     /// route of the prefix, so a handover is one atomic replace.
-    AddDownlink { prefix: Ipv6Net, peer: Ipv6Addr },
+    SetDownlink { prefix: Ipv6Net, peer: Ipv6Addr },
     /// Removes the route of `prefix` if it is a tunnel route.
     RemoveDownlink { prefix: Ipv6Net },
     /// Tunnel traffic sourced from `prefix` to `peer`.
-    AddUplink { prefix: Ipv6Net, peer: Ipv6Addr },
+    SetUplink { prefix: Ipv6Net, peer: Ipv6Addr },
     /// Stop tunnelling traffic sourced from `prefix`.
     RemoveUplink { prefix: Ipv6Net },
     /// Route `prefix` onto link `ifindex` ([`PrefixRoute::Link`]); replaces any route of the
     /// prefix.
-    AddLocalRoute {
+    SetLinkRoute {
         prefix: Ipv6Net,
         ifindex: u32,
         local_routing: bool,
     },
     /// Removes the route of `prefix` if it goes onto link `ifindex`.
-    RemoveLocalRoute { prefix: Ipv6Net, ifindex: u32 },
+    RemoveLinkRoute { prefix: Ipv6Net, ifindex: u32 },
     /// Set the link-layer address of access link `ifindex` and add the link-local address.
-    PrepareAccessLink { ifindex: u32, link: AccessLink },
+    PrepareAccessLink {
+        ifindex: u32,
+        link: AccessLinkAddresses,
+    },
     /// Remove the link-local address added by [`Change::PrepareAccessLink`] (the link-layer
     /// address is left as it is).
     RemoveAccessLink { ifindex: u32 },
-    /// [`Change::AddDownlink`] for an IPv4 prefix (an IPv4 home address, RFC 5844 §3.1.2.2:
+    /// [`Change::SetDownlink`] for an IPv4 prefix (an IPv4 home address, RFC 5844 §3.1.2.2:
     /// the LMA's host route into the tunnel; at a MAG, forwarding to another MAG).
-    AddDownlink4 { prefix: Ipv4Net, peer: Ipv6Addr },
+    SetDownlink4 { prefix: Ipv4Net, peer: Ipv6Addr },
     /// [`Change::RemoveDownlink`] for an IPv4 prefix.
     RemoveDownlink4 { prefix: Ipv4Net },
-    /// [`Change::AddUplink`] for an IPv4 prefix (RFC 5844 §3.2.3.2: the MAG's route for the
+    /// [`Change::SetUplink`] for an IPv4 prefix (RFC 5844 §3.2.3.2: the MAG's route for the
     /// node's IPv4 packets into the tunnel).
-    AddUplink4 { prefix: Ipv4Net, peer: Ipv6Addr },
+    SetUplink4 { prefix: Ipv4Net, peer: Ipv6Addr },
     /// [`Change::RemoveUplink`] for an IPv4 prefix.
     RemoveUplink4 { prefix: Ipv4Net },
-    /// [`Change::AddLocalRoute`] for an IPv4 prefix (the node's IPv4 home address on its
+    /// [`Change::SetLinkRoute`] for an IPv4 prefix (the node's IPv4 home address on its
     /// access link).
-    AddLocalRoute4 {
+    SetLinkRoute4 {
         prefix: Ipv4Net,
         ifindex: u32,
         local_routing: bool,
     },
-    /// [`Change::RemoveLocalRoute`] for an IPv4 prefix.
-    RemoveLocalRoute4 { prefix: Ipv4Net, ifindex: u32 },
+    /// [`Change::RemoveLinkRoute`] for an IPv4 prefix.
+    RemoveLinkRoute4 { prefix: Ipv4Net, ifindex: u32 },
 }
 
 /// What a change replaced or removed: the value its key had before.
@@ -123,11 +126,11 @@ pub(crate) enum Previous {
     Termination(Option<u32>),
     Route(Option<PrefixRoute>),
     Uplink(Option<Ipv6Addr>),
-    AccessLink(Option<AccessLink>),
+    AccessLinkAddresses(Option<AccessLinkAddresses>),
 }
 
 impl DesiredState {
-    /// Nothing at all: what [`crate::Dataplane::cleanup`] reconciles to.
+    /// Nothing at all: what [`crate::Datapath::cleanup`] reconciles to.
     pub fn new() -> Self {
         Self::default()
     }
@@ -155,7 +158,7 @@ impl DesiredState {
             Change::RemoveTermination { local } => {
                 Previous::Termination(self.terminations.remove(&local))
             }
-            Change::AddDownlink { prefix, peer } => Previous::Route(
+            Change::SetDownlink { prefix, peer } => Previous::Route(
                 self.routes
                     .insert(prefix.trunc(), PrefixRoute::Tunnel { peer }),
             ),
@@ -168,13 +171,13 @@ impl DesiredState {
                     _ => Previous::None,
                 }
             }
-            Change::AddUplink { prefix, peer } => {
+            Change::SetUplink { prefix, peer } => {
                 Previous::Uplink(self.uplinks.insert(prefix.trunc(), peer))
             }
             Change::RemoveUplink { prefix } => {
                 Previous::Uplink(self.uplinks.remove(&prefix.trunc()))
             }
-            Change::AddLocalRoute {
+            Change::SetLinkRoute {
                 prefix,
                 ifindex,
                 local_routing,
@@ -185,7 +188,7 @@ impl DesiredState {
                     local_routing,
                 },
             )),
-            Change::RemoveLocalRoute { prefix, ifindex } => {
+            Change::RemoveLinkRoute { prefix, ifindex } => {
                 let prefix = prefix.trunc();
                 match self.routes.get(&prefix) {
                     Some(PrefixRoute::Link { ifindex: i, .. }) if *i == ifindex => {
@@ -195,12 +198,12 @@ impl DesiredState {
                 }
             }
             Change::PrepareAccessLink { ifindex, link } => {
-                Previous::AccessLink(self.access_links.insert(ifindex, link))
+                Previous::AccessLinkAddresses(self.access_links.insert(ifindex, link))
             }
             Change::RemoveAccessLink { ifindex } => {
-                Previous::AccessLink(self.access_links.remove(&ifindex))
+                Previous::AccessLinkAddresses(self.access_links.remove(&ifindex))
             }
-            Change::AddDownlink4 { prefix, peer } => Previous::Route(
+            Change::SetDownlink4 { prefix, peer } => Previous::Route(
                 self.routes4
                     .insert(prefix.trunc(), PrefixRoute::Tunnel { peer }),
             ),
@@ -213,13 +216,13 @@ impl DesiredState {
                     _ => Previous::None,
                 }
             }
-            Change::AddUplink4 { prefix, peer } => {
+            Change::SetUplink4 { prefix, peer } => {
                 Previous::Uplink(self.uplinks4.insert(prefix.trunc(), peer))
             }
             Change::RemoveUplink4 { prefix } => {
                 Previous::Uplink(self.uplinks4.remove(&prefix.trunc()))
             }
-            Change::AddLocalRoute4 {
+            Change::SetLinkRoute4 {
                 prefix,
                 ifindex,
                 local_routing,
@@ -230,7 +233,7 @@ impl DesiredState {
                     local_routing,
                 },
             )),
-            Change::RemoveLocalRoute4 { prefix, ifindex } => {
+            Change::RemoveLinkRoute4 { prefix, ifindex } => {
                 let prefix = prefix.trunc();
                 match self.routes4.get(&prefix) {
                     Some(PrefixRoute::Link { ifindex: i, .. }) if *i == ifindex => {
@@ -300,7 +303,7 @@ pub struct Counts {
     pub removed: usize,
 }
 
-/// What [`crate::Dataplane::reconcile`] did.
+/// What [`crate::Datapath::reconcile`] did.
 ///
 /// For the kernel backends: routes, policy rules, addresses and links (ip6tnl links created
 /// or removed, and link-layer addresses set). For the fake backend: prefix routes of both
@@ -335,13 +338,13 @@ mod tests {
     fn downlink_replaces_local_route_and_removals_check_the_kind() {
         let mut s = DesiredState::new();
         let p = net("2001:db8:1::/64");
-        s.apply(&Change::AddLocalRoute {
+        s.apply(&Change::SetLinkRoute {
             prefix: p,
             ifindex: 4,
             local_routing: true,
         });
         assert!(s.any_local_routing());
-        let prev = s.apply_returning_previous(&Change::AddDownlink {
+        let prev = s.apply_returning_previous(&Change::SetDownlink {
             prefix: p,
             peer: a("2001:db8::2"),
         });
@@ -354,7 +357,7 @@ mod tests {
         );
         assert!(!s.any_local_routing());
         // Not a local route any more: removing it as one does nothing.
-        s.apply(&Change::RemoveLocalRoute {
+        s.apply(&Change::RemoveLinkRoute {
             prefix: p,
             ifindex: 4,
         });
@@ -369,7 +372,7 @@ mod tests {
     #[test]
     fn prefixes_are_truncated() {
         let mut s = DesiredState::new();
-        s.apply(&Change::AddUplink {
+        s.apply(&Change::SetUplink {
             prefix: net("2001:db8:1::5/64"),
             peer: a("2001:db8::1"),
         });
@@ -384,7 +387,7 @@ mod tests {
     fn ipv4_changes_keep_their_own_maps() {
         let mut s = DesiredState::new();
         let v4: Ipv4Net = "198.51.100.7/32".parse().unwrap();
-        s.apply(&Change::AddLocalRoute4 {
+        s.apply(&Change::SetLinkRoute4 {
             prefix: v4,
             ifindex: 4,
             local_routing: true,
@@ -392,7 +395,7 @@ mod tests {
         assert!(s.any_local_routing4() && !s.any_local_routing());
         assert!(s.has_ipv4() && s.routes.is_empty());
         // A fast handover: the same address forwarded to another MAG replaces the link route.
-        let prev = s.apply_returning_previous(&Change::AddDownlink4 {
+        let prev = s.apply_returning_previous(&Change::SetDownlink4 {
             prefix: v4,
             peer: a("2001:db8::3"),
         });
@@ -400,12 +403,12 @@ mod tests {
             prev,
             Previous::Route(Some(PrefixRoute::Link { .. }))
         ));
-        s.apply(&Change::RemoveLocalRoute4 {
+        s.apply(&Change::RemoveLinkRoute4 {
             prefix: v4,
             ifindex: 4,
         });
         assert_eq!(s.routes4.len(), 1, "not a link route any more");
-        s.apply(&Change::AddUplink4 {
+        s.apply(&Change::SetUplink4 {
             prefix: "198.51.100.7/24".parse().unwrap(),
             peer: a("2001:db8::1"),
         });
@@ -425,11 +428,11 @@ mod tests {
     #[test]
     fn peers_cover_both_directions() {
         let mut s = DesiredState::new();
-        s.apply(&Change::AddDownlink {
+        s.apply(&Change::SetDownlink {
             prefix: net("2001:db8:1::/64"),
             peer: a("2001:db8::2"),
         });
-        s.apply(&Change::AddUplink {
+        s.apply(&Change::SetUplink {
             prefix: net("2001:db8:1::/64"),
             peer: a("2001:db8::3"),
         });

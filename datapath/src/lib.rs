@@ -9,8 +9,8 @@
 //! # Using it from a daemon
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), dataplane::Error> {
-//! use dataplane::{Dataplane, Mode, Netlink, Settings, Termination};
+//! # async fn run() -> Result<(), datapath::Error> {
+//! use datapath::{Datapath, Mode, Netlink, Settings, Termination};
 //! let lma: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
 //! let nl = Netlink::connect()?;
 //! // From the daemon's DatapathConfig: transport_interface, link_mtu, route_protocol,
@@ -18,21 +18,21 @@
 //! let mut settings = Settings::resolve(&nl, None, lma, None).await?;
 //! settings.route_protocol = 135;
 //! settings.table_base = 13500;
-//! let dp = Dataplane::open(Mode::Auto, nl, settings).await?;
-//! dp.reconcile(&dataplane::DesiredState::new()).await?; // or the state rebuilt from its store
+//! let dp = Datapath::open(Mode::Auto, nl, settings).await?;
+//! dp.reconcile(&datapath::DesiredState::new()).await?; // or the state rebuilt from its store
 //! dp.prepare_termination(Termination { local: lma, ifindex: dp.settings().transport_ifindex }).await?;
 //! dp.add_downlink("2001:db8:100::/64".parse().unwrap(), "2001:db8::10".parse().unwrap()).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! [`Dataplane`] is an enum over the backends, picked at run time by [`Mode`] (the daemon's
+//! [`Datapath`] is an enum over the backends, picked at run time by [`Mode`] (the daemon's
 //! `DatapathConfig::mode`, one to one): [`Mode::Seg6`], [`Mode::Ip6tnl`], [`Mode::None`]
 //! (signalling only) and [`Mode::Auto`] (seg6 when [`probe_seg6`] says the kernel can make
-//! such routes, else ip6tnl when [`probe_ip6tnl`] says it can make such links). Tests of a daemon use [`Dataplane::Fake`] and look at
+//! such routes, else ip6tnl when [`probe_ip6tnl`] says it can make such links). Tests of a daemon use [`Datapath::Fake`] and look at
 //! the recorded [`DesiredState`].
 //!
 //! Every operation is idempotent: an add replaces what the same key had, a removal of
-//! something absent succeeds. Each is also a [`Change`], and [`Dataplane::apply`] sends a
+//! something absent succeeds. Each is also a [`Change`], and [`Datapath::apply`] sends a
 //! batch of them pipelined (128 requests per datagram, several datagrams in flight): at the
 //! LMA one binding is one route, one request. Calls are serialized per backend; a daemon
 //! that must program thousands of bindings a second collects the changes of one turn of its
@@ -44,18 +44,18 @@
 //! The kernel backends own the routes and rules (IPv6 and IPv4) marked with
 //! [`Settings::route_protocol`] in the main table and in their own tables
 //! ([`Settings::table_base`] and the next `2 + max_peers`), the addresses marked with it
-//! (IFA_PROTO), and the ip6tnl links named [`Settings::tunnel_name_prefix`]`N`. [`Dataplane::reconcile`] compares exactly those with a
+//! (IFA_PROTO), and the ip6tnl links named [`Settings::tunnel_name_prefix`]`N`. [`Datapath::reconcile`] compares exactly those with a
 //! complete [`DesiredState`]; it never touches anything else, with one exception the recipe
 //! needs: while tunnels terminate here, the kernel's `0: from all lookup local` rule is
 //! replaced by the backend's own at [`RulePriorities::local`] (and put back by
-//! [`Dataplane::cleanup`]). Sysctls it needs (IPv6 and IPv4 forwarding, seg6_enabled) are
+//! [`Datapath::cleanup`]). Sysctls it needs (IPv6 and IPv4 forwarding, seg6_enabled) are
 //! written only when they differ, and the values found are recorded so that
 //! [`sysctl::restore`] puts them back.
 //!
 //! # IPv4 home addresses
 //!
-//! The `*4` changes ([`Change::AddDownlink4`], [`Change::AddUplink4`],
-//! [`Change::AddLocalRoute4`] and their removals) do for an IPv4 prefix what the others do
+//! The `*4` changes ([`Change::SetDownlink4`], [`Change::SetUplink4`],
+//! [`Change::SetLinkRoute4`] and their removals) do for an IPv4 prefix what the others do
 //! for an IPv6 one: IPv4 routes with the same seg6 encapsulation (the outer header's Next
 //! Header is then 4), `ip -4` uplink rules into the same per-peer tables (each gets an IPv4
 //! default route beside its IPv6 one), and IPv4 local routes on access links. Every tunnel
@@ -118,7 +118,7 @@ pub use error::{Error, Result};
 pub use fake::Fake;
 pub use kernel::{Kernel, probe_ip6tnl, probe_seg6};
 pub use model::{
-    AccessLink, Change, Counts, DesiredState, PrefixRoute, ReconcileReport, Termination,
+    AccessLinkAddresses, Change, Counts, DesiredState, PrefixRoute, ReconcileReport, Termination,
 };
 pub use msg::{LOCAL_TABLE, MAIN_TABLE};
 pub use netlink::Netlink;
@@ -330,7 +330,7 @@ impl Settings {
 
 /// The datapath of a daemon, whichever backend it runs. Clones share the backend.
 #[derive(Debug, Clone)]
-pub enum Dataplane {
+pub enum Datapath {
     /// seg6 or ip6tnl tunnels in the kernel.
     Kernel(Kernel),
     /// Records the state in memory (daemon tests).
@@ -339,13 +339,13 @@ pub enum Dataplane {
     None,
 }
 
-impl Dataplane {
+impl Datapath {
     /// Opens the backend `mode` asks for; for [`Mode::Auto`] seg6 when the kernel can make
     /// such routes (the backend this project runs in its tests), else ip6tnl when it can make
     /// such links.
     pub async fn open(mode: Mode, nl: Netlink, settings: Settings) -> Result<Self> {
         let tunnel = match mode {
-            Mode::None => return Ok(Dataplane::None),
+            Mode::None => return Ok(Datapath::None),
             Mode::Seg6 => Tunnel::Seg6,
             Mode::Ip6tnl => Tunnel::Ip6tnl,
             Mode::Auto => {
@@ -356,25 +356,25 @@ impl Dataplane {
                 }
             }
         };
-        Ok(Dataplane::Kernel(Kernel::open(nl, settings, tunnel).await?))
+        Ok(Datapath::Kernel(Kernel::open(nl, settings, tunnel).await?))
     }
 
     /// `seg6`, `ip6tnl`, `fake` or `none`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match self {
-            Dataplane::Kernel(k) => match k.tunnel() {
+            Datapath::Kernel(k) => match k.tunnel() {
                 Tunnel::Seg6 => "seg6",
                 Tunnel::Ip6tnl => "ip6tnl",
             },
-            Dataplane::Fake(_) => "fake",
-            Dataplane::None => "none",
+            Datapath::Fake(_) => "fake",
+            Datapath::None => "none",
         }
     }
 
     /// The kernel backend's settings (defaults for the others).
     pub fn settings(&self) -> Settings {
         match self {
-            Dataplane::Kernel(k) => k.settings().clone(),
+            Datapath::Kernel(k) => k.settings().clone(),
             _ => Settings::new(0, 1500),
         }
     }
@@ -384,9 +384,9 @@ impl Dataplane {
     /// the first failure (a single change's failure is returned as it is).
     pub async fn apply(&self, changes: &[Change]) -> Result<()> {
         match self {
-            Dataplane::Kernel(k) => k.apply(changes).await,
-            Dataplane::Fake(f) => f.apply(changes),
-            Dataplane::None => Ok(()),
+            Datapath::Kernel(k) => k.apply(changes).await,
+            Datapath::Fake(f) => f.apply(changes),
+            Datapath::None => Ok(()),
         }
     }
 
@@ -410,7 +410,7 @@ impl Dataplane {
     /// proxy-CoA; MAG: forwarding to another MAG). Replaces any route of the prefix, so a
     /// handover from one proxy-CoA to another is one atomic route replace.
     pub async fn add_downlink(&self, prefix: Ipv6Net, peer: Ipv6Addr) -> Result<()> {
-        self.one(Change::AddDownlink { prefix, peer }).await
+        self.one(Change::SetDownlink { prefix, peer }).await
     }
 
     /// Removes the route of `prefix` if it is a tunnel.
@@ -422,7 +422,7 @@ impl Dataplane {
     /// tunnel to another MAG): a `from <prefix>` rule into the peer's table, whose default
     /// route enters the tunnel.
     pub async fn add_uplink(&self, prefix: Ipv6Net, peer: Ipv6Addr) -> Result<()> {
-        self.one(Change::AddUplink { prefix, peer }).await
+        self.one(Change::SetUplink { prefix, peer }).await
     }
 
     /// Stops tunnelling traffic sourced from `prefix`.
@@ -439,7 +439,7 @@ impl Dataplane {
         ifindex: u32,
         local_routing: bool,
     ) -> Result<()> {
-        self.one(Change::AddLocalRoute {
+        self.one(Change::SetLinkRoute {
             prefix,
             ifindex,
             local_routing,
@@ -449,13 +449,13 @@ impl Dataplane {
 
     /// Removes the route of `prefix` if it goes onto link `ifindex`.
     pub async fn remove_local_route(&self, prefix: Ipv6Net, ifindex: u32) -> Result<()> {
-        self.one(Change::RemoveLocalRoute { prefix, ifindex }).await
+        self.one(Change::RemoveLinkRoute { prefix, ifindex }).await
     }
 
     /// Tunnels traffic destined to an IPv4 prefix (an IPv4 home address, RFC 5844 §3.1.3)
     /// to `peer`, IPv4-in-IPv6; replaces any route of the prefix.
     pub async fn add_downlink4(&self, prefix: Ipv4Net, peer: Ipv6Addr) -> Result<()> {
-        self.one(Change::AddDownlink4 { prefix, peer }).await
+        self.one(Change::SetDownlink4 { prefix, peer }).await
     }
 
     /// Removes the route of an IPv4 prefix if it is a tunnel.
@@ -465,7 +465,7 @@ impl Dataplane {
 
     /// Tunnels traffic sourced from an IPv4 prefix to `peer` (RFC 5844 §3.2.4).
     pub async fn add_uplink4(&self, prefix: Ipv4Net, peer: Ipv6Addr) -> Result<()> {
-        self.one(Change::AddUplink4 { prefix, peer }).await
+        self.one(Change::SetUplink4 { prefix, peer }).await
     }
 
     /// Stops tunnelling traffic sourced from an IPv4 prefix.
@@ -474,14 +474,14 @@ impl Dataplane {
     }
 
     /// Routes an IPv4 prefix onto link `ifindex` (the node's IPv4 home address on its
-    /// access link); `local_routing` as for [`Dataplane::add_local_route`].
+    /// access link); `local_routing` as for [`Datapath::add_local_route`].
     pub async fn add_local_route4(
         &self,
         prefix: Ipv4Net,
         ifindex: u32,
         local_routing: bool,
     ) -> Result<()> {
-        self.one(Change::AddLocalRoute4 {
+        self.one(Change::SetLinkRoute4 {
             prefix,
             ifindex,
             local_routing,
@@ -491,13 +491,12 @@ impl Dataplane {
 
     /// Removes the route of an IPv4 prefix if it goes onto link `ifindex`.
     pub async fn remove_local_route4(&self, prefix: Ipv4Net, ifindex: u32) -> Result<()> {
-        self.one(Change::RemoveLocalRoute4 { prefix, ifindex })
-            .await
+        self.one(Change::RemoveLinkRoute4 { prefix, ifindex }).await
     }
 
     /// Sets the access link's link-layer address and adds its fixed link-local address, so
     /// every MAG looks like the same router to a node.
-    pub async fn prepare_access_link(&self, ifindex: u32, link: AccessLink) -> Result<()> {
+    pub async fn prepare_access_link(&self, ifindex: u32, link: AccessLinkAddresses) -> Result<()> {
         self.one(Change::PrepareAccessLink { ifindex, link }).await
     }
 
@@ -510,9 +509,9 @@ impl Dataplane {
     /// removed, what is missing or different is added; nothing it does not own is touched.
     pub async fn reconcile(&self, desired: &DesiredState) -> Result<ReconcileReport> {
         match self {
-            Dataplane::Kernel(k) => k.reconcile(desired).await,
-            Dataplane::Fake(f) => f.reconcile(desired),
-            Dataplane::None => Ok(ReconcileReport::default()),
+            Datapath::Kernel(k) => k.reconcile(desired).await,
+            Datapath::Fake(f) => f.reconcile(desired),
+            Datapath::None => Ok(ReconcileReport::default()),
         }
     }
 
@@ -527,17 +526,17 @@ impl Dataplane {
     /// value it needs and what was done.
     pub async fn ensure_sysctls(&self) -> Result<Vec<(sysctl::Sysctl, String, sysctl::Ensured)>> {
         match self {
-            Dataplane::Kernel(k) => k.ensure_sysctls().await,
-            Dataplane::Fake(_) | Dataplane::None => Ok(Vec::new()),
+            Datapath::Kernel(k) => k.ensure_sysctls().await,
+            Datapath::Fake(_) | Datapath::None => Ok(Vec::new()),
         }
     }
 
     /// What the backend believes it has programmed.
     pub async fn state(&self) -> DesiredState {
         match self {
-            Dataplane::Kernel(k) => k.state().await,
-            Dataplane::Fake(f) => f.state(),
-            Dataplane::None => DesiredState::new(),
+            Datapath::Kernel(k) => k.state().await,
+            Datapath::Fake(f) => f.state(),
+            Datapath::None => DesiredState::new(),
         }
     }
 }
@@ -579,7 +578,7 @@ mod tests {
     #[tokio::test]
     async fn fake_records_changes_and_reconciles() {
         let fake = Fake::new();
-        let dp = Dataplane::Fake(fake.clone());
+        let dp = Datapath::Fake(fake.clone());
         let p: Ipv6Net = "2001:db8:1::/64".parse().unwrap();
         let a: Ipv6Addr = "2001:db8::2".parse().unwrap();
         let b: Ipv6Addr = "2001:db8::3".parse().unwrap();
@@ -598,7 +597,7 @@ mod tests {
 
     #[tokio::test]
     async fn none_backend_does_nothing() {
-        let dp = Dataplane::None;
+        let dp = Datapath::None;
         dp.add_downlink("2001:db8::/64".parse().unwrap(), Ipv6Addr::LOCALHOST)
             .await
             .unwrap();

@@ -238,7 +238,7 @@ impl Kernel {
             changes = changes.len(),
             requests,
             failed = batch.failures.len(),
-            "dataplane: applied"
+            "datapath: applied"
         );
         batch_result(changes.len(), batch.failures)
     }
@@ -440,7 +440,7 @@ impl Kernel {
                     }
                 }
             }
-            Change::AddDownlink { prefix, peer } => {
+            Change::SetDownlink { prefix, peer } => {
                 let via = self.via(sh, batch, peer).await?;
                 let prev = sh.state.apply_returning_previous(c);
                 batch.push(Request::replace_route(&l.downlink(prefix, via)));
@@ -460,7 +460,7 @@ impl Kernel {
                     self.settle(sh, batch, peer);
                 }
             }
-            Change::AddLocalRoute {
+            Change::SetLinkRoute {
                 prefix,
                 ifindex,
                 local_routing,
@@ -475,7 +475,7 @@ impl Kernel {
                 }
                 self.after_route_replaced(sh, batch, prefix.trunc().into(), prev, None);
             }
-            Change::RemoveLocalRoute { prefix, ifindex } => {
+            Change::RemoveLinkRoute { prefix, ifindex } => {
                 if let Previous::Route(Some(PrefixRoute::Link { local_routing, .. })) =
                     sh.state.apply_returning_previous(c)
                 {
@@ -488,7 +488,7 @@ impl Kernel {
                     }
                 }
             }
-            Change::AddUplink { prefix, peer } => {
+            Change::SetUplink { prefix, peer } => {
                 let prefix = prefix.trunc();
                 let old = sh.state.uplinks.get(&prefix).copied();
                 let slot = self.slot(sh, peer)?;
@@ -529,18 +529,20 @@ impl Kernel {
                     &l.link_local(ifindex, &link),
                     l.s.route_protocol,
                 ));
-                if let Previous::AccessLink(Some(old)) = prev
+                if let Previous::AccessLinkAddresses(Some(old)) = prev
                     && old.link_local != link.link_local
                 {
                     batch.push(Request::delete_address(&l.link_local(ifindex, &old)));
                 }
             }
             Change::RemoveAccessLink { ifindex } => {
-                if let Previous::AccessLink(Some(old)) = sh.state.apply_returning_previous(c) {
+                if let Previous::AccessLinkAddresses(Some(old)) =
+                    sh.state.apply_returning_previous(c)
+                {
                     batch.push(Request::delete_address(&l.link_local(ifindex, &old)));
                 }
             }
-            Change::AddDownlink4 { prefix, peer } => {
+            Change::SetDownlink4 { prefix, peer } => {
                 self.enable_ipv4_forwarding(sh)?;
                 let via = self.via(sh, batch, peer).await?;
                 let prev = sh.state.apply_returning_previous(c);
@@ -561,7 +563,7 @@ impl Kernel {
                     self.settle(sh, batch, peer);
                 }
             }
-            Change::AddLocalRoute4 {
+            Change::SetLinkRoute4 {
                 prefix,
                 ifindex,
                 local_routing,
@@ -577,7 +579,7 @@ impl Kernel {
                 }
                 self.after_route_replaced(sh, batch, prefix.trunc().into(), prev, None);
             }
-            Change::RemoveLocalRoute4 { prefix, ifindex } => {
+            Change::RemoveLinkRoute4 { prefix, ifindex } => {
                 if let Previous::Route(Some(PrefixRoute::Link { local_routing, .. })) =
                     sh.state.apply_returning_previous(c)
                 {
@@ -590,7 +592,7 @@ impl Kernel {
                     }
                 }
             }
-            Change::AddUplink4 { prefix, peer } => {
+            Change::SetUplink4 { prefix, peer } => {
                 self.enable_ipv4_forwarding(sh)?;
                 let prefix = prefix.trunc();
                 let old = sh.state.uplinks4.get(&prefix).copied();
@@ -773,7 +775,7 @@ impl Kernel {
         *sh = Shadow::from_state(desired, slots, tunnels);
         sh.ipv4_forwarding = ipv4_forwarding;
         drop(sh);
-        tracing::info!(?report, failed = failures.len(), "dataplane: reconciled");
+        tracing::info!(?report, failed = failures.len(), "datapath: reconciled");
         match failures.len() {
             0 => Ok(report),
             failed => Err(Error::Batch {

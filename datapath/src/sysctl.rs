@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn ledger_keeps_the_first_value_across_runs_and_empties_itself() {
-        let dir = std::env::temp_dir().join(format!("dataplane-ledger-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("datapath-ledger-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("sysctls");
         let fwd = Sysctl::new("net/ipv6/conf/all/forwarding");
