@@ -64,4 +64,7 @@ fi
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r .ci/requirements.txt
 
+# Every file, function and test docs/CONFORMANCE.md names must exist.
+python3 scripts/check-conformance-refs.py
+
 exec cargo test --workspace "$@"
