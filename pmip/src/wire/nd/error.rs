@@ -67,6 +67,9 @@ pub enum ErrorKind {
     OptionNotAllowed { option: u8 },
     /// A solicited Neighbor Advertisement sent to a multicast address (RFC 4861 §7.1.2).
     SolicitedToMulticast,
+    /// A Redirect whose Target Address is neither link-local nor its Destination Address
+    /// (RFC 4861 §8.1).
+    BadRedirectTarget { target: Ipv6Addr },
     /// The frame does not fit in the output buffer.
     BufferTooSmall { needed: usize, available: usize },
     /// The encoded packet would not fit its length field.
@@ -103,6 +106,7 @@ impl Error {
                 | ErrorKind::MulticastTarget { .. }
                 | ErrorKind::OptionNotAllowed { .. }
                 | ErrorKind::SolicitedToMulticast
+                | ErrorKind::BadRedirectTarget { .. }
         )
     }
 }
@@ -177,6 +181,10 @@ impl fmt::Display for ErrorKind {
             ErrorKind::SolicitedToMulticast => {
                 f.write_str("a solicited Neighbor Advertisement to a multicast address")
             }
+            ErrorKind::BadRedirectTarget { target } => write!(
+                f,
+                "Redirect Target Address {target} is neither link-local nor the Destination Address"
+            ),
             ErrorKind::BufferTooSmall { needed, available } => write!(
                 f,
                 "output buffer too small: {needed} octets needed, {available} available"

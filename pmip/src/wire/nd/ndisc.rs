@@ -372,10 +372,7 @@ impl<'a> NdiscRepr<'a> {
                 if !is_link_local(&target) && target != destination {
                     return Err(Error::new(
                         at_target,
-                        ErrorKind::BadValue {
-                            field: "Redirect Target Address (link-local or the destination)",
-                            value: 0,
-                        },
+                        ErrorKind::BadRedirectTarget { target },
                     ));
                 }
             }
@@ -602,11 +599,19 @@ mod tests {
             destination: a("2001:db8::7"),
             options: NdOptions::EMPTY,
         };
-        assert!(
-            off_link
-                .check_validity(&a("fe80::1"), &a("fe80::3"), 255, 40)
-                .is_err()
+        // RFC 4861 §8.1: invalid ND, named as such (a fuzz input found it reported as a
+        // field value "0" that is not invalid ND).
+        let e = off_link
+            .check_validity(&a("fe80::1"), &a("fe80::3"), 255, 40)
+            .unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::BadRedirectTarget {
+                target: a("2001:db8::9")
+            }
         );
+        assert!(e.is_invalid_nd());
+        assert!(e.to_string().contains("2001:db8::9"), "{e}");
         let to_group = NdiscRepr::Redirect {
             target: a("fe80::2"),
             destination: a("ff05::2"),
