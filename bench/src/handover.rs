@@ -69,6 +69,15 @@ pub struct Run {
     pub lost_beyond_in_flight: Option<u64>,
     /// Handovers whose completion the new MAG never reported.
     pub incomplete: usize,
+    /// Handovers after which the old MAG still held the node, or the new one had not
+    /// registered it, 5 s after its Router Advertisement.
+    pub unfinished: usize,
+    /// Probe packets that reached the node and were dropped by its receiving socket (a full
+    /// receive buffer): the harness's loss, not the protocol's.
+    pub receiver_drops: u64,
+    /// Packets the MAGs' fast-handover buffers dropped over their limits or discarded (a
+    /// failed handover).
+    pub buffer_dropped: u64,
     pub probe_rate_pps: u32,
     pub seconds: f64,
 }
@@ -123,6 +132,7 @@ pub async fn run_one(spec: &Spec, mode: HandoverMode) -> anyhow::Result<Run> {
     lab.attach(0).await?;
     let address = lab.wait_node_address(0, Duration::from_secs(10)).await?;
     let mn = lab.nodes[0].ns.clone();
+    let receiver_drops0 = e2e::traffic::receive_buffer_drops(&mn)?;
     let probe = UdpStream::start(&lab.cn, &mn, address, 7001, spec.rate_pps, 64)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -131,6 +141,7 @@ pub async fn run_one(spec: &Spec, mode: HandoverMode) -> anyhow::Result<Run> {
     let mut l3 = Vec::with_capacity(spec.handovers);
     let mut dropped: Vec<Option<u64>> = Vec::with_capacity(spec.handovers);
     let mut incomplete = 0;
+    let mut unfinished = 0;
     let carrier = spec.radio == Radio::Carrier;
     for _ in 0..spec.handovers {
         let from = lab.nodes[0].at.context("the node is not attached")?;
@@ -161,11 +172,44 @@ pub async fn run_one(spec: &Spec, mode: HandoverMode) -> anyhow::Result<Run> {
             Some(d0) => Some(lab.access_drops(0, from)?.saturating_sub(d0)),
             None => None,
         });
+        // The next handover starts from a finished one: the new MAG registered the node and
+        // the old one let it go (a fast handover's forwarding ends after the new MAG's PBA).
+        // Without this wait a loaded machine starts a handover while the last one is still
+        // forwarding, which measures the overlap and not a handover.
+        if !finished(&lab, from, to, Duration::from_secs(5)).await? {
+            unfinished += 1;
+        }
+        if std::env::var_os("PMIP_BENCH_TRACE").is_some() {
+            let i = l2.len() - 1;
+            eprintln!(
+                "handover {i}: MAG{} -> MAG{}, at {:.1} ms, L2 {:.2} ms, L3 {:?} ms, old link drops {:?}",
+                from + 1,
+                to + 1,
+                times[i].as_secs_f64() * 1e3,
+                l2[i],
+                l3.get(i),
+                dropped[i]
+            );
+        }
         tokio::time::sleep(spec.settle).await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let report = probe.finish();
-    let end = report.interval * report.sent as u32;
+    let receiver_drops = e2e::traffic::receive_buffer_drops(&mn)?.saturating_sub(receiver_drops0);
+    let mut buffer_dropped = 0.0;
+    for ns in &lab.mag_ns {
+        let m = scrape(ns)?;
+        for kind in ["dropped", "discarded"] {
+            buffer_dropped += e2e::lab::metric(
+                &m,
+                &format!("pmip_mag_buffer_packets_total{{kind=\"{kind}\"}}"),
+            );
+        }
+    }
+    let end = report
+        .sent_at
+        .last()
+        .map_or(Duration::ZERO, |t| *t + report.interval);
     let lead = Duration::from_millis(5);
     let gaps: Vec<Gap> = times
         .iter()
@@ -175,6 +219,17 @@ pub async fn run_one(spec: &Spec, mode: HandoverMode) -> anyhow::Result<Run> {
             report.gap(t.saturating_sub(lead), until.saturating_sub(lead))
         })
         .collect();
+    if std::env::var_os("PMIP_BENCH_TRACE").is_some() {
+        for (i, g) in gaps.iter().enumerate() {
+            eprintln!(
+                "handover {i}: gap {:.2} ms from {:.1} ms, lost {}, reordered {}",
+                g.interruption_ms,
+                g.silent_from.as_secs_f64() * 1e3,
+                g.lost_packets,
+                g.reordered
+            );
+        }
+    }
     let gap_ms: Vec<f64> = gaps.iter().map(|g| g.interruption_ms).collect();
     let beyond: Vec<f64> = gap_ms
         .iter()
@@ -203,9 +258,31 @@ pub async fn run_one(spec: &Spec, mode: HandoverMode) -> anyhow::Result<Run> {
         in_flight_on_old_link: in_flight,
         lost_beyond_in_flight: lost_beyond,
         incomplete,
+        unfinished,
+        receiver_drops,
+        buffer_dropped: buffer_dropped as u64,
         probe_rate_pps: spec.rate_pps,
         seconds: round(seconds, 1),
     })
+}
+
+/// Waits until node 0 is registered at MAG `to` and MAG `from` holds nothing of it (its
+/// binding update list is empty), for at most `timeout`.
+async fn finished(lab: &Lab, from: usize, to: usize, timeout: Duration) -> anyhow::Result<bool> {
+    let t = Instant::now();
+    loop {
+        let new = scrape(&lab.mag_ns[to])?;
+        let old = scrape(&lab.mag_ns[from])?;
+        if e2e::lab::metric(&new, "pmip_mag_registered") >= 1.0
+            && e2e::lab::metric(&old, "pmip_mag_bul_entries") == 0.0
+        {
+            return Ok(true);
+        }
+        if t.elapsed() > timeout {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn rounded(d: Dist) -> Dist {
@@ -310,7 +387,10 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             "lost",
             "in flight",
             "reordered",
+            "receiver drops",
+            "buffer drops",
             "incomplete",
+            "unfinished",
         ],
     );
     for r in &runs {
@@ -327,7 +407,10 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             r.in_flight_on_old_link
                 .map_or("-".into(), |f| f.to_string()),
             r.reordered_packets.to_string(),
+            r.receiver_drops.to_string(),
+            r.buffer_dropped.to_string(),
             r.incomplete.to_string(),
+            r.unfinished.to_string(),
         ]);
     }
     let resolution = 1e3 / f64::from(spec.rate_pps.max(1));
@@ -350,6 +433,12 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
                  longest silence of the downlink probe beyond its spacing, resolution \
                  {resolution:.1} ms; beyond L2: the gap less that handover's L2 switch"
             ),
+            "receiver drops: probe packets the node's socket dropped for a full receive buffer \
+             (the harness's, counted in lost); buffer drops: what the MAGs' fast-handover \
+             buffers dropped over their limits or discarded; unfinished: handovers after which \
+             the old MAG still held the node or the new one had not registered it within 5 s \
+             (each handover starts after the last one finished on both MAGs)"
+                .into(),
             "in flight: what the old MAG could not put on the node's old access link once the \
              radio had gone (that link's transmit drops around each handover, which also count \
              any Router Advertisement or neighbor probe of the old MAG then)"

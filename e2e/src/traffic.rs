@@ -96,6 +96,59 @@ pub fn ping(
     Ok(got.len() as u16)
 }
 
+/// The receive buffer of a UDP stream's receiver (set with `SO_RCVBUFFORCE`, above the
+/// namespace's `rmem_max`; the lab runs as root).
+const RECEIVE_BUFFER: usize = 16 << 20;
+
+#[allow(unsafe_code)]
+fn set_rcvbuf_force(s: &Socket, bytes: usize) -> std::io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with an int value on a valid socket.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Datagrams the UDP sockets of namespace `ns` dropped for a full receive buffer
+/// (`Udp6RcvbufErrors` and IPv4's `RcvbufErrors`): packets that reached the receiver's host and
+/// were lost by the receiver, not by the network.
+pub fn receive_buffer_drops(ns: &NetNs) -> anyhow::Result<u64> {
+    let (v6, v4) = ns.run(|| {
+        Ok::<_, std::io::Error>((
+            std::fs::read_to_string("/proc/thread-self/net/snmp6")?,
+            std::fs::read_to_string("/proc/thread-self/net/snmp")?,
+        ))
+    })??;
+    let six = v6
+        .lines()
+        .find_map(|l| l.strip_prefix("Udp6RcvbufErrors"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // "Udp: InDatagrams ... RcvbufErrors ..." then "Udp: <values>".
+    let mut udp = v4.lines().filter(|l| l.starts_with("Udp: "));
+    let four = match (udp.next(), udp.next()) {
+        (Some(h), Some(v)) => h
+            .split_whitespace()
+            .zip(v.split_whitespace())
+            .find(|(k, _)| *k == "RcvbufErrors")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    Ok(six + four)
+}
+
 /// One received datagram of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arrival {
@@ -113,6 +166,9 @@ pub struct StreamReport {
     /// The sender's spacing.
     pub interval: Duration,
     pub arrivals: Vec<Arrival>,
+    /// When each sequence number was sent, on the stream's clock (empty: on the fixed
+    /// schedule, sequence number × interval).
+    pub sent_at: Vec<Duration>,
 }
 
 /// A gap in a stream around an instant, as the receiver saw it.
@@ -127,6 +183,19 @@ pub struct Gap {
 }
 
 impl StreamReport {
+    /// The longest time the sender spent between sending two consecutive sequence numbers in
+    /// `[a, b]`, beyond its spacing.
+    fn sender_stall(&self, a: u64, b: u64) -> Duration {
+        let (a, b) = (a as usize, (b as usize + 1).min(self.sent_at.len()));
+        self.sent_at
+            .get(a..b.max(a))
+            .into_iter()
+            .flat_map(|s| s.windows(2))
+            .map(|w| (w[1].saturating_sub(w[0])).saturating_sub(self.interval))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// Sequence numbers never received.
     pub fn lost(&self) -> u64 {
         let mut seen = vec![false; self.sent as usize];
@@ -165,9 +234,19 @@ impl StreamReport {
             .filter(|a| a.sent >= from && a.sent < to)
             .collect();
         let interval = self.interval.max(Duration::from_micros(1));
-        // The sequence numbers the sender used in the window follow from its fixed schedule.
-        let first = (from.as_nanos() / interval.as_nanos()) as u64;
-        let last = ((to.as_nanos() / interval.as_nanos()) as u64).min(self.sent);
+        // The sequence numbers the sender used in the window: from its record, or its fixed
+        // schedule.
+        let (first, last) = if self.sent_at.is_empty() {
+            (
+                (from.as_nanos() / interval.as_nanos()) as u64,
+                ((to.as_nanos() / interval.as_nanos()) as u64).min(self.sent),
+            )
+        } else {
+            (
+                self.sent_at.partition_point(|t| *t < from) as u64,
+                self.sent_at.partition_point(|t| *t < to) as u64,
+            )
+        };
         let mut got = std::collections::HashSet::new();
         for a in &self.arrivals {
             if a.seq >= first && a.seq < last {
@@ -175,12 +254,20 @@ impl StreamReport {
             }
         }
         let lost = (last.saturating_sub(first)).saturating_sub(got.len() as u64);
-        // The longest time between consecutive deliveries (receiver time).
-        let mut times: Vec<Duration> = inside.iter().map(|a| a.received).collect();
-        times.sort();
-        let (longest, silent_from) = times
+        // The longest time between consecutive deliveries (receiver time), less any time the
+        // sender itself did not send in between (a loaded machine that did not run it): that
+        // silence is the harness's, not the network's.
+        let mut by_time: Vec<&Arrival> = inside.clone();
+        by_time.sort_by_key(|a| a.received);
+        let (longest, silent_from) = by_time
             .windows(2)
-            .map(|w| (w[1] - w[0], w[0]))
+            .map(|w| {
+                let stall = self.sender_stall(w[0].seq.min(w[1].seq), w[0].seq.max(w[1].seq));
+                (
+                    (w[1].received - w[0].received).saturating_sub(stall),
+                    w[0].received,
+                )
+            })
             .max_by_key(|(d, _)| *d)
             .unwrap_or((Duration::ZERO, from));
         let mut max = None;
@@ -208,7 +295,7 @@ impl StreamReport {
 #[derive(Debug)]
 pub struct UdpStream {
     stop: Arc<AtomicBool>,
-    sender: Option<JoinHandle<u64>>,
+    sender: Option<JoinHandle<Vec<Duration>>>,
     receiver: Option<JoinHandle<Vec<Arrival>>>,
     interval: Duration,
     pub origin: Instant,
@@ -228,6 +315,10 @@ impl UdpStream {
         let rx = in_ns(at, || {
             let s = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))?;
             s.set_read_timeout(Some(Duration::from_millis(20)))?;
+            // Room for seconds of the stream: a receiver thread that a loaded machine does not
+            // schedule for a while must not drop what a handover's flush hands it at once, or
+            // the harness's drops would count as the protocol's losses.
+            let _ = set_rcvbuf_force(&Socket::from(s.try_clone()?), RECEIVE_BUFFER);
             Ok(s)
         })?;
         let tx = in_ns(from, || {
@@ -274,20 +365,29 @@ impl UdpStream {
                 let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
                 let dst = SocketAddrV6::new(to, port, 0, 0);
                 let mut seq = 0u64;
+                let mut sent_at = Vec::new();
                 let mut buf = vec![0u8; size.max(16)];
+                let mut due = origin;
                 while !stop.load(Ordering::Relaxed) {
-                    let due = origin + interval * seq as u32;
                     let now = Instant::now();
                     if due > now {
                         std::thread::sleep(due - now);
+                    } else if now > due + interval * 2 {
+                        // Behind (the machine did not run this thread): go on from now rather
+                        // than send the missed packets in a burst, whose drops on the way and
+                        // at the receiver would be the harness's and not the network's.
+                        due = now;
                     }
+                    let at = origin.elapsed();
                     buf[..8].copy_from_slice(&seq.to_be_bytes());
-                    buf[8..16].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
+                    buf[8..16].copy_from_slice(&(at.as_nanos() as u64).to_be_bytes());
                     // A send that fails (no route for a moment) is a lost packet like any other.
                     let _ = tx.send_to(&buf, dst);
+                    sent_at.push(at);
                     seq += 1;
+                    due += interval;
                 }
-                seq
+                sent_at
             })
         };
         Ok(UdpStream {
@@ -307,16 +407,21 @@ impl UdpStream {
     /// Stops sending, waits for the last packets and returns what was received.
     pub fn finish(mut self) -> StreamReport {
         self.stop.store(true, Ordering::Relaxed);
-        let sent = self.sender.take().and_then(|h| h.join().ok()).unwrap_or(0);
+        let sent_at = self
+            .sender
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         let arrivals = self
             .receiver
             .take()
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
         StreamReport {
-            sent,
+            sent: sent_at.len() as u64,
             interval: self.interval,
             arrivals,
+            sent_at,
         }
     }
 }
