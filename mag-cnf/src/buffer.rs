@@ -5,6 +5,12 @@
 //! back into the TUN device in arrival order, and the kernel routes the packets along the
 //! prefix's route as it is by then: the node's new access link, or the tunnel to the new MAG.
 //!
+//! A previous MAG's buffer relays its queue to the new MAG through the tunnel, in order, and
+//! relays whatever still reaches the device while the prefix's route moves to the kernel's
+//! tunnel to that MAG; from then on the kernel forwards, and a packet the LMA sent the
+//! previous MAG never waits for this daemon while the LMA's later packets go to the new MAG
+//! directly.
+//!
 //! A flush can instead hand the packets straight to the node on its link (an Ethernet frame
 //! to its MAC, sent on the access link), and keep doing that for whatever else still reaches
 //! the device, until the prefix gets its own route: then nothing that arrives during the flush
@@ -432,6 +438,25 @@ pub fn plan(
     }
 }
 
+/// The route changes that follow this turn's buffer operations: a previous MAG's buffer that
+/// sent its queue to the new MAG ([`DatapathCommand::ForwardBuffer`]) hands the prefix to the
+/// kernel's tunnel to that MAG (see the module docs), so that nothing the LMA sent before it
+/// moved the binding waits in this daemon while what it sends after goes to the new MAG
+/// directly.
+pub fn after_relay(ops: &[DatapathCommand]) -> Vec<Change> {
+    ops.iter()
+        .filter_map(|op| match op {
+            DatapathCommand::ForwardBuffer { prefix, peer } => {
+                cnf::datapath::change(&DatapathCommand::SetDownlink {
+                    prefix: *prefix,
+                    peer: *peer,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A raw socket that sends IPv6-in-IPv6 (`protocol` 41) or IPv4-in-IPv6 (4) from `local`.
 /// It never reads: its receive buffer is kept at the minimum so that the copies of incoming
 /// tunnel packets it is given cost nothing.
@@ -527,6 +552,38 @@ mod tests {
         assert_eq!(destination(&[0x45; 19]), None);
         assert_eq!(destination(&[0x60; 10]), None);
         assert_eq!(destination(&[0x10; 40]), None);
+    }
+
+    #[test]
+    fn a_relayed_buffer_hands_its_prefix_to_the_kernels_tunnel() {
+        let peer: Ipv6Addr = "2001:db8:f::2".parse().unwrap();
+        let p6: Ipv6Net = "2001:db8:100::/64".parse().unwrap();
+        let p4: ipnet::Ipv4Net = "10.9.0.7/32".parse().unwrap();
+        let ops = [
+            DatapathCommand::FlushBuffer {
+                prefix: IpNet::V6(p6),
+                deliver: None,
+            },
+            DatapathCommand::ForwardBuffer {
+                prefix: IpNet::V6(p6),
+                peer,
+            },
+            DatapathCommand::ForwardBuffer {
+                prefix: IpNet::V4(p4),
+                peer,
+            },
+            DatapathCommand::DiscardBuffer {
+                prefix: IpNet::V6(p6),
+            },
+        ];
+        assert_eq!(
+            after_relay(&ops),
+            vec![
+                Change::SetDownlink { prefix: p6, peer },
+                Change::SetDownlink4 { prefix: p4, peer },
+            ]
+        );
+        assert!(after_relay(&ops[..1]).is_empty());
     }
 
     #[test]

@@ -246,8 +246,12 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         if !changes.is_empty() {
             self.apply(&changes).await;
         }
+        let handover = crate::buffer::after_relay(&buffer_ops);
         for op in buffer_ops {
             self.buffer_op(op);
+        }
+        if !handover.is_empty() {
+            self.hand_relays_to_the_kernel(&handover).await;
         }
         // Only now: an answer says the datapath is ready (forwarding to the new MAG has begun).
         for reply in self.service.take_replies() {
@@ -357,6 +361,27 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         self.metrics
             .datapath_seconds
             .observe(t.elapsed().as_secs_f64());
+    }
+
+    /// Previous MAG: the buffer sent what it held to the new MAG, in order, and relays what
+    /// still reaches it; `changes` ([`crate::buffer::after_relay`]) route the prefixes into
+    /// the tunnel to the new MAG. What follows now goes through the kernel's
+    /// tunnel to the new MAG instead of through this daemon: once the LMA moves the binding,
+    /// its packets reach the new MAG directly, and a packet still waiting for this daemon to
+    /// relay it (milliseconds on a loaded machine) would arrive after them, out of order. The
+    /// relay goes on while the route changes (see [`Core::apply`]), and what reached the
+    /// device before the change follows at once.
+    async fn hand_relays_to_the_kernel(&mut self, changes: &[Change]) {
+        self.apply(changes).await;
+        if let Some(b) = self.buffer.as_mut() {
+            for c in changes {
+                match c {
+                    Change::SetDownlink { prefix, .. } => b.end_relay(&(*prefix).into()),
+                    Change::SetDownlink4 { prefix, .. } => b.end_relay(&(*prefix).into()),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Before a prefix whose buffer hands packets to its node is routed onto the node's

@@ -79,9 +79,11 @@ pub enum DatapathCommand {
         deliver: Option<(AccessLink, LinkLayerAddress)>,
     },
     /// MAG, fast handover: send what the buffer holds for `prefix` to the MAG at `peer`
-    /// through the tunnel, in arrival order, and whatever else reaches the buffer for the
-    /// prefix after it, until `RemoveDownlink`: the prefix's route stays on the buffer, so
-    /// nothing that arrives meanwhile can overtake what was held (the reactive PMAG).
+    /// through the tunnel, in arrival order, then route the prefix into that tunnel like
+    /// `SetDownlink` until `RemoveDownlink` (the reactive PMAG). Nothing that arrives
+    /// meanwhile may overtake what was held; and what follows must not wait for the buffer,
+    /// or the packets the LMA sends the new MAG directly once it moved the binding would
+    /// overtake it there.
     ForwardBuffer {
         prefix: IpNet,
         peer: Ipv6Addr,
