@@ -818,8 +818,9 @@ impl Service {
             return;
         };
         let (ifindex, address) = (ra.link.0, ra.src_link_local);
-        // A withdrawal needs no router, and an RA before the PBA (a fast handover's
-        // context) has no address yet.
+        // A withdrawal needs no router. An RA before the PBA comes from the address of a fast
+        // handover's context (RFC 5949 §6.2.5), or, from a previous MAG that sent none, from
+        // no address yet.
         if address.is_unspecified()
             || ra.router_lifetime.is_zero()
             || !self.links.contains_key(&ifindex)

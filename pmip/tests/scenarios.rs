@@ -1150,6 +1150,74 @@ fn lma_generated_link_local_addresses_are_kept_across_handoffs() {
     assert_eq!(ra.src_link_local, lla);
 }
 
+/// RFC 5213 §6.8 with RFC 5949 §6.2.5: in a domain whose LMA generates the MAG's link-local
+/// address, a fast handover's new MAG advertises the node's prefix before its own PBA, from
+/// the address the context carries (the one the node's router had), not from `::`.
+#[test]
+fn a_fast_handovers_new_mag_advertises_from_the_lma_generated_link_local_before_its_pba() {
+    use pmip::config::FastHandoverMode;
+    for mode in [FastHandoverMode::Predictive, FastHandoverMode::Reactive] {
+        let lmode = pmip::config::LinkLocalMode::LmaGenerated {
+            link_layer_address: "02:00:5e:00:53:01".parse().unwrap(),
+        };
+        let mags = (0..2)
+            .map(|i| {
+                let mut c = mag_config(i, 1);
+                c.domain.fast_handover.mode = mode;
+                c.domain.link_local = lmode.clone();
+                c
+            })
+            .collect();
+        let mut lc = lma_config(2, 1);
+        lc.domain.fast_handover.mode = mode;
+        lc.domain.link_local = lmode;
+        let mut sim = Sim::new(lc, mags, 77);
+        sim.attach(0, ll(1));
+        sim.settle(Duration::from_secs(2));
+        let lla = sim.mags[0].binding(&nai(1)).unwrap().link_local;
+        assert!(lla.is_unicast_link_local(), "{mode:?}: {lla}");
+        match mode {
+            FastHandoverMode::Predictive => {
+                sim.mag_do(0, |m, now, _| {
+                    m.handle_handover_indication(now, &nai(1), mag_addr(1))
+                })
+                .unwrap();
+                sim.run_for(Duration::from_millis(5));
+            }
+            _ => sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0))),
+        }
+        let ras_before = sim.router_advertisements.len();
+        sim.detach(0, ll(1));
+        let attached = sim.now;
+        sim.attach(1, ll(1));
+        sim.settle(Duration::from_secs(2));
+        // The new MAG's first RA, and the PBA it got for the node.
+        let (t_ra, m, ra) = sim.router_advertisements[ras_before].clone();
+        let t_pba = sim
+            .sent
+            .iter()
+            .find(|(t, pk)| {
+                *t >= attached
+                    && pk.dst == mag_addr(1)
+                    && matches!(pk.message(), Some(Message::BindingAck(_)))
+            })
+            .map(|(t, _)| *t)
+            .expect("a PBA for the new MAG");
+        assert_eq!(m, 1, "{mode:?}");
+        assert!(
+            t_ra < t_pba,
+            "{mode:?}: the RA under test comes before the PBA"
+        );
+        assert_eq!(ra.src_link_local, lla, "{mode:?}: the RA's source");
+        assert!(bound_at(&sim, 1, 1), "{mode:?}");
+        assert_eq!(
+            sim.mags[1].binding(&nai(1)).unwrap().link_local,
+            lla,
+            "{mode:?}: the LMA keeps the address"
+        );
+    }
+}
+
 fn fast_domain(mode: pmip::config::FastHandoverMode) -> Sim {
     let mags = (0..2)
         .map(|i| {

@@ -137,6 +137,8 @@ pub(super) enum FastAction {
         link_layer: LinkLayerAddress,
         prefixes: Vec<Ipv6Net>,
         ipv4: Option<Ipv4HomeAddress>,
+        /// The MAG's link-local address on the node's link, when the context has it.
+        link_local: Option<Ipv6Addr>,
         pmag: Ipv6Addr,
     },
     /// NMAG, predictive: the context came; create the node's entry (state `Expected`) and
@@ -147,6 +149,8 @@ pub(super) enum FastAction {
         prefixes: Vec<Ipv6Net>,
         ipv4: Option<Ipv4HomeAddress>,
         access_technology_type: Option<AccessTechnologyType>,
+        /// The MAG's link-local address on the node's link, when the context has it.
+        link_local: Option<Ipv6Addr>,
         pmag: Ipv6Addr,
     },
     /// PMAG: the node left and no MAG took it over: de-register it as without PFMIPv6.
@@ -200,6 +204,16 @@ fn context_options<'a>(
         o.push(MobilityOption::LinkLocalAddress(e.link_local));
     }
     o
+}
+
+/// The link-local address the previous MAG used on the node's link (RFC 5949 §6.2.5: the
+/// Link-local Address option of RFC 5213 in the context). A MAG in a domain whose LMA
+/// generates these addresses (RFC 5213 §6.8) uses it on the new link before its own PBA, so
+/// that the node's default router keeps its address.
+fn context_link_local(ctx: &HandoverContext<'_>) -> Option<Ipv6Addr> {
+    ctx.opts
+        .link_local_address
+        .filter(Ipv6Addr::is_unicast_link_local)
 }
 
 /// The IPv4 home address in a context (RFC 5949 §4.3, §6.2.7), with its default router.
@@ -607,6 +621,7 @@ impl FastHandovers {
                     prefixes,
                     ipv4,
                     access_technology_type: ctx.opts.access_technology_type,
+                    link_local: context_link_local(&ctx),
                     pmag: src,
                 });
             }
@@ -839,6 +854,7 @@ impl FastHandovers {
                         link_layer: ll,
                         prefixes,
                         ipv4,
+                        link_local: context_link_local(&ctx),
                         pmag: src,
                     });
                 }

@@ -21,6 +21,7 @@ struct Context {
     prefixes: Vec<Ipv6Net>,
     ipv4: Option<Ipv4HomeAddress>,
     access_technology_type: Option<AccessTechnologyType>,
+    link_local: Option<Ipv6Addr>,
 }
 
 impl Mag {
@@ -87,14 +88,26 @@ impl Mag {
                     link_layer,
                     prefixes,
                     ipv4,
+                    link_local,
                     pmag,
-                } => self.serve_from_context(now, link_layer, prefixes, ipv4, pmag),
+                } => self.serve_from_context(
+                    now,
+                    link_layer,
+                    Context {
+                        prefixes,
+                        ipv4,
+                        access_technology_type: None,
+                        link_local,
+                    },
+                    pmag,
+                ),
                 FastAction::Expect {
                     mn_id,
                     link_layer,
                     prefixes,
                     ipv4,
                     access_technology_type,
+                    link_local,
                     pmag,
                 } => self.expect_with_context(
                     now,
@@ -105,6 +118,7 @@ impl Mag {
                         prefixes,
                         ipv4,
                         access_technology_type,
+                        link_local,
                     },
                     pmag,
                 ),
@@ -112,6 +126,14 @@ impl Mag {
                 FastAction::Forget(ll) => self.forget(ll),
             }
         }
+    }
+
+    /// The domain's LMA generates the MAG's link-local address per node (RFC 5213 §6.8).
+    fn lma_generated_link_local(&self) -> bool {
+        matches!(
+            self.config.domain.link_local,
+            crate::config::LinkLocalMode::LmaGenerated { .. }
+        )
     }
 
     /// A reactive NMAG registers once the PMAG forwards (or does not answer).
@@ -132,18 +154,26 @@ impl Mag {
         &mut self,
         now: Instant,
         ll: LinkLayerAddress,
-        prefixes: Vec<Ipv6Net>,
-        ipv4: Option<Ipv4HomeAddress>,
+        ctx: Context,
         pmag: Ipv6Addr,
     ) {
+        let generated = self.lma_generated_link_local();
         let Some(e) = self.bul.get_mut(&ll) else {
             return;
         };
-        if e.ipv6_service && !prefixes.is_empty() {
-            e.prefixes = prefixes;
+        if e.ipv6_service && !ctx.prefixes.is_empty() {
+            e.prefixes = ctx.prefixes;
         }
-        if e.ipv4_service && ipv4.is_some() {
-            e.ipv4 = ipv4;
+        if e.ipv4_service && ctx.ipv4.is_some() {
+            e.ipv4 = ctx.ipv4;
+        }
+        // RFC 5213 §6.8, RFC 5949 §6.2.5: the node's router keeps the link-local address the
+        // LMA gave it, before this MAG's PBA brings the same one.
+        if let Some(a) = ctx
+            .link_local
+            .filter(|_| generated && e.link_local.is_unspecified())
+        {
+            e.link_local = a;
         }
         let homes = e.home_nets();
         e.served.clone_from(&homes);
@@ -204,6 +234,12 @@ impl Mag {
         }
         if ipv4_service {
             e.ipv4 = ctx.ipv4;
+        }
+        // RFC 5213 §6.8, RFC 5949 §6.2.5: with the LMA generating the MAG's link-local
+        // address, the node's router keeps the one it had: the RA at the node's arrival,
+        // before this MAG's PBA, comes from it and the link has it first.
+        if let Some(a) = ctx.link_local.filter(|_| self.lma_generated_link_local()) {
+            e.link_local = a;
         }
         e.handoff_hint = HandoffIndicator::HandoffBetweenMags;
         self.bul.insert(e);
