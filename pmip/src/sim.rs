@@ -232,6 +232,10 @@ impl Sim {
         )
         .unwrap_or_else(|e| unreachable_config(&e.to_string()));
         self.lma_datapath.clear();
+        let routes: Vec<DatapathCommand> = self.lma.restored_routes().collect();
+        for c in routes {
+            self.lma_datapath(c);
+        }
         // Packets to the old process are lost with it.
         let lma = self.lma.address();
         self.in_flight

@@ -295,8 +295,10 @@ impl Lma {
     /// snapshot's own counter and the MAGs notice nothing. A caller that knows state was lost
     /// passes a new value: then every MAG that had sessions is told with an unsolicited
     /// Heartbeat Response, so that it re-registers its nodes. Bindings that expired while the
-    /// LMA was down are dropped; the others are reprogrammed (Datapath outputs). A binding
-    /// gets at least `grace` of lifetime, so that a refresh the snapshot missed is not lost.
+    /// LMA was down are dropped. A binding gets at least `grace` of lifetime, so that a
+    /// refresh the snapshot missed is not lost. The routes the restored bindings need are
+    /// [`Lma::restored_routes`], not outputs: a daemon compares them with what its datapath
+    /// kept, and a million of them queued as outputs cost more than the restore itself.
     pub fn restore(
         config: LmaConfig,
         snapshot: &LmaSnapshot,
@@ -340,17 +342,8 @@ impl Lma {
                 lma.ipv4.claim(v4.address);
             }
             let coa = entry.proxy_coa;
-            let deregistering = entry.state == BindingState::Deregistering;
-            let homes: Vec<IpNet> = home_nets(&entry).collect();
             lma.cache.insert(entry);
             lma.mag_gained(coa, now);
-            for prefix in homes {
-                lma.push(LmaOutput::Datapath(if deregistering {
-                    DatapathCommand::DropDownlink { prefix }
-                } else {
-                    DatapathCommand::SetDownlink { prefix, peer: coa }
-                }));
-            }
         }
         if restart_counter != snapshot.restart_counter {
             let mags: Vec<Ipv6Addr> = lma.mag_sessions.keys().copied().collect();
@@ -359,6 +352,23 @@ impl Lma {
             }
         }
         Ok(lma)
+    }
+
+    /// The datapath every binding in the cache needs, as commands: a tunnel route to its
+    /// MAG per home network prefix and IPv4 home address, or none while it is being
+    /// de-registered. What a restored LMA reprograms (see [`Lma::restore`]).
+    pub fn restored_routes(&self) -> impl Iterator<Item = DatapathCommand> + '_ {
+        self.cache.iter().flat_map(|(_, e)| {
+            let deregistering = e.state == BindingState::Deregistering;
+            let peer = e.proxy_coa;
+            home_nets(e).map(move |prefix| {
+                if deregistering {
+                    DatapathCommand::DropDownlink { prefix }
+                } else {
+                    DatapathCommand::SetDownlink { prefix, peer }
+                }
+            })
+        })
     }
 
     fn entry_from_record(
