@@ -87,6 +87,9 @@ pub struct StatsView {
     pub revocations: u64,
     pub profiles: usize,
     pub datapath: &'static str,
+    /// Since the start until the kernel's datapath was reconciled with the binding cache;
+    /// `None` while that runs (after a restart, in the background while the LMA serves).
+    pub datapath_reconciled_after: Option<Duration>,
 }
 
 /// An authorized MAG as the API shows it.
@@ -370,6 +373,8 @@ pub struct Service {
     /// State changes of the MAGs that had sessions in this run.
     peers: BTreeMap<Ipv6Addr, PeerTrack>,
     datapath: &'static str,
+    /// See [`StatsView::datapath_reconciled_after`].
+    datapath_reconciled_after: Option<Duration>,
     bindings_hub: Hub<BindingChange>,
     profiles_hub: Hub<ProfileChange>,
     /// Per binding key: revision of its last change, and the MAG before the last handoff.
@@ -417,7 +422,7 @@ impl Service {
             RESTORE_GRACE,
         )?;
         let mut tx = Vec::new();
-        // The restore's own route commands are the desired state the driver reconciles.
+        // The routes are `desired`; what is queued is the announcements of a lost state.
         while let Some(o) = lma.poll_output() {
             if let LmaOutput::Transmit(t) = o {
                 tx.push(t);
@@ -429,6 +434,7 @@ impl Service {
             started_wall: wall,
             peers: BTreeMap::new(),
             datapath: s.datapath,
+            datapath_reconciled_after: None,
             bindings_hub: Hub::new(s.epoch, WATCH_HISTORY),
             profiles_hub: Hub::new(s.epoch, WATCH_HISTORY),
             revisions: HashMap::new(),
@@ -453,7 +459,11 @@ impl Service {
         };
         // Stored bindings that did not survive (expired while the LMA was down) go. A record's
         // key is its first prefix, or for an IPv4-only session its IPv4 home address
-        // (`BindingRecord::key`).
+        // (`BindingRecord::key`). The cache holds one entry per record restored: when it
+        // holds as many as the store, none is missing (and a million keys are not formatted).
+        if service.lma.cache().len() == s.snapshot.bindings.len() {
+            return Ok(service);
+        }
         let kept: BTreeSet<String> = (service.lma.cache().iter())
             .filter_map(|(_, e)| match (e.prefixes.as_slice().first(), e.ipv4) {
                 (Some(p), _) => Some(p.to_string()),
@@ -473,6 +483,12 @@ impl Service {
         &self.lma
     }
 
+    /// The datapath now holds what the binding cache needs (the driver reconciled it).
+    pub fn datapath_reconciled(&mut self, now: Instant) {
+        self.datapath_reconciled_after
+            .get_or_insert(now.saturating_duration_since(self.started));
+    }
+
     /// The datapath the restored bindings need: the termination on `transport_ifindex` and a
     /// tunnel route per prefix and per IPv4 home address (RFC 5844 §3.1.2.2) of every active
     /// binding.
@@ -481,20 +497,25 @@ impl Service {
         desired
             .terminations
             .insert(self.lma.address(), transport_ifindex);
-        for (_, e) in self.lma.cache().iter() {
-            if e.state == BindingState::Active {
-                for p in e.prefixes.as_slice() {
-                    desired
-                        .routes
-                        .insert(*p, PrefixRoute::Tunnel { peer: e.proxy_coa });
-                }
-                if let Some(v4) = e.ipv4 {
-                    desired
-                        .routes4
-                        .insert(v4.host(), PrefixRoute::Tunnel { peer: e.proxy_coa });
-                }
-            }
-        }
+        let active = || {
+            (self.lma.cache().iter())
+                .map(|(_, e)| e)
+                .filter(|e| e.state == BindingState::Active)
+        };
+        // Collected rather than inserted one by one: the map is then built sorted, in bulk
+        // (a third of the time at a million bindings).
+        desired.routes = active()
+            .flat_map(|e| {
+                let route = PrefixRoute::Tunnel { peer: e.proxy_coa };
+                e.prefixes
+                    .as_slice()
+                    .iter()
+                    .map(move |p| (p.trunc(), route))
+            })
+            .collect();
+        desired.routes4 = active()
+            .filter_map(|e| Some((e.ipv4?.host(), PrefixRoute::Tunnel { peer: e.proxy_coa })))
+            .collect();
         desired
     }
 
@@ -1175,6 +1196,7 @@ impl Service {
             revocations: self.revocations.iter().sum(),
             profiles: self.lma.policy().len(),
             datapath: self.datapath,
+            datapath_reconciled_after: self.datapath_reconciled_after,
         }
     }
 
