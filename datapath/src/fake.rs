@@ -4,7 +4,9 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::model::{Change, Counts, DesiredState, ReconcileReport};
+use ipnet::IpNet;
+
+use crate::model::{Change, Counts, DesiredState, Pending, ReconcileReport};
 
 /// Records the state the changes add up to, and the changes themselves.
 ///
@@ -13,6 +15,20 @@ use crate::model::{Change, Counts, DesiredState, ReconcileReport};
 #[derive(Debug, Clone, Default)]
 pub struct Fake {
     inner: Arc<Mutex<Record>>,
+    /// Held by a test while a pending reconcile must wait ([`Fake::hold_reconciles`]).
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Keeps a pending reconcile of a [`Fake`] waiting until dropped.
+#[derive(Debug)]
+pub struct ReconcileHold(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>);
+
+/// An assumed state ([`Fake::assume`]) not yet reconciled: what the daemon believes the
+/// kernel holds (the state recorded is the kernel's).
+#[derive(Debug, Default)]
+struct Assumed {
+    shadow: DesiredState,
+    pending: Pending,
 }
 
 #[derive(Debug, Default)]
@@ -21,6 +37,7 @@ struct Record {
     changes: Vec<Change>,
     reconciles: usize,
     fail_with: Option<i32>,
+    assumed: Option<Assumed>,
 }
 
 impl Fake {
@@ -73,10 +90,89 @@ impl Fake {
         let mut r = self.record();
         Self::check(&r, "apply", format!("{} changes (fake)", changes.len()))?;
         for c in changes {
+            if let Some(a) = r.assumed.as_mut() {
+                a.pending.note(c, &a.shadow);
+                a.shadow.apply(c);
+            }
             r.state.apply(c);
             r.changes.push(c.clone());
         }
         Ok(())
+    }
+
+    /// Until the hold is dropped, a pending reconcile waits after taking its picture of the
+    /// state (so that a test can apply changes in between).
+    pub fn hold_reconciles(&self) -> ReconcileHold {
+        ReconcileHold(
+            self.gate
+                .clone()
+                .try_write_owned()
+                .expect("one hold at a time, none while a reconcile runs"),
+        )
+    }
+
+    /// Whether an assumed state waits for its reconcile.
+    pub fn is_pending(&self) -> bool {
+        self.record().assumed.is_some()
+    }
+
+    pub(crate) fn assume(&self, desired: DesiredState) {
+        self.record().assumed = Some(Assumed {
+            shadow: desired,
+            pending: Pending::default(),
+        });
+    }
+
+    /// As the kernel backend does: a picture of the assumed state and the changes since,
+    /// then (after any hold) every route the picture and the kernel disagree on, except those
+    /// a change wrote after the picture; a change of another kind makes it a whole reconcile.
+    pub(crate) async fn reconcile_pending(&self) -> Result<ReconcileReport> {
+        let picture = {
+            let mut r = self.record();
+            Self::check(&r, "reconcile", "(fake)".into())?;
+            let Some(a) = r.assumed.as_mut() else {
+                return Ok(ReconcileReport::default());
+            };
+            a.pending.touched.clear();
+            a.shadow.clone()
+        };
+        let _open = self.gate.read().await;
+        let mut r = self.record();
+        let Some(a) = r.assumed.take() else {
+            return Ok(ReconcileReport::default());
+        };
+        let whole = a.pending.other;
+        let want = if whole { a.shadow } else { picture };
+        let mut next = want.clone();
+        if !whole {
+            let touched = &a.pending.touched;
+            for (p, route) in &r.state.routes {
+                if touched.contains(&IpNet::from(*p)) {
+                    next.routes.insert(*p, *route);
+                }
+            }
+            next.routes.retain(|p, _| {
+                !touched.contains(&IpNet::from(*p)) || r.state.routes.contains_key(p)
+            });
+            for (p, route) in &r.state.routes4 {
+                if touched.contains(&IpNet::from(*p)) {
+                    next.routes4.insert(*p, *route);
+                }
+            }
+            next.routes4.retain(|p, _| {
+                !touched.contains(&IpNet::from(*p)) || r.state.routes4.contains_key(p)
+            });
+        }
+        let report = ReconcileReport {
+            routes: add(
+                count(&r.state.routes, &next.routes),
+                count(&r.state.routes4, &next.routes4),
+            ),
+            ..ReconcileReport::default()
+        };
+        r.state = next;
+        r.reconciles += 1;
+        Ok(report)
     }
 
     pub(crate) fn reconcile(&self, desired: &DesiredState) -> Result<ReconcileReport> {

@@ -10,8 +10,8 @@ use tokio::sync::Mutex;
 
 use crate::Settings;
 use crate::error::{Error, Result};
-use crate::model::{Change, DesiredState, PrefixRoute, Previous, ReconcileReport};
-use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, RouteKey, Via};
+use crate::model::{Change, DesiredState, Pending, PrefixRoute, Previous, ReconcileReport};
+use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, MAIN_TABLE, RouteKey, Via};
 use crate::netlink::{Netlink, Outcome, Request};
 use crate::plan::{self, Actual, Layout, Tunnel};
 use crate::sysctl::{Ensured, Ledger, Sysctl};
@@ -58,6 +58,107 @@ struct Shadow {
     /// What `open` read, kept for a `reconcile` that follows before any change: the dump of
     /// a million routes takes seconds, and a restarted daemon reconciles right after opening.
     opened: Option<(std::time::Instant, Actual)>,
+    /// The state was assumed ([`Kernel::assume`]) and is not yet reconciled.
+    pending: Option<Pending>,
+}
+
+/// Requests of a reconcile per lock: the daemon's changes wait for at most this many.
+const RECONCILE_STEP: usize = 1024;
+
+/// What a reconcile request counts as in its report.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    RouteAdd,
+    RouteDel,
+    RuleAdd,
+    RuleDel,
+    AddrAdd,
+    AddrDel,
+    LinkSet,
+}
+
+/// One request of a reconcile, with its main-table destination when it is a route there.
+#[derive(Debug, Clone)]
+struct Step {
+    kind: Kind,
+    request: Request,
+    dst: Option<IpNet>,
+}
+
+/// The requests that turn one set of objects into another, in a safe order: what is added
+/// before what is removed, our `local` rule in before the kernel's goes.
+fn steps(l: &Layout, d: &plan::Diff) -> Vec<Step> {
+    let mut out = Vec::new();
+    let main = |r: &KRoute| (r.key.table == MAIN_TABLE).then_some(r.key.dst);
+    let mut push =
+        |kind: Kind, request: Request, dst: Option<IpNet>| out.push(Step { kind, request, dst });
+    for r in &d.routes_to_replace {
+        push(Kind::RouteAdd, Request::replace_route(r), main(r));
+    }
+    for (index, mac) in &d.macs_to_set {
+        push(
+            Kind::LinkSet,
+            Request::set_link(msg::set_mac_message(*index, *mac)),
+            None,
+        );
+    }
+    for a in &d.addresses_to_replace {
+        push(
+            Kind::AddrAdd,
+            Request::replace_address(a, l.s.route_protocol),
+            None,
+        );
+    }
+    for r in &d.rules_to_add {
+        push(Kind::RuleAdd, Request::add_rule(r), None);
+    }
+    for r in &d.foreign_local_rules_to_delete {
+        push(Kind::RuleDel, Request::delete_rule(r), None);
+    }
+    if d.restore_boot_local {
+        push(Kind::RuleAdd, Request::add_rule(&KRule::boot_local()), None);
+    }
+    for r in &d.rules_to_delete {
+        push(Kind::RuleDel, Request::delete_rule(r), None);
+    }
+    for r in &d.routes_to_delete {
+        push(Kind::RouteDel, Request::delete_route(r), main(r));
+    }
+    for a in &d.addresses_to_delete {
+        push(Kind::AddrDel, Request::delete_address(a), None);
+    }
+    out
+}
+
+/// Sends `steps` and counts what they did in `report`; returns the failures.
+async fn execute_steps(nl: &Netlink, steps: &[&Step], report: &mut ReconcileReport) -> Vec<Error> {
+    let requests: Vec<Request> = steps.iter().map(|s| s.request.clone()).collect();
+    let mut failures = Vec::new();
+    for (step, result) in steps.iter().zip(nl.execute(&requests).await) {
+        let counts = match step.kind {
+            Kind::RouteAdd => &mut report.routes.added,
+            Kind::RouteDel => &mut report.routes.removed,
+            Kind::RuleAdd => &mut report.rules.added,
+            Kind::RuleDel => &mut report.rules.removed,
+            Kind::AddrAdd => &mut report.addresses.added,
+            Kind::AddrDel => &mut report.addresses.removed,
+            Kind::LinkSet => &mut report.links.added,
+        };
+        match result {
+            Ok(Outcome::Done) => *counts += 1,
+            Ok(Outcome::Unchanged) => {}
+            Err(e) => failures.push(e),
+        }
+    }
+    failures
+}
+
+fn batch_error(mut failures: Vec<Error>, total: usize) -> Error {
+    Error::Batch {
+        failed: failures.len(),
+        total,
+        first: Box::new(failures.swap_remove(0)),
+    }
 }
 
 impl Shadow {
@@ -136,6 +237,26 @@ const OPENED_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 impl Kernel {
     /// Opens a backend of `kind` on `nl` and reads back what an earlier run programmed.
     pub async fn open(nl: Netlink, settings: Settings, kind: Tunnel) -> Result<Self> {
+        Self::open_reading(nl, settings, kind, true).await
+    }
+
+    /// [`Kernel::open`] without reading back the routes (rules, addresses and links only):
+    /// for a daemon that tells the backend what the kernel holds with [`Kernel::assume`], and
+    /// reconciles later. The dump of a million routes takes seconds.
+    pub async fn open_without_routes(
+        nl: Netlink,
+        settings: Settings,
+        kind: Tunnel,
+    ) -> Result<Self> {
+        Self::open_reading(nl, settings, kind, false).await
+    }
+
+    async fn open_reading(
+        nl: Netlink,
+        settings: Settings,
+        kind: Tunnel,
+        routes: bool,
+    ) -> Result<Self> {
         settings.validate()?;
         let ledger = match &settings.sysctl_ledger {
             Some(file) => Ledger::open(file.clone())?,
@@ -150,10 +271,12 @@ impl Kernel {
                 ledger: std::sync::Mutex::new(ledger),
             }),
         };
-        let actual = k.read_actual().await?;
+        let actual = read_actual(&k.inner.nl, &k.inner.layout, routes).await?;
         let (state, slots, tunnels) = plan::read_back(&k.inner.layout, &actual);
         let mut shadow = Shadow::from_state(state, slots, tunnels);
-        shadow.opened = Some((std::time::Instant::now(), actual));
+        if routes {
+            shadow.opened = Some((std::time::Instant::now(), actual));
+        }
         *k.inner.shadow.lock().await = shadow;
         Ok(k)
     }
@@ -185,38 +308,7 @@ impl Kernel {
     }
 
     async fn read_actual(&self) -> Result<Actual> {
-        let nl = &self.inner.nl;
-        let l = &self.inner.layout;
-        // One after the other: a netlink socket runs one dump at a time, and a second dump
-        // requested while the first is still being read is refused with EBUSY.
-        let mut routes = nl.dump_routes(AddressFamily::Inet6).await?;
-        routes.extend(nl.dump_routes(AddressFamily::Inet).await?);
-        let mut rules = nl.dump_rules(AddressFamily::Inet6).await?;
-        rules.extend(nl.dump_rules(AddressFamily::Inet).await?);
-        let addresses = nl.dump_addresses().await?;
-        let links = nl.dump_links().await?;
-        let mut a = Actual {
-            links,
-            ..Actual::default()
-        };
-        for r in routes.iter().filter_map(KRoute::parse) {
-            if l.owns_route(&r) {
-                a.routes.insert(r.key, r);
-            }
-        }
-        for r in rules.iter().filter_map(KRule::parse) {
-            if l.owns_rule(&r) {
-                a.rules.insert(r);
-            } else if r.table == LOCAL_TABLE && r.family == msg::Family::V6 {
-                a.foreign_local_rules.push(r);
-            }
-        }
-        for (addr, proto) in addresses.iter().filter_map(KAddr::parse) {
-            if proto == Some(l.s.route_protocol) {
-                a.addresses.insert(addr);
-            }
-        }
-        Ok(a)
+        read_actual(&self.inner.nl, &self.inner.layout, true).await
     }
 
     /// Applies the changes in order, pipelined: requests go `CHUNK` per datagram and the
@@ -227,7 +319,11 @@ impl Kernel {
         let mut batch = Batch::default();
         for (i, c) in changes.iter().enumerate() {
             batch.current = i;
-            if let Err(e) = self.plan_change(&mut sh, &mut batch, c).await {
+            let sh = &mut *sh;
+            if let Some(p) = sh.pending.as_mut() {
+                p.note(c, &sh.state);
+            }
+            if let Err(e) = self.plan_change(sh, &mut batch, c).await {
                 batch.failures.push((i, e));
             }
         }
@@ -674,15 +770,23 @@ impl Kernel {
     /// owns (routes and rules of its protocol in the main table and its own tables,
     /// addresses of its protocol, its ip6tnl links), and nothing else of its own.
     pub async fn reconcile(&self, desired: &DesiredState) -> Result<ReconcileReport> {
+        let mut sh = self.inner.shadow.lock().await;
+        self.reconcile_locked(&mut sh, normalized(desired.clone()))
+            .await
+    }
+
+    async fn reconcile_locked(
+        &self,
+        sh: &mut Shadow,
+        desired: DesiredState,
+    ) -> Result<ReconcileReport> {
         let l = &self.inner.layout;
         let nl = &self.inner.nl;
-        let desired = normalized(desired);
-        let mut sh = self.inner.shadow.lock().await;
         for &ifindex in desired.terminations.values() {
             self.enable_termination(ifindex).await?;
         }
         if desired.has_ipv4() {
-            self.enable_ipv4_forwarding(&mut sh)?;
+            self.enable_ipv4_forwarding(sh)?;
         }
         let actual = match sh.opened.take() {
             Some((at, actual)) if at.elapsed() < OPENED_FRESH => actual,
@@ -702,88 +806,124 @@ impl Kernel {
                 .await?;
         }
         let want = plan::objects(l, &desired, &slots, &tunnels)?;
-        let d = plan::diff(l, &actual, &want);
-
-        #[derive(Clone, Copy)]
-        enum Kind {
-            RouteAdd,
-            RouteDel,
-            RuleAdd,
-            RuleDel,
-            AddrAdd,
-            AddrDel,
-            LinkSet,
-        }
-        let mut requests = Vec::new();
-        let mut kinds = Vec::new();
-        let mut push = |k: Kind, r: Request| {
-            kinds.push(k);
-            requests.push(r);
-        };
-        for r in &d.routes_to_replace {
-            push(Kind::RouteAdd, Request::replace_route(r));
-        }
-        for (index, mac) in &d.macs_to_set {
-            push(
-                Kind::LinkSet,
-                Request::set_link(msg::set_mac_message(*index, *mac)),
-            );
-        }
-        for a in &d.addresses_to_replace {
-            push(
-                Kind::AddrAdd,
-                Request::replace_address(a, l.s.route_protocol),
-            );
-        }
-        for r in &d.rules_to_add {
-            push(Kind::RuleAdd, Request::add_rule(r));
-        }
-        for r in &d.foreign_local_rules_to_delete {
-            push(Kind::RuleDel, Request::delete_rule(r));
-        }
-        if d.restore_boot_local {
-            push(Kind::RuleAdd, Request::add_rule(&KRule::boot_local()));
-        }
-        for r in &d.rules_to_delete {
-            push(Kind::RuleDel, Request::delete_rule(r));
-        }
-        for r in &d.routes_to_delete {
-            push(Kind::RouteDel, Request::delete_route(r));
-        }
-        for a in &d.addresses_to_delete {
-            push(Kind::AddrDel, Request::delete_address(a));
-        }
-        let mut failures = Vec::new();
-        for (kind, result) in kinds.into_iter().zip(nl.execute(&requests).await) {
-            let counts = match kind {
-                Kind::RouteAdd => &mut report.routes.added,
-                Kind::RouteDel => &mut report.routes.removed,
-                Kind::RuleAdd => &mut report.rules.added,
-                Kind::RuleDel => &mut report.rules.removed,
-                Kind::AddrAdd => &mut report.addresses.added,
-                Kind::AddrDel => &mut report.addresses.removed,
-                Kind::LinkSet => &mut report.links.added,
-            };
-            match result {
-                Ok(Outcome::Done) => *counts += 1,
-                Ok(Outcome::Unchanged) => {}
-                Err(e) => failures.push((failures.len(), e)),
-            }
-        }
-        let total = requests.len();
+        let steps = steps(l, &plan::diff(l, &actual, &want));
+        let all: Vec<&Step> = steps.iter().collect();
+        let failures = execute_steps(nl, &all, &mut report).await;
         let ipv4_forwarding = sh.ipv4_forwarding;
         *sh = Shadow::from_state(desired, slots, tunnels);
         sh.ipv4_forwarding = ipv4_forwarding;
-        drop(sh);
         tracing::info!(?report, failed = failures.len(), "datapath: reconciled");
-        match failures.len() {
-            0 => Ok(report),
-            failed => Err(Error::Batch {
-                failed,
-                total,
-                first: Box::new(failures.swap_remove(0).1),
-            }),
+        if failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(batch_error(failures, all.len()))
         }
+    }
+
+    /// Takes `desired` for what the kernel holds, without looking: what a daemon restarted
+    /// with its store does, since the routes it made outlive it. Changes are planned against
+    /// it from now on, and [`Kernel::reconcile_pending`] checks it against the kernel
+    /// afterwards. The sysctls tunnels need are set now. Not for ip6tnl, whose links must
+    /// exist before the routes that use them: it reconciles before it serves.
+    pub async fn assume(&self, desired: DesiredState) -> Result<()> {
+        let l = &self.inner.layout;
+        if l.kind == Tunnel::Ip6tnl {
+            return Err(Error::Invalid {
+                op: "assume",
+                reason: "ip6tnl links must exist before their routes: reconcile instead".into(),
+            });
+        }
+        let desired = normalized(desired);
+        let mut sh = self.inner.shadow.lock().await;
+        for &ifindex in desired.terminations.values() {
+            self.enable_termination(ifindex).await?;
+        }
+        if desired.has_ipv4() {
+            self.enable_ipv4_forwarding(&mut sh)?;
+        }
+        let slots = plan::assign_slots(&l.s, &sh.slots, &l.peers_needing_slots(&desired))?;
+        let tunnels = std::mem::take(&mut sh.tunnels);
+        let ipv4_forwarding = sh.ipv4_forwarding;
+        *sh = Shadow::from_state(desired, slots, tunnels);
+        sh.ipv4_forwarding = ipv4_forwarding;
+        sh.pending = Some(Pending::default());
+        Ok(())
+    }
+
+    /// Whether an assumed state ([`Kernel::assume`]) still waits for its reconcile.
+    pub async fn is_pending(&self) -> bool {
+        self.inner.shadow.lock().await.pending.is_some()
+    }
+
+    /// Makes the kernel hold what the backend believes it holds after [`Kernel::assume`],
+    /// beside the daemon's changes: the kernel is dumped on a connection of its own without
+    /// the lock, the state is pictured under it, and the requests the difference needs are
+    /// sent [`RECONCILE_STEP`] at a time, each step under the lock and in order with the
+    /// changes. A route a change wrote after the picture is left to that change: a handover
+    /// during the reconcile ends with its new route, never the pictured one. A change of any
+    /// other kind than a downlink makes it give way to a whole [`Kernel::reconcile`] of the
+    /// state then, under the lock. Nothing pending: an empty report.
+    pub async fn reconcile_pending(&self) -> Result<ReconcileReport> {
+        let l = &self.inner.layout;
+        if !self.is_pending().await {
+            return Ok(ReconcileReport::default());
+        }
+        // The replies of a million routes must not queue before the acknowledgements the
+        // daemon's changes wait for.
+        let dump = self.inner.nl.reconnect()?;
+        let actual = read_actual(&dump, l, true).await?;
+        drop(dump);
+        let (picture, slots, tunnels) = {
+            let mut sh = self.inner.shadow.lock().await;
+            match sh.pending.as_mut() {
+                None => return Ok(ReconcileReport::default()),
+                Some(p) if p.other => return self.reconcile_to_shadow(&mut sh).await,
+                Some(p) => p.touched.clear(),
+            }
+            (sh.state.clone(), sh.slots.clone(), sh.tunnels.clone())
+        };
+        let layout = l.clone();
+        let steps = tokio::task::spawn_blocking(move || -> Result<Vec<Step>> {
+            let want = plan::objects(&layout, &picture, &slots, &tunnels)?;
+            Ok(steps(&layout, &plan::diff(&layout, &actual, &want)))
+        })
+        .await
+        .map_err(|e| Error::Invalid {
+            op: "reconcile",
+            reason: e.to_string(),
+        })??;
+        let mut report = ReconcileReport::default();
+        let mut failures = Vec::new();
+        let mut total = 0;
+        for chunk in steps.chunks(RECONCILE_STEP) {
+            let mut sh = self.inner.shadow.lock().await;
+            let todo: Vec<&Step> = match sh.pending.as_ref() {
+                // A whole reconcile ran meanwhile.
+                None => return Ok(report),
+                Some(p) if p.other => return self.reconcile_to_shadow(&mut sh).await,
+                Some(p) => chunk
+                    .iter()
+                    .filter(|s| s.dst.is_none_or(|d| !p.touched.contains(&d)))
+                    .collect(),
+            };
+            total += todo.len();
+            failures.extend(execute_steps(&self.inner.nl, &todo, &mut report).await);
+            drop(sh);
+            tokio::task::yield_now().await;
+        }
+        tracing::info!(?report, failed = failures.len(), "datapath: reconciled");
+        if !failures.is_empty() {
+            return Err(batch_error(failures, total));
+        }
+        self.inner.shadow.lock().await.pending = None;
+        Ok(report)
+    }
+
+    /// The fallback of [`Kernel::reconcile_pending`]: a whole reconcile to the state the
+    /// backend believes in now.
+    async fn reconcile_to_shadow(&self, sh: &mut Shadow) -> Result<ReconcileReport> {
+        let state = sh.state.clone();
+        self.reconcile_locked(sh, state).await
     }
 
     /// ip6tnl: keeps the owned links that are right, removes the others, makes the missing
@@ -835,6 +975,45 @@ impl Kernel {
     }
 }
 
+/// What the kernel holds that `l` owns (with `routes` false, no routes: those are the dump
+/// that takes seconds at a million bindings).
+async fn read_actual(nl: &Netlink, l: &Layout, routes: bool) -> Result<Actual> {
+    // One after the other: a netlink socket runs one dump at a time, and a second dump
+    // requested while the first is still being read is refused with EBUSY.
+    let mut dumped = Vec::new();
+    if routes {
+        dumped = nl.dump_routes(AddressFamily::Inet6).await?;
+        dumped.extend(nl.dump_routes(AddressFamily::Inet).await?);
+    }
+    let routes = dumped;
+    let mut rules = nl.dump_rules(AddressFamily::Inet6).await?;
+    rules.extend(nl.dump_rules(AddressFamily::Inet).await?);
+    let addresses = nl.dump_addresses().await?;
+    let links = nl.dump_links().await?;
+    let mut a = Actual {
+        links,
+        ..Actual::default()
+    };
+    for r in routes.iter().filter_map(KRoute::parse) {
+        if l.owns_route(&r) {
+            a.routes.insert(r.key, r);
+        }
+    }
+    for r in rules.iter().filter_map(KRule::parse) {
+        if l.owns_rule(&r) {
+            a.rules.insert(r);
+        } else if r.table == LOCAL_TABLE && r.family == msg::Family::V6 {
+            a.foreign_local_rules.push(r);
+        }
+    }
+    for (addr, proto) in addresses.iter().filter_map(KAddr::parse) {
+        if proto == Some(l.s.route_protocol) {
+            a.addresses.insert(addr);
+        }
+    }
+    Ok(a)
+}
+
 fn first_termination(state: &DesiredState) -> Result<Ipv6Addr> {
     state
         .terminations
@@ -847,15 +1026,20 @@ fn first_termination(state: &DesiredState) -> Result<Ipv6Addr> {
         })
 }
 
-fn normalized(d: &DesiredState) -> DesiredState {
-    DesiredState {
-        terminations: d.terminations.clone(),
-        routes: d.routes.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
-        uplinks: d.uplinks.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
-        routes4: d.routes4.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
-        uplinks4: d.uplinks4.iter().map(|(p, r)| (p.trunc(), *r)).collect(),
-        access_links: d.access_links.clone(),
+/// `d` with every prefix truncated to its length (a map is rebuilt only when one is not).
+fn normalized(mut d: DesiredState) -> DesiredState {
+    fn trunc<P: Ord + Copy, V>(m: BTreeMap<P, V>, t: impl Fn(P) -> P + Copy) -> BTreeMap<P, V> {
+        if m.keys().all(|p| t(*p) == *p) {
+            m
+        } else {
+            m.into_iter().map(|(p, r)| (t(p), r)).collect()
+        }
     }
+    d.routes = trunc(d.routes, |p| p.trunc());
+    d.uplinks = trunc(d.uplinks, |p| p.trunc());
+    d.routes4 = trunc(d.routes4, |p| p.trunc());
+    d.uplinks4 = trunc(d.uplinks4, |p| p.trunc());
+    d
 }
 
 pub(crate) fn batch_result(total: usize, mut failures: Vec<(usize, Error)>) -> Result<()> {

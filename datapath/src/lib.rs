@@ -115,7 +115,7 @@ use std::net::Ipv6Addr;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use error::{Error, Result};
-pub use fake::Fake;
+pub use fake::{Fake, ReconcileHold};
 pub use kernel::{Kernel, probe_ip6tnl, probe_seg6};
 pub use model::{
     AccessLinkAddresses, Change, Counts, DesiredState, PrefixRoute, ReconcileReport, Termination,
@@ -344,6 +344,22 @@ impl Datapath {
     /// such routes (the backend this project runs in its tests), else ip6tnl when it can make
     /// such links.
     pub async fn open(mode: Mode, nl: Netlink, settings: Settings) -> Result<Self> {
+        Self::open_reading(mode, nl, settings, true).await
+    }
+
+    /// [`Datapath::open`], reading back no routes: for a daemon that restarts with its store
+    /// and tells the backend what the kernel holds with [`Datapath::assume`] (seg6), or
+    /// reconciles at once (ip6tnl).
+    pub async fn open_without_routes(mode: Mode, nl: Netlink, settings: Settings) -> Result<Self> {
+        Self::open_reading(mode, nl, settings, false).await
+    }
+
+    async fn open_reading(
+        mode: Mode,
+        nl: Netlink,
+        settings: Settings,
+        routes: bool,
+    ) -> Result<Self> {
         let tunnel = match mode {
             Mode::None => return Ok(Datapath::None),
             Mode::Seg6 => Tunnel::Seg6,
@@ -356,7 +372,11 @@ impl Datapath {
                 }
             }
         };
-        Ok(Datapath::Kernel(Kernel::open(nl, settings, tunnel).await?))
+        Ok(Datapath::Kernel(if routes {
+            Kernel::open(nl, settings, tunnel).await?
+        } else {
+            Kernel::open_without_routes(nl, settings, tunnel).await?
+        }))
     }
 
     /// `seg6`, `ip6tnl`, `fake` or `none`, for logs and metrics.
@@ -511,6 +531,41 @@ impl Datapath {
         match self {
             Datapath::Kernel(k) => k.reconcile(desired).await,
             Datapath::Fake(f) => f.reconcile(desired),
+            Datapath::None => Ok(ReconcileReport::default()),
+        }
+    }
+
+    /// Whether the backend can take a state for granted ([`Datapath::assume`]) and reconcile
+    /// it later: all but ip6tnl, whose links must exist before the routes that use them.
+    pub fn reconciles_later(&self) -> bool {
+        match self {
+            Datapath::Kernel(k) => k.tunnel() == Tunnel::Seg6,
+            Datapath::Fake(_) | Datapath::None => true,
+        }
+    }
+
+    /// Takes `desired` for what the kernel holds, without looking (the routes a daemon made
+    /// outlive it): changes are applied against it at once, and
+    /// [`Datapath::reconcile_pending`] checks it against the kernel afterwards, beside them.
+    /// Only where [`Datapath::reconciles_later`].
+    pub async fn assume(&self, desired: DesiredState) -> Result<()> {
+        match self {
+            Datapath::Kernel(k) => k.assume(desired).await,
+            Datapath::Fake(f) => {
+                f.assume(desired);
+                Ok(())
+            }
+            Datapath::None => Ok(()),
+        }
+    }
+
+    /// Makes the kernel hold the assumed state and every change applied since, beside the
+    /// changes still coming: a route a change wrote meanwhile keeps that change's value. An
+    /// empty report when nothing is pending. See [`Kernel::reconcile_pending`].
+    pub async fn reconcile_pending(&self) -> Result<ReconcileReport> {
+        match self {
+            Datapath::Kernel(k) => k.reconcile_pending().await,
+            Datapath::Fake(f) => f.reconcile_pending().await,
             Datapath::None => Ok(ReconcileReport::default()),
         }
     }

@@ -2,10 +2,10 @@
 //! the [`DesiredState`] they add up to. Pure code; [`DesiredState::apply`] defines what every
 //! change means, for the kernel backends and the fake alike.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv6Addr;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// A local tunnel end: packets tunnelled to `local` (the LMA address, or a MAG's proxy-CoA)
 /// arriving on link `ifindex` are decapsulated and routed on.
@@ -320,6 +320,57 @@ impl ReconcileReport {
     /// True when the reconcile found everything as desired.
     pub fn is_noop(&self) -> bool {
         *self == ReconcileReport::default()
+    }
+}
+
+/// A reconcile that runs beside the daemon's changes ([`crate::Kernel::reconcile_pending`]).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Main-table destinations a change sent a request for since the reconcile took its
+    /// picture of the state: the change wrote them after the picture, so the reconcile
+    /// leaves them alone.
+    pub(crate) touched: HashSet<IpNet>,
+    /// A change of another kind (uplinks, link routes, access links, terminations) was
+    /// applied: the reconcile gives way to a whole one, under the lock.
+    pub(crate) other: bool,
+}
+
+impl Pending {
+    /// Records `c`, about to be planned against `state`.
+    pub(crate) fn note(&mut self, c: &Change, state: &DesiredState) {
+        let tunnel = |r: Option<&PrefixRoute>| matches!(r, Some(PrefixRoute::Tunnel { .. }));
+        let (dst, sends, replaces_tunnel) = match *c {
+            Change::SetDownlink { prefix, .. } => {
+                let p = prefix.trunc();
+                let old = state.routes.get(&p);
+                (IpNet::from(p), true, old.is_none() || tunnel(old))
+            }
+            Change::SetDownlink4 { prefix, .. } => {
+                let p = prefix.trunc();
+                let old = state.routes4.get(&p);
+                (IpNet::from(p), true, old.is_none() || tunnel(old))
+            }
+            // A removal sends a request only for a tunnel route the shadow has.
+            Change::RemoveDownlink { prefix } => {
+                let p = prefix.trunc();
+                (IpNet::from(p), tunnel(state.routes.get(&p)), true)
+            }
+            Change::RemoveDownlink4 { prefix } => {
+                let p = prefix.trunc();
+                (IpNet::from(p), tunnel(state.routes4.get(&p)), true)
+            }
+            _ => {
+                self.other = true;
+                return;
+            }
+        };
+        if sends {
+            self.touched.insert(dst);
+        }
+        // A tunnel route over a link route also removes the link route's other table entry.
+        if !replaces_tunnel {
+            self.other = true;
+        }
     }
 }
 

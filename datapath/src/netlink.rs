@@ -221,6 +221,14 @@ impl Netlink {
         })
     }
 
+    /// Another connection in the same namespace, with a socket of its own.
+    pub fn reconnect(&self) -> Result<Self> {
+        match &self.netns {
+            Some(ns) => Self::connect_in(ns),
+            None => Self::connect(),
+        }
+    }
+
     /// The namespace this connection lives in; `None` for the process's own.
     pub fn netns(&self) -> Option<&NetNs> {
         self.netns.as_ref()
