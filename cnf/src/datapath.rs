@@ -22,6 +22,25 @@ pub async fn open(
     local: Ipv6Addr,
     state_dir: &Path,
 ) -> datapath::Result<Datapath> {
+    open_reading(cfg, local, state_dir, true).await
+}
+
+/// [`open`] without reading back the kernel's routes (see [`Datapath::open_without_routes`]):
+/// for a daemon that restores them from its store.
+pub async fn open_without_routes(
+    cfg: &DatapathConfig,
+    local: Ipv6Addr,
+    state_dir: &Path,
+) -> datapath::Result<Datapath> {
+    open_reading(cfg, local, state_dir, false).await
+}
+
+async fn open_reading(
+    cfg: &DatapathConfig,
+    local: Ipv6Addr,
+    state_dir: &Path,
+    routes: bool,
+) -> datapath::Result<Datapath> {
     let mode = match cfg.mode {
         DatapathMode::Auto => Mode::Auto,
         DatapathMode::Seg6 => Mode::Seg6,
@@ -37,7 +56,11 @@ pub async fn open(
     s.route_protocol = cfg.route_protocol;
     s.table_base = cfg.table_base;
     s.sysctl_ledger = Some(sysctl_ledger(state_dir));
-    Datapath::open(mode, nl, s).await
+    if routes {
+        Datapath::open(mode, nl, s).await
+    } else {
+        Datapath::open_without_routes(mode, nl, s).await
+    }
 }
 
 /// `--set-sysctls`: sets the sysctls the datapath needs (each only when it differs, the value

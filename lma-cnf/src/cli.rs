@@ -120,8 +120,9 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // The store is read while the datapath reads back the kernel: after a restart with many
-    // bindings both take seconds.
+    // The store is read while the datapath opens. The kernel's routes are not read back
+    // here: they outlive the process, so the core takes the store's for the kernel's and
+    // checks them in the background (a dump of a million takes seconds).
     let state_dir = cfg.state_dir.clone();
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let t = std::time::Instant::now();
@@ -134,7 +135,7 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         Ok((store, run, loaded, t.elapsed()))
     });
     let (datapath, read) = tokio::join!(
-        cnf::datapath::open(&cfg.datapath, cfg.address, &cfg.state_dir),
+        cnf::datapath::open_without_routes(&cfg.datapath, cfg.address, &cfg.state_dir),
         reading
     );
     let (store, run, loaded, took) = read.context("reading the store")??;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cnf::Clock;
 use cnf::transport::{RecvBatch, SignallingTransport};
-use datapath::Datapath;
+use datapath::{Datapath, ReconcileReport};
 use futures::FutureExt;
 use pmip::config::LmaConfig;
 use tokio::sync::mpsc;
@@ -63,11 +63,52 @@ pub struct Core<T> {
     metrics: Metrics,
     commands: mpsc::Receiver<Command>,
     pending_commit: Option<tokio::task::JoinHandle<(Result<(), StoreError>, Duration)>>,
+    /// The datapath's reconcile running in the background, and since when it was started.
+    reconciling: Option<Reconciling>,
+}
+
+/// The background reconcile of the datapath after a restart ([`Datapath::reconcile_pending`]).
+#[derive(Debug)]
+struct Reconciling {
+    task: tokio::task::JoinHandle<datapath::Result<ReconcileReport>>,
+    since: std::time::Instant,
+    attempts: u32,
+}
+
+/// A failed background reconcile is tried again after this long, doubled each time up to
+/// [`RECONCILE_RETRY_MAX`].
+const RECONCILE_RETRY: Duration = Duration::from_secs(1);
+const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+fn spawn_reconcile(
+    datapath: &Datapath,
+    after: Duration,
+) -> tokio::task::JoinHandle<datapath::Result<ReconcileReport>> {
+    let dp = datapath.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        dp.reconcile_pending().await
+    })
+}
+
+/// Resolves when the background reconcile ends; never without one.
+async fn reconcile_done(
+    r: &mut Option<Reconciling>,
+) -> Result<datapath::Result<ReconcileReport>, tokio::task::JoinError> {
+    match r {
+        Some(r) => (&mut r.task).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<T: SignallingTransport> Core<T> {
-    /// Restores the service from what the store held, reconciles the datapath with it and
-    /// returns the core and the API's handle.
+    /// Restores the service from what the store held and returns the core and the API's
+    /// handle. The kernel's routes outlive the process, so the datapath takes the restored
+    /// bindings' routes for what the kernel holds and the core serves at once; the datapath
+    /// is reconciled in the background, beside the changes the core makes meanwhile
+    /// ([`Datapath::reconcile_pending`]), and the Stats RPC and the
+    /// `pmip_lma_datapath_reconciled` metric say when that is done. A backend that cannot
+    /// (ip6tnl, whose links must exist before their routes) is reconciled here, before.
     pub async fn new(p: Parts<T>) -> anyhow::Result<(Core<T>, CoreHandle)> {
         let (now, wall) = (p.clock.now(), p.clock.wall());
         let epoch = p.run.boot;
@@ -93,19 +134,38 @@ impl<T: SignallingTransport> Core<T> {
             metrics: p.metrics,
             commands,
             pending_commit: None,
+            reconciling: None,
         };
         let desired = core
             .service
             .desired(core.datapath.settings().transport_ifindex);
         let t = std::time::Instant::now();
-        let report = core.datapath.reconcile(&desired).await?;
-        info!(
-            bindings = core.service.lma().cache().len(),
-            ?report,
-            took_ms = t.elapsed().as_millis() as u64,
-            backend = core.datapath.backend_name(),
-            "datapath reconciled"
-        );
+        let bindings = core.service.lma().cache().len();
+        let backend = core.datapath.backend_name();
+        if core.datapath.reconciles_later() {
+            core.datapath.assume(desired).await?;
+            core.reconciling = Some(Reconciling {
+                task: spawn_reconcile(&core.datapath, Duration::ZERO),
+                since: t,
+                attempts: 1,
+            });
+            info!(
+                bindings,
+                took_ms = t.elapsed().as_millis() as u64,
+                backend,
+                "datapath taken from the store; reconciling in the background"
+            );
+        } else {
+            let report = core.datapath.reconcile(&desired).await?;
+            info!(
+                bindings,
+                ?report,
+                took_ms = t.elapsed().as_millis() as u64,
+                backend,
+                "datapath reconciled"
+            );
+            core.reconciled();
+        }
         core.flush().await;
         Ok((core, handle))
     }
@@ -147,6 +207,7 @@ impl<T: SignallingTransport> Core<T> {
                     let (now, wall) = (self.clock.now(), self.clock.wall());
                     self.service.handle_timeout(now, wall);
                 }
+                r = reconcile_done(&mut self.reconciling) => self.background_reconcile_ended(r),
             }
             self.flush().await;
         }
@@ -155,6 +216,51 @@ impl<T: SignallingTransport> Core<T> {
         let last = self.service.final_commit();
         self.flush_with(Some(last)).await;
         self.finish_commit().await;
+    }
+
+    fn reconciled(&mut self) {
+        self.service.datapath_reconciled(self.clock.now());
+        self.metrics.datapath_reconciled.set(1);
+    }
+
+    fn background_reconcile_ended(
+        &mut self,
+        r: Result<datapath::Result<ReconcileReport>, tokio::task::JoinError>,
+    ) {
+        let Some(done) = self.reconciling.take() else {
+            return;
+        };
+        let took_ms = done.since.elapsed().as_millis() as u64;
+        let error = match r {
+            Ok(Ok(report)) => {
+                info!(
+                    bindings = self.service.lma().cache().len(),
+                    ?report,
+                    took_ms,
+                    attempts = done.attempts,
+                    "datapath reconciled"
+                );
+                self.reconciled();
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.metrics.datapath_failures.inc();
+        let after = RECONCILE_RETRY
+            .saturating_mul(1 << done.attempts.min(6))
+            .min(RECONCILE_RETRY_MAX);
+        error!(
+            %error,
+            attempts = done.attempts,
+            retry_in_s = after.as_secs(),
+            "datapath reconcile failed; the LMA serves on and tries again"
+        );
+        self.reconciling = Some(Reconciling {
+            task: spawn_reconcile(&self.datapath, after),
+            since: done.since,
+            attempts: done.attempts + 1,
+        });
     }
 
     fn receive(&mut self, n: usize, batch: &RecvBatch) {

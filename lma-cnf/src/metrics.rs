@@ -53,6 +53,8 @@ pub struct Metrics {
     pub datapath_changes: Family<KindLabel, Counter>,
     pub datapath_failures: Counter,
     pub datapath_seconds: Histogram,
+    /// 1 once the kernel was checked against the binding cache since the start.
+    pub datapath_reconciled: Gauge,
     pub store_commits: Counter,
     pub store_failures: Counter,
     pub store_commit_seconds: Histogram,
@@ -118,6 +120,7 @@ impl Metrics {
             datapath_changes: Family::default(),
             datapath_failures: Counter::default(),
             datapath_seconds: latency(),
+            datapath_reconciled: Gauge::default(),
             store_commits: Counter::default(),
             store_failures: Counter::default(),
             store_commit_seconds: latency(),
@@ -191,6 +194,13 @@ impl Metrics {
             "datapath_failures",
             "Datapath batches that failed",
             m.datapath_failures.clone(),
+        );
+        r.register(
+            "datapath_reconciled",
+            "1 once the kernel's routes were checked against the binding cache since the start; \
+             after a restart the LMA serves at once from its store and the routes the kernel kept, \
+             and checks them in the background",
+            m.datapath_reconciled.clone(),
         );
         r.register(
             "datapath_seconds",

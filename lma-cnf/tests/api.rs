@@ -145,12 +145,17 @@ impl Lab {
     }
 
     async fn start_in(dir: TempDir) -> Lab {
+        Lab::start_with(dir, datapath::Fake::new()).await
+    }
+
+    /// Starts on `dir` with `datapath` for the kernel (what it holds is what a restarted LMA
+    /// finds).
+    async fn start_with(dir: TempDir, datapath: datapath::Fake) -> Lab {
         let config = config(dir.path());
         let store = Store::open(&config.state_dir).unwrap();
         let run = store.begin_run(1_800_000_000).unwrap();
         let loaded = store.load().unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
-        let datapath = datapath::Fake::new();
         let mut registry = prometheus_client::registry::Registry::default();
         let (core, handle) = Core::new(Parts {
             config,
@@ -2470,4 +2475,94 @@ async fn revoke_by_mag_removes_every_binding_of_that_mag() {
     );
     assert_eq!(c, Code::InvalidArgument);
     lab.stop().await;
+}
+
+/// Issue 18: after a restart the LMA answers PBUs and serves its API from the store at once,
+/// taking the store's routes for the kernel's (they outlive the process), and reconciles the
+/// datapath in the background. A handover while that runs ends with its new route, not the
+/// stored one; a stale route the kernel kept goes; Stats and the metric say when it is done.
+#[tokio::test]
+async fn a_restart_serves_before_the_datapath_is_reconciled_and_a_handover_meanwhile_keeps_its_route()
+ {
+    let mut lab = Lab::start().await;
+    let p1 = lab.attach(MAG1, 1).await;
+    let p2 = lab.attach(MAG1, 2).await;
+    until_reconciled(&lab).await;
+    let dir = lab.stop().await;
+
+    // The kernel as the restarted LMA finds it: the routes of both bindings, and one that no
+    // binding needs any more.
+    let kernel = datapath::Fake::new();
+    let stale: Ipv6Net = "2001:db8:100:ff::/64".parse().unwrap();
+    Datapath::Fake(kernel.clone())
+        .apply(&[
+            datapath::Change::SetDownlink {
+                prefix: p1,
+                peer: MAG1,
+            },
+            datapath::Change::SetDownlink {
+                prefix: p2,
+                peer: MAG1,
+            },
+            datapath::Change::SetDownlink {
+                prefix: stale,
+                peer: MAG2,
+            },
+        ])
+        .await
+        .unwrap();
+    let hold = kernel.hold_reconciles();
+    let mut lab = Lab::start_with(dir, kernel.clone()).await;
+
+    // Serving while the reconcile waits: Stats, and a PBU answered.
+    let s = lab.stats().await;
+    assert_eq!(s.bindings, 2);
+    assert!(!s.datapath_reconciled);
+    assert!(s.datapath_reconciled_after.is_none());
+    assert_eq!(
+        sample(&lab.metrics(), "pmip_lma_datapath_reconciled"),
+        Some(0.0)
+    );
+    assert!(kernel.is_pending());
+    let pba = lab
+        .pbu(MAG2, 1, p1, HandoffIndicator::HandoffBetweenMags, 3600)
+        .await;
+    assert_eq!(pba.status, Status::Accepted);
+    assert_eq!(
+        kernel.state().routes.get(&p1),
+        Some(&PrefixRoute::Tunnel { peer: MAG2 })
+    );
+
+    drop(hold);
+    let s = until_reconciled(&lab).await;
+    assert!(s.datapath_reconciled_after.is_some());
+    assert_eq!(
+        sample(&lab.metrics(), "pmip_lma_datapath_reconciled"),
+        Some(1.0)
+    );
+    assert!(!kernel.is_pending());
+    let routes = kernel.state().routes;
+    assert_eq!(
+        routes.get(&p1),
+        Some(&PrefixRoute::Tunnel { peer: MAG2 }),
+        "the handover's route, not the stored one"
+    );
+    assert_eq!(routes.get(&p2), Some(&PrefixRoute::Tunnel { peer: MAG1 }));
+    assert!(!routes.contains_key(&stale), "{routes:?}");
+    lab.stop().await;
+}
+
+/// Stats once the datapath was reconciled (in the background after a start).
+async fn until_reconciled(lab: &Lab) -> pb::LmaStats {
+    timeout(WAIT, async {
+        loop {
+            let s = lab.stats().await;
+            if s.datapath_reconciled {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the background reconcile ends")
 }

@@ -424,6 +424,8 @@ impl BindingCache for BindingCacheService {
             expirations: s.expirations,
             mags_reachable: s.mags_reachable as u64,
             watchers: self.watchers.load(Ordering::Relaxed),
+            datapath_reconciled: s.datapath_reconciled_after.is_some(),
+            datapath_reconciled_after: s.datapath_reconciled_after.map(convert::duration),
         }))
     }
 
