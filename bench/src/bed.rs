@@ -278,6 +278,31 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// IPv6 and IPv4 routes of routing protocol `protocol` in the LMA namespace (a netlink
+    /// dump, as [`Bed::lma_routes`]).
+    pub async fn lma_routes_of(&self, protocol: u8) -> anyhow::Result<usize> {
+        use futures::TryStreamExt;
+        let h = self.lma_ns.rtnetlink()?;
+        let mut n = 0;
+        let mut s = h
+            .route()
+            .get(rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute();
+        while let Some(r) = s.try_next().await? {
+            n += usize::from(u8::from(r.header.protocol) == protocol);
+        }
+        let mut s = h
+            .route()
+            .get(rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build())
+            .execute();
+        while let Some(r) = s.try_next().await? {
+            n += usize::from(u8::from(r.header.protocol) == protocol);
+        }
+        Ok(n)
+    }
+}
+
 /// `VmRSS` of a process, in bytes.
 pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -48,6 +48,15 @@ pub struct Run {
     /// After `kill -9`: from the restart to gRPC serving, and to Stats showing every binding.
     pub restart_to_serving_s: f64,
     pub restart_to_all_bindings_s: Option<f64>,
+    /// From the restart to the PBA of one refresh sent once the API served.
+    pub restart_to_pba_s: Option<f64>,
+    /// From the restart to Stats saying the datapath was reconciled: every binding's route
+    /// checked against the kernel (and written where missing or wrong).
+    pub restart_to_in_kernel_s: Option<f64>,
+    /// The LMA's own figure for the same, from its start.
+    pub reconciled_after_s: Option<f64>,
+    /// The LMA's routes (protocol 135) in the kernel once reconciled.
+    pub routes_after_restart: Option<usize>,
     pub recovered_bindings: u64,
     pub rss_after_recovery_bytes: u64,
     /// The LMA's own account of its start (its log): store load and datapath reconcile.
@@ -56,6 +65,14 @@ pub struct Run {
 
 /// The refresh interval of a MAG at the default timers: the requested lifetime times the
 /// share of it after which the MAG refreshes.
+/// The routing protocol number the LMA marks its routes with (the datapath's default).
+pub const LMA_ROUTE_PROTOCOL: u8 = 135;
+
+/// Issue 18's restart targets at 1,000,000 bindings: serving (PBUs answered, Watch served)
+/// within this long, and every binding back in the kernel within [`IN_KERNEL_TARGET_S`].
+pub const SERVING_TARGET_S: f64 = 1.0;
+pub const IN_KERNEL_TARGET_S: f64 = 3.0;
+
 pub fn default_refresh_interval() -> Duration {
     let t = MagTimers::default();
     Duration::from_secs_f64(
@@ -113,23 +130,62 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
     bed.start_lma(&cfg, &format!("{tag}-restart"))?;
     bed.wait_serving(Duration::from_secs(300)).await?;
     let serving = t.elapsed();
+    // One refresh, answered: the LMA serves PBUs, not only its API.
+    let ns = bed.gen_ns.clone();
+    let one = GenSpec {
+        lma: bed::LMA,
+        mags: bed.mags.clone(),
+        nodes: 1,
+        window: 1,
+        lifetime_s: 3600,
+        echo: false,
+        timeout: Duration::from_secs(2),
+        server_pid: bed.server_pid(),
+        ipsec: None,
+    };
+    let pba =
+        tokio::task::spawn_blocking(move || generator::run(&ns, one, &[Phase::Light { count: 1 }]))
+            .await?
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .filter(|r| r.answered == 1)
+            .map(|_| t.elapsed());
     let mut all = None;
+    let mut in_kernel = None;
+    let mut reconciled_after = None;
     let mut recovered = 0;
     while t.elapsed() < Duration::from_secs(300) {
         let s = bed.stats().await?;
         recovered = s.bindings;
-        if s.bindings >= stats.bindings {
+        if all.is_none() && s.bindings >= stats.bindings {
             all = Some(t.elapsed());
+        }
+        if in_kernel.is_none() && s.datapath_reconciled {
+            in_kernel = Some(t.elapsed());
+            reconciled_after = s
+                .datapath_reconciled_after
+                .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9);
+        }
+        if all.is_some() && in_kernel.is_some() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let routes_after_restart = if datapath == DatapathMode::None {
+        None
+    } else {
+        bed.lma_routes_of(LMA_ROUTE_PROTOCOL).await.ok()
+    };
     let rss_after = bed.rss()?;
     let log =
         std::fs::read_to_string(dir.join(format!("lma-{tag}-restart.log"))).unwrap_or_default();
     let restart_log = log
         .lines()
-        .filter(|l| l.contains("state loaded") || l.contains("datapath reconciled"))
+        .filter(|l| {
+            l.contains("state loaded")
+                || l.contains("datapath reconciled")
+                || l.contains("datapath taken from the store")
+        })
         .map(strip_ansi)
         .map(|l| {
             l.find("lma_cnf::")
@@ -153,6 +209,10 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
         refresh_needed_pbu_s: round(n / default_refresh_interval().as_secs_f64(), 1),
         restart_to_serving_s: round(serving.as_secs_f64(), 3),
         restart_to_all_bindings_s: all.map(|d| round(d.as_secs_f64(), 3)),
+        restart_to_pba_s: pba.map(|d| round(d.as_secs_f64(), 3)),
+        restart_to_in_kernel_s: in_kernel.map(|d| round(d.as_secs_f64(), 3)),
+        reconciled_after_s: reconciled_after.map(|s| round(s, 3)),
+        routes_after_restart,
         recovered_bindings: recovered,
         rss_after_recovery_bytes: rss_after,
         restart_log,
@@ -199,7 +259,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             "refresh needed/s",
             "refresh capacity/s",
             "restart->serving s",
+            "restart->PBA s",
             "restart->all s",
+            "restart->in kernel s",
             "recovered",
         ],
     );
@@ -214,7 +276,11 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             int(r.refresh_needed_pbu_s),
             int(r.refresh.rate),
             format!("{:.2}", r.restart_to_serving_s),
+            r.restart_to_pba_s
+                .map_or("none".into(), |s| format!("{s:.2}")),
             r.restart_to_all_bindings_s
+                .map_or("never".into(), |s| format!("{s:.2}")),
+            r.restart_to_in_kernel_s
                 .map_or("never".into(), |s| format!("{s:.2}")),
             format!("{}/{}", r.recovered_bindings, r.bindings),
         ]);
@@ -256,6 +322,46 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             // Below the target's size only a failure to recover everything is a verdict.
             if full || r.recovered_bindings < r.nodes as u64 {
                 Some(ok)
+            } else {
+                None
+            },
+        ));
+        // Serving means answering PBUs too: the later of the API's health and one PBA.
+        let serving = r.restart_to_pba_s.map(|p| p.max(r.restart_to_serving_s));
+        verdicts.push(Verdict::new(
+            format!(
+                "{}: serving (PBUs answered, Watch served) within {SERVING_TARGET_S:.0} s of a restart at 1,000,000 bindings",
+                r.datapath
+            ),
+            format!(
+                "gRPC {:.2} s, first PBA {}{at}",
+                r.restart_to_serving_s,
+                r.restart_to_pba_s
+                    .map_or("never".into(), |s| format!("{s:.2} s"))
+            ),
+            if full || serving.is_none() {
+                Some(serving.is_some_and(|s| s <= SERVING_TARGET_S))
+            } else {
+                None
+            },
+        ));
+        let routes_ok = r
+            .routes_after_restart
+            .is_none_or(|n| n >= r.bindings as usize);
+        verdicts.push(Verdict::new(
+            format!(
+                "{}: every binding back in the kernel within {IN_KERNEL_TARGET_S:.0} s of a restart at 1,000,000 bindings",
+                r.datapath
+            ),
+            format!(
+                "reconciled at {}{}{at}",
+                r.restart_to_in_kernel_s
+                    .map_or("never".into(), |s| format!("{s:.2} s")),
+                r.routes_after_restart
+                    .map_or(String::new(), |n| format!(", {n} routes of the LMA's in the kernel"))
+            ),
+            if full || r.restart_to_in_kernel_s.is_none() || !routes_ok {
+                Some(r.restart_to_in_kernel_s.is_some_and(|s| s <= IN_KERNEL_TARGET_S) && routes_ok)
             } else {
                 None
             },

@@ -97,6 +97,9 @@ fn scale_recovers_every_binding_after_kill_9() {
         assert_eq!(run["bindings"], 300, "{run:#}");
         assert_eq!(run["recovered_bindings"], 300, "{run:#}");
         assert!(run["restart_to_all_bindings_s"].is_number(), "{run:#}");
+        // Issue 18: PBUs answered after the restart, and the datapath reconciled.
+        assert!(run["restart_to_pba_s"].is_number(), "{run:#}");
+        assert!(run["restart_to_in_kernel_s"].is_number(), "{run:#}");
         assert!(f(&run["rss_bytes"]) > 0.0);
         assert!(f(&run["register"]["rate"]) > 0.0);
         assert_eq!(run["refresh"]["answered"], 100, "{run:#}");
