@@ -344,6 +344,58 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
     assert!(lab.lma_dp.cleanup().await.unwrap().is_noop());
 }
 
+/// A restarted LMA opens without reading the routes back, assumes its store's state and
+/// serves: a change made then is applied against that state at once, and the reconcile that
+/// follows, beside it, removes a route no binding needs, writes the missing one and leaves
+/// the changed route as the change made it. Traffic flows throughout.
+#[tokio::test]
+async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhile() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let stale = net("2001:db8:101::/64");
+    let missing = net("2001:db8:102::/64");
+    let moved = net("2001:db8:103::/64");
+    let other_mag = a("2001:db8::3");
+    lab.lma_dp.add_downlink(stale, a(MAG)).await.unwrap();
+    lab.lma_dp.add_downlink(moved, a(MAG)).await.unwrap();
+    let mut stored = lab.lma_dp.state().await;
+    stored.routes.remove(&stale);
+    stored
+        .routes
+        .insert(missing, PrefixRoute::Tunnel { peer: a(MAG) });
+
+    let settings = Settings::resolve(&lab.lma.nl, Some("t0"), a(LMA), None)
+        .await
+        .unwrap();
+    let restarted = Datapath::open_without_routes(Mode::Seg6, lab.lma.nl.clone(), settings)
+        .await
+        .unwrap();
+    assert!(restarted.reconciles_later());
+    restarted.assume(stored.clone()).await.unwrap();
+    let Datapath::Kernel(k) = &restarted else {
+        panic!("seg6 is a kernel backend")
+    };
+    assert!(k.is_pending().await);
+    // A handover while the reconcile is pending: applied against the assumed state.
+    restarted.add_downlink(moved, other_mag).await.unwrap();
+    let mn = lab.mn.udp(MN, 7003);
+    let cn = lab.cn.udp(CN, 7003);
+    assert!(send_and_receive(&cn, &mn, 64).is_some());
+
+    let report = restarted.reconcile_pending().await.unwrap();
+    assert_eq!(report.routes.removed, 1, "the stale route: {report:?}");
+    assert_eq!(report.routes.added, 1, "the missing route: {report:?}");
+    assert!(!k.is_pending().await);
+    let mut want = stored;
+    want.routes
+        .insert(moved, PrefixRoute::Tunnel { peer: other_mag });
+    assert_eq!(k.read_back().await.unwrap(), want);
+    assert_eq!(restarted.state().await, want);
+    assert!(send_and_receive(&cn, &mn, 64).is_some());
+    // Nothing pending: nothing to do.
+    assert!(restarted.reconcile_pending().await.unwrap().is_noop());
+}
+
 /// The IPv6 routes (`DST/LEN proto P`) and rules (`pref N lookup T proto P`) of a
 /// namespace, dumped with plain rtnetlink, independently of the crate's own parser.
 async fn routes_and_rules(node: &Node) -> (Vec<String>, Vec<String>) {
