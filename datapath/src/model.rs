@@ -385,6 +385,44 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// What a pending reconcile leaves to the changes: a downlink a change wrote, or removed
+    /// where the state had it; a removal of what the state lacks sends nothing and is left
+    /// to the reconcile; any other kind of change makes the reconcile a whole one.
+    #[test]
+    fn a_pending_reconcile_notes_the_routes_changes_wrote() {
+        let mut state = DesiredState::new();
+        let (p1, p2, p3) = (
+            net("2001:db8:1::/64"),
+            net("2001:db8:2::/64"),
+            net("2001:db8:3::/64"),
+        );
+        state.apply(&Change::SetDownlink {
+            prefix: p2,
+            peer: a("2001:db8::2"),
+        });
+        let mut p = Pending::default();
+        p.note(
+            &Change::SetDownlink {
+                prefix: net("2001:db8:1::1/64"),
+                peer: a("2001:db8::3"),
+            },
+            &state,
+        );
+        p.note(&Change::RemoveDownlink { prefix: p2 }, &state);
+        p.note(&Change::RemoveDownlink { prefix: p3 }, &state);
+        let want: HashSet<IpNet> = [p1.into(), p2.into()].into();
+        assert_eq!(p.touched, want);
+        assert!(!p.other);
+        p.note(
+            &Change::SetUplink {
+                prefix: p1,
+                peer: a("2001:db8::3"),
+            },
+            &state,
+        );
+        assert!(p.other);
+    }
+
     #[test]
     fn downlink_replaces_local_route_and_removals_check_the_kind() {
         let mut s = DesiredState::new();
