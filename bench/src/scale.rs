@@ -48,7 +48,7 @@ pub struct Run {
     /// After `kill -9`: from the restart to gRPC serving, and to Stats showing every binding.
     pub restart_to_serving_s: f64,
     pub restart_to_all_bindings_s: Option<f64>,
-    /// From the restart to the PBA of one refresh sent once the API served.
+    /// From the restart to the PBA of one PBU sent once the API served.
     pub restart_to_pba_s: Option<f64>,
     /// From the restart to Stats saying the datapath was reconciled: every binding's route
     /// checked against the kernel (and written where missing or wrong).
@@ -130,7 +130,9 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
     bed.start_lma(&cfg, &format!("{tag}-restart"))?;
     bed.wait_serving(Duration::from_secs(300)).await?;
     let serving = t.elapsed();
-    // One refresh, answered: the LMA serves PBUs, not only its API.
+    // One PBU answered: the LMA serves PBUs, not only its API. A generator that starts
+    // knows no prefix to refresh, so it registers node 0 again (a re-registration of a
+    // binding the LMA restored).
     let ns = bed.gen_ns.clone();
     let one = GenSpec {
         lma: bed::LMA,
@@ -143,13 +145,12 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
         server_pid: bed.server_pid(),
         ipsec: None,
     };
-    let pba =
-        tokio::task::spawn_blocking(move || generator::run(&ns, one, &[Phase::Light { count: 1 }]))
-            .await?
-            .ok()
-            .and_then(|r| r.into_iter().next())
-            .filter(|r| r.answered == 1)
-            .map(|_| t.elapsed());
+    let pba = tokio::task::spawn_blocking(move || generator::run(&ns, one, &[Phase::Register]))
+        .await?
+        .ok()
+        .and_then(|r| r.into_iter().next())
+        .filter(|r| r.answered == 1)
+        .map(|_| t.elapsed());
     let mut all = None;
     let mut in_kernel = None;
     let mut reconciled_after = None;
