@@ -1319,6 +1319,27 @@ mod tests {
         Lma::new(c, 1, 3).unwrap()
     }
 
+    /// The service of a MAG started with `config` (restart counter 1, seed 11).
+    fn service(
+        config: MagConfig,
+        saved: &[SavedBinding],
+        now: Instant,
+        wall: WallClock,
+    ) -> Service {
+        Service::new(
+            Start {
+                config,
+                restart_counter: 1,
+                seed: 11,
+                saved,
+            },
+            now,
+            wall,
+        )
+        .unwrap()
+        .0
+    }
+
     struct Bench {
         s: Service,
         lma: Lma,
@@ -1332,19 +1353,8 @@ mod tests {
         fn new(saved: &[SavedBinding]) -> Bench {
             let now = Instant::from_duration(Duration::from_secs(1));
             let wall = WallClock(Duration::from_secs(1_800_000_000));
-            let (s, _) = Service::new(
-                Start {
-                    config: mag_config(),
-                    restart_counter: 1,
-                    seed: 11,
-                    saved,
-                },
-                now,
-                wall,
-            )
-            .unwrap();
             let mut b = Bench {
-                s,
+                s: service(mag_config(), saved, now, wall),
                 lma: lma(),
                 now,
                 wall,
@@ -1368,17 +1378,7 @@ mod tests {
             let mut c = mag_config();
             c.mobile_nodes = serde_json::from_value(nodes.clone().into()).unwrap();
             c.validate().unwrap();
-            let (s, _) = Service::new(
-                Start {
-                    config: c,
-                    restart_counter: 1,
-                    seed: 11,
-                    saved: &[],
-                },
-                b.now,
-                b.wall,
-            )
-            .unwrap();
+            let s = service(c, &[], b.now, b.wall);
             nodes[2]["ipv4"] = false.into();
             let l: LmaConfig = serde_json::from_value(serde_json::json!({
                 "address": LMA.to_string(),
@@ -1522,17 +1522,7 @@ mod tests {
         let mut c = mag_config();
         c.domain.link_local = serde_json::from_value(generated.clone()).unwrap();
         c.validate().unwrap();
-        let (s, _) = Service::new(
-            Start {
-                config: c,
-                restart_counter: 1,
-                seed: 11,
-                saved: &[],
-            },
-            b.now,
-            b.wall,
-        )
-        .unwrap();
+        let s = service(c, &[], b.now, b.wall);
         b.s = s;
         let l: LmaConfig = serde_json::from_value(serde_json::json!({
             "address": LMA.to_string(),
