@@ -63,16 +63,25 @@ pub struct Run {
     pub restart_log: Vec<String>,
 }
 
-/// The refresh interval of a MAG at the default timers: the requested lifetime times the
-/// share of it after which the MAG refreshes.
 /// The routing protocol number the LMA marks its routes with (the datapath's default).
 pub const LMA_ROUTE_PROTOCOL: u8 = 135;
 
+/// The size at which the per-binding targets below are set.
+pub const TARGET_NODES: usize = 1_000_000;
 /// Issue 18's restart targets at 1,000,000 bindings: serving (PBUs answered, Watch served)
 /// within this long, and every binding back in the kernel within [`IN_KERNEL_TARGET_S`].
 pub const SERVING_TARGET_S: f64 = 1.0;
 pub const IN_KERNEL_TARGET_S: f64 = 3.0;
+/// Issue 18's memory target: resident bytes per binding at 1,000,000.
+pub const RSS_PER_BINDING_TARGET_B: f64 = 300.0;
+/// Issue 18's target for new registrations with a seg6 route each, as a share of the rate
+/// without routes, measured in the same run.
+pub const ROUTES_SHARE_TARGET_PCT: f64 = 70.0;
+/// Issue 18's scale: this many bindings in one LMA.
+pub const LARGE_NODES: usize = 10_000_000;
 
+/// The refresh interval of a MAG at the default timers: the requested lifetime times the
+/// share of it after which the MAG refreshes.
 pub fn default_refresh_interval() -> Duration {
     let t = MagTimers::default();
     Duration::from_secs_f64(
@@ -199,7 +208,11 @@ pub async fn run_one(spec: &Spec, datapath: DatapathMode) -> anyhow::Result<Run>
     Ok(Run {
         datapath: tag.into(),
         nodes: spec.nodes,
-        rss_per_binding_bytes: round(rss.saturating_sub(rss_idle) as f64 / n.max(1.0), 1),
+        // Per binding the LMA holds: a run that did not register every node is not flattered.
+        rss_per_binding_bytes: round(
+            rss.saturating_sub(rss_idle) as f64 / (stats.bindings as f64).max(1.0),
+            1,
+        ),
         register,
         refresh,
         rss_idle_bytes: rss_idle,
@@ -288,13 +301,17 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     let mut verdicts = Vec::new();
     let mut notes = Vec::new();
-    let full = spec.nodes >= 1_000_000;
+    // The targets are set at 1,000,000: measured at another size, only a failure to recover
+    // everything is a verdict (fixed costs weigh on fewer bindings, and a bigger cache takes
+    // longer to read).
+    let full = spec.nodes == TARGET_NODES;
     let at = if full {
         String::new()
     } else {
         format!(
-            " (measured at {}; the target is at 1,000,000)",
-            int(spec.nodes as f64)
+            " (measured at {}; the target is at {})",
+            int(spec.nodes as f64),
+            int(TARGET_NODES as f64)
         )
     };
     for r in &runs {
@@ -304,6 +321,14 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             // Fixed costs (the store's cache, the Watch history) weigh on fewer bindings: the
             // figure says nothing of the target below its size.
             full.then_some(r.rss_per_binding_bytes <= 1024.0),
+        ));
+        verdicts.push(Verdict::new(
+            format!(
+                "{}: <= {RSS_PER_BINDING_TARGET_B:.0} B resident memory per binding at 1,000,000",
+                r.datapath
+            ),
+            format!("{:.0} B/binding{at}", r.rss_per_binding_bytes),
+            full.then_some(r.rss_per_binding_bytes <= RSS_PER_BINDING_TARGET_B),
         ));
         let ok = r
             .restart_to_all_bindings_s
@@ -391,6 +416,54 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             },
             int(r.refresh.rate)
         ));
+    }
+    let rate_of = |name: &str| {
+        runs.iter()
+            .find(|r| r.datapath == name)
+            .map(|r| r.register.rate)
+    };
+    if let (Some(seg6), Some(none)) = (rate_of("seg6"), rate_of("none")) {
+        let share = if none > 0.0 { seg6 / none } else { 0.0 };
+        verdicts.push(Verdict::new(
+            format!(
+                "new registrations with seg6 routes >= {ROUTES_SHARE_TARGET_PCT:.0} % of the \
+                 control-plane-only rate, same run"
+            ),
+            format!(
+                "{} / {} new/s = {:.0} % at {}",
+                int(seg6),
+                int(none),
+                share * 100.0,
+                int(spec.nodes as f64)
+            ),
+            (none > 0.0).then_some(share * 100.0 >= ROUTES_SHARE_TARGET_PCT),
+        ));
+    }
+    if spec.nodes >= LARGE_NODES {
+        for r in &runs {
+            verdicts.push(Verdict::new(
+                format!(
+                    "{}: {} bindings in one LMA, every one registered and recovered after kill -9",
+                    r.datapath,
+                    int(spec.nodes as f64)
+                ),
+                format!(
+                    "{} bindings at {} new/s, {} recovered in {}; resident {} MiB (+{} MiB for \
+                     the bindings, {:.0} B each), {} MiB after recovery, store {} MiB",
+                    r.bindings,
+                    int(r.register.rate),
+                    r.recovered_bindings,
+                    r.restart_to_all_bindings_s
+                        .map_or("never".into(), |s| format!("{s:.1} s")),
+                    mib(r.rss_bytes),
+                    mib(r.rss_bytes.saturating_sub(r.rss_idle_bytes)),
+                    r.rss_per_binding_bytes,
+                    mib(r.rss_after_recovery_bytes),
+                    mib(r.store_bytes)
+                ),
+                Some(r.bindings == spec.nodes as u64 && r.recovered_bindings >= spec.nodes as u64),
+            ));
+        }
     }
     Ok(Report {
         bench: "scale".into(),

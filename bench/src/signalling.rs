@@ -295,6 +295,11 @@ pub fn table(title: &str) -> Table {
     )
 }
 
+/// New registrations of the control plane alone, as a share of the echo's rate (issue 18).
+pub const NEW_SHARE_OF_CEILING_PCT: f64 = 60.0;
+/// New registrations with a seg6 route each, as a share of the control plane's alone (issue 18).
+pub const ROUTES_SHARE_OF_CP_PCT: f64 = 70.0;
+
 /// Runs the benchmark.
 pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let echo = echo_run(spec, "echo").await?;
@@ -313,6 +318,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let cp = rate(&none, "refresh");
     let ratio = if ceiling > 0.0 { cp / ceiling } else { 0.0 };
     let seg6_new = rate(&seg6, "register");
+    let cp_new = rate(&none, "register");
+    let new_share = if ceiling > 0.0 { cp_new / ceiling } else { 0.0 };
+    let routes_share = if cp_new > 0.0 { seg6_new / cp_new } else { 0.0 };
     let registered = |r: &Run| {
         r.phase("register")
             .is_some_and(|p| p.accepted == spec.nodes as u64)
@@ -381,6 +389,32 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             format!("{} /s", int(seg6_new)),
             Some(seg6_new >= 20_000.0),
         ),
+        Verdict::new(
+            format!(
+                "new registrations, control plane only (durable commit before the PBA) >= \
+                 {NEW_SHARE_OF_CEILING_PCT} % of the raw-socket echo ceiling"
+            ),
+            format!(
+                "{} / {} PBU/s = {:.0} %",
+                int(cp_new),
+                int(ceiling),
+                new_share * 100.0
+            ),
+            (ceiling > 0.0).then_some(new_share * 100.0 >= NEW_SHARE_OF_CEILING_PCT),
+        ),
+        Verdict::new(
+            format!(
+                "new registrations with seg6 routes >= {ROUTES_SHARE_OF_CP_PCT} % of the \
+                 control-plane-only rate"
+            ),
+            format!(
+                "{} / {} PBU/s = {:.0} %",
+                int(seg6_new),
+                int(cp_new),
+                routes_share * 100.0
+            ),
+            (cp_new > 0.0).then_some(routes_share * 100.0 >= ROUTES_SHARE_OF_CP_PCT),
+        ),
     ];
     Ok(Report {
         bench: "signalling".into(),
@@ -396,6 +430,8 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             "echo_ceiling_pbu_s": ceiling,
             "control_plane_pbu_s": cp,
             "control_plane_share_of_ceiling": round(ratio, 3),
+            "new_registrations_share_of_ceiling": round(new_share, 3),
+            "seg6_share_of_control_plane_register": round(routes_share, 3),
             "seg6_new_bindings_s": seg6_new,
             "none_over_seg6_register": round(netlink_cost, 3),
             "esp_pbu_s": esp_rate,

@@ -71,7 +71,17 @@ fn signalling_registers_every_node_and_measures_every_path() {
     assert_eq!(esp["path"], "none+esp");
     assert!(f(&fig["esp_pbu_s"]) > 0.0);
     assert!(f(&fig["esp_share_of_clear"]) > 0.0);
-    assert_eq!(r["verdicts"].as_array().unwrap().len(), 3);
+    // Issue 18: new registrations against the echo, and with routes against without.
+    assert!(f(&fig["new_registrations_share_of_ceiling"]) > 0.0);
+    assert!(f(&fig["seg6_share_of_control_plane_register"]) > 0.0);
+    let verdicts = r["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 5);
+    for v in verdicts {
+        assert!(
+            v["met"].is_boolean(),
+            "every signalling target is judged: {v:#}"
+        );
+    }
 }
 
 #[test]
@@ -104,6 +114,22 @@ fn scale_recovers_every_binding_after_kill_9() {
         assert!(f(&run["register"]["rate"]) > 0.0);
         assert_eq!(run["refresh"]["answered"], 100, "{run:#}");
     }
+    // The per-binding targets are set at 1,000,000: at 300 nodes they are printed and not
+    // judged; the share of the two registration rates is judged at any size.
+    let verdicts = r["verdicts"].as_array().unwrap();
+    let named = |s: &str| {
+        verdicts
+            .iter()
+            .filter(|v| v["target"].as_str().unwrap().contains(s))
+            .collect::<Vec<_>>()
+    };
+    let memory = named("300 B resident memory per binding");
+    assert_eq!(memory.len(), 2, "{verdicts:#?}");
+    assert!(memory.iter().all(|v| v["met"].is_null()), "{memory:#?}");
+    let share = named("with seg6 routes");
+    assert_eq!(share.len(), 1, "{verdicts:#?}");
+    assert!(share[0]["met"].is_boolean(), "{share:#?}");
+    assert!(named("10,000,000").is_empty(), "{verdicts:#?}");
 }
 
 #[test]
