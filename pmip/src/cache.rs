@@ -264,6 +264,7 @@ impl BindingCache {
             entry_of(slots, *i).map_or(0, |e| h.hash_one(&*e.mn_id))
         });
         self.by_prefix.reserve(n, |v| rehash_prefix(slots, h, *v));
+        self.timers.reserve(n);
     }
 
     pub fn len(&self) -> usize {
@@ -362,12 +363,6 @@ impl BindingCache {
             }
         };
         let mn_hash = self.hasher.hash_one(&*entry.mn_id);
-        let prefix_hashes: Vec<u64> = entry
-            .prefixes
-            .as_slice()
-            .iter()
-            .map(|p| self.hasher.hash_one(p))
-            .collect();
         let deadline = entry.deadline();
         let slot = &mut self.slots[idx as usize];
         slot.generation = slot.generation.wrapping_add(1);
@@ -377,9 +372,12 @@ impl BindingCache {
         self.by_mn_id.insert_unique(mn_hash, idx, |i| {
             entry_of(slots, *i).map_or(0, |e| h.hash_one(&*e.mn_id))
         });
-        for (pos, ph) in prefix_hashes.into_iter().enumerate() {
+        let prefixes = entry_of(slots, idx).map_or(&[][..], |e| e.prefixes.as_slice());
+        for (pos, p) in prefixes.iter().enumerate() {
             self.by_prefix
-                .insert_unique(ph, pack(idx, pos), |v| rehash_prefix(slots, h, *v));
+                .insert_unique(h.hash_one(p), pack(idx, pos), |v| {
+                    rehash_prefix(slots, h, *v)
+                });
         }
         self.index_ipv4(idx);
         self.timers.push(Reverse((deadline, idx, generation)));

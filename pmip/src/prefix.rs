@@ -88,8 +88,17 @@ impl Pool {
         None
     }
 
+    /// A claim at `next` moves `next` past it and past the claims ahead that follow it: they
+    /// are in use as if handed out, and a million restored bindings leave no set of a million
+    /// claims behind for the next allocation to walk through.
     fn claim(&mut self, i: u64) {
-        if i >= self.next {
+        if i == self.next {
+            self.next += 1;
+            while self.claimed_ahead.first() == Some(&self.next) {
+                self.claimed_ahead.pop_first();
+                self.next += 1;
+            }
+        } else if i > self.next {
             self.claimed_ahead.insert(i);
         } else if let Some(pos) = self.free.iter().position(|f| *f == i) {
             self.free.remove(pos);
@@ -140,6 +149,27 @@ impl PrefixAllocator {
     pub fn claim(&mut self, p: &Ipv6Net) {
         for pool in &mut self.pools {
             if let Some(i) = pool.index_of(p) {
+                pool.claim(i);
+            }
+        }
+    }
+
+    /// [`PrefixAllocator::claim`] of every prefix of `prefixes`, in bulk: each pool's claims
+    /// are sorted first, so that those that follow each other only move the pool's next
+    /// never-used prefix (the state is the same as after claims one by one, in any order).
+    pub fn claim_all(&mut self, prefixes: impl IntoIterator<Item = Ipv6Net>) {
+        let mut by_pool: Vec<Vec<u64>> = vec![Vec::new(); self.pools.len()];
+        for p in prefixes {
+            for (pool, claims) in self.pools.iter().zip(&mut by_pool) {
+                if let Some(i) = pool.index_of(&p) {
+                    claims.push(i);
+                }
+            }
+        }
+        for (pool, mut claims) in self.pools.iter_mut().zip(by_pool) {
+            claims.sort_unstable();
+            claims.dedup();
+            for i in claims {
                 pool.claim(i);
             }
         }
@@ -229,6 +259,38 @@ mod tests {
             ]
         );
         assert_eq!(a.available(), 255);
+    }
+
+    /// Claims in bulk leave the pools as claims one by one do, in any order; the run of
+    /// claims from the pool's start is taken as handed out, so a released one is reused last
+    /// (as a prefix handed out and released is) rather than handed out next.
+    #[test]
+    fn claims_in_bulk_are_claims_one_by_one_and_a_released_one_is_reused_last() {
+        let pools = [pool("2001:db8:100::/56", 64), pool("2001:db8:200::/56", 64)];
+        let prefix = |pool: u32, i: u32| -> Ipv6Net {
+            format!("2001:db8:{pool}00:{i:x}::/64").parse().unwrap()
+        };
+        let claims: Vec<Ipv6Net> = [3, 0, 1, 7, 2, 5, 2]
+            .into_iter()
+            .map(|i| prefix(1, i))
+            .chain([prefix(2, 4), "2001:db8:300::/64".parse().unwrap()])
+            .collect();
+        let mut bulk = PrefixAllocator::new(&pools);
+        bulk.claim_all(claims.iter().copied());
+        for order in [claims.clone(), claims.iter().rev().copied().collect()] {
+            let mut one = PrefixAllocator::new(&pools);
+            for p in &order {
+                one.claim(p);
+            }
+            assert_eq!(format!("{one:?}"), format!("{bulk:?}"));
+        }
+        assert_eq!(bulk.pools[0].next, 4, "0..=3 claimed: as if handed out");
+        assert_eq!(bulk.pools[0].claimed_ahead, [5, 7].into());
+        assert_eq!(bulk.available(), 256 - 6 + 256 - 1);
+        let none = |_: &Ipv6Net| false;
+        bulk.release(&prefix(1, 0));
+        assert_eq!(bulk.allocate(none), Some(prefix(1, 4)), "never used first");
+        assert_eq!(bulk.allocate(none), Some(prefix(1, 6)));
     }
 
     #[test]

@@ -31,10 +31,12 @@ use crate::wire::{
 
 mod lookup;
 mod registration;
+mod restore;
 
 pub use lookup::{Lookup, LookupKey, lookup};
 use registration::Reply;
 pub use registration::{Ipv4Request, MnLinkLayerId, Registration, RequestedPrefixes};
+pub use restore::Restoring;
 
 /// What happened, for logs, metrics, the gRPC Watch stream and the durable store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,50 +310,12 @@ impl Lma {
         wall: WallClock,
         grace: Duration,
     ) -> Result<Self, PolicyError> {
-        let mut lma = Lma::new(config, restart_counter, seed)?;
-        for p in &snapshot.profiles {
-            // The configuration file wins over what the API once stored under the same MN-ID.
-            if lma.policy.check_api_change(p.mn_id.as_str()).is_ok() {
-                lma.policy.upsert(p.clone())?;
-            }
+        let mut r = Restoring::new(config, snapshot, restart_counter, seed, now, wall, grace)?;
+        r.reserve(snapshot.bindings.len());
+        for b in &snapshot.bindings {
+            let _ = r.binding(b.clone());
         }
-        for (m, name) in &snapshot.authorized_mags {
-            lma.policy.mags_mut().add(*m, name.clone());
-        }
-        lma.cache.reserve(snapshot.bindings.len());
-        let wall_ms = to_ms(wall);
-        for r in &snapshot.bindings {
-            let Some(entry) = lma.entry_from_record(r, now, wall_ms, grace) else {
-                continue;
-            };
-            if entry
-                .prefixes
-                .as_slice()
-                .iter()
-                .any(|p| lma.cache.by_prefix(p).is_some())
-                || entry
-                    .ipv4
-                    .is_some_and(|v4| lma.cache.by_ipv4(&v4.address).is_some())
-            {
-                continue;
-            }
-            for p in entry.prefixes.as_slice() {
-                lma.prefixes.claim(p);
-            }
-            if let Some(v4) = entry.ipv4 {
-                lma.ipv4.claim(v4.address);
-            }
-            let coa = entry.proxy_coa;
-            lma.cache.insert(entry);
-            lma.mag_gained(coa, now);
-        }
-        if restart_counter != snapshot.restart_counter {
-            let mags: Vec<Ipv6Addr> = lma.mag_sessions.keys().copied().collect();
-            for t in lma.heartbeats.announce_restart(mags) {
-                lma.push(LmaOutput::Transmit(t));
-            }
-        }
-        Ok(lma)
+        Ok(r.finish())
     }
 
     /// The datapath every binding in the cache needs, as commands: a tunnel route to its
@@ -369,63 +333,6 @@ impl Lma {
                 }
             })
         })
-    }
-
-    fn entry_from_record(
-        &self,
-        r: &BindingRecord,
-        now: Instant,
-        wall_ms: u64,
-        grace: Duration,
-    ) -> Option<BindingCacheEntry> {
-        let at = |t_ms: u64| -> Instant {
-            if t_ms >= wall_ms {
-                now + Duration::from_millis(t_ms - wall_ms)
-            } else {
-                Instant::from_nanos(
-                    now.as_nanos()
-                        .saturating_sub((wall_ms - t_ms).saturating_mul(1_000_000)),
-                )
-            }
-        };
-        if r.home_network_prefixes.is_empty() && r.ipv4_home_address.is_none() {
-            return None;
-        }
-        let ordering = Ordering::new(
-            r.last_timestamp.map(Timestamp),
-            SequenceNumber(r.last_sequence),
-        );
-        let mut e = BindingCacheEntry::new(
-            r.mn_id.clone().into_boxed_str(),
-            Prefixes::from_slice(&r.home_network_prefixes),
-            r.proxy_coa,
-            r.access_technology_type.into(),
-            r.handoff_indicator.into(),
-            r.mn_link_layer_id,
-            r.link_local_address,
-            r.lifetime_s,
-            at(r.registered_at_ms),
-            ordering,
-        );
-        e.updated_at = at(r.updated_at_ms);
-        e.ipv4 = r.ipv4_home_address;
-        e.handover_count = r.handover_count;
-        e.set_last_handover_gap(r.last_handover_gap_ms.map(Duration::from_millis));
-        match r.delete_at_ms {
-            Some(d) if d <= wall_ms => return None,
-            Some(d) => {
-                e.state = BindingState::Deregistering;
-                e.expires_at = at(d);
-            }
-            None => {
-                // Expired longer ago than the grace period: its MAG has given up on it.
-                if r.expires_at_ms + grace.as_millis() as u64 <= wall_ms {
-                    return None;
-                }
-                e.expires_at = at(r.expires_at_ms).max(now + grace);
-            }
-        }
-        Some(e)
     }
 
     pub fn config(&self) -> &LmaConfig {
@@ -1805,11 +1712,16 @@ impl Lma {
     }
 
     fn mag_gained(&mut self, mag: Ipv6Addr, now: Instant) {
-        let n = self.mag_sessions.entry(mag).or_default();
-        *n += 1;
-        if *n == 1 {
+        self.mags_gained(mag, 1, now);
+    }
+
+    /// `n` more sessions through `mag`; the first makes it a heartbeat peer.
+    fn mags_gained(&mut self, mag: Ipv6Addr, n: u32, now: Instant) {
+        let sessions = self.mag_sessions.entry(mag).or_default();
+        if *sessions == 0 && n > 0 {
             self.heartbeats.add_peer(mag, now);
         }
+        *sessions += n;
     }
 
     fn mag_lost(&mut self, mag: &Ipv6Addr) {
