@@ -120,34 +120,44 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    // The store is read while the datapath opens. The kernel's routes are not read back
-    // here: they outlive the process, so the core takes the store's for the kernel's and
-    // checks them in the background (a dump of a million takes seconds).
+    // The store is read, and the binding cache restored from it as it is read, while the
+    // datapath opens. The kernel's routes are not read back here: they outlive the process,
+    // so the core takes the store's for the kernel's and checks them in the background (a
+    // dump of a million takes seconds).
     let state_dir = cfg.state_dir.clone();
-    let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let t = std::time::Instant::now();
-        let store = Store::open(&state_dir)?;
-        let now_unix_s = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs());
-        let run = store.begin_run(now_unix_s)?;
-        let loaded = store.load()?;
-        Ok((store, run, loaded, t.elapsed()))
-    });
+    let clock = cnf::Clock::new();
+    let restoring = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let t = std::time::Instant::now();
+            let store = Store::open(&state_dir)?;
+            let now_unix_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs());
+            let run = store.begin_run(now_unix_s)?;
+            let seed = cnf::daemon::seed(run.boot);
+            let (service, loading) = crate::core::restore(cfg, &store, run, seed, &clock)?;
+            Ok((store, run, service, loading, t.elapsed()))
+        })
+    };
     let (datapath, read) = tokio::join!(
         cnf::datapath::open_without_routes(&cfg.datapath, cfg.address, &cfg.state_dir),
-        reading
+        restoring
     );
-    let (store, run, loaded, took) = read.context("reading the store")??;
+    let (store, run, service, loading, took) = read.context("reading the store")??;
     let datapath = datapath.context("datapath")?;
+    // One phase: the cache is restored from the records as they are read. `store_wait_ms`
+    // is the part of it the restore spent waiting for the store's reader.
     info!(
         restart_counter = run.restart_counter,
         boot = run.boot,
-        bindings = loaded.snapshot.bindings.len(),
-        profiles = loaded.snapshot.profiles.len(),
+        bindings = loading.records,
+        restored = loading.restored,
+        profiles = loading.profiles,
         took_ms = took.as_millis() as u64,
+        store_wait_ms = loading.store_wait.as_millis() as u64,
         store = %store.path().display(),
-        "state loaded"
+        "state loaded: store read and binding cache restored"
     );
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
@@ -156,17 +166,14 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     let transport = Signalling::open(cfg.address, &cfg.ipsec, &cfg.state_dir, &mut registry)?;
     let api_cfg = cfg.api.clone();
     let metrics_addr = cfg.metrics.listen;
-    let seed = cnf::daemon::seed(run.boot);
     let (core, handle) = Core::new(Parts {
-        config: cfg,
+        service,
         store,
-        loaded,
         run,
         datapath,
         transport,
         metrics,
-        clock: cnf::Clock::new(),
-        seed,
+        clock,
     })
     .await?;
     cnf::daemon::spawn_metrics(metrics_addr, Arc::new(registry));

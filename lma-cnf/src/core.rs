@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
-use crate::service::{Commit, Service, Start};
-use crate::store::{Loaded, Run, Store, StoreError};
+use crate::service::{Commit, LoadError, Loading, Service, Start};
+use crate::store::{Run, Store, StoreError};
 
 pub use crate::service::{
     BindingPage, Command, MagPeerView, MagView, PeerState, PolicyRefusal, ProfileView,
@@ -41,15 +41,32 @@ pub const MAX_BATCHES_PER_TURN: usize = 16;
 /// What [`Core::new`] needs.
 #[derive(Debug)]
 pub struct Parts<T> {
-    pub config: LmaConfig,
+    /// Restored from the store, by [`restore`].
+    pub service: Service,
     pub store: Store,
-    pub loaded: Loaded,
     pub run: Run,
     pub datapath: Datapath,
     pub transport: T,
     pub metrics: Metrics,
     pub clock: Clock,
-    pub seed: u64,
+}
+
+/// The service restored from `store` for this `run` ([`Service::load`]), at `clock`'s now.
+/// It reads the whole store: a daemon runs it on a blocking thread.
+pub fn restore(
+    config: LmaConfig,
+    store: &Store,
+    run: Run,
+    seed: u64,
+    clock: &Clock,
+) -> Result<(Service, Loading), LoadError> {
+    let start = Start {
+        config,
+        restart_counter: run.restart_counter,
+        epoch: run.boot,
+        seed,
+    };
+    Service::load(start, store, clock.now(), clock.wall())
 }
 
 /// The core task.
@@ -102,28 +119,17 @@ async fn reconcile_done(
 }
 
 impl<T: SignallingTransport> Core<T> {
-    /// Restores the service from what the store held and returns the core and the API's
-    /// handle. The kernel's routes outlive the process, so the datapath takes the restored
+    /// Starts from the service [`restore`]d from the store and returns the core and the
+    /// API's handle. The kernel's routes outlive the process, so the datapath takes the restored
     /// bindings' routes for what the kernel holds and the core serves at once; the datapath
     /// is reconciled in the background, beside the changes the core makes meanwhile
     /// ([`Datapath::reconcile_pending`]), and the Stats RPC and the
     /// `pmip_lma_datapath_reconciled` metric say when that is done. A backend that cannot
     /// (ip6tnl, whose links must exist before their routes) is reconciled here, before.
     pub async fn new(p: Parts<T>) -> anyhow::Result<(Core<T>, CoreHandle)> {
-        let (now, wall) = (p.clock.now(), p.clock.wall());
         let epoch = p.run.boot;
-        let service = Service::new(
-            Start {
-                config: p.config,
-                snapshot: &p.loaded.snapshot,
-                restart_counter: p.run.restart_counter,
-                epoch,
-                seed: p.seed,
-                datapath: p.datapath.backend_name(),
-            },
-            now,
-            wall,
-        )?;
+        let mut service = p.service;
+        service.set_datapath_backend(p.datapath.backend_name());
         let (handle, commands) = CoreHandle::channel(GONE.daemon, epoch);
         let mut core = Core {
             service,

@@ -16,7 +16,7 @@ use pmip::Instant;
 use pmip::cache::{BindingState, SessionId};
 use pmip::config::{LmaConfig, MobileNodeProfile};
 use pmip::heartbeat::PeerEvent;
-use pmip::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot, RemovalReason};
+use pmip::lma::{BindingRecord, Lma, LmaEvent, LmaOutput, LmaSnapshot, RemovalReason, Restoring};
 use pmip::output::Transmit;
 use pmip::policy::{MagChanges, Origin, PolicyError};
 use pmip::wire::{BraStatus, RevocationTrigger, Status, WallClock};
@@ -27,7 +27,7 @@ use crate::hub::{
     BindingChange, BindingView, DeleteReason, Hub, ProfileChange, Rejection, UpdateReason,
     ViewState, WatchStart,
 };
-use crate::store::Batch;
+use crate::store::{Batch, Store, StoreError};
 
 /// How long a binding restored from the store lives at least, so its MAG can re-register it
 /// after hearing of the restart.
@@ -350,18 +350,54 @@ pub struct Commit {
     pub wait: bool,
 }
 
-/// What the service needs to start.
+/// What the service needs to start, besides the stored state.
 #[derive(Debug)]
-pub struct Start<'a> {
+pub struct Start {
     pub config: LmaConfig,
-    /// What the store held.
-    pub snapshot: &'a LmaSnapshot,
     pub restart_counter: u32,
     /// This run of the daemon (watch cursors and page tokens of another run are refused).
     pub epoch: u64,
     pub seed: u64,
-    /// The datapath backend's name, for the Stats RPC.
-    pub datapath: &'static str,
+}
+
+/// Why the service could not be restored from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// What [`Service::load`] read and restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loading {
+    /// Binding records in the store.
+    pub records: usize,
+    /// Bindings restored from them (the others expired while the LMA was down).
+    pub restored: usize,
+    /// Profiles made over the API.
+    pub profiles: usize,
+    /// How long the restore waited for the store's reading thread.
+    pub store_wait: Duration,
+}
+
+/// The state machine being restored from `snapshot`'s policy.
+fn restoring(
+    s: &Start,
+    snapshot: &LmaSnapshot,
+    now: Instant,
+    wall: WallClock,
+) -> Result<Restoring, PolicyError> {
+    Restoring::new(
+        s.config.clone(),
+        snapshot,
+        s.restart_counter,
+        s.seed,
+        now,
+        wall,
+        RESTORE_GRACE,
+    )
 }
 
 /// The LMA daemon's state and its API's answers.
@@ -408,19 +444,66 @@ pub struct Service {
 }
 
 impl Service {
-    /// Restores the state machine from what the store held. The restored routes are
+    /// Restores the state machine from `snapshot`. The restored routes are
     /// [`Service::desired`]; the heartbeat announcements of the restart are this turn's
     /// messages.
-    pub fn new(s: Start<'_>, now: Instant, wall: WallClock) -> Result<Service, PolicyError> {
-        let mut lma = Lma::restore(
-            s.config,
-            s.snapshot,
-            s.restart_counter,
-            s.seed,
-            now,
-            wall,
-            RESTORE_GRACE,
-        )?;
+    pub fn new(
+        s: Start,
+        snapshot: &LmaSnapshot,
+        now: Instant,
+        wall: WallClock,
+    ) -> Result<Service, PolicyError> {
+        let mut r = restoring(&s, snapshot, now, wall)?;
+        r.reserve(snapshot.bindings.len());
+        let refused: Vec<BindingRecord> = (snapshot.bindings.iter())
+            .filter_map(|b| r.binding(b.clone()).err().map(|b| *b))
+            .collect();
+        Ok(Service::restored(s, r, refused, now, wall))
+    }
+
+    /// [`Service::new`] from the store: the bindings go into the binding cache as the store
+    /// reads them (see [`Store::for_each_binding`]), never all held as records at once.
+    pub fn load(
+        s: Start,
+        store: &Store,
+        now: Instant,
+        wall: WallClock,
+    ) -> Result<(Service, Loading), LoadError> {
+        let policy = store.load_policy()?;
+        let mut r = restoring(&s, &policy, now, wall)?;
+        r.reserve(store.binding_count()?);
+        let mut refused = Vec::new();
+        let read = store.for_each_binding(|b| {
+            if let Err(b) = r.binding(b) {
+                refused.push(*b);
+            }
+        })?;
+        let loading = Loading {
+            records: read.records,
+            restored: r.len(),
+            profiles: policy.profiles.len(),
+            store_wait: read.waited,
+        };
+        Ok((Service::restored(s, r, refused, now, wall), loading))
+    }
+
+    /// The service around a restored LMA; `refused` are the stored records it did not take.
+    fn restored(
+        s: Start,
+        r: Restoring,
+        refused: Vec<BindingRecord>,
+        now: Instant,
+        wall: WallClock,
+    ) -> Service {
+        // Stored bindings that did not survive (expired while the LMA was down) go, unless
+        // one restored is stored under the same key (`BindingRecord::key`).
+        let mut batch = Batch::default();
+        for b in &refused {
+            if !r.holds_key_of(b) {
+                batch.delete_binding(b.key());
+            }
+        }
+        let mut lma = r.finish();
         let mut tx = Vec::new();
         // The routes are `desired`; what is queued is the announcements of a lost state.
         while let Some(o) = lma.poll_output() {
@@ -428,12 +511,13 @@ impl Service {
                 tx.push(t);
             }
         }
-        let mut service = Service {
+        Service {
             lma,
             started: now,
             started_wall: wall,
             peers: BTreeMap::new(),
-            datapath: s.datapath,
+            // Named by the driver once its datapath is open (`set_datapath_backend`).
+            datapath: "none",
             datapath_reconciled_after: None,
             bindings_hub: Hub::new(s.epoch, WATCH_HISTORY),
             profiles_hub: Hub::new(s.epoch, WATCH_HISTORY),
@@ -451,32 +535,17 @@ impl Service {
             peer_events: [0; 4],
             tx,
             changes: Vec::new(),
-            batch: Batch::default(),
+            batch,
             deferred: Batch::default(),
             deferred_since: None,
             answered: Vec::new(),
             shown: cnf::ShownTime::new(),
-        };
-        // Stored bindings that did not survive (expired while the LMA was down) go. A record's
-        // key is its first prefix, or for an IPv4-only session its IPv4 home address
-        // (`BindingRecord::key`). The cache holds one entry per record restored: when it
-        // holds as many as the store, none is missing (and a million keys are not formatted).
-        if service.lma.cache().len() == s.snapshot.bindings.len() {
-            return Ok(service);
         }
-        let kept: BTreeSet<String> = (service.lma.cache().iter())
-            .filter_map(|(_, e)| match (e.prefixes.as_slice().first(), e.ipv4) {
-                (Some(p), _) => Some(p.to_string()),
-                (None, Some(v4)) => Some(v4.host().to_string()),
-                (None, None) => None,
-            })
-            .collect();
-        for r in &s.snapshot.bindings {
-            if !kept.contains(&r.key()) {
-                service.batch.delete_binding(r.key());
-            }
-        }
-        Ok(service)
+    }
+
+    /// The datapath backend's name, for the Stats RPC.
+    pub fn set_datapath_backend(&mut self, name: &'static str) {
+        self.datapath = name;
     }
 
     pub fn lma(&self) -> &Lma {
@@ -1536,12 +1605,11 @@ mod tests {
             let s = Service::new(
                 Start {
                     config,
-                    snapshot: &LmaSnapshot::default(),
                     restart_counter: 1,
                     epoch: 1,
                     seed: 7,
-                    datapath: "none",
                 },
+                &LmaSnapshot::default(),
                 now,
                 wall,
             )
@@ -2068,12 +2136,11 @@ mod tests {
         let s = Service::new(
             Start {
                 config: c,
-                snapshot: &snapshot,
                 restart_counter: 1,
                 epoch: 2,
                 seed: 7,
-                datapath: "none",
             },
+            &snapshot,
             now,
             wall,
         )
@@ -2089,6 +2156,92 @@ mod tests {
         );
         assert_eq!(d.routes.len(), 1);
         assert!(s.batch.is_empty(), "no stored binding is deleted");
+    }
+
+    /// The service restored from the store while a thread reads it is the one restored from
+    /// the whole list of its records: the same bindings in the same order, the same routes,
+    /// the same records of bindings that did not survive deleted from the store, and every
+    /// binding valid before the restart kept with its prefixes.
+    #[test]
+    fn a_service_restored_as_the_store_is_read_is_the_one_restored_from_the_list() {
+        let now = Instant::from_duration(Duration::from_secs(1));
+        let wall = WallClock(Duration::from_secs(1_800_000_000));
+        let wall_ms = 1_800_000_000_000;
+        let prefix = |i: usize| -> Ipv6Net { format!("2001:db8:100:{i:x}::/64").parse().unwrap() };
+        let record = |i: usize| BindingRecord {
+            mn_id: format!("mn{i}@example.org"),
+            home_network_prefixes: vec![prefix(i)],
+            proxy_coa: if i.is_multiple_of(2) { MAG1 } else { MAG2 },
+            access_technology_type: 3,
+            handoff_indicator: 1,
+            mn_link_layer_id: None,
+            link_local_address: None,
+            lifetime_s: 3600,
+            registered_at_ms: wall_ms - 10_000,
+            updated_at_ms: wall_ms - 10_000,
+            // Every 7th expired an hour ago: its MAG gave up on it (unless de-registered).
+            expires_at_ms: if i % 7 == 3 {
+                wall_ms - 3_600_000
+            } else {
+                wall_ms + 3_590_000
+            },
+            // Every 11th waits out its de-registration.
+            delete_at_ms: (i % 11 == 5).then_some(wall_ms + 500),
+            last_timestamp: None,
+            last_sequence: i as u16,
+            handover_count: 0,
+            last_handover_gap_ms: None,
+            ipv4_home_address: None,
+        };
+        let n = 3 * crate::store::CHUNK + 17;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut b = Batch::default();
+        (0..n).for_each(|i| b.put_binding(record(i)));
+        // Stored under its own key, but holding a prefix of a binding restored before it.
+        let mut twice = record(1);
+        twice.home_network_prefixes = vec!["2001:db8:200::/64".parse().unwrap(), prefix(1)];
+        b.put_binding(twice.clone());
+        store.commit(&b).unwrap();
+        let start = || Start {
+            config: config(),
+            restart_counter: 1,
+            epoch: 2,
+            seed: 7,
+        };
+        let listed = store.load().unwrap().snapshot;
+        let a = Service::new(start(), &listed, now, wall).unwrap();
+        let (b, loading) = Service::load(start(), &store, now, wall).unwrap();
+        let gone = |i: usize| i % 7 == 3 && i % 11 != 5;
+        let expired = (0..n).filter(|i| gone(*i)).count();
+        assert_eq!(
+            (loading.records, loading.restored, b.lma().cache().len()),
+            (n + 1, n - expired, n - expired)
+        );
+        assert_eq!(a.lma().snapshot(now, wall), b.lma().snapshot(now, wall));
+        assert_eq!(a.desired(3), b.desired(3));
+        assert_eq!(format!("{:?}", a.batch), format!("{:?}", b.batch));
+        assert_eq!(
+            b.batch.len(),
+            expired + 1,
+            "the expired ones and the one held twice"
+        );
+        assert!(b.batch.has_binding(&twice.key()));
+        for i in 0..n {
+            let held = b.lma().cache().by_prefix(&prefix(i));
+            let e = held.and_then(|s| b.lma().cache().get(s));
+            assert_eq!(e.is_some(), !gone(i), "binding {i}");
+            if let Some(e) = e {
+                assert_eq!(*e.mn_id, *format!("mn{i}@example.org"));
+                let state = if i % 11 == 5 {
+                    BindingState::Deregistering
+                } else {
+                    BindingState::Active
+                };
+                assert_eq!(e.state, state);
+            }
+        }
+        assert_eq!(b.lma().prefixes_available(), a.lma().prefixes_available());
     }
 
     #[test]

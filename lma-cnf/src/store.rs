@@ -39,6 +39,11 @@ const SCHEMA_VERSION: u64 = 2;
 /// in full only at start, and the kernel's page cache holds the file anyway.
 const CACHE_BYTES: usize = 32 << 20;
 
+/// Binding records decoded by [`Store::for_each_binding`]'s reading thread at a time.
+pub const CHUNK: usize = 4096;
+/// Chunks that thread may decode ahead of their consumer.
+pub const CHUNKS_AHEAD: usize = 8;
+
 /// This run of the daemon, from [`Store::begin_run`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
@@ -83,6 +88,14 @@ pub enum StoreError {
 pub struct Loaded {
     /// Bindings, the API's profiles and MAGs (with their names), the restart counter.
     pub snapshot: LmaSnapshot,
+}
+
+/// What [`Store::for_each_binding`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BindingsRead {
+    pub records: usize,
+    /// How long the caller waited for records: the rest of the time went to its own work.
+    pub waited: std::time::Duration,
 }
 
 /// Changes to write in one transaction. Later changes to the same key replace earlier ones.
@@ -216,45 +229,113 @@ impl Store {
 
     /// Reads everything back. Any unreadable record is an error naming it.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.io(e))?;
-        let mut out = Loaded::default();
-        let corrupt = |table, key: &str, reason: String| StoreError::Corrupt {
+        let mut snapshot = self.load_policy()?;
+        snapshot.bindings.reserve(self.binding_count()?);
+        self.for_each_binding(|r| snapshot.bindings.push(r))?;
+        Ok(Loaded { snapshot })
+    }
+
+    fn corrupt(&self, table: &'static str, key: &str, reason: String) -> StoreError {
+        StoreError::Corrupt {
             path: self.path.clone(),
             table,
             key: key.to_owned(),
             reason,
-        };
+        }
+    }
+
+    /// Everything but the bindings: the restart counter, the API's profiles and MAGs.
+    pub fn load_policy(&self) -> Result<LmaSnapshot, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.io(e))?;
+        let mut out = LmaSnapshot::default();
         let meta = r.open_table(META).map_err(|e| self.io(e))?;
-        out.snapshot.restart_counter = meta
+        out.restart_counter = meta
             .get(RESTART_COUNTER)
             .map_err(|e| self.io(e))?
             .map_or(0, |v| v.value()) as u32;
-        let t = r.open_table(BINDINGS).map_err(|e| self.io(e))?;
-        out.snapshot
-            .bindings
-            .reserve(t.len().map_err(|e| self.io(e))? as usize);
-        for item in t.iter().map_err(|e| self.io(e))? {
-            let (k, v) = item.map_err(|e| self.io(e))?;
-            let rec: BindingRecord = crate::record::decode(v.value())
-                .map_err(|e| corrupt("bindings", k.value(), e.to_string()))?;
-            out.snapshot.bindings.push(rec);
-        }
         let t = r.open_table(PROFILES).map_err(|e| self.io(e))?;
         for item in t.iter().map_err(|e| self.io(e))? {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let p: MobileNodeProfile = serde_json::from_slice(v.value())
-                .map_err(|e| corrupt("profiles", k.value(), e.to_string()))?;
-            out.snapshot.profiles.push(p);
+                .map_err(|e| self.corrupt("profiles", k.value(), e.to_string()))?;
+            out.profiles.push(p);
         }
         let t = r.open_table(MAGS).map_err(|e| self.io(e))?;
         for item in t.iter().map_err(|e| self.io(e))? {
             let (k, v) = item.map_err(|e| self.io(e))?;
             let a: Ipv6Addr = k.value().parse().map_err(|e: std::net::AddrParseError| {
-                corrupt("authorized_mags", k.value(), e.to_string())
+                self.corrupt("authorized_mags", k.value(), e.to_string())
             })?;
-            out.snapshot.authorized_mags.insert(a, v.value().to_owned());
+            out.authorized_mags.insert(a, v.value().to_owned());
         }
         Ok(out)
+    }
+
+    /// How many binding records the store holds.
+    pub fn binding_count(&self) -> Result<usize, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.io(e))?;
+        let t = r.open_table(BINDINGS).map_err(|e| self.io(e))?;
+        Ok(t.len().map_err(|e| self.io(e))? as usize)
+    }
+
+    /// Hands every binding record to `each`, in the store's key order.
+    /// Any unreadable record is an error naming it, and `each` sees none after it.
+    ///
+    /// A thread of its own walks redb's pages and decodes the records while `each` runs on
+    /// the caller's: at a million bindings the two take about as long, and a restarting daemon
+    /// restores its cache from the records as they come instead of after the last one.
+    /// [`CHUNK`] records at a time cross over, at most [`CHUNKS_AHEAD`] chunks ahead.
+    pub fn for_each_binding(
+        &self,
+        mut each: impl FnMut(BindingRecord),
+    ) -> Result<BindingsRead, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                if let Err(e) = self.read_bindings(|chunk| tx.send(Ok(chunk)).is_ok()) {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            let mut read = BindingsRead::default();
+            loop {
+                let t = std::time::Instant::now();
+                // Ends when the reader is done (it dropped its sender) or failed.
+                let Ok(chunk) = rx.recv() else {
+                    return Ok(read);
+                };
+                read.waited += t.elapsed();
+                for r in chunk? {
+                    each(r);
+                    read.records += 1;
+                }
+            }
+        })
+    }
+
+    /// Decodes the binding records in key order and hands them to `send` in chunks, until it
+    /// says to stop.
+    fn read_bindings(
+        &self,
+        mut send: impl FnMut(Vec<BindingRecord>) -> bool,
+    ) -> Result<(), StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.io(e))?;
+        let t = r.open_table(BINDINGS).map_err(|e| self.io(e))?;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for item in t.iter().map_err(|e| self.io(e))? {
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            let rec = crate::record::decode(v.value())
+                .map_err(|e| self.corrupt("bindings", k.value(), e.to_string()))?;
+            chunk.push(rec);
+            if chunk.len() == CHUNK
+                && !send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+            {
+                return Ok(());
+            }
+        }
+        if !chunk.is_empty() {
+            send(chunk);
+        }
+        Ok(())
     }
 
     /// Records one more start of the daemon, durably, and returns this run's numbers.
@@ -542,6 +623,44 @@ mod tests {
         }
         let e = Store::open(dir.path()).unwrap_err();
         assert!(matches!(e, StoreError::Schema { found: 3, .. }), "{e}");
+    }
+
+    /// A damaged record among thousands (chunks of them decoded on the reading thread) is an
+    /// error naming it, and no record after it is handed out.
+    #[test]
+    fn a_damaged_record_in_a_large_store_stops_the_read_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let n = 3 * CHUNK as u32;
+        let mut b = Batch::default();
+        for i in 0..n {
+            b.put_binding(record(i));
+        }
+        s.commit(&b).unwrap();
+        let mut all = Vec::new();
+        let read = s.for_each_binding(|r| all.push(r)).unwrap();
+        assert_eq!((read.records, all.len()), (n as usize, n as usize));
+        let mut keys: Vec<String> = all.iter().map(BindingRecord::key).collect();
+        let sorted = keys.clone();
+        keys.sort();
+        assert_eq!(keys, sorted, "in the store's key order");
+        let damaged = &keys[2 * CHUNK + 5];
+        let w = s.db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(BINDINGS).unwrap();
+            let mut bytes = t.get(damaged.as_str()).unwrap().unwrap().value().to_vec();
+            bytes.pop();
+            t.insert(damaged.as_str(), bytes.as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+        let mut seen = 0;
+        let e = s.for_each_binding(|_| seen += 1).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt { table: "bindings", key, .. } if key == damaged),
+            "{e}"
+        );
+        assert!(seen <= 2 * CHUNK + 5, "none after it: {seen}");
+        assert!(s.load().is_err());
     }
 
     #[test]

@@ -154,19 +154,18 @@ impl Lab {
         let config = config(dir.path());
         let store = Store::open(&config.state_dir).unwrap();
         let run = store.begin_run(1_800_000_000).unwrap();
-        let loaded = store.load().unwrap();
+        let clock = Clock::new();
+        let (service, _) = lma_cnf::core::restore(config, &store, run, 7, &clock).unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
         let mut registry = prometheus_client::registry::Registry::default();
         let (core, handle) = Core::new(Parts {
-            config,
+            service,
             store,
-            loaded,
             run,
             datapath: Datapath::Fake(datapath.clone()),
             transport: Wire { sent: tx },
             metrics: Metrics::new(&mut registry),
-            clock: Clock::new(),
-            seed: 7,
+            clock,
         })
         .await
         .unwrap();

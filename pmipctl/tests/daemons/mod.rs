@@ -189,13 +189,13 @@ impl Lma {
         let config = lma_config(dir.path(), api.clone(), heartbeat);
         let store = lma_cnf::store::Store::open(&config.state_dir).unwrap();
         let run = store.begin_run(1_800_000_000).unwrap();
-        let loaded = store.load().unwrap();
+        let clock = Clock::new();
+        let (service, _) = lma_cnf::core::restore(config, &store, run, 7, &clock).unwrap();
         let (tx, sent) = mpsc::unbounded_channel();
         let mut registry = prometheus_client::registry::Registry::default();
         let (core, handle) = Core::new(Parts {
-            config,
+            service,
             store,
-            loaded,
             run,
             datapath: Datapath::Fake(datapath::Fake::new()),
             transport: Wire {
@@ -203,8 +203,7 @@ impl Lma {
                 sent: tx,
             },
             metrics: lma_cnf::metrics::Metrics::new(&mut registry),
-            clock: Clock::new(),
-            seed: 7,
+            clock,
         })
         .await
         .unwrap();
