@@ -413,8 +413,11 @@ pub struct Service {
     datapath_reconciled_after: Option<Duration>,
     bindings_hub: Hub<BindingChange>,
     profiles_hub: Hub<ProfileChange>,
-    /// Per binding key: revision of its last change, and the MAG before the last handoff.
-    revisions: HashMap<String, u64>,
+    /// Per session, by its slot in the binding cache: the revision of its last change (a
+    /// session's first change, its creation, sets it; restored ones are at 0). A map by
+    /// binding key cost about 100 B per binding at a million.
+    revisions: Vec<u64>,
+    /// Per binding key: the MAG before the last handoff.
     previous_coa: HashMap<String, Ipv6Addr>,
     /// Refused nodes for the Watch snapshot, at most `refused_nodes_kept` of them, and the
     /// order they were first refused in (names of nodes forgotten since may linger in it).
@@ -521,7 +524,7 @@ impl Service {
             datapath_reconciled_after: None,
             bindings_hub: Hub::new(s.epoch, WATCH_HISTORY),
             profiles_hub: Hub::new(s.epoch, WATCH_HISTORY),
-            revisions: HashMap::new(),
+            revisions: Vec::new(),
             previous_coa: HashMap::new(),
             rejections: BTreeMap::new(),
             rejection_order: std::collections::VecDeque::new(),
@@ -763,7 +766,7 @@ impl Service {
             } else {
                 ViewState::Active
             },
-            revision: self.revisions.get(&key).copied().unwrap_or(0),
+            revision: self.revisions.get(session.0 as usize).copied().unwrap_or(0),
             previous_proxy_coa: self.previous_coa.get(&key).copied(),
             mag_name: self.mag_name(&e.proxy_coa),
             remaining_s: match e.state {
@@ -802,7 +805,11 @@ impl Service {
             self.batch.put_keyed(key.clone(), v.record.clone());
         }
         v.revision = self.bindings_hub.revision() + 1;
-        self.revisions.insert(key, v.revision);
+        let slot = session.0 as usize;
+        if self.revisions.len() <= slot {
+            self.revisions.resize(slot + 1, 0);
+        }
+        self.revisions[slot] = v.revision;
         self.rejections.remove(&v.record.mn_id);
         self.bindings_hub.publish(wall, make(v));
     }
@@ -878,7 +885,6 @@ impl Service {
                 self.track_peer(record.proxy_coa, wall);
                 let key = record.key();
                 self.batch.delete_binding(key.clone());
-                self.revisions.remove(&key);
                 let previous = self.previous_coa.remove(&key);
                 let mag_name = self.mag_name(&record.proxy_coa);
                 let view = BindingView {
@@ -2242,6 +2248,36 @@ mod tests {
             }
         }
         assert_eq!(b.lma().prefixes_available(), a.lma().prefixes_available());
+    }
+
+    /// A binding shows the revision of its last change; a session created where a removed
+    /// one was (its slot in the cache) shows its own, never the removed one's.
+    #[test]
+    fn a_binding_shows_its_last_changes_revision_and_a_new_session_its_own() {
+        let mut b = Bench::new();
+        let p1 = b.attach(MAG1, 1);
+        b.attach(MAG1, 2);
+        let revision = |b: &Bench, n: u8| b.s.bindings_of(b.now, b.wall, &nai(n))[0].revision;
+        assert_eq!((revision(&b, 1), revision(&b, 2)), (1, 2));
+        // Node 1 leaves: de-registered (revision 3), removed after MinDelayBeforeBCEDelete.
+        b.advance(Duration::from_secs(1));
+        let bye = b.pbu_over(
+            MAG1,
+            1,
+            HandoffIndicator::AttachmentOverNewInterface,
+            &p1.to_string(),
+            AccessTechnologyType::Ieee80211,
+            0,
+        );
+        b.receive(MAG1, &bye);
+        assert_eq!(b.pbas().len(), 1);
+        assert_eq!(revision(&b, 1), 3);
+        b.advance(Duration::from_secs(60));
+        b.s.handle_timeout(b.now, b.wall);
+        assert!(b.s.bindings_of(b.now, b.wall, &nai(1)).is_empty());
+        // Revision 4 was its removal; node 3 takes its slot with revision 5.
+        b.attach(MAG1, 3);
+        assert_eq!((revision(&b, 3), revision(&b, 2)), (5, 2));
     }
 
     #[test]
