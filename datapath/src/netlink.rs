@@ -1,7 +1,7 @@
 //! A route netlink connection, bound to one network namespace, that sends many requests in
 //! few system calls and names the object of every failure.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -285,19 +285,31 @@ impl Netlink {
     /// the batch in order.
     pub(crate) async fn execute(&self, requests: &[Request]) -> Vec<Result<Outcome>> {
         let mut results = self.send(requests).await;
+        let is_enomem =
+            |r: &Result<Outcome>| matches!(r, Err(e) if e.errno() == Some(libc::ENOMEM));
+        // The last request of the batch touching each object, computed once: asked per
+        // failure of a batch of thousands, that question was quadratic.
+        let mut last: Option<HashMap<String, usize>> = None;
         for attempt in 1..=RETRIES {
+            if !results.iter().any(is_enomem) {
+                break;
+            }
+            let last = last.get_or_insert_with(|| {
+                requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (msg::object_key(&r.msg), i))
+                    .collect()
+            });
             let retry: Vec<usize> = results
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| matches!(r, Err(e) if e.errno() == Some(libc::ENOMEM)))
+                .filter(|(_, r)| is_enomem(r))
                 .map(|(i, _)| i)
                 .filter(|&i| {
-                    let (Some(request), Some(later)) = (requests.get(i), requests.get(i + 1..))
-                    else {
-                        return false;
-                    };
-                    let key = msg::object_key(&request.msg);
-                    later.iter().all(|l| msg::object_key(&l.msg) != key)
+                    requests
+                        .get(i)
+                        .is_some_and(|r| last.get(&msg::object_key(&r.msg)) == Some(&i))
                 })
                 .collect();
             if retry.is_empty() {
