@@ -870,9 +870,11 @@ impl Kernel {
         }
         // The replies of a million routes must not queue before the acknowledgements the
         // daemon's changes wait for.
+        let started = std::time::Instant::now();
         let dump = self.inner.nl.reconnect()?;
         let actual = read_actual(&dump, l, true).await?;
         drop(dump);
+        let dumped = started.elapsed();
         let (picture, slots, tunnels) = {
             let mut sh = self.inner.shadow.lock().await;
             match sh.pending.as_mut() {
@@ -892,6 +894,7 @@ impl Kernel {
             op: "reconcile",
             reason: e.to_string(),
         })??;
+        let planned = started.elapsed();
         let mut report = ReconcileReport::default();
         let mut failures = Vec::new();
         let mut total = 0;
@@ -911,7 +914,14 @@ impl Kernel {
             drop(sh);
             tokio::task::yield_now().await;
         }
-        tracing::info!(?report, failed = failures.len(), "datapath: reconciled");
+        tracing::info!(
+            ?report,
+            failed = failures.len(),
+            dump_s = dumped.as_secs_f64(),
+            diff_s = (planned - dumped).as_secs_f64(),
+            send_s = (started.elapsed() - planned).as_secs_f64(),
+            "datapath: reconciled"
+        );
         if !failures.is_empty() {
             return Err(batch_error(failures, total));
         }
@@ -982,10 +992,14 @@ async fn read_actual(nl: &Netlink, l: &Layout, routes: bool) -> Result<Actual> {
     // requested while the first is still being read is refused with EBUSY.
     let mut dumped = Vec::new();
     if routes {
-        dumped = nl.dump_routes(AddressFamily::Inet6).await?;
-        dumped.extend(nl.dump_routes(AddressFamily::Inet).await?);
+        for ipv6 in [true, false] {
+            let layout = l.clone();
+            dumped.extend(
+                nl.dump_routes_of(ipv6, l.s.route_protocol, move |r| layout.owns_route(r))
+                    .await?,
+            );
+        }
     }
-    let routes = dumped;
     let mut rules = nl.dump_rules(AddressFamily::Inet6).await?;
     rules.extend(nl.dump_rules(AddressFamily::Inet).await?);
     let addresses = nl.dump_addresses().await?;
@@ -994,11 +1008,7 @@ async fn read_actual(nl: &Netlink, l: &Layout, routes: bool) -> Result<Actual> {
         links,
         ..Actual::default()
     };
-    for r in routes.iter().filter_map(KRoute::parse) {
-        if l.owns_route(&r) {
-            a.routes.insert(r.key, r);
-        }
-    }
+    a.routes = dumped.into_iter().map(|r| (r.key, r)).collect();
     for r in rules.iter().filter_map(KRule::parse) {
         if l.owns_rule(&r) {
             a.rules.insert(r);

@@ -100,6 +100,7 @@
 //! connections and processes inside them; with [`Netlink`]'s link helpers that is what a lab
 //! or an end-to-end test needs.
 
+mod dump;
 mod error;
 mod fake;
 mod kernel;
@@ -109,6 +110,39 @@ mod netlink;
 pub mod netns;
 mod plan;
 pub mod sysctl;
+
+/// The two ways of reading a route dump, side by side, for `benches/route_dump.rs`.
+#[doc(hidden)]
+pub mod bench {
+    use crate::msg::KRoute;
+    use crate::{Netlink, Result};
+    use netlink_packet_route::AddressFamily;
+
+    /// Routes of `protocol` (both families) through `netlink-packet-route` and
+    /// [`KRoute::parse`], as the datapath read them before [`crate::dump`].
+    pub async fn dump_with_netlink_packet_route(nl: &Netlink, protocol: u8) -> Result<usize> {
+        let mut n = 0;
+        for family in [AddressFamily::Inet6, AddressFamily::Inet] {
+            n += nl
+                .dump_routes(family)
+                .await?
+                .iter()
+                .filter_map(KRoute::parse)
+                .filter(|r| r.protocol == protocol)
+                .count();
+        }
+        Ok(n)
+    }
+
+    /// Routes of `protocol` (both families) read in place by [`crate::dump`].
+    pub async fn dump_in_place(nl: &Netlink, protocol: u8) -> Result<usize> {
+        let mut n = 0;
+        for ipv6 in [true, false] {
+            n += nl.dump_routes_of(ipv6, protocol, |_| true).await?.len();
+        }
+        Ok(n)
+    }
+}
 
 use std::net::Ipv6Addr;
 

@@ -28,6 +28,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::proto::{Connection, ConnectionHandle};
 use rtnetlink::sys::AsyncSocket;
 
+use crate::dump;
 use crate::error::{Error, Result};
 use crate::msg::{self, KAddr, KLink, KRoute, RouteKey, Via};
 use crate::netns::{self, NetNs};
@@ -402,6 +403,40 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// The routes of `protocol` of one family (IPv6 or IPv4) that `keep` accepts, read
+    /// straight from the kernel's bytes ([`crate::dump`]) on a socket of its own, on a
+    /// blocking thread: what a million routes need, where [`Netlink::dump_routes`] builds a
+    /// `netlink-packet-route` message per route and passes each through a channel. The kernel
+    /// sends only the routes of `protocol` (strict checking, Linux 4.20 and later; an older
+    /// kernel sends all, and `keep` still sees only those of `protocol`).
+    pub(crate) async fn dump_routes_of(
+        &self,
+        ipv6: bool,
+        protocol: u8,
+        keep: impl Fn(&KRoute) -> bool + Send + Sync + 'static,
+    ) -> Result<Vec<KRoute>> {
+        let netns = self.netns.clone();
+        let object = if ipv6 {
+            "(all IPv6 routes)"
+        } else {
+            "(all IPv4 routes)"
+        };
+        let dumped = tokio::task::spawn_blocking(move || {
+            let keep = move |r: &KRoute| r.protocol == protocol && keep(r);
+            match &netns {
+                Some(ns) => ns.run(|| dump_routes_blocking(ipv6, protocol, &keep))?,
+                None => dump_routes_blocking(ipv6, protocol, &keep),
+            }
+        })
+        .await
+        .map_err(|e| Error::Protocol {
+            op: "dump routes",
+            object: object.into(),
+            detail: format!("the dump thread failed: {e}"),
+        })??;
+        Ok(dumped)
     }
 
     /// The policy rules of one family (IPv6 or IPv4).
@@ -860,6 +895,143 @@ impl Netlink {
             source,
         }
     }
+}
+
+/// What one route dump socket reads at a time: the kernel fills at most 32 KiB of dump per
+/// read.
+const DUMP_READ: usize = 64 << 10;
+
+/// [`Netlink::dump_routes_of`] on the calling thread, in its network namespace.
+fn dump_routes_blocking(
+    ipv6: bool,
+    protocol: u8,
+    keep: &dyn Fn(&KRoute) -> bool,
+) -> Result<Vec<KRoute>> {
+    let op = "dump routes";
+    let object = || {
+        String::from(if ipv6 {
+            "(all IPv6 routes)"
+        } else {
+            "(all IPv4 routes)"
+        })
+    };
+    let socket_error = |source: io::Error| Error::Socket {
+        netns: None,
+        source,
+    };
+    let mut socket = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)
+        .map_err(socket_error)?;
+    socket.bind_auto().map_err(socket_error)?;
+    socket
+        .connect(&rtnetlink::sys::SocketAddr::new(0, 0))
+        .map_err(socket_error)?;
+    // Without it the kernel ignores the protocol in the request and sends every route.
+    let filtered = socket.set_netlink_get_strict_chk(true).is_ok();
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0),
+    )
+    .map_err(|e| socket_error(e.into()))?;
+    let mut buf = vec![0u8; DUMP_READ];
+    'attempt: for attempt in 0..DUMP_ATTEMPTS {
+        let seq = attempt as u32 + 1;
+        let request = dump::route_dump_request(ipv6, if filtered { protocol } else { 0 }, seq);
+        socket.send(&request, 0).map_err(|source| Error::Kernel {
+            op,
+            object: object(),
+            source,
+        })?;
+        let mut routes = Vec::new();
+        let mut interrupted = false;
+        let mut malformed = 0usize;
+        let mut first_malformed = None;
+        loop {
+            let mut into: &mut [u8] = &mut buf[..];
+            let n = match socket.recv(&mut into, 0) {
+                Ok(n) => n.min(DUMP_READ),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(Error::Timeout {
+                        op,
+                        object: object(),
+                        seconds: ANSWER_TIMEOUT.as_secs(),
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::Kernel {
+                        op,
+                        object: object(),
+                        source,
+                    });
+                }
+            };
+            let Some(datagram) = buf.get(..n) else { break };
+            for m in dump::Messages::new(datagram) {
+                let m = m.map_err(|e| Error::Protocol {
+                    op,
+                    object: object(),
+                    detail: e.to_string(),
+                })?;
+                if m.seq != seq {
+                    continue;
+                }
+                if m.flags & dump::NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match m.kind {
+                    dump::RTM_NEWROUTE => match dump::parse_route(m.payload, m.offset) {
+                        Ok(Some(r)) if keep(&r) => routes.push(r),
+                        Ok(_) => {}
+                        Err(e) => {
+                            malformed += 1;
+                            first_malformed.get_or_insert(e);
+                        }
+                    },
+                    dump::NLMSG_DONE => {
+                        // A dump that failed half-way ends with the error in its DONE.
+                        if let Some(code) = m.error_code().filter(|c| *c < 0) {
+                            return Err(Error::Kernel {
+                                op,
+                                object: object(),
+                                source: io::Error::from_raw_os_error(code.saturating_abs()),
+                            });
+                        }
+                        if interrupted {
+                            continue 'attempt;
+                        }
+                        if let Some(e) = first_malformed {
+                            tracing::warn!(malformed, first = %e, "netlink: unreadable routes in a dump, left out");
+                        }
+                        return Ok(routes);
+                    }
+                    dump::NLMSG_ERROR => match m.error_code() {
+                        Some(0) => {}
+                        code => {
+                            return Err(Error::Kernel {
+                                op,
+                                object: object(),
+                                source: io::Error::from_raw_os_error(
+                                    code.map_or(libc::EPROTO, |c| c.saturating_abs()),
+                                ),
+                            });
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    Err(Error::Protocol {
+        op,
+        object: object(),
+        detail: format!("interrupted by concurrent changes {DUMP_ATTEMPTS} times"),
+    })
 }
 
 async fn collect_answers(

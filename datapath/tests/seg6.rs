@@ -919,3 +919,105 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
         }
     }
 }
+
+/// The background reconcile reads the kernel's routes from its bytes, keeping only its own:
+/// among foreign routes of every shape (seg6 of another mode, IPv4, multipath, a route
+/// preference, its protocol in a table it does not own) it removes its stale and multipath
+/// routes, writes the missing one, corrects a wrong peer and leaves every foreign route as
+/// it was. Both ways of reading the dump agree on what they saw.
+#[tokio::test]
+async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
+    let n = Node::new("foreign").await;
+    n.ip("link add v0 type veth peer name v1");
+    n.ip("link set v0 up");
+    n.ip("link set v1 up");
+    n.addr("v0", "2001:db8:e::1", 64).await;
+    n.ip("addr add 10.1.0.1/24 dev v0");
+    let v0 = n.index("v0").await;
+    let settings = Settings::new(v0, 1500);
+    let dp = Datapath::open(Mode::Seg6, n.nl.clone(), settings.clone())
+        .await
+        .unwrap();
+    let (kept, stale, wrong, missing) = (
+        net("2001:db8:101::/64"),
+        net("2001:db8:102::/64"),
+        net("2001:db8:103::/64"),
+        net("2001:db8:104::/64"),
+    );
+    let v4: ipnet::Ipv4Net = "198.51.100.7/32".parse().unwrap();
+    let (mag, other) = (a("2001:db8:e::2"), a("2001:db8:e::3"));
+    for c in [
+        Change::SetDownlink {
+            prefix: kept,
+            peer: mag,
+        },
+        Change::SetDownlink {
+            prefix: stale,
+            peer: mag,
+        },
+        Change::SetDownlink {
+            prefix: wrong,
+            peer: mag,
+        },
+        Change::SetDownlink4 {
+            prefix: v4,
+            peer: mag,
+        },
+    ] {
+        dp.apply(&[c]).await.unwrap();
+    }
+    let foreign = [
+        "-6 route add 2001:db8:f1::/64 encap seg6 mode encap segs 2001:db8::9 dev v0 proto static",
+        "-6 route add 2001:db8:f2::/64 dev v0 proto 135 table 100",
+        "-6 route add 2001:db8:f4::/64 dev v0 pref high proto static",
+        "-6 route add 2001:db8:f5::/64 via 2001:db8:e::2 dev v0 proto 135 metric 1000",
+        "-4 route add 10.2.0.0/24 via 10.1.0.2 dev v0 proto static",
+        "-6 route add 2001:db8:f3::/64 proto 135 metric 1000 nexthop via 2001:db8:e::2 dev v0 \
+         nexthop via 2001:db8:e::3 dev v0",
+    ];
+    for f in foreign {
+        n.ip(f);
+    }
+    let mut stored = dp.state().await;
+    stored.routes.remove(&stale);
+    stored
+        .routes
+        .insert(wrong, PrefixRoute::Tunnel { peer: other });
+    stored
+        .routes
+        .insert(missing, PrefixRoute::Tunnel { peer: mag });
+
+    let seen = datapath::bench::dump_in_place(&n.nl, settings.route_protocol)
+        .await
+        .unwrap();
+    let oracle = datapath::bench::dump_with_netlink_packet_route(&n.nl, settings.route_protocol)
+        .await
+        .unwrap();
+    // kept, stale, wrong, v4, and the protocol-135 foreign ones (table 100, via, multipath).
+    assert_eq!((seen, oracle), (7, 7));
+
+    let restarted = Datapath::open_without_routes(Mode::Seg6, n.nl.clone(), settings)
+        .await
+        .unwrap();
+    restarted.assume(stored.clone()).await.unwrap();
+    let report = restarted.reconcile_pending().await.unwrap();
+    assert_eq!(
+        report.routes.removed, 3,
+        "stale, the gateway route and the multipath one: {report:?}"
+    );
+    assert_eq!(report.routes.added, 2, "missing and wrong: {report:?}");
+    let Datapath::Kernel(k) = &restarted else {
+        panic!("seg6 is a kernel backend")
+    };
+    assert_eq!(k.read_back().await.unwrap(), stored);
+    let all = n.ip_output("-6 route show table all");
+    for kept in ["2001:db8:f1::/64", "2001:db8:f2::/64", "2001:db8:f4::/64"] {
+        assert!(all.contains(kept), "{kept} kept: {all}");
+    }
+    for gone in ["2001:db8:f3::/64", "2001:db8:f5::/64", "2001:db8:102::/64"] {
+        assert!(!all.contains(gone), "{gone} removed: {all}");
+    }
+    assert!(n.ip_output("-4 route").contains("10.2.0.0/24"));
+    assert!(restarted.reconcile_pending().await.unwrap().is_noop());
+    assert!(restarted.reconcile(&stored).await.unwrap().is_noop());
+}
