@@ -868,13 +868,10 @@ impl Kernel {
         if !self.is_pending().await {
             return Ok(ReconcileReport::default());
         }
-        // The replies of a million routes must not queue before the acknowledgements the
-        // daemon's changes wait for.
         let started = std::time::Instant::now();
-        let dump = self.inner.nl.reconnect()?;
-        let actual = read_actual(&dump, l, true).await?;
-        drop(dump);
-        let dumped = started.elapsed();
+        // The picture first, so that the objects it needs are built while the kernel is
+        // dumped: a change made after the picture is left to itself (below), whether the dump
+        // saw it or not.
         let (picture, slots, tunnels) = {
             let mut sh = self.inner.shadow.lock().await;
             match sh.pending.as_mut() {
@@ -885,15 +882,26 @@ impl Kernel {
             (sh.state.clone(), sh.slots.clone(), sh.tunnels.clone())
         };
         let layout = l.clone();
-        let steps = tokio::task::spawn_blocking(move || -> Result<Vec<Step>> {
-            let want = plan::objects(&layout, &picture, &slots, &tunnels)?;
-            Ok(steps(&layout, &plan::diff(&layout, &actual, &want)))
-        })
-        .await
-        .map_err(|e| Error::Invalid {
+        let wanted =
+            tokio::task::spawn_blocking(move || plan::objects(&layout, &picture, &slots, &tunnels));
+        // The replies of a million routes must not queue before the acknowledgements the
+        // daemon's changes wait for.
+        let dump = self.inner.nl.reconnect()?;
+        let actual = read_actual(&dump, l, true).await?;
+        drop(dump);
+        let dumped = started.elapsed();
+        let joined = |e: tokio::task::JoinError| Error::Invalid {
             op: "reconcile",
             reason: e.to_string(),
-        })??;
+        };
+        let want = wanted.await.map_err(joined)??;
+        let layout = l.clone();
+        // The maps of a million routes are dropped there too.
+        let steps = tokio::task::spawn_blocking(move || {
+            steps(&layout, &plan::diff(&layout, &actual, &want))
+        })
+        .await
+        .map_err(joined)?;
         let planned = started.elapsed();
         let mut report = ReconcileReport::default();
         let mut failures = Vec::new();
@@ -990,25 +998,20 @@ impl Kernel {
 async fn read_actual(nl: &Netlink, l: &Layout, routes: bool) -> Result<Actual> {
     // One after the other: a netlink socket runs one dump at a time, and a second dump
     // requested while the first is still being read is refused with EBUSY.
-    let mut dumped = Vec::new();
-    if routes {
-        for ipv6 in [true, false] {
-            let layout = l.clone();
-            dumped.extend(
-                nl.dump_routes_of(ipv6, l.s.route_protocol, move |r| layout.owns_route(r))
-                    .await?,
-            );
-        }
-    }
+    let routes = if routes {
+        owned_routes(nl, l).await?
+    } else {
+        BTreeMap::new()
+    };
     let mut rules = nl.dump_rules(AddressFamily::Inet6).await?;
     rules.extend(nl.dump_rules(AddressFamily::Inet).await?);
     let addresses = nl.dump_addresses().await?;
     let links = nl.dump_links().await?;
     let mut a = Actual {
         links,
+        routes,
         ..Actual::default()
     };
-    a.routes = dumped.into_iter().map(|r| (r.key, r)).collect();
     for r in rules.iter().filter_map(KRule::parse) {
         if l.owns_rule(&r) {
             a.rules.insert(r);
@@ -1022,6 +1025,25 @@ async fn read_actual(nl: &Netlink, l: &Layout, routes: bool) -> Result<Actual> {
         }
     }
     Ok(a)
+}
+
+/// The routes of both families that `l` owns, by key.
+async fn owned_routes(nl: &Netlink, l: &Layout) -> Result<BTreeMap<RouteKey, KRoute>> {
+    let mut routes = Vec::new();
+    for ipv6 in [true, false] {
+        let layout = l.clone();
+        routes.extend(
+            nl.dump_routes_of(ipv6, l.s.route_protocol, move |r| layout.owns_route(r))
+                .await?,
+        );
+    }
+    // Sorting a million keys is not for the runtime's threads.
+    tokio::task::spawn_blocking(move || routes.into_iter().map(|r| (r.key, r)).collect())
+        .await
+        .map_err(|e| Error::Invalid {
+            op: "dump routes",
+            reason: e.to_string(),
+        })
 }
 
 fn first_termination(state: &DesiredState) -> Result<Ipv6Addr> {

@@ -514,16 +514,20 @@ pub(crate) struct Diff {
 
 pub(crate) fn diff(l: &Layout, actual: &Actual, want: &Objects) -> Diff {
     let mut d = Diff::default();
+    // Both maps in key order side by side: a million routes compared in one pass, without
+    // a lookup per route.
+    let mut have = actual.routes.iter().peekable();
     for (key, r) in &want.routes {
-        if actual.routes.get(key) != Some(r) {
-            d.routes_to_replace.push(r.clone());
+        while let Some((_, stale)) = have.next_if(|(k, _)| *k < key) {
+            d.routes_to_delete.push(stale.clone());
+        }
+        match have.next_if(|(k, _)| *k == key) {
+            Some((_, found)) if found == r => {}
+            _ => d.routes_to_replace.push(r.clone()),
         }
     }
-    for (key, r) in &actual.routes {
-        if !want.routes.contains_key(key) {
-            d.routes_to_delete.push(r.clone());
-        }
-    }
+    d.routes_to_delete
+        .extend(have.map(|(_, stale)| stale.clone()));
     d.rules_to_add = want.rules.difference(&actual.rules).cloned().collect();
     d.rules_to_delete = actual.rules.difference(&want.rules).cloned().collect();
     let ours = l.local_rule();
@@ -788,6 +792,48 @@ mod tests {
         let d = diff(&l, &actual, &o);
         assert_eq!(d.routes_to_delete, [stale]);
         assert!(d.routes_to_replace.is_empty());
+    }
+
+    proptest::proptest! {
+        /// The one-pass comparison of two route maps finds what a lookup per route finds.
+        #[test]
+        fn route_diff_is_the_lookup_diff(
+            want in proptest::collection::vec((0u32..3, 0u8..40, 0u32..2, 0u16..3), 0..60),
+            have in proptest::collection::vec((0u32..3, 0u8..40, 0u32..2, 0u16..3), 0..60),
+        ) {
+            let l = layout(Tunnel::Seg6);
+            let routes = |v: &[(u32, u8, u32, u16)]| -> BTreeMap<RouteKey, KRoute> {
+                v.iter()
+                    .map(|&(t, d, m, peer)| {
+                        let mut r = l.downlink(
+                            Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, u16::from(d), 0, 0, 0, 0, 0), 48)
+                                .unwrap(),
+                            Via::Seg6 { peer: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, peer), oif: 3 },
+                        );
+                        r.key.table = 254 + t;
+                        r.key.metric = 1000 + m;
+                        (r.key, r)
+                    })
+                    .collect()
+            };
+            let want = Objects { routes: routes(&want), ..Objects::default() };
+            let actual = Actual { routes: routes(&have), ..Actual::default() };
+            let d = diff(&l, &actual, &want);
+            let replace: Vec<KRoute> = want
+                .routes
+                .iter()
+                .filter(|(k, r)| actual.routes.get(k) != Some(r))
+                .map(|(_, r)| r.clone())
+                .collect();
+            let delete: Vec<KRoute> = actual
+                .routes
+                .iter()
+                .filter(|(k, _)| !want.routes.contains_key(k))
+                .map(|(_, r)| r.clone())
+                .collect();
+            proptest::prop_assert_eq!(d.routes_to_replace, replace);
+            proptest::prop_assert_eq!(d.routes_to_delete, delete);
+        }
     }
 
     #[test]
