@@ -168,7 +168,7 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     let metrics_addr = cfg.metrics.listen;
     let (core, handle) = Core::new(Parts {
         service,
-        store,
+        store: Arc::new(store),
         run,
         datapath,
         transport,

@@ -1,9 +1,15 @@
 //! The LMA daemon's one task: a thin driver over the synchronous [`Service`]. It `select!`s
-//! over the signalling socket, the service's next timeout and the API's commands, hands each
-//! to the service, and after every turn flushes the service's outputs in this order: datapath
-//! changes, one durable store commit, then the messages. A PBA therefore never leaves before
-//! its route exists and its binding is on disk.
+//! over the signalling socket, the service's next timeout, the API's commands and the store
+//! commit in flight, hands each to the service, and after every turn flushes the service's
+//! outputs in this order: datapath changes, the durable store commit, then the messages. A PBA
+//! therefore never leaves before its route exists and its binding is on disk.
+//!
+//! The commit (an fsync) runs on another thread while the task goes on receiving and handling
+//! messages: what those change is written by the next commit, which starts when this one ends
+//! and carries every write made meanwhile (a group commit), and their replies are held until
+//! it is done. Messages leave in the order they were made.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +17,9 @@ use cnf::Clock;
 use cnf::transport::{RecvBatch, SignallingTransport};
 use datapath::{Datapath, ReconcileReport};
 use futures::FutureExt;
+use pmip::Instant;
 use pmip::config::LmaConfig;
+use pmip::output::Transmit;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -43,7 +51,8 @@ pub const MAX_BATCHES_PER_TURN: usize = 16;
 pub struct Parts<T> {
     /// Restored from the store, by [`restore`].
     pub service: Service,
-    pub store: Store,
+    /// Shared so that a test's transport can read what is on disk when a message leaves.
+    pub store: Arc<Store>,
     pub run: Run,
     pub datapath: Datapath,
     pub transport: T,
@@ -79,9 +88,38 @@ pub struct Core<T> {
     store: Arc<Store>,
     metrics: Metrics,
     commands: mpsc::Receiver<Command>,
-    pending_commit: Option<tokio::task::JoinHandle<(Result<(), StoreError>, Duration)>>,
+    /// The store commit in flight (commits run one at a time, in order).
+    committing: Option<CommitTask>,
+    /// Commits started and ended so far.
+    commits_started: u64,
+    commits_done: u64,
+    /// The last commit started that holds writes replies wait for.
+    last_awaited: u64,
+    /// Messages waiting for a commit, in the order they were made.
+    held: VecDeque<Held>,
     /// The datapath's reconcile running in the background, and since when it was started.
     reconciling: Option<Reconciling>,
+}
+
+type CommitTask = tokio::task::JoinHandle<(Result<(), StoreError>, Duration)>;
+
+/// One turn's messages, which leave once commit number `needs` has ended.
+#[derive(Debug)]
+struct Held {
+    needs: u64,
+    tx: Vec<Transmit>,
+    /// When each PBU these answer arrived.
+    answered: Vec<Instant>,
+}
+
+/// Resolves when the commit in flight ends; never without one.
+async fn commit_done(
+    c: &mut Option<CommitTask>,
+) -> Result<(Result<(), StoreError>, Duration), tokio::task::JoinError> {
+    match c {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The background reconcile of the datapath after a restart ([`Datapath::reconcile_pending`]).
@@ -136,10 +174,14 @@ impl<T: SignallingTransport> Core<T> {
             clock: p.clock,
             transport: p.transport,
             datapath: p.datapath,
-            store: Arc::new(p.store),
+            store: p.store,
             metrics: p.metrics,
             commands,
-            pending_commit: None,
+            committing: None,
+            commits_started: 0,
+            commits_done: 0,
+            last_awaited: 0,
+            held: VecDeque::new(),
             reconciling: None,
         };
         let desired = core
@@ -173,6 +215,7 @@ impl<T: SignallingTransport> Core<T> {
             core.reconciled();
         }
         core.flush().await;
+        core.settle().await;
         Ok((core, handle))
     }
 
@@ -185,6 +228,7 @@ impl<T: SignallingTransport> Core<T> {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                r = commit_done(&mut self.committing) => self.commit_ended(r),
                 r = self.transport.recv_batch(&mut batch) => match r {
                     Ok(n) => {
                         self.receive(n, &batch);
@@ -218,10 +262,11 @@ impl<T: SignallingTransport> Core<T> {
             self.flush().await;
         }
         info!("shutting down");
-        // The deferred refreshes are written now, before anything of this turn.
+        self.settle().await;
+        // The deferred refreshes are written now, with whatever the last turn changed.
         let last = self.service.final_commit();
-        self.flush_with(Some(last)).await;
-        self.finish_commit().await;
+        self.start_commit(last);
+        self.settle().await;
     }
 
     fn reconciled(&mut self) {
@@ -282,13 +327,10 @@ impl<T: SignallingTransport> Core<T> {
         self.service.command(now, wall, cmd);
     }
 
-    /// Datapath, then store, then messages.
+    /// Datapath, then store, then messages: this turn's datapath changes are applied, the
+    /// store commit owed starts unless one is in flight, and the messages whose commit has
+    /// ended leave.
     async fn flush(&mut self) {
-        let commit = self.service.poll_commit(self.clock.now());
-        self.flush_with(commit).await;
-    }
-
-    async fn flush_with(&mut self, commit: Option<Commit>) {
         let changes = self.service.take_changes();
         if !changes.is_empty() {
             let t = std::time::Instant::now();
@@ -303,46 +345,57 @@ impl<T: SignallingTransport> Core<T> {
                 .datapath_seconds
                 .observe(t.elapsed().as_secs_f64());
         }
-        if let Some(Commit { batch, wait }) = commit.filter(|c| !c.batch.is_empty()) {
-            // Commits happen in order: the one before must be done.
-            self.finish_commit().await;
-            let store = self.store.clone();
-            self.pending_commit = Some(tokio::task::spawn_blocking(move || {
-                let t = std::time::Instant::now();
-                (store.commit(&batch), t.elapsed())
-            }));
-            // This turn's replies wait for their changes to be on disk; refreshes alone do
-            // not, and their commit overlaps the next turns.
-            if wait {
-                self.finish_commit().await;
-            }
+        if self.committing.is_none()
+            && let Some(c) = self.service.poll_commit(self.clock.now())
+        {
+            self.start_commit(c);
         }
         let tx = self.service.take_transmits();
         let answered = self.service.take_answered();
-        if !tx.is_empty() {
-            match self.transport.send_batch(&tx).await {
-                Ok(n) if n < tx.len() => {
-                    warn!(sent = n, of = tx.len(), "some messages were not sent")
-                }
-                Ok(_) => {}
-                Err(e) => error!(error = %e, "sending on the signalling socket"),
-            }
-            let done = self.clock.now();
-            for a in answered {
-                self.metrics
-                    .registration_seconds
-                    .observe((done - a).as_secs_f64());
-            }
+        if !tx.is_empty() || !answered.is_empty() {
+            // Writes not yet in a commit go with the next one; otherwise the replies wait for
+            // the last commit that carries writes (they may answer a binding it writes).
+            // Refreshes alone are deferred writes, which replies do not wait for.
+            let needs = if self.service.owes_commit() {
+                self.commits_started + 1
+            } else {
+                self.last_awaited
+            };
+            self.held.push_back(Held {
+                needs,
+                tx,
+                answered,
+            });
         }
+        self.send_ready().await;
         self.metrics.observe(&self.service.stats());
     }
 
-    /// Waits for the commit in flight, if any, and records how it went.
-    async fn finish_commit(&mut self) {
-        let Some(h) = self.pending_commit.take() else {
+    fn start_commit(&mut self, Commit { batch, wait }: Commit) {
+        if batch.is_empty() {
             return;
-        };
-        match h.await {
+        }
+        debug_assert!(self.committing.is_none(), "one commit at a time");
+        self.commits_started += 1;
+        if wait {
+            self.last_awaited = self.commits_started;
+        }
+        let store = self.store.clone();
+        self.committing = Some(tokio::task::spawn_blocking(move || {
+            let t = std::time::Instant::now();
+            (store.commit(&batch), t.elapsed())
+        }));
+    }
+
+    /// Records how the commit in flight went. Its messages leave whether it succeeded or
+    /// not, as they did before there was a store: a failure is logged and counted.
+    fn commit_ended(
+        &mut self,
+        r: Result<(Result<(), StoreError>, Duration), tokio::task::JoinError>,
+    ) {
+        self.committing = None;
+        self.commits_done += 1;
+        match r {
             Ok((r, took)) => {
                 self.metrics
                     .store_commit_seconds
@@ -361,6 +414,50 @@ impl<T: SignallingTransport> Core<T> {
                 error!(error = %e, "durable store task failed");
                 self.metrics.store_failures.inc();
             }
+        }
+    }
+
+    /// Sends, in order, the messages whose commit has ended.
+    async fn send_ready(&mut self) {
+        let mut tx = Vec::new();
+        let mut answered = Vec::new();
+        while let Some(h) = self.held.front()
+            && h.needs <= self.commits_done
+        {
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            if tx.is_empty() {
+                tx = h.tx;
+            } else {
+                tx.extend(h.tx);
+            }
+            answered.extend(h.answered);
+        }
+        if tx.is_empty() {
+            return;
+        }
+        match self.transport.send_batch(&tx).await {
+            Ok(n) if n < tx.len() => {
+                warn!(sent = n, of = tx.len(), "some messages were not sent")
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "sending on the signalling socket"),
+        }
+        let done = self.clock.now();
+        for a in answered {
+            self.metrics
+                .registration_seconds
+                .observe((done - a).as_secs_f64());
+        }
+    }
+
+    /// Waits until no commit is in flight or owed and every held message has left.
+    async fn settle(&mut self) {
+        while let Some(task) = self.committing.as_mut() {
+            let r = task.await;
+            self.commit_ended(r);
+            self.flush().await;
         }
     }
 }

@@ -662,6 +662,11 @@ impl Service {
         Some(Commit { batch, wait: eager })
     }
 
+    /// Whether writes that replies wait for are not yet in a commit.
+    pub fn owes_commit(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
     /// Everything the store is owed, deferred refreshes included: the last commit before the
     /// daemon stops.
     pub fn final_commit(&mut self) -> Commit {

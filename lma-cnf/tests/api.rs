@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cnf::Clock;
@@ -91,10 +92,38 @@ fn config(state_dir: &std::path::Path) -> LmaConfig {
 
 /// The signalling transport of the test: what the core sends goes into a channel. Received
 /// messages reach the core as [`Command::Receive`]: a `RecvBatch` can only be filled by the
-/// raw socket in `cnf`, so `recv_batch` never returns.
+/// raw socket in `cnf`, so `recv_batch` never returns. Every accepted PBA with a lifetime is
+/// checked against the store as it leaves: its binding must be on disk at its MAG.
 #[derive(Debug)]
 struct Wire {
     sent: mpsc::UnboundedSender<Transmit>,
+    store: Arc<Store>,
+}
+
+impl Wire {
+    fn assert_durable(&self, t: &Transmit) {
+        let Ok(Message::BindingAck(ba)) = Message::parse_verified(&t.payload, &t.src, &t.dst)
+        else {
+            return;
+        };
+        if ba.status != Status::Accepted || ba.lifetime.as_secs() == 0 {
+            return;
+        }
+        let Some(prefix) = ProxyBindingAck::new(&ba)
+            .ok()
+            .and_then(|v| v.home_network_prefixes().next())
+        else {
+            return;
+        };
+        let stored = self.store.load().unwrap().snapshot.bindings;
+        assert!(
+            stored
+                .iter()
+                .any(|r| r.home_network_prefixes.first() == Some(&prefix) && r.proxy_coa == t.dst),
+            "the PBA for {prefix} at {} left before its binding was on disk",
+            t.dst
+        );
+    }
 }
 
 impl SignallingTransport for Wire {
@@ -108,6 +137,7 @@ impl SignallingTransport for Wire {
 
     async fn send_batch(&self, out: &[Transmit]) -> io::Result<usize> {
         for t in out {
+            self.assert_durable(t);
             let _ = self.sent.send(t.clone());
         }
         Ok(out.len())
@@ -152,7 +182,7 @@ impl Lab {
     /// finds).
     async fn start_with(dir: TempDir, datapath: datapath::Fake) -> Lab {
         let config = config(dir.path());
-        let store = Store::open(&config.state_dir).unwrap();
+        let store = Arc::new(Store::open(&config.state_dir).unwrap());
         let run = store.begin_run(1_800_000_000).unwrap();
         let clock = Clock::new();
         let (service, _) = lma_cnf::core::restore(config, &store, run, 7, &clock).unwrap();
@@ -160,10 +190,10 @@ impl Lab {
         let mut registry = prometheus_client::registry::Registry::default();
         let (core, handle) = Core::new(Parts {
             service,
-            store,
+            store: store.clone(),
             run,
             datapath: Datapath::Fake(datapath.clone()),
-            transport: Wire { sent: tx },
+            transport: Wire { sent: tx, store },
             metrics: Metrics::new(&mut registry),
             clock,
         })
@@ -276,6 +306,20 @@ impl Lab {
         hi: HandoffIndicator,
         lifetime_s: u32,
     ) -> Pba {
+        self.send_pbu(mag, n, hnp, ipv4, hi, lifetime_s).await;
+        self.next_pba(mag).await
+    }
+
+    /// Hands a PBU from `mag` to the core without waiting for its PBA.
+    async fn send_pbu(
+        &mut self,
+        mag: Ipv6Addr,
+        n: u8,
+        hnp: Option<Ipv6Net>,
+        ipv4: Option<Ipv4Addr>,
+        hi: HandoffIndicator,
+        lifetime_s: u32,
+    ) {
         self.seq = self.seq.wrapping_add(1);
         let id = nai(n);
         let link = ll(n);
@@ -304,6 +348,10 @@ impl Lab {
         let mut bytes = vec![0u8; m.buffer_len()];
         m.emit_with_checksum(&mut bytes, &mag, &LMA).unwrap();
         self.deliver(mag, bytes).await;
+    }
+
+    /// The next PBA the core sends, to `mag`.
+    async fn next_pba(&mut self, mag: Ipv6Addr) -> Pba {
         // A restarted LMA tells its MAGs with heartbeats; they are not the answer.
         let t = loop {
             let t = self.next_sent().await;
@@ -441,6 +489,45 @@ fn updated(e: &pb::BindingEvent) -> (&pb::Binding, pb::UpdateReason) {
         Some(Event::Updated(u)) => (u.binding.as_ref().unwrap(), u.reason()),
         other => panic!("expected UPDATED, got {other:?}"),
     }
+}
+
+/// PBUs that arrive while a store commit is in flight are handled at once, and their PBAs
+/// wait for the commit that carries their bindings (the transport checks each against the
+/// disk as it leaves); they leave in the order the PBUs came.
+#[tokio::test]
+async fn pbas_made_while_a_commit_is_in_flight_wait_for_the_next_commit() {
+    let mut lab = Lab::start().await;
+    for n in 1..=6 {
+        lab.send_pbu(
+            if n % 2 == 0 { MAG2 } else { MAG1 },
+            n,
+            Some(all_zero()),
+            None,
+            HandoffIndicator::AttachmentOverNewInterface,
+            3600,
+        )
+        .await;
+    }
+    let mut prefixes = Vec::new();
+    for n in 1..=6u8 {
+        let pba = lab.next_pba(if n % 2 == 0 { MAG2 } else { MAG1 }).await;
+        assert_eq!(pba.status, Status::Accepted, "mn{n}: {pba:?}");
+        prefixes.extend(pba.prefixes);
+    }
+    let stats = lab.stats().await;
+    assert_eq!(stats.bindings, 6);
+    // Every binding is on disk, each with its own prefix.
+    prefixes.sort();
+    prefixes.dedup();
+    assert_eq!(prefixes.len(), 6);
+    let dir = lab.stop().await;
+    let stored = Store::open(dir.path())
+        .unwrap()
+        .load()
+        .unwrap()
+        .snapshot
+        .bindings;
+    assert_eq!(stored.len(), 6);
 }
 
 #[tokio::test]

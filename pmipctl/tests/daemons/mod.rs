@@ -195,7 +195,7 @@ impl Lma {
         let mut registry = prometheus_client::registry::Registry::default();
         let (core, handle) = Core::new(Parts {
             service,
-            store,
+            store: std::sync::Arc::new(store),
             run,
             datapath: Datapath::Fake(datapath::Fake::new()),
             transport: Wire {
