@@ -369,6 +369,8 @@ impl<T: SignallingTransport> Core<T> {
         }
         self.send_ready().await;
         self.metrics.observe(&self.service.stats());
+        // This turn's log lines, in one write.
+        cnf::telemetry::flush_logs();
     }
 
     fn start_commit(&mut self, Commit { batch, wait }: Commit) {
