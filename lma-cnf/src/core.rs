@@ -7,7 +7,8 @@
 //! The commit (an fsync) runs on another thread while the task goes on receiving and handling
 //! messages: what those change is written by the next commit, which starts when this one ends
 //! and carries every write made meanwhile (a group commit), and their replies are held until
-//! it is done. Messages leave in the order they were made.
+//! it is done. The kernel datapath's batch (netlink requests and their answers) runs beside
+//! the task the same way, one batch at a time. Messages leave in the order they were made.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -95,18 +96,26 @@ pub struct Core<T> {
     commits_done: u64,
     /// The last commit started that holds writes replies wait for.
     last_awaited: u64,
-    /// Messages waiting for a commit, in the order they were made.
+    /// The datapath batch in flight (one at a time, in order), and batches started and ended.
+    applying: Option<ApplyTask>,
+    applies_started: u64,
+    applies_done: u64,
+    /// Messages waiting for a commit or a datapath batch, in the order they were made.
     held: VecDeque<Held>,
     /// The datapath's reconcile running in the background, and since when it was started.
     reconciling: Option<Reconciling>,
 }
 
 type CommitTask = tokio::task::JoinHandle<(Result<(), StoreError>, Duration)>;
+/// A datapath batch: its outcome, how long it took and how many changes it held.
+type ApplyTask = tokio::task::JoinHandle<(datapath::Result<()>, Duration, usize)>;
 
-/// One turn's messages, which leave once commit number `needs` has ended.
+/// One turn's messages, which leave once commit number `needs` and datapath batch number
+/// `needs_datapath` have ended.
 #[derive(Debug)]
 struct Held {
     needs: u64,
+    needs_datapath: u64,
     tx: Vec<Transmit>,
     /// When each PBU these answer arrived.
     answered: Vec<Instant>,
@@ -117,6 +126,16 @@ async fn commit_done(
     c: &mut Option<CommitTask>,
 ) -> Result<(Result<(), StoreError>, Duration), tokio::task::JoinError> {
     match c {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the datapath batch in flight ends; never without one.
+async fn apply_done(
+    a: &mut Option<ApplyTask>,
+) -> Result<(datapath::Result<()>, Duration, usize), tokio::task::JoinError> {
+    match a {
         Some(t) => t.await,
         None => std::future::pending().await,
     }
@@ -181,6 +200,9 @@ impl<T: SignallingTransport> Core<T> {
             commits_started: 0,
             commits_done: 0,
             last_awaited: 0,
+            applying: None,
+            applies_started: 0,
+            applies_done: 0,
             held: VecDeque::new(),
             reconciling: None,
         };
@@ -229,6 +251,7 @@ impl<T: SignallingTransport> Core<T> {
                 biased;
                 _ = &mut shutdown => break,
                 r = commit_done(&mut self.committing) => self.commit_ended(r),
+                r = apply_done(&mut self.applying) => self.apply_ended(r),
                 r = self.transport.recv_batch(&mut batch) => match r {
                     Ok(n) => {
                         self.receive(n, &batch);
@@ -331,19 +354,15 @@ impl<T: SignallingTransport> Core<T> {
     /// store commit owed starts unless one is in flight, and the messages whose commit has
     /// ended leave.
     async fn flush(&mut self) {
-        let changes = self.service.take_changes();
-        if !changes.is_empty() {
-            let t = std::time::Instant::now();
+        if self.applying.is_none() && self.service.has_changes() {
+            let changes = self.service.take_changes();
             self.metrics.observe_changes(&changes);
-            if let Err(e) = self.datapath.apply(&changes).await {
-                // The binding state stays as the protocol says; the next change of the same
-                // prefix, or the next start, reconciles the kernel.
-                error!(error = %e, changes = changes.len(), "datapath");
-                self.metrics.datapath_failures.inc();
+            if matches!(self.datapath, Datapath::None) {
+                self.applies_started += 1;
+                self.applies_done += 1;
+            } else {
+                self.start_apply(changes);
             }
-            self.metrics
-                .datapath_seconds
-                .observe(t.elapsed().as_secs_f64());
         }
         if self.committing.is_none()
             && let Some(c) = self.service.poll_commit(self.clock.now())
@@ -361,8 +380,11 @@ impl<T: SignallingTransport> Core<T> {
             } else {
                 self.last_awaited
             };
+            // Likewise the routes: those not yet in a batch go with the next one.
+            let needs_datapath = self.applies_started + u64::from(self.service.has_changes());
             self.held.push_back(Held {
                 needs,
+                needs_datapath,
                 tx,
                 answered,
             });
@@ -371,6 +393,42 @@ impl<T: SignallingTransport> Core<T> {
         self.metrics.observe(&self.service.stats());
         // This turn's log lines, in one write.
         cnf::telemetry::flush_logs();
+    }
+
+    /// Starts a datapath batch beside the task.
+    fn start_apply(&mut self, changes: Vec<datapath::Change>) {
+        debug_assert!(self.applying.is_none(), "one datapath batch at a time");
+        self.applies_started += 1;
+        let dp = self.datapath.clone();
+        self.applying = Some(tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let r = dp.apply(&changes).await;
+            (r, t.elapsed(), changes.len())
+        }));
+    }
+
+    /// Records how the datapath batch in flight went. The binding state stays as the protocol
+    /// says whatever the kernel answered: the next change of the same prefix, or the next
+    /// start, reconciles the kernel; the batch's messages leave.
+    fn apply_ended(
+        &mut self,
+        r: Result<(datapath::Result<()>, Duration, usize), tokio::task::JoinError>,
+    ) {
+        self.applying = None;
+        self.applies_done += 1;
+        match r {
+            Ok((r, took, changes)) => {
+                self.metrics.datapath_seconds.observe(took.as_secs_f64());
+                if let Err(e) = r {
+                    error!(error = %e, changes, "datapath");
+                    self.metrics.datapath_failures.inc();
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "datapath task failed");
+                self.metrics.datapath_failures.inc();
+            }
+        }
     }
 
     fn start_commit(&mut self, Commit { batch, wait }: Commit) {
@@ -425,6 +483,7 @@ impl<T: SignallingTransport> Core<T> {
         let mut answered = Vec::new();
         while let Some(h) = self.held.front()
             && h.needs <= self.commits_done
+            && h.needs_datapath <= self.applies_done
         {
             let Some(h) = self.held.pop_front() else {
                 break;
@@ -454,11 +513,19 @@ impl<T: SignallingTransport> Core<T> {
         }
     }
 
-    /// Waits until no commit is in flight or owed and every held message has left.
+    /// Waits until no datapath batch or commit is in flight or owed and every held message
+    /// has left.
     async fn settle(&mut self) {
-        while let Some(task) = self.committing.as_mut() {
-            let r = task.await;
-            self.commit_ended(r);
+        loop {
+            if let Some(task) = self.applying.as_mut() {
+                let r = task.await;
+                self.apply_ended(r);
+            } else if let Some(task) = self.committing.as_mut() {
+                let r = task.await;
+                self.commit_ended(r);
+            } else {
+                break;
+            }
             self.flush().await;
         }
     }

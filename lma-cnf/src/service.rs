@@ -636,6 +636,11 @@ impl Service {
 
     // ------------------------------------------------------------------------ outputs
 
+    /// Whether datapath changes wait to be taken.
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
     /// This turn's datapath changes, in order.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)

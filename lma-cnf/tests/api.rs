@@ -93,11 +93,13 @@ fn config(state_dir: &std::path::Path) -> LmaConfig {
 /// The signalling transport of the test: what the core sends goes into a channel. Received
 /// messages reach the core as [`Command::Receive`]: a `RecvBatch` can only be filled by the
 /// raw socket in `cnf`, so `recv_batch` never returns. Every accepted PBA with a lifetime is
-/// checked against the store as it leaves: its binding must be on disk at its MAG.
+/// checked against the store and the datapath as it leaves: its binding must be on disk at
+/// its MAG, and its prefix routed to that MAG.
 #[derive(Debug)]
 struct Wire {
     sent: mpsc::UnboundedSender<Transmit>,
     store: Arc<Store>,
+    datapath: datapath::Fake,
 }
 
 impl Wire {
@@ -122,6 +124,11 @@ impl Wire {
                 .any(|r| r.home_network_prefixes.first() == Some(&prefix) && r.proxy_coa == t.dst),
             "the PBA for {prefix} at {} left before its binding was on disk",
             t.dst
+        );
+        assert_eq!(
+            self.datapath.state().routes.get(&prefix.trunc()),
+            Some(&PrefixRoute::Tunnel { peer: t.dst }),
+            "the PBA for {prefix} left before its route"
         );
     }
 }
@@ -193,7 +200,11 @@ impl Lab {
             store: store.clone(),
             run,
             datapath: Datapath::Fake(datapath.clone()),
-            transport: Wire { sent: tx, store },
+            transport: Wire {
+                sent: tx,
+                store,
+                datapath: datapath.clone(),
+            },
             metrics: Metrics::new(&mut registry),
             clock,
         })
