@@ -153,9 +153,19 @@ impl Batch {
     }
 
     /// Adds `later`'s changes on top of these: where both change the same key, `later` wins.
+    /// Into an empty batch (no deferred refreshes: every commit while nodes register) the
+    /// maps are moved, not rebuilt key by key.
     pub fn absorb(&mut self, later: Batch) {
-        self.bindings.extend(later.bindings);
-        self.profiles.extend(later.profiles);
+        if self.bindings.is_empty() {
+            self.bindings = later.bindings;
+        } else {
+            self.bindings.extend(later.bindings);
+        }
+        if self.profiles.is_empty() {
+            self.profiles = later.profiles;
+        } else {
+            self.profiles.extend(later.profiles);
+        }
         if later.mags.is_some() {
             self.mags = later.mags;
         }
@@ -477,6 +487,14 @@ mod tests {
         s.commit(&earlier).unwrap();
         let got = s.load().unwrap().snapshot.bindings;
         assert_eq!(got, vec![a], "a's later record; b deleted; c forgotten");
+        // Into an empty batch, everything of the later one.
+        let mut empty = Batch::default();
+        let mut one = Batch::default();
+        one.put_binding(c.clone());
+        one.delete_profile("mn9@example.org");
+        empty.absorb(one);
+        assert!(empty.has_binding(&c.key()));
+        assert_eq!(empty.len(), 2);
     }
 
     #[test]
