@@ -11,10 +11,13 @@ use tokio::sync::Mutex;
 use crate::Settings;
 use crate::error::{Error, Result};
 use crate::model::{Change, DesiredState, Pending, PrefixRoute, Previous, ReconcileReport};
-use crate::msg::{self, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, MAIN_TABLE, RouteKey, Via};
+use crate::msg::{
+    self, Family, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, MAIN_TABLE, RouteKey, Via,
+};
 use crate::netlink::{Netlink, Outcome, Request};
 use crate::plan::{self, Actual, Layout, Tunnel};
 use crate::sysctl::{Ensured, Ledger, Sysctl};
+use crate::tun::Forwarder;
 
 const IPV4_FORWARDING: &str = "net/ipv4/ip_forward";
 
@@ -34,6 +37,8 @@ struct Inner {
     shadow: Mutex<Shadow>,
     /// The sysctl values found before this backend changed them.
     ledger: std::sync::Mutex<Ledger>,
+    /// The userspace tunnel's devices and threads ([`Tunnel::Tun`] only).
+    tun: Option<Forwarder>,
 }
 
 /// What is programmed, as the model says it, plus the per-peer bookkeeping.
@@ -210,6 +215,9 @@ struct Batch {
     owners: Vec<usize>,
     failures: Vec<(usize, Error)>,
     current: usize,
+    /// Userspace tunnel devices to close once the requests are sent (the routes into them go
+    /// with them).
+    closes: Vec<u32>,
 }
 
 impl Batch {
@@ -218,14 +226,19 @@ impl Batch {
         self.owners.push(self.current);
     }
 
-    /// Sends what is queued (before an ip6tnl link is made: the queue may delete one of the
-    /// same name).
-    async fn flush(&mut self, nl: &Netlink) {
+    /// Sends what is queued, then closes the devices queued for closing (before a tunnel
+    /// link is made: the queue may delete one of the same name).
+    async fn flush(&mut self, nl: &Netlink, tun: Option<&Forwarder>) {
         let requests = std::mem::take(&mut self.requests);
         let owners = std::mem::take(&mut self.owners);
         for (owner, result) in owners.into_iter().zip(nl.execute(&requests).await) {
             if let Err(e) = result {
                 self.failures.push((owner, e));
+            }
+        }
+        if let Some(tun) = tun {
+            for index in self.closes.drain(..) {
+                tun.close(index);
             }
         }
     }
@@ -269,6 +282,7 @@ impl Kernel {
                 layout,
                 shadow: Mutex::new(Shadow::default()),
                 ledger: std::sync::Mutex::new(ledger),
+                tun: (kind == Tunnel::Tun).then(Forwarder::new),
             }),
         };
         let actual = read_actual(&k.inner.nl, &k.inner.layout, routes).await?;
@@ -284,6 +298,11 @@ impl Kernel {
     /// Which tunnels this backend makes.
     pub fn tunnel(&self) -> Tunnel {
         self.inner.layout.kind
+    }
+
+    /// What the userspace tunnel carried ([`Tunnel::Tun`] only).
+    pub fn tun_counters(&self) -> Option<&crate::tun::TunCounters> {
+        self.inner.tun.as_ref().map(Forwarder::counters)
     }
 
     /// The settings it was opened with.
@@ -328,7 +347,7 @@ impl Kernel {
             }
         }
         let requests = batch.requests.len();
-        batch.flush(&self.inner.nl).await;
+        batch.flush(&self.inner.nl, self.inner.tun.as_ref()).await;
         drop(sh);
         tracing::debug!(
             changes = changes.len(),
@@ -405,13 +424,14 @@ impl Kernel {
         Ok(out)
     }
 
-    /// The way into the tunnel to `peer`, making its ip6tnl link first if needed.
+    /// The way into the tunnel to `peer`, making its link (ip6tnl, or TUN device) first if
+    /// needed.
     async fn via(&self, sh: &mut Shadow, batch: &mut Batch, peer: Ipv6Addr) -> Result<Via> {
         let l = &self.inner.layout;
-        if l.kind == Tunnel::Ip6tnl && !sh.tunnels.contains_key(&peer) {
+        if l.kind.has_links() && !sh.tunnels.contains_key(&peer) {
             let slot = self.slot(sh, peer)?;
             let local = first_termination(&sh.state)?;
-            batch.flush(&self.inner.nl).await;
+            batch.flush(&self.inner.nl, self.inner.tun.as_ref()).await;
             let index = self
                 .create_tunnel(&l.tunnel_link(slot, local, peer))
                 .await?;
@@ -420,12 +440,15 @@ impl Kernel {
         l.tunnel_via(peer, &sh.tunnels)
             .ok_or_else(|| Error::Invalid {
                 op: "tunnel",
-                reason: format!("no ip6tnl link to {peer}"),
+                reason: format!("no tunnel link to {peer}"),
             })
     }
 
     async fn create_tunnel(&self, t: &KTunnel) -> Result<u32> {
         let nl = &self.inner.nl;
+        if let Some(tun) = &self.inner.tun {
+            return tun.create(nl, t).await;
+        }
         nl.execute_all(&[Request::new_link(t.new_message())])
             .await?;
         nl.link_index(&t.name).await
@@ -472,12 +495,16 @@ impl Kernel {
         }
         let needed = match l.kind {
             Tunnel::Seg6 => up,
-            Tunnel::Ip6tnl => up || down,
+            Tunnel::Ip6tnl | Tunnel::Tun => up || down,
         };
         if !needed {
             sh.slots.remove(&peer);
             if let Some(index) = sh.tunnels.remove(&peer) {
-                batch.push(Request::delete_link(index));
+                if self.inner.tun.is_some() {
+                    batch.closes.push(index);
+                } else {
+                    batch.push(Request::delete_link(index));
+                }
             }
         }
     }
@@ -521,6 +548,17 @@ impl Kernel {
                         ..KRule::boot_local()
                     }));
                 }
+                if let Some(tun) = &self.inner.tun {
+                    tun.terminate(
+                        &self.inner.nl,
+                        t.local,
+                        &l.s.tun_ingress_name(),
+                        l.s.tunnel_mtu(),
+                    )
+                    .await?;
+                    batch.push(Request::add_rule(&l.tun_ingress_rule(Family::V6)));
+                    batch.push(Request::add_rule(&l.tun_ingress_rule(Family::V4)));
+                }
             }
             Change::RemoveTermination { local } => {
                 if let Previous::Termination(Some(ifindex)) = sh.state.apply_returning_previous(c)
@@ -533,6 +571,24 @@ impl Kernel {
                     if sh.state.terminations.is_empty() {
                         batch.push(Request::add_rule(&KRule::boot_local()));
                         batch.push(Request::delete_rule(&l.local_rule()));
+                    }
+                }
+                if let Some(tun) = &self.inner.tun {
+                    match sh.state.terminations.keys().next() {
+                        Some(&other) => {
+                            tun.terminate(
+                                &self.inner.nl,
+                                other,
+                                &l.s.tun_ingress_name(),
+                                l.s.tunnel_mtu(),
+                            )
+                            .await?;
+                        }
+                        None => {
+                            tun.stop_terminating();
+                            batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V6)));
+                            batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V4)));
+                        }
                     }
                 }
             }
@@ -799,8 +855,17 @@ impl Kernel {
         }
         let slots = plan::assign_slots(&l.s, &existing, &l.peers_needing_slots(&desired))?;
         let mut report = ReconcileReport::default();
+        if let Some(tun) = &self.inner.tun {
+            match desired.terminations.keys().next() {
+                Some(&local) => {
+                    tun.terminate(nl, local, &l.s.tun_ingress_name(), l.s.tunnel_mtu())
+                        .await?;
+                }
+                None => tun.stop_terminating(),
+            }
+        }
         let mut tunnels = BTreeMap::new();
-        if l.kind == Tunnel::Ip6tnl {
+        if l.kind.has_links() {
             tunnels = self
                 .reconcile_tunnels(&desired, &actual, &slots, &mut report)
                 .await?;
@@ -827,10 +892,12 @@ impl Kernel {
     /// exist before the routes that use them: it reconciles before it serves.
     pub async fn assume(&self, desired: DesiredState) -> Result<()> {
         let l = &self.inner.layout;
-        if l.kind == Tunnel::Ip6tnl {
+        if l.kind.has_links() {
             return Err(Error::Invalid {
                 op: "assume",
-                reason: "ip6tnl links must exist before their routes: reconcile instead".into(),
+                reason: "tunnel links (ip6tnl, TUN) must exist before their routes: reconcile \
+                         instead"
+                    .into(),
             });
         }
         let desired = normalized(desired);
@@ -966,16 +1033,39 @@ impl Kernel {
         for (slot, link) in actual.tunnels(l) {
             // A link of an earlier version (mode ip6ip6) is made again in mode any, which
             // also carries IPv4 home addresses.
-            let right = by_slot.get(&slot).is_some_and(|&peer| {
-                link.ip6tnl == Some((l.s.transport_ifindex, local, peer))
-                    && link.ip6tnl_proto == Some(msg::IP6TNL_PROTO_ANY)
-                    && link.mtu == l.s.tunnel_mtu()
-            });
+            let right = by_slot
+                .get(&slot)
+                .is_some_and(|&peer| match &self.inner.tun {
+                    Some(tun) => {
+                        link.tun == Some((local, peer))
+                            && link.mtu == l.s.tunnel_mtu()
+                            && tun.holds(link.index)
+                    }
+                    None => {
+                        link.ip6tnl == Some((l.s.transport_ifindex, local, peer))
+                            && link.ip6tnl_proto == Some(msg::IP6TNL_PROTO_ANY)
+                            && link.mtu == l.s.tunnel_mtu()
+                    }
+                });
             match (right, by_slot.get(&slot)) {
                 (true, Some(&peer)) => {
                     tunnels.insert(peer, link.index);
                 }
+                // A device of ours closes; one held by another process can only be deleted
+                // (a TUN device of this name that is not ours makes its creation fail).
+                _ if self.inner.tun.as_ref().is_some_and(|t| t.close(link.index)) => {
+                    report.links.removed += 1;
+                }
                 _ => stale.push(Request::delete_link(link.index)),
+            }
+        }
+        if let Some(tun) = &self.inner.tun {
+            // Devices the dump did not show (gone meanwhile) stop being carried.
+            let kept: BTreeSet<u32> = tunnels.values().copied().collect();
+            for index in tun.indexes() {
+                if !kept.contains(&index) && tun.close(index) {
+                    report.links.removed += 1;
+                }
             }
         }
         report.links.removed += stale.len();
@@ -1054,7 +1144,9 @@ fn first_termination(state: &DesiredState) -> Result<Ipv6Addr> {
         .copied()
         .ok_or_else(|| Error::Invalid {
             op: "tunnel",
-            reason: "an ip6tnl link needs a local address: prepare a termination first".into(),
+            reason: "a tunnel link (ip6tnl, TUN) needs a local address: prepare a termination \
+                     first"
+                .into(),
         })
 }
 

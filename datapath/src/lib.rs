@@ -110,6 +110,7 @@ mod netlink;
 pub mod netns;
 mod plan;
 pub mod sysctl;
+pub mod tun;
 
 /// The two ways of reading a route dump, side by side, for `benches/route_dump.rs`.
 #[doc(hidden)]
@@ -161,11 +162,15 @@ pub use plan::Tunnel;
 /// Which backend to run; one to one with the daemons' `DatapathConfig::mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// seg6 when the kernel can ([`probe_seg6`]), else ip6tnl ([`probe_ip6tnl`]).
+    /// seg6 when the kernel can ([`probe_seg6`]), else ip6tnl ([`probe_ip6tnl`]), else the
+    /// userspace tunnel ([`probe_tun`]).
     #[default]
     Auto,
     Seg6,
     Ip6tnl,
+    /// RFC 2473 encapsulation done by the daemon itself: one TUN device per peer, raw
+    /// sockets for Next Header 41 and 4. For kernels with neither seg6 nor ip6tnl.
+    Tun,
     /// Signalling only: every call succeeds and does nothing.
     None,
 }
@@ -304,6 +309,11 @@ impl Settings {
         format!("{}{slot}", self.tunnel_name_prefix)
     }
 
+    /// The userspace tunnel's device that decapsulated packets enter by.
+    pub(crate) fn tun_ingress_name(&self) -> String {
+        format!("{}in", self.tunnel_name_prefix)
+    }
+
     pub(crate) fn slot_of_tunnel_name(&self, name: &str) -> Option<u32> {
         let slot: u32 = name.strip_prefix(&self.tunnel_name_prefix)?.parse().ok()?;
         (slot < self.max_peers && self.tunnel_name(slot) == name).then_some(slot)
@@ -398,11 +408,28 @@ impl Datapath {
             Mode::None => return Ok(Datapath::None),
             Mode::Seg6 => Tunnel::Seg6,
             Mode::Ip6tnl => Tunnel::Ip6tnl,
+            Mode::Tun => Tunnel::Tun,
             Mode::Auto => {
-                if probe_seg6(&nl).await? || !probe_ip6tnl(&nl).await? {
+                if probe_seg6(&nl).await? {
                     Tunnel::Seg6
-                } else {
+                } else if probe_ip6tnl(&nl).await? {
                     Tunnel::Ip6tnl
+                } else if tun::probe() {
+                    tracing::warn!(
+                        "this kernel has neither seg6 lightweight tunnels nor ip6tnl: the \
+                         tunnels are carried in userspace (TUN devices)"
+                    );
+                    Tunnel::Tun
+                } else {
+                    return Err(Error::Invalid {
+                        op: "open datapath",
+                        reason: "this kernel has neither seg6 lightweight tunnels \
+                                 (CONFIG_IPV6_SEG6_LWTUNNEL) nor ip6tnl (CONFIG_IPV6_TUNNEL), \
+                                 and /dev/net/tun cannot be opened for the userspace tunnel: \
+                                 give the daemon /dev/net/tun, or run it with mode none for \
+                                 signalling only"
+                            .into(),
+                    });
                 }
             }
         };
@@ -413,12 +440,22 @@ impl Datapath {
         }))
     }
 
-    /// `seg6`, `ip6tnl`, `fake` or `none`, for logs and metrics.
+    /// What the userspace tunnel carried: packets encapsulated, decapsulated, refused and
+    /// failed ([`tun::TunCounters`]); `None` for the other backends.
+    pub fn tun_counters(&self) -> Option<[u64; 4]> {
+        match self {
+            Datapath::Kernel(k) => k.tun_counters().map(tun::TunCounters::snapshot),
+            _ => None,
+        }
+    }
+
+    /// `seg6`, `ip6tnl`, `tun`, `fake` or `none`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match self {
             Datapath::Kernel(k) => match k.tunnel() {
                 Tunnel::Seg6 => "seg6",
                 Tunnel::Ip6tnl => "ip6tnl",
+                Tunnel::Tun => "tun",
             },
             Datapath::Fake(_) => "fake",
             Datapath::None => "none",

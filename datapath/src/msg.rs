@@ -326,6 +326,8 @@ pub(crate) struct KRule {
     pub src: Option<IpNet>,
     pub dst: Option<IpNet>,
     pub ipproto: Option<u8>,
+    /// The link packets must arrive by (`iif NAME`).
+    pub iif: Option<String>,
     pub table: u32,
     pub protocol: u8,
 }
@@ -352,6 +354,9 @@ impl KRule {
         if let Some(p) = self.ipproto {
             m.attributes
                 .push(RuleAttribute::IpProtocol(IpProtocol::from(i32::from(p))));
+        }
+        if let Some(iif) = &self.iif {
+            m.attributes.push(RuleAttribute::Iifname(iif.clone()));
         }
         m.attributes.push(RuleAttribute::Table(self.table));
         m.attributes
@@ -381,6 +386,7 @@ impl KRule {
             src: None,
             dst: None,
             ipproto: None,
+            iif: None,
             table: u32::from(m.header.table),
             protocol: 0,
         };
@@ -394,6 +400,7 @@ impl KRule {
                     r.dst = IpNet::new(*d, m.header.dst_len).ok();
                 }
                 RuleAttribute::IpProtocol(p) => r.ipproto = Some(u8::from(*p)),
+                RuleAttribute::Iifname(n) => r.iif = Some(n.clone()),
                 RuleAttribute::Table(t) => r.table = *t,
                 RuleAttribute::Protocol(p) => r.protocol = u8::from(*p),
                 _ => {}
@@ -410,6 +417,7 @@ impl KRule {
             src: None,
             dst: None,
             ipproto: None,
+            iif: None,
             table: LOCAL_TABLE,
             protocol: RTPROT_KERNEL,
         }
@@ -539,6 +547,8 @@ pub(crate) struct KLink {
     pub ip6tnl: Option<(u32, Ipv6Addr, Ipv6Addr)>,
     /// For an ip6tnl link: what it carries (IFLA_IPTUN_PROTO: 41 IPv6 only, 0 both).
     pub ip6tnl_proto: Option<u8>,
+    /// For a device of the userspace tunnel: local and remote end, from its alias.
+    pub tun: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 impl KLink {
@@ -553,6 +563,7 @@ impl KLink {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Mtu(v) => l.mtu = *v,
                 LinkAttribute::Address(mac) => l.mac = mac.clone(),
+                LinkAttribute::IfAlias(a) => l.tun = crate::tun::parse_alias(a),
                 LinkAttribute::LinkInfo(infos) => {
                     l.ip6tnl = ip6tnl_info(infos);
                     l.ip6tnl_proto = ip6tnl_proto(infos);
@@ -753,6 +764,9 @@ impl fmt::Display for KRule {
         }
         if let Some(d) = self.dst {
             write!(f, " to {d}")?;
+        }
+        if let Some(iif) = &self.iif {
+            write!(f, " iif {iif}")?;
         }
         if let Some(p) = self.ipproto {
             write!(f, " ipproto {p}")?;
@@ -975,6 +989,7 @@ mod tests {
             src: None,
             dst: Some(net("2001:db8::1/128").into()),
             ipproto: Some(41),
+            iif: None,
             table: 13500,
             protocol: 135,
         };
@@ -1004,6 +1019,7 @@ mod tests {
             src: Some(net("2001:db8:100::/64").into()),
             dst: None,
             ipproto: None,
+            iif: None,
             table: 13502,
             protocol: 135,
         };
@@ -1184,6 +1200,7 @@ mod tests {
             src: Some(net4("198.51.100.7/32").into()),
             dst: None,
             ipproto: None,
+            iif: None,
             table: 13502,
             protocol: 135,
         };
@@ -1206,6 +1223,7 @@ mod tests {
             src: None,
             dst: Some(net("2001:db8::2/128").into()),
             ipproto: Some(IPPROTO_IPIP),
+            iif: None,
             table: 13516,
             protocol: 135,
         };
@@ -1274,6 +1292,7 @@ mod tests {
             src: Some(net("2001:db8:100::/64").into()),
             dst: None,
             ipproto: None,
+            iif: None,
             table: 13502,
             protocol: 135,
         };

@@ -567,6 +567,17 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Sets a TUN device of the userspace tunnel up, with its MTU and its alias (which names
+    /// the tunnel's ends, [`crate::tun`]).
+    pub(crate) async fn set_tun_link(&self, index: u32, mtu: u32, alias: &str) -> Result<()> {
+        let mut m = msg::set_link_message(index, Some(true), Some(mtu));
+        m.attributes
+            .push(netlink_packet_route::link::LinkAttribute::IfAlias(
+                alias.to_owned(),
+            ));
+        self.one(Request::set_link(m)).await.map(drop)
+    }
+
     /// Sets the link-layer (MAC) address of link `index`.
     pub async fn set_link_address(&self, index: u32, mac: [u8; 6]) -> Result<()> {
         self.one(Request::set_link(msg::set_mac_message(index, mac)))

@@ -22,6 +22,17 @@ pub enum Tunnel {
     Seg6,
     /// One ip6tnl link (mode any: IPv6 and IPv4 inside) per peer.
     Ip6tnl,
+    /// One TUN device per peer, whose packets the daemon encapsulates itself and sends on a
+    /// raw socket; what arrives with Next Header 41 or 4 it decapsulates into the peer's
+    /// device ([`crate::tun`]).
+    Tun,
+}
+
+impl Tunnel {
+    /// Whether each peer has a link of its own (which must exist before its routes).
+    pub fn has_links(self) -> bool {
+        matches!(self, Tunnel::Ip6tnl | Tunnel::Tun)
+    }
 }
 
 /// Prefix length of the link-local address on access links.
@@ -55,7 +66,7 @@ impl Layout {
                 peer,
                 oif: self.s.transport_ifindex,
             }),
-            Tunnel::Ip6tnl => tunnels.get(&peer).map(|&oif| Via::Dev { oif }),
+            Tunnel::Ip6tnl | Tunnel::Tun => tunnels.get(&peer).map(|&oif| Via::Dev { oif }),
         }
     }
 
@@ -64,7 +75,7 @@ impl Layout {
     fn tunnel_route_mtu(&self) -> Option<u32> {
         match self.kind {
             Tunnel::Seg6 => Some(self.s.tunnel_mtu()),
-            Tunnel::Ip6tnl => None,
+            Tunnel::Ip6tnl | Tunnel::Tun => None,
         }
     }
 
@@ -87,6 +98,7 @@ impl Layout {
             src: None,
             dst: None,
             ipproto: None,
+            iif: None,
             table,
             protocol: self.s.route_protocol,
         }
@@ -149,12 +161,23 @@ impl Layout {
         self.rule(Family::V6, self.s.priorities.local, LOCAL_TABLE)
     }
 
+    /// What the userspace tunnel decapsulates enters by one device, and is routed by the main
+    /// table like what End.DT6 decapsulates: not by the uplink rules, which would send a
+    /// packet for another node of the same MAG back up the tunnel it came from.
+    pub(crate) fn tun_ingress_rule(&self, family: Family) -> KRule {
+        KRule {
+            iif: Some(self.s.tun_ingress_name()),
+            ..self.rule(family, self.s.priorities.termination, MAIN_TABLE)
+        }
+    }
+
     /// Protocol 41 to a local tunnel end goes to the End.DT6 route before the local table
     /// would deliver it (a seg6local route never sees packets for a local address).
     pub(crate) fn termination_rule(&self, local: Ipv6Addr) -> KRule {
         KRule {
             dst: Some(Ipv6Net::from(local).into()),
             ipproto: Some(IPPROTO_IPV6),
+            iif: None,
             ..self.rule(
                 Family::V6,
                 self.s.priorities.termination,
@@ -169,6 +192,7 @@ impl Layout {
         KRule {
             dst: Some(Ipv6Net::from(local).into()),
             ipproto: Some(IPPROTO_IPIP),
+            iif: None,
             ..self.rule(
                 Family::V6,
                 self.s.priorities.termination,
@@ -239,7 +263,7 @@ impl Layout {
     pub(crate) fn peers_needing_slots(&self, state: &DesiredState) -> BTreeSet<Ipv6Addr> {
         match self.kind {
             Tunnel::Seg6 => state.uplink_peers(),
-            Tunnel::Ip6tnl => state.peers(),
+            Tunnel::Ip6tnl | Tunnel::Tun => state.peers(),
         }
     }
 }
@@ -300,7 +324,7 @@ pub(crate) fn objects(
     let via = |peer: Ipv6Addr| {
         l.tunnel_via(peer, tunnels).ok_or_else(|| Error::Invalid {
             op: "tunnel",
-            reason: format!("no ip6tnl link to {peer}"),
+            reason: format!("no tunnel link to {peer}"),
         })
     };
     if l.kind == Tunnel::Seg6 && !state.terminations.is_empty() {
@@ -311,6 +335,10 @@ pub(crate) fn objects(
             o.rules.insert(l.termination4_rule(local));
             o.route(l.termination4_route(local, ifindex));
         }
+    }
+    if l.kind == Tunnel::Tun && !state.terminations.is_empty() {
+        o.rules.insert(l.tun_ingress_rule(Family::V6));
+        o.rules.insert(l.tun_ingress_rule(Family::V4));
     }
     for (&prefix, route) in &state.routes {
         match *route {
@@ -386,11 +414,14 @@ pub(crate) struct Actual {
 }
 
 impl Actual {
-    /// The owned ip6tnl links, by slot.
+    /// The owned tunnel links (ip6tnl links, or TUN devices of the userspace tunnel), by slot.
     pub(crate) fn tunnels(&self, l: &Layout) -> BTreeMap<u32, &KLink> {
         self.links
             .iter()
-            .filter(|k| k.ip6tnl.is_some())
+            .filter(|k| match l.kind {
+                Tunnel::Tun => k.tun.is_some(),
+                Tunnel::Seg6 | Tunnel::Ip6tnl => k.ip6tnl.is_some(),
+            })
             .filter_map(|k| l.s.slot_of_tunnel_name(&k.name).map(|slot| (slot, k)))
             .collect()
     }
@@ -412,10 +443,21 @@ pub(crate) fn read_back(
     let mut tunnels = BTreeMap::new();
     let mut peer_of_link = BTreeMap::new();
     for (slot, link) in actual.tunnels(l) {
-        if let Some((_, local, remote)) = link.ip6tnl {
+        if let Some((local, remote)) = link.ip6tnl.map(|(_, l, r)| (l, r)).or(link.tun) {
             slots.insert(remote, slot);
             tunnels.insert(remote, link.index);
             peer_of_link.insert(link.index, remote);
+            state.terminations.insert(local, l.s.transport_ifindex);
+        }
+    }
+    // The userspace tunnel's ingress device names its local end.
+    let ingress = l.s.tun_ingress_name();
+    for link in &actual.links {
+        if l.kind == Tunnel::Tun
+            && link.name == ingress
+            && let Some((local, remote)) = link.tun
+            && remote.is_unspecified()
+        {
             state.terminations.insert(local, l.s.transport_ifindex);
         }
     }

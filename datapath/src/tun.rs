@@ -1,0 +1,586 @@
+//! The userspace tunnel backend ([`crate::Tunnel::Tun`]): RFC 2473 encapsulation done by the
+//! daemon, for kernels that have neither seg6 lightweight tunnels nor ip6tnl.
+//!
+//! Each peer gets a TUN device (named like an ip6tnl link, [`crate::Settings::tunnel_name`]),
+//! and the routes into the tunnel are routes into that device, exactly as with ip6tnl. A
+//! thread per device reads what the kernel routes into it and sends each packet to the peer
+//! on a raw IPv6 socket of protocol 41 (an IPv6 packet inside) or 4 (an IPv4 one, RFC 5844
+//! §3.1.3): the kernel puts the outer header in front, source the local tunnel end, Next
+//! Header 41 or 4, no extension header, which is RFC 2473 on the wire, the same packets the
+//! seg6 and ip6tnl backends send. The same sockets, bound to the local address, receive what
+//! is sent there (a kernel without a tunnel module delivers Next Header 41 and 4 to raw
+//! sockets), and a thread writes each inner packet into one more device,
+//! [`crate::Settings::tunnel_name_prefix`]`in`; an `iif` rule sends what enters by it to the
+//! main table, as End.DT6 does, so the kernel routes the inner packet by its destination.
+//! Like End.DT6 and End.DX4 it takes tunnelled packets from any source.
+//!
+//! The device lives as long as its descriptor: when the daemon stops, its devices and the
+//! routes into them go with it, so this backend reconciles before it serves (like ip6tnl),
+//! and never assumes. Each device carries the alias `pmip-tun LOCAL REMOTE`, which is how a
+//! dump tells which peer a device is for.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::msg::KTunnel;
+use crate::netlink::Netlink;
+
+/// What a device's alias starts with.
+pub(crate) const ALIAS_PREFIX: &str = "pmip-tun";
+
+/// The alias of the device for the tunnel from `local` to `remote`.
+pub(crate) fn alias(local: Ipv6Addr, remote: Ipv6Addr) -> String {
+    format!("{ALIAS_PREFIX} {local} {remote}")
+}
+
+/// The local and remote end an [`alias`] names.
+pub(crate) fn parse_alias(a: &str) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let mut words = a.split(' ');
+    if words.next()? != ALIAS_PREFIX {
+        return None;
+    }
+    let local = words.next()?.parse().ok()?;
+    let remote = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((local, remote))
+}
+
+/// Opens the TUN device `name` (IFF_TUN, IFF_NO_PI: each read and write is one IP packet),
+/// making it if it does not exist; the device goes when the last descriptor closes, unless
+/// it was made persistent by someone else. Nonblocking when asked.
+#[allow(unsafe_code)]
+pub fn open_device(name: &str, nonblocking: bool) -> io::Result<File> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("TUN device name {name:?}: 1 to 15 bytes"),
+        ));
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `IfReq` lays out (name, flags,
+    // padding to its 40 bytes); `f` is an open /dev/net/tun descriptor.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if nonblocking {
+        set_nonblocking(f.as_raw_fd())?;
+    }
+    Ok(f)
+}
+
+#[allow(unsafe_code)]
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fcntl on a descriptor the caller owns.
+    let r = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a TUN device can be made here: `/dev/net/tun` opens (a container needs the device
+/// node and the right to use it).
+pub fn probe() -> bool {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .is_ok()
+}
+
+/// What the forwarder did, since it started.
+#[derive(Debug, Default)]
+pub struct TunCounters {
+    /// Packets read from a device and sent to its peer.
+    pub encapsulated: AtomicU64,
+    /// Packets received and written into the ingress device.
+    pub decapsulated: AtomicU64,
+    /// Packets that were not an IPv6 packet (protocol 41) or an IPv4 one (protocol 4):
+    /// dropped.
+    pub refused: AtomicU64,
+    /// Sends and writes the kernel refused (too big, no route, ...): dropped.
+    pub errors: AtomicU64,
+}
+
+impl TunCounters {
+    /// The four counts, in field order.
+    pub fn snapshot(&self) -> [u64; 4] {
+        [
+            self.encapsulated.load(Ordering::Relaxed),
+            self.decapsulated.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+/// An eventfd that tells a thread to stop.
+struct Stop(OwnedFd);
+
+impl Stop {
+    #[allow(unsafe_code)]
+    fn new() -> io::Result<Stop> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        Ok(Stop(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    #[allow(unsafe_code)]
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+/// Waits until one of `fds` can be read; which ones can. `EINTR` is an empty answer.
+#[allow(unsafe_code)]
+fn wait_readable(fds: &[RawFd], ready: &mut Vec<bool>) -> io::Result<()> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a live array of `p.len()` pollfd structures.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, -1) };
+    ready.clear();
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            ready.resize(fds.len(), false);
+            return Ok(());
+        }
+        return Err(e);
+    }
+    ready.extend(p.iter().map(|p| p.revents != 0));
+    Ok(())
+}
+
+/// The two raw sockets of one local tunnel end: protocol 41 (IPv6 inside) and 4 (IPv4).
+struct Ends {
+    v6: Socket,
+    v4: Socket,
+}
+
+impl Ends {
+    fn open(local: Ipv6Addr) -> io::Result<Ends> {
+        let open = |protocol: i32| -> io::Result<Socket> {
+            let s = Socket::new(
+                Domain::IPV6,
+                Type::RAW.nonblocking().cloexec(),
+                Some(Protocol::from(protocol)),
+            )?;
+            // Bursts of a TCP stream arrive faster than one thread turns them around.
+            let _ = s.set_recv_buffer_size(4 << 20);
+            s.set_unicast_hops_v6(u32::from(crate::msg::TUNNEL_HOP_LIMIT))?;
+            s.bind(&SockAddr::from(SocketAddrV6::new(local, 0, 0, 0)))?;
+            Ok(s)
+        };
+        Ok(Ends {
+            v6: open(libc::IPPROTO_IPV6)?,
+            v4: open(libc::IPPROTO_IPIP)?,
+        })
+    }
+
+    /// Sends one packet read from a device to `peer`; false when it is neither IPv6 nor IPv4.
+    fn send(&self, peer: &SockAddr, pkt: &[u8]) -> io::Result<bool> {
+        let s = match pkt.first().map(|b| b >> 4) {
+            Some(6) => &self.v6,
+            Some(4) => &self.v4,
+            _ => return Ok(false),
+        };
+        s.send_to(pkt, peer)?;
+        Ok(true)
+    }
+}
+
+/// Largest packet a device or socket gives: an IPv6 payload length is 16 bits.
+const MAX_PACKET: usize = 65_575;
+
+/// A thread and the eventfd that stops it; stopped and joined when dropped.
+struct Worker {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(name: String, f: impl FnOnce(&Stop) + Send + 'static) -> io::Result<Worker> {
+        let stop = Arc::new(Stop::new()?);
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || f(&s))?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.signal();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The local tunnel end: its raw sockets, the device decapsulated packets enter by, and the
+/// thread between them.
+struct Ingress {
+    local: Ipv6Addr,
+    index: u32,
+    ends: Arc<Ends>,
+    // Dropped first: the thread stops before the device closes.
+    _worker: Worker,
+}
+
+/// `recv_from` into an initialized buffer.
+#[allow(unsafe_code)]
+fn recv_from(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and recv_from only writes
+    // initialized bytes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    s.recv_from(uninit)
+}
+
+#[derive(Default)]
+struct State {
+    /// Each peer's device (the thread that sends what is routed into it), by link index.
+    devices: HashMap<u32, Worker>,
+    ingress: Option<Ingress>,
+}
+
+/// The devices of one [`crate::Kernel`] backend and the threads that carry their packets.
+/// Dropping it stops the threads and closes the devices.
+pub(crate) struct Forwarder {
+    state: Mutex<State>,
+    counters: Arc<TunCounters>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tun_error(op: &'static str, object: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Kernel {
+        op,
+        object: object.into(),
+        source,
+    }
+}
+
+impl Forwarder {
+    pub(crate) fn new() -> Forwarder {
+        Forwarder {
+            state: Mutex::new(State::default()),
+            counters: Arc::default(),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &TunCounters {
+        &self.counters
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes a TUN device `name` in `nl`'s namespace, up, with `mtu` and `alias`; also runs
+    /// `more` there. Returns the device, its link index and what `more` made.
+    async fn device<T: Send>(
+        nl: &Netlink,
+        name: &str,
+        mtu: u32,
+        alias: &str,
+        more: impl FnOnce() -> io::Result<T> + Send,
+    ) -> Result<(File, u32, T)> {
+        let owned = name.to_owned();
+        let (file, made) = in_netns(nl, move || -> io::Result<(File, T)> {
+            let made = more()?;
+            Ok((open_device(&owned, true)?, made))
+        })?
+        .map_err(tun_error("open tun device", name))?;
+        let index = nl.link_index(name).await?;
+        nl.set_tun_link(index, mtu, alias).await?;
+        Ok((file, index, made))
+    }
+
+    /// Terminates tunnels at `local`: opens its raw sockets and the device `name` that what
+    /// they receive enters the kernel by, and starts the thread between them; returns the
+    /// device's link index. Once per address: a second address replaces the first.
+    pub(crate) async fn terminate(
+        &self,
+        nl: &Netlink,
+        local: Ipv6Addr,
+        name: &str,
+        mtu: u32,
+    ) -> Result<u32> {
+        if let Some(i) = &self.lock().ingress
+            && i.local == local
+        {
+            return Ok(i.index);
+        }
+        // The old end (another address) goes first: the new device has the same name.
+        self.lock().ingress = None;
+        let (file, index, ends) = Self::device(
+            nl,
+            name,
+            mtu,
+            &alias(local, Ipv6Addr::UNSPECIFIED),
+            move || Ends::open(local),
+        )
+        .await?;
+        let ends = Arc::new(ends);
+        let worker = {
+            let (ends, counters) = (ends.clone(), self.counters.clone());
+            Worker::spawn(format!("{name}-rx"), move |stop| {
+                ingress(&ends, &file, stop, &counters)
+            })
+            .map_err(tun_error("start tunnel receiver", local.to_string()))?
+        };
+        self.lock().ingress = Some(Ingress {
+            local,
+            index,
+            ends,
+            _worker: worker,
+        });
+        Ok(index)
+    }
+
+    /// Stops terminating tunnels: the sockets and the device close.
+    pub(crate) fn stop_terminating(&self) {
+        self.lock().ingress = None;
+    }
+
+    /// Makes the device of `t` in `nl`'s namespace (MTU, alias, up) and starts sending what is
+    /// routed into it to the peer; returns its link index. The tunnel's local end must be
+    /// terminated here first ([`Forwarder::terminate`]): its sockets send.
+    pub(crate) async fn create(&self, nl: &Netlink, t: &KTunnel) -> Result<u32> {
+        let ends = self
+            .lock()
+            .ingress
+            .as_ref()
+            .filter(|i| i.local == t.local)
+            .map(|i| i.ends.clone())
+            .ok_or_else(|| Error::Invalid {
+                op: "tun",
+                reason: format!(
+                    "no tunnel end at {}: prepare its termination first",
+                    t.local
+                ),
+            })?;
+        let (file, index, ()) =
+            Self::device(nl, &t.name, t.mtu, &alias(t.local, t.remote), || Ok(())).await?;
+        let peer = SockAddr::from(SocketAddrV6::new(t.remote, 0, 0, 0));
+        let counters = self.counters.clone();
+        let worker = Worker::spawn(format!("{}-tx", t.name), move |stop| {
+            egress(&file, &ends, &peer, stop, &counters)
+        })
+        .map_err(tun_error("start tun device thread", &t.name))?;
+        // A device made again under the same index replaces the old one's thread.
+        self.lock().devices.insert(index, worker);
+        Ok(index)
+    }
+
+    /// The link indexes of the peers' devices it carries.
+    pub(crate) fn indexes(&self) -> Vec<u32> {
+        self.lock().devices.keys().copied().collect()
+    }
+
+    /// Whether link `index` is a peer's device this forwarder carries.
+    pub(crate) fn holds(&self, index: u32) -> bool {
+        self.lock().devices.contains_key(&index)
+    }
+
+    /// Stops carrying peer device `index` and closes it: the device and its routes go. False
+    /// when it was not one of ours.
+    pub(crate) fn close(&self, index: u32) -> bool {
+        let removed = self.lock().devices.remove(&index);
+        removed.is_some()
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        st.devices.clear();
+        st.ingress = None;
+    }
+}
+
+/// Runs `f` in `nl`'s namespace (where the devices and sockets must be made).
+fn in_netns<R: Send>(nl: &Netlink, f: impl FnOnce() -> R + Send) -> Result<R> {
+    match nl.netns() {
+        Some(ns) => ns.run(f),
+        None => Ok(f()),
+    }
+}
+
+/// Reads what the kernel routes into `file` and sends it to `peer`, until `stop`.
+fn egress(file: &File, ends: &Ends, peer: &SockAddr, stop: &Stop, counters: &TunCounters) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let fds = [file.as_raw_fd(), stop.0.as_raw_fd()];
+    let mut ready = Vec::with_capacity(2);
+    let mut reader = file;
+    loop {
+        if let Err(e) = wait_readable(&fds, &mut ready) {
+            tracing::error!(error = %e, "tun device: poll failed; its tunnel stops");
+            return;
+        }
+        if ready.get(1) == Some(&true) {
+            return;
+        }
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => match ends.send(peer, &buf[..n]) {
+                    Ok(true) => {
+                        counters.encapsulated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(false) => {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "tun device: send to the peer refused");
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "tun device: read failed; its tunnel stops");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Receives what is sent to `ends` and writes each inner packet into `device`, until `stop`.
+/// Like the seg6 backend's End.DT6 and End.DX4, it takes tunnelled packets from any source;
+/// a payload that is not an IPv6 packet (protocol 41) or an IPv4 one (protocol 4) is refused.
+fn ingress(ends: &Ends, device: &File, stop: &Stop, counters: &TunCounters) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let fds = [ends.v6.as_raw_fd(), ends.v4.as_raw_fd(), stop.0.as_raw_fd()];
+    let mut ready = Vec::with_capacity(3);
+    let mut writer = device;
+    loop {
+        if let Err(e) = wait_readable(&fds, &mut ready) {
+            tracing::error!(error = %e, "tunnel receiver: poll failed; it stops");
+            return;
+        }
+        if ready.get(2) == Some(&true) {
+            return;
+        }
+        for (socket, version) in [(&ends.v6, 6u8), (&ends.v4, 4u8)] {
+            loop {
+                let n = match recv_from(socket, &mut buf) {
+                    Ok((n, _)) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "tunnel receiver: receive failed");
+                        break;
+                    }
+                };
+                let pkt = &buf[..n];
+                if pkt.first().map(|b| b >> 4) != Some(version) {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // A TUN device takes a packet whole or not at all.
+                match writer.write(pkt) {
+                    Ok(w) if w == pkt.len() => {
+                        counters.decapsulated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, "tunnel receiver: write into the device failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_round_trips_and_refuses_others() {
+        let (l, r): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        assert_eq!(parse_alias(&alias(l, r)), Some((l, r)));
+        for bad in [
+            "",
+            "pmip-tun",
+            "pmip-tun 2001:db8::1",
+            "pmip-tun 2001:db8::1 2001:db8::2 x",
+            "other 2001:db8::1 2001:db8::2",
+            "pmip-tun 10.0.0.1 2001:db8::2",
+        ] {
+            assert_eq!(parse_alias(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn device_names_are_checked_before_the_kernel_sees_them() {
+        for bad in ["", "sixteen-bytes-xx"] {
+            let e = open_device(bad, true).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+}
