@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use e2e::demo::HandoverMode;
-use pmip::config::DatapathMode;
 use pmip_bench::report::Report;
+use pmip_bench::signalling::Path;
 use pmip_bench::{datapath, handover, scale, signalling};
 
 #[derive(Debug, Parser)]
@@ -60,8 +60,12 @@ struct SignallingArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Datapaths {
+    /// The kernel's routes, then none.
     Both,
-    Seg6,
+    /// A kernel route per binding: seg6 where the kernel has it, else ip6tnl, else the
+    /// userspace tunnel.
+    #[value(alias = "seg6")]
+    Kernel,
     None,
 }
 
@@ -214,15 +218,15 @@ fn signalling_spec(a: &SignallingArgs, dir: &std::path::Path, name: &str) -> sig
     }
 }
 
-fn scale_spec(a: &ScaleArgs, dir: &std::path::Path, name: &str) -> scale::Spec {
+fn scale_spec(a: &ScaleArgs, dir: &std::path::Path, name: &str, kernel: Path) -> scale::Spec {
     scale::Spec {
         nodes: a.nodes,
         mags: a.mags,
         window: a.window,
         datapaths: match a.datapath {
-            Datapaths::Both => vec![DatapathMode::Seg6, DatapathMode::None],
-            Datapaths::Seg6 => vec![DatapathMode::Seg6],
-            Datapaths::None => vec![DatapathMode::None],
+            Datapaths::Both => vec![kernel, Path::NONE],
+            Datapaths::Kernel => vec![kernel],
+            Datapaths::None => vec![Path::NONE],
         },
         refresh_sample: a.refresh_sample,
         dir: dir.join("scale"),
@@ -289,7 +293,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Report>> {
     };
     match &args.command {
         Cmd::Signalling(a) => out(signalling::run(&signalling_spec(a, &dir, name)).await?),
-        Cmd::Scale(a) => out(scale::run(&scale_spec(a, &dir, name)).await?),
+        Cmd::Scale(a) => out(scale::run(&scale_spec(a, &dir, name, Path::kernel().await?)).await?),
         Cmd::Handover(a) => out(handover::run(&handover_spec(a, &dir, name)).await?),
         Cmd::Datapath(a) => out(datapath::run(&datapath_spec(a, &dir, name)).await?),
         Cmd::All {
@@ -307,7 +311,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<Report>> {
                 nodes: *scale_nodes,
                 ..ScaleArgs::parse_defaults()
             };
-            out(scale::run(&scale_spec(&c, &dir, name)).await?);
+            out(scale::run(&scale_spec(&c, &dir, name, Path::kernel().await?)).await?);
             let h = HandoverArgs {
                 handovers: *handovers,
                 ..HandoverArgs::parse_defaults()

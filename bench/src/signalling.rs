@@ -2,7 +2,7 @@
 //! nodes through `mags` MAG addresses, refreshes them, then sends PBUs one at a time; once
 //! against a raw-socket echo on the LMA address (the ceiling of the sockets and namespaces:
 //! the same generator, the same batches, no protocol), then against the LMA with the datapath
-//! `none` (control plane only) and `seg6` (a kernel route per binding, through netlink), and
+//! `none` (control plane only) and the kernel's routes (a route per binding through netlink: `seg6`, else `ip6tnl`, else `tun`), and
 //! with the datapath `none` and the signalling in ESP (RFC 5213 §4; AES-128-GCM, in the
 //! daemon and in the generator's MAGs), whose rate is compared with `none` in clear.
 
@@ -37,7 +37,7 @@ pub struct Spec {
 /// One server under load.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
-    /// `echo`, `none`, `seg6` or `none+esp`.
+    /// `echo`, `none`, `seg6` (or `ip6tnl`, `tun`: [`Path::kernel`]) or `none+esp`.
     pub path: String,
     pub phases: Vec<PhaseResult>,
     /// Bindings the LMA's Stats reported at the end (LMA runs only).
@@ -206,12 +206,50 @@ async fn wait_echo(bed: &Bed) -> anyhow::Result<()> {
     bail!("the echo server did not answer")
 }
 
+/// A datapath the LMA runs with, and the name the figures give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    pub mode: DatapathMode,
+    pub name: &'static str,
+}
+
+impl Path {
+    /// Control plane only.
+    pub const NONE: Path = Path {
+        mode: DatapathMode::None,
+        name: "none",
+    };
+
+    /// A kernel route per binding: seg6 where this kernel has it, else ip6tnl, else the
+    /// userspace tunnel (TUN devices), which is what the LMA's `auto` picks.
+    pub async fn kernel() -> anyhow::Result<Path> {
+        let nl = datapath::Netlink::connect()?;
+        Ok(if datapath::probe_seg6(&nl).await? {
+            Path {
+                mode: DatapathMode::Seg6,
+                name: "seg6",
+            }
+        } else if datapath::probe_ip6tnl(&nl).await? {
+            Path {
+                mode: DatapathMode::Ip6tnl,
+                name: "ip6tnl",
+            }
+        } else {
+            Path {
+                mode: DatapathMode::Auto,
+                name: "tun",
+            }
+        })
+    }
+}
+
 /// The real LMA with `datapath`, and the signalling in ESP when `esp`.
-pub async fn lma_run(spec: &Spec, datapath: DatapathMode, esp: bool) -> anyhow::Result<Run> {
+pub async fn lma_run(spec: &Spec, path: Path, esp: bool) -> anyhow::Result<Run> {
+    let datapath = path.mode;
     let tag = if esp {
-        format!("{}+esp", mode_name(datapath))
+        format!("{}+esp", path.name)
     } else {
-        mode_name(datapath).to_string()
+        path.name.to_string()
     };
     let dir = spec.dir.join(&tag);
     let mut bed = Bed::up(&spec.name, spec.mags, &dir, bed::binaries()?).await?;
@@ -297,51 +335,58 @@ pub fn table(title: &str) -> Table {
 
 /// New registrations of the control plane alone, as a share of the echo's rate (issue 18).
 pub const NEW_SHARE_OF_CEILING_PCT: f64 = 60.0;
-/// New registrations with a seg6 route each, as a share of the control plane's alone (issue 18).
+/// New registrations with a kernel route each, as a share of the control plane's alone (issue 18).
 pub const ROUTES_SHARE_OF_CP_PCT: f64 = 70.0;
 
 /// Runs the benchmark.
 pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     let echo = echo_run(spec, "echo").await?;
-    let none = lma_run(spec, DatapathMode::None, false).await?;
-    let seg6 = lma_run(spec, DatapathMode::Seg6, false).await?;
-    let esp = lma_run(spec, DatapathMode::None, true).await?;
+    let kernel = Path::kernel().await?;
+    let kname = kernel.name;
+    let none = lma_run(spec, Path::NONE, false).await?;
+    let routed = lma_run(spec, kernel, false).await?;
+    let esp = lma_run(spec, Path::NONE, true).await?;
     let mut t = table(&format!(
         "signalling: {} nodes through {} MAG addresses, {} PBUs outstanding, {} refresh rounds",
         spec.nodes, spec.mags, spec.window, spec.refresh_rounds
     ));
-    for r in [&echo, &none, &seg6, &esp] {
+    for r in [&echo, &none, &routed, &esp] {
         rows(&mut t, r);
     }
     let rate = |r: &Run, p: &str| r.phase(p).map_or(0.0, |p| p.rate);
     let ceiling = rate(&echo, "refresh");
     let cp = rate(&none, "refresh");
     let ratio = if ceiling > 0.0 { cp / ceiling } else { 0.0 };
-    let seg6_new = rate(&seg6, "register");
+    let routed_new = rate(&routed, "register");
     let cp_new = rate(&none, "register");
     let new_share = if ceiling > 0.0 { cp_new / ceiling } else { 0.0 };
-    let routes_share = if cp_new > 0.0 { seg6_new / cp_new } else { 0.0 };
+    let routes_share = if cp_new > 0.0 {
+        routed_new / cp_new
+    } else {
+        0.0
+    };
     let registered = |r: &Run| {
         r.phase("register")
             .is_some_and(|p| p.accepted == spec.nodes as u64)
             && r.bindings == Some(spec.nodes as u64)
     };
-    let all_registered = registered(&none) && registered(&seg6) && registered(&esp);
+    let all_registered = registered(&none) && registered(&routed) && registered(&esp);
     let esp_rate = rate(&esp, "refresh");
     let esp_share = if cp > 0.0 { esp_rate / cp } else { 0.0 };
-    let netlink_cost = if rate(&seg6, "register") > 0.0 {
-        rate(&none, "register") / rate(&seg6, "register")
+    let netlink_cost = if rate(&routed, "register") > 0.0 {
+        rate(&none, "register") / rate(&routed, "register")
     } else {
         0.0
     };
     let mut notes = Vec::new();
     if !all_registered {
         notes.push(format!(
-            "not every node was registered: none {:?}/{}, seg6 {:?}/{}, none+esp {:?}/{} bindings",
-            none.bindings, spec.nodes, seg6.bindings, spec.nodes, esp.bindings, spec.nodes
+            "not every node was registered: none {:?}/{}, {kname} {:?}/{}, none+esp {:?}/{} \
+             bindings",
+            none.bindings, spec.nodes, routed.bindings, spec.nodes, esp.bindings, spec.nodes
         ));
     }
-    for r in [&none, &seg6, &esp] {
+    for r in [&none, &routed, &esp] {
         if let Some(t) = &r.lma_turns {
             notes.push(format!(
                 "{}: the LMA received {:.1} messages per recvmmsg; a durable store commit took \
@@ -357,10 +402,10 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         }
     }
     notes.push(format!(
-        "new registrations: control plane only {} /s, with seg6 routes {} /s ({:.2}x slower: \
+        "new registrations: control plane only {} /s, with {kname} routes {} /s ({:.2}x slower: \
          the cost of a kernel route per binding)",
         int(rate(&none, "register")),
-        int(seg6_new),
+        int(routed_new),
         netlink_cost
     ));
     let verdicts = vec![
@@ -385,9 +430,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             Some(esp_share >= 0.7),
         ),
         Verdict::new(
-            "seg6 datapath: >= 20,000 new bindings/s",
-            format!("{} /s", int(seg6_new)),
-            Some(seg6_new >= 20_000.0),
+            format!("{kname} datapath: >= 20,000 new bindings/s"),
+            format!("{} /s", int(routed_new)),
+            Some(routed_new >= 20_000.0),
         ),
         Verdict::new(
             format!(
@@ -404,12 +449,12 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         ),
         Verdict::new(
             format!(
-                "new registrations with seg6 routes >= {ROUTES_SHARE_OF_CP_PCT} % of the \
+                "new registrations with {kname} routes >= {ROUTES_SHARE_OF_CP_PCT} % of the \
                  control-plane-only rate"
             ),
             format!(
                 "{} / {} PBU/s = {:.0} %",
-                int(seg6_new),
+                int(routed_new),
                 int(cp_new),
                 routes_share * 100.0
             ),
@@ -426,14 +471,15 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         verdicts,
         notes,
         figures: json!({
-            "runs": [echo, none, seg6, esp],
+            "runs": [echo, none, routed, esp],
             "echo_ceiling_pbu_s": ceiling,
             "control_plane_pbu_s": cp,
             "control_plane_share_of_ceiling": round(ratio, 3),
             "new_registrations_share_of_ceiling": round(new_share, 3),
-            "seg6_share_of_control_plane_register": round(routes_share, 3),
-            "seg6_new_bindings_s": seg6_new,
-            "none_over_seg6_register": round(netlink_cost, 3),
+        "routes_datapath": kname,
+            "routes_share_of_control_plane_register": round(routes_share, 3),
+            "routes_new_bindings_s": routed_new,
+            "none_over_routes_register": round(netlink_cost, 3),
             "esp_pbu_s": esp_rate,
             "esp_share_of_clear": round(esp_share, 3),
             "all_registered": all_registered,
