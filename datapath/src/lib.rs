@@ -26,10 +26,11 @@
 //! ```
 //!
 //! [`Datapath`] is an enum over the backends, picked at run time by [`Mode`] (the daemon's
-//! `DatapathConfig::mode`, one to one): [`Mode::Seg6`], [`Mode::Ip6tnl`], [`Mode::None`]
-//! (signalling only) and [`Mode::Auto`] (seg6 when [`probe_seg6`] says the kernel can make
-//! such routes, else ip6tnl when [`probe_ip6tnl`] says it can make such links). Tests of a daemon use [`Datapath::Fake`] and look at
-//! the recorded [`DesiredState`].
+//! `DatapathConfig::mode`, one to one): [`Mode::Seg6`], [`Mode::Ip6tnl`], [`Mode::Tun`],
+//! [`Mode::None`] (signalling only) and [`Mode::Auto`] (seg6 when [`probe_seg6`] says the
+//! kernel can make such routes, else ip6tnl when [`probe_ip6tnl`] says it can make such
+//! links, else tun when [`tun::probe`] can open `/dev/net/tun`). Tests of a daemon use
+//! [`Datapath::Fake`] and look at the recorded [`DesiredState`].
 //!
 //! Every operation is idempotent: an add replaces what the same key had, a removal of
 //! something absent succeeds. Each is also a [`Change`], and [`Datapath::apply`] sends a
@@ -44,8 +45,9 @@
 //! The kernel backends own the routes and rules (IPv6 and IPv4) marked with
 //! [`Settings::route_protocol`] in the main table and in their own tables
 //! ([`Settings::table_base`] and the next `2 + max_peers`), the addresses marked with it
-//! (IFA_PROTO), and the ip6tnl links named [`Settings::tunnel_name_prefix`]`N`. [`Datapath::reconcile`] compares exactly those with a
-//! complete [`DesiredState`]; it never touches anything else, with one exception the recipe
+//! (IFA_PROTO), and the ip6tnl links (or TUN devices) named
+//! [`Settings::tunnel_name_prefix`]`N` (and the TUN device `<prefix>in`).
+//! [`Datapath::reconcile`] compares exactly those with a complete [`DesiredState`]; it never touches anything else, with one exception the recipe
 //! needs: while tunnels terminate here, the kernel's `0: from all lookup local` rule is
 //! replaced by the backend's own at [`RulePriorities::local`] (and put back by
 //! [`Datapath::cleanup`]). Sysctls it needs (IPv6 and IPv4 forwarding, seg6_enabled) are
@@ -64,7 +66,7 @@
 //! own destination (one route for every node). IPv4 forwarding is turned on with the first
 //! IPv4 prefix. The ip6tnl backend makes its links in mode `any`, which carries both.
 //!
-//! # seg6 (verified here) and ip6tnl (not run against a kernel)
+//! # seg6, ip6tnl and the userspace tunnel
 //!
 //! The seg6 backend uses seg6 lightweight tunnels in reduced encapsulation mode with one
 //! segment: the outer header is a plain IPv6 header with Next Header 41 and no routing
@@ -74,8 +76,19 @@
 //!
 //! The ip6tnl backend makes one `ip6tnl` link (mode ip6ip6, no encapsulation limit option)
 //! per peer and routes into it. Its netlink messages are unit tested attribute by attribute,
-//! but **it has not been run against a kernel**: the development and CI machine has no
+//! but **it has not been run against a kernel**: the development and CI machines have no
 //! ip6_tunnel module.
+//!
+//! The tun backend ([`tun`]) is for kernels built without either (some development and CI
+//! machines of this project have neither seg6 lightweight tunnels nor ip6tnl): one TUN device
+//! per peer, routed into like an ip6tnl link, whose packets the daemon itself puts behind an
+//! outer IPv6 header (raw sockets of protocol 41 and 4, the same RFC 2473 packets as the
+//! other two backends, so its peers may run either); what arrives is decapsulated into one
+//! more device and routed by the main table. Every packet crosses the daemon's threads, so it
+//! is the slowest of the three, and its devices close with the daemon: it reconciles before
+//! it serves after a restart, and traffic stops while the daemon is down. It needs
+//! `/dev/net/tun`. [`Mode::Auto`] picks seg6, else ip6tnl, else tun; the tests run whichever
+//! of seg6 and tun the kernel has, with real traffic.
 //!
 //! # MTU
 //!

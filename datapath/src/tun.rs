@@ -1,7 +1,7 @@
 //! The userspace tunnel backend ([`crate::Tunnel::Tun`]): RFC 2473 encapsulation done by the
 //! daemon, for kernels that have neither seg6 lightweight tunnels nor ip6tnl.
 //!
-//! Each peer gets a TUN device (named like an ip6tnl link, [`crate::Settings::tunnel_name`]),
+//! Each peer gets a TUN device (named like an ip6tnl link, `<prefix>N`),
 //! and the routes into the tunnel are routes into that device, exactly as with ip6tnl. A
 //! thread per device reads what the kernel routes into it and sends each packet to the peer
 //! on a raw IPv6 socket of protocol 41 (an IPv6 packet inside) or 4 (an IPv4 one, RFC 5844
