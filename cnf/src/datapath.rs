@@ -157,3 +157,87 @@ pub fn termination(dp: &Datapath, local: Ipv6Addr) -> Termination {
         ifindex: dp.settings().transport_ifindex,
     }
 }
+
+/// The userspace tunnel's packet counters ([`datapath::tun::TunCounters`]), read when the
+/// metrics are scraped.
+#[derive(Debug)]
+struct TunCollector(std::sync::Arc<datapath::tun::TunCounters>);
+
+impl prometheus_client::collector::Collector for TunCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let [encapsulated, decapsulated, refused, errors] = self.0.snapshot();
+        for (name, help, value) in [
+            (
+                "pmip_tun_encapsulated_packets",
+                "Packets the userspace tunnel read from a peer's TUN device and sent to the peer",
+                encapsulated,
+            ),
+            (
+                "pmip_tun_decapsulated_packets",
+                "Tunnelled packets the userspace tunnel received and handed to the kernel",
+                decapsulated,
+            ),
+            (
+                "pmip_tun_refused_packets",
+                "Packets the userspace tunnel dropped: neither IPv6 in protocol 41 nor IPv4 in 4",
+                refused,
+            ),
+            (
+                "pmip_tun_failed_packets",
+                "Packets the userspace tunnel dropped because the kernel refused a send or write",
+                errors,
+            ),
+        ] {
+            let c = prometheus_client::metrics::counter::ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers the datapath's own metrics: the userspace tunnel's packet counters when it is
+/// the backend (nothing otherwise).
+pub fn register_metrics(registry: &mut prometheus_client::registry::Registry, dp: &Datapath) {
+    if let Some(c) = dp.tun_counters_shared() {
+        registry.register_collector(Box::new(TunCollector(c)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_userspace_tunnels_counters_are_read_when_scraped() {
+        let counters = std::sync::Arc::new(datapath::tun::TunCounters::default());
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(TunCollector(counters.clone())));
+        counters.encapsulated.fetch_add(3, Ordering::Relaxed);
+        counters.decapsulated.fetch_add(5, Ordering::Relaxed);
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "pmip_tun_encapsulated_packets_total 3",
+            "pmip_tun_decapsulated_packets_total 5",
+            "pmip_tun_refused_packets_total 0",
+            "pmip_tun_failed_packets_total 1",
+            "# TYPE pmip_tun_encapsulated_packets counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        // Read again at the next scrape, not copied at registration.
+        counters.encapsulated.fetch_add(1, Ordering::Relaxed);
+        text.clear();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("pmip_tun_encapsulated_packets_total 4\n"),
+            "{text}"
+        );
+    }
+}

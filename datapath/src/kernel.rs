@@ -301,7 +301,7 @@ impl Kernel {
     }
 
     /// What the userspace tunnel carried ([`Tunnel::Tun`] only).
-    pub fn tun_counters(&self) -> Option<&crate::tun::TunCounters> {
+    pub fn tun_counters(&self) -> Option<&Arc<crate::tun::TunCounters>> {
         self.inner.tun.as_ref().map(Forwarder::counters)
     }
 

@@ -456,8 +456,14 @@ impl Datapath {
     /// What the userspace tunnel carried: packets encapsulated, decapsulated, refused and
     /// failed ([`tun::TunCounters`]); `None` for the other backends.
     pub fn tun_counters(&self) -> Option<[u64; 4]> {
+        self.tun_counters_shared().map(|c| c.snapshot())
+    }
+
+    /// The userspace tunnel's live counters, for a metrics collector that reads them when
+    /// scraped; `None` for the other backends.
+    pub fn tun_counters_shared(&self) -> Option<std::sync::Arc<tun::TunCounters>> {
         match self {
-            Datapath::Kernel(k) => k.tun_counters().map(tun::TunCounters::snapshot),
+            Datapath::Kernel(k) => k.tun_counters().cloned(),
             _ => None,
         }
     }

@@ -323,7 +323,7 @@ impl Forwarder {
         }
     }
 
-    pub(crate) fn counters(&self) -> &TunCounters {
+    pub(crate) fn counters(&self) -> &Arc<TunCounters> {
         &self.counters
     }
 

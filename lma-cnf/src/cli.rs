@@ -161,6 +161,7 @@ async fn run(cfg: LmaConfig, cleanup: bool) -> anyhow::Result<()> {
     );
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
+    cnf::datapath::register_metrics(&mut registry, &datapath);
     // A tentative address cannot be bound: wait for duplicate address detection, or say so.
     cnf::address::wait_until_usable(cfg.address).await?;
     let transport = Signalling::open(cfg.address, &cfg.ipsec, &cfg.state_dir, &mut registry)?;

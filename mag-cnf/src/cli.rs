@@ -144,6 +144,7 @@ async fn run(mut cfg: MagConfig, cleanup: bool, deregister_on_exit: bool) -> any
     let epoch = u64::from(cnf::restart::CounterFile::new(cfg.state_dir.join("mag-starts")).bump()?);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
+    cnf::datapath::register_metrics(&mut registry, &datapath);
     // A tentative address cannot be bound: wait for duplicate address detection, or say so.
     cnf::address::wait_until_usable(cfg.proxy_coa).await?;
     let transport = Signalling::open(cfg.proxy_coa, &cfg.ipsec, &cfg.state_dir, &mut registry)?;
