@@ -237,8 +237,19 @@ impl Batch {
             }
         }
         if let Some(tun) = tun {
-            for index in self.closes.drain(..) {
-                tun.close(index);
+            // Closed, and deleted too: a process forked meanwhile may hold a copy of the
+            // descriptor until it runs its program, and the device (its name, which the
+            // slot's next peer reuses) would live until then.
+            let deletes: Vec<Request> = self
+                .closes
+                .drain(..)
+                .filter(|&index| tun.close(index))
+                .map(Request::delete_link)
+                .collect();
+            for r in nl.execute(&deletes).await {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "tun device: delete after close failed");
+                }
             }
         }
     }
@@ -1030,6 +1041,7 @@ impl Kernel {
         let by_slot: BTreeMap<u32, Ipv6Addr> = slots.iter().map(|(p, s)| (*s, *p)).collect();
         let mut tunnels = BTreeMap::new();
         let mut stale = Vec::new();
+        let mut closed = Vec::new();
         for (slot, link) in actual.tunnels(l) {
             // A link of an earlier version (mode ip6ip6) is made again in mode any, which
             // also carries IPv4 home addresses.
@@ -1054,7 +1066,8 @@ impl Kernel {
                 // A device of ours closes; one held by another process can only be deleted
                 // (a TUN device of this name that is not ours makes its creation fail).
                 _ if self.inner.tun.as_ref().is_some_and(|t| t.close(link.index)) => {
-                    report.links.removed += 1;
+                    // Deleted as well (see `Batch::flush`).
+                    closed.push(Request::delete_link(link.index));
                 }
                 _ => stale.push(Request::delete_link(link.index)),
             }
@@ -1068,7 +1081,8 @@ impl Kernel {
                 }
             }
         }
-        report.links.removed += stale.len();
+        report.links.removed += stale.len() + closed.len();
+        stale.extend(closed);
         nl.execute_all(&stale).await?;
         for (&peer, &slot) in slots {
             if let std::collections::btree_map::Entry::Vacant(e) = tunnels.entry(peer) {

@@ -212,6 +212,13 @@ impl Default for RulePriorities {
     }
 }
 
+/// [`Settings::max_peers`] by default.
+pub const DEFAULT_MAX_PEERS: u32 = 14;
+
+/// [`Settings::max_peers`] for the backends with a link per peer (ip6tnl, tun) when it was
+/// left at [`DEFAULT_MAX_PEERS`]: an LMA's MAGs are peers too.
+pub const LINKED_MAX_PEERS: u32 = 1024;
+
 /// What a kernel backend needs to know: the transport link, and what marks its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -231,7 +238,10 @@ pub struct Settings {
     /// table of the peer in slot `i`, and `table_base + 2 + max_peers` terminates the
     /// IPv4-in-IPv6 of IPv4 home addresses (seg6 End.DX4).
     pub table_base: u32,
-    /// Peers (LMA, other MAGs) that uplinks (and for ip6tnl, any tunnel) can go to at once.
+    /// Peers (LMA, other MAGs) that uplinks (and for ip6tnl and tun, any tunnel) can go to at
+    /// once. ip6tnl and tun need a slot (a link) for every peer, an LMA's every MAG among
+    /// them: [`Datapath::open`] raises the default ([`DEFAULT_MAX_PEERS`]) to
+    /// [`LINKED_MAX_PEERS`] for them (their tables above the peers' are not used).
     pub max_peers: u32,
     pub priorities: RulePriorities,
     /// ip6tnl link names are this and the peer's slot number.
@@ -251,7 +261,7 @@ impl Settings {
             route_protocol: 135,
             route_metric: 1000,
             table_base: 13500,
-            max_peers: 14,
+            max_peers: DEFAULT_MAX_PEERS,
             priorities: RulePriorities::default(),
             tunnel_name_prefix: "pmip6t".into(),
             sysctl_ledger: None,
@@ -446,6 +456,10 @@ impl Datapath {
                 }
             }
         };
+        let mut settings = settings;
+        if tunnel.has_links() && settings.max_peers == DEFAULT_MAX_PEERS {
+            settings.max_peers = LINKED_MAX_PEERS;
+        }
         Ok(Datapath::Kernel(if routes {
             Kernel::open(nl, settings, tunnel).await?
         } else {

@@ -462,6 +462,24 @@ fn in_netns<R: Send>(nl: &Netlink, f: impl FnOnce() -> R + Send) -> Result<R> {
     }
 }
 
+/// Whether a packet the kernel put into a peer's device belongs in the tunnel: not what the
+/// device itself sends on its link (MLD reports and the like, from a link-local address or to
+/// a multicast group), which RFC 5213 §6.10.5 keeps off the tunnel.
+fn tunnelled(pkt: &[u8]) -> bool {
+    match pkt.first().map(|b| b >> 4) {
+        Some(6) if pkt.len() >= 40 => {
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).unwrap_or_default());
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[24..40]).unwrap_or_default());
+            !src.is_unicast_link_local() && !dst.is_multicast() && !dst.is_unicast_link_local()
+        }
+        Some(4) if pkt.len() >= 20 => {
+            let dst = std::net::Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+            !dst.is_multicast() && !dst.is_broadcast()
+        }
+        _ => false,
+    }
+}
+
 /// Reads what the kernel routes into `file` and sends it to `peer`, until `stop`.
 fn egress(file: &File, ends: &Ends, peer: &SockAddr, stop: &Stop, counters: &TunCounters) {
     let mut buf = vec![0u8; MAX_PACKET];
@@ -479,6 +497,9 @@ fn egress(file: &File, ends: &Ends, peer: &SockAddr, stop: &Stop, counters: &Tun
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => break,
+                Ok(n) if !tunnelled(&buf[..n]) => {
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(n) => match ends.send(peer, &buf[..n]) {
                     Ok(true) => {
                         counters.encapsulated.fetch_add(1, Ordering::Relaxed);
@@ -574,6 +595,37 @@ mod tests {
         ] {
             assert_eq!(parse_alias(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_routed_packets_enter_the_tunnel() {
+        fn v6(src: &str, dst: &str) -> Vec<u8> {
+            let mut p = vec![0u8; 48];
+            p[0] = 0x60;
+            p[6] = 17;
+            p[8..24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+            p[24..40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+            p
+        }
+        fn v4(dst: [u8; 4]) -> Vec<u8> {
+            let mut p = vec![0u8; 28];
+            p[0] = 0x45;
+            p[16..20].copy_from_slice(&dst);
+            p
+        }
+        assert!(tunnelled(&v6("2001:db8:100::2", "2001:db8:200::2")));
+        // The device's own MLD report, and anything to or from a link-local address.
+        assert!(!tunnelled(&v6("fe80::1", "ff02::16")));
+        assert!(!tunnelled(&v6("2001:db8:100::2", "ff0e::1")));
+        assert!(!tunnelled(&v6("2001:db8:100::2", "fe80::2")));
+        assert!(tunnelled(&v4([198, 51, 100, 2])));
+        assert!(!tunnelled(&v4([224, 0, 0, 22])));
+        assert!(!tunnelled(&v4([255, 255, 255, 255])));
+        // Truncated or not IP at all.
+        assert!(!tunnelled(&v6("2001:db8::1", "2001:db8::2")[..39]));
+        assert!(!tunnelled(&[0x45; 19]));
+        assert!(!tunnelled(&[]));
+        assert!(!tunnelled(&[0x20; 60]));
     }
 
     #[test]
