@@ -27,10 +27,9 @@
 //! order.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 
 use datapath::Change;
 use ipnet::{IpNet, Ipv6Net};
@@ -93,40 +92,8 @@ pub struct Buffer {
     stats: BufferStats,
 }
 
-#[allow(unsafe_code)]
 fn tun(name: &str) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
-        _pad: [0; 22],
-    };
-    let n = name.len().min(libc::IFNAMSIZ - 1);
-    req.name[..n].copy_from_slice(&name.as_bytes()[..n]);
-    // SAFETY: TUNSETIFF reads and writes an `ifreq`, which `IfReq` lays out (name, flags,
-    // padding to its 40 bytes); `f` is an open /dev/net/tun descriptor.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: plain fcntl on our descriptor.
-    let r = unsafe {
-        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK)
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(f)
+    datapath::tun::open_device(name, true)
 }
 
 #[allow(unsafe_code)]
