@@ -132,7 +132,7 @@ impl Spec {
             nodes,
             fast_handover: FastHandoverMode::Off,
             local_routing: false,
-            datapath: DatapathMode::Seg6,
+            datapath: DatapathMode::Auto,
             transport_mtu: 1540,
             access_mtu: 1500,
             heartbeat_interval_s: 5,

@@ -377,7 +377,7 @@ async fn router_advertisement_gives_the_node_its_address_default_route_and_route
     // solicits, the MAG answers.
     let p = Pair::new("ra", false).await;
     let (access, mut events) = p.start().await;
-    let dp = Datapath::open(Mode::Seg6, p.mag_nl.clone(), Settings::new(1, 1500))
+    let dp = Datapath::open(Mode::Auto, p.mag_nl.clone(), Settings::new(1, 1500))
         .await
         .expect("datapath");
     dp.prepare_access_link(
