@@ -1421,6 +1421,94 @@ fn reactive_fast_handover_recovers_the_previous_mags_packets() {
     assert_eq!(deregs, 0);
 }
 
+/// The LMA's binding of node `n`: where it is and whether it is active.
+fn lma_binding_at(sim: &Sim, n: u16) -> Option<(std::net::Ipv6Addr, BindingState)> {
+    let s = sim.lma.cache().sessions_of(&nai(n)).next()?;
+    let e = sim.lma.cache().get(s)?;
+    Some((e.proxy_coa, e.state))
+}
+
+#[test]
+fn a_node_back_at_its_previous_mag_before_anyone_claims_it_gets_its_packets_and_stays() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    // It leaves unannounced (MAG1 buffers, waiting for a new MAG) and comes back.
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_millis(200));
+    assert!(sim.mag_datapaths[0].buffering.contains(&IpNet::from(p)));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    // The buffer went to the node, the prefix is routed to its link again, and after the
+    // handover timeout (5 s) nothing de-registers it.
+    assert!(sim.mag_datapaths[0].flushed.contains(&IpNet::from(p)));
+    assert!(
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
+    sim.run_for(Duration::from_secs(8));
+    assert!(bound_at(&sim, 0, 1));
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(
+        lma_binding_at(&sim, 1),
+        Some((mag_addr(0), BindingState::Active))
+    );
+    assert!(sim.mag_events_of(0).any(|e| matches!(
+        e,
+        MagEvent::HandoverFailed { reason, .. } if reason.contains("came back")
+    )));
+    let deregs = sim
+        .sent
+        .iter()
+        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
+        .count();
+    assert_eq!(deregs, 0);
+}
+
+/// A ping-pong: the node reaches MAG2 (a reactive handover: MAG1 forwards its packets there)
+/// and is back at MAG1 before MAG2 told MAG1 the handover completed. MAG1 must take it as an
+/// attachment: before, it took it for a repeated link event of a node it still held, and
+/// registered nothing, while MAG2 de-registered the node when it left.
+#[test]
+fn a_node_back_at_its_previous_mag_during_a_handover_is_registered_there_again() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = prefix_of(&sim, 1);
+    sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_millis(30));
+    sim.attach(1, ll(1));
+    // HI, HAck, HI with 'F': MAG1 forwards to MAG2.
+    sim.run_for(Duration::from_millis(3));
+    assert_eq!(
+        sim.mag_datapaths[0].forwards.get(&IpNet::from(p)),
+        Some(&mag_addr(1))
+    );
+    // Back to MAG1 at once.
+    sim.detach(1, ll(1));
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(8));
+    assert!(bound_at(&sim, 0, 1), "MAG1 holds the node");
+    assert!(!bound_at(&sim, 1, 1), "MAG2 let it go");
+    assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(
+        lma_binding_at(&sim, 1),
+        Some((mag_addr(0), BindingState::Active))
+    );
+    assert!(sim.mag_datapaths[0].forwards.is_empty());
+    assert!(
+        sim.mag_datapaths[0]
+            .access_routes
+            .contains_key(&IpNet::from(p))
+    );
+}
+
 #[test]
 fn a_departed_node_nobody_claims_is_deregistered_after_the_handover_timeout() {
     use pmip::config::FastHandoverMode;

@@ -37,6 +37,7 @@ use super::MagEvent;
 use super::bul::{BindingUpdateList, BulEntry, BulState};
 use crate::config::{FastHandoverMode, MagConfig};
 use crate::ipv4_pool::Ipv4HomeAddress;
+use crate::output::AccessLink;
 use crate::output::{DatapathCommand, Transmit};
 use crate::time::{Instant, ms};
 use crate::types::LinkLayerAddress;
@@ -987,6 +988,47 @@ impl FastHandovers {
                 true
             }
         }
+    }
+
+    /// PMAG: the node of entry `e` came back to this MAG (on `link`) before its handover to
+    /// another MAG completed: a ping-pong RFC 5949 does not cover. The handover is dropped and
+    /// what it did to the node's downlink undone: what the buffer holds goes to the node, and
+    /// packets that went to the new MAG come back to the access link. The MAG registers the
+    /// node again (the binding may be the other MAG's by now). False when `e` was not leaving.
+    pub(super) fn returned(
+        &mut self,
+        e: &BulEntry,
+        link: AccessLink,
+        local_routing: bool,
+        out: &mut Out,
+    ) -> bool {
+        let ll = e.link_layer;
+        if !self.is_leaving(&ll) {
+            return false;
+        }
+        let Some(f) = self.clear(ll, out) else {
+            return false;
+        };
+        for p in e.home_nets() {
+            out.push(FastAction::Datapath(match f.phase {
+                FastPhase::Forwarding => DatapathCommand::SetLinkRoute {
+                    prefix: p,
+                    link,
+                    local_routing,
+                },
+                FastPhase::Initiating | FastPhase::AwaitingPeer => DatapathCommand::FlushBuffer {
+                    prefix: p,
+                    deliver: Some((link, ll)),
+                },
+            }));
+        }
+        out.push(FastAction::Event(MagEvent::HandoverFailed {
+            mn_id: e.mn_id.clone(),
+            mode: f.mode,
+            role: f.role,
+            reason: "the node came back before the handover completed",
+        }));
+        true
     }
 
     /// The handover timer of entry `e`: HI retransmission, or the handover timing out.

@@ -407,6 +407,10 @@ impl Mag {
         let (ipv6_service, ipv4_service, pinned_ipv4) =
             (profile.ipv6, profile.ipv4, profile.ipv4_home_address);
         let ll = a.link_layer;
+        if self.fast.is_leaving(&ll) {
+            self.came_back(now, wall, ll, a.link, local_routing);
+            return;
+        }
         // RFC 5213 §6.1: an entry per attached interface. An interface known here already:
         if let Some(e) = self.bul.get(&ll) {
             match e.state {
@@ -490,6 +494,35 @@ impl Mag {
             }),
             None => self.send_pbu(now, wall, ll, false),
         }
+    }
+
+    /// The node of `ll` came back (on `link`) while a fast handover was taking it to another
+    /// MAG ([`fast`]): the handover is dropped, the node's downlink comes back here, and it
+    /// is registered again as a handoff between MAGs.
+    fn came_back(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        ll: LinkLayerAddress,
+        link: AccessLink,
+        local_routing: bool,
+    ) {
+        self.with_fast(now, wall, |f, bul, out| {
+            if let Some(e) = bul.get(&ll) {
+                f.returned(e, link, local_routing, out);
+            }
+        });
+        let Some(e) = self.bul.get_mut(&ll) else {
+            return;
+        };
+        e.link = link;
+        e.local_routing = local_routing;
+        e.attached_at = now;
+        e.state = BulState::Registering;
+        e.handoff_hint = HandoffIndicator::HandoffBetweenMags;
+        e.served = e.home_nets();
+        self.send_ra(now, ll);
+        self.send_pbu(now, wall, ll, false);
     }
 
     /// A fresh entry in state Registering.
