@@ -1286,6 +1286,20 @@ impl Lab {
 }
 
 impl Lab {
+    /// Whether the daemons' tunnels are the kernel's (seg6 or ip6tnl), whose routes outlive
+    /// a daemon, rather than the userspace tunnel, whose TUN devices stop with their daemon;
+    /// for mode auto, probed in the LMA's namespace as the daemons do.
+    pub async fn kernel_tunnels(&self) -> anyhow::Result<bool> {
+        match self.spec.datapath {
+            DatapathMode::Seg6 | DatapathMode::Ip6tnl => Ok(true),
+            DatapathMode::Auto => {
+                let nl = Netlink::connect_in(&self.lma_ns)?;
+                Ok(datapath::probe_seg6(&nl).await? || datapath::probe_ip6tnl(&nl).await?)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// The LMA's `BindingCache.Stats`.
     pub async fn lma_stats(&self) -> anyhow::Result<proto::v1::LmaStats> {
         in_ns(&self.lma_ns, || async {
