@@ -6,8 +6,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use datapath::Netlink;
 use datapath::netns::{NetNs, OwnedNetNs};
+use datapath::{Mode, Netlink, Tunnel};
 use nix::sys::socket::{self, sockopt};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -27,6 +27,78 @@ pub fn a(s: &str) -> Ipv6Addr {
 
 pub fn net(s: &str) -> ipnet::Ipv6Net {
     s.parse().unwrap()
+}
+
+/// The environment variable that picks the tunnel backend the lab tests run over: `seg6` or
+/// `tun`. Unset, they run over seg6 where the kernel has it, else over tun.
+pub const TUNNEL_VAR: &str = "PMIP_TEST_TUNNEL";
+
+/// The tunnel backend the tests run over: seg6 when the kernel of `nl`'s namespace can make
+/// seg6 lightweight tunnels, else the userspace tunnel (tun); [`TUNNEL_VAR`] may force one.
+/// Says on stderr (once per test program) when seg6 is not what runs.
+pub async fn tunnel_under_test(nl: &Netlink) -> Tunnel {
+    let has_seg6 = datapath::probe_seg6(nl).await.expect("probe seg6");
+    match std::env::var(TUNNEL_VAR).as_deref() {
+        Ok("seg6") => {
+            assert!(
+                has_seg6,
+                "{TUNNEL_VAR}=seg6, but this kernel lacks seg6 lightweight tunnels \
+                 (CONFIG_IPV6_SEG6_LWTUNNEL)"
+            );
+            Tunnel::Seg6
+        }
+        Ok("tun") => {
+            note_once(&format!(
+                "the seg6 backend was not run: {TUNNEL_VAR}=tun; the tests ran over tun"
+            ));
+            Tunnel::Tun
+        }
+        Ok(other) if !other.is_empty() => panic!("{TUNNEL_VAR}={other}: seg6 or tun"),
+        _ if has_seg6 => Tunnel::Seg6,
+        _ => {
+            note_once(&format!("{SEG6_NOT_RUN}; the tests ran over tun"));
+            Tunnel::Tun
+        }
+    }
+}
+
+/// Why the seg6 backend did not run here.
+pub const SEG6_NOT_RUN: &str = "the seg6 backend was not run: this kernel lacks seg6 \
+                                lightweight tunnels (CONFIG_IPV6_SEG6_LWTUNNEL)";
+
+/// The mode that opens `tunnel`.
+pub fn mode(tunnel: Tunnel) -> Mode {
+    match tunnel {
+        Tunnel::Seg6 => Mode::Seg6,
+        Tunnel::Ip6tnl => Mode::Ip6tnl,
+        Tunnel::Tun => Mode::Tun,
+    }
+}
+
+/// The backend's name, as `Datapath::backend_name` says it.
+pub fn name(tunnel: Tunnel) -> &'static str {
+    match tunnel {
+        Tunnel::Seg6 => "seg6",
+        Tunnel::Ip6tnl => "ip6tnl",
+        Tunnel::Tun => "tun",
+    }
+}
+
+/// One line on stderr that the test harness does not capture: what was not run, and why.
+pub fn note(line: &str) {
+    use std::io::Write;
+    let line = format!("note: {line}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// [`note`], once per test program for the same line.
+pub fn note_once(line: &str) {
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.iter().any(|s| s == line) {
+        said.push(line.to_owned());
+        note(line);
+    }
 }
 
 /// A namespace (deleted on drop, also when the test fails) and a netlink connection in it.
