@@ -1,4 +1,11 @@
-//! The seg6 backend end to end, in network namespaces, with real traffic (run as root).
+//! The tunnel backends end to end, in network namespaces, with real traffic (run as root):
+//! seg6 where the kernel has seg6 lightweight tunnels, else the userspace tunnel (tun);
+//! `PMIP_TEST_TUNNEL=seg6|tun` forces one ([`common::tunnel_under_test`]). Both put the same
+//! RFC 2473 packets on the transport link, and the tests check them there; where they
+//! differ in what the kernel holds (seg6 routes with `encap seg6` and End.DT6 / End.DX4
+//! terminations, or a TUN device per peer, routes `dev pmip6tN` and an `iif pmip6tin`
+//! rule), each test asserts what the backend under test made. What only seg6 can do (take
+//! its state for granted after a restart) is said on stderr when it is not run.
 //!
 //! ```text
 //!  mn ──m0/a0── mag ──t0/t0── lma ──c0/c0── cn
@@ -12,7 +19,7 @@
 mod common;
 
 use common::*;
-use datapath::{AccessLinkAddresses, Change, Datapath, Mode, PrefixRoute, Settings, Termination};
+use datapath::{AccessLinkAddresses, Change, Datapath, PrefixRoute, Settings, Termination, Tunnel};
 
 const LMA: &str = "2001:db8::1";
 const MAG: &str = "2001:db8::2";
@@ -28,19 +35,23 @@ struct Lab {
     cn: Node,
     lma_dp: Datapath,
     mag_dp: Datapath,
+    /// The backend both run.
+    tunnel: Tunnel,
 }
 
-async fn open(node: &Node, local: &str) -> Datapath {
-    open_on(node, "t0", local).await
+async fn open(tunnel: Tunnel, node: &Node, local: &str) -> Datapath {
+    open_on(tunnel, node, "t0", local).await
 }
 
-async fn open_on(node: &Node, transport: &str, local: &str) -> Datapath {
+async fn open_on(tunnel: Tunnel, node: &Node, transport: &str, local: &str) -> Datapath {
     let settings = Settings::resolve(&node.nl, Some(transport), a(local), None)
         .await
         .unwrap();
-    Datapath::open(Mode::Seg6, node.nl.clone(), settings)
+    let dp = Datapath::open(mode(tunnel), node.nl.clone(), settings)
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(dp.backend_name(), name(tunnel));
+    dp
 }
 
 /// The four namespaces, linked and addressed, with both backends open but nothing
@@ -62,8 +73,9 @@ async fn lab(transport_mtu: u32) -> Lab {
     lma.addr("c0", "2001:db8:200::1", 64).await;
     cn.addr("c0", CN, 64).await;
     cn.route("::/0", Some("2001:db8:200::1"), "c0").await;
-    let lma_dp = open(&lma, LMA).await;
-    let mag_dp = open(&mag, MAG).await;
+    let tunnel = tunnel_under_test(&lma.nl).await;
+    let lma_dp = open(tunnel, &lma, LMA).await;
+    let mag_dp = open(tunnel, &mag, MAG).await;
     Lab {
         mn,
         mag,
@@ -71,6 +83,7 @@ async fn lab(transport_mtu: u32) -> Lab {
         cn,
         lma_dp,
         mag_dp,
+        tunnel,
     }
 }
 
@@ -179,11 +192,86 @@ async fn traffic_crosses_both_tunnel_ends_at_full_size() {
     // The access link looks like the shared router: its MAC and fe80::1.
     let a0 = lab.mag.index("a0").await;
     assert_eq!(lab.mag.nl.link_address(a0).await.unwrap(), MAC);
+    lab.assert_kernel_holds_the_tunnel().await;
+    if let (Some(lma), Some(mag)) = (lab.lma_dp.tun_counters(), lab.mag_dp.tun_counters()) {
+        // Encapsulated, decapsulated, refused, failed: each end carried both sizes both
+        // ways, and nothing it received was neither IPv6 nor IPv4.
+        for (end, [encapsulated, decapsulated, refused, _]) in [("LMA", lma), ("MAG", mag)] {
+            assert!(
+                encapsulated >= 2 && decapsulated >= 2,
+                "{end}: {lma:?} {mag:?}"
+            );
+            assert_eq!(refused, 0, "{end}: {lma:?} {mag:?}");
+        }
+    }
 }
 
-/// With a 1500-byte transport link the tunnel MTU is 1460 and the routes say so: forwarded
-/// packets of 1460 bytes get through both ways, and the LMA's own packets above the route
-/// MTU are refused with EMSGSIZE instead of vanishing in the seg6 output path.
+impl Lab {
+    /// What the kernel holds for the programmed lab, as iproute2 shows it: seg6 routes
+    /// (`encap seg6 mode encap.red`, one segment: the peer), or a TUN device per peer named by
+    /// its alias, routes into it with no encap and no MTU of their own, the ingress device and
+    /// its `iif` rules (IPv6 and IPv4) in place of seg6's termination rules and routes, and
+    /// the `local` rule left where it was.
+    async fn assert_kernel_holds_the_tunnel(&self) {
+        let mtu = self.lma_dp.settings().tunnel_mtu();
+        for (node, local, peer) in [(&self.lma, LMA, MAG), (&self.mag, MAG, LMA)] {
+            let routes = format!(
+                "{}{}",
+                node.ip_output("-6 route show"),
+                node.ip_output("-6 route show table 13502")
+            );
+            let rules = node.ip_output("-6 rule show");
+            let links = node.ip_output("link show");
+            match self.tunnel {
+                Tunnel::Tun => {
+                    let into = if node.ns.path() == self.lma.ns.path() {
+                        "2001:db8:100::/64 dev pmip6t0 proto 135 metric 1000"
+                    } else {
+                        "default dev pmip6t0 proto 135 metric 1000"
+                    };
+                    assert!(routes.contains(into), "{into:?}: {routes}");
+                    assert!(!routes.contains("encap"), "{routes}");
+                    for (device, alias) in [
+                        ("pmip6t0", format!("pmip-tun {local} {peer}")),
+                        ("pmip6tin", format!("pmip-tun {local} ::")),
+                    ] {
+                        let link = node.ip_output(&format!("link show {device}"));
+                        assert!(
+                            link.contains(&format!("mtu {mtu} ")) && link.contains(&alias),
+                            "{device}: mtu {mtu}, alias {alias:?}: {link}"
+                        );
+                        assert!(link.contains(",UP,"), "{link}");
+                    }
+                    assert!(!links.contains("pmip6t1"), "one peer, one device: {links}");
+                    for family in ["-6", "-4"] {
+                        let rules = node.ip_output(&format!("{family} rule show"));
+                        assert!(
+                            rules.contains("100:\tfrom all iif pmip6tin lookup main proto 135"),
+                            "{family}: {rules}"
+                        );
+                    }
+                    assert!(rules.starts_with("0:\tfrom all lookup local"), "{rules}");
+                    assert!(!rules.contains("ipproto"), "{rules}");
+                }
+                _ => {
+                    let encap = format!("encap seg6 mode encap.red segs 1 [ {peer} ]");
+                    assert!(routes.contains(&encap), "{encap:?}: {routes}");
+                    assert!(!links.contains("pmip6t"), "{links}");
+                    assert!(
+                        rules.contains(&format!("to {local} ipproto ipv6 lookup")),
+                        "{rules}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// With a 1500-byte transport link the tunnel MTU is 1460 and the routes say so (seg6: the
+/// route's MTU; tun: the device's): forwarded packets of 1460 bytes get through both ways,
+/// and the LMA's own packets above the tunnel MTU are refused with EMSGSIZE instead of
+/// vanishing in the seg6 output path (or being refused by the raw socket behind a TUN
+/// device, where nobody sees it).
 #[tokio::test]
 async fn tunnel_mtu_is_the_transport_mtu_minus_40() {
     let lab = lab(1500).await;
@@ -203,14 +291,23 @@ async fn tunnel_mtu_is_the_transport_mtu_minus_40() {
     let dst = mn.local_addr().unwrap();
     let err = lma.send_to(&vec![0u8; 1461 - 48], dst).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{err}");
-    // The kernel also subtracts the seg6 headroom it reserves (outer header and a routing
-    // header that reduced mode leaves out) from the route MTU for the node's own packets.
+    // With seg6 the kernel also subtracts the headroom it reserves (outer header and a
+    // routing header that reduced mode leaves out) from the route MTU for the node's own
+    // packets.
     let largest = (1280..=1460)
         .rev()
         .find(|n| lma.send_to(&vec![0u8; n - 48], dst).is_ok())
         .expect("some size fits");
     eprintln!("largest packet the LMA itself sends into a 1460 tunnel: {largest}");
-    assert!(largest <= 1460);
+    match lab.tunnel {
+        // No headroom reserved: the device's MTU is the limit.
+        Tunnel::Tun => {
+            assert_eq!(largest, 1460);
+            let t = lab.lma.index("pmip6t0").await;
+            assert_eq!(lab.lma.nl.link_mtu(t).await.unwrap(), 1460);
+        }
+        _ => assert!(largest <= 1460),
+    }
     let got = receive_until(&mn, largest - 48);
     assert!(got, "the LMA's own {largest}-byte packet arrived");
 }
@@ -226,7 +323,7 @@ async fn changes_are_idempotent_and_read_back() {
     let lab = lab(1500).await;
     lab.program().await;
     let Datapath::Kernel(mag) = &lab.mag_dp else {
-        panic!("seg6 is a kernel backend")
+        panic!("a kernel backend")
     };
     let first = mag.read_back().await.unwrap();
     assert_eq!(first, lab.mag_dp.state().await);
@@ -251,7 +348,7 @@ async fn changes_are_idempotent_and_read_back() {
         .unwrap();
     assert!(report.is_noop(), "{report:?}");
 
-    let reopened = open(&lab.mag, MAG).await;
+    let reopened = open(lab.tunnel, &lab.mag, MAG).await;
     assert_eq!(reopened.state().await, second);
     // Removals of what is not there succeed.
     reopened
@@ -305,24 +402,52 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
     assert!(send_and_receive(&cn, &mn, 64).is_some());
 
     let report = lab.lma_dp.cleanup().await.unwrap();
-    assert_eq!(
-        report.routes.removed, 3,
-        "downlink, End.DT6 and End.DX4: {report:?}"
-    );
-    assert_eq!(
-        report.rules.removed, 3,
-        "termination (41 and 4) and local: {report:?}"
-    );
+    match lab.tunnel {
+        Tunnel::Tun => {
+            // The downlink went with the device (closed, not deleted: the kernel removes the
+            // routes into it, which the report does not count).
+            assert_eq!(report.links.removed, 1, "the MAG's device: {report:?}");
+            assert_eq!(
+                report.rules.removed, 2,
+                "iif pmip6tin (IPv6 and IPv4): {report:?}"
+            );
+        }
+        _ => {
+            assert_eq!(
+                report.routes.removed, 3,
+                "downlink, End.DT6 and End.DX4: {report:?}"
+            );
+            assert_eq!(
+                report.rules.removed, 3,
+                "termination (41 and 4) and local: {report:?}"
+            );
+        }
+    }
     assert!(lma.read_back().await.unwrap().is_empty());
     let report = lab.mag_dp.cleanup().await.unwrap();
-    assert!(report.routes.removed >= 3, "{report:?}");
+    if lab.tunnel == Tunnel::Tun {
+        // The access link's route; the uplink's default route went with the LMA's device.
+        assert_eq!(report.routes.removed, 1, "{report:?}");
+        assert_eq!(report.links.removed, 1, "the LMA's device: {report:?}");
+        assert_eq!(
+            report.rules.removed, 3,
+            "uplink and iif pmip6tin (IPv6 and IPv4): {report:?}"
+        );
+    } else {
+        assert!(report.routes.removed >= 3, "{report:?}");
+    }
     assert_eq!(report.addresses.removed, 1, "{report:?}");
     let Datapath::Kernel(mag) = &lab.mag_dp else {
         panic!()
     };
     assert!(mag.read_back().await.unwrap().is_empty());
-    // Nothing of protocol 135 is left, the foreign route is, and so is a local lookup at 0.
+    // Nothing of protocol 135 is left (no device of the tun backend either), the foreign
+    // route is, and so is a local lookup at 0.
     for node in [&lab.lma, &lab.mag] {
+        let links = node.ip_output("link show");
+        assert!(!links.contains("pmip6t"), "{links}");
+        let rules4 = node.ip_output("-4 rule show");
+        assert!(!rules4.contains("proto 135"), "{rules4}");
         let (routes, rules) = routes_and_rules(node).await;
         assert!(
             !routes.iter().any(|r| r.contains("proto 135")),
@@ -347,11 +472,42 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
 /// A restarted LMA opens without reading the routes back, assumes its store's state and
 /// serves: a change made then is applied against that state at once, and the reconcile that
 /// follows, beside it, removes a route no binding needs, writes the missing one and leaves
-/// the changed route as the change made it. Traffic flows throughout.
+/// the changed route as the change made it. Traffic flows throughout. seg6 only: the tun
+/// backend's devices close with the daemon, so it must reconcile before it serves, and it
+/// refuses to assume (checked instead when it is the backend under test).
 #[tokio::test]
 async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhile() {
     let lab = lab(1500).await;
     lab.program().await;
+    if lab.tunnel != Tunnel::Seg6 {
+        let settings = Settings::resolve(&lab.lma.nl, Some("t0"), a(LMA), None)
+            .await
+            .unwrap();
+        let restarted =
+            Datapath::open_without_routes(mode(lab.tunnel), lab.lma.nl.clone(), settings)
+                .await
+                .unwrap();
+        assert!(!restarted.reconciles_later());
+        let e = restarted
+            .assume(lab.lma_dp.state().await)
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("assume: ") && text.contains("reconcile instead"),
+            "{text}"
+        );
+        // Refused before anything was done: the lab's tunnel still carries traffic.
+        let mn = lab.mn.udp(MN, 7003);
+        let cn = lab.cn.udp(CN, 7003);
+        assert!(send_and_receive(&cn, &mn, 64).is_some());
+        note(&format!(
+            "an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhile: seg6 \
+             only, not run over {} (which refuses to assume, as checked)",
+            name(lab.tunnel)
+        ));
+        return;
+    }
     let stale = net("2001:db8:101::/64");
     let missing = net("2001:db8:102::/64");
     let moved = net("2001:db8:103::/64");
@@ -367,13 +523,13 @@ async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhi
     let settings = Settings::resolve(&lab.lma.nl, Some("t0"), a(LMA), None)
         .await
         .unwrap();
-    let restarted = Datapath::open_without_routes(Mode::Seg6, lab.lma.nl.clone(), settings)
+    let restarted = Datapath::open_without_routes(mode(lab.tunnel), lab.lma.nl.clone(), settings)
         .await
         .unwrap();
     assert!(restarted.reconciles_later());
     restarted.assume(stored.clone()).await.unwrap();
     let Datapath::Kernel(k) = &restarted else {
-        panic!("seg6 is a kernel backend")
+        panic!("a kernel backend")
     };
     assert!(k.is_pending().await);
     // A handover while the reconcile is pending: applied against the assumed state.
@@ -475,8 +631,11 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
     lma.addr("c0", "2001:db8:200::1", 64).await;
     cn.addr("c0", CN, 64).await;
     cn.route("::/0", Some("2001:db8:200::1"), "c0").await;
+    let tunnel = tunnel_under_test(&lma.nl).await;
+    // Kept while traffic flows: a tun backend's devices close with it.
+    let mut mag_dps = Vec::new();
     for (mag, local) in [(&mag_a, "2001:db8:a::2"), (&mag_b, "2001:db8:b::2")] {
-        let dp = open(mag, local).await;
+        let dp = open(tunnel, mag, local).await;
         let a0 = mag.index("a0").await;
         dp.prepare_termination(Termination {
             local: a(local),
@@ -494,8 +653,9 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
         .await
         .unwrap();
         dp.add_local_route(net(HNP), a0, false).await.unwrap();
+        mag_dps.push(dp);
     }
-    let lma_dp = open_on(&lma, "ta", "2001:db8:a::1").await;
+    let lma_dp = open_on(tunnel, &lma, "ta", "2001:db8:a::1").await;
     lma_dp
         .prepare_termination(Termination {
             local: a("2001:db8:a::1"),
@@ -529,6 +689,24 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
         panic!()
     };
     assert_eq!(k.read_back().await.unwrap(), lma_dp.state().await);
+    // The route names the new MAG; with tun the old MAG's device closed with its last route.
+    let routes = lma.ip_output("-6 route show");
+    let links = lma.ip_output("link show");
+    match tunnel {
+        Tunnel::Tun => {
+            // MAG B's device was made while MAG A's still held slot 0.
+            let b = lma.ip_output("link show pmip6t1");
+            assert!(
+                b.contains("alias pmip-tun 2001:db8:a::1 2001:db8:b::2"),
+                "{b}"
+            );
+            assert!(!links.contains("2001:db8:a::2"), "{links}");
+            let into = "2001:db8:100::/64 dev pmip6t1 proto 135";
+            assert!(routes.contains(into), "{into:?}: {routes}");
+        }
+        _ => assert!(routes.contains("segs 1 [ 2001:db8:b::2 ]"), "{routes}"),
+    }
+    drop(mag_dps);
 }
 
 /// With local routing on, traffic between two nodes of the same MAG never reaches the
@@ -577,13 +755,23 @@ async fn local_routing_keeps_traffic_between_nodes_on_the_mag() {
         .unwrap();
     let capture = Capture::start(&lab.lma, "t0").await;
     assert!(send_and_receive(&s1, &s2, 301).is_some(), "locally");
-    let tunnelled = capture
-        .ipv6_packets()
+    // The nodes' packets, that is: a tun device's own link-local multicast (an MLD report
+    // from its fe80:: address) may cross the tunnel meanwhile.
+    let packets = capture.ipv6_packets();
+    let tunnelled: Vec<_> = packets
         .iter()
-        .filter_map(|p| ipv6_header(p))
-        .filter(|h| h.next_header == 41)
-        .count();
-    assert_eq!(tunnelled, 0, "local routing sent packets to the LMA");
+        .filter(|p| ipv6_header(p).is_some_and(|h| h.next_header == 41))
+        .filter_map(|p| p.get(40..).and_then(ipv6_header))
+        .filter(|inner| {
+            [inner.src, inner.dst]
+                .iter()
+                .any(|x| *x == a(MN) || *x == a(mn2_addr))
+        })
+        .collect();
+    assert!(
+        tunnelled.is_empty(),
+        "local routing sent the nodes' packets to the LMA: {tunnelled:?}"
+    );
     // And back off again removes the local-routing route and rule.
     lab.mag_dp
         .add_local_route(net(hnp2), a1, false)
@@ -635,6 +823,16 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
         .count();
     assert_eq!(defaults, 1, "{routes:?}");
     assert_eq!(mag.read_back().await.unwrap().uplinks[&net(HNP)], a(LMA));
+    if lab.tunnel == Tunnel::Tun {
+        // The other peer's device closed with its last route; the LMA's is the only one.
+        let links = lab.mag.ip_output("link show");
+        assert!(!links.contains("2001:db8::3"), "{links}");
+        assert_eq!(
+            links.matches("alias pmip-tun 2001:db8::2 2001").count(),
+            1,
+            "{links}"
+        );
+    }
 }
 
 const MN4: &str = "192.0.2.10";
@@ -832,7 +1030,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
     lab.ipv4_hosts();
     lab.program4().await;
     let (Datapath::Kernel(lma), Datapath::Kernel(mag)) = (&lab.lma_dp, &lab.mag_dp) else {
-        panic!("seg6 is a kernel backend")
+        panic!("a kernel backend")
     };
     for (k, dp) in [(lma, &lab.lma_dp), (mag, &lab.mag_dp)] {
         let back = k.read_back().await.unwrap();
@@ -842,23 +1040,44 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
     }
     let m = lab.mag_dp.state().await;
     assert_eq!(m.uplinks4[&net4(&format!("{MN4}/32"))], a(LMA));
-    // As iproute2 shows it (its spacing is its own): the recipe's IPv4 uplink route.
+    // As iproute2 shows it (its spacing is its own): the recipe's IPv4 uplink route, and
+    // what takes IPv4 out of the tunnel: seg6's termination rule for Next Header 4 (to
+    // End.DX4), or tun's ingress device, routed by the main table.
     let table = lab.mag.ip_output("-4 route show table 13502");
-    for part in [
-        "default",
-        "encap seg6 mode encap.red segs 1 [ 2001:db8::1 ] dev t0",
-        "proto 135",
-        "mtu 1460",
-    ] {
+    let (parts, rules): (&[&str], &[(&str, &str)]) = match lab.tunnel {
+        Tunnel::Tun => (
+            &["default", "dev pmip6t0", "proto 135"],
+            &[
+                (
+                    "-6 rule show",
+                    "from all iif pmip6tin lookup main proto 135",
+                ),
+                (
+                    "-4 rule show",
+                    "from all iif pmip6tin lookup main proto 135",
+                ),
+            ],
+        ),
+        _ => (
+            &[
+                "default",
+                "encap seg6 mode encap.red segs 1 [ 2001:db8::1 ] dev t0",
+                "proto 135",
+                "mtu 1460",
+            ],
+            &[(
+                "-6 rule show",
+                "from all to 2001:db8::2 ipproto ipencap lookup 13516 proto 135",
+            )],
+        ),
+    };
+    for part in parts {
         assert!(table.contains(part), "{part:?} not in {table:?}");
     }
-    assert!(
-        lab.mag
-            .ip_output("-6 rule show")
-            .contains("from all to 2001:db8::2 ipproto ipencap lookup 13516 proto 135"),
-        "{}",
-        lab.mag.ip_output("-6 rule show")
-    );
+    for (what, rule) in rules {
+        let out = lab.mag.ip_output(what);
+        assert!(out.contains(rule), "{rule:?} not in {what}: {out}");
+    }
     let forwarding = lab
         .mag
         .ns
@@ -872,7 +1091,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
     );
 
     // A reopened backend finds the same state.
-    let reopened = open(&lab.lma, LMA).await;
+    let reopened = open(lab.tunnel, &lab.lma, LMA).await;
     assert_eq!(reopened.state().await, lab.lma_dp.state().await);
 
     // Handover at the LMA: one route replace to another proxy-CoA.
@@ -888,11 +1107,21 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
         lma.read_back().await.unwrap().routes4[&net4(&format!("{MN4}/32"))],
         PrefixRoute::Tunnel { peer: other }
     );
-    assert!(
-        lab.lma
-            .ip_output("-4 route")
-            .contains("segs 1 [ 2001:db8::3 ]")
-    );
+    let routes = lab.lma.ip_output("-4 route");
+    match lab.tunnel {
+        Tunnel::Tun => {
+            assert!(
+                routes.contains("192.0.2.10 dev pmip6t1 proto 135"),
+                "{routes}"
+            );
+            let links = lab.lma.ip_output("link show pmip6t1");
+            assert!(
+                links.contains("alias pmip-tun 2001:db8::1 2001:db8::3"),
+                "{links}"
+            );
+        }
+        _ => assert!(routes.contains("segs 1 [ 2001:db8::3 ]"), "{routes}"),
+    }
 
     // The MAG stops tunnelling the address: its table's IPv4 default goes with the last
     // IPv4 uplink, the IPv6 one stays.
@@ -924,7 +1153,9 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
 /// among foreign routes of every shape (seg6 of another mode, IPv4, multipath, a route
 /// preference, its protocol in a table it does not own) it removes its stale and multipath
 /// routes, writes the missing one, corrects a wrong peer and leaves every foreign route as
-/// it was. Both ways of reading the dump agree on what they saw.
+/// it was. Both ways of reading the dump agree on what they saw. seg6 restarts by assuming
+/// its stored state and reconciling later; tun restarts as it must, its devices and the
+/// routes into them gone with the daemon, and reconciles before it serves.
 #[tokio::test]
 async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     let n = Node::new("foreign").await;
@@ -935,9 +1166,20 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     n.ip("addr add 10.1.0.1/24 dev v0");
     let v0 = n.index("v0").await;
     let settings = Settings::new(v0, 1500);
-    let dp = Datapath::open(Mode::Seg6, n.nl.clone(), settings.clone())
+    let tunnel = tunnel_under_test(&n.nl).await;
+    let dp = Datapath::open(mode(tunnel), n.nl.clone(), settings.clone())
         .await
         .unwrap();
+    if tunnel == Tunnel::Tun {
+        // Its devices send from the local tunnel end (and seg6's termination routes would be
+        // two more routes of its own in the dump).
+        dp.prepare_termination(Termination {
+            local: a("2001:db8:e::1"),
+            ifindex: v0,
+        })
+        .await
+        .unwrap();
+    }
     let (kept, stale, wrong, missing) = (
         net("2001:db8:101::/64"),
         net("2001:db8:102::/64"),
@@ -966,8 +1208,15 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     ] {
         dp.apply(&[c]).await.unwrap();
     }
+    // A seg6 route of another mode only where the kernel can make one.
+    let foreign_seg6 = datapath::probe_seg6(&n.nl).await.unwrap();
+    if foreign_seg6 {
+        n.ip(
+            "-6 route add 2001:db8:f1::/64 encap seg6 mode encap segs 2001:db8::9 dev v0 proto \
+             static",
+        );
+    }
     let foreign = [
-        "-6 route add 2001:db8:f1::/64 encap seg6 mode encap segs 2001:db8::9 dev v0 proto static",
         "-6 route add 2001:db8:f2::/64 dev v0 proto 135 table 100",
         "-6 route add 2001:db8:f4::/64 dev v0 pref high proto static",
         "-6 route add 2001:db8:f5::/64 via 2001:db8:e::2 dev v0 proto 135 metric 1000",
@@ -996,22 +1245,57 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     // kept, stale, wrong, v4, and the protocol-135 foreign ones (table 100, via, multipath).
     assert_eq!((seen, oracle), (7, 7));
 
-    let restarted = Datapath::open_without_routes(Mode::Seg6, n.nl.clone(), settings)
-        .await
-        .unwrap();
-    restarted.assume(stored.clone()).await.unwrap();
-    let report = restarted.reconcile_pending().await.unwrap();
-    assert_eq!(
-        report.routes.removed, 3,
-        "stale, the gateway route and the multipath one: {report:?}"
-    );
-    assert_eq!(report.routes.added, 2, "missing and wrong: {report:?}");
+    let restarted = if tunnel == Tunnel::Seg6 {
+        let restarted = Datapath::open_without_routes(mode(tunnel), n.nl.clone(), settings)
+            .await
+            .unwrap();
+        restarted.assume(stored.clone()).await.unwrap();
+        let report = restarted.reconcile_pending().await.unwrap();
+        assert_eq!(
+            report.routes.removed, 3,
+            "stale, the gateway route and the multipath one: {report:?}"
+        );
+        assert_eq!(report.routes.added, 2, "missing and wrong: {report:?}");
+        restarted
+    } else {
+        // The daemon stops: its devices close and the kernel removes the routes into them.
+        drop(dp);
+        let all = n.ip_output("-d link show");
+        assert!(!all.contains("pmip6t"), "{all}");
+        let all = n.ip_output("-6 route show table all");
+        for gone in [
+            "2001:db8:101::/64",
+            "2001:db8:102::/64",
+            "2001:db8:103::/64",
+        ] {
+            assert!(!all.contains(gone), "{gone} went with its device: {all}");
+        }
+        let restarted = Datapath::open_without_routes(mode(tunnel), n.nl.clone(), settings)
+            .await
+            .unwrap();
+        assert!(!restarted.reconciles_later());
+        let report = restarted.reconcile(&stored).await.unwrap();
+        assert_eq!(
+            report.routes.removed, 2,
+            "the gateway route and the multipath one: {report:?}"
+        );
+        assert_eq!(
+            report.routes.added, 4,
+            "kept, wrong, missing and the IPv4 one: {report:?}"
+        );
+        assert_eq!(report.links.added, 2, "one device per peer: {report:?}");
+        restarted
+    };
     let Datapath::Kernel(k) = &restarted else {
-        panic!("seg6 is a kernel backend")
+        panic!("a kernel backend")
     };
     assert_eq!(k.read_back().await.unwrap(), stored);
     let all = n.ip_output("-6 route show table all");
-    for kept in ["2001:db8:f1::/64", "2001:db8:f2::/64", "2001:db8:f4::/64"] {
+    let mut kept = vec!["2001:db8:f2::/64", "2001:db8:f4::/64"];
+    if foreign_seg6 {
+        kept.push("2001:db8:f1::/64");
+    }
+    for kept in kept {
         assert!(all.contains(kept), "{kept} kept: {all}");
     }
     for gone in ["2001:db8:f3::/64", "2001:db8:f5::/64", "2001:db8:102::/64"] {
