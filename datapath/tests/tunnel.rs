@@ -267,6 +267,158 @@ impl Lab {
     }
 }
 
+/// Builds an IPv6 packet carrying one UDP datagram (checksum included).
+fn udp6_packet(src: &str, dst: &str, port: u16, payload: &[u8]) -> Vec<u8> {
+    let (src, dst) = (a(src).octets(), a(dst).octets());
+    let udp_len = 8 + payload.len();
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[17, 64]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let mut udp = Vec::with_capacity(udp_len);
+    udp.extend_from_slice(&port.to_be_bytes());
+    udp.extend_from_slice(&port.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    // RFC 8200 §8.1: the pseudo-header, then the datagram.
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&(udp_len as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    pseudo.extend_from_slice(&udp);
+    let mut sum = 0u32;
+    for c in pseudo.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = match !(sum as u16) {
+        0 => 0xffff,
+        s => s,
+    };
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    p.extend_from_slice(&udp);
+    p
+}
+
+/// A tunnelled packet from an address that is no peer of the MAG is decapsulated and
+/// delivered all the same, as End.DT6 does it: the tunnel end takes RFC 2473 packets from any
+/// source, and the inner packet is routed by its destination.
+#[tokio::test]
+async fn a_tunnelled_packet_from_any_source_is_decapsulated() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let stranger = "2001:db8::9";
+    lab.lma.addr("t0", stranger, 64).await;
+    let mn = lab.mn.udp(MN, 7007);
+    let capture = Capture::start(&lab.mag, "t0").await;
+    let payload = b"from a stranger";
+    let inner = udp6_packet(CN, MN, 7007, payload);
+    let raw = lab
+        .lma
+        .ns
+        .run(|| {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(41)),
+            )?;
+            s.bind(&std::net::SocketAddrV6::new(a(stranger), 0, 0, 0).into())?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .unwrap()
+        .expect("raw socket of protocol 41");
+    let to: socket2::SockAddr = std::net::SocketAddrV6::new(a(MAG), 0, 0, 0).into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let got = loop {
+        raw.send_to(&inner, &to).expect("send");
+        if let Some(r) = receive(&mn)
+            && r.payload == payload
+        {
+            break Some(r);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+    };
+    let got = got.expect("the node got the stranger's packet");
+    assert_eq!(got.from.ip(), a(CN), "the inner source arrives");
+    assert_tunnelled(
+        &capture.ipv6_packets(),
+        (stranger, MAG),
+        (CN, MN),
+        payload.len(),
+    );
+}
+
+/// What a backend leaves when it stops (its value dropped, as when the daemon exits): seg6's
+/// routes stay and carry traffic on (so a restarted seg6 backend may assume them); the tun
+/// backend's devices close, the kernel removes every route into them, and the tunnel stops,
+/// until a restarted backend reconciles to the stored state, which makes the devices and their
+/// routes again.
+#[tokio::test]
+async fn a_stopped_backend_leaves_what_its_kind_outlives() {
+    let lab = lab(1500).await;
+    lab.program().await;
+    let Lab {
+        mn,
+        lma,
+        cn,
+        lma_dp,
+        mag_dp,
+        tunnel,
+        mag: _mag,
+    } = lab;
+    let mn_sock = mn.udp(MN, 7008);
+    let cn_sock = cn.udp(CN, 7008);
+    assert!(send_and_receive(&cn_sock, &mn_sock, 64).is_some());
+    let stored = lma_dp.state().await;
+    drop(lma_dp);
+    let links = lma.ip_output("link show");
+    let routes = lma.ip_output("-6 route show table all");
+    let rules = lma.ip_output("-6 rule show");
+    if tunnel != Tunnel::Tun {
+        assert!(
+            routes
+                .lines()
+                .any(|r| r.starts_with("2001:db8:100::/64 ") && r.contains("encap seg6")),
+            "{routes}"
+        );
+        assert!(send_and_receive(&cn_sock, &mn_sock, 64).is_some());
+        note(&format!(
+            "a_stopped_backend_leaves_what_its_kind_outlives: the tun part was not run ({} \
+             is under test)",
+            name(tunnel)
+        ));
+        return;
+    }
+    assert!(!links.contains("pmip6t"), "the devices closed: {links}");
+    assert!(!routes.contains("pmip6t"), "their routes went: {routes}");
+    assert!(!routes.contains("2001:db8:100::/64"), "{routes}");
+    // The rules name the ingress device, not its index: they stay, and match nothing.
+    assert!(rules.contains("iif pmip6tin [detached]"), "{rules}");
+    assert!(
+        send_and_receive(&cn_sock, &mn_sock, 64).is_none(),
+        "no tunnel without the backend"
+    );
+
+    let restarted = open(tunnel, &lma, LMA).await;
+    let report = restarted.reconcile(&stored).await.unwrap();
+    assert_eq!(report.links.added, 1, "{report:?}");
+    assert_eq!(report.routes.added, 1, "{report:?}");
+    assert_eq!(report.rules.added, 0, "the rules were there: {report:?}");
+    let rules = lma.ip_output("-6 rule show");
+    assert!(!rules.contains("[detached]"), "{rules}");
+    assert!(send_and_receive(&cn_sock, &mn_sock, 64).is_some());
+    let up = send_and_receive(&mn_sock, &cn_sock, 64).expect("uplink");
+    assert_eq!(up.from.ip(), a(MN));
+    drop(mag_dp);
+}
+
 /// With a 1500-byte transport link the tunnel MTU is 1460 and the routes say so (seg6: the
 /// route's MTU; tun: the device's): forwarded packets of 1460 bytes get through both ways,
 /// and the LMA's own packets above the tunnel MTU are refused with EMSGSIZE instead of
