@@ -92,24 +92,43 @@ async fn veth_addresses_mtu_and_sysctls() {
     );
 }
 
-/// Auto prefers seg6, which this kernel has; the probe leaves no route behind (and no ip6tnl
-/// probe link, where ip6tnl exists).
+/// Auto prefers seg6, else ip6tnl, else the userspace tunnel (tun), as the probes find the
+/// kernel; the probes leave no route behind (and no ip6tnl probe link, where ip6tnl exists),
+/// and opening makes no device.
 #[tokio::test]
-async fn auto_mode_prefers_seg6_and_cleans_up_its_probes() {
+async fn auto_mode_picks_seg6_else_ip6tnl_else_tun_and_cleans_up_its_probes() {
     let n = Node::new("auto").await;
     let peer = Node::new("peer").await;
     link(&n, "t0", &peer, "t0", 1500).await;
-    assert!(
-        datapath::probe_seg6(&n.nl).await.unwrap(),
-        "this kernel has seg6"
-    );
+    let has_seg6 = datapath::probe_seg6(&n.nl).await.unwrap();
+    let has_ip6tnl = datapath::probe_ip6tnl(&n.nl).await.unwrap();
+    let want = if has_seg6 {
+        "seg6"
+    } else if has_ip6tnl {
+        "ip6tnl"
+    } else {
+        assert!(datapath::tun::probe(), "/dev/net/tun opens");
+        "tun"
+    };
+    let links_before = link_names(&n);
     let settings = Settings::resolve(&n.nl, Some("t0"), a("::1"), None)
         .await
         .unwrap();
     let dp = Datapath::open(Mode::Auto, n.nl.clone(), settings)
         .await
         .unwrap();
-    assert_eq!(dp.backend_name(), "seg6");
+    assert_eq!(
+        dp.backend_name(),
+        want,
+        "seg6 {has_seg6}, ip6tnl {has_ip6tnl}"
+    );
+    if !has_seg6 {
+        note(&format!(
+            "auto_mode_picks_seg6_else_ip6tnl_else_tun_and_cleans_up_its_probes: auto picked \
+             {want}; {SEG6_NOT_RUN}"
+        ));
+    }
+    assert_eq!(link_names(&n), links_before, "no link made");
     let routes =
         n.ns.run(|| std::fs::read_to_string("/proc/thread-self/net/ipv6_route"))
             .unwrap()
@@ -130,10 +149,39 @@ async fn auto_mode_prefers_seg6_and_cleans_up_its_probes() {
     assert_eq!(none.backend_name(), "none");
 }
 
-/// A refusal says what was done to what, and the kernel's errno.
+/// The names of a namespace's links.
+fn link_names(n: &Node) -> Vec<String> {
+    n.ip_output("-o link show")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
+/// A refusal says what was done to what, and the kernel's errno: for seg6 where the kernel
+/// has it, and for the userspace tunnel (tun).
 #[tokio::test]
 async fn errors_name_operation_object_and_errno() {
     let n = Node::new("err").await;
+    if datapath::probe_seg6(&n.nl).await.unwrap() {
+        seg6_errors(&n).await;
+    } else {
+        note(&format!(
+            "errors_name_operation_object_and_errno: the seg6 part was not run: {SEG6_MISSING}"
+        ));
+    }
+    tun_errors().await;
+
+    // Bad settings are refused before anything is sent.
+    for tunnel in [Tunnel::Seg6, Tunnel::Tun] {
+        let e = Kernel::open(n.nl.clone(), Settings::new(1, 1300), tunnel)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("below the IPv6 minimum"), "{e}");
+    }
+}
+
+async fn seg6_errors(n: &Node) {
     // Link 999 does not exist.
     let k = Kernel::open(n.nl.clone(), Settings::new(999, 1500), Tunnel::Seg6)
         .await
@@ -188,12 +236,103 @@ async fn errors_name_operation_object_and_errno() {
             .routes
             .contains_key(&net("2001:db8:1::/64"))
     );
+}
 
-    // Bad settings are refused before anything is sent.
-    let e = Kernel::open(n.nl.clone(), Settings::new(1, 1300), Tunnel::Seg6)
+async fn tun_errors() {
+    let n = &Node::new("errtun").await;
+    let peer = Node::new("errpeer").await;
+    link(n, "t0", &peer, "t0", 1500).await;
+    n.addr("t0", "2001:db8::1", 64).await;
+    let t0 = n.index("t0").await;
+    let k = Kernel::open(n.nl.clone(), Settings::new(t0, 1500), Tunnel::Tun)
+        .await
+        .unwrap();
+    let dp = Datapath::Kernel(k);
+    // Without a local tunnel end a device has no address to send from.
+    let e = dp
+        .add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("below the IPv6 minimum"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "tunnel: a tunnel link (ip6tnl, TUN) needs a local address: prepare a termination \
+         first"
+    );
+    assert_eq!(e.errno(), None);
+
+    // In a batch, the others still go in and the error counts the failed ones.
+    let e = dp
+        .apply(&[
+            Change::SetDownlink {
+                prefix: net("2001:db8:2::/64"),
+                peer: a("2001:db8::2"),
+            },
+            Change::SetLinkRoute {
+                prefix: net("2001:db8:1::/64"),
+                ifindex: 1,
+                local_routing: false,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Batch {
+                failed: 1,
+                total: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let Datapath::Kernel(k) = &dp else { panic!() };
+    let back = k.read_back().await.unwrap();
+    assert!(
+        back.routes.contains_key(&net("2001:db8:1::/64")),
+        "{back:?}"
+    );
+    assert!(
+        !back.routes.contains_key(&net("2001:db8:2::/64")),
+        "{back:?}"
+    );
+
+    // The kernel refuses the device: its name is taken by a link that is no TUN device.
+    n.ip("link add pmip6t0 type veth peer name pmip6x");
+    dp.prepare_termination(Termination {
+        local: a("2001:db8::1"),
+        ifindex: t0,
+    })
+    .await
+    .unwrap();
+    let e = dp
+        .add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "open tun device pmip6t0: Invalid argument (os error 22)"
+    );
+    assert_eq!(e.errno(), Some(libc::EINVAL));
+    // The other link is left alone; once it is gone the device is made.
+    let veth = n.ip_output("link show pmip6t0");
+    assert!(veth.contains("pmip6t0@pmip6x"), "{veth}");
+    n.ip("link del pmip6t0");
+    dp.add_downlink(net("2001:db8:100::/64"), a("2001:db8::2"))
+        .await
+        .unwrap();
+    let device = n.ip_output("-d link show pmip6t0");
+    assert!(
+        device.contains("tun type tun")
+            && device.contains("alias pmip-tun 2001:db8::1 2001:db8::2"),
+        "{device}"
+    );
+    dp.cleanup().await.unwrap();
+    assert!(
+        !link_names(n).iter().any(|l| l.starts_with("pmip6t")),
+        "{:?}",
+        link_names(n)
+    );
 }
 
 /// Run here, the ip6tnl backend fails cleanly where the kernel lacks ip6_tunnel, naming the

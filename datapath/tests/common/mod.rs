@@ -63,6 +63,10 @@ pub async fn tunnel_under_test(nl: &Netlink) -> Tunnel {
 }
 
 /// Why the seg6 backend did not run here.
+pub const SEG6_MISSING: &str =
+    "this kernel lacks seg6 lightweight tunnels (CONFIG_IPV6_SEG6_LWTUNNEL)";
+
+/// What the tests say when the kernel lacks seg6.
 pub const SEG6_NOT_RUN: &str = "the seg6 backend was not run: this kernel lacks seg6 \
                                 lightweight tunnels (CONFIG_IPV6_SEG6_LWTUNNEL)";
 
