@@ -1,5 +1,6 @@
-//! How fast the seg6 backend programs bindings (run as root). In its own test binary so that
-//! no other test's namespaces are created or torn down meanwhile: both take the kernel's
+//! How fast the tunnel backend under test (seg6 where the kernel has it, else tun: see
+//! `common::tunnel_under_test`) programs bindings (run as root). In its own test binary so
+//! that no other test's namespaces are created or torn down meanwhile: both take the kernel's
 //! routing lock.
 
 mod common;
@@ -7,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use datapath::{Change, Datapath, Mode, Settings};
+use datapath::{Change, Datapath, Settings, Termination, Tunnel};
 
 /// Routes programmed per second at the LMA, N = 10000 bindings: pipelined in one batch, and
 /// one call per binding. Printed; the floor asserted is far below what a quiet machine does.
@@ -18,12 +19,27 @@ async fn downlink_programming_rate() {
     let peer = Node::new("peer").await;
     link(&n, "t0", &peer, "t0", 1500).await;
     n.addr("t0", "2001:db8::1", 64).await;
-    let settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
+    let mut settings = Settings::resolve(&n.nl, Some("t0"), a("2001:db8::1"), None)
         .await
         .unwrap();
-    let dp = Datapath::open(Mode::Seg6, n.nl.clone(), settings)
+    let t0 = settings.transport_ifindex;
+    let tunnel = tunnel_under_test(&n.nl).await;
+    if tunnel == Tunnel::Tun {
+        // Every peer has a device (and a slot), not only those of uplinks as with seg6.
+        settings.max_peers = 64;
+    }
+    let dp = Datapath::open(mode(tunnel), n.nl.clone(), settings)
         .await
         .unwrap();
+    if tunnel == Tunnel::Tun {
+        // Its devices send from the local tunnel end.
+        dp.prepare_termination(Termination {
+            local: a("2001:db8::1"),
+            ifindex: t0,
+        })
+        .await
+        .unwrap();
+    }
     let prefix = |i: u32, hi: u16| {
         ipnet::Ipv6Net::new(
             std::net::Ipv6Addr::new(0x2001, 0xdb8, hi, i as u16, 0, 0, 0, 0),
@@ -62,11 +78,23 @@ async fn downlink_programming_rate() {
     let t = Instant::now();
     let report = dp.cleanup().await.unwrap();
     let removed = f64::from(2 * N) / t.elapsed().as_secs_f64();
-    assert_eq!(report.routes.removed, 2 * N as usize);
+    match tunnel {
+        // The routes go with the 50 MAGs' devices, which the kernel removes: the report
+        // counts the devices.
+        Tunnel::Tun => {
+            assert_eq!(report.links.removed, 50, "{report:?}");
+            let left = n.ip_output("-6 route show proto 135");
+            assert_eq!(left, "", "every route went with its device");
+            let links = n.ip_output("link show");
+            assert!(!links.contains("pmip6t"), "{links}");
+        }
+        _ => assert_eq!(report.routes.removed, 2 * N as usize),
+    }
 
     eprintln!(
-        "downlink routes per second, N={N}: batched {batched:.0}, one call each {single:.0}, \
-         batched replace {replaced:.0}; cleanup removed {removed:.0}/s"
+        "{} downlink routes per second, N={N}: batched {batched:.0}, one call each \
+         {single:.0}, batched replace {replaced:.0}; cleanup removed {removed:.0}/s",
+        name(tunnel)
     );
     assert!(batched > 2_000.0, "batched {batched:.0}/s");
     assert!(single > 1_000.0, "single {single:.0}/s");
