@@ -176,6 +176,30 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits (up to 3 s) until the namespace has no link whose name starts with `prefix`,
+    /// and panics if one stays. A TUN device goes when the last descriptor of it closes,
+    /// and a process that another test forks meanwhile holds a copy of every descriptor
+    /// until it executes its program.
+    pub fn wait_until_no_link(&self, prefix: &str) {
+        let t = Instant::now();
+        let has = |out: &str| {
+            out.lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .any(|name| name.starts_with(prefix))
+        };
+        loop {
+            let links = self.ip_output("-o link show");
+            if !has(&links) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "links {prefix}* stay: {links}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// An IPv4 UDP socket with a 200 ms read timeout.
     pub fn udp4(&self, addr: &str, port: u16) -> UdpSocket {
         let addr: Ipv4Addr = addr.parse().unwrap();
