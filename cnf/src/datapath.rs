@@ -170,6 +170,7 @@ impl prometheus_client::collector::Collector for TunCollector {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         let [encapsulated, decapsulated, refused, errors] = self.0.snapshot();
+        let kept_off = self.0.kept_off.load(std::sync::atomic::Ordering::Relaxed);
         for (name, help, value) in [
             (
                 "pmip_tun_encapsulated_packets",
@@ -185,6 +186,12 @@ impl prometheus_client::collector::Collector for TunCollector {
                 "pmip_tun_refused_packets",
                 "Packets the userspace tunnel dropped: neither IPv6 in protocol 41 nor IPv4 in 4",
                 refused,
+            ),
+            (
+                "pmip_tun_kept_off_packets",
+                "Packets a TUN device sent on its own link (MLD, link-local, multicast), kept off \
+                 the tunnel",
+                kept_off,
             ),
             (
                 "pmip_tun_failed_packets",

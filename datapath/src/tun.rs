@@ -127,6 +127,9 @@ pub struct TunCounters {
     pub refused: AtomicU64,
     /// Sends and writes the kernel refused (too big, no route, ...): dropped.
     pub errors: AtomicU64,
+    /// What a device sent on its own link (MLD reports, link-local or multicast packets):
+    /// kept off the tunnel.
+    pub kept_off: AtomicU64,
 }
 
 impl TunCounters {
@@ -498,7 +501,7 @@ fn egress(file: &File, ends: &Ends, peer: &SockAddr, stop: &Stop, counters: &Tun
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) if !tunnelled(&buf[..n]) => {
-                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    counters.kept_off.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(n) => match ends.send(peer, &buf[..n]) {
                     Ok(true) => {

@@ -962,14 +962,8 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
     let back = mag.read_back().await.unwrap();
     assert_eq!(back.uplinks[&net(HNP)], other_mag);
     assert_eq!(back, lab.mag_dp.state().await);
-    if lab.tunnel == Tunnel::Tun {
-        // The LMA's device (slot 0) closed with its last route. It goes once no process
-        // holds it: the backend makes the LMA's device again under the same name at once,
-        // which fails (EBUSY) while the old one stays (see
-        // `a_tun_device_name_is_reused_while_the_old_device_is_held`).
-        lab.mag.wait_until_no_link("pmip6t0");
-    }
-    // Back to the LMA: traffic flows again.
+    // Back to the LMA (with tun, under the name of the device that closed: see
+    // `a_tun_device_name_is_reused_while_the_old_device_is_held`): traffic flows again.
     lab.mag_dp.add_uplink(net(HNP), a(LMA)).await.unwrap();
     let mn = lab.mn.udp(MN, 7005);
     let cn = lab.cn.udp(CN, 7005);
@@ -1468,9 +1462,9 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
 /// process forked meanwhile (by the daemon, or by any thread of it) holds a copy of every
 /// descriptor until it executes its program. When an uplink moves away from a peer and back,
 /// the backend closes the peer's device and makes it again at once under the same name,
-/// which the kernel refuses (EBUSY) while the old device stays: the uplink is lost.
+/// which the kernel refused (EBUSY) while the old device stayed, and the uplink was lost:
+/// the backend deletes the device it closes now.
 #[tokio::test]
-#[ignore = "tun backend bug: a peer's device name is reused before the old device is gone"]
 #[allow(unsafe_code)]
 async fn a_tun_device_name_is_reused_while_the_old_device_is_held() {
     use std::os::unix::process::CommandExt;
