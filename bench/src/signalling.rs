@@ -290,6 +290,7 @@ pub fn mode_name(m: DatapathMode) -> &'static str {
         DatapathMode::None => "none",
         DatapathMode::Seg6 => "seg6",
         DatapathMode::Ip6tnl => "ip6tnl",
+        DatapathMode::Tun => "tun",
         DatapathMode::Auto => "auto",
     }
 }

@@ -45,6 +45,7 @@ async fn open_reading(
         DatapathMode::Auto => Mode::Auto,
         DatapathMode::Seg6 => Mode::Seg6,
         DatapathMode::Ip6tnl => Mode::Ip6tnl,
+        DatapathMode::Tun => Mode::Tun,
         DatapathMode::None => Mode::None,
     };
     let nl = Netlink::connect()?;

@@ -681,13 +681,17 @@ impl Default for RevocationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatapathMode {
-    /// `seg6` when the kernel has it, else `ip6tnl` when the kernel has it.
+    /// `seg6` when the kernel has it, else `ip6tnl` when the kernel has it, else `tun`.
     #[default]
     Auto,
     /// seg6 lightweight tunnels in reduced encapsulation mode.
     Seg6,
     /// One ip6tnl link per peer.
     Ip6tnl,
+    /// One TUN device per peer: the daemon encapsulates itself (RFC 2473 IPv6-in-IPv6 and
+    /// IPv4-in-IPv6) and sends on raw sockets, for kernels with neither seg6 nor ip6tnl.
+    /// Needs `/dev/net/tun`.
+    Tun,
     /// Signalling only: no routes, no tunnels (for benchmarks and tests).
     None,
 }

@@ -948,6 +948,52 @@ fn documented_ranges_are_enforced() {
 
 // ------------------------------------------------------------------ YAML notes
 
+/// The words a row lists in its valid-values cell (each backticked token).
+fn listed_words(cell: &str) -> Vec<&str> {
+    cell.split('`').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn datapath_modes_in_the_reference_are_the_enums() {
+    // Exhaustive: a new mode fails to compile here until it is listed.
+    let all = |m: DatapathMode| match m {
+        DatapathMode::Auto
+        | DatapathMode::Seg6
+        | DatapathMode::Ip6tnl
+        | DatapathMode::Tun
+        | DatapathMode::None => m,
+    };
+    let modes = [
+        DatapathMode::Auto,
+        DatapathMode::Seg6,
+        DatapathMode::Ip6tnl,
+        DatapathMode::Tun,
+        DatapathMode::None,
+    ]
+    .map(all);
+    let words: Vec<String> = modes
+        .iter()
+        .map(|m| {
+            serde_json::to_value(m)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for heading in [LMA_PART, MAG_PART] {
+        let row = rows(part(heading))
+            .into_iter()
+            .find(|r| r.path == "datapath.mode")
+            .unwrap_or_else(|| panic!("no datapath.mode row under {heading:?}"));
+        assert_eq!(listed_words(row.valid_cell()), words, "{heading}");
+    }
+    for (word, mode) in words.iter().zip(modes) {
+        let c: DatapathConfig = parse(&format!("mode: {word}\n")).unwrap();
+        assert_eq!(c.mode, mode, "{word}");
+    }
+}
+
 #[test]
 fn yaml_notes_in_the_reference_hold() {
     let lma = yaml_example("### Minimal LMA configuration");
