@@ -468,13 +468,16 @@ impl Default for LinkLocalSpec {
     schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
 )]
 pub enum DatapathMode {
-    /// seg6 when the kernel has it, else ip6tnl when the kernel has it.
+    /// seg6 when the kernel has it, else ip6tnl when the kernel has it, else Tun.
     #[default]
     Auto,
     /// seg6 lightweight tunnels.
     Seg6,
     /// One ip6tnl link per peer.
     Ip6tnl,
+    /// One TUN device per peer: the daemons encapsulate themselves (RFC 2473) and send on raw
+    /// sockets, for kernels with neither seg6 nor ip6tnl. The pods get /dev/net/tun.
+    Tun,
     /// Signalling only: no routes, no tunnels.
     None,
 }
@@ -1156,6 +1159,38 @@ mod tests {
         ] {
             assert!(validate_cel(&node(bad)).is_err(), "{why} accepted");
         }
+    }
+
+    #[test]
+    fn datapath_modes_are_in_the_schema() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(MobilityDomain::crd()).unwrap();
+        let mode = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["lma"]["properties"]["datapath"]["properties"]["mode"];
+        // Exhaustive: a new mode fails to compile here until it is listed.
+        let listed = |m: DatapathMode| match m {
+            DatapathMode::Auto
+            | DatapathMode::Seg6
+            | DatapathMode::Ip6tnl
+            | DatapathMode::Tun
+            | DatapathMode::None => serde_json::to_value(m).unwrap(),
+        };
+        let all = [
+            DatapathMode::Auto,
+            DatapathMode::Seg6,
+            DatapathMode::Ip6tnl,
+            DatapathMode::Tun,
+            DatapathMode::None,
+        ]
+        .map(listed);
+        assert_eq!(
+            mode["enum"],
+            serde_json::Value::from(all.to_vec()),
+            "{mode}"
+        );
+        let d = domain(json!({"prefixPools": [{"prefix": "2001:db8:100::/48"}],
+            "datapath": {"mode": "Tun"}}));
+        assert_eq!(d.spec.lma.datapath.mode, DatapathMode::Tun);
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //! agent does), or the daemon itself run privileged, or the node's own configuration. Lab mode
 //! MAGs create namespaces and set sysctls in them: they run privileged. A hostNetwork pod
 //! needs a namespace whose Pod Security level is `privileged` ([`POD_SECURITY_LEVEL`]).
+//! A daemon that may open a TUN device (the `Tun` datapath, `Auto`, which picks it where the
+//! kernel has neither seg6 nor ip6tnl, and the MAG's fast-handover buffer) gets the node's
+//! `/dev/net/tun` as a `CharDevice` hostPath volume ([`needs_tun_device`]): the runtime's
+//! default device rules allow the device but do not create it in the container.
 //!
 //! # On secondary networks (Multus)
 //!
@@ -219,6 +223,7 @@ fn datapath(spec: &MobilityDomainSpec) -> DatapathConfig {
             DatapathMode::Auto => CfgDatapathMode::Auto,
             DatapathMode::Seg6 => CfgDatapathMode::Seg6,
             DatapathMode::Ip6tnl => CfgDatapathMode::Ip6tnl,
+            DatapathMode::Tun => CfgDatapathMode::Tun,
             DatapathMode::None => CfgDatapathMode::None,
         },
         link_mtu: spec.lma.transport.link_mtu,
@@ -940,6 +945,19 @@ pub fn runs_privileged(md: &MobilityDomain, component: Component) -> bool {
     md.spec.sysctls == SysctlSetter::Privileged || (component == Component::Mag && md.spec.mags.lab)
 }
 
+/// Whether the daemon container of `component` gets the node's `/dev/net/tun`: for the `Tun`
+/// datapath and for `Auto` (which picks it on a kernel with neither seg6 nor ip6tnl), and
+/// for the MAG's fast-handover buffer. A privileged container has the node's devices already.
+pub fn needs_tun_device(md: &MobilityDomain, component: Component) -> bool {
+    if runs_privileged(md, component) {
+        return false;
+    }
+    matches!(
+        md.spec.lma.datapath.mode,
+        DatapathMode::Auto | DatapathMode::Tun
+    ) || (component == Component::Mag && md.spec.lma.fast_handover.mode != FastHandoverMode::Off)
+}
+
 /// Whether the pods of `component` get the privileged init container that sets the sysctls.
 pub fn has_sysctl_init(md: &MobilityDomain, component: Component) -> bool {
     md.spec.sysctls == SysctlSetter::InitContainer
@@ -1114,29 +1132,27 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
         });
         mounts.push(mount("podinfo", PODINFO_DIR, true));
     }
-    if component == Component::Mag {
-        if md.spec.lma.fast_handover.mode != FastHandoverMode::Off && !privileged {
-            // The fast-handover buffer is a TUN device; the runtime's default device rules
-            // allow /dev/net/tun but do not create it in the container.
-            volumes.push(Volume {
-                name: "tun".into(),
-                host_path: Some(HostPathVolumeSource {
-                    path: "/dev/net/tun".into(),
-                    type_: Some("CharDevice".into()),
-                }),
-                ..Volume::default()
-            });
-            mounts.push(mount("tun", "/dev/net/tun", false));
-        }
-        if md.spec.mags.lab {
-            // Lab mode: emulated nodes live in network namespaces the MAG creates and names.
-            volumes.push(Volume {
-                name: "netns".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            });
-            mounts.push(mount("netns", "/run/netns", false));
-        }
+    if needs_tun_device(md, component) {
+        // The runtime's default device rules allow /dev/net/tun but do not create it in the
+        // container.
+        volumes.push(Volume {
+            name: "tun".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: "/dev/net/tun".into(),
+                type_: Some("CharDevice".into()),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("tun", "/dev/net/tun", false));
+    }
+    if component == Component::Mag && md.spec.mags.lab {
+        // Lab mode: emulated nodes live in network namespaces the MAG creates and names.
+        volumes.push(Volume {
+            name: "netns".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(mount("netns", "/run/netns", false));
     }
     let daemon_resources = match component {
         Component::Lma => md.spec.resources.lma.clone(),
@@ -1627,6 +1643,7 @@ mod tests {
         );
         let term = &pod
             .affinity
+            .clone()
             .unwrap()
             .node_affinity
             .unwrap()
@@ -1638,10 +1655,118 @@ mod tests {
             (f.key.as_str(), f.operator.as_str(), f.values.clone()),
             ("metadata.name", "NotIn", Some(vec!["node-1".to_string()]))
         );
+        // Auto may pick the TUN datapath: both daemons get the device, and it is the only
+        // host path.
+        assert!(has_tun_device(&pod), "MAG");
         assert!(
-            pod.volumes.unwrap().iter().all(|v| v.host_path.is_none()),
-            "no TUN device without fast handovers"
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|v| v.host_path.is_some())
+                .all(|v| v.name == "tun")
         );
+        assert!(
+            has_tun_device(&daemon_pod(&md, Component::Lma, &inputs(&img))),
+            "LMA"
+        );
+    }
+
+    /// Whether the daemon container (and only it) mounts the node's `/dev/net/tun`.
+    fn has_tun_device(pod: &PodSpec) -> bool {
+        let vol = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "tun");
+        let mounted = |c: &Container| {
+            c.volume_mounts
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m.name == "tun"))
+        };
+        for init in pod.init_containers.iter().flatten() {
+            assert!(!mounted(init), "{} mounts the TUN device", init.name);
+        }
+        let Some(vol) = vol else {
+            assert!(!mounted(&pod.containers[0]), "a mount without its volume");
+            return false;
+        };
+        let hp = vol.host_path.as_ref().unwrap();
+        assert_eq!(
+            (hp.path.as_str(), hp.type_.as_deref()),
+            ("/dev/net/tun", Some("CharDevice"))
+        );
+        let m = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "tun")
+            .expect("the TUN volume is mounted");
+        assert_eq!(m.mount_path, "/dev/net/tun");
+        assert_ne!(m.read_only, Some(true), "the device is opened read-write");
+        true
+    }
+
+    #[test]
+    fn the_tun_device_goes_where_a_tun_device_may_be_opened() {
+        let img = image();
+        let pods = |md: &MobilityDomain| {
+            [Component::Lma, Component::Mag]
+                .map(|c| has_tun_device(&daemon_pod(md, c, &inputs(&img))))
+        };
+        for (mode, fast, want) in [
+            (DatapathMode::Auto, false, [true, true]),
+            (DatapathMode::Tun, false, [true, true]),
+            (DatapathMode::Seg6, false, [false, false]),
+            (DatapathMode::Ip6tnl, false, [false, false]),
+            (DatapathMode::None, false, [false, false]),
+            // The MAG's fast-handover buffer is a TUN device whatever the datapath.
+            (DatapathMode::Seg6, true, [false, true]),
+            (DatapathMode::None, true, [false, true]),
+            (DatapathMode::Tun, true, [true, true]),
+        ] {
+            let mut md = domain("lab");
+            md.spec.lma.datapath.mode = mode;
+            if fast {
+                md.spec.lma.fast_handover.mode = FastHandoverMode::Predictive;
+            }
+            assert_eq!(pods(&md), want, "{mode:?}, fast handovers {fast}");
+            for c in [Component::Lma, Component::Mag] {
+                assert_eq!(
+                    needs_tun_device(&md, c),
+                    want[usize::from(c == Component::Mag)]
+                );
+            }
+        }
+        // The Tun datapath reaches both daemons' configurations.
+        let mut md = domain("lab");
+        md.spec.lma.datapath.mode = DatapathMode::Tun;
+        let lma = lma_config("lab", &md.spec, BTreeMap::new()).unwrap();
+        assert_eq!(lma.datapath.mode, CfgDatapathMode::Tun);
+        let mag = mag_config(
+            "pmip",
+            "lab",
+            &md.spec,
+            "2001:db8:ff::1".parse().unwrap(),
+            BTreeMap::new(),
+        )
+        .unwrap();
+        assert_eq!(mag.datapath.mode, CfgDatapathMode::Tun);
+        // Its sysctls (forwarding) are set by the init container as for the others.
+        assert!(has_sysctl_init(&md, Component::Lma));
+        // A privileged container has the node's devices: no volume. Lab-mode MAGs run
+        // privileged; their LMA does not.
+        let mut md = domain("lab");
+        md.spec.lma.datapath.mode = DatapathMode::Tun;
+        md.spec.sysctls = SysctlSetter::Privileged;
+        assert_eq!(pods(&md), [false, false]);
+        let mut md = domain("lab");
+        md.spec.lma.datapath.mode = DatapathMode::Tun;
+        md.spec.lma.fast_handover.mode = FastHandoverMode::Predictive;
+        md.spec.mags.lab = true;
+        assert_eq!(pods(&md), [true, false]);
     }
 
     #[test]
@@ -1691,15 +1816,10 @@ mod tests {
 
         // Fast handovers: the MAG gets the TUN device.
         let mut md = domain("lab");
+        md.spec.lma.datapath.mode = DatapathMode::Seg6;
         md.spec.lma.fast_handover.mode = FastHandoverMode::Predictive;
         let pod = daemon_pod(&md, Component::Mag, &inputs(&img));
-        let tun = pod
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "tun")
-            .unwrap();
-        assert_eq!(tun.host_path.unwrap().type_.as_deref(), Some("CharDevice"));
+        assert!(has_tun_device(&pod));
 
         // No datapath: no sysctls, no init container.
         let mut md = domain("lab");
@@ -1903,6 +2023,19 @@ mod tests {
         let mut p = on_networks();
         p.spec.lma.datapath.mode = DatapathMode::Ip6tnl;
         assert_eq!(pod_sysctls(&p, Component::Lma).len(), 2);
+        // The TUN datapath needs forwarding only, and the device in its own network namespace.
+        let mut p = on_networks();
+        p.spec.lma.datapath.mode = DatapathMode::Tun;
+        assert_eq!(
+            pod_sysctls(&p, Component::Lma),
+            [
+                ("net.ipv6.conf.all.forwarding".to_string(), "1".to_string()),
+                ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+            ]
+        );
+        let pod = daemon_pod(&p, Component::Lma, &inputs(&img));
+        assert_eq!(pod.host_network, None);
+        assert!(has_tun_device(&pod));
         // The LMA on its attachment, the MAGs on the host network: they do not clash either.
         let mut p = on_networks();
         p.spec.mags.networks.clear();

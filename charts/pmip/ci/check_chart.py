@@ -55,6 +55,8 @@ VALUE_SETS = {
                     "prefixPools": [{"prefix": "2001:db8:100::/48"}],
                     "networks": [{"name": "pmip-transport", "interface": "transport", "role": "Transport",
                                   "ips": ["2001:db8:ff::1/64"]}],
+                    # The userspace tunnel: no seg6 sysctls on the pods' own networks.
+                    "datapath": {"mode": "Tun"},
                 },
                 "mags": {
                     "networks": [
