@@ -1147,10 +1147,15 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
         &aliases,
     )
     .unwrap();
+    // Auto: seg6 (and its sysctls) where the kernel has it, else ip6tnl or the userspace
+    // tunnel, which need forwarding only.
+    let seg6 = datapath::probe_seg6(&Netlink::connect_in(&nodes[0].ns).unwrap())
+        .await
+        .unwrap();
     assert!(
         init_logs[0].contains("net.ipv6.conf.all.forwarding=1 (was 0)")
-            && init_logs[0].contains("net.ipv6.conf.tr0.seg6_enabled=1 (was 0)"),
-        "the init container set the sysctls: {init_logs:?}"
+            && init_logs[0].contains("net.ipv6.conf.tr0.seg6_enabled=1 (was 0)") == seg6,
+        "the init container set the sysctls (seg6: {seg6}): {init_logs:?}"
     );
     c.must(wait_ready(&nodes[0], &first.lma.spec.template, Duration::from_secs(60)).await);
     // The values found are recorded on the LMA's volume, for --cleanup.
