@@ -236,7 +236,7 @@ impl Path {
             }
         } else {
             Path {
-                mode: DatapathMode::Auto,
+                mode: DatapathMode::Tun,
                 name: "tun",
             }
         })
