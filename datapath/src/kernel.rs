@@ -859,28 +859,8 @@ impl Kernel {
             Some((at, actual)) if at.elapsed() < OPENED_FRESH => actual,
             _ => self.read_actual().await?,
         };
-        let (_, existing, _) = plan::read_back(l, &actual);
-        let mut existing = existing;
-        for (peer, slot) in &sh.slots {
-            existing.entry(*peer).or_insert(*slot);
-        }
-        let slots = plan::assign_slots(&l.s, &existing, &l.peers_needing_slots(&desired))?;
         let mut report = ReconcileReport::default();
-        if let Some(tun) = &self.inner.tun {
-            match desired.terminations.keys().next() {
-                Some(&local) => {
-                    tun.terminate(nl, local, &l.s.tun_ingress_name(), l.s.tunnel_mtu())
-                        .await?;
-                }
-                None => tun.stop_terminating(),
-            }
-        }
-        let mut tunnels = BTreeMap::new();
-        if l.kind.has_links() {
-            tunnels = self
-                .reconcile_tunnels(&desired, &actual, &slots, &mut report)
-                .await?;
-        }
+        let (slots, tunnels) = self.links(sh, &desired, &actual, &mut report).await?;
         let want = plan::objects(l, &desired, &slots, &tunnels)?;
         let steps = steps(l, &plan::diff(l, &actual, &want));
         let all: Vec<&Step> = steps.iter().collect();
@@ -896,21 +876,54 @@ impl Kernel {
         }
     }
 
-    /// Takes `desired` for what the kernel holds, without looking: what a daemon restarted
-    /// with its store does, since the routes it made outlive it. Changes are planned against
-    /// it from now on, and [`Kernel::reconcile_pending`] checks it against the kernel
-    /// afterwards. The sysctls tunnels need are set now. Not for ip6tnl, whose links must
-    /// exist before the routes that use them: it reconciles before it serves.
+    /// Each peer's slot for `desired` (the slots `actual` and `sh` hold kept), and for the
+    /// backends with a link per peer (ip6tnl, tun) the links made right: returns the slots and
+    /// each peer's link index. The tun backend's ingress end follows `desired`'s termination.
+    async fn links(
+        &self,
+        sh: &Shadow,
+        desired: &DesiredState,
+        actual: &Actual,
+        report: &mut ReconcileReport,
+    ) -> Result<(BTreeMap<Ipv6Addr, u32>, BTreeMap<Ipv6Addr, u32>)> {
+        let l = &self.inner.layout;
+        let (_, mut existing, _) = plan::read_back(l, actual);
+        for (peer, slot) in &sh.slots {
+            existing.entry(*peer).or_insert(*slot);
+        }
+        let slots = plan::assign_slots(&l.s, &existing, &l.peers_needing_slots(desired))?;
+        if let Some(tun) = &self.inner.tun {
+            match desired.terminations.keys().next() {
+                Some(&local) => {
+                    tun.terminate(
+                        &self.inner.nl,
+                        local,
+                        &l.s.tun_ingress_name(),
+                        l.s.tunnel_mtu(),
+                    )
+                    .await?;
+                }
+                None => tun.stop_terminating(),
+            }
+        }
+        let tunnels = if l.kind.has_links() {
+            self.reconcile_tunnels(desired, actual, &slots, report)
+                .await?
+        } else {
+            BTreeMap::new()
+        };
+        Ok((slots, tunnels))
+    }
+
+    /// Takes `desired` for what the kernel holds, without looking at its routes: what a
+    /// daemon restarted with its store does, since the seg6 routes it made outlive it.
+    /// Changes are planned against it from now on, and [`Kernel::reconcile_pending`] checks
+    /// it against the kernel afterwards. The sysctls tunnels need are set now. The backends
+    /// with a link per peer (ip6tnl, tun) make their links now, since routes need them (a
+    /// few, one per peer); the tun backend's routes went with its devices, so its reconcile
+    /// afterwards writes them all, while the daemon already serves.
     pub async fn assume(&self, desired: DesiredState) -> Result<()> {
         let l = &self.inner.layout;
-        if l.kind.has_links() {
-            return Err(Error::Invalid {
-                op: "assume",
-                reason: "tunnel links (ip6tnl, TUN) must exist before their routes: reconcile \
-                         instead"
-                    .into(),
-            });
-        }
         let desired = normalized(desired);
         let mut sh = self.inner.shadow.lock().await;
         for &ifindex in desired.terminations.values() {
@@ -919,8 +932,16 @@ impl Kernel {
         if desired.has_ipv4() {
             self.enable_ipv4_forwarding(&mut sh)?;
         }
-        let slots = plan::assign_slots(&l.s, &sh.slots, &l.peers_needing_slots(&desired))?;
-        let tunnels = std::mem::take(&mut sh.tunnels);
+        let (slots, tunnels) = if l.kind.has_links() {
+            let actual = read_actual(&self.inner.nl, l, false).await?;
+            let mut report = ReconcileReport::default();
+            let made = self.links(&sh, &desired, &actual, &mut report).await?;
+            tracing::info!(?report, "datapath: links made; routes reconciled later");
+            made
+        } else {
+            let slots = plan::assign_slots(&l.s, &sh.slots, &l.peers_needing_slots(&desired))?;
+            (slots, std::mem::take(&mut sh.tunnels))
+        };
         let ipv4_forwarding = sh.ipv4_forwarding;
         *sh = Shadow::from_state(desired, slots, tunnels);
         sh.ipv4_forwarding = ipv4_forwarding;

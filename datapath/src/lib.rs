@@ -85,8 +85,8 @@
 //! outer IPv6 header (raw sockets of protocol 41 and 4, the same RFC 2473 packets as the
 //! other two backends, so its peers may run either); what arrives is decapsulated into one
 //! more device and routed by the main table. Every packet crosses the daemon's threads, so it
-//! is the slowest of the three, and its devices close with the daemon: it reconciles before
-//! it serves after a restart, and traffic stops while the daemon is down. It needs
+//! is the slowest of the three, and its devices close with the daemon: traffic stops while
+//! the daemon is down, and after a restart its routes come back with the background reconcile. It needs
 //! `/dev/net/tun`. [`Mode::Auto`] picks seg6, else ip6tnl, else tun; the tests run whichever
 //! of seg6 and tun the kernel has, with real traffic.
 //!
@@ -640,12 +640,10 @@ impl Datapath {
     }
 
     /// Whether the backend can take a state for granted ([`Datapath::assume`]) and reconcile
-    /// it later: all but ip6tnl, whose links must exist before the routes that use them.
+    /// it later, so that a restarted daemon serves first: every backend (ip6tnl and tun make
+    /// their links when they assume, and tun writes its routes in that later reconcile).
     pub fn reconciles_later(&self) -> bool {
-        match self {
-            Datapath::Kernel(k) => k.tunnel() == Tunnel::Seg6,
-            Datapath::Fake(_) | Datapath::None => true,
-        }
+        true
     }
 
     /// Takes `desired` for what the kernel holds, without looking (the routes a daemon made

@@ -15,8 +15,9 @@
 //! Like End.DT6 and End.DX4 it takes tunnelled packets from any source.
 //!
 //! The device lives as long as its descriptor: when the daemon stops, its devices and the
-//! routes into them go with it, so this backend reconciles before it serves (like ip6tnl),
-//! and never assumes. Each device carries the alias `pmip-tun LOCAL REMOTE`, which is how a
+//! routes into them go with it. A restarted daemon makes the devices again when it assumes
+//! its stored state ([`crate::Kernel::assume`]) and serves at once; the reconcile that follows
+//! in the background writes every route again. Each device carries the alias `pmip-tun LOCAL REMOTE`, which is how a
 //! dump tells which peer a device is for.
 
 use std::collections::HashMap;
@@ -240,6 +241,9 @@ impl Ends {
 /// Largest packet a device or socket gives: an IPv6 payload length is 16 bits.
 const MAX_PACKET: usize = 65_575;
 
+/// Stack of a device's or the receiver's thread.
+const WORKER_STACK: usize = 256 * 1024;
+
 /// A thread and the eventfd that stops it; stopped and joined when dropped.
 struct Worker {
     stop: Arc<Stop>,
@@ -250,8 +254,11 @@ impl Worker {
     fn spawn(name: String, f: impl FnOnce(&Stop) + Send + 'static) -> io::Result<Worker> {
         let stop = Arc::new(Stop::new()?);
         let s = stop.clone();
+        // An LMA has a device (and a thread) per MAG: small stacks; the packet buffers are on
+        // the heap.
         let thread = std::thread::Builder::new()
             .name(name)
+            .stack_size(WORKER_STACK)
             .spawn(move || f(&s))?;
         Ok(Worker {
             stop,

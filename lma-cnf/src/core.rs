@@ -181,8 +181,9 @@ impl<T: SignallingTransport> Core<T> {
     /// bindings' routes for what the kernel holds and the core serves at once; the datapath
     /// is reconciled in the background, beside the changes the core makes meanwhile
     /// ([`Datapath::reconcile_pending`]), and the Stats RPC and the
-    /// `pmip_lma_datapath_reconciled` metric say when that is done. A backend that cannot
-    /// (ip6tnl, whose links must exist before their routes) is reconciled here, before.
+    /// `pmip_lma_datapath_reconciled` metric say when that is done. The backends with a link
+    /// per peer (ip6tnl, tun) make their links first; tun, whose devices and routes went with
+    /// the process, gets every route back from that background reconcile.
     pub async fn new(p: Parts<T>) -> anyhow::Result<(Core<T>, CoreHandle)> {
         let epoch = p.run.boot;
         let mut service = p.service;
