@@ -667,8 +667,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     if let Some(h) = home4 {
         notes.push(format!(
             "IPv4: the node's home address {h} (leased from its MAG by udhcpc) inside the IPv6 \
-             tunnel (seg6 encapsulation of IPv4 routes, End.DX4 at the MAG) against plain IPv4 \
-             routing, the MAG's transport link in {MAG_NET4}"
+             tunnel (the daemons' datapath: seg6 encapsulation of IPv4 routes and End.DX4, or \
+             the userspace tunnel's protocol-4 sockets) against plain IPv4 routing, the MAG's \
+             transport link in {MAG_NET4}"
         ));
     }
     Ok(Report {
