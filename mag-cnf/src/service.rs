@@ -252,6 +252,9 @@ pub struct Service {
     now: Instant,
     restart_counter: u32,
     links: HashMap<u32, String>,
+    /// Access links that went down and have not come up since: a node's frame from one of
+    /// them was read after the link's event, and is stale.
+    down: BTreeSet<u32>,
     lab: BTreeMap<String, String>,
     fast_handovers: u64,
     /// Profiles learned from the policy server that a reset's snapshot has not repeated yet.
@@ -347,6 +350,7 @@ impl Service {
             now,
             restart_counter: s.restart_counter,
             links: HashMap::new(),
+            down: BTreeSet::new(),
             lab: BTreeMap::new(),
             fast_handovers: 0,
             stale: BTreeSet::new(),
@@ -418,6 +422,7 @@ impl Service {
         match a {
             AccessInput::LinkUp { ifindex, name, mtu } => {
                 debug!(ifindex, %name, mtu, "access link up");
+                self.down.remove(&ifindex);
                 self.links.insert(ifindex, name);
                 self.link_mtu.insert(ifindex, mtu);
                 let fixed = self.config.domain.link_local.link_layer_address();
@@ -442,6 +447,7 @@ impl Service {
                 }
             }
             AccessInput::LinkDown { ifindex } => {
+                self.down.insert(ifindex);
                 self.links.remove(&ifindex);
                 self.link_mtu.remove(&ifindex);
                 // A link that goes down loses its IPv6 addresses: the next RA puts the
@@ -459,6 +465,16 @@ impl Service {
                     self.awaiting_delivery.remove(&ll);
                     self.mag.handle_detach(now, wall, &ll);
                 }
+            }
+            // A frame read after its link went down (the link's event came first on a busy
+            // machine) is stale: the node is not there any more, and taking it for an attach
+            // re-registered a node that had moved to another MAG, and took its binding away.
+            AccessInput::NodeSeen { ifindex, .. }
+            | AccessInput::NodeHeard { ifindex, .. }
+            | AccessInput::RouterSolicitation { ifindex, .. }
+                if self.down.contains(&ifindex) =>
+            {
+                debug!(ifindex, "a node's frame from a link that is down: ignored");
             }
             AccessInput::NodeSeen {
                 ifindex,
@@ -1590,6 +1606,61 @@ mod tests {
             s,
             Step::Change(Change::PrepareAccessLink { ifindex: ACC, link }) if link.link_local == again
         )));
+    }
+
+    /// A node's frames read after its link went down (queued behind the link's event on a
+    /// busy machine) attach nothing: the node has left.
+    #[test]
+    fn frames_from_a_link_that_went_down_attach_nothing() {
+        let mut b = Bench::new(&[]);
+        b.access(AccessInput::LinkUp {
+            ifindex: ACC,
+            name: "acc0".into(),
+            mtu: 1500,
+        });
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(1)).is_some_and(|e| e.is_bound()));
+        b.advance(Duration::from_millis(100));
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.exchange();
+        b.advance(Duration::from_secs(2));
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(1)).is_none(), "de-registered");
+        for stale in [
+            AccessInput::RouterSolicitation {
+                ifindex: ACC,
+                link_layer: ll(1),
+            },
+            AccessInput::NodeSeen {
+                ifindex: ACC,
+                link_layer: ll(1),
+            },
+            AccessInput::NodeHeard {
+                ifindex: ACC,
+                link_layer: ll(1),
+                link_local: Some("fe80::1:2".parse().unwrap()),
+            },
+        ] {
+            b.access(stale);
+            b.exchange();
+            assert!(b.s.mag().binding(&nai(1)).is_none(), "nothing attached");
+        }
+        // Up again, the node is seen again.
+        b.access(AccessInput::LinkUp {
+            ifindex: ACC,
+            name: "acc0".into(),
+            mtu: 1500,
+        });
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(1)).is_some_and(|e| e.is_bound()));
     }
 
     #[test]
