@@ -219,6 +219,14 @@ pub const DEFAULT_MAX_PEERS: u32 = 14;
 /// left at [`DEFAULT_MAX_PEERS`]: an LMA's MAGs are peers too.
 pub const LINKED_MAX_PEERS: u32 = 1024;
 
+/// The peers a backend with a link per peer gets by default: [`LINKED_MAX_PEERS`], or fewer
+/// where the slot numbers would not fit the 15 characters of a link name after `prefix`
+/// (never fewer than [`DEFAULT_MAX_PEERS`]).
+fn linked_max_peers(prefix: &str) -> u32 {
+    let digits = 15usize.saturating_sub(prefix.len()).min(9) as u32;
+    10u32.pow(digits).clamp(DEFAULT_MAX_PEERS, LINKED_MAX_PEERS)
+}
+
 /// What a kernel backend needs to know: the transport link, and what marks its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -458,7 +466,7 @@ impl Datapath {
         };
         let mut settings = settings;
         if tunnel.has_links() && settings.max_peers == DEFAULT_MAX_PEERS {
-            settings.max_peers = LINKED_MAX_PEERS;
+            settings.max_peers = linked_max_peers(&settings.tunnel_name_prefix);
         }
         Ok(Datapath::Kernel(if routes {
             Kernel::open(nl, settings, tunnel).await?
@@ -701,6 +709,22 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_with_links_get_as_many_peers_as_their_names_fit() {
+        assert_eq!(linked_max_peers("pmip6t"), LINKED_MAX_PEERS);
+        // 3 characters left: slots 0..=999; 2: 0..=99; 1 or none: the default stays.
+        assert_eq!(linked_max_peers("averylongpfx"), 1000);
+        assert_eq!(linked_max_peers("averylongpfxy"), 100);
+        assert_eq!(linked_max_peers("averylongprefi"), DEFAULT_MAX_PEERS);
+        assert_eq!(linked_max_peers("averylongprefix"), DEFAULT_MAX_PEERS);
+        for prefix in ["pmip6t", "averylongpfx", "averylongpfxy"] {
+            let mut s = Settings::new(3, 1500);
+            s.tunnel_name_prefix = prefix.into();
+            s.max_peers = linked_max_peers(prefix);
+            s.validate().unwrap();
+        }
+    }
 
     #[test]
     fn settings_layout_and_validation() {
