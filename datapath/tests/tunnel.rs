@@ -153,7 +153,16 @@ fn assert_tunnelled(
             && inner.dst == a(inner_dst)
             && inner.payload_len == 8 + len
     });
-    let seen: Vec<_> = packets
+    let seen = outer_headers(packets);
+    assert!(
+        found,
+        "no {outer_src} -> {outer_dst} (41) carrying {inner_src} -> {inner_dst} with {len} bytes; saw {seen:?}"
+    );
+}
+
+/// Each captured IPv6 packet's header in one line, for a failure's message.
+fn outer_headers(packets: &[Vec<u8>]) -> Vec<String> {
+    packets
         .iter()
         .filter_map(|p| ipv6_header(p))
         .map(|h| {
@@ -162,11 +171,7 @@ fn assert_tunnelled(
                 h.src, h.dst, h.next_header, h.payload_len
             )
         })
-        .collect();
-    assert!(
-        found,
-        "no {outer_src} -> {outer_dst} (41) carrying {inner_src} -> {inner_dst} with {len} bytes; saw {seen:?}"
-    );
+        .collect()
 }
 
 /// Full-size (1500-byte) packets on the node's link pass both ways when the transport link
@@ -1073,16 +1078,7 @@ fn assert_tunnelled4(
             && inner.src.to_string() == inner_src
             && inner.dst.to_string() == inner_dst
     });
-    let seen: Vec<_> = packets
-        .iter()
-        .filter_map(|p| ipv6_header(p))
-        .map(|h| {
-            format!(
-                "{} -> {} nh {} len {}",
-                h.src, h.dst, h.next_header, h.payload_len
-            )
-        })
-        .collect();
+    let seen = outer_headers(packets);
     assert!(
         found,
         "no {outer_src} -> {outer_dst} (4) carrying {inner_src} -> {inner_dst} of {len} bytes; saw {seen:?}"

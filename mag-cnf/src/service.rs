@@ -1465,6 +1465,15 @@ mod tests {
             rx.try_recv().expect("answered in the same turn")
         }
 
+        /// The access link ACC comes up.
+        fn link_up(&mut self) {
+            self.access(AccessInput::LinkUp {
+                ifindex: ACC,
+                name: "acc0".into(),
+                mtu: 1500,
+            });
+        }
+
         /// What the driver does once the turn's steps are applied.
         fn replies(&mut self) {
             for r in self.s.take_replies() {
@@ -1551,11 +1560,7 @@ mod tests {
         .unwrap();
         l.validate().unwrap();
         b.lma = Lma::new(l, 1, 3).unwrap();
-        b.access(AccessInput::LinkUp {
-            ifindex: ACC,
-            name: "acc0".into(),
-            mtu: 1500,
-        });
+        b.link_up();
         assert_eq!(
             b.s.take_steps(),
             vec![],
@@ -1591,11 +1596,7 @@ mod tests {
         b.exchange();
         b.s.take_steps();
         b.advance(Duration::from_millis(100));
-        b.access(AccessInput::LinkUp {
-            ifindex: ACC,
-            name: "acc0".into(),
-            mtu: 1500,
-        });
+        b.link_up();
         b.access(AccessInput::NodeSeen {
             ifindex: ACC,
             link_layer: ll(1),
@@ -1613,11 +1614,7 @@ mod tests {
     #[test]
     fn frames_from_a_link_that_went_down_attach_nothing() {
         let mut b = Bench::new(&[]);
-        b.access(AccessInput::LinkUp {
-            ifindex: ACC,
-            name: "acc0".into(),
-            mtu: 1500,
-        });
+        b.link_up();
         b.access(AccessInput::NodeSeen {
             ifindex: ACC,
             link_layer: ll(1),
@@ -1650,11 +1647,7 @@ mod tests {
             assert!(b.s.mag().binding(&nai(1)).is_none(), "nothing attached");
         }
         // Up again, the node is seen again.
-        b.access(AccessInput::LinkUp {
-            ifindex: ACC,
-            name: "acc0".into(),
-            mtu: 1500,
-        });
+        b.link_up();
         b.access(AccessInput::NodeSeen {
             ifindex: ACC,
             link_layer: ll(1),
@@ -2133,11 +2126,7 @@ mod tests {
         b.ipv4_frame(discover(3));
         let _lost = b.s.take_transmits();
         b.access(AccessInput::LinkDown { ifindex: ACC });
-        b.access(AccessInput::LinkUp {
-            ifindex: ACC,
-            name: "acc0".into(),
-            mtu: 1500,
-        });
+        b.link_up();
         b.advance(Duration::from_secs(2));
         b.s.handle_timeout(b.now, b.wall);
         b.exchange();

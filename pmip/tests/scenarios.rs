@@ -35,6 +35,14 @@ fn prefix_of(sim: &Sim, n: u16) -> Ipv6Net {
     sim.lma.cache().get(s).unwrap().prefixes.as_slice()[0]
 }
 
+/// De-registrations (PBUs with lifetime 0) the simulation has sent.
+fn deregistrations(sim: &Sim) -> usize {
+    sim.sent
+        .iter()
+        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
+        .count()
+}
+
 fn bound_at(sim: &Sim, mag: usize, n: u16) -> bool {
     sim.mags[mag].binding(&nai(n)).is_some_and(|e| e.is_bound())
 }
@@ -1296,11 +1304,7 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     // MAG1 did not de-register: no PBU with lifetime 0.
     sim.settle(Duration::from_secs(2));
     sim.run_for(Duration::from_millis(50));
-    let deregs = sim
-        .sent
-        .iter()
-        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
-        .count();
+    let deregs = deregistrations(&sim);
     assert_eq!(deregs, 0);
     // The PBA switched everything to the normal path and the tunnel between MAGs is gone.
     assert_eq!(
@@ -1413,11 +1417,7 @@ fn reactive_fast_handover_recovers_the_previous_mags_packets() {
         sim.mag_events_of(1)
             .any(|e| matches!(e, MagEvent::HandoverCompleted { .. }))
     );
-    let deregs = sim
-        .sent
-        .iter()
-        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
-        .count();
+    let deregs = deregistrations(&sim);
     assert_eq!(deregs, 0);
 }
 
@@ -1460,11 +1460,7 @@ fn a_node_back_at_its_previous_mag_before_anyone_claims_it_gets_its_packets_and_
         e,
         MagEvent::HandoverFailed { reason, .. } if reason.contains("came back")
     )));
-    let deregs = sim
-        .sent
-        .iter()
-        .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
-        .count();
+    let deregs = deregistrations(&sim);
     assert_eq!(deregs, 0);
 }
 
