@@ -3,10 +3,10 @@
 //! frames, as hex text and as a pcap file.
 //!
 //! Also the access link's frames of `pmip::wire::nd`: every ND message, MLD reports, with
-//! every option kind.
+//! every option kind; and the LMA store's binding records, in its binary layout and as JSON.
 //!
 //! `cargo run --release --example seeds` (from `fuzz/`) fills `corpus/mh/`,
-//! `corpus/pmipctl_decode/` and `corpus/nd/`.
+//! `corpus/pmipctl_decode/`, `corpus/nd/`, `corpus/esp/` and `corpus/store_record/`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -343,8 +343,8 @@ fn esp_seeds(dir: &Path, mhs: &[Vec<u8>]) {
         std::fs::write(dir.join(format!("seed-{i:03}-seal")), s).unwrap();
         let mut stream = vec![4];
         for (j, spec) in specs.iter().enumerate() {
-            let mut tx = SecurityAssociationDatabase::new(std::slice::from_ref(spec), 64, false)
-                .unwrap();
+            let mut tx =
+                SecurityAssociationDatabase::new(std::slice::from_ref(spec), 64, false).unwrap();
             let mut wire = Vec::new();
             tx.protect(v6("2001:db8::1"), 135, mh, &mut wire).unwrap();
             let mut one = vec![1];
@@ -358,6 +358,70 @@ fn esp_seeds(dir: &Path, mhs: &[Vec<u8>]) {
             }
         }
         std::fs::write(dir.join(format!("seed-{i:03}-stream")), stream).unwrap();
+    }
+}
+
+/// Seeds of the `store_record` target: binding records with every optional field, with none,
+/// IPv4-only, with many prefixes and a long non-ASCII MN-ID, each in the binary layout and as
+/// the JSON of earlier versions.
+fn store_record_seeds(dir: &Path) {
+    use pmip::ipv4_pool::Ipv4HomeAddress;
+    use pmip::lma::BindingRecord;
+    use pmip::types::LinkLayerAddress;
+    std::fs::create_dir_all(dir).unwrap();
+    let full = BindingRecord {
+        mn_id: "mn1@example.org".into(),
+        home_network_prefixes: vec![
+            "2001:db8:1:1::/64".parse().unwrap(),
+            "2001:db8:2::/56".parse().unwrap(),
+        ],
+        proxy_coa: v6("2001:db8:a::1"),
+        access_technology_type: 3,
+        handoff_indicator: 4,
+        mn_link_layer_id: LinkLayerAddress::new(&[2, 0, 0x5e, 0, 0x53, 1]),
+        link_local_address: Some(v6("fe80::1")),
+        lifetime_s: 3600,
+        registered_at_ms: 1_800_000_000_000,
+        updated_at_ms: 1_800_000_001_000,
+        expires_at_ms: 1_800_003_601_000,
+        delete_at_ms: Some(1_800_000_002_000),
+        last_timestamp: Some(0x6553_f100_4000),
+        last_sequence: 4711,
+        handover_count: 7,
+        last_handover_gap_ms: Some(12),
+        ipv4_home_address: Some(Ipv4HomeAddress {
+            address: Ipv4Addr::new(192, 0, 2, 10),
+            prefix_len: 24,
+            default_router: Ipv4Addr::new(192, 0, 2, 1),
+        }),
+    };
+    let bare = BindingRecord {
+        home_network_prefixes: vec!["2001:db8:1:2::/64".parse().unwrap()],
+        mn_link_layer_id: None,
+        link_local_address: None,
+        delete_at_ms: None,
+        last_timestamp: None,
+        last_handover_gap_ms: None,
+        ipv4_home_address: None,
+        ..full.clone()
+    };
+    let ipv4_only = BindingRecord {
+        home_network_prefixes: vec![],
+        mn_link_layer_id: LinkLayerAddress::new(&[1, 2, 3, 4, 5, 6, 7, 8]),
+        ..full.clone()
+    };
+    let many = BindingRecord {
+        mn_id: "nœud-mobile-é€𝄞@example.org".repeat(8),
+        home_network_prefixes: (0..20u16)
+            .map(|i| format!("2001:db8:{i:x}::/{}", 48 + i).parse().unwrap())
+            .collect(),
+        ..bare.clone()
+    };
+    for (i, r) in [full, bare, ipv4_only, many].iter().enumerate() {
+        let bin = lma_cnf::record::encode(r).unwrap();
+        std::fs::write(dir.join(format!("seed-{i:03}-bin")), bin).unwrap();
+        let json = serde_json::to_vec(r).unwrap();
+        std::fs::write(dir.join(format!("seed-{i:03}-json")), json).unwrap();
     }
 }
 
@@ -422,6 +486,7 @@ fn main() {
         }
     }
     esp_seeds(&root.join("esp"), &mhs);
+    store_record_seeds(&root.join("store_record"));
     println!(
         "{} messages: seeds in {} and {}; {} frames in {}",
         mhs.len(),
