@@ -80,10 +80,16 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(o) = db.unprotect(PEER, MH, &mut a) {
                 assert!(o.payload.len() + 8 + 8 + 2 + 16 <= rest.len());
                 let mut again = rest.to_vec();
-                assert!(db.unprotect(PEER, MH, &mut again).is_err(), "accepted twice");
+                assert!(
+                    db.unprotect(PEER, MH, &mut again).is_err(),
+                    "accepted twice"
+                );
             }
             let mut b = rest.to_vec();
-            assert!(db.unprotect(LOCAL, MH, &mut b).is_err(), "SPIs belong to their peer");
+            assert!(
+                db.unprotect(LOCAL, MH, &mut b).is_err(),
+                "SPIs belong to their peer"
+            );
         }
         2 => {
             // Seal with the SA the input picks, open, replay, and change one octet.
@@ -105,14 +111,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(rx.unprotect(PEER, MH, &mut changed).is_err());
             let mut w = wire.clone();
             assert_eq!(rx.unprotect(PEER, MH, &mut w).unwrap().payload, payload);
-            assert_eq!(rx.unprotect(PEER, MH, &mut wire).unwrap_err().reason(), "replay");
+            assert_eq!(
+                rx.unprotect(PEER, MH, &mut wire).unwrap_err().reason(),
+                "replay"
+            );
         }
         3 => {
             if let Ok(text) = std::str::from_utf8(rest) {
                 if let Ok(c) = Counters::parse(text) {
                     assert_eq!(Counters::parse(&c.to_text()).unwrap(), c);
-                    let mut db =
-                        SecurityAssociationDatabase::new(&specs(true), 64, true).unwrap();
+                    let mut db = SecurityAssociationDatabase::new(&specs(true), 64, true).unwrap();
                     db.restore(&c);
                     let _ = db.reserve();
                 }
