@@ -215,9 +215,9 @@ struct Batch {
     owners: Vec<usize>,
     failures: Vec<(usize, Error)>,
     current: usize,
-    /// Userspace tunnel devices to close once the requests are sent (the routes into them go
-    /// with them).
-    closes: Vec<u32>,
+    /// Userspace tunnel devices left without routes once the requests are sent: they linger
+    /// for their peers ([`Forwarder::idle`]).
+    idles: Vec<u32>,
 }
 
 impl Batch {
@@ -226,8 +226,8 @@ impl Batch {
         self.owners.push(self.current);
     }
 
-    /// Sends what is queued, then closes the devices queued for closing (before a tunnel
-    /// link is made: the queue may delete one of the same name).
+    /// Sends what is queued (before a tunnel link is made: the queue may delete one of the
+    /// same name), then lets the devices queued idle.
     async fn flush(&mut self, nl: &Netlink, tun: Option<&Forwarder>) {
         let requests = std::mem::take(&mut self.requests);
         let owners = std::mem::take(&mut self.owners);
@@ -237,19 +237,8 @@ impl Batch {
             }
         }
         if let Some(tun) = tun {
-            // Closed, and deleted too: a process forked meanwhile may hold a copy of the
-            // descriptor until it runs its program, and the device (its name, which the
-            // slot's next peer reuses) would live until then.
-            let deletes: Vec<Request> = self
-                .closes
-                .drain(..)
-                .filter(|&index| tun.close(index))
-                .map(Request::delete_link)
-                .collect();
-            for r in nl.execute(&deletes).await {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "tun device: delete after close failed");
-                }
+            for index in self.idles.drain(..) {
+                tun.idle(index);
             }
         }
     }
@@ -287,13 +276,14 @@ impl Kernel {
             None => Ledger::in_memory(),
         };
         let layout = Layout { s: settings, kind };
+        let tun = (kind == Tunnel::Tun).then(|| Forwarder::new(layout.s.tun_linger));
         let k = Kernel {
             inner: Arc::new(Inner {
                 nl,
                 layout,
                 shadow: Mutex::new(Shadow::default()),
                 ledger: std::sync::Mutex::new(ledger),
-                tun: (kind == Tunnel::Tun).then(Forwarder::new),
+                tun,
             }),
         };
         let actual = read_actual(&k.inner.nl, &k.inner.layout, routes).await?;
@@ -471,8 +461,24 @@ impl Kernel {
         }
         let s = &self.inner.layout.s;
         let used: BTreeSet<u32> = sh.slots.values().copied().collect();
-        let free = (0..s.max_peers)
-            .find(|i| !used.contains(i))
+        // The userspace tunnel: the peer's idle device keeps its slot for it; the slots of
+        // others' idle devices are taken last (their devices close then).
+        let (mine, others) = match &self.inner.tun {
+            Some(tun) => {
+                let local = sh.state.terminations.keys().next().copied();
+                let (mine, others) = tun.lingering(local, peer);
+                let slot = |n: &String| s.slot_of_tunnel_name(n);
+                (
+                    mine.as_ref().and_then(slot),
+                    others.iter().filter_map(slot).collect(),
+                )
+            }
+            None => (None, BTreeSet::new()),
+        };
+        let free = mine
+            .filter(|m| !used.contains(m))
+            .or_else(|| (0..s.max_peers).find(|i| !used.contains(i) && !others.contains(i)))
+            .or_else(|| (0..s.max_peers).find(|i| !used.contains(i)))
             .ok_or(Error::PeersExhausted {
                 peer,
                 slots: s.max_peers,
@@ -512,7 +518,7 @@ impl Kernel {
             sh.slots.remove(&peer);
             if let Some(index) = sh.tunnels.remove(&peer) {
                 if self.inner.tun.is_some() {
-                    batch.closes.push(index);
+                    batch.idles.push(index);
                 } else {
                     batch.push(Request::delete_link(index));
                 }
@@ -1082,12 +1088,15 @@ impl Kernel {
                 });
             match (right, by_slot.get(&slot)) {
                 (true, Some(&peer)) => {
+                    if let Some(tun) = &self.inner.tun {
+                        tun.carry(link.index);
+                    }
                     tunnels.insert(peer, link.index);
                 }
                 // A device of ours closes; one held by another process can only be deleted
                 // (a TUN device of this name that is not ours makes its creation fail).
                 _ if self.inner.tun.as_ref().is_some_and(|t| t.close(link.index)) => {
-                    // Deleted as well (see `Batch::flush`).
+                    // Deleted as well (see `tun::delete`).
                     closed.push(Request::delete_link(link.index));
                 }
                 _ => stale.push(Request::delete_link(link.index)),

@@ -227,6 +227,9 @@ fn linked_max_peers(prefix: &str) -> u32 {
     10u32.pow(digits).clamp(DEFAULT_MAX_PEERS, LINKED_MAX_PEERS)
 }
 
+/// How long an idle TUN device stays by default ([`Settings::tun_linger`]).
+pub const DEFAULT_TUN_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a kernel backend needs to know: the transport link, and what marks its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -257,6 +260,9 @@ pub struct Settings {
     /// Where the sysctl values found before a change are recorded (a [`sysctl::Ledger`]),
     /// for [`sysctl::restore`]; in memory only when `None`.
     pub sysctl_ledger: Option<std::path::PathBuf>,
+    /// How long the userspace tunnel keeps a peer's TUN device after its last route went
+    /// ([`Tunnel::Tun`] only): a node moving back finds it made.
+    pub tun_linger: std::time::Duration,
 }
 
 impl Settings {
@@ -273,6 +279,7 @@ impl Settings {
             priorities: RulePriorities::default(),
             tunnel_name_prefix: "pmip6t".into(),
             sysctl_ledger: None,
+            tun_linger: DEFAULT_TUN_LINGER,
         }
     }
 

@@ -14,6 +14,14 @@
 //! main table, as End.DT6 does, so the kernel routes the inner packet by its destination.
 //! Like End.DT6 and End.DX4 it takes tunnelled packets from any source.
 //!
+//! A peer's device outlives its last route by [`crate::Settings::tun_linger`], idle (no
+//! route into it, its thread waiting): a node moving back and forth between two MAGs finds
+//! the device of the peer it returns to made, and its handover only writes routes. Making a
+//! device (a netdevice registered, brought up, given an IPv6 link-local address, a thread
+//! started) and closing one (unregistered, an RCU grace period) took tens of milliseconds
+//! of each handover otherwise. An idle device closes after the linger, off the path of any
+//! change, when its slot (its name) is needed for another peer, or with the backend.
+//!
 //! The device lives as long as its descriptor: when the daemon stops, its devices and the
 //! routes into them go with it. A restarted daemon makes the devices again when it assumes
 //! its stored state ([`crate::Kernel::assume`]) and serves at once; the reconcile that follows
@@ -26,8 +34,9 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -295,19 +304,50 @@ fn recv_from(s: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
     s.recv_from(uninit)
 }
 
+/// What a peer's device is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Routes go into it.
+    Carrying,
+    /// No route since then; it lingers for its peer.
+    Idle(Instant),
+    /// Being closed and deleted off the path of the changes; its name is busy until then.
+    Closing,
+}
+
+/// A peer's device and the thread that sends what is routed into it.
+struct Device {
+    name: String,
+    local: Ipv6Addr,
+    remote: Ipv6Addr,
+    used: Use,
+    /// `None` once [`Use::Closing`] took it.
+    worker: Option<Worker>,
+}
+
 #[derive(Default)]
 struct State {
-    /// Each peer's device (the thread that sends what is routed into it), by link index.
-    devices: HashMap<u32, Worker>,
+    /// Each peer's device, by link index.
+    devices: HashMap<u32, Device>,
     ingress: Option<Ingress>,
+    /// The connection the devices were made on; an idle device is deleted on it.
+    nl: Option<Netlink>,
 }
 
 /// The devices of one [`crate::Kernel`] backend and the threads that carry their packets.
-/// Dropping it stops the threads and closes the devices.
+/// Dropping it stops the threads and closes the devices, idle ones included.
 pub(crate) struct Forwarder {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     counters: Arc<TunCounters>,
+    /// How long a device without routes stays for its peer.
+    linger: Duration,
 }
+
+/// How often a device waits for a closing one of the same name to be gone.
+const CLOSING_POLL: Duration = Duration::from_millis(2);
+
+/// How long it waits at most.
+const CLOSING_WAIT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,10 +366,11 @@ fn tun_error(op: &'static str, object: impl Into<String>) -> impl FnOnce(io::Err
 }
 
 impl Forwarder {
-    pub(crate) fn new() -> Forwarder {
+    pub(crate) fn new(linger: Duration) -> Forwarder {
         Forwarder {
-            state: Mutex::new(State::default()),
+            state: Arc::default(),
             counters: Arc::default(),
+            linger,
         }
     }
 
@@ -338,7 +379,7 @@ impl Forwarder {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Makes a TUN device `name` in `nl`'s namespace, up, with `mtu` and `alias`; also runs
@@ -425,6 +466,9 @@ impl Forwarder {
                     t.local
                 ),
             })?;
+        if let Some(index) = self.reuse(nl, t).await? {
+            return Ok(index);
+        }
         let (file, index, ()) =
             Self::device(nl, &t.name, t.mtu, &alias(t.local, t.remote), || Ok(())).await?;
         let peer = SockAddr::from(SocketAddrV6::new(t.remote, 0, 0, 0));
@@ -434,18 +478,113 @@ impl Forwarder {
         })
         .map_err(tun_error("start tun device thread", &t.name))?;
         // A device made again under the same index replaces the old one's thread.
-        self.lock().devices.insert(index, worker);
+        let mut st = self.lock();
+        st.nl = Some(nl.clone());
+        st.devices.insert(
+            index,
+            Device {
+                name: t.name.clone(),
+                local: t.local,
+                remote: t.remote,
+                used: Use::Carrying,
+                worker: Some(worker),
+            },
+        );
         Ok(index)
     }
 
-    /// The link indexes of the peers' devices it carries.
+    /// Whether a device named like `t` is there: that of `t`'s peer carries again (its link
+    /// index); another peer's idle one is closed and deleted, a closing one waited for.
+    async fn reuse(&self, nl: &Netlink, t: &KTunnel) -> Result<Option<u32>> {
+        let deadline = Instant::now() + CLOSING_WAIT;
+        loop {
+            let other = {
+                let mut st = self.lock();
+                let Some((&index, d)) = st.devices.iter_mut().find(|(_, d)| d.name == t.name)
+                else {
+                    return Ok(None);
+                };
+                match d.used {
+                    Use::Closing if Instant::now() < deadline => None,
+                    Use::Carrying | Use::Idle(_) if (d.local, d.remote) == (t.local, t.remote) => {
+                        d.used = Use::Carrying;
+                        return Ok(Some(index));
+                    }
+                    _ => st.devices.remove(&index).map(|d| (index, d)),
+                }
+            };
+            match other {
+                None => tokio::time::sleep(CLOSING_POLL).await,
+                Some((index, d)) => {
+                    // Closed, and deleted too: see `delete`.
+                    drop(d);
+                    delete(nl, index).await;
+                }
+            }
+        }
+    }
+
+    /// The link indexes of the peers' devices it holds, idle ones included.
     pub(crate) fn indexes(&self) -> Vec<u32> {
         self.lock().devices.keys().copied().collect()
     }
 
-    /// Whether link `index` is a peer's device this forwarder carries.
+    /// Whether link `index` is a peer's device this forwarder holds and can carry.
     pub(crate) fn holds(&self, index: u32) -> bool {
-        self.lock().devices.contains_key(&index)
+        self.lock()
+            .devices
+            .get(&index)
+            .is_some_and(|d| d.used != Use::Closing)
+    }
+
+    /// Routes go into device `index` again (a reconcile kept it).
+    pub(crate) fn carry(&self, index: u32) {
+        if let Some(d) = self.lock().devices.get_mut(&index)
+            && d.used != Use::Closing
+        {
+            d.used = Use::Carrying;
+        }
+    }
+
+    /// No route goes into device `index` any longer: it lingers for its peer, then closes
+    /// (and is deleted) off the path of the changes. False when it was not one of ours.
+    pub(crate) fn idle(&self, index: u32) -> bool {
+        let since = Instant::now();
+        match self.lock().devices.get_mut(&index) {
+            Some(d) if d.used == Use::Carrying => d.used = Use::Idle(since),
+            Some(_) => return true,
+            None => return false,
+        }
+        // Without a runtime (nothing here makes one) it stays until its slot is needed or the
+        // backend stops.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (state, linger) = (Arc::downgrade(&self.state), self.linger);
+            rt.spawn(async move {
+                tokio::time::sleep(linger).await;
+                expire(state, index, since).await;
+            });
+        }
+        true
+    }
+
+    /// The names of the devices without routes: `peer`'s idle one from `local`, and those of
+    /// the others (which a new peer's device takes the name of last).
+    pub(crate) fn lingering(
+        &self,
+        local: Option<Ipv6Addr>,
+        peer: Ipv6Addr,
+    ) -> (Option<String>, Vec<String>) {
+        let st = self.lock();
+        let mut mine = None;
+        let mut others = Vec::new();
+        for d in st.devices.values().filter(|d| d.used != Use::Carrying) {
+            if matches!(d.used, Use::Idle(_)) && Some(d.local) == local && d.remote == peer {
+                mine = Some(d.name.clone());
+            } else {
+                others.push(d.name.clone());
+            }
+        }
+        (mine, others)
     }
 
     /// Stops carrying peer device `index` and closes it: the device and its routes go. False
@@ -458,9 +597,57 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.state);
         st.devices.clear();
         st.ingress = None;
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deletes device `index` after its descriptor closed: a process forked meanwhile may hold
+/// a copy of the descriptor until it runs its program, and the device (its name, which the
+/// slot's next peer reuses) would live until then.
+async fn delete(nl: &Netlink, index: u32) {
+    if let Err(e) = nl.delete_link(index).await {
+        tracing::warn!(error = %e, "tun device: delete after close failed");
+    }
+}
+
+/// Closes and deletes device `index` if it is still idle since `since`; its name stays busy
+/// until then ([`Use::Closing`]).
+async fn expire(state: Weak<Mutex<State>>, index: u32, since: Instant) {
+    let (worker, nl) = {
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let mut st = lock(&state);
+        let nl = st.nl.clone();
+        match st.devices.get_mut(&index) {
+            Some(d) if d.used == Use::Idle(since) => {
+                d.used = Use::Closing;
+                (d.worker.take(), nl)
+            }
+            _ => return,
+        }
+    };
+    // The kernel unregisters the device as its last descriptor closes (an RCU grace period
+    // and more): not on the runtime's threads.
+    let _ = tokio::task::spawn_blocking(move || drop(worker)).await;
+    if let Some(nl) = nl {
+        delete(&nl, index).await;
+    }
+    if let Some(state) = state.upgrade() {
+        let mut st = lock(&state);
+        if st
+            .devices
+            .get(&index)
+            .is_some_and(|d| d.used == Use::Closing)
+        {
+            st.devices.remove(&index);
+        }
     }
 }
 

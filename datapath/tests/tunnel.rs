@@ -862,7 +862,7 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
         panic!()
     };
     assert_eq!(k.read_back().await.unwrap(), lma_dp.state().await);
-    // The route names the new MAG; with tun the old MAG's device closed with its last route.
+    // The route names the new MAG; with tun the old MAG's device lingers without a route.
     let routes = lma.ip_output("-6 route show");
     let links = lma.ip_output("link show");
     match tunnel {
@@ -873,7 +873,9 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
                 b.contains("alias pmip-tun 2001:db8:a::1 2001:db8:b::2"),
                 "{b}"
             );
-            assert!(!links.contains("2001:db8:a::2"), "{links}");
+            let idle = lma.ip_output("link show pmip6t0");
+            assert!(idle.contains("2001:db8:a::2"), "{links}");
+            assert!(!routes.contains("dev pmip6t0 proto 135"), "{routes}");
             let into = "2001:db8:100::/64 dev pmip6t1 proto 135";
             assert!(routes.contains(into), "{into:?}: {routes}");
         }
@@ -983,8 +985,12 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
     let back = mag.read_back().await.unwrap();
     assert_eq!(back.uplinks[&net(HNP)], other_mag);
     assert_eq!(back, lab.mag_dp.state().await);
-    // Back to the LMA (with tun, under the name of the device that closed: see
-    // `a_tun_device_name_is_reused_while_the_old_device_is_held`): traffic flows again.
+    let lma_device = match lab.tunnel {
+        Tunnel::Tun => Some(lab.mag.index("pmip6t0").await),
+        _ => None,
+    };
+    // Back to the LMA (with tun, into the LMA's device, which lingered for it): traffic flows
+    // again.
     lab.mag_dp.add_uplink(net(HNP), a(LMA)).await.unwrap();
     let mn = lab.mn.udp(MN, 7005);
     let cn = lab.cn.udp(CN, 7005);
@@ -997,15 +1003,16 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
         .count();
     assert_eq!(defaults, 1, "{routes:?}");
     assert_eq!(mag.read_back().await.unwrap().uplinks[&net(HNP)], a(LMA));
-    if lab.tunnel == Tunnel::Tun {
-        // The other peer's device closed with its last route; the LMA's is the only one.
-        let links = lab.mag.ip_output("link show");
-        assert!(!links.contains("2001:db8::3"), "{links}");
-        assert_eq!(
-            links.matches("alias pmip-tun 2001:db8::2 2001").count(),
-            1,
-            "{links}"
+    if let Some(lma_device) = lma_device {
+        // The LMA's device was not made again; the other peer's lingers, no route into it.
+        assert_eq!(lab.mag.index("pmip6t0").await, lma_device);
+        let other = lab.mag.ip_output("link show pmip6t1");
+        assert!(
+            other.contains("alias pmip-tun 2001:db8::2 2001:db8::3"),
+            "{other}"
         );
+        let all = lab.mag.ip_output("-6 route show table all");
+        assert!(!all.contains("dev pmip6t1 proto 135"), "{all}");
     }
 }
 
@@ -1475,16 +1482,17 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
 
 /// tun only. A device the backend closes goes when the last descriptor of it closes; a
 /// process forked meanwhile (by the daemon, or by any thread of it) holds a copy of every
-/// descriptor until it executes its program. When an uplink moves away from a peer and back,
-/// the backend closes the peer's device and makes it again at once under the same name,
-/// which the kernel refused (EBUSY) while the old device stayed, and the uplink was lost:
-/// the backend deletes the device it closes now.
+/// descriptor until it executes its program. When a peer's device lingering without routes
+/// gives its slot (its name) to another peer, the backend closes it and makes the new one at
+/// once under the same name, which the kernel refused (EBUSY) while the old device stayed,
+/// and the uplink was lost: the backend deletes the device it closes. Two slots, so that
+/// the uplink moving to a third peer and back to the LMA takes an idle device's name twice.
 #[tokio::test]
 #[allow(unsafe_code)]
 async fn a_tun_device_name_is_reused_while_the_old_device_is_held() {
     use std::os::unix::process::CommandExt;
     use std::time::Duration;
-    let lab = lab(1500).await;
+    let mut lab = lab(1500).await;
     if lab.tunnel != Tunnel::Tun {
         note(&format!(
             "a_tun_device_name_is_reused_while_the_old_device_is_held: tun only, not run over \
@@ -1493,7 +1501,16 @@ async fn a_tun_device_name_is_reused_while_the_old_device_is_held() {
         ));
         return;
     }
+    lab.mag_dp = Datapath::None;
+    let mut settings = Settings::resolve(&lab.mag.nl, Some("t0"), a(MAG), None)
+        .await
+        .unwrap();
+    settings.max_peers = 2;
+    lab.mag_dp = Datapath::open(mode(lab.tunnel), lab.mag.nl.clone(), settings)
+        .await
+        .unwrap();
     lab.program().await;
+    let lma_device = lab.mag.index("pmip6t0").await;
     // A child that holds a copy of every descriptor of this process for a second before it
     // runs `true`.
     let mut cmd = std::process::Command::new("true");
@@ -1510,10 +1527,63 @@ async fn a_tun_device_name_is_reused_while_the_old_device_is_held() {
         .add_uplink(net(HNP), a("2001:db8::3"))
         .await
         .unwrap();
+    // Slot 1, then the LMA's idle device's slot 0; back to the LMA in ::3's slot 1.
+    let third = lab.mag_dp.add_uplink(net(HNP), a("2001:db8::4")).await;
     let back = lab.mag_dp.add_uplink(net(HNP), a(LMA)).await;
     assert!(child.join().unwrap().unwrap().success());
+    third.expect("the uplink moves to a third peer");
     back.expect("the uplink moves back to the LMA");
+    let links = lab.mag.ip_output("link show");
+    assert!(
+        links.contains("alias pmip-tun 2001:db8::2 2001:db8::4"),
+        "{links}"
+    );
+    let t1 = lab.mag.ip_output("link show pmip6t1");
+    assert!(t1.contains(&format!("alias pmip-tun {MAG} {LMA}")), "{t1}");
+    assert_ne!(lab.mag.index("pmip6t1").await, lma_device);
     let mn = lab.mn.udp(MN, 7009);
     let cn = lab.cn.udp(CN, 7009);
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+}
+
+/// tun only. A peer's device outlives its last route by the linger, no route into it, and
+/// goes by itself afterwards (closed and deleted off the path of any change); the peer's
+/// next route makes it again.
+#[tokio::test]
+async fn an_idle_tun_device_lingers_then_goes() {
+    use std::time::Duration;
+    let mut lab = lab(1500).await;
+    if lab.tunnel != Tunnel::Tun {
+        note(&format!(
+            "an_idle_tun_device_lingers_then_goes: tun only, not run over {}",
+            name(lab.tunnel)
+        ));
+        return;
+    }
+    lab.mag_dp = Datapath::None;
+    let mut settings = Settings::resolve(&lab.mag.nl, Some("t0"), a(MAG), None)
+        .await
+        .unwrap();
+    settings.tun_linger = Duration::from_millis(300);
+    lab.mag_dp = Datapath::open(mode(lab.tunnel), lab.mag.nl.clone(), settings)
+        .await
+        .unwrap();
+    lab.program().await;
+    lab.mag_dp
+        .add_uplink(net(HNP), a("2001:db8::3"))
+        .await
+        .unwrap();
+    // Right after the move the LMA's device is still there, without a route.
+    let t0 = lab.mag.ip_output("link show pmip6t0");
+    assert!(t0.contains(&format!("alias pmip-tun {MAG} {LMA}")), "{t0}");
+    let all = lab.mag.ip_output("-6 route show table all");
+    assert!(!all.contains("dev pmip6t0 proto 135"), "{all}");
+    // Then it goes; the other peer's carries on.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    lab.mag.wait_until_no_link("pmip6t0");
+    assert!(lab.mag.ip_output("link show").contains("pmip6t1"));
+    lab.mag_dp.add_uplink(net(HNP), a(LMA)).await.unwrap();
+    let mn = lab.mn.udp(MN, 7010);
+    let cn = lab.cn.udp(CN, 7010);
     assert!(send_and_receive(&mn, &cn, 64).is_some());
 }
