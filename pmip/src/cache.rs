@@ -112,11 +112,133 @@ pub enum BindingState {
 
 const NO_GAP: u32 = u32::MAX;
 
+/// A mobile node identifier (an NAI, RFC 4283) as a binding cache entry holds it: up to
+/// [`MnId::INLINE`] bytes in the entry itself, a longer one on the heap. A `Box<str>` cost
+/// 16 bytes in the entry and a heap block of 48 for a 25-byte NAI; this costs 32 and none.
+#[derive(Clone)]
+pub struct MnId(MnIdRepr);
+
+#[derive(Clone)]
+enum MnIdRepr {
+    Inline { len: u8, bytes: [u8; MnId::INLINE] },
+    Heap(Box<str>),
+}
+
+impl MnId {
+    /// The longest identifier kept without a heap allocation.
+    pub const INLINE: usize = 30;
+
+    pub fn new(id: &str) -> Self {
+        let mut bytes = [0u8; MnId::INLINE];
+        match bytes.get_mut(..id.len()) {
+            Some(b) => {
+                b.copy_from_slice(id.as_bytes());
+                MnId(MnIdRepr::Inline {
+                    len: id.len() as u8,
+                    bytes,
+                })
+            }
+            None => MnId(MnIdRepr::Heap(id.into())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Always whole UTF-8: the bytes were copied from a `str`.
+            MnIdRepr::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| core::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            MnIdRepr::Heap(s) => s,
+        }
+    }
+
+    /// Bytes it holds on the heap (none when inline).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            MnIdRepr::Inline { .. } => 0,
+            MnIdRepr::Heap(s) => s.len(),
+        }
+    }
+}
+
+impl core::ops::Deref for MnId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for MnId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for MnId {
+    fn from(s: &str) -> Self {
+        MnId::new(s)
+    }
+}
+
+impl From<String> for MnId {
+    fn from(s: String) -> Self {
+        if s.len() <= MnId::INLINE {
+            MnId::new(&s)
+        } else {
+            MnId(MnIdRepr::Heap(s.into_boxed_str()))
+        }
+    }
+}
+
+impl From<Box<str>> for MnId {
+    fn from(s: Box<str>) -> Self {
+        if s.len() <= MnId::INLINE {
+            MnId::new(&s)
+        } else {
+            MnId(MnIdRepr::Heap(s))
+        }
+    }
+}
+
+impl PartialEq for MnId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for MnId {}
+
+impl PartialEq<str> for MnId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// Hashes as its `str` does, so an index keyed by it is searched with a `&str`.
+impl core::hash::Hash for MnId {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl core::fmt::Debug for MnId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl core::fmt::Display for MnId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A binding cache entry (RFC 5213 §5.1). Kept small: a million of them must fit in 256 MB
 /// together with the indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindingCacheEntry {
-    pub mn_id: Box<str>,
+    pub mn_id: MnId,
     pub prefixes: Prefixes,
     pub proxy_coa: Ipv6Addr,
     pub access_technology_type: AccessTechnologyType,
@@ -144,7 +266,7 @@ impl BindingCacheEntry {
     /// A new active entry.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        mn_id: Box<str>,
+        mn_id: MnId,
         prefixes: Prefixes,
         proxy_coa: Ipv6Addr,
         access_technology_type: AccessTechnologyType,
@@ -213,8 +335,12 @@ pub struct BindingCache {
     free: Vec<u32>,
     len: usize,
     by_mn_id: HashTable<u32>,
-    /// Slot index in the low 32 bits, position of the prefix in the entry above.
-    by_prefix: HashTable<u64>,
+    /// Slot indices, hashed by the entry's first prefix: nearly every session has one prefix,
+    /// and a 4-byte value instead of 8 saves 8 bytes per binding at a million.
+    by_prefix: HashTable<u32>,
+    /// The other prefixes of multi-prefix sessions: slot index in the low 32 bits, position
+    /// of the prefix in the entry above.
+    by_other_prefix: HashTable<u64>,
     /// Slot indices of the entries with an IPv4 home address, hashed by it.
     by_ipv4: HashTable<u32>,
     hasher: FixedState,
@@ -250,6 +376,7 @@ impl BindingCache {
             len: 0,
             by_mn_id: HashTable::new(),
             by_prefix: HashTable::new(),
+            by_other_prefix: HashTable::new(),
             by_ipv4: HashTable::new(),
             hasher: FixedState::with_seed(seed),
             timers: BinaryHeap::new(),
@@ -263,7 +390,8 @@ impl BindingCache {
         self.by_mn_id.reserve(n, |i| {
             entry_of(slots, *i).map_or(0, |e| h.hash_one(&*e.mn_id))
         });
-        self.by_prefix.reserve(n, |v| rehash_prefix(slots, h, *v));
+        self.by_prefix
+            .reserve(n, |i| rehash_prefix(slots, h, pack(*i, 0)));
         self.timers.reserve(n);
     }
 
@@ -299,9 +427,17 @@ impl BindingCache {
     /// The session holding `prefix`.
     pub fn by_prefix(&self, prefix: &Ipv6Net) -> Option<SessionId> {
         let h = self.hasher.hash_one(prefix);
-        self.by_prefix
-            .find(h, |v| prefix_at(&self.slots, *v) == Some(prefix))
-            .map(|v| SessionId(*v as u32))
+        let first = self
+            .by_prefix
+            .find(h, |i| prefix_at(&self.slots, pack(*i, 0)) == Some(prefix))
+            .copied();
+        first
+            .or_else(|| {
+                (self.by_other_prefix)
+                    .find(h, |v| prefix_at(&self.slots, *v) == Some(prefix))
+                    .map(|v| *v as u32)
+            })
+            .map(SessionId)
     }
 
     /// The session holding IPv4 home address `addr` (RFC 5844 §3.1.2.7).
@@ -372,13 +508,7 @@ impl BindingCache {
         self.by_mn_id.insert_unique(mn_hash, idx, |i| {
             entry_of(slots, *i).map_or(0, |e| h.hash_one(&*e.mn_id))
         });
-        let prefixes = entry_of(slots, idx).map_or(&[][..], |e| e.prefixes.as_slice());
-        for (pos, p) in prefixes.iter().enumerate() {
-            self.by_prefix
-                .insert_unique(h.hash_one(p), pack(idx, pos), |v| {
-                    rehash_prefix(slots, h, *v)
-                });
-        }
+        self.index_prefixes(idx);
         self.index_ipv4(idx);
         self.timers.push(Reverse((deadline, idx, generation)));
         self.len += 1;
@@ -393,12 +523,7 @@ impl BindingCache {
         if let Ok(e) = self.by_mn_id.find_entry(h, |i| *i == idx) {
             e.remove();
         }
-        for p in entry.prefixes.as_slice() {
-            let h = self.hasher.hash_one(p);
-            if let Ok(e) = self.by_prefix.find_entry(h, |v| *v as u32 == idx) {
-                e.remove();
-            }
-        }
+        self.unindex_prefixes(idx, &entry.prefixes);
         if let Some(v4) = entry.ipv4 {
             let h = self.hasher.hash_one(v4.address);
             if let Ok(e) = self.by_ipv4.find_entry(h, |i| *i == idx) {
@@ -424,25 +549,36 @@ impl BindingCache {
         else {
             return;
         };
-        for p in old.as_slice() {
-            let h = self.hasher.hash_one(p);
-            if let Ok(e) = self.by_prefix.find_entry(h, |v| *v as u32 == idx) {
-                e.remove();
+        self.unindex_prefixes(idx, &old);
+        self.index_prefixes(idx);
+    }
+
+    /// Indexes the prefixes of the entry in slot `idx`.
+    fn index_prefixes(&mut self, idx: u32) {
+        let (slots, h) = (&self.slots, &self.hasher);
+        let prefixes = entry_of(slots, idx).map_or(&[][..], |e| e.prefixes.as_slice());
+        for (pos, p) in prefixes.iter().enumerate() {
+            let ph = h.hash_one(p);
+            if pos == 0 {
+                (self.by_prefix).insert_unique(ph, idx, |i| rehash_prefix(slots, h, pack(*i, 0)));
+            } else {
+                (self.by_other_prefix)
+                    .insert_unique(ph, pack(idx, pos), |v| rehash_prefix(slots, h, *v));
             }
         }
-        let new: Vec<u64> = entry_of(&self.slots, idx)
-            .map(|e| {
-                e.prefixes
-                    .as_slice()
-                    .iter()
-                    .map(|p| self.hasher.hash_one(p))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (slots, h) = (&self.slots, &self.hasher);
-        for (pos, ph) in new.into_iter().enumerate() {
-            self.by_prefix
-                .insert_unique(ph, pack(idx, pos), |v| rehash_prefix(slots, h, *v));
+    }
+
+    /// Removes the index entries of `prefixes`, which slot `idx` held.
+    fn unindex_prefixes(&mut self, idx: u32, prefixes: &Prefixes) {
+        for (pos, p) in prefixes.as_slice().iter().enumerate() {
+            let h = self.hasher.hash_one(p);
+            if pos == 0 {
+                if let Ok(e) = self.by_prefix.find_entry(h, |i| *i == idx) {
+                    e.remove();
+                }
+            } else if let Ok(e) = (self.by_other_prefix).find_entry(h, |v| *v == pack(idx, pos)) {
+                e.remove();
+            }
         }
     }
 
@@ -518,7 +654,7 @@ impl BindingCache {
     /// Bytes of heap and inline storage the cache holds (capacity, not just length).
     pub fn memory_bytes(&self) -> usize {
         let slots = self.slots.capacity() * core::mem::size_of::<Slot>();
-        let strings: usize = self.iter().map(|(_, e)| e.mn_id.len()).sum();
+        let strings: usize = self.iter().map(|(_, e)| e.mn_id.heap_bytes()).sum();
         let many: usize = self
             .iter()
             .map(|(_, e)| match &e.prefixes {
@@ -528,6 +664,7 @@ impl BindingCache {
             .sum();
         let tables = self.by_mn_id.allocation_size()
             + self.by_prefix.allocation_size()
+            + self.by_other_prefix.allocation_size()
             + self.by_ipv4.allocation_size();
         let heap = self.timers.capacity() * core::mem::size_of::<Reverse<(Instant, u32, u32)>>();
         slots + strings + many + tables + heap + self.free.capacity() * 4
@@ -556,4 +693,99 @@ fn prefix_at(slots: &[Slot], v: u64) -> Option<&Ipv6Net> {
 
 fn rehash_prefix(slots: &[Slot], h: &FixedState, v: u64) -> u64 {
     prefix_at(slots, v).map_or(0, |p| h.hash_one(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+
+    fn net(n: u32) -> Ipv6Net {
+        let a = Ipv6Addr::new(0x2001, 0xdb8, (n >> 16) as u16, n as u16, 0, 0, 0, 0);
+        Ipv6Net::new(a, 64).unwrap()
+    }
+
+    fn entry(mn_id: &str, prefixes: &[Ipv6Net]) -> BindingCacheEntry {
+        BindingCacheEntry::new(
+            mn_id.into(),
+            Prefixes::from_slice(prefixes),
+            Ipv6Addr::LOCALHOST,
+            AccessTechnologyType::Ieee8023,
+            HandoffIndicator::AttachmentOverNewInterface,
+            None,
+            None,
+            3600,
+            Instant::ZERO,
+            Ordering::new(None, SequenceNumber(0)),
+        )
+    }
+
+    #[test]
+    fn an_mn_id_is_kept_inline_up_to_its_limit_and_reads_back_the_same() {
+        let short = "a".repeat(MnId::INLINE);
+        let long = "b".repeat(MnId::INLINE + 1);
+        for (s, heap) in [("", 0), (short.as_str(), 0), (long.as_str(), long.len())] {
+            for id in [
+                MnId::from(s),
+                MnId::from(s.to_owned()),
+                MnId::from(Box::from(s)),
+            ] {
+                assert_eq!(id.as_str(), s);
+                assert_eq!(id.heap_bytes(), heap);
+                assert_eq!(id, MnId::new(s));
+                let h = FixedState::with_seed(7);
+                assert_eq!(h.hash_one(&id), h.hash_one(s), "hashes as its str");
+            }
+        }
+        let nai = "node0000000@bench.example";
+        assert_eq!(MnId::from(nai).heap_bytes(), 0);
+        assert_eq!(MnId::from("ü@example.org").to_string(), "ü@example.org");
+        assert_ne!(MnId::from("a@x"), MnId::from("b@x"));
+        assert_eq!(core::mem::size_of::<MnId>(), 32);
+    }
+
+    /// Sessions of one, two and three prefixes, enough of them for the indexes to grow
+    /// (and rehash) several times: every prefix finds its session, before and after some are
+    /// removed and some renumbered.
+    #[test]
+    fn every_prefix_finds_its_session_through_growth_removal_and_renumbering() {
+        let mut c = BindingCache::with_seed(3);
+        let mut next = 0u32;
+        let mut sessions = Vec::new();
+        for i in 0..3000u32 {
+            let n = 1 + (i % 3);
+            let ps: Vec<Ipv6Net> = (0..n).map(|k| net(next + k)).collect();
+            next += n;
+            let id = c.insert(entry(&format!("mn{i}@example.org"), &ps));
+            sessions.push((id, ps));
+        }
+        let check = |c: &BindingCache, sessions: &[(SessionId, Vec<Ipv6Net>)]| {
+            for (id, ps) in sessions {
+                for p in ps {
+                    assert_eq!(c.by_prefix(p), Some(*id), "{p}");
+                }
+            }
+        };
+        check(&c, &sessions);
+        let removed: Vec<_> = sessions.drain(..1000).collect();
+        for (id, ps) in &removed {
+            assert!(c.remove(*id).is_some());
+            for p in ps {
+                assert_eq!(c.by_prefix(p), None);
+            }
+        }
+        for (id, ps) in sessions.iter_mut().step_by(7) {
+            let old = core::mem::take(ps);
+            *ps = (0..3).map(|k| net(next + k)).collect();
+            next += 3;
+            c.set_prefixes(*id, Prefixes::from_slice(ps));
+            for p in &old {
+                assert_eq!(c.by_prefix(p), None);
+            }
+        }
+        check(&c, &sessions);
+        assert_eq!(c.len(), 2000);
+        assert_eq!(c.sessions_of("mn2999@example.org").count(), 1);
+    }
 }

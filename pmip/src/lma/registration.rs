@@ -9,7 +9,7 @@ use ipnet::Ipv6Net;
 
 use super::Lma;
 use super::lookup::{Lookup, LookupKey, lookup};
-use crate::cache::Prefixes;
+use crate::cache::{MnId, Prefixes};
 use crate::config::MobileNodeProfile;
 use crate::time::ms;
 use crate::types::LinkLayerAddress;
@@ -108,7 +108,7 @@ pub struct Registration {
     pub dst: Ipv6Addr,
     /// The Alternate Care-of Address when present, else the source address (§5.3.1 rule 13).
     pub proxy_coa: Ipv6Addr,
-    pub mn_id: Box<str>,
+    pub mn_id: MnId,
     pub sequence: SequenceNumber,
     /// The lifetime asked for; zero is a de-registration (§5.3.5).
     pub lifetime: Lifetime,

@@ -169,7 +169,7 @@ fn entry_from_record(
         SequenceNumber(r.last_sequence),
     );
     let mut e = BindingCacheEntry::new(
-        r.mn_id.into_boxed_str(),
+        r.mn_id.into(),
         Prefixes::from_slice(&r.home_network_prefixes),
         r.proxy_coa,
         r.access_technology_type.into(),
