@@ -35,9 +35,12 @@ const SCHEMA: &str = "schema_version";
 const SCHEMA_VERSION: u64 = 2;
 
 /// redb's page cache. Its default (1 GiB) kept every written page resident: at 1,000,000
-/// bindings `pmip-bench scale` measured 1207 B of RSS per binding with it. The store is read
-/// in full only at start, and the kernel's page cache holds the file anyway.
-const CACHE_BYTES: usize = 32 << 20;
+/// bindings `pmip-bench scale` measured 1207 B of RSS per binding with it, and 32 MiB still
+/// cost 33 B per binding there once full. The store is read in full only at start, a commit
+/// touches few pages (the B-tree's branches, which stay cached, and the leaves of the keys it
+/// writes; the write buffer gets half of this), and the kernel's page cache holds the file
+/// anyway.
+const CACHE_BYTES: usize = 8 << 20;
 
 /// Binding records decoded by [`Store::for_each_binding`]'s reading thread at a time.
 pub const CHUNK: usize = 4096;
