@@ -56,6 +56,7 @@ async fn open_reading(
     };
     s.route_protocol = cfg.route_protocol;
     s.table_base = cfg.table_base;
+    s.tun_linger = std::time::Duration::from_secs(cfg.tun_linger_s.into());
     s.sysctl_ledger = Some(sysctl_ledger(state_dir));
     if routes {
         Datapath::open(mode, nl, s).await
@@ -219,6 +220,15 @@ pub fn register_metrics(registry: &mut prometheus_client::registry::Registry, dp
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_configured_tun_linger_defaults_to_the_datapaths() {
+        let cfg = DatapathConfig::default();
+        assert_eq!(
+            std::time::Duration::from_secs(cfg.tun_linger_s.into()),
+            datapath::DEFAULT_TUN_LINGER
+        );
+    }
 
     #[test]
     fn the_userspace_tunnels_counters_are_read_when_scraped() {

@@ -710,7 +710,14 @@ pub struct DatapathConfig {
     pub route_protocol: u8,
     /// First of the routing tables this daemon owns.
     pub table_base: u32,
+    /// Seconds a TUN device of the userspace tunnel (`mode: tun`) stays, idle, after the last
+    /// route into it went: a node that moves back to that peer finds it made. 0: it closes at
+    /// once.
+    pub tun_linger_s: u32,
 }
+
+/// The longest `datapath.tun_linger_s` (a day).
+pub const MAX_TUN_LINGER_S: u32 = 86_400;
 
 impl Default for DatapathConfig {
     fn default() -> Self {
@@ -720,6 +727,7 @@ impl Default for DatapathConfig {
             link_mtu: None,
             route_protocol: 135,
             table_base: 13500,
+            tun_linger_s: 60,
         }
     }
 }
@@ -749,6 +757,11 @@ impl DatapathConfig {
             (256..=u32::MAX - 16).contains(&self.table_base),
             &format!("{at}.table_base"),
             || "must be between 256 and 2^32-17 (0-255 are the kernel's tables)".into(),
+        )?;
+        check(
+            self.tun_linger_s <= MAX_TUN_LINGER_S,
+            &format!("{at}.tun_linger_s"),
+            || format!("{}: at most {MAX_TUN_LINGER_S} (a day)", self.tun_linger_s),
         )?;
         Ok(())
     }
@@ -1867,6 +1880,20 @@ mobile_nodes:
         c.domain.mobile_node_generated_timestamp = false;
         c.address = "fe80::1".parse().unwrap();
         assert_eq!(c.validate().unwrap_err().field, "address");
+    }
+
+    #[test]
+    fn the_tun_linger_is_bounded_and_names_its_field() {
+        let mut c: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        assert_eq!(c.datapath.tun_linger_s, 60);
+        c.datapath.tun_linger_s = 0;
+        c.validate().unwrap();
+        c.datapath.tun_linger_s = MAX_TUN_LINGER_S;
+        c.validate().unwrap();
+        c.datapath.tun_linger_s = MAX_TUN_LINGER_S + 1;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "datapath.tun_linger_s");
+        assert!(e.to_string().contains("86401"), "{e}");
     }
 
     #[test]

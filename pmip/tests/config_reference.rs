@@ -93,6 +93,7 @@ fn full_datapath() -> DatapathConfig {
         link_mtu: Some(9000),
         route_protocol: 136,
         table_base: 14000,
+        tun_linger_s: 120,
     }
 }
 
@@ -712,6 +713,7 @@ fn rfc_timer_and_heartbeat_defaults_match_the_default_impls() {
         ),
         (LMA_PART, "datapath.route_protocol", d.route_protocol.into()),
         (LMA_PART, "datapath.table_base", d.table_base.into()),
+        (LMA_PART, "datapath.tun_linger_s", d.tun_linger_s.into()),
         (
             MAG_PART,
             "timers.initial_bindack_timeout_ms",
