@@ -1480,6 +1480,28 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     assert!(restarted.reconcile(&stored).await.unwrap().is_noop());
 }
 
+/// A lab whose MAG runs the userspace tunnel with its settings changed by `tweak`; `None`
+/// (and a note naming `test`) when the lab's tunnel is not the userspace one.
+async fn tun_lab_with(test: &str, tweak: impl FnOnce(&mut Settings)) -> Option<Lab> {
+    let mut lab = lab(1500).await;
+    if lab.tunnel != Tunnel::Tun {
+        note(&format!(
+            "{test}: tun only, not run over {}",
+            name(lab.tunnel)
+        ));
+        return None;
+    }
+    lab.mag_dp = Datapath::None;
+    let mut settings = Settings::resolve(&lab.mag.nl, Some("t0"), a(MAG), None)
+        .await
+        .unwrap();
+    tweak(&mut settings);
+    lab.mag_dp = Datapath::open(mode(lab.tunnel), lab.mag.nl.clone(), settings)
+        .await
+        .unwrap();
+    Some(lab)
+}
+
 /// tun only. A device the backend closes goes when the last descriptor of it closes; a
 /// process forked meanwhile (by the daemon, or by any thread of it) holds a copy of every
 /// descriptor until it executes its program. When a peer's device lingering without routes
@@ -1492,23 +1514,14 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
 async fn a_tun_device_name_is_reused_while_the_old_device_is_held() {
     use std::os::unix::process::CommandExt;
     use std::time::Duration;
-    let mut lab = lab(1500).await;
-    if lab.tunnel != Tunnel::Tun {
-        note(&format!(
-            "a_tun_device_name_is_reused_while_the_old_device_is_held: tun only, not run over \
-             {}",
-            name(lab.tunnel)
-        ));
+    let Some(lab) = tun_lab_with(
+        "a_tun_device_name_is_reused_while_the_old_device_is_held",
+        |s| s.max_peers = 2,
+    )
+    .await
+    else {
         return;
-    }
-    lab.mag_dp = Datapath::None;
-    let mut settings = Settings::resolve(&lab.mag.nl, Some("t0"), a(MAG), None)
-        .await
-        .unwrap();
-    settings.max_peers = 2;
-    lab.mag_dp = Datapath::open(mode(lab.tunnel), lab.mag.nl.clone(), settings)
-        .await
-        .unwrap();
+    };
     lab.program().await;
     let lma_device = lab.mag.index("pmip6t0").await;
     // A child that holds a copy of every descriptor of this process for a second before it
@@ -1552,22 +1565,13 @@ async fn a_tun_device_name_is_reused_while_the_old_device_is_held() {
 #[tokio::test]
 async fn an_idle_tun_device_lingers_then_goes() {
     use std::time::Duration;
-    let mut lab = lab(1500).await;
-    if lab.tunnel != Tunnel::Tun {
-        note(&format!(
-            "an_idle_tun_device_lingers_then_goes: tun only, not run over {}",
-            name(lab.tunnel)
-        ));
+    let Some(lab) = tun_lab_with("an_idle_tun_device_lingers_then_goes", |s| {
+        s.tun_linger = Duration::from_millis(300)
+    })
+    .await
+    else {
         return;
-    }
-    lab.mag_dp = Datapath::None;
-    let mut settings = Settings::resolve(&lab.mag.nl, Some("t0"), a(MAG), None)
-        .await
-        .unwrap();
-    settings.tun_linger = Duration::from_millis(300);
-    lab.mag_dp = Datapath::open(mode(lab.tunnel), lab.mag.nl.clone(), settings)
-        .await
-        .unwrap();
+    };
     lab.program().await;
     lab.mag_dp
         .add_uplink(net(HNP), a("2001:db8::3"))
