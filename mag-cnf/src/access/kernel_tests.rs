@@ -2,6 +2,7 @@
 //! namespace whose access link `acc0` is a veth to a namespace where IPv6 is off, so nothing
 //! but the frames sent here by a raw socket crosses the link, and every count is exact.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::Netlink;
@@ -9,8 +10,11 @@ use datapath::netns::NetNs;
 use pmip::types::LinkLayerAddress;
 use tokio::sync::mpsc::Receiver;
 
-use super::frame::tests::frame_from;
-use super::{Access, AccessEvent, sys};
+use super::frame::tests::{SLLAO, frame_from, rs};
+use super::links::LinkTable;
+use super::monitor::Monitor;
+use super::pattern::InterfacePatterns;
+use super::{Access, AccessEvent, Counters, open_sockets, sys};
 
 const MAG_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
 const NODE: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
@@ -187,4 +191,90 @@ async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
     silence(&mut events).await;
     let s = settle(&access, 5).await;
     assert_eq!(s.frames_read, 5, "{s:?}");
+}
+
+/// A frame the node sent just before its link went down, read after the report of the link
+/// going down (as on a busy machine when the node moves on to another MAG), is stale: it
+/// brings neither the link nor the node back. A frame read before the report of the link
+/// coming up finds the link up (the monitor asks the kernel).
+#[tokio::test]
+async fn a_frame_read_after_its_link_went_down_brings_nothing_back() {
+    let pid = std::process::id();
+    let mag = NetNs::create(&format!("pmipacc-{pid}-s-m")).expect("MAG namespace");
+    let node = NetNs::create(&format!("pmipacc-{pid}-s-n")).expect("node namespace");
+    let mag_nl = Netlink::connect_in(&mag).unwrap();
+    let node_nl = Netlink::connect_in(&node).unwrap();
+    mag_nl.add_veth("acc0", "eth0", &node).await.unwrap();
+    let acc0 = mag_nl.link_index("acc0").await.unwrap();
+    let eth0 = node_nl.link_index("eth0").await.unwrap();
+    node_nl
+        .set_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1")
+        .unwrap();
+    node_nl.set_link_up(eth0, true).await.unwrap();
+    mag_nl.set_link_up(acc0, true).await.unwrap();
+
+    let s = mag.run(open_sockets).unwrap().unwrap();
+    let table = LinkTable::new(InterfacePatterns::new(&["acc*".to_owned()]), MAG_MAC);
+    let mut monitor = Monitor::new(
+        sys::register(s.netlink).unwrap(),
+        sys::register(s.capture).unwrap(),
+        table,
+        Arc::new(Counters::default()),
+    );
+    monitor.initial_dump().await.unwrap();
+    let up = AccessEvent::LinkUp {
+        ifindex: acc0,
+        name: "acc0".into(),
+        mtu: 1500,
+    };
+    assert_eq!(monitor.read_links().unwrap(), vec![up.clone()]);
+
+    let raw = node.run(sys::send_socket).unwrap().unwrap();
+    let solicitation = frame_from(NODE, "fe80::1:1", "ff02::2", false, 58, &rs(&SLLAO), 255);
+    // Sent while the link is up; the link goes down, and its report is read before the frame.
+    sys::send_frame(&raw, eth0, &solicitation).unwrap();
+    node_nl.set_link_up(eth0, false).await.unwrap();
+    let mut events = Vec::new();
+    for _ in 0..300 {
+        events.extend(monitor.read_links().unwrap());
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(events, vec![AccessEvent::LinkDown { ifindex: acc0 }]);
+    assert_eq!(
+        monitor.read_frames().unwrap(),
+        vec![],
+        "a stale frame announced the link or the node"
+    );
+
+    // Up again: the node's frame is read before the report of the carrier (the kernel sends
+    // it from a work item, up to a second later).
+    node_nl.set_link_up(eth0, true).await.unwrap();
+    sys::send_frame(&raw, eth0, &solicitation).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ll = LinkLayerAddress::mac(NODE);
+    assert_eq!(
+        monitor.read_frames().unwrap(),
+        vec![
+            up,
+            AccessEvent::NodeSeen {
+                ifindex: acc0,
+                link_layer: ll
+            },
+            AccessEvent::NodeHeard {
+                ifindex: acc0,
+                link_layer: ll,
+                link_local: Some("fe80::1:1".parse().unwrap()),
+            },
+            AccessEvent::RouterSolicitation {
+                ifindex: acc0,
+                link_layer: ll
+            },
+        ]
+    );
+    // The late report changes nothing.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(monitor.read_links().unwrap(), vec![]);
 }

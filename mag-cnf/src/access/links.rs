@@ -65,8 +65,6 @@ impl LinkReport {
 #[derive(Debug)]
 struct Link {
     report: LinkReport,
-    /// A node was heard since the last report.
-    heard_since_report: bool,
     /// Name and MTU of the last LinkUp sent, while the link is up.
     announced: Option<(String, u32)>,
     /// Nodes announced with NodeSeen since the link came up.
@@ -78,7 +76,7 @@ struct Link {
 impl Link {
     fn is_up(&self) -> bool {
         let r = &self.report;
-        self.heard_since_report || (r.admin_up && r.carrier && !r.dormant)
+        r.admin_up && r.carrier && !r.dormant
     }
 }
 
@@ -99,6 +97,8 @@ pub(crate) enum FrameVerdict {
     Own,
     /// Not on an access link, as far as the table knows.
     NotAccess,
+    /// On an access link that is down: captured before it went down, read after.
+    Stale,
 }
 
 impl LinkTable {
@@ -110,7 +110,7 @@ impl LinkTable {
         }
     }
 
-    #[cfg(test)]
+    /// Whether link `index` is an access link (up or not).
     pub fn is_access(&self, index: u32) -> bool {
         self.links.contains_key(&index)
     }
@@ -136,13 +136,11 @@ impl LinkTable {
         let index = r.index;
         let link = self.links.entry(index).or_insert_with(|| Link {
             report: r.clone(),
-            heard_since_report: false,
             announced: None,
             nodes: HashSet::new(),
             in_dump: true,
         });
         link.report = r;
-        link.heard_since_report = false;
         link.in_dump = true;
         Self::announce(index, link, out);
     }
@@ -185,8 +183,7 @@ impl LinkTable {
             return FrameVerdict::Own;
         }
         if link.announced.is_none() {
-            link.heard_since_report = true;
-            Self::announce(index, link, out);
+            return FrameVerdict::Stale;
         }
         let link_layer = LinkLayerAddress::mac(h.source);
         if link.nodes.insert(h.source) {
@@ -393,12 +390,22 @@ mod tests {
         assert_eq!(out, vec![]);
     }
 
+    /// Only the link's reports say whether it is up (the monitor asks for a fresh one before
+    /// a frame from a link that is not up): a frame from a link reported down was captured
+    /// before it went down, and announces neither the link nor the node.
     #[test]
-    fn a_frame_proves_the_link_up_before_the_carrier_report() {
+    fn a_frame_from_a_link_reported_down_is_stale() {
         let mut t = table();
         let mut out = vec![];
+        t.report(report(5, "acc0", true, true), &mut out);
         t.report(report(5, "acc0", true, false), &mut out);
-        t.heard(5, heard(false), &mut out);
+        out.clear();
+        assert_eq!(t.heard(5, heard(false), &mut out), FrameVerdict::Stale);
+        assert_eq!(t.heard(5, heard(true), &mut out), FrameVerdict::Stale);
+        assert_eq!(out, vec![]);
+        // Back up: the node is new on the link again.
+        t.report(report(5, "acc0", true, true), &mut out);
+        assert_eq!(t.heard(5, heard(false), &mut out), FrameVerdict::Taken);
         assert_eq!(
             out,
             vec![
@@ -414,9 +421,6 @@ mod tests {
                 }
             ]
         );
-        // The late carrier report changes nothing.
-        t.report(report(5, "acc0", true, true), &mut out);
-        assert_eq!(out.len(), 3);
     }
 
     #[test]

@@ -127,6 +127,22 @@ impl Monitor {
     }
 }
 
+#[cfg(test)]
+impl Monitor {
+    /// What the netlink socket has queued (the task's turn by hand): the events that made.
+    pub(crate) fn read_links(&mut self) -> io::Result<Vec<AccessEvent>> {
+        self.state.drain_netlink(self.netlink.get_ref())?;
+        Ok(self.state.out.drain(..).collect())
+    }
+
+    /// Every frame queued: the events that made.
+    pub(crate) fn read_frames(&mut self) -> io::Result<Vec<AccessEvent>> {
+        let (nl, cap, state) = (&self.netlink, &self.capture, &mut self.state);
+        while state.read_frames(nl.get_ref(), cap.get_ref())? {}
+        Ok(state.out.drain(..).collect())
+    }
+}
+
 impl State {
     fn start_dump(&mut self, nl: &NetlinkSocket) -> io::Result<()> {
         if let Some(d) = &mut self.dump {
@@ -256,12 +272,27 @@ impl State {
             return Ok(());
         };
         if !self.table.is_announced(ifindex) {
-            // The report of a new link, or of its carrier, may be queued still: it was sent
-            // before the frame arrived, so reading what is queued now brings it in.
+            // The report of a new link may be queued still: it was sent before the frame
+            // arrived, so reading what is queued now brings it in. An access link that is not
+            // up as far as its reports go: the kernel is asked how it is now. A frame read
+            // after the report of its link going down was captured before: the node has left
+            // that link (taking it for the link coming back re-registered a node that had
+            // moved to another MAG, and took its binding away). A frame that comes before the
+            // report of its link's carrier (the kernel sends those from a work item, later)
+            // finds the link up.
+            if self.table.is_access(ifindex) {
+                let seq = self.next_seq;
+                self.next_seq = self.next_seq.wrapping_add(1).max(1);
+                sys::request_link(nl, seq, ifindex)?;
+            }
             self.drain_netlink(nl)?;
         }
         match self.table.heard(ifindex, heard, &mut self.out) {
             FrameVerdict::Taken => {}
+            FrameVerdict::Stale => {
+                tracing::debug!(ifindex, "a node's frame from a link that is down: ignored");
+                self.counters.frames_ignored.fetch_add(1, Ordering::Relaxed);
+            }
             FrameVerdict::Own | FrameVerdict::NotAccess => {
                 self.counters.frames_ignored.fetch_add(1, Ordering::Relaxed);
             }

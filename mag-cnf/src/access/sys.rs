@@ -47,6 +47,21 @@ pub(crate) fn request_link_dump(s: &NetlinkSocket, seq: u32) -> io::Result<()> {
     s.send(&buf, 0).map(drop)
 }
 
+/// Asks for link `index` as it is now (answered with one RTM_NEWLINK of sequence `seq`, or
+/// an error if the link is gone). The kernel answers inside this call, so the answer is
+/// queued behind every link report sent before it.
+pub(crate) fn request_link(s: &NetlinkSocket, seq: u32, index: u32) -> io::Result<()> {
+    let mut l = LinkMessage::default();
+    l.header.index = index;
+    let mut m = NetlinkMessage::from(RouteNetlinkMessage::GetLink(l));
+    m.header.flags = NLM_F_REQUEST;
+    m.header.sequence_number = seq;
+    m.finalize();
+    let mut buf = vec![0u8; m.buffer_len()];
+    m.serialize(&mut buf);
+    s.send(&buf, 0).map(drop)
+}
+
 /// Reads one datagram of netlink messages without blocking.
 pub(crate) fn recv_netlink(s: &NetlinkSocket, buf: &mut [u8]) -> io::Result<usize> {
     Ok(nix::sys::socket::recv(
