@@ -7,7 +7,7 @@ use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use tokio::sync::mpsc;
 
-use crate::access::{Access, AccessEvent};
+use crate::access::{Access, AccessEvent, PresenceProbe};
 use crate::core::RaSender;
 
 /// A shareable handle on the running access side.
@@ -21,6 +21,10 @@ impl RaSender for AccessHandle {
 
     async fn send_ns(&self, ns: &NeighborSolicitation) -> anyhow::Result<()> {
         Ok(self.0.send_ns(ns).await?)
+    }
+
+    async fn send_probe(&self, probe: &PresenceProbe) -> anyhow::Result<()> {
+        Ok(self.0.send_probe(probe).await?)
     }
 }
 

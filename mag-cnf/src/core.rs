@@ -44,6 +44,14 @@ pub trait RaSender {
     fn send_ra(&self, ra: &RouterAdvertisement) -> impl Future<Output = anyhow::Result<()>> + Send;
     fn send_ns(&self, ns: &NeighborSolicitation)
     -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Asks whoever is on an access link that just came up to show itself
+    /// ([`crate::access::presence_probe_frame`]); a sender without one sends nothing.
+    fn send_probe(
+        &self,
+        _probe: &crate::access::PresenceProbe,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// What [`Core::new`] needs.
@@ -252,6 +260,13 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         }
         if !handover.is_empty() {
             self.hand_relays_to_the_kernel(&handover).await;
+        }
+        // The node on a link that just came up is asked at once (its link's address is in
+        // place now); every millisecond until it shows itself is the handover's.
+        for p in self.service.take_presence_probes() {
+            if let Err(e) = self.ra.send_probe(&p).await {
+                warn!(error = %e, link = p.link, "probing an access link for its node");
+            }
         }
         // Only now: an answer says the datapath is ready (forwarding to the new MAG has begun).
         for reply in self.service.take_replies() {

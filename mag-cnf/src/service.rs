@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 pub use crate::access::AccessEvent as AccessInput;
 pub use crate::access::ipv4::Ipv4Frame;
-use crate::access::{arp, dhcp};
+use crate::access::{PresenceProbe, arp, dhcp};
 
 /// A binding update list entry as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +297,8 @@ pub struct Service {
     steps: Vec<Step>,
     ras: Vec<RouterAdvertisement>,
     solicitations: Vec<NeighborSolicitation>,
+    /// Access links that just came up, to ask for their node at once.
+    probes: Vec<PresenceProbe>,
     registrations: Vec<Duration>,
     /// Ethernet frames (DHCP and ARP answers) to send on access links, by link index.
     ipv4_frames: Vec<(u32, Vec<u8>)>,
@@ -375,6 +377,7 @@ impl Service {
             steps: Vec::new(),
             ras: Vec::new(),
             solicitations: Vec::new(),
+            probes: Vec::new(),
             registrations: Vec::new(),
             ipv4_frames: Vec::new(),
             ipv4_released: Vec::new(),
@@ -444,6 +447,16 @@ impl Service {
                             link_local,
                         },
                     }));
+                    // The node that brought the link up shows itself unasked only with its
+                    // MLD reports, milliseconds later: ask it now (an Echo Request to
+                    // all-nodes, which it answers by resolving this address). In the
+                    // LMA-generated mode the link has no address of the MAG's to ask from
+                    // until the node registers, and the node's own reports find it.
+                    self.probes.push(PresenceProbe {
+                        link: ifindex,
+                        src_link_local: link_local,
+                        src_link_layer: fixed,
+                    });
                 }
             }
             AccessInput::LinkDown { ifindex } => {
@@ -701,6 +714,11 @@ impl Service {
 
     pub fn take_neighbor_solicitations(&mut self) -> Vec<NeighborSolicitation> {
         std::mem::take(&mut self.solicitations)
+    }
+
+    /// Probes for the nodes of links that just came up ([`crate::access::presence_probe_frame`]).
+    pub fn take_presence_probes(&mut self) -> Vec<PresenceProbe> {
+        std::mem::take(&mut self.probes)
     }
 
     pub fn take_transmits(&mut self) -> Vec<Transmit> {
@@ -1539,6 +1557,44 @@ mod tests {
     /// of the PBA (with the domain's MAC, so the node's frames to its router reach the
     /// MAG) before the RA from that address goes out: the kernel then answers the node's
     /// Neighbor Solicitations for it, DAD included. Once per link while it is up.
+    /// A link that comes up is probed for its node at once, from the link's fixed address;
+    /// in the LMA-generated mode the link has no address of the MAG's yet and is not.
+    #[test]
+    fn a_link_that_comes_up_is_probed_for_its_node_from_its_fixed_address() {
+        let mut b = Bench::new(&[]);
+        let fixed = b.s.config.domain.link_local.link_layer_address();
+        assert_eq!(
+            b.s.take_presence_probes(),
+            vec![PresenceProbe {
+                link: ACC,
+                src_link_local: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+                src_link_layer: fixed,
+            }]
+        );
+        assert_eq!(b.s.take_presence_probes(), vec![], "taken once");
+        // A node seen is not probed for again; the link's next coming up is.
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        assert_eq!(b.s.take_presence_probes(), vec![]);
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        assert_eq!(b.s.take_presence_probes(), vec![]);
+        b.link_up();
+        assert_eq!(b.s.take_presence_probes().len(), 1);
+
+        let mut c = mag_config();
+        c.domain.link_local = serde_json::from_value(
+            serde_json::json!({"mode": "lma-generated", "link_layer_address": "02:00:5e:00:53:07"}),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        b.s = service(c, &[], b.now, b.wall);
+        b.link_up();
+        assert_eq!(b.s.take_presence_probes(), vec![]);
+    }
+
     #[test]
     fn lma_generated_link_local_is_put_on_the_link_before_the_router_advertisement() {
         let mut b = Bench::new(&[]);

@@ -41,8 +41,8 @@ const AT_PAYLOAD: u32 = (ETHERNET_HEADER_LEN + pmip::wire::nd::IPV6_HEADER_LEN) 
 /// The filter on the capture socket: an IPv6 frame received from the link (not sent, not
 /// looped back) carrying one of [`NODE_MESSAGES`], directly or behind one Hop-by-Hop header.
 pub(crate) fn filter_program() -> Vec<Insn> {
-    const ACCEPT: usize = 22;
-    const DROP: usize = 23;
+    const ACCEPT: usize = 23;
+    const DROP: usize = 24;
     const ICMP_DIRECT: usize = 16;
     const TYPES: usize = 17;
     let i = |code, k| Insn {
@@ -59,7 +59,7 @@ pub(crate) fn filter_program() -> Vec<Insn> {
         jf: to(at, jf),
         k,
     };
-    let [t0, t1, t2, t3, t4] = NODE_MESSAGES.map(|t| u32::from(t.value()));
+    let [t0, t1, t2, t3, t4, t5] = NODE_MESSAGES.map(|t| u32::from(t.value()));
     let program = vec![
         /* 0 */ i(LD_H_ABS, 12),
         /* 1 */ jeq(1, u32::from(EtherType::Ipv6.value()), 2, DROP),
@@ -90,9 +90,10 @@ pub(crate) fn filter_program() -> Vec<Insn> {
         /* 18 */ jeq(18, t1, ACCEPT, 19),
         /* 19 */ jeq(19, t2, ACCEPT, 20),
         /* 20 */ jeq(20, t3, ACCEPT, 21),
-        /* 21 */ jeq(21, t4, ACCEPT, DROP),
-        /* 22 */ i(RET_K, SNAPLEN),
-        /* 23 */ i(RET_K, 0),
+        /* 21 */ jeq(21, t4, ACCEPT, 22),
+        /* 22 */ jeq(22, t5, ACCEPT, DROP),
+        /* 23 */ i(RET_K, SNAPLEN),
+        /* 24 */ i(RET_K, 0),
     ];
     debug_assert_eq!(program.len(), DROP + 1);
     program
@@ -166,6 +167,15 @@ mod tests {
                 255,
             ),
             frame("::", "ff02::16", false, 58, &[131, 0, 0, 0, 0, 0, 0, 0], 1),
+            // The answer to the presence probe.
+            frame(
+                "fe80::1:1",
+                "fe80::1",
+                false,
+                58,
+                &[129, 0, 0, 0, 0x50, 0x4d, 0, 0],
+                64,
+            ),
         ];
         for f in &heard {
             assert!(parse(f).is_some());

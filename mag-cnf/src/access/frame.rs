@@ -21,13 +21,16 @@ use pmip::wire::nd::{
 };
 
 /// The ICMPv6 messages that show a node: MLD reports (v1 and v2), Neighbor Solicitations and
-/// Advertisements, Router Solicitations. Not Router Advertisements: a node is no router.
-pub(crate) const NODE_MESSAGES: [Icmpv6Type; 5] = [
+/// Advertisements, Router Solicitations, and Echo Replies (the answer to the MAG's presence
+/// probe, `ra.rs` `presence_probe_frame`, from a node that still knows the MAG's address and
+/// needs no Neighbor Solicitation first). Not Router Advertisements: a node is no router.
+pub(crate) const NODE_MESSAGES: [Icmpv6Type; 6] = [
     Icmpv6Type::RouterSolicitation,
     Icmpv6Type::NeighborSolicitation,
     Icmpv6Type::MulticastListenerReportV2,
     Icmpv6Type::MulticastListenerReport,
     Icmpv6Type::NeighborAdvertisement,
+    Icmpv6Type::EchoReply,
 ];
 
 /// A frame from a node.

@@ -45,6 +45,8 @@
 //!   alone: [`router_advertisement_frame`]).
 //! - [`Access::send_ns`] sends one [`NeighborSolicitation`], a probe of Neighbor
 //!   Unreachability Detection ([`neighbor_solicitation_frame`]).
+//! - [`Access::send_probe`] asks whoever is on a link that just came up to show itself at
+//!   once instead of with its MLD reports milliseconds later ([`presence_probe_frame`]).
 //! - [`Access::stats`] counts frames and RAs, for metrics.
 //! - [`lab::attach`] / [`lab::detach`] make and remove an emulated mobile node.
 //!
@@ -60,7 +62,8 @@
 //! - `NodeSeen { ifindex, link_layer }`: the first frame from a MAC on an up access link,
 //!   once per (link, MAC) until the link goes down. Frames that count are the ones a host
 //!   sends when its link comes up or while it talks to its router: MLD reports, Neighbor
-//!   Solicitations and Advertisements, Router Solicitations (`frame.rs` says why). A node
+//!   Solicitations and Advertisements, Router Solicitations, and Echo Replies (its answer to
+//!   [`Access::send_probe`]) (`frame.rs` says why). A node
 //!   that only ever sends other traffic is not seen. Access links are point-to-point
 //!   (RFC 5213 §6.3): one node per link is expected, a second MAC is reported all the same.
 //! - `NodeHeard { ifindex, link_layer, link_local }`: every frame of a node on an up access
@@ -117,7 +120,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 pub use pattern::InterfacePatterns;
-pub use ra::{neighbor_solicitation_frame, router_advertisement_frame};
+pub use ra::{
+    PresenceProbe, neighbor_solicitation_frame, presence_probe_frame, router_advertisement_frame,
+};
 
 use links::LinkTable;
 use monitor::Monitor;
@@ -165,6 +170,12 @@ pub enum Error {
     Dump(#[source] io::Error),
     #[error("the kernel did not list the links within {0:?}")]
     DumpTimeout(Duration),
+    #[error("cannot send a presence probe on link #{ifindex}: {source}")]
+    SendProbe {
+        ifindex: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot send a Neighbor Solicitation on link #{ifindex}: {source}")]
     SendNs {
         ifindex: u32,
@@ -330,6 +341,23 @@ impl Access {
             }
         };
         sent.map_err(|source| Error::SendNs { ifindex, source })
+    }
+
+    /// Sends `probe` on its access link ([`presence_probe_frame`] says what is in it).
+    pub async fn send_probe(&self, probe: &PresenceProbe) -> Result<()> {
+        let frame = presence_probe_frame(probe)?;
+        let ifindex = probe.link;
+        let sent = loop {
+            let mut guard = self
+                .sender
+                .writable()
+                .await
+                .map_err(|source| Error::SendProbe { ifindex, source })?;
+            if let Ok(r) = guard.try_io(|s| sys::send_frame(s.get_ref(), ifindex, &frame)) {
+                break r;
+            }
+        };
+        sent.map_err(|source| Error::SendProbe { ifindex, source })
     }
 
     pub fn stats(&self) -> AccessStats {

@@ -17,12 +17,13 @@
 //! frame carries it.
 
 use core::time::Duration;
+use std::net::Ipv6Addr;
 
 use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use pmip::wire::nd::{
-    EthernetAddress, FrameRepr, ICMPV6_HEADER_LEN, IPV6_HEADER_LEN, Icmpv6Repr, MTU_LEN,
-    ND_HOP_LIMIT, NdOption, NdOptions, NdiscRepr, PREFIX_INFORMATION_LEN, PrefixFlags,
+    EthernetAddress, FrameRepr, ICMPV6_HEADER_LEN, IPV6_HEADER_LEN, Icmpv6Repr, Icmpv6Type,
+    MTU_LEN, ND_HOP_LIMIT, NdOption, NdOptions, NdiscRepr, PREFIX_INFORMATION_LEN, PrefixFlags,
     PrefixInformation, RaFlags,
 };
 
@@ -103,6 +104,54 @@ pub fn neighbor_solicitation_frame(ns: &NeighborSolicitation) -> Result<Vec<u8>,
             target: ns.target,
             options: NdOptions::List(&options),
         }),
+    };
+    let mut f = vec![0u8; frame.buffer_len()];
+    frame.emit(&mut f)?;
+    Ok(f)
+}
+
+/// A probe for the node on an access link that has just got its carrier (see
+/// [`presence_probe_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceProbe {
+    /// The access link's index.
+    pub link: u32,
+    /// The MAG's address on the link: the source, which the node resolves to answer.
+    pub src_link_local: Ipv6Addr,
+    /// The MAG's MAC on the link.
+    pub src_link_layer: LinkLayerAddress,
+}
+
+/// Identifier of the probe's Echo Request ("PM"); the sequence number is 0.
+pub const PRESENCE_PROBE_IDENTIFIER: u16 = 0x504d;
+
+/// The whole Ethernet frame of a [`PresenceProbe`]: an ICMPv6 Echo Request (RFC 4443 §4.1)
+/// to all-nodes (ff02::1, 33:33:00:00:00:01) from the MAG's link-local address.
+///
+/// A node shows itself unasked only with its MLD reports once its link comes up, and Linux
+/// sends those from a work item two jiffies later (8 ms at 250 Hz, more on a busy machine):
+/// the MAG waited that long before it even knew of the node. A host answers an Echo Request at
+/// once, in the kernel's receive path; to answer it must resolve the MAG's address, and a
+/// host drops its neighbors when its link loses its carrier (Linux's
+/// `ndisc_evict_nocarrier`), so what comes back first is its Neighbor Solicitation, which
+/// the MAG hears as it hears any (`frame.rs`). A host that ignores multicast echoes is still
+/// found by its MLD reports or Router Solicitations, as before.
+pub fn presence_probe_frame(p: &PresenceProbe) -> Result<Vec<u8>, Error> {
+    let mag = mac_of(&p.src_link_layer)?;
+    let [hi, lo] = PRESENCE_PROBE_IDENTIFIER.to_be_bytes();
+    let body = [hi, lo, 0, 0];
+    let frame = FrameRepr {
+        eth_source: EthernetAddress(mag),
+        eth_destination: EthernetAddress::ipv6_multicast(&ALL_NODES),
+        source: p.src_link_local,
+        destination: ALL_NODES,
+        hop_limit: ND_HOP_LIMIT,
+        hop_by_hop: None,
+        message: Icmpv6Repr::Other {
+            msg_type: Icmpv6Type::EchoRequest,
+            code: 0,
+            body: &body,
+        },
     };
     let mut f = vec![0u8; frame.buffer_len()];
     frame.emit(&mut f)?;
@@ -308,5 +357,36 @@ mod tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let f = router_advertisement_frame(&ra(&many, Duration::ZERO, Duration::ZERO)).unwrap();
         assert!(f.len() - ETHERNET_HEADER_LEN <= 1280, "{}", f.len());
+    }
+
+    #[test]
+    fn a_presence_probe_is_an_echo_request_to_all_nodes_that_parses_back() {
+        let p = PresenceProbe {
+            link: 7,
+            src_link_local: "fe80::1".parse().unwrap(),
+            src_link_layer: LinkLayerAddress::mac(MAG),
+        };
+        let f = presence_probe_frame(&p).unwrap();
+        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(&f[6..12], &MAG);
+        let r = FrameRepr::parse(&f).unwrap();
+        assert_eq!(r.source, p.src_link_local);
+        assert_eq!(r.destination, ALL_NODES);
+        assert_eq!(
+            r.message,
+            Icmpv6Repr::Other {
+                msg_type: Icmpv6Type::EchoRequest,
+                code: 0,
+                body: &[0x50, 0x4d, 0, 0],
+            }
+        );
+        // The MAG's own frame is never taken for a node's.
+        assert_eq!(super::super::frame::parse(&f), None);
+        let mut bad = p;
+        bad.src_link_layer = LinkLayerAddress::new(&[1, 2, 3]).unwrap();
+        assert!(matches!(
+            presence_probe_frame(&bad),
+            Err(Error::NotEthernet(_))
+        ));
     }
 }
