@@ -30,6 +30,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 pub use crate::access::AccessEvent as AccessInput;
+
+/// How often the link of a node detached by Neighbor Unreachability Detection is probed
+/// while it stays up (see [`crate::access::presence_probe_frame`]).
+pub const PRESENCE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub use crate::access::ipv4::Ipv4Frame;
 use crate::access::{PresenceProbe, arp, dhcp};
 
@@ -299,6 +303,10 @@ pub struct Service {
     solicitations: Vec<NeighborSolicitation>,
     /// Access links that just came up, to ask for their node at once.
     probes: Vec<PresenceProbe>,
+    /// When the links of [`Self::unreachable`] nodes are probed next: a node that answers
+    /// again is heard and attached again, even one whose neighbor entry for the MAG is still
+    /// reachable and so sends nothing else the MAG hears.
+    next_presence_probe: Option<Instant>,
     registrations: Vec<Duration>,
     /// Ethernet frames (DHCP and ARP answers) to send on access links, by link index.
     ipv4_frames: Vec<(u32, Vec<u8>)>,
@@ -378,6 +386,7 @@ impl Service {
             ras: Vec::new(),
             solicitations: Vec::new(),
             probes: Vec::new(),
+            next_presence_probe: None,
             registrations: Vec::new(),
             ipv4_frames: Vec::new(),
             ipv4_released: Vec::new(),
@@ -411,12 +420,47 @@ impl Service {
         self.now = now;
         self.mag.handle_timeout(now, wall);
         self.drain();
+        self.probe_for_unreachable(now);
         // A release answered once the node's registration concluded.
         self.release_ipv4(now, wall);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.mag.poll_timeout()
+        match (self.mag.poll_timeout(), self.next_presence_probe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The presence probe of an up access link, from the link's fixed address; `None` in the
+    /// LMA-generated mode, where the link has no address of the MAG's before the node
+    /// registers.
+    fn presence_probe(&self, ifindex: u32) -> Option<PresenceProbe> {
+        match &self.config.domain.link_local {
+            LinkLocalMode::Fixed { address, .. } => Some(PresenceProbe {
+                link: ifindex,
+                src_link_local: *address,
+                src_link_layer: self.config.domain.link_local.link_layer_address(),
+            }),
+            LinkLocalMode::LmaGenerated { .. } => None,
+        }
+    }
+
+    /// Every [`PRESENCE_PROBE_INTERVAL`] while nodes detached by Neighbor Unreachability
+    /// Detection are on links that stay up: their links are probed.
+    fn probe_for_unreachable(&mut self, now: Instant) {
+        if self.next_presence_probe.is_none_or(|t| now < t) {
+            return;
+        }
+        let links: BTreeSet<u32> = self.unreachable.iter().map(|(i, _)| *i).collect();
+        for link in &links {
+            if self.links.contains_key(link)
+                && let Some(p) = self.presence_probe(*link)
+            {
+                self.probes.push(p);
+            }
+        }
+        self.next_presence_probe = (!links.is_empty()).then(|| now + PRESENCE_PROBE_INTERVAL);
     }
 
     /// What the access side saw.
@@ -452,11 +496,7 @@ impl Service {
                     // all-nodes, which it answers by resolving this address). In the
                     // LMA-generated mode the link has no address of the MAG's to ask from
                     // until the node registers, and the node's own reports find it.
-                    self.probes.push(PresenceProbe {
-                        link: ifindex,
-                        src_link_local: link_local,
-                        src_link_layer: fixed,
-                    });
+                    self.probes.extend(self.presence_probe(ifindex));
                 }
             }
             AccessInput::LinkDown { ifindex } => {
@@ -1087,6 +1127,9 @@ impl Service {
             } => {
                 info!(%mn_id, %link_layer, link = link.0, "the node stopped answering on its link: detached");
                 self.unreachable.insert((link.0, *link_layer));
+                if self.next_presence_probe.is_none() {
+                    self.next_presence_probe = Some(self.now + PRESENCE_PROBE_INTERVAL);
+                }
                 16
             }
         };
@@ -1593,6 +1636,73 @@ mod tests {
         b.s = service(c, &[], b.now, b.wall);
         b.link_up();
         assert_eq!(b.s.take_presence_probes(), vec![]);
+    }
+
+    /// A node detached by Neighbor Unreachability Detection on a link that stays up: its
+    /// link is probed every second, so that it is heard (and attached) again as soon as it
+    /// answers; once it is back the probes stop.
+    #[test]
+    fn the_link_of_an_unreachable_node_is_probed_until_the_node_is_back() {
+        let mut b = Bench::new(&[]);
+        b.s.take_presence_probes();
+        let node_ll: Ipv6Addr = "fe80::1:1".parse().unwrap();
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.access(AccessInput::NodeHeard {
+            ifindex: ACC,
+            link_layer: ll(1),
+            link_local: Some(node_ll),
+        });
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(1)).is_some());
+        // Silence: nothing answers the MAG's Neighbor Solicitations.
+        let mut detached_at = None;
+        let mut probed_at = Vec::new();
+        for _ in 0..1000 {
+            let Some(t) = b.s.poll_timeout() else { break };
+            let d = t.saturating_duration_since(b.now);
+            b.advance(d.max(Duration::from_millis(1)));
+            b.s.handle_timeout(b.now, b.wall);
+            b.exchange();
+            b.s.take_neighbor_solicitations();
+            if detached_at.is_none() && b.s.mag().binding(&nai(1)).is_none() {
+                detached_at = Some(b.now);
+            }
+            let p = b.s.take_presence_probes();
+            if !p.is_empty() {
+                assert_eq!(p.len(), 1);
+                assert_eq!(p[0].link, ACC);
+                probed_at.push(b.now);
+            }
+            if probed_at.len() == 3 {
+                break;
+            }
+        }
+        let detached_at = detached_at.expect("detached");
+        assert_eq!(probed_at.len(), 3, "probed while it is away");
+        assert!(probed_at[0] > detached_at);
+        assert_eq!(
+            probed_at[0].saturating_duration_since(detached_at),
+            PRESENCE_PROBE_INTERVAL
+        );
+        assert_eq!(
+            probed_at[2].saturating_duration_since(probed_at[1]),
+            PRESENCE_PROBE_INTERVAL
+        );
+        // It answers (an Echo Reply is a frame like any): attached again, and no more probes.
+        b.access(AccessInput::NodeHeard {
+            ifindex: ACC,
+            link_layer: ll(1),
+            link_local: Some(node_ll),
+        });
+        b.exchange();
+        assert!(b.s.mag().binding(&nai(1)).is_some(), "attached again");
+        b.advance(PRESENCE_PROBE_INTERVAL);
+        b.s.handle_timeout(b.now, b.wall);
+        assert_eq!(b.s.take_presence_probes(), vec![]);
+        assert_eq!(b.s.next_presence_probe, None);
     }
 
     #[test]
