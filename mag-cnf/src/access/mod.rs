@@ -305,21 +305,23 @@ impl Access {
         ))
     }
 
+    /// Sends a whole IPv6 Ethernet frame out of access link `ifindex`.
+    async fn send_frame(&self, ifindex: u32, frame: &[u8]) -> std::io::Result<()> {
+        loop {
+            let mut guard = self.sender.writable().await?;
+            if let Ok(r) = guard.try_io(|s| sys::send_frame(s.get_ref(), ifindex, frame)) {
+                return r;
+            }
+        }
+    }
+
     /// Sends `ra` on its access link ([`router_advertisement_frame`] says what is in it).
     pub async fn send_ra(&self, ra: &RouterAdvertisement) -> Result<()> {
         let frame = router_advertisement_frame(ra)?;
         let ifindex = ra.link.0;
-        let sent = loop {
-            let mut guard = self
-                .sender
-                .writable()
-                .await
-                .map_err(|source| Error::Send { ifindex, source })?;
-            if let Ok(r) = guard.try_io(|s| sys::send_frame(s.get_ref(), ifindex, &frame)) {
-                break r;
-            }
-        };
-        sent.map_err(|source| Error::Send { ifindex, source })?;
+        self.send_frame(ifindex, &frame)
+            .await
+            .map_err(|source| Error::Send { ifindex, source })?;
         self.counters
             .router_advertisements_sent
             .fetch_add(1, Ordering::Relaxed);
@@ -330,34 +332,18 @@ impl Access {
     pub async fn send_ns(&self, ns: &NeighborSolicitation) -> Result<()> {
         let frame = neighbor_solicitation_frame(ns)?;
         let ifindex = ns.link.0;
-        let sent = loop {
-            let mut guard = self
-                .sender
-                .writable()
-                .await
-                .map_err(|source| Error::SendNs { ifindex, source })?;
-            if let Ok(r) = guard.try_io(|s| sys::send_frame(s.get_ref(), ifindex, &frame)) {
-                break r;
-            }
-        };
-        sent.map_err(|source| Error::SendNs { ifindex, source })
+        self.send_frame(ifindex, &frame)
+            .await
+            .map_err(|source| Error::SendNs { ifindex, source })
     }
 
     /// Sends `probe` on its access link ([`presence_probe_frame`] says what is in it).
     pub async fn send_probe(&self, probe: &PresenceProbe) -> Result<()> {
         let frame = presence_probe_frame(probe)?;
         let ifindex = probe.link;
-        let sent = loop {
-            let mut guard = self
-                .sender
-                .writable()
-                .await
-                .map_err(|source| Error::SendProbe { ifindex, source })?;
-            if let Ok(r) = guard.try_io(|s| sys::send_frame(s.get_ref(), ifindex, &frame)) {
-                break r;
-            }
-        };
-        sent.map_err(|source| Error::SendProbe { ifindex, source })
+        self.send_frame(ifindex, &frame)
+            .await
+            .map_err(|source| Error::SendProbe { ifindex, source })
     }
 
     pub fn stats(&self) -> AccessStats {
