@@ -1596,10 +1596,6 @@ mod tests {
         assert_eq!(again.s.take_transmits().len(), 1, "the refresh");
     }
 
-    /// RFC 5213 §6.8, §6.9.1.2 rule 15: in the LMA-generated mode the link gets the address
-    /// of the PBA (with the domain's MAC, so the node's frames to its router reach the
-    /// MAG) before the RA from that address goes out: the kernel then answers the node's
-    /// Neighbor Solicitations for it, DAD included. Once per link while it is up.
     /// A link that comes up is probed for its node at once, from the link's fixed address;
     /// in the LMA-generated mode the link has no address of the MAG's yet and is not.
     #[test]
@@ -1705,6 +1701,10 @@ mod tests {
         assert_eq!(b.s.next_presence_probe, None);
     }
 
+    /// RFC 5213 §6.8, §6.9.1.2 rule 15: in the LMA-generated mode the link gets the address
+    /// of the PBA (with the domain's MAC, so the node's frames to its router reach the
+    /// MAG) before the RA from that address goes out: the kernel then answers the node's
+    /// Neighbor Solicitations for it, DAD included. Once per link while it is up.
     #[test]
     fn lma_generated_link_local_is_put_on_the_link_before_the_router_advertisement() {
         let mut b = Bench::new(&[]);
