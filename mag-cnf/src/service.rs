@@ -34,6 +34,17 @@ pub use crate::access::AccessEvent as AccessInput;
 /// How often the link of a node detached by Neighbor Unreachability Detection is probed
 /// while it stays up (see [`crate::access::presence_probe_frame`]).
 pub const PRESENCE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// When a link that came up is probed again while no node has shown itself on it, after the
+/// probe sent at once: the link's report can come before the node can be reached over it (a
+/// bridge or switch port on the way that forwards only once its own carrier change has been
+/// handled), and the first probe is lost. Then the node would be found only by its own MLD
+/// reports, 10 ms or more later.
+pub const LINK_UP_PROBES_AFTER: [Duration; 4] = [
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+    Duration::from_millis(8),
+];
 pub use crate::access::ipv4::Ipv4Frame;
 use crate::access::{PresenceProbe, arp, dhcp};
 
@@ -307,6 +318,9 @@ pub struct Service {
     /// again is heard and attached again, even one whose neighbor entry for the MAG is still
     /// reachable and so sends nothing else the MAG hears.
     next_presence_probe: Option<Instant>,
+    /// Links that came up and on which no node has shown itself yet: when each came up and
+    /// how many of [`LINK_UP_PROBES_AFTER`] it had.
+    link_up_probes: BTreeMap<u32, (Instant, usize)>,
     registrations: Vec<Duration>,
     /// Ethernet frames (DHCP and ARP answers) to send on access links, by link index.
     ipv4_frames: Vec<(u32, Vec<u8>)>,
@@ -387,6 +401,7 @@ impl Service {
             solicitations: Vec::new(),
             probes: Vec::new(),
             next_presence_probe: None,
+            link_up_probes: BTreeMap::new(),
             registrations: Vec::new(),
             ipv4_frames: Vec::new(),
             ipv4_released: Vec::new(),
@@ -421,14 +436,39 @@ impl Service {
         self.mag.handle_timeout(now, wall);
         self.drain();
         self.probe_for_unreachable(now);
+        self.probe_links_up(now);
         // A release answered once the node's registration concluded.
         self.release_ipv4(now, wall);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.mag.poll_timeout(), self.next_presence_probe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let probes = self
+            .link_up_probes
+            .values()
+            .filter_map(|(up, n)| LINK_UP_PROBES_AFTER.get(*n).map(|d| *up + *d));
+        [self.mag.poll_timeout(), self.next_presence_probe]
+            .into_iter()
+            .flatten()
+            .chain(probes)
+            .min()
+    }
+
+    /// The probes of links that came up and are still without a node, as
+    /// [`LINK_UP_PROBES_AFTER`] has them.
+    fn probe_links_up(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.link_up_probes.retain(|link, (up, n)| {
+            let Some(after) = LINK_UP_PROBES_AFTER.get(*n) else {
+                return false;
+            };
+            if *up + *after <= now {
+                due.push(*link);
+                *n += 1;
+            }
+            *n < LINK_UP_PROBES_AFTER.len()
+        });
+        for link in due {
+            self.probes.extend(self.presence_probe(link));
         }
     }
 
@@ -497,9 +537,11 @@ impl Service {
                     // LMA-generated mode the link has no address of the MAG's to ask from
                     // until the node registers, and the node's own reports find it.
                     self.probes.extend(self.presence_probe(ifindex));
+                    self.link_up_probes.insert(ifindex, (now, 0));
                 }
             }
             AccessInput::LinkDown { ifindex } => {
+                self.link_up_probes.remove(&ifindex);
                 self.down.insert(ifindex);
                 self.links.remove(&ifindex);
                 self.link_mtu.remove(&ifindex);
@@ -532,7 +574,10 @@ impl Service {
             AccessInput::NodeSeen {
                 ifindex,
                 link_layer,
-            } => self.node_seen(now, wall, ifindex, link_layer),
+            } => {
+                self.link_up_probes.remove(&ifindex);
+                self.node_seen(now, wall, ifindex, link_layer);
+            }
             AccessInput::NodeHeard {
                 ifindex,
                 link_layer,
@@ -1631,6 +1676,59 @@ mod tests {
         c.validate().unwrap();
         b.s = service(c, &[], b.now, b.wall);
         b.link_up();
+        assert_eq!(b.s.take_presence_probes(), vec![]);
+    }
+
+    /// A link that came up and shows no node is probed again 1, 2, 4 and 8 ms after it came
+    /// up (the first probe can be lost on a path that forwards only a little after the link's
+    /// report), and no more; a node seen ends it, the link going down too.
+    #[test]
+    fn a_link_without_a_node_is_probed_again_until_one_shows_itself() {
+        let mut b = Bench::new(&[]);
+        let up_at = b.now;
+        assert_eq!(b.s.take_presence_probes().len(), 1, "at once");
+        let mut probed_at = Vec::new();
+        while let Some(t) = b.s.poll_timeout() {
+            if t > up_at + Duration::from_secs(1) {
+                break;
+            }
+            b.advance(t.saturating_duration_since(b.now));
+            b.s.handle_timeout(b.now, b.wall);
+            for p in b.s.take_presence_probes() {
+                assert_eq!(p.link, ACC);
+                probed_at.push(b.now.saturating_duration_since(up_at));
+            }
+        }
+        assert_eq!(probed_at, LINK_UP_PROBES_AFTER.to_vec());
+
+        // Up again: probed at once and 1 ms later; then the node shows itself: no more.
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.link_up();
+        let up_at = b.now;
+        assert_eq!(b.s.take_presence_probes().len(), 1);
+        b.advance(LINK_UP_PROBES_AFTER[0]);
+        b.s.handle_timeout(b.now, b.wall);
+        assert_eq!(b.s.take_presence_probes().len(), 1);
+        b.access(AccessInput::NodeSeen {
+            ifindex: ACC,
+            link_layer: ll(1),
+        });
+        b.exchange();
+        b.advance(Duration::from_millis(20));
+        b.s.handle_timeout(b.now, b.wall);
+        assert_eq!(b.s.take_presence_probes(), vec![]);
+        assert!(
+            b.s.poll_timeout()
+                .is_none_or(|t| t > up_at + Duration::from_millis(20))
+        );
+
+        // Down before its node showed itself: no more probes either.
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.link_up();
+        b.s.take_presence_probes();
+        b.access(AccessInput::LinkDown { ifindex: ACC });
+        b.advance(Duration::from_millis(20));
+        b.s.handle_timeout(b.now, b.wall);
         assert_eq!(b.s.take_presence_probes(), vec![]);
     }
 
