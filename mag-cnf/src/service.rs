@@ -37,8 +37,10 @@ pub const PRESENCE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// When a link that came up is probed again while no node has shown itself on it, after the
 /// probe sent at once: the link's report can come before the node can be reached over it (a
 /// bridge or switch port on the way that forwards only once its own carrier change has been
-/// handled), and the first probe is lost. Then the node would be found only by its own MLD
-/// reports, 10 ms or more later.
+/// handled), and the first probe is lost; or the node answers it before it can send, and
+/// holds its answer until it has resolved the MAG's address (the repeats announce it, see
+/// [`crate::access::router_announcement_frame`]). Then the node would be found only by its
+/// own MLD reports, 10 ms or more later.
 pub const LINK_UP_PROBES_AFTER: [Duration; 4] = [
     Duration::from_millis(1),
     Duration::from_millis(2),
@@ -46,7 +48,7 @@ pub const LINK_UP_PROBES_AFTER: [Duration; 4] = [
     Duration::from_millis(8),
 ];
 pub use crate::access::ipv4::Ipv4Frame;
-use crate::access::{PresenceProbe, arp, dhcp};
+use crate::access::{MAX_NEIGHBOR_ADVERTISEMENT, PresenceProbe, arp, dhcp};
 
 /// A binding update list entry as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -462,13 +464,19 @@ impl Service {
                 return false;
             };
             if *up + *after <= now {
-                due.push(*link);
+                due.push((*link, *n));
                 *n += 1;
             }
             *n < LINK_UP_PROBES_AFTER.len()
         });
-        for link in due {
-            self.probes.extend(self.presence_probe(link));
+        for (link, n) in due {
+            // The node may have answered an earlier probe while it could not send yet: the
+            // first repeats announce the MAG's address, which lets its answer out.
+            self.probes
+                .extend(self.presence_probe(link).map(|p| PresenceProbe {
+                    announce: n < MAX_NEIGHBOR_ADVERTISEMENT,
+                    ..p
+                }));
         }
     }
 
@@ -481,6 +489,7 @@ impl Service {
                 link: ifindex,
                 src_link_local: *address,
                 src_link_layer: self.config.domain.link_local.link_layer_address(),
+                announce: false,
             }),
             LinkLocalMode::LmaGenerated { .. } => None,
         }
@@ -1653,6 +1662,7 @@ mod tests {
                 link: ACC,
                 src_link_local: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
                 src_link_layer: fixed,
+                announce: false,
             }]
         );
         assert_eq!(b.s.take_presence_probes(), vec![], "taken once");
@@ -1696,10 +1706,19 @@ mod tests {
             b.s.handle_timeout(b.now, b.wall);
             for p in b.s.take_presence_probes() {
                 assert_eq!(p.link, ACC);
-                probed_at.push(b.now.saturating_duration_since(up_at));
+                probed_at.push((b.now.saturating_duration_since(up_at), p.announce));
             }
         }
-        assert_eq!(probed_at, LINK_UP_PROBES_AFTER.to_vec());
+        // The first three repeats announce the MAG's address (RFC 4861 §10: at most
+        // MAX_NEIGHBOR_ADVERTISEMENT unsolicited advertisements), the last does not.
+        assert_eq!(
+            probed_at,
+            LINK_UP_PROBES_AFTER
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (*d, i < 3))
+                .collect::<Vec<_>>()
+        );
 
         // Up again: probed at once and 1 ms later; then the node shows itself: no more.
         b.access(AccessInput::LinkDown { ifindex: ACC });

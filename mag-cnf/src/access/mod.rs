@@ -121,7 +121,8 @@ use tokio::sync::mpsc;
 
 pub use pattern::InterfacePatterns;
 pub use ra::{
-    PresenceProbe, neighbor_solicitation_frame, presence_probe_frame, router_advertisement_frame,
+    MAX_NEIGHBOR_ADVERTISEMENT, PresenceProbe, neighbor_solicitation_frame, presence_probe_frame,
+    router_advertisement_frame, router_announcement_frame,
 };
 
 use links::LinkTable;
@@ -338,9 +339,17 @@ impl Access {
     }
 
     /// Sends `probe` on its access link ([`presence_probe_frame`] says what is in it).
+    /// With `announce`, an unsolicited Neighbor Advertisement of the MAG's address goes first
+    /// ([`router_announcement_frame`]).
     pub async fn send_probe(&self, probe: &PresenceProbe) -> Result<()> {
-        let frame = presence_probe_frame(probe)?;
         let ifindex = probe.link;
+        if probe.announce {
+            let frame = router_announcement_frame(probe)?;
+            self.send_frame(ifindex, &frame)
+                .await
+                .map_err(|source| Error::SendProbe { ifindex, source })?;
+        }
+        let frame = presence_probe_frame(probe)?;
         self.send_frame(ifindex, &frame)
             .await
             .map_err(|source| Error::SendProbe { ifindex, source })

@@ -23,8 +23,8 @@ use pmip::output::{NeighborSolicitation, RouterAdvertisement};
 use pmip::types::LinkLayerAddress;
 use pmip::wire::nd::{
     EthernetAddress, FrameRepr, ICMPV6_HEADER_LEN, IPV6_HEADER_LEN, Icmpv6Repr, Icmpv6Type,
-    MTU_LEN, ND_HOP_LIMIT, NdOption, NdOptions, NdiscRepr, PREFIX_INFORMATION_LEN, PrefixFlags,
-    PrefixInformation, RaFlags,
+    MTU_LEN, ND_HOP_LIMIT, NaFlags, NdOption, NdOptions, NdiscRepr, PREFIX_INFORMATION_LEN,
+    PrefixFlags, PrefixInformation, RaFlags,
 };
 
 use super::Error;
@@ -120,6 +120,10 @@ pub struct PresenceProbe {
     pub src_link_local: Ipv6Addr,
     /// The MAG's MAC on the link.
     pub src_link_layer: LinkLayerAddress,
+    /// Preceded by an unsolicited Neighbor Advertisement of the MAG's address
+    /// ([`router_announcement_frame`]): for a probe sent again, whose node may be waiting to
+    /// resolve that address after answering an earlier one.
+    pub announce: bool,
 }
 
 /// Identifier of the probe's Echo Request ("PM"); the sequence number is 0.
@@ -152,6 +156,42 @@ pub fn presence_probe_frame(p: &PresenceProbe) -> Result<Vec<u8>, Error> {
             code: 0,
             body: &body,
         },
+    };
+    let mut f = vec![0u8; frame.buffer_len()];
+    frame.emit(&mut f)?;
+    Ok(f)
+}
+
+/// Unsolicited Neighbor Advertisements a MAG sends for its address on a link that came up
+/// (RFC 4861 §10, MAX_NEIGHBOR_ADVERTISEMENT).
+pub const MAX_NEIGHBOR_ADVERTISEMENT: usize = 3;
+
+/// The whole Ethernet frame of an unsolicited Neighbor Advertisement (RFC 4861 §4.4, §7.2.6)
+/// of the MAG's address on the link of `p`: to all-nodes, Router and Override set, Solicited
+/// not, with the MAG's MAC in a Target Link-Layer Address option.
+///
+/// A node that answered an earlier probe while its own link could not send yet (Linux
+/// drops what a device sends until its carrier change has been handled) holds its answer in
+/// an INCOMPLETE neighbor entry for the MAG's address, and solicits again only after its
+/// retransmission timer, a second later. This advertisement completes that entry (§7.2.5),
+/// and the held answer goes out. A node without an entry for the address ignores it; one with
+/// an entry keeps the same MAC (every MAG of the domain has it, RFC 5213 §6.8), and the
+/// Router flag keeps the MAG its default router.
+pub fn router_announcement_frame(p: &PresenceProbe) -> Result<Vec<u8>, Error> {
+    let mag = mac_of(&p.src_link_layer)?;
+    let options = [NdOption::TargetLinkLayerAddress(&mag)];
+    let frame = FrameRepr {
+        eth_source: EthernetAddress(mag),
+        eth_destination: EthernetAddress::ipv6_multicast(&ALL_NODES),
+        source: p.src_link_local,
+        destination: ALL_NODES,
+        hop_limit: ND_HOP_LIMIT,
+        hop_by_hop: None,
+        message: Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvertisement {
+            flags: NaFlags::ROUTER | NaFlags::OVERRIDE,
+            target: p.src_link_local,
+            options: NdOptions::List(&options),
+        }),
     };
     let mut f = vec![0u8; frame.buffer_len()];
     frame.emit(&mut f)?;
@@ -365,6 +405,7 @@ mod tests {
             link: 7,
             src_link_local: "fe80::1".parse().unwrap(),
             src_link_layer: LinkLayerAddress::mac(MAG),
+            announce: false,
         };
         let f = presence_probe_frame(&p).unwrap();
         assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
@@ -388,5 +429,43 @@ mod tests {
             presence_probe_frame(&bad),
             Err(Error::NotEthernet(_))
         ));
+    }
+
+    #[test]
+    fn the_announcement_advertises_the_mags_address_as_a_router_unsolicited() {
+        let p = PresenceProbe {
+            link: 7,
+            src_link_local: "fe80::1".parse().unwrap(),
+            src_link_layer: LinkLayerAddress::mac(MAG),
+            announce: true,
+        };
+        let f = router_announcement_frame(&p).unwrap();
+        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
+        assert_eq!(&f[6..12], &MAG);
+        let r = FrameRepr::parse(&f).unwrap();
+        assert_eq!(r.source, p.src_link_local);
+        assert_eq!(r.destination, ALL_NODES);
+        assert_eq!(r.hop_limit, 255);
+        let Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvertisement {
+            flags,
+            target,
+            options,
+        }) = r.message
+        else {
+            panic!("not an NA: {:?}", r.message);
+        };
+        assert_eq!(flags, NaFlags::ROUTER | NaFlags::OVERRIDE);
+        assert_eq!(target, p.src_link_local);
+        let tlla: Vec<_> = options
+            .iter()
+            .filter_map(|o| match o {
+                NdOption::TargetLinkLayerAddress(a) => Some(a.to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tlla, vec![MAG.to_vec()]);
+        // Read back from the capture, it comes from the MAG's MAC, which the link table
+        // takes as the MAG's own (links.rs `the_mags_own_frames_are_ignored`).
+        assert_eq!(super::super::frame::parse(&f).map(|h| h.source), Some(MAG));
     }
 }
