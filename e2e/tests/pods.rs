@@ -154,6 +154,25 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `podman pod rm --force` of pod `name`, again while podman reports the race of a
+    /// container that stopped on its own while being killed ("container state improper:
+    /// stopped", seen once in a CI run); done once the pod is gone.
+    fn remove_pod(&self, name: &str) -> anyhow::Result<()> {
+        let mut last = None;
+        for _ in 0..10 {
+            match self.ok(None, &["pod", "rm", "--force", "--time", "0", name]) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            let exists = self.podman(None, &["pod", "exists", name])?;
+            if exists.status.code() == Some(1) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("pod {name} not removed")))
+    }
+
     fn track(&self, pod: &str) {
         self.pods.lock().unwrap().push(pod.to_owned());
     }
@@ -712,7 +731,7 @@ fn run_pod(
             init.name,
             code.trim()
         );
-        c.ok(None, &["pod", "rm", "--force", "--time", "0", &pod_name])?;
+        c.remove_pod(&pod_name)?;
         init_logs.push(text);
     }
     let pod = Pod {
@@ -1113,8 +1132,7 @@ async fn the_operators_pods_run_as_a_kubelet_runs_them() {
                 && logs.contains("Read-only file system"),
             "the daemon names the sysctl it could not set: {logs}"
         );
-        c.ok(None, &["pod", "rm", "--force", "--time", "0", &name])
-            .unwrap();
+        c.remove_pod(&name).unwrap();
         let nl = Netlink::connect_in(&nodes[0].ns).unwrap();
         assert_eq!(
             nl.read_sysctl(&Sysctl::new("net/ipv6/conf/all/forwarding"))
