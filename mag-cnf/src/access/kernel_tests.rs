@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::Netlink;
-use datapath::netns::NetNs;
+use datapath::netns::{NetNs, OwnedNetNs};
 use pmip::types::LinkLayerAddress;
 use tokio::sync::mpsc::Receiver;
 
@@ -48,22 +48,51 @@ async fn settle(access: &Access, frames_read: u64) -> super::AccessStats {
     access.stats()
 }
 
-#[tokio::test]
-async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
+/// A MAG namespace whose access link `acc0` is a veth, up, to `eth0` of a silent node's
+/// namespace (no IPv6 on its link, no IPv4 address); `tag` tells the tests' namespaces apart.
+struct Pair {
+    mag: OwnedNetNs,
+    node: OwnedNetNs,
+    mag_nl: Netlink,
+    node_nl: Netlink,
+    acc0: u32,
+    eth0: u32,
+}
+
+async fn silent_node_pair(tag: &str) -> Pair {
     let pid = std::process::id();
-    let mag = NetNs::create(&format!("pmipacc-{pid}-k-m")).expect("MAG namespace");
-    let node = NetNs::create(&format!("pmipacc-{pid}-k-n")).expect("node namespace");
+    let mag = NetNs::create(&format!("pmipacc-{pid}-{tag}-m")).expect("MAG namespace");
+    let node = NetNs::create(&format!("pmipacc-{pid}-{tag}-n")).expect("node namespace");
     let mag_nl = Netlink::connect_in(&mag).unwrap();
     let node_nl = Netlink::connect_in(&node).unwrap();
     mag_nl.add_veth("acc0", "eth0", &node).await.unwrap();
     let acc0 = mag_nl.link_index("acc0").await.unwrap();
     let eth0 = node_nl.link_index("eth0").await.unwrap();
-    // A silent node: no IPv6 on its link, no IPv4 address.
     node_nl
         .set_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1")
         .unwrap();
     node_nl.set_link_up(eth0, true).await.unwrap();
     mag_nl.set_link_up(acc0, true).await.unwrap();
+    Pair {
+        mag,
+        node,
+        mag_nl,
+        node_nl,
+        acc0,
+        eth0,
+    }
+}
+
+#[tokio::test]
+async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
+    let Pair {
+        mag,
+        node,
+        mag_nl: _mag_nl,
+        node_nl: _node_nl,
+        acc0,
+        eth0,
+    } = silent_node_pair("k").await;
 
     let (access, mut events) = Access::start_in(&mag, &["acc*".to_owned()], MAG_MAC)
         .await
@@ -199,19 +228,14 @@ async fn the_filter_passes_node_messages_only_and_the_frame_names_the_node() {
 /// coming up finds the link up (the monitor asks the kernel).
 #[tokio::test]
 async fn a_frame_read_after_its_link_went_down_brings_nothing_back() {
-    let pid = std::process::id();
-    let mag = NetNs::create(&format!("pmipacc-{pid}-s-m")).expect("MAG namespace");
-    let node = NetNs::create(&format!("pmipacc-{pid}-s-n")).expect("node namespace");
-    let mag_nl = Netlink::connect_in(&mag).unwrap();
-    let node_nl = Netlink::connect_in(&node).unwrap();
-    mag_nl.add_veth("acc0", "eth0", &node).await.unwrap();
-    let acc0 = mag_nl.link_index("acc0").await.unwrap();
-    let eth0 = node_nl.link_index("eth0").await.unwrap();
-    node_nl
-        .set_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1")
-        .unwrap();
-    node_nl.set_link_up(eth0, true).await.unwrap();
-    mag_nl.set_link_up(acc0, true).await.unwrap();
+    let Pair {
+        mag,
+        node,
+        mag_nl: _mag_nl,
+        node_nl,
+        acc0,
+        eth0,
+    } = silent_node_pair("s").await;
 
     let s = mag.run(open_sockets).unwrap().unwrap();
     let table = LinkTable::new(InterfacePatterns::new(&["acc*".to_owned()]), MAG_MAC);

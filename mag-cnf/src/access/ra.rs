@@ -399,20 +399,31 @@ mod tests {
         assert!(f.len() - ETHERNET_HEADER_LEN <= 1280, "{}", f.len());
     }
 
-    #[test]
-    fn a_presence_probe_is_an_echo_request_to_all_nodes_that_parses_back() {
+    /// A probe of link 7 from fe80::1 and the MAG's MAC; `frame` makes its frame, which
+    /// goes from that MAC to all-nodes (checked, with the IPv6 addresses), and is parsed back.
+    fn probe_frame(
+        announce: bool,
+        frame: fn(&PresenceProbe) -> Result<Vec<u8>, Error>,
+    ) -> (PresenceProbe, Vec<u8>) {
         let p = PresenceProbe {
             link: 7,
             src_link_local: "fe80::1".parse().unwrap(),
             src_link_layer: LinkLayerAddress::mac(MAG),
-            announce: false,
+            announce,
         };
-        let f = presence_probe_frame(&p).unwrap();
+        let f = frame(&p).unwrap();
         assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
         assert_eq!(&f[6..12], &MAG);
         let r = FrameRepr::parse(&f).unwrap();
         assert_eq!(r.source, p.src_link_local);
         assert_eq!(r.destination, ALL_NODES);
+        (p, f)
+    }
+
+    #[test]
+    fn a_presence_probe_is_an_echo_request_to_all_nodes_that_parses_back() {
+        let (p, f) = probe_frame(false, presence_probe_frame);
+        let r = FrameRepr::parse(&f).unwrap();
         assert_eq!(
             r.message,
             Icmpv6Repr::Other {
@@ -433,18 +444,8 @@ mod tests {
 
     #[test]
     fn the_announcement_advertises_the_mags_address_as_a_router_unsolicited() {
-        let p = PresenceProbe {
-            link: 7,
-            src_link_local: "fe80::1".parse().unwrap(),
-            src_link_layer: LinkLayerAddress::mac(MAG),
-            announce: true,
-        };
-        let f = router_announcement_frame(&p).unwrap();
-        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1]);
-        assert_eq!(&f[6..12], &MAG);
+        let (p, f) = probe_frame(true, router_announcement_frame);
         let r = FrameRepr::parse(&f).unwrap();
-        assert_eq!(r.source, p.src_link_local);
-        assert_eq!(r.destination, ALL_NODES);
         assert_eq!(r.hop_limit, 255);
         let Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvertisement {
             flags,
