@@ -144,6 +144,24 @@ pub fn presence_probe_frame(p: &PresenceProbe) -> Result<Vec<u8>, Error> {
     let mag = mac_of(&p.src_link_layer)?;
     let [hi, lo] = PRESENCE_PROBE_IDENTIFIER.to_be_bytes();
     let body = [hi, lo, 0, 0];
+    to_all_nodes(
+        p,
+        mag,
+        Icmpv6Repr::Other {
+            msg_type: Icmpv6Type::EchoRequest,
+            code: 0,
+            body: &body,
+        },
+    )
+}
+
+/// The whole Ethernet frame of `message` from the MAG's address and MAC on the link of `p`
+/// (`mag`) to all-nodes, hop limit 255.
+fn to_all_nodes(
+    p: &PresenceProbe,
+    mag: [u8; 6],
+    message: Icmpv6Repr<'_>,
+) -> Result<Vec<u8>, Error> {
     let frame = FrameRepr {
         eth_source: EthernetAddress(mag),
         eth_destination: EthernetAddress::ipv6_multicast(&ALL_NODES),
@@ -151,11 +169,7 @@ pub fn presence_probe_frame(p: &PresenceProbe) -> Result<Vec<u8>, Error> {
         destination: ALL_NODES,
         hop_limit: ND_HOP_LIMIT,
         hop_by_hop: None,
-        message: Icmpv6Repr::Other {
-            msg_type: Icmpv6Type::EchoRequest,
-            code: 0,
-            body: &body,
-        },
+        message,
     };
     let mut f = vec![0u8; frame.buffer_len()];
     frame.emit(&mut f)?;
@@ -180,22 +194,15 @@ pub const MAX_NEIGHBOR_ADVERTISEMENT: usize = 3;
 pub fn router_announcement_frame(p: &PresenceProbe) -> Result<Vec<u8>, Error> {
     let mag = mac_of(&p.src_link_layer)?;
     let options = [NdOption::TargetLinkLayerAddress(&mag)];
-    let frame = FrameRepr {
-        eth_source: EthernetAddress(mag),
-        eth_destination: EthernetAddress::ipv6_multicast(&ALL_NODES),
-        source: p.src_link_local,
-        destination: ALL_NODES,
-        hop_limit: ND_HOP_LIMIT,
-        hop_by_hop: None,
-        message: Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvertisement {
+    to_all_nodes(
+        p,
+        mag,
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvertisement {
             flags: NaFlags::ROUTER | NaFlags::OVERRIDE,
             target: p.src_link_local,
             options: NdOptions::List(&options),
         }),
-    };
-    let mut f = vec![0u8; frame.buffer_len()];
-    frame.emit(&mut f)?;
-    Ok(f)
+    )
 }
 
 fn mac_of(ll: &LinkLayerAddress) -> Result<[u8; 6], Error> {
