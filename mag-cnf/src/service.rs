@@ -521,31 +521,26 @@ impl Service {
                 self.down.remove(&ifindex);
                 self.links.insert(ifindex, name);
                 self.link_mtu.insert(ifindex, mtu);
-                let fixed = self.config.domain.link_local.link_layer_address();
-                let mut mac = [0u8; 6];
-                if fixed.as_bytes().len() == 6 {
-                    mac.copy_from_slice(fixed.as_bytes());
-                }
-                let link_local = match &self.config.domain.link_local {
-                    LinkLocalMode::Fixed { address, .. } => *address,
-                    // The LMA-generated address is per node; the link gets it when the node
-                    // registers. Until then the link has only its MAC.
-                    LinkLocalMode::LmaGenerated { .. } => Ipv6Addr::UNSPECIFIED,
-                };
-                if !link_local.is_unspecified() {
+                // In the LMA-generated mode the address is per node; the link gets it when
+                // the node registers, and until then has only its MAC (and no probe: there is
+                // no address of the MAG's to ask from; the node's own reports find it).
+                if let Some(probe) = self.presence_probe(ifindex) {
+                    let mut mac = [0u8; 6];
+                    if probe.src_link_layer.as_bytes().len() == 6 {
+                        mac.copy_from_slice(probe.src_link_layer.as_bytes());
+                    }
                     self.steps.push(Step::Change(Change::PrepareAccessLink {
                         ifindex,
                         link: AccessLinkAddresses {
                             link_layer_address: mac,
-                            link_local,
+                            link_local: probe.src_link_local,
                         },
                     }));
                     // The node that brought the link up shows itself unasked only with its
                     // MLD reports, milliseconds later: ask it now (an Echo Request to
-                    // all-nodes, which it answers by resolving this address). In the
-                    // LMA-generated mode the link has no address of the MAG's to ask from
-                    // until the node registers, and the node's own reports find it.
-                    self.probes.extend(self.presence_probe(ifindex));
+                    // all-nodes, which it answers by resolving this address), and again while
+                    // it does not answer.
+                    self.probes.push(probe);
                     self.link_up_probes.insert(ifindex, (now, 0));
                 }
             }
