@@ -145,6 +145,18 @@ pub fn change(c: &DatapathCommand) -> Option<Change> {
                 ifindex: link.0,
             },
         },
+        DatapathCommand::EndMarker { prefix, peer } => Change::SendEndMarker { prefix, peer },
+        DatapathCommand::HoldForEndMarker {
+            prefix,
+            marker,
+            lma,
+            wait_ms,
+        } => Change::HoldForEndMarker {
+            prefix,
+            marker,
+            from: lma,
+            wait: std::time::Duration::from_millis(wait_ms.into()),
+        },
         DatapathCommand::Buffer { .. }
         | DatapathCommand::FlushBuffer { .. }
         | DatapathCommand::ForwardBuffer { .. }
@@ -172,8 +184,29 @@ impl prometheus_client::collector::Collector for TunCollector {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         let [encapsulated, decapsulated, refused, errors] = self.0.snapshot();
-        let kept_off = self.0.kept_off.load(std::sync::atomic::Ordering::Relaxed);
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let kept_off = load(&self.0.kept_off);
         for (name, help, value) in [
+            (
+                "pmip_tun_end_markers_sent",
+                "End markers sent to a previous MAG after a handover moved a prefix from it",
+                load(&self.0.end_markers_sent),
+            ),
+            (
+                "pmip_tun_end_markers_received",
+                "End markers that ended a new MAG's hold of the LMA's packets",
+                load(&self.0.end_markers_received),
+            ),
+            (
+                "pmip_tun_held_for_end_marker_packets",
+                "Packets from the LMA a new MAG held until the previous MAG's forwarded ones ended",
+                load(&self.0.held_for_end_marker),
+            ),
+            (
+                "pmip_tun_holds_without_end_marker",
+                "Holds for an end marker that ended without it (expired or full)",
+                load(&self.0.holds_without_marker),
+            ),
             (
                 "pmip_tun_encapsulated_packets",
                 "Packets the userspace tunnel read from a peer's TUN device and sent to the peer",
@@ -238,6 +271,8 @@ mod tests {
         counters.encapsulated.fetch_add(3, Ordering::Relaxed);
         counters.decapsulated.fetch_add(5, Ordering::Relaxed);
         counters.errors.fetch_add(1, Ordering::Relaxed);
+        counters.end_markers_sent.fetch_add(2, Ordering::Relaxed);
+        counters.held_for_end_marker.fetch_add(7, Ordering::Relaxed);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
@@ -245,6 +280,10 @@ mod tests {
             "pmip_tun_decapsulated_packets_total 5",
             "pmip_tun_refused_packets_total 0",
             "pmip_tun_failed_packets_total 1",
+            "pmip_tun_end_markers_sent_total 2",
+            "pmip_tun_end_markers_received_total 0",
+            "pmip_tun_held_for_end_marker_packets_total 7",
+            "pmip_tun_holds_without_end_marker_total 0",
             "# TYPE pmip_tun_encapsulated_packets counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");

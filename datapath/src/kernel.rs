@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use netlink_packet_route::AddressFamily;
 use tokio::sync::Mutex;
 
@@ -218,6 +218,9 @@ struct Batch {
     /// Userspace tunnel devices left without routes once the requests are sent: they linger
     /// for their peers ([`Forwarder::idle`]).
     idles: Vec<u32>,
+    /// End markers to send once the requests are done ([`Change::SendEndMarker`]): prefix,
+    /// peer, and the local tunnel end they go from.
+    markers: Vec<(Ipv6Net, Ipv6Addr, Option<Ipv6Addr>)>,
 }
 
 impl Batch {
@@ -239,6 +242,22 @@ impl Batch {
         if let Some(tun) = tun {
             for index in self.idles.drain(..) {
                 tun.idle(index);
+            }
+        }
+        // After the routes moved: the prefixes' packets go to their new peers now.
+        for (prefix, peer, local) in self.markers.drain(..) {
+            let sent = match tun {
+                Some(tun) => tun.send_end_marker(peer, prefix),
+                // The kernel encapsulates as it routes: what it routed to the peer before the
+                // change has left, and the marker follows it from a socket of its own.
+                None => local.is_some_and(|local| {
+                    crate::tun::send_end_marker_once(nl, local, peer, prefix)
+                        .inspect_err(|e| tracing::debug!(error = %e, %peer, "end marker refused"))
+                        .is_ok()
+                }),
+            };
+            if !sent {
+                tracing::debug!(%prefix, %peer, "no tunnel end to send an end marker from");
             }
         }
     }
@@ -607,6 +626,20 @@ impl Kernel {
                             batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V4)));
                         }
                     }
+                }
+            }
+            Change::SendEndMarker { prefix, peer } => {
+                let local = sh.state.terminations.keys().next().copied();
+                batch.markers.push((prefix, peer, local));
+            }
+            Change::HoldForEndMarker {
+                prefix,
+                marker,
+                from,
+                wait,
+            } => {
+                if let Some(tun) = &self.inner.tun {
+                    tun.hold_for_end_marker(prefix, marker, from, wait);
                 }
             }
             Change::SetDownlink { prefix, peer } => {

@@ -117,6 +117,7 @@ mod dump;
 mod error;
 mod fake;
 mod kernel;
+pub mod marker;
 mod model;
 mod msg;
 mod netlink;

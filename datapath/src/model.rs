@@ -117,6 +117,19 @@ pub enum Change {
     },
     /// [`Change::RemoveLinkRoute`] for an IPv4 prefix.
     RemoveLinkRoute4 { prefix: Ipv4Net, ifindex: u32 },
+    /// Sends the end marker of `prefix` ([`crate::marker`]) to `peer`, the MAG the prefix's
+    /// route went to before a handover: after the changes before it in the batch, and after
+    /// every packet routed into the tunnel to `peer` before them. Changes no state.
+    SendEndMarker { prefix: Ipv6Net, peer: Ipv6Addr },
+    /// Holds what `from` sends through the tunnel to `prefix` until the end marker of
+    /// `marker` comes, or `wait` passes ([`crate::marker::Holds::arm`]). Only the userspace
+    /// tunnel can hold; the kernel's decapsulation lets everything through. Changes no state.
+    HoldForEndMarker {
+        prefix: IpNet,
+        marker: Ipv6Net,
+        from: Ipv6Addr,
+        wait: std::time::Duration,
+    },
 }
 
 /// What a change replaced or removed: the value its key had before.
@@ -203,6 +216,7 @@ impl DesiredState {
             Change::RemoveAccessLink { ifindex } => {
                 Previous::AccessLinkAddresses(self.access_links.remove(&ifindex))
             }
+            Change::SendEndMarker { .. } | Change::HoldForEndMarker { .. } => Previous::None,
             Change::SetDownlink4 { prefix, peer } => Previous::Route(
                 self.routes4
                     .insert(prefix.trunc(), PrefixRoute::Tunnel { peer }),
@@ -359,6 +373,8 @@ impl Pending {
                 let p = prefix.trunc();
                 (IpNet::from(p), tunnel(state.routes4.get(&p)), true)
             }
+            // Packets, not state: nothing for a reconcile to look at.
+            Change::SendEndMarker { .. } | Change::HoldForEndMarker { .. } => return,
             _ => {
                 self.other = true;
                 return;

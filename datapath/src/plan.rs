@@ -479,7 +479,9 @@ pub(crate) fn read_back(
         .map(|r| r.key.dst)
         .collect();
     for r in actual.routes.values() {
-        if r.key.table == MAIN_TABLE {
+        // Routes of the prefix at other metrics (a daemon's own: a MAG's hold and fallback
+        // routes) are not the prefix's route; a reconcile removes them.
+        if r.key.table == MAIN_TABLE && r.key.metric == l.s.route_metric {
             let route = match r.via {
                 Via::Seg6 { peer, .. } => Some(PrefixRoute::Tunnel { peer }),
                 Via::Dev { oif } => Some(match peer_of_link.get(&oif) {

@@ -31,16 +31,19 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use ipnet::{IpNet, Ipv6Net};
+
 use crate::error::{Error, Result};
+use crate::marker::{Holds, Verdict, end_marker};
 use crate::msg::KTunnel;
 use crate::netlink::Netlink;
 
@@ -140,6 +143,14 @@ pub struct TunCounters {
     /// What a device sent on its own link (MLD reports, link-local or multicast packets):
     /// kept off the tunnel.
     pub kept_off: AtomicU64,
+    /// End markers sent to a previous MAG ([`crate::marker`]).
+    pub end_markers_sent: AtomicU64,
+    /// End markers that ended a hold here.
+    pub end_markers_received: AtomicU64,
+    /// Packets held for an end marker.
+    pub held_for_end_marker: AtomicU64,
+    /// Holds that ended without their marker: expired, or full.
+    pub holds_without_marker: AtomicU64,
 }
 
 impl TunCounters {
@@ -169,6 +180,20 @@ impl Stop {
         Ok(Stop(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Takes the signals back (the eventfd reads as not ready again).
+    #[allow(unsafe_code)]
+    fn clear(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our nonblocking eventfd.
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                (&mut n as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+
     #[allow(unsafe_code)]
     fn signal(&self) {
         let one: u64 = 1;
@@ -183,9 +208,10 @@ impl Stop {
     }
 }
 
-/// Waits until one of `fds` can be read; which ones can. `EINTR` is an empty answer.
+/// Waits until one of `fds` can be read, or `until`; which ones can. `EINTR` is an empty
+/// answer.
 #[allow(unsafe_code)]
-fn wait_readable(fds: &[RawFd], ready: &mut Vec<bool>) -> io::Result<()> {
+fn wait_readable(fds: &[RawFd], ready: &mut Vec<bool>, until: Option<Instant>) -> io::Result<()> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -194,8 +220,13 @@ fn wait_readable(fds: &[RawFd], ready: &mut Vec<bool>) -> io::Result<()> {
             revents: 0,
         })
         .collect();
+    let timeout = until.map_or(-1, |t| {
+        let left = t.saturating_duration_since(Instant::now());
+        // Rounded up: waking before the deadline would only wait again.
+        i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+    });
     // SAFETY: `p` is a live array of `p.len()` pollfd structures.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, -1) };
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout) };
     ready.clear();
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -291,6 +322,8 @@ struct Ingress {
     local: Ipv6Addr,
     index: u32,
     ends: Arc<Ends>,
+    /// Wakes the thread when a hold is armed (its wait changes).
+    wake: Arc<Stop>,
     // Dropped first: the thread stops before the device closes.
     _worker: Worker,
 }
@@ -323,6 +356,23 @@ struct Device {
     used: Use,
     /// `None` once [`Use::Closing`] took it.
     worker: Option<Worker>,
+    /// End markers for its thread to send after what was routed into the device before them.
+    mail: Arc<Mailbox>,
+}
+
+/// Packets a device's thread sends after draining its device: the end markers of the
+/// prefixes routed away from it ([`crate::marker`]).
+struct Mailbox {
+    wake: Stop,
+    queue: Mutex<Vec<Vec<u8>>>,
+}
+
+/// What the tunnel end holds for end markers, shared with its thread.
+#[derive(Default)]
+struct HeldForMarkers {
+    holds: Mutex<Holds>,
+    /// Whether any hold is armed: the thread looks at the holds only then.
+    armed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -339,6 +389,7 @@ struct State {
 pub(crate) struct Forwarder {
     state: Arc<Mutex<State>>,
     counters: Arc<TunCounters>,
+    held: Arc<HeldForMarkers>,
     /// How long a device without routes stays for its peer.
     linger: Duration,
 }
@@ -370,6 +421,7 @@ impl Forwarder {
         Forwarder {
             state: Arc::default(),
             counters: Arc::default(),
+            held: Arc::default(),
             linger,
         }
     }
@@ -428,10 +480,17 @@ impl Forwarder {
         )
         .await?;
         let ends = Arc::new(ends);
+        let wake =
+            Arc::new(Stop::new().map_err(tun_error("start tunnel receiver", local.to_string()))?);
         let worker = {
-            let (ends, counters) = (ends.clone(), self.counters.clone());
+            let (ends, counters, held, wake) = (
+                ends.clone(),
+                self.counters.clone(),
+                self.held.clone(),
+                wake.clone(),
+            );
             Worker::spawn(format!("{name}-rx"), move |stop| {
-                ingress(&ends, &file, stop, &counters)
+                ingress(&ends, &file, stop, &counters, &held, &wake)
             })
             .map_err(tun_error("start tunnel receiver", local.to_string()))?
         };
@@ -439,6 +498,7 @@ impl Forwarder {
             local,
             index,
             ends,
+            wake,
             _worker: worker,
         });
         Ok(index)
@@ -473,8 +533,13 @@ impl Forwarder {
             Self::device(nl, &t.name, t.mtu, &alias(t.local, t.remote), || Ok(())).await?;
         let peer = SockAddr::from(SocketAddrV6::new(t.remote, 0, 0, 0));
         let counters = self.counters.clone();
+        let mail = Arc::new(Mailbox {
+            wake: Stop::new().map_err(tun_error("start tun device thread", &t.name))?,
+            queue: Mutex::default(),
+        });
+        let box_ = mail.clone();
         let worker = Worker::spawn(format!("{}-tx", t.name), move |stop| {
-            egress(&file, &ends, &peer, stop, &counters)
+            egress(&file, &ends, &peer, stop, &counters, &box_)
         })
         .map_err(tun_error("start tun device thread", &t.name))?;
         // A device made again under the same index replaces the old one's thread.
@@ -488,6 +553,7 @@ impl Forwarder {
                 remote: t.remote,
                 used: Use::Carrying,
                 worker: Some(worker),
+                mail,
             },
         );
         Ok(index)
@@ -587,6 +653,48 @@ impl Forwarder {
         (mine, others)
     }
 
+    /// Sends the end marker of `prefix` to `peer` ([`crate::marker`]), after whatever was
+    /// routed into the peer's device before this call: its thread drains the device first.
+    /// Without a device for the peer, straight from the tunnel end. False when there is no
+    /// tunnel end to send from.
+    pub(crate) fn send_end_marker(&self, peer: Ipv6Addr, prefix: Ipv6Net) -> bool {
+        let st = self.lock();
+        if let Some(d) = st
+            .devices
+            .values()
+            .find(|d| d.remote == peer && d.worker.is_some())
+        {
+            lock(&d.mail.queue).push(end_marker(d.local, prefix).to_vec());
+            d.mail.wake.signal();
+            return true;
+        }
+        let Some(i) = &st.ingress else {
+            return false;
+        };
+        let to = SockAddr::from(SocketAddrV6::new(peer, 0, 0, 0));
+        send_marker(&i.ends, &to, &end_marker(i.local, prefix), &self.counters);
+        true
+    }
+
+    /// Holds what `from` sends to `prefix` through the tunnel until the end marker of
+    /// `marker` comes, or `wait` passes ([`crate::marker::Holds::arm`]).
+    pub(crate) fn hold_for_end_marker(
+        &self,
+        prefix: IpNet,
+        marker: Ipv6Net,
+        from: Ipv6Addr,
+        wait: Duration,
+    ) {
+        {
+            let mut h = lock(&self.held.holds);
+            h.arm(prefix, marker, from, wait);
+            self.held.armed.store(true, Ordering::Release);
+        }
+        if let Some(i) = &self.lock().ingress {
+            i.wake.signal();
+        }
+    }
+
     /// Stops carrying peer device `index` and closes it: the device and its routes go. False
     /// when it was not one of ours.
     pub(crate) fn close(&self, index: u32) -> bool {
@@ -603,8 +711,8 @@ impl Drop for Forwarder {
     }
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Deletes device `index` after its descriptor closed: a process forked meanwhile may hold
@@ -659,6 +767,46 @@ fn in_netns<R: Send>(nl: &Netlink, f: impl FnOnce() -> R + Send) -> Result<R> {
     }
 }
 
+/// Sends the end marker of `prefix` from `local` to `peer` on a raw socket of its own, in
+/// `nl`'s namespace: for the backends in which the kernel encapsulates.
+pub(crate) fn send_end_marker_once(
+    nl: &Netlink,
+    local: Ipv6Addr,
+    peer: Ipv6Addr,
+    prefix: Ipv6Net,
+) -> Result<()> {
+    in_netns(nl, || -> io::Result<()> {
+        let s = Socket::new(
+            Domain::IPV6,
+            Type::RAW.cloexec(),
+            Some(Protocol::from(libc::IPPROTO_IPV6)),
+        )?;
+        s.set_unicast_hops_v6(u32::from(crate::msg::TUNNEL_HOP_LIMIT))?;
+        s.bind(&SockAddr::from(SocketAddrV6::new(local, 0, 0, 0)))?;
+        s.send_to(
+            &end_marker(local, prefix),
+            &SockAddr::from(SocketAddrV6::new(peer, 0, 0, 0)),
+        )?;
+        Ok(())
+    })?
+    .map_err(tun_error("send end marker", peer.to_string()))
+}
+
+/// The destination of an IPv6 packet, or of an IPv4 one (an IPv4 home address's).
+pub fn destination(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        6 => {
+            let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(d)))
+        }
+        4 => {
+            let d: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(d)))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a packet the kernel put into a peer's device belongs in the tunnel: not what the
 /// device itself sends on its link (MLD reports and the like, from a link-local address or to
 /// a multicast group), which RFC 5213 §6.10.5 keeps off the tunnel.
@@ -677,20 +825,40 @@ fn tunnelled(pkt: &[u8]) -> bool {
     }
 }
 
-/// Reads what the kernel routes into `file` and sends it to `peer`, until `stop`.
-fn egress(file: &File, ends: &Ends, peer: &SockAddr, stop: &Stop, counters: &TunCounters) {
+/// Reads what the kernel routes into `file` and sends it to `peer`, until `stop`; and the
+/// end markers of `mail`, each after what the device held when it came.
+fn egress(
+    file: &File,
+    ends: &Ends,
+    peer: &SockAddr,
+    stop: &Stop,
+    counters: &TunCounters,
+    mail: &Mailbox,
+) {
     let mut buf = vec![0u8; MAX_PACKET];
-    let fds = [file.as_raw_fd(), stop.0.as_raw_fd()];
-    let mut ready = Vec::with_capacity(2);
+    let fds = [
+        file.as_raw_fd(),
+        stop.0.as_raw_fd(),
+        mail.wake.0.as_raw_fd(),
+    ];
+    let mut ready = Vec::with_capacity(3);
     let mut reader = file;
     loop {
-        if let Err(e) = wait_readable(&fds, &mut ready) {
+        if let Err(e) = wait_readable(&fds, &mut ready, None) {
             tracing::error!(error = %e, "tun device: poll failed; its tunnel stops");
             return;
         }
         if ready.get(1) == Some(&true) {
             return;
         }
+        // Taken before the device is drained: what was routed into it before a marker was
+        // asked for is in it now, and goes first.
+        let markers = if ready.get(2) == Some(&true) {
+            mail.wake.clear();
+            std::mem::take(&mut *lock(&mail.queue))
+        } else {
+            Vec::new()
+        };
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -717,29 +885,53 @@ fn egress(file: &File, ends: &Ends, peer: &SockAddr, stop: &Stop, counters: &Tun
                 }
             }
         }
+        for m in markers {
+            send_marker(ends, peer, &m, counters);
+        }
     }
 }
 
 /// Receives what is sent to `ends` and writes each inner packet into `device`, until `stop`.
 /// Like the seg6 backend's End.DT6 and End.DX4, it takes tunnelled packets from any source;
 /// a payload that is not an IPv6 packet (protocol 41) or an IPv4 one (protocol 4) is refused.
-fn ingress(ends: &Ends, device: &File, stop: &Stop, counters: &TunCounters) {
+/// While `held` has holds armed, what they hold waits for its end marker ([`crate::marker`]);
+/// `wake` says a hold was armed.
+fn ingress(
+    ends: &Ends,
+    device: &File,
+    stop: &Stop,
+    counters: &TunCounters,
+    held: &HeldForMarkers,
+    wake: &Stop,
+) {
     let mut buf = vec![0u8; MAX_PACKET];
-    let fds = [ends.v6.as_raw_fd(), ends.v4.as_raw_fd(), stop.0.as_raw_fd()];
-    let mut ready = Vec::with_capacity(3);
+    let fds = [
+        ends.v6.as_raw_fd(),
+        ends.v4.as_raw_fd(),
+        stop.0.as_raw_fd(),
+        wake.0.as_raw_fd(),
+    ];
+    let mut ready = Vec::with_capacity(4);
     let mut writer = device;
+    let mut until = None;
     loop {
-        if let Err(e) = wait_readable(&fds, &mut ready) {
+        if let Err(e) = wait_readable(&fds, &mut ready, until) {
             tracing::error!(error = %e, "tunnel receiver: poll failed; it stops");
             return;
         }
         if ready.get(2) == Some(&true) {
+            for p in lock(&held.holds).release_all() {
+                write_inner(&mut writer, &p, counters);
+            }
             return;
+        }
+        if ready.get(3) == Some(&true) {
+            wake.clear();
         }
         for (socket, version) in [(&ends.v6, 6u8), (&ends.v4, 4u8)] {
             loop {
-                let n = match recv_from(socket, &mut buf) {
-                    Ok((n, _)) => n,
+                let (n, from) = match recv_from(socket, &mut buf) {
+                    Ok(r) => r,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -753,20 +945,82 @@ fn ingress(ends: &Ends, device: &File, stop: &Stop, counters: &TunCounters) {
                     counters.refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                // A TUN device takes a packet whole or not at all.
-                match writer.write(pkt) {
-                    Ok(w) if w == pkt.len() => {
-                        counters.decapsulated.fetch_add(1, Ordering::Relaxed);
+                if !held.armed.load(Ordering::Acquire) {
+                    write_inner(&mut writer, pkt, counters);
+                    continue;
+                }
+                let src = from
+                    .as_socket_ipv6()
+                    .map_or(Ipv6Addr::UNSPECIFIED, |a| *a.ip());
+                let verdict = lock(&held.holds).receive(src, pkt);
+                match verdict {
+                    Verdict::Pass => write_inner(&mut writer, pkt, counters),
+                    Verdict::Held => {
+                        counters.held_for_end_marker.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(_) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    Verdict::Marker(kept) => {
+                        counters
+                            .end_markers_received
+                            .fetch_add(1, Ordering::Relaxed);
+                        for p in kept {
+                            write_inner(&mut writer, &p, counters);
+                        }
                     }
-                    Err(e) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "tunnel receiver: write into the device failed");
+                    Verdict::Full(kept) => {
+                        counters
+                            .holds_without_marker
+                            .fetch_add(1, Ordering::Relaxed);
+                        for p in kept {
+                            write_inner(&mut writer, &p, counters);
+                        }
                     }
                 }
             }
+        }
+        until = None;
+        if held.armed.load(Ordering::Acquire) {
+            let mut h = lock(&held.holds);
+            let (ended, kept) = h.expire(Instant::now());
+            counters
+                .holds_without_marker
+                .fetch_add(ended as u64, Ordering::Relaxed);
+            for p in kept {
+                write_inner(&mut writer, &p, counters);
+            }
+            until = h.next_expiry();
+            if h.is_empty() {
+                held.armed.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Sends an end marker from `ends` to `peer`, counted.
+fn send_marker(ends: &Ends, peer: &SockAddr, marker: &[u8], counters: &TunCounters) {
+    match ends.send(peer, marker) {
+        Ok(_) => {
+            counters.end_markers_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "tunnel: end marker refused");
+        }
+    }
+}
+
+/// Writes one inner packet into the ingress device; a TUN device takes a packet whole or
+/// not at all.
+fn write_inner(writer: &mut &File, pkt: &[u8], counters: &TunCounters) {
+    match writer.write(pkt) {
+        Ok(w) if w == pkt.len() => {
+            counters.decapsulated.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "tunnel receiver: write into the device failed");
         }
     }
 }
@@ -792,6 +1046,21 @@ mod tests {
         ] {
             assert_eq!(parse_alias(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn destination_of_an_ipv6_or_ipv4_packet() {
+        let mut p = vec![0x60u8; 40];
+        p[24..40].copy_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(destination(&p), Some("2001:db8::7".parse().unwrap()));
+        let mut v4 = vec![0x45u8; 20];
+        v4[16..20].copy_from_slice(&[192, 0, 2, 10]);
+        assert_eq!(destination(&v4), Some("192.0.2.10".parse().unwrap()));
+        let home: ipnet::IpNet = "192.0.2.10/32".parse().unwrap();
+        assert!(home.contains(&destination(&v4).unwrap()));
+        assert_eq!(destination(&[0x45; 19]), None);
+        assert_eq!(destination(&[0x60; 10]), None);
+        assert_eq!(destination(&[0x10; 40]), None);
     }
 
     #[test]

@@ -337,6 +337,7 @@ impl Metrics {
             let kind = match c {
                 Change::SetDownlink { .. } => "set-downlink",
                 Change::RemoveDownlink { .. } => "remove-downlink",
+                Change::SendEndMarker { .. } => "end-marker",
                 _ => "other",
             };
             self.datapath_changes

@@ -525,6 +525,11 @@ pub struct FastHandoverSpec {
     #[serde(default = "d_handover_timeout_ms")]
     #[schemars(range(min = 100, max = 60000))]
     pub handover_timeout_ms: u32,
+    /// How long at most a new MAG holds the LMA's packets for a node until the previous
+    /// MAG's forwarded ones have ended (the end marker), ms; 0 turns end markers off.
+    #[serde(default = "d_end_marker_wait_ms")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub end_marker_wait_ms: u32,
 }
 
 fn d_buffer_packets() -> u32 {
@@ -532,6 +537,9 @@ fn d_buffer_packets() -> u32 {
 }
 fn d_handover_timeout_ms() -> u32 {
     5000
+}
+fn d_end_marker_wait_ms() -> u32 {
+    pmip::config::FastHandoverConfig::default().end_marker_wait_ms
 }
 
 impl Default for FastHandoverSpec {
@@ -541,6 +549,7 @@ impl Default for FastHandoverSpec {
             access_points: BTreeMap::new(),
             buffer_packets: d_buffer_packets(),
             handover_timeout_ms: d_handover_timeout_ms(),
+            end_marker_wait_ms: d_end_marker_wait_ms(),
         }
     }
 }

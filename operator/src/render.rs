@@ -199,6 +199,7 @@ pub fn domain_config(
         access_points,
         buffer_packets: l.fast_handover.buffer_packets,
         handover_timeout_ms: l.fast_handover.handover_timeout_ms,
+        end_marker_wait_ms: l.fast_handover.end_marker_wait_ms,
         ..FastHandoverConfig::default()
     };
     Ok(DomainConfig {

@@ -204,6 +204,11 @@ pub struct FastHandoverConfig {
     pub buffer_bytes: u32,
     /// A handover that has not completed after this long is abandoned and its buffer freed.
     pub handover_timeout_ms: u32,
+    /// End markers (see [`crate::output::DatapathCommand::EndMarker`]): how long at most a
+    /// new MAG holds the LMA's packets for a node, waiting for the marker that says the
+    /// previous MAG has forwarded everything; 0 turns end markers off (the LMA sends none,
+    /// the MAGs hold nothing).
+    pub end_marker_wait_ms: u32,
 }
 
 impl Default for FastHandoverConfig {
@@ -214,6 +219,7 @@ impl Default for FastHandoverConfig {
             buffer_packets: 2048,
             buffer_bytes: 4 << 20,
             handover_timeout_ms: 5000,
+            end_marker_wait_ms: 20,
         }
     }
 }
@@ -325,6 +331,11 @@ impl DomainConfig {
             (100..=60_000).contains(&fh.handover_timeout_ms),
             &format!("{at}.fast_handover.handover_timeout_ms"),
             || "must be between 100 and 60000".into(),
+        )?;
+        check(
+            fh.end_marker_wait_ms <= 1000,
+            &format!("{at}.fast_handover.end_marker_wait_ms"),
+            || "must be between 0 and 1000".into(),
         )?;
         for (name, addr) in &fh.access_points {
             check(

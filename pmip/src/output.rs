@@ -92,6 +92,24 @@ pub enum DatapathCommand {
     DiscardBuffer {
         prefix: IpNet,
     },
+    /// LMA: a handover moved `prefix` away from the MAG at `peer`: once the prefix's route
+    /// points at the new MAG, send `peer` the prefix's end marker, after every packet sent it
+    /// before. The previous MAG forwards it to the new MAG behind the packets it forwards
+    /// there (a fast handover, RFC 5949), and the new MAG knows from it that the forwarded
+    /// stream has ended.
+    EndMarker {
+        prefix: Ipv6Net,
+        peer: Ipv6Addr,
+    },
+    /// MAG, fast handover, new MAG: until the end marker of `marker` (the node's IPv6 prefix)
+    /// arrives through the previous MAG, or `wait_ms` passes, hold what `lma` sends directly
+    /// to `prefix`; then it follows what the previous MAG forwarded, in order.
+    HoldForEndMarker {
+        prefix: IpNet,
+        marker: Ipv6Net,
+        lma: Ipv6Addr,
+        wait_ms: u32,
+    },
 }
 
 /// A Router Advertisement the MAG must send to one mobile node (RFC 4861 §6.2.3, RFC 5213

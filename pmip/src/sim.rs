@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::Ipv6Addr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
 use crate::config::{LmaConfig, MagConfig};
 use crate::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot};
@@ -55,6 +55,9 @@ pub struct MagDatapath {
     /// Every buffer flush and discard, in order.
     pub flushed: Vec<IpNet>,
     pub discarded: Vec<IpNet>,
+    /// Every hold for an end marker: the prefix held, the prefix whose marker ends it, from
+    /// whom, and for how long at most.
+    pub end_marker_holds: Vec<(IpNet, Ipv6Net, Ipv6Addr, u32)>,
 }
 
 /// What a drop filter decides for a packet.
@@ -79,6 +82,9 @@ pub struct Sim {
     seq: u64,
     /// Home network prefixes and IPv4 home addresses (`/32`).
     pub lma_datapath: BTreeMap<IpNet, Downlink>,
+    /// Every end marker the LMA sent: when, for which prefix, to which MAG, and where the
+    /// prefix's route went by then.
+    pub lma_end_markers: Vec<(Instant, Ipv6Net, Ipv6Addr, Option<Downlink>)>,
     pub mag_datapaths: Vec<MagDatapath>,
     pub lma_events: Vec<(Instant, LmaEvent)>,
     pub mag_events: Vec<(Instant, usize, MagEvent)>,
@@ -130,6 +136,7 @@ impl Sim {
             next_packet: 0,
             seq: 0,
             lma_datapath: BTreeMap::new(),
+            lma_end_markers: Vec::new(),
             mag_datapaths: vec![MagDatapath::default(); n],
             lma_events: Vec::new(),
             mag_events: Vec::new(),
@@ -305,6 +312,10 @@ impl Sim {
             DatapathCommand::RemoveDownlink { prefix } => {
                 self.lma_datapath.remove(&prefix);
             }
+            DatapathCommand::EndMarker { prefix, peer } => {
+                let route = self.lma_datapath.get(&IpNet::V6(prefix)).copied();
+                self.lma_end_markers.push((self.now, prefix, peer, route));
+            }
             _ => {}
         }
     }
@@ -440,6 +451,12 @@ fn mag_datapath(d: &mut MagDatapath, c: DatapathCommand) {
             d.buffering.remove(&prefix);
             d.discarded.push(prefix);
         }
+        DatapathCommand::HoldForEndMarker {
+            prefix,
+            marker,
+            lma,
+            wait_ms,
+        } => d.end_marker_holds.push((prefix, marker, lma, wait_ms)),
         DatapathCommand::RemoveLinkRoute { prefix, .. } => {
             // The prefix's route changes: a buffer handing it to the node stops.
             d.access_routes.remove(&prefix);

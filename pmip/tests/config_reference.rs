@@ -70,6 +70,7 @@ fn full_domain(link_local: LinkLocalMode) -> DomainConfig {
             buffer_packets: 100,
             buffer_bytes: 1 << 20,
             handover_timeout_ms: 2000,
+            end_marker_wait_ms: 50,
         },
     }
 }
@@ -778,6 +779,11 @@ fn rfc_timer_and_heartbeat_defaults_match_the_default_impls() {
             DOMAIN_PART,
             "domain.fast_handover.handover_timeout_ms",
             f.handover_timeout_ms.into(),
+        ),
+        (
+            DOMAIN_PART,
+            "domain.fast_handover.end_marker_wait_ms",
+            f.end_marker_wait_ms.into(),
         ),
     ];
     for &(heading, path, code) in cases {

@@ -395,23 +395,9 @@ fn fast_domain_mag2_unauthorized(mode: pmip::config::FastHandoverMode) -> Sim {
 
 /// Moves node 1 from MAG1 to MAG2 with a fast handover of `mode`.
 fn fast_move(sim: &mut Sim, mode: pmip::config::FastHandoverMode) {
-    use pmip::config::FastHandoverMode;
-    match mode {
-        FastHandoverMode::Predictive => {
-            sim.mag_do(0, |m, now, _| {
-                m.handle_handover_indication(now, &nai(1), mag_addr(1))
-            })
-            .unwrap();
-            sim.run_for(Duration::from_millis(5));
-            sim.detach(0, ll(1));
-            sim.attach(1, ll(1));
-        }
-        _ => {
-            sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
-            sim.detach(0, ll(1));
-            sim.attach(1, ll(1));
-        }
-    }
+    announce_move(sim, mode);
+    sim.detach(0, ll(1));
+    sim.attach(1, ll(1));
 }
 
 /// RFC 5949 §5.2: a new MAG that advertised the node's prefix from the context before its

@@ -1184,16 +1184,7 @@ fn a_fast_handovers_new_mag_advertises_from_the_lma_generated_link_local_before_
         sim.settle(Duration::from_secs(2));
         let lla = sim.mags[0].binding(&nai(1)).unwrap().link_local;
         assert!(lla.is_unicast_link_local(), "{mode:?}: {lla}");
-        match mode {
-            FastHandoverMode::Predictive => {
-                sim.mag_do(0, |m, now, _| {
-                    m.handle_handover_indication(now, &nai(1), mag_addr(1))
-                })
-                .unwrap();
-                sim.run_for(Duration::from_millis(5));
-            }
-            _ => sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0))),
-        }
+        announce_move(&mut sim, mode);
         let ras_before = sim.router_advertisements.len();
         sim.detach(0, ll(1));
         let attached = sim.now;
@@ -1336,6 +1327,91 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     // The LMA saw a handoff, not a new session.
     let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
     assert_eq!(sim.lma.cache().get(s).unwrap().handover_count, 1);
+}
+
+/// Runs one handover of node 1 from MAG1 to MAG2 in `sim` (predictive, reactive or plain as
+/// the domain says), stepping until MAG2's first PBU has left; returns MAG2's end-marker
+/// holds at that moment, then lets the handover finish.
+fn handover_holds_at_first_pbu(
+    sim: &mut Sim,
+    mode: pmip::config::FastHandoverMode,
+) -> Vec<(IpNet, Ipv6Net, Ipv6Addr, u32)> {
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    announce_move(sim, mode);
+    sim.detach(0, ll(1));
+    sim.run_for(Duration::from_millis(1));
+    sim.attach(1, ll(1));
+    let pbu_of_mag2 = |sim: &Sim| {
+        sim.sent.iter().any(|(_, pk)| {
+            pk.src == mag_addr(1) && matches!(pk.message(), Some(Message::BindingUpdate(_)))
+        })
+    };
+    for _ in 0..1000 {
+        if pbu_of_mag2(sim) {
+            break;
+        }
+        sim.run_for(Duration::from_micros(100));
+    }
+    assert!(pbu_of_mag2(sim), "MAG2 registers the node");
+    let holds = sim.mag_datapaths[1].end_marker_holds.clone();
+    sim.settle(Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(50));
+    assert!(bound_at(sim, 1, 1));
+    holds
+}
+
+#[test]
+fn a_fast_handovers_new_mag_holds_the_lmas_packets_until_the_previous_mags_end_marker() {
+    use pmip::config::FastHandoverMode;
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    for mode in [FastHandoverMode::Predictive, FastHandoverMode::Reactive] {
+        let mut sim = fast_domain(mode);
+        let holds = handover_holds_at_first_pbu(&mut sim, mode);
+        let p = prefix_of(&sim, 1);
+        // Armed before the PBU left: the LMA's first direct packet finds it.
+        assert_eq!(holds, vec![(IpNet::from(p), p, lma, 20)], "{mode:?}");
+        // The LMA sent MAG1 the prefix's marker once the route pointed at MAG2, and only then.
+        let markers: Vec<_> = sim
+            .lma_end_markers
+            .iter()
+            .map(|&(_, prefix, peer, route)| (prefix, peer, route))
+            .collect();
+        assert_eq!(
+            markers,
+            vec![(p, mag_addr(0), Some(Downlink::Tunnel(mag_addr(1))))],
+            "{mode:?}"
+        );
+        // The node keeps its prefix; the hold did not touch the protocol.
+        assert_eq!(prefix_of(&sim, 1), p);
+    }
+}
+
+#[test]
+fn plain_handovers_and_a_zero_wait_send_no_end_markers_and_hold_nothing() {
+    use pmip::config::FastHandoverMode;
+    let mut sim = fast_domain(FastHandoverMode::Off);
+    assert!(handover_holds_at_first_pbu(&mut sim, FastHandoverMode::Off).is_empty());
+    assert!(sim.lma_end_markers.is_empty());
+    // end_marker_wait_ms 0 turns them off in a fast handover too.
+    let mags = (0..2)
+        .map(|i| {
+            let mut c = mag_config(i, 1);
+            c.domain.fast_handover.mode = FastHandoverMode::Predictive;
+            c.domain.fast_handover.end_marker_wait_ms = 0;
+            c
+        })
+        .collect();
+    let mut lc = lma_config(2, 1);
+    lc.domain.fast_handover.mode = FastHandoverMode::Predictive;
+    lc.domain.fast_handover.end_marker_wait_ms = 0;
+    let mut sim = Sim::new(lc, mags, 77);
+    assert!(handover_holds_at_first_pbu(&mut sim, FastHandoverMode::Predictive).is_empty());
+    assert!(sim.lma_end_markers.is_empty());
+    assert!(
+        sim.mag_events_of(1)
+            .any(|e| matches!(e, MagEvent::HandoverCompleted { .. }))
+    );
 }
 
 #[test]

@@ -1237,7 +1237,7 @@ impl Lma {
         let new_ipv4 = e.ipv4.filter(|_| added_ipv4);
         self.cache.reschedule(session);
         if handoff || was_deregistering.is_some() {
-            for prefix in homes {
+            for &prefix in &homes {
                 self.push(LmaOutput::Datapath(DatapathCommand::SetDownlink {
                     prefix,
                     peer: proxy_coa,
@@ -1248,6 +1248,20 @@ impl Lma {
                 prefix: v4.host().into(),
                 peer: proxy_coa,
             }));
+        }
+        // The previous MAG gets the end marker of each IPv6 prefix once the routes moved
+        // (RFC 5949 fast handovers: see `DatapathCommand::EndMarker`).
+        let fh = &self.config.domain.fast_handover;
+        if handoff && fh.mode != crate::config::FastHandoverMode::Off && fh.end_marker_wait_ms > 0 {
+            for prefix in homes.iter().filter_map(|p| match *p {
+                IpNet::V6(p) => Some(p),
+                IpNet::V4(_) => None,
+            }) {
+                self.push(LmaOutput::Datapath(DatapathCommand::EndMarker {
+                    prefix,
+                    peer: old_coa,
+                }));
+            }
         }
         if handoff {
             self.stats.handoffs += 1;

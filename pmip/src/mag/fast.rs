@@ -31,7 +31,7 @@ use core::time::Duration;
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 
 use super::MagEvent;
 use super::bul::{BindingUpdateList, BulEntry, BulState};
@@ -246,6 +246,8 @@ pub(super) struct FastHandovers {
     timeout: Duration,
     proxy_coa: Ipv6Addr,
     lma: Ipv6Addr,
+    /// `fast_handover.end_marker_wait_ms`: 0 holds nothing for end markers.
+    end_marker_wait_ms: u32,
     handovers: BTreeMap<LinkLayerAddress, FastHandover>,
     /// Reactive: nodes announced by the access network, with their previous MAG, until when
     /// the announcement holds.
@@ -260,6 +262,7 @@ impl FastHandovers {
             timeout: ms(config.domain.fast_handover.handover_timeout_ms),
             proxy_coa: config.proxy_coa,
             lma: config.lma_address,
+            end_marker_wait_ms: config.domain.fast_handover.end_marker_wait_ms,
             handovers: BTreeMap::new(),
             expected: BTreeMap::new(),
             next_hi_seq: first_hi_sequence,
@@ -300,6 +303,31 @@ impl FastHandovers {
         let s = self.next_hi_seq;
         self.next_hi_seq = s.next();
         s
+    }
+
+    /// NMAG, before the node's PBU: what the LMA will send the node directly waits for the
+    /// end marker the LMA sends the PMAG, which forwards it behind the node's older packets
+    /// (see `DatapathCommand::EndMarker`). The marker is that of the node's first IPv6
+    /// prefix; a node without one (IPv4 only, RFC 5844) gets no marker and no hold.
+    fn hold_for_end_marker(&self, e: &BulEntry, out: &mut Out) {
+        if self.end_marker_wait_ms == 0 {
+            return;
+        }
+        let homes = e.home_nets();
+        let Some(marker) = homes.iter().find_map(|p| match *p {
+            IpNet::V6(p) => Some(p),
+            IpNet::V4(_) => None,
+        }) else {
+            return;
+        };
+        for prefix in homes {
+            out.push(FastAction::Datapath(DatapathCommand::HoldForEndMarker {
+                prefix,
+                marker,
+                lma: self.lma,
+                wait_ms: self.end_marker_wait_ms,
+            }));
+        }
     }
 
     fn arm(&self, ll: LinkLayerAddress, at: Instant, out: &mut Out) {
@@ -656,6 +684,7 @@ impl FastHandovers {
     /// link). Flush its buffer to it and send its uplink through the PMAG until the PBA.
     pub(super) fn arrived(&mut self, e: &BulEntry, out: &mut Out) {
         let pmag = self.handovers.get(&e.link_layer).and_then(|f| f.peer);
+        self.hold_for_end_marker(e, out);
         for p in e.home_nets() {
             // The buffer hands the node its packets, and keeps doing so for what still comes
             // through the previous MAG, until the PBA switches the route to the access link:
@@ -830,6 +859,9 @@ impl FastHandovers {
                     fh.phase = FastPhase::Forwarding;
                 }
                 self.arm(ll, now + self.timeout, out);
+                // The PMAG's forwarding starts now, the end marker behind it (in its buffer,
+                // if the LMA already moved the binding).
+                self.hold_for_end_marker(e, out);
                 if e.is_bound() {
                     self.complete_as_new(now, e, out);
                 } else {

@@ -55,3 +55,23 @@ pub fn domain(mags: usize, nodes: u16) -> Sim {
     let cfgs = (0..mags).map(|i| mag_config(i, nodes)).collect();
     Sim::new(lma_config(mags, nodes), cfgs, 42)
 }
+
+/// The access network announces node 1's move from MAG1 to MAG2 as a fast handover of `mode`
+/// wants it: predictive, MAG1 gets the handover indication (and 5 ms pass for its HI and
+/// the HAck); reactive, MAG2 learns that the node comes from MAG1; off, nothing.
+pub fn announce_move(sim: &mut Sim, mode: pmip::config::FastHandoverMode) {
+    use pmip::config::FastHandoverMode;
+    match mode {
+        FastHandoverMode::Predictive => {
+            sim.mag_do(0, |m, now, _| {
+                m.handle_handover_indication(now, &nai(1), mag_addr(1))
+            })
+            .unwrap();
+            sim.run_for(core::time::Duration::from_millis(5));
+        }
+        FastHandoverMode::Reactive => {
+            sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
+        }
+        FastHandoverMode::Off => {}
+    }
+}
