@@ -671,6 +671,20 @@ impl Netlink {
             .await
     }
 
+    /// Routes `dst` in the main table out of link `index`, at `metric` and with `protocol`,
+    /// replacing the route of the same metric (as `ip -6 route replace DST dev IF metric M
+    /// proto P`).
+    pub async fn replace_route_at(
+        &self,
+        dst: Ipv6Net,
+        index: u32,
+        metric: u32,
+        protocol: u8,
+    ) -> Result<()> {
+        self.replace_route_through(route_at(dst, index, metric, protocol), None)
+            .await
+    }
+
     /// Adds `r`, through `gateway` when given, replacing the route with the same key.
     async fn replace_route_through(&self, r: KRoute, gateway: Option<RouteAddress>) -> Result<()> {
         let mut m = r.new_message();

@@ -29,7 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use datapath::Change;
 use ipnet::{IpNet, Ipv6Net};
@@ -71,6 +71,10 @@ struct Queue {
     deliver: Option<(u32, [u8; 6])>,
     /// Packets go through the tunnel to this MAG instead of waiting.
     relay: Option<Ipv6Addr>,
+    /// Started by the kernel, not by a command: the prefix's access link lost its carrier
+    /// and its packets came by the fallback route ([`Buffer::add_fallback`]) before the MAG
+    /// learned that the node left.
+    unasked: bool,
 }
 
 /// The buffer device and its queues.
@@ -89,6 +93,13 @@ pub struct Buffer {
     nl: datapath::Netlink,
     limits: Limits,
     queues: HashMap<IpNet, Queue>,
+    /// Prefixes with a fallback route into the device ([`Buffer::follow_routes`]), and the
+    /// link their own route goes to (an access link, or this device once they are buffered).
+    fallbacks: HashMap<Ipv6Net, u32>,
+    /// Access links whose linkdown routes the kernel ignores (set once per link).
+    ignoring_linkdown: std::collections::HashSet<u32>,
+    /// Access links whose sysctl could not be written (warned about once).
+    refused_linkdown: std::collections::HashSet<u32>,
     stats: BufferStats,
 }
 
@@ -122,6 +133,9 @@ impl Buffer {
             nl,
             limits,
             queues: HashMap::new(),
+            fallbacks: Default::default(),
+            ignoring_linkdown: Default::default(),
+            refused_linkdown: Default::default(),
             stats: BufferStats::default(),
         })
     }
@@ -139,7 +153,109 @@ impl Buffer {
 
     /// Starts holding packets for `prefix` (its route must point at the device).
     pub fn start(&mut self, prefix: IpNet) {
-        self.queues.entry(prefix).or_default();
+        self.queues.entry(prefix).or_default().unasked = false;
+    }
+
+    /// `prefix` is on access link `ifindex`: a route of it into the device behind the link
+    /// route (one metric below it), with the kernel told to ignore the link's routes while it
+    /// has no carrier. When the node's radio goes, the kernel sends the prefix's packets here
+    /// at once, where they wait for the MAG to learn that the node left; without it they went
+    /// to the dead link (or waited on an unresolved neighbor entry and were lost) until the
+    /// MAG had moved the route, 0.3-1 ms later. An access link the kernel will not ignore
+    /// (neither its sysctl nor `all`'s is 1, and its own cannot be written: a read-only
+    /// /proc/sys) gets no fallback: its packets would leave by the default route otherwise.
+    async fn add_fallback(&mut self, prefix: Ipv6Net, ifindex: u32, metric: u32, protocol: u8) {
+        // The kernel ignores a link's linkdown routes when the link's sysctl or `all`'s says
+        // so: a pod whose /proc/sys is read-only can have `all` set for it.
+        let all = || {
+            std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/ignore_routes_with_linkdown")
+                .is_ok_and(|v| v.trim() == "1")
+        };
+        if !self.ignoring_linkdown.contains(&ifindex) && all() {
+            self.ignoring_linkdown.insert(ifindex);
+        }
+        if !self.ignoring_linkdown.contains(&ifindex) {
+            let set = async {
+                let name = self.nl.link_name(ifindex).await?;
+                let key = datapath::sysctl::Sysctl::new(&format!(
+                    "net/ipv6/conf/{name}/ignore_routes_with_linkdown"
+                ));
+                self.nl.ensure_sysctl(&key, "1")
+            };
+            match set.await {
+                Ok(_) => {
+                    self.ignoring_linkdown.insert(ifindex);
+                }
+                Err(e) => {
+                    // Said once per link: every node on it would repeat it.
+                    if self.refused_linkdown.insert(ifindex) {
+                        tracing::warn!(link = ifindex, error = %e, "access link: no fallback route into the buffer");
+                    }
+                    return;
+                }
+            }
+        }
+        match self
+            .nl
+            .replace_route_at(prefix, self.ifindex, metric, protocol)
+            .await
+        {
+            Ok(()) => {
+                self.fallbacks.insert(prefix, ifindex);
+            }
+            Err(e) => tracing::warn!(%prefix, error = %e, "fallback route into the buffer"),
+        }
+    }
+
+    /// Keeps a fallback route ([`Buffer::add_fallback`]) for every IPv6 prefix whose route
+    /// `changes` leave on an access link, through its buffering (its route into this device),
+    /// and takes it away with that route: when the prefix moves into a tunnel or its route is
+    /// removed. `metric` is one more than the datapath's.
+    pub async fn follow_routes(&mut self, changes: &[Change], metric: u32, protocol: u8) {
+        for c in changes {
+            match *c {
+                Change::SetLinkRoute {
+                    prefix, ifindex, ..
+                } => {
+                    let prefix = prefix.trunc();
+                    if ifindex == self.ifindex {
+                        if let Some(on) = self.fallbacks.get_mut(&prefix) {
+                            *on = ifindex;
+                        }
+                    } else if self.fallbacks.get(&prefix) != Some(&ifindex) {
+                        self.add_fallback(prefix, ifindex, metric, protocol).await;
+                    }
+                }
+                Change::RemoveLinkRoute { prefix, ifindex }
+                    if self.fallbacks.get(&prefix.trunc()) == Some(&ifindex) =>
+                {
+                    self.remove_fallback(prefix.trunc(), metric, protocol).await;
+                }
+                Change::SetDownlink { prefix, .. } => {
+                    self.remove_fallback(prefix.trunc(), metric, protocol).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `prefix` left its access link: its fallback route goes, and what the kernel put in
+    /// the device for it unasked is discarded (the node was gone; nobody buffered it).
+    async fn remove_fallback(&mut self, prefix: Ipv6Net, metric: u32, protocol: u8) {
+        if self.fallbacks.remove(&prefix).is_none() {
+            return;
+        }
+        if let Err(e) = self
+            .nl
+            .delete_route_at(prefix, self.ifindex, metric, protocol)
+            .await
+        {
+            tracing::warn!(%prefix, error = %e, "removing the fallback route into the buffer");
+        }
+        let key = IpNet::V6(prefix);
+        if self.queues.get(&key).is_some_and(|q| q.unasked) {
+            let _ = self.discard(&key);
+        }
     }
 
     pub fn is_buffering(&self, prefix: &IpNet) -> bool {
@@ -174,10 +290,21 @@ impl Buffer {
     }
 
     fn hold(&mut self, pkt: &[u8]) {
-        let Some(dst) = destination(pkt) else {
+        let Some(dst) = datapath::tun::destination(pkt) else {
             self.stats.stray += 1;
             return;
         };
+        if !self.queues.keys().any(|p| p.contains(&dst)) {
+            // The kernel's fallback route: the node's radio went before the MAG knew.
+            let Some(p) = self.fallbacks.keys().find(|p| match dst {
+                IpAddr::V6(a) => p.contains(&a),
+                IpAddr::V4(_) => false,
+            }) else {
+                self.stats.stray += 1;
+                return;
+            };
+            self.queues.entry(IpNet::V6(*p)).or_default().unasked = true;
+        }
         let Some((_, q)) = self.queues.iter_mut().find(|(p, _)| p.contains(&dst)) else {
             self.stats.stray += 1;
             return;
@@ -487,38 +614,132 @@ pub fn hold_gateway(mac: [u8; 6]) -> Ipv6Addr {
     Ipv6Addr::from(a)
 }
 
-/// The destination of an IPv6 packet, or of an IPv4 one (an IPv4 home address's).
-fn destination(pkt: &[u8]) -> Option<IpAddr> {
-    match pkt.first()? >> 4 {
-        6 => {
-            let d: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(d)))
-        }
-        4 => {
-            let d: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(d)))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Against the kernel (run as root), in a namespace of its own: a prefix on an access
+    /// link gets a fallback route into the device; while the link has its carrier the kernel
+    /// routes the prefix's packets onto it, once the carrier goes into the device at once,
+    /// where they wait (unasked) for the MAG; the prefix moving into a tunnel takes the route
+    /// away and drops what nobody asked for.
     #[test]
-    fn destination_of_an_ipv6_or_ipv4_packet() {
-        let mut p = vec![0x60u8; 40];
-        p[24..40].copy_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(destination(&p), Some("2001:db8::7".parse().unwrap()));
-        let mut v4 = vec![0x45u8; 20];
-        v4[16..20].copy_from_slice(&[192, 0, 2, 10]);
-        assert_eq!(destination(&v4), Some("192.0.2.10".parse().unwrap()));
-        let home: IpNet = "192.0.2.10/32".parse().unwrap();
-        assert!(home.contains(&destination(&v4).unwrap()));
-        assert_eq!(destination(&[0x45; 19]), None);
-        assert_eq!(destination(&[0x60; 10]), None);
-        assert_eq!(destination(&[0x10; 40]), None);
+    fn a_prefix_whose_link_loses_its_carrier_falls_back_into_the_buffer() {
+        use datapath::netns::NetNs;
+        let pid = std::process::id();
+        let mag = NetNs::create(&format!("pmipbuf-{pid}-m")).expect("MAG namespace");
+        let node = NetNs::create(&format!("pmipbuf-{pid}-n")).expect("node namespace");
+        let node_ns: &NetNs = &node;
+        let ran = mag.run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let p: Ipv6Net = "2001:db8:100::/64".parse().unwrap();
+                let nl = datapath::Netlink::connect().unwrap();
+                let node_nl = datapath::Netlink::connect_in(node_ns).unwrap();
+                nl.set_sysctl("net/ipv6/conf/all/forwarding", "1").unwrap();
+                nl.add_veth("acc0", "eth0", node_ns).await.unwrap();
+                let acc0 = nl.link_index("acc0").await.unwrap();
+                let eth0 = node_nl.link_index("eth0").await.unwrap();
+                node_nl.set_link_up(eth0, true).await.unwrap();
+                nl.set_link_up(acc0, true).await.unwrap();
+                // Where the test's packets enter the kernel, as the tunnel's do.
+                let mut input = datapath::tun::open_device("in0", true).unwrap();
+                let in0 = nl.link_index("in0").await.unwrap();
+                nl.set_link_up(in0, true).await.unwrap();
+                // The MAG's address, which the buffer's tunnel sockets send from.
+                let lo = nl.link_index("lo").await.unwrap();
+                nl.set_link_up(lo, true).await.unwrap();
+                nl.add_address(lo, "2001:db8::2".parse().unwrap(), 128)
+                    .await
+                    .unwrap();
+                let mut b = Buffer::open(
+                    Limits {
+                        packets: 16,
+                        bytes: 1 << 20,
+                    },
+                    [2, 0, 0, 0, 0, 1],
+                    "2001:db8::2".parse().unwrap(),
+                )
+                .await
+                .unwrap();
+                nl.replace_route_at(p, acc0, 1000, 135).await.unwrap();
+                b.follow_routes(
+                    &[Change::SetLinkRoute {
+                        prefix: p,
+                        ifindex: acc0,
+                        local_routing: false,
+                    }],
+                    1001,
+                    135,
+                )
+                .await;
+                let routes = || {
+                    let out = std::process::Command::new("ip")
+                        .args(["-6", "route", "show", "2001:db8:100::/64"])
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                };
+                assert!(
+                    routes().contains("dev pmipbuf0 proto 135 metric 1001"),
+                    "{}",
+                    routes()
+                );
+                let ignore = std::fs::read_to_string(
+                    "/proc/sys/net/ipv6/conf/acc0/ignore_routes_with_linkdown",
+                )
+                .unwrap();
+                assert_eq!(ignore.trim(), "1");
+                let mut pkt = vec![0u8; 48];
+                pkt[0] = 0x60;
+                pkt[5] = 8;
+                pkt[6] = 59;
+                pkt[7] = 64;
+                pkt[8..24]
+                    .copy_from_slice(&"2001:db8:200::9".parse::<Ipv6Addr>().unwrap().octets());
+                pkt[24..40]
+                    .copy_from_slice(&"2001:db8:100::5".parse::<Ipv6Addr>().unwrap().octets());
+                let send = |input: &mut File| input.write_all(&pkt).unwrap();
+                let settle = || std::thread::sleep(std::time::Duration::from_millis(200));
+                // Carrier: the link has it.
+                send(&mut input);
+                settle();
+                // (What the device sends on its own link, its MLD reports, is read as stray.)
+                let _ = b.drain().unwrap();
+                assert_eq!(b.stats().held, 0);
+                assert!(!b.is_buffering(&IpNet::V6(p)));
+                // The node's radio goes: the fallback takes the packet into the device.
+                node_nl.set_link_up(eth0, false).await.unwrap();
+                for _ in 0..50 {
+                    if routes().contains("linkdown") {
+                        break;
+                    }
+                    settle();
+                }
+                send(&mut input);
+                settle();
+                let _ = b.drain().unwrap();
+                assert!(b.is_buffering(&IpNet::V6(p)), "{}", routes());
+                assert_eq!(b.stats().held, 1);
+                // The prefix moves into a tunnel: the fallback goes, with what it brought.
+                b.follow_routes(
+                    &[Change::SetDownlink {
+                        prefix: p,
+                        peer: "2001:db8::3".parse().unwrap(),
+                    }],
+                    1001,
+                    135,
+                )
+                .await;
+                assert!(!routes().contains("pmipbuf0"), "{}", routes());
+                assert!(!b.is_buffering(&IpNet::V6(p)));
+                assert_eq!(b.stats().discarded, 1);
+            })
+        });
+        ran.expect("the test ran in its namespace");
     }
 
     #[test]

@@ -155,6 +155,27 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         if let Err(e) = self.datapath.reconcile(&desired).await {
             warn!(error = %e, "pruning routes of the previous run");
         }
+        // The reconcile took the previous run's fallback routes (not the datapath's own): the
+        // nodes still on their links get theirs again.
+        if let Some(b) = self.buffer.as_mut() {
+            let links: Vec<Change> = desired
+                .routes
+                .iter()
+                .filter_map(|(&prefix, r)| match *r {
+                    datapath::PrefixRoute::Link {
+                        ifindex,
+                        local_routing,
+                    } => Some(Change::SetLinkRoute {
+                        prefix,
+                        ifindex,
+                        local_routing,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let (metric, protocol) = fallback_metric(&self.datapath);
+            b.follow_routes(&links, metric, protocol).await;
+        }
     }
 
     /// Runs until `shutdown` resolves; with `deregister_on_exit` every node is de-registered
@@ -254,7 +275,24 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
         if !changes.is_empty() {
             self.apply(&changes).await;
         }
-        let handover = crate::buffer::after_relay(&buffer_ops);
+        // With end markers the new MAG holds the LMA's packets until the previous MAG's stream
+        // has ended, so a relay stays with this daemon to the end: one sender to the new MAG
+        // keeps the order that two (this daemon and the kernel's tunnel) could break at the
+        // switch. Without them the kernel's tunnel takes over at once (see
+        // `hand_relays_to_the_kernel`).
+        let end_markers = self
+            .service
+            .mag()
+            .config()
+            .domain
+            .fast_handover
+            .end_marker_wait_ms
+            > 0;
+        let handover = if end_markers {
+            Vec::new()
+        } else {
+            crate::buffer::after_relay(&buffer_ops)
+        };
         for op in buffer_ops {
             self.buffer_op(op);
         }
@@ -364,6 +402,8 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
                     _ => {}
                 }
             }
+            let (metric, protocol) = fallback_metric(&self.datapath);
+            b.follow_routes(changes, metric, protocol).await;
             // The device is drained to the node: what the kernel held goes after it.
             let (metric, protocol) = hold_metric(&self.datapath);
             for (prefix, ifindex, mac) in held {
@@ -514,6 +554,13 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
 fn hold_metric(dp: &Datapath) -> (u32, u8) {
     let s = dp.settings();
     (s.route_metric.saturating_sub(1), s.route_protocol)
+}
+
+/// Metric and protocol of the fallback routes into the buffer: behind the datapath's own
+/// ([`crate::buffer::Buffer::follow_routes`]).
+fn fallback_metric(dp: &Datapath) -> (u32, u8) {
+    let s = dp.settings();
+    (s.route_metric.saturating_add(1), s.route_protocol)
 }
 
 /// The next frame of the IPv4 side (never, without one).
