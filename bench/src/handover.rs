@@ -8,9 +8,11 @@
 //!   histogram);
 //! - the interruption a 2000 packet/s downlink UDP probe sees (its longest silence beyond its
 //!   spacing), and that less the L2 switch: the protocol's part;
-//! - lost and reordered probe packets, and what the old MAG could not put on the node's old
-//!   access link after the radio had gone (its transmit drops there: "in flight on the old
-//!   link").
+//! - lost and reordered probe packets, and what the radio cut between the old MAG and the
+//!   node ("in flight on the old link"): what the old MAG could not put on the node's old
+//!   access link after the radio had gone (its transmit drops there), and what it had put on
+//!   it that was still on its way (dropped by its port in the air, the node's port or the
+//!   node's link as they went down).
 //!
 //! The histogram gives each handover exactly: the new MAG's `_sum` and `_count` are read
 //! before and after the move, and the difference of the sums over one new observation is that
@@ -61,9 +63,9 @@ pub struct Run {
     pub gap_beyond_l2_ms: Option<Dist>,
     pub lost_packets: u64,
     pub reordered_packets: u64,
-    /// What the old MAG could not put on the node's old access link after the radio had
-    /// gone (the link's transmit drops, counted around each handover); `None` when the
-    /// radio cannot tell (the veth move takes the link out of the old MAG).
+    /// What the radio cut between the old MAG and the node ([`e2e::lab::Lab::access_drops`],
+    /// counted around each handover); `None` when the radio cannot tell (the veth move takes
+    /// the link out of the old MAG).
     pub in_flight_on_old_link: Option<u64>,
     /// Handovers that lost more than their old link's drops.
     pub lost_beyond_in_flight: Option<u64>,
@@ -439,9 +441,12 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
              the old MAG still held the node or the new one had not registered it within 5 s \
              (each handover starts after the last one finished on both MAGs)"
                 .into(),
-            "in flight: what the old MAG could not put on the node's old access link once the \
-             radio had gone (that link's transmit drops around each handover, which also count \
-             any Router Advertisement or neighbor probe of the old MAG then)"
+            "in flight: what the radio cut between the old MAG and the node around each \
+             handover: what the old MAG could not put on the node's old access link once the \
+             radio had gone (that link's transmit drops) and what it had put on it that was \
+             still on its way (dropped by the MAG's port in the air, the node's port or the \
+             node's link as they went down); this also counts any Router Advertisement or \
+             neighbor probe cut then"
                 .into(),
         ],
         figures: json!({ "runs": runs }),

@@ -364,6 +364,24 @@ pub fn namespace_names(name: &str, mags: usize, nodes: usize) -> Vec<String> {
 /// The ifindex of node `node`'s bridge port in the air to its own `eth0` (`slot` 0) or to MAG
 /// `slot`: far above what the kernel hands out in a namespace of a few hundred links, so a
 /// port never has its peer's index (see [`Netlink::add_veth_at`]).
+/// Field `field` of link `link`'s line in `ns`'s `/proc/net/dev` (after the name: receive
+/// bytes, packets, errs, drop, fifo, frame, compressed, multicast; then transmit bytes,
+/// packets, errs, drop, ...).
+fn net_dev_counter(ns: &NetNs, link: &str, field: usize) -> anyhow::Result<u64> {
+    let text = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))??;
+    let want = format!("{link}:");
+    let line = text
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(&want))
+        .ok_or_else(|| anyhow!("no link {link} in {}", ns.name()))?;
+    line[want.len()..]
+        .split_whitespace()
+        .nth(field)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("unreadable /proc/net/dev line: {line}"))
+}
+
 fn air_index(node: usize, slot: usize) -> u32 {
     1_000_000 + (node as u32) * 1024 + slot as u32
 }
@@ -1194,24 +1212,19 @@ impl Lab {
         Ok(took)
     }
 
-    /// Packets MAG `mag` could not put on node `n`'s access link (that link's transmit drops):
-    /// with [`Radio::Carrier`], what the MAG sent towards the node after its radio had gone.
+    /// What the radio cut between MAG `mag` and node `n` ([`Radio::Carrier`]): packets the MAG
+    /// could not put on the node's access link (that link's transmit drops), and those it had
+    /// put on it that were still on their way when the radio went: dropped by the MAG's port
+    /// in the air (its receive drops), by the node's port (its transmit drops) or by the node's
+    /// `eth0` (its receive drops) as they went down. With the old MAG, what it sent towards
+    /// the node after its radio had gone or just before.
     pub fn access_drops(&self, n: usize, mag: usize) -> anyhow::Result<u64> {
-        let text =
-            self.mag_ns[mag].run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))??;
-        let want = format!("{}:", self.nodes[n].access_if);
-        let line = text
-            .lines()
-            .map(str::trim_start)
-            .find(|l| l.starts_with(&want))
-            .ok_or_else(|| anyhow!("no link {} in {}", want, self.mag_ns[mag].name()))?;
-        // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit:
-        // bytes packets errs drop ...
-        line[want.len()..]
-            .split_whitespace()
-            .nth(11)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("unreadable /proc/net/dev line: {line}"))
+        let node = &self.nodes[n];
+        let (rx, tx) = (3, 11);
+        Ok(net_dev_counter(&self.mag_ns[mag], &node.access_if, tx)?
+            + net_dev_counter(&self.air, &format!("m{}x{}", node.index, mag + 1), rx)?
+            + net_dev_counter(&self.air, &format!("n{}", node.index), tx)?
+            + net_dev_counter(&node.ns, "eth0", rx)?)
     }
 
     /// The node's global address from the lab's pool, once usable (not tentative).

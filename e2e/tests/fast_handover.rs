@@ -61,8 +61,10 @@ async fn twenty_handovers_in_each_mode_side_by_side() {
     } else {
         // The userspace tunnel: each hop through a daemon costs a thread's wake-up, so the
         // packets the LMA sent through the previous MAG just before it turned to the new one
-        // can arrive after its first direct ones (more so on a busy machine). Bounded, not
-        // zero: at most 5 ms of the stream per handover, where a plain handover loses tens.
+        // arrive after its first direct ones; the new MAG holds those until the LMA's end
+        // marker comes through the previous MAG (`datapath::marker`), at most
+        // `end_marker_wait_ms` (20 ms), which a busy machine can exceed. Bounded, not zero:
+        // at most 5 ms of the stream per handover, where a plain handover loses tens.
         let slack = 5 * predictive.handovers as u64;
         assert!(
             predictive.lost_packets + predictive.reordered_packets <= slack,
