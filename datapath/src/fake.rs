@@ -147,8 +147,8 @@ impl Fake {
         if !whole {
             let touched = &a.pending.touched;
             for (p, route) in &r.state.routes {
-                if touched.contains(&IpNet::from(*p)) {
-                    next.routes.insert(*p, *route);
+                if touched.contains(&IpNet::from(p)) {
+                    next.routes.insert(p, route);
                 }
             }
             next.routes.retain(|p, _| {
@@ -165,7 +165,7 @@ impl Fake {
         }
         let report = ReconcileReport {
             routes: add(
-                count(&r.state.routes, &next.routes),
+                count_routes(&r.state.routes, &next.routes),
                 count(&r.state.routes4, &next.routes4),
             ),
             ..ReconcileReport::default()
@@ -181,7 +181,7 @@ impl Fake {
         let have = &r.state;
         let report = ReconcileReport {
             routes: add(
-                count(&have.routes, &desired.routes),
+                count_routes(&have.routes, &desired.routes),
                 count(&have.routes4, &desired.routes4),
             ),
             rules: add(
@@ -204,6 +204,13 @@ fn count<K: Ord, V: PartialEq>(
     have: &std::collections::BTreeMap<K, V>,
     want: &std::collections::BTreeMap<K, V>,
 ) -> Counts {
+    Counts {
+        added: want.iter().filter(|(k, v)| have.get(k) != Some(*v)).count(),
+        removed: have.keys().filter(|k| !want.contains_key(k)).count(),
+    }
+}
+
+fn count_routes(have: &crate::PrefixRoutes, want: &crate::PrefixRoutes) -> Counts {
     Counts {
         added: want.iter().filter(|(k, v)| have.get(k) != Some(*v)).count(),
         removed: have.keys().filter(|k| !want.contains_key(k)).count(),

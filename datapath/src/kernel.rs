@@ -185,9 +185,9 @@ impl Shadow {
             *s.uplink4_refs.entry(*peer).or_default() += 1;
             s.defaults4.insert(*peer);
         }
-        for r in state.routes.values().chain(state.routes4.values()) {
+        for r in state.routes.values().chain(state.routes4.values().copied()) {
             if let PrefixRoute::Tunnel { peer } = r {
-                *s.downlink_refs.entry(*peer).or_default() += 1;
+                *s.downlink_refs.entry(peer).or_default() += 1;
             }
         }
         s.state = state;
@@ -842,7 +842,7 @@ impl Kernel {
         let l = &self.inner.layout;
         let now = match prefix {
             IpNet::V6(p) => sh.state.routes.get(&p),
-            IpNet::V4(p) => sh.state.routes4.get(&p),
+            IpNet::V4(p) => sh.state.routes4.get(&p).copied(),
         };
         let still_local_routing = matches!(
             now,
@@ -1236,7 +1236,9 @@ fn normalized(mut d: DesiredState) -> DesiredState {
             m.into_iter().map(|(p, r)| (t(p), r)).collect()
         }
     }
-    d.routes = trunc(d.routes, |p| p.trunc());
+    if d.routes.keys().any(|p| p.trunc() != p) {
+        d.routes = d.routes.iter().map(|(p, r)| (p.trunc(), r)).collect();
+    }
     d.uplinks = trunc(d.uplinks, |p| p.trunc());
     d.routes4 = trunc(d.routes4, |p| p.trunc());
     d.uplinks4 = trunc(d.uplinks4, |p| p.trunc());

@@ -123,6 +123,7 @@ mod msg;
 mod netlink;
 pub mod netns;
 mod plan;
+mod routes;
 pub mod sysctl;
 pub mod tun;
 
@@ -172,6 +173,7 @@ pub use model::{
 pub use msg::{LOCAL_TABLE, MAIN_TABLE};
 pub use netlink::Netlink;
 pub use plan::Tunnel;
+pub use routes::PrefixRoutes;
 
 /// Which backend to run; one to one with the daemons' `DatapathConfig::mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -773,7 +775,10 @@ mod tests {
         let b: Ipv6Addr = "2001:db8::3".parse().unwrap();
         dp.add_downlink(p, a).await.unwrap();
         dp.add_downlink(p, b).await.unwrap();
-        assert_eq!(fake.state().routes[&p], PrefixRoute::Tunnel { peer: b });
+        assert_eq!(
+            fake.state().routes.get(&p),
+            Some(PrefixRoute::Tunnel { peer: b })
+        );
         assert_eq!(fake.take_changes().len(), 2);
         let report = dp.cleanup().await.unwrap();
         assert_eq!(report.routes.removed, 1);

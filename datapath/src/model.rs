@@ -7,6 +7,8 @@ use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::PrefixRoutes;
+
 /// A local tunnel end: packets tunnelled to `local` (the LMA address, or a MAG's proxy-CoA)
 /// arriving on link `ifindex` are decapsulated and routed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,8 +51,8 @@ pub struct AccessLinkAddresses {
 pub struct DesiredState {
     /// Local tunnel ends, by local address; the value is the ingress link.
     pub terminations: BTreeMap<Ipv6Addr, u32>,
-    /// Traffic destined to each prefix.
-    pub routes: BTreeMap<Ipv6Net, PrefixRoute>,
+    /// Traffic destined to each prefix (a compact map: one per binding at an LMA).
+    pub routes: PrefixRoutes,
     /// Traffic sourced from each prefix goes into the tunnel to this peer (MAG uplink to the
     /// LMA; MAG to MAG reverse tunnel during a fast handover).
     pub uplinks: BTreeMap<Ipv6Net, Ipv6Addr>,
@@ -204,7 +206,7 @@ impl DesiredState {
             Change::RemoveLinkRoute { prefix, ifindex } => {
                 let prefix = prefix.trunc();
                 match self.routes.get(&prefix) {
-                    Some(PrefixRoute::Link { ifindex: i, .. }) if *i == ifindex => {
+                    Some(PrefixRoute::Link { ifindex: i, .. }) if i == ifindex => {
                         Previous::Route(self.routes.remove(&prefix))
                     }
                     _ => Previous::None,
@@ -269,9 +271,9 @@ impl DesiredState {
         let down = self
             .routes
             .values()
-            .chain(self.routes4.values())
+            .chain(self.routes4.values().copied())
             .filter_map(|r| match r {
-                PrefixRoute::Tunnel { peer } => Some(*peer),
+                PrefixRoute::Tunnel { peer } => Some(peer),
                 PrefixRoute::Link { .. } => None,
             });
         down.chain(self.uplinks.values().copied())
@@ -290,7 +292,7 @@ impl DesiredState {
 
     /// Whether any IPv6 prefix is routed locally with local routing on.
     pub(crate) fn any_local_routing(&self) -> bool {
-        self.routes.values().any(is_local_routing)
+        self.routes.values().any(|r| is_local_routing(&r))
     }
 
     /// Whether any IPv4 prefix is routed locally with local routing on.
@@ -357,7 +359,7 @@ impl Pending {
             Change::SetDownlink { prefix, .. } => {
                 let p = prefix.trunc();
                 let old = state.routes.get(&p);
-                (IpNet::from(p), true, old.is_none() || tunnel(old))
+                (IpNet::from(p), true, old.is_none() || tunnel(old.as_ref()))
             }
             Change::SetDownlink4 { prefix, .. } => {
                 let p = prefix.trunc();
@@ -367,7 +369,7 @@ impl Pending {
             // A removal sends a request only for a tunnel route the shadow has.
             Change::RemoveDownlink { prefix } => {
                 let p = prefix.trunc();
-                (IpNet::from(p), tunnel(state.routes.get(&p)), true)
+                (IpNet::from(p), tunnel(state.routes.get(&p).as_ref()), true)
             }
             Change::RemoveDownlink4 { prefix } => {
                 let p = prefix.trunc();

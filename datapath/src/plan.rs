@@ -340,8 +340,8 @@ pub(crate) fn objects(
         o.rules.insert(l.tun_ingress_rule(Family::V6));
         o.rules.insert(l.tun_ingress_rule(Family::V4));
     }
-    for (&prefix, route) in &state.routes {
-        match *route {
+    for (prefix, route) in &state.routes {
+        match route {
             PrefixRoute::Tunnel { peer } => o.route(l.downlink(prefix, via(peer)?)),
             PrefixRoute::Link {
                 ifindex,

@@ -490,7 +490,7 @@ async fn changes_are_idempotent_and_read_back() {
     let a0 = lab.mag.index("a0").await;
     assert_eq!(
         second.routes.get(&net(HNP)),
-        Some(&PrefixRoute::Link {
+        Some(PrefixRoute::Link {
             ifindex: a0,
             local_routing: false
         })
@@ -853,10 +853,10 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
     let got = send_and_receive(&cn_sock, &mn_sock, 200).expect("via MAG B");
     assert_eq!(got.ifindex, mn.index("mb").await, "arrived through MAG B");
     assert_eq!(
-        lma_dp.state().await.routes[&net(HNP)],
-        PrefixRoute::Tunnel {
+        lma_dp.state().await.routes.get(&net(HNP)),
+        Some(PrefixRoute::Tunnel {
             peer: a("2001:db8:b::2")
-        }
+        })
     );
     let Datapath::Kernel(k) = &lma_dp else {
         panic!()

@@ -127,7 +127,7 @@ impl Wire {
         );
         assert_eq!(
             self.datapath.state().routes.get(&prefix.trunc()),
-            Some(&PrefixRoute::Tunnel { peer: t.dst }),
+            Some(PrefixRoute::Tunnel { peer: t.dst }),
             "the PBA for {prefix} left before its route"
         );
     }
@@ -650,7 +650,7 @@ async fn get_finds_a_binding_by_mn_id_prefix_or_address() {
     // The datapath tunnels the prefix to the MAG before the PBA left.
     assert_eq!(
         lab.datapath.state().routes.get(&p),
-        Some(&PrefixRoute::Tunnel { peer: MAG1 })
+        Some(PrefixRoute::Tunnel { peer: MAG1 })
     );
 
     let b = lab.get(Key::MnId(nai(1))).await.unwrap();
@@ -948,7 +948,7 @@ async fn watch_sends_a_snapshot_then_every_change_live() {
     last = e.revision;
     assert_eq!(
         lab.datapath.state().routes.get(&p2),
-        Some(&PrefixRoute::Tunnel { peer: MAG2 })
+        Some(PrefixRoute::Tunnel { peer: MAG2 })
     );
 
     let pba = lab
@@ -2627,7 +2627,7 @@ async fn a_restart_serves_before_the_datapath_is_reconciled_and_a_handover_meanw
     assert_eq!(pba.status, Status::Accepted);
     assert_eq!(
         kernel.state().routes.get(&p1),
-        Some(&PrefixRoute::Tunnel { peer: MAG2 })
+        Some(PrefixRoute::Tunnel { peer: MAG2 })
     );
 
     drop(hold);
@@ -2641,10 +2641,10 @@ async fn a_restart_serves_before_the_datapath_is_reconciled_and_a_handover_meanw
     let routes = kernel.state().routes;
     assert_eq!(
         routes.get(&p1),
-        Some(&PrefixRoute::Tunnel { peer: MAG2 }),
+        Some(PrefixRoute::Tunnel { peer: MAG2 }),
         "the handover's route, not the stored one"
     );
-    assert_eq!(routes.get(&p2), Some(&PrefixRoute::Tunnel { peer: MAG1 }));
+    assert_eq!(routes.get(&p2), Some(PrefixRoute::Tunnel { peer: MAG1 }));
     assert!(!routes.contains_key(&stale), "{routes:?}");
     lab.stop().await;
 }

@@ -161,7 +161,7 @@ impl<T: SignallingTransport, R: RaSender> Core<T, R> {
             let links: Vec<Change> = desired
                 .routes
                 .iter()
-                .filter_map(|(&prefix, r)| match *r {
+                .filter_map(|(prefix, r)| match r {
                     datapath::PrefixRoute::Link {
                         ifindex,
                         local_routing,
