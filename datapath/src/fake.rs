@@ -4,9 +4,9 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
-use crate::model::{Change, Counts, DesiredState, Pending, ReconcileReport};
+use crate::model::{Change, Counts, DesiredState, Pending, PrefixRoute, ReconcileReport};
 
 /// Records the state the changes add up to, and the changes themselves.
 ///
@@ -165,7 +165,7 @@ impl Fake {
         }
         let report = ReconcileReport {
             routes: add(
-                count_routes(&r.state.routes, &next.routes),
+                count(&map(&r.state.routes), &map(&next.routes)),
                 count(&r.state.routes4, &next.routes4),
             ),
             ..ReconcileReport::default()
@@ -181,7 +181,7 @@ impl Fake {
         let have = &r.state;
         let report = ReconcileReport {
             routes: add(
-                count_routes(&have.routes, &desired.routes),
+                count(&map(&have.routes), &map(&desired.routes)),
                 count(&have.routes4, &desired.routes4),
             ),
             rules: add(
@@ -210,11 +210,8 @@ fn count<K: Ord, V: PartialEq>(
     }
 }
 
-fn count_routes(have: &crate::PrefixRoutes, want: &crate::PrefixRoutes) -> Counts {
-    Counts {
-        added: want.iter().filter(|(k, v)| have.get(k) != Some(*v)).count(),
-        removed: have.keys().filter(|k| !want.contains_key(k)).count(),
-    }
+fn map(routes: &crate::PrefixRoutes) -> std::collections::BTreeMap<Ipv6Net, PrefixRoute> {
+    routes.iter().collect()
 }
 
 fn add(a: Counts, b: Counts) -> Counts {
