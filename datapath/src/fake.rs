@@ -4,7 +4,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 
 use crate::model::{Change, Counts, DesiredState, Pending, PrefixRoute, ReconcileReport};
 
@@ -155,8 +155,8 @@ impl Fake {
                 !touched.contains(&IpNet::from(*p)) || r.state.routes.contains_key(p)
             });
             for (p, route) in &r.state.routes4 {
-                if touched.contains(&IpNet::from(*p)) {
-                    next.routes4.insert(*p, *route);
+                if touched.contains(&IpNet::from(p)) {
+                    next.routes4.insert(p, route);
                 }
             }
             next.routes4.retain(|p, _| {
@@ -166,7 +166,7 @@ impl Fake {
         let report = ReconcileReport {
             routes: add(
                 count(&map(&r.state.routes), &map(&next.routes)),
-                count(&r.state.routes4, &next.routes4),
+                count(&map(&r.state.routes4), &map(&next.routes4)),
             ),
             ..ReconcileReport::default()
         };
@@ -182,7 +182,7 @@ impl Fake {
         let report = ReconcileReport {
             routes: add(
                 count(&map(&have.routes), &map(&desired.routes)),
-                count(&have.routes4, &desired.routes4),
+                count(&map(&have.routes4), &map(&desired.routes4)),
             ),
             rules: add(
                 add(
@@ -210,7 +210,9 @@ fn count<K: Ord, V: PartialEq>(
     }
 }
 
-fn map(routes: &crate::PrefixRoutes) -> std::collections::BTreeMap<Ipv6Net, PrefixRoute> {
+fn map<P: crate::Prefix>(
+    routes: &crate::PrefixRoutes<P>,
+) -> std::collections::BTreeMap<P, PrefixRoute> {
     routes.iter().collect()
 }
 

@@ -185,7 +185,7 @@ impl Shadow {
             *s.uplink4_refs.entry(*peer).or_default() += 1;
             s.defaults4.insert(*peer);
         }
-        for r in state.routes.values().chain(state.routes4.values().copied()) {
+        for r in state.routes.values().chain(state.routes4.values()) {
             if let PrefixRoute::Tunnel { peer } = r {
                 *s.downlink_refs.entry(peer).or_default() += 1;
             }
@@ -842,7 +842,7 @@ impl Kernel {
         let l = &self.inner.layout;
         let now = match prefix {
             IpNet::V6(p) => sh.state.routes.get(&p),
-            IpNet::V4(p) => sh.state.routes4.get(&p).copied(),
+            IpNet::V4(p) => sh.state.routes4.get(&p),
         };
         let still_local_routing = matches!(
             now,
@@ -1239,8 +1239,10 @@ fn normalized(mut d: DesiredState) -> DesiredState {
     if d.routes.keys().any(|p| p.trunc() != p) {
         d.routes = d.routes.iter().map(|(p, r)| (p.trunc(), r)).collect();
     }
+    if d.routes4.keys().any(|p| p.trunc() != p) {
+        d.routes4 = d.routes4.iter().map(|(p, r)| (p.trunc(), r)).collect();
+    }
     d.uplinks = trunc(d.uplinks, |p| p.trunc());
-    d.routes4 = trunc(d.routes4, |p| p.trunc());
     d.uplinks4 = trunc(d.uplinks4, |p| p.trunc());
     d
 }

@@ -173,7 +173,7 @@ pub use model::{
 pub use msg::{LOCAL_TABLE, MAIN_TABLE};
 pub use netlink::Netlink;
 pub use plan::Tunnel;
-pub use routes::PrefixRoutes;
+pub use routes::{Prefix, PrefixRoutes};
 
 /// Which backend to run; one to one with the daemons' `DatapathConfig::mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

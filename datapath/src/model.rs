@@ -57,8 +57,9 @@ pub struct DesiredState {
     /// LMA; MAG to MAG reverse tunnel during a fast handover).
     pub uplinks: BTreeMap<Ipv6Net, Ipv6Addr>,
     /// Traffic destined to each IPv4 prefix (RFC 5844 IPv4 home addresses, usually /32):
-    /// the same tunnels carry it IPv4-in-IPv6 (RFC 5844 §3.1.3).
-    pub routes4: BTreeMap<Ipv4Net, PrefixRoute>,
+    /// the same tunnels carry it IPv4-in-IPv6 (RFC 5844 §3.1.3). Compact too: one per
+    /// dual-stack or IPv4 binding at an LMA.
+    pub routes4: PrefixRoutes<Ipv4Net>,
     /// Traffic sourced from each IPv4 prefix goes into the tunnel to this peer.
     pub uplinks4: BTreeMap<Ipv4Net, Ipv6Addr>,
     /// Prepared access links, by link index.
@@ -252,7 +253,7 @@ impl DesiredState {
             Change::RemoveLinkRoute4 { prefix, ifindex } => {
                 let prefix = prefix.trunc();
                 match self.routes4.get(&prefix) {
-                    Some(PrefixRoute::Link { ifindex: i, .. }) if *i == ifindex => {
+                    Some(PrefixRoute::Link { ifindex: i, .. }) if i == ifindex => {
                         Previous::Route(self.routes4.remove(&prefix))
                     }
                     _ => Previous::None,
@@ -271,7 +272,7 @@ impl DesiredState {
         let down = self
             .routes
             .values()
-            .chain(self.routes4.values().copied())
+            .chain(self.routes4.values())
             .filter_map(|r| match r {
                 PrefixRoute::Tunnel { peer } => Some(peer),
                 PrefixRoute::Link { .. } => None,
@@ -297,7 +298,7 @@ impl DesiredState {
 
     /// Whether any IPv4 prefix is routed locally with local routing on.
     pub(crate) fn any_local_routing4(&self) -> bool {
-        self.routes4.values().any(is_local_routing)
+        self.routes4.values().any(|r| is_local_routing(&r))
     }
 }
 
@@ -364,7 +365,7 @@ impl Pending {
             Change::SetDownlink4 { prefix, .. } => {
                 let p = prefix.trunc();
                 let old = state.routes4.get(&p);
-                (IpNet::from(p), true, old.is_none() || tunnel(old))
+                (IpNet::from(p), true, old.is_none() || tunnel(old.as_ref()))
             }
             // A removal sends a request only for a tunnel route the shadow has.
             Change::RemoveDownlink { prefix } => {
@@ -373,7 +374,7 @@ impl Pending {
             }
             Change::RemoveDownlink4 { prefix } => {
                 let p = prefix.trunc();
-                (IpNet::from(p), tunnel(state.routes4.get(&p)), true)
+                (IpNet::from(p), tunnel(state.routes4.get(&p).as_ref()), true)
             }
             // Packets, not state: nothing for a reconcile to look at.
             Change::SendEndMarker { .. } | Change::HoldForEndMarker { .. } => return,

@@ -355,8 +355,8 @@ pub(crate) fn objects(
             }
         }
     }
-    for (&prefix, route) in &state.routes4 {
-        match *route {
+    for (prefix, route) in &state.routes4 {
+        match route {
             PrefixRoute::Tunnel { peer } => o.route(l.downlink(prefix, via(peer)?)),
             PrefixRoute::Link {
                 ifindex,

@@ -1,4 +1,5 @@
-//! [`PrefixRoutes`]: the IPv6 prefix routes of a [`crate::DesiredState`], kept compact.
+//! [`PrefixRoutes`]: the prefix routes of a [`crate::DesiredState`], IPv6 and IPv4, kept
+//! compact.
 //!
 //! An LMA holds one route per binding, a million of them and more, and the map is the
 //! datapath's only per-binding state. A `BTreeMap<Ipv6Net, PrefixRoute>` costs about 85 bytes
@@ -8,13 +9,14 @@
 //! length, and the index of its route in a table of the distinct routes (a few: one per peer
 //! and per access link), which counts its users so that it never grows with churn. The entries
 //! sit sorted in chunks of at most [`CHUNK`]; a chunk that fills up at its end is followed by a
-//! new one, so routes added in order fill their chunks completely. Longer prefixes are kept in
-//! a plain `BTreeMap`. Iteration is in `Ipv6Net` order across both, as a `BTreeMap` would give.
+//! new one, so routes added in order fill their chunks completely. Longer IPv6 prefixes are
+//! kept in a plain `BTreeMap`. Iteration is in prefix order across both, as a `BTreeMap` would
+//! give. IPv4 prefixes (RFC 5844 home addresses, a route each as well) always fit an entry.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::PrefixRoute;
 
@@ -36,15 +38,41 @@ impl Entry {
     }
 }
 
-/// The key of a prefix the chunks can hold: its upper 64 bits and its length, when the rest of
-/// its address is zero.
-fn dense_key(p: &Ipv6Net) -> Option<(u64, u8)> {
-    let a = u128::from(p.addr());
-    (p.prefix_len() <= 64 && a as u64 == 0).then_some(((a >> 64) as u64, p.prefix_len()))
+/// A prefix family a [`PrefixRoutes`] is keyed by. Sealed: implemented for `Ipv6Net` and
+/// `Ipv4Net`.
+pub trait Prefix: Copy + Ord + std::fmt::Debug + private::Sealed {
+    /// The key of a prefix the chunks can hold, in the prefix's own order: for IPv6 its upper
+    /// 64 bits and its length, when the rest of its address is zero.
+    fn dense_key(&self) -> Option<(u64, u8)>;
+    /// The prefix of a key [`Prefix::dense_key`] gave.
+    fn from_key(key: (u64, u8)) -> Self;
 }
 
-fn prefix((hi, len): (u64, u8)) -> Ipv6Net {
-    Ipv6Net::new(Ipv6Addr::from(u128::from(hi) << 64), len).expect("a length of at most 64")
+mod private {
+    pub trait Sealed {}
+    impl Sealed for ipnet::Ipv6Net {}
+    impl Sealed for ipnet::Ipv4Net {}
+}
+
+impl Prefix for Ipv6Net {
+    fn dense_key(&self) -> Option<(u64, u8)> {
+        let a = u128::from(self.addr());
+        (self.prefix_len() <= 64 && a as u64 == 0).then_some(((a >> 64) as u64, self.prefix_len()))
+    }
+
+    fn from_key((hi, len): (u64, u8)) -> Self {
+        Ipv6Net::new(Ipv6Addr::from(u128::from(hi) << 64), len).expect("a length of at most 64")
+    }
+}
+
+impl Prefix for Ipv4Net {
+    fn dense_key(&self) -> Option<(u64, u8)> {
+        Some((u64::from(u32::from(self.addr())), self.prefix_len()))
+    }
+
+    fn from_key((a, len): (u64, u8)) -> Self {
+        Ipv4Net::new(Ipv4Addr::from(a as u32), len).expect("a length of at most 32")
+    }
 }
 
 /// The distinct routes, each with the number of entries that use it.
@@ -92,19 +120,31 @@ impl Table {
     }
 }
 
-/// Routes by prefix, in `Ipv6Net` order: a map with the API of the `BTreeMap` it replaces,
+/// Routes by prefix, in prefix order: a map with the API of the `BTreeMap` it replaces,
 /// whose getters return the route by value.
-#[derive(Clone, Default)]
-pub struct PrefixRoutes {
+#[derive(Clone)]
+pub struct PrefixRoutes<P = Ipv6Net> {
     /// Sorted, none empty, each allocated for [`CHUNK`] entries.
     chunks: Vec<Vec<Entry>>,
     dense: usize,
     table: Table,
-    /// Prefixes longer than 64 bits (or with bits set past 64).
-    other: BTreeMap<Ipv6Net, PrefixRoute>,
+    /// The prefixes without a dense key: IPv6 ones longer than 64 bits (or with bits set
+    /// past 64).
+    other: BTreeMap<P, PrefixRoute>,
 }
 
-impl PrefixRoutes {
+impl<P> Default for PrefixRoutes<P> {
+    fn default() -> Self {
+        PrefixRoutes {
+            chunks: Vec::new(),
+            dense: 0,
+            table: Table::default(),
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P: Prefix> PrefixRoutes<P> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -129,8 +169,8 @@ impl PrefixRoutes {
         Some((c, self.chunks[c].binary_search_by(|e| e.key().cmp(&key))))
     }
 
-    pub fn get(&self, p: &Ipv6Net) -> Option<PrefixRoute> {
-        match dense_key(p) {
+    pub fn get(&self, p: &P) -> Option<PrefixRoute> {
+        match p.dense_key() {
             Some(key) => match self.find(key)? {
                 (c, Ok(i)) => Some(self.table.get(self.chunks[c][i].route)),
                 (_, Err(_)) => None,
@@ -139,13 +179,13 @@ impl PrefixRoutes {
         }
     }
 
-    pub fn contains_key(&self, p: &Ipv6Net) -> bool {
+    pub fn contains_key(&self, p: &P) -> bool {
         self.get(p).is_some()
     }
 
     /// Sets the route of `p`; returns the one it replaced.
-    pub fn insert(&mut self, p: Ipv6Net, r: PrefixRoute) -> Option<PrefixRoute> {
-        let Some(key) = dense_key(&p) else {
+    pub fn insert(&mut self, p: P, r: PrefixRoute) -> Option<PrefixRoute> {
+        let Some(key) = p.dense_key() else {
             return self.other.insert(p, r);
         };
         let route = self.table.take(r);
@@ -191,8 +231,8 @@ impl PrefixRoutes {
     }
 
     /// Removes the route of `p`; returns it.
-    pub fn remove(&mut self, p: &Ipv6Net) -> Option<PrefixRoute> {
-        let Some(key) = dense_key(p) else {
+    pub fn remove(&mut self, p: &P) -> Option<PrefixRoute> {
+        let Some(key) = p.dense_key() else {
             return self.other.remove(p);
         };
         let (c, Ok(i)) = self.find(key)? else {
@@ -224,8 +264,8 @@ impl PrefixRoutes {
         }
     }
 
-    /// Every prefix with its route, in `Ipv6Net` order.
-    pub fn iter(&self) -> Iter<'_> {
+    /// Every prefix with its route, in prefix order.
+    pub fn iter(&self) -> Iter<'_, P> {
         Iter {
             dense: self.chunks.iter().flatten().peekable(),
             other: self.other.iter().peekable(),
@@ -233,7 +273,7 @@ impl PrefixRoutes {
         }
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+    pub fn keys(&self) -> impl Iterator<Item = P> + '_ {
         self.iter().map(|(p, _)| p)
     }
 
@@ -242,14 +282,14 @@ impl PrefixRoutes {
     }
 
     /// Keeps the routes for which `keep` says true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Ipv6Net, &PrefixRoute) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&P, &PrefixRoute) -> bool) {
         self.other.retain(|p, r| keep(p, r));
         let table = &mut self.table;
         let mut removed = 0;
         for chunk in &mut self.chunks {
             chunk.retain(|e| {
                 let r = table.get(e.route);
-                if keep(&prefix(e.key()), &r) {
+                if keep(&P::from_key(e.key()), &r) {
                     return true;
                 }
                 table.release(e.route);
@@ -281,23 +321,23 @@ fn chunk_with(e: Entry) -> Vec<Entry> {
 }
 
 /// [`PrefixRoutes::iter`].
-pub struct Iter<'a> {
+pub struct Iter<'a, P> {
     dense: std::iter::Peekable<std::iter::Flatten<std::slice::Iter<'a, Vec<Entry>>>>,
-    other: std::iter::Peekable<std::collections::btree_map::Iter<'a, Ipv6Net, PrefixRoute>>,
+    other: std::iter::Peekable<std::collections::btree_map::Iter<'a, P, PrefixRoute>>,
     table: &'a Table,
 }
 
-impl std::fmt::Debug for Iter<'_> {
+impl<P> std::fmt::Debug for Iter<'_, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Iter").finish_non_exhaustive()
     }
 }
 
-impl Iterator for Iter<'_> {
-    type Item = (Ipv6Net, PrefixRoute);
+impl<P: Prefix> Iterator for Iter<'_, P> {
+    type Item = (P, PrefixRoute);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let dense = self.dense.peek().map(|e| prefix(e.key()));
+        let dense = self.dense.peek().map(|e| P::from_key(e.key()));
         let take_dense = match (dense, self.other.peek()) {
             (None, None) => return None,
             (Some(_), None) => true,
@@ -306,27 +346,27 @@ impl Iterator for Iter<'_> {
         };
         if take_dense {
             let e = self.dense.next()?;
-            Some((prefix(e.key()), self.table.get(e.route)))
+            Some((P::from_key(e.key()), self.table.get(e.route)))
         } else {
             self.other.next().map(|(p, r)| (*p, *r))
         }
     }
 }
 
-impl<'a> IntoIterator for &'a PrefixRoutes {
-    type Item = (Ipv6Net, PrefixRoute);
-    type IntoIter = Iter<'a>;
+impl<'a, P: Prefix> IntoIterator for &'a PrefixRoutes<P> {
+    type Item = (P, PrefixRoute);
+    type IntoIter = Iter<'a, P>;
 
-    fn into_iter(self) -> Iter<'a> {
+    fn into_iter(self) -> Iter<'a, P> {
         self.iter()
     }
 }
 
 /// Sorted first, whatever order the routes come in, so that every chunk but the last is full;
 /// of routes of the same prefix the last one stands, as with `BTreeMap`.
-impl FromIterator<(Ipv6Net, PrefixRoute)> for PrefixRoutes {
-    fn from_iter<I: IntoIterator<Item = (Ipv6Net, PrefixRoute)>>(iter: I) -> Self {
-        let mut all: Vec<(Ipv6Net, PrefixRoute)> = iter.into_iter().collect();
+impl<P: Prefix> FromIterator<(P, PrefixRoute)> for PrefixRoutes<P> {
+    fn from_iter<I: IntoIterator<Item = (P, PrefixRoute)>>(iter: I) -> Self {
+        let mut all: Vec<(P, PrefixRoute)> = iter.into_iter().collect();
         // Stable: routes of one prefix keep their order, and the last is kept below.
         all.sort_by_key(|(p, _)| *p);
         let mut m = PrefixRoutes::new();
@@ -335,7 +375,7 @@ impl FromIterator<(Ipv6Net, PrefixRoute)> for PrefixRoutes {
             if all.peek().is_some_and(|(next, _)| *next == p) {
                 continue;
             }
-            let Some(key) = dense_key(&p) else {
+            let Some(key) = p.dense_key() else {
                 m.other.insert(p, r);
                 continue;
             };
@@ -354,29 +394,29 @@ impl FromIterator<(Ipv6Net, PrefixRoute)> for PrefixRoutes {
     }
 }
 
-impl Extend<(Ipv6Net, PrefixRoute)> for PrefixRoutes {
-    fn extend<I: IntoIterator<Item = (Ipv6Net, PrefixRoute)>>(&mut self, iter: I) {
+impl<P: Prefix> Extend<(P, PrefixRoute)> for PrefixRoutes<P> {
+    fn extend<I: IntoIterator<Item = (P, PrefixRoute)>>(&mut self, iter: I) {
         for (p, r) in iter {
             self.insert(p, r);
         }
     }
 }
 
-impl<const N: usize> From<[(Ipv6Net, PrefixRoute); N]> for PrefixRoutes {
-    fn from(a: [(Ipv6Net, PrefixRoute); N]) -> Self {
+impl<P: Prefix, const N: usize> From<[(P, PrefixRoute); N]> for PrefixRoutes<P> {
+    fn from(a: [(P, PrefixRoute); N]) -> Self {
         a.into_iter().collect()
     }
 }
 
-impl PartialEq for PrefixRoutes {
+impl<P: Prefix> PartialEq for PrefixRoutes<P> {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
-impl Eq for PrefixRoutes {}
+impl<P: Prefix> Eq for PrefixRoutes<P> {}
 
-impl std::fmt::Debug for PrefixRoutes {
+impl<P: Prefix> std::fmt::Debug for PrefixRoutes<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -398,7 +438,7 @@ mod tests {
     }
 
     /// Checks `m` against the `BTreeMap` it stands for, and its own invariants.
-    fn check(m: &PrefixRoutes, model: &BTreeMap<Ipv6Net, PrefixRoute>) {
+    fn check<P: Prefix>(m: &PrefixRoutes<P>, model: &BTreeMap<P, PrefixRoute>) {
         let got: Vec<_> = m.iter().collect();
         let want: Vec<_> = model.iter().map(|(p, r)| (*p, *r)).collect();
         assert_eq!(got, want);
@@ -482,13 +522,34 @@ mod tests {
     }
 
     #[derive(Debug, Clone)]
-    enum Op {
-        Insert(Ipv6Net, PrefixRoute),
-        Remove(Ipv6Net),
+    enum Op<P> {
+        Insert(P, PrefixRoute),
+        Remove(P),
         Retain(u8),
     }
 
-    fn prefix_strategy() -> impl Strategy<Value = Ipv6Net> {
+    /// Applies `ops` to a [`PrefixRoutes`] and to a `BTreeMap`: the same answers, the same
+    /// routes in the same order.
+    fn run<P: Prefix>(ops: Vec<Op<P>>, bucket: impl Fn(&P) -> u8) -> Result<(), TestCaseError> {
+        let mut m = PrefixRoutes::new();
+        let mut model = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Insert(p, r) => prop_assert_eq!(m.insert(p, r), model.insert(p, r)),
+                Op::Remove(p) => prop_assert_eq!(m.remove(&p), model.remove(&p)),
+                Op::Retain(k) => {
+                    let keep = |p: &P, _: &PrefixRoute| bucket(p) % 4 != k % 4;
+                    m.retain(keep);
+                    model.retain(|p, r| keep(p, r));
+                }
+            }
+        }
+        check(&m, &model);
+        prop_assert_eq!(m.clone(), model.iter().map(|(p, r)| (*p, *r)).collect());
+        Ok(())
+    }
+
+    fn prefix_strategy() -> impl Strategy<Value = Ipv6Net> + Clone {
         // Few distinct upper halves so that operations meet, a few long prefixes, and now and
         // then bits past the length (kept as given, in the long-prefix map).
         (
@@ -512,10 +573,17 @@ mod tests {
         ]
     }
 
-    fn op_strategy() -> impl Strategy<Value = Op> {
+    fn prefix4_strategy() -> impl Strategy<Value = Ipv4Net> + Clone {
+        (0u32..3000, prop_oneof![Just(32u8), 0u8..=32])
+            .prop_map(|(a, len)| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | a), len).unwrap())
+    }
+
+    fn op_strategy<P: Prefix>(
+        prefix: impl Strategy<Value = P> + Clone,
+    ) -> impl Strategy<Value = Op<P>> {
         prop_oneof![
-            8 => (prefix_strategy(), route_strategy()).prop_map(|(p, r)| Op::Insert(p, r)),
-            4 => prefix_strategy().prop_map(Op::Remove),
+            8 => (prefix.clone(), route_strategy()).prop_map(|(p, r)| Op::Insert(p, r)),
+            4 => prefix.prop_map(Op::Remove),
             1 => any::<u8>().prop_map(Op::Retain),
         ]
     }
@@ -526,24 +594,18 @@ mod tests {
         /// Any sequence of operations leaves the same routes, in the same order, and answers
         /// the same as a `BTreeMap`.
         #[test]
-        fn behaves_as_a_btreemap(ops in proptest::collection::vec(op_strategy(), 0..4000)) {
-            let mut m = PrefixRoutes::new();
-            let mut model = BTreeMap::new();
-            for op in ops {
-                match op {
-                    Op::Insert(p, r) => prop_assert_eq!(m.insert(p, r), model.insert(p, r)),
-                    Op::Remove(p) => prop_assert_eq!(m.remove(&p), model.remove(&p)),
-                    Op::Retain(k) => {
-                        let keep = |p: &Ipv6Net, _: &PrefixRoute| {
-                            (u128::from(p.addr()) >> 64) as u8 % 4 != k % 4
-                        };
-                        m.retain(keep);
-                        model.retain(|p, r| keep(p, r));
-                    }
-                }
-            }
-            check(&m, &model);
-            prop_assert_eq!(m.clone(), model.iter().map(|(p, r)| (*p, *r)).collect());
+        fn behaves_as_a_btreemap(
+            ops in proptest::collection::vec(op_strategy(prefix_strategy()), 0..4000)
+        ) {
+            run(ops, |p: &Ipv6Net| (u128::from(p.addr()) >> 64) as u8)?;
+        }
+
+        /// The same for IPv4 prefixes.
+        #[test]
+        fn behaves_as_a_btreemap_for_ipv4(
+            ops in proptest::collection::vec(op_strategy(prefix4_strategy()), 0..4000)
+        ) {
+            run(ops, |p: &Ipv4Net| u32::from(p.addr()) as u8)?;
         }
     }
 }

@@ -1276,8 +1276,12 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
         .await
         .unwrap();
     assert_eq!(
-        lma.read_back().await.unwrap().routes4[&net4(&format!("{MN4}/32"))],
-        PrefixRoute::Tunnel { peer: other }
+        lma.read_back()
+            .await
+            .unwrap()
+            .routes4
+            .get(&net4(&format!("{MN4}/32"))),
+        Some(PrefixRoute::Tunnel { peer: other })
     );
     let routes = lab.lma.ip_output("-4 route");
     match lab.tunnel {
