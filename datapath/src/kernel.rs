@@ -185,9 +185,10 @@ impl Shadow {
             *s.uplink4_refs.entry(*peer).or_default() += 1;
             s.defaults4.insert(*peer);
         }
-        for r in state.routes.values().chain(state.routes4.values()) {
+        // Per distinct route, not per prefix: the maps count their routes' users.
+        for (r, n) in state.routes.counts().chain(state.routes4.counts()) {
             if let PrefixRoute::Tunnel { peer } = r {
-                *s.downlink_refs.entry(peer).or_default() += 1;
+                *s.downlink_refs.entry(peer).or_default() += n;
             }
         }
         s.state = state;

@@ -75,17 +75,25 @@ impl Prefix for Ipv4Net {
     }
 }
 
-/// The distinct routes, each with the number of entries that use it.
+/// The distinct routes, each with the number of entries that use it. Looked up once per
+/// route added, with a fast hash (the keys are the daemon's own routes, not an attacker's).
 #[derive(Clone, Default)]
 struct Table {
     routes: Vec<(PrefixRoute, u32)>,
-    index: HashMap<PrefixRoute, u32>,
+    index: HashMap<PrefixRoute, u32, foldhash::fast::RandomState>,
     free: Vec<u32>,
 }
 
 impl Table {
     fn get(&self, i: u32) -> PrefixRoute {
         self.routes[i as usize].0
+    }
+
+    /// How many entries use `r` (0 for a route not in the table).
+    fn users(&self, r: PrefixRoute) -> usize {
+        self.index
+            .get(&r)
+            .map_or(0, |&i| self.routes[i as usize].1 as usize)
     }
 
     fn take(&mut self, r: PrefixRoute) -> u32 {
@@ -279,6 +287,20 @@ impl<P: Prefix> PrefixRoutes<P> {
 
     pub fn values(&self) -> impl Iterator<Item = PrefixRoute> + '_ {
         self.iter().map(|(_, r)| r)
+    }
+
+    /// Each distinct route with the number of prefixes it is the route of, none twice, in no
+    /// particular order: what counting [`PrefixRoutes::values`] gives, without visiting every
+    /// prefix (the table keeps the counts of the chunks' entries).
+    pub fn counts(&self) -> impl Iterator<Item = (PrefixRoute, usize)> + '_ {
+        let mut other: HashMap<PrefixRoute, usize> = HashMap::new();
+        for r in self.other.values() {
+            *other.entry(*r).or_default() += 1;
+        }
+        for (r, n) in self.table.index.keys().map(|r| (*r, self.table.users(*r))) {
+            *other.entry(r).or_default() += n;
+        }
+        other.into_iter()
     }
 
     /// Keeps the routes for which `keep` says true.
@@ -546,6 +568,11 @@ mod tests {
         }
         check(&m, &model);
         prop_assert_eq!(m.clone(), model.iter().map(|(p, r)| (*p, *r)).collect());
+        let mut counted: HashMap<PrefixRoute, usize> = HashMap::new();
+        for r in model.values() {
+            *counted.entry(*r).or_default() += 1;
+        }
+        prop_assert_eq!(m.counts().collect::<HashMap<_, _>>(), counted);
         Ok(())
     }
 

@@ -207,10 +207,11 @@ impl<T: SignallingTransport> Core<T> {
             held: VecDeque::new(),
             reconciling: None,
         };
+        // From before the desired state is built: `took_ms` below is what serving waits for.
+        let t = std::time::Instant::now();
         let desired = core
             .service
             .desired(core.datapath.settings().transport_ifindex);
-        let t = std::time::Instant::now();
         let bindings = core.service.lma().cache().len();
         let backend = core.datapath.backend_name();
         if core.datapath.reconciles_later() {
