@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 use netlink_packet_route::AddressFamily;
 use tokio::sync::Mutex;
 
@@ -221,7 +221,7 @@ struct Batch {
     idles: Vec<u32>,
     /// End markers to send once the requests are done ([`Change::SendEndMarker`]): prefix,
     /// peer, and the local tunnel end they go from.
-    markers: Vec<(Ipv6Net, Ipv6Addr, Option<Ipv6Addr>)>,
+    markers: Vec<(IpNet, Ipv6Addr, Option<Ipv6Addr>)>,
 }
 
 impl Batch {

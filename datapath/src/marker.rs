@@ -9,9 +9,9 @@
 //! uses for GTP-U (the End Marker of TS 29.281 §7.3.2), carried in RFC 2473 tunnels:
 //!
 //! - The LMA, once a prefix's route points at the new MAG, sends one last packet into the
-//!   tunnel to the previous MAG, after everything it routed there: an IPv6 packet to the
-//!   prefix ([`end_marker`]). It is an ordinary packet to the previous MAG, which forwards
-//!   it along the prefix's route, behind what it forwards before it: to the new MAG.
+//!   tunnel to the previous MAG, after everything it routed there: a packet to the prefix
+//!   ([`end_marker`]). It is an ordinary packet to the previous MAG, which forwards it along
+//!   the prefix's route, behind what it forwards before it: to the new MAG.
 //! - The new MAG, before it registers the node, holds what the LMA sends it directly for the
 //!   node's prefixes ([`Holds::arm`]), and lets what comes by any other path through. The
 //!   marker, arriving by the previous MAG, ends the hold: the held packets follow it, in
@@ -19,37 +19,60 @@
 //!   sends none) ends the hold when it expires; so does a hold that grows past its bounds.
 //!   Nothing is dropped either way: the worst case is the order without markers.
 //!
-//! The marker is a packet nobody else takes for theirs: to the prefix's reserved subnet
-//! anycast address (RFC 2526 §2, anycast ID 0), from the LMA's tunnel address, with a
-//! Destination Options header carrying an experimental option (type 0x1E, RFC 4727 §5.1.1:
-//! skipped by whoever does not know it) and No Next Header. A node that gets one (a new MAG
-//! that was not holding, a backend that cannot hold) drops it: the address is not its own.
-//! A node's IPv4 home address (RFC 5844) has no marker of its own: its hold ends with the
-//! marker of the node's IPv6 prefix.
+//! A node's markers and hold go by its first IPv6 prefix; a node without one (IPv4 only,
+//! RFC 5844) has them go by its IPv4 home address. The marker is a packet nobody else takes
+//! for theirs:
+//!
+//! - For an IPv6 prefix: to the prefix's reserved subnet anycast address (RFC 2526 §2,
+//!   anycast ID 0), from the LMA's tunnel address, with a Destination Options header carrying
+//!   an experimental option (type 0x1E, RFC 4727 §5.1.1: skipped by whoever does not know it)
+//!   and No Next Header. A node that gets one (a new MAG that was not holding, a backend that
+//!   cannot hold) drops it: the address is not its own.
+//! - For an IPv4 home address, which has no anycast address to spare: an ICMP message to
+//!   the home address of an experimental type (253, RFC 4727 §8), carrying the same four
+//!   bytes, from the IPv4 dummy address 192.0.0.8 (RFC 7600: a source for a message that no
+//!   address of the sender's fits; the LMA and the MAGs may have no IPv4 address). A node that
+//!   gets one drops it in silence: RFC 1122 §3.2.2, an unknown ICMP type MUST be silently
+//!   discarded. Its source is nobody's: whatever answers it, nothing loops back.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv6Net};
 
-/// Length of a marker: the IPv6 header and an 8-byte Destination Options header.
+/// Length of an IPv6 marker: the IPv6 header and an 8-byte Destination Options header.
 pub const MARKER_LEN: usize = 48;
+/// Length of an IPv4 marker: the IPv4 header and an 8-byte ICMP header.
+pub const MARKER4_LEN: usize = 28;
 
 /// The experimental Destination Option (RFC 4727 §5.1.1; action 00: skip when unknown).
 const OPTION_TYPE: u8 = 0x1E;
-/// What the option carries: who it is from.
+/// What the option (the IPv4 marker's ICMP header) carries: who it is from.
 const OPTION_DATA: [u8; 4] = *b"pmEM";
 /// IPv6 Next Header values.
 const DESTINATION_OPTIONS: u8 = 60;
 const NO_NEXT_HEADER: u8 = 59;
+/// IPv4 protocol ICMP, and its type for experiments (RFC 4727 §8).
+const ICMP: u8 = 1;
+const ICMP_EXPERIMENT: u8 = 253;
+/// The IPv4 dummy address (RFC 7600), the IPv4 marker's source.
+pub const DUMMY_SOURCE4: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
 /// Hop limit: the LMA, the previous MAG and the new MAG forward it.
 const MARKER_HOP_LIMIT: u8 = 64;
 
-/// The address a marker for `prefix` goes to: the prefix's reserved subnet anycast address
-/// with anycast ID 0 (RFC 2526 §2: the interface identifier all ones but its last 7 bits, the
-/// universal/local bit clear in the EUI-64 format a /64 uses).
-pub fn marker_address(prefix: Ipv6Net) -> Ipv6Addr {
+/// The address a marker for `prefix` goes to. For an IPv6 prefix, its reserved subnet
+/// anycast address with anycast ID 0 (RFC 2526 §2: the interface identifier all ones but its
+/// last 7 bits, the universal/local bit clear in the EUI-64 format a /64 uses); for an IPv4
+/// one (a home address, a /32), its address.
+pub fn marker_address(prefix: IpNet) -> IpAddr {
+    match prefix {
+        IpNet::V6(p) => IpAddr::V6(marker_address6(p)),
+        IpNet::V4(p) => IpAddr::V4(p.addr()),
+    }
+}
+
+fn marker_address6(prefix: Ipv6Net) -> Ipv6Addr {
     let prefix = prefix.trunc();
     let net = u128::from(prefix.network());
     let host = u128::from(prefix.hostmask());
@@ -62,14 +85,21 @@ pub fn marker_address(prefix: Ipv6Net) -> Ipv6Addr {
 }
 
 /// The end marker the LMA at `src` sends for `prefix` (see the module documentation).
-pub fn end_marker(src: Ipv6Addr, prefix: Ipv6Net) -> [u8; MARKER_LEN] {
+pub fn end_marker(src: Ipv6Addr, prefix: IpNet) -> Vec<u8> {
+    match prefix {
+        IpNet::V6(p) => end_marker6(src, p).to_vec(),
+        IpNet::V4(p) => end_marker4(p.addr()).to_vec(),
+    }
+}
+
+fn end_marker6(src: Ipv6Addr, prefix: Ipv6Net) -> [u8; MARKER_LEN] {
     let mut p = [0u8; MARKER_LEN];
     p[0] = 0x60;
     p[4..6].copy_from_slice(&8u16.to_be_bytes());
     p[6] = DESTINATION_OPTIONS;
     p[7] = MARKER_HOP_LIMIT;
     p[8..24].copy_from_slice(&src.octets());
-    p[24..40].copy_from_slice(&marker_address(prefix).octets());
+    p[24..40].copy_from_slice(&marker_address6(prefix).octets());
     p[40] = NO_NEXT_HEADER;
     p[41] = 0;
     p[42] = OPTION_TYPE;
@@ -78,10 +108,48 @@ pub fn end_marker(src: Ipv6Addr, prefix: Ipv6Net) -> [u8; MARKER_LEN] {
     p
 }
 
+fn end_marker4(home: Ipv4Addr) -> [u8; MARKER4_LEN] {
+    let mut p = [0u8; MARKER4_LEN];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(MARKER4_LEN as u16).to_be_bytes());
+    // Don't Fragment: it is never split.
+    p[6] = 0x40;
+    p[8] = MARKER_HOP_LIMIT;
+    p[9] = ICMP;
+    p[12..16].copy_from_slice(&DUMMY_SOURCE4.octets());
+    p[16..20].copy_from_slice(&home.octets());
+    let sum = internet_checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p[20] = ICMP_EXPERIMENT;
+    p[24..28].copy_from_slice(&OPTION_DATA);
+    let sum = internet_checksum(&p[20..]);
+    p[22..24].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+/// The Internet checksum (RFC 1071) of `data` (an even length) whose checksum field is zero.
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xFFFF {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// The destination of `pkt` if it is an end marker.
-pub fn marker_destination(pkt: &[u8]) -> Option<Ipv6Addr> {
+pub fn marker_destination(pkt: &[u8]) -> Option<IpAddr> {
+    match pkt.first()? >> 4 {
+        6 => marker_destination6(pkt).map(IpAddr::V6),
+        4 => marker_destination4(pkt).map(IpAddr::V4),
+        _ => None,
+    }
+}
+
+fn marker_destination6(pkt: &[u8]) -> Option<Ipv6Addr> {
     if pkt.len() < MARKER_LEN
-        || pkt[0] >> 4 != 6
         || pkt[6] != DESTINATION_OPTIONS
         || pkt[40] != NO_NEXT_HEADER
         || pkt[42] != OPTION_TYPE
@@ -93,6 +161,21 @@ pub fn marker_destination(pkt: &[u8]) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[24..40]).ok()?))
 }
 
+fn marker_destination4(pkt: &[u8]) -> Option<Ipv4Addr> {
+    if pkt.len() < MARKER4_LEN
+        || pkt[0] != 0x45
+        || pkt[9] != ICMP
+        || pkt[2..4] != (MARKER4_LEN as u16).to_be_bytes()
+        || pkt[12..16] != DUMMY_SOURCE4.octets()
+        || pkt[20] != ICMP_EXPERIMENT
+        || pkt[21] != 0
+        || pkt[24..28] != OPTION_DATA
+    {
+        return None;
+    }
+    Some(Ipv4Addr::from(<[u8; 4]>::try_from(&pkt[16..20]).ok()?))
+}
+
 /// Most packets one hold keeps; past it the hold ends (what it kept goes first).
 pub const HOLD_PACKETS: usize = 4096;
 /// Most bytes one hold keeps.
@@ -101,8 +184,8 @@ pub const HOLD_BYTES: usize = 8 << 20;
 /// What the new MAG holds for one node until its end marker.
 #[derive(Debug)]
 struct Hold {
-    /// The IPv6 prefix whose marker ends it.
-    marker: Ipv6Net,
+    /// Where the marker that ends it goes ([`marker_address`]).
+    marker: IpAddr,
     /// Whose packets it holds: the LMA's tunnel address.
     from: Ipv6Addr,
     /// The node's prefixes (its IPv6 prefixes, its IPv4 home address).
@@ -156,8 +239,8 @@ impl Holds {
 
     /// Holds what `from` sends to `prefix` until the marker for `marker` comes, or `wait`.
     /// A node's prefixes share one hold (one marker); arming again renews it.
-    pub fn arm(&mut self, prefix: IpNet, marker: Ipv6Net, from: Ipv6Addr, wait: Duration) {
-        let marker = marker.trunc();
+    pub fn arm(&mut self, prefix: IpNet, marker: IpNet, from: Ipv6Addr, wait: Duration) {
+        let marker = marker_address(marker);
         let until = Instant::now() + wait;
         let prefix = prefix.trunc();
         match self
@@ -188,10 +271,7 @@ impl Holds {
             return Verdict::Pass;
         }
         if let Some(dst) = marker_destination(pkt)
-            && let Some(i) = self
-                .holds
-                .iter()
-                .position(|h| marker_address(h.marker) == dst)
+            && let Some(i) = self.holds.iter().position(|h| h.marker == dst)
         {
             let h = self.holds.swap_remove(i);
             return Verdict::Marker(h.queue.into());
@@ -279,20 +359,16 @@ mod tests {
 
     #[test]
     fn the_marker_goes_to_the_reserved_anycast_address_and_reads_back() {
+        let anycast = |p: &str| marker_address(n(p).into());
+        assert_eq!(anycast(HNP), a("2001:db8:100:0:fdff:ffff:ffff:ff80"));
         assert_eq!(
-            marker_address(n(HNP)),
-            a("2001:db8:100:0:fdff:ffff:ffff:ff80")
-        );
-        assert_eq!(
-            marker_address(n("2001:db8:100::/56")),
+            anycast("2001:db8:100::/56"),
             a("2001:db8:100:ff:ffff:ffff:ffff:ff80")
         );
-        assert_eq!(
-            marker_address(n("2001:db8:100::5/120")),
-            a("2001:db8:100::80")
-        );
-        let m = end_marker(a(LMA), n(HNP));
-        assert_eq!(marker_destination(&m), Some(marker_address(n(HNP))));
+        assert_eq!(anycast("2001:db8:100::5/120"), a("2001:db8:100::80"));
+        let m = end_marker(a(LMA), n(HNP).into());
+        assert_eq!(m.len(), MARKER_LEN);
+        assert_eq!(marker_destination(&m), Some(anycast(HNP)));
         // The payload length covers the options header; the source is the LMA.
         assert_eq!(u16::from_be_bytes([m[4], m[5]]), 8);
         assert_eq!(
@@ -302,11 +378,60 @@ mod tests {
         // Anything else is not one.
         assert_eq!(marker_destination(&m[..47]), None);
         for i in [0, 6, 40, 42, 43, 44, 47] {
-            let mut bad = m;
+            let mut bad = m.clone();
             bad[i] ^= if i == 0 { 0x80 } else { 0x01 };
             assert_eq!(marker_destination(&bad), None, "byte {i}");
         }
         assert_eq!(marker_destination(&v6(LMA, "2001:db8:100::1", 0)), None);
+    }
+
+    #[test]
+    fn an_ipv4_home_addresss_marker_is_a_valid_icmp_message_of_an_experimental_type() {
+        let home: IpNet = "192.0.2.7/32".parse().unwrap();
+        let to = IpAddr::from([192, 0, 2, 7]);
+        assert_eq!(marker_address(home), to);
+        let m = end_marker(a(LMA), home);
+        assert_eq!(m.len(), MARKER4_LEN);
+        assert_eq!(marker_destination(&m), Some(to));
+        // A header any router forwards: IPv4, 20 bytes, its total length, a TTL, ICMP, from
+        // the dummy address, both checksums right (the sum over a checksummed part is 0).
+        assert_eq!(m[0], 0x45);
+        assert_eq!(usize::from(u16::from_be_bytes([m[2], m[3]])), m.len());
+        assert_eq!((m[8], m[9]), (64, 1));
+        assert_eq!(m[12..16], [192, 0, 0, 8]);
+        assert_eq!(internet_checksum(&m[..20]), 0);
+        assert_eq!(internet_checksum(&m[20..]), 0);
+        assert_eq!((m[20], m[21]), (253, 0), "RFC 4727 experimental type");
+        // Anything else is not one: a truncated one, any byte of what marks it changed.
+        assert_eq!(marker_destination(&m[..MARKER4_LEN - 1]), None);
+        for i in [0, 2, 3, 9, 12, 15, 20, 21, 24, 27] {
+            let mut bad = m.clone();
+            bad[i] ^= 0x01;
+            assert_eq!(marker_destination(&bad), None, "byte {i}");
+        }
+        assert_eq!(marker_destination(&v4([192, 0, 2, 7], 0)), None);
+    }
+
+    #[test]
+    fn an_ipv4_only_nodes_hold_ends_with_its_home_addresss_marker() {
+        let home: IpNet = "192.0.2.7/32".parse().unwrap();
+        let mut h = Holds::default();
+        h.arm(home, home, a(LMA), Duration::from_secs(10));
+        let direct = [v4([192, 0, 2, 7], 1), v4([192, 0, 2, 7], 2)];
+        for p in &direct {
+            assert_eq!(h.receive(a(LMA), p), Verdict::Held);
+        }
+        assert_eq!(h.receive(a(LMA), &v4([192, 0, 2, 8], 3)), Verdict::Pass);
+        // Another address's marker, or an IPv6 prefix's, ends nothing.
+        let other = end_marker(a(LMA), "192.0.2.8/32".parse().unwrap());
+        assert_eq!(h.receive(a(PMAG), &other), Verdict::Pass);
+        assert_eq!(
+            h.receive(a(PMAG), &end_marker(a(LMA), n(HNP).into())),
+            Verdict::Pass
+        );
+        let m = end_marker(a(LMA), home);
+        assert_eq!(h.receive(a(PMAG), &m), Verdict::Marker(direct.to_vec()));
+        assert!(h.is_empty());
     }
 
     #[test]
@@ -316,10 +441,15 @@ mod tests {
             h.receive(a(LMA), &v6(LMA, "2001:db8:100::2", 0)),
             Verdict::Pass
         );
-        h.arm(n(HNP).into(), n(HNP), a(LMA), Duration::from_secs(10));
+        h.arm(
+            n(HNP).into(),
+            n(HNP).into(),
+            a(LMA),
+            Duration::from_secs(10),
+        );
         h.arm(
             "192.0.2.7/32".parse().unwrap(),
-            n(HNP),
+            n(HNP).into(),
             a(LMA),
             Duration::from_secs(10),
         );
@@ -342,9 +472,9 @@ mod tests {
         );
         assert_eq!(h.receive(a(LMA), &v4([192, 0, 2, 8], 9)), Verdict::Pass);
         // Another prefix's marker ends nothing; this one's ends the hold, whoever brings it.
-        let other = end_marker(a(LMA), n("2001:db8:200::/64"));
+        let other = end_marker(a(LMA), n("2001:db8:200::/64").into());
         assert_eq!(h.receive(a(PMAG), &other), Verdict::Pass);
-        let m = end_marker(a(LMA), n(HNP));
+        let m = end_marker(a(LMA), n(HNP).into());
         assert_eq!(h.receive(a(PMAG), &m), Verdict::Marker(direct.to_vec()));
         assert!(h.is_empty());
         assert_eq!(h.receive(a(LMA), &direct[0]), Verdict::Pass);
@@ -354,10 +484,15 @@ mod tests {
     #[test]
     fn a_hold_without_its_marker_expires_and_a_full_one_ends() {
         let mut h = Holds::default();
-        h.arm(n(HNP).into(), n(HNP), a(LMA), Duration::from_millis(20));
+        h.arm(
+            n(HNP).into(),
+            n(HNP).into(),
+            a(LMA),
+            Duration::from_millis(20),
+        );
         h.arm(
             "2001:db8:300::/64".parse().unwrap(),
-            n("2001:db8:300::/64"),
+            n("2001:db8:300::/64").into(),
             a(LMA),
             Duration::from_secs(60),
         );
@@ -378,7 +513,12 @@ mod tests {
             v => panic!("{v:?}"),
         }
         assert!(h.is_empty());
-        h.arm(n(HNP).into(), n(HNP), a(LMA), Duration::from_secs(60));
+        h.arm(
+            n(HNP).into(),
+            n(HNP).into(),
+            a(LMA),
+            Duration::from_secs(60),
+        );
         assert_eq!(h.receive(a(LMA), &p), Verdict::Held);
         assert_eq!(h.release_all(), vec![p]);
         assert_eq!(h.next_expiry(), None);
@@ -390,7 +530,7 @@ mod tests {
             arrivals in proptest::collection::vec((0u8..4, proptest::prelude::any::<Vec<u8>>()), 0..64)
         ) {
             let mut h = Holds::default();
-            h.arm(n(HNP).into(), n(HNP), a(LMA), Duration::from_secs(60));
+            h.arm(n(HNP).into(), n(HNP).into(), a(LMA), Duration::from_secs(60));
             let mut passed = Vec::new();
             let mut sent = Vec::new();
             let mut lma = Vec::new();
@@ -399,7 +539,7 @@ mod tests {
                     0 => (a(LMA), v6(LMA, "2001:db8:100::2", i as u8)),
                     1 => (a(PMAG), v6(LMA, "2001:db8:100::2", i as u8)),
                     2 => (a(LMA), junk),
-                    _ => (a(PMAG), end_marker(a(LMA), n(HNP)).to_vec()),
+                    _ => (a(PMAG), end_marker(a(LMA), n(HNP).into())),
                 };
                 let marker = marker_destination(&pkt).is_some();
                 if !marker {

@@ -123,13 +123,13 @@ pub enum Change {
     /// Sends the end marker of `prefix` ([`crate::marker`]) to `peer`, the MAG the prefix's
     /// route went to before a handover: after the changes before it in the batch, and after
     /// every packet routed into the tunnel to `peer` before them. Changes no state.
-    SendEndMarker { prefix: Ipv6Net, peer: Ipv6Addr },
+    SendEndMarker { prefix: IpNet, peer: Ipv6Addr },
     /// Holds what `from` sends through the tunnel to `prefix` until the end marker of
     /// `marker` comes, or `wait` passes ([`crate::marker::Holds::arm`]). Only the userspace
     /// tunnel can hold; the kernel's decapsulation lets everything through. Changes no state.
     HoldForEndMarker {
         prefix: IpNet,
-        marker: Ipv6Net,
+        marker: IpNet,
         from: Ipv6Addr,
         wait: std::time::Duration,
     },

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 
 use crate::error::{Error, Result};
 use crate::marker::{Holds, Verdict, end_marker};
@@ -657,14 +657,14 @@ impl Forwarder {
     /// routed into the peer's device before this call: its thread drains the device first.
     /// Without a device for the peer, straight from the tunnel end. False when there is no
     /// tunnel end to send from.
-    pub(crate) fn send_end_marker(&self, peer: Ipv6Addr, prefix: Ipv6Net) -> bool {
+    pub(crate) fn send_end_marker(&self, peer: Ipv6Addr, prefix: IpNet) -> bool {
         let st = self.lock();
         if let Some(d) = st
             .devices
             .values()
             .find(|d| d.remote == peer && d.worker.is_some())
         {
-            lock(&d.mail.queue).push(end_marker(d.local, prefix).to_vec());
+            lock(&d.mail.queue).push(end_marker(d.local, prefix));
             d.mail.wake.signal();
             return true;
         }
@@ -681,7 +681,7 @@ impl Forwarder {
     pub(crate) fn hold_for_end_marker(
         &self,
         prefix: IpNet,
-        marker: Ipv6Net,
+        marker: IpNet,
         from: Ipv6Addr,
         wait: Duration,
     ) {
@@ -773,13 +773,18 @@ pub(crate) fn send_end_marker_once(
     nl: &Netlink,
     local: Ipv6Addr,
     peer: Ipv6Addr,
-    prefix: Ipv6Net,
+    prefix: IpNet,
 ) -> Result<()> {
+    // The inner packet's protocol: IPv6-in-IPv6, or IPv4-in-IPv6 for an IPv4 home address.
+    let inner = match prefix {
+        IpNet::V6(_) => libc::IPPROTO_IPV6,
+        IpNet::V4(_) => libc::IPPROTO_IPIP,
+    };
     in_netns(nl, || -> io::Result<()> {
         let s = Socket::new(
             Domain::IPV6,
             Type::RAW.cloexec(),
-            Some(Protocol::from(libc::IPPROTO_IPV6)),
+            Some(Protocol::from(inner)),
         )?;
         s.set_unicast_hops_v6(u32::from(crate::msg::TUNNEL_HOP_LIMIT))?;
         s.bind(&SockAddr::from(SocketAddrV6::new(local, 0, 0, 0)))?;

@@ -1064,6 +1064,15 @@ impl Lab {
     }
 }
 
+/// A lab whose node has its IPv6 prefix and its IPv4 home address through both tunnel ends.
+async fn lab4() -> Lab {
+    let lab = lab(1500).await;
+    lab.program().await;
+    lab.ipv4_hosts();
+    lab.program4().await;
+    lab
+}
+
 /// Checks that `packets` holds an IPv6 packet from `outer_src` to `outer_dst` whose Next
 /// Header is 4 and whose payload, right behind the 40-byte header (no routing header), is an
 /// IPv4 packet from `inner_src` to `inner_dst` of `len` bytes.
@@ -1098,10 +1107,7 @@ fn assert_tunnelled4(
 /// decodes the captured packets the same way.
 #[tokio::test]
 async fn ipv4_home_address_crosses_the_tunnel_both_ways() {
-    let lab = lab(1500).await;
-    lab.program().await;
-    lab.ipv4_hosts();
-    lab.program4().await;
+    let lab = lab4().await;
     let mn = lab.mn.udp4(MN4, 7100);
     let cn = lab.cn.udp4(CN4, 7100);
     let capture = Capture::start(&lab.lma, "t0").await;
@@ -1197,10 +1203,7 @@ fn tshark_sees_ipv4_in_ipv6(packets: &[Vec<u8>]) {
 /// route or rule of the backend's protocol.
 #[tokio::test]
 async fn ipv4_state_reads_back_moves_and_cleans_up() {
-    let lab = lab(1500).await;
-    lab.program().await;
-    lab.ipv4_hosts();
-    lab.program4().await;
+    let lab = lab4().await;
     let (Datapath::Kernel(lma), Datapath::Kernel(mag)) = (&lab.lma_dp, &lab.mag_dp) else {
         panic!("a kernel backend")
     };
@@ -1613,7 +1616,7 @@ async fn an_end_marker_ends_the_hold_and_the_held_packets_follow_in_order() {
     while receive(&mn).is_some() {}
     let hold = |wait: Duration| Change::HoldForEndMarker {
         prefix: net(HNP).into(),
-        marker: net(HNP),
+        marker: net(HNP).into(),
         from: a(LMA),
         wait,
     };
@@ -1636,7 +1639,7 @@ async fn an_end_marker_ends_the_hold_and_the_held_packets_follow_in_order() {
     }
     lab.lma_dp
         .apply(&[Change::SendEndMarker {
-            prefix: net(HNP),
+            prefix: net(HNP).into(),
             peer: a(MAG),
         }])
         .await
@@ -1676,4 +1679,108 @@ async fn an_end_marker_ends_the_hold_and_the_held_packets_follow_in_order() {
         sent.elapsed()
     );
     assert_eq!(mag_c.holds_without_marker.load(Relaxed), 1);
+}
+
+/// An IPv4 home address's ICMP counters in `node`'s namespace: messages in, messages out.
+fn icmp4_counts(node: &Node) -> (u64, u64) {
+    let out = node
+        .ns
+        .command("cat")
+        .unwrap()
+        .arg("/proc/net/snmp")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = text.lines().filter(|l| l.starts_with("Icmp: "));
+    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+    let value = |name: &str| -> u64 {
+        let i = names.split_whitespace().position(|n| n == name).unwrap();
+        values.split_whitespace().nth(i).unwrap().parse().unwrap()
+    };
+    (value("InMsgs"), value("OutMsgs"))
+}
+
+/// End markers of an IPv4-only node (RFC 5844: no IPv6 prefix to mark): the marker is an
+/// IPv4 packet to its home address, through the IPv4-in-IPv6 tunnel. It ends the hold of the
+/// home address and the held packets follow in order; a marker that finds no hold reaches the
+/// node, which drops it and answers nothing (an unknown ICMP type, RFC 1122 §3.2.2).
+#[tokio::test]
+async fn an_ipv4_home_addresss_end_marker_ends_its_hold_and_the_node_ignores_a_stray_one() {
+    use std::time::Duration;
+    let lab = lab4().await;
+    let mn = lab.mn.udp4(MN4, 7012);
+    let cn = lab.cn.udp4(CN4, 7012);
+    assert!(send_and_receive4(&cn, &mn, 16).is_some());
+    let mut buf = [0u8; 64];
+    while mn.recv_from(&mut buf).is_ok() {}
+    let home: ipnet::IpNet = net4(&format!("{MN4}/32")).into();
+    lab.mag_dp
+        .apply(&[Change::HoldForEndMarker {
+            prefix: home,
+            marker: home,
+            from: a(LMA),
+            wait: Duration::from_secs(30),
+        }])
+        .await
+        .unwrap();
+    let to = mn.local_addr().unwrap();
+    for i in 0..3u8 {
+        cn.send_to(&[i; 8], to).unwrap();
+    }
+    let holds = lab.tunnel == Tunnel::Tun;
+    if holds {
+        assert!(mn.recv_from(&mut buf).is_err(), "held until the marker");
+    } else {
+        note(&format!(
+            "IPv4 end markers: the hold is tun only, not run over {}",
+            name(lab.tunnel)
+        ));
+    }
+    let marker = Change::SendEndMarker {
+        prefix: home,
+        peer: a(MAG),
+    };
+    let icmp_before = icmp4_counts(&lab.mn);
+    lab.lma_dp
+        .apply(std::slice::from_ref(&marker))
+        .await
+        .unwrap();
+    let got: Vec<u8> = (0..3)
+        .filter_map(|_| mn.recv_from(&mut buf).ok().map(|_| buf[0]))
+        .collect();
+    assert_eq!(got, vec![0, 1, 2], "all three, in order");
+    assert!(
+        mn.recv_from(&mut buf).is_err(),
+        "the marker is not the node's"
+    );
+    if holds {
+        assert_eq!(
+            icmp4_counts(&lab.mn),
+            icmp_before,
+            "the MAG took the marker"
+        );
+        let (Some(lma_c), Some(mag_c)) = (
+            lab.lma_dp.tun_counters_shared(),
+            lab.mag_dp.tun_counters_shared(),
+        ) else {
+            panic!("the userspace tunnel counts");
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(lma_c.end_markers_sent.load(Relaxed), 1);
+        assert_eq!(mag_c.end_markers_received.load(Relaxed), 1);
+        assert_eq!(mag_c.held_for_end_marker.load(Relaxed), 3);
+    }
+
+    // No hold: the marker goes on to the node, which takes it in and sends nothing back.
+    let (in_before, out_before) = icmp4_counts(&lab.mn);
+    lab.lma_dp.apply(&[marker]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while icmp4_counts(&lab.mn).0 == in_before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (in_after, out_after) = icmp4_counts(&lab.mn);
+    assert_eq!(in_after, in_before + 1, "the node got the stray marker");
+    assert_eq!(out_after, out_before, "and answered nothing");
+    assert!(mn.recv_from(&mut buf).is_err());
 }

@@ -98,15 +98,16 @@ pub enum DatapathCommand {
     /// there (a fast handover, RFC 5949), and the new MAG knows from it that the forwarded
     /// stream has ended.
     EndMarker {
-        prefix: Ipv6Net,
+        prefix: IpNet,
         peer: Ipv6Addr,
     },
-    /// MAG, fast handover, new MAG: until the end marker of `marker` (the node's IPv6 prefix)
-    /// arrives through the previous MAG, or `wait_ms` passes, hold what `lma` sends directly
-    /// to `prefix`; then it follows what the previous MAG forwarded, in order.
+    /// MAG, fast handover, new MAG: until the end marker of `marker` (the node's first IPv6
+    /// prefix, or its IPv4 home address if it has none) arrives through the previous MAG, or
+    /// `wait_ms` passes, hold what `lma` sends directly to `prefix`; then it follows what the
+    /// previous MAG forwarded, in order.
     HoldForEndMarker {
         prefix: IpNet,
-        marker: Ipv6Net,
+        marker: IpNet,
         lma: Ipv6Addr,
         wait_ms: u32,
     },

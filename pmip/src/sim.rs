@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::Ipv6Addr;
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 
 use crate::config::{LmaConfig, MagConfig};
 use crate::lma::{Lma, LmaEvent, LmaOutput, LmaSnapshot};
@@ -57,7 +57,7 @@ pub struct MagDatapath {
     pub discarded: Vec<IpNet>,
     /// Every hold for an end marker: the prefix held, the prefix whose marker ends it, from
     /// whom, and for how long at most.
-    pub end_marker_holds: Vec<(IpNet, Ipv6Net, Ipv6Addr, u32)>,
+    pub end_marker_holds: Vec<(IpNet, IpNet, Ipv6Addr, u32)>,
 }
 
 /// What a drop filter decides for a packet.
@@ -84,7 +84,7 @@ pub struct Sim {
     pub lma_datapath: BTreeMap<IpNet, Downlink>,
     /// Every end marker the LMA sent: when, for which prefix, to which MAG, and where the
     /// prefix's route went by then.
-    pub lma_end_markers: Vec<(Instant, Ipv6Net, Ipv6Addr, Option<Downlink>)>,
+    pub lma_end_markers: Vec<(Instant, IpNet, Ipv6Addr, Option<Downlink>)>,
     pub mag_datapaths: Vec<MagDatapath>,
     pub lma_events: Vec<(Instant, LmaEvent)>,
     pub mag_events: Vec<(Instant, usize, MagEvent)>,
@@ -313,7 +313,7 @@ impl Sim {
                 self.lma_datapath.remove(&prefix);
             }
             DatapathCommand::EndMarker { prefix, peer } => {
-                let route = self.lma_datapath.get(&IpNet::V6(prefix)).copied();
+                let route = self.lma_datapath.get(&prefix).copied();
                 self.lma_end_markers.push((self.now, prefix, peer, route));
             }
             _ => {}

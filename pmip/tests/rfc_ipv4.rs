@@ -1020,6 +1020,24 @@ fn a_predictive_fast_handover_of_an_ipv4_only_node() {
         sim.mag_events_of(1)
             .any(|e| matches!(e, MagEvent::HandoverCompleted { .. }))
     );
+    // Without an IPv6 prefix, the end marker and the new MAG's hold go by the IPv4 home
+    // address: held until the marker, sent once the route pointed at the new MAG.
+    assert_end_marker(&sim, &[h], h);
+}
+
+/// The new MAG (MAG2) held `held` for the marker of `marker`, and the LMA sent MAG1 that
+/// marker alone, once `marker`'s route pointed at MAG2.
+fn assert_end_marker(sim: &Sim, held: &[IpNet], marker: IpNet) {
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    let holds: Vec<_> = held.iter().map(|&p| (p, marker, lma, 20)).collect();
+    assert_eq!(sim.mag_datapaths[1].end_marker_holds, holds);
+    let markers: Vec<_> = (sim.lma_end_markers.iter())
+        .map(|&(_, prefix, peer, route)| (prefix, peer, route))
+        .collect();
+    assert_eq!(
+        markers,
+        [(marker, mag_addr(0), Some(Downlink::Tunnel(mag_addr(1))))]
+    );
 }
 
 /// Reactive: the new MAG asks for the IPv4 context too (Context Request), and routes the
@@ -1073,4 +1091,7 @@ fn a_reactive_fast_handover_routes_the_ipv4_home_address_before_the_pba() {
         Some(&Downlink::Tunnel(mag_addr(1)))
     );
     assert!(sim.mag_datapaths[0].forwards.is_empty());
+    // A dual-stack node's hold covers both; its IPv6 prefix's marker ends it.
+    let prefix = IpNet::from(sim.mags[1].binding(&nai(1)).unwrap().prefixes[0]);
+    assert_end_marker(&sim, &[prefix, h], prefix);
 }

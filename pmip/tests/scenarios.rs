@@ -1335,7 +1335,7 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
 fn handover_holds_at_first_pbu(
     sim: &mut Sim,
     mode: pmip::config::FastHandoverMode,
-) -> Vec<(IpNet, Ipv6Net, Ipv6Addr, u32)> {
+) -> Vec<(IpNet, IpNet, Ipv6Addr, u32)> {
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     announce_move(sim, mode);
@@ -1370,7 +1370,7 @@ fn a_fast_handovers_new_mag_holds_the_lmas_packets_until_the_previous_mags_end_m
         let holds = handover_holds_at_first_pbu(&mut sim, mode);
         let p = prefix_of(&sim, 1);
         // Armed before the PBU left: the LMA's first direct packet finds it.
-        assert_eq!(holds, vec![(IpNet::from(p), p, lma, 20)], "{mode:?}");
+        assert_eq!(holds, vec![(p.into(), p.into(), lma, 20)], "{mode:?}");
         // The LMA sent MAG1 the prefix's marker once the route pointed at MAG2, and only then.
         let markers: Vec<_> = sim
             .lma_end_markers
@@ -1379,7 +1379,7 @@ fn a_fast_handovers_new_mag_holds_the_lmas_packets_until_the_previous_mags_end_m
             .collect();
         assert_eq!(
             markers,
-            vec![(p, mag_addr(0), Some(Downlink::Tunnel(mag_addr(1))))],
+            vec![(p.into(), mag_addr(0), Some(Downlink::Tunnel(mag_addr(1))))],
             "{mode:?}"
         );
         // The node keeps its prefix; the hold did not touch the protocol.

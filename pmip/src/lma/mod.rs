@@ -1249,14 +1249,13 @@ impl Lma {
                 peer: proxy_coa,
             }));
         }
-        // The previous MAG gets the end marker of each IPv6 prefix once the routes moved
-        // (RFC 5949 fast handovers: see `DatapathCommand::EndMarker`).
+        // The previous MAG gets the end marker of each IPv6 prefix once the routes moved, or
+        // of the IPv4 home address of a node without one (RFC 5949 fast handovers: see
+        // `DatapathCommand::EndMarker`).
         let fh = &self.config.domain.fast_handover;
         if handoff && fh.mode != crate::config::FastHandoverMode::Off && fh.end_marker_wait_ms > 0 {
-            for prefix in homes.iter().filter_map(|p| match *p {
-                IpNet::V6(p) => Some(p),
-                IpNet::V4(_) => None,
-            }) {
+            let ipv6 = homes.iter().any(|p| matches!(p, IpNet::V6(_)));
+            for &prefix in homes.iter().filter(|p| matches!(p, IpNet::V6(_)) == ipv6) {
                 self.push(LmaOutput::Datapath(DatapathCommand::EndMarker {
                     prefix,
                     peer: old_coa,

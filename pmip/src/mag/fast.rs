@@ -308,16 +308,18 @@ impl FastHandovers {
     /// NMAG, before the node's PBU: what the LMA will send the node directly waits for the
     /// end marker the LMA sends the PMAG, which forwards it behind the node's older packets
     /// (see `DatapathCommand::EndMarker`). The marker is that of the node's first IPv6
-    /// prefix; a node without one (IPv4 only, RFC 5844) gets no marker and no hold.
+    /// prefix, or of its IPv4 home address if it has none (IPv4 only, RFC 5844).
     fn hold_for_end_marker(&self, e: &BulEntry, out: &mut Out) {
         if self.end_marker_wait_ms == 0 {
             return;
         }
         let homes = e.home_nets();
-        let Some(marker) = homes.iter().find_map(|p| match *p {
-            IpNet::V6(p) => Some(p),
-            IpNet::V4(_) => None,
-        }) else {
+        let Some(marker) = homes
+            .iter()
+            .find(|p| matches!(p, IpNet::V6(_)))
+            .or(homes.first())
+            .copied()
+        else {
             return;
         };
         for prefix in homes {
