@@ -116,6 +116,9 @@ pub struct Spec {
     /// IPv4 home addresses (RFC 5844): the LMA has the pool [`POOL4`], every profile has
     /// IPv4 on, and the correspondent is reachable at [`CN_ADDRESS4`] too.
     pub ipv4: bool,
+    /// With [`Spec::ipv4`]: nodes (0-based) whose profiles have IPv6 off (RFC 5844
+    /// IPv4-only nodes: the LMA assigns them no home network prefix).
+    pub ipv4_only_nodes: Vec<usize>,
     /// The domain's link-local mode (RFC 5213 §6.8); `None`: the default (fixed `fe80::1`).
     pub link_local: Option<pmip::config::LinkLocalMode>,
     /// The MAGs' Neighbor Unreachability Detection (RFC 5213 §6.13); `None`: the default.
@@ -144,6 +147,7 @@ impl Spec {
             ipsec: IpsecMode::Off,
             esp_algorithm: EspAlgorithm::Aes128Gcm,
             ipv4: false,
+            ipv4_only_nodes: Vec::new(),
             link_local: None,
             neighbor_unreachability: None,
             radio: Radio::default(),
@@ -767,13 +771,14 @@ impl Lab {
                     || (lma && self.spec.lma_unknown_nodes.contains(i));
                 !unknown
             })
-            .map(|(_, n)| {
+            .map(|(i, n)| {
                 let mut p =
                     MobileNodeProfile::new(Nai::new(n.mn_id.clone()).unwrap_or_else(|_| {
                         Nai::new("invalid@lab.example").unwrap_or_else(|e| unreachable!("{e}"))
                     }));
                 p.link_layer_addresses = vec![LinkLayerAddress::mac(n.mac)];
                 p.ipv4 = self.spec.ipv4;
+                p.ipv6 = !(self.spec.ipv4 && self.spec.ipv4_only_nodes.contains(&i));
                 p
             })
             .collect()

@@ -307,13 +307,18 @@ impl UdpStream {
     pub fn start(
         from: &NetNs,
         at: &NetNs,
-        to: Ipv6Addr,
+        to: impl Into<IpAddr>,
         port: u16,
         rate: u32,
         size: usize,
     ) -> anyhow::Result<UdpStream> {
+        let dst = SocketAddr::new(to.into(), port);
+        let any = |port| match dst {
+            SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+            SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        };
         let rx = in_ns(at, || {
-            let s = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))?;
+            let s = UdpSocket::bind(any(port))?;
             s.set_read_timeout(Some(Duration::from_millis(20)))?;
             // Room for seconds of the stream: a receiver thread that a loaded machine does not
             // schedule for a while must not drop what a handover's flush hands it at once, or
@@ -321,9 +326,7 @@ impl UdpStream {
             let _ = set_rcvbuf_force(&Socket::from(s.try_clone()?), RECEIVE_BUFFER);
             Ok(s)
         })?;
-        let tx = in_ns(from, || {
-            UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
-        })?;
+        let tx = in_ns(from, || UdpSocket::bind(any(0)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let origin = Instant::now();
         let receiver = {
@@ -363,7 +366,6 @@ impl UdpStream {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-                let dst = SocketAddrV6::new(to, port, 0, 0);
                 let mut seq = 0u64;
                 let mut sent_at = Vec::new();
                 let mut buf = vec![0u8; size.max(16)];

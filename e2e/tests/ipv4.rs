@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use datapath::netns::NetNs;
 use e2e::dhcp_client::addresses4;
 use e2e::lab::{Binaries, CN_ADDRESS4, Lab, POOL4, Spec, mag_address, node_id};
-use e2e::traffic::TcpFlow;
+use e2e::traffic::{TcpFlow, UdpStream};
 
 macro_rules! say {
     ($($t:tt)*) => {{
@@ -25,6 +25,14 @@ fn binaries() -> Binaries {
         std::path::Path::new(env!("CARGO_BIN_EXE_pmip-lab")),
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
     )
+}
+
+/// A node that sends no IPv6 at all: IPv6 off on its link.
+fn ipv6_off(lab: &Lab, ns: &NetNs) {
+    lab.nl(ns)
+        .unwrap()
+        .set_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1")
+        .unwrap();
 }
 
 fn udhcpc(ns: &NetNs) -> std::process::Output {
@@ -116,10 +124,7 @@ async fn udhcpc_gets_the_ipv4_home_address_from_the_mag_and_reaches_the_correspo
     // Node 2 is IPv4-only: it sends no IPv6 at all, so its DHCPDISCOVER is what registers
     // it (RFC 5844 §3.4.3).
     let v4only = lab.nodes[1].ns.clone();
-    lab.nl(&v4only)
-        .unwrap()
-        .set_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1")
-        .unwrap();
+    ipv6_off(&lab, &v4only);
     lab.attach(0).await.unwrap();
     lab.attach(1).await.unwrap();
     let pool: ipnet::Ipv4Net = POOL4.parse().unwrap();
@@ -302,10 +307,7 @@ async fn handovers_and_an_lma_kill_keep_the_ipv4_home_addresses_and_tcp_over_ipv
         .await
         .unwrap_or_else(|e| panic!("lab {name}: {e:#}"));
     let v4only = lab.nodes[1].ns.clone();
-    lab.nl(&v4only)
-        .unwrap()
-        .set_sysctl("net/ipv6/conf/eth0/disable_ipv6", "1")
-        .unwrap();
+    ipv6_off(&lab, &v4only);
     lab.attach(0).await.unwrap();
     lab.attach(1).await.unwrap();
     let mn = lab.nodes[0].ns.clone();
@@ -517,4 +519,106 @@ fn demo(name: &str, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// DNAv4 (RFC 4436 §2.1) as busybox does it: one ARP request from `ns` for its default
+/// router, on `eth0`.
+fn detect_network(ns: &NetNs) {
+    let out = Command::new("ip")
+        .args(["-n", ns.name(), "-4", "route", "show", "default"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let router = (text.split_whitespace())
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no IPv4 default route: {text}"))
+        .to_owned();
+    Command::new("ip")
+        .args(["netns", "exec", ns.name(), "busybox", "arping"])
+        .args(["-c", "1", "-w", "1", "-I", "eth0", &router])
+        .output()
+        .unwrap();
+}
+
+/// RFC 5844 with RFC 5949: an IPv4-only node (no IPv6 prefix to carry the end marker) is
+/// handed over predictively between the MAGs with a 1000 packet/s UDP stream over IPv4 to its
+/// home address. The LMA's end marker for the home address is an IPv4 packet, which the
+/// previous MAG's kernel forwards to the new MAG behind the node's older packets: the new
+/// MAG's holds end by it (`pmip_tun_end_markers_received_total`), not by expiry alone, and the
+/// stream keeps its order as an IPv6 one does (e2e/tests/fast_handover.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictive_handovers_of_an_ipv4_only_node_end_by_its_ipv4_end_markers() {
+    const HANDOVERS: u64 = 10;
+    let name = format!("v4f{}", std::process::id() % 100_000);
+    let mut spec = Spec::new(&name, 2, 1);
+    spec.ipv4 = true;
+    spec.ipv4_only_nodes = vec![0];
+    spec.fast_handover = pmip::config::FastHandoverMode::Predictive;
+    let mut lab = Lab::up(spec, binaries())
+        .await
+        .unwrap_or_else(|e| panic!("lab {name}: {e:#}"));
+    let mn = lab.nodes[0].ns.clone();
+    ipv6_off(&lab, &mn);
+    lab.attach(0).await.unwrap();
+    let out = udhcpc(&mn);
+    assert!(out.status.success(), "udhcpc: {out:?}");
+    let home = addresses4(&mn);
+    assert_eq!(home.len(), 1, "{home:?}");
+    assert!(bindings4(&lab)[&node_id(1)].1.is_empty(), "IPv4 only");
+    let stream = UdpStream::start(&lab.cn, &mn, home[0].0, 7500, 1000, 64).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for h in 0..HANDOVERS as usize {
+        let to = (h + 1) % 2;
+        e2e::demo::hand_over(&mut lab, 0, to, e2e::demo::HandoverMode::Predictive)
+            .await
+            .unwrap();
+        // What an IPv4 host does on a new link (DNAv4, RFC 4436): an ARP request for its
+        // default router, which is how the new MAG hears a node that sends no IPv6.
+        detect_network(&mn);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let r = stream.finish();
+    assert_eq!(addresses4(&mn), home, "the IPv4 home address");
+    assert_eq!(
+        bindings4(&lab)[&node_id(1)].0,
+        format!("{}/{}", home[0].0, home[0].1)
+    );
+    let count = |sample: &str| -> f64 {
+        (lab.mag_ns.iter())
+            .map(|ns| e2e::lab::metric(&lab.metrics(ns).unwrap(), sample))
+            .sum()
+    };
+    let ended_by_marker = count("pmip_tun_end_markers_received_total");
+    let expired = count("pmip_tun_holds_without_end_marker_total");
+    let kernel = e2e::lab::kernel_tunnels(None).await.unwrap();
+    say!(
+        "IPv4-only node, {HANDOVERS} predictive handovers, 1000 packets/s to {}: {} sent, {} lost, {} reordered, {} duplicated; holds ended by the IPv4 end marker {ended_by_marker}, without it {expired}",
+        home[0].0,
+        r.sent,
+        r.lost(),
+        r.reordered(),
+        r.duplicated()
+    );
+    assert_eq!(r.duplicated(), 0);
+    if kernel {
+        // The kernel's decapsulation holds nothing: the markers reach the node, which drops
+        // them; the order is the kernel's.
+        assert_eq!((r.lost(), r.reordered()), (0, 0));
+    } else {
+        // The previous MAG forwarded the IPv4 markers to the new MAG and they ended its holds
+        // (before, an IPv4-only node got no marker and no hold at all).
+        assert!(
+            ended_by_marker >= 1.0,
+            "no hold ended by an IPv4 end marker ({expired} without)"
+        );
+        // Bounded as for IPv6 (fast_handover.rs): a busy machine can outwait a hold.
+        let slack = 5 * HANDOVERS;
+        assert!(
+            r.lost() + r.reordered() <= slack,
+            "lost {} and reordered {} (at most {slack})",
+            r.lost(),
+            r.reordered()
+        );
+    }
 }
