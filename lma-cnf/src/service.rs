@@ -1132,11 +1132,13 @@ impl Service {
         limit: usize,
         proxy_coa: Option<Ipv6Addr>,
     ) -> BindingPage {
-        let start = after.map_or(0, |a| a + 1);
+        // A token naming the last slot there can be starts past every entry (a token is a
+        // client's text: no arithmetic on it may overflow).
+        let start = after.map_or(0, |a| u64::from(a) + 1);
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut next = None;
         for (s, e) in self.lma.cache().iter() {
-            if s.0 < start || proxy_coa.is_some_and(|c| c != e.proxy_coa) {
+            if u64::from(s.0) < start || proxy_coa.is_some_and(|c| c != e.proxy_coa) {
                 continue;
             }
             if out.len() == limit {
@@ -1177,13 +1179,10 @@ impl Service {
     ) -> Option<BindingView> {
         let c = self.lma.cache();
         let s = c.by_prefix(&prefix.trunc()).or_else(|| {
-            // An address: find the /64 (or any configured length) covering it.
-            self.lma
-                .config()
-                .prefix_pools
-                .iter()
-                .map(|p| p.prefix_length)
-                .chain([64])
+            // An address: the longest home network prefix covering it, of whatever length
+            // (a pool's, or a profile's pinned prefix).
+            (0..=128u8)
+                .rev()
                 .find_map(|len| c.by_address(&prefix.addr(), len))
         });
         s.and_then(|s| self.view(s, now, wall))

@@ -621,6 +621,20 @@ async fn list_pages_through_the_cache_and_filters_by_proxy_coa() {
     assert_ne!(rest.bindings[0].mn_id, at2.bindings[0].mn_id);
     assert!(rest.next_page_token.is_empty());
 
+    // A token of this epoch naming the last slot there can be: past everything, an empty
+    // last page (a client's number is never added to without a check), and the LMA serves on.
+    let past = lab
+        .bc()
+        .list(pb::ListBindingsRequest {
+            page_token: format!("{}.{}", stats.epoch, u32::MAX),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(past.bindings.is_empty() && past.next_page_token.is_empty());
+    assert_eq!(lab.stats().await.bindings, 5);
+
     for (token, proxy_coa, field) in [
         ("garbage", "", "page_token: "),
         ("99.0", "", "page_token: the token is from LMA epoch 99"),
@@ -1292,6 +1306,42 @@ async fn revoke_waits_for_the_mags_answer_or_its_absence() {
     );
     assert_eq!(lab.stats().await.revocations, 3);
     drop(w);
+    lab.stop().await;
+}
+
+/// Get by an address finds the home network prefix that covers it whatever its length: here a
+/// /56 pinned outside every pool, not only the pools' lengths.
+#[tokio::test]
+async fn get_by_an_address_finds_a_pinned_prefix_of_any_length() {
+    let mut lab = Lab::start().await;
+    upsert(
+        &lab,
+        pb::MobileNodeProfile {
+            mn_id: nai(9),
+            link_layer_addresses: vec![ll(9).to_string()],
+            home_network_prefixes: vec!["2001:db8:300::/56".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let p = lab.attach(MAG1, 9).await;
+    assert_eq!(p, "2001:db8:300::/56".parse::<Ipv6Net>().unwrap());
+    for inside in ["2001:db8:300::1", "2001:db8:300:ff:1:2:3:4"] {
+        let b = lab
+            .get(Key::HomeNetworkPrefix(inside.into()))
+            .await
+            .unwrap();
+        assert_eq!(b.mn_id, nai(9), "{inside}");
+    }
+    assert_eq!(
+        code(
+            lab.get(Key::HomeNetworkPrefix("2001:db8:300:100::1".into()))
+                .await
+        )
+        .0,
+        Code::NotFound
+    );
     lab.stop().await;
 }
 
