@@ -20,8 +20,10 @@ use crate::wire::{
 };
 
 /// The ALL_ZERO prefix of a Home Network Prefix option (RFC 5213 §2.2): ask for one.
+/// ALL_ZERO is the prefix field's value; the Prefix Length is a field of its own (§8.3), and
+/// a MAG may well send `::/64` for it.
 fn is_all_zero(p: &Ipv6Net) -> bool {
-    p.prefix_len() == 0 && p.addr().is_unspecified()
+    p.addr().is_unspecified()
 }
 
 /// The home network prefixes a PBU asks for.
@@ -706,6 +708,12 @@ mod tests {
         ];
         let r = validate(&lma, BuFlags::A | BuFlags::P, 2, &opts).unwrap();
         assert_eq!(r.prefixes, RequestedPrefixes::Allocate);
+        // ALL_ZERO is the prefix's value, whatever length a MAG gives it (RFC 5213 §2.2).
+        for all_zero in ["::/64", "::/128"] {
+            let opts = [id(MN), hnp(all_zero), HI, ATT];
+            let r = validate(&lma, BuFlags::A | BuFlags::P, 2, &opts).unwrap();
+            assert_eq!(r.prefixes, RequestedPrefixes::Allocate, "{all_zero}");
+        }
         assert_eq!(r.timestamp, None);
         assert_eq!(r.link_layer_address(), None);
         assert_eq!(r.reply().mn_link_layer_id, Some(&long[..]));

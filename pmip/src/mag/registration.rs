@@ -273,7 +273,8 @@ impl Mag {
         let mn_id = e.mn_id.clone();
         let prefixes: Vec<Ipv6Net> = pba
             .home_network_prefixes()
-            .filter(|p| !(p.prefix_len() == 0 && p.addr().is_unspecified()))
+            // ALL_ZERO, whatever its Prefix Length (RFC 5213 §2.2), is no prefix.
+            .filter(|p| !p.addr().is_unspecified())
             .collect();
         // RFC 5844 §3.2.3.2: IPv4 service only with an accepting IPv4 Home Address Reply
         // (and the default router the LMA gave); without one, none.
