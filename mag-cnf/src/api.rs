@@ -140,17 +140,37 @@ impl Gateway for GatewayService {
             .await
             .map_err(gone)?;
         let stats = self.stats().await?;
+        // The token is the last entry shown: its MN-ID and link-layer address (one node may
+        // have an entry per interface), the order the list is sorted in.
         let start = if r.page_token.is_empty() {
             0
         } else {
+            let (mn_id, ll) = r
+                .page_token
+                .rsplit_once(' ')
+                .and_then(|(id, ll)| {
+                    // A link-layer address may be empty (RFC 5213 §8.6 sets no minimum).
+                    let ll = match ll {
+                        "" => Vec::new(),
+                        ll => ll.parse::<LinkLayerAddress>().ok()?.as_bytes().to_vec(),
+                    };
+                    Some((id, ll))
+                })
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "page_token: {:?} was not issued by this MAG",
+                        r.page_token
+                    ))
+                })?;
+            let after = (mn_id, ll.as_slice());
             all.iter()
-                .position(|v| v.entry.mn_id > r.page_token)
+                .position(|v| (v.entry.mn_id.as_str(), v.entry.link_layer.as_bytes()) > after)
                 .unwrap_or(all.len())
         };
         let page: Vec<&EntryView> = all.iter().skip(start).take(size).collect();
         let next = if start + page.len() < all.len() {
             page.last()
-                .map(|v| v.entry.mn_id.clone())
+                .map(|v| format!("{} {}", v.entry.mn_id, v.entry.link_layer))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -177,7 +197,16 @@ impl Gateway for GatewayService {
         let att = r
             .access_technology_type
             .filter(|v| *v != 0)
-            .map(|v| AccessTechnologyType::from(v as u8));
+            .map(|v| {
+                u8::try_from(v)
+                    .map(AccessTechnologyType::from)
+                    .map_err(|_| {
+                        Status::invalid_argument(format!(
+                            "access_technology_type: {v} is not a value from 0 to 255"
+                        ))
+                    })
+            })
+            .transpose()?;
         let lma = self.stats().await?.lma_address;
         let v = self
             .core

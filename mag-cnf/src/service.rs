@@ -1362,7 +1362,12 @@ impl Service {
     /// The binding update list, by MN-ID.
     pub fn list(&self, now: Instant) -> Vec<EntryView> {
         let mut v: Vec<EntryView> = self.mag.bindings().map(|e| self.view(e, now)).collect();
-        v.sort_by(|a, b| a.entry.mn_id.cmp(&b.entry.mn_id));
+        // By MN-ID, then link-layer address: a node attached with two interfaces has two
+        // entries, and a page token names the pair (`api.rs`).
+        v.sort_by(|a, b| {
+            (a.entry.mn_id.as_str(), a.entry.link_layer.as_bytes())
+                .cmp(&(b.entry.mn_id.as_str(), b.entry.link_layer.as_bytes()))
+        });
         v
     }
 

@@ -226,3 +226,75 @@ async fn a_deadline_that_passes_is_deadline_exceeded() {
     assert!(started.elapsed() < Duration::from_secs(5));
     hold.abort();
 }
+
+/// The Gateway's pages of the binding update list: a node with two interfaces has two
+/// entries under one MN-ID, and paging one entry at a time shows every entry once, in order
+/// of MN-ID and link-layer address; a token the MAG did not issue, and an access technology
+/// type that is not one octet, are INVALID_ARGUMENT.
+#[tokio::test]
+async fn pages_of_the_binding_update_list_show_every_entry_once() {
+    use proto::v1 as pb;
+    let mag = Mag::start().await;
+    let mut c = pb::gateway_client::GatewayClient::connect(mag.url.clone())
+        .await
+        .unwrap();
+    for n in [5, 1, 4] {
+        c.attach(pb::AttachRequest {
+            link_layer_address: ll(n).to_string(),
+            access_interface: ACCESS.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = c
+            .list_binding_update_list(pb::ListBindingUpdateListRequest {
+                page_size: 1,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.total_size, 3);
+        assert!(r.entries.len() <= 1);
+        seen.extend((r.entries.iter()).map(|e| (e.mn_id.clone(), e.mn_link_layer_id.clone())));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let want: Vec<(String, String)> = [(1, 1), (4, 4), (4, 5)]
+        .iter()
+        .map(|&(n, l)| (nai(n), ll(l).to_string()))
+        .collect();
+    assert_eq!(seen, want);
+    for token in ["garbage", "mn1@example.org zz"] {
+        let e = c
+            .list_binding_update_list(pb::ListBindingUpdateListRequest {
+                page_size: 1,
+                page_token: token.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{token}");
+    }
+    let e = c
+        .attach(pb::AttachRequest {
+            link_layer_address: ll(2).to_string(),
+            access_interface: ACCESS.into(),
+            access_technology_type: Some(259),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("access_technology_type: 259"),
+        "{}",
+        e.message()
+    );
+    mag.stop().await;
+}

@@ -352,7 +352,8 @@ impl mag_cnf::core::RaSender for NoRa {
 /// The access interface the MAG tests attach nodes on.
 pub const ACCESS: &str = "acc0";
 
-/// A real MAG core (proxy-CoA MAG1, profiles mn1..=mn4, reactive fast handovers with access
+/// A real MAG core (proxy-CoA MAG1, profiles mn1..=mn4, mn4 with two link-layer addresses,
+/// reactive fast handovers with access
 /// point `ap-2` at MAG2) with its Gateway service on `127.0.0.1`, and one access link
 /// [`ACCESS`] up. What it sends comes out of `sent`.
 pub struct Mag {
@@ -369,8 +370,15 @@ impl Mag {
     pub async fn start() -> Mag {
         use mag_cnf::core::{AccessInput, Core, Parts};
         let dir = tempfile::tempdir().unwrap();
+        // Node 4 has two interfaces: ll(4) and ll(5).
         let nodes: Vec<serde_json::Value> = (1..=4)
-            .map(|n| serde_json::json!({"mn_id": nai(n), "link_layer_addresses": [ll(n).to_string()]}))
+            .map(|n| {
+                let lls: Vec<String> = match n {
+                    4 => vec![ll(4).to_string(), ll(5).to_string()],
+                    n => vec![ll(n).to_string()],
+                };
+                serde_json::json!({"mn_id": nai(n), "link_layer_addresses": lls})
+            })
             .collect();
         let fast =
             serde_json::json!({"mode": "reactive", "access_points": {"ap-2": MAG2.to_string()}});
