@@ -76,6 +76,12 @@ fn validate_profiles(profiles: &[MobileNodeProfile]) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// Most home network prefixes one node can have pinned: as many Prefix Information options
+/// (32 bytes each) as fit a Router Advertisement with its source link-layer address and MTU
+/// options in 1280 bytes, IPv6's minimum MTU (RFC 8200 §5); a PBU of as many fits the
+/// Mobility Header's 2048 bytes as well.
+pub const MAX_HOME_NETWORK_PREFIXES: usize = 37;
+
 /// Why an address field refuses an IPv4 address.
 const NO_IPV4_TRANSPORT: &str = "is an IPv4 address: the IPv4 transport of RFC 5844 §4 \
     (signalling over UDP port 5436 to an IPv4 LMA address, IPv4 tunnels between the LMA and \
@@ -469,7 +475,29 @@ impl MobileNodeProfile {
                 || format!("{a} cannot be a home address"),
             )?;
         }
+        check(
+            self.home_network_prefixes.len() <= MAX_HOME_NETWORK_PREFIXES,
+            &format!("{at}.home_network_prefixes"),
+            || {
+                format!(
+                    "{} prefixes: at most {MAX_HOME_NETWORK_PREFIXES}, as many as a Router \
+                     Advertisement carries in IPv6's minimum MTU",
+                    self.home_network_prefixes.len()
+                )
+            },
+        )?;
         for (i, p) in self.home_network_prefixes.iter().enumerate() {
+            if let Some(j) = (self.home_network_prefixes.iter().take(i))
+                .position(|q| q.contains(p) || p.contains(q))
+            {
+                return Err(ConfigError::new(
+                    format!("{at}.home_network_prefixes[{i}]"),
+                    format!(
+                        "{p} overlaps home_network_prefixes[{j}] ({})",
+                        self.home_network_prefixes[j]
+                    ),
+                ));
+            }
             check(
                 p.prefix_len() <= 64,
                 &format!("{at}.home_network_prefixes[{i}]"),
@@ -1442,6 +1470,26 @@ impl LmaConfig {
         for (i, pool) in self.prefix_pools.iter().enumerate() {
             let at = format!("prefix_pools[{i}]");
             check(
+                is_global_unicast(&pool.prefix.network()),
+                &format!("{at}.prefix"),
+                || {
+                    format!(
+                        "{} cannot hold home network prefixes (unspecified, loopback, multicast or \
+                     link-local)",
+                        pool.prefix
+                    )
+                },
+            )?;
+            // A home network prefix holding the LMA's or a MAG's own address would route the
+            // signalling and the tunnels to it into a node's tunnel.
+            for (what, a) in std::iter::once(("the LMA's address", self.address)).chain(
+                (self.authorized_mags.iter()).map(|m| ("an authorized MAG's address", m.proxy_coa)),
+            ) {
+                check(!pool.prefix.contains(&a), &format!("{at}.prefix"), || {
+                    format!("{} holds {a}, {what}", pool.prefix)
+                })?;
+            }
+            check(
                 pool.prefix.network() == pool.prefix.addr(),
                 &format!("{at}.prefix"),
                 || {
@@ -1787,9 +1835,29 @@ impl MagConfig {
             "timers.refresh_at_percent",
             || "must be between 10 and 95".into(),
         )?;
-        if let Some(mtu) = self.router_advertisement.mtu {
+        let ra = &self.router_advertisement;
+        if let Some(mtu) = ra.mtu {
             check(mtu >= 1280, "router_advertisement.mtu", || {
                 format!("{mtu} is below the IPv6 minimum of 1280")
+            })?;
+        }
+        // RFC 4861 §6.2.1: AdvDefaultLifetime MUST be 0 or between MaxRtrAdvInterval and
+        // 9000 seconds.
+        let lifetime = u32::from(ra.router_lifetime_s);
+        check(
+            lifetime == 0 || (ra.interval_s..=9000).contains(&lifetime),
+            "router_advertisement.router_lifetime_s",
+            || {
+                format!(
+                    "{lifetime} must be 0 (not a default router) or from interval_s ({}) to \
+                     9000 (RFC 4861 §6.2.1)",
+                    ra.interval_s
+                )
+            },
+        )?;
+        if let Some(l) = ra.prefix_lifetime_s {
+            check(l > 0, "router_advertisement.prefix_lifetime_s", || {
+                "0 would have the node drop the prefix at once (RFC 4862 §5.5.3): at least 1".into()
             })?;
         }
         self.neighbor_unreachability
@@ -1932,6 +2000,61 @@ mobile_nodes:
         let e = c.validate().unwrap_err();
         assert_eq!(e.field, "mobile_nodes[0].allowed_mags[1]");
         assert!(e.reason.contains("cannot be a proxy-CoA"), "{e}");
+    }
+
+    #[test]
+    fn a_profiles_own_prefixes_do_not_overlap_and_fit_a_router_advertisement() {
+        let mut a = MobileNodeProfile::new(Nai::new("a@x.example").unwrap());
+        let p = |s: &str| -> Ipv6Net { s.parse().unwrap() };
+        a.home_network_prefixes = vec![p("2001:db8:200::/64"), p("2001:db8:200::/64")];
+        let e = a.validate("p").unwrap_err();
+        assert_eq!(e.field, "p.home_network_prefixes[1]");
+        assert_eq!(
+            e.reason,
+            "2001:db8:200::/64 overlaps home_network_prefixes[0] (2001:db8:200::/64)"
+        );
+        a.home_network_prefixes = vec![p("2001:db8:200:1::/64"), p("2001:db8:200::/56")];
+        assert_eq!(
+            a.validate("p").unwrap_err().field,
+            "p.home_network_prefixes[1]"
+        );
+        a.home_network_prefixes = (0..MAX_HOME_NETWORK_PREFIXES)
+            .map(|i| p(&format!("2001:db8:200:{i:x}::/64")))
+            .collect();
+        a.validate("p").unwrap();
+        a.home_network_prefixes.push(p("2001:db8:201::/64"));
+        let e = a.validate("p").unwrap_err();
+        assert_eq!(e.field, "p.home_network_prefixes");
+        assert!(e.reason.starts_with("38 prefixes: at most 37"), "{e}");
+    }
+
+    #[test]
+    fn a_pool_holds_global_unicast_prefixes_and_no_lmas_or_mags_address() {
+        let base: LmaConfig = serde_saphyr::from_str(LMA).unwrap();
+        let mut c = base.clone();
+        c.prefix_pools[0].prefix = "::/0".parse().unwrap();
+        c.prefix_pools[0].prefix_length = 0;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "prefix_pools[0].prefix");
+        assert!(
+            e.reason.contains("cannot hold home network prefixes"),
+            "{e}"
+        );
+        for (pool, mag, what) in [
+            (base.address, None, "the LMA's address"),
+            (
+                "2001:db8:7::10".parse().unwrap(),
+                Some("2001:db8:7::10".parse().unwrap()),
+                "an authorized MAG's address",
+            ),
+        ] {
+            let mut c = base.clone();
+            c.prefix_pools[0].prefix = Ipv6Net::new(pool, 48).unwrap().trunc();
+            c.authorized_mags = mag.into_iter().map(ConfiguredMag::new).collect();
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field, "prefix_pools[0].prefix");
+            assert!(e.reason.ends_with(what), "{e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,22 @@ use crate::types::LinkLayerAddress;
 pub enum PolicyError {
     #[error("prefix {prefix} is already pinned to {owner}")]
     PrefixPinnedElsewhere { prefix: Ipv6Net, owner: String },
+    /// RFC 5213 §2.2 (Per-MN-Prefix): a prefix holding another node's pinned prefix, or
+    /// inside it.
+    #[error("prefix {prefix} overlaps {other}, pinned to {owner}")]
+    PrefixOverlapsPinned {
+        prefix: Ipv6Net,
+        other: Ipv6Net,
+        owner: String,
+    },
+    /// An IPv4 home address another node has pinned, or holds (RFC 5844 §3.1.2.2).
+    #[error("IPv4 home address {address} is already {how} {owner}")]
+    Ipv4AddressTaken {
+        address: std::net::Ipv4Addr,
+        /// "pinned to" or "held by".
+        how: &'static str,
+        owner: String,
+    },
     #[error("link-layer address {address} already belongs to {owner}")]
     LinkLayerAddressTaken {
         address: LinkLayerAddress,
@@ -98,6 +114,24 @@ impl PolicyStore {
         self.insert(p, Origin::Api)
     }
 
+    /// The pinned prefixes that overlap `p` (hold it, are it, or lie inside it), with their
+    /// owners: the shorter ones holding it by lookup, the ones inside it by a range of the
+    /// ordered map.
+    fn pinned_overlapping<'a>(
+        &'a self,
+        p: &Ipv6Net,
+    ) -> impl Iterator<Item = (Ipv6Net, &'a str)> + 'a {
+        let p = p.trunc();
+        let holding = (0..p.prefix_len())
+            .filter_map(move |len| Ipv6Net::new(p.addr(), len).ok().map(|n| n.trunc()))
+            .filter_map(|n| self.pinned.get_key_value(&n));
+        let inside = self
+            .pinned
+            .range(p..=Ipv6Net::new(p.broadcast(), 128).unwrap_or(p))
+            .filter(move |(q, _)| p.contains(*q));
+        holding.chain(inside).map(|(q, owner)| (*q, owner.as_str()))
+    }
+
     fn insert(
         &mut self,
         p: MobileNodeProfile,
@@ -113,11 +147,22 @@ impl PolicyStore {
         {
             return Err(PolicyError::WildcardWithPinnedValues(id.to_owned()));
         }
+        // RFC 5213 §2.2: a prefix is one node's (the Per-MN-Prefix model), so another
+        // node's pinned prefix may not hold it, nor lie inside it.
         for prefix in &p.home_network_prefixes {
-            if let Some(owner) = self.pinned.get(prefix).filter(|o| o.as_str() != id) {
-                return Err(PolicyError::PrefixPinnedElsewhere {
-                    prefix: *prefix,
-                    owner: owner.clone(),
+            if let Some((other, owner)) = self.pinned_overlapping(prefix).find(|(_, o)| *o != id) {
+                let owner = owner.to_owned();
+                return Err(if other == *prefix {
+                    PolicyError::PrefixPinnedElsewhere {
+                        prefix: *prefix,
+                        owner,
+                    }
+                } else {
+                    PolicyError::PrefixOverlapsPinned {
+                        prefix: *prefix,
+                        other,
+                        owner,
+                    }
                 });
             }
         }
@@ -132,9 +177,11 @@ impl PolicyStore {
         if let Some(a) = p.ipv4_home_address
             && let Some(owner) = self.pinned4.get(&a).filter(|o| o.as_str() != id)
         {
-            return Err(PolicyError::Invalid(format!(
-                "IPv4 home address {a} is already pinned to {owner}"
-            )));
+            return Err(PolicyError::Ipv4AddressTaken {
+                address: a,
+                how: "pinned to",
+                owner: owner.clone(),
+            });
         }
         let old = self.remove(id);
         if let Some(a) = p.ipv4_home_address {
@@ -465,6 +512,30 @@ mod tests {
             s.upsert(b.clone()),
             Err(PolicyError::PrefixPinnedElsewhere { .. })
         ));
+        // Nor may a shorter prefix holding it, or a longer one inside it (RFC 5213 §2.2).
+        let mut c = profile("c@x");
+        c.home_network_prefixes = vec!["2001:db8:2::/56".parse().unwrap()];
+        s.upsert(c).unwrap();
+        for (other, err) in [
+            (
+                "2001:db8:1::/48",
+                "2001:db8:1::/48 overlaps 2001:db8:1::/64, pinned to a@x",
+            ),
+            (
+                "2001:db8:2:7::/64",
+                "2001:db8:2:7::/64 overlaps 2001:db8:2::/56, pinned to c@x",
+            ),
+        ] {
+            b.home_network_prefixes = vec![other.parse().unwrap()];
+            let e = s.upsert(b.clone()).unwrap_err();
+            assert!(matches!(e, PolicyError::PrefixOverlapsPinned { .. }), "{e}");
+            assert_eq!(e.to_string(), format!("prefix {err}"));
+        }
+        s.remove("c@x");
+        // Beside it is fine; a's own prefixes may nest (its profile alone decides).
+        b.home_network_prefixes = vec!["2001:db8:1:1::/64".parse().unwrap()];
+        s.upsert(b.clone()).unwrap();
+        s.remove("b@x");
         b.home_network_prefixes.clear();
         b.link_layer_addresses = vec![ll];
         assert!(matches!(

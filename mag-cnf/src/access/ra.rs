@@ -368,6 +368,8 @@ mod tests {
             router_advertisement_frame(&ra(&many, Duration::ZERO, Duration::ZERO)),
             Err(Error::TooManyPrefixes(n)) if n == MAX_PREFIXES + 1
         ));
+        // A profile cannot pin more than an RA carries.
+        assert_eq!(MAX_PREFIXES, pmip::config::MAX_HOME_NETWORK_PREFIXES);
     }
 
     #[test]

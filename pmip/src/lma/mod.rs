@@ -459,9 +459,11 @@ impl Lma {
                 && let Some(holder) = self.cache.get(s).map(|e| &*e.mn_id)
                 && holder != p.mn_id.as_str()
             {
-                return Err(PolicyError::Invalid(format!(
-                    "IPv4 home address {a} is held by {holder}"
-                )));
+                return Err(PolicyError::Ipv4AddressTaken {
+                    address: a,
+                    how: "held by",
+                    owner: holder.to_owned(),
+                });
             }
         }
         let old = self.policy.upsert(p)?;
