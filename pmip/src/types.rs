@@ -47,11 +47,15 @@ impl LinkLayerAddress {
         self.bytes.get(..self.len as usize).unwrap_or(&[])
     }
 
-    /// RFC 4291 Appendix A modified EUI-64 interface identifier of a 6-byte MAC: what a
-    /// mobile node derives its link-local and SLAAC addresses from.
+    /// RFC 4291 Appendix A modified EUI-64 interface identifier of a 6-byte MAC (EUI-48) or
+    /// of an 8-byte EUI-64: what a mobile node derives its link-local and SLAAC addresses
+    /// from. `None` for a link-layer address of another length.
     pub fn eui64_interface_id(&self) -> Option<[u8; 8]> {
-        let m: [u8; 6] = self.as_bytes().try_into().ok()?;
-        Some([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+        match self.as_bytes() {
+            &[a, b, c, d, e, f] => Some([a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]),
+            &[a, b, c, d, e, f, g, h] => Some([a ^ 0x02, b, c, d, e, f, g, h]),
+            _ => None,
+        }
     }
 }
 
@@ -278,6 +282,18 @@ mod tests {
         assert_eq!(
             a.eui64_interface_id(),
             Some([0x00, 0x11, 0x22, 0xff, 0xfe, 0x33, 0x44, 0x55])
+        );
+        // An EUI-64 keeps its 8 bytes, the U/L bit inverted (RFC 4291 Appendix A).
+        let e = LinkLayerAddress::new(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]).unwrap();
+        assert_eq!(
+            e.eui64_interface_id(),
+            Some([0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77])
+        );
+        assert_eq!(
+            LinkLayerAddress::new(&[1, 2, 3])
+                .unwrap()
+                .eui64_interface_id(),
+            None
         );
     }
 

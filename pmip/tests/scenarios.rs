@@ -1244,6 +1244,16 @@ fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     })
     .unwrap();
     sim.run_for(Duration::from_millis(5));
+    // The context names the node's link-local interface identifier (RFC 5949 §6.2.3): the
+    // modified EUI-64 of its MAC, no address having been heard.
+    let iid = sim.sent.iter().find_map(|(_, pk)| match pk.message() {
+        Some(Message::HandoverInitiate(hi)) => hi.options.iter().find_map(|o| match o {
+            MobilityOption::MnLinkLocalInterfaceId(i) => Some(i),
+            _ => None,
+        }),
+        _ => None,
+    });
+    assert_eq!(iid, ll(1).eui64_interface_id());
     assert!(
         sim.mag_datapaths[1].buffering.contains(&IpNet::from(p)),
         "NMAG buffers"

@@ -169,11 +169,7 @@ const HI_TRIES: u32 = 4;
 
 /// The context a PMAG sends (RFC 5949 §4.1 step (c), §6.2): MN-ID, prefixes, IPv4 home
 /// address, LMA address, link-layer identifier, link-local interface identifier.
-fn context_options<'a>(
-    e: &'a BulEntry,
-    lma: Ipv6Addr,
-    iid: &'a [u8; 8],
-) -> Vec<MobilityOption<'a>> {
+fn context_options(e: &BulEntry, lma: Ipv6Addr) -> Vec<MobilityOption<'_>> {
     let mut o = vec![MobilityOption::MobileNodeIdentifier {
         subtype: MN_ID_SUBTYPE_NAI,
         id: e.mn_id.as_bytes(),
@@ -200,7 +196,12 @@ fn context_options<'a>(
     o.push(MobilityOption::AccessTechnologyType(
         e.access_technology_type,
     ));
-    o.push(MobilityOption::MnLinkLocalInterfaceId(*iid));
+    // RFC 5949 §6.2.3: the interface identifier of the node's link-local address, the
+    // modified EUI-64 of its link-layer address (6 or 8 bytes); none for another kind (an
+    // identifier of zeros would be a wrong one).
+    if let Some(iid) = e.link_layer.eui64_interface_id() {
+        o.push(MobilityOption::MnLinkLocalInterfaceId(iid));
+    }
     if !e.link_local.is_unspecified() {
         o.push(MobilityOption::LinkLocalAddress(e.link_local));
     }
@@ -417,8 +418,7 @@ impl FastHandovers {
         let Some(peer) = f.peer else {
             return;
         };
-        let iid = e.link_layer.eui64_interface_id().unwrap_or([0; 8]);
-        let opts = context_options(e, self.lma, &iid);
+        let opts = context_options(e, self.lma);
         let m = Message::HandoverInitiate(HandoverInitiate {
             sequence: f.sequence,
             flags: HiFlags::P | HiFlags::F | HiFlags::U,
@@ -613,8 +613,7 @@ impl FastHandovers {
         match here {
             // We are the PMAG and the NMAG asks (reactive, or a predictive HI crossing).
             Some(e) if e.is_bound() => {
-                let iid = e.link_layer.eui64_interface_id().unwrap_or([0; 8]);
-                let opts = context_options(e, self.lma, &iid);
+                let opts = context_options(e, self.lma);
                 out.extend(ack(HackCode::AllAvailableContextTransferred, &opts));
                 if hi.flags.contains(HiFlags::F) {
                     let mode = self
