@@ -12,13 +12,14 @@
 //! plain value that goes into durable records as it is; [`Ipv4Allocator::claim`] marks it
 //! taken again after a restart.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Ipv4Pool;
+use crate::free_list::FreeList;
 
 /// A node's IPv4 home address with what comes with it (RFC 5844 §3.1.1: the address, its
 /// subnet mask, and the default router).
@@ -76,7 +77,7 @@ struct Pool {
     /// Indices at or above `next` that are in use (claimed explicitly).
     claimed_ahead: BTreeSet<u32>,
     /// Released indices below `next`, oldest first.
-    free: VecDeque<u32>,
+    free: FreeList<u32>,
 }
 
 impl Pool {
@@ -91,7 +92,7 @@ impl Pool {
             last: u32::try_from(size.saturating_sub(2)).unwrap_or(u32::MAX),
             router_index: u32::from(router).wrapping_sub(u32::from(net.network())),
             claimed_ahead: BTreeSet::new(),
-            free: VecDeque::new(),
+            free: FreeList::default(),
         }
     }
 
@@ -136,7 +137,7 @@ impl Pool {
             return Some(self.lease(a));
         }
         for _ in 0..self.free.len() {
-            let i = self.free.pop_front()?;
+            let i = self.free.pop_oldest()?;
             let a = self.address_at(i);
             if taken(a) {
                 continue;
@@ -146,19 +147,27 @@ impl Pool {
         None
     }
 
+    /// A claim at `next` moves `next` past it and past the claims ahead that follow it (as
+    /// the prefix pools do).
     fn claim(&mut self, i: u32) {
-        if i >= self.next {
+        if i == self.next {
+            self.next += 1;
+            while self.claimed_ahead.first() == Some(&self.next) {
+                self.claimed_ahead.pop_first();
+                self.next += 1;
+            }
+        } else if i > self.next {
             self.claimed_ahead.insert(i);
-        } else if let Some(pos) = self.free.iter().position(|f| *f == i) {
-            self.free.remove(pos);
+        } else {
+            self.free.remove(&i);
         }
     }
 
     fn release(&mut self, i: u32) {
         if i >= self.next {
             self.claimed_ahead.remove(&i);
-        } else if !self.free.contains(&i) {
-            self.free.push_back(i);
+        } else {
+            self.free.push(i);
         }
     }
 
@@ -236,7 +245,7 @@ impl Ipv4Allocator {
     pub fn heap_bytes(&self) -> usize {
         self.pools
             .iter()
-            .map(|p| p.free.capacity() * 4 + p.claimed_ahead.len() * 24)
+            .map(|p| p.free.heap_bytes() + p.claimed_ahead.len() * 24)
             .sum()
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod config;
+mod free_list;
 pub mod heartbeat;
 pub mod ipv4_pool;
 pub mod lma;

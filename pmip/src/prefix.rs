@@ -5,12 +5,13 @@
 //! who holds what: the binding cache and the policy store (pinned prefixes) do, and the caller
 //! passes a check that says whether a candidate is taken.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
 use crate::config::PrefixPool;
+use crate::free_list::FreeList;
 
 #[derive(Debug, Clone)]
 struct Pool {
@@ -24,7 +25,7 @@ struct Pool {
     /// Indices at or above `next` that are in use (claimed explicitly).
     claimed_ahead: BTreeSet<u64>,
     /// Released indices below `next`, oldest first.
-    free: VecDeque<u64>,
+    free: FreeList<u64>,
 }
 
 impl Pool {
@@ -38,7 +39,7 @@ impl Pool {
             capacity,
             next: 0,
             claimed_ahead: BTreeSet::new(),
-            free: VecDeque::new(),
+            free: FreeList::default(),
         }
     }
 
@@ -78,7 +79,7 @@ impl Pool {
         }
         let n = self.free.len();
         for _ in 0..n {
-            let i = self.free.pop_front()?;
+            let i = self.free.pop_oldest()?;
             let p = self.prefix_at(i);
             if taken(&p) {
                 continue;
@@ -100,8 +101,8 @@ impl Pool {
             }
         } else if i > self.next {
             self.claimed_ahead.insert(i);
-        } else if let Some(pos) = self.free.iter().position(|f| *f == i) {
-            self.free.remove(pos);
+        } else {
+            self.free.remove(&i);
         }
     }
 
@@ -109,8 +110,8 @@ impl Pool {
         if i >= self.next {
             self.claimed_ahead.remove(&i);
             // Never handed out by `allocate`: it will be when `next` reaches it.
-        } else if !self.free.contains(&i) {
-            self.free.push_back(i);
+        } else {
+            self.free.push(i);
         }
     }
 
@@ -203,7 +204,7 @@ impl PrefixAllocator {
     pub fn heap_bytes(&self) -> usize {
         self.pools
             .iter()
-            .map(|p| p.free.capacity() * 8 + p.claimed_ahead.len() * 24)
+            .map(|p| p.free.heap_bytes() + p.claimed_ahead.len() * 24)
             .sum()
     }
 }

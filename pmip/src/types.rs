@@ -51,9 +51,9 @@ impl LinkLayerAddress {
     /// of an 8-byte EUI-64: what a mobile node derives its link-local and SLAAC addresses
     /// from. `None` for a link-layer address of another length.
     pub fn eui64_interface_id(&self) -> Option<[u8; 8]> {
-        match self.as_bytes() {
-            &[a, b, c, d, e, f] => Some([a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]),
-            &[a, b, c, d, e, f, g, h] => Some([a ^ 0x02, b, c, d, e, f, g, h]),
+        match *self.as_bytes() {
+            [a, b, c, d, e, f] => Some([a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]),
+            [a, b, c, d, e, f, g, h] => Some([a ^ 0x02, b, c, d, e, f, g, h]),
             _ => None,
         }
     }
