@@ -132,14 +132,34 @@ impl Bed {
     /// profile for the realm, heartbeats off (the generator does not answer them), the store
     /// in `state`.
     pub fn lma_config(&self, datapath: DatapathMode, state: &Path) -> anyhow::Result<LmaConfig> {
+        self.lma_config_with_ipv4(datapath, state, &[])
+    }
+
+    /// [`Bed::lma_config`] with IPv4 home addresses (RFC 5844) from `ipv4_pools` for every
+    /// node, when there are any.
+    pub fn lma_config_with_ipv4(
+        &self,
+        datapath: DatapathMode,
+        state: &Path,
+        ipv4_pools: &[&str],
+    ) -> anyhow::Result<LmaConfig> {
         let mut c: LmaConfig = serde_saphyr::from_str(&format!(
             "address: '{LMA}'\nprefix_pools: [{{prefix: '{POOL}'}}]\n"
         ))?;
         c.name = "bench".into();
         c.authorized_mags = self.mags.iter().map(|a| (*a).into()).collect();
-        c.mobile_nodes = vec![MobileNodeProfile::new(
-            Nai::new(format!("*@{REALM}")).map_err(|e| anyhow!("{e}"))?,
-        )];
+        let mut everyone =
+            MobileNodeProfile::new(Nai::new(format!("*@{REALM}")).map_err(|e| anyhow!("{e}"))?);
+        everyone.ipv4 = !ipv4_pools.is_empty();
+        c.mobile_nodes = vec![everyone];
+        c.ipv4_pools = (ipv4_pools.iter())
+            .map(|p| -> anyhow::Result<_> {
+                Ok(pmip::config::Ipv4Pool {
+                    prefix: p.parse()?,
+                    default_router: None,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         c.domain.heartbeat.interval_s = 0;
         c.datapath.mode = datapath;
         c.datapath.transport_interface = Some("tr0".into());

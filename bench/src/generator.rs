@@ -11,7 +11,7 @@
 //! new sequence number and the latency counts from the first transmission.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub struct GenSpec {
     pub server_pid: Option<u32>,
     /// ESP for the signalling, or PBUs in clear.
     pub ipsec: Option<GenIpsec>,
+    /// Dual-stack nodes: every PBU asks for an IPv4 home address too (RFC 5844 §3.2.3.1),
+    /// the refreshes carry the one assigned.
+    pub ipv4: bool,
 }
 
 /// ESP for the generated MAGs, as a MAG daemon does it.
@@ -171,6 +174,11 @@ async fn run_in(spec: GenSpec, phases: Vec<Phase>) -> anyhow::Result<Vec<PhaseRe
             index: i,
             count: k,
             hnp: vec![None; local],
+            ipv4: if spec.ipv4 {
+                vec![None; local]
+            } else {
+                Vec::new()
+            },
             seq: 0,
             pending: HashMap::new(),
             retry: Vec::new(),
@@ -290,6 +298,9 @@ struct Mag {
     count: usize,
     /// Per node of this MAG (node = local * count + index): its prefix once registered.
     hnp: Vec<Option<Ipv6Net>>,
+    /// With [`GenSpec::ipv4`], per node: its IPv4 home address (prefix length, address)
+    /// once assigned.
+    ipv4: Vec<Option<(u8, Ipv4Addr)>>,
     seq: u16,
     pending: HashMap<u16, Pending>,
     /// Refused for their timestamp (they waited too long at the LMA): sent again at once
@@ -324,17 +335,20 @@ fn wall_now() -> WallClock {
 
 /// A Proxy Binding Update as a MAG sends it (RFC 5213 §6.9.1.1): MN-ID, home network prefix
 /// (all zero to ask for one), handoff indicator, access technology, timestamp and the
-/// node's link-layer identifier. The checksum is left to the kernel (`IPV6_CHECKSUM`).
+/// node's link-layer identifier; with `ipv4`, an IPv4 Home Address Request (RFC 5844
+/// §3.2.3.1: prefix length and address, 0 and 0.0.0.0 to ask for one). The checksum is left
+/// to the kernel (`IPV6_CHECKSUM`).
 pub fn pbu(
     node: usize,
     hnp: Option<Ipv6Net>,
+    ipv4: Option<(u8, Ipv4Addr)>,
     sequence: u16,
     lifetime_s: u32,
     handoff: HandoffIndicator,
 ) -> anyhow::Result<Vec<u8>> {
     let id = node_id(node);
     let ll = node_mac(node);
-    let opts = [
+    let mut opts = vec![
         MobilityOption::MobileNodeIdentifier {
             subtype: MN_ID_SUBTYPE_NAI,
             id: id.as_bytes(),
@@ -345,6 +359,12 @@ pub fn pbu(
         MobilityOption::Timestamp(Timestamp::from_wall_clock(wall_now())),
         MobilityOption::MnLinkLayerIdentifier(&ll),
     ];
+    if let Some((prefix_len, address)) = ipv4 {
+        opts.push(MobilityOption::Ipv4HomeAddressRequest {
+            prefix_len,
+            address,
+        });
+    }
     let m = Message::BindingUpdate(BindingUpdate {
         sequence: SequenceNumber(sequence),
         flags: BuFlags::A | BuFlags::P,
@@ -370,7 +390,11 @@ impl Mag {
             Phase::Register => (None, HandoffIndicator::AttachmentOverNewInterface),
             _ => (self.hnp[local], HandoffIndicator::HandoffStateNotChanged),
         };
-        let mut payload = pbu(node, hnp, self.seq, self.spec.lifetime_s, hi)?;
+        let ipv4 = self.spec.ipv4.then(|| match phase {
+            Phase::Register => (0, Ipv4Addr::UNSPECIFIED),
+            _ => (self.ipv4.get(local).copied().flatten()).unwrap_or((0, Ipv4Addr::UNSPECIFIED)),
+        });
+        let mut payload = pbu(node, hnp, ipv4, self.seq, self.spec.lifetime_s, hi)?;
         if self.spec.ipsec.is_some() {
             // Sealed here, so the kernel cannot fill in the checksum (RFC 6275 §6.1.1) as it
             // does on the plain Mobility Header socket: the daemons compute it likewise.
@@ -496,7 +520,7 @@ impl Mag {
         let Ok(msg) = Message::parse_bytes(bytes) else {
             return;
         };
-        let (seq, status, hnp) = match msg {
+        let (seq, status, hnp, ipv4) = match msg {
             Message::BindingAck(ba) => (
                 ba.sequence.0,
                 ba.status.value(),
@@ -504,8 +528,17 @@ impl Mag {
                     MobilityOption::HomeNetworkPrefix(p) if p.prefix_len() > 0 => Some(p),
                     _ => None,
                 }),
+                // RFC 5844 §3.3.2: status below 128 is an assigned address.
+                ba.options.iter().find_map(|o| match o {
+                    MobilityOption::Ipv4HomeAddressReply {
+                        status,
+                        prefix_len,
+                        address,
+                    } if status.value() < 128 => Some((prefix_len, address)),
+                    _ => None,
+                }),
             ),
-            Message::BindingUpdate(bu) if self.spec.echo => (bu.sequence.0, 0, None),
+            Message::BindingUpdate(bu) if self.spec.echo => (bu.sequence.0, 0, None, None),
             _ => return,
         };
         let Some(p) = self.pending.remove(&seq) else {
@@ -528,6 +561,9 @@ impl Mag {
                     Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0), 64)
                         .unwrap_or_default()
                 }));
+                if let (Some(a), Some(slot)) = (ipv4, self.ipv4.get_mut(p.local)) {
+                    *slot = Some(a);
+                }
             }
         } else {
             r.rejected += 1;
@@ -571,6 +607,7 @@ mod tests {
         let b = pbu(
             42,
             None,
+            None,
             7,
             3600,
             HandoffIndicator::AttachmentOverNewInterface,
@@ -587,6 +624,24 @@ mod tests {
             p.opts.mn_id,
             Some((MN_ID_SUBTYPE_NAI, node_id(42).as_bytes()))
         );
+        assert_eq!(p.opts.ipv4_home_address_request, None);
+        // A dual-stack node's refresh carries the IPv4 home address it was assigned.
+        let home = (8, Ipv4Addr::new(10, 0, 0, 7));
+        let b = pbu(
+            42,
+            None,
+            Some(home),
+            8,
+            3600,
+            HandoffIndicator::HandoffStateNotChanged,
+        )
+        .unwrap();
+        let Message::BindingUpdate(bu) = Message::parse_bytes(&b).unwrap() else {
+            panic!("a PBU")
+        };
+        let p = ProxyBindingUpdate::new(&bu).unwrap();
+        p.check_mandatory().unwrap();
+        assert_eq!(p.opts.ipv4_home_address_request, Some(home));
     }
 
     #[test]

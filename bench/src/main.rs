@@ -83,6 +83,9 @@ struct ScaleArgs {
     /// Refresh PBUs sent at full size to measure the capacity there.
     #[arg(long, default_value_t = 200_000)]
     refresh_sample: usize,
+    /// Dual-stack nodes: every binding gets an IPv4 home address too (RFC 5844).
+    #[arg(long)]
+    ipv4: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,6 +232,7 @@ fn scale_spec(a: &ScaleArgs, dir: &std::path::Path, name: &str, kernel: Path) ->
             Datapaths::None => vec![Path::NONE],
         },
         refresh_sample: a.refresh_sample,
+        ipv4: a.ipv4,
         dir: dir.join("scale"),
         name: format!("{name}c"),
     }

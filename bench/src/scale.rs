@@ -26,14 +26,22 @@ pub struct Spec {
     pub datapaths: Vec<Path>,
     /// Refresh PBUs sent at full size to measure the capacity there.
     pub refresh_sample: usize,
+    /// Dual-stack nodes: each binding has an IPv4 home address (RFC 5844) beside its prefix,
+    /// from a pool of [`IPV4_POOL`].
+    pub ipv4: bool,
     pub dir: PathBuf,
     pub name: String,
 }
+
+/// The LMA's IPv4 pool in a dual-stack run: room for 16,777,214 home addresses.
+pub const IPV4_POOL: &str = "10.0.0.0/8";
 
 /// What one datapath mode measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Run {
     pub datapath: String,
+    /// Dual-stack bindings ([`Spec::ipv4`]).
+    pub ipv4: bool,
     pub nodes: usize,
     pub register: PhaseResult,
     pub refresh: PhaseResult,
@@ -94,10 +102,15 @@ pub fn default_refresh_interval() -> Duration {
 pub async fn run_one(spec: &Spec, path: Path) -> anyhow::Result<Run> {
     let (datapath, tag) = (path.mode, path.name);
     let dir = spec.dir.join(format!("scale-{tag}"));
+    let pools = if spec.ipv4 {
+        vec![IPV4_POOL]
+    } else {
+        Vec::new()
+    };
     let mut bed = Bed::up(&spec.name, spec.mags, &dir, bed::binaries()?).await?;
     let state = dir.join("lma-state");
     let _ = std::fs::remove_dir_all(&state);
-    let cfg = bed.lma_config(datapath, &state)?;
+    let cfg = bed.lma_config_with_ipv4(datapath, &state, &pools)?;
     bed.start_lma(&cfg, tag)?;
     bed.wait_serving(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -112,6 +125,7 @@ pub async fn run_one(spec: &Spec, path: Path) -> anyhow::Result<Run> {
         timeout: Duration::from_secs(2),
         server_pid: bed.server_pid(),
         ipsec: None,
+        ipv4: spec.ipv4,
     };
     let ns = bed.gen_ns.clone();
     let phases = [
@@ -154,6 +168,7 @@ pub async fn run_one(spec: &Spec, path: Path) -> anyhow::Result<Run> {
         timeout: Duration::from_secs(2),
         server_pid: bed.server_pid(),
         ipsec: None,
+        ipv4: spec.ipv4,
     };
     let pba = tokio::task::spawn_blocking(move || generator::run(&ns, one, &[Phase::Register]))
         .await?
@@ -208,6 +223,7 @@ pub async fn run_one(spec: &Spec, path: Path) -> anyhow::Result<Run> {
     let n = spec.nodes as f64;
     Ok(Run {
         datapath: tag.into(),
+        ipv4: spec.ipv4,
         nodes: spec.nodes,
         // Per binding the LMA holds: a run that did not register every node is not flattered.
         rss_per_binding_bytes: round(
@@ -232,6 +248,17 @@ pub async fn run_one(spec: &Spec, path: Path) -> anyhow::Result<Run> {
         rss_after_recovery_bytes: rss_after,
         restart_log,
     })
+}
+
+impl Run {
+    /// The datapath, and whether the bindings were dual-stack.
+    pub fn label(&self) -> String {
+        if self.ipv4 {
+            format!("{} dual-stack", self.datapath)
+        } else {
+            self.datapath.clone()
+        }
+    }
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -260,8 +287,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     }
     let mut t = Table::new(
         &format!(
-            "scale: {} bindings in one LMA ({} MAG addresses)",
+            "scale: {} {}bindings in one LMA ({} MAG addresses)",
             int(spec.nodes as f64),
+            if spec.ipv4 { "dual-stack " } else { "" },
             spec.mags
         ),
         &[
@@ -282,7 +310,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     );
     for r in &runs {
         t.row(vec![
-            r.datapath.clone(),
+            r.label(),
             format!("{:.2}", r.register.seconds),
             int(r.register.rate),
             mib(r.rss_idle_bytes),
@@ -317,7 +345,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
     };
     for r in &runs {
         verdicts.push(Verdict::new(
-            format!("{}: <= 1 KiB resident memory per binding", r.datapath),
+            format!("{}: <= 1 KiB resident memory per binding", r.label()),
             format!("{:.0} B/binding{at}", r.rss_per_binding_bytes),
             // Fixed costs (the store's cache, the Watch history) weigh on fewer bindings: the
             // figure says nothing of the target below its size.
@@ -326,7 +354,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         verdicts.push(Verdict::new(
             format!(
                 "{}: <= {RSS_PER_BINDING_TARGET_B:.0} B resident memory per binding at 1,000,000",
-                r.datapath
+                r.label()
             ),
             format!("{:.0} B/binding{at}", r.rss_per_binding_bytes),
             full.then_some(r.rss_per_binding_bytes <= RSS_PER_BINDING_TARGET_B),
@@ -337,7 +365,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         verdicts.push(Verdict::new(
             format!(
                 "{}: every binding recovered after kill -9 within 10 s",
-                r.datapath
+                r.label()
             ),
             format!(
                 "{}/{} in {}{at}",
@@ -358,7 +386,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         verdicts.push(Verdict::new(
             format!(
                 "{}: serving (PBUs answered, Watch served) within {SERVING_TARGET_S:.0} s of a restart at 1,000,000 bindings",
-                r.datapath
+                r.label()
             ),
             format!(
                 "gRPC {:.2} s, first PBA {}{at}",
@@ -378,7 +406,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         verdicts.push(Verdict::new(
             format!(
                 "{}: every binding back in the kernel within {IN_KERNEL_TARGET_S:.0} s of a restart at 1,000,000 bindings",
-                r.datapath
+                r.label()
             ),
             format!(
                 "reconciled at {}{}{at}",
@@ -396,16 +424,18 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         if r.bindings != r.nodes as u64 {
             notes.push(format!(
                 "{}: {} bindings in the LMA for {} nodes",
-                r.datapath, r.bindings, r.nodes
+                r.label(),
+                r.bindings,
+                r.nodes
             ));
         }
         for l in &r.restart_log {
-            notes.push(format!("{} restart: {l}", r.datapath));
+            notes.push(format!("{} restart: {l}", r.label()));
         }
         notes.push(format!(
             "{}: at the default lifetimes ({} s, refreshed every {:.0} s) {} bindings need {} \
              refresh PBU/s, {:.2} % of the {} PBU/s measured at that size",
-            r.datapath,
+            r.label(),
             MagTimers::default().requested_lifetime_s,
             default_refresh_interval().as_secs_f64(),
             int(r.nodes as f64),
@@ -447,7 +477,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
             verdicts.push(Verdict::new(
                 format!(
                     "{}: {} bindings in one LMA, every one registered and recovered after kill -9",
-                    r.datapath,
+                    r.label(),
                     int(spec.nodes as f64)
                 ),
                 format!(
@@ -472,7 +502,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Report> {
         bench: "scale".into(),
         setup: json!({
             "nodes": spec.nodes, "mags": spec.mags, "window": spec.window,
-            "refresh_sample": spec.refresh_sample,
+            "refresh_sample": spec.refresh_sample, "ipv4": spec.ipv4,
             "datapaths": runs.iter().map(|r| r.datapath.clone()).collect::<Vec<_>>(),
         }),
         tables: vec![t],

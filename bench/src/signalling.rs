@@ -107,6 +107,7 @@ fn gen_spec(bed: &Bed, spec: &Spec, echo: bool, ipsec: Option<GenIpsec>) -> GenS
         timeout: Duration::from_secs(1),
         server_pid: bed.server_pid(),
         ipsec,
+        ipv4: false,
     }
 }
 
@@ -193,6 +194,7 @@ async fn wait_echo(bed: &Bed) -> anyhow::Result<()> {
             timeout: Duration::from_millis(50),
             server_pid: None,
             ipsec: None,
+            ipv4: false,
         };
         let ns = bed.gen_ns.clone();
         let r = tokio::task::spawn_blocking(move || generator::run(&ns, g, &[Phase::Register]))

@@ -88,6 +88,42 @@ fn signalling_registers_every_node_and_measures_every_path() {
     }
 }
 
+/// `scale --ipv4`: dual-stack bindings (RFC 5844), every one with its IPv4 home address and
+/// its two routes, refreshed with the address assigned, all back after `kill -9`.
+#[test]
+fn scale_with_dual_stack_nodes_recovers_them_with_both_routes() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let r = bench(&[
+        "scale",
+        "--nodes",
+        "200",
+        "--mags",
+        "4",
+        "--window",
+        "64",
+        "--refresh-sample",
+        "100",
+        "--ipv4",
+    ]);
+    assert_eq!(r["setup"]["ipv4"], true);
+    for run in r["figures"]["runs"].as_array().unwrap() {
+        assert_eq!(run["ipv4"], true);
+        assert_eq!(run["bindings"], 200, "{run:#}");
+        assert_eq!(run["register"]["accepted"], 200, "{run:#}");
+        assert_eq!(run["refresh"]["accepted"], 100, "{run:#}");
+        assert_eq!(run["recovered_bindings"], 200, "{run:#}");
+        if let Some(routes) = run["routes_after_restart"].as_u64() {
+            assert_eq!(
+                routes, 400,
+                "a prefix and an IPv4 home address each: {run:#}"
+            );
+        }
+    }
+}
+
 #[test]
 fn scale_recovers_every_binding_after_kill_9() {
     if !root() {
