@@ -358,22 +358,12 @@ impl Gateway for GatewayService {
                 "link_layer_address: 6 bytes (a MAC)",
             ));
         }
-        let mut nodes = self.lab.lock().await;
-        let name = if r.namespace.is_empty() {
-            lab_name(id.as_str())
-        } else {
-            r.namespace.clone()
-        };
-        let ifname = if r.access_interface.is_empty() {
-            format!("lab{}", nodes.len() + 1)
-        } else {
-            r.access_interface.clone()
-        };
-        if ifname.len() > 15 {
+        if r.access_interface.len() > 15 {
             return Err(Status::invalid_argument(
                 "access_interface: at most 15 bytes",
             ));
         }
+        let mut nodes = self.lab.lock().await;
         if let Some((ns, acc, mac)) = nodes.get(id.as_str()) {
             if *mac == ll {
                 return Ok(Response::new(pb::LabAttachResponse {
@@ -391,6 +381,19 @@ impl Gateway for GatewayService {
         if nodes.len() >= 256 {
             return Err(Status::resource_exhausted("at most 256 lab nodes per MAG"));
         }
+        // Names no other lab node has: two MN-IDs of one user part in different realms, or a
+        // node attached after another was removed, get names of their own.
+        let name = if r.namespace.is_empty() {
+            let base = lab_name(id.as_str());
+            first_free(&base, |n| nodes.values().any(|(ns, _, _)| ns == n))
+        } else {
+            r.namespace.clone()
+        };
+        let ifname = if r.access_interface.is_empty() {
+            first_free("lab1", |n| nodes.values().any(|(_, acc, _)| acc == n))
+        } else {
+            r.access_interface.clone()
+        };
         let known = self
             .core
             .call(|reply| Command::KnowsNode {
@@ -476,7 +479,7 @@ impl GatewayService {
     }
 }
 
-/// The namespace name of a lab node: `pmip-mn-` and the MN-ID's user part.
+/// The namespace name of a lab node: the MN-ID's user part (`mn` when it has none).
 fn lab_name(mn_id: &str) -> String {
     let user: String = mn_id
         .split('@')
@@ -486,7 +489,23 @@ fn lab_name(mn_id: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .take(40)
         .collect();
-    user
+    if user.is_empty() { "mn".into() } else { user }
+}
+
+/// `base` if it is not `taken`, else the first of `base`'s stem followed by 2, 3, ... that is
+/// not (`lab1` gives `lab2`, `mn1` gives `mn1-2`).
+fn first_free(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(base) {
+        return base.to_owned();
+    }
+    let (stem, sep) = match base.strip_suffix('1') {
+        Some(stem) if stem == "lab" => (stem, ""),
+        _ => (base, "-"),
+    };
+    (2..)
+        .map(|i| format!("{stem}{sep}{i}"))
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| base.to_owned())
 }
 
 /// Starts the API server; it stops when `stop` turns true.
@@ -546,4 +565,25 @@ pub async fn serve_on(
             let _ = h.await;
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_names_are_the_user_part_and_never_reused_while_taken() {
+        assert_eq!(lab_name("mn1@a.example"), "mn1");
+        assert_eq!(lab_name("a.b_c@x"), "a-b-c");
+        assert_eq!(lab_name("@x"), "mn");
+        let used = ["lab1", "lab3", "mn1"];
+        let taken = |n: &str| used.contains(&n);
+        assert_eq!(first_free("lab1", taken), "lab2");
+        assert_eq!(
+            first_free("lab1", |n| n != "lab4" && n.starts_with("lab")),
+            "lab4"
+        );
+        assert_eq!(first_free("mn1", taken), "mn1-2");
+        assert_eq!(first_free("mn2", taken), "mn2");
+    }
 }
