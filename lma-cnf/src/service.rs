@@ -2014,10 +2014,13 @@ mod tests {
         );
         assert_eq!((m1.restarts, m1.last_restart), (0, None));
 
-        // Two requests later without an answer: down, since the second.
-        b.advance(Duration::from_secs(30));
-        b.s.handle_timeout(b.now, b.wall);
-        assert_eq!(b.s.mag_peers()[0].state, PeerState::Up);
+        // With 1 unanswered request allowed, the second unanswered one (seen when the third
+        // is sent) makes it down (RFC 5847 §3.1: the count exceeds the allowed one).
+        for _ in 0..2 {
+            b.advance(Duration::from_secs(30));
+            b.s.handle_timeout(b.now, b.wall);
+            assert_eq!(b.s.mag_peers()[0].state, PeerState::Up);
+        }
         b.advance(Duration::from_secs(30));
         let down_at = b.wall;
         b.s.handle_timeout(b.now, b.wall);

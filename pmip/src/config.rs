@@ -171,7 +171,8 @@ pub struct HeartbeatConfig {
     /// HEARTBEAT_INTERVAL; 0 disables heartbeats. RFC 5847 §5: 60 s, SHOULD be 30..=3600 s.
     /// Values below 30 s are accepted for labs.
     pub interval_s: u32,
-    /// MISSING_HEARTBEATS_ALLOWED (RFC 5847 §5): 3.
+    /// MISSING_HEARTBEATS_ALLOWED (RFC 5847 §5): 3 unanswered requests are tolerated, the 4th
+    /// makes the peer unreachable (§3.1).
     pub missing_allowed: u32,
 }
 

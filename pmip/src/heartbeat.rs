@@ -172,10 +172,11 @@ impl Heartbeats {
             };
             if p.awaiting.is_some() {
                 p.missing += 1;
-                // MISSING_HEARTBEATS_ALLOWED is "the maximum number of consecutive Heartbeat
-                // Request messages for which [no] response [was received] before concluding
-                // that the peer is not reachable" (RFC 5847 §5).
-                if p.missing >= self.missing_allowed && p.reachable {
+                // RFC 5847 §3.1: unreachable "when this local variable MISSING_HEARTBEAT
+                // exceeds" MISSING_HEARTBEATS_ALLOWED, "the maximum number of consecutive
+                // Heartbeat Request messages for which [no] response [was received] before
+                // concluding that the peer is not reachable" (§5): that many are tolerated.
+                if p.missing > self.missing_allowed && p.reachable {
                     p.reachable = false;
                     event(PeerEvent::Unreachable { peer: addr });
                 }
@@ -277,5 +278,38 @@ impl Heartbeats {
             options: Options::List(opts),
         });
         crate::emit(&m, self.local, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 5847 §3.1: a peer is unreachable when the count of unanswered requests exceeds
+    /// MISSING_HEARTBEATS_ALLOWED: with 3 allowed, after the 4th request goes unanswered,
+    /// which is seen when the 5th is sent.
+    #[test]
+    fn unreachable_once_the_missing_count_exceeds_the_allowed_one() {
+        let peer: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let second = Duration::from_secs(1);
+        let mut h = Heartbeats::new("2001:db8::1".parse().unwrap(), second, 3, 7, 0);
+        let start = Instant::from_nanos(0);
+        h.add_peer(peer, start);
+        let mut sent = 0;
+        let mut unreachable_at = None;
+        for i in 0..6u32 {
+            h.on_timeout(start + second * i, &mut |_| sent += 1, &mut |e| {
+                if let PeerEvent::Unreachable { .. } = e {
+                    unreachable_at.get_or_insert(i + 1);
+                }
+            });
+        }
+        assert_eq!(sent, 6);
+        assert_eq!(
+            unreachable_at,
+            Some(5),
+            "the 5th request finds 4 unanswered"
+        );
+        assert!(!h.is_reachable(&peer));
     }
 }
