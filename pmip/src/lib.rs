@@ -47,6 +47,17 @@ pub(crate) fn emit(m: &Message<'_>, src: Ipv6Addr, dst: Ipv6Addr) -> Option<Tran
     Some(Transmit { src, dst, payload })
 }
 
+/// The Binding Error that answers a message of an MH Type the receiver does not recognize
+/// (RFC 6275 §9.2: status 2), from `src` back to its sender `dst`.
+pub(crate) fn unrecognized_mh_type(src: Ipv6Addr, dst: Ipv6Addr) -> Option<Transmit> {
+    let m = Message::BindingError(wire::BindingError {
+        status: wire::BindingErrorStatus::UnrecognizedMhType,
+        home_address: Ipv6Addr::UNSPECIFIED,
+        options: wire::Options::EMPTY,
+    });
+    emit(&m, src, dst)
+}
+
 /// The Binding Revocation Acknowledgement of `bri` with `status`, from `src` back to the
 /// indication's sender `dst`: its sequence number and flags copied (RFC 5846 §6.2, §8.2, §9.1).
 pub(crate) fn acknowledge_bri(

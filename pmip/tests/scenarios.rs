@@ -2182,3 +2182,37 @@ fn an_mn_id_derived_from_the_link_layer_address_registers_and_moves() {
     let e = sim.mags[1].binding(id).expect("bound at the new MAG");
     assert_eq!(e.prefixes, vec![prefix], "the same prefix after the move");
 }
+
+/// RFC 6275 §9.2: a Mobility Header of a type the receiver does not recognize is answered
+/// with a Binding Error of status 2, by the LMA and by a MAG alike (how a peer learns that a
+/// message such as RFC 5847's Heartbeat or RFC 5846's BRI is not supported).
+#[test]
+fn an_unrecognized_mh_type_gets_a_binding_error_from_the_lma_and_from_a_mag() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let lma: Ipv6Addr = LMA.parse().unwrap();
+    let mag = mag_addr(0);
+    for (src, dst) in [(mag, lma), (lma, mag)] {
+        // Payload Proto 59, Header Len 0, MH Type 50, Reserved, Checksum, 2 octets of data.
+        let mut bytes = vec![59, 0, 50, 0, 0, 0, 0, 0];
+        let c = pmip::wire::mh_checksum(&src, &dst, &bytes);
+        bytes[4..6].copy_from_slice(&c.to_be_bytes());
+        let since = sim.sent.len();
+        sim.inject(Packet { src, dst, bytes });
+        sim.run_for(Duration::from_millis(10));
+        let errors: Vec<_> = (sim.sent[since..].iter())
+            .filter(|(_, p)| p.src == dst && p.dst == src)
+            .filter_map(|(_, p)| match p.message() {
+                Some(Message::BindingError(be)) => Some(be.status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [BindingErrorStatus::UnrecognizedMhType],
+            "from {dst}"
+        );
+    }
+    assert!(bound_at(&sim, 0, 1), "nothing else changed");
+}

@@ -23,10 +23,9 @@ use crate::rng::Rng;
 use crate::time::{Instant, ms, secs};
 use crate::types::LinkLayerAddress;
 use crate::wire::{
-    BaFlags, BindingAck, BindingError, BindingErrorStatus, BindingRevocation, BindingRevocationAck,
-    BindingRevocationIndication, BraStatus, Ipv4HoaStatus, Lifetime, MN_ID_SUBTYPE_NAI, Message,
-    MobilityOption, Options, RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp,
-    WallClock,
+    BaFlags, BindingAck, BindingRevocation, BindingRevocationAck, BindingRevocationIndication,
+    BraStatus, Ipv4HoaStatus, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption, Options,
+    RevocationFlags, RevocationTrigger, SequenceNumber, Status, Timestamp, WallClock,
 };
 
 mod lookup;
@@ -893,12 +892,7 @@ impl Lma {
             Message::Unknown { mh_type, .. } => {
                 // RFC 6275 §9.2: an unrecognised MH Type is answered with a Binding Error,
                 // status 2.
-                let m = Message::BindingError(BindingError {
-                    status: BindingErrorStatus::UnrecognizedMhType,
-                    home_address: Ipv6Addr::UNSPECIFIED,
-                    options: Options::EMPTY,
-                });
-                if let Some(t) = crate::emit(&m, dst, src) {
+                if let Some(t) = crate::unrecognized_mh_type(dst, src) {
                     self.push(LmaOutput::Transmit(t));
                 }
                 self.drop_message(src, format!("unrecognized MH Type {mh_type}"));
@@ -1389,7 +1383,7 @@ impl Lma {
     fn replay_pending(&mut self, now: Instant, wall: WallClock, p: PendingPbu, origin: Origin) {
         let answering = core::mem::replace(&mut self.answering, p.received_at);
         let reg = p.reg;
-        match self.authorize(reg.proxy_coa, Some(&reg.mn_id)).map(|_| ()) {
+        match self.authorize(reg.src, Some(&reg.mn_id)).map(|_| ()) {
             Err(status) => self.reject(&reg.reply(), status, None, reg.proxy_coa),
             Ok(()) => self.register(now, wall, reg, origin),
         }

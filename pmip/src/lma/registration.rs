@@ -350,12 +350,15 @@ impl Lma {
         let mn_id = (subtype == MN_ID_SUBTYPE_NAI)
             .then(|| core::str::from_utf8(id).ok())
             .flatten();
-        let (ipv6_service, ipv4_service) = match self.authorize(proxy_coa, mn_id) {
+        // Rules 5-6 authorize the sender (its security association's peer), not the
+        // Alternate Care-of Address, which only names the tunnel end (rule 13).
+        let (ipv6_service, ipv4_service) = match self.authorize(src, mn_id) {
             Ok(profile) => (profile.ipv6, profile.ipv4),
             Err(status) => return refuse(status),
         };
         let mn_id = mn_id.unwrap_or_default();
-        let requested = Prefixes::collect(pbu.home_network_prefixes());
+        // A prefix sent with host bits set names the prefix they sit in (RFC 4291 §2.3).
+        let requested = Prefixes::collect(pbu.home_network_prefixes().map(|p| p.trunc()));
         // Rule 9: the Timestamp option, or without one the sequence number (§5.5).
         if let Some(ts) = o.timestamp {
             let lma_now = Timestamp::from_wall_clock(wall);
@@ -376,8 +379,14 @@ impl Lma {
                 .sessions_of(mn_id)
                 .filter_map(|s| self.cache.get(s).and_then(|e| e.ordering.timestamp()))
                 .max();
-            if newest.is_some_and(|n| ts <= n) {
-                return refuse_at(Status::TimestampLowerThanPrevAccepted);
+            // Rule 8: lower than accepted is 157. Rule 6 wants it greater: an equal one is
+            // not valid, and rule 9 answers what is not valid with 156.
+            match newest.map(|n| ts.cmp(&n)) {
+                Some(core::cmp::Ordering::Less) => {
+                    return refuse_at(Status::TimestampLowerThanPrevAccepted);
+                }
+                Some(core::cmp::Ordering::Equal) => return refuse_at(Status::TimestampMismatch),
+                _ => {}
             }
         } else {
             // Sequence numbers are kept per mobility session (§5.5): the session is the one
@@ -481,13 +490,15 @@ impl Lma {
     /// RFC 5213 §5.3.1 rules 5-8: the sender may register this node, and the node is ours.
     /// Checked on arrival and again when a held PBU goes ahead, since policy may have
     /// changed while it waited.
+    /// Rules 5-8 for a PBU that `sender` sent (RFC 5213 §5.3.1 rule 5: "sent by a trusted
+    /// mobile access gateway").
     pub(super) fn authorize(
         &self,
-        proxy_coa: Ipv6Addr,
+        sender: Ipv6Addr,
         mn_id: Option<&str>,
     ) -> Result<&MobileNodeProfile, Status> {
         // Rules 5 and 6.
-        if !self.policy.is_mag_authorized(&proxy_coa) {
+        if !self.policy.is_mag_authorized(&sender) {
             return Err(Status::MagNotAuthorizedForProxyReg);
         }
         // Rule 7.
@@ -495,7 +506,7 @@ impl Lma {
             .and_then(|id| self.policy.lookup(id))
             .ok_or(Status::NotLmaForThisMobileNode)?;
         // Rule 6 again, per node: a profile may limit the MAGs that serve it.
-        if !profile.allowed_mags.is_empty() && !profile.allowed_mags.contains(&proxy_coa) {
+        if !profile.allowed_mags.is_empty() && !profile.allowed_mags.contains(&sender) {
             return Err(Status::MagNotAuthorizedForProxyReg);
         }
         // Rule 8.
@@ -638,12 +649,14 @@ mod tests {
             ("no P flag: no route optimization", BuFlags::A, 9, vec![], S::AdministrativelyProhibited),
             ("rule 4: no MN-ID", ap, 9, vec![], S::MissingMnIdentifierOption),
             ("rules 5-6: a MAG nobody authorized", ap, 9, vec![id(b"nobody@x")], S::MagNotAuthorizedForProxyReg),
+            ("rules 5-6: the sender is authorized, not an Alternate CoA it names", ap, 9, vec![id(MN), MobilityOption::AlternateCareOfAddress(mag(1))], S::MagNotAuthorizedForProxyReg),
             ("rule 7: a node nobody knows", ap, 1, vec![id(b"nobody@x")], S::NotLmaForThisMobileNode),
             ("rule 7: an identifier that is not UTF-8", ap, 1, vec![id(&[0xff, 0xfe])], S::NotLmaForThisMobileNode),
             ("rule 6: a MAG the profile does not allow", ap, 1, vec![id(b"limited@example.org"), ts_at(-9000)], S::MagNotAuthorizedForProxyReg),
             ("rule 8: proxy registration not enabled", ap, 2, vec![id(b"disabled@example.org"), ts_at(-9000)], S::ProxyRegNotEnabled),
             ("rule 9: a timestamp outside the window", ap, 1, vec![id(MN), ts_at(-9000)], S::TimestampMismatch),
-            ("rule 9: a timestamp not newer than accepted", ap, 1, vec![id(MN), ts_at(0)], S::TimestampLowerThanPrevAccepted),
+            ("rule 8: a timestamp lower than accepted", ap, 1, vec![id(MN), ts_at(-5)], S::TimestampLowerThanPrevAccepted),
+            ("rules 6 and 9: a timestamp equal to the accepted one is not valid", ap, 1, vec![id(MN), ts_at(0)], S::TimestampMismatch),
             ("rule 10: no HNP", ap, 1, vec![id(MN), ts()], S::MissingHomeNetworkPrefixOption),
             ("rule 10 and RFC 5844 §3.1.2.1: no HNP but IPv4 is not missing a prefix", ap, 1, vec![id(MN), V4], S::MissingHandoffIndicatorOption),
             ("rule 11: no HI", ap, 1, vec![id(MN), all_zero], S::MissingHandoffIndicatorOption),
@@ -714,6 +727,24 @@ mod tests {
             let r = validate(&lma, BuFlags::A | BuFlags::P, 2, &opts).unwrap();
             assert_eq!(r.prefixes, RequestedPrefixes::Allocate, "{all_zero}");
         }
+        // An authorized sender may name a tunnel end nobody listed (rule 13).
+        let unlisted = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0x10);
+        let opts = [
+            id(MN),
+            hnp("::/0"),
+            HI,
+            ATT,
+            MobilityOption::AlternateCareOfAddress(unlisted),
+        ];
+        let r2 = validate(&lma, BuFlags::A | BuFlags::P, 1, &opts).unwrap();
+        assert_eq!((r2.src, r2.proxy_coa), (mag(1), unlisted));
+        // A prefix with host bits names the prefix they are in.
+        let opts = [id(MN), hnp("2001:db8:100:7::1/64"), HI, ATT];
+        let host_bits = validate(&lma, BuFlags::A | BuFlags::P, 2, &opts).unwrap();
+        assert_eq!(
+            host_bits.prefixes.named(),
+            &["2001:db8:100:7::/64".parse::<Ipv6Net>().unwrap()]
+        );
         assert_eq!(r.timestamp, None);
         assert_eq!(r.link_layer_address(), None);
         assert_eq!(r.reply().mn_link_layer_id, Some(&long[..]));

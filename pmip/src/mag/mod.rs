@@ -719,6 +719,15 @@ impl Mag {
                     f.on_hack(now, src, &hack, bul, out)
                 });
             }
+            Message::Unknown { mh_type, .. } => {
+                // RFC 6275 §9.2: an unrecognised MH Type is answered with a Binding Error,
+                // status 2 (how the LMA and other MAGs learn what this one does not support,
+                // RFC 5846 §6.2, RFC 5847 §3).
+                if let Some(t) = crate::unrecognized_mh_type(dst, src) {
+                    self.push(MagOutput::Transmit(t));
+                }
+                self.drop_message(src, format!("unrecognized MH Type {mh_type}"));
+            }
             other => self.drop_message(src, format!("{} is not for this MAG", other.mh_type())),
         }
     }

@@ -14,6 +14,9 @@ use crate::config::{LinkLocalMode, ReplayProtection};
 use crate::ipv4_pool::Ipv4HomeAddress;
 use crate::output::{AccessLink, DatapathCommand};
 use crate::time::{Instant, ms, secs};
+
+/// TimestampValidityWindow (RFC 5213 §9.1): how far apart two clocks in step may be.
+const TIMESTAMP_VALIDITY_WINDOW: Duration = Duration::from_millis(300);
 use crate::types::LinkLayerAddress;
 use crate::wire::{
     BindingUpdate, BuFlags, HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption,
@@ -385,6 +388,19 @@ impl Mag {
             // Rule 8: re-assert with a fresh timestamp.
             Status::TimestampLowerThanPrevAccepted
                 if self.bul.get(&ll).is_some_and(|e| e.transmissions < max_tx) =>
+            {
+                self.send_pbu(now, wall, ll, false);
+                return;
+            }
+            // Rule 9: again only with a clock in step with the domain's. The PBA carries the
+            // LMA's time: within TimestampValidityWindow (§9.1, 300 ms) of ours, the clock is
+            // in step, and what the LMA refused was this PBU's timestamp (one equal to the
+            // last accepted, which another MAG's PBU of the same instant can carry).
+            Status::TimestampMismatch
+                if self.bul.get(&ll).is_some_and(|e| e.transmissions < max_tx)
+                    && pba.opts.timestamp.is_some_and(|lma| {
+                        lma.abs_diff(Timestamp::from_wall_clock(wall)) <= TIMESTAMP_VALIDITY_WINDOW
+                    }) =>
             {
                 self.send_pbu(now, wall, ll, false);
                 return;

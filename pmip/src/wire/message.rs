@@ -205,6 +205,17 @@ impl<'a> Message<'a> {
     /// Parses a Mobility Header checked by [`MhPacket::new_checked`]. The checksum is not
     /// looked at (see [`Message::parse_verified`]).
     pub fn parse(packet: &MhPacket<&'a [u8]>) -> Result<Message<'a>> {
+        // RFC 6275 §9.2: a Payload Proto other than IPPROTO_NONE: discarded.
+        let proto = packet.payload_proto();
+        if proto != IPPROTO_NONE {
+            return Err(Error::new(
+                field::PAYLOAD_PROTO,
+                ErrorKind::BadValue {
+                    field: "Payload Proto",
+                    value: u32::from(proto),
+                },
+            ));
+        }
         let bytes: &'a [u8] = packet.clone().into_inner();
         let data = bytes.get(field::DATA..packet.total_len()).unwrap_or(&[]);
         Ok(match packet.mh_type() {
@@ -432,6 +443,21 @@ mod tests {
         let mut out = [0u8; 8];
         assert_eq!(m.emit(&mut out).unwrap(), 8);
         assert_eq!(out, b);
+    }
+
+    /// RFC 6275 §9.2: a Payload Proto other than IPPROTO_NONE (59) is discarded, whatever
+    /// the message.
+    #[test]
+    fn a_payload_proto_other_than_59_is_refused() {
+        for proto in [0u8, 6, 17, 58, 60, 255] {
+            let b = [proto, 0, 99, 0, 0, 0, 0xaa, 0xbb];
+            let e = Message::parse_bytes(&b).unwrap_err();
+            assert_eq!(e.offset, field::PAYLOAD_PROTO, "{proto}");
+            assert!(
+                matches!(e.kind, ErrorKind::BadValue { field: "Payload Proto", value } if value == u32::from(proto)),
+                "{proto}: {e}"
+            );
+        }
     }
 
     #[test]

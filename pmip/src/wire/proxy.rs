@@ -182,10 +182,11 @@ impl<'a> ProxyBindingUpdate<'a> {
         single.into_iter().chain(rest.into_iter().flatten())
     }
 
-    /// True when the PBU carries only the ALL_ZERO prefix: the MAG asks for an allocation.
+    /// True when the PBU carries only the ALL_ZERO prefix (of any Prefix Length, RFC 5213
+    /// §2.2): the MAG asks for an allocation.
     pub fn requests_new_prefix(&self) -> bool {
         self.home_network_prefixes()
-            .all(|p| p.prefix_len() == 0 && p.addr().is_unspecified())
+            .all(|p| p.addr().is_unspecified())
     }
 
     pub fn is_deregistration(&self) -> bool {
