@@ -47,6 +47,9 @@ const IPV4_POOL_RULE: &str = "isCIDR(self) && cidr(self).ip().family() == 4 && c
     shortname = "md",
     category = "pmip",
     status = "MobilityDomainStatus",
+    // The LMA's Service is `pmip-<name>-lma`, a DNS label of at most 63 characters, and the
+    // name is a label value on every pod.
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 54 && !self.metadata.name.contains('.')").message("a MobilityDomain name is at most 54 characters without dots: its LMA Service, pmip-<name>-lma, is a DNS label"),
     printcolumn(name = "LMA", type_ = "string", json_path = ".status.lmaAddress"),
     printcolumn(name = "MAGS", type_ = "integer", json_path = ".status.mags"),
     printcolumn(name = "NODES", type_ = "integer", json_path = ".status.boundNodes"),
@@ -275,9 +278,10 @@ pub struct NetworkAttachment {
     pub namespace: Option<String>,
     /// The interface name in the pod (also the access interface, and the transport link
     /// whose sysctls the pod sets). `eth0` is the cluster network's.
+    /// Lower case, as a sysctl name's segment must be (`net.ipv6.conf.<interface>.*`).
     #[schemars(
         length(min = 1, max = 15),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+        regex(pattern = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
     )]
     #[x_kube(validation = kube::core::Rule::new("self != 'eth0' && self != 'lo'").message("eth0 and lo are the pod's own interfaces"))]
     pub interface: String,
@@ -1121,6 +1125,21 @@ mod tests {
         ] {
             assert!(validate_cel(&domain(bad)).is_err(), "{why} accepted");
         }
+        // The name: its LMA Service pmip-<name>-lma must be a DNS label.
+        let named = |name: &str| {
+            let mut d = good.clone();
+            d.metadata.name = Some(name.into());
+            validate_cel(&d)
+        };
+        named(&"d".repeat(54)).unwrap();
+        for bad in ["d".repeat(55), "lab.example".into()] {
+            assert!(named(&bad).is_err(), "{bad} accepted");
+        }
+        let yaml = crd_yaml().unwrap();
+        assert!(
+            yaml.contains("^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"),
+            "interface pattern"
+        );
     }
 
     #[test]

@@ -351,6 +351,32 @@ def main():
         if "pod-security.kubernetes.io/enforce=privileged" not in notes:
             fail(f"[{name}] NOTES.txt does not say which Pod Security level a domain needs")
 
+    # A domain the chart makes goes where the operator watches, and `helm test` asks there.
+    watched = {"rbac": {"namespaced": True}, "operator": {"watchNamespace": "pmip-lab"},
+               "defaultDomain": VALUE_SETS["default-domain"]["defaultDomain"]}
+    with helm.Chart.load(str(CHART)) as chart:
+        docs = [d for tpl, text in chart.render(watched, name="pmip", namespace="pmip-system",
+                                                is_install=True).items()
+                if tpl.endswith(".yaml") for d in docs_of(text)]
+    domains = [d["metadata"].get("namespace") for d in docs if d["kind"] == "MobilityDomain"]
+    if domains != ["pmip-lab"]:
+        fail(f"[watched namespace] the default domain is in {domains}, not pmip-lab")
+    probes = [a for d in docs if d["kind"] == "Pod"
+              for c in d["spec"]["containers"] for a in c.get("args", []) if ".svc:" in a]
+    if not probes or not all(".pmip-lab.svc:" in a for a in probes):
+        fail(f"[watched namespace] helm test asks {probes}")
+    # Names Kubernetes limits to a DNS label (Services) stay within 63 characters, whatever
+    # the release is called (Helm allows 53).
+    with helm.Chart.load(str(CHART)) as chart:
+        long_name = "r" * 53
+        docs = [d for tpl, text in chart.render({}, name=long_name, namespace="pmip-system",
+                                                is_install=True).items()
+                if tpl.endswith(".yaml") for d in docs_of(text)]
+    for d in docs:
+        if d["kind"] == "Service" and len(d["metadata"]["name"]) > 63:
+            fail(f"[release {long_name}] Service {d['metadata']['name']} is longer than 63")
+    print("ok   domain namespace, helm test address and Service name lengths")
+
     with helm.Chart.load(str(CHART)) as chart:
         for what, values in BAD_VALUES.items():
             try:
