@@ -775,7 +775,13 @@ pub fn decide(
     let name = md.name_any();
     let (aps, _) = resolve_access_points(md, &view.mags);
     let lma_yaml = yaml(&render::lma_config(&name, &md.spec, aps.clone())?)?;
-    let mag_yaml = match view.lma_address {
+    // While the LMA has no address (its pod gone or pending), the MAGs keep the configuration
+    // of the last one the status recorded: a ConfigMap without mag.yaml fails the mount of
+    // every MAG pod that starts meanwhile. The DaemonSet itself waits for an address.
+    let last = (md.status.as_ref())
+        .and_then(|s| s.lma_address.as_deref())
+        .and_then(|a| a.parse().ok());
+    let mag_yaml = match view.lma_address.or(last) {
         Some(a) => Some(yaml(&render::mag_config(
             &ns,
             &name,
@@ -794,17 +800,20 @@ pub fn decide(
             config_hash: &lma_hash,
         },
     );
-    let mags = mag_yaml.as_ref().map(|y| {
-        let hash = render::config_hash(&format!("{y}{cert}"));
-        render::mag_daemonset(
-            md,
-            &PodInputs {
-                image,
-                config_hash: &hash,
-            },
-            view.lma_node.as_deref(),
-        )
-    });
+    let mags = mag_yaml
+        .as_ref()
+        .filter(|_| view.lma_address.is_some())
+        .map(|y| {
+            let hash = render::config_hash(&format!("{y}{cert}"));
+            render::mag_daemonset(
+                md,
+                &PodInputs {
+                    image,
+                    config_hash: &hash,
+                },
+                view.lma_node.as_deref(),
+            )
+        });
     let ipsec = match ipsec_master {
         Some(master) if md.spec.ipsec.mode != IpsecModeSpec::Off => {
             Some(render::ipsec_secret(md, &sa_file(md, view, &aps, master)?))
@@ -1238,6 +1247,41 @@ mod tests {
             api: &api,
             url: "https://pmip-lab-lma.pmip.svc:50051",
         })
+    }
+
+    /// While the LMA has no address, mag.yaml stays in the ConfigMap with the last address
+    /// the status recorded (a MAG pod starting meanwhile mounts it), and the DaemonSet waits.
+    #[test]
+    fn mag_yaml_outlives_the_lmas_address_and_the_daemonset_waits() {
+        let image = Image {
+            reference: "pmip:test".into(),
+            pull_policy: "IfNotPresent".into(),
+        };
+        let mut md = crate::fixtures::domain("lab");
+        let none = PodsView::default();
+        let d = decide(&md, &none, &image, None, None).unwrap();
+        let data = d.config_map.data.clone().unwrap_or_default();
+        assert!(!data.contains_key("mag.yaml"), "never an address: none");
+        assert!(d.mags.is_none());
+        md.status = Some(serde_json::from_value(json!({"lmaAddress": "2001:db8::1"})).unwrap());
+        let d = decide(&md, &none, &image, None, None).unwrap();
+        let data = d.config_map.data.unwrap_or_default();
+        assert!(
+            data["mag.yaml"].contains("lma_address: 2001:db8::1"),
+            "{data:?}"
+        );
+        assert!(d.mags.is_none(), "the DaemonSet waits for an address");
+        let up = PodsView {
+            lma_address: Some("2001:db8::2".parse().unwrap()),
+            ..PodsView::default()
+        };
+        let d = decide(&md, &up, &image, None, None).unwrap();
+        let data = d.config_map.data.unwrap_or_default();
+        assert!(
+            data["mag.yaml"].contains("lma_address: 2001:db8::2"),
+            "{data:?}"
+        );
+        assert!(d.mags.is_some());
     }
 
     #[test]
