@@ -923,7 +923,7 @@ async fn apply(md: &MobilityDomain, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    let applied: Result<Applied, Failed> = async {
+    let applied: Result<(Applied, Option<Failed>), Failed> = async {
         let material = if md.spec.tls.enabled {
             Some(ensure_tls(ctx, md).await?)
         } else {
@@ -947,21 +947,32 @@ async fn apply(md: &MobilityDomain, ctx: &Context) -> Result<Action> {
             apply_one(ctx, sas).await?;
         }
         apply_one(ctx, &want.config_map).await?;
-        let pvc = apply_one(ctx, &want.pvc).await?;
+        // A claim the API server refuses to change (a smaller size, another StorageClass, a
+        // class without expansion) stops nothing else: the LMA keeps its volume as it is,
+        // the rest of the domain is applied and its MAGs authorized, and the refusal is the
+        // domain's condition.
+        let pvc = apply_one(ctx, &want.pvc).await;
         let deployment = apply_one(ctx, &want.lma).await?;
         apply_one(ctx, &want.service).await?;
         let daemonset = match &want.mags {
             Some(ds) => Some(apply_one(ctx, ds).await?),
             None => None,
         };
-        Ok(Applied {
-            pvc: Some(pvc),
-            deployment: Some(deployment),
-            daemonset,
-        })
+        let (pvc, pvc_failed) = match pvc {
+            Ok(p) => (Some(p), None),
+            Err(f) => (None, Some(f)),
+        };
+        Ok((
+            Applied {
+                pvc,
+                deployment: Some(deployment),
+                daemonset,
+            },
+            pvc_failed,
+        ))
     }
     .await;
-    let applied = match applied {
+    let (applied, pvc_failed) = match applied {
         Ok(a) => a,
         Err(f) => return api_failed(ctx, md, &prev, f).await,
     };
@@ -1038,6 +1049,9 @@ async fn apply(md: &MobilityDomain, ctx: &Context) -> Result<Action> {
     }
     .await;
     ensure_watch(ctx, &ns, &name);
+    if let Some(f) = pvc_failed {
+        return api_failed(ctx, md, &prev, f).await;
+    }
 
     let api_answer = lma_result
         .as_ref()

@@ -649,8 +649,10 @@ async fn a_refused_apply_is_a_condition_and_a_warning_event() {
         "{}",
         note.len()
     );
-    // Nothing after the refused object was applied.
-    assert!(api.find("PATCH", "/deployments/pmip-lab-lma").is_empty());
+    // A refused claim stops nothing else: the LMA's Deployment and Service are applied (its
+    // volume stays as it was), so the domain keeps running and its MAGs get authorized.
+    assert!(!api.find("PATCH", "/deployments/pmip-lab-lma").is_empty());
+    assert!(!api.find("PATCH", "/services/pmip-lab-lma").is_empty());
 }
 
 /// A 403 (RBAC) is the same, and is retried with backoff.
