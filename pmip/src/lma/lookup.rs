@@ -98,9 +98,12 @@ pub fn lookup(cache: &BindingCache, key: &LookupKey<'_>, wait_for_deregistration
         _ => None,
     };
     let wait_or_update = |s: SessionId| -> Lookup {
-        match cache.get(s).map(|e| e.state) {
+        match cache.get(s).map(|e| (e.state, e.proxy_coa)) {
             // Already de-registered by the previous MAG: nothing to wait for.
-            Some(BindingState::Deregistering) => Lookup::Existing(s),
+            Some((BindingState::Deregistering, _)) => Lookup::Existing(s),
+            // From the MAG that holds it: there is no previous MAG to wait for (a refresh or a
+            // de-registration that names no prefix, as some MAGs send them).
+            Some((_, coa)) if coa == key.proxy_coa => Lookup::Existing(s),
             _ if !wait_for_deregistration => Lookup::New,
             _ => Lookup::Wait(s),
         }
@@ -356,6 +359,10 @@ mod tests {
                 one_eth(), req(&[], 2, ETH, Hi::HandoffStateUnknown, None), true, Wait(0)),
             ("5.4.1.3 r3: ... or not, by configuration",
                 one_eth(), req(&[], 2, ETH, Hi::HandoffStateUnknown, None), false, New),
+            ("5.4.1.3 r3: HI 4 from the entry's own MAG: no previous MAG to wait for",
+                one_eth(), req(&[], 1, ETH, Hi::HandoffStateUnknown, None), true, Update(0)),
+            ("5.4.1.2 r4: likewise with an LL-ID",
+                one_eth_ll(), req(&[], 1, WIFI, Hi::HandoffStateUnknown, Some(9)), true, Update(0)),
             ("5.4.1.3 r4: one entry, HI 1",
                 one_eth(), req(&[], 2, ETH, Hi::AttachmentOverNewInterface, None), true, New),
             ("5.4.1.3 r4: two entries, HI 3",
