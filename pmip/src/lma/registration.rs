@@ -339,8 +339,8 @@ impl Lma {
                 Status::AdministrativelyProhibited
             });
         }
-        // Rule 4.
-        let Some((subtype, id)) = o.mn_id else {
+        // Rule 4. An option with an empty identifier identifies nobody: as missing.
+        let Some((subtype, id)) = o.mn_id.filter(|(_, id)| !id.is_empty()) else {
             return refuse(Status::MissingMnIdentifierOption);
         };
         // Rules 5-8. An identifier of a subtype other than the NAI (RFC 4283 §5: the only
@@ -648,6 +648,7 @@ mod tests {
             ("no P flag, H: not a home agent", BuFlags::A | BuFlags::H, 9, vec![], S::HomeRegistrationNotSupported),
             ("no P flag: no route optimization", BuFlags::A, 9, vec![], S::AdministrativelyProhibited),
             ("rule 4: no MN-ID", ap, 9, vec![], S::MissingMnIdentifierOption),
+            ("rule 4: an MN-ID option with an empty identifier", ap, 9, vec![id(b"")], S::MissingMnIdentifierOption),
             ("rules 5-6: a MAG nobody authorized", ap, 9, vec![id(b"nobody@x")], S::MagNotAuthorizedForProxyReg),
             ("rules 5-6: the sender is authorized, not an Alternate CoA it names", ap, 9, vec![id(MN), MobilityOption::AlternateCareOfAddress(mag(1))], S::MagNotAuthorizedForProxyReg),
             ("rule 7: a node nobody knows", ap, 1, vec![id(b"nobody@x")], S::NotLmaForThisMobileNode),
