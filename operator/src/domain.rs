@@ -311,6 +311,22 @@ fn pod_security_hint(ns: &str) -> String {
 /// Why a pod waits, from its scheduling condition and its containers' states.
 fn pod_trouble(p: &Pod) -> Option<(&'static str, String)> {
     let st = p.status.as_ref()?;
+    // Refused by the kubelet as it admitted it (an unsafe sysctl it does not allow, a node
+    // out of a resource): the pod is Failed at once, its controller makes another.
+    if st.phase.as_deref() == Some("Failed") {
+        return Some((
+            "PodFailed",
+            format!(
+                "pod {} failed: {}{}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                st.reason.as_deref().unwrap_or("no reason given"),
+                st.message
+                    .as_deref()
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     if let Some(c) = st
         .conditions
         .iter()
@@ -1311,6 +1327,25 @@ mod tests {
                 && v.message
                     .contains("pod-security.kubernetes.io/enforce=privileged"),
             "{}",
+            v.message
+        );
+    }
+
+    /// A pod the kubelet refused (here an unsafe sysctl it does not allow) is Failed: the
+    /// condition names the reason and the kubelet's message.
+    #[test]
+    fn a_pod_the_kubelet_refused_is_named_with_its_reason() {
+        let dep = deployment(json!({"replicas": 1}));
+        let mut p = pod("pmip-lab-lma-1", "lma", "node-1", "2001:db8::9");
+        p["status"]["phase"] = json!("Failed");
+        p["status"]["reason"] = json!("SysctlForbidden");
+        p["status"]["message"] =
+            json!("Pod forbidden sysctl: \"net.ipv6.conf.transport.seg6_enabled\" not allowlisted");
+        let v = lma_verdict(&dep, None, &pods(vec![p]), Ok(()));
+        assert!(
+            v.message.contains("SysctlForbidden") && v.message.contains("not allowlisted"),
+            "{} {}",
+            v.reason,
             v.message
         );
     }
