@@ -1178,7 +1178,7 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
         liveness_probe: Some(grpc_probe(None, 10, 3)),
         readiness_probe: Some(grpc_probe(Some(component.health_service()), 5, 3)),
         security_context: Some(daemon_security(privileged)),
-        resources: Some(daemon_resources),
+        resources: Some(daemon_resources.clone()),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
@@ -1209,7 +1209,10 @@ pub fn daemon_pod(md: &MobilityDomain, component: Component, inputs: &PodInputs<
             ]),
             // /proc/sys is writable only in a privileged container.
             security_context: Some(daemon_security(true)),
-            resources: Some(resources("10m", "16Mi", "64Mi")),
+            // The daemon's: the pod asks for no more than its daemon does (its request is the
+            // larger of the two), and a namespace quota that wants limits the domain sets
+            // (spec.resources) finds them here too.
+            resources: Some(daemon_resources.clone()),
             // The state volume: the values found are recorded there, for --cleanup.
             volume_mounts: Some(init_mounts),
             ..Container::default()
@@ -1671,6 +1674,28 @@ mod tests {
             has_tun_device(&daemon_pod(&md, Component::Lma, &inputs(&img))),
             "LMA"
         );
+    }
+
+    /// The sysctl init container asks for what its daemon asks for: a quota that wants limits
+    /// set through spec.resources finds them on every container of the pod.
+    #[test]
+    fn the_sysctl_init_container_has_its_daemons_resources() {
+        let img = image();
+        let mut md = crate::fixtures::domain("lab");
+        let pod = daemon_pod(&md, Component::Mag, &inputs(&img));
+        let init = &pod.init_containers.as_ref().expect("an init container")[0];
+        assert_eq!(init.resources, pod.containers[0].resources);
+        md.spec.resources.lma = Some(
+            serde_json::from_value(serde_json::json!({
+                "requests": {"cpu": "200m", "memory": "256Mi"},
+                "limits": {"cpu": "1", "memory": "1Gi"}
+            }))
+            .unwrap(),
+        );
+        let pod = daemon_pod(&md, Component::Lma, &inputs(&img));
+        let init = &pod.init_containers.as_ref().expect("an init container")[0];
+        assert_eq!(init.resources, md.spec.resources.lma);
+        assert_eq!(init.resources, pod.containers[0].resources);
     }
 
     /// Whether the daemon container (and only it) mounts the node's `/dev/net/tun`.
