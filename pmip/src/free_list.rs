@@ -1,5 +1,6 @@
-//! The released indices of an address pool, oldest first (what the prefix and IPv4 home
-//! address allocators reuse), with membership in constant time.
+//! What an address pool (the prefix and IPv4 home address allocators) has handed out: a
+//! cursor below which every index was, the indices claimed ahead of it, and the released ones,
+//! oldest first, with membership in constant time.
 //!
 //! A queue alone made every release and every claim a scan of it: a million bindings ending
 //! at once (their MAG revoked, every lifetime run out while the LMA was down) took the queue's
@@ -7,7 +8,8 @@
 //! an index claimed out of it stays there, stale, until it reaches the front.
 
 use core::hash::Hash;
-use std::collections::VecDeque;
+use core::ops::Add;
+use std::collections::{BTreeSet, VecDeque};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -72,6 +74,61 @@ impl<T: Copy + Eq + Hash> FreeList<T> {
     pub(crate) fn heap_bytes(&self) -> usize {
         let entry = core::mem::size_of::<(T, u64)>();
         self.order.capacity() * entry + self.free.capacity() * (entry + 1)
+    }
+}
+
+/// The indices of a pool in use: those below `next` (handed out in order) but the `free`
+/// ones, and the ones `claimed_ahead` of it (restored bindings, requested addresses).
+#[derive(Debug, Clone)]
+pub(crate) struct Issued<T> {
+    /// The next never-handed-out index.
+    pub(crate) next: T,
+    /// Indices at or above `next` that are in use.
+    pub(crate) claimed_ahead: BTreeSet<T>,
+    /// Released indices below `next`.
+    pub(crate) free: FreeList<T>,
+}
+
+impl<T: Copy + Ord + Hash + Add<Output = T> + From<u8>> Issued<T> {
+    pub(crate) fn starting_at(next: T) -> Self {
+        Issued {
+            next,
+            claimed_ahead: BTreeSet::new(),
+            free: FreeList::default(),
+        }
+    }
+
+    /// `i` is in use. A claim at `next` moves `next` past it and past the claims ahead that
+    /// follow it: they are in use as if handed out, and a million restored bindings leave no
+    /// set of a million claims behind for the next allocation to walk through.
+    pub(crate) fn claim(&mut self, i: T) {
+        let one = T::from(1);
+        if i == self.next {
+            self.next = self.next + one;
+            while self.claimed_ahead.first() == Some(&self.next) {
+                self.claimed_ahead.pop_first();
+                self.next = self.next + one;
+            }
+        } else if i > self.next {
+            self.claimed_ahead.insert(i);
+        } else {
+            self.free.remove(&i);
+        }
+    }
+
+    /// `i` is free again; one at or above `next` was never handed out and will be when
+    /// `next` reaches it.
+    pub(crate) fn release(&mut self, i: T) {
+        if i >= self.next {
+            self.claimed_ahead.remove(&i);
+        } else {
+            self.free.push(i);
+        }
+    }
+
+    /// Heap bytes it holds.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.free.heap_bytes() + self.claimed_ahead.len() * 24
     }
 }
 

@@ -12,14 +12,13 @@
 //! plain value that goes into durable records as it is; [`Ipv4Allocator::claim`] marks it
 //! taken again after a restart.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Ipv4Pool;
-use crate::free_list::FreeList;
+use crate::free_list::Issued;
 
 /// A node's IPv4 home address with what comes with it (RFC 5844 §3.1.1: the address, its
 /// subnet mask, and the default router).
@@ -69,15 +68,11 @@ pub fn default_router_of(pool: &Ipv4Pool) -> Ipv4Addr {
 struct Pool {
     net: Ipv4Net,
     router: Ipv4Addr,
-    /// Index (offset in the subnet) of the next never-allocated address.
-    next: u32,
+    /// What was handed out: indices (offsets in the subnet) from 1.
+    issued: Issued<u32>,
     /// Last index a node may have: the one before the broadcast address.
     last: u32,
     router_index: u32,
-    /// Indices at or above `next` that are in use (claimed explicitly).
-    claimed_ahead: BTreeSet<u32>,
-    /// Released indices below `next`, oldest first.
-    free: FreeList<u32>,
 }
 
 impl Pool {
@@ -88,11 +83,9 @@ impl Pool {
         Pool {
             net,
             router,
-            next: 1,
+            issued: Issued::starting_at(1),
             last: u32::try_from(size.saturating_sub(2)).unwrap_or(u32::MAX),
             router_index: u32::from(router).wrapping_sub(u32::from(net.network())),
-            claimed_ahead: BTreeSet::new(),
-            free: FreeList::default(),
         }
     }
 
@@ -122,10 +115,10 @@ impl Pool {
     }
 
     fn allocate(&mut self, taken: &mut impl FnMut(Ipv4Addr) -> bool) -> Option<Ipv4HomeAddress> {
-        while self.next <= self.last {
-            let i = self.next;
-            self.next += 1;
-            if i == self.router_index || self.claimed_ahead.remove(&i) {
+        while self.issued.next <= self.last {
+            let i = self.issued.next;
+            self.issued.next += 1;
+            if i == self.router_index || self.issued.claimed_ahead.remove(&i) {
                 continue;
             }
             let a = self.address_at(i);
@@ -136,8 +129,8 @@ impl Pool {
             }
             return Some(self.lease(a));
         }
-        for _ in 0..self.free.len() {
-            let i = self.free.pop_oldest()?;
+        for _ in 0..self.issued.free.len() {
+            let i = self.issued.free.pop_oldest()?;
             let a = self.address_at(i);
             if taken(a) {
                 continue;
@@ -147,36 +140,11 @@ impl Pool {
         None
     }
 
-    /// A claim at `next` moves `next` past it and past the claims ahead that follow it (as
-    /// the prefix pools do).
-    fn claim(&mut self, i: u32) {
-        if i == self.next {
-            self.next += 1;
-            while self.claimed_ahead.first() == Some(&self.next) {
-                self.claimed_ahead.pop_first();
-                self.next += 1;
-            }
-        } else if i > self.next {
-            self.claimed_ahead.insert(i);
-        } else {
-            self.free.remove(&i);
-        }
-    }
-
-    fn release(&mut self, i: u32) {
-        if i >= self.next {
-            self.claimed_ahead.remove(&i);
-        } else {
-            self.free.push(i);
-        }
-    }
-
     fn available(&self) -> u64 {
-        let ahead = u64::from(self.last + 1).saturating_sub(u64::from(self.next));
-        let router_ahead =
-            u64::from(self.router_index >= self.next && self.router_index <= self.last);
-        (ahead - router_ahead).saturating_sub(self.claimed_ahead.len() as u64)
-            + self.free.len() as u64
+        let i = &self.issued;
+        let ahead = u64::from(self.last + 1).saturating_sub(u64::from(i.next));
+        let router_ahead = u64::from(self.router_index >= i.next && self.router_index <= self.last);
+        (ahead - router_ahead).saturating_sub(i.claimed_ahead.len() as u64) + i.free.len() as u64
     }
 }
 
@@ -220,7 +188,7 @@ impl Ipv4Allocator {
     pub fn claim(&mut self, a: Ipv4Addr) {
         for pool in &mut self.pools {
             if let Some(i) = pool.index_of(a) {
-                pool.claim(i);
+                pool.issued.claim(i);
             }
         }
     }
@@ -229,7 +197,7 @@ impl Ipv4Allocator {
     pub fn release(&mut self, a: Ipv4Addr) {
         for pool in &mut self.pools {
             if let Some(i) = pool.index_of(a) {
-                pool.release(i);
+                pool.issued.release(i);
             }
         }
     }
@@ -243,10 +211,7 @@ impl Ipv4Allocator {
 
     /// Heap bytes used by the allocator's own bookkeeping.
     pub fn heap_bytes(&self) -> usize {
-        self.pools
-            .iter()
-            .map(|p| p.free.heap_bytes() + p.claimed_ahead.len() * 24)
-            .sum()
+        self.pools.iter().map(|p| p.issued.heap_bytes()).sum()
     }
 }
 

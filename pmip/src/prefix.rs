@@ -5,13 +5,12 @@
 //! who holds what: the binding cache and the policy store (pinned prefixes) do, and the caller
 //! passes a check that says whether a candidate is taken.
 
-use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
 use crate::config::PrefixPool;
-use crate::free_list::FreeList;
+use crate::free_list::Issued;
 
 #[derive(Debug, Clone)]
 struct Pool {
@@ -20,12 +19,8 @@ struct Pool {
     prefix_len: u8,
     /// Number of prefixes in the pool (saturating at u64::MAX).
     capacity: u64,
-    /// Index of the next never-allocated prefix.
-    next: u64,
-    /// Indices at or above `next` that are in use (claimed explicitly).
-    claimed_ahead: BTreeSet<u64>,
-    /// Released indices below `next`, oldest first.
-    free: FreeList<u64>,
+    /// What was handed out: from index 0.
+    issued: Issued<u64>,
 }
 
 impl Pool {
@@ -37,9 +32,7 @@ impl Pool {
             pool_len: p.prefix.prefix_len(),
             prefix_len: p.prefix_length,
             capacity,
-            next: 0,
-            claimed_ahead: BTreeSet::new(),
-            free: FreeList::default(),
+            issued: Issued::starting_at(0),
         }
     }
 
@@ -63,10 +56,10 @@ impl Pool {
     }
 
     fn allocate(&mut self, taken: &mut impl FnMut(&Ipv6Net) -> bool) -> Option<Ipv6Net> {
-        while self.next < self.capacity {
-            let i = self.next;
-            self.next += 1;
-            if self.claimed_ahead.remove(&i) {
+        while self.issued.next < self.capacity {
+            let i = self.issued.next;
+            self.issued.next += 1;
+            if self.issued.claimed_ahead.remove(&i) {
                 continue;
             }
             let p = self.prefix_at(i);
@@ -77,9 +70,9 @@ impl Pool {
             }
             return Some(p);
         }
-        let n = self.free.len();
+        let n = self.issued.free.len();
         for _ in 0..n {
-            let i = self.free.pop_oldest()?;
+            let i = self.issued.free.pop_oldest()?;
             let p = self.prefix_at(i);
             if taken(&p) {
                 continue;
@@ -89,35 +82,9 @@ impl Pool {
         None
     }
 
-    /// A claim at `next` moves `next` past it and past the claims ahead that follow it: they
-    /// are in use as if handed out, and a million restored bindings leave no set of a million
-    /// claims behind for the next allocation to walk through.
-    fn claim(&mut self, i: u64) {
-        if i == self.next {
-            self.next += 1;
-            while self.claimed_ahead.first() == Some(&self.next) {
-                self.claimed_ahead.pop_first();
-                self.next += 1;
-            }
-        } else if i > self.next {
-            self.claimed_ahead.insert(i);
-        } else {
-            self.free.remove(&i);
-        }
-    }
-
-    fn release(&mut self, i: u64) {
-        if i >= self.next {
-            self.claimed_ahead.remove(&i);
-            // Never handed out by `allocate`: it will be when `next` reaches it.
-        } else {
-            self.free.push(i);
-        }
-    }
-
     fn available(&self) -> u64 {
-        (self.capacity - self.next).saturating_sub(self.claimed_ahead.len() as u64)
-            + self.free.len() as u64
+        let i = &self.issued;
+        (self.capacity - i.next).saturating_sub(i.claimed_ahead.len() as u64) + i.free.len() as u64
     }
 }
 
@@ -150,7 +117,7 @@ impl PrefixAllocator {
     pub fn claim(&mut self, p: &Ipv6Net) {
         for pool in &mut self.pools {
             if let Some(i) = pool.index_of(p) {
-                pool.claim(i);
+                pool.issued.claim(i);
             }
         }
     }
@@ -171,7 +138,7 @@ impl PrefixAllocator {
             claims.sort_unstable();
             claims.dedup();
             for i in claims {
-                pool.claim(i);
+                pool.issued.claim(i);
             }
         }
     }
@@ -180,7 +147,7 @@ impl PrefixAllocator {
     pub fn release(&mut self, p: &Ipv6Net) {
         for pool in &mut self.pools {
             if let Some(i) = pool.index_of(p) {
-                pool.release(i);
+                pool.issued.release(i);
             }
         }
     }
@@ -202,10 +169,7 @@ impl PrefixAllocator {
 
     /// Heap bytes used by the allocator's own bookkeeping.
     pub fn heap_bytes(&self) -> usize {
-        self.pools
-            .iter()
-            .map(|p| p.free.heap_bytes() + p.claimed_ahead.len() * 24)
-            .sum()
+        self.pools.iter().map(|p| p.issued.heap_bytes()).sum()
     }
 }
 
@@ -285,8 +249,11 @@ mod tests {
             }
             assert_eq!(format!("{one:?}"), format!("{bulk:?}"));
         }
-        assert_eq!(bulk.pools[0].next, 4, "0..=3 claimed: as if handed out");
-        assert_eq!(bulk.pools[0].claimed_ahead, [5, 7].into());
+        assert_eq!(
+            bulk.pools[0].issued.next, 4,
+            "0..=3 claimed: as if handed out"
+        );
+        assert_eq!(bulk.pools[0].issued.claimed_ahead, [5, 7].into());
         assert_eq!(bulk.available(), 256 - 6 + 256 - 1);
         let none = |_: &Ipv6Net| false;
         bulk.release(&prefix(1, 0));
