@@ -1599,6 +1599,15 @@ async fn an_idle_tun_device_lingers_then_goes() {
     assert!(send_and_receive(&mn, &cn, 64).is_some());
 }
 
+/// Sends payloads 0, 1 and 2 from `from` to `to`'s address; that address.
+fn send_three(from: &std::net::UdpSocket, to: &std::net::UdpSocket) -> std::net::SocketAddr {
+    let to = to.local_addr().unwrap();
+    for i in 0..3u8 {
+        from.send_to(&[i; 8], to).unwrap();
+    }
+    to
+}
+
 /// End markers (`datapath::marker`), through the kernel. The MAG holds what the LMA tunnels
 /// to the node's prefix; the LMA's marker, sent after the packets routed before it, ends the
 /// hold, and the held packets reach the node in order; a hold whose marker never comes lets
@@ -1624,10 +1633,7 @@ async fn an_end_marker_ends_the_hold_and_the_held_packets_follow_in_order() {
         .apply(&[hold(Duration::from_secs(30))])
         .await
         .unwrap();
-    let to = mn.local_addr().unwrap();
-    for i in 0..3u8 {
-        cn.send_to(&[i; 8], to).unwrap();
-    }
+    let to = send_three(&cn, &mn);
     let holds = lab.tunnel == Tunnel::Tun;
     if holds {
         assert!(receive(&mn).is_none(), "held until the marker");
@@ -1723,10 +1729,7 @@ async fn an_ipv4_home_addresss_end_marker_ends_its_hold_and_the_node_ignores_a_s
         }])
         .await
         .unwrap();
-    let to = mn.local_addr().unwrap();
-    for i in 0..3u8 {
-        cn.send_to(&[i; 8], to).unwrap();
-    }
+    send_three(&cn, &mn);
     let holds = lab.tunnel == Tunnel::Tun;
     if holds {
         assert!(mn.recv_from(&mut buf).is_err(), "held until the marker");
