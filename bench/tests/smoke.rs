@@ -10,7 +10,11 @@ fn root() -> bool {
 }
 
 fn bench(args: &[&str]) -> serde_json::Value {
-    let name = format!("t{}", std::process::id() % 1000);
+    // One name per run (its namespaces are named after it): the tests of this file run at
+    // the same time.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("t{:03}{}", std::process::id() % 1000, run % 10);
     let out = Command::new(env!("CARGO_BIN_EXE_pmip-bench"))
         .args(args)
         .args(["--json", "--name", &name])
@@ -25,6 +29,23 @@ fn bench(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// `scale` at a tiny size (4 MAGs, a window of 64, 100 refreshes), with `extra` arguments.
+fn small_scale(nodes: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "scale",
+        "--nodes",
+        nodes,
+        "--mags",
+        "4",
+        "--window",
+        "64",
+        "--refresh-sample",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    bench(&args)
 }
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -96,18 +117,7 @@ fn scale_with_dual_stack_nodes_recovers_them_with_both_routes() {
         eprintln!("skipped: needs root");
         return;
     }
-    let r = bench(&[
-        "scale",
-        "--nodes",
-        "200",
-        "--mags",
-        "4",
-        "--window",
-        "64",
-        "--refresh-sample",
-        "100",
-        "--ipv4",
-    ]);
+    let r = small_scale("200", &["--ipv4"]);
     assert_eq!(r["setup"]["ipv4"], true);
     for run in r["figures"]["runs"].as_array().unwrap() {
         assert_eq!(run["ipv4"], true);
@@ -130,17 +140,7 @@ fn scale_recovers_every_binding_after_kill_9() {
         eprintln!("skipped: needs root");
         return;
     }
-    let r = bench(&[
-        "scale",
-        "--nodes",
-        "300",
-        "--mags",
-        "4",
-        "--window",
-        "64",
-        "--refresh-sample",
-        "100",
-    ]);
+    let r = small_scale("300", &[]);
     let runs = r["figures"]["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     for run in runs {
