@@ -35,7 +35,7 @@ pub(crate) const RTM_GETROUTE: u16 = 26;
 /// `NLM_F_DUMP_INTR`: the dump saw a concurrent change and is inconsistent.
 pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
 
-const NLMSG_HDR_LEN: usize = 16;
+pub(crate) const NLMSG_HDR_LEN: usize = 16;
 const RTMSG_LEN: usize = 12;
 const RTATTR_HDR_LEN: usize = 4;
 /// `NLA_TYPE_MASK`: the type without NLA_F_NESTED and NLA_F_NET_BYTEORDER.
@@ -65,7 +65,7 @@ const SEG6_LOCAL_NH4: u16 = 4;
 const SEG6_LOCAL_ACTION_END_DX4: u32 = 6;
 const SEG6_LOCAL_ACTION_END_DT6: u32 = 7;
 const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+pub(crate) const AF_INET6: u8 = 10;
 
 fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
@@ -82,7 +82,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// A u32 attribute value: exactly four bytes.
-fn u32_value(v: &[u8]) -> Option<u32> {
+pub(crate) fn u32_value(v: &[u8]) -> Option<u32> {
     if v.len() == 4 { u32_at(v, 0) } else { None }
 }
 
@@ -185,13 +185,13 @@ impl<'a> Iterator for Messages<'a> {
 
 /// The attributes of a buffer as (type without flags, value); stops at the first that does
 /// not fit, and says so.
-struct Attributes<'a> {
+pub(crate) struct Attributes<'a> {
     buf: &'a [u8],
-    broken: bool,
+    pub(crate) broken: bool,
 }
 
 impl<'a> Attributes<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf, broken: false }
     }
 }
@@ -252,6 +252,7 @@ pub(crate) fn parse_route(body: &[u8], offset: usize) -> Result<Option<KRoute>, 
     let mut encap_type = 0;
     let mut encap: &[u8] = &[];
     let mut plain = src_len == 0;
+    let mut nexthop = None;
     let mut attrs = Attributes::new(&body[RTMSG_LEN..]);
     for (t, v) in attrs.by_ref() {
         match t {
@@ -278,7 +279,8 @@ pub(crate) fn parse_route(body: &[u8], offset: usize) -> Result<Option<KRoute>, 
             }
             RTA_ENCAP_TYPE => encap_type = u16_at(v, 0).filter(|_| v.len() == 2).ok_or(bad)?,
             RTA_ENCAP => encap = v,
-            RTA_GATEWAY | RTA_MULTIPATH | RTA_VIA | RTA_NH_ID => plain = false,
+            RTA_NH_ID => nexthop = Some(u32_value(v).ok_or(bad)?),
+            RTA_GATEWAY | RTA_MULTIPATH | RTA_VIA => plain = false,
             _ => {}
         }
     }
@@ -288,17 +290,23 @@ pub(crate) fn parse_route(body: &[u8], offset: usize) -> Result<Option<KRoute>, 
     let Ok(dst) = IpNet::new(dst, dst_len) else {
         return Ok(None);
     };
-    let via = match (plain, encap_type, oif) {
-        (true, LWTUNNEL_ENCAP_SEG6, Some(oif)) => seg6_peer(encap)
-            .map(|peer| Via::Seg6 { peer, oif })
-            .unwrap_or(Via::Unknown { oif: Some(oif) }),
-        (true, LWTUNNEL_ENCAP_SEG6_LOCAL, Some(oif)) => match seg6local(encap) {
-            Some(Seg6Local::Dt6(lookup)) => Via::EndDt6 { lookup, oif },
-            Some(Seg6Local::Dx4Unspecified) => Via::EndDx4 { oif },
-            None => Via::Unknown { oif: Some(oif) },
+    // As `KRoute::parse`: the id is what a route through a nexthop object holds, whatever
+    // a kernel in compatibility mode adds to describe it.
+    let via = match nexthop {
+        Some(id) if src_len == 0 => Via::Nexthop { id },
+        Some(_) => Via::Unknown { oif },
+        None => match (plain, encap_type, oif) {
+            (true, LWTUNNEL_ENCAP_SEG6, Some(oif)) => seg6_peer(encap)
+                .map(|peer| Via::Seg6 { peer, oif })
+                .unwrap_or(Via::Unknown { oif: Some(oif) }),
+            (true, LWTUNNEL_ENCAP_SEG6_LOCAL, Some(oif)) => match seg6local(encap) {
+                Some(Seg6Local::Dt6(lookup)) => Via::EndDt6 { lookup, oif },
+                Some(Seg6Local::Dx4Unspecified) => Via::EndDx4 { oif },
+                None => Via::Unknown { oif: Some(oif) },
+            },
+            (true, 0, Some(oif)) => Via::Dev { oif },
+            _ => Via::Unknown { oif },
         },
-        (true, 0, Some(oif)) => Via::Dev { oif },
-        _ => Via::Unknown { oif },
     };
     Ok(Some(KRoute {
         key: RouteKey { table, dst, metric },

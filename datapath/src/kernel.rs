@@ -15,6 +15,7 @@ use crate::msg::{
     self, Family, KAddr, KRoute, KRule, KTunnel, LOCAL_TABLE, MAIN_TABLE, RouteKey, Via,
 };
 use crate::netlink::{Netlink, Outcome, Request};
+use crate::nexthop::NexthopChange;
 use crate::plan::{self, Actual, Layout, Tunnel};
 use crate::sysctl::{Ensured, Ledger, Sysctl};
 use crate::tun::Forwarder;
@@ -295,7 +296,19 @@ impl Kernel {
             Some(file) => Ledger::open(file.clone())?,
             None => Ledger::in_memory(),
         };
-        let layout = Layout { s: settings, kind };
+        // Nexthop objects for the routes into links where the kernel has them (a kernel
+        // without them refuses the dump).
+        let nexthops = kind.has_links()
+            && nl
+                .dump_nexthops()
+                .await
+                .inspect_err(|e| tracing::info!(error = %e, "no nexthop objects: each route into a tunnel link carries its own nexthop"))
+                .is_ok();
+        let layout = Layout {
+            s: settings,
+            kind,
+            nexthops,
+        };
         let tun = (kind == Tunnel::Tun).then(|| Forwarder::new(layout.s.tun_linger));
         let k = Kernel {
             inner: Arc::new(Inner {
@@ -454,25 +467,38 @@ impl Kernel {
             let local = first_termination(&sh.state)?;
             batch.flush(&self.inner.nl, self.inner.tun.as_ref()).await;
             let index = self
-                .create_tunnel(&l.tunnel_link(slot, local, peer))
+                .create_tunnel(slot, &l.tunnel_link(slot, local, peer))
                 .await?;
             sh.tunnels.insert(peer, index);
         }
-        l.tunnel_via(peer, &sh.tunnels)
+        l.tunnel_via(peer, &sh.slots, &sh.tunnels)
             .ok_or_else(|| Error::Invalid {
                 op: "tunnel",
                 reason: format!("no tunnel link to {peer}"),
             })
     }
 
-    async fn create_tunnel(&self, t: &KTunnel) -> Result<u32> {
+    /// Makes the link `t` of `slot` and (where the routes name one) its nexthop object.
+    async fn create_tunnel(&self, slot: u32, t: &KTunnel) -> Result<u32> {
         let nl = &self.inner.nl;
-        if let Some(tun) = &self.inner.tun {
-            return tun.create(nl, t).await;
-        }
-        nl.execute_all(&[Request::new_link(t.new_message())])
+        let index = match &self.inner.tun {
+            Some(tun) => tun.create(nl, t).await?,
+            None => {
+                nl.execute_all(&[Request::new_link(t.new_message())])
+                    .await?;
+                nl.link_index(&t.name).await?
+            }
+        };
+        let l = &self.inner.layout;
+        if l.nexthops {
+            nl.change_nexthops(vec![NexthopChange::Set {
+                id: l.nexthop_id(slot),
+                oif: index,
+                protocol: l.s.route_protocol,
+            }])
             .await?;
-        nl.link_index(&t.name).await
+        }
+        Ok(index)
     }
 
     fn slot(&self, sh: &mut Shadow, peer: Ipv6Addr) -> Result<u32> {
@@ -517,7 +543,7 @@ impl Kernel {
         let up = up6 || up4;
         let down = sh.downlink_refs.contains_key(&peer);
         let slot = sh.slots.get(&peer).copied();
-        let via = l.tunnel_via(peer, &sh.tunnels);
+        let via = l.tunnel_via(peer, &sh.slots, &sh.tunnels);
         if !up6
             && sh.defaults.remove(&peer)
             && let (Some(slot), Some(via)) = (slot, via.clone())
@@ -656,7 +682,7 @@ impl Kernel {
                 if let Previous::Route(Some(PrefixRoute::Tunnel { peer })) =
                     sh.state.apply_returning_previous(c)
                 {
-                    if let Some(via) = l.tunnel_via(peer, &sh.tunnels) {
+                    if let Some(via) = l.tunnel_via(peer, &sh.slots, &sh.tunnels) {
                         batch.push(Request::delete_route(&l.downlink(prefix, via)));
                     }
                     dec(&mut sh.downlink_refs, peer);
@@ -759,7 +785,7 @@ impl Kernel {
                 if let Previous::Route(Some(PrefixRoute::Tunnel { peer })) =
                     sh.state.apply_returning_previous(c)
                 {
-                    if let Some(via) = l.tunnel_via(peer, &sh.tunnels) {
+                    if let Some(via) = l.tunnel_via(peer, &sh.slots, &sh.tunnels) {
                         batch.push(Request::delete_route(&l.downlink(prefix, via)));
                     }
                     dec(&mut sh.downlink_refs, peer);
@@ -1148,10 +1174,43 @@ impl Kernel {
         report.links.removed += stale.len() + closed.len();
         stale.extend(closed);
         nl.execute_all(&stale).await?;
+        // The kept links' nexthop objects, made again where missing or wrong, before the
+        // routes that name them; the others' removed (the kernel removes those of a removed
+        // link itself).
+        if l.nexthops {
+            let mut changes = Vec::new();
+            for (peer, &index) in &tunnels {
+                let Some(&slot) = slots.get(peer) else {
+                    continue;
+                };
+                let id = l.nexthop_id(slot);
+                let protocol = l.s.route_protocol;
+                if !actual
+                    .nexthops
+                    .iter()
+                    .any(|n| n.id == id && n.is(protocol, index))
+                {
+                    changes.push(NexthopChange::Set {
+                        id,
+                        oif: index,
+                        protocol,
+                    });
+                }
+            }
+            let wanted: BTreeSet<u32> = slots.values().map(|&s| l.nexthop_id(s)).collect();
+            changes.extend(
+                actual
+                    .nexthops
+                    .iter()
+                    .filter(|n| !wanted.contains(&n.id))
+                    .map(|n| NexthopChange::Delete { id: n.id }),
+            );
+            nl.change_nexthops(changes).await?;
+        }
         for (&peer, &slot) in slots {
             if let std::collections::btree_map::Entry::Vacant(e) = tunnels.entry(peer) {
                 let index = self
-                    .create_tunnel(&l.tunnel_link(slot, local, peer))
+                    .create_tunnel(slot, &l.tunnel_link(slot, local, peer))
                     .await?;
                 e.insert(index);
                 report.links.added += 1;
@@ -1175,9 +1234,36 @@ async fn read_actual(nl: &Netlink, l: &Layout, routes: bool) -> Result<Actual> {
     rules.extend(nl.dump_rules(AddressFamily::Inet).await?);
     let addresses = nl.dump_addresses().await?;
     let links = nl.dump_links().await?;
+    let nexthops = if l.nexthops {
+        let mut all = nl.dump_nexthops().await?;
+        // An object of another owner under one of the slots' ids would be replaced by the
+        // slot's, and that owner's routes would enter a tunnel.
+        if let Some(n) = all
+            .iter()
+            .find(|n| l.s.slot_of_table(n.id).is_some() && !l.owns_nexthop(n))
+        {
+            return Err(Error::Invalid {
+                op: "nexthop",
+                reason: format!(
+                    "nexthop object {} is another owner's (protocol {}), and this backend \
+                     gives each tunnel slot the id of its table ({}..={}): move the tables \
+                     (datapath.table_base) or that object",
+                    n.id,
+                    n.protocol,
+                    l.s.peer_table(0),
+                    l.s.peer_table(l.s.max_peers.saturating_sub(1)),
+                ),
+            });
+        }
+        all.retain(|n| l.owns_nexthop(n));
+        all
+    } else {
+        Vec::new()
+    };
     let mut a = Actual {
         links,
         routes,
+        nexthops,
         ..Actual::default()
     };
     for r in rules.iter().filter_map(KRule::parse) {

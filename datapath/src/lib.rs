@@ -122,6 +122,7 @@ mod model;
 mod msg;
 mod netlink;
 pub mod netns;
+mod nexthop;
 mod plan;
 mod routes;
 pub mod sysctl;

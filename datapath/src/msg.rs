@@ -56,6 +56,8 @@ pub(crate) enum Via {
     EndDx4 { oif: u32 },
     /// On link (or into an ip6tnl link).
     Dev { oif: u32 },
+    /// Through the nexthop object `id` (a tunnel link's, [`crate::nexthop`]).
+    Nexthop { id: u32 },
     /// A shape this crate never makes (found in a dump).
     Unknown { oif: Option<u32> },
 }
@@ -68,6 +70,7 @@ impl Via {
             | Via::EndDx4 { oif }
             | Via::Dev { oif } => Some(oif),
             Via::Unknown { oif } => oif,
+            Via::Nexthop { .. } => None,
         }
     }
 }
@@ -175,6 +178,7 @@ impl KRoute {
                 m.attributes.push(RouteAttribute::Oif(oif));
             }
             Via::Dev { oif } => m.attributes.push(RouteAttribute::Oif(oif)),
+            Via::Nexthop { id } => m.attributes.push(RouteAttribute::NhId(id)),
             Via::Unknown { oif } => {
                 if let Some(oif) = oif {
                     m.attributes.push(RouteAttribute::Oif(oif));
@@ -222,6 +226,7 @@ impl KRoute {
         let mut encap_type = RouteLwEnCapType::None;
         let mut encap: &[RouteLwTunnelEncap] = &[];
         let mut plain = m.header.source_prefix_length == 0;
+        let mut nexthop = None;
         for a in &m.attributes {
             match a {
                 RouteAttribute::Table(t) => table = *t,
@@ -238,25 +243,32 @@ impl KRoute {
                 }
                 RouteAttribute::EncapType(t) => encap_type = *t,
                 RouteAttribute::Encap(e) => encap = e,
+                RouteAttribute::NhId(id) => nexthop = Some(*id),
                 RouteAttribute::Gateway(_)
                 | RouteAttribute::MultiPath(_)
-                | RouteAttribute::Via(_)
-                | RouteAttribute::NhId(_) => plain = false,
+                | RouteAttribute::Via(_) => plain = false,
                 _ => {}
             }
         }
         let dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
-        let via = match (plain, encap_type, oif) {
-            (true, RouteLwEnCapType::Seg6, Some(oif)) => seg6_peer(encap)
-                .map(|peer| Via::Seg6 { peer, oif })
-                .unwrap_or(Via::Unknown { oif: Some(oif) }),
-            (true, RouteLwEnCapType::Seg6Local, Some(oif)) => match seg6local(encap) {
-                Some(Seg6Local::Dt6(lookup)) => Via::EndDt6 { lookup, oif },
-                Some(Seg6Local::Dx4Unspecified) => Via::EndDx4 { oif },
-                None => Via::Unknown { oif: Some(oif) },
+        // A kernel in nexthop compatibility mode also describes the nexthop object with the
+        // attributes of a route's own nexthop (RTA_OIF, RTA_GATEWAY, RTA_MULTIPATH): the id
+        // is what the route holds.
+        let via = match nexthop {
+            Some(id) if m.header.source_prefix_length == 0 => Via::Nexthop { id },
+            Some(_) => Via::Unknown { oif },
+            None => match (plain, encap_type, oif) {
+                (true, RouteLwEnCapType::Seg6, Some(oif)) => seg6_peer(encap)
+                    .map(|peer| Via::Seg6 { peer, oif })
+                    .unwrap_or(Via::Unknown { oif: Some(oif) }),
+                (true, RouteLwEnCapType::Seg6Local, Some(oif)) => match seg6local(encap) {
+                    Some(Seg6Local::Dt6(lookup)) => Via::EndDt6 { lookup, oif },
+                    Some(Seg6Local::Dx4Unspecified) => Via::EndDx4 { oif },
+                    None => Via::Unknown { oif: Some(oif) },
+                },
+                (true, RouteLwEnCapType::None, Some(oif)) => Via::Dev { oif },
+                _ => Via::Unknown { oif },
             },
-            (true, RouteLwEnCapType::None, Some(oif)) => Via::Dev { oif },
-            _ => Via::Unknown { oif },
         };
         Some(KRoute {
             key: RouteKey { table, dst, metric },
@@ -740,6 +752,7 @@ impl fmt::Display for KRoute {
                 write!(f, " encap seg6local action End.DX4 nh4 0.0.0.0 dev #{oif}")?
             }
             Via::Dev { oif } | Via::Unknown { oif: Some(oif) } => write!(f, " dev #{oif}")?,
+            Via::Nexthop { id } => write!(f, " nhid {id}")?,
             Via::Unknown { oif: None } => {}
         }
         write!(f, " table {}", table_name(self.key.table))?;

@@ -32,6 +32,7 @@ use crate::dump;
 use crate::error::{Error, Result};
 use crate::msg::{self, KAddr, KLink, KRoute, RouteKey, Via};
 use crate::netns::{self, NetNs};
+use crate::nexthop::{self, KNexthop, NexthopChange};
 use crate::sysctl::{Ensured, Sysctl};
 
 /// Requests per datagram: one `sendmsg` carries this many, the kernel answers each with its
@@ -417,26 +418,47 @@ impl Netlink {
         protocol: u8,
         keep: impl Fn(&KRoute) -> bool + Send + Sync + 'static,
     ) -> Result<Vec<KRoute>> {
-        let netns = self.netns.clone();
-        let object = if ipv6 {
-            "(all IPv6 routes)"
-        } else {
-            "(all IPv4 routes)"
-        };
-        let dumped = tokio::task::spawn_blocking(move || {
+        self.blocking("dump routes", move || {
             let keep = move |r: &KRoute| r.protocol == protocol && keep(r);
-            match &netns {
-                Some(ns) => ns.run(|| dump_routes_blocking(ipv6, protocol, &keep))?,
-                None => dump_routes_blocking(ipv6, protocol, &keep),
-            }
+            dump_routes_blocking(ipv6, protocol, &keep)
+        })
+        .await
+    }
+
+    /// The nexthop objects of the namespace, every owner's, on a socket of its own.
+    pub(crate) async fn dump_nexthops(&self) -> Result<Vec<KNexthop>> {
+        self.blocking("dump nexthops", dump_nexthops_blocking).await
+    }
+
+    /// Makes and removes nexthop objects, in order, on a socket of its own; removing one
+    /// that is not there is no error.
+    pub(crate) async fn change_nexthops(&self, changes: Vec<NexthopChange>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.blocking("change nexthops", move || {
+            change_nexthops_blocking(&changes)
+        })
+        .await
+    }
+
+    /// Runs `f` on a blocking thread in this connection's namespace.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let netns = self.netns.clone();
+        tokio::task::spawn_blocking(move || match &netns {
+            Some(ns) => ns.run(f)?,
+            None => f(),
         })
         .await
         .map_err(|e| Error::Protocol {
-            op: "dump routes",
-            object: object.into(),
-            detail: format!("the dump thread failed: {e}"),
-        })??;
-        Ok(dumped)
+            op,
+            object: String::new(),
+            detail: format!("the netlink thread failed: {e}"),
+        })?
     }
 
     /// The policy rules of one family (IPv6 or IPv4).
@@ -926,20 +948,10 @@ impl Netlink {
 /// read.
 const DUMP_READ: usize = 64 << 10;
 
-/// [`Netlink::dump_routes_of`] on the calling thread, in its network namespace.
-fn dump_routes_blocking(
-    ipv6: bool,
-    protocol: u8,
-    keep: &dyn Fn(&KRoute) -> bool,
-) -> Result<Vec<KRoute>> {
-    let op = "dump routes";
-    let object = || {
-        String::from(if ipv6 {
-            "(all IPv6 routes)"
-        } else {
-            "(all IPv4 routes)"
-        })
-    };
+/// A `NETLINK_ROUTE` socket of its own on the calling thread, in its network namespace,
+/// with [`ANSWER_TIMEOUT`] on its reads; with `strict`, asking for strict checking of dump
+/// requests (whether the kernel has it is the second value).
+fn raw_socket(strict: bool) -> Result<(rtnetlink::sys::Socket, bool)> {
     let socket_error = |source: io::Error| Error::Socket {
         netns: None,
         source,
@@ -950,52 +962,82 @@ fn dump_routes_blocking(
     socket
         .connect(&rtnetlink::sys::SocketAddr::new(0, 0))
         .map_err(socket_error)?;
-    // Without it the kernel ignores the protocol in the request and sends every route.
-    let filtered = socket.set_netlink_get_strict_chk(true).is_ok();
+    // Without it the kernel ignores the filters of a dump request and sends everything.
+    let filtered = strict && socket.set_netlink_get_strict_chk(true).is_ok();
     nix::sys::socket::setsockopt(
         &socket,
         nix::sys::socket::sockopt::ReceiveTimeout,
         &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0),
     )
     .map_err(|e| socket_error(e.into()))?;
+    Ok((socket, filtered))
+}
+
+/// What a [`dump_blocking`] is: its name and object for errors, its request, and the type of
+/// the messages it reads.
+struct DumpOf<'a> {
+    op: &'static str,
+    object: &'a dyn Fn() -> String,
+    request: &'a dyn Fn(u32) -> Vec<u8>,
+    kind: u16,
+}
+
+/// Reads the datagram the kernel sends next on `socket` into `buf`.
+fn recv_blocking(
+    socket: &rtnetlink::sys::Socket,
+    buf: &mut [u8],
+    op: &'static str,
+    object: &dyn Fn() -> String,
+) -> Result<usize> {
+    loop {
+        let mut into: &mut [u8] = &mut buf[..];
+        return match socket.recv(&mut into, 0) {
+            Ok(n) => Ok(n.min(buf.len())),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(Error::Timeout {
+                    op,
+                    object: object(),
+                    seconds: ANSWER_TIMEOUT.as_secs(),
+                })
+            }
+            Err(source) => Err(Error::Kernel {
+                op,
+                object: object(),
+                source,
+            }),
+        };
+    }
+}
+
+/// Runs the dump `d` on `socket`, passing each message of its kind to `take` with what it
+/// has taken so far; a dump the kernel marks as interrupted by a concurrent change is run
+/// again, from nothing, up to [`DUMP_ATTEMPTS`] times.
+fn dump_blocking<T>(
+    socket: &rtnetlink::sys::Socket,
+    d: &DumpOf<'_>,
+    take: &mut dyn FnMut(&dump::Message<'_>, &mut Vec<T>),
+) -> Result<Vec<T>> {
+    let (op, object) = (d.op, d.object);
     let mut buf = vec![0u8; DUMP_READ];
     'attempt: for attempt in 0..DUMP_ATTEMPTS {
         let seq = attempt as u32 + 1;
-        let request = dump::route_dump_request(ipv6, if filtered { protocol } else { 0 }, seq);
-        socket.send(&request, 0).map_err(|source| Error::Kernel {
-            op,
-            object: object(),
-            source,
-        })?;
-        let mut routes = Vec::new();
+        socket
+            .send(&(d.request)(seq), 0)
+            .map_err(|source| Error::Kernel {
+                op,
+                object: object(),
+                source,
+            })?;
+        let mut taken = Vec::new();
         let mut interrupted = false;
-        let mut malformed = 0usize;
-        let mut first_malformed = None;
         loop {
-            let mut into: &mut [u8] = &mut buf[..];
-            let n = match socket.recv(&mut into, 0) {
-                Ok(n) => n.min(DUMP_READ),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(Error::Timeout {
-                        op,
-                        object: object(),
-                        seconds: ANSWER_TIMEOUT.as_secs(),
-                    });
-                }
-                Err(source) => {
-                    return Err(Error::Kernel {
-                        op,
-                        object: object(),
-                        source,
-                    });
-                }
-            };
+            let n = recv_blocking(socket, &mut buf, op, object)?;
             let Some(datagram) = buf.get(..n) else { break };
             for m in dump::Messages::new(datagram) {
                 let m = m.map_err(|e| Error::Protocol {
@@ -1010,14 +1052,7 @@ fn dump_routes_blocking(
                     interrupted = true;
                 }
                 match m.kind {
-                    dump::RTM_NEWROUTE => match dump::parse_route(m.payload, m.offset) {
-                        Ok(Some(r)) if keep(&r) => routes.push(r),
-                        Ok(_) => {}
-                        Err(e) => {
-                            malformed += 1;
-                            first_malformed.get_or_insert(e);
-                        }
-                    },
+                    k if k == d.kind => take(&m, &mut taken),
                     dump::NLMSG_DONE => {
                         // A dump that failed half-way ends with the error in its DONE.
                         if let Some(code) = m.error_code().filter(|c| *c < 0) {
@@ -1030,10 +1065,7 @@ fn dump_routes_blocking(
                         if interrupted {
                             continue 'attempt;
                         }
-                        if let Some(e) = first_malformed {
-                            tracing::warn!(malformed, first = %e, "netlink: unreadable routes in a dump, left out");
-                        }
-                        return Ok(routes);
+                        return Ok(taken);
                     }
                     dump::NLMSG_ERROR => match m.error_code() {
                         Some(0) => {}
@@ -1057,6 +1089,105 @@ fn dump_routes_blocking(
         object: object(),
         detail: format!("interrupted by concurrent changes {DUMP_ATTEMPTS} times"),
     })
+}
+
+/// [`Netlink::dump_routes_of`] on the calling thread, in its network namespace.
+fn dump_routes_blocking(
+    ipv6: bool,
+    protocol: u8,
+    keep: &dyn Fn(&KRoute) -> bool,
+) -> Result<Vec<KRoute>> {
+    let object = || {
+        String::from(if ipv6 {
+            "(all IPv6 routes)"
+        } else {
+            "(all IPv4 routes)"
+        })
+    };
+    let (socket, filtered) = raw_socket(true)?;
+    let request =
+        |seq| dump::route_dump_request(ipv6, if filtered { protocol } else { 0 }, seq).to_vec();
+    let mut malformed = 0usize;
+    let mut first_malformed = None;
+    let routes = dump_blocking(
+        &socket,
+        &DumpOf {
+            op: "dump routes",
+            object: &object,
+            request: &request,
+            kind: dump::RTM_NEWROUTE,
+        },
+        &mut |m, routes| match dump::parse_route(m.payload, m.offset) {
+            Ok(Some(r)) if keep(&r) => routes.push(r),
+            Ok(_) => {}
+            Err(e) => {
+                malformed += 1;
+                first_malformed.get_or_insert(e);
+            }
+        },
+    )?;
+    if let Some(e) = first_malformed {
+        tracing::warn!(malformed, first = %e, "netlink: unreadable routes in a dump, left out");
+    }
+    Ok(routes)
+}
+
+/// [`Netlink::dump_nexthops`] on the calling thread, in its network namespace.
+fn dump_nexthops_blocking() -> Result<Vec<KNexthop>> {
+    let (socket, _) = raw_socket(false)?;
+    dump_blocking(
+        &socket,
+        &DumpOf {
+            op: "dump nexthops",
+            object: &|| "(all nexthop objects)".to_owned(),
+            request: &nexthop::dump_request,
+            kind: nexthop::RTM_NEWNEXTHOP,
+        },
+        &mut |m, all| all.extend(nexthop::parse_nexthop(m.payload)),
+    )
+}
+
+/// [`Netlink::change_nexthops`] on the calling thread, in its network namespace: each
+/// request in turn, waiting for its acknowledgement.
+fn change_nexthops_blocking(changes: &[NexthopChange]) -> Result<()> {
+    let (socket, _) = raw_socket(false)?;
+    let mut buf = vec![0u8; 8 << 10];
+    for (i, change) in changes.iter().enumerate() {
+        let seq = i as u32 + 1;
+        let (op, request, id) = match *change {
+            NexthopChange::Set { id, oif, protocol } => (
+                "set nexthop",
+                nexthop::set_request(seq, id, oif, protocol),
+                id,
+            ),
+            NexthopChange::Delete { id } => {
+                ("delete nexthop", nexthop::delete_request(seq, id), id)
+            }
+        };
+        let object = || format!("nexthop id {id}");
+        socket.send(&request, 0).map_err(|source| Error::Kernel {
+            op,
+            object: object(),
+            source,
+        })?;
+        let code = 'answer: loop {
+            let n = recv_blocking(&socket, &mut buf, op, &object)?;
+            for m in dump::Messages::new(buf.get(..n).unwrap_or_default()).flatten() {
+                if m.seq == seq && m.kind == dump::NLMSG_ERROR {
+                    break 'answer m.error_code().unwrap_or(-libc::EPROTO);
+                }
+            }
+        };
+        let absent = matches!(change, NexthopChange::Delete { .. }) && code == -libc::ENOENT;
+        if code != 0 && !absent {
+            return Err(Error::Kernel {
+                op,
+                object: object(),
+                source: io::Error::from_raw_os_error(code.saturating_abs()),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn collect_answers(

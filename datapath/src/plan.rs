@@ -13,6 +13,7 @@ use crate::msg::{
     Family, IPPROTO_IPIP, IPPROTO_IPV6, KAddr, KLink, KRoute, KRule, KTunnel, LOCAL_TABLE,
     MAIN_TABLE, RouteKey, Via,
 };
+use crate::nexthop::KNexthop;
 
 /// Which kernel mechanism carries the RFC 2473 tunnels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +44,9 @@ pub(crate) const LINK_LOCAL_PREFIX_LEN: u8 = 64;
 pub(crate) struct Layout {
     pub s: Settings,
     pub kind: Tunnel,
+    /// Whether the routes into a peer's link name its nexthop object ([`crate::nexthop`]):
+    /// the backends with links, where the kernel has nexthop objects.
+    pub nexthops: bool,
 }
 
 impl Layout {
@@ -55,10 +59,12 @@ impl Layout {
         r.protocol == self.s.route_protocol
     }
 
-    /// How traffic enters the tunnel to `peer`; `None` for ip6tnl before its link exists.
+    /// How traffic enters the tunnel to `peer` (its slot and, for the backends with links,
+    /// the index of its link); `None` before its link exists.
     pub(crate) fn tunnel_via(
         &self,
         peer: Ipv6Addr,
+        slots: &BTreeMap<Ipv6Addr, u32>,
         tunnels: &BTreeMap<Ipv6Addr, u32>,
     ) -> Option<Via> {
         match self.kind {
@@ -66,8 +72,30 @@ impl Layout {
                 peer,
                 oif: self.s.transport_ifindex,
             }),
-            Tunnel::Ip6tnl | Tunnel::Tun => tunnels.get(&peer).map(|&oif| Via::Dev { oif }),
+            Tunnel::Ip6tnl | Tunnel::Tun => {
+                let oif = *tunnels.get(&peer)?;
+                if self.nexthops {
+                    let slot = *slots.get(&peer)?;
+                    Some(Via::Nexthop {
+                        id: self.nexthop_id(slot),
+                    })
+                } else {
+                    Some(Via::Dev { oif })
+                }
+            }
         }
+    }
+
+    /// The id of the nexthop object of the link in `slot`: the number of the slot's table,
+    /// so that each daemon's ids are as apart as its tables.
+    pub(crate) fn nexthop_id(&self, slot: u32) -> u32 {
+        self.s.peer_table(slot)
+    }
+
+    /// Whether nexthop object `nh` is one this backend makes: of its protocol, with an id of
+    /// one of its slots.
+    pub(crate) fn owns_nexthop(&self, nh: &KNexthop) -> bool {
+        nh.protocol == self.s.route_protocol && self.s.slot_of_table(nh.id).is_some()
     }
 
     /// seg6 needs the MTU on the route (its output drops oversize packets without a Packet
@@ -322,10 +350,11 @@ pub(crate) fn objects(
 ) -> Result<Objects> {
     let mut o = Objects::default();
     let via = |peer: Ipv6Addr| {
-        l.tunnel_via(peer, tunnels).ok_or_else(|| Error::Invalid {
-            op: "tunnel",
-            reason: format!("no tunnel link to {peer}"),
-        })
+        l.tunnel_via(peer, slots, tunnels)
+            .ok_or_else(|| Error::Invalid {
+                op: "tunnel",
+                reason: format!("no tunnel link to {peer}"),
+            })
     };
     if l.kind == Tunnel::Seg6 && !state.terminations.is_empty() {
         o.rules.insert(l.local_rule());
@@ -411,6 +440,8 @@ pub(crate) struct Actual {
     pub foreign_local_rules: Vec<KRule>,
     pub addresses: BTreeSet<KAddr>,
     pub links: Vec<KLink>,
+    /// The nexthop objects this backend owns ([`Layout::owns_nexthop`]).
+    pub nexthops: Vec<KNexthop>,
 }
 
 impl Actual {
@@ -484,6 +515,11 @@ pub(crate) fn read_back(
         if r.key.table == MAIN_TABLE && r.key.metric == l.s.route_metric {
             let route = match r.via {
                 Via::Seg6 { peer, .. } => Some(PrefixRoute::Tunnel { peer }),
+                Via::Nexthop { id } => {
+                    l.s.slot_of_table(id)
+                        .and_then(|slot| peer_of_slot.get(&slot))
+                        .map(|&peer| PrefixRoute::Tunnel { peer })
+                }
                 Via::Dev { oif } => Some(match peer_of_link.get(&oif) {
                     Some(&peer) => PrefixRoute::Tunnel { peer },
                     None => PrefixRoute::Link {
@@ -626,6 +662,7 @@ mod tests {
         Layout {
             s: Settings::new(3, 1500),
             kind,
+            nexthops: false,
         }
     }
 
@@ -695,6 +732,7 @@ mod tests {
             foreign_local_rules: vec![],
             addresses: o.addresses.clone(),
             links,
+            nexthops: vec![],
         }
     }
 
@@ -772,10 +810,49 @@ mod tests {
         assert_eq!(t.name, "pmip6t0");
     }
 
+    /// With nexthop objects, a route into a peer's link names the object of the peer's slot
+    /// (IPv4 routes too), never the link.
+    #[test]
+    fn routes_into_links_name_the_slots_nexthop() {
+        let mut l = layout(Tunnel::Tun);
+        l.nexthops = true;
+        let st = mag_state();
+        let slots = assign_slots(&l.s, &BTreeMap::new(), &l.peers_needing_slots(&st)).unwrap();
+        let tunnels: BTreeMap<Ipv6Addr, u32> = slots.iter().map(|(p, s)| (*p, 100 + s)).collect();
+        let o = objects(&l, &st, &slots, &tunnels).unwrap();
+        let routes: Vec<String> = o.routes.values().map(|r| r.to_string()).collect();
+        let lma = l.nexthop_id(slots[&a("2001:db8::1")]);
+        let mag = l.nexthop_id(slots[&a("2001:db8::3")]);
+        assert_ne!(lma, mag);
+        for want in [
+            format!("198.51.100.9/32 nhid {mag} table main metric 1000 proto 135"),
+            format!("0.0.0.0/0 nhid {lma} table 13502 metric 1000 proto 135"),
+            "198.51.100.7/32 dev #5 table main metric 1000 proto 135".to_string(),
+        ] {
+            assert!(routes.contains(&want), "{want} not in {routes:?}");
+        }
+        assert!(routes.iter().all(|r| !r.contains("dev #10")), "{routes:?}");
+        // Only this backend's ids of its protocol are its own.
+        let nh = |id, protocol| KNexthop {
+            id,
+            protocol,
+            ipv6: true,
+            dev: Some(100),
+        };
+        assert!(l.owns_nexthop(&nh(lma, l.s.route_protocol)));
+        assert!(!l.owns_nexthop(&nh(lma, 4)));
+        assert!(!l.owns_nexthop(&nh(l.s.termination_table(), l.s.route_protocol)));
+    }
+
     #[test]
     fn read_back_inverts_objects() {
-        for kind in [Tunnel::Seg6, Tunnel::Ip6tnl] {
-            let l = layout(kind);
+        for (kind, nexthops) in [
+            (Tunnel::Seg6, false),
+            (Tunnel::Ip6tnl, false),
+            (Tunnel::Ip6tnl, true),
+        ] {
+            let mut l = layout(kind);
+            l.nexthops = nexthops;
             let mut st = mag_state();
             if kind == Tunnel::Ip6tnl {
                 // ip6tnl terminations are only visible through their links.
@@ -805,7 +882,7 @@ mod tests {
             }
             let o = objects(&l, &st, &slots, &tunnels).unwrap();
             let (back, back_slots, back_tunnels) = read_back(&l, &as_actual(&o, links));
-            assert_eq!(back, st, "{kind:?}");
+            assert_eq!(back, st, "{kind:?}, nexthops {nexthops}");
             assert_eq!(back_slots, slots);
             assert_eq!(back_tunnels, tunnels);
         }

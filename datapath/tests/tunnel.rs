@@ -222,8 +222,8 @@ impl Lab {
         for (node, local, peer) in [(&self.lma, LMA, MAG), (&self.mag, MAG, LMA)] {
             let routes = format!(
                 "{}{}",
-                node.ip_output("-6 route show"),
-                node.ip_output("-6 route show table 13502")
+                node.routes("-6 route show"),
+                node.routes("-6 route show table 13502")
             );
             let rules = node.ip_output("-6 rule show");
             let links = node.ip_output("link show");
@@ -236,6 +236,28 @@ impl Lab {
                     };
                     assert!(routes.contains(into), "{into:?}: {routes}");
                     assert!(!routes.contains("encap"), "{routes}");
+                    // Where the kernel has nexthop objects, the route names the device's.
+                    if node
+                        .ns
+                        .command("ip")
+                        .unwrap()
+                        .args(["nexthop", "show"])
+                        .status()
+                        .is_ok_and(|s| s.success())
+                    {
+                        let table = if node.ns.path() == self.lma.ns.path() {
+                            "main"
+                        } else {
+                            "13502"
+                        };
+                        let raw = node.ip_output(&format!("-6 route show table {table} proto 135"));
+                        let nexthops = node.ip_output("nexthop show");
+                        assert!(raw.contains("nhid 13502 dev pmip6t0"), "{raw}");
+                        assert!(
+                            nexthops.contains("id 13502 dev pmip6t0 scope link proto 135"),
+                            "{nexthops}"
+                        );
+                    }
                     for (device, alias) in [
                         ("pmip6t0", format!("pmip-tun {local} {peer}")),
                         ("pmip6tin", format!("pmip-tun {local} ::")),
@@ -384,7 +406,7 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
     let stored = lma_dp.state().await;
     drop(lma_dp);
     if tunnel != Tunnel::Tun {
-        let routes = lma.ip_output("-6 route show table all");
+        let routes = lma.routes("-6 route show table all");
         assert!(
             routes
                 .lines()
@@ -400,7 +422,7 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
         return;
     }
     lma.wait_until_no_link("pmip6t");
-    let routes = lma.ip_output("-6 route show table all");
+    let routes = lma.routes("-6 route show table all");
     let rules = lma.ip_output("-6 rule show");
     assert!(!routes.contains("pmip6t"), "their routes went: {routes}");
     assert!(!routes.contains("2001:db8:100::/64"), "{routes}");
@@ -863,7 +885,7 @@ async fn handover_moves_the_downlink_to_the_new_mag() {
     };
     assert_eq!(k.read_back().await.unwrap(), lma_dp.state().await);
     // The route names the new MAG; with tun the old MAG's device lingers without a route.
-    let routes = lma.ip_output("-6 route show");
+    let routes = lma.routes("-6 route show");
     let links = lma.ip_output("link show");
     match tunnel {
         Tunnel::Tun => {
@@ -1011,7 +1033,7 @@ async fn uplink_moves_between_peers_and_frees_the_old_table() {
             other.contains("alias pmip-tun 2001:db8::2 2001:db8::3"),
             "{other}"
         );
-        let all = lab.mag.ip_output("-6 route show table all");
+        let all = lab.mag.routes("-6 route show table all");
         assert!(!all.contains("dev pmip6t1 proto 135"), "{all}");
     }
 }
@@ -1218,7 +1240,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
     // As iproute2 shows it (its spacing is its own): the recipe's IPv4 uplink route, and
     // what takes IPv4 out of the tunnel: seg6's termination rule for Next Header 4 (to
     // End.DX4), or tun's ingress device, routed by the main table.
-    let table = lab.mag.ip_output("-4 route show table 13502");
+    let table = lab.mag.routes("-4 route show table 13502");
     let (parts, rules): (&[&str], &[(&str, &str)]) = match lab.tunnel {
         Tunnel::Tun => (
             &["default", "dev pmip6t0", "proto 135"],
@@ -1286,7 +1308,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
             .get(&net4(&format!("{MN4}/32"))),
         Some(PrefixRoute::Tunnel { peer: other })
     );
-    let routes = lab.lma.ip_output("-4 route");
+    let routes = lab.lma.routes("-4 route");
     match lab.tunnel {
         Tunnel::Tun => {
             assert!(
@@ -1310,7 +1332,7 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
         }])
         .await
         .unwrap();
-    assert_eq!(lab.mag.ip_output("-4 route show table 13502"), "");
+    assert_eq!(lab.mag.routes("-4 route show table 13502"), "");
     assert!(
         lab.mag
             .ip_output("-6 route show table 13502")
@@ -1440,7 +1462,7 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
         // The daemon stops: its devices close and the kernel removes the routes into them.
         drop(dp);
         n.wait_until_no_link("pmip6t");
-        let all = n.ip_output("-6 route show table all");
+        let all = n.routes("-6 route show table all");
         for gone in [
             "2001:db8:101::/64",
             "2001:db8:102::/64",
@@ -1471,7 +1493,7 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
         panic!("a kernel backend")
     };
     assert_eq!(k.read_back().await.unwrap(), stored);
-    let all = n.ip_output("-6 route show table all");
+    let all = n.routes("-6 route show table all");
     let mut kept = vec!["2001:db8:f2::/64", "2001:db8:f4::/64"];
     if foreign_seg6 {
         kept.push("2001:db8:f1::/64");
@@ -1482,7 +1504,7 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     for gone in ["2001:db8:f3::/64", "2001:db8:f5::/64", "2001:db8:102::/64"] {
         assert!(!all.contains(gone), "{gone} removed: {all}");
     }
-    assert!(n.ip_output("-4 route").contains("10.2.0.0/24"));
+    assert!(n.routes("-4 route").contains("10.2.0.0/24"));
     assert!(restarted.reconcile_pending().await.unwrap().is_noop());
     assert!(restarted.reconcile(&stored).await.unwrap().is_noop());
 }
@@ -1587,7 +1609,7 @@ async fn an_idle_tun_device_lingers_then_goes() {
     // Right after the move the LMA's device is still there, without a route.
     let t0 = lab.mag.ip_output("link show pmip6t0");
     assert!(t0.contains(&format!("alias pmip-tun {MAG} {LMA}")), "{t0}");
-    let all = lab.mag.ip_output("-6 route show table all");
+    let all = lab.mag.routes("-6 route show table all");
     assert!(!all.contains("dev pmip6t0 proto 135"), "{all}");
     // Then it goes; the other peer's carries on.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -1786,4 +1808,74 @@ async fn an_ipv4_home_addresss_end_marker_ends_its_hold_and_the_node_ignores_a_s
     assert_eq!(in_after, in_before + 1, "the node got the stray marker");
     assert_eq!(out_after, out_before, "and answered nothing");
     assert!(mn.recv_from(&mut buf).is_err());
+}
+
+/// tun only, where the kernel has nexthop objects. The routes into a peer's device name the
+/// device's nexthop object; a reconcile makes an object someone removed again (with the
+/// routes the kernel removed with it) and removes one of its own that no slot uses; a
+/// backend refuses to open or reconcile where another owner holds an object under a slot's
+/// id, which making the slot's object would replace.
+#[tokio::test]
+async fn nexthop_objects_are_reconciled_and_another_owners_are_refused() {
+    let test = "nexthop_objects_are_reconciled_and_another_owners_are_refused";
+    let Some(lab) = tun_lab_with(test, |_| {}).await else {
+        return;
+    };
+    let has_nexthops = |n: &Node| {
+        n.ns.command("ip")
+            .unwrap()
+            .args(["nexthop", "show"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_nexthops(&lab.mag) {
+        note(&format!(
+            "{test}: not run, this kernel has no nexthop objects"
+        ));
+        return;
+    }
+    lab.program().await;
+    let mn = lab.mn.udp(MN, 7011);
+    let cn = lab.cn.udp(CN, 7011);
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+    // Someone removes the LMA's object (the kernel takes the uplink's default route with
+    // it) and leaves one of this backend's own that no slot uses.
+    lab.mag.ip("nexthop del id 13502");
+    assert!(
+        !lab.mag
+            .ip_output("-6 route show table 13502")
+            .contains("default")
+    );
+    lab.mag.ip("-6 nexthop add id 13509 dev t0 proto 135");
+    let state = lab.mag_dp.state().await;
+    lab.mag_dp.reconcile(&state).await.unwrap();
+    let nexthops = lab.mag.ip_output("nexthop show");
+    assert!(
+        nexthops.contains("id 13502 dev pmip6t0 scope link proto 135"),
+        "{nexthops}"
+    );
+    assert!(!nexthops.contains("id 13509"), "{nexthops}");
+    let table = lab.mag.ip_output("-6 route show table 13502");
+    assert!(table.contains("default nhid 13502 dev pmip6t0"), "{table}");
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+    // Another owner's object (protocol static) under slot 7's id.
+    lab.mag.ip("-6 nexthop add id 13509 dev t0 proto 4");
+    let settings = Settings::resolve(&lab.mag.nl, Some("t0"), a(MAG), None)
+        .await
+        .unwrap();
+    let e = Datapath::open(mode(Tunnel::Tun), lab.mag.nl.clone(), settings)
+        .await
+        .expect_err("another owner's object under a slot's id");
+    assert!(
+        e.to_string()
+            .contains("nexthop object 13509 is another owner's"),
+        "{e}"
+    );
+    // A reconcile refuses too, and leaves it; without it, it goes on.
+    let e = lab.mag_dp.reconcile(&state).await.unwrap_err();
+    assert!(e.to_string().contains("another owner's"), "{e}");
+    assert!(lab.mag.ip_output("nexthop show").contains("id 13509"));
+    lab.mag.ip("nexthop del id 13509");
+    lab.mag_dp.reconcile(&state).await.unwrap();
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
 }

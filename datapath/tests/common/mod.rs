@@ -176,6 +176,22 @@ impl Node {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Output of `ip ROUTE-ARGS` (a route listing) with the nexthop objects' ids left out:
+    /// a route into a tunnel link reads `PREFIX dev LINK ...` whether it names the link's
+    /// nexthop object (`nhid N dev LINK`, where the kernel has them) or has its own.
+    pub fn routes(&self, args: &str) -> String {
+        self.ip_output(args)
+            .split(' ')
+            .scan(false, |skip, word| {
+                let keep = !*skip && word != "nhid";
+                *skip = word == "nhid";
+                Some(keep.then_some(word))
+            })
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Waits (up to 3 s) until the namespace has no link whose name starts with `prefix`,
     /// and panics if one stays. A TUN device goes when the last descriptor of it closes,
     /// and a process that another test forks meanwhile holds a copy of every descriptor
