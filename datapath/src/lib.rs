@@ -127,6 +127,7 @@ mod plan;
 mod routes;
 pub mod sysctl;
 pub mod tun;
+mod writer;
 
 /// The two ways of reading a route dump, side by side, for `benches/route_dump.rs`.
 #[doc(hidden)]

@@ -1,12 +1,13 @@
 //! A route netlink connection, bound to one network namespace, that sends many requests in
 //! few system calls and names the object of every failure.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,7 +23,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
     NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::proto::{Connection, ConnectionHandle};
@@ -34,13 +35,9 @@ use crate::msg::{self, KAddr, KLink, KRoute, RouteKey, Via};
 use crate::netns::{self, NetNs};
 use crate::nexthop::{self, KNexthop, NexthopChange};
 use crate::sysctl::{Ensured, Sysctl};
+use crate::writer;
 
-/// Requests per datagram: one `sendmsg` carries this many, the kernel answers each with its
-/// own acknowledgement. Small enough for the default socket send buffer.
-const CHUNK: usize = 128;
-/// Datagrams in flight before the oldest one's answers are awaited.
-const WINDOW: usize = 8;
-/// Receive buffer asked for (as root, beyond `rmem_max`): a window of acknowledgements.
+/// Receive buffer asked for (as root, beyond `rmem_max`): the answers of many datagrams.
 const RCVBUF: usize = 4 << 20;
 /// A kernel that has not answered by then is not going to.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -150,7 +147,86 @@ pub(crate) enum Outcome {
 #[derive(Clone)]
 pub struct Netlink {
     handle: ConnectionHandle<RouteNetlinkMessage>,
+    /// The changes go on a socket of their own ([`crate::writer`]).
+    writer: Arc<Mutex<Writer>>,
     netns: Option<NetNs>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The socket changes are written on, its next sequence number and its buffers.
+struct Writer {
+    socket: rtnetlink::sys::Socket,
+    seq: u32,
+    out: Vec<u8>,
+    answers: Vec<u8>,
+}
+
+impl Writer {
+    /// On the calling thread, in its network namespace.
+    fn open() -> Result<Self> {
+        let (socket, _) = raw_socket(false)?;
+        let socket_error = |source: io::Error| Error::Socket {
+            netns: None,
+            source,
+        };
+        // A datagram's answers must fit; as root the buffer may exceed rmem_max.
+        if nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &RCVBUF)
+            .is_err()
+        {
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &RCVBUF)
+                .map_err(|e| socket_error(e.into()))?;
+        }
+        // Error answers without a copy of the request: less to read back.
+        socket.set_cap_ack(true).map_err(socket_error)?;
+        Ok(Self {
+            socket,
+            seq: 0,
+            out: Vec::new(),
+            answers: vec![0; 64 << 10],
+        })
+    }
+
+    /// Sends one datagram of `chunk` and reads what the kernel answered: one result per
+    /// request, in order.
+    fn exchange(&mut self, chunk: &[Request]) -> Vec<Result<Outcome>> {
+        let first = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(chunk.len() as u32);
+        writer::serialize(chunk, first, &mut self.out);
+        let answered = self.socket.send(&self.out, 0).and_then(|_| {
+            let (socket, buf) = (&self.socket, &mut self.answers);
+            writer::answers(chunk.len(), first, || {
+                let mut into: &mut [u8] = &mut buf[..];
+                let n = socket.recv(&mut into, 0)?;
+                Ok(buf[..n.min(buf.len())].to_vec())
+            })
+        });
+        match answered {
+            Ok(errors) => {
+                let mut out: Vec<Result<Outcome>> =
+                    chunk.iter().map(|_| Ok(Outcome::Done)).collect();
+                for (at, code) in errors {
+                    if let (Some(slot), Some(r)) = (out.get_mut(at), chunk.get(at)) {
+                        *slot = writer::outcome(r, code);
+                    }
+                }
+                out
+            }
+            Err(e) => chunk
+                .iter()
+                .map(|r| {
+                    let (op, object) = msg::describe(&r.msg);
+                    Err(Error::Protocol {
+                        op,
+                        object,
+                        detail: format!("no answer from the kernel: {e}"),
+                    })
+                })
+                .collect(),
+        }
+    }
 }
 
 impl fmt::Debug for Netlink {
@@ -198,6 +274,7 @@ impl Netlink {
         rt.spawn(conn);
         Ok(Self {
             handle,
+            writer: Arc::new(Mutex::new(Writer::open()?)),
             netns: None,
         })
     }
@@ -207,18 +284,24 @@ impl Netlink {
     pub fn connect_in(netns: &NetNs) -> Result<Self> {
         let rt = netns::runtime(Some(netns))?;
         let enter = rt.clone();
+        let in_netns = |source| Error::Socket {
+            netns: Some(netns.name().to_owned()),
+            source,
+        };
         let (conn, handle) = netns
             .run(move || {
                 let _entered = enter.enter();
                 open_socket()
             })?
-            .map_err(|source| Error::Socket {
-                netns: Some(netns.name().to_owned()),
-                source,
-            })?;
+            .map_err(in_netns)?;
+        let writer = netns.run(Writer::open)?.map_err(|e| match e {
+            Error::Socket { source, .. } => in_netns(source),
+            other => other,
+        })?;
         rt.spawn(conn);
         Ok(Self {
             handle,
+            writer: Arc::new(Mutex::new(writer)),
             netns: Some(netns.clone()),
         })
     }
@@ -236,45 +319,15 @@ impl Netlink {
         self.netns.as_ref()
     }
 
-    /// Sends every request, `CHUNK` per datagram with up to `WINDOW` datagrams unanswered,
-    /// in order (the kernel handles a socket's requests in the order sent), and returns one
-    /// result per request, in the same order.
+    /// Sends every request, in order, [`writer::CHUNK`] per datagram on the writer socket,
+    /// and returns one result per request, in the same order.
     async fn send(&self, requests: &[Request]) -> Vec<Result<Outcome>> {
         let mut results = Vec::with_capacity(requests.len());
-        let mut in_flight = VecDeque::new();
-        for chunk in requests.chunks(CHUNK) {
-            if in_flight.len() == WINDOW
-                && let Some((sent, answers)) = in_flight.pop_front()
-            {
-                results.extend(collect_answers(sent, answers).await);
-            }
-            let messages: Vec<_> = chunk
-                .iter()
-                .map(|r| {
-                    let mut m = NetlinkMessage::from(r.msg.clone());
-                    m.header.flags = NLM_F_REQUEST | NLM_F_ACK | r.flags;
-                    m
-                })
-                .collect();
-            match self
-                .handle
-                .request_batch(messages, rtnetlink::sys::SocketAddr::new(0, 0))
-            {
-                Ok(answers) => in_flight.push_back((chunk, answers.boxed())),
-                Err(e) => {
-                    results.extend(chunk.iter().map(|r| {
-                        let (op, object) = msg::describe(&r.msg);
-                        Err(Error::Protocol {
-                            op,
-                            object,
-                            detail: format!("netlink connection closed: {e}"),
-                        })
-                    }));
-                }
-            }
-        }
-        while let Some((sent, answers)) = in_flight.pop_front() {
-            results.extend(collect_answers(sent, answers).await);
+        for chunk in requests.chunks(writer::CHUNK) {
+            // The kernel handles a datagram inside the send, and its answers are queued
+            // when the send returns: nothing here waits on anything else.
+            results.extend(lock(&self.writer).exchange(chunk));
+            tokio::task::yield_now().await;
         }
         results
     }
@@ -1188,68 +1241,6 @@ fn change_nexthops_blocking(changes: &[NexthopChange]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-async fn collect_answers(
-    sent: &[Request],
-    mut answers: futures::stream::BoxStream<'static, NetlinkMessage<RouteNetlinkMessage>>,
-) -> Vec<Result<Outcome>> {
-    let mut out = Vec::with_capacity(sent.len());
-    while out.len() < sent.len() {
-        let Some(request) = sent.get(out.len()) else {
-            break;
-        };
-        let next = match tokio::time::timeout(ANSWER_TIMEOUT, answers.next()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(_) => {
-                let (op, object) = msg::describe(&request.msg);
-                out.push(Err(Error::Timeout {
-                    op,
-                    object,
-                    seconds: ANSWER_TIMEOUT.as_secs(),
-                }));
-                break;
-            }
-        };
-        let NetlinkPayload::Error(e) = next.payload else {
-            // Requests here are acknowledged, never answered with data.
-            continue;
-        };
-        let Some(code) = e.code else {
-            out.push(Ok(Outcome::Done));
-            continue;
-        };
-        let errno = code.get().abs();
-        let tolerated = match request.tolerate {
-            Tolerate::Nothing => false,
-            Tolerate::Exists => errno == libc::EEXIST,
-            Tolerate::Absent => matches!(
-                errno,
-                libc::ENOENT | libc::ESRCH | libc::ENODEV | libc::EADDRNOTAVAIL
-            ),
-        };
-        out.push(if tolerated {
-            Ok(Outcome::Unchanged)
-        } else {
-            let (op, object) = msg::describe(&request.msg);
-            Err(Error::Kernel {
-                op,
-                object,
-                source: io::Error::from_raw_os_error(errno),
-            })
-        });
-    }
-    // Whatever was not answered (the connection died, or a timeout) fails.
-    while let Some(request) = sent.get(out.len()) {
-        let (op, object) = msg::describe(&request.msg);
-        out.push(Err(Error::Protocol {
-            op,
-            object,
-            detail: "no answer: the netlink connection closed".into(),
-        }));
-    }
-    out
 }
 
 /// `RTPROT_STATIC`, the protocol `ip route add` gives a route.
