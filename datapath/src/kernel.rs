@@ -87,58 +87,91 @@ enum Kind {
 #[derive(Debug, Clone)]
 struct Step {
     kind: Kind,
-    request: Request,
+    object: Object,
     dst: Option<IpNet>,
+}
+
+/// What a step sends: a route's request is made when it is sent ([`Step::request`]).
+#[derive(Debug, Clone)]
+enum Object {
+    Route(KRoute),
+    Other(Request),
+}
+
+impl Step {
+    /// Its request. A route's netlink message (its attributes on the heap) is made here, a
+    /// chunk at a time: made ahead for every route of a reconcile, two million of them took
+    /// hundreds of megabytes, and the kernel's zeroing of those fresh pages was half of a
+    /// restarted LMA's time before its first route went out.
+    fn request(&self) -> Request {
+        match (&self.object, self.kind) {
+            (Object::Route(r), Kind::RouteDel) => Request::delete_route(r),
+            (Object::Route(r), _) => Request::replace_route(r),
+            (Object::Other(r), _) => r.clone(),
+        }
+    }
 }
 
 /// The requests that turn one set of objects into another, in a safe order: what is added
 /// before what is removed, our `local` rule in before the kernel's goes.
-fn steps(l: &Layout, d: &plan::Diff) -> Vec<Step> {
-    let mut out = Vec::new();
-    let main = |r: &KRoute| (r.key.table == MAIN_TABLE).then_some(r.key.dst);
-    let mut push =
-        |kind: Kind, request: Request, dst: Option<IpNet>| out.push(Step { kind, request, dst });
-    for r in &d.routes_to_replace {
-        push(Kind::RouteAdd, Request::replace_route(r), main(r));
-    }
+fn steps(l: &Layout, d: plan::Diff) -> Vec<Step> {
+    let mut out = Vec::with_capacity(d.routes_to_replace.len() + d.routes_to_delete.len());
+    let route = |kind: Kind, r: KRoute| Step {
+        kind,
+        dst: (r.key.table == MAIN_TABLE).then_some(r.key.dst),
+        object: Object::Route(r),
+    };
+    let other = |kind: Kind, request: Request| Step {
+        kind,
+        object: Object::Other(request),
+        dst: None,
+    };
+    out.extend(
+        d.routes_to_replace
+            .into_iter()
+            .map(|r| route(Kind::RouteAdd, r)),
+    );
     for (index, mac) in &d.macs_to_set {
-        push(
+        out.push(other(
             Kind::LinkSet,
             Request::set_link(msg::set_mac_message(*index, *mac)),
-            None,
-        );
+        ));
     }
     for a in &d.addresses_to_replace {
-        push(
+        out.push(other(
             Kind::AddrAdd,
             Request::replace_address(a, l.s.route_protocol),
-            None,
-        );
+        ));
     }
     for r in &d.rules_to_add {
-        push(Kind::RuleAdd, Request::add_rule(r), None);
+        out.push(other(Kind::RuleAdd, Request::add_rule(r)));
     }
     for r in &d.foreign_local_rules_to_delete {
-        push(Kind::RuleDel, Request::delete_rule(r), None);
+        out.push(other(Kind::RuleDel, Request::delete_rule(r)));
     }
     if d.restore_boot_local {
-        push(Kind::RuleAdd, Request::add_rule(&KRule::boot_local()), None);
+        out.push(other(
+            Kind::RuleAdd,
+            Request::add_rule(&KRule::boot_local()),
+        ));
     }
     for r in &d.rules_to_delete {
-        push(Kind::RuleDel, Request::delete_rule(r), None);
+        out.push(other(Kind::RuleDel, Request::delete_rule(r)));
     }
-    for r in &d.routes_to_delete {
-        push(Kind::RouteDel, Request::delete_route(r), main(r));
-    }
+    out.extend(
+        d.routes_to_delete
+            .into_iter()
+            .map(|r| route(Kind::RouteDel, r)),
+    );
     for a in &d.addresses_to_delete {
-        push(Kind::AddrDel, Request::delete_address(a), None);
+        out.push(other(Kind::AddrDel, Request::delete_address(a)));
     }
     out
 }
 
 /// Sends `steps` and counts what they did in `report`; returns the failures.
 async fn execute_steps(nl: &Netlink, steps: &[&Step], report: &mut ReconcileReport) -> Vec<Error> {
-    let requests: Vec<Request> = steps.iter().map(|s| s.request.clone()).collect();
+    let requests: Vec<Request> = steps.iter().map(|s| s.request()).collect();
     let mut failures = Vec::new();
     for (step, result) in steps.iter().zip(nl.execute(&requests).await) {
         let counts = match step.kind {
@@ -928,7 +961,7 @@ impl Kernel {
         let mut report = ReconcileReport::default();
         let (slots, tunnels) = self.links(sh, &desired, &actual, &mut report).await?;
         let want = plan::objects(l, &desired, &slots, &tunnels)?;
-        let steps = steps(l, &plan::diff(l, &actual, &want));
+        let steps = steps(l, plan::diff(l, &actual, &want));
         let all: Vec<&Step> = steps.iter().collect();
         let failures = execute_steps(nl, &all, &mut report).await;
         let ipv4_forwarding = sh.ipv4_forwarding;
@@ -1063,7 +1096,7 @@ impl Kernel {
         let layout = l.clone();
         // The maps of a million routes are dropped there too.
         let steps = tokio::task::spawn_blocking(move || {
-            steps(&layout, &plan::diff(&layout, &actual, &want))
+            steps(&layout, plan::diff(&layout, &actual, &want))
         })
         .await
         .map_err(joined)?;
