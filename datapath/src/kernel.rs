@@ -332,11 +332,15 @@ impl Kernel {
         // Nexthop objects for the routes into links where the kernel has them (a kernel
         // without them refuses the dump).
         let nexthops = kind.has_links()
-            && nl
-                .dump_nexthops()
-                .await
-                .inspect_err(|e| tracing::info!(error = %e, "no nexthop objects: each route into a tunnel link carries its own nexthop"))
-                .is_ok();
+            && match nl.dump_nexthops().await {
+                Ok(_) => true,
+                // A kernel before Linux 5.3 does not know the request.
+                Err(e) if matches!(e.errno(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
+                    tracing::info!(error = %e, "no nexthop objects: each route into a tunnel link carries its own nexthop");
+                    false
+                }
+                Err(e) => return Err(e),
+            };
         let layout = Layout {
             s: settings,
             kind,
@@ -524,12 +528,21 @@ impl Kernel {
         };
         let l = &self.inner.layout;
         if l.nexthops {
-            nl.change_nexthops(vec![NexthopChange::Set {
-                id: l.nexthop_id(slot),
-                oif: index,
-                protocol: l.s.route_protocol,
-            }])
-            .await?;
+            let set = nl
+                .change_nexthops(vec![NexthopChange::Set {
+                    id: l.nexthop_id(slot),
+                    oif: index,
+                    protocol: l.s.route_protocol,
+                }])
+                .await;
+            if let Err(e) = set {
+                // An ip6tnl link left behind would refuse the next try (it is made with
+                // NLM_F_EXCL); a TUN device is found again by its name.
+                if self.inner.tun.is_none() {
+                    nl.execute(&[Request::delete_link(index)]).await;
+                }
+                return Err(e);
+            }
         }
         Ok(index)
     }
@@ -1167,6 +1180,9 @@ impl Kernel {
             // also carries IPv4 home addresses.
             let right = by_slot
                 .get(&slot)
+                // A link someone took down lost its nexthop object (and the routes into it):
+                // it is made again.
+                .filter(|_| link.up)
                 .is_some_and(|&peer| match &self.inner.tun {
                     Some(tun) => {
                         link.tun == Some((local, peer))

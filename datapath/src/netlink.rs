@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -147,13 +147,10 @@ pub(crate) enum Outcome {
 #[derive(Clone)]
 pub struct Netlink {
     handle: ConnectionHandle<RouteNetlinkMessage>,
-    /// The changes go on a socket of their own ([`crate::writer`]).
-    writer: Arc<Mutex<Writer>>,
+    /// The changes go on a socket of their own ([`crate::writer`]), one datagram at a time;
+    /// the callers waiting for it wait without holding a thread of the runtime.
+    writer: Arc<tokio::sync::Mutex<Writer>>,
     netns: Option<NetNs>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The socket changes are written on, its next sequence number and its buffers.
@@ -189,18 +186,41 @@ impl Writer {
         })
     }
 
+    /// Reads and drops whatever an earlier exchange left unread (it ended before its last
+    /// answer): a receive queue that overflowed drops every answer until it is empty, and
+    /// the next exchange would wait for answers that never come.
+    fn drain(&mut self) {
+        loop {
+            let mut into: &mut [u8] = &mut self.answers[..];
+            match self.socket.recv(&mut into, libc::MSG_DONTWAIT) {
+                Ok(_) => {}
+                // The overflow is reported once, then reading goes on.
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Sends one datagram of `chunk` and reads what the kernel answered: one result per
     /// request, in order.
     fn exchange(&mut self, chunk: &[Request]) -> Vec<Result<Outcome>> {
+        self.drain();
         let first = self.seq.wrapping_add(1);
         self.seq = self.seq.wrapping_add(chunk.len() as u32);
         writer::serialize(chunk, first, &mut self.out);
         let answered = self.socket.send(&self.out, 0).and_then(|_| {
             let (socket, buf) = (&self.socket, &mut self.answers);
             writer::answers(chunk.len(), first, || {
-                let mut into: &mut [u8] = &mut buf[..];
-                let n = socket.recv(&mut into, 0)?;
-                Ok(buf[..n.min(buf.len())].to_vec())
+                loop {
+                    let mut into: &mut [u8] = &mut buf[..];
+                    match socket.recv(&mut into, 0) {
+                        Ok(n) => return Ok(buf[..n.min(buf.len())].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
             })
         });
         match answered {
@@ -274,7 +294,7 @@ impl Netlink {
         rt.spawn(conn);
         Ok(Self {
             handle,
-            writer: Arc::new(Mutex::new(Writer::open()?)),
+            writer: Arc::new(tokio::sync::Mutex::new(Writer::open()?)),
             netns: None,
         })
     }
@@ -301,7 +321,7 @@ impl Netlink {
         rt.spawn(conn);
         Ok(Self {
             handle,
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
             netns: Some(netns.clone()),
         })
     }
@@ -326,7 +346,7 @@ impl Netlink {
         for chunk in requests.chunks(writer::CHUNK) {
             // The kernel handles a datagram inside the send, and its answers are queued
             // when the send returns: nothing here waits on anything else.
-            results.extend(lock(&self.writer).exchange(chunk));
+            results.extend(self.writer.lock().await.exchange(chunk));
             tokio::task::yield_now().await;
         }
         results

@@ -1812,7 +1812,8 @@ async fn an_ipv4_home_addresss_end_marker_ends_its_hold_and_the_node_ignores_a_s
 
 /// tun only, where the kernel has nexthop objects. The routes into a peer's device name the
 /// device's nexthop object; a reconcile makes an object someone removed again (with the
-/// routes the kernel removed with it) and removes one of its own that no slot uses; a
+/// routes the kernel removed with it), makes a device someone took down again, and removes
+/// one of its own that no slot uses; a
 /// backend refuses to open or reconcile where another owner holds an object under a slot's
 /// id, which making the slot's object would replace.
 #[tokio::test]
@@ -1877,5 +1878,17 @@ async fn nexthop_objects_are_reconciled_and_another_owners_are_refused() {
     assert!(lab.mag.ip_output("nexthop show").contains("id 13509"));
     lab.mag.ip("nexthop del id 13509");
     lab.mag_dp.reconcile(&state).await.unwrap();
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+    // Someone takes the LMA's device down: the kernel removes its object and the routes
+    // into it, and refuses an object on a device that is down; a reconcile makes the device
+    // again.
+    lab.mag.ip("link set pmip6t0 down");
+    assert!(!lab.mag.ip_output("nexthop show").contains("id 13502"));
+    lab.mag_dp.reconcile(&state).await.unwrap();
+    let nexthops = lab.mag.ip_output("nexthop show");
+    assert!(
+        nexthops.contains("id 13502 dev pmip6t0 scope link proto 135"),
+        "{nexthops}"
+    );
     assert!(send_and_receive(&mn, &cn, 64).is_some());
 }
