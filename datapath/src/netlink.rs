@@ -1243,12 +1243,28 @@ fn change_nexthops_blocking(changes: &[NexthopChange]) -> Result<()> {
             object: object(),
             source,
         })?;
-        let code = 'answer: loop {
-            let n = recv_blocking(&socket, &mut buf, op, &object)?;
-            for m in dump::Messages::new(buf.get(..n).unwrap_or_default()).flatten() {
-                if m.seq == seq && m.kind == dump::NLMSG_ERROR {
-                    break 'answer m.error_code().unwrap_or(-libc::EPROTO);
+        // The answer of a datagram of one request, as the writer reads its datagrams'.
+        let mut failed = None;
+        let answered = writer::answers(1, seq, || {
+            match recv_blocking(&socket, &mut buf, op, &object) {
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e) => {
+                    failed = Some(e);
+                    Err(io::Error::other("read failed"))
                 }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let code = match answered {
+            Ok(errors) => errors.first().map_or(0, |&(_, code)| code),
+            Err(source) => {
+                return Err(Error::Kernel {
+                    op,
+                    object: object(),
+                    source,
+                });
             }
         };
         let absent = matches!(change, NexthopChange::Delete { .. }) && code == -libc::ENOENT;

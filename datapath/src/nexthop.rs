@@ -16,6 +16,8 @@
 //! only as they close and ip6tnl links never do: that is why the seg6 routes, on the
 //! transport link, keep nexthops of their own.
 
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
+
 use crate::dump::{AF_INET6, Attributes, NLMSG_HDR_LEN, u32_value};
 
 /// `RTM_NEWNEXTHOP`: a nexthop of a dump, or the request to make one.
@@ -34,12 +36,6 @@ const NHA_GATEWAY: u16 = 6;
 const NHA_ENCAP_TYPE: u16 = 7;
 const NHA_ENCAP: u16 = 8;
 const NHA_FDB: u16 = 11;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
 
 /// A nexthop object as a dump shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
