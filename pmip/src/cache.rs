@@ -253,7 +253,9 @@ pub struct BindingCacheEntry {
     /// Expiry; for a de-registered entry, the deletion.
     pub expires_at: Instant,
     pub ordering: Ordering,
-    pub state: BindingState,
+    /// Read with [`BindingCacheEntry::state`]; changed through [`BindingCache::set_state`],
+    /// which counts the entries in each state.
+    state: BindingState,
     /// Handoffs to another MAG since the session was created.
     pub handover_count: u32,
     last_handover_gap_ms: u32,
@@ -297,6 +299,16 @@ impl BindingCacheEntry {
         }
     }
 
+    pub fn state(&self) -> BindingState {
+        self.state
+    }
+
+    /// The entry in `state`, before [`BindingCache::insert`] (a restored one, say).
+    pub fn with_state(mut self, state: BindingState) -> Self {
+        self.state = state;
+        self
+    }
+
     /// The instant the entry's timer must fire: expiry, or the end of the de-registration wait.
     pub fn deadline(&self) -> Instant {
         self.expires_at
@@ -334,6 +346,8 @@ pub struct BindingCache {
     slots: Vec<Slot>,
     free: Vec<u32>,
     len: usize,
+    /// Entries in [`BindingState::Deregistering`].
+    deregistering: usize,
     by_mn_id: HashTable<u32>,
     /// Slot indices, hashed by the entry's first prefix: nearly every session has one prefix,
     /// and a 4-byte value instead of 8 saves 8 bytes per binding at a million.
@@ -374,6 +388,7 @@ impl BindingCache {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
+            deregistering: 0,
             by_mn_id: HashTable::new(),
             by_prefix: HashTable::new(),
             by_other_prefix: HashTable::new(),
@@ -401,6 +416,34 @@ impl BindingCache {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Sessions in [`BindingState::Active`], counted as states change, not by a walk.
+    pub fn active(&self) -> usize {
+        self.len - self.deregistering
+    }
+
+    /// Home network prefixes the sessions hold, all of them, from the prefix index's size.
+    pub fn prefix_count(&self) -> usize {
+        self.by_prefix.len() + self.by_other_prefix.len()
+    }
+
+    /// Changes a session's state, keeping [`BindingCache::active`] right. Re-arm its timer
+    /// with [`BindingCache::reschedule`] when its deadline changes with it.
+    pub fn set_state(&mut self, id: SessionId, state: BindingState) {
+        let Some(e) = self
+            .slots
+            .get_mut(id.0 as usize)
+            .and_then(|s| s.entry.as_mut())
+        else {
+            return;
+        };
+        match (e.state, state) {
+            (BindingState::Active, BindingState::Deregistering) => self.deregistering += 1,
+            (BindingState::Deregistering, BindingState::Active) => self.deregistering -= 1,
+            _ => {}
+        }
+        e.state = state;
     }
 
     pub fn get(&self, id: SessionId) -> Option<&BindingCacheEntry> {
@@ -500,6 +543,7 @@ impl BindingCache {
         };
         let mn_hash = self.hasher.hash_one(&*entry.mn_id);
         let deadline = entry.deadline();
+        self.deregistering += usize::from(entry.state == BindingState::Deregistering);
         let slot = &mut self.slots[idx as usize];
         slot.generation = slot.generation.wrapping_add(1);
         let generation = slot.generation;
@@ -519,6 +563,7 @@ impl BindingCache {
     pub fn remove(&mut self, id: SessionId) -> Option<BindingCacheEntry> {
         let idx = id.0;
         let entry = self.slots.get_mut(idx as usize)?.entry.take()?;
+        self.deregistering -= usize::from(entry.state == BindingState::Deregistering);
         let h = self.hasher.hash_one(&*entry.mn_id);
         if let Ok(e) = self.by_mn_id.find_entry(h, |i| *i == idx) {
             e.remove();
@@ -787,5 +832,45 @@ mod tests {
         check(&c, &sessions);
         assert_eq!(c.len(), 2000);
         assert_eq!(c.sessions_of("mn2999@example.org").count(), 1);
+    }
+    proptest::proptest! {
+        /// The counts the Stats RPC reads stay what a walk of the cache finds, whatever
+        /// sessions come, change state or prefixes, and go.
+        #[test]
+        fn counts_match_a_walk(ops in proptest::collection::vec((0u8..4, 0u32..40, 0usize..4), 0..200)) {
+            let mut c = BindingCache::new();
+            let mut ids: Vec<SessionId> = Vec::new();
+            let mut next = 0u32;
+            for (op, pick, n) in ops {
+                let at = (pick as usize) % ids.len().max(1);
+                match op {
+                    0 => {
+                        let ps: Vec<Ipv6Net> = (0..n as u32).map(|k| net(next * 8 + k)).collect();
+                        let e = entry(&format!("mn{next}"), &ps);
+                        let e = if pick % 2 == 0 { e } else { e.with_state(BindingState::Deregistering) };
+                        ids.push(c.insert(e));
+                        next += 1;
+                    }
+                    1 if !ids.is_empty() => {
+                        c.remove(ids.swap_remove(at));
+                    }
+                    2 if !ids.is_empty() => {
+                        let s = if n % 2 == 0 { BindingState::Active } else { BindingState::Deregistering };
+                        c.set_state(ids[at], s);
+                    }
+                    3 if !ids.is_empty() => {
+                        let ps: Vec<Ipv6Net> = (0..n as u32).map(|k| net(next * 8 + k)).collect();
+                        next += 1;
+                        c.set_prefixes(ids[at], Prefixes::from_slice(&ps));
+                    }
+                    _ => {}
+                }
+                let active = c.iter().filter(|(_, e)| e.state() == BindingState::Active).count();
+                let prefixes: usize = c.iter().map(|(_, e)| e.prefixes.as_slice().len()).sum();
+                proptest::prop_assert_eq!(c.active(), active);
+                proptest::prop_assert_eq!(c.prefix_count(), prefixes);
+                proptest::prop_assert_eq!(c.len(), ids.len());
+            }
+        }
     }
 }

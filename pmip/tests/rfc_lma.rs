@@ -192,7 +192,7 @@ fn rfc5213_5_3_5_and_5_4_1_1_a_late_deregistration_from_the_previous_mag_is_igno
     let unchanged = |sim: &Sim| {
         let e = sim.lma.cache().get(session_of(sim, 1)).unwrap();
         assert_eq!(e, &before);
-        assert_eq!(e.state, BindingState::Active);
+        assert_eq!(e.state(), BindingState::Active);
         assert_eq!(
             sim.lma_datapath.get(&IpNet::from(p)),
             Some(&Downlink::Tunnel(mag_addr(1)))

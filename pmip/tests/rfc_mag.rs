@@ -262,7 +262,7 @@ fn two_interfaces_of_one_node_on_one_mag_are_two_mobility_sessions() {
     let live: Vec<_> = cache
         .sessions_of(&nai(1))
         .filter_map(|s| cache.get(s))
-        .filter(|e| e.state != pmip::cache::BindingState::Deregistering)
+        .filter(|e| e.state() != pmip::cache::BindingState::Deregistering)
         .collect();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].prefixes.as_slice(), &a.prefixes[..]);

@@ -261,9 +261,12 @@ fn reattach_within_min_delay_keeps_the_prefix_and_after_it_the_entry_is_gone() {
     sim.settle(Duration::from_secs(2));
     let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
     assert!(matches!(
-        sim.lma.cache().get(s).unwrap().state,
+        sim.lma.cache().get(s).unwrap().state(),
         BindingState::Deregistering
     ));
+    // What the Stats RPC reports, counted as the state changed.
+    assert_eq!((sim.lma.cache().active(), sim.lma.cache().len()), (0, 1));
+    assert_eq!(sim.lma.cache().prefix_count(), 1);
     assert_eq!(sim.lma_datapath.get(&IpNet::from(p)), Some(&Downlink::Drop));
     assert!(sim.mags[0].binding(&nai(1)).is_none());
     // Back within MinDelayBeforeBCEDelete (10 s): same prefix.
@@ -271,6 +274,7 @@ fn reattach_within_min_delay_keeps_the_prefix_and_after_it_the_entry_is_gone() {
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     assert_eq!(prefix_of(&sim, 1), p);
+    assert_eq!(sim.lma.cache().active(), 1);
     assert_eq!(
         sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(0)))
@@ -279,6 +283,10 @@ fn reattach_within_min_delay_keeps_the_prefix_and_after_it_the_entry_is_gone() {
     sim.detach(0, ll(1));
     sim.run_for(Duration::from_secs(11));
     assert!(sim.lma.cache().is_empty());
+    assert_eq!(
+        (sim.lma.cache().active(), sim.lma.cache().prefix_count()),
+        (0, 0)
+    );
     assert!(sim.lma_events.iter().any(|(_, e)| matches!(
         e,
         LmaEvent::BindingRemoved {
@@ -308,7 +316,7 @@ fn a_late_deregistration_from_the_previous_mag_does_not_remove_the_new_binding()
     let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
     let e = sim.lma.cache().get(s).unwrap();
     assert_eq!(e.proxy_coa, mag_addr(1));
-    assert_eq!(e.state, BindingState::Active);
+    assert_eq!(e.state(), BindingState::Active);
     assert_eq!(
         sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
@@ -347,7 +355,7 @@ fn a_deregistration_from_a_mag_that_no_longer_holds_the_binding_is_ignored() {
     let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
     let e = sim.lma.cache().get(s).unwrap();
     assert_eq!(e.proxy_coa, mag_addr(1));
-    assert_eq!(e.state, BindingState::Active);
+    assert_eq!(e.state(), BindingState::Active);
     assert!(bound_at(&sim, 1, 1));
     // A de-registration from MAG1 whose sequence number is newer than anything accepted:
     // the ordering check passes, and only rule 1 stands between it and the binding.
@@ -371,7 +379,7 @@ fn a_deregistration_from_a_mag_that_no_longer_holds_the_binding_is_ignored() {
     // Ignored means no answer at all (RFC 5213 §5.3.5 rule 1).
     assert_eq!(sim.sent.len(), sent_before + 1);
     let e = sim.lma.cache().get(s).unwrap();
-    assert_eq!(e.state, BindingState::Active);
+    assert_eq!(e.state(), BindingState::Active);
     assert_eq!(
         sim.lma_datapath.get(&IpNet::from(p)),
         Some(&Downlink::Tunnel(mag_addr(1)))
@@ -1511,7 +1519,7 @@ fn reactive_fast_handover_recovers_the_previous_mags_packets() {
 fn lma_binding_at(sim: &Sim, n: u16) -> Option<(std::net::Ipv6Addr, BindingState)> {
     let s = sim.lma.cache().sessions_of(&nai(n)).next()?;
     let e = sim.lma.cache().get(s)?;
-    Some((e.proxy_coa, e.state))
+    Some((e.proxy_coa, e.state()))
 }
 
 #[test]
@@ -1614,7 +1622,7 @@ fn a_departed_node_nobody_claims_is_deregistered_after_the_handover_timeout() {
     // ... and de-registered as without PFMIPv6.
     let s = sim.lma.cache().sessions_of(&nai(1)).next().unwrap();
     assert_eq!(
-        sim.lma.cache().get(s).unwrap().state,
+        sim.lma.cache().get(s).unwrap().state(),
         BindingState::Deregistering
     );
 }

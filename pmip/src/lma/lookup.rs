@@ -98,7 +98,7 @@ pub fn lookup(cache: &BindingCache, key: &LookupKey<'_>, wait_for_deregistration
         _ => None,
     };
     let wait_or_update = |s: SessionId| -> Lookup {
-        match cache.get(s).map(|e| (e.state, e.proxy_coa)) {
+        match cache.get(s).map(|e| (e.state(), e.proxy_coa)) {
             // Already de-registered by the previous MAG: nothing to wait for.
             Some((BindingState::Deregistering, _)) => Lookup::Existing(s),
             // From the MAG that holds it: there is no previous MAG to wait for (a refresh or a
@@ -277,7 +277,7 @@ mod tests {
                     Ordering::new(None, SequenceNumber(0)),
                 );
                 if b.deregistering {
-                    e.state = BindingState::Deregistering;
+                    e = e.with_state(BindingState::Deregistering);
                 }
                 c.insert(e)
             })

@@ -322,7 +322,7 @@ impl Lma {
     /// de-registered. What a restored LMA reprograms (see [`Lma::restore`]).
     pub fn restored_routes(&self) -> impl Iterator<Item = DatapathCommand> + '_ {
         self.cache.iter().flat_map(|(_, e)| {
-            let deregistering = e.state == BindingState::Deregistering;
+            let deregistering = e.state() == BindingState::Deregistering;
             let peer = e.proxy_coa;
             home_nets(e).map(move |prefix| {
                 if deregistering {
@@ -1206,7 +1206,7 @@ impl Lma {
             return;
         };
         let old_coa = e.proxy_coa;
-        let was_deregistering = match e.state {
+        let was_deregistering = match e.state() {
             BindingState::Deregistering => Some(e.updated_at),
             BindingState::Active => None,
         };
@@ -1214,7 +1214,6 @@ impl Lma {
         e.lifetime_s = granted.as_secs();
         e.updated_at = now;
         e.expires_at = now + e.lifetime();
-        e.state = BindingState::Active;
         e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
         e.handoff_indicator = reg.handoff_indicator;
         e.access_technology_type = reg.access_technology_type;
@@ -1231,6 +1230,7 @@ impl Lma {
         }
         let homes: Vec<IpNet> = home_nets(e).collect();
         let new_ipv4 = e.ipv4.filter(|_| added_ipv4);
+        self.cache.set_state(session, BindingState::Active);
         self.cache.reschedule(session);
         if handoff || was_deregistering.is_some() {
             for &prefix in &homes {
@@ -1316,7 +1316,7 @@ impl Lma {
         let has_prefixes = !e.prefixes.as_slice().is_empty();
         let only_ipv4 = matches!(reg.prefixes, RequestedPrefixes::Absent) && reg.ipv4.is_some();
         let only_ipv6 = reg.ipv4.is_none() && !matches!(reg.prefixes, RequestedPrefixes::Absent);
-        if e.state == BindingState::Active
+        if e.state() == BindingState::Active
             && ((only_ipv4 && has_prefixes && e.ipv4.is_some())
                 || (only_ipv6 && has_prefixes && e.ipv4.is_some()))
         {
@@ -1348,15 +1348,15 @@ impl Lma {
             self.event(LmaEvent::BindingRefreshed { session });
             return;
         }
-        let fresh = matches!(e.state, BindingState::Active);
+        let fresh = matches!(e.state(), BindingState::Active);
         if fresh {
-            e.state = BindingState::Deregistering;
             e.updated_at = now;
             e.expires_at = now + delay;
         }
         e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
         let homes: Vec<IpNet> = home_nets(e).collect();
         if fresh {
+            self.cache.set_state(session, BindingState::Deregistering);
             self.cache.reschedule(session);
             for prefix in homes {
                 self.push(LmaOutput::Datapath(DatapathCommand::DropDownlink {
@@ -1522,7 +1522,7 @@ impl Lma {
     pub fn handle_timeout(&mut self, now: Instant, wall: WallClock) {
         self.answered.clear();
         while let Some(s) = self.cache.pop_due(now) {
-            let reason = match self.cache.get(s).map(|e| e.state) {
+            let reason = match self.cache.get(s).map(|e| e.state()) {
                 Some(BindingState::Deregistering) => RemovalReason::Deregistered,
                 Some(BindingState::Active) => RemovalReason::Expired,
                 None => continue,
@@ -1885,7 +1885,7 @@ fn record_of(e: &BindingCacheEntry, now: Instant, wall_ms: u64) -> BindingRecord
         registered_at_ms: wall_of(e.registered_at),
         updated_at_ms: wall_of(e.updated_at),
         expires_at_ms: wall_of(e.expires_at),
-        delete_at_ms: match e.state {
+        delete_at_ms: match e.state() {
             BindingState::Deregistering => Some(wall_of(e.expires_at)),
             BindingState::Active => None,
         },

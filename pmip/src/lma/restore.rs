@@ -186,7 +186,7 @@ fn entry_from_record(
     e.set_last_handover_gap(r.last_handover_gap_ms.map(Duration::from_millis));
     match r.delete_at_ms {
         Some(d) => {
-            e.state = BindingState::Deregistering;
+            e = e.with_state(BindingState::Deregistering);
             e.expires_at = at(d);
         }
         None => e.expires_at = at(r.expires_at_ms).max(now + grace),
