@@ -614,6 +614,19 @@ impl FastHandovers {
             // We are the PMAG and the NMAG asks (reactive, or a predictive HI crossing).
             Some(e) if e.is_bound() => {
                 let opts = context_options(e, self.lma);
+                // RFC 5949 §4.1 (d), §6.1.2: a Context Request naming only context this MAG
+                // does not hold is answered with Code 131 and no context, and nothing is
+                // forwarded for it; otherwise every context held goes, asked for or not.
+                if ctx.opts.context_request.is_some_and(|r| {
+                    r.iter().next().is_some()
+                        && !r.iter().any(|(t, _)| {
+                            t != OptionType::MobileNodeIdentifier
+                                && opts.iter().any(|o| o.option_type() == t)
+                        })
+                }) {
+                    out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
+                    return;
+                }
                 out.extend(ack(HackCode::AllAvailableContextTransferred, &opts));
                 if hi.flags.contains(HiFlags::F) {
                     let mode = self
