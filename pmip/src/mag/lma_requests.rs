@@ -254,6 +254,16 @@ impl Mag {
             if let Some(t) = crate::emit(&m, dst, src) {
                 self.push(MagOutput::Transmit(t));
             }
+        } else if status != UpaStatus::Success {
+            // RFC 7077 §6.1: without A, a notification that cannot be acted on is dropped
+            // and the error logged.
+            self.drop_message(
+                src,
+                format!(
+                    "Update Notification {:?} (sequence {}) not acted on: {status:?}",
+                    upn.reason, upn.sequence.0
+                ),
+            );
         }
     }
 }
