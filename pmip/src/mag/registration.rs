@@ -458,7 +458,13 @@ impl Mag {
                     && !e.prefixes.is_empty()
                     && !e.is_bound()
                 {
-                    e.prefixes.clear();
+                    // Rule 10: not these again, in this registration or a later attachment.
+                    let refused = self.unauthorized.entry(e.mn_id.to_string()).or_default();
+                    for p in e.prefixes.drain(..) {
+                        if !refused.contains(&p) {
+                            refused.push(p);
+                        }
+                    }
                     self.send_pbu(now, wall, ll, false);
                     return;
                 }
