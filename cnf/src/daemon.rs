@@ -40,6 +40,8 @@ pub struct Start<'a, C> {
     /// The command line's overrides of the file.
     pub adjust: Box<dyn FnOnce(&mut C) + 'a>,
     pub validate: fn(&C) -> Result<(), ConfigError>,
+    /// What the file sets that the RFCs advise against: printed, then logged at start.
+    pub advisories: fn(&C) -> Vec<String>,
     pub tracing: fn(&C) -> &TracingConfig,
     pub api: fn(&C) -> &ApiConfig,
 }
@@ -91,6 +93,10 @@ where
         eprintln!("{program}: {}: {e:#}", s.config.display());
         return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }
+    let advisories = (s.advisories)(&cfg);
+    for a in &advisories {
+        eprintln!("{program}: {}: warning: {a}", s.config.display());
+    }
     if s.check_only {
         println!("{}: ok", s.config.display());
         return ExitCode::SUCCESS;
@@ -108,6 +114,9 @@ where
             return ExitCode::from(EXIT_BAD_CONFIG as u8);
         }
     };
+    for a in &advisories {
+        tracing::warn!(config = %s.config.display(), "{a}");
+    }
     let code = match rt.block_on(daemon(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

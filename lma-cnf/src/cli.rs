@@ -93,6 +93,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
                 }
             }),
             validate: LmaConfig::validate,
+            advisories: LmaConfig::advisories,
             tracing: |c| &c.tracing,
             api: |c| &c.api,
         },

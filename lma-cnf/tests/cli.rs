@@ -30,6 +30,31 @@ fn a_good_file_passes_the_check() {
     assert!(out.ends_with(": ok\n"), "{out}");
 }
 
+/// RFC 5847 §5: a heartbeat interval below 30 s is accepted (labs use it) with a warning
+/// naming the field; 30 s and more, or 0 (off), without one.
+#[test]
+fn a_short_heartbeat_interval_is_accepted_with_a_warning() {
+    let base = "address: '2001:db8::1'\nprefix_pools: [{prefix: '2001:db8:100::/48'}]\n";
+    let (code, out, err) = run(
+        &format!("{base}domain: {{heartbeat: {{interval_s: 5}}}}\n"),
+        &["--check-config"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with(": ok\n"), "{out}");
+    assert!(
+        err.contains("warning: domain.heartbeat.interval_s: 5 s is below 30 s"),
+        "{err}"
+    );
+    for interval in [0, 30, 3600] {
+        let (code, _, err) = run(
+            &format!("{base}domain: {{heartbeat: {{interval_s: {interval}}}}}\n"),
+            &["--check-config"],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!err.contains("warning"), "{interval}: {err}");
+    }
+}
+
 #[test]
 fn a_bad_field_is_named_and_exits_2() {
     let (code, _, err) = run(

@@ -102,6 +102,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
                 }
             }),
             validate: MagConfig::validate,
+            advisories: MagConfig::advisories,
             tracing: |c| &c.tracing,
             api: |c| &c.api,
         },

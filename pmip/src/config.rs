@@ -169,7 +169,7 @@ impl LinkLocalMode {
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
     /// HEARTBEAT_INTERVAL; 0 disables heartbeats. RFC 5847 §5: 60 s, SHOULD be 30..=3600 s.
-    /// Values below 30 s are accepted for labs.
+    /// Values below 30 s are accepted for labs, with a warning at start.
     pub interval_s: u32,
     /// MISSING_HEARTBEATS_ALLOWED (RFC 5847 §5): 3 unanswered requests are tolerated, the 4th
     /// makes the peer unreachable (§3.1).
@@ -264,6 +264,20 @@ impl Default for DomainConfig {
 }
 
 impl DomainConfig {
+    /// What the RFCs advise against but a lab may want: accepted, and said at start.
+    pub fn advisories(&self, at: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let hb = self.heartbeat.interval_s;
+        if (1..30).contains(&hb) {
+            out.push(format!(
+                "{at}.heartbeat.interval_s: {hb} s is below 30 s, which RFC 5847 §5 advises \
+                 against outside labs (a peer is declared unreachable sooner, and the \
+                 signalling load is higher)"
+            ));
+        }
+        out
+    }
+
     pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
         check(
             !(self.mobile_node_generated_timestamp
@@ -1449,6 +1463,11 @@ pub fn attachment_address(
 }
 
 impl LmaConfig {
+    /// See [`DomainConfig::advisories`].
+    pub fn advisories(&self) -> Vec<String> {
+        self.domain.advisories("domain")
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(!self.address.is_unspecified(), "address", || {
             "missing: set it in the file, with --address or with PMIP_LMA_ADDRESS".into()
@@ -1784,6 +1803,11 @@ pub struct MagConfig {
 }
 
 impl MagConfig {
+    /// See [`DomainConfig::advisories`].
+    pub fn advisories(&self) -> Vec<String> {
+        self.domain.advisories("domain")
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check(!self.proxy_coa.is_unspecified(), "proxy_coa", || {
             "missing: set it in the file, with --proxy-coa or with PMIP_PROXY_COA".into()
