@@ -214,6 +214,7 @@ impl<T: SignallingTransport> Core<T> {
             .desired(core.datapath.settings().transport_ifindex);
         let bindings = core.service.lma().cache().len();
         let backend = core.datapath.backend_name();
+        let built = t.elapsed();
         if core.datapath.reconciles_later() {
             core.datapath.assume(desired).await?;
             core.reconciling = Some(Reconciling {
@@ -224,6 +225,7 @@ impl<T: SignallingTransport> Core<T> {
             info!(
                 bindings,
                 took_ms = t.elapsed().as_millis() as u64,
+                desired_ms = built.as_millis() as u64,
                 backend,
                 "datapath taken from the store; reconciling in the background"
             );
