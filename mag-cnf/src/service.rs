@@ -910,7 +910,12 @@ impl Service {
                     Some(ch) => Step::Change(ch),
                     None => Step::Buffer(c),
                 }),
-                MagOutput::RouterAdvertisement(ra) => {
+                MagOutput::RouterAdvertisement(mut ra) => {
+                    // RFC 5213 §6.9.2, §6.9.5: the tunnel MTU, or the access link's when that
+                    // is lower (never below the IPv6 minimum, RFC 8200 §5).
+                    if let Some(&link) = self.link_mtu.get(&ra.link.0) {
+                        ra.mtu = ra.mtu.min(link.max(1280));
+                    }
                     self.put_link_local(&ra);
                     self.ras.push(ra);
                 }
@@ -1594,6 +1599,33 @@ mod tests {
             for r in self.s.take_replies() {
                 r.send();
             }
+        }
+    }
+
+    /// RFC 5213 §6.9.2, §6.9.5: the RA's MTU is the tunnel MTU, or the access link's when
+    /// that is lower.
+    #[test]
+    fn the_advertised_mtu_is_the_tunnel_mtu_or_the_access_links_when_lower() {
+        for link in [1500, 1400, 9000] {
+            let mut b = Bench::new(&[]);
+            let tunnel = (b.s.mag().config().router_advertisement.mtu).unwrap_or(1460);
+            assert!(tunnel > 1400 && tunnel < 9000, "{tunnel}");
+            let want = tunnel.min(link);
+            b.access(AccessInput::LinkUp {
+                ifindex: ACC,
+                name: "acc0".into(),
+                mtu: link,
+            });
+            b.s.take_router_advertisements();
+            b.access(AccessInput::NodeSeen {
+                ifindex: ACC,
+                link_layer: ll(1),
+            });
+            b.advance(Duration::from_millis(3));
+            b.exchange();
+            let ras = b.s.take_router_advertisements();
+            let ra = ras.iter().find(|r| !r.prefixes.is_empty()).unwrap();
+            assert_eq!(ra.mtu, want, "access link MTU {link}");
         }
     }
 
