@@ -240,49 +240,6 @@ fn rfc5213_5_1_the_timestamp_field_is_all_zero_under_the_sequence_number_scheme(
     check(&sim);
 }
 
-/// §5.1 with §5.5: in a domain using timestamps, a PBU without a Timestamp option makes the
-/// LMA fall back to the sequence-number scheme for it, and the entry's timestamp is then
-/// ALL_ZERO, not the last one accepted; a later PBU with a timestamp sets it again.
-#[test]
-fn rfc5213_5_1_a_pbu_without_a_timestamp_leaves_the_entry_timestamp_all_zero() {
-    let mut sim = domain(1, 1);
-    sim.attach(0, ll(1));
-    sim.settle(Duration::from_secs(2));
-    assert!(entry(&sim, 1).ordering.timestamp().is_some());
-    let p = entry(&sim, 1).prefixes.as_slice()[0];
-    let next = entry(&sim, 1).ordering.sequence.0.wrapping_add(1);
-    let id = nai(1);
-    let l = ll(1);
-    let refresh = |ts: Option<MobilityOption<'static>>| {
-        let mut o = vec![
-            mn_id_opt(id.as_bytes()),
-            MobilityOption::HomeNetworkPrefix(p),
-            hi(HandoffIndicator::HandoffStateNotChanged),
-            ETH,
-            MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
-        ];
-        o.extend(ts);
-        o
-    };
-    pbu_to_lma(&mut sim, 0, next, 3600, &refresh(None));
-    let pba = last_pba(&sim);
-    assert_eq!(pba.status, Status::Accepted);
-    assert_eq!(
-        pba.opts.timestamp, None,
-        "§5.5: no Timestamp option in the PBA"
-    );
-    assert_eq!(entry(&sim, 1).ordering.timestamp(), None);
-    assert_eq!(entry(&sim, 1).ordering.sequence.0, next);
-    sim.run_for(Duration::from_secs(1));
-    let ts = ts_now(&sim);
-    pbu_to_lma(&mut sim, 0, next.wrapping_add(1), 3600, &refresh(Some(ts)));
-    assert_eq!(last_pba(&sim).status, Status::Accepted);
-    let MobilityOption::Timestamp(t) = ts else {
-        unreachable!()
-    };
-    assert_eq!(entry(&sim, 1).ordering.timestamp(), Some(t));
-}
-
 /// §5.3.5: an accepted de-registration is answered with a PBA of status 0 (and lifetime 0),
 /// built by §5.3.6 from the de-registration: the MAG then removes its entry at once, without
 /// waiting out INITIAL_BINDACK_TIMEOUT.

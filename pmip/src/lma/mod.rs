@@ -1214,7 +1214,7 @@ impl Lma {
         e.lifetime_s = granted.as_secs();
         e.updated_at = now;
         e.expires_at = now + e.lifetime();
-        e.ordering = accepted_ordering(&e.ordering, reg.timestamp, reg.sequence);
+        e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
         e.handoff_indicator = reg.handoff_indicator;
         e.access_technology_type = reg.access_technology_type;
         if let Some(ll) = reg.link_layer_address() {
@@ -1320,7 +1320,7 @@ impl Lma {
             && ((only_ipv4 && has_prefixes && e.ipv4.is_some())
                 || (only_ipv6 && has_prefixes && e.ipv4.is_some()))
         {
-            e.ordering = accepted_ordering(&e.ordering, reg.timestamp, reg.sequence);
+            e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
             let granted = Lifetime::from_secs(e.lifetime_s);
             if only_ipv4 {
                 let old = e.ipv4;
@@ -1353,7 +1353,7 @@ impl Lma {
             e.updated_at = now;
             e.expires_at = now + delay;
         }
-        e.ordering = accepted_ordering(&e.ordering, reg.timestamp, reg.sequence);
+        e.ordering = Ordering::new(reg.timestamp.max(e.ordering.timestamp()), reg.sequence);
         let homes: Vec<IpNet> = home_nets(e).collect();
         if fresh {
             self.cache.set_state(session, BindingState::Deregistering);
@@ -1895,20 +1895,6 @@ fn record_of(e: &BindingCacheEntry, now: Instant, wall_ms: u64) -> BindingRecord
         last_handover_gap_ms: e.last_handover_gap().map(|d| d.as_millis() as u64),
         ipv4_home_address: e.ipv4,
     }
-}
-
-/// An entry's ordering once `timestamp` and `sequence` are accepted: the timestamp never
-/// older than one accepted before, and ALL_ZERO when the PBU had none (RFC 5213 §5.1: the
-/// LMA fell back to the sequence-number scheme for it, §5.5).
-fn accepted_ordering(
-    old: &Ordering,
-    timestamp: Option<Timestamp>,
-    sequence: SequenceNumber,
-) -> Ordering {
-    Ordering::new(
-        timestamp.map(|t| old.timestamp().map_or(t, |o| o.max(t))),
-        sequence,
-    )
 }
 
 /// A session's home addresses as the datapath routes them: its prefixes, and its IPv4 home
