@@ -18,7 +18,7 @@
 //! - `timer`: one table of every deadline.
 
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv6Net};
@@ -233,9 +233,6 @@ pub struct Mag {
     /// The per-MAG counter used as Sequence Number with timestamps (RFC 5213 §6.9.1.1 r. 6).
     next_sequence: SequenceNumber,
     stats: MagStats,
-    /// Prefixes the LMA refused a node with NOT_AUTHORIZED_FOR_HOME_NETWORK_PREFIX, by
-    /// MN-ID: not asked for again (RFC 5213 §6.9.1.2 rule 10) until its profile changes.
-    unauthorized: BTreeMap<String, Vec<Ipv6Net>>,
 }
 
 /// What the node is told when prefixes stop being served.
@@ -280,7 +277,6 @@ impl Mag {
             rng,
             next_sequence,
             stats: MagStats::default(),
-            unauthorized: BTreeMap::new(),
         })
     }
 
@@ -364,20 +360,11 @@ impl Mag {
 
     /// Adds or replaces a profile (from the configuration or the LMA's policy service).
     pub fn upsert_profile(&mut self, p: MobileNodeProfile) -> Result<(), PolicyError> {
-        let mn_id = p.mn_id.to_string();
-        let changed = self.policy.get(&mn_id).is_none_or(|(old, _)| *old != p);
-        self.policy.upsert(p)?;
-        // An administrative change: the prefixes the LMA refused may be granted now. The
-        // same profile again (a policy server's resync) is no change.
-        if changed {
-            self.unauthorized.remove(&mn_id);
-        }
-        Ok(())
+        self.policy.upsert(p).map(|_| ())
     }
 
     /// Removes a profile; a node attached under it loses service.
     pub fn remove_profile(&mut self, now: Instant, wall: WallClock, mn_id: &str) {
-        self.unauthorized.remove(mn_id);
         if self.policy.remove(mn_id).is_some() {
             for ll in self.bul.keys_of(mn_id) {
                 self.handle_detach(now, wall, &ll);
@@ -469,11 +456,9 @@ impl Mag {
             .filter(|e| !matches!(e.state, BulState::Deregistering | BulState::Denied { .. }))
             .collect();
         let new_interface = !others.is_empty();
-        let refused = self.unauthorized.get(&mn_id);
         let requested: Vec<Ipv6Net> = pinned
             .into_iter()
             .filter(|p| !others.iter().any(|e| e.prefixes.contains(p)))
-            .filter(|p| refused.is_none_or(|r| !r.contains(p)))
             .collect();
         // Likewise the pinned IPv4 home address (RFC 5844 §3.1.2.7: the LMA would look the
         // PBU up by it and take it for that session's).

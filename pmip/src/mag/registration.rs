@@ -458,13 +458,7 @@ impl Mag {
                     && !e.prefixes.is_empty()
                     && !e.is_bound()
                 {
-                    // Rule 10: not these again, in this registration or a later attachment.
-                    let refused = self.unauthorized.entry(e.mn_id.to_string()).or_default();
-                    for p in e.prefixes.drain(..) {
-                        if !refused.contains(&p) {
-                            refused.push(p);
-                        }
-                    }
+                    e.prefixes.clear();
                     self.send_pbu(now, wall, ll, false);
                     return;
                 }
