@@ -240,6 +240,51 @@ fn rfc5213_5_1_the_timestamp_field_is_all_zero_under_the_sequence_number_scheme(
     check(&sim);
 }
 
+/// §5.5 rules 6 and 8 in a domain using timestamps: a PBU without a Timestamp option (the LMA
+/// falls back to sequence numbers for it) does not make an older timestamp acceptable again:
+/// the entry keeps the highest timestamp accepted, and a PBU older than it gets 157.
+#[test]
+fn rfc5213_5_5_a_pbu_without_a_timestamp_does_not_reopen_older_timestamps() {
+    let mut sim = domain(1, 1);
+    sim.attach(0, ll(1));
+    sim.settle(Duration::from_secs(2));
+    let p = entry(&sim, 1).prefixes.as_slice()[0];
+    let id = nai(1);
+    let l = ll(1);
+    let refresh = |ts: Option<Timestamp>| {
+        let mut o = vec![
+            mn_id_opt(id.as_bytes()),
+            MobilityOption::HomeNetworkPrefix(p),
+            hi(HandoffIndicator::HandoffStateNotChanged),
+            ETH,
+            MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+        ];
+        o.extend(ts.map(MobilityOption::Timestamp));
+        o
+    };
+    let mut seq = entry(&sim, 1).ordering.sequence.0;
+    let mut send = |sim: &mut Sim, ts: Option<Timestamp>| {
+        seq = seq.wrapping_add(1);
+        pbu_to_lma(sim, 0, seq, 3600, &refresh(ts));
+        last_pba(sim).status
+    };
+    sim.run_for(Duration::from_secs(1));
+    let older = Timestamp::from_wall_clock(sim.wall());
+    let newer = Timestamp::from_wall_clock(sim.wall() + Duration::from_millis(100));
+    assert_eq!(send(&mut sim, Some(newer)), Status::Accepted);
+    assert_eq!(
+        send(&mut sim, Some(older)),
+        Status::TimestampLowerThanPrevAccepted
+    );
+    assert_eq!(send(&mut sim, None), Status::Accepted);
+    assert_eq!(entry(&sim, 1).ordering.timestamp(), Some(newer));
+    assert_eq!(
+        send(&mut sim, Some(older)),
+        Status::TimestampLowerThanPrevAccepted,
+        "an older timestamp accepted after a PBU without one"
+    );
+}
+
 /// §5.3.5: an accepted de-registration is answered with a PBA of status 0 (and lifetime 0),
 /// built by §5.3.6 from the de-registration: the MAG then removes its entry at once, without
 /// waiting out INITIAL_BINDACK_TIMEOUT.

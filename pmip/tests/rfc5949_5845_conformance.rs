@@ -465,6 +465,27 @@ fn rfc5949_4_1_a_served_node_whose_requested_context_is_not_held_gets_code_131()
     assert_eq!(hacks.len(), 1, "{hacks:?}");
     assert_eq!(hacks[0].code, HackCode::AllAvailableContextTransferred);
     assert_eq!(hacks[0].prefixes, prefixes_at(&sim, 0, 1));
+
+    // A request naming only the MN-ID names context held (the MN-ID is always sent).
+    let mut buf = [0u8; 8];
+    let only_mn_id = context_request(&[OptionType::MobileNodeIdentifier], &mut buf);
+    let from = sim.sent.len();
+    sim.inject(hi(
+        mag_addr(1),
+        mag_addr(0),
+        52,
+        HiFlags::P | HiFlags::U,
+        HiCode::Default,
+        &[
+            nai_opt(id.as_bytes()),
+            MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
+            only_mn_id,
+        ],
+    ));
+    sim.run_for(Duration::from_millis(5));
+    let hacks = hacks_since(&sim, 0, from);
+    assert_eq!(hacks.len(), 1, "{hacks:?}");
+    assert_eq!(hacks[0].code, HackCode::AllAvailableContextTransferred);
 }
 
 /// A Handover Initiate with a context (Code 3) from the previous MAG, as it would send it,

@@ -619,10 +619,9 @@ impl FastHandovers {
                 // forwarded for it; otherwise every context held goes, asked for or not.
                 if ctx.opts.context_request.is_some_and(|r| {
                     r.iter().next().is_some()
-                        && !r.iter().any(|(t, _)| {
-                            t != OptionType::MobileNodeIdentifier
-                                && opts.iter().any(|o| o.option_type() == t)
-                        })
+                        && !r
+                            .iter()
+                            .any(|(t, _)| opts.iter().any(|o| o.option_type() == t))
                 }) {
                     out.extend(ack(HackCode::RequestedContextNotAvailable, &id_opt));
                     return;
