@@ -17,10 +17,6 @@ use pmip::wire::*;
 mod common;
 use common::*;
 
-fn lma_addr() -> Ipv6Addr {
-    LMA.parse().unwrap()
-}
-
 fn packet(m: &Message<'_>, src: Ipv6Addr, dst: Ipv6Addr) -> Packet {
     let mut b = vec![0u8; m.buffer_len()];
     m.emit_with_checksum(&mut b, &src, &dst).unwrap();

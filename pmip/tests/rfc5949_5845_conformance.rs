@@ -16,35 +16,6 @@ use pmip::wire::*;
 mod common;
 use common::*;
 
-fn lma_addr() -> Ipv6Addr {
-    LMA.parse().unwrap()
-}
-
-/// A domain of `mags` MAGs and `nodes` nodes with fast handovers in `mode` everywhere.
-fn fast_domain(mode: FastHandoverMode, mags: usize, nodes: u16) -> Sim {
-    let cfgs = (0..mags)
-        .map(|i| {
-            let mut c = mag_config(i, nodes);
-            c.domain.fast_handover.mode = mode;
-            c
-        })
-        .collect();
-    let mut lc = lma_config(mags, nodes);
-    lc.domain.fast_handover.mode = mode;
-    Sim::new(lc, cfgs, 77)
-}
-
-/// `m` as a packet from `from` to `to`, with its checksum.
-fn packet(from: Ipv6Addr, to: Ipv6Addr, m: &Message<'_>) -> Packet {
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &from, &to).unwrap();
-    Packet {
-        src: from,
-        dst: to,
-        bytes: b,
-    }
-}
-
 fn hi(
     from: Ipv6Addr,
     to: Ipv6Addr,

@@ -6,31 +6,12 @@ use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv6Net};
 use pmip::cache::BindingState;
-use pmip::config::ReplayProtection;
 use pmip::mag::BulState;
 use pmip::sim::{Downlink, Packet, Sim};
 use pmip::wire::*;
 
 mod common;
 use common::*;
-
-fn lma_addr() -> Ipv6Addr {
-    LMA.parse().unwrap()
-}
-
-/// A domain whose MAGs and LMA order PBUs by sequence number (RFC 5213 §5.5).
-fn sequence_domain(mags: usize, nodes: u16) -> Sim {
-    let mut lc = lma_config(mags, nodes);
-    lc.domain.replay_protection = ReplayProtection::SequenceNumber;
-    let cfgs = (0..mags)
-        .map(|i| {
-            let mut c = mag_config(i, nodes);
-            c.domain.replay_protection = ReplayProtection::SequenceNumber;
-            c
-        })
-        .collect();
-    Sim::new(lc, cfgs, 42)
-}
 
 fn session_of(sim: &Sim, n: u16) -> pmip::cache::SessionId {
     sim.lma

@@ -92,19 +92,6 @@ fn binding_update_list_changes_are_outputs() {
     );
 }
 
-fn fast_domain(mode: pmip::config::FastHandoverMode, mags: usize, nodes: u16) -> Sim {
-    let cfgs = (0..mags)
-        .map(|i| {
-            let mut c = mag_config(i, nodes);
-            c.domain.fast_handover.mode = mode;
-            c
-        })
-        .collect();
-    let mut lc = lma_config(mags, nodes);
-    lc.domain.fast_handover.mode = mode;
-    Sim::new(lc, cfgs, 77)
-}
-
 /// The previous MAG reports the new MAG's acknowledgement as an event, with the entry's
 /// handover in its binding update list change.
 #[test]

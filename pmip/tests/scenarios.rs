@@ -1225,24 +1225,11 @@ fn a_fast_handovers_new_mag_advertises_from_the_lma_generated_link_local_before_
     }
 }
 
-fn fast_domain(mode: pmip::config::FastHandoverMode) -> Sim {
-    let mags = (0..2)
-        .map(|i| {
-            let mut c = mag_config(i, 1);
-            c.domain.fast_handover.mode = mode;
-            c
-        })
-        .collect();
-    let mut lc = lma_config(2, 1);
-    lc.domain.fast_handover.mode = mode;
-    Sim::new(lc, mags, 77)
-}
-
 #[test]
 fn predictive_fast_handover_buffers_forwards_and_hands_over() {
     use pmip::config::FastHandoverMode;
     use pmip::mag::FastRole;
-    let mut sim = fast_domain(FastHandoverMode::Predictive);
+    let mut sim = fast_domain(FastHandoverMode::Predictive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1384,7 +1371,7 @@ fn a_fast_handovers_new_mag_holds_the_lmas_packets_until_the_previous_mags_end_m
     use pmip::config::FastHandoverMode;
     let lma: Ipv6Addr = LMA.parse().unwrap();
     for mode in [FastHandoverMode::Predictive, FastHandoverMode::Reactive] {
-        let mut sim = fast_domain(mode);
+        let mut sim = fast_domain(mode, 2, 1);
         let holds = handover_holds_at_first_pbu(&mut sim, mode);
         let p = prefix_of(&sim, 1);
         // Armed before the PBU left: the LMA's first direct packet finds it.
@@ -1408,7 +1395,7 @@ fn a_fast_handovers_new_mag_holds_the_lmas_packets_until_the_previous_mags_end_m
 #[test]
 fn plain_handovers_and_a_zero_wait_send_no_end_markers_and_hold_nothing() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Off);
+    let mut sim = fast_domain(FastHandoverMode::Off, 2, 1);
     assert!(handover_holds_at_first_pbu(&mut sim, FastHandoverMode::Off).is_empty());
     assert!(sim.lma_end_markers.is_empty());
     // end_marker_wait_ms 0 turns them off in a fast handover too.
@@ -1435,7 +1422,7 @@ fn plain_handovers_and_a_zero_wait_send_no_end_markers_and_hold_nothing() {
 #[test]
 fn reactive_fast_handover_recovers_the_previous_mags_packets() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    let mut sim = fast_domain(FastHandoverMode::Reactive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1525,7 +1512,7 @@ fn lma_binding_at(sim: &Sim, n: u16) -> Option<(std::net::Ipv6Addr, BindingState
 #[test]
 fn a_node_back_at_its_previous_mag_before_anyone_claims_it_gets_its_packets_and_stays() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    let mut sim = fast_domain(FastHandoverMode::Reactive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1565,7 +1552,7 @@ fn a_node_back_at_its_previous_mag_before_anyone_claims_it_gets_its_packets_and_
 #[test]
 fn a_node_back_at_its_previous_mag_during_a_handover_is_registered_there_again() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    let mut sim = fast_domain(FastHandoverMode::Reactive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1602,7 +1589,7 @@ fn a_node_back_at_its_previous_mag_during_a_handover_is_registered_there_again()
 #[test]
 fn a_departed_node_nobody_claims_is_deregistered_after_the_handover_timeout() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    let mut sim = fast_domain(FastHandoverMode::Reactive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1630,7 +1617,7 @@ fn a_departed_node_nobody_claims_is_deregistered_after_the_handover_timeout() {
 #[test]
 fn a_predictive_handover_to_a_silent_mag_fails_cleanly() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Predictive);
+    let mut sim = fast_domain(FastHandoverMode::Predictive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1813,7 +1800,7 @@ fn a_predictive_hi_that_arrives_after_the_registration_completes_it_at_once() {
 fn late_predictive_hi(lose_first_pba: bool) {
     use pmip::config::FastHandoverMode;
     use pmip::mag::FastRole;
-    let mut sim = fast_domain(FastHandoverMode::Predictive);
+    let mut sim = fast_domain(FastHandoverMode::Predictive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     let p = prefix_of(&sim, 1);
@@ -1877,7 +1864,7 @@ fn late_predictive_hi(lose_first_pba: bool) {
 #[test]
 fn a_predictive_handover_is_reported_as_predictive_in_a_reactive_domain() {
     use pmip::config::FastHandoverMode;
-    let mut sim = fast_domain(FastHandoverMode::Reactive);
+    let mut sim = fast_domain(FastHandoverMode::Reactive, 2, 1);
     sim.attach(0, ll(1));
     sim.settle(Duration::from_secs(2));
     sim.mag_do(0, |m, now, _| {

@@ -5,9 +5,10 @@
 
 use std::net::Ipv6Addr;
 
-use pmip::config::{LmaConfig, MagConfig, MobileNodeProfile};
-use pmip::sim::Sim;
+use pmip::config::{FastHandoverMode, LmaConfig, MagConfig, MobileNodeProfile, ReplayProtection};
+use pmip::sim::{Packet, Sim};
 use pmip::types::{LinkLayerAddress, Nai};
+use pmip::wire::Message;
 
 pub const LMA: &str = "2001:db8:ffff::1";
 
@@ -73,5 +74,48 @@ pub fn announce_move(sim: &mut Sim, mode: pmip::config::FastHandoverMode) {
             sim.mag_do(1, |m, now, _| m.expect_arrival(now, ll(1), mag_addr(0)));
         }
         FastHandoverMode::Off => {}
+    }
+}
+
+pub fn lma_addr() -> Ipv6Addr {
+    LMA.parse().unwrap()
+}
+
+/// A domain whose MAGs and LMA order PBUs by sequence number (RFC 5213 §5.5).
+pub fn sequence_domain(mags: usize, nodes: u16) -> Sim {
+    let mut lc = lma_config(mags, nodes);
+    lc.domain.replay_protection = ReplayProtection::SequenceNumber;
+    let cfgs = (0..mags)
+        .map(|i| {
+            let mut c = mag_config(i, nodes);
+            c.domain.replay_protection = ReplayProtection::SequenceNumber;
+            c
+        })
+        .collect();
+    Sim::new(lc, cfgs, 42)
+}
+
+/// A domain of `mags` MAGs and `nodes` nodes with fast handovers in `mode` everywhere.
+pub fn fast_domain(mode: FastHandoverMode, mags: usize, nodes: u16) -> Sim {
+    let cfgs = (0..mags)
+        .map(|i| {
+            let mut c = mag_config(i, nodes);
+            c.domain.fast_handover.mode = mode;
+            c
+        })
+        .collect();
+    let mut lc = lma_config(mags, nodes);
+    lc.domain.fast_handover.mode = mode;
+    Sim::new(lc, cfgs, 77)
+}
+
+/// `m` as a packet from `from` to `to`, with its checksum.
+pub fn packet(from: Ipv6Addr, to: Ipv6Addr, m: &Message<'_>) -> Packet {
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit_with_checksum(&mut b, &from, &to).unwrap();
+    Packet {
+        src: from,
+        dst: to,
+        bytes: b,
     }
 }
