@@ -1587,11 +1587,25 @@ mod tests {
 
         /// The access link ACC comes up.
         fn link_up(&mut self) {
+            self.link_up_with_mtu(1500);
+        }
+
+        fn link_up_with_mtu(&mut self, mtu: u32) {
             self.access(AccessInput::LinkUp {
                 ifindex: ACC,
                 name: "acc0".into(),
-                mtu: 1500,
+                mtu,
             });
+        }
+
+        /// Node `n` is seen on ACC, and registers 3 ms later.
+        fn node_registers(&mut self, n: u8) {
+            self.access(AccessInput::NodeSeen {
+                ifindex: ACC,
+                link_layer: ll(n),
+            });
+            self.advance(Duration::from_millis(3));
+            self.exchange();
         }
 
         /// What the driver does once the turn's steps are applied.
@@ -1611,18 +1625,9 @@ mod tests {
             let tunnel = (b.s.mag().config().router_advertisement.mtu).unwrap_or(1460);
             assert!(tunnel > 1400 && tunnel < 9000, "{tunnel}");
             let want = tunnel.min(link);
-            b.access(AccessInput::LinkUp {
-                ifindex: ACC,
-                name: "acc0".into(),
-                mtu: link,
-            });
+            b.link_up_with_mtu(link);
             b.s.take_router_advertisements();
-            b.access(AccessInput::NodeSeen {
-                ifindex: ACC,
-                link_layer: ll(1),
-            });
-            b.advance(Duration::from_millis(3));
-            b.exchange();
+            b.node_registers(1);
             let ras = b.s.take_router_advertisements();
             let ra = ras.iter().find(|r| !r.prefixes.is_empty()).unwrap();
             assert_eq!(ra.mtu, want, "access link MTU {link}");
@@ -1633,12 +1638,7 @@ mod tests {
     fn a_node_seen_on_an_access_link_is_registered_routed_advertised_and_saved() {
         let mut b = Bench::new(&[]);
         b.s.take_steps();
-        b.access(AccessInput::NodeSeen {
-            ifindex: ACC,
-            link_layer: ll(1),
-        });
-        b.advance(Duration::from_millis(3));
-        b.exchange();
+        b.node_registers(1);
         let e = b.s.mag().binding(&nai(1)).unwrap();
         assert!(e.is_bound());
         let prefix = e.prefixes[0];

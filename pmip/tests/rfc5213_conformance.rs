@@ -6,7 +6,7 @@ use core::time::Duration;
 use std::net::Ipv6Addr;
 
 use ipnet::{IpNet, Ipv6Net};
-use pmip::cache::{BindingCacheEntry, BindingState};
+use pmip::cache::BindingState;
 use pmip::config::FastHandoverMode;
 use pmip::mag::{Attach, BulState, MagEvent};
 use pmip::output::AccessLink;
@@ -126,15 +126,7 @@ fn pbu_packet(
     lifetime_s: u32,
     opts: &[MobilityOption<'_>],
 ) -> Packet {
-    let m = Message::BindingUpdate(BindingUpdate {
-        sequence: SequenceNumber(seq),
-        flags: BuFlags::A | BuFlags::P,
-        lifetime: Lifetime::from_secs(lifetime_s),
-        options: Options::List(opts),
-    });
-    let mut bytes = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut bytes, &src, &dst).unwrap();
-    Packet { src, dst, bytes }
+    bu_packet(src, dst, BuFlags::A | BuFlags::P, seq, lifetime_s, opts)
 }
 
 /// Sends the LMA a PBU from MAG `mag` and lets it answer.
@@ -143,40 +135,8 @@ fn pbu_to_lma(sim: &mut Sim, mag: usize, seq: u16, lifetime_s: u32, opts: &[Mobi
     sim.run_for(Duration::from_millis(5));
 }
 
-fn mn_id_opt(id: &[u8]) -> MobilityOption<'_> {
-    MobilityOption::MobileNodeIdentifier {
-        subtype: MN_ID_SUBTYPE_NAI,
-        id,
-    }
-}
-
-const ETH: MobilityOption<'static> =
-    MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023);
-
 const ALL_ZERO_HNP: MobilityOption<'static> =
     MobilityOption::HomeNetworkPrefix(Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 0));
-
-fn hi(h: HandoffIndicator) -> MobilityOption<'static> {
-    MobilityOption::HandoffIndicator(h)
-}
-
-fn ts_now(sim: &Sim) -> MobilityOption<'static> {
-    MobilityOption::Timestamp(Timestamp::from_wall_clock(sim.wall()))
-}
-
-fn entry(sim: &Sim, n: u16) -> &BindingCacheEntry {
-    let s = sim
-        .lma
-        .cache()
-        .sessions_of(&nai(n))
-        .next()
-        .expect("a session");
-    sim.lma.cache().get(s).unwrap()
-}
-
-fn bound_at(sim: &Sim, mag: usize, n: u16) -> bool {
-    sim.mags[mag].binding(&nai(n)).is_some_and(|e| e.is_bound())
-}
 
 fn net(s: &str) -> Ipv6Net {
     s.parse().unwrap()
@@ -746,15 +706,6 @@ fn altered_pba(pba: &Packet, status: Status, sequence: SequenceNumber) -> Packet
         dst: pba.dst,
         bytes,
     }
-}
-
-fn last_pba_packet(sim: &Sim) -> Packet {
-    sim.sent
-        .iter()
-        .rev()
-        .find(|(_, p)| matches!(p.message(), Some(Message::BindingAck(_))))
-        .map(|(_, p)| p.clone())
-        .unwrap()
 }
 
 /// §6.9.1.2 rule 5: a PBA that matches no outstanding PBU is ignored: one for a node whose

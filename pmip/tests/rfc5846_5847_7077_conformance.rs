@@ -17,36 +17,11 @@ use pmip::wire::*;
 mod common;
 use common::*;
 
-fn packet(m: &Message<'_>, src: Ipv6Addr, dst: Ipv6Addr) -> Packet {
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
-    Packet { src, dst, bytes: b }
-}
-
 fn mn(id: &[u8]) -> MobilityOption<'_> {
     MobilityOption::MobileNodeIdentifier {
         subtype: MN_ID_SUBTYPE_NAI,
         id,
     }
-}
-
-/// A BRI from `src` to `dst`.
-fn bri(
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    seq: u16,
-    trigger: RevocationTrigger,
-    flags: RevocationFlags,
-    opts: &[MobilityOption<'_>],
-) -> Packet {
-    let m =
-        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
-            trigger,
-            sequence: SequenceNumber(seq),
-            flags,
-            options: Options::List(opts),
-        }));
-    packet(&m, src, dst)
 }
 
 /// A BRI from the LMA to MAG 0.
@@ -56,7 +31,7 @@ fn lma_bri(
     flags: RevocationFlags,
     opts: &[MobilityOption<'_>],
 ) -> Packet {
-    bri(lma_addr(), mag_addr(0), seq, trigger, flags, opts)
+    bri_packet(lma_addr(), mag_addr(0), seq, trigger, flags, opts)
 }
 
 /// A BRA from `src` to the LMA.
@@ -67,7 +42,7 @@ fn bra(src: Ipv6Addr, seq: u16, status: BraStatus) -> Packet {
         flags: RevocationFlags::P,
         options: Options::EMPTY,
     }));
-    packet(&m, src, lma_addr())
+    packet(src, lma_addr(), &m)
 }
 
 /// A BRA as sent: source, destination, status, sequence number, flags.
@@ -231,7 +206,14 @@ fn rfc5846_6_1_2_the_lmas_bra_copies_the_p_g_and_v_flags_of_the_bri() {
         ),
     ];
     for (seq, trigger, flags, opts, status) in &cases {
-        sim.inject(bri(mag_addr(0), lma_addr(), *seq, *trigger, *flags, opts));
+        sim.inject(bri_packet(
+            mag_addr(0),
+            lma_addr(),
+            *seq,
+            *trigger,
+            *flags,
+            opts,
+        ));
         sim.run_for(Duration::from_millis(5));
         assert_eq!(
             bras_from(&sim, lma_addr()).last(),
@@ -260,14 +242,28 @@ fn rfc5846_6_1_2_a_bri_from_a_non_unicast_source_is_discarded_without_a_bra() {
         Ipv6Addr::UNSPECIFIED,
     ];
     for (seq, src) in (1..).zip(sources) {
-        sim.inject(bri(src, mag_addr(0), seq, admin, RevocationFlags::P, &opts));
+        sim.inject(bri_packet(
+            src,
+            mag_addr(0),
+            seq,
+            admin,
+            RevocationFlags::P,
+            &opts,
+        ));
         sim.run_for(Duration::from_millis(5));
         assert!(sim.mag_events_of(0).any(|e| matches!(
             e,
             MagEvent::Dropped { from, .. } if *from == src
         )));
         // The LMA gets a BRI from a non-unicast source just the same.
-        sim.inject(bri(src, lma_addr(), seq, admin, RevocationFlags::P, &opts));
+        sim.inject(bri_packet(
+            src,
+            lma_addr(),
+            seq,
+            admin,
+            RevocationFlags::P,
+            &opts,
+        ));
         sim.run_for(Duration::from_millis(5));
         assert!(sim.lma_events.iter().any(|(_, e)| matches!(
             e,
@@ -657,7 +653,7 @@ fn upn(
         flags,
         options: Options::List(opts),
     });
-    packet(&m, lma_addr(), mag_addr(0))
+    packet(lma_addr(), mag_addr(0), &m)
 }
 
 /// A UPA as sent: source, destination, sequence number, status, MN-IDs it carries.

@@ -251,21 +251,16 @@ fn rfc5949_4_1_the_previous_mags_hack_carries_the_prefixes_the_lma_address_and_t
         ],
         &mut buf,
     );
-    let from = sim.sent.len();
-    sim.inject(hi(
-        mag_addr(1),
-        mag_addr(0),
+    let hacks = request_hi(
+        &mut sim,
         0x1234,
         HiFlags::P | HiFlags::U,
-        HiCode::Default,
         &[
             nai_opt(id.as_bytes()),
             MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
             cr,
         ],
-    ));
-    sim.run_for(Duration::from_millis(5));
-    let hacks = hacks_since(&sim, 0, from);
+    );
     assert_eq!(hacks.len(), 1, "{hacks:?}");
     let h = &hacks[0];
     assert_eq!((h.src, h.dst), (mag_addr(0), mag_addr(1)));
@@ -284,20 +279,15 @@ fn rfc5949_4_1_the_previous_mags_hack_carries_the_prefixes_the_lma_address_and_t
     assert!(!h.ipv4);
 
     // The HI with F: the packets go to the new MAG.
-    let from = sim.sent.len();
-    sim.inject(hi(
-        mag_addr(1),
-        mag_addr(0),
+    let hacks = request_hi(
+        &mut sim,
         0x1235,
         HiFlags::P | HiFlags::F,
-        HiCode::Default,
         &[
             nai_opt(id.as_bytes()),
             MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
         ],
-    ));
-    sim.run_for(Duration::from_millis(5));
-    let hacks = hacks_since(&sim, 0, from);
+    );
     assert_eq!(hacks.len(), 1, "{hacks:?}");
     let h = &hacks[0];
     assert_eq!(h.sequence, 0x1235);
@@ -342,18 +332,8 @@ fn rfc5949_4_1_a_context_request_for_a_node_not_served_here_gets_code_131() {
         &[nai_opt(id.as_bytes()), cr],
     ];
     for (i, opts) in requests.into_iter().enumerate() {
-        let from = sim.sent.len();
         let seq = 40 + i as u16;
-        sim.inject(hi(
-            mag_addr(1),
-            mag_addr(0),
-            seq,
-            HiFlags::P | HiFlags::U,
-            HiCode::Default,
-            opts,
-        ));
-        sim.run_for(Duration::from_millis(5));
-        let hacks = hacks_since(&sim, 0, from);
+        let hacks = request_hi(&mut sim, seq, HiFlags::P | HiFlags::U, opts);
         assert_eq!(hacks.len(), 1, "{i}: {hacks:?}");
         let h = &hacks[0];
         assert_eq!(h.code, HackCode::RequestedContextNotAvailable, "{i}");
@@ -387,21 +367,16 @@ fn rfc5949_4_1_a_served_node_whose_requested_context_is_not_held_gets_code_131()
         ],
         &mut buf,
     );
-    let from = sim.sent.len();
-    sim.inject(hi(
-        mag_addr(1),
-        mag_addr(0),
+    let hacks = request_hi(
+        &mut sim,
         50,
         HiFlags::P | HiFlags::U | HiFlags::F,
-        HiCode::Default,
         &[
             nai_opt(id.as_bytes()),
             MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
             only_ipv4,
         ],
-    ));
-    sim.run_for(Duration::from_millis(5));
-    let hacks = hacks_since(&sim, 0, from);
+    );
     assert_eq!(hacks.len(), 1, "{hacks:?}");
     assert_eq!(hacks[0].code, HackCode::RequestedContextNotAvailable);
     assert_eq!(hacks[0].sequence, 50);
@@ -418,21 +393,16 @@ fn rfc5949_4_1_a_served_node_whose_requested_context_is_not_held_gets_code_131()
         ],
         &mut buf,
     );
-    let from = sim.sent.len();
-    sim.inject(hi(
-        mag_addr(1),
-        mag_addr(0),
+    let hacks = request_hi(
+        &mut sim,
         51,
         HiFlags::P | HiFlags::U,
-        HiCode::Default,
         &[
             nai_opt(id.as_bytes()),
             MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
             with_prefix,
         ],
-    ));
-    sim.run_for(Duration::from_millis(5));
-    let hacks = hacks_since(&sim, 0, from);
+    );
     assert_eq!(hacks.len(), 1, "{hacks:?}");
     assert_eq!(hacks[0].code, HackCode::AllAvailableContextTransferred);
     assert_eq!(hacks[0].prefixes, prefixes_at(&sim, 0, 1));
@@ -440,23 +410,34 @@ fn rfc5949_4_1_a_served_node_whose_requested_context_is_not_held_gets_code_131()
     // A request naming only the MN-ID names context held (the MN-ID is always sent).
     let mut buf = [0u8; 8];
     let only_mn_id = context_request(&[OptionType::MobileNodeIdentifier], &mut buf);
-    let from = sim.sent.len();
-    sim.inject(hi(
-        mag_addr(1),
-        mag_addr(0),
+    let hacks = request_hi(
+        &mut sim,
         52,
         HiFlags::P | HiFlags::U,
-        HiCode::Default,
         &[
             nai_opt(id.as_bytes()),
             MobilityOption::MnLinkLayerIdentifier(l.as_bytes()),
             only_mn_id,
         ],
-    ));
-    sim.run_for(Duration::from_millis(5));
-    let hacks = hacks_since(&sim, 0, from);
+    );
     assert_eq!(hacks.len(), 1, "{hacks:?}");
     assert_eq!(hacks[0].code, HackCode::AllAvailableContextTransferred);
+}
+
+/// A request HI (Code 0) from MAG 1 to MAG 0 with `flags` and `opts`: the HAcks MAG 0 sent
+/// back within 5 ms.
+fn request_hi(sim: &mut Sim, seq: u16, flags: HiFlags, opts: &[MobilityOption<'_>]) -> Vec<Hack> {
+    let from = sim.sent.len();
+    sim.inject(hi(
+        mag_addr(1),
+        mag_addr(0),
+        seq,
+        flags,
+        HiCode::Default,
+        opts,
+    ));
+    sim.run_for(Duration::from_millis(5));
+    hacks_since(sim, 0, from)
 }
 
 /// A Handover Initiate with a context (Code 3) from the previous MAG, as it would send it,

@@ -21,15 +21,6 @@ fn session_of(sim: &Sim, n: u16) -> pmip::cache::SessionId {
         .expect("a session")
 }
 
-fn prefix_of(sim: &Sim, n: u16) -> Ipv6Net {
-    sim.lma
-        .cache()
-        .get(session_of(sim, n))
-        .unwrap()
-        .prefixes
-        .as_slice()[0]
-}
-
 /// A Binding Update from `from` to the LMA, as raw bytes.
 fn bu(
     from: Ipv6Addr,
@@ -38,19 +29,7 @@ fn bu(
     lifetime_s: u32,
     opts: &[MobilityOption<'_>],
 ) -> Packet {
-    let m = Message::BindingUpdate(BindingUpdate {
-        sequence: SequenceNumber(seq),
-        flags,
-        lifetime: Lifetime::from_secs(lifetime_s),
-        options: Options::List(opts),
-    });
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &from, &lma_addr()).unwrap();
-    Packet {
-        src: from,
-        dst: lma_addr(),
-        bytes: b,
-    }
+    bu_packet(from, lma_addr(), flags, seq, lifetime_s, opts)
 }
 
 fn pbu(from: Ipv6Addr, seq: u16, lifetime_s: u32, opts: &[MobilityOption<'_>]) -> Packet {
@@ -85,20 +64,6 @@ fn pbus_since(sim: &Sim, from: usize) -> Vec<String> {
 
 fn last_ack(sim: &Sim) -> (Ipv6Addr, Status, BaFlags, u16) {
     *acks(sim).last().expect("a Binding Acknowledgement")
-}
-
-fn mn_id_opt(id: &[u8]) -> MobilityOption<'_> {
-    MobilityOption::MobileNodeIdentifier {
-        subtype: MN_ID_SUBTYPE_NAI,
-        id,
-    }
-}
-
-const ETH: MobilityOption<'static> =
-    MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023);
-
-fn hi(h: HandoffIndicator) -> MobilityOption<'static> {
-    MobilityOption::HandoffIndicator(h)
 }
 
 // ------------------------------------------------------------------ RFC 5213 §5.3.1
@@ -143,10 +108,6 @@ fn rfc5213_5_3_1_a_pbu_with_several_faults_gets_the_status_of_the_first_rule_it_
     assert_eq!(prefix_of(&sim, 1), p);
     let e = sim.lma.cache().get(session_of(&sim, 1)).unwrap();
     assert_eq!(e.ordering.sequence, last);
-}
-
-fn ts_now(sim: &Sim) -> MobilityOption<'static> {
-    MobilityOption::Timestamp(Timestamp::from_wall_clock(sim.wall()))
 }
 
 // ------------------------------------------------------------------ RFC 5213 §5.3.5, §5.4.1
@@ -359,17 +320,7 @@ fn mag_bri(
     flags: RevocationFlags,
     opts: &[MobilityOption<'_>],
 ) -> Packet {
-    let m =
-        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
-            trigger,
-            sequence: SequenceNumber(seq),
-            flags,
-            options: Options::List(opts),
-        }));
-    let (src, dst) = (mag_addr(mag), lma_addr());
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
-    Packet { src, dst, bytes: b }
+    bri_packet(mag_addr(mag), lma_addr(), seq, trigger, flags, opts)
 }
 
 /// The status of the LMA's acknowledgement of BRI `seq`.

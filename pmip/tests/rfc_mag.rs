@@ -582,15 +582,6 @@ fn tamper_next_pba(sim: &mut Sim) {
     }));
 }
 
-fn last_dropped_pba(sim: &Sim) -> pmip::sim::Packet {
-    sim.sent
-        .iter()
-        .rev()
-        .find(|(_, p)| matches!(p.message(), Some(Message::BindingAck(_))))
-        .map(|(_, p)| p.clone())
-        .unwrap()
-}
-
 /// RFC 5213 §6.9.1.2 rule 6: a PBA whose Handoff Indicator differs from the PBU's "MUST be
 /// ignored", and "the mobile access gateway MUST NOT retransmit the Proxy Binding Update
 /// message until an administrative action is taken": no service, no more PBUs, until the
@@ -603,10 +594,7 @@ fn a_pba_with_another_handoff_indicator_is_ignored_and_the_pbu_is_not_retransmit
     sim.attach(0, ll(1));
     sim.run_for(Duration::from_millis(5));
     sim.drop = None;
-    let bad = with_handoff_indicator(
-        &last_dropped_pba(&sim),
-        HandoffIndicator::HandoffBetweenMags,
-    );
+    let bad = with_handoff_indicator(&last_pba_packet(&sim), HandoffIndicator::HandoffBetweenMags);
     sim.inject(bad);
     sim.run_for(Duration::from_millis(5));
     assert!(sim.mag_events_of(0).any(|e| matches!(
@@ -650,10 +638,7 @@ fn a_refresh_answered_with_another_handoff_indicator_is_not_retransmitted() {
     sim.run_for(lifetime * 8 / 10 + Duration::from_millis(5));
     assert_eq!(pbus_from(&sim, 0), 2);
     sim.drop = None;
-    let bad = with_handoff_indicator(
-        &last_dropped_pba(&sim),
-        HandoffIndicator::HandoffBetweenMags,
-    );
+    let bad = with_handoff_indicator(&last_pba_packet(&sim), HandoffIndicator::HandoffBetweenMags);
     sim.inject(bad);
     sim.run_for(Duration::from_millis(5));
     assert_eq!(
@@ -683,21 +668,15 @@ fn a_refresh_answered_with_another_handoff_indicator_is_not_retransmitted() {
 /// A BRI from the LMA to MAG `mag` for node 1 with `trigger`.
 fn bri(mag: usize, trigger: RevocationTrigger, seq: u16) -> pmip::sim::Packet {
     let id = nai(1);
-    let opts = [MobilityOption::MobileNodeIdentifier {
-        subtype: 1,
-        id: id.as_bytes(),
-    }];
-    let m =
-        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
-            trigger,
-            sequence: SequenceNumber(seq),
-            flags: RevocationFlags::P,
-            options: Options::List(&opts),
-        }));
-    let (src, dst): (Ipv6Addr, Ipv6Addr) = (LMA.parse().unwrap(), mag_addr(mag));
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
-    pmip::sim::Packet { src, dst, bytes: b }
+    let opts = [mn_id_opt(id.as_bytes())];
+    bri_packet(
+        lma_addr(),
+        mag_addr(mag),
+        seq,
+        trigger,
+        RevocationFlags::P,
+        &opts,
+    )
 }
 
 /// The status of MAG `mag`'s acknowledgement of BRI `seq`.
@@ -767,17 +746,7 @@ fn bri_with(
     flags: RevocationFlags,
     opts: &[MobilityOption<'_>],
 ) -> pmip::sim::Packet {
-    let m =
-        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
-            trigger,
-            sequence: SequenceNumber(seq),
-            flags,
-            options: Options::List(opts),
-        }));
-    let (src, dst): (Ipv6Addr, Ipv6Addr) = (LMA.parse().unwrap(), mag_addr(0));
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &src, &dst).unwrap();
-    pmip::sim::Packet { src, dst, bytes: b }
+    bri_packet(lma_addr(), mag_addr(0), seq, trigger, flags, opts)
 }
 
 /// RFC 5846 §9.1 with §8.1: a global BRI (G) with "Revoking Mobility Node Local Policy"

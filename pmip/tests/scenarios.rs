@@ -25,26 +25,12 @@ fn statuses(sim: &Sim) -> Vec<u8> {
         .collect()
 }
 
-fn prefix_of(sim: &Sim, n: u16) -> Ipv6Net {
-    let s = sim
-        .lma
-        .cache()
-        .sessions_of(&nai(n))
-        .next()
-        .expect("a session");
-    sim.lma.cache().get(s).unwrap().prefixes.as_slice()[0]
-}
-
 /// De-registrations (PBUs with lifetime 0) the simulation has sent.
 fn deregistrations(sim: &Sim) -> usize {
     sim.sent
         .iter()
         .filter(|(_, pk)| matches!(pk.message(), Some(Message::BindingUpdate(bu)) if bu.lifetime.is_zero()))
         .count()
-}
-
-fn bound_at(sim: &Sim, mag: usize, n: u16) -> bool {
-    sim.mags[mag].binding(&nai(n)).is_some_and(|e| e.is_bound())
 }
 
 #[test]
@@ -433,20 +419,14 @@ fn handoff_without_deregistration_moves_the_binding() {
 
 /// A PBU from `mag` for node `n` with the given options, as raw bytes.
 fn pbu_bytes(mag: Ipv6Addr, seq: u16, lifetime_s: u32, opts: &[MobilityOption<'_>]) -> Packet {
-    let m = Message::BindingUpdate(BindingUpdate {
-        sequence: SequenceNumber(seq),
-        flags: BuFlags::A | BuFlags::P,
-        lifetime: Lifetime::from_secs(lifetime_s),
-        options: Options::List(opts),
-    });
-    let lma: Ipv6Addr = LMA.parse().unwrap();
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit_with_checksum(&mut b, &mag, &lma).unwrap();
-    Packet {
-        src: mag,
-        dst: lma,
-        bytes: b,
-    }
+    bu_packet(
+        mag,
+        lma_addr(),
+        BuFlags::A | BuFlags::P,
+        seq,
+        lifetime_s,
+        opts,
+    )
 }
 
 fn last_pba(sim: &Sim) -> (Status, u16, Vec<Ipv6Net>, Option<Timestamp>) {

@@ -5,10 +5,16 @@
 
 use std::net::Ipv6Addr;
 
+use ipnet::Ipv6Net;
+use pmip::cache::BindingCacheEntry;
 use pmip::config::{FastHandoverMode, LmaConfig, MagConfig, MobileNodeProfile, ReplayProtection};
 use pmip::sim::{Packet, Sim};
 use pmip::types::{LinkLayerAddress, Nai};
-use pmip::wire::Message;
+use pmip::wire::{
+    AccessTechnologyType, BindingRevocation, BindingRevocationIndication, BindingUpdate, BuFlags,
+    HandoffIndicator, Lifetime, MN_ID_SUBTYPE_NAI, Message, MobilityOption, Options,
+    RevocationFlags, RevocationTrigger, SequenceNumber, Timestamp,
+};
 
 pub const LMA: &str = "2001:db8:ffff::1";
 
@@ -118,4 +124,90 @@ pub fn packet(from: Ipv6Addr, to: Ipv6Addr, m: &Message<'_>) -> Packet {
         dst: to,
         bytes: b,
     }
+}
+
+pub fn mn_id_opt(id: &[u8]) -> MobilityOption<'_> {
+    MobilityOption::MobileNodeIdentifier {
+        subtype: MN_ID_SUBTYPE_NAI,
+        id,
+    }
+}
+
+pub const ETH: MobilityOption<'static> =
+    MobilityOption::AccessTechnologyType(AccessTechnologyType::Ieee8023);
+
+pub fn hi(h: HandoffIndicator) -> MobilityOption<'static> {
+    MobilityOption::HandoffIndicator(h)
+}
+
+pub fn ts_now(sim: &Sim) -> MobilityOption<'static> {
+    MobilityOption::Timestamp(Timestamp::from_wall_clock(sim.wall()))
+}
+
+/// Whether node `n` is bound at MAG `mag`.
+pub fn bound_at(sim: &Sim, mag: usize, n: u16) -> bool {
+    sim.mags[mag].binding(&nai(n)).is_some_and(|e| e.is_bound())
+}
+
+/// A Binding Revocation Indication from `src` to `dst`, with its checksum.
+pub fn bri_packet(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    seq: u16,
+    trigger: RevocationTrigger,
+    flags: RevocationFlags,
+    opts: &[MobilityOption<'_>],
+) -> Packet {
+    let m =
+        Message::BindingRevocation(BindingRevocation::Indication(BindingRevocationIndication {
+            trigger,
+            sequence: SequenceNumber(seq),
+            flags,
+            options: Options::List(opts),
+        }));
+    packet(src, dst, &m)
+}
+
+/// A Binding Update from `src` to `dst` with `flags`, its checksum over those addresses.
+pub fn bu_packet(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    flags: BuFlags,
+    seq: u16,
+    lifetime_s: u32,
+    opts: &[MobilityOption<'_>],
+) -> Packet {
+    let m = Message::BindingUpdate(BindingUpdate {
+        sequence: SequenceNumber(seq),
+        flags,
+        lifetime: Lifetime::from_secs(lifetime_s),
+        options: Options::List(opts),
+    });
+    packet(src, dst, &m)
+}
+
+/// Node `n`'s (first) binding cache entry at the LMA.
+pub fn entry(sim: &Sim, n: u16) -> &BindingCacheEntry {
+    let s = sim
+        .lma
+        .cache()
+        .sessions_of(&nai(n))
+        .next()
+        .expect("a session");
+    sim.lma.cache().get(s).unwrap()
+}
+
+/// Node `n`'s first home network prefix at the LMA.
+pub fn prefix_of(sim: &Sim, n: u16) -> Ipv6Net {
+    entry(sim, n).prefixes.as_slice()[0]
+}
+
+/// The last Binding Acknowledgement sent, whole.
+pub fn last_pba_packet(sim: &Sim) -> Packet {
+    sim.sent
+        .iter()
+        .rev()
+        .find(|(_, p)| matches!(p.message(), Some(Message::BindingAck(_))))
+        .map(|(_, p)| p.clone())
+        .unwrap()
 }
