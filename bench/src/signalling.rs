@@ -223,7 +223,7 @@ impl Path {
     };
 
     /// A kernel route per binding: seg6 where this kernel has it, else ip6tnl, else the
-    /// userspace tunnel (TUN devices), which is what the LMA's `auto` picks.
+    /// userspace tunnel (veth pairs), which is what the LMA's `auto` picks.
     pub async fn kernel() -> anyhow::Result<Path> {
         let nl = datapath::Netlink::connect()?;
         Ok(if datapath::probe_seg6(&nl).await? {

@@ -209,7 +209,7 @@ impl prometheus_client::collector::Collector for TunCollector {
             ),
             (
                 "pmip_tun_encapsulated_packets",
-                "Packets the userspace tunnel read from a peer's TUN device and sent to the peer",
+                "Packets the userspace tunnel read from a peer's veth pair and sent to the peer",
                 encapsulated,
             ),
             (
@@ -224,7 +224,7 @@ impl prometheus_client::collector::Collector for TunCollector {
             ),
             (
                 "pmip_tun_kept_off_packets",
-                "Packets a TUN device sent on its own link (MLD, link-local, multicast), kept off \
+                "Packets a peer's pair sent on its own link (MLD, link-local, multicast), kept off \
                  the tunnel",
                 kept_off,
             ),

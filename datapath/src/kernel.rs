@@ -495,7 +495,7 @@ impl Kernel {
         Ok(out)
     }
 
-    /// The way into the tunnel to `peer`, making its link (ip6tnl, or TUN device) first if
+    /// The way into the tunnel to `peer`, making its link (ip6tnl, or veth pair) first if
     /// needed.
     async fn via(&self, sh: &mut Shadow, batch: &mut Batch, peer: Ipv6Addr) -> Result<Via> {
         let l = &self.inner.layout;
@@ -537,7 +537,7 @@ impl Kernel {
                 .await;
             if let Err(e) = set {
                 // An ip6tnl link left behind would refuse the next try (it is made with
-                // NLM_F_EXCL); a TUN device is found again by its name.
+                // NLM_F_EXCL); a pair of the userspace tunnel is found again by its name.
                 if self.inner.tun.is_none() {
                     nl.execute(&[Request::delete_link(index)]).await;
                 }
@@ -658,13 +658,8 @@ impl Kernel {
                     }));
                 }
                 if let Some(tun) = &self.inner.tun {
-                    tun.terminate(
-                        &self.inner.nl,
-                        t.local,
-                        &l.s.tun_ingress_name(),
-                        l.s.tunnel_mtu(),
-                    )
-                    .await?;
+                    tun.terminate(&self.inner.nl, t.local, &l.s.tun_ingress_name())
+                        .await?;
                     batch.push(Request::add_rule(&l.tun_ingress_rule(Family::V6)));
                     batch.push(Request::add_rule(&l.tun_ingress_rule(Family::V4)));
                 }
@@ -685,16 +680,11 @@ impl Kernel {
                 if let Some(tun) = &self.inner.tun {
                     match sh.state.terminations.keys().next() {
                         Some(&other) => {
-                            tun.terminate(
-                                &self.inner.nl,
-                                other,
-                                &l.s.tun_ingress_name(),
-                                l.s.tunnel_mtu(),
-                            )
-                            .await?;
+                            tun.terminate(&self.inner.nl, other, &l.s.tun_ingress_name())
+                                .await?;
                         }
                         None => {
-                            tun.stop_terminating();
+                            tun.stop_terminating(&self.inner.nl).await;
                             batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V6)));
                             batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V4)));
                         }
@@ -1007,15 +997,10 @@ impl Kernel {
         if let Some(tun) = &self.inner.tun {
             match desired.terminations.keys().next() {
                 Some(&local) => {
-                    tun.terminate(
-                        &self.inner.nl,
-                        local,
-                        &l.s.tun_ingress_name(),
-                        l.s.tunnel_mtu(),
-                    )
-                    .await?;
+                    tun.terminate(&self.inner.nl, local, &l.s.tun_ingress_name())
+                        .await?;
                 }
-                None => tun.stop_terminating(),
+                None => tun.stop_terminating(&self.inner.nl).await,
             }
         }
         let tunnels = if l.kind.has_links() {
@@ -1028,12 +1013,13 @@ impl Kernel {
     }
 
     /// Takes `desired` for what the kernel holds, without looking at its routes: what a
-    /// daemon restarted with its store does, since the seg6 routes it made outlive it.
-    /// Changes are planned against it from now on, and [`Kernel::reconcile_pending`] checks
-    /// it against the kernel afterwards. The sysctls tunnels need are set now. The backends
-    /// with a link per peer (ip6tnl, tun) make their links now, since routes need them (a
-    /// few, one per peer); the tun backend's routes went with its devices, so its reconcile
-    /// afterwards writes them all, while the daemon already serves.
+    /// daemon restarted with its store does, since the routes it made outlive it (seg6 routes,
+    /// and the routes into ip6tnl links and the userspace tunnel's pairs). Changes are
+    /// planned against it from now on, and [`Kernel::reconcile_pending`] checks it against the
+    /// kernel afterwards. The sysctls tunnels need are set now. The backends with a link per
+    /// peer (ip6tnl, tun) make or take over their links now, since routes need them (a few,
+    /// one per peer): the tun backend opens its packet sockets on the pairs it finds right,
+    /// which keeps the routes into them.
     pub async fn assume(&self, desired: DesiredState) -> Result<()> {
         let l = &self.inner.layout;
         let desired = normalized(desired);
@@ -1181,45 +1167,53 @@ impl Kernel {
         for (slot, link) in actual.tunnels(l) {
             // A link of an earlier version (mode ip6ip6) is made again in mode any, which
             // also carries IPv4 home addresses.
-            let right = by_slot
+            let peer = by_slot
                 .get(&slot)
                 // A link someone took down lost its nexthop object (and the routes into it):
                 // it is made again.
                 .filter(|_| link.up)
-                .is_some_and(|&peer| match &self.inner.tun {
-                    Some(tun) => {
-                        link.tun == Some((local, peer))
-                            && link.mtu == l.s.tunnel_mtu()
-                            && tun.holds(link.index)
+                .copied();
+            let kept = match (peer, &self.inner.tun) {
+                (None, _) => None,
+                (Some(peer), Some(tun)) => {
+                    if link.tun != Some((local, peer)) || link.mtu != l.s.tunnel_mtu() {
+                        None
+                    } else if tun.holds(link.index) {
+                        Some(link.index)
+                    } else {
+                        // A pair a stopped daemon left, with the routes into it: taken over
+                        // as it is when it is right, made again otherwise.
+                        Some(tun.create(nl, &l.tunnel_link(slot, local, peer)).await?)
                     }
-                    None => {
-                        link.ip6tnl == Some((l.s.transport_ifindex, local, peer))
-                            && link.ip6tnl_proto == Some(msg::IP6TNL_PROTO_ANY)
-                            && link.mtu == l.s.tunnel_mtu()
-                    }
-                });
-            match (right, by_slot.get(&slot)) {
-                (true, Some(&peer)) => {
-                    if let Some(tun) = &self.inner.tun {
-                        tun.carry(link.index);
-                    }
-                    tunnels.insert(peer, link.index);
                 }
-                // A device of ours closes; one held by another process can only be deleted
-                // (a TUN device of this name that is not ours makes its creation fail).
+                (Some(peer), None) => (link.ip6tnl == Some((l.s.transport_ifindex, local, peer))
+                    && link.ip6tnl_proto == Some(msg::IP6TNL_PROTO_ANY)
+                    && link.mtu == l.s.tunnel_mtu())
+                .then_some(link.index),
+            };
+            match (kept, peer) {
+                (Some(index), Some(peer)) => {
+                    if let Some(tun) = &self.inner.tun {
+                        tun.carry(index);
+                    }
+                    if index != link.index {
+                        report.links.added += 1;
+                    }
+                    tunnels.insert(peer, index);
+                }
+                // A pair of ours stops being carried, and is deleted like any other.
                 _ if self.inner.tun.as_ref().is_some_and(|t| t.close(link.index)) => {
-                    // Deleted as well (see `tun::delete`).
                     closed.push(Request::delete_link(link.index));
                 }
                 _ => stale.push(Request::delete_link(link.index)),
             }
         }
         if let Some(tun) = &self.inner.tun {
-            // Devices the dump did not show (gone meanwhile) stop being carried.
+            // Pairs the dump did not show (made or gone meanwhile) stop being carried, and go.
             let kept: BTreeSet<u32> = tunnels.values().copied().collect();
             for index in tun.indexes() {
                 if !kept.contains(&index) && tun.close(index) {
-                    report.links.removed += 1;
+                    closed.push(Request::delete_link(index));
                 }
             }
         }

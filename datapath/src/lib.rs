@@ -29,7 +29,7 @@
 //! `DatapathConfig::mode`, one to one): [`Mode::Seg6`], [`Mode::Ip6tnl`], [`Mode::Tun`],
 //! [`Mode::None`] (signalling only) and [`Mode::Auto`] (seg6 when [`probe_seg6`] says the
 //! kernel can make such routes, else ip6tnl when [`probe_ip6tnl`] says it can make such
-//! links, else tun when [`tun::probe`] can open `/dev/net/tun`). Tests of a daemon use
+//! links, else tun when [`tun::probe`] can open a packet socket). Tests of a daemon use
 //! [`Datapath::Fake`] and look at the recorded [`DesiredState`].
 //!
 //! Every operation is idempotent: an add replaces what the same key had, a removal of
@@ -45,8 +45,9 @@
 //! The kernel backends own the routes and rules (IPv6 and IPv4) marked with
 //! [`Settings::route_protocol`] in the main table and in their own tables
 //! ([`Settings::table_base`] and the next `2 + max_peers`), the addresses marked with it
-//! (IFA_PROTO), and the ip6tnl links (or TUN devices) named
-//! [`Settings::tunnel_name_prefix`]`N` (and the TUN device `<prefix>in`).
+//! (IFA_PROTO), and the ip6tnl links (or the userspace tunnel's veth pairs) named
+//! [`Settings::tunnel_name_prefix`]`N` (and the pair `<prefix>in`, each pair's other end
+//! `<name>io`).
 //! [`Datapath::reconcile`] compares exactly those with a complete [`DesiredState`]; it never touches anything else, with one exception the recipe
 //! needs: while tunnels terminate here, the kernel's `0: from all lookup local` rule is
 //! replaced by the backend's own at [`RulePriorities::local`] (and put back by
@@ -80,14 +81,16 @@
 //! ip6_tunnel module.
 //!
 //! The tun backend ([`tun`]) is for kernels built without either (some development and CI
-//! machines of this project have neither seg6 lightweight tunnels nor ip6tnl): one TUN device
-//! per peer, routed into like an ip6tnl link, whose packets the daemon itself puts behind an
-//! outer IPv6 header (raw sockets of protocol 41 and 4, the same RFC 2473 packets as the
-//! other two backends, so its peers may run either); what arrives is decapsulated into one
-//! more device and routed by the main table. Every packet crosses the daemon's threads, so it
-//! is the slowest of the three, and its devices close with the daemon: traffic stops while
-//! the daemon is down, and after a restart its routes come back with the background reconcile. It needs
-//! `/dev/net/tun`. [`Mode::Auto`] picks seg6, else ip6tnl, else tun; the tests run whichever
+//! machines of this project have neither seg6 lightweight tunnels nor ip6tnl): one veth pair
+//! per peer, routed into like an ip6tnl link, whose packets the daemon reads from the other
+//! end and itself puts behind an outer IPv6 header (raw sockets of protocol 41 and 4, the
+//! same RFC 2473 packets as the other two backends, so its peers may run either); what
+//! arrives is decapsulated into one more pair and routed by the main table. Every packet
+//! crosses the daemon's threads, so it is the slowest of the three. Its pairs and the routes
+//! into them outlive the daemon, which takes them over when it restarts, but nothing carries
+//! their packets while it is down. It needs CAP_NET_RAW for its packet and raw sockets.
+//!
+//! [`Mode::Auto`] picks seg6, else ip6tnl, else tun; the tests run whichever
 //! of seg6 and tun the kernel has, with real traffic.
 //!
 //! # MTU
@@ -186,7 +189,7 @@ pub enum Mode {
     Auto,
     Seg6,
     Ip6tnl,
-    /// RFC 2473 encapsulation done by the daemon itself: one TUN device per peer, raw
+    /// RFC 2473 encapsulation done by the daemon itself: one veth pair per peer, raw
     /// sockets for Next Header 41 and 4. For kernels with neither seg6 nor ip6tnl.
     Tun,
     /// Signalling only: every call succeeds and does nothing.
@@ -232,7 +235,7 @@ fn linked_max_peers(prefix: &str) -> u32 {
     10u32.pow(digits).clamp(DEFAULT_MAX_PEERS, LINKED_MAX_PEERS)
 }
 
-/// How long an idle TUN device stays by default ([`Settings::tun_linger`]).
+/// How long an idle pair of the userspace tunnel stays by default ([`Settings::tun_linger`]).
 pub const DEFAULT_TUN_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a kernel backend needs to know: the transport link, and what marks its objects.
@@ -265,7 +268,7 @@ pub struct Settings {
     /// Where the sysctl values found before a change are recorded (a [`sysctl::Ledger`]),
     /// for [`sysctl::restore`]; in memory only when `None`.
     pub sysctl_ledger: Option<std::path::PathBuf>,
-    /// How long the userspace tunnel keeps a peer's TUN device after its last route went
+    /// How long the userspace tunnel keeps a peer's veth pair after its last route went
     /// ([`Tunnel::Tun`] only): a node moving back finds it made.
     pub tun_linger: std::time::Duration,
 }
@@ -460,7 +463,7 @@ impl Datapath {
                 } else if tun::probe() {
                     tracing::warn!(
                         "this kernel has neither seg6 lightweight tunnels nor ip6tnl: the \
-                         tunnels are carried in userspace (TUN devices)"
+                         tunnels are carried in userspace (veth pairs)"
                     );
                     Tunnel::Tun
                 } else {
@@ -468,8 +471,8 @@ impl Datapath {
                         op: "open datapath",
                         reason: "this kernel has neither seg6 lightweight tunnels \
                                  (CONFIG_IPV6_SEG6_LWTUNNEL) nor ip6tnl (CONFIG_IPV6_TUNNEL), \
-                                 and /dev/net/tun cannot be opened for the userspace tunnel: \
-                                 give the daemon /dev/net/tun, or run it with mode none for \
+                                 and no packet socket can be opened for the userspace tunnel: \
+                                 give the daemon CAP_NET_RAW, or run it with mode none for \
                                  signalling only"
                             .into(),
                     });

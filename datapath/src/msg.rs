@@ -561,6 +561,11 @@ pub(crate) struct KLink {
     pub ip6tnl_proto: Option<u8>,
     /// For a device of the userspace tunnel: local and remote end, from its alias.
     pub tun: Option<(Ipv6Addr, Ipv6Addr)>,
+    /// For a veth: the link index of its other end (IFLA_LINK), when that is in the same
+    /// namespace.
+    pub veth_peer: Option<u32>,
+    /// Whether the link resolves no neighbours (IFF_NOARP).
+    pub noarp: bool,
 }
 
 impl KLink {
@@ -568,8 +573,10 @@ impl KLink {
         let mut l = KLink {
             index: m.header.index,
             up: m.header.flags.contains(LinkFlags::Up),
+            noarp: m.header.flags.contains(LinkFlags::Noarp),
             ..KLink::default()
         };
+        let (mut veth, mut other_end, mut other_netns) = (false, None, false);
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
@@ -579,10 +586,16 @@ impl KLink {
                 LinkAttribute::LinkInfo(infos) => {
                     l.ip6tnl = ip6tnl_info(infos);
                     l.ip6tnl_proto = ip6tnl_proto(infos);
+                    veth = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
                 }
+                LinkAttribute::Link(i) => other_end = Some(*i),
+                LinkAttribute::LinkNetNsId(_) => other_netns = true,
                 _ => {}
             }
         }
+        l.veth_peer = other_end.filter(|_| veth && !other_netns);
         l
     }
 }

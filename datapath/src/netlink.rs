@@ -14,7 +14,8 @@ use futures::StreamExt;
 use ipnet::Ipv6Net;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -662,15 +663,31 @@ impl Netlink {
         .map(drop)
     }
 
-    /// Sets a TUN device of the userspace tunnel up, with its MTU and its alias (which names
-    /// the tunnel's ends, [`crate::tun`]).
+    /// Sets the kernel's end of a pair of the userspace tunnel up, without neighbour
+    /// resolution (what is routed into it goes to its own MAC address, straight to the other
+    /// end), with its MTU and its alias (which names the tunnel's ends, [`crate::tun`]).
     pub(crate) async fn set_tun_link(&self, index: u32, mtu: u32, alias: &str) -> Result<()> {
         let mut m = msg::set_link_message(index, Some(true), Some(mtu));
-        m.attributes
-            .push(netlink_packet_route::link::LinkAttribute::IfAlias(
-                alias.to_owned(),
-            ));
+        m.header.flags |= LinkFlags::Noarp;
+        m.header.change_mask |= LinkFlags::Noarp;
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_owned()));
         self.one(Request::set_link(m)).await.map(drop)
+    }
+
+    /// Makes a veth pair of the userspace tunnel ([`crate::tun`]): `name` and its other end
+    /// `other` (or a name the kernel picks when `other` is a template with `%d`), both in this
+    /// namespace and down.
+    pub(crate) async fn add_tun_pair(&self, name: &str, other: &str) -> Result<()> {
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(other.to_owned()));
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        self.one(Request::new_link(m)).await.map(drop)
     }
 
     /// Sets the link-layer (MAC) address of link `index`.

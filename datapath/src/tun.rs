@@ -1,36 +1,42 @@
 //! The userspace tunnel backend ([`crate::Tunnel::Tun`]): RFC 2473 encapsulation done by the
 //! daemon, for kernels that have neither seg6 lightweight tunnels nor ip6tnl.
 //!
-//! Each peer gets a TUN device (named like an ip6tnl link, `<prefix>N`),
-//! and the routes into the tunnel are routes into that device, exactly as with ip6tnl. A
-//! thread per device reads what the kernel routes into it and sends each packet to the peer
-//! on a raw IPv6 socket of protocol 41 (an IPv6 packet inside) or 4 (an IPv4 one, RFC 5844
-//! §3.1.3): the kernel puts the outer header in front, source the local tunnel end, Next
-//! Header 41 or 4, no extension header, which is RFC 2473 on the wire, the same packets the
-//! seg6 and ip6tnl backends send. The same sockets, bound to the local address, receive what
-//! is sent there (a kernel without a tunnel module delivers Next Header 41 and 4 to raw
-//! sockets), and a thread writes each inner packet into one more device,
-//! [`crate::Settings::tunnel_name_prefix`]`in`; an `iif` rule sends what enters by it to the
-//! main table, as End.DT6 does, so the kernel routes the inner packet by its destination.
-//! Like End.DT6 and End.DX4 it takes tunnelled packets from any source.
+//! Each peer gets a veth pair: the kernel's end is named like an ip6tnl link, `<prefix>N`,
+//! and the routes into the tunnel are routes into it, exactly as with ip6tnl. It resolves no
+//! neighbours (IFF_NOARP), so what is routed into it crosses to the other end, the daemon's
+//! (`<prefix>Nio`), where a thread per peer reads it on a packet socket and sends each packet
+//! to the peer on a raw IPv6 socket of protocol 41 (an IPv6 packet inside) or 4 (an IPv4 one,
+//! RFC 5844 §3.1.3): the kernel puts the outer header in front, source the local tunnel end,
+//! Next Header 41 or 4, no extension header, which is RFC 2473 on the wire, the same packets
+//! the seg6 and ip6tnl backends send. The kernel's end has no checksum or segmentation
+//! offload, so what the daemon reads is whole packets with their checksums. The same raw
+//! sockets, bound to the local address, receive what is sent there (a kernel without a tunnel
+//! module delivers Next Header 41 and 4 to raw sockets), and a thread sends each inner packet
+//! into one more pair, from its daemon's end to the kernel's end
+//! [`crate::Settings::tunnel_name_prefix`]`in`, addressed to that end's MAC; an `iif` rule
+//! sends what enters by it to the main table, as End.DT6 does, so the kernel routes the inner
+//! packet by its destination. Like End.DT6 and End.DX4 it takes tunnelled packets from any
+//! source.
 //!
-//! A peer's device outlives its last route by [`crate::Settings::tun_linger`], idle (no
-//! route into it, its thread waiting): a node moving back and forth between two MAGs finds
-//! the device of the peer it returns to made, and its handover only writes routes. Making a
-//! device (a netdevice registered, brought up, given an IPv6 link-local address, a thread
-//! started) and closing one (unregistered, an RCU grace period) took tens of milliseconds
-//! of each handover otherwise. An idle device closes after the linger, off the path of any
-//! change, when its slot (its name) is needed for another peer, or with the backend.
+//! The pairs, their routes and their nexthop objects outlive the daemon: nothing in the
+//! kernel changes when it stops or is killed, only the packets routed into the pairs wait
+//! unread until a daemon reads them again. A restarted daemon takes over the pairs it finds
+//! right when it assumes its stored state ([`crate::Kernel::assume`]): it opens its packet
+//! sockets on them and serves, and the reconcile that follows in the background finds the
+//! routes in place. (TUN devices, which this backend used before, go with their descriptors
+//! and take their routes with them; made persistent, every change of their carrier made the
+//! kernel walk every route, see BENCHMARKS.md.) Each kernel's end carries the alias
+//! `pmip-tun LOCAL REMOTE`, which is how a dump tells which peer a pair is for.
 //!
-//! The device lives as long as its descriptor: when the daemon stops, its devices and the
-//! routes into them go with it. A restarted daemon makes the devices again when it assumes
-//! its stored state ([`crate::Kernel::assume`]) and serves at once; the reconcile that follows
-//! in the background writes every route again. Each device carries the alias `pmip-tun LOCAL REMOTE`, which is how a
-//! dump tells which peer a device is for.
+//! A peer's pair outlives its last route by [`crate::Settings::tun_linger`], idle (no route
+//! into it, its thread waiting): a node moving back and forth between two MAGs finds the pair
+//! of the peer it returns to made, and its handover only writes routes. An idle pair is
+//! deleted after the linger, off the path of any change, when its slot (its name) is needed
+//! for another peer, or when a reconcile or cleanup no longer wants it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,14 +124,229 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether a TUN device can be made here: `/dev/net/tun` opens (a container needs the device
-/// node and the right to use it).
+/// Whether the userspace tunnel can run here: a packet socket opens (the daemon has
+/// CAP_NET_RAW, which its raw sockets need as well).
+#[allow(unsafe_code)]
 pub fn probe() -> bool {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .is_ok()
+    // SAFETY: socket returns a new descriptor or -1; a new one is closed by the OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    true
+}
+
+/// The MTU of the daemon's end of every pair, and of both ends of the ingress pair: the
+/// largest a veth takes. A veth passes a frame only if its receiving end's MTU allows it,
+/// and an inner packet reassembled from fragments may be larger than the tunnel MTU.
+const IO_MTU: u32 = 65_535;
+
+/// The kernel's end of a pair and the daemon's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pair {
+    index: u32,
+    mac: Vec<u8>,
+    io: u32,
+}
+
+/// The name of the daemon's end of the pair whose kernel's end is `name`: `name` and `io`,
+/// or a name the kernel picks (`pmipio0`, ...) when that does not fit 15 bytes.
+fn io_name(name: &str) -> String {
+    if name.len() + 2 < libc::IFNAMSIZ {
+        format!("{name}io")
+    } else {
+        "pmipio%d".into()
+    }
+}
+
+/// The pair whose kernel's end is `link`, if it is right for a tunnel `(local, remote)` of
+/// `mtu`: a veth whose other end is in `links`, up, without neighbour resolution, with that
+/// alias and MTU. What a daemon finds after a restart, or its own pair.
+fn right_pair(
+    link: &crate::msg::KLink,
+    links: &[crate::msg::KLink],
+    ends: (Ipv6Addr, Ipv6Addr),
+    mtu: u32,
+) -> Option<Pair> {
+    let io = link.veth_peer?;
+    let other = links.iter().find(|l| l.index == io)?;
+    (link.tun == Some(ends)
+        && link.mtu == mtu
+        && link.up
+        && link.noarp
+        && other.up
+        && other.mtu >= mtu
+        && link.mac.len() == 6)
+        .then(|| Pair {
+            index: link.index,
+            mac: link.mac.clone(),
+            io,
+        })
+}
+
+/// Turns off checksum and segmentation offload of link `name` (in the caller's namespace),
+/// as `ethtool -K NAME tx off sg off tso off gso off`: a veth passes packets whose checksum
+/// is left to the hardware, and segments of up to 64 KiB, to its other end as they are, and
+/// the daemon reading them there must get whole packets with their checksums.
+#[allow(unsafe_code)]
+fn no_offloads(name: &str) -> io::Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // <linux/ethtool.h>: set TX checksumming, scatter-gather, TSO, GSO (struct ethtool_value).
+    const SET: [u32; 4] = [0x17, 0x19, 0x1f, 0x24];
+    #[repr(C)]
+    struct Value {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut Value,
+        _pad: [u8; 16],
+    }
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("link name {name:?}: 1 to 15 bytes"),
+        ));
+    }
+    let s = Socket::new(Domain::IPV6, Type::DGRAM.cloexec(), None)?;
+    for cmd in SET {
+        let mut value = Value { cmd, data: 0 };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: &mut value,
+            _pad: [0; 16],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: SIOCETHTOOL reads an `ifreq` (name, then a pointer to the command) and the
+        // `ethtool_value` it points to, both live for the call.
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A packet socket on the daemon's end of a pair: what the kernel routes into the pair is
+/// read from it, and what is sent on it enters the kernel by the kernel's end.
+struct Io {
+    socket: Socket,
+    /// Where an IPv6 and an IPv4 packet sent on it go: the kernel's end's MAC address.
+    to6: libc::sockaddr_ll,
+    to4: libc::sockaddr_ll,
+}
+
+impl Io {
+    /// Opens the socket of `pair`, in the caller's namespace, nonblocking. It reads only what
+    /// arrives at the daemon's end, not what is sent from it.
+    #[allow(unsafe_code)]
+    fn open(pair: &Pair) -> io::Result<Io> {
+        // Protocol 0: nothing is received until the socket is bound to its link below.
+        // SAFETY: socket returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let socket = unsafe { Socket::from_raw_fd(fd) };
+        let index = i32::try_from(pair.io)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "link index"))?;
+        let ll = |protocol: i32| {
+            // SAFETY: sockaddr_ll is plain data; all zero is a valid value.
+            let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            a.sll_family = libc::AF_PACKET as u16;
+            a.sll_protocol = (protocol as u16).to_be();
+            a.sll_ifindex = index;
+            a
+        };
+        // PACKET_IGNORE_OUTGOING (Linux 4.20): not what this socket itself sends.
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads a live c_int.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                23,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Bursts of a TCP stream arrive faster than one thread turns them around.
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
+        let bound = ll(libc::ETH_P_ALL);
+        // SAFETY: bind reads a live sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::bind(
+                fd,
+                (&bound as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let to = |protocol: i32| {
+            let mut a = ll(protocol);
+            a.sll_halen = 6;
+            a.sll_addr[..6].copy_from_slice(&pair.mac[..6]);
+            a
+        };
+        Ok(Io {
+            socket,
+            to6: to(libc::ETH_P_IPV6),
+            to4: to(libc::ETH_P_IP),
+        })
+    }
+
+    /// Reads one packet (without its link-layer header).
+    #[allow(unsafe_code)]
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and recv only writes
+        // initialized bytes into it.
+        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+        self.socket.recv(uninit)
+    }
+
+    /// Sends one IPv6 or IPv4 packet into the kernel's end, whole or not at all.
+    #[allow(unsafe_code)]
+    fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+        let to = match pkt.first().map(|b| b >> 4) {
+            Some(6) => &self.to6,
+            Some(4) => &self.to4,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "neither IPv6 nor IPv4",
+                ));
+            }
+        };
+        // SAFETY: sendto reads `pkt` and a live sockaddr_ll of the size given.
+        let r = unsafe {
+            libc::sendto(
+                self.socket.as_raw_fd(),
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        usize::try_from(r).map_err(|_| io::Error::last_os_error())
+    }
 }
 
 /// What the forwarder did, since it started.
@@ -384,8 +605,9 @@ struct State {
     nl: Option<Netlink>,
 }
 
-/// The devices of one [`crate::Kernel`] backend and the threads that carry their packets.
-/// Dropping it stops the threads and closes the devices, idle ones included.
+/// The pairs of one [`crate::Kernel`] backend and the threads that carry their packets.
+/// Dropping it stops the threads and closes the sockets; the pairs and the routes into them
+/// stay for the next daemon ([`Forwarder::create`] takes them over).
 pub(crate) struct Forwarder {
     state: Arc<Mutex<State>>,
     counters: Arc<TunCounters>,
@@ -434,48 +656,76 @@ impl Forwarder {
         lock(&self.state)
     }
 
-    /// Makes a TUN device `name` in `nl`'s namespace, up, with `mtu` and `alias`; also runs
-    /// `more` there. Returns the device, its link index and what `more` made.
-    async fn device<T: Send>(
+    /// The pair whose kernel's end is `name`, for the tunnel `ends`, in `nl`'s namespace, with
+    /// the packet socket of its daemon's end; also runs `more` there. A right pair of that
+    /// name is taken over as it is (nothing in the kernel changes: the routes into it stay);
+    /// another link of that name is deleted if it is the tunnel's (its alias says so) and
+    /// refused (EEXIST) if not, and the pair made: the kernel's end up, its
+    /// MTU `mtu`, without neighbour resolution or offloads, the alias naming `ends`; the
+    /// daemon's end up, its MTU [`IO_MTU`].
+    async fn pair<T: Send>(
         nl: &Netlink,
         name: &str,
+        ends: (Ipv6Addr, Ipv6Addr),
         mtu: u32,
-        alias: &str,
         more: impl FnOnce() -> io::Result<T> + Send,
-    ) -> Result<(File, u32, T)> {
-        let owned = name.to_owned();
-        let (file, made) = in_netns(nl, move || -> io::Result<(File, T)> {
+    ) -> Result<(Io, Pair, T)> {
+        let links = nl.dump_links().await?;
+        let found = links.iter().find(|l| l.name == name);
+        let pair = match found.and_then(|l| right_pair(l, &links, ends, mtu)) {
+            Some(p) => p,
+            None => {
+                match found {
+                    // Not ours: left alone.
+                    Some(l) if l.tun.is_none() => {
+                        return Err(tun_error("make tun pair", name)(
+                            io::Error::from_raw_os_error(libc::EEXIST),
+                        ));
+                    }
+                    Some(l) => nl.delete_link(l.index).await?,
+                    None => {}
+                }
+                nl.add_tun_pair(name, &io_name(name)).await?;
+                let links = nl.dump_links().await?;
+                let made = links.iter().find(|l| l.name == name);
+                let (index, mac, io) = made
+                    .and_then(|l| Some((l.index, l.mac.clone(), l.veth_peer?)))
+                    .ok_or_else(|| Error::NoSuchLink(format!("{name} (just made)")))?;
+                nl.set_tun_link(index, mtu, &alias(ends.0, ends.1)).await?;
+                nl.set_link_mtu(io, IO_MTU).await?;
+                nl.set_link_up(io, true).await?;
+                let owned = name.to_owned();
+                in_netns(nl, move || no_offloads(&owned))?
+                    .map_err(tun_error("turn offloads off", name))?;
+                Pair { index, mac, io }
+            }
+        };
+        let p = pair.clone();
+        let (io, made) = in_netns(nl, move || -> io::Result<(Io, T)> {
             let made = more()?;
-            Ok((open_device(&owned, true)?, made))
+            Ok((Io::open(&p)?, made))
         })?
-        .map_err(tun_error("open tun device", name))?;
-        let index = nl.link_index(name).await?;
-        nl.set_tun_link(index, mtu, alias).await?;
-        Ok((file, index, made))
+        .map_err(tun_error("open packet socket", name))?;
+        Ok((io, pair, made))
     }
 
-    /// Terminates tunnels at `local`: opens its raw sockets and the device `name` that what
-    /// they receive enters the kernel by, and starts the thread between them; returns the
-    /// device's link index. Once per address: a second address replaces the first.
-    pub(crate) async fn terminate(
-        &self,
-        nl: &Netlink,
-        local: Ipv6Addr,
-        name: &str,
-        mtu: u32,
-    ) -> Result<u32> {
+    /// Terminates tunnels at `local`: opens its raw sockets and the pair whose kernel's end
+    /// `name` what they receive enters the kernel by (taken over when a right one is there),
+    /// and starts the thread between them; returns the kernel's end's link index. Once per
+    /// address: a second address replaces the first.
+    pub(crate) async fn terminate(&self, nl: &Netlink, local: Ipv6Addr, name: &str) -> Result<u32> {
         if let Some(i) = &self.lock().ingress
             && i.local == local
         {
             return Ok(i.index);
         }
-        // The old end (another address) goes first: the new device has the same name.
+        // The old end (another address) goes first: the new pair has the same name.
         self.lock().ingress = None;
-        let (file, index, ends) = Self::device(
+        let (io, pair, ends) = Self::pair(
             nl,
             name,
-            mtu,
-            &alias(local, Ipv6Addr::UNSPECIFIED),
+            (local, Ipv6Addr::UNSPECIFIED),
+            IO_MTU,
             move || Ends::open(local),
         )
         .await?;
@@ -490,28 +740,37 @@ impl Forwarder {
                 wake.clone(),
             );
             Worker::spawn(format!("{name}-rx"), move |stop| {
-                ingress(&ends, &file, stop, &counters, &held, &wake)
+                ingress(&ends, &io, stop, &counters, &held, &wake)
             })
             .map_err(tun_error("start tunnel receiver", local.to_string()))?
         };
-        self.lock().ingress = Some(Ingress {
+        let mut st = self.lock();
+        st.nl = Some(nl.clone());
+        st.ingress = Some(Ingress {
             local,
-            index,
+            index: pair.index,
             ends,
             wake,
             _worker: worker,
         });
-        Ok(index)
+        Ok(pair.index)
     }
 
-    /// Stops terminating tunnels: the sockets and the device close.
-    pub(crate) fn stop_terminating(&self) {
-        self.lock().ingress = None;
+    /// Stops terminating tunnels: the sockets close and the pair is deleted.
+    pub(crate) async fn stop_terminating(&self, nl: &Netlink) {
+        let gone = self.lock().ingress.take();
+        if let Some(i) = gone {
+            let index = i.index;
+            // The thread stops first.
+            let _ = tokio::task::spawn_blocking(move || drop(i)).await;
+            delete(nl, index).await;
+        }
     }
 
-    /// Makes the device of `t` in `nl`'s namespace (MTU, alias, up) and starts sending what is
-    /// routed into it to the peer; returns its link index. The tunnel's local end must be
-    /// terminated here first ([`Forwarder::terminate`]): its sockets send.
+    /// Makes the pair of `t` in `nl`'s namespace (the kernel's end named `t.name`, with its
+    /// MTU and alias), or takes over the right one found there, and starts sending what is
+    /// routed into it to the peer; returns the kernel's end's link index. The tunnel's local
+    /// end must be terminated here first ([`Forwarder::terminate`]): its sockets send.
     pub(crate) async fn create(&self, nl: &Netlink, t: &KTunnel) -> Result<u32> {
         let ends = self
             .lock()
@@ -529,8 +788,8 @@ impl Forwarder {
         if let Some(index) = self.reuse(nl, t).await? {
             return Ok(index);
         }
-        let (file, index, ()) =
-            Self::device(nl, &t.name, t.mtu, &alias(t.local, t.remote), || Ok(())).await?;
+        let (io, Pair { index, .. }, ()) =
+            Self::pair(nl, &t.name, (t.local, t.remote), t.mtu, || Ok(())).await?;
         let peer = SockAddr::from(SocketAddrV6::new(t.remote, 0, 0, 0));
         let counters = self.counters.clone();
         let mail = Arc::new(Mailbox {
@@ -539,7 +798,7 @@ impl Forwarder {
         });
         let box_ = mail.clone();
         let worker = Worker::spawn(format!("{}-tx", t.name), move |stop| {
-            egress(&file, &ends, &peer, stop, &counters, &box_)
+            egress(&io, &ends, &peer, stop, &counters, &box_)
         })
         .map_err(tun_error("start tun device thread", &t.name))?;
         // A device made again under the same index replaces the old one's thread.
@@ -695,8 +954,8 @@ impl Forwarder {
         }
     }
 
-    /// Stops carrying peer device `index` and closes it: the device and its routes go. False
-    /// when it was not one of ours.
+    /// Stops carrying peer pair `index` (its thread stops, its socket closes); the caller
+    /// deletes the pair. False when it was not one of ours.
     pub(crate) fn close(&self, index: u32) -> bool {
         let removed = self.lock().devices.remove(&index);
         removed.is_some()
@@ -715,16 +974,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Deletes device `index` after its descriptor closed: a process forked meanwhile may hold
-/// a copy of the descriptor until it runs its program, and the device (its name, which the
-/// slot's next peer reuses) would live until then.
+/// Deletes pair `index` (both its ends, and the routes into it).
 async fn delete(nl: &Netlink, index: u32) {
     if let Err(e) = nl.delete_link(index).await {
-        tracing::warn!(error = %e, "tun device: delete after close failed");
+        tracing::warn!(error = %e, "tun pair: delete failed");
     }
 }
 
-/// Closes and deletes device `index` if it is still idle since `since`; its name stays busy
+/// Closes and deletes pair `index` if it is still idle since `since`; its name stays busy
 /// until then ([`Use::Closing`]).
 async fn expire(state: Weak<Mutex<State>>, index: u32, since: Instant) {
     let (worker, nl) = {
@@ -741,8 +998,7 @@ async fn expire(state: Weak<Mutex<State>>, index: u32, since: Instant) {
             _ => return,
         }
     };
-    // The kernel unregisters the device as its last descriptor closes (an RCU grace period
-    // and more): not on the runtime's threads.
+    // Its thread is stopped and joined: not on the runtime's threads.
     let _ = tokio::task::spawn_blocking(move || drop(worker)).await;
     if let Some(nl) = nl {
         delete(&nl, index).await;
@@ -830,10 +1086,10 @@ fn tunnelled(pkt: &[u8]) -> bool {
     }
 }
 
-/// Reads what the kernel routes into `file` and sends it to `peer`, until `stop`; and the
-/// end markers of `mail`, each after what the device held when it came.
+/// Reads what the kernel routes into the pair of `io` and sends it to `peer`, until `stop`;
+/// and the end markers of `mail`, each after what the pair held when it came.
 fn egress(
-    file: &File,
+    io: &Io,
     ends: &Ends,
     peer: &SockAddr,
     stop: &Stop,
@@ -842,12 +1098,11 @@ fn egress(
 ) {
     let mut buf = vec![0u8; MAX_PACKET];
     let fds = [
-        file.as_raw_fd(),
+        io.socket.as_raw_fd(),
         stop.0.as_raw_fd(),
         mail.wake.0.as_raw_fd(),
     ];
     let mut ready = Vec::with_capacity(3);
-    let mut reader = file;
     loop {
         if let Err(e) = wait_readable(&fds, &mut ready, None) {
             tracing::error!(error = %e, "tun device: poll failed; its tunnel stops");
@@ -865,8 +1120,7 @@ fn egress(
             Vec::new()
         };
         loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
+            match io.recv(&mut buf) {
                 Ok(n) if !tunnelled(&buf[..n]) => {
                     counters.kept_off.fetch_add(1, Ordering::Relaxed);
                 }
@@ -903,7 +1157,7 @@ fn egress(
 /// `wake` says a hold was armed.
 fn ingress(
     ends: &Ends,
-    device: &File,
+    device: &Io,
     stop: &Stop,
     counters: &TunCounters,
     held: &HeldForMarkers,
@@ -917,7 +1171,7 @@ fn ingress(
         wake.0.as_raw_fd(),
     ];
     let mut ready = Vec::with_capacity(4);
-    let mut writer = device;
+    let writer = device;
     let mut until = None;
     loop {
         if let Err(e) = wait_readable(&fds, &mut ready, until) {
@@ -926,7 +1180,7 @@ fn ingress(
         }
         if ready.get(2) == Some(&true) {
             for p in lock(&held.holds).release_all() {
-                write_inner(&mut writer, &p, counters);
+                write_inner(writer, &p, counters);
             }
             return;
         }
@@ -951,7 +1205,7 @@ fn ingress(
                     continue;
                 }
                 if !held.armed.load(Ordering::Acquire) {
-                    write_inner(&mut writer, pkt, counters);
+                    write_inner(writer, pkt, counters);
                     continue;
                 }
                 let src = from
@@ -959,7 +1213,7 @@ fn ingress(
                     .map_or(Ipv6Addr::UNSPECIFIED, |a| *a.ip());
                 let verdict = lock(&held.holds).receive(src, pkt);
                 match verdict {
-                    Verdict::Pass => write_inner(&mut writer, pkt, counters),
+                    Verdict::Pass => write_inner(writer, pkt, counters),
                     Verdict::Held => {
                         counters.held_for_end_marker.fetch_add(1, Ordering::Relaxed);
                     }
@@ -968,7 +1222,7 @@ fn ingress(
                             .end_markers_received
                             .fetch_add(1, Ordering::Relaxed);
                         for p in kept {
-                            write_inner(&mut writer, &p, counters);
+                            write_inner(writer, &p, counters);
                         }
                     }
                     Verdict::Full(kept) => {
@@ -976,7 +1230,7 @@ fn ingress(
                             .holds_without_marker
                             .fetch_add(1, Ordering::Relaxed);
                         for p in kept {
-                            write_inner(&mut writer, &p, counters);
+                            write_inner(writer, &p, counters);
                         }
                     }
                 }
@@ -990,7 +1244,7 @@ fn ingress(
                 .holds_without_marker
                 .fetch_add(ended as u64, Ordering::Relaxed);
             for p in kept {
-                write_inner(&mut writer, &p, counters);
+                write_inner(writer, &p, counters);
             }
             until = h.next_expiry();
             if h.is_empty() {
@@ -1013,10 +1267,10 @@ fn send_marker(ends: &Ends, peer: &SockAddr, marker: &[u8], counters: &TunCounte
     }
 }
 
-/// Writes one inner packet into the ingress device; a TUN device takes a packet whole or
-/// not at all.
-fn write_inner(writer: &mut &File, pkt: &[u8], counters: &TunCounters) {
-    match writer.write(pkt) {
+/// Sends one inner packet into the kernel by the ingress pair; a packet socket takes a
+/// packet whole or not at all.
+fn write_inner(writer: &Io, pkt: &[u8], counters: &TunCounters) {
+    match writer.send(pkt) {
         Ok(w) if w == pkt.len() => {
             counters.decapsulated.fetch_add(1, Ordering::Relaxed);
         }
@@ -1025,7 +1279,7 @@ fn write_inner(writer: &mut &File, pkt: &[u8], counters: &TunCounters) {
         }
         Err(e) => {
             counters.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "tunnel receiver: write into the device failed");
+            tracing::debug!(error = %e, "tunnel receiver: send into the ingress pair failed");
         }
     }
 }

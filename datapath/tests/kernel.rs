@@ -107,7 +107,7 @@ async fn auto_mode_picks_seg6_else_ip6tnl_else_tun_and_cleans_up_its_probes() {
     } else if has_ip6tnl {
         "ip6tnl"
     } else {
-        assert!(datapath::tun::probe(), "/dev/net/tun opens");
+        assert!(datapath::tun::probe(), "a packet socket opens");
         "tun"
     };
     let links_before = link_names(&n);
@@ -297,7 +297,8 @@ async fn tun_errors() {
         "{back:?}"
     );
 
-    // The kernel refuses the device: its name is taken by a link that is no TUN device.
+    // The pair is refused: its name is taken by a link that is not the tunnel's (no alias
+    // of it).
     n.ip("link add pmip6t0 type veth peer name pmip6x");
     dp.prepare_termination(Termination {
         local: a("2001:db8::1"),
@@ -311,10 +312,10 @@ async fn tun_errors() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "open tun device pmip6t0: Invalid argument (os error 22)"
+        "make tun pair pmip6t0: File exists (os error 17)"
     );
-    assert_eq!(e.errno(), Some(libc::EINVAL));
-    // The other link is left alone; once it is gone the device is made.
+    assert_eq!(e.errno(), Some(libc::EEXIST));
+    // The other link is left alone; once it is gone the pair is made.
     let veth = n.ip_output("link show pmip6t0");
     assert!(veth.contains("pmip6t0@pmip6x"), "{veth}");
     n.ip("link del pmip6t0");
@@ -323,7 +324,9 @@ async fn tun_errors() {
         .unwrap();
     let device = n.ip_output("-d link show pmip6t0");
     assert!(
-        device.contains("tun type tun")
+        device.contains("pmip6t0@pmip6t0io")
+            && device.contains("NOARP")
+            && device.contains("veth")
             && device.contains("alias pmip-tun 2001:db8::1 2001:db8::2"),
         "{device}"
     );

@@ -258,16 +258,20 @@ impl Lab {
                             "{nexthops}"
                         );
                     }
-                    for (device, alias) in [
-                        ("pmip6t0", format!("pmip-tun {local} {peer}")),
-                        ("pmip6tin", format!("pmip-tun {local} ::")),
+                    // The kernel's end of each veth pair (the daemon's is `<name>io`): the
+                    // peer's with the tunnel MTU, the ingress with the largest (an inner
+                    // packet may be reassembled from fragments); neither resolves neighbours.
+                    for (device, mtu, alias) in [
+                        ("pmip6t0", mtu, format!("pmip-tun {local} {peer}")),
+                        ("pmip6tin", 65535, format!("pmip-tun {local} ::")),
                     ] {
                         let link = node.ip_output(&format!("link show {device}"));
                         assert!(
                             link.contains(&format!("mtu {mtu} ")) && link.contains(&alias),
                             "{device}: mtu {mtu}, alias {alias:?}: {link}"
                         );
-                        assert!(link.contains(",UP,"), "{link}");
+                        assert!(link.contains(&format!("{device}@{device}io:")), "{link}");
+                        assert!(link.contains("NOARP,UP,LOWER_UP"), "{link}");
                     }
                     assert!(!links.contains("pmip6t1"), "one peer, one device: {links}");
                     for family in ["-6", "-4"] {
@@ -382,11 +386,11 @@ async fn a_tunnelled_packet_from_any_source_is_decapsulated() {
     );
 }
 
-/// What a backend leaves when it stops (its value dropped, as when the daemon exits): seg6's
-/// routes stay and carry traffic on (so a restarted seg6 backend may assume them); the tun
-/// backend's devices close, the kernel removes every route into them, and the tunnel stops,
-/// until a restarted backend reconciles to the stored state, which makes the devices and their
-/// routes again.
+/// What a backend leaves when it stops (its value dropped, as when the daemon exits or is
+/// killed): seg6's routes stay and carry traffic on (so a restarted seg6 backend may assume
+/// them); the userspace tunnel's pairs and the routes into them stay too, but nothing
+/// carries their packets until a restarted backend takes the pairs over when it assumes the
+/// stored state, which changes nothing in the kernel.
 #[tokio::test]
 async fn a_stopped_backend_leaves_what_its_kind_outlives() {
     let lab = lab(1500).await;
@@ -404,9 +408,12 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
     let cn_sock = cn.udp(CN, 7008);
     assert!(send_and_receive(&cn_sock, &mn_sock, 64).is_some());
     let stored = lma_dp.state().await;
+    let links = lma.ip_output("-d link show");
+    let before = lma.routes("-6 route show table all");
     drop(lma_dp);
+    let routes = lma.routes("-6 route show table all");
+    assert_eq!(routes, before, "the routes stay");
     if tunnel != Tunnel::Tun {
-        let routes = lma.routes("-6 route show table all");
         assert!(
             routes
                 .lines()
@@ -421,29 +428,95 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
         ));
         return;
     }
-    lma.wait_until_no_link("pmip6t");
-    let routes = lma.routes("-6 route show table all");
-    let rules = lma.ip_output("-6 rule show");
-    assert!(!routes.contains("pmip6t"), "their routes went: {routes}");
-    assert!(!routes.contains("2001:db8:100::/64"), "{routes}");
-    // The rules name the ingress device, not its index: they stay, and match nothing.
-    assert!(rules.contains("iif pmip6tin [detached]"), "{rules}");
+    assert_eq!(lma.ip_output("-d link show"), links, "the pairs stay");
+    assert!(
+        routes
+            .lines()
+            .any(|r| r.starts_with("2001:db8:100::/64 ") && r.contains("dev pmip6t0")),
+        "{routes}"
+    );
     assert!(
         send_and_receive(&cn_sock, &mn_sock, 64).is_none(),
-        "no tunnel without the backend"
+        "nothing carries the tunnel without the backend"
     );
 
-    let restarted = open(tunnel, &lma, LMA).await;
-    let report = restarted.reconcile(&stored).await.unwrap();
-    assert_eq!(report.links.added, 1, "{report:?}");
-    assert_eq!(report.routes.added, 1, "{report:?}");
-    assert_eq!(report.rules.added, 0, "the rules were there: {report:?}");
-    let rules = lma.ip_output("-6 rule show");
-    assert!(!rules.contains("[detached]"), "{rules}");
+    let restarted = Datapath::open_without_routes(
+        mode(tunnel),
+        lma.nl.clone(),
+        Settings::resolve(&lma.nl, Some("t0"), a(LMA), None)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    restarted.assume(stored.clone()).await.unwrap();
+    // Serving at once: the pairs are taken over, as they were.
+    assert_eq!(lma.ip_output("-d link show"), links);
     assert!(send_and_receive(&cn_sock, &mn_sock, 64).is_some());
     let up = send_and_receive(&mn_sock, &cn_sock, 64).expect("uplink");
     assert_eq!(up.from.ip(), a(MN));
+    let report = restarted.reconcile_pending().await.unwrap();
+    assert!(report.is_noop(), "nothing to write: {report:?}");
+    assert_eq!(lma.routes("-6 route show table all"), before);
     drop(mag_dp);
+}
+
+/// The LMA's own TCP stream to the node crosses the tunnel intact. The kernel leaves the
+/// checksums of what a host sends to the device's offload and hands it segments of up to 64
+/// KiB; a userspace tunnel that read them as they are would send packets with bad checksums
+/// or too big for the path. 4 MiB each way, compared byte for byte.
+#[tokio::test]
+async fn the_lmas_own_tcp_stream_crosses_the_tunnel_intact() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::Duration;
+    let lab = lab(1500).await;
+    lab.program().await;
+    let to = SocketAddr::from((a(MN), 7020));
+    let listener = lab
+        .mn
+        .ns
+        .run(move || TcpListener::bind(to))
+        .unwrap()
+        .unwrap();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let echo = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (mut c, _) = listener.accept()?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)?;
+        c.write_all(&got)?;
+        Ok(got)
+    });
+    let mut c = lab
+        .lma
+        .ns
+        .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap()
+        .expect("the LMA connects to the node through the tunnel");
+    c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (mut reader, data_) = (c.try_clone().unwrap(), data.clone());
+    let back = std::thread::spawn(move || {
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).map(|_| back)
+    });
+    c.write_all(&data_).expect("sent");
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = echo.join().unwrap().expect("the node received the stream");
+    assert!(
+        got == data,
+        "the node got {} of {} bytes, or others",
+        got.len(),
+        data.len()
+    );
+    let back = back.join().unwrap().expect("the LMA received the echo");
+    assert!(
+        back == data,
+        "the LMA got {} of {} bytes back, or others",
+        back.len(),
+        data.len()
+    );
 }
 
 /// With a 1500-byte transport link the tunnel MTU is 1460 and the routes say so (seg6: the
@@ -651,58 +724,14 @@ async fn reconcile_and_cleanup_touch_only_what_is_owned() {
 /// A restarted LMA opens without reading the routes back, assumes its store's state and
 /// serves: a change made then is applied against that state at once, and the reconcile that
 /// follows, beside it, removes a route no binding needs, writes the missing one and leaves
-/// the changed route as the change made it. Traffic flows throughout. With tun, whose
-/// devices close with the daemon, the restart makes them when it assumes and the reconcile
-/// writes every route again.
+/// the changed route as the change made it. Traffic flows throughout. The old backend stops
+/// first, as a killed daemon does: seg6's routes, and the userspace tunnel's pairs with the
+/// routes into them, outlive it, and the restarted tun backend takes the pairs over when it
+/// assumes.
 #[tokio::test]
 async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhile() {
     let lab = lab(1500).await;
     lab.program().await;
-    if lab.tunnel != Tunnel::Seg6 {
-        // tun: the LMA's crash takes its devices and every route into them. The restarted
-        // backend makes the devices when it assumes the stored state, at once, and the
-        // reconcile afterwards writes every route again.
-        let stored = lab.lma_dp.state().await;
-        drop(lab.lma_dp);
-        lab.lma.wait_until_no_link("pmip6t");
-        let settings = Settings::resolve(&lab.lma.nl, Some("t0"), a(LMA), None)
-            .await
-            .unwrap();
-        let restarted =
-            Datapath::open_without_routes(mode(lab.tunnel), lab.lma.nl.clone(), settings)
-                .await
-                .unwrap();
-        assert!(restarted.reconciles_later());
-        restarted.assume(stored.clone()).await.unwrap();
-        let Datapath::Kernel(k) = &restarted else {
-            panic!("a kernel backend")
-        };
-        assert!(k.is_pending().await);
-        let links = lab.lma.ip_output("link");
-        assert!(
-            links.contains("pmip6t0") && links.contains("pmip6tin"),
-            "the devices are made at once: {links}"
-        );
-        assert!(
-            k.read_back().await.unwrap().routes.is_empty(),
-            "the routes come with the reconcile"
-        );
-        let report = restarted.reconcile_pending().await.unwrap();
-        assert_eq!(report.routes.added, stored.routes.len(), "{report:?}");
-        assert!(!k.is_pending().await);
-        assert_eq!(k.read_back().await.unwrap(), stored);
-        let mn = lab.mn.udp(MN, 7003);
-        let cn = lab.cn.udp(CN, 7003);
-        assert!(send_and_receive(&cn, &mn, 64).is_some());
-        assert!(send_and_receive(&mn, &cn, 64).is_some());
-        note(&format!(
-            "an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhile: the \
-             seg6 part (routes that outlived the daemon, a change during the reconcile) not \
-             run over {}; its restart was run instead",
-            name(lab.tunnel)
-        ));
-        return;
-    }
     let stale = net("2001:db8:101::/64");
     let missing = net("2001:db8:102::/64");
     let moved = net("2001:db8:103::/64");
@@ -714,6 +743,13 @@ async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhi
     stored
         .routes
         .insert(missing, PrefixRoute::Tunnel { peer: a(MAG) });
+    let links = lab.lma.ip_output("link");
+    drop(lab.lma_dp);
+    assert_eq!(
+        lab.lma.ip_output("link"),
+        links,
+        "the links stay as they were"
+    );
 
     let settings = Settings::resolve(&lab.lma.nl, Some("t0"), a(LMA), None)
         .await
@@ -727,6 +763,10 @@ async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhi
         panic!("a kernel backend")
     };
     assert!(k.is_pending().await);
+    if lab.tunnel == Tunnel::Tun {
+        // Taken over: the same pairs (no link made or deleted).
+        assert_eq!(lab.lma.ip_output("link"), links);
+    }
     // A handover while the reconcile is pending: applied against the assumed state.
     restarted.add_downlink(moved, other_mag).await.unwrap();
     let mn = lab.mn.udp(MN, 7003);
@@ -1354,9 +1394,9 @@ async fn ipv4_state_reads_back_moves_and_cleans_up() {
 /// among foreign routes of every shape (seg6 of another mode, IPv4, multipath, a route
 /// preference, its protocol in a table it does not own) it removes its stale and multipath
 /// routes, writes the missing one, corrects a wrong peer and leaves every foreign route as
-/// it was. Both ways of reading the dump agree on what they saw. seg6 restarts by assuming
-/// its stored state and reconciling later; tun restarts as it must, its devices and the
-/// routes into them gone with the daemon, and reconciles before it serves.
+/// it was. Both ways of reading the dump agree on what they saw. Both backends restart by
+/// assuming their stored state and reconciling later: seg6's routes outlive the daemon, and
+/// so do the userspace tunnel's pairs and the routes into them, which it takes over.
 #[tokio::test]
 async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     let n = Node::new("foreign").await;
@@ -1446,49 +1486,24 @@ async fn a_reconcile_among_foreign_routes_fixes_only_its_own() {
     // kept, stale, wrong, v4, and the protocol-135 foreign ones (table 100, via, multipath).
     assert_eq!((seen, oracle), (7, 7));
 
-    let restarted = if tunnel == Tunnel::Seg6 {
-        let restarted = Datapath::open_without_routes(mode(tunnel), n.nl.clone(), settings)
-            .await
-            .unwrap();
-        restarted.assume(stored.clone()).await.unwrap();
-        let report = restarted.reconcile_pending().await.unwrap();
-        assert_eq!(
-            report.routes.removed, 3,
-            "stale, the gateway route and the multipath one: {report:?}"
-        );
-        assert_eq!(report.routes.added, 2, "missing and wrong: {report:?}");
-        restarted
-    } else {
-        // The daemon stops: its devices close and the kernel removes the routes into them.
-        drop(dp);
-        n.wait_until_no_link("pmip6t");
-        let all = n.routes("-6 route show table all");
-        for gone in [
-            "2001:db8:101::/64",
-            "2001:db8:102::/64",
-            "2001:db8:103::/64",
-        ] {
-            assert!(!all.contains(gone), "{gone} went with its device: {all}");
-        }
-        let restarted = Datapath::open_without_routes(mode(tunnel), n.nl.clone(), settings)
-            .await
-            .unwrap();
-        assert!(
-            restarted.reconciles_later(),
-            "tun serves first too (see the assumed-state test)"
-        );
-        let report = restarted.reconcile(&stored).await.unwrap();
-        assert_eq!(
-            report.routes.removed, 2,
-            "the gateway route and the multipath one: {report:?}"
-        );
-        assert_eq!(
-            report.routes.added, 4,
-            "kept, wrong, missing and the IPv4 one: {report:?}"
-        );
-        assert_eq!(report.links.added, 2, "one device per peer: {report:?}");
-        restarted
-    };
+    // The daemon stops; what it made stays (seg6's routes; the userspace tunnel's pairs and
+    // the routes into them).
+    drop(dp);
+    let restarted = Datapath::open_without_routes(mode(tunnel), n.nl.clone(), settings)
+        .await
+        .unwrap();
+    assert!(restarted.reconciles_later());
+    restarted.assume(stored.clone()).await.unwrap();
+    let report = restarted.reconcile_pending().await.unwrap();
+    assert_eq!(
+        report.routes.removed, 3,
+        "stale, the gateway route and the multipath one: {report:?}"
+    );
+    assert_eq!(report.routes.added, 2, "missing and wrong: {report:?}");
+    assert_eq!(
+        report.links.added, 0,
+        "the pairs are taken over: {report:?}"
+    );
     let Datapath::Kernel(k) = &restarted else {
         panic!("a kernel backend")
     };

@@ -479,8 +479,8 @@ pub enum DatapathMode {
     Seg6,
     /// One ip6tnl link per peer.
     Ip6tnl,
-    /// One TUN device per peer: the daemons encapsulate themselves (RFC 2473) and send on raw
-    /// sockets, for kernels with neither seg6 nor ip6tnl. The pods get /dev/net/tun.
+    /// One veth pair per peer: the daemons encapsulate themselves (RFC 2473) and send on raw
+    /// sockets, for kernels with neither seg6 nor ip6tnl.
     Tun,
     /// Signalling only: no routes, no tunnels.
     None,

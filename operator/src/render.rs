@@ -15,8 +15,8 @@
 //! agent does), or the daemon itself run privileged, or the node's own configuration. Lab mode
 //! MAGs create namespaces and set sysctls in them: they run privileged. A hostNetwork pod
 //! needs a namespace whose Pod Security level is `privileged` ([`POD_SECURITY_LEVEL`]).
-//! A daemon that may open a TUN device (the `Tun` datapath, `Auto`, which picks it where the
-//! kernel has neither seg6 nor ip6tnl, and the MAG's fast-handover buffer) gets the node's
+//! A daemon that may open a TUN device (the MAG's fast-handover buffer; the userspace tunnel
+//! runs on veth pairs and needs none) gets the node's
 //! `/dev/net/tun` as a `CharDevice` hostPath volume ([`needs_tun_device`]): the runtime's
 //! default device rules allow the device but do not create it in the container.
 //!
@@ -946,17 +946,15 @@ pub fn runs_privileged(md: &MobilityDomain, component: Component) -> bool {
     md.spec.sysctls == SysctlSetter::Privileged || (component == Component::Mag && md.spec.mags.lab)
 }
 
-/// Whether the daemon container of `component` gets the node's `/dev/net/tun`: for the `Tun`
-/// datapath and for `Auto` (which picks it on a kernel with neither seg6 nor ip6tnl), and
-/// for the MAG's fast-handover buffer. A privileged container has the node's devices already.
+/// Whether the daemon container of `component` gets the node's `/dev/net/tun`: only the MAG
+/// with fast handovers, whose packet buffer is a TUN device. The userspace tunnel (the `Tun`
+/// datapath, and `Auto` on a kernel with neither seg6 nor ip6tnl) runs on veth pairs and
+/// packet sockets, which need no device node. A privileged container has the node's devices
+/// already.
 pub fn needs_tun_device(md: &MobilityDomain, component: Component) -> bool {
-    if runs_privileged(md, component) {
-        return false;
-    }
-    matches!(
-        md.spec.lma.datapath.mode,
-        DatapathMode::Auto | DatapathMode::Tun
-    ) || (component == Component::Mag && md.spec.lma.fast_handover.mode != FastHandoverMode::Off)
+    !runs_privileged(md, component)
+        && component == Component::Mag
+        && md.spec.lma.fast_handover.mode != FastHandoverMode::Off
 }
 
 /// Whether the pods of `component` get the privileged init container that sets the sysctls.
@@ -1659,19 +1657,17 @@ mod tests {
             (f.key.as_str(), f.operator.as_str(), f.values.clone()),
             ("metadata.name", "NotIn", Some(vec!["node-1".to_string()]))
         );
-        // Auto may pick the TUN datapath: both daemons get the device, and it is the only
-        // host path.
-        assert!(has_tun_device(&pod), "MAG");
+        // Auto may pick the userspace tunnel, which runs on veth pairs: no device, and no
+        // host path at all (no fast handovers, no buffer).
+        assert!(!has_tun_device(&pod), "MAG");
         assert!(
             pod.volumes
-                .as_ref()
-                .unwrap()
                 .iter()
-                .filter(|v| v.host_path.is_some())
-                .all(|v| v.name == "tun")
+                .flatten()
+                .all(|v| v.host_path.is_none())
         );
         assert!(
-            has_tun_device(&daemon_pod(&md, Component::Lma, &inputs(&img))),
+            !has_tun_device(&daemon_pod(&md, Component::Lma, &inputs(&img))),
             "LMA"
         );
     }
@@ -1743,15 +1739,16 @@ mod tests {
                 .map(|c| has_tun_device(&daemon_pod(md, c, &inputs(&img))))
         };
         for (mode, fast, want) in [
-            (DatapathMode::Auto, false, [true, true]),
-            (DatapathMode::Tun, false, [true, true]),
+            // The userspace tunnel runs on veth pairs: no device.
+            (DatapathMode::Auto, false, [false, false]),
+            (DatapathMode::Tun, false, [false, false]),
             (DatapathMode::Seg6, false, [false, false]),
             (DatapathMode::Ip6tnl, false, [false, false]),
             (DatapathMode::None, false, [false, false]),
             // The MAG's fast-handover buffer is a TUN device whatever the datapath.
             (DatapathMode::Seg6, true, [false, true]),
             (DatapathMode::None, true, [false, true]),
-            (DatapathMode::Tun, true, [true, true]),
+            (DatapathMode::Tun, true, [false, true]),
         ] {
             let mut md = domain("lab");
             md.spec.lma.datapath.mode = mode;
@@ -1792,7 +1789,9 @@ mod tests {
         md.spec.lma.datapath.mode = DatapathMode::Tun;
         md.spec.lma.fast_handover.mode = FastHandoverMode::Predictive;
         md.spec.mags.lab = true;
-        assert_eq!(pods(&md), [true, false]);
+        assert_eq!(pods(&md), [false, false]);
+        md.spec.mags.lab = false;
+        assert_eq!(pods(&md), [false, true]);
     }
 
     #[test]
@@ -2061,7 +2060,7 @@ mod tests {
         );
         let pod = daemon_pod(&p, Component::Lma, &inputs(&img));
         assert_eq!(pod.host_network, None);
-        assert!(has_tun_device(&pod));
+        assert!(!has_tun_device(&pod), "veth pairs: no device");
         // The LMA on its attachment, the MAGs on the host network: they do not clash either.
         let mut p = on_networks();
         p.spec.mags.networks.clear();

@@ -742,9 +742,9 @@ pub enum DatapathMode {
     Seg6,
     /// One ip6tnl link per peer.
     Ip6tnl,
-    /// One TUN device per peer: the daemon encapsulates itself (RFC 2473 IPv6-in-IPv6 and
-    /// IPv4-in-IPv6) and sends on raw sockets, for kernels with neither seg6 nor ip6tnl.
-    /// Needs `/dev/net/tun`.
+    /// One veth pair per peer: the daemon reads what is routed into it on a packet socket,
+    /// encapsulates it itself (RFC 2473 IPv6-in-IPv6 and IPv4-in-IPv6) and sends on raw
+    /// sockets, for kernels with neither seg6 nor ip6tnl.
     Tun,
     /// Signalling only: no routes, no tunnels (for benchmarks and tests).
     None,
@@ -764,9 +764,9 @@ pub struct DatapathConfig {
     pub route_protocol: u8,
     /// First of the routing tables this daemon owns.
     pub table_base: u32,
-    /// Seconds a TUN device of the userspace tunnel (`mode: tun`) stays, idle, after the last
-    /// route into it went: a node that moves back to that peer finds it made. 0: it closes at
-    /// once.
+    /// Seconds a veth pair of the userspace tunnel (`mode: tun`) stays, idle, after the last
+    /// route into it went: a node that moves back to that peer finds it made. 0: it is
+    /// deleted at once.
     pub tun_linger_s: u32,
 }
 
