@@ -684,7 +684,8 @@ impl Kernel {
                                 .await?;
                         }
                         None => {
-                            tun.stop_terminating(&self.inner.nl).await;
+                            tun.stop_terminating(&self.inner.nl, &l.s.tun_ingress_name())
+                                .await?;
                             batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V6)));
                             batch.push(Request::delete_rule(&l.tun_ingress_rule(Family::V4)));
                         }
@@ -1000,7 +1001,10 @@ impl Kernel {
                     tun.terminate(&self.inner.nl, local, &l.s.tun_ingress_name())
                         .await?;
                 }
-                None => tun.stop_terminating(&self.inner.nl).await,
+                None => {
+                    tun.stop_terminating(&self.inner.nl, &l.s.tun_ingress_name())
+                        .await?
+                }
             }
         }
         let tunnels = if l.kind.has_links() {

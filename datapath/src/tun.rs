@@ -756,15 +756,25 @@ impl Forwarder {
         Ok(pair.index)
     }
 
-    /// Stops terminating tunnels: the sockets close and the pair is deleted.
-    pub(crate) async fn stop_terminating(&self, nl: &Netlink) {
+    /// Stops terminating tunnels: the sockets close and the ingress pair `name` is deleted,
+    /// also when a daemon before this one made it.
+    pub(crate) async fn stop_terminating(&self, nl: &Netlink, name: &str) -> Result<()> {
         let gone = self.lock().ingress.take();
         if let Some(i) = gone {
-            let index = i.index;
             // The thread stops first.
             let _ = tokio::task::spawn_blocking(move || drop(i)).await;
-            delete(nl, index).await;
         }
+        // Only a pair of the tunnel's (its alias says so): a link of that name that is not
+        // ours is left alone.
+        let ours = nl
+            .dump_links()
+            .await?
+            .into_iter()
+            .find(|l| l.name == name && l.tun.is_some());
+        if let Some(l) = ours {
+            nl.delete_link(l.index).await?;
+        }
+        Ok(())
     }
 
     /// Makes the pair of `t` in `nl`'s namespace (the kernel's end named `t.name`, with its

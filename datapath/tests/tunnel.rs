@@ -458,6 +458,25 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
     let report = restarted.reconcile_pending().await.unwrap();
     assert!(report.is_noop(), "nothing to write: {report:?}");
     assert_eq!(lma.routes("-6 route show table all"), before);
+
+    // A cleanup by a backend that made none of them (`--cleanup` is a process of its own)
+    // removes the pairs, the ingress one too, and the routes into them.
+    drop(restarted);
+    let fresh = Datapath::open(
+        mode(tunnel),
+        lma.nl.clone(),
+        Settings::resolve(&lma.nl, Some("t0"), a(LMA), None)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    fresh.cleanup().await.unwrap();
+    lma.wait_until_no_link("pmip6t");
+    let routes = lma.routes("-6 route show table all");
+    assert!(!routes.contains("2001:db8:100::/64"), "{routes}");
+    let rules = lma.ip_output("-6 rule show");
+    assert!(!rules.contains("pmip6tin"), "{rules}");
     drop(mag_dp);
 }
 

@@ -1660,12 +1660,7 @@ mod tests {
         // Auto may pick the userspace tunnel, which runs on veth pairs: no device, and no
         // host path at all (no fast handovers, no buffer).
         assert!(!has_tun_device(&pod), "MAG");
-        assert!(
-            pod.volumes
-                .iter()
-                .flatten()
-                .all(|v| v.host_path.is_none())
-        );
+        assert!(pod.volumes.iter().flatten().all(|v| v.host_path.is_none()));
         assert!(
             !has_tun_device(&daemon_pod(&md, Component::Lma, &inputs(&img))),
             "LMA"
