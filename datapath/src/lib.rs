@@ -235,6 +235,10 @@ fn linked_max_peers(prefix: &str) -> u32 {
     10u32.pow(digits).clamp(DEFAULT_MAX_PEERS, LINKED_MAX_PEERS)
 }
 
+/// What the names of a backend's links start with unless [`Settings::tunnel_name_prefix`]
+/// says otherwise (the daemons never do).
+pub const DEFAULT_TUNNEL_NAME_PREFIX: &str = "pmip6t";
+
 /// How long an idle pair of the userspace tunnel stays by default ([`Settings::tun_linger`]).
 pub const DEFAULT_TUN_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -285,7 +289,7 @@ impl Settings {
             table_base: 13500,
             max_peers: DEFAULT_MAX_PEERS,
             priorities: RulePriorities::default(),
-            tunnel_name_prefix: "pmip6t".into(),
+            tunnel_name_prefix: DEFAULT_TUNNEL_NAME_PREFIX.into(),
             sysctl_ledger: None,
             tun_linger: DEFAULT_TUN_LINGER,
         }

@@ -161,6 +161,19 @@ fn io_name(name: &str) -> String {
     }
 }
 
+/// Whether `name` is one of the userspace tunnel's links for the name prefix `prefix`: the
+/// kernel's end of a peer's pair (`<prefix>N`) or of the ingress pair (`<prefix>in`), the
+/// daemon's end of either (the same and `io`), or a daemon's end the kernel named
+/// (`pmipio<N>`). For those who pick links by name, such as a MAG's access link patterns:
+/// these are veth links like any other.
+pub fn is_pair_name(prefix: &str, name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let base = name.strip_suffix("io").unwrap_or(name);
+    base.strip_prefix(prefix)
+        .is_some_and(|rest| rest == "in" || digits(rest))
+        || name.strip_prefix("pmipio").is_some_and(digits)
+}
+
 /// The pair whose kernel's end is `link`, if it is right for a tunnel `(local, remote)` of
 /// `mtu`: a veth whose other end is in `links`, up, without neighbour resolution, with that
 /// alias and MTU. What a daemon finds after a restart, or its own pair.
@@ -302,7 +315,9 @@ impl Io {
         let to = |protocol: i32| {
             let mut a = ll(protocol);
             a.sll_halen = 6;
-            a.sll_addr[..6].copy_from_slice(&pair.mac[..6]);
+            for (d, s) in a.sll_addr.iter_mut().zip(&pair.mac) {
+                *d = *s;
+            }
             a
         };
         Ok(Io {
@@ -686,18 +701,22 @@ impl Forwarder {
                     None => {}
                 }
                 nl.add_tun_pair(name, &io_name(name)).await?;
-                let links = nl.dump_links().await?;
-                let made = links.iter().find(|l| l.name == name);
-                let (index, mac, io) = made
-                    .and_then(|l| Some((l.index, l.mac.clone(), l.veth_peer?)))
-                    .ok_or_else(|| Error::NoSuchLink(format!("{name} (just made)")))?;
-                nl.set_tun_link(index, mtu, &alias(ends.0, ends.1)).await?;
-                nl.set_link_mtu(io, IO_MTU).await?;
-                nl.set_link_up(io, true).await?;
-                let owned = name.to_owned();
-                in_netns(nl, move || no_offloads(&owned))?
-                    .map_err(tun_error("turn offloads off", name))?;
-                Pair { index, mac, io }
+                match Self::set_up(nl, name, ends, mtu).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // Half made: gone, so that the next try makes it again (a pair
+                        // without the tunnel's alias would be refused as not ours).
+                        if let Some(l) = nl
+                            .dump_links()
+                            .await
+                            .ok()
+                            .and_then(|ls| ls.into_iter().find(|l| l.name == name))
+                        {
+                            let _ = nl.delete_link(l.index).await;
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         let p = pair.clone();
@@ -707,6 +726,29 @@ impl Forwarder {
         })?
         .map_err(tun_error("open packet socket", name))?;
         Ok((io, pair, made))
+    }
+
+    /// Sets up the pair just made whose kernel's end is `name`: that end up, without
+    /// neighbour resolution or offloads, its MTU `mtu` and the alias naming `ends`; the
+    /// daemon's end up with [`IO_MTU`].
+    async fn set_up(
+        nl: &Netlink,
+        name: &str,
+        ends: (Ipv6Addr, Ipv6Addr),
+        mtu: u32,
+    ) -> Result<Pair> {
+        let links = nl.dump_links().await?;
+        let made = links.iter().find(|l| l.name == name);
+        let (index, mac, io) = made
+            .and_then(|l| Some((l.index, l.mac.clone(), l.veth_peer?)))
+            .filter(|(_, mac, _)| mac.len() == 6)
+            .ok_or_else(|| Error::NoSuchLink(format!("{name} (a veth pair just made)")))?;
+        nl.set_tun_link(index, mtu, &alias(ends.0, ends.1)).await?;
+        nl.set_link_mtu(io, IO_MTU).await?;
+        nl.set_link_up(io, true).await?;
+        let owned = name.to_owned();
+        in_netns(nl, move || no_offloads(&owned))?.map_err(tun_error("turn offloads off", name))?;
+        Ok(Pair { index, mac, io })
     }
 
     /// Terminates tunnels at `local`: opens its raw sockets and the pair whose kernel's end
@@ -1297,6 +1339,41 @@ fn write_inner(writer: &Io, pkt: &[u8], counters: &TunCounters) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pairs_names_are_told_from_others() {
+        for own in [
+            "pmip6t0",
+            "pmip6t0io",
+            "pmip6t13",
+            "pmip6t13io",
+            "pmip6tin",
+            "pmip6tinio",
+            "pmipio0",
+            "pmipio12",
+        ] {
+            assert!(is_pair_name("pmip6t", own), "{own}");
+        }
+        // The daemon's end of a kernel's end whose name fits is named after it.
+        for kernels in ["pmip6t0", "pmip6t13", "pmip6tin"] {
+            assert!(is_pair_name("pmip6t", &io_name(kernels)), "{kernels}");
+        }
+        for other in [
+            "pmip6t",
+            "pmip6tio",
+            "pmip6tx",
+            "pmip6t0x",
+            "pmipacc1",
+            "pmipbuf0",
+            "pmipio",
+            "eth0",
+            "veth12",
+            "pmip6t0ioio",
+        ] {
+            assert!(!is_pair_name("pmip6t", other), "{other}");
+        }
+        assert_eq!(io_name("averylongname12"), "pmipio%d");
+    }
 
     #[test]
     fn alias_round_trips_and_refuses_others() {

@@ -14,11 +14,16 @@ impl InterfacePatterns {
         }
     }
 
-    /// Whether `name` is an access link.
+    /// Whether `name` is an access link. Never one of the datapath's own links: the
+    /// userspace tunnel's veth pairs are Ethernet links too, and a pattern such as `pmip*` or
+    /// `*` would otherwise take them for access links (and give them the MAGs' shared
+    /// link-layer address).
     pub fn matches(&self, name: &str) -> bool {
-        self.patterns
-            .iter()
-            .any(|p| glob(p.as_bytes(), name.as_bytes()))
+        !datapath::tun::is_pair_name(datapath::DEFAULT_TUNNEL_NAME_PREFIX, name)
+            && self
+                .patterns
+                .iter()
+                .any(|p| glob(p.as_bytes(), name.as_bytes()))
     }
 }
 
@@ -69,6 +74,18 @@ mod tests {
         assert!(!s.matches("eth10"));
         assert!(!s.matches("eth"));
         assert!(!s.matches(""));
+    }
+
+    #[test]
+    fn the_datapaths_own_links_are_never_access_links() {
+        for patterns in [&["pmip*"][..], &["*"], &["pmip6t0", "pmip6t0io", "pmipio0"]] {
+            let s = set(patterns);
+            for own in ["pmip6t0", "pmip6t0io", "pmip6tin", "pmip6tinio", "pmipio0"] {
+                assert!(!s.matches(own), "{patterns:?} {own}");
+            }
+        }
+        assert!(set(&["pmip*"]).matches("pmipacc1"));
+        assert!(set(&["*"]).matches("eth1"));
     }
 
     #[test]
