@@ -2364,13 +2364,16 @@ async fn health_follows_the_server_and_a_stopped_core_is_unavailable() {
 }
 
 impl Lab {
-    /// Stops the core without its shutdown (nothing deferred is written by it), as a crash.
-    async fn crash(self) -> TempDir {
+    /// Stops the core without its shutdown (nothing deferred is written by it), as a crash;
+    /// the state directory, and the kernel with the routes that outlive the process (every
+    /// backend's do), stay for a restart ([`Lab::start_with`]).
+    async fn crash(self) -> (TempDir, datapath::Fake) {
         let Lab {
             core_task,
             api,
             stop_api,
             dir,
+            datapath,
             ..
         } = self;
         core_task.abort();
@@ -2383,7 +2386,7 @@ impl Lab {
             assert!(t.elapsed() < WAIT, "the store stays open: {e}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        dir
+        (dir, datapath)
     }
 }
 
@@ -2399,8 +2402,8 @@ async fn refreshes_are_written_soon_after_and_never_over_a_later_change() {
     assert_eq!(pba.status, Status::Accepted);
     tokio::time::sleep(lma_cnf::service::DEFERRED_INTERVAL * 3).await;
     let lab = {
-        let dir = lab.crash().await;
-        Lab::start_in(dir).await
+        let (dir, kernel) = lab.crash().await;
+        Lab::start_with(dir, kernel).await
     };
     let b = lab.get(Key::MnId(nai(1))).await.unwrap();
     assert_eq!(b.lifetime_granted_seconds, 1800, "the refresh was written");
@@ -2418,8 +2421,8 @@ async fn refreshes_are_written_soon_after_and_never_over_a_later_change() {
     lab.pbu(MAG1, 1, p1, HandoffIndicator::HandoffStateNotChanged, 600)
         .await;
     let lab = {
-        let dir = lab.crash().await;
-        Lab::start_in(dir).await
+        let (dir, kernel) = lab.crash().await;
+        Lab::start_with(dir, kernel).await
     };
     let b = lab.get(Key::MnId(nai(2))).await.unwrap();
     assert_eq!(
