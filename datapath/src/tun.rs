@@ -282,10 +282,13 @@ impl Io {
             a.sll_ifindex = index;
             a
         };
-        // PACKET_IGNORE_OUTGOING (Linux 4.20): not what this socket itself sends.
+        // PACKET_IGNORE_OUTGOING (Linux 4.20): not what the daemon's end itself sends (its
+        // own link-local traffic). Best effort: an older kernel passes those up too, and they
+        // are kept off the tunnel like the kernel's end's own (`tunnelled`). A packet socket
+        // never receives what it sent itself.
         let one: libc::c_int = 1;
         // SAFETY: setsockopt reads a live c_int.
-        let r = unsafe {
+        let _ = unsafe {
             libc::setsockopt(
                 fd,
                 libc::SOL_PACKET,
@@ -294,9 +297,6 @@ impl Io {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
         // Bursts of a TCP stream arrive faster than one thread turns them around.
         let _ = socket.set_recv_buffer_size(4 << 20);
         let _ = socket.set_send_buffer_size(4 << 20);
