@@ -435,8 +435,31 @@ impl Kernel {
         if !sh.ipv4_forwarding {
             self.ensure_sysctl(&Sysctl::new(IPV4_FORWARDING), "1")?;
             sh.ipv4_forwarding = true;
+            if self.inner.layout.kind == Tunnel::Tun {
+                self.warn_of_reverse_path_filtering();
+            }
         }
         Ok(())
+    }
+
+    /// The userspace tunnel's decapsulated IPv4 packets enter by its ingress pair, whose
+    /// reverse-path filter is off; but the kernel filters by the larger of a link's value and
+    /// `all`'s, and drops them when `all` asks for filtering. Setting `all` is the host's
+    /// decision, not the daemon's: it says so, once, when IPv4 home addresses first appear.
+    fn warn_of_reverse_path_filtering(&self) {
+        let key = Sysctl::new("net/ipv4/conf/all/rp_filter");
+        match self.inner.nl.read_sysctl(&key) {
+            Ok(v) if v.trim() != "0" => tracing::warn!(
+                sysctl = %key,
+                value = v.trim(),
+                "IPv4 home addresses through the userspace tunnel: the kernel drops their \
+                 decapsulated packets while reverse-path filtering is on for all links; set \
+                 net.ipv4.conf.all.rp_filter=0 (the tunnel's links have it off), or use a \
+                 kernel with seg6 or ip6tnl"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "rp_filter not readable"),
+        }
     }
 
     /// The sysctls that terminating tunnels arriving on link `ifindex` needs, with their values.

@@ -657,6 +657,23 @@ pub(crate) fn set_link_message(index: u32, up: Option<bool>, mtu: Option<u32>) -
     m
 }
 
+/// IPV4_DEVCONF_RP_FILTER (<linux/ip.h>): a link's IPv4 reverse-path filter.
+pub(crate) const IPV4_DEVCONF_RP_FILTER: u16 = 8;
+
+/// IFLA_INET_CONF, nested, setting each IPv4 devconf value given (for RTM_SETLINK's
+/// IFLA_AF_SPEC / AF_INET). netlink-packet-route's own request form leaves out values of 0.
+pub(crate) fn inet_devconf(values: &[(u16, u32)]) -> rtnetlink::packet_core::DefaultNla {
+    const IFLA_INET_CONF: u16 = 1;
+    const NLA_F_NESTED: u16 = 0x8000;
+    let mut inner = Vec::with_capacity(values.len() * 8);
+    for &(kind, value) in values {
+        inner.extend_from_slice(&8u16.to_ne_bytes());
+        inner.extend_from_slice(&kind.to_ne_bytes());
+        inner.extend_from_slice(&value.to_ne_bytes());
+    }
+    rtnetlink::packet_core::DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, inner)
+}
+
 /// RTM_DELLINK body for `index`.
 pub(crate) fn del_link_message(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
@@ -809,6 +826,25 @@ impl fmt::Display for KRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inet_devconf_request_carries_zero_values_too() {
+        use rtnetlink::packet_core::Emitable;
+        let nla = inet_devconf(&[(IPV4_DEVCONF_RP_FILTER, 0), (1, 1)]);
+        let mut buf = vec![0u8; nla.buffer_len()];
+        nla.emit(&mut buf);
+        let mut want = Vec::new();
+        for (len, kind) in [(20u16, 0x8001u16), (8, 8)] {
+            want.extend_from_slice(&len.to_ne_bytes());
+            want.extend_from_slice(&kind.to_ne_bytes());
+        }
+        want.extend_from_slice(&0u32.to_ne_bytes());
+        for v in [8u16, 1] {
+            want.extend_from_slice(&v.to_ne_bytes());
+        }
+        want.extend_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(buf, want);
+    }
     use rtnetlink::packet_core::{Emitable, NlaBuffer, NlasIterator, Parseable};
 
     const NLA_F_NESTED: u16 = 0x8000;

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use ipnet::Ipv6Net;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet, AfSpecUnspec, BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -666,11 +666,21 @@ impl Netlink {
     /// Sets the kernel's end of a pair of the userspace tunnel up, without neighbour
     /// resolution (what is routed into it goes to its own MAC address, straight to the other
     /// end), with its MTU and its alias (which names the tunnel's ends, [`crate::tun`]).
+    ///
+    /// Its IPv4 reverse-path filter is off (`rp_filter` 0) whatever the namespace's `default`
+    /// says: a decapsulated IPv4 packet enters by the ingress pair while the route to its
+    /// source leads elsewhere, and the kernel drops it under either filtering mode on a link
+    /// without an IPv4 address. (The kernel takes the larger of `all` and the link's value:
+    /// `all` above 0 still drops them, see [`crate::Kernel`]'s warning.)
     pub(crate) async fn set_tun_link(&self, index: u32, mtu: u32, alias: &str) -> Result<()> {
         let mut m = msg::set_link_message(index, Some(true), Some(mtu));
         m.header.flags |= LinkFlags::Noarp;
         m.header.change_mask |= LinkFlags::Noarp;
         m.attributes.push(LinkAttribute::IfAlias(alias.to_owned()));
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::Other(msg::inet_devconf(&[(msg::IPV4_DEVCONF_RP_FILTER, 0)])),
+            ])]));
         self.one(Request::set_link(m)).await.map(drop)
     }
 

@@ -1154,6 +1154,37 @@ async fn lab4() -> Lab {
     lab
 }
 
+/// An IPv4 home address crosses the tunnel both ways where new links filter by reverse path
+/// strictly (`rp_filter` 1 in `default`, as some distributions set it): a decapsulated
+/// packet enters by the userspace tunnel's ingress pair, not by the link its source is routed
+/// to, and the kernel would drop it; the pairs are made with the filter off. (With `all`
+/// above 0 the kernel filters every link, and the daemon warns.)
+#[tokio::test]
+async fn ipv4_crosses_the_tunnel_under_strict_reverse_path_filtering() {
+    let lab = lab(1500).await;
+    for node in [&lab.lma, &lab.mag] {
+        for (key, value) in [("all", 0), ("default", 1)] {
+            let st = node
+                .ns
+                .command("sysctl")
+                .unwrap()
+                .args(["-qw", &format!("net.ipv4.conf.{key}.rp_filter={value}")])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+    }
+    lab.program().await;
+    lab.ipv4_hosts();
+    lab.program4().await;
+    let mn = lab.mn.udp4(MN4, 7101);
+    let cn = lab.cn.udp4(CN4, 7101);
+    let up = send_and_receive4(&mn, &cn, 100).expect("uplink");
+    assert_eq!(up.ip().to_string(), MN4);
+    let down = send_and_receive4(&cn, &mn, 100).expect("downlink");
+    assert_eq!(down.ip().to_string(), CN4);
+}
+
 /// Checks that `packets` holds an IPv6 packet from `outer_src` to `outer_dst` whose Next
 /// Header is 4 and whose payload, right behind the 40-byte header (no routing header), is an
 /// IPv4 packet from `inner_src` to `inner_dst` of `len` bytes.
