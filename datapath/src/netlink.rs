@@ -132,6 +132,30 @@ impl Request {
     }
 }
 
+/// RTM_NEWLINK body of a veth pair: `name` (at ifindex `index`, 0 for the kernel's choice)
+/// and its other end `peer_name`, in the namespace of `peer_netns` when given.
+fn veth_message(
+    index: u32,
+    name: &str,
+    peer_name: &str,
+    peer_netns: Option<std::os::fd::RawFd>,
+) -> LinkMessage {
+    let mut peer = LinkMessage::default();
+    peer.attributes
+        .push(LinkAttribute::IfName(peer_name.to_owned()));
+    if let Some(fd) = peer_netns {
+        peer.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    m
+}
+
 /// How a request ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -688,16 +712,9 @@ impl Netlink {
     /// `other` (or a name the kernel picks when `other` is a template with `%d`), both in this
     /// namespace and down.
     pub(crate) async fn add_tun_pair(&self, name: &str, other: &str) -> Result<()> {
-        let mut peer = LinkMessage::default();
-        peer.attributes
-            .push(LinkAttribute::IfName(other.to_owned()));
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]));
-        self.one(Request::new_link(m)).await.map(drop)
+        self.one(Request::new_link(veth_message(0, name, other, None)))
+            .await
+            .map(drop)
     }
 
     /// Sets the link-layer (MAC) address of link `index`.
@@ -874,17 +891,7 @@ impl Netlink {
             name: peer_netns.name().to_owned(),
             source,
         })?;
-        let mut peer = LinkMessage::default();
-        peer.attributes
-            .push(LinkAttribute::IfName(peer_name.to_owned()));
-        peer.attributes
-            .push(LinkAttribute::NetNsFd(ns_file.as_raw_fd()));
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]));
+        let m = veth_message(0, name, peer_name, Some(ns_file.as_raw_fd()));
         // The file must stay open until the kernel has read the descriptor.
         let done = self.one(Request::new_link(m)).await.map(drop);
         drop(ns_file);
@@ -908,18 +915,7 @@ impl Netlink {
             name: peer_netns.name().to_owned(),
             source,
         })?;
-        let mut peer = LinkMessage::default();
-        peer.attributes
-            .push(LinkAttribute::IfName(peer_name.to_owned()));
-        peer.attributes
-            .push(LinkAttribute::NetNsFd(ns_file.as_raw_fd()));
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]));
+        let m = veth_message(index, name, peer_name, Some(ns_file.as_raw_fd()));
         // The file must stay open until the kernel has read the descriptor.
         let done = self.one(Request::new_link(m)).await.map(drop);
         drop(ns_file);

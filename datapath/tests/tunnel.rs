@@ -43,6 +43,18 @@ async fn open(tunnel: Tunnel, node: &Node, local: &str) -> Datapath {
     open_on(tunnel, node, "t0", local).await
 }
 
+/// As a restarted daemon opens it: serving first, reconciling later.
+async fn reopen(tunnel: Tunnel, node: &Node, local: &str) -> Datapath {
+    let settings = Settings::resolve(&node.nl, Some("t0"), a(local), None)
+        .await
+        .unwrap();
+    let dp = Datapath::open_without_routes(mode(tunnel), node.nl.clone(), settings)
+        .await
+        .unwrap();
+    assert!(dp.reconciles_later());
+    dp
+}
+
 async fn open_on(tunnel: Tunnel, node: &Node, transport: &str, local: &str) -> Datapath {
     let settings = Settings::resolve(&node.nl, Some(transport), a(local), None)
         .await
@@ -440,15 +452,7 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
         "nothing carries the tunnel without the backend"
     );
 
-    let restarted = Datapath::open_without_routes(
-        mode(tunnel),
-        lma.nl.clone(),
-        Settings::resolve(&lma.nl, Some("t0"), a(LMA), None)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let restarted = reopen(tunnel, &lma, LMA).await;
     restarted.assume(stored.clone()).await.unwrap();
     // Serving at once: the pairs are taken over, as they were.
     assert_eq!(lma.ip_output("-d link show"), links);
@@ -462,15 +466,7 @@ async fn a_stopped_backend_leaves_what_its_kind_outlives() {
     // A cleanup by a backend that made none of them (`--cleanup` is a process of its own)
     // removes the pairs, the ingress one too, and the routes into them.
     drop(restarted);
-    let fresh = Datapath::open(
-        mode(tunnel),
-        lma.nl.clone(),
-        Settings::resolve(&lma.nl, Some("t0"), a(LMA), None)
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let fresh = open(tunnel, &lma, LMA).await;
     fresh.cleanup().await.unwrap();
     lma.wait_until_no_link("pmip6t");
     let routes = lma.routes("-6 route show table all");
@@ -770,13 +766,7 @@ async fn an_assumed_state_is_reconciled_later_and_keeps_the_changes_made_meanwhi
         "the links stay as they were"
     );
 
-    let settings = Settings::resolve(&lab.lma.nl, Some("t0"), a(LMA), None)
-        .await
-        .unwrap();
-    let restarted = Datapath::open_without_routes(mode(lab.tunnel), lab.lma.nl.clone(), settings)
-        .await
-        .unwrap();
-    assert!(restarted.reconciles_later());
+    let restarted = reopen(lab.tunnel, &lab.lma, LMA).await;
     restarted.assume(stored.clone()).await.unwrap();
     let Datapath::Kernel(k) = &restarted else {
         panic!("a kernel backend")
