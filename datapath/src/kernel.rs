@@ -1203,13 +1203,19 @@ impl Kernel {
             let kept = match (peer, &self.inner.tun) {
                 (None, _) => None,
                 (Some(peer), Some(tun)) => {
-                    if link.tun != Some((local, peer)) || link.mtu != l.s.tunnel_mtu() {
+                    let mtu = l.s.tunnel_mtu();
+                    if link.tun != Some((local, peer)) || link.mtu != mtu {
                         None
-                    } else if tun.holds(link.index) {
+                    } else if tun.holds(link.index)
+                        && crate::tun::right_pair(link, &actual.links, (local, peer), mtu).is_some()
+                    {
                         Some(link.index)
                     } else {
                         // A pair a stopped daemon left, with the routes into it: taken over
-                        // as it is when it is right, made again otherwise.
+                        // as it is when it is right. Made again otherwise, also one of ours
+                        // that is no longer right (its daemon's end set down, say: its
+                        // carrier went, and the kernel flushed its nexthop and routes).
+                        tun.close(link.index);
                         Some(tun.create(nl, &l.tunnel_link(slot, local, peer)).await?)
                     }
                 }
@@ -1381,7 +1387,7 @@ fn first_termination(state: &DesiredState) -> Result<Ipv6Addr> {
         .copied()
         .ok_or_else(|| Error::Invalid {
             op: "tunnel",
-            reason: "a tunnel link (ip6tnl, TUN) needs a local address: prepare a termination \
+            reason: "a tunnel link (ip6tnl, tun) needs a local address: prepare a termination \
                      first"
                 .into(),
         })

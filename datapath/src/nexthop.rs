@@ -12,9 +12,10 @@
 //! ```
 //!
 //! The kernel removes a nexthop object with its device, and every route that names it. It
-//! also flushes the objects of a device that loses its carrier, which the TUN devices do
-//! only as they close and ip6tnl links never do: that is why the seg6 routes, on the
-//! transport link, keep nexthops of their own.
+//! also flushes the objects of a device that loses its carrier, which the userspace tunnel's
+//! veth pairs do only when someone sets one of their ends down (a reconcile makes such a pair
+//! again) and ip6tnl links never do: that is why the seg6 routes, on the transport link, keep
+//! nexthops of their own.
 
 use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST};
 

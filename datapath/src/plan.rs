@@ -23,9 +23,9 @@ pub enum Tunnel {
     Seg6,
     /// One ip6tnl link (mode any: IPv6 and IPv4 inside) per peer.
     Ip6tnl,
-    /// One TUN device per peer, whose packets the daemon encapsulates itself and sends on a
-    /// raw socket; what arrives with Next Header 41 or 4 it decapsulates into the peer's
-    /// device ([`crate::tun`]).
+    /// One veth pair per peer, whose packets the daemon reads from the pair's other end,
+    /// encapsulates itself and sends on a raw socket; what arrives with Next Header 41 or 4 it
+    /// decapsulates into the ingress pair ([`crate::tun`]).
     Tun,
 }
 
@@ -445,7 +445,8 @@ pub(crate) struct Actual {
 }
 
 impl Actual {
-    /// The owned tunnel links (ip6tnl links, or TUN devices of the userspace tunnel), by slot.
+    /// The owned tunnel links (ip6tnl links, or the kernel's ends of the userspace tunnel's
+    /// pairs), by slot.
     pub(crate) fn tunnels(&self, l: &Layout) -> BTreeMap<u32, &KLink> {
         self.links
             .iter()

@@ -145,7 +145,7 @@ const IO_MTU: u32 = 65_535;
 
 /// The kernel's end of a pair and the daemon's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Pair {
+pub(crate) struct Pair {
     index: u32,
     mac: Vec<u8>,
     io: u32,
@@ -174,10 +174,21 @@ pub fn is_pair_name(prefix: &str, name: &str) -> bool {
         || name.strip_prefix("pmipio").is_some_and(digits)
 }
 
+/// Whether `link` is a pair of the tunnel: its alias says so, or it is a veth whose other end
+/// has the name the tunnel gives it (a pair whose making stopped before its alias was set).
+fn ours(link: &crate::msg::KLink, links: &[crate::msg::KLink]) -> bool {
+    link.tun.is_some()
+        || link.veth_peer.is_some_and(|p| {
+            links
+                .iter()
+                .any(|o| o.index == p && o.name == io_name(&link.name))
+        })
+}
+
 /// The pair whose kernel's end is `link`, if it is right for a tunnel `(local, remote)` of
 /// `mtu`: a veth whose other end is in `links`, up, without neighbour resolution, with that
 /// alias and MTU. What a daemon finds after a restart, or its own pair.
-fn right_pair(
+pub(crate) fn right_pair(
     link: &crate::msg::KLink,
     links: &[crate::msg::KLink],
     ends: (Ipv6Addr, Ipv6Addr),
@@ -254,10 +265,11 @@ struct Io {
 }
 
 impl Io {
-    /// Opens the socket of `pair`, in the caller's namespace, nonblocking. It reads only what
-    /// arrives at the daemon's end, not what is sent from it.
+    /// Opens the socket of `pair`, in the caller's namespace, nonblocking. With `reads`, it
+    /// reads what arrives at the daemon's end (not what is sent from it); without, it only
+    /// sends, and nothing piles up in it.
     #[allow(unsafe_code)]
-    fn open(pair: &Pair) -> io::Result<Io> {
+    fn open(pair: &Pair, reads: bool) -> io::Result<Io> {
         // Protocol 0: nothing is received until the socket is bound to its link below.
         // SAFETY: socket returns a new descriptor or -1.
         let fd = unsafe {
@@ -300,7 +312,7 @@ impl Io {
         // Bursts of a TCP stream arrive faster than one thread turns them around.
         let _ = socket.set_recv_buffer_size(4 << 20);
         let _ = socket.set_send_buffer_size(4 << 20);
-        let bound = ll(libc::ETH_P_ALL);
+        let bound = ll(if reads { libc::ETH_P_ALL } else { 0 });
         // SAFETY: bind reads a live sockaddr_ll of the size given.
         let r = unsafe {
             libc::bind(
@@ -672,7 +684,8 @@ impl Forwarder {
     }
 
     /// The pair whose kernel's end is `name`, for the tunnel `ends`, in `nl`'s namespace, with
-    /// the packet socket of its daemon's end; also runs `more` there. A right pair of that
+    /// the packet socket of its daemon's end (which `reads` what the kernel routes into the
+    /// pair, or only sends); also runs `more` there. A right pair of that
     /// name is taken over as it is (nothing in the kernel changes: the routes into it stay);
     /// another link of that name is deleted if it is the tunnel's (its alias says so) and
     /// refused (EEXIST) if not, and the pair made: the kernel's end up, its
@@ -683,16 +696,24 @@ impl Forwarder {
         name: &str,
         ends: (Ipv6Addr, Ipv6Addr),
         mtu: u32,
+        reads: bool,
         more: impl FnOnce() -> io::Result<T> + Send,
     ) -> Result<(Io, Pair, T)> {
         let links = nl.dump_links().await?;
         let found = links.iter().find(|l| l.name == name);
         let pair = match found.and_then(|l| right_pair(l, &links, ends, mtu)) {
-            Some(p) => p,
+            Some(p) => {
+                // Idempotent (no change, no notification): a daemon killed while making
+                // the pair may have left them on.
+                let owned = name.to_owned();
+                in_netns(nl, move || no_offloads(&owned))?
+                    .map_err(tun_error("turn offloads off", name))?;
+                p
+            }
             None => {
                 match found {
                     // Not ours: left alone.
-                    Some(l) if l.tun.is_none() => {
+                    Some(l) if !ours(l, &links) => {
                         return Err(tun_error("make tun pair", name)(
                             io::Error::from_raw_os_error(libc::EEXIST),
                         ));
@@ -722,7 +743,7 @@ impl Forwarder {
         let p = pair.clone();
         let (io, made) = in_netns(nl, move || -> io::Result<(Io, T)> {
             let made = more()?;
-            Ok((Io::open(&p)?, made))
+            Ok((Io::open(&p, reads)?, made))
         })?
         .map_err(tun_error("open packet socket", name))?;
         Ok((io, pair, made))
@@ -768,6 +789,7 @@ impl Forwarder {
             name,
             (local, Ipv6Addr::UNSPECIFIED),
             IO_MTU,
+            false,
             move || Ends::open(local),
         )
         .await?;
@@ -806,14 +828,9 @@ impl Forwarder {
             // The thread stops first.
             let _ = tokio::task::spawn_blocking(move || drop(i)).await;
         }
-        // Only a pair of the tunnel's (its alias says so): a link of that name that is not
-        // ours is left alone.
-        let ours = nl
-            .dump_links()
-            .await?
-            .into_iter()
-            .find(|l| l.name == name && l.tun.is_some());
-        if let Some(l) = ours {
+        // Only a pair of the tunnel's: a link of that name that is not ours is left alone.
+        let links = nl.dump_links().await?;
+        if let Some(l) = links.iter().find(|l| l.name == name && ours(l, &links)) {
             nl.delete_link(l.index).await?;
         }
         Ok(())
@@ -841,7 +858,7 @@ impl Forwarder {
             return Ok(index);
         }
         let (io, Pair { index, .. }, ()) =
-            Self::pair(nl, &t.name, (t.local, t.remote), t.mtu, || Ok(())).await?;
+            Self::pair(nl, &t.name, (t.local, t.remote), t.mtu, true, || Ok(())).await?;
         let peer = SockAddr::from(SocketAddrV6::new(t.remote, 0, 0, 0));
         let counters = self.counters.clone();
         let mail = Arc::new(Mailbox {
@@ -1052,7 +1069,8 @@ async fn expire(state: Weak<Mutex<State>>, index: u32, since: Instant) {
     };
     // Its thread is stopped and joined: not on the runtime's threads.
     let _ = tokio::task::spawn_blocking(move || drop(worker)).await;
-    if let Some(nl) = nl {
+    // Not once the backend is gone: a backend opened after it may have taken the pair over.
+    if let Some(nl) = nl.filter(|_| state.strong_count() > 0) {
         delete(&nl, index).await;
     }
     if let Some(state) = state.upgrade() {
@@ -1190,8 +1208,15 @@ fn egress(
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The daemon's end was set down (the kernel says so once, then the socket
+                // reads again when it comes back up; a reconcile makes such a pair again).
+                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "tun pair: its daemon's end went down");
+                    break;
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "tun device: read failed; its tunnel stops");
+                    tracing::error!(error = %e, "tun pair: read failed; its tunnel stops");
                     return;
                 }
             }
@@ -1339,6 +1364,78 @@ fn write_inner(writer: &Io, pkt: &[u8], counters: &TunCounters) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pair_is_taken_over_only_when_right_and_deleted_only_when_ours() {
+        use crate::msg::KLink;
+        let (local, remote): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let kernels = KLink {
+            index: 6,
+            name: "pmip6t0".into(),
+            mtu: 1460,
+            mac: vec![2, 0, 0, 0, 0, 1],
+            up: true,
+            tun: Some((local, remote)),
+            veth_peer: Some(7),
+            noarp: true,
+            ..KLink::default()
+        };
+        let daemons = KLink {
+            index: 7,
+            name: "pmip6t0io".into(),
+            mtu: IO_MTU,
+            up: true,
+            veth_peer: Some(6),
+            ..KLink::default()
+        };
+        let links = vec![kernels.clone(), daemons.clone()];
+        let pair = right_pair(&kernels, &links, (local, remote), 1460).expect("right");
+        assert_eq!((pair.index, pair.io), (6, 7));
+        // Another tunnel, another MTU, a daemon's end down or gone, neighbour resolution on,
+        // no link-layer address: not right.
+        assert!(right_pair(&kernels, &links, (local, local), 1460).is_none());
+        assert!(right_pair(&kernels, &links, (local, remote), 1400).is_none());
+        let down = KLink {
+            up: false,
+            ..daemons.clone()
+        };
+        assert!(right_pair(&kernels, &[kernels.clone(), down], (local, remote), 1460).is_none());
+        assert!(right_pair(&kernels, &links[..1], (local, remote), 1460).is_none());
+        for broken in [
+            KLink {
+                noarp: false,
+                ..kernels.clone()
+            },
+            KLink {
+                mac: Vec::new(),
+                ..kernels.clone()
+            },
+        ] {
+            assert!(right_pair(&broken, &links, (local, remote), 1460).is_none());
+        }
+        // Ours: by its alias, or (half made, no alias yet) by its daemon's end's name.
+        assert!(ours(&kernels, &links));
+        let half = KLink {
+            tun: None,
+            ..kernels.clone()
+        };
+        assert!(ours(&half, &links));
+        let foreign_peer = KLink {
+            name: "pmip6x".into(),
+            ..daemons
+        };
+        assert!(!ours(&half, &[half.clone(), foreign_peer]));
+        assert!(!ours(
+            &KLink {
+                veth_peer: None,
+                ..half.clone()
+            },
+            &links
+        ));
+    }
 
     #[test]
     fn the_pairs_names_are_told_from_others() {

@@ -255,7 +255,7 @@ async fn tun_errors() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "tunnel: a tunnel link (ip6tnl, TUN) needs a local address: prepare a termination \
+        "tunnel: a tunnel link (ip6tnl, tun) needs a local address: prepare a termination \
          first"
     );
     assert_eq!(e.errno(), None);
@@ -421,8 +421,8 @@ async fn sysctls_round_trip(tunnel: Tunnel) {
     let done = dp.ensure_sysctls().await.unwrap();
     let first = done.clone();
     let names: Vec<String> = done.iter().map(|(k, _, _)| k.to_string()).collect();
-    // seg6 needs its input turned on, for the ingress link too; a TUN device takes what the
-    // daemon writes into it whatever the sysctls say.
+    // seg6 needs its input turned on, for the ingress link too; the userspace tunnel's
+    // ingress pair takes what the daemon sends into it whatever the sysctls say.
     let want: &[&str] = match tunnel {
         Tunnel::Seg6 => &[
             "net.ipv6.conf.all.forwarding",

@@ -3,9 +3,9 @@
 //! `PMIP_TEST_TUNNEL=seg6|tun` forces one ([`common::tunnel_under_test`]). Both put the same
 //! RFC 2473 packets on the transport link, and the tests check them there; where they
 //! differ in what the kernel holds (seg6 routes with `encap seg6` and End.DT6 / End.DX4
-//! terminations, or a TUN device per peer, routes `dev pmip6tN` and an `iif pmip6tin`
-//! rule), each test asserts what the backend under test made. What only seg6 can do (take
-//! its state for granted after a restart) is said on stderr when it is not run.
+//! terminations, or a veth pair per peer, routes `dev pmip6tN` and an `iif pmip6tin`
+//! rule), each test asserts what the backend under test made. What only one of them can do
+//! is said on stderr when it is not run.
 //!
 //! ```text
 //!  mn ──m0/a0── mag ──t0/t0── lma ──c0/c0── cn
@@ -225,8 +225,8 @@ async fn traffic_crosses_both_tunnel_ends_at_full_size() {
 
 impl Lab {
     /// What the kernel holds for the programmed lab, as iproute2 shows it: seg6 routes
-    /// (`encap seg6 mode encap.red`, one segment: the peer), or a TUN device per peer named by
-    /// its alias, routes into it with no encap and no MTU of their own, the ingress device and
+    /// (`encap seg6 mode encap.red`, one segment: the peer), or a veth pair per peer named by
+    /// its alias, routes into it with no encap and no MTU of their own, the ingress pair and
     /// its `iif` rules (IPv6 and IPv4) in place of seg6's termination rules and routes, and
     /// the `local` rule left where it was.
     async fn assert_kernel_holds_the_tunnel(&self) {
@@ -534,11 +534,46 @@ async fn the_lmas_own_tcp_stream_crosses_the_tunnel_intact() {
     );
 }
 
+/// tun only. A pair whose daemon's end someone sets down loses its carrier, and the kernel
+/// flushes its nexthop object and the routes into it; a reconcile makes the pair again and
+/// traffic flows.
+#[tokio::test]
+async fn a_reconcile_makes_a_broken_pair_again() {
+    let lab = lab(1500).await;
+    if lab.tunnel != Tunnel::Tun {
+        note(&format!(
+            "a_reconcile_makes_a_broken_pair_again: tun only, not run over {}",
+            name(lab.tunnel)
+        ));
+        return;
+    }
+    lab.program().await;
+    let mn = lab.mn.udp(MN, 7012);
+    let cn = lab.cn.udp(CN, 7012);
+    assert!(send_and_receive(&cn, &mn, 64).is_some());
+    let before = lab.lma.index("pmip6t0").await;
+    lab.lma.ip("link set pmip6t0io down");
+    assert!(
+        send_and_receive(&cn, &mn, 64).is_none(),
+        "the pair is broken"
+    );
+    let report = lab
+        .lma_dp
+        .reconcile(&lab.lma_dp.state().await)
+        .await
+        .unwrap();
+    assert_eq!(report.links.added, 1, "{report:?}");
+    assert_eq!(report.routes.added, 1, "{report:?}");
+    assert_ne!(lab.lma.index("pmip6t0").await, before);
+    assert!(send_and_receive(&cn, &mn, 64).is_some());
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+}
+
 /// With a 1500-byte transport link the tunnel MTU is 1460 and the routes say so (seg6: the
 /// route's MTU; tun: the device's): forwarded packets of 1460 bytes get through both ways,
 /// and the LMA's own packets above the tunnel MTU are refused with EMSGSIZE instead of
-/// vanishing in the seg6 output path (or being refused by the raw socket behind a TUN
-/// device, where nobody sees it).
+/// vanishing in the seg6 output path (or being refused by the raw socket behind the
+/// userspace tunnel's pair, where nobody sees it).
 #[tokio::test]
 async fn tunnel_mtu_is_the_transport_mtu_minus_40() {
     let lab = lab(1500).await;

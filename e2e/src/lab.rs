@@ -1315,8 +1315,9 @@ pub async fn kernel_tunnels(ns: Option<&NetNs>) -> anyhow::Result<bool> {
 }
 
 impl Lab {
-    /// Whether the daemons' tunnels are the kernel's (seg6 or ip6tnl), whose routes outlive
-    /// a daemon, rather than the userspace tunnel, whose TUN devices stop with their daemon;
+    /// Whether the daemons' tunnels are the kernel's (seg6 or ip6tnl), which carry traffic
+    /// while a daemon is down, rather than the userspace tunnel, whose pairs nothing reads
+    /// then;
     /// for mode auto, probed in the LMA's namespace as the daemons do.
     pub async fn kernel_tunnels(&self) -> anyhow::Result<bool> {
         match self.spec.datapath {

@@ -364,8 +364,9 @@ async fn kill_9_and_restart_of_a_mag_keeps_its_nodes() {
             r.sent
         );
     } else {
-        // The userspace tunnel's devices stop with the MAG: what the stream sent while it was
-        // down (500 ms, then its start until ready) is lost, and nothing more.
+        // Nothing carries the userspace tunnel's pairs while the MAG is down (they and their
+        // routes stay, unread): what the stream sent while it was down (500 ms, then its
+        // start until ready) is lost, and nothing more.
         let outage = Duration::from_millis(500) + ready + Duration::from_millis(300);
         let bound = (500.0 * outage.as_secs_f64()).ceil() as u64;
         assert!(

@@ -193,9 +193,7 @@ impl Node {
     }
 
     /// Waits (up to 3 s) until the namespace has no link whose name starts with `prefix`,
-    /// and panics if one stays. A TUN device goes when the last descriptor of it closes,
-    /// and a process that another test forks meanwhile holds a copy of every descriptor
-    /// until it executes its program.
+    /// and panics if one stays (a link may take a moment to go).
     pub fn wait_until_no_link(&self, prefix: &str) {
         let t = Instant::now();
         let has = |out: &str| {
