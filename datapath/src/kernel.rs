@@ -1021,6 +1021,7 @@ impl Kernel {
         if let Some(tun) = &self.inner.tun {
             match desired.terminations.keys().next() {
                 Some(&local) => {
+                    tun.check_ingress(&actual.links);
                     tun.terminate(&self.inner.nl, local, &l.s.tun_ingress_name())
                         .await?;
                 }

@@ -141,7 +141,7 @@ pub fn probe() -> bool {
 /// The MTU of the daemon's end of every pair, and of both ends of the ingress pair: the
 /// largest a veth takes. A veth passes a frame only if its receiving end's MTU allows it,
 /// and an inner packet reassembled from fragments may be larger than the tunnel MTU.
-const IO_MTU: u32 = 65_535;
+pub(crate) const IO_MTU: u32 = 65_535;
 
 /// The kernel's end of a pair and the daemon's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -818,6 +818,23 @@ impl Forwarder {
             _worker: worker,
         });
         Ok(pair.index)
+    }
+
+    /// Lets the ingress go (its thread stops, its sockets close) if the kernel no longer holds
+    /// it right among `links` (someone deleted it, or set its daemon's end down): the next
+    /// [`Forwarder::terminate`] makes it again. Nothing when it is right or there is none.
+    pub(crate) fn check_ingress(&self, links: &[crate::msg::KLink]) {
+        let mut st = self.lock();
+        let broken = st.ingress.as_ref().is_some_and(|i| {
+            links
+                .iter()
+                .find(|k| k.index == i.index)
+                .and_then(|k| right_pair(k, links, (i.local, Ipv6Addr::UNSPECIFIED), IO_MTU))
+                .is_none()
+        });
+        if broken {
+            st.ingress = None;
+        }
     }
 
     /// Stops terminating tunnels: the sockets close and the ingress pair `name` is deleted,

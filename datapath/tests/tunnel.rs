@@ -536,7 +536,7 @@ async fn the_lmas_own_tcp_stream_crosses_the_tunnel_intact() {
 
 /// tun only. A pair whose daemon's end someone sets down loses its carrier, and the kernel
 /// flushes its nexthop object and the routes into it; a reconcile makes the pair again and
-/// traffic flows.
+/// traffic flows. So does an ingress pair someone deleted.
 #[tokio::test]
 async fn a_reconcile_makes_a_broken_pair_again() {
     let lab = lab(1500).await;
@@ -566,6 +566,21 @@ async fn a_reconcile_makes_a_broken_pair_again() {
     assert_eq!(report.routes.added, 1, "{report:?}");
     assert_ne!(lab.lma.index("pmip6t0").await, before);
     assert!(send_and_receive(&cn, &mn, 64).is_some());
+    assert!(send_and_receive(&mn, &cn, 64).is_some());
+
+    // The same for the ingress pair, which decapsulated packets enter by: deleted behind
+    // the backend's back, the uplink stops at the LMA; a reconcile makes it again.
+    lab.lma.ip("link del pmip6tin");
+    assert!(send_and_receive(&mn, &cn, 64).is_none(), "no way in");
+    lab.lma_dp
+        .reconcile(&lab.lma_dp.state().await)
+        .await
+        .unwrap();
+    assert!(
+        lab.lma
+            .ip_output("link show pmip6tin")
+            .contains("pmip6tin@pmip6tinio")
+    );
     assert!(send_and_receive(&mn, &cn, 64).is_some());
 }
 
